@@ -1,0 +1,185 @@
+"""Chat routing: the incoming update, the handler context and one Router per feature module."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot.menu import MenuKey
+from bot.replies import Later, Reply, Text
+from storage.models import ConversationState, Distributor, Follower
+
+if TYPE_CHECKING:
+    from bot.config import Config
+    from bot.outbox import Outbox
+    from bot.wechat_api import WeChatAPI
+
+CANCEL_WORDS = frozenset({"取消", "cancel", "/cancel"})
+STATE_TTL = timedelta(minutes=30)
+
+
+@dataclass(frozen=True)
+class Incoming:
+    """One message or event from a follower, independent of wechatpy's classes."""
+
+    openid: str
+    account: str  # the official account's original id (ToUserName)
+    kind: str  # "text", "image", "voice", ..., or "event"
+    create_time: int
+    msg_id: int = 0
+    content: str = ""  # text messages, trimmed
+    event: str = ""  # subscribe, subscribe_scan, scan, unsubscribe, click, view, ...
+    event_key: str = ""  # menu key (click) or QR scene (subscribe_scan/scan, prefix stripped)
+
+    @property
+    def dedupe_key(self) -> str:
+        if self.msg_id:
+            return f"m:{self.msg_id}"
+        return f"e:{self.openid}:{self.create_time}:{self.event}:{self.event_key}"[:160]
+
+    @property
+    def interactive(self) -> bool:
+        """Whether WeChat opens the 48-hour customer-service window for this update."""
+        return self.event != "unsubscribe"
+
+
+@dataclass
+class Ctx:
+    """Everything a handler may use; one database session per update."""
+
+    session: AsyncSession
+    config: Config
+    wechat: WeChatAPI
+    outbox: Outbox
+    now: datetime
+    follower: Follower
+    distributor: Distributor | None
+    state: ConversationState | None
+    args: str = ""  # what follows a text command, trimmed
+
+    def set_state(self, name: str, data: dict[str, Any] | None = None, ttl: timedelta = STATE_TTL) -> None:
+        if self.state is None:
+            self.state = ConversationState(openid=self.follower.openid, state=name, data=data or {},
+                                           expires_at=self.now + ttl)
+            self.session.add(self.state)
+        else:
+            self.state.state, self.state.data, self.state.expires_at = name, dict(data or {}), self.now + ttl
+
+    async def clear_state(self) -> None:
+        if self.state is not None:
+            await self.session.delete(self.state)
+            self.state = None
+
+    @property
+    def active_distributor(self) -> Distributor | None:
+        d = self.distributor
+        return d if d is not None and d.status == "active" else None
+
+
+HandlerResult = Reply | Later | None
+Handler = Callable[[Incoming, Ctx], Awaitable[HandlerResult]]
+
+
+@dataclass
+class Router:
+    """A feature module's ways in: text commands, menu keys, events and conversation states."""
+
+    name: str
+    commands: list[tuple[tuple[str, ...], Handler]] = field(default_factory=list)
+    menu_keys: dict[str, Handler] = field(default_factory=dict)
+    events: dict[str, Handler] = field(default_factory=dict)
+    states: dict[str, Handler] = field(default_factory=dict)
+    fallback_handler: Handler | None = None
+
+    def command(self, *words: str, menu: MenuKey | None = None) -> Callable[[Handler], Handler]:
+        def register(fn: Handler) -> Handler:
+            self.commands.append((tuple(w.lower() for w in words), fn))
+            if menu is not None:
+                self.menu_keys[menu.value] = fn
+            return fn
+        return register
+
+    def event(self, *names: str) -> Callable[[Handler], Handler]:
+        def register(fn: Handler) -> Handler:
+            for n in names:
+                self.events[n] = fn
+            return fn
+        return register
+
+    def state(self, *names: str) -> Callable[[Handler], Handler]:
+        def register(fn: Handler) -> Handler:
+            for n in names:
+                self.states[n] = fn
+            return fn
+        return register
+
+    def fallback(self, fn: Handler) -> Handler:
+        self.fallback_handler = fn
+        return fn
+
+
+def split_command(text: str, words: Iterable[str]) -> str | None:
+    """The arguments after a command word, or None when the text is not that command.
+
+    "注册 K7QF2M", "注册K7QF2M", "register K7QF2M" and "/register K7QF2M" all match 注册/register.
+    """
+    t = text.strip()
+    if t.startswith("/"):
+        t = t[1:]
+    low = t.lower()
+    for w in words:
+        if low == w:
+            return ""
+        if low.startswith(w):
+            rest = t[len(w):]
+            if rest[:1].isspace() or not w.isascii():
+                return rest.strip()
+    return None
+
+
+class Dispatch:
+    """Routes an update through the routers, in the explicit order they were given."""
+
+    def __init__(self, routers: Iterable[Router]):
+        self.routers = list(routers)
+        self._commands = [(words, fn) for r in self.routers for words, fn in r.commands]
+        self._menu = {k: fn for r in self.routers for k, fn in r.menu_keys.items()}
+        self._events = {k: fn for r in self.routers for k, fn in r.events.items()}
+        self._states = {k: fn for r in self.routers for k, fn in r.states.items()}
+        fallbacks = [r.fallback_handler for r in self.routers if r.fallback_handler]
+        if len(fallbacks) != 1:
+            raise ValueError("exactly one router must define the fallback handler")
+        self._fallback = fallbacks[0]
+
+    def match_command(self, text: str) -> tuple[Handler, str] | None:
+        for words, fn in self._commands:
+            args = split_command(text, words)
+            if args is not None:
+                return fn, args
+        return None
+
+    async def route(self, msg: Incoming, ctx: Ctx) -> HandlerResult:
+        if ctx.state is not None and ctx.state.expires_at <= ctx.now:
+            await ctx.clear_state()
+        if msg.kind == "event":
+            if msg.event == "click" and msg.event_key in self._menu:
+                await ctx.clear_state()
+                return await self._menu[msg.event_key](msg, ctx)
+            handler = self._events.get(msg.event)
+            return await handler(msg, ctx) if handler else None
+        if msg.kind == "text":
+            if ctx.state is not None and msg.content.lower() in CANCEL_WORDS:
+                await ctx.clear_state()
+                return Text("已取消。需要帮助请回复“帮助”。")
+            matched = self.match_command(msg.content)
+            if matched is not None:
+                await ctx.clear_state()
+                fn, ctx.args = matched
+                return await fn(msg, ctx)
+            if ctx.state is not None and ctx.state.state in self._states:
+                return await self._states[ctx.state.state](msg, ctx)
+        return await self._fallback(msg, ctx)

@@ -1,0 +1,162 @@
+"""The `distbot` command. User mistakes end in one sentence on stderr and a non-zero status."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from bot.config import Config, ConfigError, load_config
+from storage.backup import BackupError
+
+log = logging.getLogger("distbot")
+
+
+class CliError(Exception):
+    pass
+
+
+def _config(args: argparse.Namespace) -> Config:
+    overrides = {}
+    server = {k: v for k, v in (("host", getattr(args, "host", None)), ("port", getattr(args, "port", None))) if v}
+    if server:
+        overrides["server"] = server
+    return load_config(args.config, **overrides)
+
+
+def cmd_serve(args: argparse.Namespace) -> None:
+    from aiohttp import web
+
+    from bot.app import create_app
+    config = _config(args)
+    _check_database(config)
+    app = create_app(config)
+    mode = "sandbox" if config.sandbox else "live"
+    print(f"distbot serving in {mode} mode on http://{config.server.host}:{config.server.port}"
+          + ("  (simulator: /sandbox/)" if config.sandbox else ""), flush=True)
+    web.run_app(app, host=config.server.host, port=config.server.port, print=None, access_log=None)
+
+
+def cmd_db_upgrade(args: argparse.Namespace) -> None:
+    config = _config(args)
+
+    async def run() -> None:
+        from storage.db import create_engine
+        from storage.migrate import upgrade
+        engine = create_engine(config.database.url)
+        try:
+            await upgrade(engine)
+        finally:
+            await engine.dispose()
+    _run_db(run)
+    print("database schema is up to date")
+
+
+def cmd_menu_push(args: argparse.Namespace) -> None:
+    import aiohttp
+
+    from bot.menu import menu_payload
+    from bot.wechat_api import WeChatAPI, WeChatError
+    from storage.db import create_engine, create_sessionmaker
+    from storage.migrate import upgrade
+    config = _config(args)
+
+    async def run() -> None:
+        engine = create_engine(config.database.url)
+        try:
+            await upgrade(engine)
+            async with aiohttp.ClientSession() as http:
+                api = WeChatAPI(base_url=config.api_base_url, app_id=config.wechat.app_id,
+                                app_secret=config.wechat.app_secret, sessionmaker=create_sessionmaker(engine),
+                                http=http)
+                try:
+                    await api.create_menu(menu_payload())
+                except WeChatError as e:
+                    raise CliError(f"WeChat refused the menu: {e}") from None
+        finally:
+            await engine.dispose()
+    _run_db(run)
+    print("menu created")
+
+
+def cmd_backup(args: argparse.Namespace) -> None:
+    from storage.backup import backup
+
+    config = _config(args)
+    _run_db(lambda: backup(config.database.url, Path(args.dest)))
+    print(f"backup written to {args.dest}")
+
+
+def _check_database(config: Config) -> None:
+    async def ping() -> None:
+        from sqlalchemy import text
+
+        from storage.db import create_engine
+        engine = create_engine(config.database.url)
+        try:
+            async with engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+        finally:
+            await engine.dispose()
+    _run_db(ping)
+
+
+def _run_db(fn: Callable[[], Awaitable[None]]) -> None:
+    try:
+        asyncio.run(fn())
+    except (CliError, ConfigError):
+        raise
+    except BackupError as e:
+        raise CliError(str(e)) from None
+    except OSError as e:
+        raise CliError(f"cannot reach the database: {e.strerror or e}") from None
+    except Exception as e:
+        from sqlalchemy.exc import DBAPIError, OperationalError
+        if isinstance(e, (OperationalError, DBAPIError)):
+            raise CliError(f"database error: {str(e.orig).splitlines()[0] if e.orig else e}") from None
+        raise
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="distbot", description="WeChat distributor assistant")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def with_config(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("--config", help="TOML config (default: $DISTBOT_CONFIG, else ./config.toml)")
+        return p
+
+    serve = with_config(sub.add_parser("serve", help="webhook, admin API and scheduler in one process"))
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.set_defaults(fn=cmd_serve)
+
+    db = sub.add_parser("db", help="database schema").add_subparsers(dest="db_command", required=True)
+    with_config(db.add_parser("upgrade", help="apply schema migrations")).set_defaults(fn=cmd_db_upgrade)
+
+    menu = sub.add_parser("menu", help="official-account menu").add_subparsers(dest="menu_command", required=True)
+    with_config(menu.add_parser("push", help="create the menu through the WeChat API")).set_defaults(fn=cmd_menu_push)
+
+    backup = with_config(sub.add_parser("backup", help="consistent online backup of the database"))
+    backup.add_argument("dest")
+    backup.set_defaults(fn=cmd_backup)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    try:
+        args.fn(args)
+    except (ConfigError, CliError) as e:
+        print(f"distbot: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,228 @@
+"""The one typed, frozen configuration object: config.toml plus DISTBOT_<SECTION>__<KEY> overrides."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+DEFAULT_ADMIN_TOKEN = "change-me"
+LEGAL_MAX_LEVELS = 3
+
+
+class ConfigError(Exception):
+    """A configuration problem, told as one sentence naming the key."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ServerConfig(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=1, le=65535)
+    public_url: str = "http://127.0.0.1:8080"
+
+    @field_validator("public_url")
+    @classmethod
+    def _strip_slash(cls, v: str) -> str:
+        if not v.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return v.rstrip("/")
+
+
+class WechatConfig(_Section):
+    mode: Literal["sandbox", "live"] = "sandbox"
+    app_id: str = "wxsandbox0000000000"
+    app_secret: str = "sandbox-secret"
+    token: str = "sandbox-token"
+    encoding_aes_key: str = ""
+    api_base_url: str = ""
+    template_id: str = ""
+
+    @field_validator("encoding_aes_key")
+    @classmethod
+    def _aes_key(cls, v: str) -> str:
+        if v and len(v) != 43:
+            raise ValueError("must be 43 characters (safe mode) or empty (plain mode)")
+        return v
+
+    @field_validator("token")
+    @classmethod
+    def _token(cls, v: str) -> str:
+        if not v:
+            raise ValueError("must not be empty")
+        return v
+
+    @property
+    def safe_mode(self) -> bool:
+        return bool(self.encoding_aes_key)
+
+
+class DatabaseConfig(_Section):
+    url: str = "sqlite+aiosqlite:///data/distbot.db"
+
+    @field_validator("url")
+    @classmethod
+    def _driver(cls, v: str) -> str:
+        if not v.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
+            raise ValueError("must start with sqlite+aiosqlite:// or postgresql+asyncpg://")
+        return v
+
+
+class AdminConfig(_Section):
+    token: str = DEFAULT_ADMIN_TOKEN
+
+
+class DistributionConfig(_Section):
+    max_levels: int = Field(2, ge=1)
+    freeze_days: int = Field(7, ge=0)
+    min_withdraw_fen: int = Field(1000, ge=1)
+    monthly_cap_fen: int = Field(0, ge=0)
+    self_purchase: bool = False
+
+    @field_validator("max_levels")
+    @classmethod
+    def _legal_limit(cls, v: int) -> int:
+        if v > LEGAL_MAX_LEVELS:
+            raise ValueError(f"must be at most {LEGAL_MAX_LEVELS}, the legal limit of commission levels")
+        return v
+
+
+class RankConfig(_Section):
+    key: str = Field(min_length=1, max_length=32)
+    name: str = Field(min_length=1)
+    rates: tuple[Decimal, ...] = Field(min_length=1, max_length=LEGAL_MAX_LEVELS)
+    min_sales_fen: int = Field(0, ge=0)
+    min_team_size: int = Field(0, ge=0)
+
+    @field_validator("rates", mode="before")
+    @classmethod
+    def _exact_rates(cls, v: Any) -> Any:
+        # Rates come from TOML as binary floats; take their shortest decimal spelling so that
+        # floor(amount * rate) is exact (100 * 0.29 must be 29, not 28).
+        if isinstance(v, (list, tuple)):
+            return [Decimal(str(r)) if not isinstance(r, str) else Decimal(r) for r in v]
+        return v
+
+    @field_validator("rates")
+    @classmethod
+    def _rate_range(cls, v: tuple[Decimal, ...]) -> tuple[Decimal, ...]:
+        for r in v:
+            if not (Decimal(0) <= r < Decimal(1)):
+                raise ValueError("every rate must be at least 0 and below 1")
+        return v
+
+
+class OutboxConfig(_Section):
+    rate_per_second: float = Field(100.0, gt=0)
+    batch_size: int = Field(50, ge=1, le=1000)
+    max_attempts: int = Field(8, ge=1)
+    lease_seconds: int = Field(60, ge=5)
+
+
+def _default_ranks() -> tuple[RankConfig, ...]:
+    return (
+        RankConfig(key="junior", name="初级推广员", rates=(Decimal("0.10"), Decimal("0.03"))),
+        RankConfig(key="gold", name="黄金合伙人", rates=(Decimal("0.15"), Decimal("0.05")),
+                   min_sales_fen=1_000_000, min_team_size=10),
+    )
+
+
+class Config(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="DISTBOT_", env_nested_delimiter="__", extra="forbid", frozen=True,
+        case_sensitive=False,
+    )
+
+    server: ServerConfig = ServerConfig()
+    wechat: WechatConfig = WechatConfig()
+    database: DatabaseConfig = DatabaseConfig()
+    admin: AdminConfig = AdminConfig()
+    distribution: DistributionConfig = DistributionConfig()
+    ranks: tuple[RankConfig, ...] = Field(default_factory=_default_ranks, min_length=1)
+    outbox: OutboxConfig = OutboxConfig()
+
+    @classmethod
+    def settings_customise_sources(
+        cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Environment variables override the TOML file, which arrives as init kwargs.
+        return env_settings, init_settings
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Config:
+        keys = [r.key for r in self.ranks]
+        if len(set(keys)) != len(keys):
+            raise ValueError("ranks: every rank needs a distinct key")
+        if self.wechat.mode == "live" and self.admin.token in ("", DEFAULT_ADMIN_TOKEN):
+            raise ValueError("admin.token: live mode needs a secret admin token, not the default")
+        if self.wechat.mode == "live" and self.wechat.app_secret in ("", "sandbox-secret"):
+            raise ValueError("wechat.app_secret: live mode needs the real AppSecret")
+        return self
+
+    # ---- derived values -------------------------------------------------------------------
+    @property
+    def sandbox(self) -> bool:
+        return self.wechat.mode == "sandbox"
+
+    @property
+    def api_base_url(self) -> str:
+        if self.wechat.api_base_url:
+            return self.wechat.api_base_url.rstrip("/") + "/"
+        if self.sandbox:
+            host = "127.0.0.1" if self.server.host in ("0.0.0.0", "::", "") else self.server.host
+            return f"http://{host}:{self.server.port}/sandbox/cgi-bin/"
+        return "https://api.weixin.qq.com/cgi-bin/"
+
+    def rank(self, key: str) -> RankConfig:
+        for r in self.ranks:
+            if r.key == key:
+                return r
+        return self.ranks[0]
+
+
+def _describe(err: ValidationError) -> str:
+    parts = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"] if not isinstance(p, int) or True)
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            msg = "is not a known setting"
+        parts.append(f"{loc}: {msg}" if loc else msg)
+    return "invalid configuration: " + "; ".join(parts)
+
+
+def load_config(path: str | os.PathLike[str] | None = None, **overrides: Any) -> Config:
+    """Read the TOML file (--config, $DISTBOT_CONFIG, ./config.toml) and apply env overrides."""
+    chosen = path or os.environ.get("DISTBOT_CONFIG")
+    data: dict[str, Any] = {}
+    if chosen:
+        p = Path(chosen)
+        if not p.is_file():
+            raise ConfigError(f"config file {p} does not exist")
+    else:
+        p = Path("config.toml")
+    if p.is_file():
+        try:
+            data = tomllib.loads(p.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"config file {p} is not valid TOML: {e}") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"config file {p} is not UTF-8 text") from None
+    for section, values in overrides.items():
+        if isinstance(values, dict):
+            data.setdefault(section, {}).update(values)
+        else:
+            data[section] = values
+    try:
+        return Config(**data)
+    except ValidationError as e:
+        raise ConfigError(_describe(e)) from None

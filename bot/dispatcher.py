@@ -1,0 +1,180 @@
+"""Processes updates with group commit: every update waiting when a batch starts shares one
+transaction (dedupe keys, follower rows and the handlers' writes), so the database sees one
+commit for many messages. A retried delivery is answered from the stored reply; a reply not ready
+by the deadline goes out later through the outbox.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from bot.chat import Ctx, Dispatch, HandlerResult, Incoming
+from bot.config import Config
+from bot.metrics import Metrics
+from bot.outbox import Outbox
+from bot.replies import Later, Reply, Text, from_json, to_json
+from bot.wechat_api import WeChatAPI
+from storage.models import ConversationState, Distributor, Follower, ProcessedMessage
+
+log = logging.getLogger(__name__)
+
+REPLY_DEADLINE_SECONDS = 4.0  # WeChat waits 5 s, then retries
+MAX_BATCH = 200
+BUSY_TEXT = "系统繁忙，请稍后再试。"
+
+
+@dataclass(eq=False)
+class _Pending:
+    msg: Incoming
+    future: asyncio.Future[Reply | None]
+    waiters: int = 0
+    received: float = field(default_factory=time.perf_counter)
+
+
+class Dispatcher:
+    def __init__(self, *, config: Config, sessionmaker: async_sessionmaker[AsyncSession], dispatch: Dispatch,
+                 wechat: WeChatAPI, outbox: Outbox, metrics: Metrics,
+                 deadline: float = REPLY_DEADLINE_SECONDS):
+        self.config = config
+        self.deadline = deadline
+        self._sessionmaker = sessionmaker
+        self._dispatch = dispatch
+        self._wechat = wechat
+        self._outbox = outbox
+        self._metrics = metrics
+        self._queue: list[_Pending] = []
+        self._inflight: dict[str, _Pending] = {}
+        self._wake = asyncio.Event()
+        self._later_tasks: set[asyncio.Task[None]] = set()
+
+    # ---- the webhook side -----------------------------------------------------------------
+    async def submit(self, msg: Incoming) -> Reply | None:
+        """The passive reply for an update, or None ("success") when it will come later."""
+        key = msg.dedupe_key
+        pending = self._inflight.get(key)
+        if pending is None:
+            pending = _Pending(msg, asyncio.get_running_loop().create_future())
+            self._inflight[key] = pending
+            self._queue.append(pending)
+            self._wake.set()
+        else:
+            self._metrics.dedupe_hits.inc()
+        pending.waiters += 1
+        try:
+            return await asyncio.wait_for(asyncio.shield(pending.future), self.deadline)
+        except TimeoutError:
+            if pending.future.done():
+                return pending.future.result()
+            pending.waiters -= 1
+            return None
+
+    # ---- the worker side ------------------------------------------------------------------
+    async def run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._queue:
+                batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
+                await self._process(batch)
+
+    async def drain(self) -> None:
+        """Wait for queued updates and their slow work (used at shutdown and by tests)."""
+        while self._queue or self._inflight or self._later_tasks:
+            await asyncio.sleep(0.01)
+
+    async def _process(self, batch: list[_Pending]) -> None:
+        try:
+            outcomes = await self._run_batch(batch)
+        except Exception:
+            if len(batch) > 1:
+                # One update spoiled the shared transaction: redo each on its own.
+                for p in batch:
+                    await self._process([p])
+                return
+            log.exception("update failed", extra={"openid": batch[0].msg.openid})
+            outcomes = [(batch[0], Text(BUSY_TEXT))]
+        self._metrics.batch_size.observe(len(batch))
+        late: list[tuple[_Pending, Reply]] = []
+        for p, result in outcomes:
+            if isinstance(result, Later):
+                task = asyncio.create_task(self._finish_later(p, result))
+                self._later_tasks.add(task)
+                task.add_done_callback(self._later_tasks.discard)
+            elif not self._resolve(p, result) and result is not None:
+                late.append((p, result))
+        if late:
+            await self._send_late(late)
+        self._outbox.wake()
+
+    def _resolve(self, p: _Pending, reply: Reply | None) -> bool:
+        """Hand the reply to the waiting webhook; False when nobody waits any more."""
+        self._inflight.pop(p.msg.dedupe_key, None)
+        waiting = p.waiters > 0
+        if not p.future.done():
+            p.future.set_result(reply)
+        outcome = "passive" if waiting else "late"
+        self._metrics.handler_latency.labels(outcome).observe(time.perf_counter() - p.received)
+        return waiting
+
+    async def _finish_later(self, p: _Pending, later: Later) -> None:
+        try:
+            reply = await later.work()
+        except Exception:
+            log.exception("slow reply failed", extra={"openid": p.msg.openid})
+            reply = Text(BUSY_TEXT)
+        if not self._resolve(p, reply) and reply is not None:
+            await self._send_late([(p, reply)])
+
+    async def _send_late(self, late: list[tuple[_Pending, Reply]]) -> None:
+        async with self._sessionmaker() as session, session.begin():
+            for p, reply in late:
+                await self._outbox.enqueue(session, f"late:{p.msg.dedupe_key}", p.msg.openid, reply)
+        self._metrics.late_replies.inc(len(late))
+        self._outbox.wake()
+
+    async def _run_batch(self, batch: list[_Pending]) -> list[tuple[_Pending, HandlerResult]]:
+        now = datetime.now(UTC)
+        keys = [p.msg.dedupe_key for p in batch]
+        openids = {p.msg.openid for p in batch}
+        outcomes: list[tuple[_Pending, HandlerResult]] = []
+        async with self._sessionmaker() as session, session.begin():
+            stored = dict((await session.execute(
+                select(ProcessedMessage.key, ProcessedMessage.reply).where(ProcessedMessage.key.in_(keys)))).all())
+            followers = {f.openid: f for f in await session.scalars(
+                select(Follower).where(Follower.openid.in_(openids)))}
+            distributors = {d.openid: d for d in await session.scalars(
+                select(Distributor).where(Distributor.openid.in_(openids)))}
+            states = {s.openid: s for s in await session.scalars(
+                select(ConversationState).where(ConversationState.openid.in_(openids)))}
+            for p in batch:
+                msg = p.msg
+                if msg.dedupe_key in stored:
+                    self._metrics.dedupe_hits.inc()
+                    reply_json = stored[msg.dedupe_key]
+                    outcomes.append((p, from_json(reply_json) if reply_json else None))
+                    continue
+                follower = followers.get(msg.openid)
+                if follower is None:
+                    follower = followers[msg.openid] = Follower(openid=msg.openid, subscribed=True, created_at=now)
+                    session.add(follower)
+                if msg.interactive:
+                    follower.last_interaction_at = now
+                ctx = Ctx(session=session, config=self.config, wechat=self._wechat, outbox=self._outbox, now=now,
+                          follower=follower, distributor=distributors.get(msg.openid),
+                          state=states.get(msg.openid))
+                result = await self._dispatch.route(msg, ctx)
+                distributors[msg.openid], states[msg.openid] = ctx.distributor, ctx.state
+                self._metrics.updates.labels(msg.event or msg.kind).inc()
+                stored_reply = None if result is None or isinstance(result, Later) else to_json(result)
+                session.add(ProcessedMessage(key=msg.dedupe_key, openid=msg.openid, reply=stored_reply,
+                                             created_at=now))
+                stored[msg.dedupe_key] = stored_reply
+                outcomes.append((p, result))
+        return outcomes

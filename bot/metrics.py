@@ -1,0 +1,33 @@
+"""Prometheus metrics, one registry per app (tests build many apps in one process)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST as _CONTENT_TYPE
+
+
+class Metrics:
+    content_type = _CONTENT_TYPE.split(";")[0]
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter("distbot_http_requests", "HTTP requests by route and status",
+                                ["route", "method", "status"], registry=r)
+        self.handler_latency = Histogram(
+            "distbot_handler_seconds", "Time from webhook receipt to reply, by outcome", ["outcome"],
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 4, 10), registry=r)
+        self.updates = Counter("distbot_updates", "WeChat updates processed, by kind", ["kind"], registry=r)
+        self.dedupe_hits = Counter("distbot_dedupe_hits", "Retried WeChat deliveries answered from the store",
+                                   registry=r)
+        self.late_replies = Counter("distbot_late_replies", "Replies sent later through the outbox", registry=r)
+        self.outbox_depth = Gauge("distbot_outbox_depth", "Pending outbox messages", registry=r)
+        self.outbox_sent = Counter("distbot_outbox_sent", "Outbox messages sent, by channel", ["channel"],
+                                   registry=r)
+        self.outbox_failed = Counter("distbot_outbox_failures", "Outbox send failures, by errcode", ["errcode"],
+                                     registry=r)
+        self.batch_size = Histogram("distbot_batch_updates", "Updates committed per group commit",
+                                    buckets=(1, 2, 5, 10, 20, 50, 100, 200), registry=r)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,172 @@
+"""The outbox: every message that is not a passive reply, sent by a worker with retries.
+
+Rows are written in the same transaction as the change that caused them, under a unique key.
+A worker claims due rows (FOR UPDATE SKIP LOCKED on PostgreSQL; SQLite's BEGIN IMMEDIATE makes
+the claim atomic there), sends each, and marks it at once, so a crash can repeat one send at most.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from bot.config import Config
+from bot.metrics import Metrics
+from bot.replies import Reply, Text, from_json, to_json
+from bot.wechat_api import NOT_FOLLOWING, OUTSIDE_WINDOW, QUOTA_SPENT, WeChatAPI, WeChatError
+from storage.models import OutboxMessage, OutboxStatus
+
+log = logging.getLogger(__name__)
+
+IDLE_POLL_SECONDS = 0.5
+MAX_BACKOFF_SECONDS = 600
+
+
+def _insert(session: AsyncSession):  # noqa: ANN202
+    return (pg_insert if session.bind.dialect.name == "postgresql" else sqlite_insert)(OutboxMessage)
+
+
+def template_data(reply: Reply, title: str = "") -> dict[str, Any]:
+    """A template message body for a reply, used outside the 48-hour window."""
+    text = reply.content if isinstance(reply, Text) else "您有一条新消息，请进入公众号查看。"
+    first, _, rest = text.partition("\n")
+    return {"first": {"value": title or first}, "keyword1": {"value": first if title else rest[:200] or first},
+            "remark": {"value": rest[:200] if title else ""}}
+
+
+class Outbox:
+    def __init__(self, config: Config, sessionmaker: async_sessionmaker[AsyncSession], wechat: WeChatAPI,
+                 metrics: Metrics):
+        self.config = config
+        self._sessionmaker = sessionmaker
+        self._wechat = wechat
+        self._metrics = metrics
+        self._wake = asyncio.Event()
+        self._interval = 1.0 / config.outbox.rate_per_second
+        self._next_send = 0.0
+
+    # ---- writing --------------------------------------------------------------------------
+    async def enqueue(self, session: AsyncSession, key: str, openid: str, reply: Reply, *,
+                      template: dict[str, Any] | None = None, at: datetime | None = None) -> None:
+        """Add a message in the caller's transaction; a key already there is left alone."""
+        now = datetime.now(UTC)
+        payload = to_json(reply)
+        if template is not None:
+            payload["template"] = template
+        stmt = _insert(session).values(
+            key=key, openid=openid, payload=payload, status=OutboxStatus.PENDING, attempts=0,
+            next_attempt_at=at or now, created_at=now,
+        ).on_conflict_do_nothing(index_elements=["key"])
+        await session.execute(stmt)
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    # ---- the worker -----------------------------------------------------------------------
+    async def run(self) -> None:
+        await self.recover()
+        last_recover = time.monotonic()
+        while True:
+            try:
+                sent = await self.drain_once()
+                if time.monotonic() - last_recover > self.config.outbox.lease_seconds / 2:
+                    await self.recover()
+                    last_recover = time.monotonic()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # keep the worker alive through a database hiccup
+                log.exception("outbox worker error")
+                sent = 0
+            if not sent:
+                self._wake.clear()
+                try:
+                    await asyncio.wait_for(self._wake.wait(), IDLE_POLL_SECONDS)
+                except TimeoutError:
+                    pass
+
+    async def recover(self) -> int:
+        """Give claims older than the lease back (their worker died between claim and mark)."""
+        cutoff = datetime.now(UTC) - timedelta(seconds=self.config.outbox.lease_seconds)
+        async with self._sessionmaker() as session, session.begin():
+            result = await session.execute(
+                update(OutboxMessage)
+                .where(OutboxMessage.status == OutboxStatus.SENDING, OutboxMessage.claimed_at < cutoff)
+                .values(status=OutboxStatus.PENDING, claimed_at=None))
+            depth = await session.scalar(select(func.count()).select_from(OutboxMessage)
+                                         .where(OutboxMessage.status == OutboxStatus.PENDING))
+        self._metrics.outbox_depth.set(depth or 0)
+        return result.rowcount
+
+    async def claim(self, limit: int) -> list[OutboxMessage]:
+        now = datetime.now(UTC)
+        async with self._sessionmaker() as session, session.begin():
+            due = (select(OutboxMessage.id)
+                   .where(OutboxMessage.status == OutboxStatus.PENDING, OutboxMessage.next_attempt_at <= now)
+                   .order_by(OutboxMessage.id).limit(limit))
+            if session.bind.dialect.name == "postgresql":
+                due = due.with_for_update(skip_locked=True)
+            rows = (await session.scalars(
+                update(OutboxMessage).where(OutboxMessage.id.in_(due.scalar_subquery()))
+                .values(status=OutboxStatus.SENDING, claimed_at=now)
+                .returning(OutboxMessage), execution_options={"synchronize_session": False})).all()
+        return sorted(rows, key=lambda r: r.id)
+
+    async def drain_once(self) -> int:
+        rows = await self.claim(self.config.outbox.batch_size)
+        for row in rows:
+            await self._throttle()
+            await self._deliver(row)
+        return len(rows)
+
+    async def _throttle(self) -> None:
+        now = time.monotonic()
+        if self._next_send > now:
+            await asyncio.sleep(self._next_send - now)
+        self._next_send = max(now, self._next_send) + self._interval
+
+    async def _deliver(self, row: OutboxMessage) -> None:
+        reply = from_json(row.payload)
+        channel, error = None, None
+        try:
+            try:
+                await self._wechat.send_reply(row.openid, reply)
+                channel = "custom"
+            except WeChatError as e:
+                template_id = self.config.wechat.template_id
+                if e.errcode not in (OUTSIDE_WINDOW, QUOTA_SPENT) or not template_id:
+                    raise
+                # Outside the 48-hour window: the template message is the only way to reach them.
+                data = row.payload.get("template") or template_data(reply)
+                await self._wechat.send_template(row.openid, template_id, data,
+                                                 url=row.payload.get("url", ""))
+                channel = "template"
+        except WeChatError as e:
+            error = e
+        await self._mark(row, channel, error)
+
+    async def _mark(self, row: OutboxMessage, channel: str | None, error: WeChatError | None) -> None:
+        now = datetime.now(UTC)
+        values: dict[str, Any] = {"attempts": row.attempts + 1, "claimed_at": None}
+        if error is None:
+            values.update(status=OutboxStatus.SENT, sent_at=now, channel=channel, errcode=None)
+            self._metrics.outbox_sent.labels(channel).inc()
+        else:
+            final = (not error.retryable or error.errcode in (OUTSIDE_WINDOW, NOT_FOLLOWING)
+                     or row.attempts + 1 >= self.config.outbox.max_attempts)
+            backoff = min(2 ** row.attempts, MAX_BACKOFF_SECONDS)
+            values.update(status=OutboxStatus.FAILED if final else OutboxStatus.PENDING,
+                          errcode=error.errcode, last_error=str(error)[:500],
+                          next_attempt_at=now + timedelta(seconds=backoff))
+            self._metrics.outbox_failed.labels(str(error.errcode)).inc()
+            log.warning("outbox send failed", extra={"outbox_id": row.id, "errcode": error.errcode,
+                                                     "final": final})
+        async with self._sessionmaker() as session, session.begin():
+            await session.execute(update(OutboxMessage).where(OutboxMessage.id == row.id).values(**values))

@@ -1,0 +1,185 @@
+"""HTTP face of the sandbox: WeChat's API under cgi-bin/, the simulator's JSON under sim/, the page."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from bot.sandbox.platform import ERRMSG, Platform, PlatformError
+
+PLATFORM = web.AppKey("platform", Platform)
+SIM_HTTP = web.AppKey("sim_http", aiohttp.ClientSession)
+STATIC = Path(__file__).parent / "static"
+
+Endpoint = Callable[[Platform, web.Request, dict[str, Any]], Awaitable[dict[str, Any] | None]]
+
+
+def _wechat_json(data: dict[str, Any]) -> web.Response:
+    return web.Response(text=json.dumps(data, ensure_ascii=False), content_type="application/json")
+
+
+def _endpoint(name: str, fn: Endpoint, *, needs_token: bool = True, body: bool = True):  # noqa: ANN202
+    async def view(request: web.Request) -> web.Response:
+        platform = request.app[PLATFORM]
+        try:
+            if needs_token:
+                platform.check_token(request.query.get("access_token"))
+            platform.injected_failure(name)
+            data: dict[str, Any] = {}
+            if body:
+                raw = await request.read()
+                if not raw:
+                    raise PlatformError(44002)
+                try:
+                    data = json.loads(raw)
+                except ValueError:
+                    raise PlatformError(47001) from None
+                if not isinstance(data, dict):
+                    raise PlatformError(47001)
+            answer = await fn(platform, request, data)
+        except PlatformError as e:
+            return _wechat_json({"errcode": e.errcode, "errmsg": ERRMSG.get(e.errcode, "error")})
+        platform.calls.append((name, data))
+        return _wechat_json(answer if answer is not None else {"errcode": 0, "errmsg": "ok"})
+    return view
+
+
+async def _token(p: Platform, r: web.Request, _: dict[str, Any]) -> dict[str, Any]:
+    q = r.query
+    return p.issue_token(q.get("appid", ""), q.get("secret", ""), q.get("grant_type", ""))
+
+
+async def _custom(p: Platform, r: web.Request, body: dict[str, Any]) -> None:
+    p.custom_send(body)
+
+
+async def _template(p: Platform, r: web.Request, body: dict[str, Any]) -> dict[str, Any]:
+    p.template_send(body)
+    return {"errcode": 0, "errmsg": "ok", "msgid": len(p.calls) + 1}
+
+
+async def _qrcode(p: Platform, r: web.Request, body: dict[str, Any]) -> dict[str, Any]:
+    return p.create_qrcode(body)
+
+
+async def _menu(p: Platform, r: web.Request, body: dict[str, Any]) -> None:
+    p.create_menu(body)
+
+
+async def _upload(p: Platform, r: web.Request, _: dict[str, Any]) -> dict[str, Any]:
+    content, ctype = None, ""
+    if r.content_type.startswith("multipart/"):
+        reader = await r.multipart()
+        async for part in reader:
+            if isinstance(part, aiohttp.BodyPartReader) and part.name == "media":
+                content = await part.read(decode=False)
+                ctype = part.headers.get("Content-Type", "")
+    return p.upload_media(r.query.get("type", ""), content, ctype)
+
+
+# ---- the simulator's own JSON -----------------------------------------------------------------
+def _user_json(u: Any) -> dict[str, Any]:
+    return {"openid": u.openid, "nickname": u.nickname, "subscribed": u.subscribed}
+
+
+async def sim_state(request: web.Request) -> web.Response:
+    p = request.app[PLATFORM]
+    return web.json_response({"users": [_user_json(u) for u in p.users.values()], "menu": p.menu,
+                              "safe_mode": p.aes_key is not None})
+
+
+async def sim_new_user(request: web.Request) -> web.Response:
+    data = await request.json() if request.can_read_body else {}
+    user = request.app[PLATFORM].user(nickname=str(data.get("nickname", ""))[:20])
+    return web.json_response(_user_json(user))
+
+
+async def sim_send(request: web.Request) -> web.Response:
+    """{"openid", "type": text|click|subscribe|scan|unsubscribe, "content"|"key"|"scene"|"qr"}"""
+    p = request.app[PLATFORM]
+    data = await request.json()
+    user = p.users.get(data.get("openid", ""))
+    kind = data.get("type")
+    if user is None or kind not in ("text", "click", "subscribe", "scan", "unsubscribe"):
+        return web.json_response({"error": "unknown user or message type"}, status=400)
+    kw: dict[str, Any] = {}
+    if kind == "text":
+        kw["content"] = str(data.get("content", ""))[:2000]
+    elif kind == "click":
+        kw["key"] = str(data.get("key", ""))
+    elif kind in ("subscribe", "scan"):
+        qr = str(data.get("qr", "")).strip()
+        scene = p.scene_of(qr) if qr else str(data.get("scene", "")).strip()
+        if qr and scene is None:
+            return web.json_response({"error": "这个二维码无效或已过期"}, status=400)
+        if kind == "subscribe" and user.subscribed and scene:
+            kind = "scan"  # a follower who scans gets SCAN, not subscribe
+        if kind == "scan" and not scene:
+            return web.json_response({"error": "scan needs a scene"}, status=400)
+        kw["scene"] = scene or ""
+    try:
+        reply = await p.send(request.app[SIM_HTTP], user, kind, **kw)
+    except RuntimeError as e:
+        return web.json_response({"error": str(e)}, status=502)
+    return web.json_response({"reply": reply})
+
+
+async def sim_messages(request: web.Request) -> web.Response:
+    p = request.app[PLATFORM]
+    user = p.users.get(request.query.get("openid", ""))
+    if user is None:
+        return web.json_response({"messages": []})
+    after = int(request.query.get("after", "0") or 0)
+    return web.json_response({"messages": [m for m in user.timeline if m["id"] > after]})
+
+
+async def sim_age(request: web.Request) -> web.Response:
+    """Pretend the user's last interaction was `hours` ago (to see the 48-hour rule at work)."""
+    p = request.app[PLATFORM]
+    data = await request.json()
+    user = p.users.get(data.get("openid", ""))
+    if user is None:
+        return web.json_response({"error": "unknown user"}, status=400)
+    user.last_interaction = p.clock() - float(data.get("hours", 49)) * 3600
+    return web.json_response({"ok": True})
+
+
+async def media(request: web.Request) -> web.Response:
+    item = request.app[PLATFORM].media.get(request.match_info["media_id"])
+    if item is None:
+        raise web.HTTPNotFound()
+    return web.Response(body=item[0], content_type=item[1])
+
+
+async def page(request: web.Request) -> web.FileResponse:
+    return web.FileResponse(STATIC / "index.html")
+
+
+def create_sandbox_app(platform: Platform) -> web.Application:
+    app = web.Application(client_max_size=12 * 1024 * 1024)
+    app[PLATFORM] = platform
+
+    async def http_client(app: web.Application):  # noqa: ANN202
+        async with aiohttp.ClientSession() as session:
+            app[SIM_HTTP] = session
+            yield
+
+    app.cleanup_ctx.append(http_client)
+    api = [("GET", "token", _token, False, False), ("POST", "message/custom/send", _custom, True, True),
+           ("POST", "message/template/send", _template, True, True), ("POST", "qrcode/create", _qrcode, True, True),
+           ("POST", "menu/create", _menu, True, True), ("POST", "media/upload", _upload, True, False)]
+    for method, name, fn, needs_token, body in api:
+        app.router.add_route(method, "/cgi-bin/" + name, _endpoint(name, fn, needs_token=needs_token, body=body))
+    app.router.add_get("/", page)
+    app.router.add_get("/sim/state", sim_state)
+    app.router.add_post("/sim/users", sim_new_user)
+    app.router.add_post("/sim/send", sim_send)
+    app.router.add_get("/sim/messages", sim_messages)
+    app.router.add_post("/sim/age", sim_age)
+    app.router.add_get("/media/{media_id}", media)
+    return app

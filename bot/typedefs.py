@@ -1,0 +1,25 @@
+"""Typed keys for the resources the app holds."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import aiohttp
+from aiohttp import web
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+if TYPE_CHECKING:
+    from bot.config import Config
+    from bot.dispatcher import Dispatcher
+    from bot.metrics import Metrics
+    from bot.outbox import Outbox
+    from bot.wechat_api import WeChatAPI
+
+CONFIG = web.AppKey("config", "Config")
+ENGINE = web.AppKey("engine", AsyncEngine)
+SESSIONMAKER = web.AppKey("sessionmaker", async_sessionmaker[AsyncSession])
+HTTP = web.AppKey("http", aiohttp.ClientSession)
+WECHAT = web.AppKey("wechat", "WeChatAPI")
+OUTBOX = web.AppKey("outbox", "Outbox")
+DISPATCHER = web.AppKey("dispatcher", "Dispatcher")
+METRICS = web.AppKey("metrics", "Metrics")

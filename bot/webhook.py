@@ -1,0 +1,159 @@
+"""The WeChat webhook: verify, decrypt, parse, dispatch, render. No SQL, no rules."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import re
+import time
+from typing import Any
+from xml.parsers.expat import ExpatError
+
+import xmltodict
+from aiohttp import web
+from wechatpy.crypto import PrpCrypto
+
+from bot.chat import Incoming
+from bot.config import Config
+from bot.replies import render
+from bot.typedefs import CONFIG, DISPATCHER
+
+MAX_BODY = 256 * 1024
+MAX_CLOCK_SKEW = 300
+_FORBIDDEN_XML = re.compile(rb"<!\s*(DOCTYPE|ENTITY)", re.IGNORECASE)
+
+
+class Rejected(Exception):
+    def __init__(self, status: int, reason: str):
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+def sign(*parts: str) -> str:
+    return hashlib.sha1("".join(sorted(parts)).encode()).hexdigest()
+
+
+def _check(expected: str, given: str | None) -> None:
+    if not given or not hmac.compare_digest(expected.encode(), given.encode()):
+        raise Rejected(403, "bad signature")
+
+
+def _check_query(config: Config, query: Any) -> tuple[str, str]:
+    timestamp, nonce = query.get("timestamp", ""), query.get("nonce", "")
+    _check(sign(config.wechat.token, timestamp, nonce), query.get("signature"))
+    try:
+        skew = abs(time.time() - int(timestamp))
+    except ValueError:
+        raise Rejected(403, "bad timestamp") from None
+    if skew > MAX_CLOCK_SKEW:
+        raise Rejected(403, "stale timestamp")
+    return timestamp, nonce
+
+
+def parse_xml(body: bytes) -> dict[str, Any]:
+    """A flat <xml> document; DOCTYPE and entities refused before expat sees them."""
+    if _FORBIDDEN_XML.search(body):
+        raise Rejected(400, "DOCTYPE and entities are not allowed")
+    try:
+        doc = xmltodict.parse(body, disable_entities=True)
+    except (ExpatError, ValueError, UnicodeDecodeError):
+        raise Rejected(400, "malformed XML") from None
+    root = doc.get("xml") if isinstance(doc, dict) else None
+    if not isinstance(root, dict):
+        raise Rejected(400, "no <xml> root")
+    return root
+
+
+def to_incoming(fields: dict[str, Any]) -> Incoming:
+    """The update as distbot sees it, read the way wechatpy's parser reads it."""
+    for name in ("ToUserName", "FromUserName", "CreateTime", "MsgType"):
+        if not isinstance(fields.get(name), str) or not fields[name].strip():
+            raise Rejected(400, f"missing {name}")
+    if not fields["CreateTime"].isdigit():
+        raise Rejected(400, "bad CreateTime")
+    common = {"openid": fields["FromUserName"], "account": fields["ToUserName"],
+              "create_time": int(fields["CreateTime"])}
+    kind = fields["MsgType"].lower()
+    if kind == "event":
+        event = str(fields.get("Event") or "").lower()
+        key = fields.get("EventKey") or ""
+        if not event or not isinstance(key, str):
+            raise Rejected(400, "bad event")
+        if event == "subscribe" and key.startswith("qrscene_"):
+            event, key = "subscribe_scan", key[len("qrscene_"):]
+        elif event == "subscribe":
+            key = ""
+        return Incoming(kind="event", event=event, event_key=key.strip(), **common)
+    msg_id = fields.get("MsgId")
+    if not isinstance(msg_id, str) or not msg_id.isdigit():
+        raise Rejected(400, "missing MsgId")
+    content = fields.get("Content") if kind == "text" else ""
+    if not isinstance(content, str | None):
+        raise Rejected(400, "bad Content")
+    return Incoming(kind=kind, msg_id=int(msg_id), content=(content or "").strip(), **common)
+
+
+async def verify(request: web.Request) -> web.Response:
+    config = request.app[CONFIG]
+    try:
+        _check_query(config, request.query)
+    except Rejected as e:
+        return web.Response(status=e.status, text=e.reason)
+    return web.Response(text=request.query.get("echostr", ""))
+
+
+async def receive(request: web.Request) -> web.Response:
+    config = request.app[CONFIG]
+    try:
+        timestamp, nonce = _check_query(config, request.query)
+        body = await _read_body(request)
+        fields = parse_xml(body)
+        crypto = None
+        if config.wechat.safe_mode:
+            crypto = PrpCrypto(_aes_key(config))
+            encrypted = fields.get("Encrypt")
+            if not isinstance(encrypted, str):
+                raise Rejected(400, "safe mode expects <Encrypt>")
+            _check(sign(config.wechat.token, timestamp, nonce, encrypted), request.query.get("msg_signature"))
+            try:
+                plain = crypto.decrypt(encrypted, config.wechat.app_id)
+            except Exception:  # wrong key, padding or AppID: same answer for all
+                raise Rejected(400, "cannot decrypt") from None
+            fields = parse_xml(plain.encode())
+        msg = to_incoming(fields)
+    except Rejected as e:
+        return web.Response(status=e.status, text=e.reason)
+
+    reply = await request.app[DISPATCHER].submit(msg)
+    xml = render(reply, account=msg.account, openid=msg.openid)
+    if crypto is None or reply is None:
+        return web.Response(text=xml, content_type="application/xml" if reply else "text/plain")
+    return web.Response(text=_encrypt(config, crypto, xml, nonce), content_type="application/xml")
+
+
+async def _read_body(request: web.Request) -> bytes:
+    if request.content_length is not None and request.content_length > MAX_BODY:
+        raise Rejected(413, "body too large")
+    body = await request.content.read(MAX_BODY + 1)
+    if len(body) > MAX_BODY:
+        raise Rejected(413, "body too large")
+    return body
+
+
+def _aes_key(config: Config) -> bytes:
+    return base64.b64decode(config.wechat.encoding_aes_key + "=")
+
+
+def _encrypt(config: Config, crypto: PrpCrypto, xml: str, nonce: str) -> str:
+    timestamp = str(int(time.time()))
+    encrypted = crypto.encrypt(xml, config.wechat.app_id).decode()
+    signature = sign(config.wechat.token, timestamp, nonce, encrypted)
+    return xmltodict.unparse({"xml": {"Encrypt": encrypted, "MsgSignature": signature, "TimeStamp": timestamp,
+                                      "Nonce": nonce}}, full_document=False)
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/wechat", verify)
+    app.router.add_post("/wechat", receive)

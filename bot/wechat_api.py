@@ -1,0 +1,176 @@
+"""A thin async client over the documented WeChat endpoints; never blocks the event loop.
+
+The access token lives in the database, shared by every process; one refresher at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import aiohttp
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from bot.replies import Image, News, Reply, Text
+from storage.models import AccessToken
+
+log = logging.getLogger(__name__)
+
+TOKEN_ERRORS = frozenset({40001, 40014, 42001})
+BUSY_ERRORS = frozenset({-1, 45009, 45011})
+OUTSIDE_WINDOW = 45015
+QUOTA_SPENT = 45047
+NOT_FOLLOWING = 43004
+CALL_TIMEOUT = aiohttp.ClientTimeout(total=10)
+BUSY_DELAYS = (0.2, 0.8)
+
+
+class WeChatError(Exception):
+    def __init__(self, errcode: int, errmsg: str):
+        super().__init__(f"WeChat error {errcode}: {errmsg}")
+        self.errcode = errcode
+        self.errmsg = errmsg
+
+    @property
+    def retryable(self) -> bool:
+        return self.errcode in BUSY_ERRORS or self.errcode == QUOTA_SPENT
+
+
+class WeChatUnreachable(WeChatError):
+    def __init__(self, detail: str):
+        super().__init__(-2, f"unreachable: {detail}")
+
+    @property
+    def retryable(self) -> bool:
+        return True
+
+
+class WeChatAPI:
+    def __init__(self, *, base_url: str, app_id: str, app_secret: str,
+                 sessionmaker: async_sessionmaker[AsyncSession], http: aiohttp.ClientSession):
+        self.base_url = base_url
+        self.app_id = app_id
+        self._secret = app_secret
+        self._sessionmaker = sessionmaker
+        self._http = http
+        self._cached: tuple[str, datetime] | None = None
+        self._refresh_lock = asyncio.Lock()
+
+    # ---- access token ---------------------------------------------------------------------
+    async def access_token(self, *, invalid: str | None = None) -> str:
+        now = datetime.now(UTC)
+        if self._cached and self._cached[0] != invalid and self._cached[1] > now:
+            return self._cached[0]
+        async with self._refresh_lock:
+            async with self._sessionmaker() as session, session.begin():
+                # SQLite: BEGIN IMMEDIATE already serialises; PostgreSQL: lock the row.
+                row = await session.scalar(
+                    select(AccessToken).where(AccessToken.app_id == self.app_id).with_for_update())
+                if row is not None and row.token != invalid and row.expires_at > now:
+                    self._cached = (row.token, row.expires_at)
+                    return row.token
+                token, expires_in = await self._fetch_token()
+                # Refresh a minute early so that no call goes out with a token about to expire.
+                expires_at = now + timedelta(seconds=max(expires_in - 60, 30))
+                if row is None:
+                    session.add(AccessToken(app_id=self.app_id, token=token, expires_at=expires_at,
+                                            refreshed_at=now))
+                else:
+                    row.token, row.expires_at, row.refreshed_at = token, expires_at, now
+            self._cached = (token, expires_at)
+            log.info("access token refreshed", extra={"app_id": self.app_id})
+            return token
+
+    async def _fetch_token(self) -> tuple[str, int]:
+        data = await self._request("GET", "token", params={
+            "grant_type": "client_credential", "appid": self.app_id, "secret": self._secret})
+        return data["access_token"], int(data.get("expires_in", 7200))
+
+    # ---- calls ----------------------------------------------------------------------------
+    async def _request(self, method: str, path: str, *, params: dict[str, str] | None = None,
+                       json_body: Any = None, data: Any = None) -> dict[str, Any]:
+        body = None
+        headers = {}
+        if json_body is not None:
+            # WeChat wants UTF-8 Chinese as is, not \\u escapes.
+            body = json.dumps(json_body, ensure_ascii=False).encode()
+            headers["Content-Type"] = "application/json; charset=utf-8"
+        try:
+            async with self._http.request(method, self.base_url + path, params=params,
+                                          data=body if body is not None else data, headers=headers,
+                                          timeout=CALL_TIMEOUT) as resp:
+                raw = await resp.read()
+        except (aiohttp.ClientError, TimeoutError) as e:
+            raise WeChatUnreachable(str(e) or type(e).__name__) from e
+        try:
+            result = json.loads(raw)
+        except ValueError:
+            raise WeChatError(-3, f"non-JSON answer (HTTP {resp.status})") from None
+        errcode = int(result.get("errcode", 0) or 0)
+        if errcode:
+            raise WeChatError(errcode, str(result.get("errmsg", "")))
+        return result
+
+    async def call(self, method: str, path: str, *, json_body: Any = None,
+                   form: Any = None, params: dict[str, str] | None = None) -> dict[str, Any]:
+        """Call an endpoint with the shared token; refresh once on a token error, back off on busy."""
+        token = await self.access_token()
+        refreshed = False
+        busy = 0
+        while True:
+            data = form() if callable(form) else form
+            try:
+                return await self._request(method, path, params={**(params or {}), "access_token": token},
+                                           json_body=json_body, data=data)
+            except WeChatError as e:
+                if e.errcode in TOKEN_ERRORS and not refreshed:
+                    refreshed = True
+                    token = await self.access_token(invalid=token)
+                    continue
+                if e.errcode in BUSY_ERRORS and busy < len(BUSY_DELAYS):
+                    await asyncio.sleep(BUSY_DELAYS[busy])
+                    busy += 1
+                    continue
+                raise
+
+    # ---- endpoints ------------------------------------------------------------------------
+    async def send_reply(self, openid: str, reply: Reply) -> None:
+        """Send a reply value through the customer-service API."""
+        match reply:
+            case Text(content):
+                body: dict[str, Any] = {"touser": openid, "msgtype": "text", "text": {"content": content}}
+            case Image(media_id):
+                body = {"touser": openid, "msgtype": "image", "image": {"media_id": media_id}}
+            case News(articles):
+                body = {"touser": openid, "msgtype": "news", "news": {"articles": [
+                    {"title": a.title, "description": a.description, "url": a.url, "picurl": a.image}
+                    for a in articles[:1]]}}
+        await self.call("POST", "message/custom/send", json_body=body)
+
+    async def send_template(self, openid: str, template_id: str, data: dict[str, Any], url: str = "") -> None:
+        body = {"touser": openid, "template_id": template_id, "data": data}
+        if url:
+            body["url"] = url
+        await self.call("POST", "message/template/send", json_body=body)
+
+    async def upload_image(self, content: bytes, filename: str = "image.jpg",
+                           content_type: str = "image/jpeg") -> str:
+        def form() -> aiohttp.FormData:
+            fd = aiohttp.FormData()
+            fd.add_field("media", content, filename=filename, content_type=content_type)
+            return fd
+        data = await self.call("POST", "media/upload", form=form, params={"type": "image"})
+        return data["media_id"]
+
+    async def create_qrcode(self, scene: str, expire_seconds: int = 30 * 24 * 3600) -> dict[str, Any]:
+        """A temporary parametric QR code; the answer has ticket, expire_seconds and url."""
+        return await self.call("POST", "qrcode/create", json_body={
+            "expire_seconds": expire_seconds, "action_name": "QR_STR_SCENE",
+            "action_info": {"scene": {"scene_str": scene}}})
+
+    async def create_menu(self, menu: dict[str, Any]) -> None:
+        await self.call("POST", "menu/create", json_body=menu)

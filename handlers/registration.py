@@ -1,0 +1,196 @@
+"""Following and registration: QR scenes, the 注册 conversation and the referral tree's edges,
+plus the admin's view of distributors (/api/distributors)."""
+
+from __future__ import annotations
+
+import re
+import secrets
+from typing import Any
+
+from aiohttp import web
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot.api import ApiError, ApiRoutes, ok
+from bot.chat import Ctx, Incoming, Router
+from bot.menu import MenuKey
+from bot.replies import Text
+from bot.typedefs import SESSIONMAKER
+from handlers.common import china_time, mask_name
+from storage.models import Distributor, DistributorStatus
+from storage.queries import distributor_by_code
+
+router = Router("registration")
+api = ApiRoutes("distributors")
+
+WAITING_PHONE = "register.phone"
+WAITING_NAME = "register.name"
+
+# Upper-case letters and digits without the look-alikes 0/O and 1/I.
+CODE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
+CODE_LENGTH = 6
+PHONE = re.compile(r"^1[3-9]\d{9}$")
+REAL_NAME = re.compile(r"^[\u3400-\u9fffA-Za-z·• ]{2,20}$")
+CODE_SHAPE = re.compile(rf"^[{CODE_ALPHABET}]{{{CODE_LENGTH}}}$")
+
+WELCOME = ("欢迎关注！这里是分销员助手：注册后即可领取专属推广海报和话术，随时查看订单、收益和团队。\n"
+           "回复“注册”成为分销员，回复“帮助”查看全部功能。")
+
+
+def new_code() -> str:
+    return "".join(secrets.choice(CODE_ALPHABET) for _ in range(CODE_LENGTH))
+
+
+async def _unique_code(session: AsyncSession) -> str:
+    while True:
+        code = new_code()
+        if await session.scalar(select(Distributor.id).where(Distributor.code == code)) is None:
+            return code
+
+
+def _inviter_line(inviter: Distributor | None) -> str:
+    return f"邀请人：{mask_name(inviter.name)}（{inviter.code}）" if inviter else "邀请人：无"
+
+
+# ---- following ------------------------------------------------------------------------------
+@router.event("subscribe", "subscribe_scan", "scan")
+async def on_follow(msg: Incoming, ctx: Ctx) -> Text:
+    f = ctx.follower
+    if msg.event != "scan":
+        f.subscribed, f.followed_at, f.unfollowed_at = True, ctx.now, None
+    me = ctx.distributor
+    if me is not None:
+        return Text(f"欢迎回来，{me.name}！您的推广码是 {me.code}。回复“帮助”查看全部功能。")
+    inviter = await distributor_by_code(ctx.session, msg.event_key, active=True) if msg.event_key else None
+    if inviter is None:
+        return Text(WELCOME)
+    # Until registration the latest scene wins; registration fixes the inviter for good.
+    f.scene = inviter.code
+    return Text(f"欢迎关注！您正在接受 {mask_name(inviter.name)} 的邀请。\n回复“注册”成为分销员，"
+                f"注册后您将加入 TA 的团队。")
+
+
+@router.event("unsubscribe")
+async def on_unfollow(msg: Incoming, ctx: Ctx) -> None:
+    # Nothing is deleted: a distributor who unfollows keeps their team, orders and balance.
+    ctx.follower.subscribed, ctx.follower.unfollowed_at = False, ctx.now
+    return None
+
+
+# ---- the 注册 conversation --------------------------------------------------------------------
+@router.command("注册", "register", menu=MenuKey.REGISTER)
+async def on_register(msg: Incoming, ctx: Ctx) -> Text:
+    me = ctx.distributor
+    if me is not None and me.status == DistributorStatus.EXITED:
+        return Text("您已退出分销计划，暂不能重新注册。如需帮助请回复“客服”。")
+    if me is not None:
+        return Text(f"您已经是分销员了，推广码：{me.code}。回复“海报”获取推广海报。")
+    typed = ctx.args.strip().upper()
+    code = typed or ctx.follower.scene or ""
+    inviter = None
+    if code:
+        inviter = await distributor_by_code(ctx.session, code, active=True) if CODE_SHAPE.match(code) else None
+        if inviter is None and typed:
+            return Text(f"邀请码“{ctx.args.strip()[:20]}”不存在或已失效，请核对后重新发送“注册 邀请码”，"
+                        "或直接回复“注册”不填邀请码。")
+    ctx.set_state(WAITING_PHONE, {"inviter": inviter.code if inviter else None})
+    return Text(f"欢迎注册分销员！{_inviter_line(inviter)}\n第 1 步：请回复您的手机号码（11 位）。\n"
+                "随时回复“取消”可退出注册。")
+
+
+@router.state(WAITING_PHONE)
+async def on_phone(msg: Incoming, ctx: Ctx) -> Text:
+    phone = re.sub(r"[\s-]", "", msg.content)
+    if phone.startswith("+86"):
+        phone = phone[3:]
+    if not PHONE.match(phone):
+        return Text("手机号格式不对，请回复 11 位中国大陆手机号，例如 13800138000。回复“取消”退出注册。")
+    if await ctx.session.scalar(select(Distributor.id).where(Distributor.phone == phone)) is not None:
+        return Text("这个手机号已经注册过分销员，请换一个号码，或回复“客服”联系我们。")
+    assert ctx.state is not None
+    ctx.set_state(WAITING_NAME, {**ctx.state.data, "phone": phone})
+    return Text("第 2 步：请回复您的真实姓名（2–20 个字），用于结算佣金。")
+
+
+@router.state(WAITING_NAME)
+async def on_name(msg: Incoming, ctx: Ctx) -> Text:
+    name = " ".join(msg.content.split())
+    if not REAL_NAME.match(name):
+        return Text("姓名需为 2–20 个汉字或字母，请重新回复您的真实姓名。回复“取消”退出注册。")
+    assert ctx.state is not None
+    data = dict(ctx.state.data)
+    phone = data["phone"]
+    if await ctx.session.scalar(select(Distributor.id).where(Distributor.phone == phone)) is not None:
+        await ctx.clear_state()
+        return Text("这个手机号刚刚已被注册，请重新发送“注册”并换一个号码。")
+    inviter = await distributor_by_code(ctx.session, data["inviter"], active=True) if data.get("inviter") else None
+    me = Distributor(code=await _unique_code(ctx.session), openid=ctx.follower.openid, phone=phone, name=name,
+                     inviter_id=inviter.id if inviter else None, rank=ctx.config.ranks[0].key,
+                     status=DistributorStatus.ACTIVE, registered_at=ctx.now)
+    ctx.session.add(me)
+    ctx.distributor = me
+    await ctx.clear_state()
+    rank = ctx.config.ranks[0].name
+    return Text(f"注册成功！\n您的推广码：{me.code}\n等级：{rank}\n{_inviter_line(inviter)}\n"
+                "回复“海报”获取专属推广海报，回复“帮助”查看全部功能。")
+
+
+# ---- the admin's view -------------------------------------------------------------------------
+async def distributor_json(session: AsyncSession, d: Distributor) -> dict[str, Any]:
+    inviter_code = None
+    if d.inviter_id is not None:
+        inviter_code = await session.scalar(select(Distributor.code).where(Distributor.id == d.inviter_id))
+    return {
+        "code": d.code, "openid": d.openid, "name": d.name, "phone": d.phone, "status": d.status,
+        "rank": d.rank, "inviter_code": inviter_code, "registered_at": china_time(d.registered_at),
+        "balance": await balance_json(session, d),
+    }
+
+
+async def balance_json(session: AsyncSession, d: Distributor) -> dict[str, int]:
+    """The distributor's balances; every amount is zero until the ledger has entries."""
+    return {"pending_fen": 0, "available_fen": 0, "withdrawing_fen": 0, "withdrawn_fen": 0}
+
+
+PER_PAGE = 50
+_DISTRIBUTOR_SCHEMA = {"type": "object", "properties": {
+    "code": {"type": "string"}, "openid": {"type": "string"}, "name": {"type": "string"},
+    "phone": {"type": "string"}, "status": {"type": "string", "enum": ["active", "exited"]},
+    "rank": {"type": "string"}, "inviter_code": {"type": "string", "nullable": True},
+    "registered_at": {"type": "string", "format": "date-time"}, "balance": {"type": "object"}}}
+
+
+@api.get("/distributors", summary="Find distributors by openid or code, or list them a page at a time",
+         query={"openid": "exact openid", "code": "exact code", "page": "page number from 1 (50 a page)"},
+         response={"type": "object", "properties": {"distributors": {"type": "array", "items": _DISTRIBUTOR_SCHEMA},
+                                                    "total": {"type": "integer"}}},
+         errors=(400,))
+async def list_distributors(request: web.Request) -> web.Response:
+    q = request.query
+    stmt = select(Distributor)
+    if "openid" in q:
+        stmt = stmt.where(Distributor.openid == q["openid"])
+    if "code" in q:
+        stmt = stmt.where(Distributor.code == q["code"].strip().upper())
+    try:
+        page = int(q.get("page", "1"))
+    except ValueError:
+        page = 0
+    if page < 1:
+        raise ApiError(400, "bad_page", "page must be a whole number from 1.")
+    async with request.config_dict[SESSIONMAKER]() as session, session.begin():
+        total = await session.scalar(select(func.count()).select_from(stmt.subquery()))
+        rows = await session.scalars(stmt.order_by(Distributor.id).offset((page - 1) * PER_PAGE).limit(PER_PAGE))
+        items = [await distributor_json(session, d) for d in rows]
+    return ok({"distributors": items, "total": total})
+
+
+@api.get("/distributors/{code}", summary="One distributor with balances", response=_DISTRIBUTOR_SCHEMA,
+         errors=(404,))
+async def get_distributor(request: web.Request) -> web.Response:
+    async with request.config_dict[SESSIONMAKER]() as session, session.begin():
+        d = await distributor_by_code(session, request.match_info["code"])
+        if d is None:
+            raise ApiError(404, "not_found", f"No distributor has the code {request.match_info['code']!r}.")
+        return ok(await distributor_json(session, d))
+

@@ -1,0 +1,33 @@
+"""Commands whose features are still being built: they say so plainly instead of pretending.
+
+Each feature module takes its commands from here when it lands.
+"""
+
+from __future__ import annotations
+
+from bot.chat import Ctx, Incoming, Router
+from bot.menu import MenuKey
+from bot.replies import Text
+
+router = Router("upcoming")
+
+_UPCOMING: tuple[tuple[str, str, MenuKey | None], ...] = (
+    ("海报", "poster", MenuKey.POSTER),
+    ("话术", "scripts", MenuKey.SCRIPTS),
+    ("订单", "orders", MenuKey.ORDERS),
+    ("收益", "earnings", MenuKey.EARNINGS),
+    ("团队", "team", MenuKey.TEAM),
+    ("等级", "rank", MenuKey.RANK),
+    ("提现", "withdraw", None),
+    ("排行", "top", MenuKey.TOP),
+    ("培训", "training", MenuKey.TRAINING),
+    ("退出", "quit", None),
+)
+
+
+async def on_upcoming(msg: Incoming, ctx: Ctx) -> Text:
+    return Text("这个功能正在开发中，即将上线，敬请期待。回复“帮助”查看现在可用的功能。")
+
+
+for _zh, _en, _key in _UPCOMING:
+    router.command(_zh, _en, menu=_key)(on_upcoming)

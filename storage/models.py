@@ -1,0 +1,147 @@
+"""SQLAlchemy 2 typed models. Money is integer fen everywhere."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, DateTime, ForeignKey, Index, Integer, MetaData, String, Text
+from sqlalchemy.types import TypeDecorator
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """Aware datetimes in, aware UTC datetimes out, on SQLite (which keeps no zone) too."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the database")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
+
+# BIGINT on PostgreSQL, INTEGER (the rowid alias) on SQLite.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map = {datetime: UtcDateTime(), dict[str, Any]: JSON}
+
+
+class DistributorStatus(StrEnum):
+    ACTIVE = "active"
+    EXITED = "exited"
+
+
+class OutboxStatus(StrEnum):
+    PENDING = "pending"
+    SENDING = "sending"
+    SENT = "sent"
+    FAILED = "failed"
+
+
+class Follower(Base):
+    """Anyone who has followed the account, registered or not."""
+
+    __tablename__ = "followers"
+
+    openid: Mapped[str] = mapped_column(String(64), primary_key=True)
+    subscribed: Mapped[bool] = mapped_column(default=True)
+    followed_at: Mapped[datetime | None]
+    unfollowed_at: Mapped[datetime | None]
+    # The last QR scene seen (an inviter's code); used when the follower registers.
+    scene: Mapped[str | None] = mapped_column(String(64))
+    last_interaction_at: Mapped[datetime | None]
+    created_at: Mapped[datetime]
+
+
+class Distributor(Base):
+    __tablename__ = "distributors"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    code: Mapped[str] = mapped_column(String(6), unique=True)
+    openid: Mapped[str] = mapped_column(String(64), unique=True)
+    phone: Mapped[str] = mapped_column(String(20), unique=True)
+    name: Mapped[str] = mapped_column(String(40))
+    inviter_id: Mapped[int | None] = mapped_column(ForeignKey("distributors.id"), index=True)
+    rank: Mapped[str] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(16), default=DistributorStatus.ACTIVE)
+    registered_at: Mapped[datetime]
+    exited_at: Mapped[datetime | None]
+
+    inviter: Mapped[Distributor | None] = relationship(remote_side=[id], lazy="raise")
+
+
+class ConversationState(Base):
+    """Where a follower is in a multi-step conversation (e.g. registration)."""
+
+    __tablename__ = "conversation_states"
+
+    openid: Mapped[str] = mapped_column(String(64), primary_key=True)
+    state: Mapped[str] = mapped_column(String(32))
+    data: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    expires_at: Mapped[datetime]
+
+
+class ProcessedMessage(Base):
+    """Dedupe key of every processed WeChat delivery, with the reply it got."""
+
+    __tablename__ = "processed_messages"
+
+    key: Mapped[str] = mapped_column(String(160), primary_key=True)
+    openid: Mapped[str] = mapped_column(String(64))
+    # The reply as a JSON value (see bot.replies); None: answered "success", sent later.
+    reply: Mapped[dict[str, Any] | None]
+    created_at: Mapped[datetime] = mapped_column(index=True)
+
+
+class AccessToken(Base):
+    """The one access token of the account, shared by every process."""
+
+    __tablename__ = "access_tokens"
+
+    app_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    token: Mapped[str] = mapped_column(String(600))
+    expires_at: Mapped[datetime]
+    refreshed_at: Mapped[datetime]
+
+
+class OutboxMessage(Base):
+    """A message to a user that is not a passive reply, written with the change that caused it."""
+
+    __tablename__ = "outbox"
+    __table_args__ = (Index("ix_outbox_due", "status", "next_attempt_at"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    key: Mapped[str] = mapped_column(String(160), unique=True)
+    openid: Mapped[str] = mapped_column(String(64))
+    # The message as a JSON value (see bot.replies); a template fallback is derived from it.
+    payload: Mapped[dict[str, Any]]
+    status: Mapped[str] = mapped_column(String(16), default=OutboxStatus.PENDING)
+    attempts: Mapped[int] = mapped_column(default=0)
+    next_attempt_at: Mapped[datetime]
+    claimed_at: Mapped[datetime | None]
+    sent_at: Mapped[datetime | None]
+    errcode: Mapped[int | None]
+    last_error: Mapped[str | None] = mapped_column(Text)
+    # Which delivery path succeeded: "custom" or "template".
+    channel: Mapped[str | None] = mapped_column(String(16))
+    created_at: Mapped[datetime]

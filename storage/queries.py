@@ -1,0 +1,34 @@
+"""Queries shared by several features. Each takes the session first."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from storage.models import Distributor, DistributorStatus
+
+
+async def distributor_by_code(session: AsyncSession, code: str, *, active: bool = False) -> Distributor | None:
+    d = await session.scalar(select(Distributor).where(Distributor.code == code.strip().upper()))
+    if d is not None and active and d.status != DistributorStatus.ACTIVE:
+        return None
+    return d
+
+
+async def upline(session: AsyncSession, distributor: Distributor, levels: int) -> list[Distributor]:
+    """The distributor's inviters, nearest first, at most `levels` of them.
+
+    The tree has no cycles (an inviter is fixed at registration, before anyone can be invited
+    by the newcomer); the `seen` set only guards against a database edited by hand.
+    """
+    chain: list[Distributor] = []
+    seen = {distributor.id}
+    inviter_id = distributor.inviter_id
+    while inviter_id is not None and len(chain) < levels and inviter_id not in seen:
+        inviter = await session.get(Distributor, inviter_id)
+        if inviter is None:
+            break
+        chain.append(inviter)
+        seen.add(inviter.id)
+        inviter_id = inviter.inviter_id
+    return chain
