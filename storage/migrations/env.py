@@ -2,6 +2,7 @@
 
 from alembic import context
 
+import storage.schema  # noqa: F401  (registers every table)
 from storage.models import Base
 
 connection = context.config.attributes.get("connection")

@@ -1,0 +1,3 @@
+"""Every model module, imported so that Base.metadata knows all tables (Alembic, tests)."""
+
+from storage import models  # noqa: F401

@@ -1,0 +1,202 @@
+"""Shared fixtures. Every test that touches the database runs on SQLite and on PostgreSQL.
+
+PostgreSQL: $DISTBOT_TEST_PG_URL (a server URL whose user may CREATE DATABASE; .ci/run sets it),
+else a throw-away cluster started from the machine's PostgreSQL binaries, else the PostgreSQL
+half is skipped with that reason.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from bot.app import create_app
+from bot.config import Config
+from bot.sandbox.platform import Platform, SimUser
+from bot.sandbox.views import create_sandbox_app
+from tests.pgcluster import PgCluster, find_pg_bin
+
+ADMIN_TOKEN = "test-admin-token"
+
+
+@pytest.fixture(autouse=True)
+def _no_env_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(os.environ):
+        if name.startswith("DISTBOT_") and name != "DISTBOT_TEST_PG_URL":
+            monkeypatch.delenv(name)
+
+
+@pytest.fixture(scope="session")
+def pg_server_url() -> Iterator[str | None]:
+    url = os.environ.get("DISTBOT_TEST_PG_URL")
+    if url:
+        yield url
+        return
+    if find_pg_bin() is None:
+        yield None
+        return
+    cluster = PgCluster()
+    cluster.start()
+    try:
+        yield cluster.url
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def db_url(request: pytest.FixtureRequest, tmp_path: Any, pg_server_url: str | None) -> AsyncIterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path}/distbot.db"
+        return
+    if pg_server_url is None:
+        pytest.skip("PostgreSQL half: no DISTBOT_TEST_PG_URL and no PostgreSQL binaries on this machine")
+    import asyncpg
+    name = "t_" + uuid.uuid4().hex[:16]
+    server = pg_server_url.replace("postgresql+asyncpg://", "postgresql://")
+    conn = await asyncpg.connect(server)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    base, _, query = pg_server_url.partition("?")
+    yield base.rsplit("/", 1)[0] + "/" + name + (("?" + query) if query else "")
+    conn = await asyncpg.connect(server)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+def make_config(db_url: str, **sections: Any) -> Config:
+    """A test config: sandbox mode, the given database, per-section overrides."""
+    data: dict[str, Any] = {
+        "database": {"url": db_url},
+        "admin": {"token": ADMIN_TOKEN},
+        "wechat": {"template_id": "tmpl-notice"},
+        "outbox": {"rate_per_second": 1000},
+    }
+    for section, values in sections.items():
+        if isinstance(values, dict):
+            data.setdefault(section, {}).update(values)
+        else:
+            data[section] = values
+    return Config(**data)
+
+
+class Harness:
+    """The bot served over real HTTP, with the sandbox WeChat platform as a separate server,
+    exactly as a real deployment talks to WeChat."""
+
+    def __init__(self, config: Config, platform: Platform, wechat_server: TestServer, **app_kwargs: Any):
+        self.config = config
+        self.platform = platform
+        self.wechat_server = wechat_server
+        self.app_kwargs = app_kwargs
+        self.server: TestServer | None = None
+        self.http: aiohttp.ClientSession | None = None
+
+    @property
+    def app(self) -> web.Application:
+        assert self.server is not None
+        return self.server.app
+
+    @property
+    def url(self) -> str:
+        assert self.server is not None
+        return str(self.server.make_url("")).rstrip("/")
+
+    async def start(self) -> Harness:
+        config = self.config.model_copy(update={"wechat": self.config.wechat.model_copy(
+            update={"api_base_url": str(self.wechat_server.make_url("/cgi-bin/"))})})
+        self.config = config
+        self.server = TestServer(create_app(config, platform=self.platform, **self.app_kwargs))
+        await self.server.start_server()
+        self.platform.webhook_url = self.url + "/wechat"
+        if self.http is None:
+            self.http = aiohttp.ClientSession()
+        return self
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            await self.server.close()
+            self.server = None
+
+    async def restart(self) -> None:
+        await self.stop()
+        await self.start()
+
+    async def close(self) -> None:
+        await self.stop()
+        if self.http is not None:
+            await self.http.close()
+
+    # ---- the WeChat side --------------------------------------------------------------------
+    def user(self, nickname: str = "") -> SimUser:
+        return self.platform.user(nickname=nickname)
+
+    async def send(self, user: SimUser, kind: str, **kw: Any) -> dict[str, Any] | None:
+        assert self.http is not None
+        return await self.platform.send(self.http, user, kind, **kw)
+
+    async def say(self, user: SimUser, text: str) -> str:
+        """Send a text; the text of the passive reply ('' when none)."""
+        reply = await self.send(user, "text", content=text)
+        return reply.get("content", "") if reply else ""
+
+    async def click(self, user: SimUser, key: str) -> dict[str, Any] | None:
+        return await self.send(user, "click", key=key)
+
+    async def follow(self, user: SimUser, scene: str = "") -> str:
+        reply = await self.send(user, "subscribe", scene=scene)
+        return reply.get("content", "") if reply else ""
+
+    async def register(self, user: SimUser, phone: str, name: str, code: str = "", scene: str = "") -> str:
+        """Follow (with the scene) and register; returns the new distributor's code."""
+        await self.follow(user, scene=scene)
+        await self.say(user, f"注册 {code}".strip())
+        await self.say(user, phone)
+        reply = await self.say(user, name)
+        import re
+        m = re.search(r"推广码：([A-Z0-9]{6})", reply)
+        assert m, reply
+        return m.group(1)
+
+    # ---- the admin / shop side --------------------------------------------------------------
+    async def api(self, method: str, path: str, *, token: str | None = ADMIN_TOKEN, **kw: Any) -> tuple[int, Any]:
+        assert self.http is not None
+        headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
+        async with self.http.request(method, self.url + "/api" + path, headers=headers, **kw) as resp:
+            try:
+                body = await resp.json(content_type=None)
+            except ValueError:
+                body = await resp.text()
+            return resp.status, body
+
+
+@pytest.fixture
+def platform() -> Platform:
+    return Platform(app_id="wxsandbox0000000000", app_secret="sandbox-secret", token="sandbox-token",
+                    template_ids=frozenset({"tmpl-notice"}))
+
+
+@pytest.fixture
+async def wechat_server(platform: Platform) -> AsyncIterator[TestServer]:
+    server = TestServer(create_sandbox_app(platform))
+    await server.start_server()
+    yield server
+    await server.close()
+
+
+@pytest.fixture
+async def harness(db_url: str, platform: Platform, wechat_server: TestServer) -> AsyncIterator[Harness]:
+    h = Harness(make_config(db_url), platform, wechat_server, reply_deadline=2.0)
+    await h.start()
+    yield h
+    await h.close()
