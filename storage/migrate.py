@@ -20,7 +20,7 @@ def alembic_config() -> AlembicConfig:
     return cfg
 
 
-async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
+async def upgrade(engine: AsyncEngine, revision: str = "heads") -> None:
     def run(sync_conn) -> None:  # noqa: ANN001
         cfg = alembic_config()
         cfg.attributes["connection"] = sync_conn
