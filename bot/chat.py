@@ -60,6 +60,12 @@ class Ctx:
     distributor: Distributor | None
     state: ConversationState | None
     args: str = ""  # what follows a text command, trimmed
+    followups: list[Callable[[], Awaitable[Reply | None]]] = field(default_factory=list)
+
+    def after_commit(self, work: Callable[[], Awaitable[Reply | None]]) -> None:
+        """Run slow work (a chart, an upload) once the update has committed; what it returns is
+        sent to this follower through the outbox, after the passive reply."""
+        self.followups.append(work)
 
     def set_state(self, name: str, data: dict[str, Any] | None = None, ttl: timedelta = STATE_TTL) -> None:
         if self.state is None:

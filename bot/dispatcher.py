@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -27,6 +28,7 @@ log = logging.getLogger(__name__)
 
 REPLY_DEADLINE_SECONDS = 4.0  # WeChat waits 5 s, then retries
 MAX_BATCH = 200
+Followup = Callable[[], Awaitable[Reply | None]]
 BUSY_TEXT = "系统繁忙，请稍后再试。"
 
 
@@ -90,9 +92,11 @@ class Dispatcher:
             await asyncio.sleep(0.01)
 
     async def _process(self, batch: list[_Pending]) -> None:
+        followups: list[tuple[_Pending, list[Followup]]] = []
         try:
-            outcomes = await self._run_batch(batch)
+            outcomes = await self._run_batch(batch, followups)
         except Exception:
+            followups.clear()
             if len(batch) > 1:
                 # One update spoiled the shared transaction: redo each on its own.
                 for p in batch:
@@ -111,7 +115,23 @@ class Dispatcher:
                 late.append((p, result))
         if late:
             await self._send_late(late)
+        for p, works in followups:
+            task = asyncio.create_task(self._run_followups(p, works))
+            self._later_tasks.add(task)
+            task.add_done_callback(self._later_tasks.discard)
         self._outbox.wake()
+
+    async def _run_followups(self, p: _Pending, works: list[Followup]) -> None:
+        for i, work in enumerate(works):
+            try:
+                reply = await work()
+            except Exception:
+                log.exception("follow-up failed", extra={"openid": p.msg.openid})
+                continue
+            if reply is not None:
+                async with self._sessionmaker() as session, session.begin():
+                    await self._outbox.enqueue(session, f"followup:{p.msg.dedupe_key}:{i}", p.msg.openid, reply)
+                self._outbox.wake()
 
     def _resolve(self, p: _Pending, reply: Reply | None) -> bool:
         """Hand the reply to the waiting webhook; False when nobody waits any more."""
@@ -139,7 +159,8 @@ class Dispatcher:
         self._metrics.late_replies.inc(len(late))
         self._outbox.wake()
 
-    async def _run_batch(self, batch: list[_Pending]) -> list[tuple[_Pending, HandlerResult]]:
+    async def _run_batch(self, batch: list[_Pending],
+                         followups: list[tuple[_Pending, list[Followup]]]) -> list[tuple[_Pending, HandlerResult]]:
         now = datetime.now(UTC)
         keys = [p.msg.dedupe_key for p in batch]
         openids = {p.msg.openid for p in batch}
@@ -177,4 +198,6 @@ class Dispatcher:
                                              created_at=now))
                 stored[msg.dedupe_key] = stored_reply
                 outcomes.append((p, result))
+                if ctx.followups:
+                    followups.append((p, ctx.followups))
         return outcomes
