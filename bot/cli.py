@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from bot.config import Config, ConfigError, load_config
+from bot.logs import setup_logging
 from storage.backup import BackupError
 
 log = logging.getLogger("distbot")
@@ -147,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    setup_logging()
     try:
         args.fn(args)
     except (ConfigError, CliError) as e:
