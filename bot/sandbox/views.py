@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import io
 import json
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -9,6 +11,7 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
+from PIL import Image
 
 from bot.sandbox.platform import ERRMSG, Platform, PlatformError
 
@@ -149,6 +152,50 @@ async def sim_age(request: web.Request) -> web.Response:
     return web.json_response({"ok": True})
 
 
+class QrDecoderMissing(Exception):
+    """zxing-cpp (the test extra) is not installed, so the simulator cannot read QR codes in pictures."""
+
+
+def _qr_texts(content: bytes) -> list[str]:
+    """The texts of the QR codes in an image (CPU work: run it in a thread)."""
+    try:
+        import zxingcpp  # lazily: only the simulator's "scan the picture" needs it
+    except ImportError:
+        raise QrDecoderMissing from None
+    with Image.open(io.BytesIO(content)) as img:
+        barcodes = zxingcpp.read_barcodes(img.convert("L"), formats=zxingcpp.BarcodeFormat.QRCode)
+    return [b.text for b in barcodes if b.text]
+
+
+async def sim_scan(request: web.Request) -> web.Response:
+    """{"openid", "media_id"}: the user scans the QR code in a picture the bot sent (a poster) and
+    follows through its scene — subscribe with the scene, or SCAN when they already follow."""
+    p = request.app[PLATFORM]
+    data = await request.json()
+    user = p.users.get(data.get("openid", ""))
+    item = p.media.get(data.get("media_id", ""))
+    if user is None or item is None:
+        return web.json_response({"error": "没有这个模拟用户或这张图片"}, status=400)
+    try:
+        texts = await asyncio.to_thread(_qr_texts, item[0])
+    except QrDecoderMissing:
+        return web.json_response({"error": "识别图中二维码需要 Python 包 zxing-cpp，请先安装：pip install zxing-cpp"},
+                                 status=501)
+    except (OSError, ValueError, Image.DecompressionBombError):
+        return web.json_response({"error": "这张图片无法读取"}, status=400)
+    if not texts:
+        return web.json_response({"error": "图片里没有找到二维码"}, status=400)
+    scene = next((s for s in map(p.scene_of, texts) if s), None)
+    if scene is None:
+        return web.json_response({"error": "图中的二维码不是本公众号的，或已过期"}, status=400)
+    kind = "scan" if user.subscribed else "subscribe"
+    try:
+        reply = await p.send(request.app[SIM_HTTP], user, kind, scene=scene)
+    except RuntimeError as e:
+        return web.json_response({"error": str(e)}, status=502)
+    return web.json_response({"reply": reply, "event": kind, "scene": scene})
+
+
 async def media(request: web.Request) -> web.Response:
     item = request.app[PLATFORM].media.get(request.match_info["media_id"])
     if item is None:
@@ -157,7 +204,21 @@ async def media(request: web.Request) -> web.Response:
 
 
 async def page(request: web.Request) -> web.FileResponse:
-    return web.FileResponse(STATIC / "index.html")
+    return web.FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
+
+
+async def to_page(request: web.Request) -> web.Response:
+    """/sandbox without the slash: the page's relative URLs need it; relative, so any mount point works."""
+    raise web.HTTPFound(request.path.rsplit("/", 1)[-1] + "/")
+
+
+async def static_file(request: web.Request) -> web.FileResponse:
+    """The page's own .js/.css (no-cache, so an upgraded page is never mixed with an old script)."""
+    name = request.match_info["name"]
+    path = STATIC / name
+    if name.startswith(".") or not path.is_file():
+        raise web.HTTPNotFound()
+    return web.FileResponse(path, headers={"Cache-Control": "no-cache"})
 
 
 def create_sandbox_app(platform: Platform) -> web.Application:
@@ -175,11 +236,14 @@ def create_sandbox_app(platform: Platform) -> web.Application:
            ("POST", "menu/create", _menu, True, True), ("POST", "media/upload", _upload, True, False)]
     for method, name, fn, needs_token, body in api:
         app.router.add_route(method, "/cgi-bin/" + name, _endpoint(name, fn, needs_token=needs_token, body=body))
+    app.router.add_get("", to_page)
     app.router.add_get("/", page)
+    app.router.add_get(r"/static/{name:[A-Za-z0-9_-][A-Za-z0-9_.-]*}", static_file)
     app.router.add_get("/sim/state", sim_state)
     app.router.add_post("/sim/users", sim_new_user)
     app.router.add_post("/sim/send", sim_send)
     app.router.add_get("/sim/messages", sim_messages)
     app.router.add_post("/sim/age", sim_age)
+    app.router.add_post("/sim/scan", sim_scan)
     app.router.add_get("/media/{media_id}", media)
     return app
