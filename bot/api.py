@@ -90,7 +90,8 @@ class ApiRoutes:
 async def _auth_and_errors(request: web.Request, handler: ApiHandler) -> web.StreamResponse:
     expected = request.config_dict[CONFIG].admin.token
     given = request.headers.get("Authorization", "")
-    if not hmac.compare_digest(given.encode(), f"Bearer {expected}".encode()):
+    # surrogateescape: aiohttp hands undecodable header bytes over as lone surrogates.
+    if not hmac.compare_digest(given.encode("utf-8", "surrogateescape"), f"Bearer {expected}".encode()):
         return error_response(401, "unauthorized", "A valid 'Authorization: Bearer <admin token>' header is required.")
     try:
         return await handler(request)

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 import aiohttp
 from aiohttp import web
-from sqlalchemy import delete, text
+from sqlalchemy import delete, func, select, text
 
 from bot import features, webhook
 from bot.api import create_api_app
@@ -26,7 +26,7 @@ from bot.typedefs import CONFIG, DISPATCHER, ENGINE, HTTP, METRICS, OUTBOX, SESS
 from bot.wechat_api import WeChatAPI, WeChatError
 from storage.db import create_engine, create_sessionmaker
 from storage.migrate import upgrade
-from storage.models import ProcessedMessage
+from storage.models import OutboxMessage, OutboxStatus, ProcessedMessage
 
 log = logging.getLogger(__name__)
 DEDUPE_RETENTION = timedelta(days=2)
@@ -95,6 +95,8 @@ def create_app(config: Config, *, platform: Platform | None = None, workers: boo
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
     app.add_subapp("/api", create_api_app(features.api_tables()))
+    for pages in features.page_tables():  # public pages of feature modules (trainings, share pages)
+        app.router.add_routes(pages)
     if config.sandbox:
         app.add_subapp("/sandbox", create_sandbox_app(platform or sandbox_platform(config)))
     return app
@@ -122,6 +124,13 @@ async def healthz(request: web.Request) -> web.Response:
 
 async def metrics(request: web.Request) -> web.Response:
     m = request.app[METRICS]
+    # The depth as of this scrape (workers only update it now and then, and not at all when off).
+    try:
+        async with request.app[SESSIONMAKER]() as session:
+            m.outbox_depth.set(await session.scalar(select(func.count()).select_from(OutboxMessage).where(
+                OutboxMessage.status == OutboxStatus.PENDING)) or 0)
+    except Exception:  # a scrape still answers while the database does not; /healthz tells
+        log.warning("metrics: cannot read the outbox depth", exc_info=True)
     return web.Response(body=m.render(), content_type=m.content_type)
 
 

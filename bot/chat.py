@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.menu import MenuKey
 from bot.replies import Later, Reply, Text
@@ -61,6 +61,8 @@ class Ctx:
     state: ConversationState | None
     args: str = ""  # what follows a text command, trimmed
     followups: list[Callable[[], Awaitable[Reply | None]]] = field(default_factory=list)
+    # For Later work, which runs after the update's transaction and opens its own short sessions.
+    sessionmaker: async_sessionmaker[AsyncSession] | None = None
 
     def after_commit(self, work: Callable[[], Awaitable[Reply | None]]) -> None:
         """Run slow work (a chart, an upload) once the update has committed; what it returns is
@@ -77,7 +79,10 @@ class Ctx:
 
     async def clear_state(self) -> None:
         if self.state is not None:
-            await self.session.delete(self.state)
+            if self.state in self.session.new:  # made earlier in this same batch
+                self.session.expunge(self.state)
+            else:
+                await self.session.delete(self.state)
             self.state = None
 
     @property
@@ -182,10 +187,13 @@ class Dispatch:
                 await ctx.clear_state()
                 return Text("已取消。需要帮助请回复“帮助”。")
             matched = self.match_command(msg.content)
-            if matched is not None:
+            in_state = ctx.state is not None and ctx.state.state in self._states
+            # Inside a conversation only a bare command word leaves it: "Top Lee" is a name.
+            if matched is not None and not (in_state and matched[1]):
                 await ctx.clear_state()
                 fn, ctx.args = matched
                 return await fn(msg, ctx)
-            if ctx.state is not None and ctx.state.state in self._states:
+            if in_state:
+                assert ctx.state is not None
                 return await self._states[ctx.state.state](msg, ctx)
         return await self._fallback(msg, ctx)

@@ -34,11 +34,16 @@ def cmd_serve(args: argparse.Namespace) -> None:
     from bot.app import create_app
     config = _config(args)
     _check_database(config)
+    if config.sandbox:
+        _run_db(lambda: _load_demo_pack(config))
     app = create_app(config)
     mode = "sandbox" if config.sandbox else "live"
     print(f"distbot serving in {mode} mode on http://{config.server.host}:{config.server.port}"
           + ("  (simulator: /sandbox/)" if config.sandbox else ""), flush=True)
-    web.run_app(app, host=config.server.host, port=config.server.port, print=None, access_log=None)
+    try:
+        web.run_app(app, host=config.server.host, port=config.server.port, print=None, access_log=None)
+    except OSError as e:  # most often the port is taken
+        raise CliError(f"cannot listen on {config.server.host}:{config.server.port}: {e.strerror or e}") from None
 
 
 def cmd_db_upgrade(args: argparse.Namespace) -> None:
@@ -81,6 +86,33 @@ def cmd_menu_push(args: argparse.Namespace) -> None:
             await engine.dispose()
     _run_db(run)
     print("menu created")
+
+
+def cmd_content_import(args: argparse.Namespace) -> None:
+    from content.packs import PackInvalid
+    from content.store import PackConflict
+    from handlers.content_packs import import_command
+
+    config = _config(args)
+    path = Path(args.pack)
+    if not path.is_file():
+        raise CliError(f"{path} does not exist or is not a file")
+
+    async def run() -> None:
+        try:
+            print(await import_command(config, path))
+        except PackInvalid as e:
+            raise CliError(f"the content pack {path} is invalid; nothing was imported. {len(e.problems)} problem(s):\n"
+                           + "\n".join(f"  {p}" for p in e.problems)) from None
+        except PackConflict as e:
+            raise CliError(f"{e}; nothing was imported (give the pack a new version)") from None
+    _run_db(run)
+
+
+async def _load_demo_pack(config: Config) -> None:
+    from handlers.content_packs import demo_command
+
+    print(await demo_command(config), flush=True)
 
 
 def cmd_backup(args: argparse.Namespace) -> None:
@@ -139,6 +171,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     menu = sub.add_parser("menu", help="official-account menu").add_subparsers(dest="menu_command", required=True)
     with_config(menu.add_parser("push", help="create the menu through the WeChat API")).set_defaults(fn=cmd_menu_push)
+
+    content = sub.add_parser("content", help="content packs").add_subparsers(dest="content_command", required=True)
+    pack_import = with_config(content.add_parser("import", help="import a content pack zip (same checks as the upload)"))
+    pack_import.add_argument("pack", metavar="PACK.zip")
+    pack_import.set_defaults(fn=cmd_content_import)
 
     backup = with_config(sub.add_parser("backup", help="consistent online backup of the database"))
     backup.add_argument("dest")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import tomllib
 from decimal import Decimal
@@ -50,6 +51,12 @@ class WechatConfig(_Section):
     def _aes_key(cls, v: str) -> str:
         if v and len(v) != 43:
             raise ValueError("must be 43 characters (safe mode) or empty (plain mode)")
+        if v:
+            # Refused here rather than failing on every message at run time.
+            try:
+                base64.b64decode(v + "=", validate=True)
+            except ValueError:
+                raise ValueError("must be base64 (letters, digits, + and /) as shown in the WeChat console") from None
         return v
 
     @field_validator("token")

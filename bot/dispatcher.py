@@ -13,7 +13,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from sqlalchemy import select
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.chat import Ctx, Dispatch, HandlerResult, Incoming
@@ -84,23 +85,36 @@ class Dispatcher:
             self._wake.clear()
             while self._queue:
                 batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
-                await self._process(batch)
+                try:
+                    await self._process(batch)
+                except Exception:
+                    # E.g. the database went away while a late reply was queued: this batch's
+                    # waiters get the busy text, and the loop lives on for every later update.
+                    log.exception("update batch failed")
+                    for p in batch:
+                        if not p.future.done():
+                            self._resolve(p, Text(BUSY_TEXT))
 
     async def drain(self) -> None:
         """Wait for queued updates and their slow work (used at shutdown and by tests)."""
         while self._queue or self._inflight or self._later_tasks:
             await asyncio.sleep(0.01)
 
-    async def _process(self, batch: list[_Pending]) -> None:
+    async def _process(self, batch: list[_Pending], *, retry: bool = True) -> None:
         followups: list[tuple[_Pending, list[Followup]]] = []
         try:
             outcomes = await self._run_batch(batch, followups)
-        except Exception:
+        except Exception as e:
             followups.clear()
             if len(batch) > 1:
                 # One update spoiled the shared transaction: redo each on its own.
                 for p in batch:
                     await self._process([p])
+                return
+            if retry and isinstance(e, IntegrityError):
+                # Another process committed this update (WeChat's retry went there) or a row it
+                # needs first: once more, and the stored reply answers it like any retry.
+                await self._process(batch, retry=False)
                 return
             log.exception("update failed", extra={"openid": batch[0].msg.openid})
             outcomes = [(batch[0], Text(BUSY_TEXT))]
@@ -150,12 +164,23 @@ class Dispatcher:
             log.exception("slow reply failed", extra={"openid": p.msg.openid})
             reply = Text(BUSY_TEXT)
         if not self._resolve(p, reply) and reply is not None:
-            await self._send_late([(p, reply)])
+            for attempt in range(3):  # the database may be briefly busy; the reply must not be lost
+                try:
+                    await self._send_late([(p, reply)])
+                    return
+                except Exception:
+                    log.exception("could not queue a late reply", extra={"openid": p.msg.openid})
+                    await asyncio.sleep(0.5 * 2 ** attempt)
 
     async def _send_late(self, late: list[tuple[_Pending, Reply]]) -> None:
         async with self._sessionmaker() as session, session.begin():
             for p, reply in late:
                 await self._outbox.enqueue(session, f"late:{p.msg.dedupe_key}", p.msg.openid, reply)
+            # The first delivery was answered "success"; a retry is answered alike, not with a
+            # second copy of what the outbox sends.
+            await session.execute(update(ProcessedMessage)
+                                  .where(ProcessedMessage.key.in_([p.msg.dedupe_key for p, _ in late]))
+                                  .values(reply=None))
         self._metrics.late_replies.inc(len(late))
         self._outbox.wake()
 
@@ -189,7 +214,7 @@ class Dispatcher:
                     follower.last_interaction_at = now
                 ctx = Ctx(session=session, config=self.config, wechat=self._wechat, outbox=self._outbox, now=now,
                           follower=follower, distributor=distributors.get(msg.openid),
-                          state=states.get(msg.openid))
+                          state=states.get(msg.openid), sessionmaker=self._sessionmaker)
                 result = await self._dispatch.route(msg, ctx)
                 distributors[msg.openid], states[msg.openid] = ctx.distributor, ctx.state
                 self._metrics.updates.labels(msg.event or msg.kind).inc()

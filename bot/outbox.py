@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Connection, bindparam, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -34,12 +37,70 @@ def _insert(session: AsyncSession):  # noqa: ANN202
     return (pg_insert if session.bind.dialect.name == "postgresql" else sqlite_insert)(OutboxMessage)
 
 
+@dataclass(frozen=True)
+class Merge:
+    """A batched notice: counters folded into one pending row per key, rendered on every fold."""
+
+    key: str
+    openid: str
+    counts: dict[str, int]
+    render: Callable[[dict[str, int]], Reply]
+    due: datetime  # when the row may be sent: the end of the batching window
+
+
+_OUTBOX = OutboxMessage.__table__
+_MERGE_READ = select(_OUTBOX.c.key, _OUTBOX.c.status, _OUTBOX.c.payload).where(
+    _OUTBOX.c.key.in_(bindparam("keys", expanding=True)))
+_MERGE_LOCK = _MERGE_READ.order_by(_OUTBOX.c.key).with_for_update()
+_MERGE_INSERT = _OUTBOX.insert()
+_MERGE_UPDATE = update(_OUTBOX).where(_OUTBOX.c.key == bindparam("k")).values(payload=bindparam("p"))
+
+
 def template_data(reply: Reply, title: str = "") -> dict[str, Any]:
     """A template message body for a reply, used outside the 48-hour window."""
     text = reply.content if isinstance(reply, Text) else "您有一条新消息，请进入公众号查看。"
     first, _, rest = text.partition("\n")
     return {"first": {"value": title or first}, "keyword1": {"value": first if title else rest[:200] or first},
             "remark": {"value": rest[:200] if title else ""}}
+
+
+def merge_notices(conn: Connection, items: Sequence[Merge]) -> None:
+    """Fold counters into the still-pending row under each key, or add the row, due at `due`:
+    a burst of events (orders credited in a minute) then makes one message, not one each.
+
+    Synchronous on a Connection (the order-event writer runs it in a thread on SQLite; async
+    callers use Outbox.enqueue_merged). A row that a worker already claimed or sent is left alone;
+    its counters go to a fresh row. Rows are added with a plain insert: on PostgreSQL a racing
+    transaction that added the same key first makes this one fail (the caller retries it)
+    instead of losing the counters."""
+    if not items:
+        return
+    merged: dict[str, Merge] = {}
+    for m in items:
+        prev = merged.get(m.key)
+        merged[m.key] = m if prev is None else Merge(
+            m.key, m.openid, {k: prev.counts.get(k, 0) + m.counts.get(k, 0) for k in {*prev.counts, *m.counts}},
+            m.render, prev.due)
+    stmt = _MERGE_LOCK if conn.dialect.name == "postgresql" else _MERGE_READ
+    existing = {k: (status, payload) for k, status, payload in conn.execute(stmt, {"keys": list(merged)}).all()}
+    now = datetime.now(UTC)
+    inserts: list[dict[str, Any]] = []
+    updates: list[dict[str, Any]] = []
+    for key, m in merged.items():
+        status, payload = existing.get(key, (None, None))
+        if status == OutboxStatus.PENDING:
+            old = (payload or {}).get("merge") or {}
+            counts = {k: old.get(k, 0) + m.counts.get(k, 0) for k in {*old, *m.counts}}
+            updates.append({"k": key, "p": {**to_json(m.render(counts)), "merge": counts}})
+            continue
+        if status is not None:
+            key = f"{key}+{secrets.token_hex(4)}"
+        inserts.append({"key": key, "openid": m.openid, "payload": {**to_json(m.render(m.counts)), "merge": m.counts},
+                        "status": OutboxStatus.PENDING, "attempts": 0, "next_attempt_at": m.due, "created_at": now})
+    if inserts:
+        conn.execute(_MERGE_INSERT, inserts)
+    if updates:
+        conn.execute(_MERGE_UPDATE, updates)
 
 
 class Outbox:
@@ -66,6 +127,11 @@ class Outbox:
             next_attempt_at=at or now, created_at=now,
         ).on_conflict_do_nothing(index_elements=["key"])
         await session.execute(stmt)
+
+    async def enqueue_merged(self, session: AsyncSession, items: Sequence[Merge]) -> None:
+        """Batched notices in the caller's transaction: see merge_notices."""
+        if items:
+            await session.run_sync(lambda s: merge_notices(s.connection(), items))
 
     def wake(self) -> None:
         self._wake.set()
@@ -121,10 +187,30 @@ class Outbox:
 
     async def drain_once(self) -> int:
         rows = await self.claim(self.config.outbox.batch_size)
-        for row in rows:
-            await self._throttle()
-            await self._deliver(row)
+        for i, row in enumerate(rows):
+            delivery = None
+            try:
+                await self._throttle()
+                delivery = asyncio.ensure_future(self._deliver(row))
+                await asyncio.shield(delivery)
+            except asyncio.CancelledError:
+                # Stopping (a restart is not a crash): a send in flight keeps its mark, or it would go
+                # out again once the lease ran out; claims not yet tried go back to the queue now.
+                if delivery is not None:
+                    try:
+                        await delivery
+                    except Exception:
+                        log.exception("outbox delivery failed while stopping", extra={"outbox_id": row.id})
+                await self._release(rows[i + (delivery is not None):])
+                raise
         return len(rows)
+
+    async def _release(self, rows: list[OutboxMessage]) -> None:
+        if rows:
+            async with self._sessionmaker() as session, session.begin():
+                await session.execute(update(OutboxMessage).where(
+                    OutboxMessage.id.in_([r.id for r in rows]), OutboxMessage.status == OutboxStatus.SENDING)
+                    .values(status=OutboxStatus.PENDING, claimed_at=None))
 
     async def _throttle(self) -> None:
         now = time.monotonic()

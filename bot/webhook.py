@@ -22,6 +22,9 @@ from bot.typedefs import CONFIG, DISPATCHER
 MAX_BODY = 256 * 1024
 MAX_CLOCK_SKEW = 300
 _FORBIDDEN_XML = re.compile(rb"<!\s*(DOCTYPE|ENTITY)", re.IGNORECASE)
+# ASCII digits only (str.isdigit() takes "²", which int() refuses), at most a uint64's 20.
+_NUMBER = re.compile(r"[0-9]{1,20}")
+MAX_OPENID = 64  # the width of every openid column
 
 
 class Rejected(Exception):
@@ -45,7 +48,7 @@ def _check_query(config: Config, query: Any) -> tuple[str, str]:
     _check(sign(config.wechat.token, timestamp, nonce), query.get("signature"))
     try:
         skew = abs(time.time() - int(timestamp))
-    except ValueError:
+    except (ValueError, OverflowError):
         raise Rejected(403, "bad timestamp") from None
     if skew > MAX_CLOCK_SKEW:
         raise Rejected(403, "stale timestamp")
@@ -71,8 +74,10 @@ def to_incoming(fields: dict[str, Any]) -> Incoming:
     for name in ("ToUserName", "FromUserName", "CreateTime", "MsgType"):
         if not isinstance(fields.get(name), str) or not fields[name].strip():
             raise Rejected(400, f"missing {name}")
-    if not fields["CreateTime"].isdigit():
+    if not _NUMBER.fullmatch(fields["CreateTime"]):
         raise Rejected(400, "bad CreateTime")
+    if len(fields["FromUserName"]) > MAX_OPENID:
+        raise Rejected(400, "bad FromUserName")
     common = {"openid": fields["FromUserName"], "account": fields["ToUserName"],
               "create_time": int(fields["CreateTime"])}
     kind = fields["MsgType"].lower()
@@ -87,7 +92,7 @@ def to_incoming(fields: dict[str, Any]) -> Incoming:
             key = ""
         return Incoming(kind="event", event=event, event_key=key.strip(), **common)
     msg_id = fields.get("MsgId")
-    if not isinstance(msg_id, str) or not msg_id.isdigit():
+    if not isinstance(msg_id, str) or not _NUMBER.fullmatch(msg_id):
         raise Rejected(400, "missing MsgId")
     content = fields.get("Content") if kind == "text" else ""
     if not isinstance(content, str | None):
@@ -136,10 +141,13 @@ async def receive(request: web.Request) -> web.Response:
 async def _read_body(request: web.Request) -> bytes:
     if request.content_length is not None and request.content_length > MAX_BODY:
         raise Rejected(413, "body too large")
-    body = await request.content.read(MAX_BODY + 1)
-    if len(body) > MAX_BODY:
-        raise Rejected(413, "body too large")
-    return body
+    # StreamReader.read(n) returns what is buffered, not n bytes: read until EOF, capped.
+    body = bytearray()
+    while chunk := await request.content.read(MAX_BODY + 1 - len(body)):
+        body += chunk
+        if len(body) > MAX_BODY:
+            raise Rejected(413, "body too large")
+    return bytes(body)
 
 
 def _aes_key(config: Config) -> bytes:

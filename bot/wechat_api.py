@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiohttp
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.replies import Image, News, Reply, Text
@@ -67,7 +67,12 @@ class WeChatAPI:
             return self._cached[0]
         async with self._refresh_lock:
             async with self._sessionmaker() as session, session.begin():
-                # SQLite: BEGIN IMMEDIATE already serialises; PostgreSQL: lock the row.
+                # SQLite: BEGIN IMMEDIATE already serialises. PostgreSQL: an advisory lock, since
+                # FOR UPDATE locks nothing before the first token row exists (two processes would
+                # both fetch, and one insert would fail).
+                if session.bind.dialect.name == "postgresql":
+                    await session.execute(text("SELECT pg_advisory_xact_lock(hashtext(:k))"),
+                                          {"k": "distbot-access-token:" + self.app_id})
                 row = await session.scalar(
                     select(AccessToken).where(AccessToken.app_id == self.app_id).with_for_update())
                 if row is not None and row.token != invalid and row.expires_at > now:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import secrets
+import unicodedata
 from typing import Any
 
 from aiohttp import web
@@ -29,7 +30,7 @@ WAITING_NAME = "register.name"
 # Upper-case letters and digits without the look-alikes 0/O and 1/I.
 CODE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
 CODE_LENGTH = 6
-PHONE = re.compile(r"^1[3-9]\d{9}$")
+PHONE = re.compile(r"^1[3-9]\d{9}$", re.ASCII)  # ASCII digits: one number, one spelling
 REAL_NAME = re.compile(r"^[\u3400-\u9fffA-Za-z·• ]{2,20}$")
 CODE_SHAPE = re.compile(rf"^[{CODE_ALPHABET}]{{{CODE_LENGTH}}}$")
 
@@ -100,7 +101,8 @@ async def on_register(msg: Incoming, ctx: Ctx) -> Text:
 
 @router.state(WAITING_PHONE)
 async def on_phone(msg: Incoming, ctx: Ctx) -> Text:
-    phone = re.sub(r"[\s-]", "", msg.content)
+    # NFKC turns full-width digits (a Chinese IME's default) into ASCII ones.
+    phone = re.sub(r"[\s-]", "", unicodedata.normalize("NFKC", msg.content))
     if phone.startswith("+86"):
         phone = phone[3:]
     if not PHONE.match(phone):
@@ -148,11 +150,14 @@ async def distributor_json(session: AsyncSession, d: Distributor) -> dict[str, A
 
 
 async def balance_json(session: AsyncSession, d: Distributor) -> dict[str, int]:
-    """The distributor's balances; every amount is zero until the ledger has entries."""
-    return {"pending_fen": 0, "available_fen": 0, "withdrawing_fen": 0, "withdrawn_fen": 0}
+    """The distributor's balances, kept with the ledger (all zero before the first entry)."""
+    from storage.ledger import balance_of
+
+    return await balance_of(session, d.id)
 
 
 PER_PAGE = 50
+MAX_PAGE = 10_000_000
 _DISTRIBUTOR_SCHEMA = {"type": "object", "properties": {
     "code": {"type": "string"}, "openid": {"type": "string"}, "name": {"type": "string"},
     "phone": {"type": "string"}, "status": {"type": "string", "enum": ["active", "exited"]},
@@ -176,8 +181,8 @@ async def list_distributors(request: web.Request) -> web.Response:
         page = int(q.get("page", "1"))
     except ValueError:
         page = 0
-    if page < 1:
-        raise ApiError(400, "bad_page", "page must be a whole number from 1.")
+    if not 1 <= page <= MAX_PAGE:  # the bound keeps the OFFSET within a 64-bit integer
+        raise ApiError(400, "bad_page", f"page must be a whole number from 1 to {MAX_PAGE}.")
     async with request.config_dict[SESSIONMAKER]() as session, session.begin():
         total = await session.scalar(select(func.count()).select_from(stmt.subquery()))
         rows = await session.scalars(stmt.order_by(Distributor.id).offset((page - 1) * PER_PAGE).limit(PER_PAGE))

@@ -12,16 +12,8 @@ from bot.replies import Text
 router = Router("upcoming")
 
 _UPCOMING: tuple[tuple[str, str, MenuKey | None], ...] = (
-    ("海报", "poster", MenuKey.POSTER),
-    ("话术", "scripts", MenuKey.SCRIPTS),
-    ("订单", "orders", MenuKey.ORDERS),
-    ("收益", "earnings", MenuKey.EARNINGS),
-    ("团队", "team", MenuKey.TEAM),
     ("等级", "rank", MenuKey.RANK),
-    ("提现", "withdraw", None),
     ("排行", "top", MenuKey.TOP),
-    ("培训", "training", MenuKey.TRAINING),
-    ("退出", "quit", None),
 )
 
 

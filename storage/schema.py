@@ -1,3 +1,5 @@
 """Every model module, imported so that Base.metadata knows all tables (Alembic, tests)."""
 
 from storage import models  # noqa: F401
+from storage import models_ledger  # noqa: F401
+from storage import models_content  # noqa: F401

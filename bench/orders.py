@@ -1,0 +1,413 @@
+"""Order events and the 收益 reply under load: distbot as its own process, this script as the client.
+
+    .venv/bin/python bench/orders.py [--events 100000] [--concurrency 20] [--distributors 100000]
+                                     [--entries 1000000] [--earnings 2000] [--db sqlite|postgresql]
+                                     [--pg-url URL] [--keep]
+
+1. `distbot serve` starts on a free port (sandbox mode; a SQLite file in a temp dir, or a fresh
+   database on PostgreSQL: --pg-url, else a throw-away cluster from the machine's binaries), and is
+   waited for on /healthz. `--distributors` are seeded straight into the database, ten to an
+   inviter (so most orders pay two levels).
+2. Order events: `--events` events (paid, then completed, per order) are posted to
+   POST /api/orders/events by `--concurrency` closed-loop senders. Printed: events/s, latency
+   percentiles, and the server's peak memory.  Target: ≥ 1,000 events/s on SQLite.
+3. The ledger is topped up to `--entries` entries (straight into the database, with matching
+   balances), then `--earnings` signed 收益 messages from random distributors go through the
+   webhook, one at a time, paced so that each reply's chart (rendered after the reply) does not
+   queue behind the next. Printed: the server-side time of the reply (from distbot's own
+   histogram, as a bucket bound) and the client-side round trip (an upper bound), and peak memory.
+   Target: p99 < 20 ms.
+
+   Also printed: the handler alone (in-process, on the same database) and 帮助 through the webhook,
+   which has no queries: the difference between the two is 收益's own share of the reply time.
+
+Only 127.0.0.1 is used; everything started here is stopped at the end; --keep keeps the temp dir.
+--outbox-rate sets the server's outbox.rate_per_second (the commission notices it sends during the
+event run cost server CPU); --profile records the server with py-spy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import hashlib
+import os
+import random
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from sqlalchemy import text  # noqa: E402
+
+from storage.db import create_engine  # noqa: E402
+
+ADMIN = "bench-admin-token"
+TOKEN = "bench-token"
+ACCOUNT = "gh_bench00000001"
+ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
+FANOUT = 10
+
+
+def code_of(i: int) -> str:
+    out = ""
+    for _ in range(6):
+        i, r = divmod(i, len(ALPHABET))
+        out += ALPHABET[r]
+    return out
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def percentiles(xs: list[float]) -> dict[str, float]:
+    xs = sorted(xs)
+    if not xs:
+        return {}
+    pick = lambda q: xs[min(int(q * len(xs)), len(xs) - 1)] * 1000  # noqa: E731
+    return {"p50": pick(0.50), "p90": pick(0.90), "p99": pick(0.99), "max": xs[-1] * 1000}
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (all its threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+class Server:
+    def __init__(self, workdir: Path, db_url: str, profile: Path | None = None, outbox_rate: float | None = None):
+        self.profile = profile
+        self.port = free_port()
+        self.db_url = db_url
+        self.config = workdir / "config.toml"
+        self.log = workdir / "distbot.log"
+        self.config.write_text(
+            f'[server]\nhost = "127.0.0.1"\nport = {self.port}\n'
+            f'[wechat]\nmode = "sandbox"\ntoken = "{TOKEN}"\n'
+            f'[database]\nurl = "{db_url}"\n[admin]\ntoken = "{ADMIN}"\n'
+            '[distribution]\nmax_levels = 2\nfreeze_days = 7\n'
+            + (f'[outbox]\nrate_per_second = {outbox_rate}\n' if outbox_rate else ""), encoding="utf-8")
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    async def start(self) -> None:
+        exe = Path(sys.executable).parent / "distbot"
+        cmd = [str(exe), "serve", "--config", str(self.config)]
+        if self.profile is not None:  # py-spy's collapsed stacks of the server, for flame graphs
+            cmd = [str(Path(sys.executable).parent / "py-spy"), "record", "--format", "raw", "--rate", "200", "--gil",
+                   "-o", str(self.profile), "--", *cmd]
+        self.proc = subprocess.Popen(cmd, cwd=self.config.parent,
+                                     stdout=self.log.open("wb"), stderr=subprocess.STDOUT)
+        async with aiohttp.ClientSession() as http:
+            for _ in range(600):
+                if self.proc.poll() is not None:
+                    raise SystemExit(f"distbot exited:\n{self.log.read_text()[-3000:]}")
+                with contextlib.suppress(aiohttp.ClientError):
+                    async with http.get(self.url("/healthz")) as r:
+                        if r.status == 200:
+                            return
+                await asyncio.sleep(0.1)
+        raise SystemExit("distbot did not become healthy")
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT if self.profile else signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+# ---- seeding ---------------------------------------------------------------------------------
+async def seed_distributors(db_url: str, n: int) -> None:
+    engine = create_engine(db_url)
+    now = datetime.now(UTC) - timedelta(days=90)
+    try:
+        async with engine.begin() as conn:
+            have = (await conn.execute(text("SELECT count(*) FROM distributors"))).scalar_one()
+            rows = [{"id": i + 1, "code": code_of(i), "openid": f"obench{i:010d}", "phone": str(13000000000 + i),
+                     "name": "测试" + code_of(i)[:2], "inviter_id": (i - 1) // FANOUT + 1 if i else None,
+                     "rank": "junior", "status": "active", "registered_at": now}
+                    for i in range(have, n)]
+            for chunk in range(0, len(rows), 20000):
+                await conn.execute(text(
+                    "INSERT INTO distributors (id, code, openid, phone, name, inviter_id, rank, status, registered_at)"
+                    " VALUES (:id, :code, :openid, :phone, :name, :inviter_id, :rank, :status, :registered_at)"),
+                    rows[chunk:chunk + 20000])
+            if engine.dialect.name == "postgresql":
+                await conn.execute(text("SELECT setval('distributors_id_seq', (SELECT max(id) FROM distributors))"))
+    finally:
+        await engine.dispose()
+
+
+async def seed_entries(db_url: str, total: int, distributors: int) -> int:
+    """Top the ledger up to `total` entries (commissions over the last 60 days), balances alike."""
+    engine = create_engine(db_url)
+    rng = random.Random(7)
+    now = datetime.now(UTC)
+    try:
+        async with engine.begin() as conn:
+            have = (await conn.execute(text("SELECT count(*) FROM ledger_entries"))).scalar_one()
+            missing = max(total - have, 0)
+            for start in range(0, missing, 50000):
+                rows = []
+                for k in range(start, min(start + 50000, missing)):
+                    rows.append({"d": rng.randrange(distributors) + 1, "a": rng.randrange(100, 5000),
+                                 "r": f"seed-{k}", "t": now - timedelta(seconds=rng.randrange(60 * 86400))})
+                await conn.execute(text(
+                    "INSERT INTO ledger_entries (distributor_id, kind, amount_fen, ref, created_at)"
+                    " VALUES (:d, 'commission', :a, :r, :t)"), rows)
+            if missing:
+                await conn.execute(text(
+                    "INSERT INTO balances (distributor_id, pending_fen, available_fen, withdrawing_fen, withdrawn_fen)"
+                    " SELECT distributor_id, 0, sum(amount_fen), 0, 0 FROM ledger_entries WHERE ref LIKE 'seed-%'"
+                    " GROUP BY distributor_id ON CONFLICT (distributor_id) DO UPDATE"
+                    " SET available_fen = balances.available_fen + excluded.available_fen"))
+            return (await conn.execute(text("SELECT count(*) FROM ledger_entries"))).scalar_one()
+    finally:
+        await engine.dispose()
+
+
+# ---- load ------------------------------------------------------------------------------------
+async def post_events(server: Server, events: int, concurrency: int, distributors: int) -> dict[str, Any]:
+    orders = events // 2
+    counter = iter(range(orders))
+    latencies: list[float] = []
+    errors: dict[int, int] = {}
+    rng = random.Random(1)
+    headers = {"Authorization": f"Bearer {ADMIN}"}
+    run = secrets.token_hex(3)
+
+    async def sender(http: aiohttp.ClientSession) -> None:
+        for n in counter:
+            no = f"B{run}-{n}"
+            d = rng.randrange(distributors)
+            for body in ({"event_id": f"{no}-p", "order_no": no, "type": "paid", "amount_fen": 1000 + n % 50000,
+                          "distributor_code": code_of(d)},
+                         {"event_id": f"{no}-c", "order_no": no, "type": "completed"}):
+                t0 = time.perf_counter()
+                async with http.post(server.url("/api/orders/events"), json=body, headers=headers) as r:
+                    await r.read()
+                    if r.status != 200:
+                        errors[r.status] = errors.get(r.status, 0) + 1
+                latencies.append(time.perf_counter() - t0)
+
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector) as http:
+        t0 = time.perf_counter()
+        await asyncio.gather(*(sender(http) for _ in range(concurrency)))
+        elapsed = time.perf_counter() - t0
+    return {"events": len(latencies), "seconds": elapsed, "rate": len(latencies) / elapsed,
+            "latency_ms": percentiles(latencies), "errors": errors}
+
+
+def signed(server: Server, openid: str, content: str, msg_id: int) -> tuple[str, bytes]:
+    ts, nonce = str(int(time.time())), secrets.token_hex(4)
+    sig = hashlib.sha1("".join(sorted([TOKEN, ts, nonce])).encode()).hexdigest()
+    xml = (f"<xml><ToUserName><![CDATA[{ACCOUNT}]]></ToUserName><FromUserName><![CDATA[{openid}]]></FromUserName>"
+           f"<CreateTime>{ts}</CreateTime><MsgType><![CDATA[text]]></MsgType>"
+           f"<Content><![CDATA[{content}]]></Content><MsgId>{msg_id}</MsgId></xml>")
+    return server.url(f"/wechat?timestamp={ts}&nonce={nonce}&signature={sig}"), xml.encode()
+
+
+async def histogram(http: aiohttp.ClientSession, server: Server) -> dict[float, float]:
+    async with http.get(server.url("/metrics")) as r:
+        body = await r.text()
+    out: dict[float, float] = {}
+    for m in re.finditer(r'distbot_handler_seconds_bucket\{le="([^"]+)",outcome="passive"\} (\S+)', body):
+        out[float("inf") if m.group(1) == "+Inf" else float(m.group(1))] = float(m.group(2))
+    return out
+
+
+async def earnings_replies(server: Server, n: int, distributors: int, pace: float, text: str = "收益",
+                           expect: str = "累计") -> dict[str, Any]:
+    rng = random.Random(2)
+    latencies: list[float] = []
+    bad = 0
+    async with aiohttp.ClientSession() as http:
+        before = await histogram(http, server)
+        for i in range(n):
+            url, body = signed(server, f"obench{rng.randrange(distributors):010d}", text, 9_000_000_000 + i)
+            t0 = time.perf_counter()
+            async with http.post(url, data=body) as r:
+                reply = await r.text()
+            latencies.append(time.perf_counter() - t0)
+            if expect not in reply:
+                bad += 1
+            await asyncio.sleep(pace)
+        after = await histogram(http, server)
+    counts = {le: after.get(le, 0) - before.get(le, 0) for le in after}
+    total = counts.get(float("inf"), 0)
+    p99_bucket = next((le for le in sorted(counts) if total and counts[le] >= 0.99 * total), float("nan"))
+    p50_bucket = next((le for le in sorted(counts) if total and counts[le] >= 0.50 * total), float("nan"))
+    return {"replies": n, "bad": bad, "client_ms": percentiles(latencies), "server_p99_le_ms": p99_bucket * 1000,
+            "server_p50_le_ms": p50_bucket * 1000}
+
+
+async def post_earnings_baseline(server: Server, args: argparse.Namespace, n_dist: int) -> dict[str, Any]:
+    """The same through the webhook for 帮助 (a handler with no queries): the dispatcher's share."""
+    return await earnings_replies(server, max(args.earnings // 4, 100), n_dist, args.pace, "帮助", "分销员助手")
+
+
+async def earnings_handler(db_url: str, n: int, distributors: int) -> dict[str, float]:
+    """The 收益 handler alone (its queries and text, not the chart), on a real session."""
+    from bot.chat import Ctx
+    from bot.config import Config
+    from handlers.earnings import on_earnings
+    from storage.db import create_sessionmaker
+    from storage.models import Distributor, Follower
+
+    class NoWeChat:  # the chart is rendered after the reply; not part of this figure
+        pass
+
+    engine = create_engine(db_url)
+    sessionmaker = create_sessionmaker(engine)
+    config = Config(database={"url": db_url})
+    rng = random.Random(4)
+    times: list[float] = []
+    try:
+        for _ in range(n):
+            async with sessionmaker() as session, session.begin():
+                d = await session.get(Distributor, rng.randrange(distributors) + 1)
+                assert d is not None
+                ctx = Ctx(session=session, config=config, wechat=NoWeChat(), outbox=None,  # type: ignore[arg-type]
+                          now=datetime.now(UTC), follower=Follower(openid=d.openid), distributor=d, state=None)
+                t0 = time.perf_counter()
+                await on_earnings(None, ctx)  # type: ignore[arg-type]
+                times.append(time.perf_counter() - t0)
+    finally:
+        await engine.dispose()
+    return percentiles(times)
+
+
+# ---- main ------------------------------------------------------------------------------------
+async def run_on(db: str, db_url: str, args: argparse.Namespace, workdir: Path) -> None:
+    server = Server(workdir, db_url, Path(f"{args.profile}.{db}.txt") if args.profile else None, args.outbox_rate)
+    try:
+        await server.start()
+        pid = server.proc.pid  # type: ignore[union-attr]
+        n_dist = max(args.distributors, 1)
+        t0 = time.perf_counter()
+        await seed_distributors(db_url, n_dist)
+        print(f"[{db}] seeded {n_dist:,} distributors in {time.perf_counter() - t0:.1f} s", flush=True)
+        if args.events:
+            cpu0 = cpu_seconds(pid)
+            r = await post_events(server, args.events, args.concurrency, n_dist)
+            cpu = cpu_seconds(pid) - cpu0
+            lat = r["latency_ms"]
+            print(f"[{db}] order events: {r['events']:,} in {r['seconds']:.1f} s = {r['rate']:,.0f} events/s "
+                  f"(concurrency {args.concurrency}); server CPU {cpu / r['events'] * 1e6:.0f} µs/event "
+                  f"({cpu / r['seconds'] * 100:.0f}% of a core); latency ms p50 {lat['p50']:.1f} p90 {lat['p90']:.1f} "
+                  f"p99 {lat['p99']:.1f} max {lat['max']:.0f}; non-200: {r['errors'] or 'none'}; "
+                  f"server peak RSS {peak_rss_mb(pid):.0f} MB", flush=True)
+        if args.earnings:
+            t0 = time.perf_counter()
+            entries = await seed_entries(db_url, args.entries, n_dist)
+            print(f"[{db}] ledger has {entries:,} entries (topped up in {time.perf_counter() - t0:.1f} s)",
+                  flush=True)
+            r = await earnings_replies(server, args.earnings, n_dist, args.pace)
+            c = r["client_ms"]
+            print(f"[{db}] 收益 replies: {r['replies']:,} ({r['bad']} bad); server-side p50 ≤ {r['server_p50_le_ms']:g} ms,"
+                  f" p99 ≤ {r['server_p99_le_ms']:g} ms (histogram bucket); client round trip ms p50 {c['p50']:.1f} "
+                  f"p90 {c['p90']:.1f} p99 {c['p99']:.1f} max {c['max']:.0f}; server peak RSS "
+                  f"{peak_rss_mb(pid):.0f} MB", flush=True)
+            r = await post_earnings_baseline(server, args, n_dist)
+            h = await earnings_handler(db_url, 500, n_dist)
+            print(f"[{db}] 收益 handler alone (its queries and text, in-process, 500 calls): ms p50 {h['p50']:.2f} "
+                  f"p99 {h['p99']:.2f} max {h['max']:.1f}; for comparison 帮助 through the webhook: server-side p50 ≤ "
+                  f"{r['server_p50_le_ms']:g} ms, p99 ≤ {r['server_p99_le_ms']:g} ms, client p50 "
+                  f"{r['client_ms']['p50']:.1f} p99 {r['client_ms']['p99']:.1f} ms", flush=True)
+    finally:
+        server.stop()
+
+
+async def pg_database(args: argparse.Namespace, stack: contextlib.ExitStack) -> str | None:
+    import asyncpg
+
+    url = args.pg_url
+    if url is None:
+        from tests.pgcluster import PgCluster, find_pg_bin
+        if find_pg_bin() is None:
+            return None
+        cluster = PgCluster()
+        cluster.start()
+        stack.callback(cluster.stop)
+        url = cluster.url
+    name = "bench_" + secrets.token_hex(4)
+    server_url = url.replace("postgresql+asyncpg://", "postgresql://")
+    conn = await asyncpg.connect(server_url)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    return url.rsplit("/", 1)[0] + "/" + name
+
+
+async def main_async(args: argparse.Namespace) -> None:
+    workdir = Path(tempfile.mkdtemp(prefix="distbot-bench-orders-"))
+    try:
+        with contextlib.ExitStack() as stack:
+            if "sqlite" in args.db:
+                (workdir / "sqlite").mkdir()
+                await run_on("sqlite", f"sqlite+aiosqlite:///{workdir}/sqlite/distbot.db", args, workdir / "sqlite")
+            if "postgresql" in args.db:
+                url = await pg_database(args, stack)
+                if url is None:
+                    print("[postgresql] skipped: no --pg-url and no PostgreSQL binaries on this machine")
+                else:
+                    (workdir / "pg").mkdir()
+                    await run_on("postgresql", url, args, workdir / "pg")
+    finally:
+        if args.keep:
+            print(f"kept {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--events", type=int, default=100_000, help="order events to post (half paid, half completed)")
+    p.add_argument("--concurrency", type=int, default=20)
+    p.add_argument("--distributors", type=int, default=100_000)
+    p.add_argument("--entries", type=int, default=1_000_000, help="ledger entries before the 收益 timing")
+    p.add_argument("--earnings", type=int, default=2000, help="收益 replies to time (0: skip)")
+    p.add_argument("--pace", type=float, default=0.1, help="seconds between 收益 messages")
+    p.add_argument("--db", nargs="+", default=["sqlite", "postgresql"], choices=["sqlite", "postgresql"])
+    p.add_argument("--pg-url", help="a PostgreSQL server URL whose user may CREATE DATABASE")
+    p.add_argument("--keep", action="store_true")
+    p.add_argument("--profile", help="record the server with py-spy (--gil) into PROFILE.<db>.txt, collapsed "
+                   "stacks; the server's CPU and memory figures are then py-spy's, not distbot's")
+    p.add_argument("--outbox-rate", type=float, help="outbox.rate_per_second for the server (default: the "
+                   "config default, 100/s); the commission notices it sends cost server CPU during the run")
+    asyncio.run(main_async(p.parse_args()))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,166 @@
+"""Pack templates: Jinja2's SandboxedEnvironment with only the documented variables.
+
+Templates come from content packs, i.e. from outside the program. They see `distributor.name`,
+`distributor.code`, `product.*` and `share_url`, nothing else: no globals beyond the harmless
+built-ins, no attribute access to internals (``''.__class__`` is undefined, and undefined is an
+error), no string formatting tricks, no giant repetitions, and the output is capped.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Mapping
+from functools import lru_cache
+from typing import Any
+from urllib.parse import quote
+
+from jinja2 import StrictUndefined, TemplateError, TemplateSyntaxError, meta, nodes
+from jinja2.sandbox import SandboxedEnvironment, SecurityError
+
+from handlers.common import yuan
+
+VARIABLES = frozenset({"distributor", "product", "share_url"})
+MAX_OUTPUT_CHARS = 4000
+MAX_SEQUENCE = 10_000  # longest string or list a template may build with `*`
+MAX_EXPONENT = 64
+# Filters that can build arbitrarily large output from a short template, or format strings.
+_UNSAFE_FILTERS = ("center", "format", "indent", "wordwrap", "pprint", "xmlattr", "urlize", "filesizeformat")
+
+
+class PackTemplateError(Exception):
+    """A template that cannot be compiled or rendered; `line` when Jinja knows it."""
+
+    def __init__(self, message: str, line: int | None = None):
+        super().__init__(message)
+        self.message = message
+        self.line = line
+
+
+class _Sandbox(SandboxedEnvironment):
+    intercepted_binops = frozenset({"*", "**", "%"})
+
+    def call_binop(self, context: Any, operator_name: str, left: Any, right: Any) -> Any:
+        if operator_name == "%":
+            if isinstance(left, str):
+                raise SecurityError("string formatting with % is not allowed in pack templates")
+            return operator.mod(left, right)
+        if operator_name == "**":
+            if isinstance(right, (int, float)) and abs(right) > MAX_EXPONENT:
+                raise SecurityError("exponent too large")
+            return operator.pow(left, right)
+        for seq, n in ((left, right), (right, left)):
+            if isinstance(seq, (str, list, tuple)) and isinstance(n, int) and len(seq) * n > MAX_SEQUENCE:
+                raise SecurityError("repetition too large")
+        return operator.mul(left, right)
+
+    def wrap_str_format(self, value: Any) -> None:
+        # str.format / format_map can pad to any width: refuse them (see is_safe_attribute)
+        # instead of handing out Jinja's sandboxed formatter.
+        return None
+
+    def is_safe_attribute(self, obj: Any, attr: str, value: Any) -> bool:
+        if attr in ("format", "format_map", "mro"):
+            return False
+        return super().is_safe_attribute(obj, attr, value)
+
+
+@lru_cache(maxsize=1)
+def environment() -> SandboxedEnvironment:
+    env = _Sandbox(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=False,
+                   trim_blocks=True, lstrip_blocks=True)
+    for name in _UNSAFE_FILTERS:
+        env.filters.pop(name, None)
+    env.globals.clear()  # no range/dict/lipsum/cycler/joiner/namespace: templates fill in text
+    return env
+
+
+@lru_cache(maxsize=1024)
+def _compiled(source: str) -> Any:
+    return environment().from_string(source)
+
+
+def check(source: str) -> None:
+    """Compile a template and check it names only documented variables; PackTemplateError if not."""
+    env = environment()
+    try:
+        tree = env.parse(source)
+        declared = meta.find_undeclared_variables(tree)
+    except TemplateSyntaxError as e:
+        raise PackTemplateError(e.message or "syntax error", e.lineno) from None
+    unknown = sorted(declared - VARIABLES)
+    if unknown:
+        line = next((n.lineno for n in tree.find_all(nodes.Name) if n.name == unknown[0]), None)
+        raise PackTemplateError(
+            f"unknown variable {unknown[0]!r}; templates see only distributor, product and share_url", line)
+    try:
+        _compiled(source)
+    except TemplateSyntaxError as e:  # pragma: no cover - parse already caught it
+        raise PackTemplateError(e.message or "syntax error", e.lineno) from None
+
+
+def render(source: str, variables: Mapping[str, Any]) -> str:
+    """Render a pack template in the sandbox; PackTemplateError on anything it may not do."""
+    try:
+        template = _compiled(source)
+    except TemplateSyntaxError as e:
+        raise PackTemplateError(e.message or "syntax error", e.lineno) from None
+    context = {k: v for k, v in variables.items() if k in VARIABLES}
+    out: list[str] = []
+    size = 0
+    try:
+        for chunk in template.generate(context):
+            out.append(chunk)
+            size += len(chunk)
+            if size > MAX_OUTPUT_CHARS:
+                break
+    except SecurityError as e:
+        raise PackTemplateError(f"not allowed in a pack template: {e}") from None
+    except TemplateError as e:
+        raise PackTemplateError(_describe(e), getattr(e, "lineno", None)) from None
+    except (ArithmeticError, TypeError, ValueError, LookupError, OverflowError, RecursionError) as e:
+        raise PackTemplateError(f"{type(e).__name__}: {e}") from None
+    return "".join(out)[:MAX_OUTPUT_CHARS].strip()
+
+
+def _describe(e: TemplateError) -> str:
+    msg = e.message or type(e).__name__
+    if "has no attribute" in msg and "__" in msg:
+        return "internal attributes are not available in pack templates"
+    return msg
+
+
+def product_variables(product: Mapping[str, Any]) -> dict[str, Any]:
+    """What a template sees as `product`: the pack's fields plus the price as ¥129.00."""
+    return {"sku": product["sku"], "name": product["name"], "price_fen": product["price_fen"],
+            "price": yuan(product["price_fen"]), "selling_points": list(product.get("selling_points") or []),
+            "url": product.get("url") or ""}
+
+
+def share_url(public_url: str, code: str, product: Mapping[str, Any] | None = None) -> str:
+    """The distributor's link: the product's own page with ?ref=CODE when the pack gives one,
+    else our share page /s/CODE (with ?sku= for a product)."""
+    url = product.get("url") if product else None
+    if url:
+        return f"{url}{'&' if '?' in url else '?'}ref={quote(code)}"
+    base = f"{public_url.rstrip('/')}/s/{quote(code)}"
+    return f"{base}?sku={quote(product['sku'])}" if product else base
+
+
+def template_variables(public_url: str, name: str, code: str, product: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Everything a pack template may see, for one distributor (and product)."""
+    variables: dict[str, Any] = {"distributor": {"name": name, "code": code},
+                                 "share_url": share_url(public_url, code, product)}
+    if product is not None:
+        variables["product"] = product_variables(product)
+    return variables
+
+
+def sample_variables(product: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Values shaped like the real ones, for checking a pack's templates at upload."""
+    variables: dict[str, Any] = {
+        "distributor": {"name": "张三", "code": "K7QF2M"},
+        "share_url": "https://example.com/s/K7QF2M",
+    }
+    if product is not None:
+        variables["product"] = product
+    return variables

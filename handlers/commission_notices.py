@@ -1,0 +1,86 @@
+"""Commission notices, batched through the outbox: new commission (one message per distributor
+per window, however many orders), commission made available, and an exited distributor's
+settlement, which is where their newly available money goes instead.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import Connection, Table, select
+
+from bot.config import Config
+from bot.outbox import Merge, merge_notices
+from bot.replies import Text
+from handlers.common import yuan
+from storage.ledger import settle
+from storage.models import Distributor, DistributorStatus
+
+DISTRIBUTORS: Table = Distributor.__table__  # type: ignore[assignment]
+PERSON_COLUMNS = ("id", "code", "openid", "rank", "status", "inviter_id")
+
+# Commission notices are batched: one message per distributor per window, sent when it ends.
+NOTICE_WINDOW = timedelta(seconds=30)
+
+
+@dataclass
+class Person:
+    """What the money side needs of a distributor."""
+
+    id: int
+    code: str
+    openid: str
+    rank: str
+    status: str
+    inviter_id: int | None
+
+
+def window_end(now: datetime) -> tuple[int, datetime]:
+    step = int(NOTICE_WINDOW.total_seconds())
+    index = int(now.timestamp()) // step
+    return index, datetime.fromtimestamp((index + 1) * step, UTC)
+
+
+def credit_notice(freeze_days: int):  # noqa: ANN201
+    def render(c: dict[str, int]) -> Text:
+        when = "订单完成后即可提现" if freeze_days == 0 else f"订单完成 {freeze_days} 天后可提现"
+        return Text(f"新佣金入账：{c.get('n', 0)} 笔订单，共 {yuan(c.get('fen', 0))}（待结算，{when}）。\n"
+                    "回复“收益”查看详情。")
+    return render
+
+
+def available_notice(c: dict[str, int]) -> Text:
+    return Text(f"佣金已解冻：{yuan(c.get('fen', 0))} 现在可以提现了。\n回复“提现 金额”申请提现，例如：提现 12.50。")
+
+
+def settlement_notice(c: dict[str, int]) -> Text:
+    return Text(f"您退出前的佣金 {yuan(c.get('fen', 0))} 已解冻，已自动提交为提现申请，审核通过后打款。")
+
+
+def settle_and_notify(conn: Connection, config: Config, now: datetime, *, credited: dict[int, list[int]],
+                      freed: dict[int, int], people: dict[int, Person] | None = None, notify: bool = True) -> None:
+    """Batched notices for credited and newly available commission; an exited distributor's newly
+    available money becomes their next settlement withdrawal instead."""
+    people = dict(people or {})
+    missing = {*credited, *freed} - set(people)
+    if missing:
+        d = DISTRIBUTORS.c
+        for row in conn.execute(select(*(d[n] for n in PERSON_COLUMNS)).where(d.id.in_(list(missing)))).all():
+            people[row[0]] = Person(*row)
+    # Windows follow the wall clock (the job may be asked about another `now`).
+    index, due = window_end(datetime.now(UTC))
+    notices: list[Merge] = []
+    for did, amounts in credited.items():
+        notices.append(Merge(f"credit:{did}:{index}", people[did].openid, {"n": len(amounts), "fen": sum(amounts)},
+                             credit_notice(config.distribution.freeze_days), due))
+    for did, fen in sorted(freed.items()):
+        p = people[did]
+        if p.status == DistributorStatus.EXITED:
+            settled = settle(conn, did, now)
+            if settled:
+                notices.append(Merge(f"settle:{did}:{index}", p.openid, {"fen": settled[1]}, settlement_notice, due))
+        elif fen > 0:
+            notices.append(Merge(f"available:{did}:{index}", p.openid, {"fen": fen}, available_notice, due))
+    if notify:
+        merge_notices(conn, notices)

@@ -1,0 +1,209 @@
+"""Content packs for admins: /api/content-packs (upload, list, one, activate), the pictures the
+public pages show (/c/{pack_id}/{path}), and the demo pack that sandbox mode starts with."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from bot.api import ApiError, ApiRoutes, ok
+from bot.chat import Router
+from bot.config import Config
+from bot.typedefs import CONFIG, SESSIONMAKER
+from content.packs import MAX_UPLOAD_BYTES, PackInvalid
+from content.store import PackConflict, activate, import_pack, live_pack_ids, pack_file, pack_json
+from storage.models_content import ContentPack, LivePack
+
+log = logging.getLogger(__name__)
+router = Router("content_packs")  # no chat commands: packs are an admin matter
+api = ApiRoutes("content packs")
+pages = web.RouteTableDef()
+CHUNK = 256 * 1024
+
+_PACK_SCHEMA = {"type": "object", "properties": {
+    "id": {"type": "integer"}, "name": {"type": "string"}, "version": {"type": "string"},
+    "live": {"type": "boolean"}, "products": {"type": "integer"}, "scripts": {"type": "integer"},
+    "posters": {"type": "integer"}, "trainings": {"type": "integer"}, "sha256": {"type": "string"},
+    "size_bytes": {"type": "integer"}, "uploaded_at": {"type": "string", "format": "date-time"}}}
+
+
+def rank_keys(config: Config) -> list[str]:
+    return [r.key for r in config.ranks]
+
+
+def invalid(problems: list[Any]) -> ApiError:
+    return ApiError(422, "invalid_pack", f"The content pack is invalid: {len(problems)} problem(s), listed in details.",
+                    [p.as_json() for p in problems])
+
+
+async def _receive_zip(request: web.Request, dest: Path) -> None:
+    """Stream the multipart field `pack` to `dest`, refusing more than 50 MiB as it arrives."""
+    if request.content_length is not None and request.content_length > MAX_UPLOAD_BYTES + 64 * 1024:
+        raise ApiError(413, "too_large", "Content packs may be at most 50 MiB.")
+    if not request.content_type.startswith("multipart/"):
+        raise ApiError(400, "not_multipart", "Upload the zip as multipart/form-data in the field 'pack'.")
+    try:
+        reader = await request.multipart()
+        async for part in reader:
+            if not isinstance(part, aiohttp.BodyPartReader) or part.name != "pack":
+                continue
+            size = 0
+            with dest.open("wb") as f:
+                while chunk := await part.read_chunk(CHUNK):
+                    size += len(chunk)
+                    if size > MAX_UPLOAD_BYTES:
+                        raise ApiError(413, "too_large", "Content packs may be at most 50 MiB.")
+                    f.write(chunk)
+            if size == 0:
+                raise ApiError(400, "empty_pack", "The field 'pack' is empty.")
+            return
+    except (ValueError, AssertionError, aiohttp.ClientPayloadError) as e:
+        raise ApiError(400, "malformed_multipart", f"The multipart body cannot be read: {e}") from None
+    raise ApiError(400, "no_pack", "The multipart body has no field named 'pack'.")
+
+
+@api.post("/content-packs", summary="Upload a content pack (multipart field 'pack': a zip, at most 50 MiB)",
+          body={"x-content-type": "multipart/form-data", "type": "object", "required": ["pack"],
+                "properties": {"pack": {"type": "string", "format": "binary"}}},
+          response={**_PACK_SCHEMA, "x-created": True}, errors=(400, 409, 413, 422))
+async def upload_pack(request: web.Request) -> web.Response:
+    fd, name = tempfile.mkstemp(prefix="distbot-pack-", suffix=".zip")
+    os.close(fd)
+    path = Path(name)
+    try:
+        await _receive_zip(request, path)
+        config = request.config_dict[CONFIG]
+        try:
+            row, live = await import_pack(request.config_dict[SESSIONMAKER], path, rank_keys(config))
+        except PackInvalid as e:
+            raise invalid(e.problems) from None
+        except PackConflict as e:
+            raise ApiError(409, "pack_exists", f"{str(e)[0].upper()}{str(e)[1:]}; upload a new version.") from None
+    finally:
+        await asyncio.to_thread(path.unlink, True)
+    log.info("content pack uploaded", extra={"pack": row.name, "version": row.version, "id": row.id})
+    return ok(pack_json(row, live), status=201)
+
+
+@api.get("/content-packs", summary="Every stored pack version, newest first; `live` marks the live ones",
+         response={"type": "object", "properties": {"packs": {"type": "array", "items": _PACK_SCHEMA},
+                                                    "total": {"type": "integer"}}})
+async def list_packs(request: web.Request) -> web.Response:
+    async with request.config_dict[SESSIONMAKER]() as session:
+        live = await live_pack_ids(session)
+        rows = (await session.scalars(select(ContentPack).order_by(ContentPack.id.desc()))).all()
+    return ok({"packs": [pack_json(r, r.id in live) for r in rows], "total": len(rows)})
+
+
+async def _one(session: AsyncSession, raw_id: str) -> ContentPack:
+    row = await session.get(ContentPack, int(raw_id)) if raw_id.isdigit() and len(raw_id) < 18 else None
+    if row is None:
+        raise ApiError(404, "not_found", f"No content pack has the id {raw_id!r}.")
+    return row
+
+
+@api.get("/content-packs/{id}", summary="One pack version with the keys of its products, scripts, posters "
+                                        "and trainings", response=_PACK_SCHEMA, errors=(404,))
+async def get_pack(request: web.Request) -> web.Response:
+    async with request.config_dict[SESSIONMAKER]() as session:
+        row = await _one(session, request.match_info["id"])
+        live = row.id in await live_pack_ids(session)
+    c = row.content
+    return ok({**pack_json(row, live), "items": {
+        "products": [p["sku"] for p in c["products"]], "scripts": [s["key"] for s in c["scripts"]],
+        "posters": [p["key"] for p in c["posters"]], "trainings": [t["key"] for t in c["trainings"]]}})
+
+
+@api.post("/content-packs/{id}/activate", summary="Make this version the live one of its pack name "
+                                                  "(e.g. roll back to an older version)",
+          response=_PACK_SCHEMA, errors=(404,))
+async def activate_pack(request: web.Request) -> web.Response:
+    async with request.config_dict[SESSIONMAKER]() as session, session.begin():
+        row = await _one(session, request.match_info["id"])
+        await activate(session, row.id, datetime.now(UTC))
+    log.info("content pack activated", extra={"pack": row.name, "version": row.version, "id": row.id})
+    return ok(pack_json(row, True))
+
+
+# ---- pictures for the public pages ---------------------------------------------------------------
+_PICTURE_TYPES = ((b"\xff\xd8\xff", "image/jpeg"), (b"\x89PNG", "image/png"), (b"GIF8", "image/gif"),
+                  (b"RIFF", "image/webp"))
+
+
+@pages.get(r"/c/{pack_id:\d{1,18}}/{path:.+}")
+async def pack_picture(request: web.Request) -> web.Response:
+    async with request.config_dict[SESSIONMAKER]() as session:
+        data = await pack_file(session, int(request.match_info["pack_id"]), request.match_info["path"])
+    kind = next((t for magic, t in _PICTURE_TYPES if data is not None and data.startswith(magic)), None)
+    if data is None or kind is None:  # fonts and the like stay private
+        raise web.HTTPNotFound()
+    # A stored pack never changes, so its pictures can be cached for good.
+    return web.Response(body=data, content_type=kind, headers={"Cache-Control": "public, max-age=31536000, immutable"})
+
+
+# ---- the demo pack -------------------------------------------------------------------------------
+async def load_demo_pack(config: Config, sessionmaker: async_sessionmaker[AsyncSession]) -> str:
+    """Import the demo pack when no pack is live (sandbox start); a sentence saying what happened."""
+    from content.demo import demo_zip
+
+    async with sessionmaker() as session:
+        if await session.scalar(select(LivePack.name).limit(1)) is not None:
+            return "a content pack is already live; the demo pack was not loaded"
+    data = await asyncio.to_thread(demo_zip)
+    fd, name = tempfile.mkstemp(prefix="distbot-demo-", suffix=".zip")
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    try:
+        row, _ = await import_pack(sessionmaker, name, rank_keys(config))
+    except PackConflict:
+        return "the demo pack is stored but not live (an admin chose another version); left as is"
+    except PackInvalid as e:
+        return "the demo pack does not fit this configuration: " + "; ".join(map(str, e.problems[:3]))
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(name)
+    return f"loaded the demo content pack (id {row.id}): try 海报, 话术 and 培训 in /sandbox/"
+
+
+# ---- the command line ----------------------------------------------------------------------------
+async def _with_database(config: Config, work: Any) -> str:
+    from storage.db import create_engine, create_sessionmaker
+    from storage.migrate import upgrade
+
+    engine = create_engine(config.database.url)
+    try:
+        await upgrade(engine)
+        return await work(create_sessionmaker(engine))
+    finally:
+        await engine.dispose()
+
+
+async def import_command(config: Config, path: Path) -> str:
+    """`distbot content import PACK.zip`: PackInvalid or PackConflict, else a sentence for stdout."""
+    async def work(sessionmaker: async_sessionmaker[AsyncSession]) -> str:
+        row, live = await import_pack(sessionmaker, path, rank_keys(config))
+        c = pack_json(row, live)
+        return (f"imported content pack {row.name} version {row.version} (id {row.id}): {c['products']} products, "
+                f"{c['scripts']} scripts, {c['posters']} posters, {c['trainings']} trainings; "
+                + ("it is live now" if live else "a newer version stays live"))
+    return await _with_database(config, work)
+
+
+async def demo_command(config: Config) -> str:
+    """At `distbot serve` in sandbox mode: the demo pack, unless some pack is live. Never fails the start."""
+    try:
+        return await _with_database(config, lambda sessionmaker: load_demo_pack(config, sessionmaker))
+    except Exception as e:  # the bot works without the demo; say why it is missing
+        log.exception("demo pack not loaded")
+        return f"the demo content pack could not be loaded: {e}"

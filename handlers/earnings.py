@@ -1,0 +1,169 @@
+"""Earnings: the 收益 report with its 30-day chart, the admin's view of a distributor's ledger
+(GET /api/distributors/{code}/ledger) and the job that makes commission available once its
+freeze after completion is over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from aiohttp import web
+from sqlalchemy import bindparam, select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from bot.api import ApiError, ApiRoutes, ok
+from bot.chat import Ctx, Incoming, Router
+from bot.config import Config
+from bot.menu import MenuKey
+from bot.outbox import Outbox
+from bot.replies import Image, Reply, Text
+from bot.scheduler import job
+from bot.typedefs import CONFIG, OUTBOX, SESSIONMAKER
+from content.charts import render_earnings_chart
+from handlers import commission as rules
+from handlers.common import CHINA, china_time, yuan
+from handlers.commission_notices import settle_and_notify
+from handlers.order_events import COMMISSIONS, ORDERS
+from handlers.orders import require_active
+from storage.ledger import ENTRIES, Delta, apply_deltas, balance_of, is_postgres
+from storage.models_ledger import CommissionState, EntryKind
+from storage.queries import distributor_by_code
+
+router = Router("earnings")
+api = ApiRoutes("ledger")
+
+CHART_DAYS = 30
+EARNING_KINDS = (EntryKind.COMMISSION, EntryKind.REVERSAL, EntryKind.REWARD, EntryKind.ADJUSTMENT)
+UNFREEZE_CHUNK = 500
+
+
+# ---- 收益 --------------------------------------------------------------------------------------
+def daily_totals(rows: list[tuple[datetime, int]], today: date, days: int = CHART_DAYS) -> list[tuple[date, int]]:
+    """Net earnings per China-time day for the `days` days ending today, oldest first."""
+    per_day: dict[date, int] = defaultdict(int)
+    for at, fen in rows:
+        per_day[at.astimezone(CHINA).date()] += fen
+    return [(d, per_day.get(d, 0)) for d in (today - timedelta(days=i) for i in range(days - 1, -1, -1))]
+
+
+@router.command("收益", "earnings", menu=MenuKey.EARNINGS)
+async def on_earnings(msg: Incoming, ctx: Ctx) -> Text:
+    refusal = require_active(ctx)
+    if refusal is not None:
+        return refusal
+    me = ctx.distributor
+    assert me is not None
+    today = rules.day_start(ctx.now)
+    month = rules.month_start(ctx.now)
+    since = min(month, today - timedelta(days=CHART_DAYS - 1))
+    balance = await balance_of(ctx.session, me.id)
+    rows = [(at, fen) for at, fen in (await ctx.session.execute(
+        select(ENTRIES.c.created_at, ENTRIES.c.amount_fen)
+        .where(ENTRIES.c.distributor_id == me.id, ENTRIES.c.created_at >= since,
+               ENTRIES.c.kind.in_(EARNING_KINDS)))).all()]
+    today_fen = sum(f for at, f in rows if at >= today)
+    month_fen = sum(f for at, f in rows if at >= month)
+    # Every entry that is not a withdrawal is an earning, so all-time earnings are the four
+    # balances together (withdrawals only move money between them).
+    all_time = sum(balance.values())
+    dist = ctx.config.distribution
+    freeze = "订单完成后即可提现" if dist.freeze_days == 0 else f"订单完成 {dist.freeze_days} 天后可提现"
+    lines = [f"{me.name}的收益", f"今日：{yuan(today_fen)}", f"本月：{yuan(month_fen)}", f"累计：{yuan(all_time)}",
+             "", f"待结算：{yuan(balance['pending_fen'])}（{freeze}）", f"可提现：{yuan(balance['available_fen'])}"]
+    if balance["withdrawing_fen"]:
+        lines.append(f"提现审核中：{yuan(balance['withdrawing_fen'])}")
+    if balance["withdrawn_fen"]:
+        lines.append(f"已提现：{yuan(balance['withdrawn_fen'])}")
+    lines.append(f"回复“提现 金额”申请提现，单笔至少 {yuan(dist.min_withdraw_fen)}。")
+    if rows or all_time:
+        days = daily_totals(rows, today.date())
+        wechat = ctx.wechat
+
+        async def send_chart() -> Reply:
+            png = await asyncio.to_thread(render_earnings_chart, days)
+            return Image(await wechat.upload_image(png, "earnings.png", "image/png"))
+
+        ctx.after_commit(send_chart)
+        lines.append("近 30 天收益图马上发给您。")
+    return Text("\n".join(lines))
+
+
+# ---- /api/distributors/{code}/ledger ---------------------------------------------------------------
+@api.get("/distributors/{code}/ledger",
+         summary="A distributor's ledger entries, oldest first (signed fen: commission, reward, withdrawal_refund "
+                 "+; reversal, withdrawal −; adjustment ±)",
+         query={"after_id": "only entries with a larger id (paging)", "limit": "at most this many entries"},
+         response={"type": "object", "properties": {"entries": {"type": "array", "items": {
+             "type": "object", "properties": {
+                 "id": {"type": "integer"}, "kind": {"type": "string", "enum": [k.value for k in EntryKind]},
+                 "amount_fen": {"type": "integer"}, "order_no": {"type": "string", "nullable": True},
+                 "created_at": {"type": "string", "format": "date-time"}}}}}},
+         errors=(400, 404))
+async def get_ledger(request: web.Request) -> web.Response:
+    try:
+        after_id = int(request.query.get("after_id", "0"))
+        limit = int(request.query["limit"]) if "limit" in request.query else None
+    except ValueError:
+        raise ApiError(400, "bad_query", "after_id and limit must be whole numbers.") from None
+    if after_id < 0 or (limit is not None and limit < 1):
+        raise ApiError(400, "bad_query", "after_id must be 0 or more and limit 1 or more.")
+    async with request.config_dict[SESSIONMAKER]() as session, session.begin():
+        d = await distributor_by_code(session, request.match_info["code"])
+        if d is None:
+            raise ApiError(404, "not_found", f"No distributor has the code {request.match_info['code']!r}.")
+        e = ENTRIES.c
+        stmt = (select(e.id, e.kind, e.amount_fen, e.order_no, e.created_at)
+                .where(e.distributor_id == d.id, e.id > after_id).order_by(e.id))
+        rows = (await session.execute(stmt.limit(limit) if limit else stmt)).all()
+    return ok({"entries": [{"id": i, "kind": k, "amount_fen": a, "order_no": o, "created_at": china_time(at)}
+                           for i, k, a, o, at in rows]})
+
+
+# ---- unfreezing ------------------------------------------------------------------------------------
+async def unfreeze_due(sessionmaker: async_sessionmaker[AsyncSession], config: Config, outbox: Outbox | None,
+                       now: datetime | None = None) -> int:
+    """Make every commission whose freeze is over available; the number of commissions moved.
+
+    Safe to run twice and at any time: it moves what is due and not yet moved, so it also
+    catches up after downtime. Orders are locked before their commissions are read, the same
+    order as the order events take, so a refund arriving meanwhile cannot be lost."""
+    now = now or datetime.now(UTC)
+    moved = 0
+    c = COMMISSIONS.c
+    while True:
+        async with sessionmaker() as session, session.begin():
+            due = (select(c.order_no).where(c.state == CommissionState.PENDING, c.unfreeze_at <= now)
+                   .order_by(c.order_no).limit(UNFREEZE_CHUNK))
+            nos = list(dict.fromkeys((await session.execute(due)).scalars()))
+            if not nos:
+                return moved
+            if is_postgres(session):
+                await session.execute(select(ORDERS.c.order_no).where(ORDERS.c.order_no.in_(nos))
+                                      .order_by(ORDERS.c.order_no).with_for_update())
+            rows = (await session.execute(
+                select(c.order_no, c.distributor_id, c.amount_fen - c.reversed_fen)
+                .where(c.order_no.in_(nos), c.state == CommissionState.PENDING, c.unfreeze_at <= now))).all()
+            await session.execute(
+                update(COMMISSIONS).where(c.order_no == bindparam("c_no"), c.distributor_id == bindparam("c_did"))
+                .values(state=CommissionState.AVAILABLE),
+                [{"c_no": no, "c_did": did} for no, did, _ in rows])
+            freed: dict[int, int] = defaultdict(int)
+            for _, did, rest in rows:
+                freed[did] += rest
+            await apply_deltas(session, {did: Delta(pending_fen=-fen, available_fen=fen) for did, fen in freed.items()})
+            await session.run_sync(lambda s: settle_and_notify(s.connection(), config, now, credited={}, freed=freed,
+                                                               notify=outbox is not None))
+            moved += len(rows)
+        if outbox is not None:
+            outbox.wake()
+
+
+@job("unfreeze-commission", "interval", minutes=1)
+async def unfreeze_job(app: web.Application) -> Any:
+    return await unfreeze_due(app[SESSIONMAKER], app[CONFIG], app[OUTBOX])
+
+
+jobs = [unfreeze_job]

@@ -1,0 +1,85 @@
+"""Leaving the programme: 退出 / quit, confirmed with 确认退出 (取消 aborts).
+
+On exit nothing is deleted:
+- the distributor's status becomes `exited` and distributor commands refuse them from then on;
+- the available balance becomes a final withdrawal request (an admin decides it as any other);
+- pending commission still unfreezes on schedule and is then requested for them the same way
+  (see handlers.order_events.settle_and_notify); reversals still apply and may leave a debt;
+- their direct invitees are handed to their own inviter (or become top-level), recorded in
+  inviter_changes; the rest of the tree below stays as it is.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy import select
+
+from bot.chat import Ctx, Incoming, Router
+from bot.replies import Text
+from handlers.common import mask_name, yuan
+from handlers.orders import require_active
+from storage.ledger import balance_of, settle_exited
+from storage.models import Distributor, DistributorStatus
+from storage.models_ledger import InviterChange
+
+router = Router("leave")
+
+CONFIRMING = "leave.confirm"
+CONFIRM_WORDS = frozenset({"确认退出", "确认", "confirm", "yes"})
+CONFIRM_TTL = timedelta(minutes=10)
+
+
+@router.command("退出", "quit")
+async def on_quit(msg: Incoming, ctx: Ctx) -> Text:
+    if ctx.distributor is not None and ctx.distributor.status == DistributorStatus.EXITED:
+        return Text("您已经退出分销计划了。如需帮助请回复“客服”。")
+    refusal = require_active(ctx)
+    if refusal is not None:
+        return refusal
+    me = ctx.distributor
+    assert me is not None
+    balance = await balance_of(ctx.session, me.id)
+    invitees = len((await ctx.session.scalars(select(Distributor.id).where(
+        Distributor.inviter_id == me.id, Distributor.status == DistributorStatus.ACTIVE))).all())
+    ctx.set_state(CONFIRMING, ttl=CONFIRM_TTL)
+    lines = ["确定要退出分销计划吗？退出后："]
+    if balance["available_fen"] > 0:
+        lines.append(f"· 可提现余额 {yuan(balance['available_fen'])} 将作为最后一笔提现申请，审核后打款；")
+    if balance["pending_fen"] > 0:
+        lines.append(f"· 待结算佣金 {yuan(balance['pending_fen'])} 解冻后自动申请提现；")
+    if invitees:
+        lines.append(f"· 您的 {invitees} 位直属成员将转给您的邀请人；")
+    lines += ["· 您将不能再使用分销功能，也不能重新注册。", "回复“确认退出”继续，回复“取消”放弃。"]
+    return Text("\n".join(lines))
+
+
+@router.state(CONFIRMING)
+async def on_confirm(msg: Incoming, ctx: Ctx) -> Text:
+    if msg.content.strip().lower() not in CONFIRM_WORDS:
+        return Text("请回复“确认退出”以退出分销计划，或回复“取消”放弃。")
+    await ctx.clear_state()
+    refusal = require_active(ctx)
+    if refusal is not None:
+        return refusal
+    me = ctx.distributor
+    assert me is not None
+    me.status, me.exited_at = DistributorStatus.EXITED, ctx.now
+    settled = await settle_exited(ctx.session, me.id, ctx.now)
+    pending = (await balance_of(ctx.session, me.id))["pending_fen"]
+    new_inviter = await ctx.session.get(Distributor, me.inviter_id) if me.inviter_id else None
+    invitees = (await ctx.session.scalars(select(Distributor).where(Distributor.inviter_id == me.id))).all()
+    for d in invitees:
+        d.inviter_id = new_inviter.id if new_inviter else None
+        ctx.session.add(InviterChange(distributor_id=d.id, old_inviter_id=me.id, new_inviter_id=d.inviter_id,
+                                      reason="inviter_exited", changed_at=ctx.now))
+    lines = ["您已退出分销计划，感谢一路以来的支持。"]
+    if settled:
+        lines.append(f"可提现余额 {yuan(settled[1])} 已提交为最后一笔提现申请（申请号 {settled[0]}），审核后打款。")
+    if pending > 0:
+        lines.append(f"待结算佣金 {yuan(pending)} 解冻后会自动申请提现。")
+    if invitees:
+        to = f"您的邀请人 {mask_name(new_inviter.name)}" if new_inviter else "总部（成为一级分销员）"
+        lines.append(f"您的 {len(invitees)} 位直属成员已转给{to}。")
+    lines.append("审核结果会通过消息通知您。")
+    return Text("\n".join(lines))

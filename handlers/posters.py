@@ -1,0 +1,214 @@
+"""Share posters: 海报 / poster (menu POSTER), 海报 <key>, 海报 列表.
+
+The distributor's QR code is a temporary parametric code (scene = their code, 30 days), stored and
+re-made a week before it expires, so permanent codes (100,000 per account) are never spent. The
+finished poster is uploaded as temporary media and its media_id reused while valid. A repeat
+request is answered at once from the database; otherwise the slow part (QR code, rendering,
+upload) runs after the update commits, as Later work with its own short sessions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from aiohttp import web
+from sqlalchemy import delete
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from bot.chat import Ctx, Incoming, Router
+from bot.menu import MenuKey
+from bot.replies import Image, Later, Reply, Text
+from bot.scheduler import job
+from bot.typedefs import SESSIONMAKER
+from bot.wechat_api import WeChatAPI, WeChatError
+from content.posters import FileRef, PosterJob, PosterRenderer, TextBox, cache_key
+from content.store import PackContent, live_packs, pack_file
+from content.templating import PackTemplateError, render, template_variables
+from handlers.help import NOT_REGISTERED
+from storage.db import create_sessionmaker
+from storage.models_content import DistributorQrCode, PosterMedia
+
+log = logging.getLogger(__name__)
+router = Router("posters")
+
+QR_LIFETIME = timedelta(days=30)  # the longest a temporary QR code may live
+QR_MIN_LEFT = timedelta(days=7)  # a poster handed out keeps working for at least a week
+MEDIA_LIFETIME = timedelta(days=3)  # temporary media
+MEDIA_MARGIN = timedelta(hours=2)  # a late (outbox) reply must still find its media
+LIST_WORDS = frozenset({"列表", "全部", "list", "all"})
+NO_POSTERS = "暂时还没有可用的推广海报，请稍后再试。"
+FAILED = "海报生成失败了，请稍后再回复“海报”试试。"
+
+# Process-local caches (decoded backgrounds, finished JPEGs); any process can rebuild them.
+renderer = PosterRenderer()
+Sessions = async_sessionmaker[AsyncSession]
+
+
+def sessions_of(ctx: Ctx) -> Sessions:
+    """Short sessions for work after the update's transaction (Later work must not use ctx.session)."""
+    made = getattr(ctx, "sessionmaker", None)
+    return made if made is not None else create_sessionmaker(ctx.session.bind)
+
+
+def _list_text(posters: list[tuple[PackContent, dict[str, Any]]]) -> str:
+    lines = ["可用的海报："]
+    lines += [f"{i}. {p['title']}（回复“海报 {p['key']}”）" for i, (_, p) in enumerate(posters, 1)]
+    return "\n".join(lines)
+
+
+def _choose(posters: list[tuple[PackContent, dict[str, Any]]], arg: str) -> tuple[PackContent, dict[str, Any]] | None:
+    low = arg.lower()
+    if arg.isdigit() and 1 <= int(arg) <= len(posters):
+        return posters[int(arg) - 1]
+    return (next((x for x in posters if x[1]["key"].lower() == low), None)
+            or next((x for x in posters if low in x[1]["title"].lower()), None))
+
+
+@dataclass(frozen=True)
+class PosterRequest:
+    distributor_id: int
+    name: str
+    code: str
+    pack_id: int
+    pack_digest: str
+    poster_key: str
+    texts: tuple[TextBox, ...]
+    background: FileRef
+    qr: dict[str, int]
+    qr_url: str | None  # None: make (or re-make) the QR code first
+
+
+def _texts(ctx: Ctx, pack: PackContent, poster: dict[str, Any], name: str, code: str) -> tuple[TextBox, ...]:
+    variables = template_variables(ctx.config.server.public_url, name, code, pack.product(poster.get("sku")))
+    font = poster.get("font")
+    return tuple(TextBox(render(t["template"], variables), t["x"], t["y"], t["size"], t["color"], t["max_width"],
+                         t["align"], t["weight"],
+                         (pack.id, pack.digest, t.get("font") or font) if (t.get("font") or font) else None)
+                 for t in poster["texts"])
+
+
+def _key(req: PosterRequest, qr_url: str) -> str:
+    return cache_key(req.pack_digest, req.poster_key, req.name, req.code, qr_url, [t.text for t in req.texts])
+
+
+@router.command("海报", "poster", menu=MenuKey.POSTER)
+async def on_poster(msg: Incoming, ctx: Ctx) -> Text | Image | Later:
+    me = ctx.active_distributor
+    if me is None:
+        return Text(NOT_REGISTERED)
+    posters = [(pack, p) for pack in await live_packs(ctx.session) for p in pack.posters]
+    if not posters:
+        return Text(NO_POSTERS)
+    arg = ctx.args.strip()
+    if arg.lower() in LIST_WORDS:
+        return Text(_list_text(posters) + "\n回复“海报”领取默认海报。")
+    if arg:
+        chosen = _choose(posters, arg)
+        if chosen is None:
+            return Text(f"没有找到海报“{arg[:20]}”。\n" + _list_text(posters))
+    else:
+        chosen = next((x for x in posters if x[1]["key"] == "default"), posters[0])
+    pack, poster = chosen
+    try:
+        texts = _texts(ctx, pack, poster, me.name, me.code)
+    except PackTemplateError:
+        log.exception("poster template failed", extra={"pack": pack.id, "poster": poster["key"]})
+        return Text(FAILED)
+    qr = await ctx.session.get(DistributorQrCode, me.id)
+    qr_url = qr.url if qr is not None and qr.expires_at - ctx.now >= QR_MIN_LEFT else None
+    req = PosterRequest(me.id, me.name, me.code, pack.id, pack.digest, poster["key"], texts,
+                        (pack.id, pack.digest, poster["background"]),
+                        dict(poster["qr"]), qr_url)
+    if qr_url is not None:
+        media = await ctx.session.get(PosterMedia, _key(req, qr_url))
+        if media is not None and media.expires_at - MEDIA_MARGIN > ctx.now:
+            return Image(media.media_id)  # a repeat: no rendering, no upload
+    wechat, sessions = ctx.wechat, sessions_of(ctx)
+    return Later(lambda: make_poster(req, wechat, sessions))
+
+
+# Concurrent requests for the same poster (a double tap) share one piece of work.
+_pending: dict[tuple[int, str, str], asyncio.Future[Reply]] = {}
+
+
+async def make_poster(req: PosterRequest, wechat: WeChatAPI, sessions: Sessions) -> Reply:
+    """QR code (when missing or near expiry), render, upload; the Image reply."""
+    key = (req.distributor_id, req.pack_digest, req.poster_key)
+    pending = _pending.get(key)
+    if pending is not None and pending.get_loop() is asyncio.get_running_loop():
+        return await asyncio.shield(pending)
+    future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
+    _pending[key] = future
+    try:
+        reply = await _make_poster(req, wechat, sessions)
+    except WeChatError as e:
+        log.warning("poster failed: %s", e, extra={"code": req.code})
+        reply = Text(FAILED)
+    except BaseException as e:
+        future.set_exception(e)
+        future.exception()
+        raise
+    finally:
+        if _pending.get(key) is future:
+            del _pending[key]
+    future.set_result(reply)
+    return reply
+
+
+async def _make_poster(req: PosterRequest, wechat: WeChatAPI, sessions: Sessions) -> Reply:
+    now = datetime.now(UTC)
+    qr_url = req.qr_url
+    if qr_url is None:
+        answer = await wechat.create_qrcode(req.code, int(QR_LIFETIME.total_seconds()))
+        qr_url = answer["url"]
+        lifetime = timedelta(seconds=int(answer.get("expire_seconds") or QR_LIFETIME.total_seconds()))
+        async with sessions() as session, session.begin():
+            await _upsert(session, DistributorQrCode, ["distributor_id"], distributor_id=req.distributor_id,
+                          ticket=answer["ticket"], url=qr_url, expires_at=now + lifetime, created_at=now)
+    key = _key(req, qr_url)
+    async with sessions() as session:
+        media = await session.get(PosterMedia, key)
+    if media is not None and media.expires_at - MEDIA_MARGIN > now:
+        return Image(media.media_id)
+    q = req.qr
+    job_ = PosterJob(req.background, qr_url, q["x"], q["y"], q["size"], req.texts)
+    jpeg = await renderer.render(key, job_, _loader(sessions))
+    media_id = await wechat.upload_image(jpeg, f"poster-{req.code}.jpg")
+    async with sessions() as session, session.begin():
+        await _upsert(session, PosterMedia, ["key"], key=key, media_id=media_id,
+                      expires_at=now + MEDIA_LIFETIME, created_at=now)
+    return Image(media_id)
+
+
+def _loader(sessions: Sessions) -> Callable[[FileRef], Awaitable[bytes]]:
+    async def load(ref: FileRef) -> bytes:
+        async with sessions() as session:
+            data = await pack_file(session, ref[0], ref[2])
+        if data is None:
+            raise LookupError(f"pack {ref[0]} has no file {ref[1]!r}")
+        return data
+    return load
+
+
+async def _upsert(session: AsyncSession, model: Any, keys: list[str], **values: Any) -> None:
+    insert = pg_insert if session.bind.dialect.name == "postgresql" else sqlite_insert
+    stmt = insert(model).values(**values)
+    await session.execute(stmt.on_conflict_do_update(
+        index_elements=keys, set_={k: getattr(stmt.excluded, k) for k in values if k not in keys}))
+
+
+@job("prune-poster-media", "interval", hours=6)
+async def prune_poster_media(app: web.Application) -> None:
+    """Forget uploaded posters whose media has expired (WeChat deletes them after 3 days)."""
+    async with app[SESSIONMAKER]() as session, session.begin():
+        await session.execute(delete(PosterMedia).where(PosterMedia.expires_at < datetime.now(UTC)))
+
+
+jobs = [prune_poster_media]

@@ -1,0 +1,127 @@
+"""Marketing scripts: 话术 / scripts (menu SCRIPTS), 话术 <SKU or keyword>; several matches give a
+numbered list to pick from. Also the share page /s/{code} that a script's share_url opens when
+the product has no shop link of its own."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from aiohttp import web
+
+from bot.chat import Ctx, Incoming, Router
+from bot.menu import MenuKey
+from bot.replies import Text
+from bot.typedefs import CONFIG, SESSIONMAKER
+from content.pages import cards, page
+from content.store import PackContent, live_packs, pack_content
+from content.templating import PackTemplateError, render, template_variables
+from handlers.common import mask_name, yuan
+from handlers.help import NOT_REGISTERED
+from storage.queries import distributor_by_code
+
+log = logging.getLogger(__name__)
+router = Router("scripts")
+pages = web.RouteTableDef()
+
+PICKING = "scripts.pick"
+MAX_LISTED = 15  # a text reply stays well inside WeChat's 2,048 bytes
+NO_SCRIPTS = "暂时还没有推广话术，请稍后再试。"
+BROKEN = "这条话术的模板有误，已记录，请先试试其他话术。"
+
+Found = tuple[PackContent, dict[str, Any]]
+
+
+def _matches(scripts: list[Found], arg: str) -> list[Found]:
+    """Scripts of the product with this SKU; else those whose title, key or product mention the word."""
+    low = arg.lower()
+    by_sku = [(pack, s) for pack, s in scripts if s["sku"] and s["sku"].lower() == low]
+    if by_sku:
+        return by_sku
+    found = []
+    for pack, s in scripts:
+        product = pack.product(s["sku"]) or {}
+        haystack = " ".join([s["title"], s["key"], product.get("name", ""), *product.get("selling_points", [])])
+        if low in haystack.lower():
+            found.append((pack, s))
+    return found
+
+
+def _render(ctx: Ctx, pack: PackContent, script: dict[str, Any]) -> Text:
+    me = ctx.active_distributor
+    assert me is not None
+    variables = template_variables(ctx.config.server.public_url, me.name, me.code, pack.product(script["sku"]))
+    try:
+        body = render(script["template"], variables)
+    except PackTemplateError:
+        log.exception("script template failed", extra={"pack": pack.id, "script": script["key"]})
+        return Text(BROKEN)
+    return Text(f"【{script['title']}】\n{body}")
+
+
+def _label(pack: PackContent, script: dict[str, Any]) -> str:
+    product = pack.product(script["sku"])
+    return f"{script['title']}" + (f"（{product['sku']}）" if product and product["sku"] not in script["title"] else "")
+
+
+@router.command("话术", "scripts", menu=MenuKey.SCRIPTS)
+async def on_scripts(msg: Incoming, ctx: Ctx) -> Text:
+    if ctx.active_distributor is None:
+        return Text(NOT_REGISTERED)
+    scripts = [(pack, s) for pack in await live_packs(ctx.session) for s in pack.scripts]
+    if not scripts:
+        return Text(NO_SCRIPTS)
+    arg = ctx.args.strip()
+    found = _matches(scripts, arg) if arg else scripts
+    if not found:
+        skus = sorted({p["sku"] for pack, _ in scripts for p in pack.products.values()})
+        return Text(f"没有找到和“{arg[:20]}”相关的话术。\n回复“话术”查看全部，或“话术 商品编号”，"
+                    f"例如：话术 {skus[0] if skus else 'SKU-1'}")
+    if len(found) == 1:
+        return _render(ctx, *found[0])
+    shown = found[:MAX_LISTED]
+    ctx.set_state(PICKING, {"choices": [[pack.id, s["key"]] for pack, s in shown]})
+    lines = [f"找到 {len(found)} 条话术，回复序号查看（已为您填好名字和专属链接）："]
+    lines += [f"{i}. {_label(pack, s)}" for i, (pack, s) in enumerate(shown, 1)]
+    if len(found) > MAX_LISTED:
+        lines.append(f"……只列出前 {MAX_LISTED} 条，回复“话术 关键词”可缩小范围。")
+    return Text("\n".join(lines))
+
+
+@router.state(PICKING)
+async def on_pick(msg: Incoming, ctx: Ctx) -> Text:
+    assert ctx.state is not None
+    choices = ctx.state.data.get("choices", [])
+    typed = msg.content.strip()
+    if not (typed.isdigit() and 1 <= int(typed) <= len(choices)):
+        return Text(f"请回复 1–{len(choices)} 的序号选择话术，或回复“取消”。")
+    pack_id, key = choices[int(typed) - 1]
+    await ctx.clear_state()
+    if ctx.active_distributor is None:
+        return Text(NOT_REGISTERED)
+    pack = await pack_content(ctx.session, pack_id)
+    script = next((s for s in pack.scripts if s["key"] == key), None) if pack else None
+    if pack is None or script is None:
+        return Text("这条话术已下线，请重新回复“话术”。")
+    return _render(ctx, pack, script)
+
+
+# ---- the share page ---------------------------------------------------------------------------
+@pages.get(r"/s/{code:[A-Za-z0-9]{1,16}}")
+async def share_page(request: web.Request) -> web.Response:
+    """Where share_url leads when a product has no shop link: the live products, with the code."""
+    code = request.match_info["code"].upper()
+    async with request.config_dict[SESSIONMAKER]() as session:
+        distributor = await distributor_by_code(session, code, active=True)
+        packs = await live_packs(session) if distributor is not None else []
+    if distributor is None:
+        return web.Response(text=page("推荐链接已失效", "<p>这个推荐链接无效或已失效。</p>"), status=404,
+                            content_type="text/html")
+    wanted = request.query.get("sku", "").lower()
+    products = [(pack, p) for pack in packs for p in pack.products.values()]
+    products.sort(key=lambda x: x[1]["sku"].lower() != wanted)
+    base = request.config_dict[CONFIG].server.public_url
+    body = cards((p["name"], yuan(p["price_fen"]), "，".join(p["selling_points"]),
+                  f"{base}/c/{pack.id}/{p['image']}" if p["image"] else None) for pack, p in products)
+    body += f"<p>推荐码：<b>{code}</b>（下单时请填写，或关注公众号后回复“注册 {code}”加入）</p>"
+    return web.Response(text=page(f"{mask_name(distributor.name)} 向您推荐", body), content_type="text/html")

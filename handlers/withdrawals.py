@@ -1,0 +1,148 @@
+"""Withdrawals: 提现 <amount> in chat (yuan, at most two decimals), and the admin's decisions
+(GET /api/withdrawals, POST /api/withdrawals/{id}/approve|reject). The distributor hears of each
+decision through the outbox.
+
+A request is one conditional update of the balance row (available ≥ amount), so concurrent
+requests can never overdraw, however many arrive at once and on however many processes.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp import web
+from sqlalchemy import select
+
+from bot.api import ApiError, ApiRoutes, json_body, ok
+from bot.chat import Ctx, Incoming, Router
+from bot.replies import Text
+from bot.typedefs import OUTBOX, SESSIONMAKER
+from handlers.commission import AmountError, parse_yuan
+from handlers.common import china_time, yuan
+from handlers.orders import require_active
+from storage.ledger import WITHDRAWALS, AlreadyDecided, balance_of, decide_withdrawal, request_withdrawal
+from storage.models import Distributor
+from storage.models_ledger import WithdrawalStatus
+
+router = Router("withdrawals")
+api = ApiRoutes("withdrawals")
+
+MAX_REASON = 200
+
+
+# ---- 提现 in chat ------------------------------------------------------------------------------
+@router.command("提现", "withdraw")
+async def on_withdraw(msg: Incoming, ctx: Ctx) -> Text:
+    refusal = require_active(ctx)
+    if refusal is not None:
+        return refusal
+    me = ctx.distributor
+    assert me is not None
+    minimum = ctx.config.distribution.min_withdraw_fen
+    if not ctx.args:
+        balance = await balance_of(ctx.session, me.id)
+        return Text(f"当前可提现 {yuan(balance['available_fen'])}。\n请回复“提现 金额”，单位是元，例如：提现 12.50"
+                    f"（单笔至少 {yuan(minimum)}）。")
+    try:
+        amount = parse_yuan(ctx.args)
+    except AmountError as e:
+        return Text(str(e))
+    if amount < minimum:
+        return Text(f"单笔提现至少 {yuan(minimum)}，您申请的是 {yuan(amount)}。")
+    wid = await request_withdrawal(ctx.session, me.id, amount, ctx.now)
+    if wid is None:
+        balance = await balance_of(ctx.session, me.id)
+        return Text(f"可提现余额不足：您申请 {yuan(amount)}，当前可提现 {yuan(balance['available_fen'])}。"
+                    "待结算的佣金在订单完成并过了冻结期后才能提现。")
+    return Text(f"提现申请已提交：{yuan(amount)}（申请号 {wid}）。\n审核通过后打款，结果会通知您。")
+
+
+# ---- /api/withdrawals ----------------------------------------------------------------------------
+_WITHDRAWAL = {"type": "object", "properties": {
+    "id": {"type": "integer"}, "distributor_code": {"type": "string"}, "amount_fen": {"type": "integer"},
+    "status": {"type": "string", "enum": [s.value for s in WithdrawalStatus]},
+    "source": {"type": "string", "enum": ["chat", "exit"]}, "reason": {"type": "string", "nullable": True},
+    "requested_at": {"type": "string", "format": "date-time"},
+    "decided_at": {"type": "string", "format": "date-time", "nullable": True}}}
+
+
+def _withdrawal_json(row: Any) -> dict[str, Any]:
+    return {"id": row.id, "distributor_code": row.code, "amount_fen": row.amount_fen, "status": row.status,
+            "source": row.source, "reason": row.reason, "requested_at": china_time(row.requested_at),
+            "decided_at": china_time(row.decided_at) if row.decided_at else None}
+
+
+def _select():  # noqa: ANN202
+    w, d = WITHDRAWALS.c, Distributor.__table__.c
+    return select(w.id, d.code, w.amount_fen, w.status, w.source, w.reason, w.requested_at, w.decided_at).join(
+        Distributor.__table__, d.id == w.distributor_id)
+
+
+@api.get("/withdrawals", summary="Withdrawal requests, oldest first, optionally of one status",
+         query={"status": "pending, approved or rejected (omitted: all)"},
+         response={"type": "object", "properties": {"withdrawals": {"type": "array", "items": _WITHDRAWAL}}},
+         errors=(400,))
+async def list_withdrawals(request: web.Request) -> web.Response:
+    status = request.query.get("status")
+    if status is not None and status not in set(WithdrawalStatus):
+        raise ApiError(400, "bad_status", "status must be pending, approved or rejected.")
+    stmt = _select().order_by(WITHDRAWALS.c.id)
+    if status is not None:
+        stmt = stmt.where(WITHDRAWALS.c.status == status)
+    async with request.config_dict[SESSIONMAKER]() as session, session.begin():
+        rows = (await session.execute(stmt)).all()
+    return ok({"withdrawals": [_withdrawal_json(r) for r in rows]})
+
+
+def _withdrawal_id(request: web.Request) -> int:
+    raw = request.match_info["id"]
+    if not raw.isdigit() or len(raw) > 18:
+        raise ApiError(404, "not_found", f"No withdrawal {raw!r}.")
+    return int(raw)
+
+
+async def _decide(request: web.Request, approve: bool) -> web.Response:
+    wid = _withdrawal_id(request)
+    reason = None
+    if not approve:
+        body = await json_body(request)
+        reason = body.get("reason")
+        if not isinstance(reason, str):
+            raise ApiError(400, "malformed", "A rejection needs {\"reason\": \"...\"} (a string).")
+        reason = reason.strip()
+        if not reason or len(reason) > MAX_REASON:
+            raise ApiError(422, "invalid_reason", f"reason must be 1 to {MAX_REASON} characters.")
+    now = datetime.now(UTC)
+    async with request.config_dict[SESSIONMAKER]() as session, session.begin():
+        try:
+            decided = await decide_withdrawal(session, wid, approve, now, reason)
+        except AlreadyDecided as e:
+            raise ApiError(409, "already_decided", f"Withdrawal {wid} was already {e.status}.",
+                           {"status": e.status}) from None
+        if decided is None:
+            raise ApiError(404, "not_found", f"No withdrawal {wid}.")
+        row = (await session.execute(_select().where(WITHDRAWALS.c.id == wid))).one()
+        openid = await session.scalar(select(Distributor.openid).where(Distributor.id == decided["distributor_id"]))
+        amount = yuan(row.amount_fen)
+        text = (f"您的提现申请（申请号 {wid}）{amount} 已审核通过，款项将尽快到账。" if approve else
+                f"您的提现申请（申请号 {wid}）{amount} 未通过审核，原因：{reason}\n这笔钱已退回您的可提现余额。")
+        outbox = request.config_dict[OUTBOX]
+        await outbox.enqueue(session, f"withdrawal:{wid}:decided", openid, Text(text))
+    outbox.wake()
+    return ok(_withdrawal_json(row))
+
+
+@api.post("/withdrawals/{id}/approve", summary="Approve a pending withdrawal (it is paid out); 409 if decided",
+          response=_WITHDRAWAL, errors=(404, 409))
+async def approve_withdrawal(request: web.Request) -> web.Response:
+    return await _decide(request, approve=True)
+
+
+@api.post("/withdrawals/{id}/reject",
+          summary="Reject a pending withdrawal with a reason; the money returns to available; 409 if decided",
+          body={"type": "object", "required": ["reason"], "properties": {"reason": {"type": "string",
+                                                                                    "maxLength": MAX_REASON}}},
+          response=_WITHDRAWAL, errors=(400, 404, 409, 422))
+async def reject_withdrawal(request: web.Request) -> web.Response:
+    return await _decide(request, approve=False)

@@ -1,0 +1,70 @@
+"""Content packs, the live version of each pack name, and the poster caches (QR codes, media)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ForeignKey, Integer, LargeBinary, String, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from storage.models import Base, BigId
+
+
+class ContentPack(Base):
+    """One uploaded version of a pack. Never changed after upload: caches key on its id."""
+
+    __tablename__ = "content_packs"
+    __table_args__ = (UniqueConstraint("name", "version"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(64))
+    version: Mapped[str] = mapped_column(String(32))
+    sha256: Mapped[str] = mapped_column(String(64))
+    size_bytes: Mapped[int] = mapped_column(Integer)
+    # The validated manifest with template sources and Markdown inlined (see content.packs).
+    content: Mapped[dict[str, Any]]
+    uploaded_at: Mapped[datetime]
+
+
+class ContentFile(Base):
+    """A picture or font of a pack, kept in the database so that every process can render it."""
+
+    __tablename__ = "content_files"
+
+    pack_id: Mapped[int] = mapped_column(ForeignKey("content_packs.id", ondelete="CASCADE"), primary_key=True)
+    path: Mapped[str] = mapped_column(String(255), primary_key=True)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class LivePack(Base):
+    """Which version of each pack name is live; switching is one row update."""
+
+    __tablename__ = "content_live"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    pack_id: Mapped[int] = mapped_column(ForeignKey("content_packs.id"))
+    activated_at: Mapped[datetime]
+
+
+class DistributorQrCode(Base):
+    """The distributor's temporary parametric QR code (scene = their code), re-made before it expires."""
+
+    __tablename__ = "distributor_qrcodes"
+
+    distributor_id: Mapped[int] = mapped_column(ForeignKey("distributors.id"), primary_key=True)
+    ticket: Mapped[str] = mapped_column(String(255))
+    url: Mapped[str] = mapped_column(String(255))
+    expires_at: Mapped[datetime]
+    created_at: Mapped[datetime]
+
+
+class PosterMedia(Base):
+    """A rendered poster uploaded as temporary media, under a key of everything that shaped it."""
+
+    __tablename__ = "poster_media"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    media_id: Mapped[str] = mapped_column(String(255))
+    expires_at: Mapped[datetime] = mapped_column(index=True)
+    created_at: Mapped[datetime]

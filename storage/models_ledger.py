@@ -1,0 +1,164 @@
+"""The money side: orders pushed by the shop, commissions, the append-only ledger, balances and
+withdrawals. Money is integer fen; every signed amount is in the ledger, nothing is ever edited
+or deleted there.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import BigInteger, ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from storage.models import Base, BigId
+
+
+class OrderStatus(StrEnum):
+    PAID = "paid"
+    SHIPPED = "shipped"
+    COMPLETED = "completed"
+    REFUNDED = "refunded"  # refunded in full; a partial refund keeps the order's status
+    CANCELLED = "cancelled"
+
+
+class EntryKind(StrEnum):
+    COMMISSION = "commission"  # + when an order is paid
+    REVERSAL = "reversal"  # − on a refund or cancellation
+    WITHDRAWAL = "withdrawal"  # − when requested
+    WITHDRAWAL_REFUND = "withdrawal_refund"  # + when an admin rejects the request
+    REWARD = "reward"  # + (contests; never for recruiting)
+    ADJUSTMENT = "adjustment"  # ± by an admin
+
+
+class CommissionState(StrEnum):
+    """Which balance a commission's unreversed remainder sits in."""
+
+    PENDING = "pending"
+    AVAILABLE = "available"
+
+
+class WithdrawalStatus(StrEnum):
+    PENDING = "pending"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+
+
+Fen = BigInteger
+
+
+class Order(Base):
+    __tablename__ = "orders"
+    __table_args__ = (Index("ix_orders_distributor_paid", "distributor_id", "paid_at"),)
+
+    order_no: Mapped[str] = mapped_column(String(64), primary_key=True)
+    # The distributor credited with the sale (fixed by the paid event).
+    distributor_id: Mapped[int] = mapped_column(ForeignKey("distributors.id"))
+    amount_fen: Mapped[int] = mapped_column(Fen)
+    refunded_fen: Mapped[int] = mapped_column(Fen, default=0)
+    status: Mapped[str] = mapped_column(String(16))
+    sku: Mapped[str | None] = mapped_column(String(64))
+    buyer_openid: Mapped[str | None] = mapped_column(String(64))
+    paid_at: Mapped[datetime]  # the shop's occurred_at of the paid event (else when we got it)
+    completed_at: Mapped[datetime | None]  # when we got the completed event
+    updated_at: Mapped[datetime]
+
+
+class OrderEvent(Base):
+    """Every accepted order event: the idempotency key, the status history, the first answer."""
+
+    __tablename__ = "order_events"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    event_id: Mapped[str] = mapped_column(String(128), unique=True)
+    order_no: Mapped[str] = mapped_column(ForeignKey("orders.order_no"), index=True)
+    type: Mapped[str] = mapped_column(String(16))
+    amount_fen: Mapped[int | None] = mapped_column(Fen)
+    status: Mapped[str] = mapped_column(String(16))  # the order's status after this event
+    occurred_at: Mapped[datetime | None]
+    received_at: Mapped[datetime]
+    answer: Mapped[dict[str, Any]]
+
+
+class Commission(Base):
+    """One receiver's share of one order; its remainder moves from pending to available."""
+
+    __tablename__ = "commissions"
+    __table_args__ = (
+        Index("ix_commissions_receiver_created", "distributor_id", "created_at"),
+        Index("ix_commissions_due", "state", "unfreeze_at"),
+    )
+
+    order_no: Mapped[str] = mapped_column(ForeignKey("orders.order_no"), primary_key=True)
+    distributor_id: Mapped[int] = mapped_column(ForeignKey("distributors.id"), primary_key=True)
+    depth: Mapped[int]
+    rate: Mapped[str] = mapped_column(String(16))  # the Decimal rate applied, as text
+    amount_fen: Mapped[int] = mapped_column(Fen)
+    reversed_fen: Mapped[int] = mapped_column(Fen, default=0)
+    state: Mapped[str] = mapped_column(String(16), default=CommissionState.PENDING)
+    unfreeze_at: Mapped[datetime | None]  # set when the order completes
+    created_at: Mapped[datetime]
+
+
+class LedgerEntry(Base):
+    """Append-only. `ref` makes each posting unique per (receiver, kind): the order number for a
+    commission, the refund or cancel event's id for a reversal, the withdrawal id for the rest."""
+
+    __tablename__ = "ledger_entries"
+    __table_args__ = (
+        UniqueConstraint("distributor_id", "kind", "ref", name="uq_ledger_entries_posting"),
+        Index("ix_ledger_entries_distributor_created", "distributor_id", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    distributor_id: Mapped[int] = mapped_column(ForeignKey("distributors.id"))
+    kind: Mapped[str] = mapped_column(String(24))
+    amount_fen: Mapped[int] = mapped_column(Fen)
+    ref: Mapped[str] = mapped_column(String(160))
+    order_no: Mapped[str | None] = mapped_column(String(64))
+    withdrawal_id: Mapped[int | None] = mapped_column(BigInteger)
+    created_at: Mapped[datetime]
+
+
+class Balance(Base):
+    """The ledger summed per distributor, kept in the same transaction as every entry.
+
+    pending + available == sum(entries); withdrawing + withdrawn == −sum(withdrawal entries and
+    withdrawal_refund entries). available may go negative (a reversal after a withdrawal)."""
+
+    __tablename__ = "balances"
+
+    distributor_id: Mapped[int] = mapped_column(ForeignKey("distributors.id"), primary_key=True)
+    pending_fen: Mapped[int] = mapped_column(Fen, default=0)
+    available_fen: Mapped[int] = mapped_column(Fen, default=0)
+    withdrawing_fen: Mapped[int] = mapped_column(Fen, default=0)
+    withdrawn_fen: Mapped[int] = mapped_column(Fen, default=0)
+
+
+class Withdrawal(Base):
+    __tablename__ = "withdrawals"
+    __table_args__ = (Index("ix_withdrawals_status", "status", "id"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    distributor_id: Mapped[int] = mapped_column(ForeignKey("distributors.id"), index=True)
+    amount_fen: Mapped[int] = mapped_column(Fen)
+    status: Mapped[str] = mapped_column(String(16), default=WithdrawalStatus.PENDING)
+    # "chat": asked for in chat; "exit": the settlement of a distributor who left the programme.
+    source: Mapped[str] = mapped_column(String(16), default="chat")
+    reason: Mapped[str | None] = mapped_column(Text)
+    requested_at: Mapped[datetime]
+    decided_at: Mapped[datetime | None]
+
+
+class InviterChange(Base):
+    """An invitee handed to a new inviter when their inviter left: the tree's history, kept."""
+
+    __tablename__ = "inviter_changes"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    distributor_id: Mapped[int] = mapped_column(ForeignKey("distributors.id"), index=True)
+    old_inviter_id: Mapped[int | None] = mapped_column(BigInteger)
+    new_inviter_id: Mapped[int | None] = mapped_column(BigInteger)
+    reason: Mapped[str] = mapped_column(String(32))
+    changed_at: Mapped[datetime]

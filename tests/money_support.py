@@ -1,0 +1,146 @@
+"""Helpers for the money tests: a harness with chosen distribution settings, distributors seeded
+straight into the database, order events over HTTP, and the ledger invariants."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp.test_utils import TestServer
+from sqlalchemy import func, select
+
+from bot.sandbox.platform import Platform, SimUser
+from bot.typedefs import SESSIONMAKER
+from storage.ledger import ENTRIES, balances_of, ledger_sums
+from storage.models import Distributor, Follower
+from storage.models_ledger import Commission, EntryKind, LedgerEntry, Order, OrderEvent, Withdrawal
+from tests.conftest import Harness, make_config
+
+_codes = itertools.count(1)
+_CODE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ"
+
+
+def fresh_code() -> str:
+    n = next(_codes)
+    letters = ""
+    for _ in range(4):
+        n, r = divmod(n, len(_CODE_ALPHABET))
+        letters += _CODE_ALPHABET[r]
+    return "T" + letters + "9"
+
+
+@asynccontextmanager
+async def money_harness(db_url: str, platform: Platform, wechat_server: TestServer, *,
+                        ranks: list[dict[str, Any]] | None = None, **distribution: Any) -> AsyncIterator[Harness]:
+    sections: dict[str, Any] = {"distribution": distribution}
+    if ranks is not None:
+        sections["ranks"] = ranks
+    h = Harness(make_config(db_url, **sections), platform, wechat_server, reply_deadline=3.0)
+    await h.start()
+    try:
+        yield h
+    finally:
+        await h.close()
+
+
+async def seed(h: Harness, *, inviter: Distributor | None = None, rank: str = "junior", name: str = "张三",
+               user: SimUser | None = None) -> tuple[Distributor, SimUser]:
+    """A registered distributor, written straight into the database (fast), with its sandbox user."""
+    user = user or h.user()
+    user.subscribed = True
+    now = datetime.now(UTC)
+    async with h.app[SESSIONMAKER]() as session, session.begin():
+        d = Distributor(code=fresh_code(), openid=user.openid, phone=f"139{next(_codes):08d}", name=name,
+                        inviter_id=inviter.id if inviter else None, rank=rank, status="active", registered_at=now)
+        session.add_all([d, Follower(openid=user.openid, subscribed=True, followed_at=now,
+                                     last_interaction_at=now, created_at=now)])
+    return d, user
+
+
+_events = itertools.count(1)
+
+
+def event(order_no: str, type: str, **fields: Any) -> dict[str, Any]:
+    return {"event_id": f"evt-{next(_events)}-{order_no}-{type}", "order_no": order_no, "type": type, **fields}
+
+
+async def post_event(h: Harness, body: Any = None, **fields: Any) -> tuple[int, Any]:
+    return await h.api("POST", "/orders/events", json=body if body is not None else fields)
+
+
+async def pay(h: Harness, order_no: str, amount: int, d: Distributor, **extra: Any) -> dict[str, Any]:
+    status, body = await post_event(h, event(order_no, "paid", amount_fen=amount, distributor_code=d.code, **extra))
+    assert status == 200, body
+    return body
+
+
+async def send(h: Harness, order_no: str, type: str, **extra: Any) -> dict[str, Any]:
+    status, body = await post_event(h, event(order_no, type, **extra))
+    assert status == 200, body
+    return body
+
+
+async def balance(h: Harness, d: Distributor) -> dict[str, int]:
+    status, body = await h.api("GET", f"/distributors/{d.code}")
+    assert status == 200, body
+    return body["balance"]
+
+
+async def snapshot(h: Harness) -> dict[str, Any]:
+    """Everything the money side stores, to compare before and after a refused request."""
+    async with h.app[SESSIONMAKER]() as session:
+        counts = {m.__tablename__: await session.scalar(select(func.count()).select_from(m))
+                  for m in (Order, OrderEvent, Commission, LedgerEntry, Withdrawal)}
+        rows = (await session.execute(select(Order.order_no, Order.status, Order.refunded_fen))).all()
+        comms = (await session.execute(select(Commission.order_no, Commission.distributor_id,
+                                              Commission.reversed_fen, Commission.state))).all()
+        ids = (await session.scalars(select(Distributor.id))).all()
+        bal = await balances_of(session, ids)
+    return {"counts": counts, "orders": sorted(rows), "commissions": sorted(comms), "balances": bal}
+
+
+async def check_invariants(h: Harness) -> None:
+    """The ledger's promises (CONTRACT §4.1, §4.2), checked over every distributor."""
+    async with h.app[SESSIONMAKER]() as session:
+        ids = (await session.scalars(select(Distributor.id))).all()
+        bal = await balances_of(session, ids)
+        sums = await ledger_sums(session)
+        for did in ids:
+            b, s = bal[did], sums.get(did, {"total": 0, "withdrawals": 0})
+            assert b["pending_fen"] + b["available_fen"] == s["total"], (did, b, s)
+            assert b["withdrawing_fen"] + b["withdrawn_fen"] == -s["withdrawals"], (did, b, s)
+            assert b["pending_fen"] >= 0 and b["withdrawing_fen"] >= 0 and b["withdrawn_fen"] >= 0, (did, b)
+        # No posting twice.
+        dupes = (await session.execute(
+            select(ENTRIES.c.distributor_id, ENTRIES.c.kind, ENTRIES.c.ref, func.count())
+            .group_by(ENTRIES.c.distributor_id, ENTRIES.c.kind, ENTRIES.c.ref).having(func.count() > 1))).all()
+        assert not dupes, dupes
+        # Each commission: its reversals add up to reversed_fen, never beyond the commission;
+        # the pending bucket is exactly the unreversed rest of the pending commissions.
+        comms = (await session.execute(select(Commission.order_no, Commission.distributor_id, Commission.amount_fen,
+                                              Commission.reversed_fen, Commission.state))).all()
+        reversals = dict(((o, d), -int(t)) for o, d, t in (await session.execute(
+            select(ENTRIES.c.order_no, ENTRIES.c.distributor_id, func.sum(ENTRIES.c.amount_fen))
+            .where(ENTRIES.c.kind == EntryKind.REVERSAL).group_by(ENTRIES.c.order_no, ENTRIES.c.distributor_id))).all())
+        pending: dict[int, int] = {}
+        for o, d, amount, rev, state in comms:
+            assert amount > 0 and 0 <= rev <= amount, (o, d, amount, rev)
+            assert reversals.get((o, d), 0) == rev, (o, d, rev, reversals.get((o, d)))
+            if state == "pending":
+                pending[d] = pending.get(d, 0) + amount - rev
+        for did in ids:
+            assert bal[did]["pending_fen"] == pending.get(did, 0), (did, bal[did], pending.get(did, 0))
+        # Nobody has taken out more than they ever earned.
+        earned = dict((await session.execute(
+            select(ENTRIES.c.distributor_id, func.sum(ENTRIES.c.amount_fen))
+            .where(ENTRIES.c.kind.in_((EntryKind.COMMISSION, EntryKind.REWARD)))
+            .group_by(ENTRIES.c.distributor_id))).all())
+        for did in ids:
+            assert bal[did]["withdrawing_fen"] + bal[did]["withdrawn_fen"] <= int(earned.get(did, 0) or 0)
+
+
+__all__ = ["balance", "check_invariants", "event", "fresh_code", "money_harness", "pay", "post_event",
+           "seed", "send", "snapshot"]

@@ -1,0 +1,345 @@
+"""Chat routing without a database or a server: split_command, Dispatch, and handlers called with a
+fake ctx (the first of the three test layers)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+import xmltodict
+
+from bot.chat import CANCEL_WORDS, Ctx, Dispatch, Incoming, Router, split_command
+from bot.menu import MENU, MenuKey, menu_payload
+from bot.replies import Article, Image, News, Text, from_json, render, to_json
+from handlers import help as help_handlers
+from handlers import registration, upcoming
+from storage.models import ConversationState, Distributor, Follower
+from tests.conftest import make_config
+
+NOW = datetime(2026, 11, 25, 2, 0, tzinfo=UTC)
+
+
+class FakeSession:
+    """Records adds and deletes; any query is a test failure unless answers were queued."""
+
+    def __init__(self, *answers: Any) -> None:
+        self.added: list[Any] = []
+        self.deleted: list[Any] = []
+        self.answers = list(answers)
+        self.new: set[Any] = set()  # the ORM session's pending objects; fakes are never pending
+
+    def add(self, obj: Any) -> None:
+        self.added.append(obj)
+
+    async def delete(self, obj: Any) -> None:
+        self.deleted.append(obj)
+
+    async def scalar(self, stmt: Any) -> Any:
+        if not self.answers:
+            raise AssertionError(f"unexpected query: {stmt}")
+        return self.answers.pop(0)
+
+
+def make_ctx(*, session: FakeSession | None = None, distributor: Distributor | None = None,
+             state: ConversationState | None = None, args: str = "", scene: str | None = None) -> Ctx:
+    return Ctx(session=session or FakeSession(), config=make_config("sqlite+aiosqlite:///:memory:"),
+               wechat=None, outbox=None, now=NOW,  # type: ignore[arg-type]
+               follower=Follower(openid="oUser", subscribed=True, created_at=NOW, scene=scene),
+               distributor=distributor, state=state, args=args)
+
+
+def text(content: str, msg_id: int = 1) -> Incoming:
+    return Incoming(openid="oUser", account="gh", kind="text", create_time=1, msg_id=msg_id, content=content)
+
+
+def event(name: str, key: str = "") -> Incoming:
+    return Incoming(openid="oUser", account="gh", kind="event", create_time=1, event=name, event_key=key)
+
+
+def distributor(status: str = "active") -> Distributor:
+    return Distributor(id=1, code="K7QF2M", openid="oUser", phone="13800138000", name="张三", rank="junior",
+                       status=status, registered_at=NOW)
+
+
+# ---- split_command -------------------------------------------------------------------------------
+@pytest.mark.parametrize("text_,words,expected", [
+    ("注册", ("注册", "register"), ""),
+    ("注册 K7QF2M", ("注册", "register"), "K7QF2M"),
+    ("注册K7QF2M", ("注册", "register"), "K7QF2M"),
+    ("  注册   K7QF2M  ", ("注册", "register"), "K7QF2M"),
+    ("register K7QF2M", ("注册", "register"), "K7QF2M"),
+    ("REGISTER k7qf2m", ("注册", "register"), "k7qf2m"),
+    ("/register", ("注册", "register"), ""),
+    ("/注册", ("注册", "register"), ""),
+    ("registerK7QF2M", ("注册", "register"), None),  # English words need a space
+    ("registered", ("注册", "register"), None),
+    ("提现 12.50", ("提现", "withdraw"), "12.50"),
+    ("withdraw\t12.50", ("提现", "withdraw"), "12.50"),
+    ("我要注册", ("注册", "register"), None),
+    ("", ("注册", "register"), None),
+    ("/", ("注册", "register"), None),
+])
+def test_split_command(text_: str, words: tuple[str, ...], expected: str | None) -> None:
+    assert split_command(text_, words) == expected
+
+
+# ---- Dispatch ------------------------------------------------------------------------------------
+def routers(log: list[str]) -> list[Router]:
+    first, second, last = Router("first"), Router("second"), Router("last")
+
+    @first.command("海报", "poster", menu=MenuKey.POSTER)
+    async def on_poster(msg: Incoming, ctx: Ctx) -> Text:
+        log.append("first.poster:" + ctx.args)
+        return Text("poster")
+
+    @second.command("海报", "poster")
+    async def shadowed(msg: Incoming, ctx: Ctx) -> Text:
+        log.append("second.poster")
+        return Text("never")
+
+    @second.command("注册", "register")
+    async def on_register(msg: Incoming, ctx: Ctx) -> Text:
+        log.append("register")
+        ctx.set_state("step", {"n": 1})
+        return Text("step 1")
+
+    @second.state("step")
+    async def on_step(msg: Incoming, ctx: Ctx) -> Text:
+        log.append("step:" + msg.content)
+        return Text("step 2")
+
+    @second.event("subscribe", "subscribe_scan")
+    async def on_follow(msg: Incoming, ctx: Ctx) -> Text:
+        log.append("follow:" + msg.event_key)
+        return Text("welcome")
+
+    @last.fallback
+    async def fallback(msg: Incoming, ctx: Ctx) -> Text | None:
+        log.append("fallback:" + msg.kind)
+        return None if msg.kind == "event" else Text("help")
+
+    return [first, second, last]
+
+
+def state(name: str = "step", expires_in: timedelta = timedelta(minutes=10)) -> ConversationState:
+    return ConversationState(openid="oUser", state=name, data={}, expires_at=NOW + expires_in)
+
+
+def test_dispatch_needs_exactly_one_fallback() -> None:
+    with pytest.raises(ValueError):
+        Dispatch([Router("a")])
+    a, b = Router("a"), Router("b")
+    a.fallback(help_handlers.on_anything_else)
+    b.fallback(help_handlers.on_anything_else)
+    with pytest.raises(ValueError):
+        Dispatch([a, b])
+
+
+async def test_the_first_router_with_a_word_wins_and_gets_the_arguments() -> None:
+    log: list[str] = []
+    d = Dispatch(routers(log))
+    assert await d.route(text("海报 SKU-1"), make_ctx()) == Text("poster")
+    assert log == ["first.poster:SKU-1"]
+
+
+async def test_a_menu_click_routes_by_key_and_leaves_any_conversation() -> None:
+    log: list[str] = []
+    d = Dispatch(routers(log))
+    s = state()
+    session = FakeSession()
+    ctx = make_ctx(session=session, state=s)
+    assert await d.route(event("click", "POSTER"), ctx) == Text("poster")
+    assert ctx.state is None and session.deleted == [s]
+
+
+async def test_an_unknown_click_gets_no_answer() -> None:
+    log: list[str] = []
+    assert await Dispatch(routers(log)).route(event("click", "NOPE"), make_ctx()) is None
+    assert log == []  # no "click" event handler: nothing answers, nothing runs
+
+
+async def test_events_route_by_name() -> None:
+    log: list[str] = []
+    d = Dispatch(routers(log))
+    assert await d.route(event("subscribe_scan", "K7QF2M"), make_ctx()) == Text("welcome")
+    assert await d.route(event("view", "http://x"), make_ctx()) is None
+    assert log == ["follow:K7QF2M"]
+
+
+async def test_a_conversation_state_takes_plain_text() -> None:
+    log: list[str] = []
+    d = Dispatch(routers(log))
+    ctx = make_ctx()
+    assert await d.route(text("注册"), ctx) == Text("step 1")
+    assert ctx.state is not None and ctx.state.state == "step"
+    assert await d.route(text("13800138000"), ctx) == Text("step 2")
+    assert log == ["register", "step:13800138000"]
+
+
+@pytest.mark.parametrize("word", sorted(CANCEL_WORDS) + ["取消 ", "CANCEL"])
+async def test_cancel_leaves_any_state(word: str) -> None:
+    log: list[str] = []
+    d = Dispatch(routers(log))
+    s = state()
+    session = FakeSession()
+    ctx = make_ctx(session=session, state=s)
+    reply = await d.route(text(word.strip()), ctx)
+    assert isinstance(reply, Text) and "已取消" in reply.content
+    assert ctx.state is None and session.deleted == [s]
+    assert log == []
+
+
+async def test_cancel_without_state_is_just_text() -> None:
+    log: list[str] = []
+    assert await Dispatch(routers(log)).route(text("取消"), make_ctx()) == Text("help")
+    assert log == ["fallback:text"]
+
+
+async def test_a_command_in_the_middle_of_a_conversation_leaves_it() -> None:
+    log: list[str] = []
+    s = state()
+    ctx = make_ctx(state=s)
+    assert await Dispatch(routers(log)).route(text("poster"), ctx) == Text("poster")
+    assert ctx.state is None
+
+
+async def test_an_expired_state_is_forgotten() -> None:
+    log: list[str] = []
+    s = state(expires_in=-timedelta(seconds=1))
+    session = FakeSession()
+    ctx = make_ctx(session=session, state=s)
+    assert await Dispatch(routers(log)).route(text("13800138000"), ctx) == Text("help")
+    assert ctx.state is None and session.deleted == [s]
+    assert log == ["fallback:text"]
+
+
+async def test_set_state_creates_then_updates_one_row() -> None:
+    session = FakeSession()
+    ctx = make_ctx(session=session)
+    ctx.set_state("a", {"x": 1})
+    first = ctx.state
+    ctx.set_state("b", {"y": 2}, ttl=timedelta(minutes=5))
+    assert ctx.state is first and len(session.added) == 1
+    assert (first.state, first.data, first.expires_at) == ("b", {"y": 2}, NOW + timedelta(minutes=5))
+
+
+async def test_after_commit_collects_followups() -> None:
+    ctx = make_ctx()
+
+    async def work() -> Text:
+        return Text("later")
+    ctx.after_commit(work)
+    assert ctx.followups == [work]
+
+
+def test_dedupe_keys() -> None:
+    assert text("x", msg_id=42).dedupe_key == "m:42"
+    e = event("subscribe_scan", "K7QF2M")
+    assert e.dedupe_key == "e:oUser:1:subscribe_scan:K7QF2M"
+    assert event("subscribe").dedupe_key != event("unsubscribe").dedupe_key
+    assert len(event("click", "K" * 500).dedupe_key) <= 160
+    assert not event("unsubscribe").interactive and text("x").interactive
+
+
+# ---- handlers with a fake ctx --------------------------------------------------------------------
+async def test_help_handler() -> None:
+    reply = await help_handlers.on_help(text("帮助"), make_ctx())
+    assert reply == Text(help_handlers.HELP)
+    for word in ("注册", "海报", "提现", "register", "withdraw"):
+        assert word in reply.content
+
+
+async def test_fallback_answers_text_and_other_messages_but_not_events() -> None:
+    assert await help_handlers.on_anything_else(text("你好"), make_ctx()) == Text(help_handlers.HELP)
+    image = Incoming(openid="oUser", account="gh", kind="image", create_time=1, msg_id=2)
+    reply = await help_handlers.on_anything_else(image, make_ctx())
+    assert isinstance(reply, Text) and "文字" in reply.content
+    assert await help_handlers.on_anything_else(event("view", "http://x"), make_ctx()) is None
+
+
+async def test_upcoming_handler_promises_nothing() -> None:
+    reply = await upcoming.on_upcoming(text("海报"), make_ctx())
+    assert "即将上线" in reply.content and "¥" not in reply.content
+
+
+async def test_register_handler_for_a_distributor() -> None:
+    reply = await registration.on_register(text("注册"), make_ctx(distributor=distributor()))
+    assert "已经是分销员" in reply.content and "K7QF2M" in reply.content
+    reply = await registration.on_register(text("注册"), make_ctx(distributor=distributor("exited")))
+    assert "已退出" in reply.content
+
+
+@pytest.mark.parametrize("typed", ["abc", "ABCDE0", "TOOLONGCODE", "K7QF2"])
+async def test_register_handler_refuses_a_malformed_code_without_a_query(typed: str) -> None:
+    ctx = make_ctx(args=typed)
+    reply = await registration.on_register(text("注册 " + typed), ctx)
+    assert "不存在" in reply.content
+    assert ctx.state is None
+
+
+async def test_register_handler_without_code_asks_for_the_phone() -> None:
+    session = FakeSession()
+    ctx = make_ctx(session=session)
+    reply = await registration.on_register(text("注册"), ctx)
+    assert "手机号" in reply.content and "邀请人：无" in reply.content
+    assert ctx.state is not None and ctx.state.state == registration.WAITING_PHONE
+    assert ctx.state.data == {"inviter": None}
+
+
+async def test_register_handler_uses_the_scene_and_masks_the_inviter() -> None:
+    inviter = Distributor(id=7, code="ABCDEF", openid="oA", phone="13900139000", name="欧阳娜娜",
+                          rank="junior", status="active", registered_at=NOW)
+    session = FakeSession(inviter)
+    ctx = make_ctx(session=session, scene="ABCDEF")
+    reply = await registration.on_register(text("注册"), ctx)
+    assert "欧***（ABCDEF）" in reply.content and "娜娜" not in reply.content
+    assert ctx.state.data == {"inviter": "ABCDEF"}
+
+
+@pytest.mark.parametrize("content", ["12345", "1380013800", "10800138000", "phone"])
+async def test_phone_step_refuses_malformed_numbers_without_a_query(content: str) -> None:
+    ctx = make_ctx(state=state(registration.WAITING_PHONE))
+    reply = await registration.on_phone(text(content), ctx)
+    assert "格式不对" in reply.content
+    assert ctx.state.state == registration.WAITING_PHONE
+
+
+async def test_phone_step_moves_on_to_the_name() -> None:
+    s = state(registration.WAITING_PHONE)
+    s.data = {"inviter": None}
+    ctx = make_ctx(session=FakeSession(None), state=s)
+    reply = await registration.on_phone(text("+86 138-0013-8000"), ctx)
+    assert "姓名" in reply.content and "13800138000" not in reply.content
+    assert ctx.state.state == registration.WAITING_NAME
+    assert ctx.state.data == {"inviter": None, "phone": "13800138000"}
+
+
+@pytest.mark.parametrize("name", ["张", "张" * 21, "123", "张三!"])
+async def test_name_step_refuses_without_a_query(name: str) -> None:
+    ctx = make_ctx(state=state(registration.WAITING_NAME))
+    reply = await registration.on_name(text(name), ctx)
+    assert "姓名需为" in reply.content
+
+
+# ---- replies and the menu ------------------------------------------------------------------------
+@pytest.mark.parametrize("reply", [Text("你好 ¥1,234.56"), Image("media-1"),
+                                   News((Article("标题", "描述", "http://x", "http://y.jpg"), Article("二")))])
+def test_replies_round_trip_through_json(reply: Any) -> None:
+    assert from_json(to_json(reply)) == reply
+
+
+def test_render_shows_a_single_article_and_says_success_for_nothing() -> None:
+    assert render(None, account="gh", openid="o") == "success"
+    xml = render(News((Article("一"), Article("二"))), account="gh", openid="oUser")
+    fields = xmltodict.parse(xml)["xml"]
+    assert fields["ArticleCount"] == "1" and fields["ToUserName"] == "oUser" and fields["FromUserName"] == "gh"
+
+
+def test_menu_uses_every_key_once_within_wechat_limits() -> None:
+    payload = menu_payload()
+    assert 1 <= len(payload["button"]) <= 3
+    keys = [s["key"] for b in payload["button"] for s in b["sub_button"]]
+    assert all(1 <= len(b["sub_button"]) <= 5 for b in payload["button"])
+    assert sorted(keys) == sorted(k.value for k in MenuKey)
+    assert len(MENU) == len(payload["button"])

@@ -1,0 +1,277 @@
+"""WeChat delivers again what it thinks went unanswered: every update is processed once and every
+delivery of it answered alike; a reply slower than the deadline goes out later, once."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+
+from bot import features
+from bot.chat import Ctx, Dispatch, Incoming, Router
+from bot.replies import Later, Text
+from bot.sandbox.platform import Platform, SimUser
+from bot.typedefs import DISPATCHER, OUTBOX, SESSIONMAKER
+from storage.models import Distributor, OutboxMessage, ProcessedMessage
+from tests.conftest import Harness, make_config
+
+
+async def deliver(h: Harness, fields: dict[str, Any]) -> dict[str, Any] | None:
+    """One delivery of exactly these fields (a retry keeps MsgId/CreateTime), freshly signed."""
+    assert h.http is not None
+    query, body = h.platform.envelope(fields)
+    async with h.http.post(h.url + "/wechat", params=query, data=body) as resp:
+        assert resp.status == 200
+        return h.platform.open_reply(await resp.read())
+
+
+async def count(h: Harness, model: Any, *where: Any) -> int:
+    async with h.app[SESSIONMAKER]() as session:
+        return await session.scalar(select(func.count()).select_from(model).where(*where))
+
+
+async def up_to_name_step(h: Harness, user: SimUser, phone: str = "13800138000") -> dict[str, Any]:
+    await h.follow(user)
+    await h.say(user, "注册")
+    await h.say(user, phone)
+    return h.platform.message_fields(user, "text", content="张三")
+
+
+async def test_same_msgid_twice_in_a_row_is_processed_once(harness: Harness) -> None:
+    user = harness.user()
+    fields = await up_to_name_step(harness, user)
+    first = await deliver(harness, fields)
+    second = await deliver(harness, fields)
+    assert first is not None and "注册成功" in first["content"]
+    assert second == first
+    assert await count(harness, Distributor) == 1
+    assert await count(harness, ProcessedMessage, ProcessedMessage.key == f"m:{fields['MsgId']}") == 1
+
+
+async def test_same_msgid_twice_at_once_is_processed_once(harness: Harness) -> None:
+    user = harness.user()
+    fields = await up_to_name_step(harness, user)
+    replies = await asyncio.gather(*(deliver(harness, fields) for _ in range(3)))
+    assert replies[0] is not None and "注册成功" in replies[0]["content"]
+    assert replies[1] == replies[0] and replies[2] == replies[0]
+    assert await count(harness, Distributor) == 1
+
+
+async def test_dedupe_hits_are_counted(harness: Harness) -> None:
+    user = harness.user()
+    fields = harness.platform.message_fields(user, "text", content="帮助")
+    await harness.follow(user)
+    await deliver(harness, fields)
+    await deliver(harness, fields)
+    assert harness.http is not None
+    async with harness.http.get(harness.url + "/metrics") as resp:
+        text = await resp.text()
+    hits = [line for line in text.splitlines() if line.startswith("distbot_dedupe_hits_total")]
+    assert hits and float(hits[0].split()[-1]) >= 1
+
+
+async def test_events_are_deduped_by_sender_time_and_event(harness: Harness) -> None:
+    alice, bob = harness.user(), harness.user()
+    code = await harness.register(alice, "13800138000", "张三")
+    fields = harness.platform.message_fields(bob, "subscribe", scene=code)
+    bob.subscribed = True
+    first = await deliver(harness, fields)
+    second = await deliver(harness, fields)
+    assert first is not None and "张*" in first["content"]
+    assert second == first
+    keys = f"e:{bob.openid}:%"
+    assert await count(harness, ProcessedMessage, ProcessedMessage.key.like(keys)) == 1
+    # Another event from the same follower in another second is a new update.
+    later = {**fields, "CreateTime": str(int(fields["CreateTime"]) + 1)}
+    await deliver(harness, later)
+    assert await count(harness, ProcessedMessage, ProcessedMessage.key.like(keys)) == 2
+    # The same second but another event is a new update too.
+    await deliver(harness, {**fields, "Event": "unsubscribe", "EventKey": ""})
+    assert await count(harness, ProcessedMessage, ProcessedMessage.key.like(keys)) == 3
+
+
+async def test_retry_after_a_restart_is_answered_from_the_store(harness: Harness) -> None:
+    user = harness.user()
+    fields = await up_to_name_step(harness, user)
+    first = await deliver(harness, fields)
+    assert first is not None and "注册成功" in first["content"]
+    await harness.restart()
+    again = await deliver(harness, fields)
+    assert again == first
+    assert await count(harness, Distributor) == 1
+    assert await count(harness, ProcessedMessage, ProcessedMessage.key == f"m:{fields['MsgId']}") == 1
+
+
+async def test_retried_registration_step_changes_state_once(harness: Harness) -> None:
+    # "注册" delivered twice must not restart the conversation on the second delivery.
+    user = harness.user()
+    await harness.follow(user)
+    fields = harness.platform.message_fields(user, "text", content="注册")
+    first = await deliver(harness, fields)
+    assert first is not None and "手机号" in first["content"]
+    assert "姓名" in await harness.say(user, "13800138000")
+    again = await deliver(harness, fields)
+    assert again == first
+    reply = await harness.say(user, "张三")
+    assert "注册成功" in reply
+
+
+# ---- replies slower than the deadline -------------------------------------------------------
+SLOW_SECONDS = 0.8
+
+
+def _slow_dispatch(calls: list[str], release: asyncio.Event) -> Any:
+    slow = Router("slow-test")
+
+    @slow.command("等", "wait")
+    async def on_wait(msg: Incoming, ctx: Ctx) -> Later:
+        calls.append(msg.content)
+
+        async def work() -> Text:
+            await release.wait()
+            return Text("等到了：" + msg.content)
+        return Later(work)
+
+    @slow.command("慢", "slow")
+    async def on_slow(msg: Incoming, ctx: Ctx) -> Text:
+        calls.append(msg.content)
+        await asyncio.sleep(SLOW_SECONDS)
+        return Text("慢回复：" + msg.content)
+
+    @slow.command("迟", "later")
+    async def on_later(msg: Incoming, ctx: Ctx) -> Later:
+        calls.append(msg.content)
+
+        async def work() -> Text:
+            await asyncio.sleep(SLOW_SECONDS)
+            return Text("迟到的图片说明：" + msg.content)
+        return Later(work)
+
+    return lambda: Dispatch([slow, *features.routers()])
+
+
+@pytest.fixture
+async def slow_harness(db_url: str, platform: Platform, wechat_server: Any,
+                       monkeypatch: pytest.MonkeyPatch) -> Any:
+    calls: list[str] = []
+    release = asyncio.Event()
+    monkeypatch.setattr(features, "dispatch", _slow_dispatch(calls, release))
+    h = Harness(make_config(db_url), platform, wechat_server, reply_deadline=0.3)
+    await h.start()
+    h.calls = calls  # type: ignore[attr-defined]
+    h.release = release  # type: ignore[attr-defined]
+    yield h
+    await h.close()
+
+
+@pytest.mark.parametrize("command", ["慢 一", "迟 二"], ids=["slow-handler", "later-work"])
+async def test_slow_reply_answers_success_then_arrives_through_customer_service(slow_harness: Harness,
+                                                                               command: str) -> None:
+    h = slow_harness
+    user = h.user()
+    await h.follow(user)
+    assert await h.say(user, command) == ""  # "success": nothing passive
+    item = await h.platform.wait_for(user.openid, lambda i: i.get("from") == "bot" and i["via"] == "custom")
+    assert item["type"] == "text" and item["content"].endswith(command.split()[1])
+    custom = [c for c in h.platform.calls if c[0] == "message/custom/send"]
+    assert len(custom) == 1 and custom[0][1]["touser"] == user.openid
+
+
+@pytest.mark.parametrize("command", ["慢 三", "迟 四"], ids=["slow-handler", "later-work"])
+async def test_retry_of_a_late_reply_does_not_deliver_it_twice(slow_harness: Harness, command: str) -> None:
+    h = slow_harness
+    user = h.user()
+    await h.follow(user)
+    fields = h.platform.message_fields(user, "text", content=command)
+    assert await deliver(h, fields) is None
+    await h.platform.wait_for(user.openid, lambda i: i.get("via") == "custom")
+    # WeChat retries (it may: the first answer can be lost): the handler does not run again and
+    # the user does not get the same reply a second time, passively or otherwise.
+    again = await deliver(h, fields)
+    await asyncio.sleep(0.3)
+    assert h.calls == [command]  # type: ignore[attr-defined]
+    custom = [c for c in h.platform.calls if c[0] == "message/custom/send"]
+    assert len(custom) == 1
+    assert again is None
+
+
+async def test_retry_while_the_slow_reply_is_still_running_gets_it_passively(slow_harness: Harness) -> None:
+    h = slow_harness
+    user = h.user()
+    await h.follow(user)
+    fields = h.platform.message_fields(user, "text", content="等 五")
+    assert await deliver(h, fields) is None  # the first delivery gives up waiting (deadline 0.3 s)
+    retry = asyncio.create_task(deliver(h, fields))  # arrives while the work runs, waits for it
+    dispatcher = h.app[DISPATCHER]
+    while (p := dispatcher._inflight.get(f"m:{fields['MsgId']}")) is None or p.waiters < 1:
+        await asyncio.sleep(0.005)
+    h.release.set()  # type: ignore[attr-defined]
+    reply = await retry
+    assert reply is not None and reply["content"] == "等到了：等 五"
+    await asyncio.sleep(0.3)
+    assert h.calls == ["等 五"]  # type: ignore[attr-defined]
+    assert await count(h, OutboxMessage) == 0  # answered passively, nothing to send later
+
+
+# ---- two processes on one database ----------------------------------------------------------------
+async def test_two_processes_receiving_the_same_delivery_process_it_once(harness: Harness, db_url: str,
+                                                                         wechat_server: Any) -> None:
+    other = Harness(make_config(db_url), harness.platform, wechat_server, reply_deadline=2.0)
+    await other.start()
+    try:
+        user = harness.user()
+        fields = await up_to_name_step(harness, user)
+        assert harness.http is not None
+        # WeChat's retry lands on the other process while the first is still at it.
+        first, second = await asyncio.gather(deliver(harness, fields), deliver(other, fields))
+        assert first is not None and "注册成功" in first["content"]
+        assert second == first
+        assert await count(harness, Distributor) == 1
+    finally:
+        await other.close()
+
+
+async def test_two_processes_racing_on_events_and_messages(harness: Harness, db_url: str,
+                                                           wechat_server: Any) -> None:
+    other = Harness(make_config(db_url), harness.platform, wechat_server, reply_deadline=2.0)
+    await other.start()
+    try:
+        for _ in range(5):
+            user = harness.user()
+            user.subscribed = True
+            follow = harness.platform.message_fields(user, "subscribe")
+            a, b = await asyncio.gather(deliver(harness, follow), deliver(other, follow))
+            assert a == b and a is not None and "欢迎关注" in a["content"]
+            text = harness.platform.message_fields(user, "text", content="帮助")
+            a, b = await asyncio.gather(deliver(other, text), deliver(harness, text))
+            assert a == b and a is not None and "分销员助手" in a["content"]
+    finally:
+        await other.close()
+
+
+async def test_a_failure_while_sending_a_late_reply_does_not_stop_the_bot(slow_harness: Harness,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    h = slow_harness
+    user = h.user()
+    await h.follow(user)
+    outbox = h.app[OUTBOX]
+    original = outbox.enqueue
+    failures = []
+
+    async def flaky_enqueue(session: Any, key: str, *args: Any, **kw: Any) -> None:
+        if key.startswith("late:") and not failures:
+            failures.append(key)
+            raise ConnectionResetError("the database went away for a moment")
+        await original(session, key, *args, **kw)
+
+    monkeypatch.setattr(outbox, "enqueue", flaky_enqueue)
+    assert await h.say(user, "慢 六") == ""
+    await asyncio.sleep(SLOW_SECONDS + 0.2)
+    assert failures
+    # Later updates are still processed, passively and late.
+    assert "分销员助手" in await h.say(user, "帮助")
+    assert await h.say(user, "慢 七") == ""
+    item = await h.platform.wait_for(user.openid, lambda i: i.get("via") == "custom" and "七" in i["content"])
+    assert item["content"].endswith("七")

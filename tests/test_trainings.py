@@ -1,0 +1,59 @@
+"""Training material: 培训 lists what the distributor's rank may read, with links to pages that
+render the pack's Markdown safely."""
+
+from __future__ import annotations
+
+import re
+
+from content.pages import markdown_html
+from handlers.help import NOT_REGISTERED
+from tests.conftest import Harness
+from tests.test_packs_support import demo, small_pack, upload, zip_of
+
+
+def test_markdown_escapes_raw_html_and_unsafe_links() -> None:
+    html, pictures = markdown_html('<script>alert(1)</script>\n\n<img src=x onerror=alert(1)> '
+                                   '[a](javascript:alert(1)) [b](https://ok.test) ![p](../images/a.png)',
+                                   base="trainings", resolve=lambda p: "/c/1/" + p)
+    assert "<script>" not in html and "&lt;script&gt;" in html and "<img src=x" not in html
+    assert "javascript:" not in html and 'href="https://ok.test"' in html
+    assert 'src="/c/1/images/a.png"' in html and pictures == ["images/a.png"]
+
+
+async def test_training_links_to_pages_for_the_rank(harness: Harness) -> None:
+    user = harness.user()
+    assert await harness.say(user, "培训") == NOT_REGISTERED
+    await harness.register(user, "13800138000", "赵敏")
+    assert "还没有适合您等级的培训资料" in await harness.say(user, "培训")
+    assert (await upload(harness, demo()))[0] == 201
+
+    reply = await harness.say(user, "培训")
+    assert "新人第一课" in reply and "推广规范" in reply and "黄金合伙人进阶" not in reply  # gold only
+    urls = re.findall(r"https?://\S+", reply)
+    assert len(urls) == 2 and all(u.startswith(harness.config.server.public_url + "/t/") for u in urls)
+    assert harness.http is not None
+    path = urls[0].removeprefix(harness.config.server.public_url)
+    async with harness.http.get(harness.url + path) as resp:
+        page = await resp.text()
+        assert resp.status == 200 and resp.content_type == "text/html"
+    assert "<h1>新人第一课：三步开始推广</h1>" in page and "第一步：领取专属海报" in page and "<table>" in page
+    picture = re.search(r'src="[^"]*(/c/\d+/images/sku1\.jpg)"', page)
+    assert picture is not None
+    async with harness.http.get(harness.url + picture.group(1)) as resp:
+        assert resp.status == 200 and resp.content_type == "image/jpeg"
+    async with harness.http.get(harness.url + "/t/999/none") as resp:
+        assert resp.status == 404
+
+
+async def test_single_training_is_a_news_article_and_raw_html_is_escaped(harness: Harness) -> None:
+    user = harness.user()
+    await harness.register(user, "13900139000", "周芷若")
+    assert (await upload(harness, zip_of(small_pack())))[0] == 201
+    reply = await harness.click(user, "TRAINING")
+    assert reply is not None and reply["type"] == "news", reply
+    [article] = reply["articles"]
+    assert article["title"] == "新人第一课" and "第一步" in article["description"]
+    assert harness.http is not None
+    async with harness.http.get(harness.url + article["url"].removeprefix(harness.config.server.public_url)) as resp:
+        page = await resp.text()
+    assert resp.status == 200 and "&lt;script&gt;alert(1)&lt;/script&gt;" in page and "<script>" not in page
