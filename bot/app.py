@@ -147,4 +147,5 @@ async def _count_requests(request: web.Request, handler) -> web.StreamResponse: 
     finally:
         resource = request.match_info.route.resource
         route = resource.canonical if resource is not None else "unmatched"
-        request.app[METRICS].requests.labels(route, request.method, str(status)).inc()
+        metrics = request.app[METRICS]
+        metrics.child(metrics.requests, route, request.method, str(status)).inc()

@@ -56,11 +56,14 @@ class Ctx:
     wechat: WeChatAPI
     outbox: Outbox
     now: datetime
-    follower: Follower
+    openid: str
     distributor: Distributor | None
     state: ConversationState | None
     args: str = ""  # what follows a text command, trimmed
     followups: list[Callable[[], Awaitable[Reply | None]]] = field(default_factory=list)
+    prefetched: Any = None  # this distributor's part of the command's batch prefetch, if any
+    # Process-local memory for the app's lifetime, shared by all updates (namespaced keys).
+    memo: dict[str, Any] = field(default_factory=dict)
     # For Later work, which runs after the update's transaction and opens its own short sessions.
     sessionmaker: async_sessionmaker[AsyncSession] | None = None
 
@@ -71,7 +74,7 @@ class Ctx:
 
     def set_state(self, name: str, data: dict[str, Any] | None = None, ttl: timedelta = STATE_TTL) -> None:
         if self.state is None:
-            self.state = ConversationState(openid=self.follower.openid, state=name, data=data or {},
+            self.state = ConversationState(openid=self.openid, state=name, data=data or {},
                                            expires_at=self.now + ttl)
             self.session.add(self.state)
         else:
@@ -85,6 +88,12 @@ class Ctx:
                 await self.session.delete(self.state)
             self.state = None
 
+    async def follower(self) -> Follower:
+        """The follower's row (loaded on demand: most updates never need it)."""
+        row = await self.session.get(Follower, self.openid)
+        assert row is not None  # the dispatcher adds every sender before routing
+        return row
+
     @property
     def active_distributor(self) -> Distributor | None:
         d = self.distributor
@@ -93,6 +102,8 @@ class Ctx:
 
 HandlerResult = Reply | Later | None
 Handler = Callable[[Incoming, Ctx], Awaitable[HandlerResult]]
+# (session, distributor ids, now) -> {distributor id: what the handler needs}
+Prefetch = Callable[[AsyncSession, list[int], datetime], Awaitable[dict[int, Any]]]
 
 
 @dataclass
@@ -105,12 +116,19 @@ class Router:
     events: dict[str, Handler] = field(default_factory=dict)
     states: dict[str, Handler] = field(default_factory=dict)
     fallback_handler: Handler | None = None
+    prefetchers: dict[Handler, Prefetch] = field(default_factory=dict)
 
-    def command(self, *words: str, menu: MenuKey | None = None) -> Callable[[Handler], Handler]:
+    def command(self, *words: str, menu: MenuKey | None = None,
+                prefetch: Prefetch | None = None) -> Callable[[Handler], Handler]:
+        """A text command (and its menu key). `prefetch` loads, once for a whole group commit,
+        what the handler needs for every distributor in it; the handler finds its part in
+        ctx.prefetched (None when the handler runs without it)."""
         def register(fn: Handler) -> Handler:
             self.commands.append((tuple(w.lower() for w in words), fn))
             if menu is not None:
                 self.menu_keys[menu.value] = fn
+            if prefetch is not None:
+                self.prefetchers[fn] = prefetch
             return fn
         return register
 
@@ -152,6 +170,24 @@ def split_command(text: str, words: Iterable[str]) -> str | None:
     return None
 
 
+@dataclass(frozen=True)
+class Route:
+    """What an update will run: the handler, the command's arguments, whether it leaves the
+    follower's conversation state."""
+
+    handler: Handler
+    args: str = ""
+    leaves_state: bool = False
+
+
+async def _on_cancel(msg: Incoming, ctx: Ctx) -> Text:
+    return Text("已取消。需要帮助请回复“帮助”。")
+
+
+async def _ignore(msg: Incoming, ctx: Ctx) -> None:
+    return None
+
+
 class Dispatch:
     """Routes an update through the routers, in the explicit order they were given."""
 
@@ -161,6 +197,7 @@ class Dispatch:
         self._menu = {k: fn for r in self.routers for k, fn in r.menu_keys.items()}
         self._events = {k: fn for r in self.routers for k, fn in r.events.items()}
         self._states = {k: fn for r in self.routers for k, fn in r.states.items()}
+        self.prefetchers = {fn: pf for r in self.routers for fn, pf in r.prefetchers.items()}
         fallbacks = [r.fallback_handler for r in self.routers if r.fallback_handler]
         if len(fallbacks) != 1:
             raise ValueError("exactly one router must define the fallback handler")
@@ -173,27 +210,34 @@ class Dispatch:
                 return fn, args
         return None
 
-    async def route(self, msg: Incoming, ctx: Ctx) -> HandlerResult:
-        if ctx.state is not None and ctx.state.expires_at <= ctx.now:
-            await ctx.clear_state()
+    def resolve(self, msg: Incoming, state: str | None) -> Route:
+        """The route for an update, given the follower's live conversation state (no I/O)."""
         if msg.kind == "event":
             if msg.event == "click" and msg.event_key in self._menu:
-                await ctx.clear_state()
-                return await self._menu[msg.event_key](msg, ctx)
-            handler = self._events.get(msg.event)
-            return await handler(msg, ctx) if handler else None
+                return Route(self._menu[msg.event_key], leaves_state=True)
+            return Route(self._events.get(msg.event, _ignore))
         if msg.kind == "text":
-            if ctx.state is not None and msg.content.lower() in CANCEL_WORDS:
-                await ctx.clear_state()
-                return Text("已取消。需要帮助请回复“帮助”。")
+            if state is not None and msg.content.lower() in CANCEL_WORDS:
+                return Route(_on_cancel, leaves_state=True)
             matched = self.match_command(msg.content)
-            in_state = ctx.state is not None and ctx.state.state in self._states
+            in_state = state in self._states
             # Inside a conversation only a bare command word leaves it: "Top Lee" is a name.
             if matched is not None and not (in_state and matched[1]):
-                await ctx.clear_state()
-                fn, ctx.args = matched
-                return await fn(msg, ctx)
+                return Route(matched[0], matched[1], leaves_state=True)
             if in_state:
-                assert ctx.state is not None
-                return await self._states[ctx.state.state](msg, ctx)
-        return await self._fallback(msg, ctx)
+                assert state is not None
+                return Route(self._states[state])
+        return Route(self._fallback)
+
+    @staticmethod
+    def live_state(ctx: Ctx) -> str | None:
+        return ctx.state.state if ctx.state is not None and ctx.state.expires_at > ctx.now else None
+
+    async def route(self, msg: Incoming, ctx: Ctx, route: Route | None = None) -> HandlerResult:
+        if ctx.state is not None and ctx.state.expires_at <= ctx.now:
+            await ctx.clear_state()
+        route = route or self.resolve(msg, self.live_state(ctx))
+        if route.leaves_state:
+            await ctx.clear_state()
+        ctx.args = route.args
+        return await route.handler(msg, ctx)

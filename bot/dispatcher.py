@@ -9,15 +9,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot.chat import Ctx, Dispatch, HandlerResult, Incoming
+from bot.chat import Ctx, Dispatch, Handler, HandlerResult, Incoming, Route
 from bot.config import Config
 from bot.metrics import Metrics
 from bot.outbox import Outbox
@@ -29,6 +33,9 @@ log = logging.getLogger(__name__)
 
 REPLY_DEADLINE_SECONDS = 4.0  # WeChat waits 5 s, then retries
 MAX_BATCH = 200
+# last_interaction_at (the 48-hour window) is kept to the minute: a write per message would cost
+# more than the whole reply, and an older value only errs towards the template fallback.
+INTERACTION_RESOLUTION = timedelta(minutes=1)
 Followup = Callable[[], Awaitable[Reply | None]]
 BUSY_TEXT = "系统繁忙，请稍后再试。"
 
@@ -39,6 +46,22 @@ class _Pending:
     future: asyncio.Future[Reply | None]
     waiters: int = 0
     received: float = field(default_factory=time.perf_counter)
+
+
+# The batch's statements, built once: constructing and keying them costs more than running them.
+_STORED = select(ProcessedMessage.key, ProcessedMessage.reply).where(
+    ProcessedMessage.key.in_(bindparam("keys", expanding=True)))
+_LAST_SEEN = select(Follower.openid, Follower.last_interaction_at).where(
+    Follower.openid.in_(bindparam("openids", expanding=True)))
+_DISTRIBUTORS = select(Distributor).where(Distributor.openid.in_(bindparam("openids", expanding=True)))
+_STATES = select(ConversationState).where(ConversationState.openid.in_(bindparam("openids", expanding=True)))
+_TOUCH = update(Follower.__table__).where(Follower.__table__.c.openid == bindparam("o")).values(
+    last_interaction_at=bindparam("at"))
+
+
+def _insert_ignore(session: AsyncSession, model: Any) -> Any:
+    insert_ = pg_insert if session.bind.dialect.name == "postgresql" else sqlite_insert
+    return insert_(model.__table__).on_conflict_do_nothing()
 
 
 class Dispatcher:
@@ -56,6 +79,7 @@ class Dispatcher:
         self._inflight: dict[str, _Pending] = {}
         self._wake = asyncio.Event()
         self._later_tasks: set[asyncio.Task[None]] = set()
+        self.memo: dict[str, Any] = {}  # handlers' process-local caches (Ctx.memo)
 
     # ---- the webhook side -----------------------------------------------------------------
     async def submit(self, msg: Incoming) -> Reply | None:
@@ -70,13 +94,25 @@ class Dispatcher:
         else:
             self._metrics.dedupe_hits.inc()
         pending.waiters += 1
+        # A plain future and a timer: cheaper than wait_for(shield(...)) on the hot path.
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[None] = loop.create_future()
+
+        def wake(_: object = None) -> None:
+            if not waiter.done():
+                waiter.set_result(None)
+
+        timer = loop.call_later(self.deadline, wake)
+        pending.future.add_done_callback(wake)
         try:
-            return await asyncio.wait_for(asyncio.shield(pending.future), self.deadline)
-        except TimeoutError:
-            if pending.future.done():
-                return pending.future.result()
-            pending.waiters -= 1
-            return None
+            await waiter
+        finally:
+            timer.cancel()
+            pending.future.remove_done_callback(wake)
+        if pending.future.done():
+            return pending.future.result()
+        pending.waiters -= 1
+        return None
 
     # ---- the worker side ------------------------------------------------------------------
     async def run(self) -> None:
@@ -104,6 +140,7 @@ class Dispatcher:
         followups: list[tuple[_Pending, list[Followup]]] = []
         try:
             outcomes = await self._run_batch(batch, followups)
+            self._outbox.wake_if_queued()
         except Exception as e:
             followups.clear()
             if len(batch) > 1:
@@ -133,7 +170,6 @@ class Dispatcher:
             task = asyncio.create_task(self._run_followups(p, works))
             self._later_tasks.add(task)
             task.add_done_callback(self._later_tasks.discard)
-        self._outbox.wake()
 
     async def _run_followups(self, p: _Pending, works: list[Followup]) -> None:
         for i, work in enumerate(works):
@@ -154,7 +190,7 @@ class Dispatcher:
         if not p.future.done():
             p.future.set_result(reply)
         outcome = "passive" if waiting else "late"
-        self._metrics.handler_latency.labels(outcome).observe(time.perf_counter() - p.received)
+        self._metrics.child(self._metrics.handler_latency, outcome).observe(time.perf_counter() - p.received)
         return waiting
 
     async def _finish_later(self, p: _Pending, later: Later) -> None:
@@ -184,6 +220,29 @@ class Dispatcher:
         self._metrics.late_replies.inc(len(late))
         self._outbox.wake()
 
+    def _plan(self, batch: list[_Pending], stored: dict[str, Any], distributors: dict[str, Distributor],
+              states: dict[str, ConversationState], now: datetime) -> dict[_Pending, Route]:
+        """Resolve the routes up front, so prefetches can load for the whole batch at once.
+
+        Only updates that are each one follower's only update in the batch are planned: an
+        earlier update may change the state or the distributor a later one routes on."""
+        counts = Counter(p.msg.openid for p in batch)
+        plans = {}
+        for p in batch:
+            if counts[p.msg.openid] == 1 and p.msg.dedupe_key not in stored:
+                s = states.get(p.msg.openid)
+                plans[p] = self._dispatch.resolve(p.msg, s.state if s is not None and s.expires_at > now else None)
+        return plans
+
+    async def _prefetch(self, session: AsyncSession, plans: dict[_Pending, Route],
+                        distributors: dict[str, Distributor], now: datetime) -> dict[Handler, dict[int, Any]]:
+        wanted: dict[Handler, list[int]] = defaultdict(list)
+        for p, route in plans.items():
+            d = distributors.get(p.msg.openid)
+            if d is not None and route.handler in self._dispatch.prefetchers:
+                wanted[route.handler].append(d.id)
+        return {fn: await self._dispatch.prefetchers[fn](session, ids, now) for fn, ids in wanted.items()}
+
     async def _run_batch(self, batch: list[_Pending],
                          followups: list[tuple[_Pending, list[Followup]]]) -> list[tuple[_Pending, HandlerResult]]:
         now = datetime.now(UTC)
@@ -191,14 +250,19 @@ class Dispatcher:
         openids = {p.msg.openid for p in batch}
         outcomes: list[tuple[_Pending, HandlerResult]] = []
         async with self._sessionmaker() as session, session.begin():
-            stored = dict((await session.execute(
-                select(ProcessedMessage.key, ProcessedMessage.reply).where(ProcessedMessage.key.in_(keys)))).all())
-            followers = {f.openid: f for f in await session.scalars(
-                select(Follower).where(Follower.openid.in_(openids)))}
-            distributors = {d.openid: d for d in await session.scalars(
-                select(Distributor).where(Distributor.openid.in_(openids)))}
-            states = {s.openid: s for s in await session.scalars(
-                select(ConversationState).where(ConversationState.openid.in_(openids)))}
+            # Core statements go straight to the connection: the ORM layer would only add cost.
+            conn = await session.connection()
+            stored = dict((await conn.execute(_STORED, {"keys": keys})).all())
+            last_seen = dict((await conn.execute(_LAST_SEEN, {"openids": list(openids)})).all())
+            newcomers = [{"openid": o, "subscribed": True, "created_at": now} for o in openids if o not in last_seen]
+            if newcomers:
+                await conn.execute(_insert_ignore(session, Follower), newcomers)
+            seen: list[dict[str, Any]] = []
+            distributors = {d.openid: d for d in await session.scalars(_DISTRIBUTORS, {"openids": list(openids)})}
+            states = {s.openid: s for s in await session.scalars(_STATES, {"openids": list(openids)})}
+            plans = self._plan(batch, stored, distributors, states, now)
+            prefetched = await self._prefetch(session, plans, distributors, now)
+            processed: list[dict[str, Any]] = []
             for p in batch:
                 msg = p.msg
                 if msg.dedupe_key in stored:
@@ -206,23 +270,30 @@ class Dispatcher:
                     reply_json = stored[msg.dedupe_key]
                     outcomes.append((p, from_json(reply_json) if reply_json else None))
                     continue
-                follower = followers.get(msg.openid)
-                if follower is None:
-                    follower = followers[msg.openid] = Follower(openid=msg.openid, subscribed=True, created_at=now)
-                    session.add(follower)
-                if msg.interactive:
-                    follower.last_interaction_at = now
+                last = last_seen.get(msg.openid)
+                if msg.interactive and (last is None or now - last > INTERACTION_RESOLUTION):
+                    last_seen[msg.openid] = now
+                    seen.append({"o": msg.openid})
+                distributor = distributors.get(msg.openid)
+                route = plans.get(p)
                 ctx = Ctx(session=session, config=self.config, wechat=self._wechat, outbox=self._outbox, now=now,
-                          follower=follower, distributor=distributors.get(msg.openid),
-                          state=states.get(msg.openid), sessionmaker=self._sessionmaker)
-                result = await self._dispatch.route(msg, ctx)
+                          openid=msg.openid, distributor=distributor, state=states.get(msg.openid),
+                          sessionmaker=self._sessionmaker, memo=self.memo)
+                if route is not None and distributor is not None:
+                    ctx.prefetched = prefetched.get(route.handler, {}).get(distributor.id)
+                result = await self._dispatch.route(msg, ctx, route)
                 distributors[msg.openid], states[msg.openid] = ctx.distributor, ctx.state
-                self._metrics.updates.labels(msg.event or msg.kind).inc()
+                self._metrics.child(self._metrics.updates, msg.event or msg.kind).inc()
                 stored_reply = None if result is None or isinstance(result, Later) else to_json(result)
-                session.add(ProcessedMessage(key=msg.dedupe_key, openid=msg.openid, reply=stored_reply,
-                                             created_at=now))
+                processed.append({"key": msg.dedupe_key, "openid": msg.openid, "reply": stored_reply,
+                                  "created_at": now})
                 stored[msg.dedupe_key] = stored_reply
                 outcomes.append((p, result))
                 if ctx.followups:
                     followups.append((p, ctx.followups))
+            if processed:
+                await session.flush()  # the handlers' rows first (foreign keys)
+                await conn.execute(insert(ProcessedMessage.__table__), processed)
+            if seen:
+                await conn.execute(_TOUCH, [{**o, "at": now} for o in seen])
         return outcomes

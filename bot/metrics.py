@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client import CONTENT_TYPE_LATEST as _CONTENT_TYPE
 
@@ -28,6 +30,16 @@ class Metrics:
                                      registry=r)
         self.batch_size = Histogram("distbot_batch_updates", "Updates committed per group commit",
                                     buckets=(1, 2, 5, 10, 20, 50, 100, 200), registry=r)
+
+        self._children: dict[tuple[Any, ...], Any] = {}
+
+    def child(self, metric: Any, *labels: str) -> Any:
+        """metric.labels(*labels), remembered: the lookup is a measurable cost per request."""
+        key = (id(metric), *labels)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*labels)
+        return found
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

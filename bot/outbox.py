@@ -25,6 +25,7 @@ from bot.config import Config
 from bot.metrics import Metrics
 from bot.replies import Reply, Text, from_json, to_json
 from bot.wechat_api import NOT_FOLLOWING, OUTSIDE_WINDOW, QUOTA_SPENT, WeChatAPI, WeChatError
+from storage.db import READ_ONLY
 from storage.models import OutboxMessage, OutboxStatus
 
 log = logging.getLogger(__name__)
@@ -111,6 +112,7 @@ class Outbox:
         self._wechat = wechat
         self._metrics = metrics
         self._wake = asyncio.Event()
+        self._queued = False
         self._interval = 1.0 / config.outbox.rate_per_second
         self._next_send = 0.0
 
@@ -127,14 +129,31 @@ class Outbox:
             next_attempt_at=at or now, created_at=now,
         ).on_conflict_do_nothing(index_elements=["key"])
         await session.execute(stmt)
+        self._queued = True
 
     async def enqueue_merged(self, session: AsyncSession, items: Sequence[Merge]) -> None:
         """Batched notices in the caller's transaction: see merge_notices."""
         if items:
             await session.run_sync(lambda s: merge_notices(s.connection(), items))
+            self._queued = True
 
     def wake(self) -> None:
         self._wake.set()
+
+    def wake_if_queued(self) -> None:
+        """Wake the worker when a transaction that just committed queued something."""
+        if self._queued:
+            self._queued = False
+            self._wake.set()
+
+    async def _any_due(self) -> bool:
+        """A read-only look (no write lock on SQLite) before claiming."""
+        async with self._sessionmaker() as session:
+            conn = await session.connection(execution_options=READ_ONLY)
+            return (await conn.scalar(
+                select(OutboxMessage.id).where(OutboxMessage.status == OutboxStatus.PENDING,
+                                               OutboxMessage.next_attempt_at <= datetime.now(UTC)).limit(1))
+                    is not None)
 
     # ---- the worker -----------------------------------------------------------------------
     async def run(self) -> None:
@@ -186,6 +205,8 @@ class Outbox:
         return sorted(rows, key=lambda r: r.id)
 
     async def drain_once(self) -> int:
+        if not await self._any_due():
+            return 0
         rows = await self.claim(self.config.outbox.batch_size)
         for i, row in enumerate(rows):
             delivery = None

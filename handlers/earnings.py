@@ -6,7 +6,9 @@ freeze after completion is over.
 from __future__ import annotations
 
 import asyncio
-from collections import defaultdict
+import time
+from collections import OrderedDict, defaultdict
+from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -28,7 +30,7 @@ from handlers.common import CHINA, china_time, yuan
 from handlers.commission_notices import settle_and_notify
 from handlers.order_events import COMMISSIONS, ORDERS
 from handlers.orders import require_active
-from storage.ledger import ENTRIES, Delta, apply_deltas, balance_of, is_postgres
+from storage.ledger import ENTRIES, Delta, apply_deltas, balances_of, is_postgres
 from storage.models_ledger import CommissionState, EntryKind
 from storage.queries import distributor_by_code
 
@@ -49,7 +51,50 @@ def daily_totals(rows: list[tuple[datetime, int]], today: date, days: int = CHAR
     return [(d, per_day.get(d, 0)) for d in (today - timedelta(days=i) for i in range(days - 1, -1, -1))]
 
 
-@router.command("收益", "earnings", menu=MenuKey.EARNINGS)
+def _since(now: datetime) -> datetime:
+    return min(rules.month_start(now), rules.day_start(now) - timedelta(days=CHART_DAYS - 1))
+
+
+_RECENT_EARNINGS = (select(ENTRIES.c.distributor_id, ENTRIES.c.created_at, ENTRIES.c.amount_fen)
+                    .where(ENTRIES.c.distributor_id.in_(bindparam("ids", expanding=True)),
+                           ENTRIES.c.created_at >= bindparam("since"), ENTRIES.c.kind.in_(EARNING_KINDS)))
+
+
+async def earnings_snapshot(session: AsyncSession, ids: list[int],
+                            now: datetime) -> dict[int, tuple[dict[str, int], list[tuple[datetime, int]]]]:
+    """Balances and the earnings entries since the month (or chart) start, for many distributors
+    in two queries: the dispatcher calls it once for every 收益 in a group commit."""
+    balances = await balances_of(session, ids)
+    rows: dict[int, list[tuple[datetime, int]]] = defaultdict(list)
+    conn = await session.connection()
+    for did, at, fen in (await conn.execute(_RECENT_EARNINGS, {"ids": ids, "since": _since(now)})).all():
+        rows[did].append((at, fen))
+    return {i: (balances[i], rows.get(i, [])) for i in ids}
+
+
+# A chart already sent is not sent again while it is the same picture; its upload is reused
+# while the media is valid. Process-local: another process at worst sends one more chart.
+CHART_REPEAT_SECONDS = 600
+CHART_MEDIA_SECONDS = 3 * 24 * 3600 - 2 * 3600
+_CHART_CACHE_SIZE = 10_000
+
+
+class ChartMemo:
+    """Charts sent lately (distributor, picture) and uploads still valid (picture -> media_id)."""
+
+    def __init__(self) -> None:
+        self.sent: OrderedDict[tuple[int, Any], float] = OrderedDict()
+        self.media: OrderedDict[Any, tuple[str, float]] = OrderedDict()
+
+    @staticmethod
+    def remember(cache: OrderedDict[Any, Any], key: Any, value: Any) -> None:
+        cache[key] = value
+        cache.move_to_end(key)
+        while len(cache) > _CHART_CACHE_SIZE:
+            cache.popitem(last=False)
+
+
+@router.command("收益", "earnings", menu=MenuKey.EARNINGS, prefetch=earnings_snapshot)
 async def on_earnings(msg: Incoming, ctx: Ctx) -> Text:
     refusal = require_active(ctx)
     if refusal is not None:
@@ -58,12 +103,7 @@ async def on_earnings(msg: Incoming, ctx: Ctx) -> Text:
     assert me is not None
     today = rules.day_start(ctx.now)
     month = rules.month_start(ctx.now)
-    since = min(month, today - timedelta(days=CHART_DAYS - 1))
-    balance = await balance_of(ctx.session, me.id)
-    rows = [(at, fen) for at, fen in (await ctx.session.execute(
-        select(ENTRIES.c.created_at, ENTRIES.c.amount_fen)
-        .where(ENTRIES.c.distributor_id == me.id, ENTRIES.c.created_at >= since,
-               ENTRIES.c.kind.in_(EARNING_KINDS)))).all()]
+    balance, rows = ctx.prefetched or (await earnings_snapshot(ctx.session, [me.id], ctx.now))[me.id]
     today_fen = sum(f for at, f in rows if at >= today)
     month_fen = sum(f for at, f in rows if at >= month)
     # Every entry that is not a withdrawal is an earning, so all-time earnings are the four
@@ -80,15 +120,30 @@ async def on_earnings(msg: Incoming, ctx: Ctx) -> Text:
     lines.append(f"回复“提现 金额”申请提现，单笔至少 {yuan(dist.min_withdraw_fen)}。")
     if rows or all_time:
         days = daily_totals(rows, today.date())
-        wechat = ctx.wechat
-
-        async def send_chart() -> Reply:
-            png = await asyncio.to_thread(render_earnings_chart, days)
-            return Image(await wechat.upload_image(png, "earnings.png", "image/png"))
-
-        ctx.after_commit(send_chart)
-        lines.append("近 30 天收益图马上发给您。")
+        digest = tuple(days)  # the picture itself is the key: no collision can swap two charts
+        memo = ctx.memo.setdefault("earnings.charts", ChartMemo())
+        clock = time.monotonic()
+        sent = memo.sent.get((me.id, digest))
+        if sent is not None and clock - sent < CHART_REPEAT_SECONDS:
+            lines.append("近 30 天收益图与刚才发给您的一样。")
+        else:
+            memo.remember(memo.sent, (me.id, digest), clock)
+            ctx.after_commit(_chart_sender(ctx.wechat, memo, days, digest))
+            lines.append("近 30 天收益图马上发给您。")
     return Text("\n".join(lines))
+
+
+def _chart_sender(wechat: Any, memo: ChartMemo, days: list[tuple[date, int]],
+                  digest: Any) -> Callable[[], Awaitable[Reply]]:
+    async def send_chart() -> Reply:
+        cached = memo.media.get(digest)
+        if cached is not None and cached[1] > time.monotonic():
+            return Image(cached[0])
+        png = await asyncio.to_thread(render_earnings_chart, days)
+        media_id = await wechat.upload_image(png, "earnings.png", "image/png")
+        memo.remember(memo.media, digest, (media_id, time.monotonic() + CHART_MEDIA_SECONDS))
+        return Image(media_id)
+    return send_chart
 
 
 # ---- /api/distributors/{code}/ledger ---------------------------------------------------------------

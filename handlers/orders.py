@@ -11,15 +11,12 @@ import asyncio
 import logging
 import weakref
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
-from types import SimpleNamespace
 from typing import Any
 
 from aiohttp import web
-from sqlalchemy import Connection, and_, create_engine, func, select
-from sqlalchemy.engine import make_url
+from sqlalchemy import and_, func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.api import ApiError, ApiRoutes, json_body, ok
@@ -33,7 +30,7 @@ from handlers import commission as rules
 from handlers.common import CHINA, china_time, yuan
 from handlers.help import NOT_REGISTERED
 from handlers.order_events import COMMISSIONS, EVENTS, ORDERS, EventIn, Rejected, apply_events, apply_events_sync
-from storage.db import SQLITE_BUSY_TIMEOUT_MS, _tune_sqlite
+from storage.db import SqliteWriter
 from storage.models import Distributor, DistributorStatus
 
 log = logging.getLogger(__name__)
@@ -190,38 +187,6 @@ class EventQueue:
         for item, result in zip(batch, results, strict=True):
             if not item.future.done():
                 item.future.set_result(result)
-
-
-class SqliteWriter:
-    """A synchronous engine on the app's SQLite file, used from one dedicated thread."""
-
-    def __init__(self, url: str):
-        self.engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
-                                    hide_parameters=True)
-        # The same connection set-up as the app's engine (WAL, busy timeout, BEGIN IMMEDIATE).
-        _tune_sqlite(SimpleNamespace(sync_engine=self.engine))  # type: ignore[arg-type]
-        self.thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="order-events")
-
-    @classmethod
-    def for_url(cls, url: str) -> SqliteWriter | None:
-        parsed = make_url(url)
-        if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
-            return None
-        return cls(str(parsed.set(drivername="sqlite+pysqlite")))
-
-    async def run(self, work: Callable[[Connection], Any]) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(self.thread, self._transaction, work)
-
-    def _transaction(self, work: Callable[[Connection], Any]) -> Any:
-        with self.engine.begin() as conn:
-            return work(conn)
-
-    def close(self) -> None:
-        try:
-            self.thread.submit(self.engine.dispose)  # its connection lives in that thread
-        except RuntimeError:  # the interpreter is exiting and has stopped the thread already
-            return
-        self.thread.shutdown(wait=False)
 
 
 _queues: weakref.WeakKeyDictionary[web.Application, EventQueue] = weakref.WeakKeyDictionary()

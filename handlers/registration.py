@@ -56,7 +56,7 @@ def _inviter_line(inviter: Distributor | None) -> str:
 # ---- following ------------------------------------------------------------------------------
 @router.event("subscribe", "subscribe_scan", "scan")
 async def on_follow(msg: Incoming, ctx: Ctx) -> Text:
-    f = ctx.follower
+    f = await ctx.follower()
     if msg.event != "scan":
         f.subscribed, f.followed_at, f.unfollowed_at = True, ctx.now, None
     me = ctx.distributor
@@ -74,7 +74,8 @@ async def on_follow(msg: Incoming, ctx: Ctx) -> Text:
 @router.event("unsubscribe")
 async def on_unfollow(msg: Incoming, ctx: Ctx) -> None:
     # Nothing is deleted: a distributor who unfollows keeps their team, orders and balance.
-    ctx.follower.subscribed, ctx.follower.unfollowed_at = False, ctx.now
+    f = await ctx.follower()
+    f.subscribed, f.unfollowed_at = False, ctx.now
     return None
 
 
@@ -87,7 +88,7 @@ async def on_register(msg: Incoming, ctx: Ctx) -> Text:
     if me is not None:
         return Text(f"您已经是分销员了，推广码：{me.code}。回复“海报”获取推广海报。")
     typed = ctx.args.strip().upper()
-    code = typed or ctx.follower.scene or ""
+    code = typed or (await ctx.follower()).scene or ""
     inviter = None
     if code:
         inviter = await distributor_by_code(ctx.session, code, active=True) if CODE_SHAPE.match(code) else None
@@ -126,7 +127,7 @@ async def on_name(msg: Incoming, ctx: Ctx) -> Text:
         await ctx.clear_state()
         return Text("这个手机号刚刚已被注册，请重新发送“注册”并换一个号码。")
     inviter = await distributor_by_code(ctx.session, data["inviter"], active=True) if data.get("inviter") else None
-    me = Distributor(code=await _unique_code(ctx.session), openid=ctx.follower.openid, phone=phone, name=name,
+    me = Distributor(code=await _unique_code(ctx.session), openid=ctx.openid, phone=phone, name=name,
                      inviter_id=inviter.id if inviter else None, rank=ctx.config.ranks[0].key,
                      status=DistributorStatus.ACTIVE, registered_at=ctx.now)
     ctx.session.add(me)

@@ -2,13 +2,72 @@
 
 from __future__ import annotations
 
+import sqlite3
+from collections.abc import Callable, Iterable
+from functools import partial
 from pathlib import Path
+from typing import Any
 
-from sqlalchemy import event
+import aiosqlite
+
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+
+from sqlalchemy import Connection, Engine, event
+from sqlalchemy import create_engine as create_sync_engine
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
+# Execution options for a connection that only reads: on SQLite its transaction takes no write lock.
+READ_ONLY = {"read_only": True}
+
+
+class _OneHopCursor(aiosqlite.Cursor):
+    """Executes and fetches in one trip to the connection's thread (aiosqlite takes four:
+    cursor, execute, fetchall, close); each trip costs more CPU than a small query itself.
+    Relies on aiosqlite's Connection._execute and Cursor._cursor (pinned in pyproject.toml)."""
+
+    _rows: list[Any] | None = None
+
+    async def execute(self, sql: str, parameters: Iterable[Any] | None = None) -> _OneHopCursor:
+        cursor = self._cursor
+        params = parameters if parameters is not None else ()
+
+        def run() -> list[Any] | None:
+            cursor.execute(sql, params)
+            return cursor.fetchall() if cursor.description else None
+
+        self._rows = await self._conn._execute(run)
+        return self
+
+    async def fetchall(self) -> Iterable[Any]:
+        rows, self._rows = self._rows, None
+        return rows if rows is not None else await super().fetchall()
+
+    async def close(self) -> None:
+        self._cursor.close()
+
+
+class _CursorNow:
+    """What Connection.cursor() returns: usable with `await` and `async with`, no thread trip."""
+
+    def __init__(self, cursor: _OneHopCursor):
+        self.cursor = cursor
+
+    async def __aenter__(self) -> _OneHopCursor:
+        return self.cursor
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.cursor.close()
+
+    def __await__(self):  # noqa: ANN204
+        return self.__aenter__().__await__()
+
+
+class _OneHopConnection(aiosqlite.Connection):
+    def cursor(self) -> _CursorNow:  # type: ignore[override]
+        return _CursorNow(_OneHopCursor(self, self._conn.cursor()))
 
 
 def is_sqlite(engine: AsyncEngine) -> bool:
@@ -21,15 +80,20 @@ def create_engine(url: str) -> AsyncEngine:
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_async_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
-                                     hide_parameters=True)
-        _tune_sqlite(engine)
+        database = parsed.database or ":memory:"
+
+        async def connect() -> aiosqlite.Connection:
+            return await _OneHopConnection(partial(sqlite3.connect, database, check_same_thread=False,
+                                                   timeout=SQLITE_BUSY_TIMEOUT_MS / 1000), 64)
+
+        engine = create_async_engine(url, async_creator=connect, hide_parameters=True)
+        tune_sqlite(engine.sync_engine)
         return engine
     return create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True, hide_parameters=True)
 
 
-def _tune_sqlite(engine: AsyncEngine) -> None:
-    @event.listens_for(engine.sync_engine, "connect")
+def tune_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn, _record):  # noqa: ANN001
         # Take transaction control from the driver so that we can BEGIN IMMEDIATE: every
         # transaction takes the write lock up front, so a read-then-write never fails half way
@@ -42,10 +106,45 @@ def _tune_sqlite(engine: AsyncEngine) -> None:
         cur.execute("PRAGMA foreign_keys=ON")
         cur.close()
 
-    @event.listens_for(engine.sync_engine, "begin")
+    @event.listens_for(engine, "begin")
     def _on_begin(conn):  # noqa: ANN001
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # Read-only work (a poll, a health check) takes no write lock.
+        conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get("read_only") else "BEGIN IMMEDIATE")
 
 
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
+
+
+class SqliteWriter:
+    """A synchronous engine on the app's SQLite file, used from one dedicated thread: a whole
+    batch of writes runs there in one hop, instead of a few hops to aiosqlite's thread per
+    statement (BEGIN IMMEDIATE serialises it with the app's own connections)."""
+
+    def __init__(self, url: str):
+        self.engine = create_sync_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
+                                         hide_parameters=True)
+        # The same connection set-up as the app's engine (WAL, busy timeout, BEGIN IMMEDIATE).
+        tune_sqlite(self.engine)
+        self.thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="order-events")
+
+    @classmethod
+    def for_url(cls, url: str) -> SqliteWriter | None:
+        parsed = make_url(url)
+        if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+            return None
+        return cls(str(parsed.set(drivername="sqlite+pysqlite")))
+
+    async def run(self, work: Callable[[Connection], Any]) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self.thread, self._transaction, work)
+
+    def _transaction(self, work: Callable[[Connection], Any]) -> Any:
+        with self.engine.begin() as conn:
+            return work(conn)
+
+    def close(self) -> None:
+        try:
+            self.thread.submit(self.engine.dispose)  # its connection lives in that thread
+        except RuntimeError:  # the interpreter is exiting and has stopped the thread already
+            return
+        self.thread.shutdown(wait=False)

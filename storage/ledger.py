@@ -153,11 +153,14 @@ async def settle_exited(session: AsyncSession, distributor_id: int, now: datetim
     return await session.run_sync(lambda s: settle(s.connection(), distributor_id, now))
 
 
+_BALANCES_OF = (select(BALANCES.c.distributor_id, *(BALANCES.c[b] for b in BUCKETS))
+                .where(BALANCES.c.distributor_id.in_(bindparam("ids", expanding=True))))
+
+
 async def balances_of(session: AsyncSession, ids: Iterable[int]) -> dict[int, dict[str, int]]:
     ids = list(ids)
-    found = {r[0]: dict(zip(BUCKETS, r[1:], strict=True)) for r in (await session.execute(
-        select(BALANCES.c.distributor_id, *(BALANCES.c[b] for b in BUCKETS))
-        .where(BALANCES.c.distributor_id.in_(ids)))).all()} if ids else {}
+    found = {r[0]: dict(zip(BUCKETS, r[1:], strict=True))
+             for r in (await (await session.connection()).execute(_BALANCES_OF, {"ids": ids})).all()} if ids else {}
     return {i: found.get(i, dict(ZERO)) for i in ids}
 
 

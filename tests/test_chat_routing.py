@@ -27,13 +27,19 @@ class FakeSession:
         self.added: list[Any] = []
         self.deleted: list[Any] = []
         self.answers = list(answers)
-        self.new: set[Any] = set()  # the ORM session's pending objects; fakes are never pending
+        self.new: set[Any] = set()
+        self.follower: Follower | None = None  # the ORM session's pending objects; fakes are never pending
 
     def add(self, obj: Any) -> None:
         self.added.append(obj)
 
     async def delete(self, obj: Any) -> None:
         self.deleted.append(obj)
+
+    async def get(self, model: Any, key: Any) -> Any:
+        if model is Follower and key == self.follower.openid:
+            return self.follower
+        raise AssertionError(f"unexpected get: {model} {key}")
 
     async def scalar(self, stmt: Any) -> Any:
         if not self.answers:
@@ -43,10 +49,11 @@ class FakeSession:
 
 def make_ctx(*, session: FakeSession | None = None, distributor: Distributor | None = None,
              state: ConversationState | None = None, args: str = "", scene: str | None = None) -> Ctx:
-    return Ctx(session=session or FakeSession(), config=make_config("sqlite+aiosqlite:///:memory:"),
+    session = session or FakeSession()
+    session.follower = Follower(openid="oUser", subscribed=True, created_at=NOW, scene=scene)
+    return Ctx(session=session, config=make_config("sqlite+aiosqlite:///:memory:"),  # type: ignore[arg-type]
                wechat=None, outbox=None, now=NOW,  # type: ignore[arg-type]
-               follower=Follower(openid="oUser", subscribed=True, created_at=NOW, scene=scene),
-               distributor=distributor, state=state, args=args)
+               openid="oUser", distributor=distributor, state=state, args=args)
 
 
 def text(content: str, msg_id: int = 1) -> Incoming:

@@ -192,12 +192,15 @@ async def test_max_levels(db_url: str, platform: Platform, wechat_server: TestSe
 
 async def test_self_purchase(db_url: str, platform: Platform, wechat_server: TestServer) -> None:
     async with money_harness(db_url, platform, wechat_server, self_purchase=False) as h:
-        inviter, _ = await seed(h)
+        inviter, inviter_user = await seed(h)
         seller, user = await seed(h, inviter=inviter)
         answer = await pay(h, "SO13", 12900, seller, buyer_openid=user.openid)
         assert shares(answer) == [(inviter.code, 1, 387, "pending")]
         answer = await pay(h, "SO14", 12900, seller, buyer_openid="someone-else")
         assert [x["amount_fen"] for x in answer["commissions"]] == [1290, 387]
+        # An inviter buying through their invitee's link is the buyer too.
+        answer = await pay(h, "SO14B", 12900, seller, buyer_openid=inviter_user.openid)
+        assert shares(answer) == [(seller.code, 0, 1290, "pending")]
     async with money_harness(db_url, platform, wechat_server, self_purchase=True) as h:
         seller, user = await seed(h)
         answer = await pay(h, "SO15", 12900, seller, buyer_openid=user.openid)
