@@ -16,8 +16,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import bindparam, insert, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -27,6 +25,7 @@ from bot.metrics import Metrics
 from bot.outbox import Outbox
 from bot.replies import Later, Reply, Text, from_json, to_json
 from bot.wechat_api import WeChatAPI
+from storage.db import dialect_insert
 from storage.models import ConversationState, Distributor, Follower, ProcessedMessage
 
 log = logging.getLogger(__name__)
@@ -57,11 +56,6 @@ _DISTRIBUTORS = select(Distributor).where(Distributor.openid.in_(bindparam("open
 _STATES = select(ConversationState).where(ConversationState.openid.in_(bindparam("openids", expanding=True)))
 _TOUCH = update(Follower.__table__).where(Follower.__table__.c.openid == bindparam("o")).values(
     last_interaction_at=bindparam("at"))
-
-
-def _insert_ignore(session: AsyncSession, model: Any) -> Any:
-    insert_ = pg_insert if session.bind.dialect.name == "postgresql" else sqlite_insert
-    return insert_(model.__table__).on_conflict_do_nothing()
 
 
 class Dispatcher:
@@ -256,7 +250,7 @@ class Dispatcher:
             last_seen = dict((await conn.execute(_LAST_SEEN, {"openids": list(openids)})).all())
             newcomers = [{"openid": o, "subscribed": True, "created_at": now} for o in openids if o not in last_seen]
             if newcomers:
-                await conn.execute(_insert_ignore(session, Follower), newcomers)
+                await conn.execute(dialect_insert(conn, Follower).on_conflict_do_nothing(), newcomers)
             seen: list[dict[str, Any]] = []
             distributors = {d.openid: d for d in await session.scalars(_DISTRIBUTORS, {"openids": list(openids)})}
             states = {s.openid: s for s in await session.scalars(_STATES, {"openids": list(openids)})}

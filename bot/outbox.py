@@ -17,25 +17,19 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, bindparam, func, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.config import Config
 from bot.metrics import Metrics
 from bot.replies import Reply, Text, from_json, to_json
 from bot.wechat_api import NOT_FOLLOWING, OUTSIDE_WINDOW, QUOTA_SPENT, WeChatAPI, WeChatError
-from storage.db import READ_ONLY
+from storage.db import READ_ONLY, dialect_insert
 from storage.models import OutboxMessage, OutboxStatus
 
 log = logging.getLogger(__name__)
 
 IDLE_POLL_SECONDS = 0.5
 MAX_BACKOFF_SECONDS = 600
-
-
-def _insert(session: AsyncSession):  # noqa: ANN202
-    return (pg_insert if session.bind.dialect.name == "postgresql" else sqlite_insert)(OutboxMessage)
 
 
 @dataclass(frozen=True)
@@ -124,7 +118,7 @@ class Outbox:
         payload = to_json(reply)
         if template is not None:
             payload["template"] = template
-        stmt = _insert(session).values(
+        stmt = dialect_insert(session, OutboxMessage).values(
             key=key, openid=openid, payload=payload, status=OutboxStatus.PENDING, attempts=0,
             next_attempt_at=at or now, created_at=now,
         ).on_conflict_do_nothing(index_elements=["key"])

@@ -18,8 +18,6 @@ from typing import Any
 
 from aiohttp import web
 from sqlalchemy import delete
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.chat import Ctx, Incoming, Router
@@ -32,7 +30,7 @@ from content.posters import FileRef, PosterJob, PosterRenderer, TextBox, cache_k
 from content.store import PackContent, live_packs, pack_file
 from content.templating import PackTemplateError, render, template_variables
 from handlers.help import NOT_REGISTERED
-from storage.db import create_sessionmaker
+from storage.db import create_sessionmaker, dialect_insert
 from storage.models_content import DistributorQrCode, PosterMedia
 
 log = logging.getLogger(__name__)
@@ -198,8 +196,7 @@ def _loader(sessions: Sessions) -> Callable[[FileRef], Awaitable[bytes]]:
 
 
 async def _upsert(session: AsyncSession, model: Any, keys: list[str], **values: Any) -> None:
-    insert = pg_insert if session.bind.dialect.name == "postgresql" else sqlite_insert
-    stmt = insert(model).values(**values)
+    stmt = dialect_insert(session, model).values(**values)
     await session.execute(stmt.on_conflict_do_update(
         index_elements=keys, set_={k: getattr(stmt.excluded, k) for k in values if k not in keys}))
 

@@ -15,6 +15,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 from sqlalchemy import Connection, Engine, event
 from sqlalchemy import create_engine as create_sync_engine
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
@@ -68,6 +70,16 @@ class _CursorNow:
 class _OneHopConnection(aiosqlite.Connection):
     def cursor(self) -> _CursorNow:  # type: ignore[override]
         return _CursorNow(_OneHopCursor(self, self._conn.cursor()))
+
+
+def is_postgres(conn: Connection | AsyncSession) -> bool:
+    bind = conn.bind if isinstance(conn, AsyncSession) else conn
+    return bind.dialect.name == "postgresql"
+
+
+def dialect_insert(conn: Connection | AsyncSession, table: Any) -> Any:
+    """INSERT with ON CONFLICT support for the connection's dialect (a Table or a model)."""
+    return (pg_insert if is_postgres(conn) else sqlite_insert)(table)
 
 
 def is_sqlite(engine: AsyncEngine) -> bool:

@@ -23,6 +23,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from storage.db import dialect_insert, is_postgres  # noqa: F401  (re-exported)
 from storage.models_ledger import Balance, EntryKind, LedgerEntry, Withdrawal, WithdrawalStatus
 
 BALANCES: Table = Balance.__table__  # type: ignore[assignment]
@@ -30,15 +31,6 @@ ENTRIES: Table = LedgerEntry.__table__  # type: ignore[assignment]
 WITHDRAWALS: Table = Withdrawal.__table__  # type: ignore[assignment]
 BUCKETS = ("pending_fen", "available_fen", "withdrawing_fen", "withdrawn_fen")
 ZERO = dict.fromkeys(BUCKETS, 0)
-
-
-def is_postgres(conn: Connection | AsyncSession) -> bool:
-    bind = conn.bind if isinstance(conn, AsyncSession) else conn
-    return bind.dialect.name == "postgresql"
-
-
-def dialect_insert(conn: Connection | AsyncSession, table: Table):  # noqa: ANN201
-    return (pg_insert if is_postgres(conn) else sqlite_insert)(table)
 
 
 @dataclass
