@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.menu import MenuKey
 from bot.replies import Later, Reply, Text
-from storage.models import ConversationState, Distributor, Follower
+from storage.models import ConversationState, Distributor, DistributorRow, Follower
 
 if TYPE_CHECKING:
     from bot.config import Config
@@ -57,7 +57,7 @@ class Ctx:
     outbox: Outbox
     now: datetime
     openid: str
-    distributor: Distributor | None
+    distributor: Distributor | DistributorRow | None
     state: ConversationState | None
     args: str = ""  # what follows a text command, trimmed
     followups: list[Callable[[], Awaitable[Reply | None]]] = field(default_factory=list)
@@ -95,7 +95,7 @@ class Ctx:
         return row
 
     @property
-    def active_distributor(self) -> Distributor | None:
+    def active_distributor(self) -> Distributor | DistributorRow | None:
         d = self.distributor
         return d if d is not None and d.status == "active" else None
 

@@ -26,7 +26,7 @@ from bot.outbox import Outbox
 from bot.replies import Later, Reply, Text, from_json, to_json
 from bot.wechat_api import WeChatAPI
 from storage.db import dialect_insert
-from storage.models import ConversationState, Distributor, Follower, ProcessedMessage
+from storage.models import ConversationState, Distributor, DistributorRow, Follower, ProcessedMessage
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,8 @@ _STORED = select(ProcessedMessage.key, ProcessedMessage.reply).where(
     ProcessedMessage.key.in_(bindparam("keys", expanding=True)))
 _LAST_SEEN = select(Follower.openid, Follower.last_interaction_at).where(
     Follower.openid.in_(bindparam("openids", expanding=True)))
-_DISTRIBUTORS = select(Distributor).where(Distributor.openid.in_(bindparam("openids", expanding=True)))
+_DISTRIBUTORS = select(*Distributor.__table__.c).where(
+    Distributor.__table__.c.openid.in_(bindparam("openids", expanding=True)))
 _STATES = select(ConversationState).where(ConversationState.openid.in_(bindparam("openids", expanding=True)))
 _TOUCH = update(Follower.__table__).where(Follower.__table__.c.openid == bindparam("o")).values(
     last_interaction_at=bindparam("at"))
@@ -214,7 +215,7 @@ class Dispatcher:
         self._metrics.late_replies.inc(len(late))
         self._outbox.wake()
 
-    def _plan(self, batch: list[_Pending], stored: dict[str, Any], distributors: dict[str, Distributor],
+    def _plan(self, batch: list[_Pending], stored: dict[str, Any], distributors: dict[str, Distributor | DistributorRow],
               states: dict[str, ConversationState], now: datetime) -> dict[_Pending, Route]:
         """Resolve the routes up front, so prefetches can load for the whole batch at once.
 
@@ -229,7 +230,7 @@ class Dispatcher:
         return plans
 
     async def _prefetch(self, session: AsyncSession, plans: dict[_Pending, Route],
-                        distributors: dict[str, Distributor], now: datetime) -> dict[Handler, dict[int, Any]]:
+                        distributors: dict[str, Distributor | DistributorRow], now: datetime) -> dict[Handler, dict[int, Any]]:
         wanted: dict[Handler, list[int]] = defaultdict(list)
         for p, route in plans.items():
             d = distributors.get(p.msg.openid)
@@ -252,7 +253,9 @@ class Dispatcher:
             if newcomers:
                 await conn.execute(dialect_insert(conn, Follower).on_conflict_do_nothing(), newcomers)
             seen: list[dict[str, Any]] = []
-            distributors = {d.openid: d for d in await session.scalars(_DISTRIBUTORS, {"openids": list(openids)})}
+            distributors: dict[str, Any] = {
+                row.openid: DistributorRow(**row._mapping)
+                for row in await conn.execute(_DISTRIBUTORS, {"openids": list(openids)})}
             states = {s.openid: s for s in await session.scalars(_STATES, {"openids": list(openids)})}
             plans = self._plan(batch, stored, distributors, states, now)
             prefetched = await self._prefetch(session, plans, distributors, now)

@@ -62,9 +62,11 @@ async def on_confirm(msg: Incoming, ctx: Ctx) -> Text:
     refusal = require_active(ctx)
     if refusal is not None:
         return refusal
-    me = ctx.distributor
+    assert ctx.distributor is not None
+    me = await ctx.session.get(Distributor, ctx.distributor.id)  # the row to change
     assert me is not None
     me.status, me.exited_at = DistributorStatus.EXITED, ctx.now
+    ctx.distributor = me
     settled = await settle_exited(ctx.session, me.id, ctx.now)
     pending = (await balance_of(ctx.session, me.id))["pending_fen"]
     new_inviter = await ctx.session.get(Distributor, me.inviter_id) if me.inviter_id else None
