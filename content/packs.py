@@ -8,240 +8,34 @@ file and the field. CPU work (zip, Pillow, Jinja): call it from a thread.
 from __future__ import annotations
 
 import hashlib
-import io
-import re
 import tomllib
 from collections.abc import Collection
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from PIL import ImageColor, ImageFont
+from PIL import ImageColor
 
-from content import templating
-from content.templating import product_variables
-from content.images import BadImage, open_image
+from content.pack_checker import (  # noqa: F401  (Problem, PackInvalid and ValidPack are this module's API too)
+    ALIGNS,
+    KEY_RE,
+    MANIFEST,
+    MAX_FONT_BYTES,
+    MAX_TEXT_BYTES,
+    MAX_UPLOAD_BYTES,
+    MIN_QR_SIZE,
+    NAME_RE,
+    SPECS,
+    TOML_POS,
+    VERSION_RE,
+    WEIGHTS,
+    Checker,
+    PackInvalid,
+    Problem,
+    ValidPack,
+)
 from content.pages import markdown_html
-from content.safezip import SafeZip, UnsafeZip, normalise
-
-MANIFEST = "manifest.toml"
-MAX_UPLOAD_BYTES = 50 * 1024 * 1024
-MAX_TEXT_BYTES = 1024 * 1024
-MAX_FONT_BYTES = 32 * 1024 * 1024
-MIN_QR_SIZE = 90
-WEIGHTS = ("Thin", "ExtraLight", "Light", "Regular", "Medium", "SemiBold", "Bold", "ExtraBold", "Black")
-ALIGNS = ("left", "center", "right")
-
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-_VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,31}$")
-_KEY = re.compile(r"^\w[\w.-]{0,63}$")
-_TOML_POS = re.compile(r"\(at line (\d+), column (\d+)\)")
-
-
-@dataclass(frozen=True)
-class Problem:
-    file: str
-    field: str
-    message: str
-    line: int | None = None
-    column: int | None = None
-
-    def as_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"file": self.file, "field": self.field, "message": self.message}
-        if self.line is not None:
-            out["line"] = self.line
-        if self.column is not None:
-            out["column"] = self.column
-        return out
-
-    def __str__(self) -> str:
-        where = self.file + (f":{self.line}" if self.line else "") + (f" {self.field}" if self.field else "")
-        return f"{where}: {self.message}"
-
-
-class PackInvalid(Exception):
-    def __init__(self, problems: list[Problem]):
-        super().__init__(f"the content pack has {len(problems)} problem(s)")
-        self.problems = problems
-
-
-@dataclass
-class ValidPack:
-    name: str
-    version: str
-    content: dict[str, Any]  # products, scripts, posters, trainings; templates and Markdown inlined
-    files: dict[str, bytes]  # pictures and fonts the content names, by path
-    sha256: str
-    size_bytes: int
-
-    def counts(self) -> dict[str, int]:
-        return {k: len(self.content[k]) for k in ("products", "scripts", "posters", "trainings")}
-
-
-# ---- field specs: key -> (required, kind) -------------------------------------------------------
-_STR, _INT, _LIST_STR, _PATH, _TABLE, _LIST_TABLE, _VERSION_T = "str", "int", "list", "path", "table", "tables", "ver"
-_ARRAY = "array"
-SPECS: dict[str, dict[str, tuple[bool, str]]] = {
-    "root": {"pack": (True, _TABLE), "products": (False, _ARRAY), "scripts": (False, _ARRAY),
-             "posters": (False, _ARRAY), "trainings": (False, _ARRAY)},
-    "pack": {"name": (True, _STR), "version": (True, _VERSION_T), "description": (False, _STR)},
-    "products": {"sku": (True, _STR), "name": (True, _STR), "price_fen": (True, _INT),
-                 "selling_points": (False, _LIST_STR), "image": (False, _PATH), "url": (False, _STR)},
-    "scripts": {"key": (True, _STR), "sku": (False, _STR), "title": (True, _STR), "template": (True, _PATH)},
-    "posters": {"key": (True, _STR), "title": (False, _STR), "sku": (False, _STR), "background": (True, _PATH),
-                "qr": (True, _TABLE), "texts": (False, _LIST_TABLE), "font": (False, _PATH)},
-    "qr": {"x": (True, _INT), "y": (True, _INT), "size": (True, _INT)},
-    "texts": {"template": (True, _STR), "x": (True, _INT), "y": (True, _INT), "size": (True, _INT),
-              "color": (False, _STR), "max_width": (False, _INT), "align": (False, _STR),
-              "weight": (False, _STR), "font": (False, _PATH)},
-    "trainings": {"key": (True, _STR), "title": (True, _STR), "body": (True, _PATH), "ranks": (False, _LIST_STR),
-                  "summary": (False, _STR)},
-}
-_KIND_TEXT = {_STR: "a string", _INT: "a whole number", _LIST_STR: "a list of strings", _PATH: "a file path",
-              _TABLE: "a table", _LIST_TABLE: "a list of tables", _VERSION_T: "a string",
-              _ARRAY: "an array of tables ([[...]])"}
-
-
-def _type_ok(value: Any, kind: str) -> bool:
-    if kind in (_STR, _PATH):
-        return isinstance(value, str) and value.strip() != ""
-    if kind == _VERSION_T:
-        return (isinstance(value, str) and value.strip() != "") or (isinstance(value, int) and not isinstance(value, bool))
-    if kind == _INT:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if kind == _LIST_STR:
-        return isinstance(value, list) and all(isinstance(v, str) for v in value)
-    if kind == _TABLE:
-        return isinstance(value, dict)
-    if kind == _LIST_TABLE:
-        return isinstance(value, list) and all(isinstance(v, dict) for v in value)
-    if kind == _ARRAY:
-        return isinstance(value, list)
-    raise AssertionError(kind)
-
-
-class _Checker:
-    """Collects every problem of one pack."""
-
-    def __init__(self, zf: SafeZip, rank_keys: Collection[str] | None):
-        self.zf = zf
-        self.rank_keys = rank_keys
-        self.problems: list[Problem] = []
-        self.files: dict[str, bytes] = {}
-        self._images: dict[str, tuple[int, int] | None] = {}
-        self._fonts: dict[str, bool] = {}
-
-    def problem(self, field_: str, message: str, file: str = MANIFEST, line: int | None = None) -> None:
-        self.problems.append(Problem(file, field_, message, line))
-
-    def table(self, data: Any, spec: str, where: str) -> tuple[dict[str, Any], bool]:
-        """(the well-typed known keys of the table, whether the table is wholly right). Every
-        problem is reported; callers go on checking what is usable, so all show at once."""
-        if not isinstance(data, dict):
-            self.problem(where, "must be a table")
-            return {}, False
-        ok = True
-        values: dict[str, Any] = {}
-        for key in data:
-            if key not in SPECS[spec]:
-                self.problem(f"{where}.{key}" if where else key,
-                             f"unknown key {key!r}; allowed: {', '.join(SPECS[spec])}")
-                ok = False
-        for key, (required, kind) in SPECS[spec].items():
-            name = f"{where}.{key}" if where else key
-            if key not in data:
-                if required:
-                    self.problem(name, f"missing required key {key!r}")
-                    ok = False
-            elif not _type_ok(data[key], kind):
-                self.problem(name, f"must be {_KIND_TEXT[kind]}" + (" (not empty)" if kind in (_STR, _PATH) else ""))
-                ok = False
-            else:
-                values[key] = data[key]
-        return values, ok
-
-    def member(self, path: str, where: str) -> str | None:
-        norm = normalise(path)
-        if norm is None:
-            self.problem(where, f"path {path!r} must be relative to the zip root, without '..'")
-            return None
-        if not self.zf.has(norm):
-            self.problem(where, f"names {path!r}, which is not in the zip")
-            return None
-        return norm
-
-    def text_file(self, path: str, where: str, limit: int = MAX_TEXT_BYTES) -> tuple[str, str] | None:
-        norm = self.member(path, where)
-        if norm is None:
-            return None
-        if self.zf.size(norm) > limit:
-            self.problem(where, f"is larger than {limit // 1024} KiB", file=norm)
-            return None
-        try:
-            return norm, self.zf.read(norm).decode("utf-8-sig")
-        except ValueError as e:
-            self.problem(where, str(e) if not isinstance(e, UnicodeDecodeError) else "is not UTF-8 text", file=norm)
-            return None
-
-    def image(self, path: str, where: str) -> tuple[str, tuple[int, int]] | None:
-        norm = self.member(path, where)
-        if norm is None:
-            return None
-        if norm not in self._images:
-            self._images[norm] = None
-            if self.zf.size(norm) > 10 * 1024 * 1024:
-                self.problem(where, f"is {self.zf.size(norm) / 1048576:.1f} MB; pictures may be at most 10 MB",
-                             file=norm)
-            else:
-                try:
-                    data = self.zf.read(norm)
-                    with open_image(data) as img:
-                        self._images[norm] = img.size
-                    self.files[norm] = data
-                except (ValueError, BadImage) as e:
-                    self.problem(where, str(e), file=norm)
-        size = self._images[norm]
-        return (norm, size) if size is not None else None
-
-    def font(self, path: str, where: str) -> str | None:
-        norm = self.member(path, where)
-        if norm is None:
-            return None
-        if norm not in self._fonts:
-            self._fonts[norm] = False
-            if self.zf.size(norm) > MAX_FONT_BYTES:
-                self.problem(where, f"is larger than {MAX_FONT_BYTES // 1048576} MB", file=norm)
-            else:
-                try:
-                    data = self.zf.read(norm)
-                    ImageFont.truetype(io.BytesIO(data), 24)
-                    self.files[norm] = data
-                    self._fonts[norm] = True
-                except (ValueError, OSError):
-                    self.problem(where, "is not a TrueType/OpenType font Pillow can load", file=norm)
-        return norm if self._fonts[norm] else None
-
-    def template(self, source: str, where: str, file: str, product: dict[str, Any] | None) -> bool:
-        try:
-            templating.check(source)
-            templating.render(source, templating.sample_variables(product))
-        except templating.PackTemplateError as e:
-            msg = e.message
-            if product is None and "'product' is undefined" in msg:
-                msg = "uses product but has no sku; add sku = \"...\" or drop product.*"
-            # A template file's line; inline templates (poster texts) live inside manifest.toml.
-            self.problem(where, f"template error: {msg}", file=file, line=e.line if file != MANIFEST else None)
-            return False
-        return True
-
-    def unique(self, items: list[tuple[int, str]], section: str, key: str) -> None:
-        seen: dict[str, int] = {}
-        for i, value in items:
-            low = value.lower()
-            if low in seen:
-                self.problem(f"{section}[{i}].{key}", f"duplicate {key} {value!r} (also {section}[{seen[low]}])")
-            else:
-                seen[low] = i
+from content.safezip import SafeZip, UnsafeZip
+from content.templating import product_variables
 
 
 def validate_pack(path: str | Path, rank_keys: Collection[str] | None = None) -> ValidPack:
@@ -255,7 +49,7 @@ def validate_pack(path: str | Path, rank_keys: Collection[str] | None = None) ->
     except UnsafeZip as e:
         raise PackInvalid([Problem(p.member, "", p.message) for p in e.problems]) from None
     with zf:
-        checker = _Checker(zf, rank_keys)
+        checker = Checker(zf, rank_keys)
         content = _check_manifest(checker)
         if checker.problems or content is None:
             raise PackInvalid(checker.problems)
@@ -267,7 +61,7 @@ def validate_pack(path: str | Path, rank_keys: Collection[str] | None = None) ->
         return ValidPack(name, version, content, checker.files, digest.hexdigest(), size)
 
 
-def _check_manifest(c: _Checker) -> dict[str, Any] | None:
+def _check_manifest(c: Checker) -> dict[str, Any] | None:
     if not c.zf.has(MANIFEST):
         nested = [n for n in c.zf.names if n.endswith("/" + MANIFEST)]
         hint = f"; found {nested[0]} — zip the folder's contents, not the folder" if nested else ""
@@ -279,16 +73,16 @@ def _check_manifest(c: _Checker) -> dict[str, Any] | None:
     try:
         data = tomllib.loads(found[1])
     except tomllib.TOMLDecodeError as e:
-        m = _TOML_POS.search(str(e))
-        c.problems.append(Problem(MANIFEST, "", f"TOML syntax error: {_TOML_POS.sub('', str(e)).strip()}",
+        m = TOML_POS.search(str(e))
+        c.problems.append(Problem(MANIFEST, "", f"TOML syntax error: {TOML_POS.sub('', str(e)).strip()}",
                                   int(m.group(1)) if m else None, int(m.group(2)) if m else None))
         return None
     c.table(data, "root", "")
     pack = c.table(data["pack"], "pack", "pack")[0] if isinstance(data.get("pack"), dict) else {}
     name, version = str(pack.get("name", "")).strip(), str(pack.get("version", "")).strip()
-    if "name" in pack and not _NAME.match(name):
+    if "name" in pack and not NAME_RE.match(name):
         c.problem("pack.name", "must be 1–64 letters, digits, '.', '_' or '-', starting with a letter or digit")
-    if "version" in pack and not _VERSION.match(version):
+    if "version" in pack and not VERSION_RE.match(version):
         c.problem("pack.version", "must be 1–32 letters, digits, '.', '_', '+' or '-'")
     sections = {s: data.get(s) if isinstance(data.get(s), list) else []
                 for s in ("products", "scripts", "posters", "trainings")}
@@ -319,15 +113,15 @@ def _int(value: Any) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
-def _key_ok(c: _Checker, t: dict[str, Any], name: str, where: str) -> bool:
+def _key_ok(c: Checker, t: dict[str, Any], name: str, where: str) -> bool:
     value = t.get(name)
-    if value is not None and not _KEY.match(value):
+    if value is not None and not KEY_RE.match(value):
         c.problem(f"{where}.{name}", f"{name} {value!r} must be 1–64 letters, digits, '.', '_' or '-'")
         return False
     return value is not None
 
 
-def _sku_ref(c: _Checker, t: dict[str, Any], where: str,
+def _sku_ref(c: Checker, t: dict[str, Any], where: str,
              by_sku: dict[str, dict[str, Any]]) -> tuple[dict[str, Any] | None, bool]:
     """(the product the table names, whether its sku (if any) is right)."""
     sku = t.get("sku")
@@ -343,7 +137,7 @@ def _keys(items: list[Any], key: str) -> list[tuple[int, str]]:
     return [(i, x[key]) for i, x in enumerate(items) if isinstance(x, dict) and isinstance(x.get(key), str)]
 
 
-def _products(c: _Checker, items: list[Any]) -> list[dict[str, Any]]:
+def _products(c: Checker, items: list[Any]) -> list[dict[str, Any]]:
     out = []
     for i, raw in enumerate(items):
         where = f"products[{i}]"
@@ -366,7 +160,7 @@ def _products(c: _Checker, items: list[Any]) -> list[dict[str, Any]]:
     return out
 
 
-def _scripts(c: _Checker, items: list[Any], by_sku: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+def _scripts(c: Checker, items: list[Any], by_sku: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     out = []
     for i, raw in enumerate(items):
         where = f"scripts[{i}]"
@@ -387,7 +181,7 @@ def _scripts(c: _Checker, items: list[Any], by_sku: dict[str, dict[str, Any]]) -
     return out
 
 
-def _posters(c: _Checker, items: list[Any], by_sku: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+def _posters(c: Checker, items: list[Any], by_sku: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     out = []
     for i, raw in enumerate(items):
         where = f"posters[{i}]"
@@ -419,7 +213,7 @@ def _posters(c: _Checker, items: list[Any], by_sku: dict[str, dict[str, Any]]) -
     return out
 
 
-def _poster_text(c: _Checker, raw: Any, where: str, bg: tuple[int, int] | None,
+def _poster_text(c: Checker, raw: Any, where: str, bg: tuple[int, int] | None,
                  product: dict[str, Any] | None) -> dict[str, Any] | None:
     """The checked text box; the box is checked against the background when that is usable."""
     t, ok = c.table(raw, "texts", where)
@@ -464,7 +258,7 @@ def _poster_text(c: _Checker, raw: Any, where: str, bg: tuple[int, int] | None,
             "max_width": int(max_width), "align": align, "weight": weight, "font": font}
 
 
-def _trainings(c: _Checker, items: list[Any]) -> list[dict[str, Any]]:
+def _trainings(c: Checker, items: list[Any]) -> list[dict[str, Any]]:
     out = []
     for i, raw in enumerate(items):
         where = f"trainings[{i}]"

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import weakref
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
