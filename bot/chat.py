@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
 CANCEL_WORDS = frozenset({"取消", "cancel", "/cancel"})
 STATE_TTL = timedelta(minutes=30)
+MATCH_CACHE_SIZE = 4096
 
 
 @dataclass(frozen=True)
@@ -202,13 +203,22 @@ class Dispatch:
         if len(fallbacks) != 1:
             raise ValueError("exactly one router must define the fallback handler")
         self._fallback = fallbacks[0]
+        self._matched: dict[str, tuple[Handler, str] | None] = {}
 
     def match_command(self, text: str) -> tuple[Handler, str] | None:
+        # The same few texts (收益, 帮助, ...) arrive again and again: remember their match.
+        if text in self._matched:
+            return self._matched[text]
+        found = None
         for words, fn in self._commands:
             args = split_command(text, words)
             if args is not None:
-                return fn, args
-        return None
+                found = fn, args
+                break
+        if len(self._matched) >= MATCH_CACHE_SIZE:
+            self._matched.clear()
+        self._matched[text] = found
+        return found
 
     def resolve(self, msg: Incoming, state: str | None) -> Route:
         """The route for an update, given the follower's live conversation state (no I/O)."""
