@@ -567,7 +567,7 @@ async def profile_during(pid: int, args: argparse.Namespace, out: Path) -> subpr
         print("  (--profile: py-spy not found; `.venv/bin/pip install py-spy`)", flush=True)
         return None
     return spawn([pyspy, "record", "--pid", str(pid), "--rate", "200", "--duration",
-                  str(int(args.warmup + args.seconds)), "--format", "speedscope", "-o", str(out)],
+                  str(int(args.warmup + args.seconds)), "--format", "raw", "-o", str(out)],
                  log=out.with_suffix(".log"))
 
 
@@ -617,7 +617,7 @@ async def bench_mode(mode: str, args: argparse.Namespace, workdir: Path, dbs: Da
             spy = None
             if args.profile and rnd == 0:
                 args.profile.mkdir(parents=True, exist_ok=True)
-                spy = await profile_during(server.pid, args, args.profile / f"distbot-{mode}.speedscope.json")
+                spy = await profile_during(server.pid, args, args.profile / f"distbot-{mode}.folded")
             before = await batch_stats(port)
             result = run_client(load_spec(args, port, server.pid, aes_key, openids, dbs.server_pid()))
             after = await batch_stats(port)
@@ -718,7 +718,7 @@ async def main_async(args: argparse.Namespace) -> int:
         print()
         print(report(results, args, dbs.describe()))
         if args.profile:
-            print(f"\npy-spy profiles (speedscope.app) in {args.profile}; the figures above include its overhead")
+            print(f"\npy-spy profiles (collapsed stacks; speedscope.app and flamegraph.pl read them) in {args.profile}; the figures above include its overhead")
         return 0
     finally:
         stop_all()
@@ -747,7 +747,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="alternate baseline and distbot this many times; the median round is shown (default 1)")
     p.add_argument("--src", type=Path, help="run distbot from this source tree (e.g. a git worktree) instead of the "
                                             "installed one, with this venv's packages")
-    p.add_argument("--profile", type=Path, help="record a py-spy speedscope profile of distbot into this directory")
+    p.add_argument("--profile", type=Path, help="record a py-spy profile (collapsed stacks) of distbot into this directory")
     p.add_argument("--keep", action="store_true", help="keep the temp directory (configs, logs, SQLite files)")
     args = p.parse_args(argv)
     if args.src is not None:

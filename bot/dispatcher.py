@@ -50,10 +50,17 @@ class _Pending:
 # The batch's statements, built once: constructing and keying them costs more than running them.
 _STORED = select(ProcessedMessage.key, ProcessedMessage.reply).where(
     ProcessedMessage.key.in_(bindparam("keys", expanding=True)))
-_LAST_SEEN = select(Follower.openid, Follower.last_interaction_at).where(
-    Follower.openid.in_(bindparam("openids", expanding=True)))
-_DISTRIBUTORS = select(*Distributor.__table__.c).where(
-    Distributor.__table__.c.openid.in_(bindparam("openids", expanding=True)))
+_DISTRIBUTOR_COLUMNS = tuple(Distributor.__table__.c)
+# Who sent the batch, in one statement: each follower's last interaction, whether a conversation
+# is under way, and the distributor if registered. Updates from openids without a follower row
+# (their first message) take _DISTRIBUTORS and _STATES below.
+_SENDERS = (select(Follower.openid, Follower.last_interaction_at, ConversationState.openid.is_not(None),
+                   *_DISTRIBUTOR_COLUMNS)
+            .select_from(Follower)
+            .outerjoin(Distributor, Distributor.openid == Follower.openid)
+            .outerjoin(ConversationState, ConversationState.openid == Follower.openid)
+            .where(Follower.openid.in_(bindparam("openids", expanding=True))))
+_DISTRIBUTORS = select(*_DISTRIBUTOR_COLUMNS).where(Distributor.openid.in_(bindparam("openids", expanding=True)))
 _STATES = select(ConversationState).where(ConversationState.openid.in_(bindparam("openids", expanding=True)))
 _TOUCH = update(Follower.__table__).where(Follower.__table__.c.openid == bindparam("o")).values(
     last_interaction_at=bindparam("at"))
@@ -238,6 +245,30 @@ class Dispatcher:
                 wanted[route.handler].append(d.id)
         return {fn: await self._dispatch.prefetchers[fn](session, ids, now) for fn, ids in wanted.items()}
 
+    async def _senders(self, session: AsyncSession, conn: Any, openids: set[str], now: datetime) -> tuple[
+            dict[str, datetime | None], dict[str, Distributor | DistributorRow], dict[str, ConversationState]]:
+        """Last interaction, distributor and conversation state of everyone in the batch; a
+        follower row for each first-time sender."""
+        last_seen: dict[str, datetime | None] = {}
+        distributors: dict[str, Distributor | DistributorRow] = {}
+        talking: list[str] = []
+        for openid, last, has_state, *distributor in await conn.execute(_SENDERS, {"openids": list(openids)}):
+            last_seen[openid] = last
+            if distributor[0] is not None:
+                distributors[openid] = DistributorRow(*distributor)
+            if has_state:
+                talking.append(openid)
+        newcomers = [o for o in openids if o not in last_seen]
+        if newcomers:
+            await conn.execute(dialect_insert(conn, Follower).on_conflict_do_nothing(),
+                               [{"openid": o, "subscribed": True, "created_at": now} for o in newcomers])
+            # A distributor may exist without a follower row (imported, or seeded by hand).
+            for row in await conn.execute(_DISTRIBUTORS, {"openids": newcomers}):
+                distributors[row.openid] = DistributorRow(*row)
+            talking += newcomers
+        states = {s.openid: s for s in await session.scalars(_STATES, {"openids": talking})} if talking else {}
+        return last_seen, distributors, states
+
     async def _run_batch(self, batch: list[_Pending],
                          followups: list[tuple[_Pending, list[Followup]]]) -> list[tuple[_Pending, HandlerResult]]:
         now = datetime.now(UTC)
@@ -248,18 +279,11 @@ class Dispatcher:
             # Core statements go straight to the connection: the ORM layer would only add cost.
             conn = await session.connection()
             stored = dict((await conn.execute(_STORED, {"keys": keys})).all())
-            last_seen = dict((await conn.execute(_LAST_SEEN, {"openids": list(openids)})).all())
-            newcomers = [{"openid": o, "subscribed": True, "created_at": now} for o in openids if o not in last_seen]
-            if newcomers:
-                await conn.execute(dialect_insert(conn, Follower).on_conflict_do_nothing(), newcomers)
-            seen: list[dict[str, Any]] = []
-            distributors: dict[str, Any] = {
-                row.openid: DistributorRow(**row._mapping)
-                for row in await conn.execute(_DISTRIBUTORS, {"openids": list(openids)})}
-            states = {s.openid: s for s in await session.scalars(_STATES, {"openids": list(openids)})}
+            last_seen, distributors, states = await self._senders(session, conn, openids, now)
             plans = self._plan(batch, stored, distributors, states, now)
             prefetched = await self._prefetch(session, plans, distributors, now)
             processed: list[dict[str, Any]] = []
+            seen: list[dict[str, Any]] = []
             for p in batch:
                 msg = p.msg
                 if msg.dedupe_key in stored:
