@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import bindparam, insert, null, select, type_coerce, union_all, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -48,18 +48,22 @@ class _Pending:
 
 
 # The batch's statements, built once: constructing and keying them costs more than running them.
-_STORED = select(ProcessedMessage.key, ProcessedMessage.reply).where(
-    ProcessedMessage.key.in_(bindparam("keys", expanding=True)))
 _DISTRIBUTOR_COLUMNS = tuple(Distributor.__table__.c)
-# Who sent the batch, in one statement: each follower's last interaction, whether a conversation
-# is under way, and the distributor if registered. Updates from openids without a follower row
-# (their first message) take _DISTRIBUTORS and _STATES below.
-_SENDERS = (select(Follower.openid, Follower.last_interaction_at, ConversationState.openid.is_not(None),
-                   *_DISTRIBUTOR_COLUMNS)
-            .select_from(Follower)
-            .outerjoin(Distributor, Distributor.openid == Follower.openid)
-            .outerjoin(ConversationState, ConversationState.openid == Follower.openid)
-            .where(Follower.openid.in_(bindparam("openids", expanding=True))))
+# Who sent the batch and what was stored for it, in one statement. First a row per follower: the
+# last interaction, whether a conversation is under way, and the distributor if registered (key
+# NULL). Then a row per delivery of the batch processed before (a retry), with its stored reply.
+# Senders without a follower row (their first message) take _DISTRIBUTORS and _STATES.
+_SENDERS = union_all(
+    select(Follower.openid, Follower.last_interaction_at, ConversationState.openid.is_not(None),
+           type_coerce(null(), ProcessedMessage.key.type), type_coerce(null(), ProcessedMessage.reply.type),
+           *_DISTRIBUTOR_COLUMNS)
+    .select_from(Follower)
+    .outerjoin(Distributor, Distributor.openid == Follower.openid)
+    .outerjoin(ConversationState, ConversationState.openid == Follower.openid)
+    .where(Follower.openid.in_(bindparam("openids", expanding=True))),
+    select(ProcessedMessage.openid, null(), null(), ProcessedMessage.key, ProcessedMessage.reply,
+           *(null() for _ in _DISTRIBUTOR_COLUMNS))
+    .where(ProcessedMessage.key.in_(bindparam("keys", expanding=True))))
 _DISTRIBUTORS = select(*_DISTRIBUTOR_COLUMNS).where(Distributor.openid.in_(bindparam("openids", expanding=True)))
 _STATES = select(ConversationState).where(ConversationState.openid.in_(bindparam("openids", expanding=True)))
 _TOUCH = update(Follower.__table__).where(Follower.__table__.c.openid == bindparam("o")).values(
@@ -245,14 +249,22 @@ class Dispatcher:
                 wanted[route.handler].append(d.id)
         return {fn: await self._dispatch.prefetchers[fn](session, ids, now) for fn, ids in wanted.items()}
 
-    async def _senders(self, session: AsyncSession, conn: Any, openids: set[str], now: datetime) -> tuple[
-            dict[str, datetime | None], dict[str, Distributor | DistributorRow], dict[str, ConversationState]]:
-        """Last interaction, distributor and conversation state of everyone in the batch; a
-        follower row for each first-time sender."""
+    async def _senders(self, session: AsyncSession, conn: Any, batch: list[_Pending], now: datetime) -> tuple[
+            dict[str, Any], dict[str, datetime | None], dict[str, Distributor | DistributorRow],
+            dict[str, ConversationState]]:
+        """Replies stored for the batch's deliveries, and the last interaction, distributor and
+        conversation state of everyone in it; a follower row for each first-time sender."""
+        openids = list({p.msg.openid for p in batch})
+        stored: dict[str, Any] = {}
         last_seen: dict[str, datetime | None] = {}
         distributors: dict[str, Distributor | DistributorRow] = {}
         talking: list[str] = []
-        for openid, last, has_state, *distributor in await conn.execute(_SENDERS, {"openids": list(openids)}):
+        keys = [p.msg.dedupe_key for p in batch]
+        for openid, last, has_state, key, reply, *distributor in await conn.execute(
+                _SENDERS, {"openids": openids, "keys": keys}):
+            if key is not None:
+                stored[key] = reply
+                continue
             last_seen[openid] = last
             if distributor[0] is not None:
                 distributors[openid] = DistributorRow(*distributor)
@@ -267,19 +279,16 @@ class Dispatcher:
                 distributors[row.openid] = DistributorRow(*row)
             talking += newcomers
         states = {s.openid: s for s in await session.scalars(_STATES, {"openids": talking})} if talking else {}
-        return last_seen, distributors, states
+        return stored, last_seen, distributors, states
 
     async def _run_batch(self, batch: list[_Pending],
                          followups: list[tuple[_Pending, list[Followup]]]) -> list[tuple[_Pending, HandlerResult]]:
         now = datetime.now(UTC)
-        keys = [p.msg.dedupe_key for p in batch]
-        openids = {p.msg.openid for p in batch}
         outcomes: list[tuple[_Pending, HandlerResult]] = []
         async with self._sessionmaker() as session, session.begin():
             # Core statements go straight to the connection: the ORM layer would only add cost.
             conn = await session.connection()
-            stored = dict((await conn.execute(_STORED, {"keys": keys})).all())
-            last_seen, distributors, states = await self._senders(session, conn, openids, now)
+            stored, last_seen, distributors, states = await self._senders(session, conn, batch, now)
             plans = self._plan(batch, stored, distributors, states, now)
             prefetched = await self._prefetch(session, plans, distributors, now)
             processed: list[dict[str, Any]] = []

@@ -13,7 +13,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from aiohttp import web
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import bindparam, null, select, union_all, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.api import ApiError, ApiRoutes, ok
@@ -30,7 +30,7 @@ from handlers.common import CHINA, china_time, yuan
 from handlers.commission_notices import settle_and_notify
 from handlers.order_events import COMMISSIONS, ORDERS
 from handlers.orders import require_active
-from storage.ledger import ENTRIES, Delta, apply_deltas, balances_of, is_postgres
+from storage.ledger import BALANCES, BUCKETS, ENTRIES, ZERO, Delta, apply_deltas, is_postgres
 from storage.models_ledger import CommissionState, EntryKind
 from storage.queries import distributor_by_code
 
@@ -55,21 +55,30 @@ def _since(now: datetime) -> datetime:
     return min(rules.month_start(now), rules.day_start(now) - timedelta(days=CHART_DAYS - 1))
 
 
-_RECENT_EARNINGS = (select(ENTRIES.c.distributor_id, ENTRIES.c.created_at, ENTRIES.c.amount_fen)
-                    .where(ENTRIES.c.distributor_id.in_(bindparam("ids", expanding=True)),
-                           ENTRIES.c.created_at >= bindparam("since"), ENTRIES.c.kind.in_(EARNING_KINDS)))
+# One statement for the whole batch: each distributor's earnings entries since `since` (rows with
+# a created_at), then their balance row (created_at NULL). Entries come first so that the union
+# takes their column types (created_at read back as an aware datetime).
+_SNAPSHOT = union_all(
+    select(ENTRIES.c.distributor_id, ENTRIES.c.created_at, ENTRIES.c.amount_fen, *(null() for _ in BUCKETS))
+    .where(ENTRIES.c.distributor_id.in_(bindparam("ids", expanding=True)),
+           ENTRIES.c.created_at >= bindparam("since"), ENTRIES.c.kind.in_(EARNING_KINDS)),
+    select(BALANCES.c.distributor_id, null(), null(), *(BALANCES.c[b] for b in BUCKETS))
+    .where(BALANCES.c.distributor_id.in_(bindparam("ids", expanding=True))))
 
 
 async def earnings_snapshot(session: AsyncSession, ids: list[int],
                             now: datetime) -> dict[int, tuple[dict[str, int], list[tuple[datetime, int]]]]:
     """Balances and the earnings entries since the month (or chart) start, for many distributors
-    in two queries: the dispatcher calls it once for every 收益 in a group commit."""
-    balances = await balances_of(session, ids)
+    in one query: the dispatcher calls it once for every 收益 in a group commit."""
+    balances: dict[int, dict[str, int]] = {}
     rows: dict[int, list[tuple[datetime, int]]] = defaultdict(list)
     conn = await session.connection()
-    for did, at, fen in (await conn.execute(_RECENT_EARNINGS, {"ids": ids, "since": _since(now)})).all():
-        rows[did].append((at, fen))
-    return {i: (balances[i], rows.get(i, [])) for i in ids}
+    for did, at, fen, *buckets in await conn.execute(_SNAPSHOT, {"ids": ids, "since": _since(now)}):
+        if at is not None:
+            rows[did].append((at, fen))
+        else:
+            balances[did] = dict(zip(BUCKETS, buckets, strict=True))
+    return {i: (balances.get(i) or dict(ZERO), rows.get(i, [])) for i in ids}
 
 
 # A chart already sent is not sent again while it is the same picture; its upload is reused
@@ -127,15 +136,16 @@ async def on_earnings(msg: Incoming, ctx: Ctx) -> Text:
         if sent is not None and clock - sent < CHART_REPEAT_SECONDS:
             lines.append("近 30 天收益图与刚才发给您的一样。")
         else:
-            memo.remember(memo.sent, (me.id, digest), clock)
-            ctx.after_commit(_chart_sender(ctx.wechat, memo, days, digest))
+            ctx.after_commit(_chart_sender(ctx.wechat, memo, me.id, days, digest))
             lines.append("近 30 天收益图马上发给您。")
     return Text("\n".join(lines))
 
 
-def _chart_sender(wechat: Any, memo: ChartMemo, days: list[tuple[date, int]],
+def _chart_sender(wechat: Any, memo: ChartMemo, distributor_id: int, days: list[tuple[date, int]],
                   digest: Any) -> Callable[[], Awaitable[Reply]]:
     async def send_chart() -> Reply:
+        # Remembered once committed: a transaction undone and run again must still send it.
+        memo.remember(memo.sent, (distributor_id, digest), time.monotonic())
         cached = memo.media.get(digest)
         if cached is not None and cached[1] > time.monotonic():
             return Image(cached[0])
