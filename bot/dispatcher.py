@@ -42,9 +42,19 @@ BUSY_TEXT = "系统繁忙，请稍后再试。"
 @dataclass(eq=False)
 class _Pending:
     msg: Incoming
-    future: asyncio.Future[Reply | None]
-    waiters: int = 0
+    # One future per delivery waiting for the reply: a retry that arrives while the update is
+    # in work waits alongside the first delivery.
+    waiters: list[asyncio.Future[Any]] = field(default_factory=list)
+    resolved: bool = False
     received: float = field(default_factory=time.perf_counter)
+
+
+_GAVE_UP = object()  # what a waiter gets at the reply deadline
+
+
+def _give_up(waiter: asyncio.Future[Any]) -> None:
+    if not waiter.done():
+        waiter.set_result(_GAVE_UP)
 
 
 # The batch's statements, built once: constructing and keying them costs more than running them.
@@ -93,32 +103,21 @@ class Dispatcher:
         key = msg.dedupe_key
         pending = self._inflight.get(key)
         if pending is None:
-            pending = _Pending(msg, asyncio.get_running_loop().create_future())
-            self._inflight[key] = pending
+            pending = self._inflight[key] = _Pending(msg)
             self._queue.append(pending)
             self._wake.set()
         else:
             self._metrics.dedupe_hits.inc()
-        pending.waiters += 1
-        # A plain future and a timer: cheaper than wait_for(shield(...)) on the hot path.
+        # A future and a timer: cheaper than wait_for(shield(...)) on the hot path.
         loop = asyncio.get_running_loop()
-        waiter: asyncio.Future[None] = loop.create_future()
-
-        def wake(_: object = None) -> None:
-            if not waiter.done():
-                waiter.set_result(None)
-
-        timer = loop.call_later(self.deadline, wake)
-        pending.future.add_done_callback(wake)
+        waiter = loop.create_future()
+        pending.waiters.append(waiter)
+        timer = loop.call_later(self.deadline, _give_up, waiter)
         try:
-            await waiter
+            reply = await waiter
         finally:
             timer.cancel()
-            pending.future.remove_done_callback(wake)
-        if pending.future.done():
-            return pending.future.result()
-        pending.waiters -= 1
-        return None
+        return None if reply is _GAVE_UP else reply
 
     # ---- the worker side ------------------------------------------------------------------
     async def run(self) -> None:
@@ -134,7 +133,7 @@ class Dispatcher:
                     # waiters get the busy text, and the loop lives on for every later update.
                     log.exception("update batch failed")
                     for p in batch:
-                        if not p.future.done():
+                        if not p.resolved:
                             self._resolve(p, Text(BUSY_TEXT))
 
     async def drain(self) -> None:
@@ -190,14 +189,18 @@ class Dispatcher:
                 self._outbox.wake()
 
     def _resolve(self, p: _Pending, reply: Reply | None) -> bool:
-        """Hand the reply to the waiting webhook; False when nobody waits any more."""
+        """Hand the reply to the waiting deliveries; False when none waits any more (it gave up at
+        the deadline, or its connection went away)."""
         self._inflight.pop(p.msg.dedupe_key, None)
-        waiting = p.waiters > 0
-        if not p.future.done():
-            p.future.set_result(reply)
-        outcome = "passive" if waiting else "late"
+        p.resolved = True
+        delivered = False
+        for waiter in p.waiters:
+            if not waiter.done():
+                waiter.set_result(reply)
+                delivered = True
+        outcome = "passive" if delivered else "late"
         self._metrics.child(self._metrics.handler_latency, outcome).observe(time.perf_counter() - p.received)
-        return waiting
+        return delivered
 
     async def _finish_later(self, p: _Pending, later: Later) -> None:
         try:

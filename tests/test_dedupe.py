@@ -205,7 +205,7 @@ async def test_retry_while_the_slow_reply_is_still_running_gets_it_passively(slo
     assert await deliver(h, fields) is None  # the first delivery gives up waiting (deadline 0.3 s)
     retry = asyncio.create_task(deliver(h, fields))  # arrives while the work runs, waits for it
     dispatcher = h.app[DISPATCHER]
-    while (p := dispatcher._inflight.get(f"m:{fields['MsgId']}")) is None or p.waiters < 1:
+    while (p := dispatcher._inflight.get(f"m:{fields['MsgId']}")) is None or all(w.done() for w in p.waiters):
         await asyncio.sleep(0.005)
     h.release.set()  # type: ignore[attr-defined]
     reply = await retry
