@@ -24,7 +24,7 @@ from bot.sandbox.views import create_sandbox_app
 from bot.scheduler import job, run_scheduler
 from bot.typedefs import CONFIG, DISPATCHER, ENGINE, HTTP, METRICS, OUTBOX, SESSIONMAKER, WECHAT
 from bot.wechat_api import WeChatAPI, WeChatError
-from storage.db import create_engine, create_sessionmaker
+from storage.db import READ_ONLY, create_engine, create_sessionmaker
 from storage.migrate import upgrade
 from storage.models import OutboxMessage, OutboxStatus, ProcessedMessage
 
@@ -115,8 +115,8 @@ async def _push_sandbox_menu(wechat: WeChatAPI) -> None:
 
 async def healthz(request: web.Request) -> web.Response:
     try:
-        async with request.app[ENGINE].connect() as conn:
-            await conn.execute(text("SELECT 1"))
+        async with request.app[ENGINE].connect() as conn:  # a reader: never waits for a writer
+            await (await conn.execution_options(**READ_ONLY)).execute(text("SELECT 1"))
     except Exception as e:  # any database failure means unhealthy
         return web.json_response({"status": "error", "error": type(e).__name__}, status=503)
     return web.json_response({"status": "ok"})
@@ -127,7 +127,8 @@ async def metrics(request: web.Request) -> web.Response:
     # The depth as of this scrape (workers only update it now and then, and not at all when off).
     try:
         async with request.app[SESSIONMAKER]() as session:
-            m.outbox_depth.set(await session.scalar(select(func.count()).select_from(OutboxMessage).where(
+            conn = await session.connection(execution_options=READ_ONLY)
+            m.outbox_depth.set(await conn.scalar(select(func.count()).select_from(OutboxMessage).where(
                 OutboxMessage.status == OutboxStatus.PENDING)) or 0)
     except Exception:  # a scrape still answers while the database does not; /healthz tells
         log.warning("metrics: cannot read the outbox depth", exc_info=True)

@@ -25,7 +25,7 @@ from bot.metrics import Metrics
 from bot.outbox import Outbox
 from bot.replies import Later, Reply, Text, from_json, to_json
 from bot.wechat_api import WeChatAPI
-from storage.db import dialect_insert
+from storage.db import INLINE, dialect_insert
 from storage.models import ConversationState, Distributor, DistributorRow, Follower, ProcessedMessage
 
 log = logging.getLogger(__name__)
@@ -290,7 +290,7 @@ class Dispatcher:
         outcomes: list[tuple[_Pending, HandlerResult]] = []
         async with self._sessionmaker() as session, session.begin():
             # Core statements go straight to the connection: the ORM layer would only add cost.
-            conn = await session.connection()
+            conn = await session.connection(execution_options=INLINE)
             stored, last_seen, distributors, states = await self._senders(session, conn, batch, now)
             plans = self._plan(batch, stored, distributors, states, now)
             prefetched = await self._prefetch(session, plans, distributors, now)

@@ -23,6 +23,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 # Execution options for a connection that only reads: on SQLite its transaction takes no write lock.
 READ_ONLY = {"read_only": True}
+# A short write transaction on the hot path: on SQLite its statements run on the event loop.
+INLINE = {"inline": True}
 
 
 class _OneHopCursor(aiosqlite.Cursor):
@@ -35,27 +37,18 @@ class _OneHopCursor(aiosqlite.Cursor):
     _rows: list[Any] | None = None
 
     async def execute(self, sql: str, parameters: Iterable[Any] | None = None) -> _OneHopCursor:
-        cursor, begin = self._cursor, self._conn.take_begin()
-        params = parameters if parameters is not None else ()
+        cursor, params = self._cursor, parameters if parameters is not None else ()
 
         def run() -> list[Any] | None:
-            if begin:
-                cursor.execute(begin)
             cursor.execute(sql, params)
             return cursor.fetchall() if cursor.description else None
 
-        self._rows = await self._conn._execute(run)
+        self._rows = await self._conn.run(run)
         return self
 
     async def executemany(self, sql: str, parameters: Iterable[Iterable[Any]]) -> _OneHopCursor:
-        cursor, begin = self._cursor, self._conn.take_begin()
-
-        def run() -> None:
-            if begin:
-                cursor.execute(begin)
-            cursor.executemany(sql, parameters)
-
-        await self._conn._execute(run)
+        cursor = self._cursor
+        await self._conn.run(lambda: cursor.executemany(sql, parameters))
         return self
 
     async def fetchall(self) -> Iterable[Any]:
@@ -84,27 +77,66 @@ class _CursorNow:
 
 class _OneHopConnection(aiosqlite.Connection):
     """aiosqlite with fewer trips to its thread: BEGIN is sent with the transaction's first
-    statement, and COMMIT or ROLLBACK only when a transaction is open."""
+    statement, and COMMIT or ROLLBACK only when a transaction is open.
+
+    A transaction begun with the INLINE execution option runs its statements on the event loop
+    itself once it holds the write lock. A short indexed statement costs less than a trip to the
+    thread, and while the loop is busy each of the driver's GIL releases in the thread (one per
+    row) waits for the loop to let go. Nothing inline waits for a lock: BEGIN IMMEDIATE is tried
+    without the busy timeout and, when another connection writes, waits in the thread; in WAL
+    mode the lock holder's statements do not wait. COMMIT goes to the thread (it may checkpoint).
+    Only for transactions of short statements: a long one would hold up the whole loop."""
 
     _begin: str | None = None
+    _inline_next = False
+    _inline = False
 
     def cursor(self) -> _CursorNow:  # type: ignore[override]
         return _CursorNow(_OneHopCursor(self, self._conn.cursor()))
 
-    def defer_begin(self, sql: str) -> None:
-        self._begin = sql
+    def defer_begin(self, sql: str, *, inline: bool = False) -> None:
+        self._begin, self._inline_next = sql, inline
 
-    def take_begin(self) -> str | None:
+    async def run(self, work: Callable[[], Any]) -> Any:
+        """`work` with the deferred BEGIN first: on the loop in an inline transaction, otherwise
+        in one trip to the thread."""
         begin, self._begin = self._begin, None
-        return begin
+        if begin and self._inline_next:
+            self._inline_next = False
+            if not self._begin_now(begin):
+                await self._execute(self._conn.execute, begin)  # wait for the lock in the thread
+            self._inline, begin = True, None  # the write lock is ours: nothing below waits on it
+        if self._inline:
+            return work()
+        if not begin:
+            return await self._execute(work)
+
+        def begin_then_work() -> Any:
+            self._conn.execute(begin)
+            return work()
+        return await self._execute(begin_then_work)
+
+    def _begin_now(self, begin: str) -> bool:
+        """BEGIN on the loop if the lock is free right now; False when it would have to wait."""
+        conn = self._conn
+        conn.execute("PRAGMA busy_timeout=0")
+        try:
+            conn.execute(begin)
+            return True
+        except sqlite3.OperationalError as e:
+            if e.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY:
+                raise
+            return False
+        finally:
+            conn.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
 
     async def commit(self) -> None:
-        self._begin = None
+        self._begin, self._inline = None, False
         if self._conn.in_transaction:
             await super().commit()
 
     async def rollback(self) -> None:
-        self._begin = None
+        self._begin, self._inline = None, False
         if self._conn.in_transaction:
             await super().rollback()
 
@@ -158,10 +190,12 @@ def tune_sqlite(engine: Engine) -> None:
     @event.listens_for(engine, "begin")
     def _on_begin(conn):  # noqa: ANN001
         # Read-only work (a poll, a health check) takes no write lock.
-        begin = "BEGIN" if conn.get_execution_options().get("read_only") else "BEGIN IMMEDIATE"
+        options = conn.get_execution_options()
+        begin = "BEGIN" if options.get("read_only") else "BEGIN IMMEDIATE"
         driver = conn.connection.driver_connection
         if isinstance(driver, _OneHopConnection):
-            driver.defer_begin(begin)  # sent with the first statement, in the same thread trip
+            # Sent with the first statement, in the same thread trip (or on the loop: INLINE).
+            driver.defer_begin(begin, inline=bool(options.get("inline")))
         else:
             conn.exec_driver_sql(begin)
 
