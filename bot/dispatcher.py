@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import Counter, defaultdict
+from collections import Counter, defaultdict, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -52,11 +52,6 @@ class _Pending:
 _GAVE_UP = object()  # what a waiter gets at the reply deadline
 
 
-def _give_up(waiter: asyncio.Future[Any]) -> None:
-    if not waiter.done():
-        waiter.set_result(_GAVE_UP)
-
-
 # The batch's statements, built once: constructing and keying them costs more than running them.
 _DISTRIBUTOR_COLUMNS = tuple(Distributor.__table__.c)
 # Who sent the batch and what was stored for it, in one statement. First a row per follower: the
@@ -95,6 +90,8 @@ class Dispatcher:
         self._inflight: dict[str, _Pending] = {}
         self._wake = asyncio.Event()
         self._later_tasks: set[asyncio.Task[None]] = set()
+        self._deadlines: deque[tuple[float, asyncio.Future[Any]]] = deque()  # (give up at, waiter)
+        self._deadline_timer: asyncio.TimerHandle | None = None
         self.memo: dict[str, Any] = {}  # handlers' process-local caches (Ctx.memo)
 
     # ---- the webhook side -----------------------------------------------------------------
@@ -108,16 +105,31 @@ class Dispatcher:
             self._wake.set()
         else:
             self._metrics.dedupe_hits.inc()
-        # A future and a timer: cheaper than wait_for(shield(...)) on the hot path.
-        loop = asyncio.get_running_loop()
-        waiter = loop.create_future()
+        waiter = asyncio.get_running_loop().create_future()
         pending.waiters.append(waiter)
-        timer = loop.call_later(self.deadline, _give_up, waiter)
-        try:
-            reply = await waiter
-        finally:
-            timer.cancel()
+        self._watch(waiter)
+        reply = await waiter
         return None if reply is _GAVE_UP else reply
+
+    def _watch(self, waiter: asyncio.Future[Any]) -> None:
+        """Give the waiter up at the deadline. One timer for all: the deadline is the same for
+        every delivery, so arrival order is deadline order (a timer each costs more)."""
+        loop = asyncio.get_running_loop()
+        due = self._deadlines
+        while due and due[0][1].done():
+            due.popleft()
+        due.append((loop.time() + self.deadline, waiter))
+        if self._deadline_timer is None:
+            self._deadline_timer = loop.call_at(due[0][0], self._give_up_due)
+
+    def _give_up_due(self) -> None:
+        loop = asyncio.get_running_loop()
+        due, now = self._deadlines, loop.time()
+        while due and (due[0][0] <= now or due[0][1].done()):
+            waiter = due.popleft()[1]
+            if not waiter.done():
+                waiter.set_result(_GAVE_UP)
+        self._deadline_timer = loop.call_at(due[0][0], self._give_up_due) if due else None
 
     # ---- the worker side ------------------------------------------------------------------
     async def run(self) -> None:

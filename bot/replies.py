@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import re
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from wechatpy.replies import ArticlesReply, ImageReply, TextReply
 
 
 @dataclass(frozen=True)
@@ -69,20 +70,32 @@ def from_json(data: dict[str, Any]) -> Reply:
     raise ValueError(f"not a stored reply: {data!r}")
 
 
+# Characters XML 1.0 does not allow: WeChat could not parse a reply holding one.
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
+def _cdata(value: str) -> str:
+    """A CDATA section for any text: "]]>" is split over two sections (wechatpy's replies leave
+    it in, and a name like "a]]>b" would break the XML)."""
+    return "<![CDATA[" + _NOT_XML.sub("", value).replace("]]>", "]]]]><![CDATA[>") + "]]>"
+
+
 def render(reply: Reply | None, *, account: str, openid: str) -> str:
-    """The passive-reply XML for WeChat; "success" when there is nothing to say now."""
+    """The passive-reply XML for WeChat (the fields of wechatpy's TextReply, ImageReply and
+    ArticlesReply); "success" when there is nothing to say now."""
     if reply is None:
         return "success"
-    common = {"source": account, "target": openid}
     match reply:
         case Text(content):
-            return TextReply(content=content, **common).render()
+            kind, body = "text", f"<Content>{_cdata(content)}</Content>"
         case Image(media_id):
-            return ImageReply(media_id=media_id, **common).render()
+            kind, body = "image", f"<Image><MediaId>{_cdata(media_id)}</MediaId></Image>"
         case News(articles):
-            r = ArticlesReply(**common)
-            # A news reply to a user message shows only its first article nowadays.
-            a = articles[0]
-            r.add_article({"title": a.title, "description": a.description, "url": a.url, "image": a.image})
-            return r.render()
-    raise TypeError(f"not a reply: {reply!r}")
+            a = articles[0]  # a news reply to a user message shows only its first article nowadays
+            kind, body = "news", (f"<ArticleCount>1</ArticleCount><Articles><item><Title>{_cdata(a.title)}</Title>"
+                                  f"<Description>{_cdata(a.description)}</Description><PicUrl>{_cdata(a.image)}"
+                                  f"</PicUrl><Url>{_cdata(a.url)}</Url></item></Articles>")
+        case _:
+            raise TypeError(f"not a reply: {reply!r}")
+    return (f"<xml><ToUserName>{_cdata(openid)}</ToUserName><FromUserName>{_cdata(account)}</FromUserName>"
+            f"<CreateTime>{int(time.time())}</CreateTime><MsgType><![CDATA[{kind}]]></MsgType>{body}</xml>")

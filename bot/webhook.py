@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -151,9 +152,15 @@ async def receive(request: web.Request) -> web.Response:
 
 
 async def _read_body(request: web.Request) -> bytes:
-    if request.content_length is not None and request.content_length > MAX_BODY:
-        raise Rejected(413, "body too large")
-    # StreamReader.read(n) returns what is buffered, not n bytes: read until EOF, capped.
+    length = request.content_length
+    if length is not None:  # the HTTP parser holds the body to exactly this length
+        if length > MAX_BODY:
+            raise Rejected(413, "body too large")
+        try:
+            return await request.content.readexactly(length) if length else b""
+        except asyncio.IncompleteReadError:  # the sender went away half way
+            raise Rejected(400, "incomplete body") from None
+    # Chunked: StreamReader.read(n) returns what is buffered, not n bytes: read until EOF, capped.
     body = bytearray()
     while chunk := await request.content.read(MAX_BODY + 1 - len(body)):
         body += chunk

@@ -3,10 +3,12 @@ fake ctx (the first of the three test layers)."""
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+import wechatpy
 import xmltodict
 
 from bot.chat import CANCEL_WORDS, Ctx, Dispatch, Incoming, Router, split_command
@@ -334,6 +336,31 @@ async def test_name_step_refuses_without_a_query(name: str) -> None:
                                    News((Article("标题", "描述", "http://x", "http://y.jpg"), Article("二")))])
 def test_replies_round_trip_through_json(reply: Any) -> None:
     assert from_json(to_json(reply)) == reply
+
+
+@pytest.mark.parametrize("reply", [Text("收益 ¥1.00\n<b>&amp; a]]>b ]]]]> 末"), Image("media]]>1"),
+                                   News((Article("标题]]>", "描述 <&>", "http://x/?a=1&b=2", "http://y.jpg"),))])
+def test_rendered_replies_read_back_with_wechatpy(reply: Any) -> None:
+    message = wechatpy.parse_message(render(reply, account="gh_acct", openid="oUser]]>"))
+    assert message.source == "gh_acct" and message.target == "oUser]]>"
+    assert abs(message.create_time.timestamp() - time.time()) < 5
+    match reply:
+        case Text(content):
+            assert message.type == "text" and message.content == content
+        case Image(media_id):
+            fields = xmltodict.parse(render(reply, account="gh", openid="o"))["xml"]
+            assert fields["MsgType"] == "image" and fields["Image"]["MediaId"] == media_id
+        case News(articles):
+            fields = xmltodict.parse(render(reply, account="gh", openid="o"))["xml"]
+            item = fields["Articles"]["item"]
+            a = articles[0]
+            assert (item["Title"], item["Description"], item["Url"], item["PicUrl"]) == (
+                a.title, a.description, a.url, a.image)
+
+
+def test_render_drops_characters_xml_cannot_hold() -> None:
+    message = wechatpy.parse_message(render(Text("a\x00b\x07c\td"), account="gh", openid="o"))
+    assert message.content == "abc\td"
 
 
 def test_render_shows_a_single_article_and_says_success_for_nothing() -> None:
