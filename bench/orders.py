@@ -282,7 +282,7 @@ async def earnings_handler(db_url: str, n: int, distributors: int) -> dict[str, 
     from bot.config import Config
     from handlers.earnings import on_earnings
     from storage.db import create_sessionmaker
-    from storage.models import Distributor, Follower
+    from storage.models import Distributor
 
     class NoWeChat:  # the chart is rendered after the reply; not part of this figure
         pass
@@ -298,7 +298,7 @@ async def earnings_handler(db_url: str, n: int, distributors: int) -> dict[str, 
                 d = await session.get(Distributor, rng.randrange(distributors) + 1)
                 assert d is not None
                 ctx = Ctx(session=session, config=config, wechat=NoWeChat(), outbox=None,  # type: ignore[arg-type]
-                          now=datetime.now(UTC), follower=Follower(openid=d.openid), distributor=d, state=None)
+                          now=datetime.now(UTC), openid=d.openid, distributor=d, state=None)
                 t0 = time.perf_counter()
                 await on_earnings(None, ctx)  # type: ignore[arg-type]
                 times.append(time.perf_counter() - t0)
