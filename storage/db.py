@@ -29,8 +29,8 @@ INLINE = {"inline": True}
 
 class _OneHopCursor(aiosqlite.Cursor):
     """Executes and fetches in one trip to the connection's thread (aiosqlite takes four:
-    cursor, execute, fetchall, close); each trip costs more CPU than a small query itself.
-    A transaction's deferred BEGIN rides along with its first statement.
+    cursor, execute, fetchall, close), or none in an INLINE transaction; each trip costs more CPU
+    than a small query itself. A transaction's deferred BEGIN rides along with its first statement.
     Relies on aiosqlite's Connection._execute and Cursor._cursor (pinned in pyproject.toml)."""
 
     _conn: _OneHopConnection
