@@ -4,6 +4,7 @@ delivery of it answered alike; a reply slower than the deadline goes out later, 
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import pytest
@@ -213,6 +214,19 @@ async def test_retry_while_the_slow_reply_is_still_running_gets_it_passively(slo
     await asyncio.sleep(0.3)
     assert h.calls == ["等 五"]  # type: ignore[attr-defined]
     assert await count(h, OutboxMessage) == 0  # answered passively, nothing to send later
+
+
+async def test_a_delivery_whose_wait_is_cancelled_gets_its_reply_later(slow_harness: Harness) -> None:
+    h = slow_harness
+    user = h.user()
+    await h.follow(user)
+    msg = Incoming(kind="text", openid=user.openid, account=h.config.wechat.app_id, create_time=int(time.time()),
+                   msg_id=987654321, content="慢 八")
+    waiting = asyncio.create_task(h.app[DISPATCHER].submit(msg))
+    await asyncio.sleep(0.05)
+    waiting.cancel()  # e.g. the request's task ends before the reply is ready
+    item = await h.platform.wait_for(user.openid, lambda i: i.get("via") == "custom")
+    assert item["type"] == "text" and item["content"].endswith("八")
 
 
 # ---- two processes on one database ----------------------------------------------------------------
