@@ -26,10 +26,10 @@ from bot.scheduler import job
 from bot.typedefs import CONFIG, OUTBOX, SESSIONMAKER
 from content.charts import render_earnings_chart
 from handlers import commission as rules
+from handlers.help import Me, active_only
 from handlers.common import CHINA, china_time, yuan
 from handlers.commission_notices import settle_and_notify
 from handlers.order_events import COMMISSIONS, ORDERS
-from handlers.orders import require_active
 from storage.ledger import BALANCES, BUCKETS, ENTRIES, ZERO, Delta, apply_deltas, is_postgres
 from storage.models_ledger import CommissionState, EntryKind
 from storage.queries import distributor_by_code
@@ -104,12 +104,8 @@ class ChartMemo:
 
 
 @router.command("收益", "earnings", menu=MenuKey.EARNINGS, prefetch=earnings_snapshot)
-async def on_earnings(msg: Incoming, ctx: Ctx) -> Text:
-    refusal = require_active(ctx)
-    if refusal is not None:
-        return refusal
-    me = ctx.distributor
-    assert me is not None
+@active_only
+async def on_earnings(msg: Incoming, ctx: Ctx, me: Me) -> Text:
     today = rules.day_start(ctx.now)
     month = rules.month_start(ctx.now)
     balance, rows = ctx.prefetched or (await earnings_snapshot(ctx.session, [me.id], ctx.now))[me.id]

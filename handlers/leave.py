@@ -18,7 +18,7 @@ from sqlalchemy import select
 from bot.chat import Ctx, Incoming, Router
 from bot.replies import Text
 from handlers.common import mask_name, yuan
-from handlers.orders import require_active
+from handlers.help import require_active
 from storage.ledger import balance_of, settle_exited
 from storage.models import Distributor, DistributorStatus
 from storage.models_ledger import InviterChange

@@ -27,30 +27,20 @@ from bot.replies import Text
 from bot.typedefs import CONFIG, OUTBOX, SESSIONMAKER
 from handlers import commission as rules
 from handlers.common import CHINA, china_time, yuan
-from handlers.help import NOT_REGISTERED
+from handlers.help import Me, active_only
 from handlers.order_events import COMMISSIONS, EVENTS, ORDERS, EventIn, Rejected, apply_events, apply_events_sync
 from storage.db import SqliteWriter
-from storage.models import Distributor, DistributorStatus
+from storage.models import Distributor
 
 log = logging.getLogger(__name__)
 router = Router("orders")
 api = ApiRoutes("orders")
 
-EXITED = "您已退出分销计划，不能再使用这个功能。如需帮助请回复“客服”。"
 MAX_BATCH = 200
 LINGER_SECONDS = 0.002
 RECENT = 10
 STATUS_NAMES = {rules.PAID: "待发货", rules.SHIPPED: "已发货", rules.COMPLETED: "已完成",
                 rules.REFUNDED: "已退款", rules.CANCELLED: "已取消"}
-
-
-def require_active(ctx: Ctx) -> Text | None:
-    """The refusal for someone who may not use distributor commands, else None."""
-    if ctx.distributor is None:
-        return Text(NOT_REGISTERED)
-    if ctx.distributor.status != DistributorStatus.ACTIVE:
-        return Text(EXITED)
-    return None
 
 
 # ---- the shape of an event -------------------------------------------------------------------
@@ -276,12 +266,8 @@ async def get_order(request: web.Request) -> web.Response:
 
 # ---- 订单 in chat ------------------------------------------------------------------------------
 @router.command("订单", "orders", menu=MenuKey.ORDERS)
-async def on_orders(msg: Incoming, ctx: Ctx) -> Text:
-    refusal = require_active(ctx)
-    if refusal is not None:
-        return refusal
-    me = ctx.distributor
-    assert me is not None
+@active_only
+async def on_orders(msg: Incoming, ctx: Ctx, me: Me) -> Text:
     o, c = ORDERS.c, COMMISSIONS.c
     counts = dict((await ctx.session.execute(
         select(o.status, func.count()).where(o.distributor_id == me.id).group_by(o.status))).all())

@@ -13,9 +13,9 @@ from bot.chat import Ctx, Incoming, Router
 from bot.menu import MenuKey
 from bot.replies import Text
 from handlers import commission as rules
+from handlers.help import Me, active_only
 from handlers.common import yuan
 from handlers.order_events import ORDERS
-from handlers.orders import require_active
 from storage.models import Distributor, DistributorStatus
 
 router = Router("team")
@@ -23,12 +23,8 @@ LEVEL_NAMES = ("", "直属成员", "二级成员", "三级成员")
 
 
 @router.command("团队", "team", menu=MenuKey.TEAM)
-async def on_team(msg: Incoming, ctx: Ctx) -> Text:
-    refusal = require_active(ctx)
-    if refusal is not None:
-        return refusal
-    me = ctx.distributor
-    assert me is not None
+@active_only
+async def on_team(msg: Incoming, ctx: Ctx, me: Me) -> Text:
     d, o = Distributor.__table__.c, ORDERS.c
     month = rules.month_start(ctx.now)
     depth = max(ctx.config.distribution.max_levels - 1, 1)  # the levels that earn this distributor commission

@@ -19,8 +19,8 @@ from bot.chat import Ctx, Incoming, Router
 from bot.replies import Text
 from bot.typedefs import OUTBOX, SESSIONMAKER
 from handlers.commission import AmountError, parse_yuan
+from handlers.help import Me, active_only
 from handlers.common import china_time, yuan
-from handlers.orders import require_active
 from storage.ledger import WITHDRAWALS, AlreadyDecided, balance_of, decide_withdrawal, request_withdrawal
 from storage.models import Distributor
 from storage.models_ledger import WithdrawalStatus
@@ -33,12 +33,8 @@ MAX_REASON = 200
 
 # ---- 提现 in chat ------------------------------------------------------------------------------
 @router.command("提现", "withdraw")
-async def on_withdraw(msg: Incoming, ctx: Ctx) -> Text:
-    refusal = require_active(ctx)
-    if refusal is not None:
-        return refusal
-    me = ctx.distributor
-    assert me is not None
+@active_only
+async def on_withdraw(msg: Incoming, ctx: Ctx, me: Me) -> Text:
     minimum = ctx.config.distribution.min_withdraw_fen
     if not ctx.args:
         balance = await balance_of(ctx.session, me.id)
