@@ -137,6 +137,12 @@ class Harness:
         if self.http is not None:
             await self.http.close()
 
+    async def __aenter__(self) -> Harness:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
     # ---- the WeChat side --------------------------------------------------------------------
     def user(self, nickname: str = "") -> SimUser:
         return self.platform.user(nickname=nickname)
@@ -196,7 +202,5 @@ async def wechat_server(platform: Platform) -> AsyncIterator[TestServer]:
 
 @pytest.fixture
 async def harness(db_url: str, platform: Platform, wechat_server: TestServer) -> AsyncIterator[Harness]:
-    h = Harness(make_config(db_url), platform, wechat_server, reply_deadline=2.0)
-    await h.start()
-    yield h
-    await h.close()
+    async with Harness(make_config(db_url), platform, wechat_server, reply_deadline=2.0) as h:
+        yield h

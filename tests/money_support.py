@@ -38,12 +38,8 @@ async def money_harness(db_url: str, platform: Platform, wechat_server: TestServ
     sections: dict[str, Any] = {"distribution": distribution}
     if ranks is not None:
         sections["ranks"] = ranks
-    h = Harness(make_config(db_url, **sections), platform, wechat_server, reply_deadline=3.0)
-    await h.start()
-    try:
+    async with Harness(make_config(db_url, **sections), platform, wechat_server, reply_deadline=3.0) as h:
         yield h
-    finally:
-        await h.close()
 
 
 async def seed(h: Harness, *, inviter: Distributor | None = None, rank: str = "junior", name: str = "张三",

@@ -159,12 +159,10 @@ async def slow_harness(db_url: str, platform: Platform, wechat_server: Any,
     calls: list[str] = []
     release = asyncio.Event()
     monkeypatch.setattr(features, "dispatch", _slow_dispatch(calls, release))
-    h = Harness(make_config(db_url), platform, wechat_server, reply_deadline=0.3)
-    await h.start()
-    h.calls = calls  # type: ignore[attr-defined]
-    h.release = release  # type: ignore[attr-defined]
-    yield h
-    await h.close()
+    async with Harness(make_config(db_url), platform, wechat_server, reply_deadline=0.3) as h:
+        h.calls = calls  # type: ignore[attr-defined]
+        h.release = release  # type: ignore[attr-defined]
+        yield h
 
 
 @pytest.mark.parametrize("command", ["慢 一", "迟 二"], ids=["slow-handler", "later-work"])

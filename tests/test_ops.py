@@ -93,10 +93,8 @@ async def test_an_unmatched_path_is_counted_without_its_text(harness: Harness) -
 
 @pytest.fixture
 async def idle(db_url: str, platform: Platform, wechat_server: Any) -> Any:
-    h = Harness(make_config(db_url), platform, wechat_server, workers=False)
-    await h.start()
-    yield h
-    await h.close()
+    async with Harness(make_config(db_url), platform, wechat_server, workers=False) as h:
+        yield h
 
 
 async def test_metrics_show_the_current_outbox_depth(idle: Harness) -> None:

@@ -29,10 +29,8 @@ def _quick_busy_retries(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 async def idle(db_url: str, platform: Platform, wechat_server: TestServer) -> AsyncIterator[Harness]:
     """The app without its outbox worker and scheduler, so rows stay put until a test says."""
-    h = Harness(make_config(db_url), platform, wechat_server, reply_deadline=2.0, workers=False)
-    await h.start()
-    yield h
-    await h.close()
+    async with Harness(make_config(db_url), platform, wechat_server, reply_deadline=2.0, workers=False) as h:
+        yield h
 
 
 async def follower(h: Harness) -> SimUser:

@@ -117,10 +117,8 @@ def test_render_poster_keeps_qr_and_text_inside_2mb() -> None:
 @pytest.fixture
 async def slow_harness(db_url: str, platform: Platform, wechat_server: TestServer) -> AsyncIterator[Harness]:
     """Replies are due after 10 ms: every poster misses the passive window."""
-    h = Harness(make_config(db_url), platform, wechat_server, reply_deadline=0.01)
-    await h.start()
-    yield h
-    await h.close()
+    async with Harness(make_config(db_url), platform, wechat_server, reply_deadline=0.01) as h:
+        yield h
 
 
 async def test_poster_too_slow_for_the_window_arrives_through_customer_service(slow_harness: Harness) -> None:

@@ -44,10 +44,8 @@ async def test_inline_transactions_run_on_the_loop_and_others_in_the_thread(tmp_
 
 @pytest.fixture
 async def sqlite_harness(tmp_path: Path, platform: Platform, wechat_server: TestServer) -> AsyncIterator[Harness]:
-    h = Harness(make_config(f"sqlite+aiosqlite:///{tmp_path}/distbot.db"), platform, wechat_server)
-    await h.start()
-    yield h
-    await h.close()
+    async with Harness(make_config(f"sqlite+aiosqlite:///{tmp_path}/distbot.db"), platform, wechat_server) as h:
+        yield h
 
 
 async def test_a_batch_waits_for_another_writer_without_holding_up_the_loop(sqlite_harness: Harness,

@@ -81,10 +81,9 @@ async def safe_harness(db_url: str) -> AsyncIterator[Harness]:
                         template_ids=frozenset({"tmpl-notice"}))
     server = TestServer(create_sandbox_app(platform))
     await server.start_server()
-    h = Harness(make_config(db_url, wechat={"encoding_aes_key": AES_KEY}), platform, server, reply_deadline=2.0)
-    await h.start()
-    yield h
-    await h.close()
+    config = make_config(db_url, wechat={"encoding_aes_key": AES_KEY})
+    async with Harness(config, platform, server, reply_deadline=2.0) as h:
+        yield h
     await server.close()
 
 
