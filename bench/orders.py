@@ -279,7 +279,7 @@ async def post_earnings_baseline(server: Server, args: argparse.Namespace, n_dis
 async def earnings_handler(db_url: str, n: int, distributors: int) -> dict[str, float]:
     """The 收益 handler alone (its queries and text, not the chart), on a real session."""
     from bot.chat import Ctx
-    from bot.config import Config
+    from domain.config import Config
     from handlers.earnings import on_earnings
     from storage.db import create_sessionmaker
     from storage.models import Distributor

@@ -14,7 +14,7 @@ from sqlalchemy import delete, func, select, text
 
 from bot import features, webhook
 from bot.api import create_api_app
-from bot.config import Config
+from domain.config import Config
 from bot.dispatcher import REPLY_DEADLINE_SECONDS, Dispatcher
 from bot.menu import menu_payload
 from bot.metrics import Metrics

@@ -10,11 +10,11 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.menu import MenuKey
-from bot.replies import Later, Reply, Text
+from domain.messages import Reply, Text
 from storage.models import ConversationState, Distributor, DistributorRow, Follower
 
 if TYPE_CHECKING:
-    from bot.config import Config
+    from domain.config import Config
     from bot.outbox import Outbox
     from bot.wechat_api import WeChatAPI
 
@@ -99,6 +99,18 @@ class Ctx:
     def active_distributor(self) -> Distributor | DistributorRow | None:
         d = self.distributor
         return d if d is not None and d.status == "active" else None
+
+
+@dataclass(frozen=True)
+class Later:
+    """Slow work (rendering, WeChat uploads) done after the update's transaction commits.
+
+    Its result is the passive reply when it is ready within the reply deadline, otherwise it is
+    delivered through the outbox and the customer-service API.
+    """
+
+    work: Callable[[], Awaitable[Reply | None]]
+    key: str = field(default="")
 
 
 HandlerResult = Reply | Later | None

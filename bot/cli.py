@@ -10,7 +10,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from bot.config import Config, ConfigError, load_config
+from domain.config import Config, ConfigError, load_config
 from bot.logs import setup_logging
 from storage.backup import BackupError
 

@@ -20,10 +20,11 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.chat import Ctx, Dispatch, Handler, HandlerResult, Incoming, Route
-from bot.config import Config
+from domain.config import Config
 from bot.metrics import Metrics
 from bot.outbox import Outbox
-from bot.replies import Later, Reply, Text, from_json, to_json
+from bot.chat import Later
+from domain.messages import Reply, Text, from_json, to_json
 from bot.wechat_api import WeChatAPI
 from storage.db import INLINE, dialect_insert
 from storage.models import ConversationState, Distributor, DistributorRow, Follower, ProcessedMessage

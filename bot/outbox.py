@@ -9,19 +9,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, func, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot.config import Config
+from domain.config import Config
 from bot.metrics import Metrics
-from bot.replies import Reply, Text, from_json, to_json
+from domain.messages import Reply, from_json, to_json
+from domain.outbox import Merge, merge_notices, template_data
 from bot.wechat_api import NOT_FOLLOWING, OUTSIDE_WINDOW, QUOTA_SPENT, WeChatAPI, WeChatError
 from storage.db import READ_ONLY, dialect_insert
 from storage.models import OutboxMessage, OutboxStatus
@@ -30,72 +29,6 @@ log = logging.getLogger(__name__)
 
 IDLE_POLL_SECONDS = 0.5
 MAX_BACKOFF_SECONDS = 600
-
-
-@dataclass(frozen=True)
-class Merge:
-    """A batched notice: counters folded into one pending row per key, rendered on every fold."""
-
-    key: str
-    openid: str
-    counts: dict[str, int]
-    render: Callable[[dict[str, int]], Reply]
-    due: datetime  # when the row may be sent: the end of the batching window
-
-
-_OUTBOX = OutboxMessage.__table__
-_MERGE_READ = select(_OUTBOX.c.key, _OUTBOX.c.status, _OUTBOX.c.payload).where(
-    _OUTBOX.c.key.in_(bindparam("keys", expanding=True)))
-_MERGE_LOCK = _MERGE_READ.order_by(_OUTBOX.c.key).with_for_update()
-_MERGE_INSERT = _OUTBOX.insert()
-_MERGE_UPDATE = update(_OUTBOX).where(_OUTBOX.c.key == bindparam("k")).values(payload=bindparam("p"))
-
-
-def template_data(reply: Reply, title: str = "") -> dict[str, Any]:
-    """A template message body for a reply, used outside the 48-hour window."""
-    text = reply.content if isinstance(reply, Text) else "您有一条新消息，请进入公众号查看。"
-    first, _, rest = text.partition("\n")
-    return {"first": {"value": title or first}, "keyword1": {"value": first if title else rest[:200] or first},
-            "remark": {"value": rest[:200] if title else ""}}
-
-
-def merge_notices(conn: Connection, items: Sequence[Merge]) -> None:
-    """Fold counters into the still-pending row under each key, or add the row, due at `due`:
-    a burst of events (orders credited in a minute) then makes one message, not one each.
-
-    Synchronous on a Connection (the order-event writer runs it in a thread on SQLite; async
-    callers use Outbox.enqueue_merged). A row that a worker already claimed or sent is left alone;
-    its counters go to a fresh row. Rows are added with a plain insert: on PostgreSQL a racing
-    transaction that added the same key first makes this one fail (the caller retries it)
-    instead of losing the counters."""
-    if not items:
-        return
-    merged: dict[str, Merge] = {}
-    for m in items:
-        prev = merged.get(m.key)
-        merged[m.key] = m if prev is None else Merge(
-            m.key, m.openid, {k: prev.counts.get(k, 0) + m.counts.get(k, 0) for k in {*prev.counts, *m.counts}},
-            m.render, prev.due)
-    stmt = _MERGE_LOCK if conn.dialect.name == "postgresql" else _MERGE_READ
-    existing = {k: (status, payload) for k, status, payload in conn.execute(stmt, {"keys": list(merged)}).all()}
-    now = datetime.now(UTC)
-    inserts: list[dict[str, Any]] = []
-    updates: list[dict[str, Any]] = []
-    for key, m in merged.items():
-        status, payload = existing.get(key, (None, None))
-        if status == OutboxStatus.PENDING:
-            old = (payload or {}).get("merge") or {}
-            counts = {k: old.get(k, 0) + m.counts.get(k, 0) for k in {*old, *m.counts}}
-            updates.append({"k": key, "p": {**to_json(m.render(counts)), "merge": counts}})
-            continue
-        if status is not None:
-            key = f"{key}+{secrets.token_hex(4)}"
-        inserts.append({"key": key, "openid": m.openid, "payload": {**to_json(m.render(m.counts)), "merge": m.counts},
-                        "status": OutboxStatus.PENDING, "attempts": 0, "next_attempt_at": m.due, "created_at": now})
-    if inserts:
-        conn.execute(_MERGE_INSERT, inserts)
-    if updates:
-        conn.execute(_MERGE_UPDATE, updates)
 
 
 class Outbox:

@@ -9,7 +9,7 @@ from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 if TYPE_CHECKING:
-    from bot.config import Config
+    from domain.config import Config
     from bot.dispatcher import Dispatcher
     from bot.metrics import Metrics
     from bot.outbox import Outbox

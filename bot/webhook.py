@@ -17,8 +17,8 @@ from aiohttp import web
 from wechatpy.crypto import PrpCrypto
 
 from bot.chat import Incoming
-from bot.config import Config
-from bot.replies import render
+from domain.config import Config
+from bot.passive_xml import passive_reply_xml
 from bot.typedefs import CONFIG, DISPATCHER
 
 MAX_BODY = 256 * 1024
@@ -145,7 +145,7 @@ async def receive(request: web.Request) -> web.Response:
         return web.Response(status=e.status, text=e.reason)
 
     reply = await request.app[DISPATCHER].submit(msg)
-    xml = render(reply, account=msg.account, openid=msg.openid)
+    xml = passive_reply_xml(reply, account=msg.account, openid=msg.openid)
     if crypto is None or reply is None:
         return web.Response(text=xml, content_type="application/xml" if reply else "text/plain")
     return web.Response(text=_encrypt(config, crypto, xml, nonce), content_type="application/xml")

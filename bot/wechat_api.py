@@ -15,7 +15,7 @@ import aiohttp
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot.replies import Image, News, Reply, Text
+from domain.messages import Image, News, Reply, Text
 from storage.models import AccessToken
 
 log = logging.getLogger(__name__)

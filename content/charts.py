@@ -10,7 +10,7 @@ from datetime import date
 from PIL import Image, ImageDraw
 
 from content.fonts import cjk_font
-from handlers.common import yuan
+from domain.formats import yuan
 
 WIDTH, HEIGHT = 1080, 760
 MARGIN_LEFT, MARGIN_RIGHT, MARGIN_TOP, MARGIN_BOTTOM = 150, 40, 170, 90

@@ -17,7 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from content.packs import ValidPack, validate_pack
-from handlers.common import china_time
+from domain.formats import china_time
 from storage.models_content import ContentFile, ContentPack, LivePack
 
 CONTENT_CACHE_SIZE = 32

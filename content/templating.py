@@ -17,7 +17,7 @@ from urllib.parse import quote
 from jinja2 import StrictUndefined, TemplateError, TemplateSyntaxError, meta, nodes
 from jinja2.sandbox import SandboxedEnvironment, SecurityError
 
-from handlers.common import yuan
+from domain.formats import yuan
 
 VARIABLES = frozenset({"distributor", "product", "share_url"})
 MAX_OUTPUT_CHARS = 4000

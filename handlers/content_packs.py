@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.api import ApiError, ApiRoutes, ok
 from bot.chat import Router
-from bot.config import Config
+from domain.config import Config
 from bot.typedefs import CONFIG, SESSIONMAKER
 from content.packs import MAX_UPLOAD_BYTES, PackInvalid
 from content.store import PackConflict, activate, import_pack, live_pack_ids, pack_file, pack_json

@@ -18,19 +18,18 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.api import ApiError, ApiRoutes, ok
 from bot.chat import Ctx, Incoming, Router
-from bot.config import Config
+from domain.config import Config
 from bot.menu import MenuKey
 from bot.outbox import Outbox
-from bot.replies import Image, Reply, Text
+from domain.messages import Image, Reply, Text
 from bot.scheduler import job
 from bot.typedefs import CONFIG, OUTBOX, SESSIONMAKER
 from content.charts import render_earnings_chart
-from handlers import commission as rules
 from handlers.help import Me, active_only
-from handlers.common import CHINA, china_time, yuan
-from handlers.commission_notices import settle_and_notify
-from handlers.order_events import COMMISSIONS, ORDERS
-from storage.ledger import BALANCES, BUCKETS, ENTRIES, ZERO, Delta, apply_deltas, is_postgres
+from domain.formats import CHINA, china_time, day_start, month_start, yuan
+from domain.notices import settle_and_notify
+from domain.orders import COMMISSIONS, ORDERS
+from domain.ledger import BALANCES, BUCKETS, ENTRIES, ZERO, Delta, apply_deltas, is_postgres
 from storage.models_ledger import CommissionState, EntryKind
 from storage.queries import distributor_by_code
 
@@ -52,7 +51,7 @@ def daily_totals(rows: list[tuple[datetime, int]], today: date, days: int = CHAR
 
 
 def _since(now: datetime) -> datetime:
-    return min(rules.month_start(now), rules.day_start(now) - timedelta(days=CHART_DAYS - 1))
+    return min(month_start(now), day_start(now) - timedelta(days=CHART_DAYS - 1))
 
 
 # One statement for the whole batch: each distributor's earnings entries since `since` (rows with
@@ -106,8 +105,8 @@ class ChartMemo:
 @router.command("收益", "earnings", menu=MenuKey.EARNINGS, prefetch=earnings_snapshot)
 @active_only
 async def on_earnings(msg: Incoming, ctx: Ctx, me: Me) -> Text:
-    today = rules.day_start(ctx.now)
-    month = rules.month_start(ctx.now)
+    today = day_start(ctx.now)
+    month = month_start(ctx.now)
     balance, rows = ctx.prefetched or (await earnings_snapshot(ctx.session, [me.id], ctx.now))[me.id]
     today_fen = sum(f for at, f in rows if at >= today)
     month_fen = sum(f for at, f in rows if at >= month)

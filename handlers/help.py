@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 
 from bot.chat import Ctx, HandlerResult, Incoming, Router
 from bot.menu import MenuKey
-from bot.replies import Text
+from domain.messages import Text
 from storage.models import Distributor, DistributorRow, DistributorStatus
 
 router = Router("help")

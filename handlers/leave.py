@@ -4,7 +4,7 @@ On exit nothing is deleted:
 - the distributor's status becomes `exited` and distributor commands refuse them from then on;
 - the available balance becomes a final withdrawal request (an admin decides it as any other);
 - pending commission still unfreezes on schedule and is then requested for them the same way
-  (see handlers.order_events.settle_and_notify); reversals still apply and may leave a debt;
+  (see domain.orders.settle_and_notify); reversals still apply and may leave a debt;
 - their direct invitees are handed to their own inviter (or become top-level), recorded in
   inviter_changes; the rest of the tree below stays as it is.
 """
@@ -16,10 +16,10 @@ from datetime import timedelta
 from sqlalchemy import select
 
 from bot.chat import Ctx, Incoming, Router
-from bot.replies import Text
-from handlers.common import mask_name, yuan
+from domain.messages import Text
+from domain.formats import mask_name, yuan
 from handlers.help import require_active
-from storage.ledger import balance_of, settle_exited
+from domain.ledger import balance_of, settle_exited
 from storage.models import Distributor, DistributorStatus
 from storage.models_ledger import InviterChange
 

@@ -2,7 +2,7 @@
 order (GET /api/orders/{order_no}) and the distributor's 订单 report in chat.
 
 Order events go through a group-commit queue: every event waiting when a batch starts shares one
-transaction (see handlers.order_events), so the database sees one commit for many events.
+transaction (see domain.orders), so the database sees one commit for many events.
 """
 
 from __future__ import annotations
@@ -20,15 +20,15 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.api import ApiError, ApiRoutes, json_body, ok
 from bot.chat import Ctx, Incoming, Router
-from bot.config import Config
+from domain.config import Config
 from bot.menu import MenuKey
 from bot.outbox import Outbox
-from bot.replies import Text
+from domain.messages import Text
 from bot.typedefs import CONFIG, OUTBOX, SESSIONMAKER
-from handlers import commission as rules
-from handlers.common import CHINA, china_time, yuan
+from domain import commission as rules
+from domain.formats import CHINA, china_time, yuan
 from handlers.help import Me, active_only
-from handlers.order_events import COMMISSIONS, EVENTS, ORDERS, EventIn, Rejected, apply_events, apply_events_sync
+from domain.orders import COMMISSIONS, EVENTS, ORDERS, EventIn, Rejected, apply_events, apply_events_sync
 from storage.db import SqliteWriter
 from storage.models import Distributor
 

@@ -22,7 +22,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.chat import Ctx, Incoming, Router
 from bot.menu import MenuKey
-from bot.replies import Image, Later, Reply, Text
+from bot.chat import Later
+from domain.messages import Image, Reply, Text
 from bot.scheduler import job
 from bot.typedefs import SESSIONMAKER
 from bot.wechat_api import WeChatAPI, WeChatError

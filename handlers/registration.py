@@ -15,9 +15,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot.api import ApiError, ApiRoutes, ok
 from bot.chat import Ctx, Incoming, Router
 from bot.menu import MenuKey
-from bot.replies import Text
+from domain.messages import Text
 from bot.typedefs import SESSIONMAKER
-from handlers.common import china_time, mask_name
+from domain.formats import china_time, mask_name
 from storage.models import Distributor, DistributorStatus
 from storage.queries import distributor_by_code
 
@@ -152,7 +152,7 @@ async def distributor_json(session: AsyncSession, d: Distributor) -> dict[str, A
 
 async def balance_json(session: AsyncSession, d: Distributor) -> dict[str, int]:
     """The distributor's balances, kept with the ledger (all zero before the first entry)."""
-    from storage.ledger import balance_of
+    from domain.ledger import balance_of
 
     return await balance_of(session, d.id)
 

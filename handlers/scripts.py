@@ -11,12 +11,12 @@ from aiohttp import web
 
 from bot.chat import Ctx, Incoming, Router
 from bot.menu import MenuKey
-from bot.replies import Text
+from domain.messages import Text
 from bot.typedefs import CONFIG, SESSIONMAKER
 from content.pages import cards, page
 from content.store import PackContent, live_packs, pack_content
 from content.templating import PackTemplateError, render, template_variables
-from handlers.common import mask_name, yuan
+from domain.formats import mask_name, yuan
 from handlers.help import NOT_REGISTERED
 from storage.queries import distributor_by_code
 

@@ -11,11 +11,11 @@ from sqlalchemy import func, select
 
 from bot.chat import Ctx, Incoming, Router
 from bot.menu import MenuKey
-from bot.replies import Text
-from handlers import commission as rules
+from domain.messages import Text
+from domain import commission as rules
 from handlers.help import Me, active_only
-from handlers.common import yuan
-from handlers.order_events import ORDERS
+from domain.formats import month_start, yuan
+from domain.orders import ORDERS
 from storage.models import Distributor, DistributorStatus
 
 router = Router("team")
@@ -26,7 +26,7 @@ LEVEL_NAMES = ("", "直属成员", "二级成员", "三级成员")
 @active_only
 async def on_team(msg: Incoming, ctx: Ctx, me: Me) -> Text:
     d, o = Distributor.__table__.c, ORDERS.c
-    month = rules.month_start(ctx.now)
+    month = month_start(ctx.now)
     depth = max(ctx.config.distribution.max_levels - 1, 1)  # the levels that earn this distributor commission
     lines = [f"{me.name}的团队"]
     frontier, members, new_members = [me.id], [], 0

@@ -9,7 +9,7 @@ from aiohttp import web
 
 from bot.chat import Ctx, Incoming, Router
 from bot.menu import MenuKey
-from bot.replies import Article, News, Text
+from domain.messages import Article, News, Text
 from bot.typedefs import CONFIG, SESSIONMAKER
 from content.pages import markdown_html, page
 from content.store import PackContent, live_packs, pack_content

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from bot.chat import Ctx, Incoming, Router
 from bot.menu import MenuKey
-from bot.replies import Text
+from domain.messages import Text
 
 router = Router("upcoming")
 

@@ -16,12 +16,12 @@ from sqlalchemy import select
 
 from bot.api import ApiError, ApiRoutes, json_body, ok
 from bot.chat import Ctx, Incoming, Router
-from bot.replies import Text
+from domain.messages import Text
 from bot.typedefs import OUTBOX, SESSIONMAKER
-from handlers.commission import AmountError, parse_yuan
+from domain.formats import AmountError, parse_yuan
 from handlers.help import Me, active_only
-from handlers.common import china_time, yuan
-from storage.ledger import WITHDRAWALS, AlreadyDecided, balance_of, decide_withdrawal, request_withdrawal
+from domain.formats import china_time, yuan
+from domain.ledger import WITHDRAWALS, AlreadyDecided, balance_of, decide_withdrawal, request_withdrawal
 from storage.models import Distributor
 from storage.models_ledger import WithdrawalStatus
 

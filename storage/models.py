@@ -136,7 +136,7 @@ class ProcessedMessage(Base):
 
     key: Mapped[str] = mapped_column(String(160), primary_key=True)
     openid: Mapped[str] = mapped_column(String(64))
-    # The reply as a JSON value (see bot.replies); None: answered "success", sent later.
+    # The reply as a JSON value (see domain.messages); None: answered "success", sent later.
     reply: Mapped[dict[str, Any] | None]
     created_at: Mapped[datetime] = mapped_column(index=True)
 
@@ -161,7 +161,7 @@ class OutboxMessage(Base):
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     key: Mapped[str] = mapped_column(String(160), unique=True)
     openid: Mapped[str] = mapped_column(String(64))
-    # The message as a JSON value (see bot.replies); a template fallback is derived from it.
+    # The message as a JSON value (see domain.messages); a template fallback is derived from it.
     payload: Mapped[dict[str, Any]]
     status: Mapped[str] = mapped_column(String(16), default=OutboxStatus.PENDING)
     attempts: Mapped[int] = mapped_column(default=0)

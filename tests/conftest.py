@@ -18,7 +18,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from bot.app import create_app
-from bot.config import Config
+from domain.config import Config
 from bot.sandbox.platform import Platform, SimUser
 from bot.sandbox.views import create_sandbox_app
 from tests.pgcluster import PgCluster, find_pg_bin

@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 
 from bot.sandbox.platform import Platform, SimUser
 from bot.typedefs import SESSIONMAKER
-from storage.ledger import ENTRIES, balances_of, ledger_sums
+from domain.ledger import ENTRIES, balances_of, ledger_sums
 from storage.models import Distributor, Follower
 from storage.models_ledger import Commission, EntryKind, LedgerEntry, Order, OrderEvent, Withdrawal
 from tests.conftest import Harness, make_config

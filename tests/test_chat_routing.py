@@ -13,7 +13,8 @@ import xmltodict
 
 from bot.chat import CANCEL_WORDS, Ctx, Dispatch, Incoming, Router, split_command
 from bot.menu import MENU, MenuKey, menu_payload
-from bot.replies import Article, Image, News, Text, from_json, render, to_json
+from bot.passive_xml import passive_reply_xml as render
+from domain.messages import Article, Image, News, Text, from_json, to_json
 from handlers import help as help_handlers
 from handlers import registration, upcoming
 from storage.models import ConversationState, Distributor, Follower

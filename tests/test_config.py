@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.config import ConfigError, load_config
+from domain.config import ConfigError, load_config
 
 REPO = Path(__file__).resolve().parent.parent
 GOOD_KEY = base64.b64encode(bytes(range(32))).decode().rstrip("=")

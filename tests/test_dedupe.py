@@ -12,7 +12,8 @@ from sqlalchemy import func, select
 
 from bot import features
 from bot.chat import Ctx, Dispatch, Incoming, Router
-from bot.replies import Later, Text
+from bot.chat import Later
+from domain.messages import Text
 from bot.sandbox.platform import Platform, SimUser
 from bot.typedefs import DISPATCHER, OUTBOX, SESSIONMAKER
 from storage.models import Distributor, OutboxMessage, ProcessedMessage

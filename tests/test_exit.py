@@ -18,7 +18,7 @@ from tests.money_support import balance, check_invariants, money_harness, pay, s
 
 @pytest.fixture
 async def h(db_url: str, platform: Platform, wechat_server: TestServer, monkeypatch: pytest.MonkeyPatch) -> Any:
-    monkeypatch.setattr("handlers.commission_notices.NOTICE_WINDOW", timedelta(seconds=1))
+    monkeypatch.setattr("domain.notices.NOTICE_WINDOW", timedelta(seconds=1))
     async with money_harness(db_url, platform, wechat_server, freeze_days=7) as harness:
         yield harness
 

@@ -1,4 +1,4 @@
-"""The pure money rules (handlers.commission): worked examples and properties."""
+"""The pure money rules (domain.commission): worked examples and properties."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from handlers import commission as rules
-from handlers.commission import AmountError, Receiver, parse_yuan, reversal_due, split_commission
+from domain import commission as rules
+from domain.commission import Receiver, reversal_due, split_commission
+from domain.formats import AmountError, day_start, month_start, parse_yuan
 
 RATES = {"junior": (Decimal("0.10"), Decimal("0.03"), Decimal("0.01")),
          "gold": (Decimal("0.15"), Decimal("0.05")),
@@ -89,8 +90,8 @@ def test_state_machine() -> None:
 
 def test_month_and_day_are_china_time() -> None:
     late = datetime(2026, 11, 30, 17, 0, tzinfo=UTC)  # 01:00 on 1 December in Shanghai
-    assert rules.month_start(late).isoformat() == "2026-12-01T00:00:00+08:00"
-    assert rules.day_start(late).isoformat() == "2026-12-01T00:00:00+08:00"
+    assert month_start(late).isoformat() == "2026-12-01T00:00:00+08:00"
+    assert day_start(late).isoformat() == "2026-12-01T00:00:00+08:00"
 
 
 @pytest.mark.parametrize("text, fen", [("12.50", 1250), ("12.5", 1250), ("12", 1200), ("¥1,234.56", 123456),

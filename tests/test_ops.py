@@ -12,7 +12,7 @@ from aiohttp.test_utils import TestServer
 from aiohttp.web import Application
 
 from bot.app import create_app
-from bot.replies import Text
+from domain.messages import Text
 from bot.sandbox.platform import Platform
 from bot.typedefs import OUTBOX, SESSIONMAKER
 from tests.conftest import Harness, make_config

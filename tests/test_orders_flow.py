@@ -18,7 +18,7 @@ from tests.money_support import check_invariants, event, money_harness, post_eve
 
 @pytest.fixture(autouse=True)
 def short_notice_window(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("handlers.commission_notices.NOTICE_WINDOW", timedelta(seconds=1))
+    monkeypatch.setattr("domain.notices.NOTICE_WINDOW", timedelta(seconds=1))
 
 
 async def test_sandbox_money_flow(db_url: str, platform: Platform, wechat_server: TestServer) -> None:

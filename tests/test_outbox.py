@@ -14,7 +14,7 @@ from sqlalchemy import select, update
 
 from bot import wechat_api
 from bot.outbox import Outbox
-from bot.replies import Text
+from domain.messages import Text
 from bot.sandbox.platform import Platform, SimUser
 from bot.typedefs import METRICS, OUTBOX, SESSIONMAKER, WECHAT
 from storage.models import OutboxMessage

@@ -16,7 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot import wechat_api
-from bot.replies import Article, News, Text
+from domain.messages import Article, News, Text
 from bot.sandbox.platform import Platform
 from bot.wechat_api import WeChatAPI, WeChatError, WeChatUnreachable
 from storage.db import create_engine, create_sessionmaker

@@ -11,7 +11,7 @@ from aiohttp.test_utils import TestServer
 
 from bot.sandbox.platform import Platform
 from bot.typedefs import SESSIONMAKER
-from storage.ledger import request_withdrawal
+from domain.ledger import request_withdrawal
 from tests.money_support import balance, check_invariants, money_harness, pay, seed, send, snapshot
 
 

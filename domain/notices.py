@@ -10,11 +10,11 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import Connection, Table, select
 
-from bot.config import Config
-from bot.outbox import Merge, merge_notices
-from bot.replies import Text
-from handlers.common import yuan
-from storage.ledger import settle
+from domain.config import Config
+from domain.outbox import Merge, merge_notices
+from domain.messages import Text
+from domain.formats import yuan
+from domain.ledger import settle
 from storage.models import Distributor, DistributorStatus
 
 DISTRIBUTORS: Table = Distributor.__table__  # type: ignore[assignment]

@@ -21,15 +21,12 @@ by exactly floor(c × R / A) in all (so a full refund, or a cancellation, revers
 
 from __future__ import annotations
 
-import re
-import unicodedata
 from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from fractions import Fraction
 
-from handlers.common import CHINA
 
 # ---- the order state machine -----------------------------------------------------------------
 PAID, SHIPPED, COMPLETED, REFUNDED, CANCELLED = "paid", "shipped", "completed", "refunded", "cancelled"
@@ -145,44 +142,5 @@ def reversal_due(commission: int, reversed_so_far: int, refunded_total: int, ord
     return max(min(target, commission) - reversed_so_far, 0)
 
 
-# ---- time ------------------------------------------------------------------------------------
-def day_start(now: datetime) -> datetime:
-    """Midnight of `now`'s day in China time (aware)."""
-    local = now.astimezone(CHINA)
-    return local.replace(hour=0, minute=0, second=0, microsecond=0)
-
-
-def month_start(now: datetime) -> datetime:
-    return day_start(now).replace(day=1)
-
-
 def unfreeze_at(completed_at: datetime, freeze_days: int) -> datetime:
     return completed_at + timedelta(days=freeze_days)
-
-
-# ---- money typed by people ---------------------------------------------------------------------
-_AMOUNT = re.compile(r"^([+-]?)(\d+)(?:\.(\d*))?$")
-
-
-class AmountError(ValueError):
-    """Why a typed amount is not usable, as a Chinese sentence for the user."""
-
-
-def parse_yuan(text: str) -> int:
-    """'12.50', '12.5', '12', '¥1,234.56', '１２.５元' → fen; no float anywhere.
-
-    Raises AmountError for anything else, including more than two decimals and amounts ≤ 0."""
-    t = unicodedata.normalize("NFKC", text).strip()
-    t = t.removeprefix("¥").removeprefix("￥").removesuffix("元").strip().replace(",", "")
-    m = _AMOUNT.match(t)
-    if m is None:
-        raise AmountError("金额格式不对，请按“提现 金额”发送，单位是元，例如：提现 12.50")
-    sign, whole, cents = m.group(1), m.group(2), m.group(3) or ""
-    if len(cents) > 2:
-        raise AmountError("金额最多两位小数（精确到分），例如：提现 12.50")
-    if len(whole) > 10:
-        raise AmountError("金额太大了，请核对后重新发送。")
-    fen = int(whole) * 100 + int(cents.ljust(2, "0"))
-    if sign == "-" or fen == 0:
-        raise AmountError("提现金额需大于 0，例如：提现 12.50")
-    return fen

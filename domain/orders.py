@@ -3,7 +3,7 @@ a time: one transaction, a handful of queries for the whole batch, writes as exe
 
 Events are applied in arrival order to working copies in memory (so a batch may hold several
 events of one order), each one checked completely before it changes anything; a rejected event
-leaves no trace. The rules themselves are the pure functions of handlers.commission.
+leaves no trace. The rules themselves are the pure functions of domain.commission.
 """
 
 from __future__ import annotations
@@ -19,10 +19,11 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.config import Config
-from handlers import commission as rules
-from handlers.commission_notices import DISTRIBUTORS, PERSON_COLUMNS, Person, settle_and_notify
-from storage.ledger import ZERO, Delta, add_to_balances, append_entries, is_postgres
+from domain.config import Config
+from domain import commission as rules
+from domain.formats import month_start
+from domain.notices import DISTRIBUTORS, PERSON_COLUMNS, Person, settle_and_notify
+from domain.ledger import ZERO, Delta, add_to_balances, append_entries, is_postgres
 from storage.models import DistributorStatus
 from storage.models_ledger import Balance, Commission, CommissionState, EntryKind, Order, OrderEvent
 
@@ -207,7 +208,7 @@ class _Batch:
         c = COMMISSIONS.c
         rows = self.conn.execute(
             select(c.distributor_id, func.sum(c.amount_fen - c.reversed_fen))
-            .where(c.distributor_id.in_(ids), c.created_at >= rules.month_start(self.now)).group_by(c.distributor_id))
+            .where(c.distributor_id.in_(ids), c.created_at >= month_start(self.now)).group_by(c.distributor_id))
         self.accrued = {i: int(v or 0) for i, v in rows.all()}
 
     # ---- applying ---------------------------------------------------------------------------
@@ -301,7 +302,7 @@ class _Batch:
             c.dirty = True
             bucket = "pending_fen" if c.state == CommissionState.PENDING else "available_fen"
             setattr(self.deltas[c.distributor_id], bucket, getattr(self.deltas[c.distributor_id], bucket) - due)
-            if c.distributor_id in self.accrued and c.created_at >= rules.month_start(self.now):
+            if c.distributor_id in self.accrued and c.created_at >= month_start(self.now):
                 self.accrued[c.distributor_id] -= due
             self.entries.append({"distributor_id": c.distributor_id, "kind": EntryKind.REVERSAL, "amount_fen": -due,
                                  "ref": e.event_id, "order_no": o.order_no, "created_at": self.now})

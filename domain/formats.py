@@ -1,0 +1,69 @@
+"""Money, time and names as people read and type them: ¥1,234.56, China time, masked names."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+CHINA = ZoneInfo("Asia/Shanghai")
+
+
+def mask_phone(phone: str) -> str:
+    return phone[:3] + "****" + phone[-4:] if len(phone) >= 8 else "*" * len(phone)
+
+
+def mask_name(name: str) -> str:
+    """张三 → 张*, 欧阳娜娜 → 欧***: enough to recognise a colleague, not to identify a stranger."""
+    return name[:1] + "*" * max(len(name) - 1, 1)
+
+
+def yuan(fen: int) -> str:
+    """Money for people: ¥1,234.56 (and -¥12.30). Integer arithmetic only."""
+    sign = "-" if fen < 0 else ""
+    whole, cents = divmod(abs(fen), 100)
+    return f"{sign}¥{whole:,}.{cents:02d}"
+
+
+def china_time(dt: datetime) -> str:
+    """ISO 8601 in China time, to the second: 2026-11-25T10:00:00+08:00."""
+    return dt.astimezone(CHINA).replace(microsecond=0).isoformat()
+
+
+def day_start(now: datetime) -> datetime:
+    """Midnight of `now`'s day in China time (aware)."""
+    local = now.astimezone(CHINA)
+    return local.replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def month_start(now: datetime) -> datetime:
+    return day_start(now).replace(day=1)
+
+
+# ---- money typed by people ---------------------------------------------------------------------
+_AMOUNT = re.compile(r"^([+-]?)(\d+)(?:\.(\d*))?$")
+
+
+class AmountError(ValueError):
+    """Why a typed amount is not usable, as a Chinese sentence for the user."""
+
+
+def parse_yuan(text: str) -> int:
+    """'12.50', '12.5', '12', '¥1,234.56', '１２.５元' → fen; no float anywhere.
+
+    Raises AmountError for anything else, including more than two decimals and amounts ≤ 0."""
+    t = unicodedata.normalize("NFKC", text).strip()
+    t = t.removeprefix("¥").removeprefix("￥").removesuffix("元").strip().replace(",", "")
+    m = _AMOUNT.match(t)
+    if m is None:
+        raise AmountError("金额格式不对，请按“提现 金额”发送，单位是元，例如：提现 12.50")
+    sign, whole, cents = m.group(1), m.group(2), m.group(3) or ""
+    if len(cents) > 2:
+        raise AmountError("金额最多两位小数（精确到分），例如：提现 12.50")
+    if len(whole) > 10:
+        raise AmountError("金额太大了，请核对后重新发送。")
+    fen = int(whole) * 100 + int(cents.ljust(2, "0"))
+    if sign == "-" or fen == 0:
+        raise AmountError("提现金额需大于 0，例如：提现 12.50")
+    return fen
