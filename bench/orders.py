@@ -277,32 +277,34 @@ async def post_earnings_baseline(server: Server, args: argparse.Namespace, n_dis
 
 
 async def earnings_handler(db_url: str, n: int, distributors: int) -> dict[str, float]:
-    """The 收益 handler alone (its queries and text, not the chart), on a real session."""
+    """The 收益 handler alone (its queries and text; the chart is made after the reply), inside a
+    unit of work as the dispatcher runs it."""
     from bot.chat import Ctx
+    from bot.typedefs import WECHAT
     from domain.config import Config
-    from handlers.earnings import on_earnings
-    from storage.db import create_sessionmaker
+    from handlers.earnings import CHARTS, Charts, on_earnings
     from storage.models import Distributor
-
-    class NoWeChat:  # the chart is rendered after the reply; not part of this figure
-        pass
+    from storage.writer import Writer
 
     engine = create_engine(db_url)
-    sessionmaker = create_sessionmaker(engine)
+    writer = Writer(engine)
     config = Config(database={"url": db_url})
+    app = {CHARTS: Charts(), WECHAT: None}  # the chart's upload is not part of this figure
     rng = random.Random(4)
-    times: list[float] = []
+
+    def one(session: Any) -> float:
+        d = session.get(Distributor, rng.randrange(distributors) + 1)
+        assert d is not None
+        ctx = Ctx(session=session, app=app, config=config, now=datetime.now(UTC), openid=d.openid,
+                  distributor=d, state=None)
+        t0 = time.perf_counter()
+        on_earnings(None, ctx)  # type: ignore[arg-type]
+        return time.perf_counter() - t0
+
     try:
-        for _ in range(n):
-            async with sessionmaker() as session, session.begin():
-                d = await session.get(Distributor, rng.randrange(distributors) + 1)
-                assert d is not None
-                ctx = Ctx(session=session, config=config, wechat=NoWeChat(), outbox=None,  # type: ignore[arg-type]
-                          now=datetime.now(UTC), openid=d.openid, distributor=d, state=None)
-                t0 = time.perf_counter()
-                await on_earnings(None, ctx)  # type: ignore[arg-type]
-                times.append(time.perf_counter() - t0)
+        times = [await writer.run(one) for _ in range(n)]
     finally:
+        await writer.close()
         await engine.dispose()
     return percentiles(times)
 

@@ -37,7 +37,7 @@ from PIL import Image  # noqa: E402
 
 from content.demo import HERE as DEMO_DIR, pictures  # noqa: E402
 from content.posters import PosterJob, PosterRenderer, TextBox, cache_key, decode_background  # noqa: E402
-from content.templating import render, template_variables  # noqa: E402
+from content.templating import render_template as render, template_variables  # noqa: E402
 
 SURNAMES = "王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗"
 GIVEN = "伟芳娜秀英敏静丽强磊军洋勇艳杰娟涛明超秀兰霞平刚桂英"

@@ -12,35 +12,38 @@ import aiohttp
 from aiohttp import web
 from sqlalchemy import delete, func, select, text
 
-from bot import features, webhook
+from bot import webhook
 from bot.api import create_api_app
-from domain.config import Config
+from bot.chat import ChatRouter
 from bot.dispatcher import REPLY_DEADLINE_SECONDS, Dispatcher
+from bot.feature import Feature, check, install_resources
+from bot.features import FEATURES
 from bot.menu import menu_payload
 from bot.metrics import Metrics
 from bot.outbox import Outbox
 from bot.sandbox.platform import Platform
 from bot.sandbox.views import create_sandbox_app
-from bot.scheduler import job, run_scheduler
-from bot.typedefs import CONFIG, DISPATCHER, ENGINE, HTTP, METRICS, OUTBOX, SESSIONMAKER, WECHAT
+from bot.scheduler import Job, run_scheduler
+from bot.typedefs import CONFIG, DISPATCHER, ENGINE, HTTP, METRICS, OUTBOX, PACKS, SESSIONMAKER, WECHAT, WRITER
 from bot.wechat_api import WeChatAPI, WeChatError
+from content.store import PackLibrary
+from domain.config import Config
 from storage.db import READ_ONLY, create_engine, create_sessionmaker
 from storage.migrate import upgrade
 from storage.models import OutboxMessage, OutboxStatus, ProcessedMessage
+from storage.writer import Writer
 
 log = logging.getLogger(__name__)
 DEDUPE_RETENTION = timedelta(days=2)
 
 
-@job("prune-processed-messages", "interval", hours=1)
 async def prune_processed_messages(app: web.Application) -> None:
     """Dedupe keys only matter while WeChat may retry; keep two days for the curious."""
     cutoff = datetime.now(UTC) - DEDUPE_RETENTION
-    async with app[SESSIONMAKER]() as session, session.begin():
-        await session.execute(delete(ProcessedMessage).where(ProcessedMessage.created_at < cutoff))
+    await app[WRITER].run(lambda s: s.execute(delete(ProcessedMessage).where(ProcessedMessage.created_at < cutoff)))
 
 
-CORE_JOBS = [prune_processed_messages]
+CORE_JOBS = [Job("prune-processed-messages", prune_processed_messages, "interval", (("hours", 1),))]
 
 
 def sandbox_platform(config: Config) -> Platform:
@@ -51,12 +54,17 @@ def sandbox_platform(config: Config) -> Platform:
 
 
 def create_app(config: Config, *, platform: Platform | None = None, workers: bool = True,
-               reply_deadline: float = REPLY_DEADLINE_SECONDS, migrate: bool = True) -> web.Application:
+               reply_deadline: float = REPLY_DEADLINE_SECONDS, migrate: bool = True,
+               features: tuple[Feature, ...] = FEATURES) -> web.Application:
     """The whole service. `platform` replaces the built-in sandbox WeChat (tests run it apart);
-    `workers=False` leaves out the outbox worker and the scheduler."""
+    `workers=False` leaves out the outbox worker and the scheduler. FeatureConflict when two
+    features claim the same command, menu key, event, state, route or job."""
+    check(features)
+    router = ChatRouter(features)
     app = web.Application(middlewares=[_count_requests])
     app[CONFIG] = config
     app[METRICS] = Metrics()
+    app[PACKS] = PackLibrary()
 
     async def database(app: web.Application) -> AsyncIterator[None]:
         engine = create_engine(config.database.url)
@@ -64,42 +72,56 @@ def create_app(config: Config, *, platform: Platform | None = None, workers: boo
             await upgrade(engine)
         app[ENGINE] = engine
         app[SESSIONMAKER] = create_sessionmaker(engine)
+        # The outbox worker exists once the services start; a unit that queued a message wakes it.
+        app[WRITER] = writer = Writer(engine, on_commit=lambda info: _wake_outbox(app, info))
         yield
+        await writer.close()
         await engine.dispose()
 
-    async def services(app: web.Application) -> AsyncIterator[None]:
+    async def clients(app: web.Application) -> AsyncIterator[None]:
         async with aiohttp.ClientSession() as http:
             app[HTTP] = http
-            wechat = app[WECHAT] = WeChatAPI(base_url=config.api_base_url, app_id=config.wechat.app_id,
-                                             app_secret=config.wechat.app_secret,
-                                             sessionmaker=app[SESSIONMAKER], http=http)
-            outbox = app[OUTBOX] = Outbox(config, app[SESSIONMAKER], wechat, app[METRICS])
-            dispatcher = app[DISPATCHER] = Dispatcher(
-                config=config, sessionmaker=app[SESSIONMAKER], dispatch=features.dispatch(), wechat=wechat,
-                outbox=outbox, metrics=app[METRICS], deadline=reply_deadline)
-            tasks = [asyncio.create_task(dispatcher.run(), name="dispatcher")]
-            if workers:
-                tasks.append(asyncio.create_task(outbox.run(), name="outbox"))
-                tasks.append(asyncio.create_task(run_scheduler(app, CORE_JOBS + features.jobs()), name="scheduler"))
-                if config.sandbox and platform is None:
-                    tasks.append(asyncio.create_task(_push_sandbox_menu(wechat), name="menu"))
+            app[WECHAT] = WeChatAPI(base_url=config.api_base_url, app_id=config.wechat.app_id,
+                                    app_secret=config.wechat.app_secret, sessionmaker=app[SESSIONMAKER], http=http)
+            app[OUTBOX] = Outbox(config, app[SESSIONMAKER], app[WECHAT], app[METRICS])
             yield
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(dispatcher.drain(), 5)
-            for t in tasks:
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
 
-    app.cleanup_ctx.extend([database, services])
+    async def work(app: web.Application) -> AsyncIterator[None]:
+        dispatcher = app[DISPATCHER] = Dispatcher(config=config, app=app, router=router, writer=app[WRITER],
+                                                  metrics=app[METRICS], deadline=reply_deadline)
+        tasks = []
+        if workers:
+            tasks.append(asyncio.create_task(app[OUTBOX].run(), name="outbox"))
+            jobs = CORE_JOBS + [j for f in features for j in f.jobs]
+            tasks.append(asyncio.create_task(run_scheduler(app, jobs), name="scheduler"))
+            if config.sandbox and platform is None:
+                tasks.append(asyncio.create_task(_push_sandbox_menu(app[WECHAT]), name="menu"))
+        yield
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(dispatcher.drain(), 5)
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    # Started in this order, stopped in reverse: features' resources may use the database and
+    # the clients; the dispatcher and the workers use the features' resources.
+    app.cleanup_ctx.extend([database, clients])
+    install_resources(app, features)
+    app.cleanup_ctx.append(work)
     webhook.add_routes(app)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
-    app.add_subapp("/api", create_api_app(features.api_tables()))
-    for pages in features.page_tables():  # public pages of feature modules (trainings, share pages)
-        app.router.add_routes(pages)
+    app.add_subapp("/api", create_api_app([f.api for f in features]))
+    for f in features:  # public pages (training pages, share pages, pack pictures)
+        app.router.add_routes(f.pages)
     if config.sandbox:
         app.add_subapp("/sandbox", create_sandbox_app(platform or sandbox_platform(config)))
     return app
+
+
+def _wake_outbox(app: web.Application, info: dict[str, object]) -> None:
+    if info.get("outbox") and OUTBOX in app:
+        app[OUTBOX].wake()
 
 
 async def _push_sandbox_menu(wechat: WeChatAPI) -> None:

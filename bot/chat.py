@@ -1,26 +1,35 @@
-"""Chat routing: the incoming update, the handler context and one Router per feature module."""
+"""Chat: the incoming update, the handler context, the one guard, and the router that sends an
+update to the handler a feature declared for it.
+
+A handler is a plain function `on_x(msg, ctx) -> Reply | Later | None`: it runs inside the update's
+unit of work (storage.writer) with a synchronous session, and returns its reply. Slow I/O
+(rendering, uploads) is never done there: the handler returns it as Later work.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass, field
+import functools
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
 from datetime import datetime, timedelta
+from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy import delete
+from sqlalchemy.orm import Session
 
-from bot.menu import MenuKey
+from domain.config import Config
 from domain.messages import Reply, Text
-from storage.models import ConversationState, Distributor, DistributorRow, Follower
+from storage.models import ConversationState, Distributor, DistributorStatus, Follower
 
 if TYPE_CHECKING:
-    from domain.config import Config
-    from bot.outbox import Outbox
-    from bot.wechat_api import WeChatAPI
+    from bot.feature import Feature
 
 CANCEL_WORDS = frozenset({"取消", "cancel", "/cancel"})
 STATE_TTL = timedelta(minutes=30)
 MATCH_CACHE_SIZE = 4096
+NOT_REGISTERED = "您还不是分销员。回复“注册”即可加入，注册后就能使用这个功能。"
+EXITED = "您已退出分销计划，不能再使用这个功能。如需帮助请回复“客服”。"
 
 
 @dataclass(frozen=True)
@@ -48,120 +57,75 @@ class Incoming:
         return self.event != "unsubscribe"
 
 
+@dataclass(frozen=True)
+class Later:
+    """Slow work (rendering, WeChat uploads), run after the update's transaction commits.
+
+    Without `first`, the work's result is the passive reply when it is ready within the reply
+    deadline, else it goes out through the outbox. With `first`, `first` is the passive reply at
+    once and the work's result always follows through the outbox (a chart after a text)."""
+
+    work: Callable[[], Awaitable[Reply | None]]
+    first: Reply | None = None
+
+
 @dataclass
 class Ctx:
-    """Everything a handler may use; one database session per update."""
+    """Everything a handler may use: the update's session (its own SAVEPOINT), the app's
+    resources by their typed keys, the follower, their distributor row and conversation."""
 
-    session: AsyncSession
+    session: Session
+    app: Mapping[Any, Any]  # the aiohttp app: ctx.app[SOME_KEY] is a resource a feature declared
     config: Config
-    wechat: WeChatAPI
-    outbox: Outbox
     now: datetime
     openid: str
-    distributor: Distributor | DistributorRow | None
+    distributor: Distributor | None
     state: ConversationState | None
     args: str = ""  # what follows a text command, trimmed
-    followups: list[Callable[[], Awaitable[Reply | None]]] = field(default_factory=list)
-    prefetched: Any = None  # this distributor's part of the command's batch prefetch, if any
-    # Process-local memory for the app's lifetime, shared by all updates (namespaced keys).
-    memo: dict[str, Any] = field(default_factory=dict)
-    # For Later work, which runs after the update's transaction and opens its own short sessions.
-    sessionmaker: async_sessionmaker[AsyncSession] | None = None
 
-    def after_commit(self, work: Callable[[], Awaitable[Reply | None]]) -> None:
-        """Run slow work (a chart, an upload) once the update has committed; what it returns is
-        sent to this follower through the outbox, after the passive reply."""
-        self.followups.append(work)
-
-    def set_state(self, name: str, data: dict[str, Any] | None = None, ttl: timedelta = STATE_TTL) -> None:
+    def set_state(self, name: StrEnum, data: dict[str, Any] | None = None, ttl: timedelta = STATE_TTL) -> None:
         if self.state is None:
-            self.state = ConversationState(openid=self.openid, state=name, data=data or {},
+            self.state = ConversationState(openid=self.openid, state=name.value, data=dict(data or {}),
                                            expires_at=self.now + ttl)
             self.session.add(self.state)
         else:
-            self.state.state, self.state.data, self.state.expires_at = name, dict(data or {}), self.now + ttl
+            self.state.state, self.state.data, self.state.expires_at = name.value, dict(data or {}), self.now + ttl
+        self.session.flush()
 
-    async def clear_state(self) -> None:
+    def clear_state(self) -> None:
         if self.state is not None:
-            if self.state in self.session.new:  # made earlier in this same batch
+            if self.state in self.session:
                 self.session.expunge(self.state)
-            else:
-                await self.session.delete(self.state)
+            self.session.execute(delete(ConversationState).where(ConversationState.openid == self.openid))
             self.state = None
 
-    async def follower(self) -> Follower:
+    def follower(self) -> Follower:
         """The follower's row (loaded on demand: most updates never need it)."""
-        row = await self.session.get(Follower, self.openid)
+        row = self.session.get(Follower, self.openid)
         assert row is not None  # the dispatcher adds every sender before routing
         return row
 
     @property
-    def active_distributor(self) -> Distributor | DistributorRow | None:
-        d = self.distributor
-        return d if d is not None and d.status == "active" else None
-
-
-@dataclass(frozen=True)
-class Later:
-    """Slow work (rendering, WeChat uploads) done after the update's transaction commits.
-
-    Its result is the passive reply when it is ready within the reply deadline, otherwise it is
-    delivered through the outbox and the customer-service API.
-    """
-
-    work: Callable[[], Awaitable[Reply | None]]
-    key: str = field(default="")
+    def live_state(self) -> str | None:
+        return self.state.state if self.state is not None and self.state.expires_at > self.now else None
 
 
 HandlerResult = Reply | Later | None
-Handler = Callable[[Incoming, Ctx], Awaitable[HandlerResult]]
-# (session, distributor ids, now) -> {distributor id: what the handler needs}
-Prefetch = Callable[[AsyncSession, list[int], datetime], Awaitable[dict[int, Any]]]
+Handler = Callable[[Incoming, Ctx], HandlerResult]
 
 
-@dataclass
-class Router:
-    """A feature module's ways in: text commands, menu keys, events and conversation states."""
-
-    name: str
-    commands: list[tuple[tuple[str, ...], Handler]] = field(default_factory=list)
-    menu_keys: dict[str, Handler] = field(default_factory=dict)
-    events: dict[str, Handler] = field(default_factory=dict)
-    states: dict[str, Handler] = field(default_factory=dict)
-    fallback_handler: Handler | None = None
-    prefetchers: dict[Handler, Prefetch] = field(default_factory=dict)
-
-    def command(self, *words: str, menu: MenuKey | None = None,
-                prefetch: Prefetch | None = None) -> Callable[[Handler], Handler]:
-        """A text command (and its menu key). `prefetch` loads, once for a whole group commit,
-        what the handler needs for every distributor in it; the handler finds its part in
-        ctx.prefetched (None when the handler runs without it)."""
-        def register(fn: Handler) -> Handler:
-            self.commands.append((tuple(w.lower() for w in words), fn))
-            if menu is not None:
-                self.menu_keys[menu.value] = fn
-            if prefetch is not None:
-                self.prefetchers[fn] = prefetch
-            return fn
-        return register
-
-    def event(self, *names: str) -> Callable[[Handler], Handler]:
-        def register(fn: Handler) -> Handler:
-            for n in names:
-                self.events[n] = fn
-            return fn
-        return register
-
-    def state(self, *names: str) -> Callable[[Handler], Handler]:
-        def register(fn: Handler) -> Handler:
-            for n in names:
-                self.states[n] = fn
-            return fn
-        return register
-
-    def fallback(self, fn: Handler) -> Handler:
-        self.fallback_handler = fn
-        return fn
+def active_only(handler: Callable[[Incoming, Ctx, Distributor], HandlerResult]) -> Handler:
+    """The one guard for distributor commands: whoever is not an active distributor gets the same
+    refusal everywhere (an exited distributor is told so); the handler gets the distributor."""
+    @functools.wraps(handler)
+    def guarded(msg: Incoming, ctx: Ctx) -> HandlerResult:
+        me = ctx.distributor
+        if me is None:
+            return Text(NOT_REGISTERED)
+        if me.status != DistributorStatus.ACTIVE:
+            return Text(EXITED)
+        return handler(msg, ctx, me)
+    return guarded
 
 
 def split_command(text: str, words: Iterable[str]) -> str | None:
@@ -184,7 +148,7 @@ def split_command(text: str, words: Iterable[str]) -> str | None:
 
 
 @dataclass(frozen=True)
-class Route:
+class ChatRoute:
     """What an update will run: the handler, the command's arguments, whether it leaves the
     follower's conversation state."""
 
@@ -193,73 +157,62 @@ class Route:
     leaves_state: bool = False
 
 
-async def _on_cancel(msg: Incoming, ctx: Ctx) -> Text:
+def _on_cancel(msg: Incoming, ctx: Ctx) -> Text:
     return Text("已取消。需要帮助请回复“帮助”。")
 
 
-async def _ignore(msg: Incoming, ctx: Ctx) -> None:
+def _ignore(msg: Incoming, ctx: Ctx) -> None:
     return None
 
 
-class Dispatch:
-    """Routes an update through the routers, in the explicit order they were given."""
+class ChatRouter:
+    """Routes an update to the handler a feature declared, features in their listed order
+    (bot.features checks at start-up that no two claim the same word, key, event or state)."""
 
-    def __init__(self, routers: Iterable[Router]):
-        self.routers = list(routers)
-        self._commands = [(words, fn) for r in self.routers for words, fn in r.commands]
-        self._menu = {k: fn for r in self.routers for k, fn in r.menu_keys.items()}
-        self._events = {k: fn for r in self.routers for k, fn in r.events.items()}
-        self._states = {k: fn for r in self.routers for k, fn in r.states.items()}
-        self.prefetchers = {fn: pf for r in self.routers for fn, pf in r.prefetchers.items()}
-        fallbacks = [r.fallback_handler for r in self.routers if r.fallback_handler]
+    def __init__(self, features: Iterable[Feature]):
+        features = list(features)
+        self._commands = [(c.words, c.handler) for f in features for c in f.commands]
+        self._menu = {k: h for f in features for k, h in f.menu.items()}
+        self._events = {e: h for f in features for e, h in f.events.items()}
+        self._states = {s: h for f in features for s, h in f.state_handlers.items()}
+        fallbacks = [f.fallback_handler for f in features if f.fallback_handler is not None]
         if len(fallbacks) != 1:
-            raise ValueError("exactly one router must define the fallback handler")
+            raise ValueError("exactly one feature must declare the fallback handler")
         self._fallback = fallbacks[0]
-        self._matched: dict[str, tuple[Handler, str] | None] = {}
-
-    def match_command(self, text: str) -> tuple[Handler, str] | None:
         # The same few texts (收益, 帮助, ...) arrive again and again: remember their match.
-        if text in self._matched:
-            return self._matched[text]
-        found = None
-        for words, fn in self._commands:
+        self.match_command = functools.lru_cache(maxsize=MATCH_CACHE_SIZE)(self._match_command)
+
+    def _match_command(self, text: str) -> tuple[Handler, str] | None:
+        for words, handler in self._commands:
             args = split_command(text, words)
             if args is not None:
-                found = fn, args
-                break
-        if len(self._matched) >= MATCH_CACHE_SIZE:
-            self._matched.clear()
-        self._matched[text] = found
-        return found
+                return handler, args
+        return None
 
-    def resolve(self, msg: Incoming, state: str | None) -> Route:
+    def resolve(self, msg: Incoming, state: str | None) -> ChatRoute:
         """The route for an update, given the follower's live conversation state (no I/O)."""
         if msg.kind == "event":
             if msg.event == "click" and msg.event_key in self._menu:
-                return Route(self._menu[msg.event_key], leaves_state=True)
-            return Route(self._events.get(msg.event, _ignore))
+                return ChatRoute(self._menu[msg.event_key], leaves_state=True)
+            return ChatRoute(self._events.get(msg.event, _ignore))
         if msg.kind == "text":
             if state is not None and msg.content.lower() in CANCEL_WORDS:
-                return Route(_on_cancel, leaves_state=True)
+                return ChatRoute(_on_cancel, leaves_state=True)
             matched = self.match_command(msg.content)
             in_state = state in self._states
             # Inside a conversation only a bare command word leaves it: "Top Lee" is a name.
             if matched is not None and not (in_state and matched[1]):
-                return Route(matched[0], matched[1], leaves_state=True)
+                return ChatRoute(matched[0], matched[1], leaves_state=True)
             if in_state:
                 assert state is not None
-                return Route(self._states[state])
-        return Route(self._fallback)
+                return ChatRoute(self._states[state])
+        return ChatRoute(self._fallback)
 
-    @staticmethod
-    def live_state(ctx: Ctx) -> str | None:
-        return ctx.state.state if ctx.state is not None and ctx.state.expires_at > ctx.now else None
-
-    async def route(self, msg: Incoming, ctx: Ctx, route: Route | None = None) -> HandlerResult:
+    def route(self, msg: Incoming, ctx: Ctx) -> HandlerResult:
         if ctx.state is not None and ctx.state.expires_at <= ctx.now:
-            await ctx.clear_state()
-        route = route or self.resolve(msg, self.live_state(ctx))
+            ctx.clear_state()
+        route = self.resolve(msg, ctx.live_state)
         if route.leaves_state:
-            await ctx.clear_state()
+            ctx.clear_state()
         ctx.args = route.args
-        return await route.handler(msg, ctx)
+        return route.handler(msg, ctx)

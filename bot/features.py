@@ -1,34 +1,23 @@
-"""The feature modules, in routing order. No auto-discovery: a new feature is added here."""
+"""The features, in routing order (a command word is tried feature by feature, in this order).
+No auto-discovery: a new feature is one module under handlers/ and one line here."""
 
 from __future__ import annotations
 
-from aiohttp import web
+from bot.feature import Feature
+from handlers import content_packs, earnings, help, leave, orders, posters, registration, scripts, team, trainings
+from handlers import upcoming, withdrawals
 
-from bot.api import ApiRoutes
-from bot.chat import Dispatch, Router
-from handlers import earnings, help, leave, orders, registration, team, upcoming, withdrawals
-from handlers import content_packs, posters, scripts, trainings
-
-FEATURES = (registration, orders, earnings, team, withdrawals, leave, posters, scripts, trainings, content_packs,
-            upcoming, help)
-
-
-def routers() -> list[Router]:
-    return [m.router for m in FEATURES]
-
-
-def api_tables() -> list[ApiRoutes]:
-    return [m.api for m in FEATURES if hasattr(m, "api")]
-
-
-def page_tables() -> list[web.RouteTableDef]:
-    """Public pages outside /api (training pages, share pages, pack pictures)."""
-    return [m.pages for m in FEATURES if hasattr(m, "pages")]
-
-
-def jobs() -> list:
-    return [job for m in FEATURES for job in getattr(m, "jobs", ())]
-
-
-def dispatch() -> Dispatch:
-    return Dispatch(routers())
+FEATURES: tuple[Feature, ...] = (
+    registration.feature,
+    orders.feature,
+    earnings.feature,
+    team.feature,
+    withdrawals.feature,
+    leave.feature,
+    posters.feature,
+    scripts.feature,
+    trainings.feature,
+    content_packs.feature,
+    upcoming.feature,
+    help.feature,
+)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -19,10 +18,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from domain.config import Config
 from bot.metrics import Metrics
-from domain.messages import Reply, from_json, to_json
-from domain.outbox import Merge, merge_notices, template_data
+from domain.messages import from_json
+from domain.outbox import template_data
 from bot.wechat_api import NOT_FOLLOWING, OUTSIDE_WINDOW, QUOTA_SPENT, WeChatAPI, WeChatError
-from storage.db import READ_ONLY, dialect_insert
+from storage.db import READ_ONLY
 from storage.models import OutboxMessage, OutboxStatus
 
 log = logging.getLogger(__name__)
@@ -39,39 +38,11 @@ class Outbox:
         self._wechat = wechat
         self._metrics = metrics
         self._wake = asyncio.Event()
-        self._queued = False
         self._interval = 1.0 / config.outbox.rate_per_second
         self._next_send = 0.0
 
-    # ---- writing --------------------------------------------------------------------------
-    async def enqueue(self, session: AsyncSession, key: str, openid: str, reply: Reply, *,
-                      template: dict[str, Any] | None = None, at: datetime | None = None) -> None:
-        """Add a message in the caller's transaction; a key already there is left alone."""
-        now = datetime.now(UTC)
-        payload = to_json(reply)
-        if template is not None:
-            payload["template"] = template
-        stmt = dialect_insert(session, OutboxMessage).values(
-            key=key, openid=openid, payload=payload, status=OutboxStatus.PENDING, attempts=0,
-            next_attempt_at=at or now, created_at=now,
-        ).on_conflict_do_nothing(index_elements=["key"])
-        await session.execute(stmt)
-        self._queued = True
-
-    async def enqueue_merged(self, session: AsyncSession, items: Sequence[Merge]) -> None:
-        """Batched notices in the caller's transaction: see merge_notices."""
-        if items:
-            await session.run_sync(lambda s: merge_notices(s.connection(), items))
-            self._queued = True
-
     def wake(self) -> None:
         self._wake.set()
-
-    def wake_if_queued(self) -> None:
-        """Wake the worker when a transaction that just committed queued something."""
-        if self._queued:
-            self._queued = False
-            self._wake.set()
 
     async def _any_due(self) -> bool:
         """A read-only look (no write lock on SQLite) before claiming."""

@@ -30,12 +30,6 @@ class Job:
     args: tuple[tuple[str, Any], ...]  # trigger arguments, e.g. (("minutes", 5),)
 
 
-def job(id: str, trigger: str, **trigger_args: Any) -> Callable[[Callable[[web.Application], Awaitable[Any]]], Job]:
-    def make(fn: Callable[[web.Application], Awaitable[Any]]) -> Job:
-        return Job(id, fn, trigger, tuple(trigger_args.items()))
-    return make
-
-
 async def run_scheduler(app: web.Application, jobs: list[Job]) -> None:
     """Wait for leadership (PostgreSQL) then run the jobs until cancelled."""
     engine = app[ENGINE]

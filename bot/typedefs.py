@@ -14,6 +14,8 @@ if TYPE_CHECKING:
     from bot.metrics import Metrics
     from bot.outbox import Outbox
     from bot.wechat_api import WeChatAPI
+    from content.store import PackLibrary
+    from storage.writer import Writer
 
 CONFIG = web.AppKey("config", "Config")
 ENGINE = web.AppKey("engine", AsyncEngine)
@@ -23,3 +25,5 @@ WECHAT = web.AppKey("wechat", "WeChatAPI")
 OUTBOX = web.AppKey("outbox", "Outbox")
 DISPATCHER = web.AppKey("dispatcher", "Dispatcher")
 METRICS = web.AppKey("metrics", "Metrics")
+WRITER = web.AppKey("writer", "Writer")  # every write goes through it (storage.writer)
+PACKS = web.AppKey("packs", "PackLibrary")  # the content packs, parsed once per process

@@ -215,7 +215,7 @@ class Checker:
     def template(self, source: str, where: str, file: str, product: dict[str, Any] | None) -> bool:
         try:
             templating.check(source)
-            templating.render(source, templating.sample_variables(product))
+            templating.render_template(source, templating.sample_variables(product))
         except templating.PackTemplateError as e:
             msg = e.message
             if product is None and "'product' is undefined" in msg:

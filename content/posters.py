@@ -6,17 +6,18 @@ are cached per process, keyed on everything that changes the picture, so a repea
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import io
 import json
 import threading
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import qrcode
 from PIL import Image, ImageDraw, ImageFont
+from cachetools import LRUCache
 from qrcode.constants import ERROR_CORRECT_M
 
 from content.fonts import cjk_font
@@ -112,17 +113,14 @@ def draw_texts(img: Image.Image, texts: Sequence[TextBox], fonts: dict[FileRef, 
             draw.text((t.x, t.y), text, font=font, fill=t.color, anchor=_ANCHORS.get(t.align, "la"))
 
 
-_pack_fonts: OrderedDict[tuple[str, str, int], ImageFont.FreeTypeFont] = OrderedDict()
-
-
 def _pack_font(ref: FileRef, data: bytes, size: int) -> ImageFont.FreeTypeFont:
-    key = (ref[1], ref[2], size)
-    font = _pack_fonts.get(key)
-    if font is None:
-        font = _pack_fonts[key] = ImageFont.truetype(io.BytesIO(data), size)
-        while len(_pack_fonts) > 64:
-            _pack_fonts.popitem(last=False)
-    return font
+    return _font_of(ref[1], ref[2], size, data)
+
+
+@functools.lru_cache(maxsize=64)
+def _font_of(digest: str, path: str, size: int, data: bytes) -> ImageFont.FreeTypeFont:
+    """A pack's font at a size: a pure function of the pack version, the path and the size."""
+    return ImageFont.truetype(io.BytesIO(data), size)
 
 
 def encode_jpeg(img: Image.Image) -> bytes:
@@ -163,22 +161,17 @@ class PosterRenderer:
     """
 
     def __init__(self, *, cache_bytes: int = 64 * 1024 * 1024, backgrounds: int = 8, threads: int = 2):
-        self._posters: OrderedDict[str, bytes] = OrderedDict()
-        self._poster_bytes = 0
-        self._cache_bytes = cache_bytes
-        self._backgrounds: OrderedDict[tuple[str, str], Image.Image] = OrderedDict()
-        self._max_backgrounds = backgrounds
-        self._fonts: dict[tuple[str, str], bytes] = {}
+        # Finished JPEGs up to `cache_bytes` in all, decoded backgrounds, pack font files.
+        self._posters: LRUCache[str, bytes] = LRUCache(maxsize=cache_bytes, getsizeof=len)
+        self._backgrounds: LRUCache[tuple[str, str], Image.Image] = LRUCache(maxsize=backgrounds)
+        self._fonts: LRUCache[tuple[str, str], bytes] = LRUCache(maxsize=64)
         self._threads = threads
         self._slots: tuple[asyncio.AbstractEventLoop, asyncio.Semaphore] | None = None
         self._inflight: dict[str, asyncio.Future[bytes]] = {}
         self.renders = 0  # for tests and the benchmark
 
     def cached(self, key: str) -> bytes | None:
-        jpeg = self._posters.get(key)
-        if jpeg is not None:
-            self._posters.move_to_end(key)
-        return jpeg
+        return self._posters.get(key)
 
     async def render(self, key: str, job: PosterJob, load: Loader) -> bytes:
         """The poster for `key`, rendered at most once per process however many ask at once."""
@@ -192,7 +185,8 @@ class PosterRenderer:
         self._inflight[key] = future
         try:
             jpeg = await self._render(job, load)
-            self._remember(key, jpeg)
+            if len(jpeg) <= self._posters.maxsize:
+                self._posters[key] = jpeg
             future.set_result(jpeg)
             return jpeg
         except BaseException as e:
@@ -209,8 +203,6 @@ class PosterRenderer:
             data = await load(job.background)
             background = await asyncio.to_thread(decode_background, data)
             self._backgrounds[bg_key] = background
-            while len(self._backgrounds) > self._max_backgrounds:
-                self._backgrounds.popitem(last=False)
         fonts: dict[FileRef, bytes] = {}
         for t in job.texts:
             if t.font is not None and t.font not in fonts:
@@ -225,13 +217,6 @@ class PosterRenderer:
         self.renders += 1
         return jpeg
 
-    def _remember(self, key: str, jpeg: bytes) -> None:
-        self._posters[key] = jpeg
-        self._poster_bytes += len(jpeg)
-        while self._poster_bytes > self._cache_bytes and len(self._posters) > 1:
-            _, old = self._posters.popitem(last=False)
-            self._poster_bytes -= len(old)
-
     def stats(self) -> dict[str, Any]:
-        return {"posters": len(self._posters), "bytes": self._poster_bytes, "backgrounds": len(self._backgrounds),
+        return {"posters": len(self._posters), "bytes": self._posters.currsize, "backgrounds": len(self._backgrounds),
                 "renders": self.renders}

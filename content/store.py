@@ -1,24 +1,26 @@
 """Content packs in the database: import a validated pack, switch the live version, read the live
-content. A stored pack never changes, so its parsed content is cached per process by id; only
-the small "which id is live" lookup goes to the database on each use."""
+content. A stored pack never changes, so its parsed content is kept per process (PackLibrary,
+held by the app); only the small "which id is live" lookup goes to the database on each use.
+Synchronous on a Session: writes run as units on storage.writer, async readers use run_sync."""
 
 from __future__ import annotations
 
 import asyncio
 import re
-from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from cachetools import LRUCache
 from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import Session
 
 from content.packs import ValidPack, validate_pack
 from domain.formats import china_time
 from storage.models_content import ContentFile, ContentPack, LivePack
+from storage.writer import Writer
 
 CONTENT_CACHE_SIZE = 32
 # The sandbox's starter pack steps aside as soon as an admin brings a pack of their own (it stays
@@ -61,76 +63,73 @@ class PackContent:
         return next((t for t in self.trainings if t["key"] == key), None)
 
 
-# Keyed on (id, zip digest): ids alone could collide between databases (tests use many).
-_cache: OrderedDict[tuple[int, str], PackContent] = OrderedDict()
+class PackLibrary:
+    """Parsed packs by (id, zip digest): ids alone could collide between databases (tests use many)."""
+
+    def __init__(self, size: int = CONTENT_CACHE_SIZE):
+        self._parsed: LRUCache[tuple[int, str], PackContent] = LRUCache(maxsize=size)
+
+    def _content(self, session: Session, pack_id: int, digest: str) -> PackContent | None:
+        cached = self._parsed.get((pack_id, digest))
+        if cached is not None:
+            return cached
+        row = session.get(ContentPack, pack_id)
+        if row is None:
+            return None
+        content = self._parsed[(pack_id, row.sha256)] = PackContent.from_row(row)
+        return content
+
+    def pack(self, session: Session, pack_id: int) -> PackContent | None:
+        """Any stored pack by id, live or not."""
+        digest = session.scalar(select(ContentPack.sha256).where(ContentPack.id == pack_id))
+        return self._content(session, pack_id, digest) if digest is not None else None
+
+    def live(self, session: Session) -> list[PackContent]:
+        """The live version of every pack name, the most recently activated first."""
+        rows = session.execute(
+            select(LivePack.pack_id, ContentPack.sha256).join(ContentPack, ContentPack.id == LivePack.pack_id)
+            .order_by(LivePack.activated_at.desc(), LivePack.name)).all()
+        packs = [self._content(session, pack_id, digest) for pack_id, digest in rows]
+        return [p for p in packs if p is not None]
 
 
-async def _content(session: AsyncSession, pack_id: int, digest: str) -> PackContent | None:
-    cached = _cache.get((pack_id, digest))
-    if cached is not None:
-        _cache.move_to_end((pack_id, digest))
-        return cached
-    row = await session.get(ContentPack, pack_id)
-    if row is None:
-        return None
-    content = _cache[(pack_id, row.sha256)] = PackContent.from_row(row)
-    while len(_cache) > CONTENT_CACHE_SIZE:
-        _cache.popitem(last=False)
-    return content
+def live_pack_ids(session: Session) -> set[int]:
+    return set(session.scalars(select(LivePack.pack_id)).all())
 
 
-async def pack_content(session: AsyncSession, pack_id: int) -> PackContent | None:
-    """Any stored pack by id, live or not."""
-    digest = await session.scalar(select(ContentPack.sha256).where(ContentPack.id == pack_id))
-    return await _content(session, pack_id, digest) if digest is not None else None
-
-
-async def live_packs(session: AsyncSession) -> list[PackContent]:
-    """The live version of every pack name, the most recently activated first."""
-    rows = (await session.execute(
-        select(LivePack.pack_id, ContentPack.sha256).join(ContentPack, ContentPack.id == LivePack.pack_id)
-        .order_by(LivePack.activated_at.desc(), LivePack.name))).all()
-    packs = [await _content(session, pack_id, digest) for pack_id, digest in rows]
-    return [p for p in packs if p is not None]
-
-
-async def live_pack_ids(session: AsyncSession) -> set[int]:
-    return set((await session.scalars(select(LivePack.pack_id))).all())
-
-
-async def store_pack(session: AsyncSession, pack: ValidPack, now: datetime) -> tuple[ContentPack, bool]:
+def store_pack(session: Session, pack: ValidPack, now: datetime) -> tuple[ContentPack, bool]:
     """Insert a validated pack; it goes live when it is newer than the live version of its name.
     PackConflict when this name and version is already stored."""
-    if await session.scalar(select(ContentPack.id).where(ContentPack.name == pack.name,
+    if session.scalar(select(ContentPack.id).where(ContentPack.name == pack.name,
                                                          ContentPack.version == pack.version)) is not None:
         raise PackConflict(f"pack {pack.name!r} version {pack.version!r} is already stored")
     row = ContentPack(name=pack.name, version=pack.version, sha256=pack.sha256, size_bytes=pack.size_bytes,
                       content=pack.content, uploaded_at=now)
     session.add(row)
     try:
-        await session.flush()
+        session.flush()
     except IntegrityError:
         raise PackConflict(f"pack {pack.name!r} version {pack.version!r} is already stored") from None
     session.add_all(ContentFile(pack_id=row.id, path=path, data=data) for path, data in pack.files.items())
     if pack.name != DEMO_PACK_NAME:
-        await session.execute(delete(LivePack).where(LivePack.name == DEMO_PACK_NAME))
-    live = await session.scalar(select(LivePack).where(LivePack.name == pack.name).with_for_update())
+        session.execute(delete(LivePack).where(LivePack.name == DEMO_PACK_NAME))
+    live = session.scalar(select(LivePack).where(LivePack.name == pack.name).with_for_update())
     if live is None:
         session.add(LivePack(name=pack.name, pack_id=row.id, activated_at=now))
         return row, True
-    current = await session.scalar(select(ContentPack.version).where(ContentPack.id == live.pack_id))
+    current = session.scalar(select(ContentPack.version).where(ContentPack.id == live.pack_id))
     if current is None or version_key(pack.version) > version_key(current):
         live.pack_id, live.activated_at = row.id, now
         return row, True
     return row, False
 
 
-async def activate(session: AsyncSession, pack_id: int, now: datetime) -> ContentPack | None:
+def activate(session: Session, pack_id: int, now: datetime) -> ContentPack | None:
     """Make a stored version the live one of its name (e.g. roll back); None when there is no such pack."""
-    row = await session.get(ContentPack, pack_id)
+    row = session.get(ContentPack, pack_id)
     if row is None:
         return None
-    live = await session.scalar(select(LivePack).where(LivePack.name == row.name).with_for_update())
+    live = session.scalar(select(LivePack).where(LivePack.name == row.name).with_for_update())
     if live is None:
         session.add(LivePack(name=row.name, pack_id=row.id, activated_at=now))
     else:
@@ -138,8 +137,8 @@ async def activate(session: AsyncSession, pack_id: int, now: datetime) -> Conten
     return row
 
 
-async def pack_file(session: AsyncSession, pack_id: int, path: str) -> bytes | None:
-    return await session.scalar(select(ContentFile.data).where(ContentFile.pack_id == pack_id,
+def pack_file(session: Session, pack_id: int, path: str) -> bytes | None:
+    return session.scalar(select(ContentFile.data).where(ContentFile.pack_id == pack_id,
                                                                ContentFile.path == path))
 
 
@@ -151,9 +150,7 @@ def pack_json(row: ContentPack, live: bool) -> dict[str, Any]:
             "sha256": row.sha256, "size_bytes": row.size_bytes, "uploaded_at": china_time(row.uploaded_at)}
 
 
-async def import_pack(sessionmaker: async_sessionmaker[AsyncSession], path: str | Path,
-                      rank_keys: list[str] | None = None) -> tuple[ContentPack, bool]:
+async def import_pack(writer: Writer, path: str | Path, rank_keys: list[str] | None = None) -> tuple[ContentPack, bool]:
     """Validate (in a thread) and store a pack zip: PackInvalid, PackConflict, or (row, went live)."""
     valid = await asyncio.to_thread(validate_pack, path, rank_keys)
-    async with sessionmaker() as session, session.begin():
-        return await store_pack(session, valid, datetime.now(UTC))
+    return await writer.run(lambda session: store_pack(session, valid, datetime.now(UTC)))

@@ -98,7 +98,7 @@ def check(source: str) -> None:
         raise PackTemplateError(e.message or "syntax error", e.lineno) from None
 
 
-def render(source: str, variables: Mapping[str, Any]) -> str:
+def render_template(source: str, variables: Mapping[str, Any]) -> str:
     """Render a pack template in the sandbox; PackTemplateError on anything it may not do."""
     try:
         template = _compiled(source)

@@ -1,13 +1,10 @@
 """Ledger postings and balances: every entry is written together with the change to its
-distributor's balance row, in the caller's transaction, with Core statements and few round trips.
+distributor's balance row, in the caller's transaction (a unit of work on storage.writer).
 
 Balances move only by relative updates (`x = x + delta`), which lock the row on PostgreSQL until
 commit (SQLite's BEGIN IMMEDIATE serialises every writer); a withdrawal is one conditional update
 (`... WHERE available_fen >= amount`), so no two requests can overdraw, in one process or many.
-
-The functions are synchronous on a Connection, so that the order-event writer can run them in a
-thread on SQLite (no round trip to an async driver per statement); the `async` twins run the
-same code in an AsyncSession's transaction through SQLAlchemy's greenlet bridge (run_sync).
+Callers holding an AsyncSession reach these functions through `session.run_sync`.
 """
 
 from __future__ import annotations
@@ -18,17 +15,15 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Table, bindparam, func, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
-from storage.db import dialect_insert, is_postgres  # noqa: F401  (re-exported)
-from storage.models_ledger import Balance, EntryKind, LedgerEntry, Withdrawal, WithdrawalStatus
+from storage.db import dialect_insert
+from storage.models_ledger import EntryKind, WithdrawalStatus
+from storage.tables import BALANCES, ENTRIES, WITHDRAWALS
 
-BALANCES: Table = Balance.__table__  # type: ignore[assignment]
-ENTRIES: Table = LedgerEntry.__table__  # type: ignore[assignment]
-WITHDRAWALS: Table = Withdrawal.__table__  # type: ignore[assignment]
 BUCKETS = ("pending_fen", "available_fen", "withdrawing_fen", "withdrawn_fen")
 ZERO = dict.fromkeys(BUCKETS, 0)
 
@@ -49,7 +44,10 @@ class Delta:
 # ---- statements, built once ---------------------------------------------------------------------
 _INSERT_ENTRY = ENTRIES.insert()
 _READ_BALANCE = select(*(BALANCES.c[b] for b in BUCKETS)).where(BALANCES.c.distributor_id == bindparam("did"))
-_LOCK_BALANCE = _READ_BALANCE.with_for_update()
+_BALANCES_OF = (select(BALANCES.c.distributor_id, *(BALANCES.c[b] for b in BUCKETS))
+                .where(BALANCES.c.distributor_id.in_(bindparam("ids", expanding=True))))
+_LOCK_BALANCES = (select(BALANCES.c.distributor_id).where(BALANCES.c.distributor_id.in_(bindparam("ids", expanding=True)))
+                  .order_by(BALANCES.c.distributor_id).with_for_update())
 _WITHDRAW = (update(BALANCES)
              .where(BALANCES.c.distributor_id == bindparam("did"), BALANCES.c.available_fen >= bindparam("amount"))
              .values(available_fen=BALANCES.c.available_fen - bindparam("amount"),
@@ -64,14 +62,7 @@ def _add_to_balances(dialect: str):  # noqa: ANN202
                                       set_={b: BALANCES.c[b] + stmt.excluded[b] for b in BUCKETS})
 
 
-@functools.cache
-def _ensure_balance(dialect: str):  # noqa: ANN202
-    return ((pg_insert if dialect == "postgresql" else sqlite_insert)(BALANCES)
-            .on_conflict_do_nothing(index_elements=["distributor_id"]))
-
-
-# ---- synchronous, on a Connection -----------------------------------------------------------------
-def add_to_balances(conn: Connection, deltas: Mapping[int, Delta]) -> None:
+def add_to_balances(session: Session, deltas: Mapping[int, Delta]) -> None:
     """Add the deltas to the balance rows (creating missing rows), in one executemany.
 
     Rows are touched in id order so that two transactions on PostgreSQL cannot deadlock."""
@@ -79,92 +70,75 @@ def add_to_balances(conn: Connection, deltas: Mapping[int, Delta]) -> None:
              "withdrawing_fen": d.withdrawing_fen, "withdrawn_fen": d.withdrawn_fen}
             for did, d in sorted(deltas.items()) if d]
     if rows:
-        conn.execute(_add_to_balances(conn.dialect.name), rows)
+        session.execute(_add_to_balances(session.get_bind().dialect.name), rows)
 
 
-def append_entries(conn: Connection, entries: Iterable[Mapping[str, Any]]) -> None:
+def append_entries(session: Session, entries: Iterable[Mapping[str, Any]]) -> None:
     """Append entries: dicts with distributor_id, kind, amount_fen, ref, created_at and maybe
     order_no, withdrawal_id. The unique (distributor_id, kind, ref) makes a second posting fail."""
     rows = [{"order_no": None, "withdrawal_id": None, **e} for e in entries]
     if rows:
-        conn.execute(_INSERT_ENTRY, rows)
+        session.execute(_INSERT_ENTRY, rows)
 
 
-def read_balance(conn: Connection, distributor_id: int, *, lock: bool = False) -> dict[str, int]:
-    """The four balances (all zero before the first entry). `lock` holds the row until commit."""
-    if lock:
-        conn.execute(_ensure_balance(conn.dialect.name), {"distributor_id": distributor_id, **ZERO})
-    stmt = _LOCK_BALANCE if lock and conn.dialect.name == "postgresql" else _READ_BALANCE
-    row = conn.execute(stmt, {"did": distributor_id}).first()
+def ensure_balances(session: Session, ids: Iterable[int], *, lock: bool = False) -> None:
+    """Make sure the balance rows exist; `lock` holds them until commit (PostgreSQL), in id order."""
+    ids = sorted(set(ids))
+    if not ids:
+        return
+    session.execute(dialect_insert(session, BALANCES).on_conflict_do_nothing(index_elements=["distributor_id"]),
+                    [{"distributor_id": i, **ZERO} for i in ids])
+    if lock and session.get_bind().dialect.name == "postgresql":
+        session.execute(_LOCK_BALANCES, {"ids": ids})
+
+
+def balance(session: Session, distributor_id: int) -> dict[str, int]:
+    """The four balances (all zero before the first entry)."""
+    row = session.execute(_READ_BALANCE, {"did": distributor_id}).first()
     return dict(zip(BUCKETS, row, strict=True)) if row is not None else dict(ZERO)
 
 
-def withdraw(conn: Connection, distributor_id: int, amount_fen: int, now: datetime, *,
-             source: str = "chat") -> int | None:
-    """Move `amount_fen` from available to withdrawing and post the withdrawal entry; the new
-    withdrawal's id, or None when available is short (nothing changed)."""
-    if conn.execute(_WITHDRAW, {"did": distributor_id, "amount": amount_fen}).rowcount != 1:
-        return None
-    wid = conn.execute(_NEW_WITHDRAWAL, {"distributor_id": distributor_id, "amount_fen": amount_fen,
-                                         "status": WithdrawalStatus.PENDING, "source": source,
-                                         "requested_at": now}).scalar_one()
-    append_entries(conn, [{"distributor_id": distributor_id, "kind": EntryKind.WITHDRAWAL, "amount_fen": -amount_fen,
-                           "ref": f"withdrawal:{wid}", "withdrawal_id": wid, "created_at": now}])
-    return wid
-
-
-def settle(conn: Connection, distributor_id: int, now: datetime) -> tuple[int, int] | None:
-    """An exited distributor's available money becomes a withdrawal request (no minimum: it is
-    the settlement). (withdrawal id, amount), or None when nothing is available."""
-    amount = read_balance(conn, distributor_id, lock=True)["available_fen"]
-    if amount <= 0:
-        return None
-    wid = withdraw(conn, distributor_id, amount, now, source="exit")
-    return (wid, amount) if wid is not None else None
-
-
-# ---- the same, in an AsyncSession's transaction ------------------------------------------------------
-async def apply_deltas(session: AsyncSession, deltas: Mapping[int, Delta]) -> None:
-    await session.run_sync(lambda s: add_to_balances(s.connection(), deltas))
-
-
-async def post_entries(session: AsyncSession, entries: Iterable[Mapping[str, Any]]) -> None:
-    await session.run_sync(lambda s: append_entries(s.connection(), entries))
-
-
-async def balance_of(session: AsyncSession, distributor_id: int, *, lock: bool = False) -> dict[str, int]:
-    return await session.run_sync(lambda s: read_balance(s.connection(), distributor_id, lock=lock))
-
-
-async def request_withdrawal(session: AsyncSession, distributor_id: int, amount_fen: int, now: datetime, *,
-                             source: str = "chat") -> int | None:
-    return await session.run_sync(lambda s: withdraw(s.connection(), distributor_id, amount_fen, now, source=source))
-
-
-async def settle_exited(session: AsyncSession, distributor_id: int, now: datetime) -> tuple[int, int] | None:
-    return await session.run_sync(lambda s: settle(s.connection(), distributor_id, now))
-
-
-_BALANCES_OF = (select(BALANCES.c.distributor_id, *(BALANCES.c[b] for b in BUCKETS))
-                .where(BALANCES.c.distributor_id.in_(bindparam("ids", expanding=True))))
-
-
-async def balances_of(session: AsyncSession, ids: Iterable[int]) -> dict[int, dict[str, int]]:
+def balances(session: Session, ids: Iterable[int]) -> dict[int, dict[str, int]]:
     ids = list(ids)
     found = {r[0]: dict(zip(BUCKETS, r[1:], strict=True))
-             for r in (await (await session.connection()).execute(_BALANCES_OF, {"ids": ids})).all()} if ids else {}
+             for r in session.execute(_BALANCES_OF, {"ids": ids}).all()} if ids else {}
     return {i: found.get(i, dict(ZERO)) for i in ids}
 
 
-async def ledger_sums(session: AsyncSession, distributor_id: int | None = None) -> dict[int, dict[str, int]]:
+def withdraw(session: Session, distributor_id: int, amount_fen: int, now: datetime, *,
+             source: str = "chat") -> int | None:
+    """Move `amount_fen` from available to withdrawing and post the withdrawal entry; the new
+    withdrawal's id, or None when available is short (nothing changed)."""
+    if session.execute(_WITHDRAW, {"did": distributor_id, "amount": amount_fen}).rowcount != 1:
+        return None
+    wid = session.execute(_NEW_WITHDRAWAL, {"distributor_id": distributor_id, "amount_fen": amount_fen,
+                                            "status": WithdrawalStatus.PENDING, "source": source,
+                                            "requested_at": now}).scalar_one()
+    append_entries(session, [{"distributor_id": distributor_id, "kind": EntryKind.WITHDRAWAL,
+                              "amount_fen": -amount_fen, "ref": f"withdrawal:{wid}", "withdrawal_id": wid,
+                              "created_at": now}])
+    return wid
+
+
+def settle(session: Session, distributor_id: int, now: datetime) -> tuple[int, int] | None:
+    """An exited distributor's available money becomes a withdrawal request (no minimum: it is
+    the settlement). (withdrawal id, amount), or None when nothing is available."""
+    ensure_balances(session, [distributor_id], lock=True)
+    amount = balance(session, distributor_id)["available_fen"]
+    if amount <= 0:
+        return None
+    wid = withdraw(session, distributor_id, amount, now, source="exit")
+    return (wid, amount) if wid is not None else None
+
+
+def ledger_sums(session: Session, distributor_id: int | None = None) -> dict[int, dict[str, int]]:
     """Per distributor: the sum of all entries and the sum of withdrawal-type entries (checks)."""
     wd = func.sum(ENTRIES.c.amount_fen).filter(
         ENTRIES.c.kind.in_((EntryKind.WITHDRAWAL, EntryKind.WITHDRAWAL_REFUND)))
     stmt = select(ENTRIES.c.distributor_id, func.sum(ENTRIES.c.amount_fen), wd).group_by(ENTRIES.c.distributor_id)
     if distributor_id is not None:
         stmt = stmt.where(ENTRIES.c.distributor_id == distributor_id)
-    return {r[0]: {"total": int(r[1] or 0), "withdrawals": int(r[2] or 0)}
-            for r in (await session.execute(stmt)).all()}
+    return {r[0]: {"total": int(r[1] or 0), "withdrawals": int(r[2] or 0)} for r in session.execute(stmt).all()}
 
 
 class AlreadyDecided(Exception):
@@ -173,28 +147,27 @@ class AlreadyDecided(Exception):
         self.status = status
 
 
-async def decide_withdrawal(session: AsyncSession, withdrawal_id: int, approve: bool, now: datetime,
-                            reason: str | None = None) -> dict[str, Any] | None:
+def decide_withdrawal(session: Session, withdrawal_id: int, approve: bool, now: datetime,
+                      reason: str | None = None) -> dict[str, Any] | None:
     """Approve (withdrawing → withdrawn) or reject (withdrawing → available, plus a
     withdrawal_refund entry). None when there is no such withdrawal; AlreadyDecided when it was."""
     status = WithdrawalStatus.APPROVED if approve else WithdrawalStatus.REJECTED
-    decided = await session.execute(
+    row = session.execute(
         update(WITHDRAWALS)
         .where(WITHDRAWALS.c.id == withdrawal_id, WITHDRAWALS.c.status == WithdrawalStatus.PENDING)
         .values(status=status, decided_at=now, reason=reason)
-        .returning(WITHDRAWALS.c.distributor_id, WITHDRAWALS.c.amount_fen))
-    row = decided.first()
+        .returning(WITHDRAWALS.c.distributor_id, WITHDRAWALS.c.amount_fen)).first()
     if row is None:
-        current = await session.scalar(select(WITHDRAWALS.c.status).where(WITHDRAWALS.c.id == withdrawal_id))
+        current = session.scalar(select(WITHDRAWALS.c.status).where(WITHDRAWALS.c.id == withdrawal_id))
         if current is None:
             return None
         raise AlreadyDecided(current)
     did, amount = row
     if approve:
-        await apply_deltas(session, {did: Delta(withdrawing_fen=-amount, withdrawn_fen=amount)})
+        add_to_balances(session, {did: Delta(withdrawing_fen=-amount, withdrawn_fen=amount)})
     else:
-        await apply_deltas(session, {did: Delta(withdrawing_fen=-amount, available_fen=amount)})
-        await post_entries(session, [{"distributor_id": did, "kind": EntryKind.WITHDRAWAL_REFUND,
-                                      "amount_fen": amount, "ref": f"withdrawal:{withdrawal_id}",
-                                      "withdrawal_id": withdrawal_id, "created_at": now}])
+        add_to_balances(session, {did: Delta(withdrawing_fen=-amount, available_fen=amount)})
+        append_entries(session, [{"distributor_id": did, "kind": EntryKind.WITHDRAWAL_REFUND, "amount_fen": amount,
+                                  "ref": f"withdrawal:{withdrawal_id}", "withdrawal_id": withdrawal_id,
+                                  "created_at": now}])
     return {"distributor_id": did, "amount_fen": amount, "status": status}

@@ -5,19 +5,20 @@ settlement, which is where their newly available money goes instead.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections import defaultdict
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import Connection, Table, select
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from domain.config import Config
 from domain.outbox import Merge, merge_notices
 from domain.messages import Text
 from domain.formats import yuan
 from domain.ledger import settle
-from storage.models import Distributor, DistributorStatus
-
-DISTRIBUTORS: Table = Distributor.__table__  # type: ignore[assignment]
+from storage.models import DistributorStatus
+from storage.tables import DISTRIBUTORS
 PERSON_COLUMNS = ("id", "code", "openid", "rank", "status", "inviter_id")
 
 # Commission notices are batched: one message per distributor per window, sent when it ends.
@@ -34,6 +35,22 @@ class Person:
     rank: str
     status: str
     inviter_id: int | None
+
+
+@dataclass
+class Credits:
+    """What a batch of changes did for the notices: commission credited and made available."""
+
+    credited: dict[int, list[int]] = field(default_factory=lambda: defaultdict(list))  # receiver -> amounts
+    freed: dict[int, int] = field(default_factory=lambda: defaultdict(int))  # receiver -> fen
+    people: dict[int, Person] = field(default_factory=dict)  # whoever is known already
+
+    def add(self, other: Credits) -> None:
+        for did, amounts in other.credited.items():
+            self.credited[did].extend(amounts)
+        for did, fen in other.freed.items():
+            self.freed[did] += fen
+        self.people.update(other.people)
 
 
 def window_end(now: datetime) -> tuple[int, datetime]:
@@ -58,15 +75,14 @@ def settlement_notice(c: dict[str, int]) -> Text:
     return Text(f"您退出前的佣金 {yuan(c.get('fen', 0))} 已解冻，已自动提交为提现申请，审核通过后打款。")
 
 
-def settle_and_notify(conn: Connection, config: Config, now: datetime, *, credited: dict[int, list[int]],
-                      freed: dict[int, int], people: dict[int, Person] | None = None, notify: bool = True) -> None:
+def settle_and_notify(session: Session, config: Config, now: datetime, credits: Credits) -> None:
     """Batched notices for credited and newly available commission; an exited distributor's newly
     available money becomes their next settlement withdrawal instead."""
-    people = dict(people or {})
+    credited, freed, people = credits.credited, credits.freed, dict(credits.people)
     missing = {*credited, *freed} - set(people)
     if missing:
         d = DISTRIBUTORS.c
-        for row in conn.execute(select(*(d[n] for n in PERSON_COLUMNS)).where(d.id.in_(list(missing)))).all():
+        for row in session.execute(select(*(d[n] for n in PERSON_COLUMNS)).where(d.id.in_(list(missing)))).all():
             people[row[0]] = Person(*row)
     # Windows follow the wall clock (the job may be asked about another `now`).
     index, due = window_end(datetime.now(UTC))
@@ -77,10 +93,9 @@ def settle_and_notify(conn: Connection, config: Config, now: datetime, *, credit
     for did, fen in sorted(freed.items()):
         p = people[did]
         if p.status == DistributorStatus.EXITED:
-            settled = settle(conn, did, now)
+            settled = settle(session, did, now)
             if settled:
                 notices.append(Merge(f"settle:{did}:{index}", p.openid, {"fen": settled[1]}, settlement_notice, due))
         elif fen > 0:
             notices.append(Merge(f"available:{did}:{index}", p.openid, {"fen": fen}, available_notice, due))
-    if notify:
-        merge_notices(conn, notices)
+    merge_notices(session, notices)

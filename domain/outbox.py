@@ -9,10 +9,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, select, update
+from sqlalchemy import bindparam, select, update
+from sqlalchemy.orm import Session
 
 from domain.messages import Reply, Text, to_json
-from storage.models import OutboxMessage, OutboxStatus
+from storage.db import dialect_insert
+from storage.models import OutboxStatus
+from storage.tables import OUTBOX as _OUTBOX
 
 
 @dataclass(frozen=True)
@@ -26,7 +29,6 @@ class Merge:
     due: datetime  # when the row may be sent: the end of the batching window
 
 
-_OUTBOX = OutboxMessage.__table__
 _MERGE_READ = select(_OUTBOX.c.key, _OUTBOX.c.status, _OUTBOX.c.payload).where(
     _OUTBOX.c.key.in_(bindparam("keys", expanding=True)))
 _MERGE_LOCK = _MERGE_READ.order_by(_OUTBOX.c.key).with_for_update()
@@ -42,12 +44,11 @@ def template_data(reply: Reply, title: str = "") -> dict[str, Any]:
             "remark": {"value": rest[:200] if title else ""}}
 
 
-def merge_notices(conn: Connection, items: Sequence[Merge]) -> None:
+def merge_notices(session: Session, items: Sequence[Merge]) -> None:
     """Fold counters into the still-pending row under each key, or add the row, due at `due`:
     a burst of events (orders credited in a minute) then makes one message, not one each.
 
-    Synchronous on a Connection (the order-event writer runs it in a thread on SQLite; async
-    callers use Outbox.enqueue_merged). A row that a worker already claimed or sent is left alone;
+    A row that a worker already claimed or sent is left alone;
     its counters go to a fresh row. Rows are added with a plain insert: on PostgreSQL a racing
     transaction that added the same key first makes this one fail (the caller retries it)
     instead of losing the counters."""
@@ -59,8 +60,8 @@ def merge_notices(conn: Connection, items: Sequence[Merge]) -> None:
         merged[m.key] = m if prev is None else Merge(
             m.key, m.openid, {k: prev.counts.get(k, 0) + m.counts.get(k, 0) for k in {*prev.counts, *m.counts}},
             m.render, prev.due)
-    stmt = _MERGE_LOCK if conn.dialect.name == "postgresql" else _MERGE_READ
-    existing = {k: (status, payload) for k, status, payload in conn.execute(stmt, {"keys": list(merged)}).all()}
+    stmt = _MERGE_LOCK if session.get_bind().dialect.name == "postgresql" else _MERGE_READ
+    existing = {k: (status, payload) for k, status, payload in session.execute(stmt, {"keys": list(merged)}).all()}
     now = datetime.now(UTC)
     inserts: list[dict[str, Any]] = []
     updates: list[dict[str, Any]] = []
@@ -76,6 +77,20 @@ def merge_notices(conn: Connection, items: Sequence[Merge]) -> None:
         inserts.append({"key": key, "openid": m.openid, "payload": {**to_json(m.render(m.counts)), "merge": m.counts},
                         "status": OutboxStatus.PENDING, "attempts": 0, "next_attempt_at": m.due, "created_at": now})
     if inserts:
-        conn.execute(_MERGE_INSERT, inserts)
+        session.execute(_MERGE_INSERT, inserts)
     if updates:
-        conn.execute(_MERGE_UPDATE, updates)
+        session.execute(_MERGE_UPDATE, updates)
+    session.info["outbox"] = True
+
+
+def enqueue(session: Session, key: str, openid: str, reply: Reply, *, template: dict[str, Any] | None = None,
+            at: datetime | None = None) -> None:
+    """Add a message in the caller's transaction; a key already there is left alone."""
+    now = datetime.now(UTC)
+    payload = to_json(reply)
+    if template is not None:
+        payload["template"] = template
+    session.execute(dialect_insert(session, _OUTBOX).values(
+        key=key, openid=openid, payload=payload, status=OutboxStatus.PENDING, attempts=0,
+        next_attempt_at=at or now, created_at=now).on_conflict_do_nothing(index_elements=["key"]))
+    session.info["outbox"] = True

@@ -15,20 +15,20 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.api import ApiError, ApiRoutes, ok
-from bot.chat import Router
-from domain.config import Config
-from bot.typedefs import CONFIG, SESSIONMAKER
+from bot.api import ApiError, ok
+from bot.feature import Feature
+from bot.typedefs import CONFIG, SESSIONMAKER, WRITER
 from content.packs import MAX_UPLOAD_BYTES, PackInvalid
 from content.store import PackConflict, activate, import_pack, live_pack_ids, pack_file, pack_json
+from domain.config import Config
 from storage.models_content import ContentPack, LivePack
+from storage.writer import Writer
 
 log = logging.getLogger(__name__)
-router = Router("content_packs")  # no chat commands: packs are an admin matter
-api = ApiRoutes("content packs")
-pages = web.RouteTableDef()
+feature = Feature("content packs")  # no chat commands: packs are an admin matter
+api = feature.api
 CHUNK = 256 * 1024
 
 _PACK_SCHEMA = {"type": "object", "properties": {
@@ -85,7 +85,7 @@ async def upload_pack(request: web.Request) -> web.Response:
         await _receive_zip(request, path)
         config = request.config_dict[CONFIG]
         try:
-            row, live = await import_pack(request.config_dict[SESSIONMAKER], path, rank_keys(config))
+            row, live = await import_pack(request.config_dict[WRITER], path, rank_keys(config))
         except PackInvalid as e:
             raise invalid(e.problems) from None
         except PackConflict as e:
@@ -101,7 +101,7 @@ async def upload_pack(request: web.Request) -> web.Response:
                                                     "total": {"type": "integer"}}})
 async def list_packs(request: web.Request) -> web.Response:
     async with request.config_dict[SESSIONMAKER]() as session:
-        live = await live_pack_ids(session)
+        live = await session.run_sync(live_pack_ids)
         rows = (await session.scalars(select(ContentPack).order_by(ContentPack.id.desc()))).all()
     return ok({"packs": [pack_json(r, r.id in live) for r in rows], "total": len(rows)})
 
@@ -118,7 +118,7 @@ async def _one(session: AsyncSession, raw_id: str) -> ContentPack:
 async def get_pack(request: web.Request) -> web.Response:
     async with request.config_dict[SESSIONMAKER]() as session:
         row = await _one(session, request.match_info["id"])
-        live = row.id in await live_pack_ids(session)
+        live = row.id in await session.run_sync(live_pack_ids)
     c = row.content
     return ok({**pack_json(row, live), "items": {
         "products": [p["sku"] for p in c["products"]], "scripts": [s["key"] for s in c["scripts"]],
@@ -129,9 +129,12 @@ async def get_pack(request: web.Request) -> web.Response:
                                                   "(e.g. roll back to an older version)",
           response=_PACK_SCHEMA, errors=(404,))
 async def activate_pack(request: web.Request) -> web.Response:
-    async with request.config_dict[SESSIONMAKER]() as session, session.begin():
-        row = await _one(session, request.match_info["id"])
-        await activate(session, row.id, datetime.now(UTC))
+    raw_id = request.match_info["id"]
+    row = await request.config_dict[WRITER].run(
+        lambda session: activate(session, int(raw_id), datetime.now(UTC)) if raw_id.isdigit() and len(raw_id) < 18
+        else None)
+    if row is None:
+        raise ApiError(404, "not_found", f"No content pack has the id {raw_id!r}.")
     log.info("content pack activated", extra={"pack": row.name, "version": row.version, "id": row.id})
     return ok(pack_json(row, True))
 
@@ -141,10 +144,10 @@ _PICTURE_TYPES = ((b"\xff\xd8\xff", "image/jpeg"), (b"\x89PNG", "image/png"), (b
                   (b"RIFF", "image/webp"))
 
 
-@pages.get(r"/c/{pack_id:\d{1,18}}/{path:.+}")
+@feature.pages.get(r"/c/{pack_id:\d{1,18}}/{path:.+}")
 async def pack_picture(request: web.Request) -> web.Response:
     async with request.config_dict[SESSIONMAKER]() as session:
-        data = await pack_file(session, int(request.match_info["pack_id"]), request.match_info["path"])
+        data = await session.run_sync(pack_file, int(request.match_info["pack_id"]), request.match_info["path"])
     kind = next((t for magic, t in _PICTURE_TYPES if data is not None and data.startswith(magic)), None)
     if data is None or kind is None:  # fonts and the like stay private
         raise web.HTTPNotFound()
@@ -153,19 +156,18 @@ async def pack_picture(request: web.Request) -> web.Response:
 
 
 # ---- the demo pack -------------------------------------------------------------------------------
-async def load_demo_pack(config: Config, sessionmaker: async_sessionmaker[AsyncSession]) -> str:
+async def load_demo_pack(config: Config, writer: Writer) -> str:
     """Import the demo pack when no pack is live (sandbox start); a sentence saying what happened."""
     from content.demo import demo_zip
 
-    async with sessionmaker() as session:
-        if await session.scalar(select(LivePack.name).limit(1)) is not None:
-            return "a content pack is already live; the demo pack was not loaded"
+    if await writer.run(lambda session: session.scalar(select(LivePack.name).limit(1))) is not None:
+        return "a content pack is already live; the demo pack was not loaded"
     data = await asyncio.to_thread(demo_zip)
     fd, name = tempfile.mkstemp(prefix="distbot-demo-", suffix=".zip")
     with os.fdopen(fd, "wb") as f:
         f.write(data)
     try:
-        row, _ = await import_pack(sessionmaker, name, rank_keys(config))
+        row, _ = await import_pack(writer, name, rank_keys(config))
     except PackConflict:
         return "the demo pack is stored but not live (an admin chose another version); left as is"
     except PackInvalid as e:
@@ -178,21 +180,23 @@ async def load_demo_pack(config: Config, sessionmaker: async_sessionmaker[AsyncS
 
 # ---- the command line ----------------------------------------------------------------------------
 async def _with_database(config: Config, work: Any) -> str:
-    from storage.db import create_engine, create_sessionmaker
+    from storage.db import create_engine
     from storage.migrate import upgrade
 
     engine = create_engine(config.database.url)
+    writer = Writer(engine)
     try:
         await upgrade(engine)
-        return await work(create_sessionmaker(engine))
+        return await work(writer)
     finally:
+        await writer.close()
         await engine.dispose()
 
 
 async def import_command(config: Config, path: Path) -> str:
     """`distbot content import PACK.zip`: PackInvalid or PackConflict, else a sentence for stdout."""
-    async def work(sessionmaker: async_sessionmaker[AsyncSession]) -> str:
-        row, live = await import_pack(sessionmaker, path, rank_keys(config))
+    async def work(writer: Writer) -> str:
+        row, live = await import_pack(writer, path, rank_keys(config))
         c = pack_json(row, live)
         return (f"imported content pack {row.name} version {row.version} (id {row.id}): {c['products']} products, "
                 f"{c['scripts']} scripts, {c['posters']} posters, {c['trainings']} trainings; "
@@ -203,7 +207,7 @@ async def import_command(config: Config, path: Path) -> str:
 async def demo_command(config: Config) -> str:
     """At `distbot serve` in sandbox mode: the demo pack, unless some pack is live. Never fails the start."""
     try:
-        return await _with_database(config, lambda sessionmaker: load_demo_pack(config, sessionmaker))
+        return await _with_database(config, lambda writer: load_demo_pack(config, writer))
     except Exception as e:  # the bot works without the demo; say why it is missing
         log.exception("demo pack not loaded")
         return f"the demo content pack could not be loaded: {e}"

@@ -6,35 +6,38 @@ freeze after completion is over.
 from __future__ import annotations
 
 import asyncio
-import time
-from collections import OrderedDict, defaultdict
-from collections.abc import Awaitable, Callable
+from collections import defaultdict
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from aiohttp import web
+from cachetools import TTLCache
 from sqlalchemy import bindparam, null, select, union_all, update
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import Session
 
-from bot.api import ApiError, ApiRoutes, ok
-from bot.chat import Ctx, Incoming, Router
-from domain.config import Config
+from bot.api import ApiError, ok
+from bot.chat import Ctx, Incoming, Later, active_only
+from bot.feature import Feature
 from bot.menu import MenuKey
-from bot.outbox import Outbox
-from domain.messages import Image, Reply, Text
-from bot.scheduler import job
-from bot.typedefs import CONFIG, OUTBOX, SESSIONMAKER
+from bot.typedefs import CONFIG, SESSIONMAKER, WECHAT, WRITER
+from bot.wechat_api import WeChatAPI
 from content.charts import render_earnings_chart
-from handlers.help import Me, active_only
+from domain.config import Config
 from domain.formats import CHINA, china_time, day_start, month_start, yuan
-from domain.notices import settle_and_notify
-from domain.orders import COMMISSIONS, ORDERS
-from domain.ledger import BALANCES, BUCKETS, ENTRIES, ZERO, Delta, apply_deltas, is_postgres
+from domain.ledger import BUCKETS, ZERO, Delta, add_to_balances
+from domain.messages import Image, Reply, Text
+from domain.notices import Credits, settle_and_notify
+from storage.db import is_postgres
+from storage.models import Distributor
 from storage.models_ledger import CommissionState, EntryKind
 from storage.queries import distributor_by_code
+from storage.tables import BALANCES, COMMISSIONS, ENTRIES, ORDERS
+from storage.writer import Writer
 
-router = Router("earnings")
-api = ApiRoutes("ledger")
+feature = Feature("earnings")
+api = feature.api
 
 CHART_DAYS = 30
 EARNING_KINDS = (EntryKind.COMMISSION, EntryKind.REVERSAL, EntryKind.REWARD, EntryKind.ADJUSTMENT)
@@ -65,49 +68,50 @@ _SNAPSHOT = union_all(
     .where(BALANCES.c.distributor_id.in_(bindparam("ids", expanding=True))))
 
 
-async def earnings_snapshot(session: AsyncSession, ids: list[int],
-                            now: datetime) -> dict[int, tuple[dict[str, int], list[tuple[datetime, int]]]]:
-    """Balances and the earnings entries since the month (or chart) start, for many distributors
-    in one query: the dispatcher calls it once for every 收益 in a group commit."""
-    balances: dict[int, dict[str, int]] = {}
-    rows: dict[int, list[tuple[datetime, int]]] = defaultdict(list)
-    conn = await session.connection()
-    for did, at, fen, *buckets in await conn.execute(_SNAPSHOT, {"ids": ids, "since": _since(now)}):
+def earnings_snapshot(session: Session, distributor_id: int,
+                      now: datetime) -> tuple[dict[str, int], list[tuple[datetime, int]]]:
+    """The balances and the earnings entries since the month (or chart) start, in one query."""
+    balances = dict(ZERO)
+    rows: list[tuple[datetime, int]] = []
+    for _, at, fen, *buckets in session.execute(_SNAPSHOT, {"ids": [distributor_id], "since": _since(now)}):
         if at is not None:
-            rows[did].append((at, fen))
+            rows.append((at, fen))
         else:
-            balances[did] = dict(zip(BUCKETS, buckets, strict=True))
-    return {i: (balances.get(i) or dict(ZERO), rows.get(i, [])) for i in ids}
+            balances = dict(zip(BUCKETS, buckets, strict=True))
+    return balances, rows
 
 
 # A chart already sent is not sent again while it is the same picture; its upload is reused
 # while the media is valid. Process-local: another process at worst sends one more chart.
 CHART_REPEAT_SECONDS = 600
 CHART_MEDIA_SECONDS = 3 * 24 * 3600 - 2 * 3600
-_CHART_CACHE_SIZE = 10_000
+CHARTS_REMEMBERED = 10_000
 
 
-class ChartMemo:
-    """Charts sent lately (distributor, picture) and uploads still valid (picture -> media_id)."""
+@dataclass
+class Charts:
+    """Charts sent lately, (distributor, picture), and uploads still valid, picture -> media_id."""
 
-    def __init__(self) -> None:
-        self.sent: OrderedDict[tuple[int, Any], float] = OrderedDict()
-        self.media: OrderedDict[Any, tuple[str, float]] = OrderedDict()
-
-    @staticmethod
-    def remember(cache: OrderedDict[Any, Any], key: Any, value: Any) -> None:
-        cache[key] = value
-        cache.move_to_end(key)
-        while len(cache) > _CHART_CACHE_SIZE:
-            cache.popitem(last=False)
+    sent: TTLCache[tuple[int, Any], bool] = field(
+        default_factory=lambda: TTLCache(maxsize=CHARTS_REMEMBERED, ttl=CHART_REPEAT_SECONDS))
+    media: TTLCache[Any, str] = field(
+        default_factory=lambda: TTLCache(maxsize=CHARTS_REMEMBERED, ttl=CHART_MEDIA_SECONDS))
 
 
-@router.command("收益", "earnings", menu=MenuKey.EARNINGS, prefetch=earnings_snapshot)
+CHARTS = web.AppKey("earnings_charts", Charts)
+
+
+@feature.resource(CHARTS)
+async def charts(app: web.Application) -> AsyncIterator[Charts]:
+    yield Charts()
+
+
+@feature.command("收益", "earnings", menu=MenuKey.EARNINGS)
 @active_only
-async def on_earnings(msg: Incoming, ctx: Ctx, me: Me) -> Text:
+def on_earnings(msg: Incoming, ctx: Ctx, me: Distributor) -> Text | Later:
     today = day_start(ctx.now)
     month = month_start(ctx.now)
-    balance, rows = ctx.prefetched or (await earnings_snapshot(ctx.session, [me.id], ctx.now))[me.id]
+    balance, rows = earnings_snapshot(ctx.session, me.id, ctx.now)
     today_fen = sum(f for at, f in rows if at >= today)
     month_fen = sum(f for at, f in rows if at >= month)
     # Every entry that is not a withdrawal is an earning, so all-time earnings are the four
@@ -122,33 +126,28 @@ async def on_earnings(msg: Incoming, ctx: Ctx, me: Me) -> Text:
     if balance["withdrawn_fen"]:
         lines.append(f"已提现：{yuan(balance['withdrawn_fen'])}")
     lines.append(f"回复“提现 金额”申请提现，单笔至少 {yuan(dist.min_withdraw_fen)}。")
-    if rows or all_time:
-        days = daily_totals(rows, today.date())
-        digest = tuple(days)  # the picture itself is the key: no collision can swap two charts
-        memo = ctx.memo.setdefault("earnings.charts", ChartMemo())
-        clock = time.monotonic()
-        sent = memo.sent.get((me.id, digest))
-        if sent is not None and clock - sent < CHART_REPEAT_SECONDS:
-            lines.append("近 30 天收益图与刚才发给您的一样。")
-        else:
-            ctx.after_commit(_chart_sender(ctx.wechat, memo, me.id, days, digest))
-            lines.append("近 30 天收益图马上发给您。")
-    return Text("\n".join(lines))
+    if not (rows or all_time):
+        return Text("\n".join(lines))
+    days = daily_totals(rows, today.date())
+    digest = tuple(days)  # the picture itself is the key: no collision can swap two charts
+    memo = ctx.app[CHARTS]
+    if (me.id, digest) in memo.sent:
+        lines.append("近 30 天收益图与刚才发给您的一样。")
+        return Text("\n".join(lines))
+    lines.append("近 30 天收益图马上发给您。")
+    wechat = ctx.app[WECHAT]
+    return Later(lambda: send_chart(wechat, memo, me.id, days, digest), first=Text("\n".join(lines)))
 
 
-def _chart_sender(wechat: Any, memo: ChartMemo, distributor_id: int, days: list[tuple[date, int]],
-                  digest: Any) -> Callable[[], Awaitable[Reply]]:
-    async def send_chart() -> Reply:
-        # Remembered once committed: a transaction undone and run again must still send it.
-        memo.remember(memo.sent, (distributor_id, digest), time.monotonic())
-        cached = memo.media.get(digest)
-        if cached is not None and cached[1] > time.monotonic():
-            return Image(cached[0])
+async def send_chart(wechat: WeChatAPI, memo: Charts, distributor_id: int, days: list[tuple[date, int]],
+                     digest: Any) -> Reply:
+    # Remembered once committed: a transaction undone and run again must still send it.
+    memo.sent[(distributor_id, digest)] = True
+    media_id = memo.media.get(digest)
+    if media_id is None:
         png = await asyncio.to_thread(render_earnings_chart, days)
-        media_id = await wechat.upload_image(png, "earnings.png", "image/png")
-        memo.remember(memo.media, digest, (media_id, time.monotonic() + CHART_MEDIA_SECONDS))
-        return Image(media_id)
-    return send_chart
+        media_id = memo.media[digest] = await wechat.upload_image(png, "earnings.png", "image/png")
+    return Image(media_id)
 
 
 # ---- /api/distributors/{code}/ledger ---------------------------------------------------------------
@@ -171,7 +170,7 @@ async def get_ledger(request: web.Request) -> web.Response:
     if after_id < 0 or (limit is not None and limit < 1):
         raise ApiError(400, "bad_query", "after_id must be 0 or more and limit 1 or more.")
     async with request.config_dict[SESSIONMAKER]() as session, session.begin():
-        d = await distributor_by_code(session, request.match_info["code"])
+        d = await session.run_sync(distributor_by_code, request.match_info["code"])
         if d is None:
             raise ApiError(404, "not_found", f"No distributor has the code {request.match_info['code']!r}.")
         e = ENTRIES.c
@@ -183,47 +182,42 @@ async def get_ledger(request: web.Request) -> web.Response:
 
 
 # ---- unfreezing ------------------------------------------------------------------------------------
-async def unfreeze_due(sessionmaker: async_sessionmaker[AsyncSession], config: Config, outbox: Outbox | None,
-                       now: datetime | None = None) -> int:
-    """Make every commission whose freeze is over available; the number of commissions moved.
-
-    Safe to run twice and at any time: it moves what is due and not yet moved, so it also
-    catches up after downtime. Orders are locked before their commissions are read, the same
-    order as the order events take, so a refund arriving meanwhile cannot be lost."""
-    now = now or datetime.now(UTC)
-    moved = 0
+def unfreeze_some(session: Session, config: Config, now: datetime) -> int:
+    """Make up to UNFREEZE_CHUNK commissions whose freeze is over available; how many moved.
+    Orders are locked before their commissions are read, the same order as the order events
+    take, so a refund arriving meanwhile cannot be lost."""
     c = COMMISSIONS.c
-    while True:
-        async with sessionmaker() as session, session.begin():
-            due = (select(c.order_no).where(c.state == CommissionState.PENDING, c.unfreeze_at <= now)
-                   .order_by(c.order_no).limit(UNFREEZE_CHUNK))
-            nos = list(dict.fromkeys((await session.execute(due)).scalars()))
-            if not nos:
-                return moved
-            if is_postgres(session):
-                await session.execute(select(ORDERS.c.order_no).where(ORDERS.c.order_no.in_(nos))
-                                      .order_by(ORDERS.c.order_no).with_for_update())
-            rows = (await session.execute(
-                select(c.order_no, c.distributor_id, c.amount_fen - c.reversed_fen)
-                .where(c.order_no.in_(nos), c.state == CommissionState.PENDING, c.unfreeze_at <= now))).all()
-            await session.execute(
-                update(COMMISSIONS).where(c.order_no == bindparam("c_no"), c.distributor_id == bindparam("c_did"))
-                .values(state=CommissionState.AVAILABLE),
-                [{"c_no": no, "c_did": did} for no, did, _ in rows])
-            freed: dict[int, int] = defaultdict(int)
-            for _, did, rest in rows:
-                freed[did] += rest
-            await apply_deltas(session, {did: Delta(pending_fen=-fen, available_fen=fen) for did, fen in freed.items()})
-            await session.run_sync(lambda s: settle_and_notify(s.connection(), config, now, credited={}, freed=freed,
-                                                               notify=outbox is not None))
-            moved += len(rows)
-        if outbox is not None:
-            outbox.wake()
+    due = (select(c.order_no).where(c.state == CommissionState.PENDING, c.unfreeze_at <= now)
+           .order_by(c.order_no).limit(UNFREEZE_CHUNK))
+    nos = list(dict.fromkeys(session.execute(due).scalars()))
+    if not nos:
+        return 0
+    if is_postgres(session):
+        session.execute(select(ORDERS.c.order_no).where(ORDERS.c.order_no.in_(nos))
+                        .order_by(ORDERS.c.order_no).with_for_update())
+    rows = session.execute(select(c.order_no, c.distributor_id, c.amount_fen - c.reversed_fen)
+                           .where(c.order_no.in_(nos), c.state == CommissionState.PENDING,
+                                  c.unfreeze_at <= now)).all()
+    session.execute(update(COMMISSIONS).where(c.order_no == bindparam("c_no"), c.distributor_id == bindparam("c_did"))
+                    .values(state=CommissionState.AVAILABLE), [{"c_no": no, "c_did": did} for no, did, _ in rows])
+    credits = Credits()
+    for _, did, rest in rows:
+        credits.freed[did] += rest
+    add_to_balances(session, {did: Delta(pending_fen=-fen, available_fen=fen) for did, fen in credits.freed.items()})
+    settle_and_notify(session, config, now, credits)
+    return len(rows)
 
 
-@job("unfreeze-commission", "interval", minutes=1)
-async def unfreeze_job(app: web.Application) -> Any:
-    return await unfreeze_due(app[SESSIONMAKER], app[CONFIG], app[OUTBOX])
+async def unfreeze_due(writer: Writer, config: Config, now: datetime | None = None) -> int:
+    """Make every commission whose freeze is over available; the number of commissions moved.
+    Safe to run twice and at any time: it moves what is due and not yet moved, so it also
+    catches up after downtime."""
+    now, moved = now or datetime.now(UTC), 0
+    while chunk := await writer.run(lambda session: unfreeze_some(session, config, now)):
+        moved += chunk
+    return moved
 
 
-jobs = [unfreeze_job]
+@feature.job("unfreeze-commission", "interval", minutes=1)
+async def unfreeze_job(app: web.Application) -> int:
+    return await unfreeze_due(app[WRITER], app[CONFIG])

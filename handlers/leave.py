@@ -12,65 +12,58 @@ On exit nothing is deleted:
 from __future__ import annotations
 
 from datetime import timedelta
+from enum import StrEnum
 
 from sqlalchemy import select
 
-from bot.chat import Ctx, Incoming, Router
-from domain.messages import Text
+from bot.chat import Ctx, Incoming, active_only
+from bot.feature import Feature
 from domain.formats import mask_name, yuan
-from handlers.help import require_active
-from domain.ledger import balance_of, settle_exited
+from domain.ledger import balance, settle
+from domain.messages import Text
 from storage.models import Distributor, DistributorStatus
 from storage.models_ledger import InviterChange
 
-router = Router("leave")
 
-CONFIRMING = "leave.confirm"
+class LeaveState(StrEnum):
+    CONFIRMING = "leave.confirm"
+
+
+feature = Feature("leave", states=LeaveState)
 CONFIRM_WORDS = frozenset({"确认退出", "确认", "confirm", "yes"})
 CONFIRM_TTL = timedelta(minutes=10)
 
 
-@router.command("退出", "quit")
-async def on_quit(msg: Incoming, ctx: Ctx) -> Text:
-    if ctx.distributor is not None and ctx.distributor.status == DistributorStatus.EXITED:
-        return Text("您已经退出分销计划了。如需帮助请回复“客服”。")
-    refusal = require_active(ctx)
-    if refusal is not None:
-        return refusal
-    me = ctx.distributor
-    assert me is not None
-    balance = await balance_of(ctx.session, me.id)
-    invitees = len((await ctx.session.scalars(select(Distributor.id).where(
-        Distributor.inviter_id == me.id, Distributor.status == DistributorStatus.ACTIVE))).all())
-    ctx.set_state(CONFIRMING, ttl=CONFIRM_TTL)
+@feature.command("退出", "quit")
+@active_only
+def on_quit(msg: Incoming, ctx: Ctx, me: Distributor) -> Text:
+    money = balance(ctx.session, me.id)
+    invitees = len(ctx.session.scalars(select(Distributor.id).where(
+        Distributor.inviter_id == me.id, Distributor.status == DistributorStatus.ACTIVE)).all())
+    ctx.set_state(LeaveState.CONFIRMING, ttl=CONFIRM_TTL)
     lines = ["确定要退出分销计划吗？退出后："]
-    if balance["available_fen"] > 0:
-        lines.append(f"· 可提现余额 {yuan(balance['available_fen'])} 将作为最后一笔提现申请，审核后打款；")
-    if balance["pending_fen"] > 0:
-        lines.append(f"· 待结算佣金 {yuan(balance['pending_fen'])} 解冻后自动申请提现；")
+    if money["available_fen"] > 0:
+        lines.append(f"· 可提现余额 {yuan(money['available_fen'])} 将作为最后一笔提现申请，审核后打款；")
+    if money["pending_fen"] > 0:
+        lines.append(f"· 待结算佣金 {yuan(money['pending_fen'])} 解冻后自动申请提现；")
     if invitees:
         lines.append(f"· 您的 {invitees} 位直属成员将转给您的邀请人；")
     lines += ["· 您将不能再使用分销功能，也不能重新注册。", "回复“确认退出”继续，回复“取消”放弃。"]
     return Text("\n".join(lines))
 
 
-@router.state(CONFIRMING)
-async def on_confirm(msg: Incoming, ctx: Ctx) -> Text:
+@feature.state(LeaveState.CONFIRMING)
+@active_only
+def on_confirm(msg: Incoming, ctx: Ctx, me: Distributor) -> Text:
     if msg.content.strip().lower() not in CONFIRM_WORDS:
         return Text("请回复“确认退出”以退出分销计划，或回复“取消”放弃。")
-    await ctx.clear_state()
-    refusal = require_active(ctx)
-    if refusal is not None:
-        return refusal
-    assert ctx.distributor is not None
-    me = await ctx.session.get(Distributor, ctx.distributor.id)  # the row to change
-    assert me is not None
+    ctx.clear_state()
     me.status, me.exited_at = DistributorStatus.EXITED, ctx.now
-    ctx.distributor = me
-    settled = await settle_exited(ctx.session, me.id, ctx.now)
-    pending = (await balance_of(ctx.session, me.id))["pending_fen"]
-    new_inviter = await ctx.session.get(Distributor, me.inviter_id) if me.inviter_id else None
-    invitees = (await ctx.session.scalars(select(Distributor).where(Distributor.inviter_id == me.id))).all()
+    ctx.session.flush()
+    settled = settle(ctx.session, me.id, ctx.now)
+    pending = balance(ctx.session, me.id)["pending_fen"]
+    new_inviter = ctx.session.get(Distributor, me.inviter_id) if me.inviter_id else None
+    invitees = ctx.session.scalars(select(Distributor).where(Distributor.inviter_id == me.id)).all()
     for d in invitees:
         d.inviter_id = new_inviter.id if new_inviter else None
         ctx.session.add(InviterChange(distributor_id=d.id, old_inviter_id=me.id, new_inviter_id=d.inviter_id,

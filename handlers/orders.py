@@ -1,43 +1,42 @@
 """Orders: the shop system's order events (POST /api/orders/events), the admin's view of an
 order (GET /api/orders/{order_no}) and the distributor's 订单 report in chat.
 
-Order events go through a group-commit queue: every event waiting when a batch starts shares one
-transaction (see domain.orders), so the database sees one commit for many events.
+Order events go through group commit (storage.group_commit): the events that arrive together
+share one transaction, each in its own SAVEPOINT (domain.orders applies one), so the database
+sees one commit for many events and a refused event leaves no trace.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import weakref
-from dataclasses import dataclass
-from datetime import datetime
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
 from sqlalchemy import and_, func, select
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import Session
 
-from bot.api import ApiError, ApiRoutes, json_body, ok
-from bot.chat import Ctx, Incoming, Router
-from domain.config import Config
+from bot.api import ApiError, json_body, ok
+from bot.chat import Ctx, Incoming, active_only
+from bot.feature import Feature
 from bot.menu import MenuKey
-from bot.outbox import Outbox
-from domain.messages import Text
-from bot.typedefs import CONFIG, OUTBOX, SESSIONMAKER
+from bot.typedefs import CONFIG, SESSIONMAKER, WRITER
 from domain import commission as rules
+from domain.config import Config
 from domain.formats import CHINA, china_time, yuan
-from handlers.help import Me, active_only
-from domain.orders import COMMISSIONS, EVENTS, ORDERS, EventIn, Rejected, apply_events, apply_events_sync
-from storage.db import SqliteWriter
+from domain.messages import Text
+from domain.notices import Credits, settle_and_notify
+from domain.orders import EventIn, Rejected, apply_event
+from storage.group_commit import Failed, GroupCommit, each_in_savepoint
 from storage.models import Distributor
+from storage.tables import COMMISSIONS, EVENTS, ORDERS
 
 log = logging.getLogger(__name__)
-router = Router("orders")
-api = ApiRoutes("orders")
+feature = Feature("orders")
+api = feature.api
+ORDER_EVENTS = web.AppKey("order_events", GroupCommit[EventIn, dict[str, Any]])
 
-MAX_BATCH = 200
-LINGER_SECONDS = 0.002
 RECENT = 10
 STATUS_NAMES = {rules.PAID: "待发货", rules.SHIPPED: "已发货", rules.COMPLETED: "已完成",
                 rules.REFUNDED: "已退款", rules.CANCELLED: "已取消"}
@@ -108,87 +107,26 @@ def parse_event(data: dict[str, Any]) -> EventIn:
 
 
 # ---- group commit ----------------------------------------------------------------------------
-@dataclass(eq=False)
-class _Item:
-    event: EventIn
-    future: asyncio.Future[dict[str, Any] | Rejected]
+def apply_events(session: Session, config: Config, events: list[EventIn]) -> list[dict[str, Any] | Failed]:
+    """A batch of events in one transaction, each in its own SAVEPOINT; then the batched notices
+    for what the applied ones credited."""
+    now = datetime.now(UTC)
+    credits = Credits()
+
+    def one(session: Session, e: EventIn) -> dict[str, Any]:
+        answer, credited = apply_event(session, config, e, now)
+        credits.add(credited)
+        return answer
+
+    answers = each_in_savepoint(session, events, one)
+    settle_and_notify(session, config, now, credits)
+    return answers
 
 
-class EventQueue:
-    """Events waiting for a transaction. The first arrival starts a drain task that commits
-    batches until the queue is empty; events arriving meanwhile join the next batch.
-
-    On an SQLite file, a batch runs in one thread on a synchronous connection to the same file:
-    one hop to that thread per batch, instead of a few hops to aiosqlite's thread per statement
-    (SQLite serialises this writer with the app's own connections through BEGIN IMMEDIATE).
-    On PostgreSQL it runs in an AsyncSession (asyncpg round trips are cheap)."""
-
-    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession], config: Config, outbox: Outbox | None):
-        self._sessionmaker, self._config, self._outbox = sessionmaker, config, outbox
-        self._queue: list[_Item] = []
-        self._task: asyncio.Task[None] | None = None
-        self._writer = SqliteWriter.for_url(config.database.url)
-        if self._writer is not None:
-            weakref.finalize(self, self._writer.close)
-
-    async def submit(self, event: EventIn) -> dict[str, Any] | Rejected:
-        item = _Item(event, asyncio.get_running_loop().create_future())
-        self._queue.append(item)
-        if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._drain())
-        return await asyncio.shield(item.future)
-
-    async def _drain(self) -> None:
-        last = 0
-        while self._queue:
-            if last > 1 and len(self._queue) < last:
-                # Under load the answers to the last batch went out together and their senders'
-                # next events are arriving now: wait a moment so they share one commit, instead
-                # of alternating between a batch of one and a batch of the rest.
-                await asyncio.sleep(LINGER_SECONDS)
-            batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
-            last = len(batch)
-            await self._commit(batch)
-        if self._outbox is not None:
-            self._outbox.wake()
-
-    async def _apply(self, events: list[EventIn]) -> list[dict[str, Any] | Rejected]:
-        notify = self._outbox is not None
-        if self._writer is not None:
-            return await self._writer.run(lambda conn: apply_events_sync(conn, self._config, events, notify=notify))
-        async with self._sessionmaker() as session, session.begin():
-            return await apply_events(session, self._config, events, notify=notify)
-
-    async def _commit(self, batch: list[_Item]) -> None:
-        try:
-            results = await self._apply([i.event for i in batch])
-        except Exception as e:
-            if len(batch) > 1:
-                # One event spoiled the shared transaction (e.g. another process paid the same
-                # order a moment earlier): redo each on its own so the others are not punished.
-                for item in batch:
-                    await self._commit([item])
-                return
-            log.exception("order event failed", extra={"event_id": batch[0].event.event_id})
-            if not batch[0].future.done():
-                batch[0].future.set_exception(e)
-            return
-        for item, result in zip(batch, results, strict=True):
-            if not item.future.done():
-                item.future.set_result(result)
-
-
-_queues: weakref.WeakKeyDictionary[web.Application, EventQueue] = weakref.WeakKeyDictionary()
-
-
-def event_queue(request: web.Request) -> EventQueue:
-    """One queue per app, kept weakly on the /api sub-application (which the queue does not
-    reference, so the queue goes when the app goes)."""
-    q = _queues.get(request.app)
-    if q is None:
-        q = _queues[request.app] = EventQueue(request.config_dict[SESSIONMAKER], request.config_dict[CONFIG],
-                                              request.config_dict[OUTBOX])
-    return q
+@feature.resource(ORDER_EVENTS)
+async def order_events(app: web.Application) -> AsyncIterator[GroupCommit[EventIn, dict[str, Any]]]:
+    config = app[CONFIG]
+    yield GroupCommit(app[WRITER], lambda session, events: apply_events(session, config, events))
 
 
 # ---- /api/orders -----------------------------------------------------------------------------
@@ -218,10 +156,10 @@ _EVENT_ANSWER = {"type": "object", "properties": {
           body=_EVENT_BODY, response=_EVENT_ANSWER, errors=(400, 409, 422))
 async def post_order_event(request: web.Request) -> web.Response:
     event = parse_event(await json_body(request))
-    result = await event_queue(request).submit(event)
-    if isinstance(result, Rejected):
-        raise ApiError(result.status, result.code, result.message, result.details)
-    return ok(result)
+    try:
+        return ok(await request.config_dict[ORDER_EVENTS](event))
+    except Rejected as r:
+        raise ApiError(r.status, r.code, r.message, r.details) from None
 
 
 @api.get("/orders/{order_no}", summary="One order with its status history and commissions",
@@ -265,15 +203,15 @@ async def get_order(request: web.Request) -> web.Response:
 
 
 # ---- 订单 in chat ------------------------------------------------------------------------------
-@router.command("订单", "orders", menu=MenuKey.ORDERS)
+@feature.command("订单", "orders", menu=MenuKey.ORDERS)
 @active_only
-async def on_orders(msg: Incoming, ctx: Ctx, me: Me) -> Text:
+def on_orders(msg: Incoming, ctx: Ctx, me: Distributor) -> Text:
     o, c = ORDERS.c, COMMISSIONS.c
-    counts = dict((await ctx.session.execute(
+    counts = dict((ctx.session.execute(
         select(o.status, func.count()).where(o.distributor_id == me.id).group_by(o.status))).all())
     if not counts:
         return Text("您还没有推广订单。回复“海报”获取专属推广海报，分享给朋友下单后，订单会显示在这里。")
-    recent = (await ctx.session.execute(
+    recent = (ctx.session.execute(
         select(o.order_no, o.status, o.amount_fen, o.refunded_fen, o.paid_at, c.amount_fen, c.reversed_fen)
         .outerjoin(COMMISSIONS, and_(c.order_no == o.order_no, c.distributor_id == me.id))
         .where(o.distributor_id == me.id).order_by(o.paid_at.desc(), o.order_no.desc()).limit(RECENT))).all()

@@ -11,31 +11,32 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aiohttp import web
 from sqlalchemy import delete
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import Session
 
-from bot.chat import Ctx, Incoming, Router
+from bot.chat import Ctx, Incoming, Later, active_only
+from bot.feature import Feature
 from bot.menu import MenuKey
-from bot.chat import Later
-from domain.messages import Image, Reply, Text
-from bot.scheduler import job
-from bot.typedefs import SESSIONMAKER
+from bot.typedefs import PACKS, SESSIONMAKER, WECHAT, WRITER
 from bot.wechat_api import WeChatAPI, WeChatError
 from content.posters import FileRef, PosterJob, PosterRenderer, TextBox, cache_key
-from content.store import PackContent, live_packs, pack_file
-from content.templating import PackTemplateError, render, template_variables
-from handlers.help import NOT_REGISTERED
-from storage.db import create_sessionmaker, dialect_insert
+from content.store import PackContent, pack_file
+from content.templating import PackTemplateError, render_template, template_variables
+from domain.config import Config
+from domain.messages import Image, Reply, Text
+from storage.db import dialect_insert
+from storage.models import Distributor
 from storage.models_content import DistributorQrCode, PosterMedia
+from storage.writer import Writer
 
 log = logging.getLogger(__name__)
-router = Router("posters")
+feature = Feature("posters")
 
 QR_LIFETIME = timedelta(days=30)  # the longest a temporary QR code may live
 QR_MIN_LEFT = timedelta(days=7)  # a poster handed out keeps working for at least a week
@@ -45,15 +46,26 @@ LIST_WORDS = frozenset({"列表", "全部", "list", "all"})
 NO_POSTERS = "暂时还没有可用的推广海报，请稍后再试。"
 FAILED = "海报生成失败了，请稍后再回复“海报”试试。"
 
-# Process-local caches (decoded backgrounds, finished JPEGs); any process can rebuild them.
-renderer = PosterRenderer()
-Sessions = async_sessionmaker[AsyncSession]
+
+@dataclass
+class Posters:
+    """What making posters needs after the update's transaction: the renderer with its caches
+    (process-local; any process can rebuild them), WeChat, the writer, and the work in flight
+    (a double tap shares one piece of work)."""
+
+    renderer: PosterRenderer
+    wechat: WeChatAPI
+    writer: Writer
+    read: Any  # an async sessionmaker, for reading pack files
+    pending: dict[tuple[int, str, str], asyncio.Future[Reply]] = field(default_factory=dict)
 
 
-def sessions_of(ctx: Ctx) -> Sessions:
-    """Short sessions for work after the update's transaction (Later work must not use ctx.session)."""
-    made = getattr(ctx, "sessionmaker", None)
-    return made if made is not None else create_sessionmaker(ctx.session.bind)
+POSTERS = web.AppKey("posters", Posters)
+
+
+@feature.resource(POSTERS)
+async def posters(app: web.Application) -> AsyncIterator[Posters]:
+    yield Posters(PosterRenderer(), app[WECHAT], app[WRITER], app[SESSIONMAKER])
 
 
 def _list_text(posters: list[tuple[PackContent, dict[str, Any]]]) -> str:
@@ -84,10 +96,10 @@ class PosterRequest:
     qr_url: str | None  # None: make (or re-make) the QR code first
 
 
-def _texts(ctx: Ctx, pack: PackContent, poster: dict[str, Any], name: str, code: str) -> tuple[TextBox, ...]:
-    variables = template_variables(ctx.config.server.public_url, name, code, pack.product(poster.get("sku")))
+def _texts(config: Config, pack: PackContent, poster: dict[str, Any], name: str, code: str) -> tuple[TextBox, ...]:
+    variables = template_variables(config.server.public_url, name, code, pack.product(poster.get("sku")))
     font = poster.get("font")
-    return tuple(TextBox(render(t["template"], variables), t["x"], t["y"], t["size"], t["color"], t["max_width"],
+    return tuple(TextBox(render_template(t["template"], variables), t["x"], t["y"], t["size"], t["color"], t["max_width"],
                          t["align"], t["weight"],
                          (pack.id, pack.digest, t.get("font") or font) if (t.get("font") or font) else None)
                  for t in poster["texts"])
@@ -97,12 +109,10 @@ def _key(req: PosterRequest, qr_url: str) -> str:
     return cache_key(req.pack_digest, req.poster_key, req.name, req.code, qr_url, [t.text for t in req.texts])
 
 
-@router.command("海报", "poster", menu=MenuKey.POSTER)
-async def on_poster(msg: Incoming, ctx: Ctx) -> Text | Image | Later:
-    me = ctx.active_distributor
-    if me is None:
-        return Text(NOT_REGISTERED)
-    posters = [(pack, p) for pack in await live_packs(ctx.session) for p in pack.posters]
+@feature.command("海报", "poster", menu=MenuKey.POSTER)
+@active_only
+def on_poster(msg: Incoming, ctx: Ctx, me: Distributor) -> Text | Image | Later:
+    posters = [(pack, p) for pack in ctx.app[PACKS].live(ctx.session) for p in pack.posters]
     if not posters:
         return Text(NO_POSTERS)
     arg = ctx.args.strip()
@@ -116,37 +126,33 @@ async def on_poster(msg: Incoming, ctx: Ctx) -> Text | Image | Later:
         chosen = next((x for x in posters if x[1]["key"] == "default"), posters[0])
     pack, poster = chosen
     try:
-        texts = _texts(ctx, pack, poster, me.name, me.code)
+        texts = _texts(ctx.config, pack, poster, me.name, me.code)
     except PackTemplateError:
         log.exception("poster template failed", extra={"pack": pack.id, "poster": poster["key"]})
         return Text(FAILED)
-    qr = await ctx.session.get(DistributorQrCode, me.id)
+    qr = ctx.session.get(DistributorQrCode, me.id)
     qr_url = qr.url if qr is not None and qr.expires_at - ctx.now >= QR_MIN_LEFT else None
     req = PosterRequest(me.id, me.name, me.code, pack.id, pack.digest, poster["key"], texts,
                         (pack.id, pack.digest, poster["background"]),
                         dict(poster["qr"]), qr_url)
     if qr_url is not None:
-        media = await ctx.session.get(PosterMedia, _key(req, qr_url))
+        media = ctx.session.get(PosterMedia, _key(req, qr_url))
         if media is not None and media.expires_at - MEDIA_MARGIN > ctx.now:
             return Image(media.media_id)  # a repeat: no rendering, no upload
-    wechat, sessions = ctx.wechat, sessions_of(ctx)
-    return Later(lambda: make_poster(req, wechat, sessions))
+    service = ctx.app[POSTERS]
+    return Later(lambda: make_poster(req, service))
 
 
-# Concurrent requests for the same poster (a double tap) share one piece of work.
-_pending: dict[tuple[int, str, str], asyncio.Future[Reply]] = {}
-
-
-async def make_poster(req: PosterRequest, wechat: WeChatAPI, sessions: Sessions) -> Reply:
+async def make_poster(req: PosterRequest, service: Posters) -> Reply:
     """QR code (when missing or near expiry), render, upload; the Image reply."""
     key = (req.distributor_id, req.pack_digest, req.poster_key)
-    pending = _pending.get(key)
-    if pending is not None and pending.get_loop() is asyncio.get_running_loop():
+    pending = service.pending.get(key)
+    if pending is not None:
         return await asyncio.shield(pending)
     future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
-    _pending[key] = future
+    service.pending[key] = future
     try:
-        reply = await _make_poster(req, wechat, sessions)
+        reply = await _make_poster(req, service)
     except WeChatError as e:
         log.warning("poster failed: %s", e, extra={"code": req.code})
         reply = Text(FAILED)
@@ -155,58 +161,54 @@ async def make_poster(req: PosterRequest, wechat: WeChatAPI, sessions: Sessions)
         future.exception()
         raise
     finally:
-        if _pending.get(key) is future:
-            del _pending[key]
+        if service.pending.get(key) is future:
+            del service.pending[key]
     future.set_result(reply)
     return reply
 
 
-async def _make_poster(req: PosterRequest, wechat: WeChatAPI, sessions: Sessions) -> Reply:
+async def _make_poster(req: PosterRequest, service: Posters) -> Reply:
     now = datetime.now(UTC)
     qr_url = req.qr_url
     if qr_url is None:
-        answer = await wechat.create_qrcode(req.code, int(QR_LIFETIME.total_seconds()))
+        answer = await service.wechat.create_qrcode(req.code, int(QR_LIFETIME.total_seconds()))
         qr_url = answer["url"]
         lifetime = timedelta(seconds=int(answer.get("expire_seconds") or QR_LIFETIME.total_seconds()))
-        async with sessions() as session, session.begin():
-            await _upsert(session, DistributorQrCode, ["distributor_id"], distributor_id=req.distributor_id,
-                          ticket=answer["ticket"], url=qr_url, expires_at=now + lifetime, created_at=now)
+        await service.writer.run(lambda session: _upsert(
+            session, DistributorQrCode, ["distributor_id"], distributor_id=req.distributor_id,
+            ticket=answer["ticket"], url=qr_url, expires_at=now + lifetime, created_at=now))
     key = _key(req, qr_url)
-    async with sessions() as session:
+    async with service.read() as session:
         media = await session.get(PosterMedia, key)
     if media is not None and media.expires_at - MEDIA_MARGIN > now:
         return Image(media.media_id)
     q = req.qr
     job_ = PosterJob(req.background, qr_url, q["x"], q["y"], q["size"], req.texts)
-    jpeg = await renderer.render(key, job_, _loader(sessions))
-    media_id = await wechat.upload_image(jpeg, f"poster-{req.code}.jpg")
-    async with sessions() as session, session.begin():
-        await _upsert(session, PosterMedia, ["key"], key=key, media_id=media_id,
-                      expires_at=now + MEDIA_LIFETIME, created_at=now)
+    jpeg = await service.renderer.render(key, job_, _loader(service))
+    media_id = await service.wechat.upload_image(jpeg, f"poster-{req.code}.jpg")
+    await service.writer.run(lambda session: _upsert(session, PosterMedia, ["key"], key=key, media_id=media_id,
+                                                     expires_at=now + MEDIA_LIFETIME, created_at=now))
     return Image(media_id)
 
 
-def _loader(sessions: Sessions) -> Callable[[FileRef], Awaitable[bytes]]:
+def _loader(service: Posters) -> Callable[[FileRef], Awaitable[bytes]]:
     async def load(ref: FileRef) -> bytes:
-        async with sessions() as session:
-            data = await pack_file(session, ref[0], ref[2])
+        async with service.read() as session:
+            data = await session.run_sync(pack_file, ref[0], ref[2])
         if data is None:
             raise LookupError(f"pack {ref[0]} has no file {ref[1]!r}")
         return data
     return load
 
 
-async def _upsert(session: AsyncSession, model: Any, keys: list[str], **values: Any) -> None:
+def _upsert(session: Session, model: Any, keys: list[str], **values: Any) -> None:
     stmt = dialect_insert(session, model).values(**values)
-    await session.execute(stmt.on_conflict_do_update(
+    session.execute(stmt.on_conflict_do_update(
         index_elements=keys, set_={k: getattr(stmt.excluded, k) for k in values if k not in keys}))
 
 
-@job("prune-poster-media", "interval", hours=6)
+@feature.job("prune-poster-media", "interval", hours=6)
 async def prune_poster_media(app: web.Application) -> None:
     """Forget uploaded posters whose media has expired (WeChat deletes them after 3 days)."""
-    async with app[SESSIONMAKER]() as session, session.begin():
-        await session.execute(delete(PosterMedia).where(PosterMedia.expires_at < datetime.now(UTC)))
-
-
-jobs = [prune_poster_media]
+    cutoff = datetime.now(UTC)
+    await app[WRITER].run(lambda session: session.execute(delete(PosterMedia).where(PosterMedia.expires_at < cutoff)))

@@ -6,26 +6,32 @@ from __future__ import annotations
 import re
 import secrets
 import unicodedata
+from enum import StrEnum
 from typing import Any
 
 from aiohttp import web
 from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
-from bot.api import ApiError, ApiRoutes, ok
-from bot.chat import Ctx, Incoming, Router
+from bot.api import ApiError, ok
+from bot.chat import Ctx, Incoming
+from bot.feature import Feature
 from bot.menu import MenuKey
-from domain.messages import Text
 from bot.typedefs import SESSIONMAKER
 from domain.formats import china_time, mask_name
+from domain.ledger import balance
+from domain.messages import Text
 from storage.models import Distributor, DistributorStatus
 from storage.queries import distributor_by_code
 
-router = Router("registration")
-api = ApiRoutes("distributors")
 
-WAITING_PHONE = "register.phone"
-WAITING_NAME = "register.name"
+class Registering(StrEnum):
+    PHONE = "register.phone"
+    NAME = "register.name"
+
+
+feature = Feature("registration", states=Registering)
+api = feature.api
 
 # Upper-case letters and digits without the look-alikes 0/O and 1/I.
 CODE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
@@ -42,10 +48,10 @@ def new_code() -> str:
     return "".join(secrets.choice(CODE_ALPHABET) for _ in range(CODE_LENGTH))
 
 
-async def _unique_code(session: AsyncSession) -> str:
+def _unique_code(session: Session) -> str:
     while True:
         code = new_code()
-        if await session.scalar(select(Distributor.id).where(Distributor.code == code)) is None:
+        if session.scalar(select(Distributor.id).where(Distributor.code == code)) is None:
             return code
 
 
@@ -54,15 +60,15 @@ def _inviter_line(inviter: Distributor | None) -> str:
 
 
 # ---- following ------------------------------------------------------------------------------
-@router.event("subscribe", "subscribe_scan", "scan")
-async def on_follow(msg: Incoming, ctx: Ctx) -> Text:
-    f = await ctx.follower()
+@feature.event("subscribe", "subscribe_scan", "scan")
+def on_follow(msg: Incoming, ctx: Ctx) -> Text:
+    f = ctx.follower()
     if msg.event != "scan":
         f.subscribed, f.followed_at, f.unfollowed_at = True, ctx.now, None
     me = ctx.distributor
     if me is not None:
         return Text(f"欢迎回来，{me.name}！您的推广码是 {me.code}。回复“帮助”查看全部功能。")
-    inviter = await distributor_by_code(ctx.session, msg.event_key, active=True) if msg.event_key else None
+    inviter = distributor_by_code(ctx.session, msg.event_key, active=True) if msg.event_key else None
     if inviter is None:
         return Text(WELCOME)
     # Until registration the latest scene wins; registration fixes the inviter for good.
@@ -71,90 +77,84 @@ async def on_follow(msg: Incoming, ctx: Ctx) -> Text:
                 f"注册后您将加入 TA 的团队。")
 
 
-@router.event("unsubscribe")
-async def on_unfollow(msg: Incoming, ctx: Ctx) -> None:
+@feature.event("unsubscribe")
+def on_unfollow(msg: Incoming, ctx: Ctx) -> None:
     # Nothing is deleted: a distributor who unfollows keeps their team, orders and balance.
-    f = await ctx.follower()
+    f = ctx.follower()
     f.subscribed, f.unfollowed_at = False, ctx.now
     return None
 
 
 # ---- the 注册 conversation --------------------------------------------------------------------
-@router.command("注册", "register", menu=MenuKey.REGISTER)
-async def on_register(msg: Incoming, ctx: Ctx) -> Text:
+@feature.command("注册", "register", menu=MenuKey.REGISTER)
+def on_register(msg: Incoming, ctx: Ctx) -> Text:
     me = ctx.distributor
     if me is not None and me.status == DistributorStatus.EXITED:
         return Text("您已退出分销计划，暂不能重新注册。如需帮助请回复“客服”。")
     if me is not None:
         return Text(f"您已经是分销员了，推广码：{me.code}。回复“海报”获取推广海报。")
     typed = ctx.args.strip().upper()
-    code = typed or (await ctx.follower()).scene or ""
+    code = typed or ctx.follower().scene or ""
     inviter = None
     if code:
-        inviter = await distributor_by_code(ctx.session, code, active=True) if CODE_SHAPE.match(code) else None
+        inviter = distributor_by_code(ctx.session, code, active=True) if CODE_SHAPE.match(code) else None
         if inviter is None and typed:
             return Text(f"邀请码“{ctx.args.strip()[:20]}”不存在或已失效，请核对后重新发送“注册 邀请码”，"
                         "或直接回复“注册”不填邀请码。")
-    ctx.set_state(WAITING_PHONE, {"inviter": inviter.code if inviter else None})
+    ctx.set_state(Registering.PHONE, {"inviter": inviter.code if inviter else None})
     return Text(f"欢迎注册分销员！{_inviter_line(inviter)}\n第 1 步：请回复您的手机号码（11 位）。\n"
                 "随时回复“取消”可退出注册。")
 
 
-@router.state(WAITING_PHONE)
-async def on_phone(msg: Incoming, ctx: Ctx) -> Text:
+@feature.state(Registering.PHONE)
+def on_phone(msg: Incoming, ctx: Ctx) -> Text:
     # NFKC turns full-width digits (a Chinese IME's default) into ASCII ones.
     phone = re.sub(r"[\s-]", "", unicodedata.normalize("NFKC", msg.content))
     if phone.startswith("+86"):
         phone = phone[3:]
     if not PHONE.match(phone):
         return Text("手机号格式不对，请回复 11 位中国大陆手机号，例如 13800138000。回复“取消”退出注册。")
-    if await ctx.session.scalar(select(Distributor.id).where(Distributor.phone == phone)) is not None:
+    if ctx.session.scalar(select(Distributor.id).where(Distributor.phone == phone)) is not None:
         return Text("这个手机号已经注册过分销员，请换一个号码，或回复“客服”联系我们。")
     assert ctx.state is not None
-    ctx.set_state(WAITING_NAME, {**ctx.state.data, "phone": phone})
+    ctx.set_state(Registering.NAME, {**ctx.state.data, "phone": phone})
     return Text("第 2 步：请回复您的真实姓名（2–20 个字），用于结算佣金。")
 
 
-@router.state(WAITING_NAME)
-async def on_name(msg: Incoming, ctx: Ctx) -> Text:
+@feature.state(Registering.NAME)
+def on_name(msg: Incoming, ctx: Ctx) -> Text:
     name = " ".join(msg.content.split())
     if not REAL_NAME.match(name):
         return Text("姓名需为 2–20 个汉字或字母，请重新回复您的真实姓名。回复“取消”退出注册。")
     assert ctx.state is not None
     data = dict(ctx.state.data)
     phone = data["phone"]
-    if await ctx.session.scalar(select(Distributor.id).where(Distributor.phone == phone)) is not None:
-        await ctx.clear_state()
+    if ctx.session.scalar(select(Distributor.id).where(Distributor.phone == phone)) is not None:
+        ctx.clear_state()
         return Text("这个手机号刚刚已被注册，请重新发送“注册”并换一个号码。")
-    inviter = await distributor_by_code(ctx.session, data["inviter"], active=True) if data.get("inviter") else None
-    me = Distributor(code=await _unique_code(ctx.session), openid=ctx.openid, phone=phone, name=name,
+    inviter = distributor_by_code(ctx.session, data["inviter"], active=True) if data.get("inviter") else None
+    me = Distributor(code=_unique_code(ctx.session), openid=ctx.openid, phone=phone, name=name,
                      inviter_id=inviter.id if inviter else None, rank=ctx.config.ranks[0].key,
                      status=DistributorStatus.ACTIVE, registered_at=ctx.now)
     ctx.session.add(me)
+    ctx.session.flush()
     ctx.distributor = me
-    await ctx.clear_state()
+    ctx.clear_state()
     rank = ctx.config.ranks[0].name
     return Text(f"注册成功！\n您的推广码：{me.code}\n等级：{rank}\n{_inviter_line(inviter)}\n"
                 "回复“海报”获取专属推广海报，回复“帮助”查看全部功能。")
 
 
 # ---- the admin's view -------------------------------------------------------------------------
-async def distributor_json(session: AsyncSession, d: Distributor) -> dict[str, Any]:
+def distributor_json(session: Session, d: Distributor) -> dict[str, Any]:
     inviter_code = None
     if d.inviter_id is not None:
-        inviter_code = await session.scalar(select(Distributor.code).where(Distributor.id == d.inviter_id))
+        inviter_code = session.scalar(select(Distributor.code).where(Distributor.id == d.inviter_id))
     return {
         "code": d.code, "openid": d.openid, "name": d.name, "phone": d.phone, "status": d.status,
         "rank": d.rank, "inviter_code": inviter_code, "registered_at": china_time(d.registered_at),
-        "balance": await balance_json(session, d),
+        "balance": balance(session, d.id),
     }
-
-
-async def balance_json(session: AsyncSession, d: Distributor) -> dict[str, int]:
-    """The distributor's balances, kept with the ledger (all zero before the first entry)."""
-    from domain.ledger import balance_of
-
-    return await balance_of(session, d.id)
 
 
 PER_PAGE = 50
@@ -187,7 +187,7 @@ async def list_distributors(request: web.Request) -> web.Response:
     async with request.config_dict[SESSIONMAKER]() as session, session.begin():
         total = await session.scalar(select(func.count()).select_from(stmt.subquery()))
         rows = await session.scalars(stmt.order_by(Distributor.id).offset((page - 1) * PER_PAGE).limit(PER_PAGE))
-        items = [await distributor_json(session, d) for d in rows]
+        items = await session.run_sync(lambda s: [distributor_json(s, d) for d in rows])
     return ok({"distributors": items, "total": total})
 
 
@@ -195,8 +195,8 @@ async def list_distributors(request: web.Request) -> web.Response:
          errors=(404,))
 async def get_distributor(request: web.Request) -> web.Response:
     async with request.config_dict[SESSIONMAKER]() as session, session.begin():
-        d = await distributor_by_code(session, request.match_info["code"])
+        d = await session.run_sync(distributor_by_code, request.match_info["code"])
         if d is None:
             raise ApiError(404, "not_found", f"No distributor has the code {request.match_info['code']!r}.")
-        return ok(await distributor_json(session, d))
+        return ok(await session.run_sync(distributor_json, d))
 

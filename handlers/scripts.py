@@ -5,26 +5,31 @@ the product has no shop link of its own."""
 from __future__ import annotations
 
 import logging
+from enum import StrEnum
 from typing import Any
 
 from aiohttp import web
 
-from bot.chat import Ctx, Incoming, Router
+from bot.chat import Ctx, Incoming, active_only
+from bot.feature import Feature
 from bot.menu import MenuKey
-from domain.messages import Text
-from bot.typedefs import CONFIG, SESSIONMAKER
+from bot.typedefs import CONFIG, PACKS, SESSIONMAKER
 from content.pages import cards, page
-from content.store import PackContent, live_packs, pack_content
-from content.templating import PackTemplateError, render, template_variables
+from content.store import PackContent
+from content.templating import PackTemplateError, render_template, template_variables
 from domain.formats import mask_name, yuan
-from handlers.help import NOT_REGISTERED
+from domain.messages import Text
+from storage.models import Distributor
 from storage.queries import distributor_by_code
 
 log = logging.getLogger(__name__)
-router = Router("scripts")
-pages = web.RouteTableDef()
 
-PICKING = "scripts.pick"
+
+class Scripts(StrEnum):
+    PICKING = "scripts.pick"
+
+
+feature = Feature("scripts", states=Scripts)
 MAX_LISTED = 15  # a text reply stays well inside WeChat's 2,048 bytes
 NO_SCRIPTS = "暂时还没有推广话术，请稍后再试。"
 BROKEN = "这条话术的模板有误，已记录，请先试试其他话术。"
@@ -47,12 +52,10 @@ def _matches(scripts: list[Found], arg: str) -> list[Found]:
     return found
 
 
-def _render(ctx: Ctx, pack: PackContent, script: dict[str, Any]) -> Text:
-    me = ctx.active_distributor
-    assert me is not None
+def _fill(ctx: Ctx, me: Distributor, pack: PackContent, script: dict[str, Any]) -> Text:
     variables = template_variables(ctx.config.server.public_url, me.name, me.code, pack.product(script["sku"]))
     try:
-        body = render(script["template"], variables)
+        body = render_template(script["template"], variables)
     except PackTemplateError:
         log.exception("script template failed", extra={"pack": pack.id, "script": script["key"]})
         return Text(BROKEN)
@@ -64,11 +67,10 @@ def _label(pack: PackContent, script: dict[str, Any]) -> str:
     return f"{script['title']}" + (f"（{product['sku']}）" if product and product["sku"] not in script["title"] else "")
 
 
-@router.command("话术", "scripts", menu=MenuKey.SCRIPTS)
-async def on_scripts(msg: Incoming, ctx: Ctx) -> Text:
-    if ctx.active_distributor is None:
-        return Text(NOT_REGISTERED)
-    scripts = [(pack, s) for pack in await live_packs(ctx.session) for s in pack.scripts]
+@feature.command("话术", "scripts", menu=MenuKey.SCRIPTS)
+@active_only
+def on_scripts(msg: Incoming, ctx: Ctx, me: Distributor) -> Text:
+    scripts = [(pack, s) for pack in ctx.app[PACKS].live(ctx.session) for s in pack.scripts]
     if not scripts:
         return Text(NO_SCRIPTS)
     arg = ctx.args.strip()
@@ -78,9 +80,9 @@ async def on_scripts(msg: Incoming, ctx: Ctx) -> Text:
         return Text(f"没有找到和“{arg[:20]}”相关的话术。\n回复“话术”查看全部，或“话术 商品编号”，"
                     f"例如：话术 {skus[0] if skus else 'SKU-1'}")
     if len(found) == 1:
-        return _render(ctx, *found[0])
+        return _fill(ctx, me, *found[0])
     shown = found[:MAX_LISTED]
-    ctx.set_state(PICKING, {"choices": [[pack.id, s["key"]] for pack, s in shown]})
+    ctx.set_state(Scripts.PICKING, {"choices": [[pack.id, s["key"]] for pack, s in shown]})
     lines = [f"找到 {len(found)} 条话术，回复序号查看（已为您填好名字和专属链接）："]
     lines += [f"{i}. {_label(pack, s)}" for i, (pack, s) in enumerate(shown, 1)]
     if len(found) > MAX_LISTED:
@@ -88,32 +90,32 @@ async def on_scripts(msg: Incoming, ctx: Ctx) -> Text:
     return Text("\n".join(lines))
 
 
-@router.state(PICKING)
-async def on_pick(msg: Incoming, ctx: Ctx) -> Text:
+@feature.state(Scripts.PICKING)
+@active_only
+def on_pick(msg: Incoming, ctx: Ctx, me: Distributor) -> Text:
     assert ctx.state is not None
     choices = ctx.state.data.get("choices", [])
     typed = msg.content.strip()
     if not (typed.isdigit() and 1 <= int(typed) <= len(choices)):
         return Text(f"请回复 1–{len(choices)} 的序号选择话术，或回复“取消”。")
     pack_id, key = choices[int(typed) - 1]
-    await ctx.clear_state()
-    if ctx.active_distributor is None:
-        return Text(NOT_REGISTERED)
-    pack = await pack_content(ctx.session, pack_id)
+    ctx.clear_state()
+    pack = ctx.app[PACKS].pack(ctx.session, pack_id)
     script = next((s for s in pack.scripts if s["key"] == key), None) if pack else None
     if pack is None or script is None:
         return Text("这条话术已下线，请重新回复“话术”。")
-    return _render(ctx, pack, script)
+    return _fill(ctx, me, pack, script)
 
 
 # ---- the share page ---------------------------------------------------------------------------
-@pages.get(r"/s/{code:[A-Za-z0-9]{1,16}}")
+@feature.pages.get(r"/s/{code:[A-Za-z0-9]{1,16}}")
 async def share_page(request: web.Request) -> web.Response:
     """Where share_url leads when a product has no shop link: the live products, with the code."""
     code = request.match_info["code"].upper()
+    library = request.config_dict[PACKS]
     async with request.config_dict[SESSIONMAKER]() as session:
-        distributor = await distributor_by_code(session, code, active=True)
-        packs = await live_packs(session) if distributor is not None else []
+        distributor = await session.run_sync(lambda s: distributor_by_code(s, code, active=True))
+        packs = await session.run_sync(library.live) if distributor is not None else []
     if distributor is None:
         return web.Response(text=page("推荐链接已失效", "<p>这个推荐链接无效或已失效。</p>"), status=404,
                             content_type="text/html")

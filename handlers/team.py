@@ -9,29 +9,29 @@ from __future__ import annotations
 
 from sqlalchemy import func, select
 
-from bot.chat import Ctx, Incoming, Router
+from bot.chat import Ctx, Incoming, active_only
+from bot.feature import Feature
 from bot.menu import MenuKey
-from domain.messages import Text
 from domain import commission as rules
-from handlers.help import Me, active_only
 from domain.formats import month_start, yuan
-from domain.orders import ORDERS
+from domain.messages import Text
 from storage.models import Distributor, DistributorStatus
+from storage.tables import ORDERS
 
-router = Router("team")
+feature = Feature("team")
 LEVEL_NAMES = ("", "直属成员", "二级成员", "三级成员")
 
 
-@router.command("团队", "team", menu=MenuKey.TEAM)
+@feature.command("团队", "team", menu=MenuKey.TEAM)
 @active_only
-async def on_team(msg: Incoming, ctx: Ctx, me: Me) -> Text:
+def on_team(msg: Incoming, ctx: Ctx, me: Distributor) -> Text:
     d, o = Distributor.__table__.c, ORDERS.c
     month = month_start(ctx.now)
     depth = max(ctx.config.distribution.max_levels - 1, 1)  # the levels that earn this distributor commission
     lines = [f"{me.name}的团队"]
     frontier, members, new_members = [me.id], [], 0
     for level in range(1, min(depth, 3) + 1):
-        rows = (await ctx.session.execute(select(d.id, d.status, d.registered_at)
+        rows = (ctx.session.execute(select(d.id, d.status, d.registered_at)
                                           .where(d.inviter_id.in_(frontier)))).all() if frontier else []
         active = [(i, at) for i, s, at in rows if s == DistributorStatus.ACTIVE]
         lines.append(f"{LEVEL_NAMES[level]}：{len(active)} 人")
@@ -40,16 +40,16 @@ async def on_team(msg: Incoming, ctx: Ctx, me: Me) -> Text:
         frontier = [i for i, _, _ in rows]
     lines.insert(1, f"团队共 {len(members)} 人，本月新加入 {new_members} 人")
 
-    async def sales(ids: list[int]) -> int:
+    def sales(ids: list[int]) -> int:
         if not ids:
             return 0
-        total = await ctx.session.scalar(
+        total = ctx.session.scalar(
             select(func.coalesce(func.sum(o.amount_fen - o.refunded_fen), 0))
             .where(o.distributor_id.in_(ids), o.paid_at >= month, o.status != rules.CANCELLED))
         return int(total or 0)
 
-    lines.append(f"本月团队销售额：{yuan(await sales(members))}")
-    lines.append(f"本月个人销售额：{yuan(await sales([me.id]))}")
+    lines.append(f"本月团队销售额：{yuan(sales(members))}")
+    lines.append(f"本月个人销售额：{yuan(sales([me.id]))}")
     if not members:
         lines.append("还没有团队成员。回复“海报”获取推广海报，邀请朋友扫码注册加入您的团队。")
     return Text("\n".join(lines))

@@ -7,16 +7,16 @@ from typing import Any
 
 from aiohttp import web
 
-from bot.chat import Ctx, Incoming, Router
+from bot.chat import Ctx, Incoming, active_only
+from bot.feature import Feature
 from bot.menu import MenuKey
-from domain.messages import Article, News, Text
-from bot.typedefs import CONFIG, SESSIONMAKER
+from bot.typedefs import CONFIG, PACKS, SESSIONMAKER
 from content.pages import markdown_html, page
-from content.store import PackContent, live_packs, pack_content
-from handlers.help import NOT_REGISTERED
+from content.store import PackContent
+from domain.messages import Article, News, Text
+from storage.models import Distributor
 
-router = Router("trainings")
-pages = web.RouteTableDef()
+feature = Feature("trainings")
 MAX_LISTED = 10
 
 
@@ -32,13 +32,11 @@ def _summary(t: dict[str, Any]) -> str:
     return first[:60] + ("…" if len(first) > 60 else "")
 
 
-@router.command("培训", "training", menu=MenuKey.TRAINING)
-async def on_training(msg: Incoming, ctx: Ctx) -> Text | News:
-    me = ctx.active_distributor
-    if me is None:
-        return Text(NOT_REGISTERED)
+@feature.command("培训", "training", menu=MenuKey.TRAINING)
+@active_only
+def on_training(msg: Incoming, ctx: Ctx, me: Distributor) -> Text | News:
     found: list[tuple[PackContent, dict[str, Any]]] = [
-        (pack, t) for pack in await live_packs(ctx.session) for t in pack.trainings
+        (pack, t) for pack in ctx.app[PACKS].live(ctx.session) for t in pack.trainings
         if t["ranks"] is None or me.rank in t["ranks"]]
     if not found:
         return Text("暂时还没有适合您等级的培训资料，有新资料时会通知您。")
@@ -53,10 +51,11 @@ async def on_training(msg: Incoming, ctx: Ctx) -> Text | News:
     return Text("\n".join(lines))
 
 
-@pages.get(r"/t/{pack_id:\d{1,18}}/{key}")
+@feature.pages.get(r"/t/{pack_id:\d{1,18}}/{key}")
 async def training_page(request: web.Request) -> web.Response:
+    library = request.config_dict[PACKS]
     async with request.config_dict[SESSIONMAKER]() as session:
-        pack = await pack_content(session, int(request.match_info["pack_id"]))
+        pack = await session.run_sync(library.pack, int(request.match_info["pack_id"]))
     t = pack.training(request.match_info["key"]) if pack is not None else None
     if pack is None or t is None:
         return web.Response(text=page("找不到这份资料", "<p>这份培训资料不存在或已下线。</p>"), status=404,

@@ -14,31 +14,34 @@ from typing import Any
 from aiohttp import web
 from sqlalchemy import select
 
-from bot.api import ApiError, ApiRoutes, json_body, ok
-from bot.chat import Ctx, Incoming, Router
+from sqlalchemy.orm import Session
+
+from bot.api import ApiError, json_body, ok
+from bot.chat import Ctx, Incoming, active_only
+from bot.feature import Feature
+from bot.typedefs import SESSIONMAKER, WRITER
+from domain.formats import AmountError, china_time, parse_yuan, yuan
+from domain.ledger import AlreadyDecided, balance, decide_withdrawal, withdraw
 from domain.messages import Text
-from bot.typedefs import OUTBOX, SESSIONMAKER
-from domain.formats import AmountError, parse_yuan
-from handlers.help import Me, active_only
-from domain.formats import china_time, yuan
-from domain.ledger import WITHDRAWALS, AlreadyDecided, balance_of, decide_withdrawal, request_withdrawal
+from domain.outbox import enqueue
 from storage.models import Distributor
 from storage.models_ledger import WithdrawalStatus
+from storage.tables import WITHDRAWALS
 
-router = Router("withdrawals")
-api = ApiRoutes("withdrawals")
+feature = Feature("withdrawals")
+api = feature.api
 
 MAX_REASON = 200
 
 
 # ---- 提现 in chat ------------------------------------------------------------------------------
-@router.command("提现", "withdraw")
+@feature.command("提现", "withdraw")
 @active_only
-async def on_withdraw(msg: Incoming, ctx: Ctx, me: Me) -> Text:
+def on_withdraw(msg: Incoming, ctx: Ctx, me: Distributor) -> Text:
     minimum = ctx.config.distribution.min_withdraw_fen
     if not ctx.args:
-        balance = await balance_of(ctx.session, me.id)
-        return Text(f"当前可提现 {yuan(balance['available_fen'])}。\n请回复“提现 金额”，单位是元，例如：提现 12.50"
+        available = balance(ctx.session, me.id)['available_fen']
+        return Text(f"当前可提现 {yuan(available)}。\n请回复“提现 金额”，单位是元，例如：提现 12.50"
                     f"（单笔至少 {yuan(minimum)}）。")
     try:
         amount = parse_yuan(ctx.args)
@@ -46,10 +49,10 @@ async def on_withdraw(msg: Incoming, ctx: Ctx, me: Me) -> Text:
         return Text(str(e))
     if amount < minimum:
         return Text(f"单笔提现至少 {yuan(minimum)}，您申请的是 {yuan(amount)}。")
-    wid = await request_withdrawal(ctx.session, me.id, amount, ctx.now)
+    wid = withdraw(ctx.session, me.id, amount, ctx.now)
     if wid is None:
-        balance = await balance_of(ctx.session, me.id)
-        return Text(f"可提现余额不足：您申请 {yuan(amount)}，当前可提现 {yuan(balance['available_fen'])}。"
+        available = balance(ctx.session, me.id)["available_fen"]
+        return Text(f"可提现余额不足：您申请 {yuan(amount)}，当前可提现 {yuan(available)}。"
                     "待结算的佣金在订单完成并过了冻结期后才能提现。")
     return Text(f"提现申请已提交：{yuan(amount)}（申请号 {wid}）。\n审核通过后打款，结果会通知您。")
 
@@ -110,22 +113,24 @@ async def _decide(request: web.Request, approve: bool) -> web.Response:
         if not reason or len(reason) > MAX_REASON:
             raise ApiError(422, "invalid_reason", f"reason must be 1 to {MAX_REASON} characters.")
     now = datetime.now(UTC)
-    async with request.config_dict[SESSIONMAKER]() as session, session.begin():
-        try:
-            decided = await decide_withdrawal(session, wid, approve, now, reason)
-        except AlreadyDecided as e:
-            raise ApiError(409, "already_decided", f"Withdrawal {wid} was already {e.status}.",
-                           {"status": e.status}) from None
+
+    def decide(session: Session) -> Any:
+        decided = decide_withdrawal(session, wid, approve, now, reason)
         if decided is None:
             raise ApiError(404, "not_found", f"No withdrawal {wid}.")
-        row = (await session.execute(_select().where(WITHDRAWALS.c.id == wid))).one()
-        openid = await session.scalar(select(Distributor.openid).where(Distributor.id == decided["distributor_id"]))
+        row = session.execute(_select().where(WITHDRAWALS.c.id == wid)).one()
+        openid = session.scalar(select(Distributor.openid).where(Distributor.id == decided["distributor_id"]))
         amount = yuan(row.amount_fen)
         text = (f"您的提现申请（申请号 {wid}）{amount} 已审核通过，款项将尽快到账。" if approve else
                 f"您的提现申请（申请号 {wid}）{amount} 未通过审核，原因：{reason}\n这笔钱已退回您的可提现余额。")
-        outbox = request.config_dict[OUTBOX]
-        await outbox.enqueue(session, f"withdrawal:{wid}:decided", openid, Text(text))
-    outbox.wake()
+        enqueue(session, f"withdrawal:{wid}:decided", openid, Text(text))
+        return row
+
+    try:
+        row = await request.config_dict[WRITER].run(decide)
+    except AlreadyDecided as e:
+        raise ApiError(409, "already_decided", f"Withdrawal {wid} was already {e.status}.",
+                       {"status": e.status}) from None
     return ok(_withdrawal_json(row))
 
 

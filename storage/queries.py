@@ -1,21 +1,21 @@
-"""Queries shared by several features. Each takes the session first."""
+"""Queries shared by several features. Each takes the session first (async callers: run_sync)."""
 
 from __future__ import annotations
 
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from storage.models import Distributor, DistributorStatus
 
 
-async def distributor_by_code(session: AsyncSession, code: str, *, active: bool = False) -> Distributor | None:
-    d = await session.scalar(select(Distributor).where(Distributor.code == code.strip().upper()))
+def distributor_by_code(session: Session, code: str, *, active: bool = False) -> Distributor | None:
+    d = session.scalar(select(Distributor).where(Distributor.code == code.strip().upper()))
     if d is not None and active and d.status != DistributorStatus.ACTIVE:
         return None
     return d
 
 
-async def upline(session: AsyncSession, distributor: Distributor, levels: int) -> list[Distributor]:
+def upline(session: Session, distributor: Distributor, levels: int) -> list[Distributor]:
     """The distributor's inviters, nearest first, at most `levels` of them.
 
     The tree has no cycles (an inviter is fixed at registration, before anyone can be invited
@@ -25,7 +25,7 @@ async def upline(session: AsyncSession, distributor: Distributor, levels: int) -
     seen = {distributor.id}
     inviter_id = distributor.inviter_id
     while inviter_id is not None and len(chain) < levels and inviter_id not in seen:
-        inviter = await session.get(Distributor, inviter_id)
+        inviter = session.get(Distributor, inviter_id)
         if inviter is None:
             break
         chain.append(inviter)

@@ -14,7 +14,8 @@ from sqlalchemy import func, select
 
 from bot.sandbox.platform import Platform, SimUser
 from bot.typedefs import SESSIONMAKER
-from domain.ledger import ENTRIES, balances_of, ledger_sums
+from domain.ledger import balances, ledger_sums
+from storage.tables import ENTRIES
 from storage.models import Distributor, Follower
 from storage.models_ledger import Commission, EntryKind, LedgerEntry, Order, OrderEvent, Withdrawal
 from tests.conftest import Harness, make_config
@@ -94,7 +95,7 @@ async def snapshot(h: Harness) -> dict[str, Any]:
         comms = (await session.execute(select(Commission.order_no, Commission.distributor_id,
                                               Commission.reversed_fen, Commission.state))).all()
         ids = (await session.scalars(select(Distributor.id))).all()
-        bal = await balances_of(session, ids)
+        bal = await session.run_sync(balances, ids)
     return {"counts": counts, "orders": sorted(rows), "commissions": sorted(comms), "balances": bal}
 
 
@@ -102,8 +103,8 @@ async def check_invariants(h: Harness) -> None:
     """The ledger's promises (CONTRACT §4.1, §4.2), checked over every distributor."""
     async with h.app[SESSIONMAKER]() as session:
         ids = (await session.scalars(select(Distributor.id))).all()
-        bal = await balances_of(session, ids)
-        sums = await ledger_sums(session)
+        bal = await session.run_sync(balances, ids)
+        sums = await session.run_sync(ledger_sums)
         for did in ids:
             b, s = bal[did], sums.get(did, {"total": 0, "withdrawals": 0})
             assert b["pending_fen"] + b["available_fen"] == s["total"], (did, b, s)

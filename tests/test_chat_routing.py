@@ -1,17 +1,20 @@
-"""Chat routing without a database or a server: split_command, Dispatch, and handlers called with a
-fake ctx (the first of the three test layers)."""
+"""Chat routing without a database or a server: split_command, ChatRouter over features, and
+handlers called with a fake ctx (the first of the three test layers)."""
 
 from __future__ import annotations
 
 import time
 from datetime import UTC, datetime, timedelta
+from enum import StrEnum
 from typing import Any
 
 import pytest
 import wechatpy
 import xmltodict
+from sqlalchemy import Delete
 
-from bot.chat import CANCEL_WORDS, Ctx, Dispatch, Incoming, Router, split_command
+from bot.chat import CANCEL_WORDS, ChatRouter, Ctx, Incoming, split_command
+from bot.feature import Feature, FeatureConflict, check
 from bot.menu import MENU, MenuKey, menu_payload
 from bot.passive_xml import passive_reply_xml as render
 from domain.messages import Article, Image, News, Text, from_json, to_json
@@ -24,27 +27,38 @@ NOW = datetime(2026, 11, 25, 2, 0, tzinfo=UTC)
 
 
 class FakeSession:
-    """Records adds and deletes; any query is a test failure unless answers were queued."""
+    """Records adds and the tables rows are deleted from; any query is a test failure unless
+    answers were queued."""
 
     def __init__(self, *answers: Any) -> None:
         self.added: list[Any] = []
-        self.deleted: list[Any] = []
+        self.deleted: list[str] = []
         self.answers = list(answers)
-        self.new: set[Any] = set()
-        self.follower: Follower | None = None  # the ORM session's pending objects; fakes are never pending
+        self.follower: Follower | None = None
 
     def add(self, obj: Any) -> None:
         self.added.append(obj)
 
-    async def delete(self, obj: Any) -> None:
-        self.deleted.append(obj)
+    def flush(self) -> None:
+        pass
 
-    async def get(self, model: Any, key: Any) -> Any:
+    def __contains__(self, obj: Any) -> bool:
+        return obj in self.added
+
+    def expunge(self, obj: Any) -> None:
+        self.added.remove(obj)
+
+    def execute(self, stmt: Any) -> None:
+        if not isinstance(stmt, Delete):
+            raise AssertionError(f"unexpected statement: {stmt}")
+        self.deleted.append(stmt.table.name)
+
+    def get(self, model: Any, key: Any) -> Any:
         if model is Follower and key == self.follower.openid:
             return self.follower
         raise AssertionError(f"unexpected get: {model} {key}")
 
-    async def scalar(self, stmt: Any) -> Any:
+    def scalar(self, stmt: Any) -> Any:
         if not self.answers:
             raise AssertionError(f"unexpected query: {stmt}")
         return self.answers.pop(0)
@@ -54,9 +68,8 @@ def make_ctx(*, session: FakeSession | None = None, distributor: Distributor | N
              state: ConversationState | None = None, args: str = "", scene: str | None = None) -> Ctx:
     session = session or FakeSession()
     session.follower = Follower(openid="oUser", subscribed=True, created_at=NOW, scene=scene)
-    return Ctx(session=session, config=make_config("sqlite+aiosqlite:///:memory:"),  # type: ignore[arg-type]
-               wechat=None, outbox=None, now=NOW,  # type: ignore[arg-type]
-               openid="oUser", distributor=distributor, state=state, args=args)
+    return Ctx(session=session, app={}, config=make_config("sqlite+aiosqlite:///:memory:"),  # type: ignore[arg-type]
+               now=NOW, openid="oUser", distributor=distributor, state=state, args=args)
 
 
 def text(content: str, msg_id: int = 1) -> Incoming:
@@ -94,38 +107,44 @@ def test_split_command(text_: str, words: tuple[str, ...], expected: str | None)
     assert split_command(text_, words) == expected
 
 
-# ---- Dispatch ------------------------------------------------------------------------------------
-def routers(log: list[str]) -> list[Router]:
-    first, second, last = Router("first"), Router("second"), Router("last")
+# ---- ChatRouter ----------------------------------------------------------------------------------
+class Step(StrEnum):
+    STEP = "step"
+    A = "a"
+    B = "b"
+
+
+def routers(log: list[str]) -> list[Feature]:
+    first, second, last = Feature("first"), Feature("second", states=Step), Feature("last")
 
     @first.command("海报", "poster", menu=MenuKey.POSTER)
-    async def on_poster(msg: Incoming, ctx: Ctx) -> Text:
+    def on_poster(msg: Incoming, ctx: Ctx) -> Text:
         log.append("first.poster:" + ctx.args)
         return Text("poster")
 
     @second.command("海报", "poster")
-    async def shadowed(msg: Incoming, ctx: Ctx) -> Text:
+    def shadowed(msg: Incoming, ctx: Ctx) -> Text:
         log.append("second.poster")
         return Text("never")
 
     @second.command("注册", "register")
-    async def on_register(msg: Incoming, ctx: Ctx) -> Text:
+    def on_register(msg: Incoming, ctx: Ctx) -> Text:
         log.append("register")
-        ctx.set_state("step", {"n": 1})
+        ctx.set_state(Step.STEP, {"n": 1})
         return Text("step 1")
 
-    @second.state("step")
-    async def on_step(msg: Incoming, ctx: Ctx) -> Text:
+    @second.state(Step.STEP)
+    def on_step(msg: Incoming, ctx: Ctx) -> Text:
         log.append("step:" + msg.content)
         return Text("step 2")
 
     @second.event("subscribe", "subscribe_scan")
-    async def on_follow(msg: Incoming, ctx: Ctx) -> Text:
+    def on_follow(msg: Incoming, ctx: Ctx) -> Text:
         log.append("follow:" + msg.event_key)
         return Text("welcome")
 
     @last.fallback
-    async def fallback(msg: Incoming, ctx: Ctx) -> Text | None:
+    def fallback(msg: Incoming, ctx: Ctx) -> Text | None:
         log.append("fallback:" + msg.kind)
         return None if msg.kind == "event" else Text("help")
 
@@ -136,73 +155,112 @@ def state(name: str = "step", expires_in: timedelta = timedelta(minutes=10)) -> 
     return ConversationState(openid="oUser", state=name, data={}, expires_at=NOW + expires_in)
 
 
-def test_dispatch_needs_exactly_one_fallback() -> None:
+def test_the_router_needs_exactly_one_fallback() -> None:
     with pytest.raises(ValueError):
-        Dispatch([Router("a")])
-    a, b = Router("a"), Router("b")
+        ChatRouter([Feature("a")])
+    a, b = Feature("a"), Feature("b")
     a.fallback(help_handlers.on_anything_else)
     b.fallback(help_handlers.on_anything_else)
+    with pytest.raises(FeatureConflict):
+        check([a, b])
     with pytest.raises(ValueError):
-        Dispatch([a, b])
+        ChatRouter([a, b])
+
+
+def _claiming(name: str, **claims: Any) -> Feature:
+    f = Feature(name)
+    if "word" in claims:
+        f.command(claims["word"])(help_handlers.on_help)
+    if "menu" in claims:
+        f.command(name + "-only", menu=claims["menu"])(help_handlers.on_help)
+    if "route" in claims:
+        f.api.get(claims["route"], summary="x")(lambda request: None)
+    if "job" in claims:
+        f.job(claims["job"], "interval", minutes=1)(lambda app: None)
+    return f
+
+
+@pytest.mark.parametrize("claim", [{"word": "海报"}, {"menu": MenuKey.POSTER}, {"route": "/things"}, {"job": "tidy"}])
+def test_two_features_claiming_the_same_thing_stop_start_up_with_a_message(claim: dict[str, Any]) -> None:
+    with pytest.raises(FeatureConflict) as e:
+        check([_claiming("one", **claim), _claiming("two", **claim)])
+    assert "'one'" in str(e.value) and "'two'" in str(e.value)
+    check([_claiming("one", **claim)])  # alone it is fine
+
+
+def test_create_app_refuses_conflicting_features() -> None:
+    from bot.app import create_app
+    with pytest.raises(FeatureConflict):
+        create_app(make_config("sqlite+aiosqlite:///:memory:"),
+                   features=(_claiming("one", word="收益"), _claiming("two", word="收益"), help_handlers.feature))
+
+
+def test_a_state_must_belong_to_the_feature() -> None:
+    f = Feature("f", states=Step)
+
+    class Other(StrEnum):
+        X = "x"
+    with pytest.raises(FeatureConflict):
+        f.state(Other.X)(help_handlers.on_help)  # type: ignore[arg-type]
 
 
 async def test_the_first_router_with_a_word_wins_and_gets_the_arguments() -> None:
     log: list[str] = []
-    d = Dispatch(routers(log))
-    assert await d.route(text("海报 SKU-1"), make_ctx()) == Text("poster")
+    d = ChatRouter(routers(log))
+    assert d.route(text("海报 SKU-1"), make_ctx()) == Text("poster")
     assert log == ["first.poster:SKU-1"]
 
 
 async def test_a_menu_click_routes_by_key_and_leaves_any_conversation() -> None:
     log: list[str] = []
-    d = Dispatch(routers(log))
+    d = ChatRouter(routers(log))
     s = state()
     session = FakeSession()
     ctx = make_ctx(session=session, state=s)
-    assert await d.route(event("click", "POSTER"), ctx) == Text("poster")
-    assert ctx.state is None and session.deleted == [s]
+    assert d.route(event("click", "POSTER"), ctx) == Text("poster")
+    assert ctx.state is None and session.deleted == ["conversation_states"]
 
 
 async def test_an_unknown_click_gets_no_answer() -> None:
     log: list[str] = []
-    assert await Dispatch(routers(log)).route(event("click", "NOPE"), make_ctx()) is None
+    assert ChatRouter(routers(log)).route(event("click", "NOPE"), make_ctx()) is None
     assert log == []  # no "click" event handler: nothing answers, nothing runs
 
 
 async def test_events_route_by_name() -> None:
     log: list[str] = []
-    d = Dispatch(routers(log))
-    assert await d.route(event("subscribe_scan", "K7QF2M"), make_ctx()) == Text("welcome")
-    assert await d.route(event("view", "http://x"), make_ctx()) is None
+    d = ChatRouter(routers(log))
+    assert d.route(event("subscribe_scan", "K7QF2M"), make_ctx()) == Text("welcome")
+    assert d.route(event("view", "http://x"), make_ctx()) is None
     assert log == ["follow:K7QF2M"]
 
 
 async def test_a_conversation_state_takes_plain_text() -> None:
     log: list[str] = []
-    d = Dispatch(routers(log))
+    d = ChatRouter(routers(log))
     ctx = make_ctx()
-    assert await d.route(text("注册"), ctx) == Text("step 1")
+    assert d.route(text("注册"), ctx) == Text("step 1")
     assert ctx.state is not None and ctx.state.state == "step"
-    assert await d.route(text("13800138000"), ctx) == Text("step 2")
+    assert d.route(text("13800138000"), ctx) == Text("step 2")
     assert log == ["register", "step:13800138000"]
 
 
 @pytest.mark.parametrize("word", sorted(CANCEL_WORDS) + ["取消 ", "CANCEL"])
 async def test_cancel_leaves_any_state(word: str) -> None:
     log: list[str] = []
-    d = Dispatch(routers(log))
+    d = ChatRouter(routers(log))
     s = state()
     session = FakeSession()
     ctx = make_ctx(session=session, state=s)
-    reply = await d.route(text(word.strip()), ctx)
+    reply = d.route(text(word.strip()), ctx)
     assert isinstance(reply, Text) and "已取消" in reply.content
-    assert ctx.state is None and session.deleted == [s]
+    assert ctx.state is None and session.deleted == ["conversation_states"]
     assert log == []
 
 
 async def test_cancel_without_state_is_just_text() -> None:
     log: list[str] = []
-    assert await Dispatch(routers(log)).route(text("取消"), make_ctx()) == Text("help")
+    assert ChatRouter(routers(log)).route(text("取消"), make_ctx()) == Text("help")
     assert log == ["fallback:text"]
 
 
@@ -210,7 +268,7 @@ async def test_a_command_in_the_middle_of_a_conversation_leaves_it() -> None:
     log: list[str] = []
     s = state()
     ctx = make_ctx(state=s)
-    assert await Dispatch(routers(log)).route(text("poster"), ctx) == Text("poster")
+    assert ChatRouter(routers(log)).route(text("poster"), ctx) == Text("poster")
     assert ctx.state is None
 
 
@@ -219,28 +277,19 @@ async def test_an_expired_state_is_forgotten() -> None:
     s = state(expires_in=-timedelta(seconds=1))
     session = FakeSession()
     ctx = make_ctx(session=session, state=s)
-    assert await Dispatch(routers(log)).route(text("13800138000"), ctx) == Text("help")
-    assert ctx.state is None and session.deleted == [s]
+    assert ChatRouter(routers(log)).route(text("13800138000"), ctx) == Text("help")
+    assert ctx.state is None and session.deleted == ["conversation_states"]
     assert log == ["fallback:text"]
 
 
 async def test_set_state_creates_then_updates_one_row() -> None:
     session = FakeSession()
     ctx = make_ctx(session=session)
-    ctx.set_state("a", {"x": 1})
+    ctx.set_state(Step.A, {"x": 1})
     first = ctx.state
-    ctx.set_state("b", {"y": 2}, ttl=timedelta(minutes=5))
+    ctx.set_state(Step.B, {"y": 2}, ttl=timedelta(minutes=5))
     assert ctx.state is first and len(session.added) == 1
     assert (first.state, first.data, first.expires_at) == ("b", {"y": 2}, NOW + timedelta(minutes=5))
-
-
-async def test_after_commit_collects_followups() -> None:
-    ctx = make_ctx()
-
-    async def work() -> Text:
-        return Text("later")
-    ctx.after_commit(work)
-    assert ctx.followups == [work]
 
 
 def test_dedupe_keys() -> None:
@@ -254,36 +303,36 @@ def test_dedupe_keys() -> None:
 
 # ---- handlers with a fake ctx --------------------------------------------------------------------
 async def test_help_handler() -> None:
-    reply = await help_handlers.on_help(text("帮助"), make_ctx())
+    reply = help_handlers.on_help(text("帮助"), make_ctx())
     assert reply == Text(help_handlers.HELP)
     for word in ("注册", "海报", "提现", "register", "withdraw"):
         assert word in reply.content
 
 
 async def test_fallback_answers_text_and_other_messages_but_not_events() -> None:
-    assert await help_handlers.on_anything_else(text("你好"), make_ctx()) == Text(help_handlers.HELP)
+    assert help_handlers.on_anything_else(text("你好"), make_ctx()) == Text(help_handlers.HELP)
     image = Incoming(openid="oUser", account="gh", kind="image", create_time=1, msg_id=2)
-    reply = await help_handlers.on_anything_else(image, make_ctx())
+    reply = help_handlers.on_anything_else(image, make_ctx())
     assert isinstance(reply, Text) and "文字" in reply.content
-    assert await help_handlers.on_anything_else(event("view", "http://x"), make_ctx()) is None
+    assert help_handlers.on_anything_else(event("view", "http://x"), make_ctx()) is None
 
 
 async def test_upcoming_handler_promises_nothing() -> None:
-    reply = await upcoming.on_upcoming(text("海报"), make_ctx())
+    reply = upcoming.on_upcoming(text("海报"), make_ctx())
     assert "即将上线" in reply.content and "¥" not in reply.content
 
 
 async def test_register_handler_for_a_distributor() -> None:
-    reply = await registration.on_register(text("注册"), make_ctx(distributor=distributor()))
+    reply = registration.on_register(text("注册"), make_ctx(distributor=distributor()))
     assert "已经是分销员" in reply.content and "K7QF2M" in reply.content
-    reply = await registration.on_register(text("注册"), make_ctx(distributor=distributor("exited")))
+    reply = registration.on_register(text("注册"), make_ctx(distributor=distributor("exited")))
     assert "已退出" in reply.content
 
 
 @pytest.mark.parametrize("typed", ["abc", "ABCDE0", "TOOLONGCODE", "K7QF2"])
 async def test_register_handler_refuses_a_malformed_code_without_a_query(typed: str) -> None:
     ctx = make_ctx(args=typed)
-    reply = await registration.on_register(text("注册 " + typed), ctx)
+    reply = registration.on_register(text("注册 " + typed), ctx)
     assert "不存在" in reply.content
     assert ctx.state is None
 
@@ -291,9 +340,9 @@ async def test_register_handler_refuses_a_malformed_code_without_a_query(typed: 
 async def test_register_handler_without_code_asks_for_the_phone() -> None:
     session = FakeSession()
     ctx = make_ctx(session=session)
-    reply = await registration.on_register(text("注册"), ctx)
+    reply = registration.on_register(text("注册"), ctx)
     assert "手机号" in reply.content and "邀请人：无" in reply.content
-    assert ctx.state is not None and ctx.state.state == registration.WAITING_PHONE
+    assert ctx.state is not None and ctx.state.state == registration.Registering.PHONE
     assert ctx.state.data == {"inviter": None}
 
 
@@ -302,33 +351,33 @@ async def test_register_handler_uses_the_scene_and_masks_the_inviter() -> None:
                           rank="junior", status="active", registered_at=NOW)
     session = FakeSession(inviter)
     ctx = make_ctx(session=session, scene="ABCDEF")
-    reply = await registration.on_register(text("注册"), ctx)
+    reply = registration.on_register(text("注册"), ctx)
     assert "欧***（ABCDEF）" in reply.content and "娜娜" not in reply.content
     assert ctx.state.data == {"inviter": "ABCDEF"}
 
 
 @pytest.mark.parametrize("content", ["12345", "1380013800", "10800138000", "phone"])
 async def test_phone_step_refuses_malformed_numbers_without_a_query(content: str) -> None:
-    ctx = make_ctx(state=state(registration.WAITING_PHONE))
-    reply = await registration.on_phone(text(content), ctx)
+    ctx = make_ctx(state=state(registration.Registering.PHONE))
+    reply = registration.on_phone(text(content), ctx)
     assert "格式不对" in reply.content
-    assert ctx.state.state == registration.WAITING_PHONE
+    assert ctx.state.state == registration.Registering.PHONE
 
 
 async def test_phone_step_moves_on_to_the_name() -> None:
-    s = state(registration.WAITING_PHONE)
+    s = state(registration.Registering.PHONE)
     s.data = {"inviter": None}
     ctx = make_ctx(session=FakeSession(None), state=s)
-    reply = await registration.on_phone(text("+86 138-0013-8000"), ctx)
+    reply = registration.on_phone(text("+86 138-0013-8000"), ctx)
     assert "姓名" in reply.content and "13800138000" not in reply.content
-    assert ctx.state.state == registration.WAITING_NAME
+    assert ctx.state.state == registration.Registering.NAME
     assert ctx.state.data == {"inviter": None, "phone": "13800138000"}
 
 
 @pytest.mark.parametrize("name", ["张", "张" * 21, "123", "张三!"])
 async def test_name_step_refuses_without_a_query(name: str) -> None:
-    ctx = make_ctx(state=state(registration.WAITING_NAME))
-    reply = await registration.on_name(text(name), ctx)
+    ctx = make_ctx(state=state(registration.Registering.NAME))
+    reply = registration.on_name(text(name), ctx)
     assert "姓名需为" in reply.content
 
 

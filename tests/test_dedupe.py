@@ -10,12 +10,13 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from bot import features
-from bot.chat import Ctx, Dispatch, Incoming, Router
-from bot.chat import Later
-from domain.messages import Text
+from bot import dispatcher as dispatcher_module
+from bot.chat import Ctx, Incoming, Later
+from bot.feature import Feature
+from bot.features import FEATURES
 from bot.sandbox.platform import Platform, SimUser
-from bot.typedefs import DISPATCHER, OUTBOX, SESSIONMAKER
+from bot.typedefs import DISPATCHER, SESSIONMAKER
+from domain.messages import Text
 from storage.models import Distributor, OutboxMessage, ProcessedMessage
 from tests.conftest import Harness, make_config
 
@@ -124,11 +125,11 @@ async def test_retried_registration_step_changes_state_once(harness: Harness) ->
 SLOW_SECONDS = 0.8
 
 
-def _slow_dispatch(calls: list[str], release: asyncio.Event) -> Any:
-    slow = Router("slow-test")
+def _slow_feature(calls: list[str], release: asyncio.Event) -> Feature:
+    slow = Feature("slow-test")
 
     @slow.command("等", "wait")
-    async def on_wait(msg: Incoming, ctx: Ctx) -> Later:
+    def on_wait(msg: Incoming, ctx: Ctx) -> Later:
         calls.append(msg.content)
 
         async def work() -> Text:
@@ -136,14 +137,8 @@ def _slow_dispatch(calls: list[str], release: asyncio.Event) -> Any:
             return Text("等到了：" + msg.content)
         return Later(work)
 
-    @slow.command("慢", "slow")
-    async def on_slow(msg: Incoming, ctx: Ctx) -> Text:
-        calls.append(msg.content)
-        await asyncio.sleep(SLOW_SECONDS)
-        return Text("慢回复：" + msg.content)
-
     @slow.command("迟", "later")
-    async def on_later(msg: Incoming, ctx: Ctx) -> Later:
+    def on_later(msg: Incoming, ctx: Ctx) -> Later:
         calls.append(msg.content)
 
         async def work() -> Text:
@@ -151,7 +146,16 @@ def _slow_dispatch(calls: list[str], release: asyncio.Event) -> Any:
             return Text("迟到的图片说明：" + msg.content)
         return Later(work)
 
-    return lambda: Dispatch([slow, *features.routers()])
+    @slow.command("图", "chart")
+    def on_chart(msg: Incoming, ctx: Ctx) -> Later:
+        calls.append(msg.content)
+
+        async def work() -> Text:
+            await asyncio.sleep(SLOW_SECONDS)
+            return Text("随后的图：" + msg.content)
+        return Later(work, first=Text("先回文字：" + msg.content))
+
+    return slow
 
 
 @pytest.fixture
@@ -159,17 +163,15 @@ async def slow_harness(db_url: str, platform: Platform, wechat_server: Any,
                        monkeypatch: pytest.MonkeyPatch) -> Any:
     calls: list[str] = []
     release = asyncio.Event()
-    monkeypatch.setattr(features, "dispatch", _slow_dispatch(calls, release))
-    async with Harness(make_config(db_url), platform, wechat_server, reply_deadline=0.3) as h:
+    features = (_slow_feature(calls, release), *FEATURES)
+    async with Harness(make_config(db_url), platform, wechat_server, reply_deadline=0.3, features=features) as h:
         h.calls = calls  # type: ignore[attr-defined]
         h.release = release  # type: ignore[attr-defined]
         yield h
 
 
-@pytest.mark.parametrize("command", ["慢 一", "迟 二"], ids=["slow-handler", "later-work"])
-async def test_slow_reply_answers_success_then_arrives_through_customer_service(slow_harness: Harness,
-                                                                               command: str) -> None:
-    h = slow_harness
+async def test_slow_reply_answers_success_then_arrives_through_customer_service(slow_harness: Harness) -> None:
+    h, command = slow_harness, "迟 二"
     user = h.user()
     await h.follow(user)
     assert await h.say(user, command) == ""  # "success": nothing passive
@@ -179,9 +181,8 @@ async def test_slow_reply_answers_success_then_arrives_through_customer_service(
     assert len(custom) == 1 and custom[0][1]["touser"] == user.openid
 
 
-@pytest.mark.parametrize("command", ["慢 三", "迟 四"], ids=["slow-handler", "later-work"])
-async def test_retry_of_a_late_reply_does_not_deliver_it_twice(slow_harness: Harness, command: str) -> None:
-    h = slow_harness
+async def test_retry_of_a_late_reply_does_not_deliver_it_twice(slow_harness: Harness) -> None:
+    h, command = slow_harness, "迟 四"
     user = h.user()
     await h.follow(user)
     fields = h.platform.message_fields(user, "text", content=command)
@@ -220,7 +221,7 @@ async def test_a_delivery_whose_wait_is_cancelled_gets_its_reply_later(slow_harn
     user = h.user()
     await h.follow(user)
     msg = Incoming(kind="text", openid=user.openid, account=h.config.wechat.app_id, create_time=int(time.time()),
-                   msg_id=987654321, content="慢 八")
+                   msg_id=987654321, content="迟 八")
     waiting = asyncio.create_task(h.app[DISPATCHER].submit(msg))
     await asyncio.sleep(0.05)
     waiting.cancel()  # e.g. the request's task ends before the reply is ready
@@ -269,22 +270,37 @@ async def test_a_failure_while_sending_a_late_reply_does_not_stop_the_bot(slow_h
     h = slow_harness
     user = h.user()
     await h.follow(user)
-    outbox = h.app[OUTBOX]
-    original = outbox.enqueue
+    original = dispatcher_module.enqueue
     failures = []
 
-    async def flaky_enqueue(session: Any, key: str, *args: Any, **kw: Any) -> None:
+    def flaky_enqueue(session: Any, key: str, *args: Any, **kw: Any) -> None:
         if key.startswith("late:") and not failures:
             failures.append(key)
             raise ConnectionResetError("the database went away for a moment")
-        await original(session, key, *args, **kw)
+        original(session, key, *args, **kw)
 
-    monkeypatch.setattr(outbox, "enqueue", flaky_enqueue)
-    assert await h.say(user, "慢 六") == ""
+    monkeypatch.setattr(dispatcher_module, "enqueue", flaky_enqueue)
+    assert await h.say(user, "迟 六") == ""
     await asyncio.sleep(SLOW_SECONDS + 0.2)
     assert failures
     # Later updates are still processed, passively and late.
     assert "分销员助手" in await h.say(user, "帮助")
-    assert await h.say(user, "慢 七") == ""
+    assert await h.say(user, "迟 七") == ""
     item = await h.platform.wait_for(user.openid, lambda i: i.get("via") == "custom" and "七" in i["content"])
     assert item["content"].endswith("七")
+
+
+async def test_later_work_with_a_first_reply_answers_at_once_and_follows_through_the_outbox(
+        slow_harness: Harness) -> None:
+    h = slow_harness
+    user = h.user()
+    await h.follow(user)
+    fields = h.platform.message_fields(user, "text", content="图 九")
+    first = await deliver(h, fields)
+    assert first is not None and first["content"] == "先回文字：图 九"
+    item = await h.platform.wait_for(user.openid, lambda i: i.get("via") == "custom")
+    assert item["content"] == "随后的图：图 九"
+    assert await deliver(h, fields) == first  # a retry gets the same first reply, not the work again
+    await asyncio.sleep(SLOW_SECONDS + 0.2)
+    assert h.calls == ["图 九"]  # type: ignore[attr-defined]
+    assert len([c for c in h.platform.calls if c[0] == "message/custom/send"]) == 1

@@ -11,10 +11,10 @@ from aiohttp.test_utils import TestServer
 from PIL import Image
 
 from bot.sandbox.platform import Platform
-from bot.typedefs import CONFIG, OUTBOX, SESSIONMAKER
+from bot.typedefs import CONFIG, SESSIONMAKER, WRITER
 from content.charts import render_earnings_chart
 from handlers.earnings import daily_totals, unfreeze_due
-from handlers.help import NOT_REGISTERED
+from bot.chat import EXITED, NOT_REGISTERED
 from tests.money_support import balance, check_invariants, money_harness, pay, seed, send
 
 
@@ -76,7 +76,7 @@ async def test_nobody_and_exited_are_refused(h: Any) -> None:
     await h.say(user, "确认退出")
     for word in ("收益", "订单", "团队", "提现 10"):
         assert "已退出" in await h.say(user, word), word
-    assert "已经退出" in await h.say(user, "退出")
+    assert await h.say(user, "退出") == EXITED  # the one guard, the same reply everywhere
 
 
 async def test_orders_report(h: Any) -> None:
@@ -121,7 +121,7 @@ async def test_unfreeze_job_is_idempotent_and_catches_up(h: Any) -> None:
     await send(h, "U1", "completed")
     await pay(h, "U2", 10000, seller)  # not completed: stays pending
     app = h.app
-    run = lambda now: unfreeze_due(app[SESSIONMAKER], app[CONFIG], app[OUTBOX], now=now)  # noqa: E731
+    run = lambda now: unfreeze_due(app[WRITER], app[CONFIG], now=now)  # noqa: E731
     assert await run(datetime.now(UTC) + timedelta(days=6)) == 0
     assert (await balance(h, seller))["available_fen"] == 0
     later = datetime.now(UTC) + timedelta(days=30)  # long after: catching up

@@ -10,7 +10,7 @@ from aiohttp.test_utils import TestServer
 from sqlalchemy import select
 
 from bot.sandbox.platform import Platform
-from bot.typedefs import CONFIG, OUTBOX, SESSIONMAKER
+from bot.typedefs import CONFIG, SESSIONMAKER, WRITER
 from handlers.earnings import unfreeze_due
 from storage.models_ledger import InviterChange
 from tests.money_support import balance, check_invariants, money_harness, pay, seed, send
@@ -44,7 +44,7 @@ async def test_exit_settles_hands_over_and_pays_out_the_rest(h: Any) -> None:
     # 1290 made available, 1000 still frozen.
     await pay(h, "X1", 12900, leaver)
     await send(h, "X1", "completed")
-    await unfreeze_due(app[SESSIONMAKER], app[CONFIG], app[OUTBOX], now=datetime.now(UTC) + timedelta(days=8))
+    await unfreeze_due(app[WRITER], app[CONFIG], now=datetime.now(UTC) + timedelta(days=8))
     await pay(h, "X2", 10000, leaver)
     await send(h, "X2", "completed")
 
@@ -69,7 +69,7 @@ async def test_exit_settles_hands_over_and_pays_out_the_rest(h: Any) -> None:
         (1290, "exit")]
 
     # The frozen rest unfreezes on schedule and goes out through the same request path.
-    await unfreeze_due(app[SESSIONMAKER], app[CONFIG], app[OUTBOX], now=datetime.now(UTC) + timedelta(days=8))
+    await unfreeze_due(app[WRITER], app[CONFIG], now=datetime.now(UTC) + timedelta(days=8))
     assert await balance(h, leaver) == {"pending_fen": 0, "available_fen": 0, "withdrawing_fen": 2290,
                                         "withdrawn_fen": 0}
     status, body = await h.api("GET", "/withdrawals?status=pending")

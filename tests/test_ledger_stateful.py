@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule, run_state_machine_as_test
 
 from bot.sandbox.platform import Platform
-from bot.typedefs import CONFIG, OUTBOX, SESSIONMAKER
+from bot.typedefs import CONFIG, SESSIONMAKER, WRITER
 from handlers.earnings import unfreeze_due
 from tests.money_support import balance, check_invariants, event, money_harness, post_event, seed
 
@@ -140,7 +140,7 @@ class LedgerMachine(RuleBasedStateMachine):
     @rule()
     def unfreeze(self) -> None:
         app = self.harness.app
-        self.run(unfreeze_due(app[SESSIONMAKER], app[CONFIG], app[OUTBOX], now=datetime.now(UTC) + timedelta(days=8)))
+        self.run(unfreeze_due(app[WRITER], app[CONFIG], now=datetime.now(UTC) + timedelta(days=8)))
 
     @rule(who=st.integers(0, 3), fen=st.integers(1, 300_000))
     def withdraw(self, who: int, fen: int) -> None:

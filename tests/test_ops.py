@@ -13,8 +13,9 @@ from aiohttp.web import Application
 
 from bot.app import create_app
 from domain.messages import Text
+from domain.outbox import enqueue
 from bot.sandbox.platform import Platform
-from bot.typedefs import OUTBOX, SESSIONMAKER
+from bot.typedefs import WRITER
 from tests.conftest import Harness, make_config
 
 
@@ -98,9 +99,10 @@ async def idle(db_url: str, platform: Platform, wechat_server: Any) -> Any:
 
 
 async def test_metrics_show_the_current_outbox_depth(idle: Harness) -> None:
-    async with idle.app[SESSIONMAKER]() as session, session.begin():
+    def queue(session: Any) -> None:
         for i in range(3):
-            await idle.app[OUTBOX].enqueue(session, f"depth:{i}", "oSomeone", Text(f"消息{i}"))
+            enqueue(session, f"depth:{i}", "oSomeone", Text(f"消息{i}"))
+    await idle.app[WRITER].run(queue)
     _, _, text = await get(idle, "/metrics")
     assert sample(text, "distbot_outbox_depth") == 3
 
@@ -108,9 +110,7 @@ async def test_metrics_show_the_current_outbox_depth(idle: Harness) -> None:
 async def test_outbox_depth_falls_back_to_zero_once_sent(harness: Harness) -> None:
     user = harness.user()
     await harness.follow(user)
-    async with harness.app[SESSIONMAKER]() as session, session.begin():
-        await harness.app[OUTBOX].enqueue(session, "depth:sent", user.openid, Text("已送达"))
-    harness.app[OUTBOX].wake()
+    await harness.app[WRITER].run(lambda session: enqueue(session, "depth:sent", user.openid, Text("已送达")))
     await harness.platform.wait_for(user.openid, lambda i: i.get("via") == "custom")
     await asyncio.sleep(0.1)
     _, _, text = await get(harness, "/metrics")

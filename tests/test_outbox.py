@@ -15,8 +15,9 @@ from sqlalchemy import select, update
 from bot import wechat_api
 from bot.outbox import Outbox
 from domain.messages import Text
+from domain.outbox import enqueue as queue_message
 from bot.sandbox.platform import Platform, SimUser
-from bot.typedefs import METRICS, OUTBOX, SESSIONMAKER, WECHAT
+from bot.typedefs import METRICS, SESSIONMAKER, WECHAT, WRITER
 from storage.models import OutboxMessage
 from tests.conftest import Harness, make_config
 
@@ -40,9 +41,7 @@ async def follower(h: Harness) -> SimUser:
 
 
 async def enqueue(h: Harness, key: str, openid: str, text: str, **kw: Any) -> None:
-    async with h.app[SESSIONMAKER]() as session, session.begin():
-        await h.app[OUTBOX].enqueue(session, key, openid, Text(text), **kw)
-    h.app[OUTBOX].wake()
+    await h.app[WRITER].run(lambda session: queue_message(session, key, openid, Text(text), **kw))
 
 
 async def row(h: Harness, key: str) -> OutboxMessage:

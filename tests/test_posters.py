@@ -16,7 +16,7 @@ from sqlalchemy import select
 from bot.sandbox.platform import Platform
 from bot.typedefs import SESSIONMAKER
 from content.posters import PosterJob, TextBox, draw_texts, render_poster
-from handlers.help import NOT_REGISTERED
+from bot.chat import NOT_REGISTERED
 from storage.models_content import DistributorQrCode
 from tests.conftest import Harness, make_config
 from tests.test_packs_support import demo, upload

@@ -136,7 +136,7 @@ async def check(h: Harness, model: Model) -> None:
                 cur = by_id[cur.inviter_id]
             chain = model.chain(d.code)
             for levels in (1, 2, 3, len(rows) + 1):
-                got = [u.code for u in await upline(session, d, levels)]
+                got = [u.code for u in await session.run_sync(upline, d, levels)]
                 assert got == chain[:levels], (d.code, levels)
 
 
@@ -160,8 +160,8 @@ async def test_a_deep_chain_is_cut_at_the_level_asked(harness: Harness) -> None:
     await check(harness, model)
     async with harness.app[SESSIONMAKER]() as session:
         last = await session.scalar(select(Distributor).where(Distributor.code == model.code_of[model.registered[-1]]))
-        assert len(await upline(session, last, 3)) == 3
-        assert len(await upline(session, last, 0)) == 0
+        assert len(await session.run_sync(upline, last, 3)) == 3
+        assert len(await session.run_sync(upline, last, 0)) == 0
 
 
 async def test_upline_stops_at_a_hand_made_cycle(harness: Harness) -> None:
@@ -176,4 +176,4 @@ async def test_upline_stops_at_a_hand_made_cycle(harness: Harness) -> None:
         da.inviter_id = db.id
     async with harness.app[SESSIONMAKER]() as session:
         da = await session.scalar(select(Distributor).where(Distributor.code == a))
-        assert [d.code for d in await upline(session, da, 10)] == [b]
+        assert [d.code for d in await session.run_sync(upline, da, 10)] == [b]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 
 from content.pages import markdown_html
-from handlers.help import NOT_REGISTERED
+from bot.chat import NOT_REGISTERED
 from tests.conftest import Harness
 from tests.test_packs_support import demo, small_pack, upload, zip_of
 

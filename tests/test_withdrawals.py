@@ -11,7 +11,7 @@ from aiohttp.test_utils import TestServer
 
 from bot.sandbox.platform import Platform
 from bot.typedefs import SESSIONMAKER
-from domain.ledger import request_withdrawal
+from domain.ledger import withdraw
 from tests.money_support import balance, check_invariants, money_harness, pay, seed, send, snapshot
 
 
@@ -115,7 +115,7 @@ async def test_twenty_concurrent_transactions_never_overdraw(h: Any) -> None:
 
     async def one() -> int | None:
         async with sessionmaker() as session, session.begin():
-            return await request_withdrawal(session, d.id, 1000, datetime.now(UTC))
+            return await session.run_sync(withdraw, d.id, 1000, datetime.now(UTC))
 
     results = await asyncio.gather(*(one() for _ in range(20)))
     assert sum(r is not None for r in results) == 5

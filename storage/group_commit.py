@@ -1,0 +1,127 @@
+"""Group commit, the one batching primitive: items submitted close together share one unit of
+work on the Writer (one transaction, one commit), and each item runs in its own SAVEPOINT, so a
+failing item rolls back alone and the others are neither lost nor run again.
+
+Used by the webhook (updates), order events, and ready for campaign sends and jobs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from storage.writer import Writer
+
+log = logging.getLogger(__name__)
+I = TypeVar("I")  # noqa: E741
+R = TypeVar("R")
+
+MAX_BATCH = 200
+LINGER_SECONDS = 0.002
+
+
+class Refused(Exception):
+    """An item refused by the rules: its SAVEPOINT is rolled back, and nothing is logged."""
+
+
+@dataclass(frozen=True)
+class Failed:
+    """What an item that raised leaves as its outcome."""
+
+    error: BaseException
+
+
+def each_in_savepoint(session: Session, items: Sequence[I], apply: Callable[[Session, I], R]) -> list[R | Failed]:
+    """`apply` each item inside its own SAVEPOINT; an item that raises is rolled back alone.
+
+    An IntegrityError (another process committed the same key first, e.g. WeChat's retry went to
+    another process) runs the item once more: it then sees the other transaction's rows."""
+    outcomes: list[R | Failed] = []
+    for item in items:
+        for attempt in (1, 2):
+            try:
+                with session.begin_nested():
+                    outcome: R | Failed = apply(session, item)
+                break
+            except Refused as e:
+                outcome = Failed(e)
+                break
+            except IntegrityError as e:
+                outcome = Failed(e)
+                if attempt == 2:
+                    log.exception("item failed twice on a conflict")
+            except Exception as e:  # the item is undone; the batch goes on
+                log.exception("item failed")
+                outcome = Failed(e)
+                break
+        outcomes.append(outcome)
+    return outcomes
+
+
+class GroupCommit(Generic[I, R]):
+    """`submit(item)` → a future of its outcome. The first item starts a drain task that runs
+    batches until the queue is empty; items arriving meanwhile join the next batch.
+
+    `process(session, items)` does a batch's work inside its transaction and returns one outcome
+    per item (usually through each_in_savepoint); a batch whose transaction fails as a whole
+    (the database is gone) fails each of its items with that error."""
+
+    def __init__(self, writer: Writer, process: Callable[[Session, list[I]], Sequence[R | Failed]], *,
+                 max_batch: int = MAX_BATCH, linger: float = LINGER_SECONDS,
+                 on_batch: Callable[[int], None] | None = None):
+        self._writer, self._process = writer, process
+        self.max_batch, self.linger = max_batch, linger
+        self._queue: list[tuple[I, asyncio.Future[R]]] = []
+        self._task: asyncio.Task[None] | None = None
+        self._on_batch = on_batch  # e.g. a metrics histogram of batch sizes
+
+    def submit(self, item: I) -> asyncio.Future[R]:
+        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        self._queue.append((item, future))
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._drain())
+        return future
+
+    async def __call__(self, item: I) -> R:
+        """Submit and wait; a caller that goes away does not take the item's work with it."""
+        return await asyncio.shield(self.submit(item))
+
+    @property
+    def busy(self) -> bool:
+        return bool(self._queue) or (self._task is not None and not self._task.done())
+
+    async def _drain(self) -> None:
+        last = 0
+        while self._queue:
+            if last > 1 and len(self._queue) < last and self.linger:
+                # Under load the answers to the last batch went out together and their senders'
+                # next items are arriving now: wait a moment so they share one commit, instead
+                # of alternating between a batch of one and a batch of the rest.
+                await asyncio.sleep(self.linger)
+            batch, self._queue = self._queue[:self.max_batch], self._queue[self.max_batch:]
+            last = len(batch)
+            await self._run(batch)
+
+    async def _run(self, batch: list[tuple[I, asyncio.Future[R]]]) -> None:
+        items = [item for item, _ in batch]
+        try:
+            outcomes = await self._writer.run(lambda session: self._process(session, items))
+        except Exception as e:  # the transaction itself failed: nothing of the batch was stored
+            log.exception("batch failed")
+            outcomes = [Failed(e)] * len(batch)
+        if self._on_batch is not None:
+            self._on_batch(len(batch))
+        for (_, future), outcome in zip(batch, outcomes, strict=True):
+            if future.done():
+                continue
+            if isinstance(outcome, Failed):
+                future.set_exception(outcome.error)
+                future.exception()  # retrieved here: a caller that gave up must not log it again
+            else:
+                future.set_result(outcome)

@@ -1,0 +1,20 @@
+"""The tables as SQLAlchemy Core objects, for the statements that several modules build."""
+
+from __future__ import annotations
+
+from sqlalchemy import Table
+
+from storage.models import ConversationState, Distributor, Follower, OutboxMessage, ProcessedMessage
+from storage.models_ledger import Balance, Commission, LedgerEntry, Order, OrderEvent, Withdrawal
+
+DISTRIBUTORS: Table = Distributor.__table__  # type: ignore[assignment]
+FOLLOWERS: Table = Follower.__table__  # type: ignore[assignment]
+STATES: Table = ConversationState.__table__  # type: ignore[assignment]
+PROCESSED: Table = ProcessedMessage.__table__  # type: ignore[assignment]
+OUTBOX: Table = OutboxMessage.__table__  # type: ignore[assignment]
+ORDERS: Table = Order.__table__  # type: ignore[assignment]
+EVENTS: Table = OrderEvent.__table__  # type: ignore[assignment]
+COMMISSIONS: Table = Commission.__table__  # type: ignore[assignment]
+BALANCES: Table = Balance.__table__  # type: ignore[assignment]
+ENTRIES: Table = LedgerEntry.__table__  # type: ignore[assignment]
+WITHDRAWALS: Table = Withdrawal.__table__  # type: ignore[assignment]

@@ -1,0 +1,160 @@
+"""The one way to write: a unit of work is a synchronous function of a Session, run in one
+transaction, in one trip, on either database. Every writer uses it: the webhook's and the order
+events' group commits (storage.group_commit), admin decisions, jobs, the content store.
+
+This module is where distbot's database speed work lives, with public APIs only:
+
+- SQLite: one connection of a synchronous engine (the standard sqlite3 driver). A unit runs on
+  the event loop itself when the write lock is free at once (BEGIN IMMEDIATE tried without the
+  busy timeout): its statements are short and indexed, and cost less than a trip to a thread
+  (whose every GIL hand-over waits for the busy loop). When another connection or process holds
+  the lock, the unit runs in the writer's own thread instead, which waits with the busy timeout.
+  The connection never checkpoints the WAL on COMMIT; the thread does that now and then, so
+  nothing on the loop ever waits for the disk.
+- PostgreSQL: the same function through an AsyncSession's run_sync: its statements are awaited
+  on asyncpg through SQLAlchemy's greenlet bridge.
+
+A unit must be short (indexed reads, a few writes): on SQLite it holds the loop while it runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from sqlalchemy import Engine, event
+from sqlalchemy import create_engine as create_sync_engine
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.orm import Session
+from sqlalchemy.pool import StaticPool
+
+from storage.db import SQLITE_BUSY_TIMEOUT_MS, create_sessionmaker, sqlite_pragmas
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+Work = Callable[[Session], T]
+# After this many commits the thread checkpoints the WAL (SQLite's own default is ~1,000 pages).
+CHECKPOINT_EVERY = 200
+
+
+class Writer:
+    """Runs units of work one at a time (they would queue for the database's write lock anyway).
+
+    `on_commit(info)` is called after each commit with the unit's `session.info`, e.g. to wake
+    the outbox worker when the unit queued a message."""
+
+    def __init__(self, engine: AsyncEngine, on_commit: Callable[[dict[str, Any]], None] | None = None):
+        self.on_commit = on_commit
+        self._lock = asyncio.Lock()
+        self._sqlite: _SqliteFile | None = None
+        self._sessionmaker = None
+        url = engine.url
+        if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+            self._sqlite = _SqliteFile(url.database)
+        else:
+            self._sessionmaker = create_sessionmaker(engine)
+
+    async def run(self, work: Work[T]) -> T:
+        """`work(session)` in one transaction, committed when it returns, rolled back when it raises."""
+        async with self._lock:
+            if self._sqlite is not None:
+                result, info = await self._sqlite.run(work)
+            else:
+                assert self._sessionmaker is not None
+                async with self._sessionmaker() as session:
+                    async with session.begin():
+                        result = await session.run_sync(work)
+                    info = session.sync_session.info
+        if self.on_commit is not None and info:
+            self.on_commit(info)
+        return result
+
+    async def close(self) -> None:
+        if self._sqlite is not None:
+            await self._sqlite.close()
+
+
+class _SqliteFile:
+    def __init__(self, path: str):
+        self.engine = create_sync_engine(
+            f"sqlite:///{path}", poolclass=StaticPool, hide_parameters=True,
+            connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+        _set_up(self.engine)
+        self.thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-writer")
+        self._path = path
+        self._checkpointer: sqlite3.Connection | None = None  # its own connection, used in the thread only
+        self._commits = 0
+        self._checkpointing: asyncio.Future[None] | None = None
+
+    async def run(self, work: Work[T]) -> tuple[T, dict[str, Any]]:
+        loop = asyncio.get_running_loop()
+        with self.engine.connect() as conn:
+            raw = conn.connection.driver_connection
+            assert isinstance(raw, sqlite3.Connection)
+            if _begin_now(raw):
+                result = _unit(conn, work)  # on the loop: the write lock is ours
+            else:
+                result = await loop.run_in_executor(self.thread, _unit, conn, work)
+        self._commits += 1
+        if self._commits >= CHECKPOINT_EVERY and (self._checkpointing is None or self._checkpointing.done()):
+            self._commits = 0
+            self._checkpointing = loop.run_in_executor(self.thread, self._checkpoint)
+        return result
+
+    def _checkpoint(self) -> None:
+        """Copy the WAL into the database file as far as readers allow (PASSIVE never waits)."""
+        try:
+            if self._checkpointer is None:
+                self._checkpointer = sqlite3.connect(self._path, check_same_thread=False)
+            self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        except sqlite3.Error:
+            log.warning("WAL checkpoint failed; the next one will catch up", exc_info=True)
+
+    async def close(self) -> None:
+        if self._checkpointing is not None:
+            await self._checkpointing
+        await asyncio.get_running_loop().run_in_executor(self.thread, self._dispose)
+        self.thread.shutdown(wait=True)
+
+    def _dispose(self) -> None:
+        self.engine.dispose()
+        if self._checkpointer is not None:
+            self._checkpointer.close()
+
+
+def _unit(conn: Any, work: Work[T]) -> tuple[T, dict[str, Any]]:
+    with Session(bind=conn, expire_on_commit=False, autoflush=False) as session:
+        with session.begin():
+            result = work(session)
+        return result, session.info
+
+
+def _begin_now(raw: sqlite3.Connection) -> bool:
+    """BEGIN IMMEDIATE if the write lock is free right now; False when it would have to wait."""
+    raw.execute("PRAGMA busy_timeout=0")
+    try:
+        raw.execute("BEGIN IMMEDIATE")
+        return True
+    except sqlite3.OperationalError as e:
+        if e.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY:
+            raise
+        return False
+    finally:
+        raw.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+
+
+def _set_up(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn, _record):  # noqa: ANN001
+        dbapi_conn.isolation_level = None  # we send BEGIN ourselves (BEGIN IMMEDIATE)
+        sqlite_pragmas(dbapi_conn)
+        dbapi_conn.execute("PRAGMA wal_autocheckpoint=0")  # the thread checkpoints, never the loop
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn):  # noqa: ANN001
+        if not conn.connection.driver_connection.in_transaction:  # not begun on the loop already
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
