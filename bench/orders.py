@@ -355,7 +355,7 @@ async def pg_database(args: argparse.Namespace, stack: contextlib.ExitStack) -> 
 
     url = args.pg_url
     if url is None:
-        from tests.pgcluster import PgCluster, find_pg_bin
+        from devtools.pgcluster import PgCluster, find_pg_bin
         if find_pg_bin() is None:
             return None
         cluster = PgCluster()

@@ -424,7 +424,7 @@ class Databases:
         import asyncpg
         if self.server_url is None:
             sys.path.insert(0, str(ROOT))
-            from tests.pgcluster import PgCluster, find_pg_bin
+            from devtools.pgcluster import PgCluster, find_pg_bin
             if find_pg_bin() is None:
                 raise SystemExit("--db postgresql without a URL needs PostgreSQL binaries (initdb) on this machine")
             self.cluster = PgCluster()

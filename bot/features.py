@@ -4,7 +4,7 @@ No auto-discovery: a new feature is one module under handlers/ and one line here
 from __future__ import annotations
 
 from bot.feature import Feature
-from handlers import content_packs, earnings, help, leave, orders, posters, registration, scripts, team, trainings
+from handlers import content_packs, earnings, help_text, leave, orders, posters, registration, scripts, team, trainings
 from handlers import upcoming, withdrawals
 
 FEATURES: tuple[Feature, ...] = (
@@ -19,5 +19,5 @@ FEATURES: tuple[Feature, ...] = (
     trainings.feature,
     content_packs.feature,
     upcoming.feature,
-    help.feature,
+    help_text.feature,
 )

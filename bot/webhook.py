@@ -29,7 +29,9 @@ _NUMBER = re.compile(r"[0-9]{1,20}")
 MAX_OPENID = 64  # the width of every openid column
 
 
-class Rejected(Exception):
+class BadDelivery(Exception):
+    """A request to /wechat that is refused before anything is processed (status, reason)."""
+
     def __init__(self, status: int, reason: str):
         super().__init__(reason)
         self.status = status
@@ -42,7 +44,7 @@ def sign(*parts: str) -> str:
 
 def _check(expected: str, given: str | None) -> None:
     if not given or not hmac.compare_digest(expected.encode(), given.encode()):
-        raise Rejected(403, "bad signature")
+        raise BadDelivery(403, "bad signature")
 
 
 def _check_query(config: Config, query: Any) -> tuple[str, str]:
@@ -51,16 +53,16 @@ def _check_query(config: Config, query: Any) -> tuple[str, str]:
     try:
         skew = abs(time.time() - int(timestamp))
     except (ValueError, OverflowError):
-        raise Rejected(403, "bad timestamp") from None
+        raise BadDelivery(403, "bad timestamp") from None
     if skew > MAX_CLOCK_SKEW:
-        raise Rejected(403, "stale timestamp")
+        raise BadDelivery(403, "stale timestamp")
     return timestamp, nonce
 
 
 def parse_xml(body: bytes) -> dict[str, Any]:
     """A flat <xml> document; DOCTYPE and entities refused before expat sees them."""
     if _FORBIDDEN_XML.search(body):
-        raise Rejected(400, "DOCTYPE and entities are not allowed")
+        raise BadDelivery(400, "DOCTYPE and entities are not allowed")
     try:
         # WeChat sends UTF-8. Checking it first also stops a UTF-16 byte-order mark from
         # overriding the parser's encoding and hiding a DOCTYPE from the byte-level check.
@@ -71,9 +73,9 @@ def parse_xml(body: bytes) -> dict[str, Any]:
         parser.feed(body)
         root = parser.close()
     except (ElementTree.ParseError, ValueError):
-        raise Rejected(400, "malformed XML") from None
+        raise BadDelivery(400, "malformed XML") from None
     if root.tag != "xml":
-        raise Rejected(400, "no <xml> root")
+        raise BadDelivery(400, "no <xml> root")
     return _fields(root)
 
 
@@ -86,11 +88,11 @@ def to_incoming(fields: dict[str, Any]) -> Incoming:
     """The update as distbot sees it, read the way wechatpy's parser reads it."""
     for name in ("ToUserName", "FromUserName", "CreateTime", "MsgType"):
         if not isinstance(fields.get(name), str) or not fields[name].strip():
-            raise Rejected(400, f"missing {name}")
+            raise BadDelivery(400, f"missing {name}")
     if not _NUMBER.fullmatch(fields["CreateTime"]):
-        raise Rejected(400, "bad CreateTime")
+        raise BadDelivery(400, "bad CreateTime")
     if len(fields["FromUserName"]) > MAX_OPENID:
-        raise Rejected(400, "bad FromUserName")
+        raise BadDelivery(400, "bad FromUserName")
     common = {"openid": fields["FromUserName"], "account": fields["ToUserName"],
               "create_time": int(fields["CreateTime"])}
     kind = fields["MsgType"].lower()
@@ -98,7 +100,7 @@ def to_incoming(fields: dict[str, Any]) -> Incoming:
         event = str(fields.get("Event") or "").lower()
         key = fields.get("EventKey") or ""
         if not event or not isinstance(key, str):
-            raise Rejected(400, "bad event")
+            raise BadDelivery(400, "bad event")
         if event == "subscribe" and key.startswith("qrscene_"):
             event, key = "subscribe_scan", key[len("qrscene_"):]
         elif event == "subscribe":
@@ -106,10 +108,10 @@ def to_incoming(fields: dict[str, Any]) -> Incoming:
         return Incoming(kind="event", event=event, event_key=key.strip(), **common)
     msg_id = fields.get("MsgId")
     if not isinstance(msg_id, str) or not _NUMBER.fullmatch(msg_id):
-        raise Rejected(400, "missing MsgId")
+        raise BadDelivery(400, "missing MsgId")
     content = fields.get("Content") if kind == "text" else ""
     if not isinstance(content, str | None):
-        raise Rejected(400, "bad Content")
+        raise BadDelivery(400, "bad Content")
     return Incoming(kind=kind, msg_id=int(msg_id), content=(content or "").strip(), **common)
 
 
@@ -117,7 +119,7 @@ async def verify(request: web.Request) -> web.Response:
     config = request.app[CONFIG]
     try:
         _check_query(config, request.query)
-    except Rejected as e:
+    except BadDelivery as e:
         return web.Response(status=e.status, text=e.reason)
     return web.Response(text=request.query.get("echostr", ""))
 
@@ -133,15 +135,15 @@ async def receive(request: web.Request) -> web.Response:
             crypto = _crypto(config.wechat.encoding_aes_key)
             encrypted = fields.get("Encrypt")
             if not isinstance(encrypted, str):
-                raise Rejected(400, "safe mode expects <Encrypt>")
+                raise BadDelivery(400, "safe mode expects <Encrypt>")
             _check(sign(config.wechat.token, timestamp, nonce, encrypted), request.query.get("msg_signature"))
             try:
                 plain = crypto.decrypt(encrypted, config.wechat.app_id)
             except Exception:  # wrong key, padding or AppID: same answer for all
-                raise Rejected(400, "cannot decrypt") from None
+                raise BadDelivery(400, "cannot decrypt") from None
             fields = parse_xml(plain.encode())
         msg = to_incoming(fields)
-    except Rejected as e:
+    except BadDelivery as e:
         return web.Response(status=e.status, text=e.reason)
 
     reply = await request.app[DISPATCHER].submit(msg)
@@ -155,17 +157,17 @@ async def _read_body(request: web.Request) -> bytes:
     length = request.content_length
     if length is not None:  # the HTTP parser holds the body to exactly this length
         if length > MAX_BODY:
-            raise Rejected(413, "body too large")
+            raise BadDelivery(413, "body too large")
         try:
             return await request.content.readexactly(length) if length else b""
         except asyncio.IncompleteReadError:  # the sender went away half way
-            raise Rejected(400, "incomplete body") from None
+            raise BadDelivery(400, "incomplete body") from None
     # Chunked: StreamReader.read(n) returns what is buffered, not n bytes: read until EOF, capped.
     body = bytearray()
     while chunk := await request.content.read(MAX_BODY + 1 - len(body)):
         body += chunk
         if len(body) > MAX_BODY:
-            raise Rejected(413, "body too large")
+            raise BadDelivery(413, "body too large")
     return bytes(body)
 
 

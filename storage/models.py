@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
@@ -99,23 +98,6 @@ class Distributor(Base):
     exited_at: Mapped[datetime | None]
 
     inviter: Mapped[Distributor | None] = relationship(remote_side=[id], lazy="raise")
-
-
-@dataclass(frozen=True, slots=True)
-class DistributorRow:
-    """A distributor as read for one update: the ORM's attributes without its bookkeeping,
-    which costs more than the rest of a reply. Load the Distributor to change it."""
-
-    id: int
-    code: str
-    openid: str
-    phone: str
-    name: str
-    inviter_id: int | None
-    rank: str
-    status: str
-    registered_at: datetime
-    exited_at: datetime | None
 
 
 class ConversationState(Base):

@@ -42,7 +42,8 @@ CHECKPOINT_EVERY = 200
 
 
 class Writer:
-    """Runs units of work one at a time (they would queue for the database's write lock anyway).
+    """Runs units of work: on SQLite one at a time, on PostgreSQL side by side (its row locks
+    serialise only what conflicts).
 
     `on_commit(info)` is called after each commit with the unit's `session.info`, e.g. to wake
     the outbox worker when the unit queued a message."""
@@ -60,15 +61,15 @@ class Writer:
 
     async def run(self, work: Work[T]) -> T:
         """`work(session)` in one transaction, committed when it returns, rolled back when it raises."""
-        async with self._lock:
-            if self._sqlite is not None:
+        if self._sqlite is not None:
+            async with self._lock:  # one connection, one unit at a time (they queue for SQLite's lock anyway)
                 result, info = await self._sqlite.run(work)
-            else:
-                assert self._sessionmaker is not None
-                async with self._sessionmaker() as session:
-                    async with session.begin():
-                        result = await session.run_sync(work)
-                    info = session.sync_session.info
+        else:
+            assert self._sessionmaker is not None
+            async with self._sessionmaker() as session:
+                async with session.begin():
+                    result = await session.run_sync(work)
+                info = session.sync_session.info
         if self.on_commit is not None and info:
             self.on_commit(info)
         return result

@@ -21,7 +21,7 @@ from bot.app import create_app
 from domain.config import Config
 from bot.sandbox.platform import Platform, SimUser
 from bot.sandbox.views import create_sandbox_app
-from tests.pgcluster import PgCluster, find_pg_bin
+from devtools.pgcluster import PgCluster, find_pg_bin
 
 ADMIN_TOKEN = "test-admin-token"
 

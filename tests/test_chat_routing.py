@@ -18,7 +18,7 @@ from bot.feature import Feature, FeatureConflict, check
 from bot.menu import MENU, MenuKey, menu_payload
 from bot.passive_xml import passive_reply_xml as render
 from domain.messages import Article, Image, News, Text, from_json, to_json
-from handlers import help as help_handlers
+from handlers import help_text as help_handlers
 from handlers import registration, upcoming
 from storage.models import ConversationState, Distributor, Follower
 from tests.conftest import make_config

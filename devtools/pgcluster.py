@@ -1,4 +1,5 @@
-"""A throw-away PostgreSQL cluster from the machine's own binaries, for `make test` without CI."""
+"""A throw-away PostgreSQL cluster from the machine's own binaries, for the test suite and the
+benchmarks when no server is given (development tooling, not part of the service)."""
 
 from __future__ import annotations
 
