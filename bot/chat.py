@@ -90,7 +90,6 @@ class Ctx:
             self.session.add(self.state)
         else:
             self.state.state, self.state.data, self.state.expires_at = name.value, dict(data or {}), self.now + ttl
-        self.session.flush()
 
     def clear_state(self) -> None:
         if self.state is not None:

@@ -1,7 +1,7 @@
 """Processes updates through group commit (storage.group_commit): the updates that arrive together
-share one transaction and each runs in its own SAVEPOINT, with its dedupe key stored beside
-the handler's writes. A retried delivery is answered from the stored reply; a reply not ready by
-the deadline goes out later through the outbox.
+share one transaction and each runs in its own SAVEPOINT; their dedupe keys and replies are
+stored in the same transaction, so a retried delivery is answered from the stored reply. A reply
+not ready by the deadline goes out later through the outbox.
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import String, bindparam, select, text, update
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
 from bot.chat import ChatRouter, Ctx, HandlerResult, Incoming, Later
@@ -23,9 +24,9 @@ from bot.metrics import Metrics
 from domain.config import Config
 from domain.messages import Reply, Text, from_json, to_json
 from domain.outbox import enqueue
-from storage.db import dialect_insert
+from storage.db import dialect_insert, is_postgres
 from storage.group_commit import Failed, GroupCommit, each_in_savepoint
-from storage.models import ConversationState, Distributor
+from storage.models import ConversationState, Distributor, Follower
 from storage.tables import FOLLOWERS, PROCESSED
 from storage.writer import Writer
 
@@ -39,11 +40,22 @@ BUSY_TEXT = "系统繁忙，请稍后再试。"
 
 # The batch's statements, built once: constructing them costs more than running them.
 _STORED = select(PROCESSED.c.key, PROCESSED.c.reply).where(PROCESSED.c.key.in_(bindparam("keys", expanding=True)))
-_STORED_ONE = select(PROCESSED.c.reply).where(PROCESSED.c.key == bindparam("key"))
-_SEEN = select(FOLLOWERS.c.openid, FOLLOWERS.c.last_interaction_at).where(
-    FOLLOWERS.c.openid.in_(bindparam("openids", expanding=True)))
-_DISTRIBUTORS = select(Distributor).where(Distributor.openid.in_(bindparam("openids", expanding=True)))
+# On PostgreSQL another process may receive a retry of the same delivery: whoever locks its key
+# first processes it, the other waits and then finds the stored reply. (On SQLite the batch's
+# BEGIN IMMEDIATE already serialises every writer.) In key order, so two batches cannot deadlock.
+_LOCK_KEYS = text("SELECT pg_advisory_xact_lock(hashtextextended(k, 0)) FROM unnest(:keys) AS k ORDER BY k"
+                  ).bindparams(bindparam("keys", type_=ARRAY(String)))
+# Who sent the batch, in one query: each follower's last interaction, distributor row (None where
+# there is none) and whether a conversation is under way (loaded apart: rarely).
+_SENDERS = (select(Follower.openid, Follower.last_interaction_at, Distributor, ConversationState.openid.is_not(None))
+            .outerjoin(Distributor, Distributor.openid == Follower.openid)
+            .outerjoin(ConversationState, ConversationState.openid == Follower.openid)
+            .where(Follower.openid.in_(bindparam("openids", expanding=True))))
 _STATES = select(ConversationState).where(ConversationState.openid.in_(bindparam("openids", expanding=True)))
+_SENDER = (select(Distributor, ConversationState).select_from(Follower)
+           .outerjoin(Distributor, Distributor.openid == Follower.openid)
+           .outerjoin(ConversationState, ConversationState.openid == Follower.openid)
+           .where(Follower.openid == bindparam("openid")))
 _STORE = PROCESSED.insert()
 _TOUCH = update(FOLLOWERS).where(FOLLOWERS.c.openid == bindparam("o")).values(last_interaction_at=bindparam("at"))
 
@@ -76,21 +88,53 @@ class _Senders:
     last_seen: dict[str, datetime | None]
     distributors: dict[str, Distributor]
     states: dict[str, ConversationState]
-    tried: set[str] = field(default_factory=set)
+    replies: dict[str, Any] = field(default_factory=dict)  # what this batch's updates answered, stored at its end
 
     @classmethod
     def load(cls, session: Session, batch: list[Incoming], now: datetime) -> _Senders:
+        conn = session.connection()  # Core statements straight to the connection: the ORM would only add cost
         openids = list({m.openid for m in batch})
-        stored = dict(session.execute(_STORED, {"keys": [m.dedupe_key for m in batch]}).all())
-        last_seen = dict(session.execute(_SEEN, {"openids": openids}).all())
-        newcomers = [o for o in openids if o not in last_seen]
+        keys = [m.dedupe_key for m in batch]
+        if is_postgres(session):
+            conn.execute(_LOCK_KEYS, {"keys": keys})
+        stored = dict(conn.execute(_STORED, {"keys": keys}).all())
+        senders = cls(stored, {}, {}, {})
+        talking = []
+        for openid, last, distributor, has_state in session.execute(_SENDERS, {"openids": openids}):
+            senders.last_seen[openid] = last
+            if distributor is not None:
+                senders.distributors[openid] = distributor
+            if has_state:
+                talking.append(openid)
+        if talking:
+            senders.states = {s.openid: s for s in session.scalars(_STATES, {"openids": talking})}
+        newcomers = [o for o in openids if o not in senders.last_seen]
         if newcomers:
-            session.execute(dialect_insert(session, FOLLOWERS).on_conflict_do_nothing(),
-                            [{"openid": o, "subscribed": True, "created_at": now} for o in newcomers])
-            last_seen.update(dict.fromkeys(newcomers))
-        distributors = {d.openid: d for d in session.scalars(_DISTRIBUTORS, {"openids": openids})}
-        states = {s.openid: s for s in session.scalars(_STATES, {"openids": openids})}
-        return cls(stored, last_seen, distributors, states)
+            # A distributor may exist without a follower row (imported, or seeded by hand).
+            conn.execute(dialect_insert(session, FOLLOWERS).on_conflict_do_nothing(),
+                         [{"openid": o, "subscribed": True, "created_at": now} for o in newcomers])
+            for openid in newcomers:
+                senders.last_seen[openid] = None
+                senders._load(session, openid)
+        return senders
+
+    def _load(self, session: Session, openid: str) -> None:
+        d, s = session.execute(_SENDER, {"openid": openid}).one()
+        self.distributors.pop(openid, None)
+        self.states.pop(openid, None)
+        if d is not None:
+            self.distributors[openid] = d
+        if s is not None:
+            self.states[openid] = s
+
+    def of(self, session: Session, openid: str) -> tuple[Distributor | None, ConversationState | None]:
+        """The sender's distributor row and conversation, as loaded for the batch; loaded again
+        when an update that failed made the session forget them (each_in_savepoint)."""
+        d, s = self.distributors.get(openid), self.states.get(openid)
+        if (d is not None and d not in session) or (s is not None and s not in session):
+            self._load(session, openid)
+            d, s = self.distributors.get(openid), self.states.get(openid)
+        return d, s
 
 
 class Dispatcher:
@@ -214,6 +258,11 @@ class Dispatcher:
         now = datetime.now(UTC)
         senders = _Senders.load(session, batch, now)
         outcomes = each_in_savepoint(session, batch, lambda s, msg: self._one(s, msg, senders, now))
+        # The dedupe keys with their replies, for the updates that went through (one statement).
+        done = [{"key": m.dedupe_key, "openid": m.openid, "reply": senders.replies[m.dedupe_key], "created_at": now}
+                for m, o in zip(batch, outcomes, strict=True) if isinstance(o, Outcome) and not o.retry]
+        if done:
+            session.connection().execute(_STORE, done)
         seen = []
         for msg in batch:
             last = senders.last_seen.get(msg.openid)
@@ -221,7 +270,7 @@ class Dispatcher:
                 senders.last_seen[msg.openid] = now
                 seen.append({"o": msg.openid, "at": now})
         if seen:
-            session.execute(_TOUCH, seen)
+            session.connection().execute(_TOUCH, seen)
         return outcomes
 
     def _one(self, session: Session, msg: Incoming, senders: _Senders, now: datetime) -> Outcome:
@@ -229,12 +278,9 @@ class Dispatcher:
         if key in senders.stored:
             stored = senders.stored[key]
             return Outcome(from_json(stored) if stored else None, retry=True)
-        if key in senders.tried:  # a second attempt: another process stored this delivery first
-            stored = session.execute(_STORED_ONE, {"key": key}).scalar()
-            return Outcome(from_json(stored) if stored else None, retry=True)
-        senders.tried.add(key)
+        distributor, state = senders.of(session, msg.openid)
         ctx = Ctx(session=session, app=self._app, config=self.config, now=now, openid=msg.openid,
-                  distributor=senders.distributors.get(msg.openid), state=senders.states.get(msg.openid))
+                  distributor=distributor, state=state)
         result = self._router.route(msg, ctx)
         if ctx.distributor is not None:
             senders.distributors[msg.openid] = ctx.distributor
@@ -244,7 +290,5 @@ class Dispatcher:
             senders.states[msg.openid] = ctx.state
         self._metrics.child(self._metrics.updates, msg.event or msg.kind).inc()
         reply = result.first if isinstance(result, Later) else result
-        stored = to_json(reply) if reply is not None else None
-        session.execute(_STORE, {"key": key, "openid": msg.openid, "reply": stored, "created_at": now})
-        senders.stored[key] = stored
+        senders.replies[key] = to_json(reply) if reply is not None else None
         return Outcome(result)

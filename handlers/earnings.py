@@ -14,7 +14,7 @@ from typing import Any
 
 from aiohttp import web
 from cachetools import TTLCache
-from sqlalchemy import bindparam, null, select, union_all, update
+from sqlalchemy import bindparam, literal_column, null, or_, select, union_all, update
 from sqlalchemy.orm import Session
 
 from bot.api import ApiError, ok
@@ -57,15 +57,15 @@ def _since(now: datetime) -> datetime:
     return min(month_start(now), day_start(now) - timedelta(days=CHART_DAYS - 1))
 
 
-# One statement for the whole batch: each distributor's earnings entries since `since` (rows with
-# a created_at), then their balance row (created_at NULL). Entries come first so that the union
-# takes their column types (created_at read back as an aware datetime).
+# One statement: the distributor's earnings entries since `since` (rows with a created_at), then
+# the balance row (created_at NULL). Entries come first so that the union takes their column
+# types (created_at read back as an aware datetime).
 _SNAPSHOT = union_all(
-    select(ENTRIES.c.distributor_id, ENTRIES.c.created_at, ENTRIES.c.amount_fen, *(null() for _ in BUCKETS))
-    .where(ENTRIES.c.distributor_id.in_(bindparam("ids", expanding=True)),
-           ENTRIES.c.created_at >= bindparam("since"), ENTRIES.c.kind.in_(EARNING_KINDS)),
-    select(BALANCES.c.distributor_id, null(), null(), *(BALANCES.c[b] for b in BUCKETS))
-    .where(BALANCES.c.distributor_id.in_(bindparam("ids", expanding=True))))
+    select(ENTRIES.c.created_at, ENTRIES.c.amount_fen, *(null() for _ in BUCKETS))
+    .where(ENTRIES.c.distributor_id == bindparam("id"), ENTRIES.c.created_at >= bindparam("since"),
+           # constants in the SQL: an IN list of parameters would be expanded again on every call
+           or_(*(ENTRIES.c.kind == literal_column(f"'{kind.value}'") for kind in EARNING_KINDS))),
+    select(null(), null(), *(BALANCES.c[b] for b in BUCKETS)).where(BALANCES.c.distributor_id == bindparam("id")))
 
 
 def earnings_snapshot(session: Session, distributor_id: int,
@@ -73,7 +73,7 @@ def earnings_snapshot(session: Session, distributor_id: int,
     """The balances and the earnings entries since the month (or chart) start, in one query."""
     balances = dict(ZERO)
     rows: list[tuple[datetime, int]] = []
-    for _, at, fen, *buckets in session.execute(_SNAPSHOT, {"ids": [distributor_id], "since": _since(now)}):
+    for at, fen, *buckets in session.connection().execute(_SNAPSHOT, {"id": distributor_id, "since": _since(now)}):
         if at is not None:
             rows.append((at, fen))
         else:

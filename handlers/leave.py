@@ -59,7 +59,6 @@ def on_confirm(msg: Incoming, ctx: Ctx, me: Distributor) -> Text:
         return Text("请回复“确认退出”以退出分销计划，或回复“取消”放弃。")
     ctx.clear_state()
     me.status, me.exited_at = DistributorStatus.EXITED, ctx.now
-    ctx.session.flush()
     settled = settle(ctx.session, me.id, ctx.now)
     pending = balance(ctx.session, me.id)["pending_fen"]
     new_inviter = ctx.session.get(Distributor, me.inviter_id) if me.inviter_id else None

@@ -137,7 +137,6 @@ def on_name(msg: Incoming, ctx: Ctx) -> Text:
                      inviter_id=inviter.id if inviter else None, rank=ctx.config.ranks[0].key,
                      status=DistributorStatus.ACTIVE, registered_at=ctx.now)
     ctx.session.add(me)
-    ctx.session.flush()
     ctx.distributor = me
     ctx.clear_state()
     rank = ctx.config.ranks[0].name
