@@ -143,7 +143,7 @@ class Dispatcher:
         self.config, self.deadline = config, deadline
         self._app, self._router, self._writer, self._metrics = app, router, writer, metrics
         self._commit: GroupCommit[Incoming, Outcome] = GroupCommit(
-            writer, self._process, linger=0, on_batch=metrics.batch_size.observe)
+            writer, self._process, on_batch=metrics.batch_size.observe)
         self._inflight: dict[str, _Pending] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._deadlines: deque[tuple[float, asyncio.Future[Any]]] = deque()  # (give up at, waiter)
