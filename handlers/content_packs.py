@@ -14,10 +14,11 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
+from pydantic import BaseModel, Field
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot.api import ApiError, ApiRoutes, ok
+from bot.api import ApiError, ApiModel, ApiRoutes, ok
 from bot.chat import Router
 from bot.config import Config
 from bot.typedefs import CONFIG, SESSIONMAKER
@@ -31,11 +32,42 @@ api = ApiRoutes("content packs")
 pages = web.RouteTableDef()
 CHUNK = 256 * 1024
 
-_PACK_SCHEMA = {"type": "object", "properties": {
-    "id": {"type": "integer"}, "name": {"type": "string"}, "version": {"type": "string"},
-    "live": {"type": "boolean"}, "products": {"type": "integer"}, "scripts": {"type": "integer"},
-    "posters": {"type": "integer"}, "trainings": {"type": "integer"}, "sha256": {"type": "string"},
-    "size_bytes": {"type": "integer"}, "uploaded_at": {"type": "string", "format": "date-time"}}}
+
+
+class Pack(BaseModel):
+    id: int
+    name: str
+    version: str
+    live: bool
+    products: int
+    scripts: int
+    posters: int
+    trainings: int
+    sha256: str
+    size_bytes: int
+    uploaded_at: datetime
+
+
+class Packs(BaseModel):
+    packs: list[Pack]
+    total: int
+
+
+class PackItems(BaseModel):
+    products: list[str]
+    scripts: list[str]
+    posters: list[str]
+    trainings: list[str]
+
+
+class PackDetail(Pack):
+    items: PackItems
+
+
+class PackUpload(ApiModel):
+    """Documents the multipart body; upload_pack streams it (up to 50 MiB) instead of parsing it."""
+
+    pack: bytes = Field(description="the pack, a zip")
 
 
 def rank_keys(config: Config) -> list[str]:
@@ -74,9 +106,8 @@ async def _receive_zip(request: web.Request, dest: Path) -> None:
 
 
 @api.post("/content-packs", summary="Upload a content pack (multipart field 'pack': a zip, at most 50 MiB)",
-          body={"x-content-type": "multipart/form-data", "type": "object", "required": ["pack"],
-                "properties": {"pack": {"type": "string", "format": "binary"}}},
-          response={**_PACK_SCHEMA, "x-created": True}, errors=(400, 409, 413, 422))
+          body=PackUpload, content_type="multipart/form-data", response=Pack, status=201,
+          errors=(400, 409, 413, 422))
 async def upload_pack(request: web.Request) -> web.Response:
     fd, name = tempfile.mkstemp(prefix="distbot-pack-", suffix=".zip")
     os.close(fd)
@@ -97,8 +128,7 @@ async def upload_pack(request: web.Request) -> web.Response:
 
 
 @api.get("/content-packs", summary="Every stored pack version, newest first; `live` marks the live ones",
-         response={"type": "object", "properties": {"packs": {"type": "array", "items": _PACK_SCHEMA},
-                                                    "total": {"type": "integer"}}})
+         response=Packs)
 async def list_packs(request: web.Request) -> web.Response:
     async with request.config_dict[SESSIONMAKER]() as session:
         live = await live_pack_ids(session)
@@ -114,7 +144,7 @@ async def _one(session: AsyncSession, raw_id: str) -> ContentPack:
 
 
 @api.get("/content-packs/{id}", summary="One pack version with the keys of its products, scripts, posters "
-                                        "and trainings", response=_PACK_SCHEMA, errors=(404,))
+                                        "and trainings", response=PackDetail, errors=(404,))
 async def get_pack(request: web.Request) -> web.Response:
     async with request.config_dict[SESSIONMAKER]() as session:
         row = await _one(session, request.match_info["id"])
@@ -127,7 +157,7 @@ async def get_pack(request: web.Request) -> web.Response:
 
 @api.post("/content-packs/{id}/activate", summary="Make this version the live one of its pack name "
                                                   "(e.g. roll back to an older version)",
-          response=_PACK_SCHEMA, errors=(404,))
+          response=Pack, errors=(404,))
 async def activate_pack(request: web.Request) -> web.Response:
     async with request.config_dict[SESSIONMAKER]() as session, session.begin():
         row = await _one(session, request.match_info["id"])

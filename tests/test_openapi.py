@@ -1,0 +1,78 @@
+"""GET /api/openapi.json: generated from the route tables and their pydantic models, it describes
+every route the /api sub-application serves, with what each takes and every status it answers."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from bot import features
+from bot.app import create_app
+from bot.openapi import openapi_spec
+from tests.conftest import make_config
+
+
+def api_subapp(app: web.Application) -> web.Application:
+    return next(r.get_info()["app"] for r in app.router.resources() if r.get_info().get("prefix") == "/api")
+
+
+def resolve(spec: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
+    ref = schema.get("$ref")
+    if ref is None:
+        return schema
+    assert ref.startswith("#/components/schemas/"), ref
+    return resolve(spec, spec["components"]["schemas"][ref.rsplit("/", 1)[1]])
+
+
+async def test_the_document_describes_every_served_route(aiohttp_client: Any, tmp_path: Path) -> None:
+    client = await aiohttp_client(create_app(make_config(f"sqlite+aiosqlite:///{tmp_path}/distbot.db")))
+    resp = await client.get("/api/openapi.json", headers={"Authorization": "Bearer test-admin-token"})
+    assert resp.status == 200
+    spec = await resp.json()
+    assert spec["openapi"] == "3.1.0"
+    served = {(route.method, route.resource.canonical) for route in api_subapp(client.app).router.routes()
+              if route.method != "HEAD"}
+    assert ("POST", "/api/orders/events") in served
+    assert served == {(method.upper(), path) for path, ops in spec["paths"].items() for method in ops}
+    for path, ops in spec["paths"].items():
+        for method, op in ops.items():
+            where = (method, path)
+            assert op["summary"] and op["operationId"], where
+            params = {(p["in"], p["name"]) for p in op.get("parameters", ())}
+            assert {n for kind, n in params if kind == "path"} == set(re.findall(r"{(\w+)}", path)), where
+            statuses = set(op["responses"])
+            assert "401" in statuses and "405" not in statuses and not any(s.startswith("5") for s in statuses)
+            assert len([s for s in statuses if s.startswith("2")]) == 1, where
+            if any(kind == "query" for kind, _ in params) or "requestBody" in op:
+                assert "400" in statuses, where  # validation refuses
+            for status, answer in op["responses"].items():
+                schema = answer["content"]["application/json"]["schema"]
+                if not status.startswith("2"):
+                    assert resolve(spec, schema)["required"] == ["error", "message"], where
+            for content in op.get("requestBody", {"content": {}})["content"].values():
+                assert resolve(spec, content["schema"]), where
+
+
+def test_the_models_say_what_validation_checks() -> None:
+    spec = openapi_spec(features.api_tables())
+    event = resolve(spec, spec["paths"]["/api/orders/events"]["post"]["requestBody"]["content"]["application/json"]
+                    ["schema"])
+    kinds = {tuple(resolve(spec, s)["properties"]["type"].get("enum") or [resolve(spec, s)["properties"]["type"]
+                                                                          ["const"]]): resolve(spec, s)
+             for s in event["oneOf"]}
+    assert {k for kind in kinds for k in kind} == {"paid", "shipped", "completed", "refunded", "cancelled"}
+    paid, refunded = kinds[("paid",)], kinds[("refunded",)]
+    assert set(paid["required"]) == {"event_id", "order_no", "type", "amount_fen", "distributor_code"}
+    assert set(refunded["required"]) == {"event_id", "order_no", "type", "amount_fen"}
+    assert paid["properties"]["amount_fen"] == {"type": "integer", "exclusiveMinimum": 0, "maximum": 10**12,
+                                                "description": "the order amount", "title": "Amount Fen"}
+    assert paid["properties"]["event_id"]["minLength"] == 1 and paid["properties"]["event_id"]["pattern"] == r"\S"
+    page = next(p for p in spec["paths"]["/api/distributors"]["get"]["parameters"] if p["name"] == "page")
+    assert page["schema"]["type"] == "integer" and page["schema"]["minimum"] == 1 and not page["required"]
+    status = next(p for p in spec["paths"]["/api/withdrawals"]["get"]["parameters"] if p["name"] == "status")
+    assert resolve(spec, status["schema"])["enum"] == ["pending", "approved", "rejected"]
+    reject = spec["paths"]["/api/withdrawals/{id}/reject"]["post"]["requestBody"]["content"]["application/json"]
+    assert resolve(spec, reject["schema"])["properties"]["reason"]["minLength"] == 1
