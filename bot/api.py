@@ -1,8 +1,8 @@
 """The /api sub-application: bearer auth, JSON errors, and requests validated once.
 
-A route declares its query parameters and its JSON body as pydantic models. Its endpoint
-validates both before the handler runs and passes the parsed models on (`query=`, `body=`), so a
-handler never looks at raw input. The OpenAPI description (bot.openapi) is generated from the same
+A route declares its path parameters, query parameters and JSON body as pydantic models. Its
+endpoint validates them before the handler runs and passes the parsed models on (`params=`,
+`query=`, `body=`), so a handler never looks at raw input. The OpenAPI description (bot.openapi) is generated from the same
 models: what the document promises and what the server accepts are one thing.
 """
 
@@ -11,6 +11,7 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import re
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar
@@ -25,6 +26,7 @@ log = logging.getLogger(__name__)
 
 ApiHandler = Callable[..., Awaitable[web.StreamResponse]]
 JSON = "application/json"
+_PATH_PARAM = re.compile(r"{(\w+)}")
 
 
 class ApiError(Exception):
@@ -65,6 +67,12 @@ def text(max_length: int) -> Any:
     return Annotated[str, Field(min_length=1, max_length=max_length, pattern=r"\S"), AfterValidator(str.strip)]
 
 
+class IdParam(ApiModel):
+    """A path's {id}: a row id, which the database keeps in a 64-bit integer."""
+
+    id: int = Field(ge=1, le=2**63 - 1)
+
+
 def _is_malformed(error_type: str) -> bool:
     """A missing field or a wrong JSON type is malformed (400); anything else is a bad value (422)."""
     return error_type in ("missing", "union_tag_not_found") or error_type.endswith("_type")
@@ -81,9 +89,12 @@ def _problems(model: type[BaseModel], errors: list[Any]) -> list[dict[str, str]]
     return problems
 
 
-def refusal(model: type[ApiModel], part: str, error: ValidationError) -> ApiError:
+def refusal(model: type[ApiModel], part: str, error: ValidationError, named: str = "") -> ApiError:
     """The one place that turns a validation error into an answer."""
     errors = error.errors(include_url=False, include_input=False)
+    if part == "path":
+        # A path that cannot name a resource names none.
+        return ApiError(404, "not_found", f"No {model.noun} {named!r}.")
     if part == "query":
         # A query string is all text: there is no wrong JSON type, every problem is malformed.
         problems = _problems(model, errors)
@@ -98,6 +109,14 @@ def refusal(model: type[ApiModel], part: str, error: ValidationError) -> ApiErro
         return ApiError(400, f"malformed_{model.noun}", f"The {model.noun} is missing fields or has fields of the "
                         "wrong JSON type.", problems)
     return ApiError(422, f"invalid_{model.noun}", f"The {model.noun} has invalid values.", problems)
+
+
+def parse_path(model: type[ApiModel], request: web.Request) -> ApiModel:
+    """The path's {parameters} as `model`; text converts to numbers."""
+    try:
+        return model.model_validate(dict(request.match_info))
+    except ValidationError as e:
+        raise refusal(model, "path", e, "/".join(request.match_info.values())) from None
 
 
 def parse_query(model: type[ApiModel], request: web.Request) -> ApiModel:
@@ -125,12 +144,21 @@ class ApiRoute:
     path: str
     handler: ApiHandler
     summary: str
+    params: type[ApiModel] | None = None  # the {parameters} of the path; other paths get text
     query: type[ApiModel] | None = None
     body: type[ApiModel] | None = None
     response: type[BaseModel] | None = None
     status: int = 200
     errors: tuple[int, ...] = ()
     content_type: str = JSON  # other bodies (multipart uploads) are read by the handler itself
+
+    def __post_init__(self) -> None:
+        if self.params is not None:
+            assert set(self.params.model_fields) <= set(self.path_names), self.path
+
+    @property
+    def path_names(self) -> list[str]:
+        return _PATH_PARAM.findall(self.path)
 
     @property
     def parses_body(self) -> bool:
@@ -139,11 +167,14 @@ class ApiRoute:
     @property
     def statuses(self) -> tuple[int, ...]:
         """Every status this route answers: its own, 401, and the refusals of validation."""
-        implied = (400, 413, 422) if self.parses_body else (400,) if self.query is not None else ()
+        implied = {404} if self.params is not None else set()
+        implied |= {400, 413, 422} if self.parses_body else {400} if self.query is not None else set()
         return tuple(sorted({self.status, 401, *implied, *self.errors}))
 
     async def endpoint(self, request: web.Request) -> web.StreamResponse:
         models: dict[str, BaseModel] = {}
+        if self.params is not None:
+            models["params"] = parse_path(self.params, request)
         if self.query is not None:
             models["query"] = parse_query(self.query, request)
         if self.parses_body:
@@ -160,12 +191,13 @@ class ApiRoutes:
         self.tag = tag
         self.routes: list[ApiRoute] = []
 
-    def route(self, method: str, path: str, *, summary: str, query: type[ApiModel] | None = None,
-              body: type[ApiModel] | None = None, response: type[BaseModel] | None = None, status: int = 200,
-              errors: Iterable[int] = (), content_type: str = JSON) -> Callable[[ApiHandler], ApiHandler]:
+    def route(self, method: str, path: str, *, summary: str, params: type[ApiModel] | None = None,
+              query: type[ApiModel] | None = None, body: type[ApiModel] | None = None,
+              response: type[BaseModel] | None = None, status: int = 200, errors: Iterable[int] = (),
+              content_type: str = JSON) -> Callable[[ApiHandler], ApiHandler]:
         def register(fn: ApiHandler) -> ApiHandler:
-            self.routes.append(ApiRoute(method, path, fn, summary, query, body, response, status, tuple(errors),
-                                        content_type))
+            self.routes.append(ApiRoute(method, path, fn, summary, params, query, body, response, status,
+                                        tuple(errors), content_type))
             return fn
         return register
 
@@ -202,17 +234,20 @@ async def _auth_and_errors(request: web.Request, handler: ApiHandler) -> web.Str
         return error_response(500, "internal", "An internal error occurred; nothing was changed.")
 
 
+OPENAPI = web.AppKey("openapi", dict[str, Any])
+
+
 def create_api_app(tables: Iterable[ApiRoutes]) -> web.Application:
-    tables = list(tables)
+    """The /api sub-application serving `tables`, and its description at /api/openapi.json."""
     docs = ApiRoutes("meta")
 
     @docs.get("/openapi.json", summary="This OpenAPI 3.1 description of every /api route")
     async def openapi(request: web.Request) -> web.Response:
-        return ok(spec)
+        return ok(request.app[OPENAPI])
 
-    tables.append(docs)
-    spec = openapi_spec(tables)
+    tables = [*tables, docs]
     api = web.Application(middlewares=[_auth_and_errors])
+    api[OPENAPI] = openapi_spec(tables)
     for table in tables:
         for r in table.routes:
             api.router.add_route(r.method, r.path, r.endpoint)

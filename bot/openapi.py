@@ -7,7 +7,6 @@ pydantic's JSON Schema (draft 2020-12) as it is.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -18,7 +17,6 @@ if TYPE_CHECKING:
     from bot.api import ApiRoute, ApiRoutes
 
 REF = "#/components/schemas/{model}"
-_PATH_PARAM = re.compile(r"{(\w+)}")
 _DESCRIPTIONS = {200: "OK", 201: "Created", 202: "Accepted", 400: "Malformed request",
                  401: "Missing or wrong admin token", 404: "Not found", 409: "Conflict", 413: "Too large",
                  422: "Invalid"}
@@ -32,10 +30,11 @@ class ErrorAnswer(BaseModel):
     details: Any = None
 
 
-def _query_parameters(route: ApiRoute) -> list[dict[str, Any]]:
-    if route.query is None:
+def _parameters(model: type[BaseModel] | None, where: str) -> list[dict[str, Any]]:
+    """The fields of a path or query model as parameters."""
+    if model is None:
         return []
-    schema = route.query.model_json_schema(ref_template=REF)
+    schema = model.model_json_schema(ref_template=REF)
     required = set(schema.get("required", ()))
     params = []
     for name, prop in schema["properties"].items():
@@ -46,7 +45,7 @@ def _query_parameters(route: ApiRoute) -> list[dict[str, Any]]:
             prop.update(any_of[0] if len(any_of) == 1 else {"anyOf": any_of})
         if prop.get("default", 0) is None:
             del prop["default"]
-        param = {"name": name, "in": "query", "required": name in required, "schema": prop}
+        param = {"name": name, "in": where, "required": name in required, "schema": prop}
         if "description" in prop:
             param["description"] = prop["description"]
         params.append(param)
@@ -55,8 +54,9 @@ def _query_parameters(route: ApiRoute) -> list[dict[str, Any]]:
 
 def _operation(tag: str, route: ApiRoute, refs: dict[type[BaseModel], dict[str, Any]]) -> dict[str, Any]:
     op: dict[str, Any] = {"summary": route.summary, "tags": [tag], "operationId": route.handler.__name__}
-    params = [{"name": n, "in": "path", "required": True, "schema": {"type": "string"}}
-              for n in _PATH_PARAM.findall(route.path)] + _query_parameters(route)
+    typed = {p["name"]: p for p in _parameters(route.params, "path")}
+    params = [typed.get(n, {"name": n, "in": "path", "required": True, "schema": {"type": "string"}})
+              for n in route.path_names] + _parameters(route.query, "query")
     if params:
         op["parameters"] = params
     if route.body is not None:

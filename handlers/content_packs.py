@@ -10,15 +10,16 @@ import os
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import aiohttp
 from aiohttp import web
+from aiohttp.http import HttpProcessingError
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot.api import ApiError, ApiModel, ApiRoutes, ok
+from bot.api import ApiError, ApiModel, ApiRoutes, IdParam, ok
 from bot.chat import Router
 from bot.config import Config
 from bot.typedefs import CONFIG, SESSIONMAKER
@@ -100,7 +101,7 @@ async def _receive_zip(request: web.Request, dest: Path) -> None:
             if size == 0:
                 raise ApiError(400, "empty_pack", "The field 'pack' is empty.")
             return
-    except (ValueError, AssertionError, aiohttp.ClientPayloadError) as e:
+    except (ValueError, AssertionError, aiohttp.ClientPayloadError, HttpProcessingError) as e:  # e.g. bad part headers
         raise ApiError(400, "malformed_multipart", f"The multipart body cannot be read: {e}") from None
     raise ApiError(400, "no_pack", "The multipart body has no field named 'pack'.")
 
@@ -136,18 +137,22 @@ async def list_packs(request: web.Request) -> web.Response:
     return ok({"packs": [pack_json(r, r.id in live) for r in rows], "total": len(rows)})
 
 
-async def _one(session: AsyncSession, raw_id: str) -> ContentPack:
-    row = await session.get(ContentPack, int(raw_id)) if raw_id.isdigit() and len(raw_id) < 18 else None
+class PackId(IdParam):
+    noun: ClassVar[str] = "content pack"
+
+
+async def _one(session: AsyncSession, pack_id: int) -> ContentPack:
+    row = await session.get(ContentPack, pack_id)
     if row is None:
-        raise ApiError(404, "not_found", f"No content pack has the id {raw_id!r}.")
+        raise ApiError(404, "not_found", f"No content pack has the id {pack_id}.")
     return row
 
 
 @api.get("/content-packs/{id}", summary="One pack version with the keys of its products, scripts, posters "
-                                        "and trainings", response=PackDetail, errors=(404,))
-async def get_pack(request: web.Request) -> web.Response:
+                                        "and trainings", params=PackId, response=PackDetail, errors=(404,))
+async def get_pack(request: web.Request, params: PackId) -> web.Response:
     async with request.config_dict[SESSIONMAKER]() as session:
-        row = await _one(session, request.match_info["id"])
+        row = await _one(session, params.id)
         live = row.id in await live_pack_ids(session)
     c = row.content
     return ok({**pack_json(row, live), "items": {
@@ -157,10 +162,10 @@ async def get_pack(request: web.Request) -> web.Response:
 
 @api.post("/content-packs/{id}/activate", summary="Make this version the live one of its pack name "
                                                   "(e.g. roll back to an older version)",
-          response=Pack, errors=(404,))
-async def activate_pack(request: web.Request) -> web.Response:
+          params=PackId, response=Pack, errors=(404,))
+async def activate_pack(request: web.Request, params: PackId) -> web.Response:
     async with request.config_dict[SESSIONMAKER]() as session, session.begin():
-        row = await _one(session, request.match_info["id"])
+        row = await _one(session, params.id)
         await activate(session, row.id, datetime.now(UTC))
     log.info("content pack activated", extra={"pack": row.name, "version": row.version, "id": row.id})
     return ok(pack_json(row, True))

@@ -15,7 +15,7 @@ from aiohttp import web
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
-from bot.api import ApiError, ApiModel, ApiRoutes, ok, text
+from bot.api import ApiError, ApiModel, ApiRoutes, IdParam, ok, text
 from bot.chat import Ctx, Incoming, Router
 from bot.replies import Text
 from bot.typedefs import OUTBOX, SESSIONMAKER
@@ -103,15 +103,11 @@ async def list_withdrawals(request: web.Request, query: WithdrawalQuery) -> web.
     return ok({"withdrawals": [_withdrawal_json(r) for r in rows]})
 
 
-def _withdrawal_id(request: web.Request) -> int:
-    raw = request.match_info["id"]
-    if not raw.isdigit() or len(raw) > 18:
-        raise ApiError(404, "not_found", f"No withdrawal {raw!r}.")
-    return int(raw)
+class WithdrawalId(IdParam):
+    noun: ClassVar[str] = "withdrawal"
 
 
-async def _decide(request: web.Request, approve: bool, reason: str | None = None) -> web.Response:
-    wid = _withdrawal_id(request)
+async def _decide(request: web.Request, wid: int, approve: bool, reason: str | None = None) -> web.Response:
     now = datetime.now(UTC)
     async with request.config_dict[SESSIONMAKER]() as session, session.begin():
         try:
@@ -133,13 +129,13 @@ async def _decide(request: web.Request, approve: bool, reason: str | None = None
 
 
 @api.post("/withdrawals/{id}/approve", summary="Approve a pending withdrawal (it is paid out); 409 if decided",
-          response=Withdrawal, errors=(404, 409))
-async def approve_withdrawal(request: web.Request) -> web.Response:
-    return await _decide(request, approve=True)
+          params=WithdrawalId, response=Withdrawal, errors=(404, 409))
+async def approve_withdrawal(request: web.Request, params: WithdrawalId) -> web.Response:
+    return await _decide(request, params.id, approve=True)
 
 
 @api.post("/withdrawals/{id}/reject",
           summary="Reject a pending withdrawal with a reason; the money returns to available; 409 if decided",
-          body=Rejection, response=Withdrawal, errors=(404, 409))
-async def reject_withdrawal(request: web.Request, body: Rejection) -> web.Response:
-    return await _decide(request, approve=False, reason=body.reason)
+          params=WithdrawalId, body=Rejection, response=Withdrawal, errors=(404, 409))
+async def reject_withdrawal(request: web.Request, params: WithdrawalId, body: Rejection) -> web.Response:
+    return await _decide(request, params.id, approve=False, reason=body.reason)

@@ -76,3 +76,23 @@ def test_the_models_say_what_validation_checks() -> None:
     assert resolve(spec, status["schema"])["enum"] == ["pending", "approved", "rejected"]
     reject = spec["paths"]["/api/withdrawals/{id}/reject"]["post"]["requestBody"]["content"]["application/json"]
     assert resolve(spec, reject["schema"])["properties"]["reason"]["minLength"] == 1
+
+
+async def test_what_the_fuzzer_found_stays_fixed(aiohttp_client: Any, tmp_path: Path) -> None:
+    client = await aiohttp_client(create_app(make_config(f"sqlite+aiosqlite:///{tmp_path}/distbot.db")))
+    auth = {"Authorization": "Bearer test-admin-token"}
+    # A 405 says what is allowed.
+    resp = await client.delete("/api/distributors/K7QF2M", headers=auth)
+    assert resp.status == 405 and "GET" in resp.headers["Allow"]
+    assert (await resp.json())["error"] == "method_not_allowed"
+    # An id that is not a number names nothing, even when str.isdigit says it is one.
+    for wid in ("²", "١", "0", "9" * 20, "1.5"):
+        resp = await client.post(f"/api/withdrawals/{wid}/approve", headers=auth)
+        assert resp.status == 404, wid
+        assert (await resp.json())["error"] == "not_found"
+    # A multipart part header with a control character is a malformed body, not a server error.
+    body = (b'--b\r\nContent-Disposition: form-data; name="\x13"\r\n\r\nx\r\n'
+            b'--b\r\nContent-Disposition: form-data; name="pack"; filename="p.zip"\r\n\r\nPK\r\n--b--\r\n')
+    resp = await client.post("/api/content-packs", data=body,
+                             headers={**auth, "Content-Type": "multipart/form-data; boundary=b"})
+    assert resp.status == 400 and (await resp.json())["error"] == "malformed_multipart"
