@@ -90,7 +90,7 @@ def _problems(model: type[BaseModel], errors: list[Any]) -> list[dict[str, str]]
 
 
 def refusal(model: type[ApiModel], part: str, error: ValidationError, named: str = "") -> ApiError:
-    """The one place that turns a validation error into an answer."""
+    """The one place that turns a validation error into an answer; `named` is what a path named."""
     errors = error.errors(include_url=False, include_input=False)
     if part == "path":
         # A path that cannot name a resource names none.
@@ -111,20 +111,12 @@ def refusal(model: type[ApiModel], part: str, error: ValidationError, named: str
     return ApiError(422, f"invalid_{model.noun}", f"The {model.noun} has invalid values.", problems)
 
 
-def parse_path(model: type[ApiModel], request: web.Request) -> ApiModel:
-    """The path's {parameters} as `model`; text converts to numbers."""
+def parse_text(model: type[ApiModel], part: str, values: Mapping[str, str]) -> ApiModel:
+    """Path or query parameters as `model`: text, which converts to numbers where the model says so."""
     try:
-        return model.model_validate(dict(request.match_info))
+        return model.model_validate(dict(values))
     except ValidationError as e:
-        raise refusal(model, "path", e, "/".join(request.match_info.values())) from None
-
-
-def parse_query(model: type[ApiModel], request: web.Request) -> ApiModel:
-    """The query string (the first value of each name) as `model`; text converts to numbers."""
-    try:
-        return model.model_validate({name: request.query.getone(name) for name in request.query})
-    except ValidationError as e:
-        raise refusal(model, "query", e) from None
+        raise refusal(model, part, e, "/".join(values.values())) from None
 
 
 async def parse_body(model: type[ApiModel], request: web.Request) -> ApiModel:
@@ -174,9 +166,10 @@ class ApiRoute:
     async def endpoint(self, request: web.Request) -> web.StreamResponse:
         models: dict[str, BaseModel] = {}
         if self.params is not None:
-            models["params"] = parse_path(self.params, request)
+            models["params"] = parse_text(self.params, "path", request.match_info)
         if self.query is not None:
-            models["query"] = parse_query(self.query, request)
+            # The first value of each name, as aiohttp's query.get() would give.
+            models["query"] = parse_text(self.query, "query", {n: request.query.getone(n) for n in request.query})
         if self.parses_body:
             assert self.body is not None
             models["body"] = await parse_body(self.body, request)

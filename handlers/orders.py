@@ -46,9 +46,8 @@ STATUS_NAMES = {rules.PAID: "待发货", rules.SHIPPED: "已发货", rules.COMPL
 
 # ---- the shape of an event -------------------------------------------------------------------
 class _Event(ApiModel):
-    """What every order event carries. A missing field or a wrong JSON type → 400, a bad value → 422."""
+    """What every order event carries."""
 
-    noun: ClassVar[str] = "event"
     event_id: text(128) = Field(description="idempotency key")
     order_no: text(64)
     sku: text(64) | None = None

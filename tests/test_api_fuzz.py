@@ -39,7 +39,7 @@ class LiveServer:
 
     async def _start(self) -> str:
         self.server = TestServer(create_app(make_config(self.db_url)))
-        await self.server.start_server()
+        await self.server.start_server(access_log=None)  # from this thread, a line could reach a closed capture
         return str(self.server.make_url("")).rstrip("/")
 
     def __enter__(self) -> str:

@@ -1,5 +1,6 @@
 """GET /api/openapi.json: generated from the route tables and their pydantic models, it describes
-every route the /api sub-application serves, with what each takes and every status it answers."""
+every route the /api sub-application serves, with what each takes and every status it answers;
+and the refusals of the shared /api machinery that schemathesis once found wanting."""
 
 from __future__ import annotations
 
