@@ -64,23 +64,23 @@ def live_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 # The document the /api sub-application serves (test_the_served_document_is_the_one_fuzzed checks).
 DOCUMENT = create_api_app(features.api_tables())[OPENAPI]
 schema = schemathesis.openapi.from_dict(DOCUMENT, config=SchemathesisConfig.from_dict({
-        "headers": AUTH,
-        "generation": {"max-examples": 15},
-        "phases": {"stateful": {"enabled": False}},
-        "checks": {
-            # A schema-valid request may still meet a state the schema cannot describe: no such
-            # distributor (404), an order already paid (409), an impossible transition (422).
-            # Those are documented statuses; a 400 never is.
-            "positive_data_acceptance": {"expected-statuses": ["2xx", "404", "409", "422"]},
-        },
-        "operations": [
-            # What a schema cannot say: the contents of an uploaded zip.
-            {"include-method": "POST", "include-path": "/api/content-packs",
-             "checks": {"positive_data_acceptance": {"enabled": False}}},
-            # /api/orders/events is also /api/orders/{order_no} for an order numbered "events", so
-            # OPTIONS rightly allows GET there; the check reads one path template only.
-            {"include-path": "/api/orders/events", "checks": {"allow_header_conformance": {"enabled": False}}},
-        ],
+    "headers": AUTH,
+    "generation": {"max-examples": 15},
+    "phases": {"stateful": {"enabled": False}},
+    "checks": {
+        # A schema-valid request may still meet a state the schema cannot describe: no such
+        # distributor (404), an order already paid (409), an impossible transition (422).
+        # Those are documented statuses; a 400 never is.
+        "positive_data_acceptance": {"expected-statuses": ["2xx", "404", "409", "422"]},
+    },
+    "operations": [
+        # What a schema cannot say: the contents of an uploaded zip.
+        {"include-method": "POST", "include-path": "/api/content-packs",
+         "checks": {"positive_data_acceptance": {"enabled": False}}},
+        # /api/orders/events is also /api/orders/{order_no} for an order numbered "events", so
+        # OPTIONS rightly allows GET there; the check reads one path template only.
+        {"include-path": "/api/orders/events", "checks": {"allow_header_conformance": {"enabled": False}}},
+    ],
 }))
 
 
