@@ -1,5 +1,10 @@
-"""The /api sub-application: bearer auth, JSON errors, and an OpenAPI description built from the
-same declarations that register the routes, so the two cannot drift apart."""
+"""The /api sub-application: bearer auth, JSON errors, and requests validated once.
+
+A route declares its path parameters, query parameters and JSON body as pydantic models. Its
+endpoint validates them before the handler runs and passes the parsed models on (`params=`,
+`query=`, `body=`), so a handler never looks at raw input. The OpenAPI description (bot.openapi) is generated from the same
+models: what the document promises and what the server accepts are one thing.
+"""
 
 from __future__ import annotations
 
@@ -7,17 +12,20 @@ import hmac
 import json
 import logging
 import re
-from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Annotated, Any, ClassVar
 
 from aiohttp import web
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, RootModel, ValidationError
 
+from bot.openapi import openapi_spec
 from bot.typedefs import CONFIG
 
 log = logging.getLogger(__name__)
 
-ApiHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+ApiHandler = Callable[..., Awaitable[web.StreamResponse]]
+JSON = "application/json"
 _PATH_PARAM = re.compile(r"{(\w+)}")
 
 
@@ -29,9 +37,10 @@ class ApiError(Exception):
         self.status, self.code, self.message, self.details = status, code, message, details
 
 
-def error_response(status: int, code: str, message: str, details: Any = None) -> web.Response:
+def error_response(status: int, code: str, message: str, details: Any = None,
+                   headers: Mapping[str, str] | None = None) -> web.Response:
     return web.json_response({"error": code, "message": message, "details": details}, status=status,
-                             dumps=_dumps)
+                             dumps=_dumps, headers=headers)
 
 
 def _dumps(obj: Any) -> str:
@@ -42,40 +51,146 @@ def ok(data: Any, status: int = 200) -> web.Response:
     return web.json_response(data, status=status, dumps=_dumps)
 
 
-async def json_body(request: web.Request) -> dict[str, Any]:
+# ---- request models ------------------------------------------------------------------------------
+class ApiModel(BaseModel):
+    """Base of the /api request models. A body's `noun` names it in its error codes
+    (malformed_<noun>, invalid_<noun>). Patterns run on Python's re, the dialect of the tools that
+    generate requests from the published schema, so that both read `\\S` alike."""
+
+    model_config = ConfigDict(regex_engine="python-re")
+    noun: ClassVar[str] = "body"
+
+
+def text(max_length: int) -> Any:
+    """A string holding more than whitespace and at most `max_length` characters as sent; the
+    handler gets it stripped. The schema says all of it (minLength, maxLength, pattern)."""
+    return Annotated[str, Field(min_length=1, max_length=max_length, pattern=r"\S"), AfterValidator(str.strip)]
+
+
+class IdParam(ApiModel):
+    """A path's {id}: a row id, which the database keeps in a 64-bit integer."""
+
+    id: int = Field(ge=1, le=2**63 - 1)
+
+
+def _is_malformed(error_type: str) -> bool:
+    """A missing field or a wrong JSON type is malformed (400); anything else is a bad value (422)."""
+    return error_type in ("missing", "union_tag_not_found") or error_type.endswith("_type")
+
+
+def _problems(model: type[BaseModel], errors: list[Any]) -> list[dict[str, str]]:
+    problems = []
+    for e in errors:
+        loc = e["loc"]
+        if issubclass(model, RootModel) and len(loc) > 1:
+            loc = loc[1:]  # a RootModel body here is a tagged union: its errors start with the tag
+        field = ".".join(map(str, loc)) or str(e.get("ctx", {}).get("discriminator", "")).strip("'")
+        problems.append({"field": field, "problem": e["msg"]})
+    return problems
+
+
+def refusal(model: type[ApiModel], part: str, error: ValidationError, named: str = "") -> ApiError:
+    """The one place that turns a validation error into an answer; `named` is what a path named."""
+    errors = error.errors(include_url=False, include_input=False)
+    if part == "path":
+        # A path that cannot name a resource names none.
+        return ApiError(404, "not_found", f"No {model.noun} {named!r}.")
+    if part == "query":
+        # A query string is all text: there is no wrong JSON type, every problem is malformed.
+        problems = _problems(model, errors)
+        return ApiError(400, "bad_query", "Bad query parameters: " + "; ".join(
+            f"{p['field']}: {p['problem']}" for p in problems), problems)
+    if any(e["type"] == "json_invalid" for e in errors):
+        return ApiError(400, "malformed_json", "The request body is not valid JSON.")
+    if any(not e["loc"] and e["type"].endswith("_type") for e in errors):
+        return ApiError(400, "malformed_json", "The request body must be a JSON object.")
+    problems = _problems(model, errors)
+    if any(_is_malformed(e["type"]) for e in errors):
+        return ApiError(400, f"malformed_{model.noun}", f"The {model.noun} is missing fields or has fields of the "
+                        "wrong JSON type.", problems)
+    return ApiError(422, f"invalid_{model.noun}", f"The {model.noun} has invalid values.", problems)
+
+
+def parse_text(model: type[ApiModel], part: str, values: Mapping[str, str]) -> ApiModel:
+    """Path or query parameters as `model`: text, which converts to numbers where the model says so."""
     try:
-        data = await request.json()
-    except (ValueError, UnicodeDecodeError):
-        raise ApiError(400, "malformed_json", "The request body is not valid JSON.") from None
-    if not isinstance(data, dict):
-        raise ApiError(400, "malformed_json", "The request body must be a JSON object.")
-    return data
+        return model.model_validate(dict(values))
+    except ValidationError as e:
+        raise refusal(model, part, e, "/".join(values.values())) from None
 
 
-@dataclass
-class Route:
+async def parse_body(model: type[ApiModel], request: web.Request) -> ApiModel:
+    """The JSON body as `model`, strictly: `"12900"`, `129.0` and `true` are not integers."""
+    try:
+        return model.model_validate_json(await request.read(), strict=True)
+    except ValidationError as e:
+        raise refusal(model, "body", e) from None
+
+
+# ---- routes --------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ApiRoute:
+    """One /api route: what it takes, what it answers, and the handler that does the work."""
+
     method: str
     path: str
     handler: ApiHandler
     summary: str
-    query: dict[str, str] = field(default_factory=dict)
-    body: dict[str, Any] | None = None
-    response: dict[str, Any] | None = None
+    params: type[ApiModel] | None = None  # the {parameters} of the path; other paths get text
+    query: type[ApiModel] | None = None
+    body: type[ApiModel] | None = None
+    response: type[BaseModel] | None = None
+    status: int = 200
     errors: tuple[int, ...] = ()
+    content_type: str = JSON  # other bodies (multipart uploads) are read by the handler itself
+
+    def __post_init__(self) -> None:
+        if self.params is not None:
+            assert set(self.params.model_fields) <= set(self.path_names), self.path
+
+    @property
+    def path_names(self) -> list[str]:
+        return _PATH_PARAM.findall(self.path)
+
+    @property
+    def parses_body(self) -> bool:
+        return self.body is not None and self.content_type == JSON
+
+    @property
+    def statuses(self) -> tuple[int, ...]:
+        """Every status this route answers: its own, 401, and the refusals of validation."""
+        implied = {404} if self.params is not None else set()
+        implied |= {400, 413, 422} if self.parses_body else {400} if self.query is not None else set()
+        return tuple(sorted({self.status, 401, *implied, *self.errors}))
+
+    async def endpoint(self, request: web.Request) -> web.StreamResponse:
+        models: dict[str, BaseModel] = {}
+        if self.params is not None:
+            models["params"] = parse_text(self.params, "path", request.match_info)
+        if self.query is not None:
+            # The first value of each name, as aiohttp's query.get() would give.
+            models["query"] = parse_text(self.query, "query", {n: request.query.getone(n) for n in request.query})
+        if self.parses_body:
+            assert self.body is not None
+            models["body"] = await parse_body(self.body, request)
+        return await self.handler(request, **models)
 
 
 class ApiRoutes:
-    """A feature module's /api routes with their documentation."""
+    """A feature's /api routes: `api = ApiRoutes("orders")`, then
+    `@api.post(path, summary=..., body=Model, response=Model, errors=(...))` on each handler."""
 
     def __init__(self, tag: str):
         self.tag = tag
-        self.routes: list[Route] = []
+        self.routes: list[ApiRoute] = []
 
-    def route(self, method: str, path: str, *, summary: str, query: dict[str, str] | None = None,
-              body: dict[str, Any] | None = None, response: dict[str, Any] | None = None,
-              errors: Iterable[int] = ()) -> Callable[[ApiHandler], ApiHandler]:
+    def route(self, method: str, path: str, *, summary: str, params: type[ApiModel] | None = None,
+              query: type[ApiModel] | None = None, body: type[ApiModel] | None = None,
+              response: type[BaseModel] | None = None, status: int = 200, errors: Iterable[int] = (),
+              content_type: str = JSON) -> Callable[[ApiHandler], ApiHandler]:
         def register(fn: ApiHandler) -> ApiHandler:
-            self.routes.append(Route(method, path, fn, summary, query or {}, body, response, tuple(errors)))
+            self.routes.append(ApiRoute(method, path, fn, summary, params, query, body, response, status,
+                                        tuple(errors), content_type))
             return fn
         return register
 
@@ -86,6 +201,7 @@ class ApiRoutes:
         return self.route("POST", path, **doc)
 
 
+# ---- the sub-application -------------------------------------------------------------------------
 @web.middleware
 async def _auth_and_errors(request: web.Request, handler: ApiHandler) -> web.StreamResponse:
     expected = request.config_dict[CONFIG].admin.token
@@ -103,65 +219,29 @@ async def _auth_and_errors(request: web.Request, handler: ApiHandler) -> web.Str
         if e.status == 404:
             return error_response(404, "not_found", f"No API route {request.method} {request.path}.")
         if e.status == 405:
-            return error_response(405, "method_not_allowed", f"{request.method} is not allowed on {request.path}.")
+            return error_response(405, "method_not_allowed", f"{request.method} is not allowed on {request.path}.",
+                                  headers={"Allow": e.headers.get("Allow", "")})
         raise
     except Exception:
         log.exception("API error", extra={"path": request.path})
         return error_response(500, "internal", "An internal error occurred; nothing was changed.")
 
 
-_ERROR_TEXT = {400: "Malformed request", 401: "Missing or wrong admin token", 404: "Not found",
-               409: "Conflict", 413: "Too large", 422: "Invalid"}
-_ERROR_SCHEMA = {"type": "object", "required": ["error", "message"], "properties": {
-    "error": {"type": "string"}, "message": {"type": "string"}, "details": {}}}
-
-
-def openapi_spec(tables: Iterable[ApiRoutes]) -> dict[str, Any]:
-    paths: dict[str, Any] = {}
-    for table in tables:
-        for r in table.routes:
-            op: dict[str, Any] = {"summary": r.summary, "tags": [table.tag],
-                                  "operationId": r.handler.__name__}
-            params = [{"name": n, "in": "path", "required": True, "schema": {"type": "string"}}
-                      for n in _PATH_PARAM.findall(r.path)]
-            params += [{"name": n, "in": "query", "required": False, "description": d, "schema": {"type": "string"}}
-                       for n, d in r.query.items()]
-            if params:
-                op["parameters"] = params
-            if r.body is not None:
-                body = dict(r.body)
-                content_type = body.pop("x-content-type", None) or "application/json"
-                op["requestBody"] = {"required": True, "content": {content_type: {"schema": body}}}
-            ok_status = "201" if r.method == "POST" and r.response and r.response.get("x-created") else "200"
-            schema = {k: v for k, v in (r.response or {"type": "object"}).items() if k != "x-created"}
-            responses: dict[str, Any] = {ok_status: {"description": "OK",
-                                                     "content": {"application/json": {"schema": schema}}}}
-            for status in (401, *r.errors):
-                responses[str(status)] = {"description": _ERROR_TEXT.get(status, "Error"),
-                                          "content": {"application/json": {"schema": _ERROR_SCHEMA}}}
-            op["responses"] = responses
-            paths.setdefault("/api" + r.path, {})[r.method.lower()] = op
-    return {
-        "openapi": "3.0.3",
-        "info": {"title": "distbot admin and shop API", "version": "1"},
-        "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
-        "security": [{"bearer": []}],
-        "paths": paths,
-    }
+OPENAPI = web.AppKey("openapi", dict[str, Any])
 
 
 def create_api_app(tables: Iterable[ApiRoutes]) -> web.Application:
-    tables = list(tables)
+    """The /api sub-application serving `tables`, and its description at /api/openapi.json."""
     docs = ApiRoutes("meta")
 
-    @docs.get("/openapi.json", summary="This OpenAPI 3 description of every /api route")
+    @docs.get("/openapi.json", summary="This OpenAPI 3.1 description of every /api route")
     async def openapi(request: web.Request) -> web.Response:
-        return ok(spec)
+        return ok(request.app[OPENAPI])
 
-    tables.append(docs)
-    spec = openapi_spec(tables)
+    tables = [*tables, docs]
     api = web.Application(middlewares=[_auth_and_errors])
+    api[OPENAPI] = openapi_spec(tables)
     for table in tables:
         for r in table.routes:
-            api.router.add_route(r.method, r.path, r.handler)
+            api.router.add_route(r.method, r.path, r.endpoint)
     return api

@@ -10,14 +10,16 @@ import os
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import aiohttp
 from aiohttp import web
+from aiohttp.http import HttpProcessingError
+from pydantic import BaseModel, Field
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.api import ApiError, ok
+from bot.api import ApiError, ApiModel, IdParam, ok
 from bot.feature import Feature
 from bot.typedefs import CONFIG, SESSIONMAKER, WRITER
 from content.packs import MAX_UPLOAD_BYTES, PackInvalid
@@ -31,11 +33,42 @@ feature = Feature("content packs")  # no chat commands: packs are an admin matte
 api = feature.api
 CHUNK = 256 * 1024
 
-_PACK_SCHEMA = {"type": "object", "properties": {
-    "id": {"type": "integer"}, "name": {"type": "string"}, "version": {"type": "string"},
-    "live": {"type": "boolean"}, "products": {"type": "integer"}, "scripts": {"type": "integer"},
-    "posters": {"type": "integer"}, "trainings": {"type": "integer"}, "sha256": {"type": "string"},
-    "size_bytes": {"type": "integer"}, "uploaded_at": {"type": "string", "format": "date-time"}}}
+
+
+class Pack(BaseModel):
+    id: int
+    name: str
+    version: str
+    live: bool
+    products: int
+    scripts: int
+    posters: int
+    trainings: int
+    sha256: str
+    size_bytes: int
+    uploaded_at: datetime
+
+
+class Packs(BaseModel):
+    packs: list[Pack]
+    total: int
+
+
+class PackItems(BaseModel):
+    products: list[str]
+    scripts: list[str]
+    posters: list[str]
+    trainings: list[str]
+
+
+class PackDetail(Pack):
+    items: PackItems
+
+
+class PackUpload(ApiModel):
+    """Documents the multipart body; upload_pack streams it (up to 50 MiB) instead of parsing it."""
+
+    pack: bytes = Field(description="the pack, a zip")
 
 
 def rank_keys(config: Config) -> list[str]:
@@ -68,15 +101,14 @@ async def _receive_zip(request: web.Request, dest: Path) -> None:
             if size == 0:
                 raise ApiError(400, "empty_pack", "The field 'pack' is empty.")
             return
-    except (ValueError, AssertionError, aiohttp.ClientPayloadError) as e:
+    except (ValueError, AssertionError, aiohttp.ClientPayloadError, HttpProcessingError) as e:  # e.g. bad part headers
         raise ApiError(400, "malformed_multipart", f"The multipart body cannot be read: {e}") from None
     raise ApiError(400, "no_pack", "The multipart body has no field named 'pack'.")
 
 
 @api.post("/content-packs", summary="Upload a content pack (multipart field 'pack': a zip, at most 50 MiB)",
-          body={"x-content-type": "multipart/form-data", "type": "object", "required": ["pack"],
-                "properties": {"pack": {"type": "string", "format": "binary"}}},
-          response={**_PACK_SCHEMA, "x-created": True}, errors=(400, 409, 413, 422))
+          body=PackUpload, content_type="multipart/form-data", response=Pack, status=201,
+          errors=(400, 409, 413, 422))
 async def upload_pack(request: web.Request) -> web.Response:
     fd, name = tempfile.mkstemp(prefix="distbot-pack-", suffix=".zip")
     os.close(fd)
@@ -97,8 +129,7 @@ async def upload_pack(request: web.Request) -> web.Response:
 
 
 @api.get("/content-packs", summary="Every stored pack version, newest first; `live` marks the live ones",
-         response={"type": "object", "properties": {"packs": {"type": "array", "items": _PACK_SCHEMA},
-                                                    "total": {"type": "integer"}}})
+         response=Packs)
 async def list_packs(request: web.Request) -> web.Response:
     async with request.config_dict[SESSIONMAKER]() as session:
         live = await session.run_sync(live_pack_ids)
@@ -106,18 +137,22 @@ async def list_packs(request: web.Request) -> web.Response:
     return ok({"packs": [pack_json(r, r.id in live) for r in rows], "total": len(rows)})
 
 
-async def _one(session: AsyncSession, raw_id: str) -> ContentPack:
-    row = await session.get(ContentPack, int(raw_id)) if raw_id.isdigit() and len(raw_id) < 18 else None
+class PackId(IdParam):
+    noun: ClassVar[str] = "content pack"
+
+
+async def _one(session: AsyncSession, pack_id: int) -> ContentPack:
+    row = await session.get(ContentPack, pack_id)
     if row is None:
-        raise ApiError(404, "not_found", f"No content pack has the id {raw_id!r}.")
+        raise ApiError(404, "not_found", f"No content pack has the id {pack_id}.")
     return row
 
 
 @api.get("/content-packs/{id}", summary="One pack version with the keys of its products, scripts, posters "
-                                        "and trainings", response=_PACK_SCHEMA, errors=(404,))
-async def get_pack(request: web.Request) -> web.Response:
+                                        "and trainings", params=PackId, response=PackDetail, errors=(404,))
+async def get_pack(request: web.Request, params: PackId) -> web.Response:
     async with request.config_dict[SESSIONMAKER]() as session:
-        row = await _one(session, request.match_info["id"])
+        row = await _one(session, params.id)
         live = row.id in await session.run_sync(live_pack_ids)
     c = row.content
     return ok({**pack_json(row, live), "items": {
@@ -127,14 +162,11 @@ async def get_pack(request: web.Request) -> web.Response:
 
 @api.post("/content-packs/{id}/activate", summary="Make this version the live one of its pack name "
                                                   "(e.g. roll back to an older version)",
-          response=_PACK_SCHEMA, errors=(404,))
-async def activate_pack(request: web.Request) -> web.Response:
-    raw_id = request.match_info["id"]
-    row = await request.config_dict[WRITER].run(
-        lambda session: activate(session, int(raw_id), datetime.now(UTC)) if raw_id.isdigit() and len(raw_id) < 18
-        else None)
+          params=PackId, response=Pack, errors=(404,))
+async def activate_pack(request: web.Request, params: PackId) -> web.Response:
+    row = await request.config_dict[WRITER].run(lambda session: activate(session, params.id, datetime.now(UTC)))
     if row is None:
-        raise ApiError(404, "not_found", f"No content pack has the id {raw_id!r}.")
+        raise ApiError(404, "not_found", f"No content pack has the id {params.id!r}.")
     log.info("content pack activated", extra={"pack": row.name, "version": row.version, "id": row.id})
     return ok(pack_json(row, True))
 

@@ -14,10 +14,11 @@ from typing import Any
 
 from aiohttp import web
 from cachetools import TTLCache
+from pydantic import BaseModel, Field
 from sqlalchemy import bindparam, literal_column, null, or_, select, union_all, update
 from sqlalchemy.orm import Session
 
-from bot.api import ApiError, ok
+from bot.api import ApiError, ApiModel, ok
 from bot.chat import Ctx, Incoming, Later, active_only
 from bot.feature import Feature
 from bot.menu import MenuKey
@@ -151,24 +152,30 @@ async def send_chart(wechat: WeChatAPI, memo: Charts, distributor_id: int, days:
 
 
 # ---- /api/distributors/{code}/ledger ---------------------------------------------------------------
+class LedgerEntry(BaseModel):
+    id: int
+    kind: EntryKind
+    amount_fen: int
+    order_no: str | None
+    created_at: datetime
+
+
+class Ledger(BaseModel):
+    entries: list[LedgerEntry]
+
+
+class LedgerQuery(ApiModel):
+    # The upper bounds keep both within a 64-bit integer, as the database needs.
+    after_id: int = Field(0, ge=0, le=2**63 - 1, description="only entries with a larger id (paging)")
+    limit: int | None = Field(None, ge=1, le=2**63 - 1, description="at most this many entries")
+
+
 @api.get("/distributors/{code}/ledger",
          summary="A distributor's ledger entries, oldest first (signed fen: commission, reward, withdrawal_refund "
                  "+; reversal, withdrawal −; adjustment ±)",
-         query={"after_id": "only entries with a larger id (paging)", "limit": "at most this many entries"},
-         response={"type": "object", "properties": {"entries": {"type": "array", "items": {
-             "type": "object", "properties": {
-                 "id": {"type": "integer"}, "kind": {"type": "string", "enum": [k.value for k in EntryKind]},
-                 "amount_fen": {"type": "integer"}, "order_no": {"type": "string", "nullable": True},
-                 "created_at": {"type": "string", "format": "date-time"}}}}}},
-         errors=(400, 404))
-async def get_ledger(request: web.Request) -> web.Response:
-    try:
-        after_id = int(request.query.get("after_id", "0"))
-        limit = int(request.query["limit"]) if "limit" in request.query else None
-    except ValueError:
-        raise ApiError(400, "bad_query", "after_id and limit must be whole numbers.") from None
-    if after_id < 0 or (limit is not None and limit < 1):
-        raise ApiError(400, "bad_query", "after_id must be 0 or more and limit 1 or more.")
+         query=LedgerQuery, response=Ledger, errors=(404,))
+async def get_ledger(request: web.Request, query: LedgerQuery) -> web.Response:
+    after_id, limit = query.after_id, query.limit
     async with request.config_dict[SESSIONMAKER]() as session, session.begin():
         d = await session.run_sync(distributor_by_code, request.match_info["code"])
         if d is None:

@@ -11,13 +11,14 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any, ClassVar, Literal
 
 from aiohttp import web
+from pydantic import AwareDatetime, BaseModel, Field, RootModel
 from sqlalchemy import and_, func, select
 from sqlalchemy.orm import Session
 
-from bot.api import ApiError, json_body, ok
+from bot.api import ApiError, ApiModel, ok, text
 from bot.chat import Ctx, Incoming, active_only
 from bot.feature import Feature
 from bot.menu import MenuKey
@@ -43,67 +44,42 @@ STATUS_NAMES = {rules.PAID: "待发货", rules.SHIPPED: "已发货", rules.COMPL
 
 
 # ---- the shape of an event -------------------------------------------------------------------
-def parse_event(data: dict[str, Any]) -> EventIn:
-    """Check an event's JSON: a missing field or a wrong JSON type → 400, a bad value → 422."""
-    malformed: list[dict[str, str]] = []
-    invalid: list[dict[str, str]] = []
+class _Event(ApiModel):
+    """What every order event carries."""
 
-    def text(name: str, required: bool, limit: int) -> str | None:
-        value = data.get(name)
-        if value is None:
-            if required:
-                malformed.append({"field": name, "problem": "is required"})
-            return None
-        if not isinstance(value, str):
-            malformed.append({"field": name, "problem": "must be a string"})
-            return None
-        value = value.strip()
-        if not value or len(value) > limit:
-            invalid.append({"field": name, "problem": f"must be 1 to {limit} characters"})
-        return value
+    event_id: text(128) = Field(description="idempotency key")
+    order_no: text(64)
+    sku: text(64) | None = None
+    buyer_openid: text(64) | None = None
+    occurred_at: AwareDatetime | None = Field(None, description="ISO 8601 with a UTC offset")
 
-    event_id = text("event_id", True, 128)
-    order_no = text("order_no", True, 64)
-    kind = text("type", True, 16)
-    if kind is not None and kind not in rules.EVENT_TYPES:
-        invalid.append({"field": "type", "problem": "must be one of " + ", ".join(rules.EVENT_TYPES)})
-    needs_amount = kind in (rules.PAID, rules.REFUNDED)
-    amount = data.get("amount_fen")
-    if needs_amount:
-        if amount is None:
-            malformed.append({"field": "amount_fen", "problem": f"is required on '{kind}'"})
-        elif not isinstance(amount, int) or isinstance(amount, bool):
-            malformed.append({"field": "amount_fen", "problem": "must be a whole number of fen (a JSON integer)"})
-        elif amount <= 0:
-            invalid.append({"field": "amount_fen", "problem": "must be more than 0"})
-        elif amount > 10**12:
-            invalid.append({"field": "amount_fen", "problem": "is implausibly large"})
-    code = text("distributor_code", kind == rules.PAID, 16) if kind == rules.PAID else None
-    sku = text("sku", False, 64)
-    buyer = text("buyer_openid", False, 64)
-    occurred = None
-    raw_at = data.get("occurred_at")
-    if raw_at is not None:
-        if not isinstance(raw_at, str):
-            malformed.append({"field": "occurred_at", "problem": "must be a string"})
-        else:
-            try:
-                occurred = datetime.fromisoformat(raw_at)
-            except ValueError:
-                occurred = None
-            if occurred is None or occurred.tzinfo is None:
-                invalid.append({"field": "occurred_at", "problem": "must be ISO 8601 with a UTC offset, "
-                                "e.g. 2026-11-25T10:00:00+08:00"})
-                occurred = None
-    if malformed:
-        raise ApiError(400, "malformed_event", "The order event is missing fields or has fields of the wrong "
-                       "type.", malformed + invalid)
-    if invalid:
-        raise ApiError(422, "invalid_event", "The order event has invalid values.", invalid)
-    assert event_id and order_no and kind
-    return EventIn(event_id=event_id, order_no=order_no, type=kind, amount_fen=amount if needs_amount else None,
-                   distributor_code=code.upper() if code else None, sku=sku, buyer_openid=buyer,
-                   occurred_at=occurred)
+
+class PaidEvent(_Event):
+    type: Literal["paid"]
+    amount_fen: int = Field(gt=0, le=10**12, description="the order amount")
+    distributor_code: text(16) = Field(description="the distributor credited with the sale")
+
+
+class RefundedEvent(_Event):
+    type: Literal["refunded"]
+    amount_fen: int = Field(gt=0, le=10**12, description="the refunded amount")
+
+
+class LaterEvent(_Event):
+    """shipped, completed or cancelled: amount_fen and distributor_code are ignored."""
+
+    type: Literal["shipped", "completed", "cancelled"]
+
+
+class OrderEvent(RootModel[Annotated[PaidEvent | RefundedEvent | LaterEvent, Field(discriminator="type")]], ApiModel):
+    noun: ClassVar[str] = "event"
+
+    def event_in(self) -> EventIn:
+        e = self.root
+        return EventIn(event_id=e.event_id, order_no=e.order_no, type=e.type,
+                       amount_fen=e.amount_fen if isinstance(e, PaidEvent | RefundedEvent) else None,
+                       distributor_code=e.distributor_code.upper() if isinstance(e, PaidEvent) else None,
+                       sku=e.sku, buyer_openid=e.buyer_openid, occurred_at=e.occurred_at)
 
 
 # ---- group commit ----------------------------------------------------------------------------
@@ -130,47 +106,67 @@ async def order_events(app: web.Application) -> AsyncIterator[GroupCommit[EventI
 
 
 # ---- /api/orders -----------------------------------------------------------------------------
-_COMMISSION_SCHEMA = {"type": "object", "properties": {
-    "distributor_code": {"type": "string"}, "depth": {"type": "integer"}, "amount_fen": {"type": "integer"},
-    "reversed_fen": {"type": "integer"},
-    "state": {"type": "string", "enum": ["pending", "available", "reversed"]}}}
-_EVENT_BODY = {"type": "object", "required": ["event_id", "order_no", "type"], "properties": {
-    "event_id": {"type": "string", "maxLength": 128, "description": "idempotency key"},
-    "order_no": {"type": "string", "maxLength": 64},
-    "type": {"type": "string", "enum": list(rules.EVENT_TYPES)},
-    "amount_fen": {"type": "integer", "minimum": 1,
-                   "description": "order amount on paid, refunded amount on refunded; ignored otherwise"},
-    "distributor_code": {"type": "string", "description": "required on paid, ignored after"},
-    "sku": {"type": "string"}, "buyer_openid": {"type": "string"},
-    "occurred_at": {"type": "string", "format": "date-time"}}}
-_EVENT_ANSWER = {"type": "object", "properties": {
-    "order_no": {"type": "string"}, "status": {"type": "string", "enum": list(rules.EVENT_TYPES)},
-    "duplicate": {"type": "boolean"}, "amount_fen": {"type": "integer"}, "refunded_fen": {"type": "integer"},
-    "commissions": {"type": "array", "items": _COMMISSION_SCHEMA}}}
+_STATUS = Literal["paid", "shipped", "completed", "refunded", "cancelled"]
+
+
+class CommissionShare(BaseModel):
+    distributor_code: str
+    depth: int
+    amount_fen: int
+    reversed_fen: int
+    state: Literal["pending", "available", "reversed"]
+
+
+class EventAnswer(BaseModel):
+    order_no: str
+    status: _STATUS
+    duplicate: bool
+    amount_fen: int
+    refunded_fen: int
+    commissions: list[CommissionShare]
+
+
+class OrderStep(BaseModel):
+    event_id: str
+    type: _STATUS
+    amount_fen: int | None
+    status: _STATUS
+    occurred_at: datetime | None
+    received_at: datetime
+
+
+class OrderCommission(CommissionShare):
+    rate: str
+    unfreeze_at: datetime | None
+
+
+class OrderAnswer(BaseModel):
+    order_no: str
+    status: _STATUS
+    amount_fen: int
+    refunded_fen: int
+    distributor_code: str
+    sku: str | None
+    buyer_openid: str | None
+    paid_at: datetime
+    completed_at: datetime | None
+    history: list[OrderStep]
+    commissions: list[OrderCommission]
 
 
 @api.post("/orders/events",
           summary="Apply one order event from the shop (idempotent per event_id). 400: missing field or wrong "
                   "JSON type; 409: the order was already paid under another event_id; 422: bad value, unknown "
                   "distributor, unknown order or impossible transition (nothing stored)",
-          body=_EVENT_BODY, response=_EVENT_ANSWER, errors=(400, 409, 422))
-async def post_order_event(request: web.Request) -> web.Response:
-    event = parse_event(await json_body(request))
+          body=OrderEvent, response=EventAnswer, errors=(409, 422))
+async def post_order_event(request: web.Request, body: OrderEvent) -> web.Response:
     try:
-        return ok(await request.config_dict[ORDER_EVENTS](event))
+        return ok(await request.config_dict[ORDER_EVENTS](body.event_in()))
     except Rejected as r:
         raise ApiError(r.status, r.code, r.message, r.details) from None
 
 
-@api.get("/orders/{order_no}", summary="One order with its status history and commissions",
-         response={"type": "object", "properties": {
-             "order_no": {"type": "string"}, "status": {"type": "string"}, "amount_fen": {"type": "integer"},
-             "refunded_fen": {"type": "integer"}, "distributor_code": {"type": "string"},
-             "sku": {"type": "string", "nullable": True}, "buyer_openid": {"type": "string", "nullable": True},
-             "paid_at": {"type": "string", "format": "date-time"},
-             "completed_at": {"type": "string", "format": "date-time", "nullable": True},
-             "history": {"type": "array", "items": {"type": "object"}},
-             "commissions": {"type": "array", "items": _COMMISSION_SCHEMA}}},
+@api.get("/orders/{order_no}", summary="One order with its status history and commissions", response=OrderAnswer,
          errors=(404,))
 async def get_order(request: web.Request) -> web.Response:
     order_no = request.match_info["order_no"]

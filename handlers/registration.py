@@ -6,14 +6,16 @@ from __future__ import annotations
 import re
 import secrets
 import unicodedata
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
 from aiohttp import web
+from pydantic import BaseModel, Field
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from bot.api import ApiError, ok
+from bot.api import ApiError, ApiModel, ok
 from bot.chat import Ctx, Incoming
 from bot.feature import Feature
 from bot.menu import MenuKey
@@ -158,31 +160,48 @@ def distributor_json(session: Session, d: Distributor) -> dict[str, Any]:
 
 PER_PAGE = 50
 MAX_PAGE = 10_000_000
-_DISTRIBUTOR_SCHEMA = {"type": "object", "properties": {
-    "code": {"type": "string"}, "openid": {"type": "string"}, "name": {"type": "string"},
-    "phone": {"type": "string"}, "status": {"type": "string", "enum": ["active", "exited"]},
-    "rank": {"type": "string"}, "inviter_code": {"type": "string", "nullable": True},
-    "registered_at": {"type": "string", "format": "date-time"}, "balance": {"type": "object"}}}
+
+
+class Balance(BaseModel):
+    pending_fen: int
+    available_fen: int
+    withdrawing_fen: int
+    withdrawn_fen: int
+
+
+class DistributorAnswer(BaseModel):
+    code: str
+    openid: str
+    name: str
+    phone: str
+    status: DistributorStatus
+    rank: str
+    inviter_code: str | None
+    registered_at: datetime
+    balance: Balance
+
+
+class Distributors(BaseModel):
+    distributors: list[DistributorAnswer]
+    total: int
+
+
+class DistributorQuery(ApiModel):
+    openid: str | None = Field(None, description="exact openid")
+    code: str | None = Field(None, description="exact code")
+    # The bound keeps the OFFSET within a 64-bit integer.
+    page: int = Field(1, ge=1, le=MAX_PAGE, description=f"page number from 1 ({PER_PAGE} a page)")
 
 
 @api.get("/distributors", summary="Find distributors by openid or code, or list them a page at a time",
-         query={"openid": "exact openid", "code": "exact code", "page": "page number from 1 (50 a page)"},
-         response={"type": "object", "properties": {"distributors": {"type": "array", "items": _DISTRIBUTOR_SCHEMA},
-                                                    "total": {"type": "integer"}}},
-         errors=(400,))
-async def list_distributors(request: web.Request) -> web.Response:
-    q = request.query
+         query=DistributorQuery, response=Distributors)
+async def list_distributors(request: web.Request, query: DistributorQuery) -> web.Response:
     stmt = select(Distributor)
-    if "openid" in q:
-        stmt = stmt.where(Distributor.openid == q["openid"])
-    if "code" in q:
-        stmt = stmt.where(Distributor.code == q["code"].strip().upper())
-    try:
-        page = int(q.get("page", "1"))
-    except ValueError:
-        page = 0
-    if not 1 <= page <= MAX_PAGE:  # the bound keeps the OFFSET within a 64-bit integer
-        raise ApiError(400, "bad_page", f"page must be a whole number from 1 to {MAX_PAGE}.")
+    if query.openid is not None:
+        stmt = stmt.where(Distributor.openid == query.openid)
+    if query.code is not None:
+        stmt = stmt.where(Distributor.code == query.code.strip().upper())
+    page = query.page
     async with request.config_dict[SESSIONMAKER]() as session, session.begin():
         total = await session.scalar(select(func.count()).select_from(stmt.subquery()))
         rows = await session.scalars(stmt.order_by(Distributor.id).offset((page - 1) * PER_PAGE).limit(PER_PAGE))
@@ -190,7 +209,7 @@ async def list_distributors(request: web.Request) -> web.Response:
     return ok({"distributors": items, "total": total})
 
 
-@api.get("/distributors/{code}", summary="One distributor with balances", response=_DISTRIBUTOR_SCHEMA,
+@api.get("/distributors/{code}", summary="One distributor with balances", response=DistributorAnswer,
          errors=(404,))
 async def get_distributor(request: web.Request) -> web.Response:
     async with request.config_dict[SESSIONMAKER]() as session, session.begin():

@@ -9,14 +9,15 @@ requests can never overdraw, however many arrive at once and on however many pro
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 from aiohttp import web
+from pydantic import BaseModel, Field
 from sqlalchemy import select
 
 from sqlalchemy.orm import Session
 
-from bot.api import ApiError, json_body, ok
+from bot.api import ApiError, ApiModel, IdParam, ok, text
 from bot.chat import Ctx, Incoming, active_only
 from bot.feature import Feature
 from bot.typedefs import SESSIONMAKER, WRITER
@@ -58,12 +59,28 @@ def on_withdraw(msg: Incoming, ctx: Ctx, me: Distributor) -> Text:
 
 
 # ---- /api/withdrawals ----------------------------------------------------------------------------
-_WITHDRAWAL = {"type": "object", "properties": {
-    "id": {"type": "integer"}, "distributor_code": {"type": "string"}, "amount_fen": {"type": "integer"},
-    "status": {"type": "string", "enum": [s.value for s in WithdrawalStatus]},
-    "source": {"type": "string", "enum": ["chat", "exit"]}, "reason": {"type": "string", "nullable": True},
-    "requested_at": {"type": "string", "format": "date-time"},
-    "decided_at": {"type": "string", "format": "date-time", "nullable": True}}}
+class Withdrawal(BaseModel):
+    id: int
+    distributor_code: str
+    amount_fen: int
+    status: WithdrawalStatus
+    source: Literal["chat", "exit"]
+    reason: str | None
+    requested_at: datetime
+    decided_at: datetime | None
+
+
+class Withdrawals(BaseModel):
+    withdrawals: list[Withdrawal]
+
+
+class WithdrawalQuery(ApiModel):
+    status: WithdrawalStatus | None = Field(None, description="only withdrawals of this status (omitted: all)")
+
+
+class Rejection(ApiModel):
+    noun: ClassVar[str] = "rejection"
+    reason: text(MAX_REASON) = Field(description="told to the distributor")
 
 
 def _withdrawal_json(row: Any) -> dict[str, Any]:
@@ -79,39 +96,21 @@ def _select():  # noqa: ANN202
 
 
 @api.get("/withdrawals", summary="Withdrawal requests, oldest first, optionally of one status",
-         query={"status": "pending, approved or rejected (omitted: all)"},
-         response={"type": "object", "properties": {"withdrawals": {"type": "array", "items": _WITHDRAWAL}}},
-         errors=(400,))
-async def list_withdrawals(request: web.Request) -> web.Response:
-    status = request.query.get("status")
-    if status is not None and status not in set(WithdrawalStatus):
-        raise ApiError(400, "bad_status", "status must be pending, approved or rejected.")
+         query=WithdrawalQuery, response=Withdrawals)
+async def list_withdrawals(request: web.Request, query: WithdrawalQuery) -> web.Response:
     stmt = _select().order_by(WITHDRAWALS.c.id)
-    if status is not None:
-        stmt = stmt.where(WITHDRAWALS.c.status == status)
+    if query.status is not None:
+        stmt = stmt.where(WITHDRAWALS.c.status == query.status)
     async with request.config_dict[SESSIONMAKER]() as session, session.begin():
         rows = (await session.execute(stmt)).all()
     return ok({"withdrawals": [_withdrawal_json(r) for r in rows]})
 
 
-def _withdrawal_id(request: web.Request) -> int:
-    raw = request.match_info["id"]
-    if not raw.isdigit() or len(raw) > 18:
-        raise ApiError(404, "not_found", f"No withdrawal {raw!r}.")
-    return int(raw)
+class WithdrawalId(IdParam):
+    noun: ClassVar[str] = "withdrawal"
 
 
-async def _decide(request: web.Request, approve: bool) -> web.Response:
-    wid = _withdrawal_id(request)
-    reason = None
-    if not approve:
-        body = await json_body(request)
-        reason = body.get("reason")
-        if not isinstance(reason, str):
-            raise ApiError(400, "malformed", "A rejection needs {\"reason\": \"...\"} (a string).")
-        reason = reason.strip()
-        if not reason or len(reason) > MAX_REASON:
-            raise ApiError(422, "invalid_reason", f"reason must be 1 to {MAX_REASON} characters.")
+async def _decide(request: web.Request, wid: int, approve: bool, reason: str | None = None) -> web.Response:
     now = datetime.now(UTC)
 
     def decide(session: Session) -> Any:
@@ -135,15 +134,13 @@ async def _decide(request: web.Request, approve: bool) -> web.Response:
 
 
 @api.post("/withdrawals/{id}/approve", summary="Approve a pending withdrawal (it is paid out); 409 if decided",
-          response=_WITHDRAWAL, errors=(404, 409))
-async def approve_withdrawal(request: web.Request) -> web.Response:
-    return await _decide(request, approve=True)
+          params=WithdrawalId, response=Withdrawal, errors=(404, 409))
+async def approve_withdrawal(request: web.Request, params: WithdrawalId) -> web.Response:
+    return await _decide(request, params.id, approve=True)
 
 
 @api.post("/withdrawals/{id}/reject",
           summary="Reject a pending withdrawal with a reason; the money returns to available; 409 if decided",
-          body={"type": "object", "required": ["reason"], "properties": {"reason": {"type": "string",
-                                                                                    "maxLength": MAX_REASON}}},
-          response=_WITHDRAWAL, errors=(400, 404, 409, 422))
-async def reject_withdrawal(request: web.Request) -> web.Response:
-    return await _decide(request, approve=False)
+          params=WithdrawalId, body=Rejection, response=Withdrawal, errors=(404, 409))
+async def reject_withdrawal(request: web.Request, params: WithdrawalId, body: Rejection) -> web.Response:
+    return await _decide(request, params.id, approve=False, reason=body.reason)

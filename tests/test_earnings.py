@@ -11,7 +11,7 @@ from aiohttp.test_utils import TestServer
 from PIL import Image
 
 from bot.sandbox.platform import Platform
-from bot.typedefs import CONFIG, SESSIONMAKER, WRITER
+from bot.typedefs import CONFIG, WRITER
 from content.charts import render_earnings_chart
 from handlers.earnings import daily_totals, unfreeze_due
 from bot.chat import EXITED, NOT_REGISTERED

@@ -1,0 +1,87 @@
+"""The OpenAPI 3.1 document of /api, generated from the route tables and their pydantic models.
+
+Bodies and answers are JSON Schema from `model_json_schema`, every model under
+`components/schemas`; query parameters are the fields of a route's query model. OpenAPI 3.1 takes
+pydantic's JSON Schema (draft 2020-12) as it is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+
+if TYPE_CHECKING:
+    from bot.api import ApiRoute, ApiRoutes
+
+REF = "#/components/schemas/{model}"
+_DESCRIPTIONS = {200: "OK", 201: "Created", 202: "Accepted", 400: "Malformed request",
+                 401: "Missing or wrong admin token", 404: "Not found", 409: "Conflict", 413: "Too large",
+                 422: "Invalid"}
+
+
+class ErrorAnswer(BaseModel):
+    """Every /api refusal."""
+
+    error: str
+    message: str
+    details: Any = None
+
+
+def _parameters(model: type[BaseModel] | None, where: str) -> list[dict[str, Any]]:
+    """The fields of a path or query model as parameters."""
+    if model is None:
+        return []
+    schema = model.model_json_schema(ref_template=REF)
+    required = set(schema.get("required", ()))
+    params = []
+    for name, prop in schema["properties"].items():
+        prop = dict(prop)
+        # An optional parameter is absent or text: a URL has no spelling for null.
+        any_of = [s for s in prop.pop("anyOf", ()) if s != {"type": "null"}]
+        if any_of:
+            prop.update(any_of[0] if len(any_of) == 1 else {"anyOf": any_of})
+        if prop.get("default", 0) is None:
+            del prop["default"]
+        param = {"name": name, "in": where, "required": name in required, "schema": prop}
+        if "description" in prop:
+            param["description"] = prop["description"]
+        params.append(param)
+    return params
+
+
+def _operation(tag: str, route: ApiRoute, refs: dict[type[BaseModel], dict[str, Any]]) -> dict[str, Any]:
+    op: dict[str, Any] = {"summary": route.summary, "tags": [tag], "operationId": route.handler.__name__}
+    typed = {p["name"]: p for p in _parameters(route.params, "path")}
+    params = [typed.get(n, {"name": n, "in": "path", "required": True, "schema": {"type": "string"}})
+              for n in route.path_names] + _parameters(route.query, "query")
+    if params:
+        op["parameters"] = params
+    if route.body is not None:
+        op["requestBody"] = {"required": True, "content": {route.content_type: {"schema": refs[route.body]}}}
+    answer = refs[route.response] if route.response is not None else {"type": "object"}
+    error = refs[ErrorAnswer]
+    op["responses"] = {str(s): {"description": _DESCRIPTIONS.get(s, "Error"),
+                                "content": {"application/json": {"schema": answer if s == route.status else error}}}
+                       for s in route.statuses}
+    return op
+
+
+def openapi_spec(tables: Iterable[ApiRoutes]) -> dict[str, Any]:
+    routes = [(table.tag, r) for table in tables for r in table.routes]
+    models = list(dict.fromkeys([ErrorAnswer] + [m for _, r in routes for m in (r.body, r.response) if m]))
+    refs, definitions = models_json_schema([(m, "validation") for m in models], ref_template=REF)
+    by_model = {m: refs[(m, "validation")] for m in models}
+    paths: dict[str, Any] = {}
+    for tag, r in routes:
+        paths.setdefault("/api" + r.path, {})[r.method.lower()] = _operation(tag, r, by_model)
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "distbot admin and shop API", "version": "1"},
+        "components": {"schemas": definitions.get("$defs", {}),
+                       "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
+        "security": [{"bearer": []}],
+        "paths": paths,
+    }
