@@ -123,12 +123,17 @@ class GroupCommit(Generic[I, R]):
 
     async def _drain(self) -> None:
         last = 0
-        while self._queue:
+        while True:
+            # Let the loop take in what arrived while the last batch ran (a unit on SQLite runs
+            # without yielding), so that it joins the next batch.
+            await asyncio.sleep(0)
             if last > 1 and len(self._queue) < last and self.linger:
                 # Under load the answers to the last batch went out together and their senders'
                 # next items are arriving now: wait a moment so they share one commit, instead
                 # of alternating between a batch of one and a batch of the rest.
                 await asyncio.sleep(self.linger)
+            if not self._queue:
+                return
             batch, self._queue = self._queue[:self.max_batch], self._queue[self.max_batch:]
             last = len(batch)
             await self._run(batch)
