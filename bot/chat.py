@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import delete
 from sqlalchemy.orm import Session
@@ -28,6 +28,12 @@ if TYPE_CHECKING:
 CANCEL_WORDS = frozenset({"取消", "cancel", "/cancel"})
 STATE_TTL = timedelta(minutes=30)
 MATCH_CACHE_SIZE = 4096
+T = TypeVar("T")
+# Loads what a command needs for many distributors at once: (session, distributor ids, now) ->
+# {distributor id: value}. Declared on the command (Feature.command(preload=...)); the
+# dispatcher calls it once for all the distributors asking that command in a group commit.
+Preload = Callable[[Session, list[int], datetime], dict[int, Any]]
+
 NOT_REGISTERED = "您还不是分销员。回复“注册”即可加入，注册后就能使用这个功能。"
 EXITED = "您已退出分销计划，不能再使用这个功能。如需帮助请回复“客服”。"
 
@@ -82,6 +88,15 @@ class Ctx:
     distributor: Distributor | None
     state: ConversationState | None
     args: str = ""  # what follows a text command, trimmed
+    preloaded: Mapping[Preload, dict[int, Any]] = field(default_factory=dict)
+
+    def load(self, preload: Callable[[Session, list[int], datetime], dict[int, T]], distributor_id: int) -> T:
+        """What `preload` gives for this distributor: from the group commit's one load when the
+        dispatcher made it, else loaded now for this distributor alone."""
+        found = self.preloaded.get(preload)
+        if found is not None and distributor_id in found:
+            return found[distributor_id]
+        return preload(self.session, [distributor_id], self.now)[distributor_id]
 
     def set_state(self, name: StrEnum, data: dict[str, Any] | None = None, ttl: timedelta = STATE_TTL) -> None:
         if self.state is None:
@@ -171,6 +186,7 @@ class ChatRouter:
     def __init__(self, features: Iterable[Feature]):
         features = list(features)
         self._commands = [(c.words, c.handler) for f in features for c in f.commands]
+        self.preloads = {c.handler: c.preload for f in features for c in f.commands if c.preload is not None}
         self._menu = {k: h for f in features for k, h in f.menu.items()}
         self._events = {e: h for f in features for e, h in f.events.items()}
         self._states = {s: h for f in features for s, h in f.state_handlers.items()}

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import deque
+from collections import Counter, defaultdict, deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -89,6 +89,7 @@ class _Senders:
     distributors: dict[str, Distributor]
     states: dict[str, ConversationState]
     replies: dict[str, Any] = field(default_factory=dict)  # what this batch's updates answered, stored at its end
+    preloaded: dict[Any, dict[int, Any]] = field(default_factory=dict)  # commands' loads for the batch
 
     @classmethod
     def load(cls, session: Session, batch: list[Incoming], now: datetime) -> _Senders:
@@ -257,6 +258,7 @@ class Dispatcher:
     def _process(self, session: Session, batch: list[Incoming]) -> list[Outcome | Failed]:
         now = datetime.now(UTC)
         senders = _Senders.load(session, batch, now)
+        self._preload(session, batch, senders, now)
         outcomes = each_in_savepoint(session, batch, lambda s, msg: self._one(s, msg, senders, now))
         # The dedupe keys with their replies, for the updates that went through (one statement).
         done = [{"key": m.dedupe_key, "openid": m.openid, "reply": senders.replies[m.dedupe_key], "created_at": now}
@@ -273,6 +275,24 @@ class Dispatcher:
             session.connection().execute(_TOUCH, seen)
         return outcomes
 
+    def _preload(self, session: Session, batch: list[Incoming], senders: _Senders, now: datetime) -> None:
+        """Commands' loads (Feature.command(preload=...)) made once for everyone asking them.
+
+        Only for senders with one update in the batch: an earlier update of the same sender may
+        change what a later one routes on or reads; theirs load on demand (Ctx.load)."""
+        counts = Counter(m.openid for m in batch)
+        wanted: dict[Any, list[int]] = defaultdict(list)
+        for msg in batch:
+            d = senders.distributors.get(msg.openid)
+            if d is None or counts[msg.openid] > 1 or msg.dedupe_key in senders.stored:
+                continue
+            s = senders.states.get(msg.openid)
+            route = self._router.resolve(msg, s.state if s is not None and s.expires_at > now else None)
+            preload = self._router.preloads.get(route.handler)
+            if preload is not None:
+                wanted[preload].append(d.id)
+        senders.preloaded = {preload: preload(session, ids, now) for preload, ids in wanted.items()}
+
     def _one(self, session: Session, msg: Incoming, senders: _Senders, now: datetime) -> Outcome:
         key = msg.dedupe_key
         if key in senders.stored:
@@ -280,7 +300,7 @@ class Dispatcher:
             return Outcome(from_json(stored) if stored else None, retry=True)
         distributor, state = senders.of(session, msg.openid)
         ctx = Ctx(session=session, app=self._app, config=self.config, now=now, openid=msg.openid,
-                  distributor=distributor, state=state)
+                  distributor=distributor, state=state, preloaded=senders.preloaded)
         result = self._router.route(msg, ctx)
         if ctx.distributor is not None:
             senders.distributors[msg.openid] = ctx.distributor

@@ -28,7 +28,7 @@ from typing import Any
 from aiohttp import web
 
 from bot.api import ApiRoutes
-from bot.chat import Handler
+from bot.chat import Handler, Preload
 from bot.menu import MenuKey
 from bot.scheduler import Job
 
@@ -43,6 +43,7 @@ class FeatureConflict(Exception):
 class Command:
     words: tuple[str, ...]
     handler: Handler
+    preload: Preload | None = None
 
 
 class Feature:
@@ -60,10 +61,13 @@ class Feature:
         self.resources: list[tuple[web.AppKey[Any], ResourceFactory]] = []
 
     # ---- chat -------------------------------------------------------------------------------
-    def command(self, *words: str, menu: MenuKey | None = None) -> Callable[[Handler], Handler]:
-        """A text command (its words, Chinese and English) and the menu key that runs it too."""
+    def command(self, *words: str, menu: MenuKey | None = None,
+                preload: Preload | None = None) -> Callable[[Handler], Handler]:
+        """A text command (its words, Chinese and English) and the menu key that runs it too.
+        `preload` loads what the handler needs for all who ask in one group commit at once; the
+        handler reads its part with ctx.load(preload, distributor id)."""
         def register(fn: Handler) -> Handler:
-            self.commands.append(Command(tuple(w.lower() for w in words), fn))
+            self.commands.append(Command(tuple(w.lower() for w in words), fn, preload))
             if menu is not None:
                 self._claim(self.menu, menu.value, fn, "menu key")
             return fn

@@ -58,28 +58,30 @@ def _since(now: datetime) -> datetime:
     return min(month_start(now), day_start(now) - timedelta(days=CHART_DAYS - 1))
 
 
-# One statement: the distributor's earnings entries since `since` (rows with a created_at), then
-# the balance row (created_at NULL). Entries come first so that the union takes their column
-# types (created_at read back as an aware datetime).
+# One statement for everyone asking in a group commit: their earnings entries since `since` (rows
+# with a created_at), then their balance rows (created_at NULL). Entries come first so that the
+# union takes their column types (created_at read back as an aware datetime).
 _SNAPSHOT = union_all(
-    select(ENTRIES.c.created_at, ENTRIES.c.amount_fen, *(null() for _ in BUCKETS))
-    .where(ENTRIES.c.distributor_id == bindparam("id"), ENTRIES.c.created_at >= bindparam("since"),
+    select(ENTRIES.c.distributor_id, ENTRIES.c.created_at, ENTRIES.c.amount_fen, *(null() for _ in BUCKETS))
+    .where(ENTRIES.c.distributor_id.in_(bindparam("ids", expanding=True)), ENTRIES.c.created_at >= bindparam("since"),
            # constants in the SQL: an IN list of parameters would be expanded again on every call
            or_(*(ENTRIES.c.kind == literal_column(f"'{kind.value}'") for kind in EARNING_KINDS))),
-    select(null(), null(), *(BALANCES.c[b] for b in BUCKETS)).where(BALANCES.c.distributor_id == bindparam("id")))
+    select(BALANCES.c.distributor_id, null(), null(), *(BALANCES.c[b] for b in BUCKETS))
+    .where(BALANCES.c.distributor_id.in_(bindparam("ids", expanding=True))))
 
 
-def earnings_snapshot(session: Session, distributor_id: int,
-                      now: datetime) -> tuple[dict[str, int], list[tuple[datetime, int]]]:
-    """The balances and the earnings entries since the month (or chart) start, in one query."""
-    balances = dict(ZERO)
-    rows: list[tuple[datetime, int]] = []
-    for at, fen, *buckets in session.connection().execute(_SNAPSHOT, {"id": distributor_id, "since": _since(now)}):
+def earnings_snapshots(session: Session, ids: list[int],
+                       now: datetime) -> dict[int, tuple[dict[str, int], list[tuple[datetime, int]]]]:
+    """Balances and the earnings entries since the month (or chart) start, for many distributors
+    in one query (the 收益 command's preload)."""
+    balances: dict[int, dict[str, int]] = {}
+    rows: dict[int, list[tuple[datetime, int]]] = defaultdict(list)
+    for did, at, fen, *buckets in session.connection().execute(_SNAPSHOT, {"ids": ids, "since": _since(now)}):
         if at is not None:
-            rows.append((at, fen))
+            rows[did].append((at, fen))
         else:
-            balances = dict(zip(BUCKETS, buckets, strict=True))
-    return balances, rows
+            balances[did] = dict(zip(BUCKETS, buckets, strict=True))
+    return {i: (balances.get(i) or dict(ZERO), rows.get(i, [])) for i in ids}
 
 
 # A chart already sent is not sent again while it is the same picture; its upload is reused
@@ -107,12 +109,12 @@ async def charts(app: web.Application) -> AsyncIterator[Charts]:
     yield Charts()
 
 
-@feature.command("收益", "earnings", menu=MenuKey.EARNINGS)
+@feature.command("收益", "earnings", menu=MenuKey.EARNINGS, preload=earnings_snapshots)
 @active_only
 def on_earnings(msg: Incoming, ctx: Ctx, me: Distributor) -> Text | Later:
     today = day_start(ctx.now)
     month = month_start(ctx.now)
-    balance, rows = earnings_snapshot(ctx.session, me.id, ctx.now)
+    balance, rows = ctx.load(earnings_snapshots, me.id)
     today_fen = sum(f for at, f in rows if at >= today)
     month_fen = sum(f for at, f in rows if at >= month)
     # Every entry that is not a withdrawal is an earning, so all-time earnings are the four
