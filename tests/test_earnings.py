@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -13,6 +14,7 @@ from PIL import Image
 from bot.sandbox.platform import Platform
 from bot.typedefs import CONFIG, WRITER
 from content.charts import render_earnings_chart
+from domain.formats import yuan
 from handlers.earnings import daily_totals, unfreeze_due
 from bot.chat import EXITED, NOT_REGISTERED
 from tests.money_support import balance, check_invariants, money_harness, pay, seed, send
@@ -149,3 +151,16 @@ async def test_ledger_api_paging(h: Any) -> None:
     assert [e["id"] for e in body["entries"]] == ids[2:4]
     assert (await h.api("GET", f"/distributors/{seller.code}/ledger?limit=x"))[0] == 400
     assert (await h.api("GET", "/distributors/NOBODY/ledger"))[0] == 404
+
+
+async def test_earnings_asked_together_are_right_whether_preloaded_or_not(h: Any) -> None:
+    """Many 收益 in one group commit share one preload; a sender with two updates in the batch
+    loads alone (an earlier update could change what the later one reads)."""
+    people = [await seed(h, name=f"用户{chr(0x4e00 + i)}") for i in range(6)]
+    for i, (d, _) in enumerate(people):
+        await pay(h, f"SO-P{i}", 10000 * (i + 1), d)
+    twice = people[0][1]
+    replies = await asyncio.gather(*(h.say(u, "收益") for _, u in people), h.say(twice, "收益"))
+    for i in range(len(people)):
+        assert f"待结算：{yuan(1000 * (i + 1))}" in replies[i], replies[i]
+    assert "待结算：¥10.00" in replies[-1]
