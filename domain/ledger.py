@@ -70,7 +70,7 @@ def add_to_balances(session: Session, deltas: Mapping[int, Delta]) -> None:
              "withdrawing_fen": d.withdrawing_fen, "withdrawn_fen": d.withdrawn_fen}
             for did, d in sorted(deltas.items()) if d]
     if rows:
-        session.execute(_add_to_balances(session.get_bind().dialect.name), rows)
+        session.connection().execute(_add_to_balances(session.get_bind().dialect.name), rows)
 
 
 def append_entries(session: Session, entries: Iterable[Mapping[str, Any]]) -> None:
@@ -78,7 +78,7 @@ def append_entries(session: Session, entries: Iterable[Mapping[str, Any]]) -> No
     order_no, withdrawal_id. The unique (distributor_id, kind, ref) makes a second posting fail."""
     rows = [{"order_no": None, "withdrawal_id": None, **e} for e in entries]
     if rows:
-        session.execute(_INSERT_ENTRY, rows)
+        session.connection().execute(_INSERT_ENTRY, rows)
 
 
 def ensure_balances(session: Session, ids: Iterable[int], *, lock: bool = False) -> None:
@@ -86,22 +86,22 @@ def ensure_balances(session: Session, ids: Iterable[int], *, lock: bool = False)
     ids = sorted(set(ids))
     if not ids:
         return
-    session.execute(dialect_insert(session, BALANCES).on_conflict_do_nothing(index_elements=["distributor_id"]),
+    session.connection().execute(dialect_insert(session, BALANCES).on_conflict_do_nothing(index_elements=["distributor_id"]),
                     [{"distributor_id": i, **ZERO} for i in ids])
     if lock and session.get_bind().dialect.name == "postgresql":
-        session.execute(_LOCK_BALANCES, {"ids": ids})
+        session.connection().execute(_LOCK_BALANCES, {"ids": ids})
 
 
 def balance(session: Session, distributor_id: int) -> dict[str, int]:
     """The four balances (all zero before the first entry)."""
-    row = session.execute(_READ_BALANCE, {"did": distributor_id}).first()
+    row = session.connection().execute(_READ_BALANCE, {"did": distributor_id}).first()
     return dict(zip(BUCKETS, row, strict=True)) if row is not None else dict(ZERO)
 
 
 def balances(session: Session, ids: Iterable[int]) -> dict[int, dict[str, int]]:
     ids = list(ids)
     found = {r[0]: dict(zip(BUCKETS, r[1:], strict=True))
-             for r in session.execute(_BALANCES_OF, {"ids": ids}).all()} if ids else {}
+             for r in session.connection().execute(_BALANCES_OF, {"ids": ids}).all()} if ids else {}
     return {i: found.get(i, dict(ZERO)) for i in ids}
 
 
@@ -109,9 +109,9 @@ def withdraw(session: Session, distributor_id: int, amount_fen: int, now: dateti
              source: str = "chat") -> int | None:
     """Move `amount_fen` from available to withdrawing and post the withdrawal entry; the new
     withdrawal's id, or None when available is short (nothing changed)."""
-    if session.execute(_WITHDRAW, {"did": distributor_id, "amount": amount_fen}).rowcount != 1:
+    if session.connection().execute(_WITHDRAW, {"did": distributor_id, "amount": amount_fen}).rowcount != 1:
         return None
-    wid = session.execute(_NEW_WITHDRAWAL, {"distributor_id": distributor_id, "amount_fen": amount_fen,
+    wid = session.connection().execute(_NEW_WITHDRAWAL, {"distributor_id": distributor_id, "amount_fen": amount_fen,
                                             "status": WithdrawalStatus.PENDING, "source": source,
                                             "requested_at": now}).scalar_one()
     append_entries(session, [{"distributor_id": distributor_id, "kind": EntryKind.WITHDRAWAL,
@@ -138,7 +138,7 @@ def ledger_sums(session: Session, distributor_id: int | None = None) -> dict[int
     stmt = select(ENTRIES.c.distributor_id, func.sum(ENTRIES.c.amount_fen), wd).group_by(ENTRIES.c.distributor_id)
     if distributor_id is not None:
         stmt = stmt.where(ENTRIES.c.distributor_id == distributor_id)
-    return {r[0]: {"total": int(r[1] or 0), "withdrawals": int(r[2] or 0)} for r in session.execute(stmt).all()}
+    return {r[0]: {"total": int(r[1] or 0), "withdrawals": int(r[2] or 0)} for r in session.connection().execute(stmt).all()}
 
 
 class AlreadyDecided(Exception):
@@ -152,13 +152,13 @@ def decide_withdrawal(session: Session, withdrawal_id: int, approve: bool, now: 
     """Approve (withdrawing → withdrawn) or reject (withdrawing → available, plus a
     withdrawal_refund entry). None when there is no such withdrawal; AlreadyDecided when it was."""
     status = WithdrawalStatus.APPROVED if approve else WithdrawalStatus.REJECTED
-    row = session.execute(
+    row = session.connection().execute(
         update(WITHDRAWALS)
         .where(WITHDRAWALS.c.id == withdrawal_id, WITHDRAWALS.c.status == WithdrawalStatus.PENDING)
         .values(status=status, decided_at=now, reason=reason)
         .returning(WITHDRAWALS.c.distributor_id, WITHDRAWALS.c.amount_fen)).first()
     if row is None:
-        current = session.scalar(select(WITHDRAWALS.c.status).where(WITHDRAWALS.c.id == withdrawal_id))
+        current = session.connection().scalar(select(WITHDRAWALS.c.status).where(WITHDRAWALS.c.id == withdrawal_id))
         if current is None:
             return None
         raise AlreadyDecided(current)

@@ -82,7 +82,7 @@ def settle_and_notify(session: Session, config: Config, now: datetime, credits: 
     missing = {*credited, *freed} - set(people)
     if missing:
         d = DISTRIBUTORS.c
-        for row in session.execute(select(*(d[n] for n in PERSON_COLUMNS)).where(d.id.in_(list(missing)))).all():
+        for row in session.connection().execute(select(*(d[n] for n in PERSON_COLUMNS)).where(d.id.in_(list(missing)))).all():
             people[row[0]] = Person(*row)
     # Windows follow the wall clock (the job may be asked about another `now`).
     index, due = window_end(datetime.now(UTC))

@@ -1,8 +1,12 @@
-"""Applying the shop's order events to orders, commissions, the ledger and balances.
+"""Applying the shop's order events to orders, commissions, the ledger and balances, a batch at
+a time (storage.group_commit).
 
-One event at a time, inside the caller's SAVEPOINT (storage.group_commit): an event that breaks
-a rule raises Rejected before or after it wrote, and the savepoint takes everything back, so a
-rejected event leaves no trace. The rules themselves are the pure functions of domain.commission.
+An OrderBook reads what the batch's events need at once (their stored answers, orders with
+commissions, the credited distributors' chains), then applies one event at a time inside the
+caller's SAVEPOINT: an event that breaks a rule raises Rejected, before or after it wrote, and
+the savepoint takes its writes back, so a refused event leaves no trace. The book's memory of an
+order changes only once its event has gone through. Balances, which only add up, and notices are
+written once at the end of the batch. The rules are the pure functions of domain.commission.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from domain import commission as rules
 from domain.config import Config
 from domain.formats import month_start
 from domain.ledger import Delta, add_to_balances, append_entries, ensure_balances
-from domain.notices import PERSON_COLUMNS, Credits, Person
+from domain.notices import PERSON_COLUMNS, Credits, Person, settle_and_notify
 from storage.db import is_postgres
 from storage.group_commit import Refused
 from storage.models import DistributorStatus
@@ -51,12 +55,15 @@ class Rejected(Refused):
 
 
 # ---- statements, built once (building them per event costs more than running them) -------------
-_STORED = select(EVENTS.c.answer).where(EVENTS.c.event_id == bindparam("id"))
-_ORDER = select(ORDERS).where(ORDERS.c.order_no == bindparam("no"))
+_STORED = select(EVENTS.c.event_id, EVENTS.c.answer).where(EVENTS.c.event_id.in_(bindparam("ids", expanding=True)))
 _RECEIVER = DISTRIBUTORS.alias("receiver")
-_COMMISSIONS = (select(COMMISSIONS, *(_RECEIVER.c[n].label("p_" + n) for n in PERSON_COLUMNS))
-                .join(_RECEIVER, _RECEIVER.c.id == COMMISSIONS.c.distributor_id)
-                .where(COMMISSIONS.c.order_no == bindparam("no")).order_by(COMMISSIONS.c.depth))
+_ORDERS = (select(ORDERS, *(c.label("c_" + c.name) for c in COMMISSIONS.c),
+                  *(_RECEIVER.c[n].label("p_" + n) for n in PERSON_COLUMNS))
+           .outerjoin(COMMISSIONS, COMMISSIONS.c.order_no == ORDERS.c.order_no)
+           .outerjoin(_RECEIVER, _RECEIVER.c.id == COMMISSIONS.c.distributor_id)
+           .where(ORDERS.c.order_no.in_(bindparam("nos", expanding=True)))
+           .order_by(ORDERS.c.order_no, COMMISSIONS.c.depth))  # one locking order for every process: no deadlocks
+_ORDERS_LOCKED = _ORDERS.with_for_update(of=ORDERS)
 _UPDATE_ORDER = update(ORDERS).where(ORDERS.c.order_no == bindparam("no")).values(
     status=bindparam("o_status"), refunded_fen=bindparam("o_refunded"), completed_at=bindparam("o_completed"),
     updated_at=bindparam("o_updated"))
@@ -64,16 +71,26 @@ _UPDATE_COMMISSION = update(COMMISSIONS).where(
     COMMISSIONS.c.order_no == bindparam("no"), COMMISSIONS.c.distributor_id == bindparam("did")).values(
     state=bindparam("c_state"), reversed_fen=bindparam("c_reversed"), unfreeze_at=bindparam("c_unfreeze"))
 _INSERT_ORDER, _INSERT_COMMISSION, _INSERT_EVENT = ORDERS.insert(), COMMISSIONS.insert(), EVENTS.insert()
+_ORDER_COLUMNS = tuple(ORDERS.c.keys())
+_COMMISSION_COLUMNS = tuple(COMMISSIONS.c.keys())
 
 
 @functools.cache
-def _chain(levels: int) -> Select[Any]:
-    """A distributor by code with up to `levels - 1` inviters above, in one row."""
+def _chains(levels: int) -> Select[Any]:
+    """Distributors by code, each with up to `levels - 1` inviters above, one row each."""
     tables = [DISTRIBUTORS.alias(f"up{i}") for i in range(levels)]
     stmt = select(*(t.c[n] for t in tables for n in PERSON_COLUMNS)).select_from(tables[0])
     for below, above in zip(tables, tables[1:]):
         stmt = stmt.outerjoin(above, above.c.id == below.c.inviter_id)
-    return stmt.where(tables[0].c.code == bindparam("code"))
+    return stmt.where(tables[0].c.code.in_(bindparam("codes", expanding=True)))
+
+
+@dataclass
+class _Order:
+    """An order as the book knows it: its row and its commissions (rows as dicts)."""
+
+    row: dict[str, Any]
+    comms: list[dict[str, Any]]
 
 
 def _comm_json(c: dict[str, Any], code: str) -> dict[str, Any]:
@@ -82,61 +99,165 @@ def _comm_json(c: dict[str, Any], code: str) -> dict[str, Any]:
             "reversed_fen": c["reversed_fen"], "state": state}
 
 
-def apply_event(session: Session, config: Config, e: EventIn, now: datetime) -> tuple[dict[str, Any], Credits]:
-    """The answer to one event, and what it credited. An event_id seen before gets its first
-    answer again with "duplicate": true. Rejected when the event cannot be applied."""
-    stored = session.execute(_STORED, {"id": e.event_id}).scalar()
-    if stored is not None:
-        return {**stored, "duplicate": True}, Credits()
-    credits = Credits()
-    if e.type == rules.PAID:
-        order, comms, codes = _pay(session, config, e, now, credits)
-    else:
-        order, comms, codes = _change(session, config, e, now, credits)
-    answer = {"order_no": order["order_no"], "status": order["status"], "duplicate": False,
-              "amount_fen": order["amount_fen"], "refunded_fen": order["refunded_fen"],
-              "commissions": [_comm_json(c, codes[c["distributor_id"]]) for c in comms]}
-    session.execute(_INSERT_EVENT, {"event_id": e.event_id, "order_no": e.order_no, "type": e.type,
-                                    "amount_fen": e.amount_fen, "status": order["status"],
-                                    "occurred_at": e.occurred_at, "received_at": now, "answer": answer})
-    return answer, credits
+class OrderBook:
+    def __init__(self, session: Session, config: Config, events: list[EventIn], now: datetime):
+        self.config, self.now = config, now
+        self.stored: dict[str, dict[str, Any]] = {}
+        self.orders: dict[str, _Order] = {}
+        self.chains: dict[str, list[Person]] = {}
+        self.credits = Credits()
+        self.deltas: dict[int, Delta] = defaultdict(Delta)
+        self._tried: set[str] = set()
+        if events:
+            self._load(session, [e.event_id for e in events], list({e.order_no for e in events}),
+                       list({e.distributor_code for e in events if e.type == rules.PAID and e.distributor_code}))
+
+    def _load(self, session: Session, ids: list[str], nos: list[str], codes: list[str]) -> None:
+        conn = session.connection()
+        self.stored.update(conn.execute(_STORED, {"ids": ids}).all())
+        for r in conn.execute(_ORDERS_LOCKED if is_postgres(session) else _ORDERS, {"nos": nos}).mappings():
+            o = self.orders.get(r["order_no"])
+            if o is None:
+                o = self.orders[r["order_no"]] = _Order({k: r[k] for k in _ORDER_COLUMNS}, [])
+            if r["c_order_no"] is not None:
+                o.comms.append({k: r["c_" + k] for k in _COMMISSION_COLUMNS})
+                person = Person(*(r["p_" + n] for n in PERSON_COLUMNS))
+                self.credits.people[person.id] = person
+        if codes:
+            width = len(PERSON_COLUMNS)
+            for row in conn.execute(_chains(self.config.distribution.max_levels), {"codes": codes}).all():
+                chain = [Person(*row[i:i + width]) for i in range(0, len(row), width) if row[i] is not None]
+                self.chains[chain[0].code] = chain
+
+    def apply(self, session: Session, e: EventIn) -> dict[str, Any]:
+        """The answer to one event (Rejected when it cannot be applied). An event_id seen before
+        gets its first answer again with "duplicate": true."""
+        if e.event_id in self._tried:
+            # A second attempt after a conflict: another process stored this event, or paid this
+            # order, a moment ago; read them again.
+            self._load(session, [e.event_id], [e.order_no], [])
+        self._tried.add(e.event_id)
+        if e.event_id in self.stored:
+            return {**self.stored[e.event_id], "duplicate": True}
+        credits, deltas = Credits(), defaultdict(Delta)
+        if e.type == rules.PAID:
+            order = self._pay(session, e, credits, deltas)
+        else:
+            order = self._change(session, e, credits, deltas)
+        codes = {p.id: p.code for p in credits.people.values()} | {p.id: p.code for p in self.credits.people.values()}
+        answer = {"order_no": e.order_no, "status": order.row["status"], "duplicate": False,
+                  "amount_fen": order.row["amount_fen"], "refunded_fen": order.row["refunded_fen"],
+                  "commissions": [_comm_json(c, codes[c["distributor_id"]]) for c in order.comms]}
+        session.connection().execute(_INSERT_EVENT, {
+            "event_id": e.event_id, "order_no": e.order_no, "type": e.type, "amount_fen": e.amount_fen,
+            "status": order.row["status"], "occurred_at": e.occurred_at, "received_at": self.now, "answer": answer})
+        # The event went through: the book remembers it.
+        self.orders[e.order_no], self.stored[e.event_id] = order, answer
+        self.credits.add(credits)
+        for did, d in deltas.items():
+            self.deltas[did] = _sum(self.deltas[did], d)
+        return answer
+
+    def finish(self, session: Session) -> None:
+        """What the batch's events add up to: balances, then the batched notices."""
+        add_to_balances(session, self.deltas)
+        settle_and_notify(session, self.config, self.now, self.credits)
+
+    def _pay(self, session: Session, e: EventIn, credits: Credits, deltas: dict[int, Delta]) -> _Order:
+        dist, now = self.config.distribution, self.now
+        if e.order_no in self.orders:
+            raise Rejected(409, "order_exists", f"Order {e.order_no} was already paid under another event_id; "
+                           "an order is paid once.", {"order_no": e.order_no})
+        chain = self.chains.get(e.distributor_code or "")
+        if chain is None:
+            raise Rejected(422, "unknown_distributor", f"No distributor has the code {e.distributor_code!r}.",
+                           {"distributor_code": e.distributor_code})
+        accrued = _month_accrued(session, [p.id for p in chain], now) if dist.monthly_cap_fen else {}
+        shares = rules.split_commission(
+            e.amount_fen or 0,
+            [rules.Receiver(p.id, p.openid, p.rank, p.status == DistributorStatus.ACTIVE) for p in chain],
+            rates_of=lambda rank: self.config.rank(rank).rates, max_levels=dist.max_levels,
+            self_purchase=dist.self_purchase, buyer_openid=e.buyer_openid,
+            monthly_cap_fen=dist.monthly_cap_fen, month_accrued=accrued)
+        row = {"order_no": e.order_no, "distributor_id": chain[0].id, "amount_fen": e.amount_fen or 0,
+               "refunded_fen": 0, "status": rules.PAID, "sku": e.sku, "buyer_openid": e.buyer_openid,
+               "paid_at": e.occurred_at or now, "completed_at": None, "updated_at": now}
+        conn = session.connection()
+        conn.execute(_INSERT_ORDER, row)
+        comms = [{"order_no": e.order_no, "distributor_id": s.distributor_id, "depth": s.depth, "rate": str(s.rate),
+                  "amount_fen": s.amount_fen, "reversed_fen": 0, "state": CommissionState.PENDING,
+                  "unfreeze_at": None, "created_at": now} for s in shares]
+        if comms:
+            conn.execute(_INSERT_COMMISSION, comms)
+            append_entries(session, [{"distributor_id": c["distributor_id"], "kind": EntryKind.COMMISSION,
+                                      "amount_fen": c["amount_fen"], "ref": e.order_no, "order_no": e.order_no,
+                                      "created_at": now} for c in comms])
+        for c in comms:
+            deltas[c["distributor_id"]].pending_fen += c["amount_fen"]
+            credits.credited[c["distributor_id"]].append(c["amount_fen"])
+        credits.people.update((p.id, p) for p in chain)
+        return _Order(row, comms)
+
+    def _change(self, session: Session, e: EventIn, credits: Credits, deltas: dict[int, Delta]) -> _Order:
+        """shipped, completed, refunded or cancelled, on an order that exists."""
+        known = self.orders.get(e.order_no)
+        if known is None:
+            raise Rejected(422, "unknown_order", f"No order {e.order_no!r} has been paid; send its 'paid' event "
+                           "first.", {"order_no": e.order_no})
+        order = _Order(dict(known.row), [dict(c) for c in known.comms])  # changed on copies until it went through
+        row, now = order.row, self.now
+        try:
+            status = rules.next_status(row["status"], e.type, amount_fen=row["amount_fen"],
+                                       refunded_fen=row["refunded_fen"], refund_fen=e.amount_fen or 0)
+        except rules.TransitionError as err:
+            raise Rejected(422, err.code, f"Order {e.order_no}: {err}.",
+                           {"status": row["status"], "type": e.type, "refunded_fen": row["refunded_fen"],
+                            "amount_fen": row["amount_fen"]}) from None
+        entries: list[dict[str, Any]] = []
+        changed: list[dict[str, Any]] = []
+        if e.type == rules.COMPLETED:
+            row["completed_at"] = now
+            due = rules.unfreeze_at(now, self.config.distribution.freeze_days)
+            for c in order.comms:
+                c["unfreeze_at"] = due
+                if self.config.distribution.freeze_days == 0 and c["state"] == CommissionState.PENDING:
+                    rest = c["amount_fen"] - c["reversed_fen"]
+                    c["state"] = CommissionState.AVAILABLE
+                    deltas[c["distributor_id"]].pending_fen -= rest
+                    deltas[c["distributor_id"]].available_fen += rest
+                    credits.freed[c["distributor_id"]] += rest
+                changed.append(c)
+        elif e.type in (rules.REFUNDED, rules.CANCELLED):
+            if e.type == rules.REFUNDED:
+                row["refunded_fen"] += e.amount_fen or 0
+            refunded = row["refunded_fen"] if e.type == rules.REFUNDED else row["amount_fen"]
+            for c in order.comms:
+                due = rules.reversal_due(c["amount_fen"], c["reversed_fen"], refunded, row["amount_fen"])
+                if due <= 0:
+                    continue
+                c["reversed_fen"] += due
+                if c["state"] == CommissionState.PENDING:
+                    deltas[c["distributor_id"]].pending_fen -= due
+                else:
+                    deltas[c["distributor_id"]].available_fen -= due
+                entries.append({"distributor_id": c["distributor_id"], "kind": EntryKind.REVERSAL,
+                                "amount_fen": -due, "ref": e.event_id, "order_no": e.order_no, "created_at": now})
+                changed.append(c)
+        row["status"], row["updated_at"] = status, now
+        conn = session.connection()
+        conn.execute(_UPDATE_ORDER, {"no": e.order_no, "o_status": status, "o_refunded": row["refunded_fen"],
+                                     "o_completed": row["completed_at"], "o_updated": now})
+        if changed:
+            conn.execute(_UPDATE_COMMISSION, [{"no": c["order_no"], "did": c["distributor_id"], "c_state": c["state"],
+                                               "c_reversed": c["reversed_fen"], "c_unfreeze": c["unfreeze_at"]}
+                                              for c in changed])
+        append_entries(session, entries)
+        return order
 
 
-def _pay(session: Session, config: Config, e: EventIn, now: datetime,
-         credits: Credits) -> tuple[dict[str, Any], list[dict[str, Any]], dict[int, str]]:
-    dist = config.distribution
-    if session.execute(_ORDER, {"no": e.order_no}).first() is not None:
-        raise Rejected(409, "order_exists", f"Order {e.order_no} was already paid under another event_id; "
-                       "an order is paid once.", {"order_no": e.order_no})
-    row = session.execute(_chain(dist.max_levels), {"code": e.distributor_code or ""}).first()
-    if row is None:
-        raise Rejected(422, "unknown_distributor", f"No distributor has the code {e.distributor_code!r}.",
-                       {"distributor_code": e.distributor_code})
-    width = len(PERSON_COLUMNS)
-    chain = [Person(*row[i:i + width]) for i in range(0, len(row), width) if row[i] is not None]
-    accrued = _month_accrued(session, [p.id for p in chain], now) if dist.monthly_cap_fen else {}
-    shares = rules.split_commission(
-        e.amount_fen or 0, [rules.Receiver(p.id, p.openid, p.rank, p.status == DistributorStatus.ACTIVE) for p in chain],
-        rates_of=lambda rank: config.rank(rank).rates, max_levels=dist.max_levels,
-        self_purchase=dist.self_purchase, buyer_openid=e.buyer_openid,
-        monthly_cap_fen=dist.monthly_cap_fen, month_accrued=accrued)
-    order = {"order_no": e.order_no, "distributor_id": chain[0].id, "amount_fen": e.amount_fen or 0,
-             "refunded_fen": 0, "status": rules.PAID, "sku": e.sku, "buyer_openid": e.buyer_openid,
-             "paid_at": e.occurred_at or now, "completed_at": None, "updated_at": now}
-    session.execute(_INSERT_ORDER, order)
-    comms = [{"order_no": e.order_no, "distributor_id": s.distributor_id, "depth": s.depth, "rate": str(s.rate),
-              "amount_fen": s.amount_fen, "reversed_fen": 0, "state": CommissionState.PENDING,
-              "unfreeze_at": None, "created_at": now} for s in shares]
-    if comms:
-        session.execute(_INSERT_COMMISSION, comms)
-        append_entries(session, [{"distributor_id": c["distributor_id"], "kind": EntryKind.COMMISSION,
-                                  "amount_fen": c["amount_fen"], "ref": e.order_no, "order_no": e.order_no,
-                                  "created_at": now} for c in comms])
-        add_to_balances(session, {c["distributor_id"]: Delta(pending_fen=c["amount_fen"]) for c in comms})
-    for c in comms:
-        credits.credited[c["distributor_id"]].append(c["amount_fen"])
-    credits.people.update((p.id, p) for p in chain)
-    return order, comms, {p.id: p.code for p in chain}
+def _sum(a: Delta, b: Delta) -> Delta:
+    return Delta(a.pending_fen + b.pending_fen, a.available_fen + b.available_fen,
+                 a.withdrawing_fen + b.withdrawing_fen, a.withdrawn_fen + b.withdrawn_fen)
 
 
 def _month_accrued(session: Session, ids: list[int], now: datetime) -> dict[int, int]:
@@ -145,72 +266,7 @@ def _month_accrued(session: Session, ids: list[int], now: datetime) -> dict[int,
     if is_postgres(session):
         ensure_balances(session, ids, lock=True)
     c = COMMISSIONS.c
-    rows = session.execute(select(c.distributor_id, func.sum(c.amount_fen - c.reversed_fen))
-                           .where(c.distributor_id.in_(ids), c.created_at >= month_start(now))
-                           .group_by(c.distributor_id))
+    rows = session.connection().execute(select(c.distributor_id, func.sum(c.amount_fen - c.reversed_fen))
+                                        .where(c.distributor_id.in_(ids), c.created_at >= month_start(now))
+                                        .group_by(c.distributor_id))
     return {i: int(v or 0) for i, v in rows.all()}
-
-
-def _change(session: Session, config: Config, e: EventIn, now: datetime,
-            credits: Credits) -> tuple[dict[str, Any], list[dict[str, Any]], dict[int, str]]:
-    """shipped, completed, refunded or cancelled, on an order that exists."""
-    stmt = _ORDER.with_for_update() if is_postgres(session) else _ORDER
-    found = session.execute(stmt, {"no": e.order_no}).mappings().first()
-    if found is None:
-        raise Rejected(422, "unknown_order", f"No order {e.order_no!r} has been paid; send its 'paid' event first.",
-                       {"order_no": e.order_no})
-    order = dict(found)
-    try:
-        status = rules.next_status(order["status"], e.type, amount_fen=order["amount_fen"],
-                                   refunded_fen=order["refunded_fen"], refund_fen=e.amount_fen or 0)
-    except rules.TransitionError as err:
-        raise Rejected(422, err.code, f"Order {e.order_no}: {err}.",
-                       {"status": order["status"], "type": e.type, "refunded_fen": order["refunded_fen"],
-                        "amount_fen": order["amount_fen"]}) from None
-    comms, codes = [], {}
-    for r in session.execute(_COMMISSIONS, {"no": e.order_no}).mappings():
-        person = Person(*(r["p_" + n] for n in PERSON_COLUMNS))
-        credits.people[person.id] = person
-        codes[person.id] = person.code
-        comms.append({k: r[k] for k in COMMISSIONS.c.keys()})
-    deltas: dict[int, Delta] = defaultdict(Delta)
-    entries: list[dict[str, Any]] = []
-    changed: list[dict[str, Any]] = []
-    if e.type == rules.COMPLETED:
-        order["completed_at"] = now
-        due = rules.unfreeze_at(now, config.distribution.freeze_days)
-        for c in comms:
-            c["unfreeze_at"] = due
-            if config.distribution.freeze_days == 0 and c["state"] == CommissionState.PENDING:
-                rest = c["amount_fen"] - c["reversed_fen"]
-                c["state"] = CommissionState.AVAILABLE
-                deltas[c["distributor_id"]].pending_fen -= rest
-                deltas[c["distributor_id"]].available_fen += rest
-                credits.freed[c["distributor_id"]] += rest
-            changed.append(c)
-    elif e.type in (rules.REFUNDED, rules.CANCELLED):
-        if e.type == rules.REFUNDED:
-            order["refunded_fen"] += e.amount_fen or 0
-        refunded = order["refunded_fen"] if e.type == rules.REFUNDED else order["amount_fen"]
-        for c in comms:
-            due = rules.reversal_due(c["amount_fen"], c["reversed_fen"], refunded, order["amount_fen"])
-            if due <= 0:
-                continue
-            c["reversed_fen"] += due
-            delta = deltas[c["distributor_id"]]
-            if c["state"] == CommissionState.PENDING:
-                delta.pending_fen -= due
-            else:
-                delta.available_fen -= due
-            entries.append({"distributor_id": c["distributor_id"], "kind": EntryKind.REVERSAL, "amount_fen": -due,
-                            "ref": e.event_id, "order_no": e.order_no, "created_at": now})
-            changed.append(c)
-    order["status"], order["updated_at"] = status, now
-    session.execute(_UPDATE_ORDER, {"no": e.order_no, "o_status": status, "o_refunded": order["refunded_fen"],
-                                    "o_completed": order["completed_at"], "o_updated": now})
-    if changed:
-        session.execute(_UPDATE_COMMISSION, [{"no": c["order_no"], "did": c["distributor_id"], "c_state": c["state"],
-                          "c_reversed": c["reversed_fen"], "c_unfreeze": c["unfreeze_at"]} for c in changed])
-    append_entries(session, entries)
-    add_to_balances(session, deltas)
-    return order, comms, codes

@@ -61,7 +61,7 @@ def merge_notices(session: Session, items: Sequence[Merge]) -> None:
             m.key, m.openid, {k: prev.counts.get(k, 0) + m.counts.get(k, 0) for k in {*prev.counts, *m.counts}},
             m.render, prev.due)
     stmt = _MERGE_LOCK if session.get_bind().dialect.name == "postgresql" else _MERGE_READ
-    existing = {k: (status, payload) for k, status, payload in session.execute(stmt, {"keys": list(merged)}).all()}
+    existing = {k: (status, payload) for k, status, payload in session.connection().execute(stmt, {"keys": list(merged)}).all()}
     now = datetime.now(UTC)
     inserts: list[dict[str, Any]] = []
     updates: list[dict[str, Any]] = []
@@ -77,9 +77,9 @@ def merge_notices(session: Session, items: Sequence[Merge]) -> None:
         inserts.append({"key": key, "openid": m.openid, "payload": {**to_json(m.render(m.counts)), "merge": m.counts},
                         "status": OutboxStatus.PENDING, "attempts": 0, "next_attempt_at": m.due, "created_at": now})
     if inserts:
-        session.execute(_MERGE_INSERT, inserts)
+        session.connection().execute(_MERGE_INSERT, inserts)
     if updates:
-        session.execute(_MERGE_UPDATE, updates)
+        session.connection().execute(_MERGE_UPDATE, updates)
     session.info["outbox"] = True
 
 
@@ -90,7 +90,7 @@ def enqueue(session: Session, key: str, openid: str, reply: Reply, *, template: 
     payload = to_json(reply)
     if template is not None:
         payload["template"] = template
-    session.execute(dialect_insert(session, _OUTBOX).values(
+    session.connection().execute(dialect_insert(session, _OUTBOX).values(
         key=key, openid=openid, payload=payload, status=OutboxStatus.PENDING, attempts=0,
         next_attempt_at=at or now, created_at=now).on_conflict_do_nothing(index_elements=["key"]))
     session.info["outbox"] = True

@@ -27,8 +27,7 @@ from domain import commission as rules
 from domain.config import Config
 from domain.formats import CHINA, china_time, yuan
 from domain.messages import Text
-from domain.notices import Credits, settle_and_notify
-from domain.orders import EventIn, Rejected, apply_event
+from domain.orders import EventIn, OrderBook, Rejected
 from storage.group_commit import Failed, GroupCommit, each_in_savepoint
 from storage.models import Distributor
 from storage.tables import COMMISSIONS, EVENTS, ORDERS
@@ -84,18 +83,11 @@ class OrderEvent(RootModel[Annotated[PaidEvent | RefundedEvent | LaterEvent, Fie
 
 # ---- group commit ----------------------------------------------------------------------------
 def apply_events(session: Session, config: Config, events: list[EventIn]) -> list[dict[str, Any] | Failed]:
-    """A batch of events in one transaction, each in its own SAVEPOINT; then the batched notices
-    for what the applied ones credited."""
-    now = datetime.now(UTC)
-    credits = Credits()
-
-    def one(session: Session, e: EventIn) -> dict[str, Any]:
-        answer, credited = apply_event(session, config, e, now)
-        credits.add(credited)
-        return answer
-
-    answers = each_in_savepoint(session, events, one)
-    settle_and_notify(session, config, now, credits)
+    """A batch of events in one transaction, each in its own SAVEPOINT; then what the applied
+    ones add up to (balances, batched notices)."""
+    book = OrderBook(session, config, events, datetime.now(UTC))
+    answers = each_in_savepoint(session, events, book.apply)
+    book.finish(session)
     return answers
 
 
