@@ -83,7 +83,7 @@ def create_app(config: Config, *, platform: Platform | None = None, workers: boo
             app[HTTP] = http
             app[WECHAT] = WeChatAPI(base_url=config.api_base_url, app_id=config.wechat.app_id,
                                     app_secret=config.wechat.app_secret, sessionmaker=app[SESSIONMAKER], http=http)
-            app[OUTBOX] = Outbox(config, app[SESSIONMAKER], app[WECHAT], app[METRICS])
+            app[OUTBOX] = Outbox(config, app[SESSIONMAKER], app[WRITER], app[WECHAT], app[METRICS])
             yield
 
     async def work(app: web.Application) -> AsyncIterator[None]:

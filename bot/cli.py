@@ -33,11 +33,15 @@ def cmd_serve(args: argparse.Namespace) -> None:
     from aiohttp import web
 
     from bot.app import create_app
+    from bot.feature import FeatureConflict
     config = _config(args)
+    try:
+        app = create_app(config)
+    except FeatureConflict as e:  # two features claim one command, key or route: fix bot/features.py
+        raise CliError(str(e)) from None
     _check_database(config)
     if config.sandbox:
         _run_db(lambda: _load_demo_pack(config))
-    app = create_app(config)
     mode = "sandbox" if config.sandbox else "live"
     print(f"distbot serving in {mode} mode on http://{config.server.host}:{config.server.port}"
           + ("  (simulator: /sandbox/)" if config.sandbox else ""), flush=True)

@@ -15,14 +15,16 @@ from typing import Any
 
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import Session
 
 from domain.config import Config
 from bot.metrics import Metrics
 from domain.messages import from_json
 from domain.outbox import template_data
 from bot.wechat_api import NOT_FOLLOWING, OUTSIDE_WINDOW, QUOTA_SPENT, WeChatAPI, WeChatError
-from storage.db import READ_ONLY
+from storage.db import READ_ONLY, is_postgres
 from storage.models import OutboxMessage, OutboxStatus
+from storage.writer import Writer
 
 log = logging.getLogger(__name__)
 
@@ -31,10 +33,11 @@ MAX_BACKOFF_SECONDS = 600
 
 
 class Outbox:
-    def __init__(self, config: Config, sessionmaker: async_sessionmaker[AsyncSession], wechat: WeChatAPI,
-                 metrics: Metrics):
+    def __init__(self, config: Config, sessionmaker: async_sessionmaker[AsyncSession], writer: Writer,
+                 wechat: WeChatAPI, metrics: Metrics):
         self.config = config
-        self._sessionmaker = sessionmaker
+        self._sessionmaker = sessionmaker  # the read-only look for due rows
+        self._writer = writer  # claims and marks
         self._wechat = wechat
         self._metrics = metrics
         self._wake = asyncio.Event()
@@ -78,29 +81,32 @@ class Outbox:
     async def recover(self) -> int:
         """Give claims older than the lease back (their worker died between claim and mark)."""
         cutoff = datetime.now(UTC) - timedelta(seconds=self.config.outbox.lease_seconds)
-        async with self._sessionmaker() as session, session.begin():
-            result = await session.execute(
+
+        def recover(session: Session) -> tuple[int, int]:
+            given_back = session.execute(
                 update(OutboxMessage)
                 .where(OutboxMessage.status == OutboxStatus.SENDING, OutboxMessage.claimed_at < cutoff)
-                .values(status=OutboxStatus.PENDING, claimed_at=None))
-            depth = await session.scalar(select(func.count()).select_from(OutboxMessage)
-                                         .where(OutboxMessage.status == OutboxStatus.PENDING))
-        self._metrics.outbox_depth.set(depth or 0)
-        return result.rowcount
+                .values(status=OutboxStatus.PENDING, claimed_at=None)).rowcount
+            return given_back, session.scalar(select(func.count()).select_from(OutboxMessage)
+                                              .where(OutboxMessage.status == OutboxStatus.PENDING)) or 0
+        given_back, depth = await self._writer.run(recover)
+        self._metrics.outbox_depth.set(depth)
+        return given_back
 
     async def claim(self, limit: int) -> list[OutboxMessage]:
         now = datetime.now(UTC)
-        async with self._sessionmaker() as session, session.begin():
+
+        def claim(session: Session) -> list[OutboxMessage]:
             due = (select(OutboxMessage.id)
                    .where(OutboxMessage.status == OutboxStatus.PENDING, OutboxMessage.next_attempt_at <= now)
                    .order_by(OutboxMessage.id).limit(limit))
-            if session.bind.dialect.name == "postgresql":
+            if is_postgres(session):
                 due = due.with_for_update(skip_locked=True)
-            rows = (await session.scalars(
+            return list(session.scalars(
                 update(OutboxMessage).where(OutboxMessage.id.in_(due.scalar_subquery()))
                 .values(status=OutboxStatus.SENDING, claimed_at=now)
-                .returning(OutboxMessage), execution_options={"synchronize_session": False})).all()
-        return sorted(rows, key=lambda r: r.id)
+                .returning(OutboxMessage), execution_options={"synchronize_session": False}).all())
+        return sorted(await self._writer.run(claim), key=lambda r: r.id)
 
     async def drain_once(self) -> int:
         if not await self._any_due():
@@ -126,10 +132,10 @@ class Outbox:
 
     async def _release(self, rows: list[OutboxMessage]) -> None:
         if rows:
-            async with self._sessionmaker() as session, session.begin():
-                await session.execute(update(OutboxMessage).where(
-                    OutboxMessage.id.in_([r.id for r in rows]), OutboxMessage.status == OutboxStatus.SENDING)
-                    .values(status=OutboxStatus.PENDING, claimed_at=None))
+            ids = [r.id for r in rows]
+            await self._writer.run(lambda session: session.execute(update(OutboxMessage).where(
+                OutboxMessage.id.in_(ids), OutboxMessage.status == OutboxStatus.SENDING)
+                .values(status=OutboxStatus.PENDING, claimed_at=None)))
 
     async def _throttle(self) -> None:
         now = time.monotonic()
@@ -173,5 +179,5 @@ class Outbox:
             self._metrics.outbox_failed.labels(str(error.errcode)).inc()
             log.warning("outbox send failed", extra={"outbox_id": row.id, "errcode": error.errcode,
                                                      "final": final})
-        async with self._sessionmaker() as session, session.begin():
-            await session.execute(update(OutboxMessage).where(OutboxMessage.id == row.id).values(**values))
+        await self._writer.run(
+            lambda session: session.execute(update(OutboxMessage).where(OutboxMessage.id == row.id).values(**values)))

@@ -202,7 +202,7 @@ async def test_two_workers_never_send_a_row_twice(idle: Harness) -> None:
     for i in range(24):
         await enqueue(h, f"fanout:{i}", users[i % 3].openid, f"消息{i}")
     app = h.app
-    workers = [Outbox(h.config, app[SESSIONMAKER], app[WECHAT], app[METRICS]) for _ in range(3)]
+    workers = [Outbox(h.config, app[SESSIONMAKER], app[WRITER], app[WECHAT], app[METRICS]) for _ in range(3)]
     results = await asyncio.gather(*(w.drain_once() for w in workers for _ in range(2)))
     assert sum(results) == 24
     texts = sorted(b["text"]["content"] for b in sends(h))
