@@ -49,21 +49,20 @@ def each_in_savepoint(session: Session, items: Sequence[I], apply: Callable[[Ses
     an ORM savepoint of its own when there is anything to flush, so that a failing flush spoils
     neither the session nor the batch; after a failure the session forgets its objects (their
     state in memory may be the undone one) and callers load what they need again."""
-    sql = _savepoint_sql(session)
+    savepoints = _Savepoints(session)
     outcomes: list[R | Failed] = []
     for item in items:
         for attempt in (1, 2):
-            sql(_SAVEPOINT)
+            savepoints.begin()
             try:
                 outcome: R | Failed = apply(session, item)
                 if session.new or session.dirty or session.deleted:
                     with session.begin_nested():
                         session.flush()
-                sql(_RELEASE)
+                savepoints.release()
                 break
             except Exception as e:  # the item is undone; the batch goes on
-                sql(_ROLLBACK)
-                sql(_RELEASE)
+                savepoints.roll_back()
                 session.expunge_all()
                 outcome = Failed(e)
                 if isinstance(e, Refused):
@@ -79,14 +78,39 @@ def each_in_savepoint(session: Session, items: Sequence[I], apply: Callable[[Ses
 _SAVEPOINT, _RELEASE, _ROLLBACK = "SAVEPOINT item", "RELEASE SAVEPOINT item", "ROLLBACK TO SAVEPOINT item"
 
 
-def _savepoint_sql(session: Session) -> Callable[[str], object]:
-    """How to send the savepoint statements: on SQLite straight to the sqlite3 connection (a
-    statement without parameters or rows needs none of SQLAlchemy's machinery), else through it."""
-    conn = session.connection()
-    raw = conn.connection.driver_connection
-    if isinstance(raw, sqlite3.Connection):
-        return raw.execute
-    return conn.exec_driver_sql
+class _Savepoints:
+    """The batch's SAVEPOINT statements, sent as cheaply as each database allows. On SQLite they go
+    straight to the sqlite3 connection (a statement without parameters or rows needs none of
+    SQLAlchemy's machinery). On PostgreSQL each is a round trip, so an item's RELEASE waits to go
+    with the next item's SAVEPOINT in one simple query on the driver's connection (SQLAlchemy's
+    AdaptedConnection.run_async); the last one is left to the COMMIT, which releases it."""
+
+    def __init__(self, session: Session):
+        conn = session.connection()
+        raw = conn.connection.driver_connection
+        if isinstance(raw, sqlite3.Connection):
+            def send(statements: list[str]) -> None:
+                for statement in statements:
+                    raw.execute(statement)
+        else:
+            adapted = conn.connection.dbapi_connection
+            assert adapted is not None
+
+            def send(statements: list[str]) -> None:
+                adapted.run_async(lambda driver: driver.execute("; ".join(statements)))
+        self._send = send
+        self._pending: list[str] = []
+
+    def begin(self) -> None:
+        self._send([*self._pending, _SAVEPOINT])
+        self._pending = []
+
+    def release(self) -> None:
+        self._pending = [_RELEASE]
+
+    def roll_back(self) -> None:
+        self._send([_ROLLBACK, _RELEASE])
+        self._pending = []
 
 
 class GroupCommit(Generic[I, R]):
