@@ -8,12 +8,14 @@ Used by the webhook (updates), order events, and ready for campaign sends and jo
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
+from sqlalchemy import event
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -45,48 +47,56 @@ def each_in_savepoint(session: Session, items: Sequence[I], apply: Callable[[Ses
     another process) runs the item once more: it then sees the other transaction's rows.
 
     The SAVEPOINT is plain SQL (SQLAlchemy's nested transactions cost several times more, once
-    per update on the hot path). What the item changed through the ORM is flushed inside it, in
-    an ORM savepoint of its own when there is anything to flush, so that a failing flush spoils
-    neither the session nor the batch; after a failure the session forgets its objects (their
-    state in memory may be the undone one) and callers load what they need again."""
+    per update on the hot path), and it is taken only before the item's first write: an item
+    that only reads (most chat commands) needs none. What the item changed through the ORM is
+    flushed inside it, in an ORM savepoint of its own when there is anything to flush, so that a
+    failing flush spoils neither the session nor the batch; after a failure the session forgets
+    its objects (their state in memory may be the undone one) and callers load what they need
+    again."""
     savepoints = _Savepoints(session)
     outcomes: list[R | Failed] = []
-    for item in items:
-        for attempt in (1, 2):
-            savepoints.begin()
-            try:
-                outcome: R | Failed = apply(session, item)
-                if session.new or session.dirty or session.deleted:
-                    with session.begin_nested():
-                        session.flush()
-                savepoints.release()
-                break
-            except Exception as e:  # the item is undone; the batch goes on
-                savepoints.roll_back()
-                session.expunge_all()
-                outcome = Failed(e)
-                if isinstance(e, Refused):
-                    break
-                if isinstance(e, IntegrityError) and attempt == 1:
-                    continue
-                log.exception("item failed")
-                break
-        outcomes.append(outcome)
+    with savepoints.watching():
+        for item in items:
+            outcomes.append(_one(session, savepoints, item, apply))
     return outcomes
+
+
+def _one(session: Session, savepoints: _Savepoints, item: I, apply: Callable[[Session, I], R]) -> R | Failed:
+    for attempt in (1, 2):
+        savepoints.begin()
+        try:
+            outcome = apply(session, item)
+            if session.new or session.dirty or session.deleted:
+                with session.begin_nested():
+                    session.flush()
+            savepoints.release()
+            return outcome
+        except Exception as e:  # the item is undone; the batch goes on
+            savepoints.roll_back()
+            session.expunge_all()
+            if isinstance(e, IntegrityError) and attempt == 1:
+                continue
+            if not isinstance(e, Refused):
+                log.exception("item failed")
+            return Failed(e)
+    raise AssertionError("unreachable")
 
 
 _SAVEPOINT, _RELEASE, _ROLLBACK = "SAVEPOINT item", "RELEASE SAVEPOINT item", "ROLLBACK TO SAVEPOINT item"
 
 
 class _Savepoints:
-    """The batch's SAVEPOINT statements, sent as cheaply as each database allows. On SQLite they go
-    straight to the sqlite3 connection (a statement without parameters or rows needs none of
-    SQLAlchemy's machinery). On PostgreSQL each is a round trip, so an item's RELEASE waits to go
-    with the next item's SAVEPOINT in one simple query on the driver's connection (SQLAlchemy's
-    AdaptedConnection.run_async); the last one is left to the COMMIT, which releases it."""
+    """The batch's SAVEPOINT statements, taken lazily and sent as cheaply as each database allows.
+
+    An item's SAVEPOINT is sent just before its first statement that writes (a connection event
+    sees every statement, the ORM's flushes included). On SQLite the statements go straight to the
+    sqlite3 connection (one without parameters or rows needs none of SQLAlchemy's machinery). On
+    PostgreSQL each is a round trip, so an item's RELEASE waits to go with the next SAVEPOINT in
+    one simple query on the driver's connection (SQLAlchemy's AdaptedConnection.run_async); the
+    last one is left to the COMMIT, which releases it."""
 
     def __init__(self, session: Session):
-        conn = session.connection()
+        self._conn = conn = session.connection()
         raw = conn.connection.driver_connection
         if isinstance(raw, sqlite3.Connection):
             def send(statements: list[str]) -> None:
@@ -95,22 +105,45 @@ class _Savepoints:
         else:
             adapted = conn.connection.dbapi_connection
             assert adapted is not None
+            # The driver's transaction begins with the first statement SQLAlchemy sends; make sure
+            # it has, or a SAVEPOINT sent past SQLAlchemy would find none.
+            conn.exec_driver_sql("SELECT 1")
 
             def send(statements: list[str]) -> None:
                 adapted.run_async(lambda driver: driver.execute("; ".join(statements)))
         self._send = send
         self._pending: list[str] = []
+        self._wanted = self._open = False
+
+    @contextlib.contextmanager
+    def watching(self) -> Iterator[None]:
+        event.listen(self._conn, "before_cursor_execute", self._before_statement)
+        try:
+            yield
+        finally:
+            event.remove(self._conn, "before_cursor_execute", self._before_statement)
+
+    def _before_statement(self, conn: Any, cursor: Any, statement: str, parameters: Any, context: Any,
+                          executemany: bool) -> None:
+        if self._wanted and not self._open and (
+                context is None or context.isinsert or context.isupdate or context.isdelete
+                or not statement.lstrip()[:6].upper().startswith("SELECT")):
+            self._send([*self._pending, _SAVEPOINT])
+            self._pending, self._open = [], True
 
     def begin(self) -> None:
-        self._send([*self._pending, _SAVEPOINT])
-        self._pending = []
+        self._wanted, self._open = True, False
 
     def release(self) -> None:
-        self._pending = [_RELEASE]
+        if self._open:
+            self._pending = [_RELEASE]
+        self._wanted = self._open = False
 
     def roll_back(self) -> None:
-        self._send([_ROLLBACK, _RELEASE])
-        self._pending = []
+        if self._open:
+            self._send([_ROLLBACK, _RELEASE])
+            self._pending = []
+        self._wanted = self._open = False
 
 
 class GroupCommit(Generic[I, R]):
