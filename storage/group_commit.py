@@ -105,12 +105,18 @@ class _Savepoints:
         else:
             adapted = conn.connection.dbapi_connection
             assert adapted is not None
-            # The driver's transaction begins with the first statement SQLAlchemy sends; make sure
-            # it has, or a SAVEPOINT sent past SQLAlchemy would find none.
-            conn.exec_driver_sql("SELECT 1")
+            through_sqlalchemy = True
 
             def send(statements: list[str]) -> None:
-                adapted.run_async(lambda driver: driver.execute("; ".join(statements)))
+                nonlocal through_sqlalchemy
+                if through_sqlalchemy:
+                    # The driver's transaction begins with the first statement SQLAlchemy sends: the
+                    # first SAVEPOINT goes that way, so that later ones find the transaction.
+                    for statement in statements:
+                        conn.exec_driver_sql(statement)
+                    through_sqlalchemy = False
+                else:
+                    adapted.run_async(lambda driver: driver.execute("; ".join(statements)))
         self._send = send
         self._pending: list[str] = []
         self._wanted = self._open = False
@@ -128,8 +134,9 @@ class _Savepoints:
         if self._wanted and not self._open and (
                 context is None or context.isinsert or context.isupdate or context.isdelete
                 or not statement.lstrip()[:6].upper().startswith("SELECT")):
-            self._send([*self._pending, _SAVEPOINT])
-            self._pending, self._open = [], True
+            self._open = True  # first: the SAVEPOINT itself may pass through this hook
+            statements, self._pending = [*self._pending, _SAVEPOINT], []
+            self._send(statements)
 
     def begin(self) -> None:
         self._wanted, self._open = True, False
