@@ -86,18 +86,21 @@ _SAVEPOINT, _RELEASE, _ROLLBACK = "SAVEPOINT item", "RELEASE SAVEPOINT item", "R
 
 
 class _Savepoints:
-    """The batch's SAVEPOINT statements, taken lazily and sent as cheaply as each database allows.
+    """The batch's SAVEPOINT statements, sent as cheaply as each database allows.
 
-    An item's SAVEPOINT is sent just before its first statement that writes (a connection event
-    sees every statement, the ORM's flushes included). On SQLite the statements go straight to the
-    sqlite3 connection (one without parameters or rows needs none of SQLAlchemy's machinery). On
-    PostgreSQL each is a round trip, so an item's RELEASE waits to go with the next SAVEPOINT in
-    one simple query on the driver's connection (SQLAlchemy's AdaptedConnection.run_async); the
-    last one is left to the COMMIT, which releases it."""
+    On SQLite they go straight to the sqlite3 connection (a statement without parameters or rows
+    needs none of SQLAlchemy's machinery), one per item. On PostgreSQL each is a round trip, so an
+    item's SAVEPOINT is sent only just before its first statement that writes (a connection event
+    sees every statement, the ORM's flushes included: an item that only reads needs none), and
+    an item's RELEASE waits to go with the next SAVEPOINT in one simple query on the driver's
+    connection (SQLAlchemy's AdaptedConnection.run_async). The last RELEASE is left to the
+    COMMIT, which releases it."""
 
     def __init__(self, session: Session):
         self._conn = conn = session.connection()
         raw = conn.connection.driver_connection
+        # On SQLite a SAVEPOINT costs less than watching for the first write: every item gets one.
+        self._lazy = not isinstance(raw, sqlite3.Connection)
         if isinstance(raw, sqlite3.Connection):
             def send(statements: list[str]) -> None:
                 for statement in statements:
@@ -123,6 +126,9 @@ class _Savepoints:
 
     @contextlib.contextmanager
     def watching(self) -> Iterator[None]:
+        if not self._lazy:
+            yield
+            return
         event.listen(self._conn, "before_cursor_execute", self._before_statement)
         try:
             yield
@@ -134,12 +140,17 @@ class _Savepoints:
         if self._wanted and not self._open and (
                 context is None or context.isinsert or context.isupdate or context.isdelete
                 or not statement.lstrip()[:6].upper().startswith("SELECT")):
-            self._open = True  # first: the SAVEPOINT itself may pass through this hook
-            statements, self._pending = [*self._pending, _SAVEPOINT], []
-            self._send(statements)
+            self._take()
 
     def begin(self) -> None:
         self._wanted, self._open = True, False
+        if not self._lazy:
+            self._take()
+
+    def _take(self) -> None:
+        self._open = True  # first: the SAVEPOINT itself may pass through the hook
+        statements, self._pending = [*self._pending, _SAVEPOINT], []
+        self._send(statements)
 
     def release(self) -> None:
         if self._open:
