@@ -121,7 +121,12 @@ class Ctx:
 
     @property
     def live_state(self) -> str | None:
-        return self.state.state if self.state is not None and self.state.expires_at > self.now else None
+        return live_state(self.state, self.now)
+
+
+def live_state(state: ConversationState | None, now: datetime) -> str | None:
+    """The conversation a follower is in, unless it has expired."""
+    return state.state if state is not None and state.expires_at > now else None
 
 
 HandlerResult = Reply | Later | None

@@ -19,7 +19,7 @@ from sqlalchemy import String, bindparam, select, text, update
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
-from bot.chat import ChatRouter, Ctx, HandlerResult, Incoming, Later
+from bot.chat import ChatRouter, Ctx, HandlerResult, Incoming, Later, live_state
 from bot.metrics import Metrics
 from domain.config import Config
 from domain.messages import Reply, Text, from_json, to_json
@@ -286,8 +286,7 @@ class Dispatcher:
             d = senders.distributors.get(msg.openid)
             if d is None or counts[msg.openid] > 1 or msg.dedupe_key in senders.stored:
                 continue
-            s = senders.states.get(msg.openid)
-            route = self._router.resolve(msg, s.state if s is not None and s.expires_at > now else None)
+            route = self._router.resolve(msg, live_state(senders.states.get(msg.openid), now))
             preload = self._router.preloads.get(route.handler)
             if preload is not None:
                 wanted[preload].append(d.id)

@@ -153,4 +153,4 @@ def pack_json(row: ContentPack, live: bool) -> dict[str, Any]:
 async def import_pack(writer: Writer, path: str | Path, rank_keys: list[str] | None = None) -> tuple[ContentPack, bool]:
     """Validate (in a thread) and store a pack zip: PackInvalid, PackConflict, or (row, went live)."""
     valid = await asyncio.to_thread(validate_pack, path, rank_keys)
-    return await writer.run(lambda session: store_pack(session, valid, datetime.now(UTC)))
+    return await writer.run(lambda session: store_pack(session, valid, datetime.now(UTC)), slow=True)

@@ -40,6 +40,10 @@ class Delta:
     def __bool__(self) -> bool:
         return any((self.pending_fen, self.available_fen, self.withdrawing_fen, self.withdrawn_fen))
 
+    def __add__(self, other: Delta) -> Delta:
+        return Delta(self.pending_fen + other.pending_fen, self.available_fen + other.available_fen,
+                     self.withdrawing_fen + other.withdrawing_fen, self.withdrawn_fen + other.withdrawn_fen)
+
 
 # ---- statements, built once ---------------------------------------------------------------------
 _INSERT_ENTRY = ENTRIES.insert()

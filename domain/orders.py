@@ -144,10 +144,11 @@ class OrderBook:
             order = self._pay(session, e, credits, deltas)
         else:
             order = self._change(session, e, credits, deltas)
-        codes = {p.id: p.code for p in credits.people.values()} | {p.id: p.code for p in self.credits.people.values()}
+        receivers = [credits.people.get(c["distributor_id"]) or self.credits.people[c["distributor_id"]]
+                     for c in order.comms]
         answer = {"order_no": e.order_no, "status": order.row["status"], "duplicate": False,
                   "amount_fen": order.row["amount_fen"], "refunded_fen": order.row["refunded_fen"],
-                  "commissions": [_comm_json(c, codes[c["distributor_id"]]) for c in order.comms]}
+                  "commissions": [_comm_json(c, p.code) for c, p in zip(order.comms, receivers, strict=True)]}
         session.connection().execute(_INSERT_EVENT, {
             "event_id": e.event_id, "order_no": e.order_no, "type": e.type, "amount_fen": e.amount_fen,
             "status": order.row["status"], "occurred_at": e.occurred_at, "received_at": self.now, "answer": answer})
@@ -155,7 +156,7 @@ class OrderBook:
         self.orders[e.order_no], self.stored[e.event_id] = order, answer
         self.credits.add(credits)
         for did, d in deltas.items():
-            self.deltas[did] = _sum(self.deltas[did], d)
+            self.deltas[did] += d
         return answer
 
     def finish(self, session: Session) -> None:
@@ -253,11 +254,6 @@ class OrderBook:
                                               for c in changed])
         append_entries(session, entries)
         return order
-
-
-def _sum(a: Delta, b: Delta) -> Delta:
-    return Delta(a.pending_fen + b.pending_fen, a.available_fen + b.available_fen,
-                 a.withdrawing_fen + b.withdrawing_fen, a.withdrawn_fen + b.withdrawn_fen)
 
 
 def _month_accrued(session: Session, ids: list[int], now: datetime) -> dict[int, int]:

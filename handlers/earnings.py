@@ -222,7 +222,7 @@ async def unfreeze_due(writer: Writer, config: Config, now: datetime | None = No
     Safe to run twice and at any time: it moves what is due and not yet moved, so it also
     catches up after downtime."""
     now, moved = now or datetime.now(UTC), 0
-    while chunk := await writer.run(lambda session: unfreeze_some(session, config, now)):
+    while chunk := await writer.run(lambda session: unfreeze_some(session, config, now), slow=True):
         moved += chunk
     return moved
 

@@ -62,7 +62,8 @@ def each_in_savepoint(session: Session, items: Sequence[I], apply: Callable[[Ses
 
 
 def _one(session: Session, savepoints: _Savepoints, item: I, apply: Callable[[Session, I], R]) -> R | Failed:
-    for attempt in (1, 2):
+    retried = False
+    while True:
         savepoints.begin()
         try:
             outcome = apply(session, item)
@@ -74,12 +75,12 @@ def _one(session: Session, savepoints: _Savepoints, item: I, apply: Callable[[Se
         except Exception as e:  # the item is undone; the batch goes on
             savepoints.roll_back()
             session.expunge_all()
-            if isinstance(e, IntegrityError) and attempt == 1:
+            if isinstance(e, IntegrityError) and not retried:
+                retried = True
                 continue
             if not isinstance(e, Refused):
                 log.exception("item failed")
             return Failed(e)
-    raise AssertionError("unreachable")
 
 
 _SAVEPOINT, _RELEASE, _ROLLBACK = "SAVEPOINT item", "RELEASE SAVEPOINT item", "ROLLBACK TO SAVEPOINT item"
@@ -122,7 +123,7 @@ class _Savepoints:
                     adapted.run_async(lambda driver: driver.execute("; ".join(statements)))
         self._send = send
         self._pending: list[str] = []
-        self._wanted = self._open = False
+        self._open = False  # whether the current item's SAVEPOINT has been sent
 
     @contextlib.contextmanager
     def watching(self) -> Iterator[None]:
@@ -137,13 +138,14 @@ class _Savepoints:
 
     def _before_statement(self, conn: Any, cursor: Any, statement: str, parameters: Any, context: Any,
                           executemany: bool) -> None:
-        if self._wanted and not self._open and (
+        # Only items' statements pass here (the listener is on while the items run).
+        if not self._open and (
                 context is None or context.isinsert or context.isupdate or context.isdelete
                 or not statement.lstrip()[:6].upper().startswith("SELECT")):
             self._take()
 
     def begin(self) -> None:
-        self._wanted, self._open = True, False
+        self._open = False
         if not self._lazy:
             self._take()
 
@@ -155,13 +157,13 @@ class _Savepoints:
     def release(self) -> None:
         if self._open:
             self._pending = [_RELEASE]
-        self._wanted = self._open = False
+        self._open = False
 
     def roll_back(self) -> None:
         if self._open:
             self._send([_ROLLBACK, _RELEASE])
             self._pending = []
-        self._wanted = self._open = False
+        self._open = False
 
 
 class GroupCommit(Generic[I, R]):

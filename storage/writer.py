@@ -15,6 +15,7 @@ This module is where distbot's database speed work lives, with public APIs only:
   on asyncpg through SQLAlchemy's greenlet bridge.
 
 A unit must be short (indexed reads, a few writes): on SQLite it holds the loop while it runs.
+A long one says so (`slow=True`) and runs in the thread.
 """
 
 from __future__ import annotations
@@ -59,11 +60,14 @@ class Writer:
         else:
             self._sessionmaker = create_sessionmaker(engine)
 
-    async def run(self, work: Work[T]) -> T:
-        """`work(session)` in one transaction, committed when it returns, rolled back when it raises."""
+    async def run(self, work: Work[T], *, slow: bool = False) -> T:
+        """`work(session)` in one transaction, committed when it returns, rolled back when it raises.
+
+        `slow`: a unit that writes much (a content pack, a job's chunk) and must not hold the
+        loop; on SQLite it runs in the writer's thread whatever the lock."""
         if self._sqlite is not None:
             async with self._lock:  # one connection, one unit at a time (they queue for SQLite's lock anyway)
-                result, info = await self._sqlite.run(work)
+                result, info = await self._sqlite.run(work, slow)
         else:
             assert self._sessionmaker is not None
             async with self._sessionmaker() as session:
@@ -91,12 +95,12 @@ class _SqliteFile:
         self._commits = 0
         self._checkpointing: asyncio.Future[None] | None = None
 
-    async def run(self, work: Work[T]) -> tuple[T, dict[str, Any]]:
+    async def run(self, work: Work[T], slow: bool) -> tuple[T, dict[str, Any]]:
         loop = asyncio.get_running_loop()
         with self.engine.connect() as conn:
             raw = conn.connection.driver_connection
             assert isinstance(raw, sqlite3.Connection)
-            if _begin_now(raw):
+            if not slow and _begin_now(raw):
                 result = _unit(conn, work)  # on the loop: the write lock is ours
             else:
                 result = await loop.run_in_executor(self.thread, _unit, conn, work)

@@ -126,35 +126,23 @@ SLOW_SECONDS = 0.8
 
 
 def _slow_feature(calls: list[str], release: asyncio.Event) -> Feature:
+    """Commands whose reply is slow work: 等 waits for `release`, 迟 and 图 for SLOW_SECONDS; 图
+    answers a text at once and sends its result after."""
     slow = Feature("slow-test")
 
-    @slow.command("等", "wait")
-    def on_wait(msg: Incoming, ctx: Ctx) -> Later:
-        calls.append(msg.content)
+    def later(wait: Any, prefix: str, first: str = "") -> Any:
+        def handler(msg: Incoming, ctx: Ctx) -> Later:
+            calls.append(msg.content)
 
-        async def work() -> Text:
-            await release.wait()
-            return Text("等到了：" + msg.content)
-        return Later(work)
+            async def work() -> Text:
+                await wait()
+                return Text(prefix + msg.content)
+            return Later(work, first=Text(first + msg.content) if first else None)
+        return handler
 
-    @slow.command("迟", "later")
-    def on_later(msg: Incoming, ctx: Ctx) -> Later:
-        calls.append(msg.content)
-
-        async def work() -> Text:
-            await asyncio.sleep(SLOW_SECONDS)
-            return Text("迟到的图片说明：" + msg.content)
-        return Later(work)
-
-    @slow.command("图", "chart")
-    def on_chart(msg: Incoming, ctx: Ctx) -> Later:
-        calls.append(msg.content)
-
-        async def work() -> Text:
-            await asyncio.sleep(SLOW_SECONDS)
-            return Text("随后的图：" + msg.content)
-        return Later(work, first=Text("先回文字：" + msg.content))
-
+    slow.command("等", "wait")(later(release.wait, "等到了："))
+    slow.command("迟", "later")(later(lambda: asyncio.sleep(SLOW_SECONDS), "迟到的图片说明："))
+    slow.command("图", "chart")(later(lambda: asyncio.sleep(SLOW_SECONDS), "随后的图：", first="先回文字："))
     return slow
 
 

@@ -48,6 +48,17 @@ async def test_a_unit_runs_on_the_loop_when_the_lock_is_free_and_in_the_thread_w
         await engine.dispose()
 
 
+async def test_a_slow_unit_runs_in_the_thread_even_when_the_lock_is_free(tmp_path: Path) -> None:
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path}/writer.db")
+    writer = Writer(engine)
+    try:
+        thread, in_transaction = await writer.run(_where, slow=True)
+        assert thread != threading.get_ident() and in_transaction
+    finally:
+        await writer.close()
+        await engine.dispose()
+
+
 async def test_a_unit_that_raises_leaves_nothing(tmp_path: Path) -> None:
     engine = create_engine(f"sqlite+aiosqlite:///{tmp_path}/writer.db")
     writer = Writer(engine)
