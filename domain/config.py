@@ -84,6 +84,28 @@ class DatabaseConfig(_Section):
 
 class AdminConfig(_Section):
     token: str = DEFAULT_ADMIN_TOKEN
+    notify_openids: tuple[str, ...] = ()  # staff reminded of overdue tickets and risk
+
+
+class ServiceConfig(_Section):
+    urgent_minutes: int = Field(30, ge=1)
+    normal_minutes: int = Field(240, ge=1)
+    priority_ranks: tuple[str, ...] = ()
+
+
+class ReportsConfig(_Section):
+    weekly: bool = True  # the weekly personal report, Monday 09:00 Asia/Shanghai
+
+
+class ContestsConfig(_Section):
+    monthly_star_prizes_fen: tuple[int, ...] = ()
+
+    @field_validator("monthly_star_prizes_fen")
+    @classmethod
+    def _positive(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+        if any(p <= 0 for p in v):
+            raise ValueError("every prize must be a positive number of fen")
+        return v
 
 
 class DistributionConfig(_Section):
@@ -154,6 +176,9 @@ class Config(BaseSettings):
     distribution: DistributionConfig = DistributionConfig()
     ranks: tuple[RankConfig, ...] = Field(default_factory=_default_ranks, min_length=1)
     outbox: OutboxConfig = OutboxConfig()
+    service: ServiceConfig = ServiceConfig()
+    reports: ReportsConfig = ReportsConfig()
+    contests: ContestsConfig = ContestsConfig()
 
     @classmethod
     def settings_customise_sources(

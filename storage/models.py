@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, DateTime, ForeignKey, Index, Integer, MetaData, String, Text
+from sqlalchemy import JSON, BigInteger, DateTime, ForeignKey, Index, Integer, MetaData, String, Text, true
 from sqlalchemy.types import TypeDecorator
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -96,6 +96,8 @@ class Distributor(Base):
     status: Mapped[str] = mapped_column(String(16), default=DistributorStatus.ACTIVE)
     registered_at: Mapped[datetime]
     exited_at: Mapped[datetime | None]
+    # False after 退订周报 (the weekly report is not sent), True again after 订阅周报.
+    weekly_report: Mapped[bool] = mapped_column(default=True, server_default=true())
 
     inviter: Mapped[Distributor | None] = relationship(remote_side=[id], lazy="raise")
 
@@ -123,6 +125,20 @@ class ProcessedMessage(Base):
     created_at: Mapped[datetime] = mapped_column(index=True)
 
 
+class JobRun(Base):
+    """The last run of each scheduled job, shared by every process (GET /api/jobs, catching up)."""
+
+    __tablename__ = "job_runs"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    last_run_at: Mapped[datetime | None]  # when the last finished run started
+    last_status: Mapped[str | None] = mapped_column(String(16))  # "ok" or "error"
+    last_error: Mapped[str | None] = mapped_column(Text)
+    last_duration_ms: Mapped[int | None]
+    running_since: Mapped[datetime | None]
+    runs: Mapped[int] = mapped_column(default=0)
+
+
 class AccessToken(Base):
     """The one access token of the account, shared by every process."""
 
@@ -134,11 +150,23 @@ class AccessToken(Base):
     refreshed_at: Mapped[datetime]
 
 
+class OutboxBody(Base):
+    """A message sent to many (a campaign): stored once, its outbox rows point to it."""
+
+    __tablename__ = "outbox_bodies"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    # The message as a JSON value (see domain.messages), with an optional "template" fallback.
+    payload: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime]
+
+
 class OutboxMessage(Base):
     """A message to a user that is not a passive reply, written with the change that caused it."""
 
     __tablename__ = "outbox"
-    __table_args__ = (Index("ix_outbox_due", "status", "next_attempt_at"),)
+    __table_args__ = (Index("ix_outbox_due", "status", "next_attempt_at"),
+                      Index("ix_outbox_body", "body_id", "status"))
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     key: Mapped[str] = mapped_column(String(160), unique=True)
@@ -152,6 +180,11 @@ class OutboxMessage(Base):
     sent_at: Mapped[datetime | None]
     errcode: Mapped[int | None]
     last_error: Mapped[str | None] = mapped_column(Text)
-    # Which delivery path succeeded: "custom" or "template".
+    # Which delivery path succeeded: "custom", "template" or "mass".
     channel: Mapped[str | None] = mapped_column(String(16))
     created_at: Mapped[datetime]
+    # A message shared by many rows (payload then holds only what is the row's own).
+    body_id: Mapped[int | None] = mapped_column(ForeignKey("outbox_bodies.id"))
+    # WeChat's msg_id of a mass send (its MASSSENDJOBFINISH event names it) and that event's counts.
+    msg_id: Mapped[int | None] = mapped_column(BigInteger, index=True)
+    result: Mapped[dict[str, Any] | None]

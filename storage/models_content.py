@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ForeignKey, Integer, LargeBinary, String, UniqueConstraint
+from sqlalchemy import ForeignKey, Integer, LargeBinary, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from storage.models import Base, BigId
@@ -25,6 +25,13 @@ class ContentPack(Base):
     # The validated manifest with template sources and Markdown inlined (see content.packs).
     content: Mapped[dict[str, Any]]
     uploaded_at: Mapped[datetime]
+    # A festival version is live only from live_from until live_until (the `content` job switches
+    # it in and the replaced version back); announce goes to every active distributor as it goes live.
+    live_from: Mapped[datetime | None]
+    live_until: Mapped[datetime | None]
+    announce: Mapped[str | None] = mapped_column(Text)
+    window_state: Mapped[str | None] = mapped_column(String(16))  # None, "waiting", "live", "ended"
+    replaced_pack_id: Mapped[int | None] = mapped_column(BigId)
 
 
 class ContentFile(Base):

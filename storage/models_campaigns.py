@@ -1,0 +1,47 @@
+"""Campaigns: a message to an audience, sent through the outbox (one row per recipient)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, ForeignKey, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from storage.models import Base, BigId
+
+
+class CampaignStatus(StrEnum):
+    SCHEDULED = "scheduled"
+    SENDING = "sending"
+    DONE = "done"
+    CANCELLED = "cancelled"
+
+
+class Campaign(Base):
+    __tablename__ = "campaigns"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    title: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(16))  # contest, training, notice
+    channel: Mapped[str] = mapped_column(String(16))  # service or mass
+    text: Mapped[str] = mapped_column(Text)
+    audience: Mapped[Any] = mapped_column(JSON)  # "all" or {"ranks": [...]}
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    send_at: Mapped[datetime]
+    # Recipients: counted when scheduled, fixed when sending starts.
+    total: Mapped[int] = mapped_column(default=0)
+    # Mass channel: followers WeChat left out (over their 4 mass messages a month).
+    skipped: Mapped[int] = mapped_column(default=0)
+    body_id: Mapped[int | None] = mapped_column(ForeignKey("outbox_bodies.id"))
+    # Enqueueing goes by distributor id in batches: the last id done, and the highest id of the
+    # audience fixed when sending started.
+    cursor: Mapped[int] = mapped_column(BigInteger, default=0)
+    audience_max_id: Mapped[int | None] = mapped_column(BigInteger)
+    enqueued: Mapped[bool] = mapped_column(default=False)
+    # What made it, when not an admin: e.g. "pack:12" (a pack version's announcement), once each.
+    source: Mapped[str | None] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime]
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
