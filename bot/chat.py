@@ -50,6 +50,11 @@ class Incoming:
     content: str = ""  # text messages, trimmed
     event: str = ""  # subscribe, subscribe_scan, scan, unsubscribe, click, view, ...
     event_key: str = ""  # menu key (click) or QR scene (subscribe_scan/scan, prefix stripped)
+    # An event's other fields as sent (e.g. MASSSENDJOBFINISH's MsgID and counts).
+    fields: tuple[tuple[str, str], ...] = ()
+
+    def field(self, name: str, default: str = "") -> str:
+        return next((v for k, v in self.fields if k == name), default)
 
     @property
     def dedupe_key(self) -> str:

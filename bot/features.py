@@ -4,7 +4,7 @@ No auto-discovery: a new feature is one module under handlers/ and one line here
 from __future__ import annotations
 
 from bot.feature import Feature
-from handlers import content_packs, earnings, help_text, leave, orders, posters, registration, scripts, team, trainings
+from handlers import campaigns, content_packs, earnings, help_text, leave, orders, posters, registration, scripts, team, trainings
 from handlers import upcoming, withdrawals
 
 FEATURES: tuple[Feature, ...] = (
@@ -18,6 +18,7 @@ FEATURES: tuple[Feature, ...] = (
     scripts.feature,
     trainings.feature,
     content_packs.feature,
+    campaigns.feature,
     upcoming.feature,
     help_text.feature,
 )

@@ -28,6 +28,8 @@ class Metrics:
                                    registry=r)
         self.outbox_failed = Counter("distbot_outbox_failures", "Outbox send failures, by errcode", ["errcode"],
                                      registry=r)
+        self.campaign_sends = Counter("distbot_campaign_sends", "Campaign sends by channel (custom, template, mass) and result (sent, retry, failed)",
+                                      ["channel", "result"], registry=r)
         self.batch_size = Histogram("distbot_batch_updates", "Updates committed per group commit",
                                     buckets=(1, 2, 5, 10, 20, 50, 100, 200), registry=r)
 

@@ -13,6 +13,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from cachetools import LRUCache
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session
@@ -21,15 +22,23 @@ from domain.config import Config
 from bot.metrics import Metrics
 from domain.messages import from_json
 from domain.outbox import template_data
-from bot.wechat_api import NOT_FOLLOWING, OUTSIDE_WINDOW, QUOTA_SPENT, WeChatAPI, WeChatError
+from bot.wechat_api import MASS_TOO_SOON, NOT_FOLLOWING, OUTSIDE_WINDOW, QUOTA_SPENT, WeChatAPI, WeChatError
 from storage.db import READ_ONLY, is_postgres
-from storage.models import OutboxMessage, OutboxStatus
+from storage.models import OutboxBody, OutboxMessage, OutboxStatus
 from storage.writer import Writer
 
 log = logging.getLogger(__name__)
 
 IDLE_POLL_SECONDS = 0.5
 MAX_BACKOFF_SECONDS = 600
+MASS_RETRY_SECONDS = 61  # WeChat wants a minute between two tries of one mass send
+MAX_IN_FLIGHT = 32  # sends awaiting WeChat's answer at once
+BODY_CACHE = 256
+
+
+def _log_failure(f: asyncio.Future[None]) -> None:
+    if not f.cancelled() and f.exception() is not None:
+        log.error("outbox delivery failed", exc_info=f.exception())
 
 
 class Outbox:
@@ -43,6 +52,7 @@ class Outbox:
         self._wake = asyncio.Event()
         self._interval = 1.0 / config.outbox.rate_per_second
         self._next_send = 0.0
+        self._bodies: LRUCache[int, dict[str, Any]] = LRUCache(BODY_CACHE)  # shared bodies never change
 
     def wake(self) -> None:
         self._wake.set()
@@ -109,26 +119,45 @@ class Outbox:
         return sorted(await self._writer.run(claim), key=lambda r: r.id)
 
     async def drain_once(self) -> int:
+        """Claim due rows and send them: sends start at the configured rate, several in flight at
+        once (a call takes milliseconds, the rate allows hundreds a second)."""
         if not await self._any_due():
             return 0
         rows = await self.claim(self.config.outbox.batch_size)
-        for i, row in enumerate(rows):
-            delivery = None
-            try:
+        payloads = await self._payloads(rows)
+        in_flight: set[asyncio.Future[None]] = set()
+        slots = asyncio.Semaphore(MAX_IN_FLIGHT)
+        started = 0
+        try:
+            for row in rows:
+                await slots.acquire()
                 await self._throttle()
-                delivery = asyncio.ensure_future(self._deliver(row))
-                await asyncio.shield(delivery)
-            except asyncio.CancelledError:
-                # Stopping (a restart is not a crash): a send in flight keeps its mark, or it would go
-                # out again once the lease ran out; claims not yet tried go back to the queue now.
-                if delivery is not None:
-                    try:
-                        await delivery
-                    except Exception:
-                        log.exception("outbox delivery failed while stopping", extra={"outbox_id": row.id})
-                await self._release(rows[i + (delivery is not None):])
-                raise
+                delivery = asyncio.ensure_future(self._deliver(row, payloads[row.id]))
+                started += 1
+                in_flight.add(delivery)
+                delivery.add_done_callback(lambda f: (in_flight.discard(f), slots.release(), _log_failure(f)))
+            if in_flight:
+                await asyncio.wait(in_flight)
+        except asyncio.CancelledError:
+            # Stopping (a restart is not a crash): sends in flight keep their marks, or they would go
+            # out again once the lease ran out; claims not yet tried go back to the queue now.
+            if in_flight:
+                await asyncio.wait(in_flight)
+            await self._release(rows[started:])
+            raise
         return len(rows)
+
+    async def _payloads(self, rows: list[OutboxMessage]) -> dict[int, dict[str, Any]]:
+        """Each row's message: its own payload over its shared body's (a campaign's text)."""
+        missing = {r.body_id for r in rows if r.body_id is not None and r.body_id not in self._bodies}
+        if missing:
+            async with self._sessionmaker() as session:
+                conn = await session.connection(execution_options=READ_ONLY)
+                for body_id, payload in await conn.execute(
+                        select(OutboxBody.id, OutboxBody.payload).where(OutboxBody.id.in_(missing))):
+                    self._bodies[body_id] = payload
+        return {r.id: {**self._bodies.get(r.body_id, {}), **r.payload} if r.body_id is not None else r.payload
+                for r in rows}
 
     async def _release(self, rows: list[OutboxMessage]) -> None:
         if rows:
@@ -143,40 +172,50 @@ class Outbox:
             await asyncio.sleep(self._next_send - now)
         self._next_send = max(now, self._next_send) + self._interval
 
-    async def _deliver(self, row: OutboxMessage) -> None:
-        reply = from_json(row.payload)
-        channel, error = None, None
+    async def _deliver(self, row: OutboxMessage, payload: dict[str, Any]) -> None:
+        reply = from_json(payload)
+        channel, error, msg_id = None, None, None
         try:
             try:
-                await self._wechat.send_reply(row.openid, reply)
-                channel = "custom"
+                if "mass" in payload:
+                    msg_id = await self._wechat.send_mass(payload["mass"], reply, payload["clientmsgid"])
+                    channel = "mass"
+                else:
+                    await self._wechat.send_reply(row.openid, reply)
+                    channel = "custom"
             except WeChatError as e:
                 template_id = self.config.wechat.template_id
-                if e.errcode not in (OUTSIDE_WINDOW, QUOTA_SPENT) or not template_id:
+                if e.errcode not in (OUTSIDE_WINDOW, QUOTA_SPENT) or not template_id or "mass" in payload:
                     raise
                 # Outside the 48-hour window: the template message is the only way to reach them.
-                data = row.payload.get("template") or template_data(reply)
-                await self._wechat.send_template(row.openid, template_id, data,
-                                                 url=row.payload.get("url", ""))
+                data = payload.get("template") or template_data(reply)
+                await self._wechat.send_template(row.openid, template_id, data, url=payload.get("url", ""))
                 channel = "template"
         except WeChatError as e:
             error = e
-        await self._mark(row, channel, error)
+        await self._mark(row, channel, error, msg_id)
 
-    async def _mark(self, row: OutboxMessage, channel: str | None, error: WeChatError | None) -> None:
+    async def _mark(self, row: OutboxMessage, channel: str | None, error: WeChatError | None,
+                    msg_id: int | None = None) -> None:
         now = datetime.now(UTC)
         values: dict[str, Any] = {"attempts": row.attempts + 1, "claimed_at": None}
         if error is None:
-            values.update(status=OutboxStatus.SENT, sent_at=now, channel=channel, errcode=None)
-            self._metrics.outbox_sent.labels(channel).inc()
+            values.update(status=OutboxStatus.SENT, sent_at=now, channel=channel, errcode=None, msg_id=msg_id)
+            self._metrics.child(self._metrics.outbox_sent, channel or "").inc()
+            if row.body_id is not None:
+                self._metrics.child(self._metrics.campaign_sends, channel or "", "sent").inc()
         else:
             final = (not error.retryable or error.errcode in (OUTSIDE_WINDOW, NOT_FOLLOWING)
                      or row.attempts + 1 >= self.config.outbox.max_attempts)
-            backoff = min(2 ** row.attempts, MAX_BACKOFF_SECONDS)
+            backoff = MASS_RETRY_SECONDS if error.errcode == MASS_TOO_SOON else min(2 ** row.attempts,
+                                                                                      MAX_BACKOFF_SECONDS)
             values.update(status=OutboxStatus.FAILED if final else OutboxStatus.PENDING,
                           errcode=error.errcode, last_error=str(error)[:500],
                           next_attempt_at=now + timedelta(seconds=backoff))
-            self._metrics.outbox_failed.labels(str(error.errcode)).inc()
+            self._metrics.child(self._metrics.outbox_failed, str(error.errcode)).inc()
+            if row.body_id is not None:
+                self._metrics.child(self._metrics.campaign_sends, "mass" if row.payload.get("mass") else "custom",
+                                    "failed" if final else "retry").inc()
             log.warning("outbox send failed", extra={"outbox_id": row.id, "errcode": error.errcode,
                                                      "final": final})
         await self._writer.run(

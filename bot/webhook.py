@@ -84,6 +84,9 @@ def _fields(element: ElementTree.Element) -> dict[str, Any]:
     return {child.tag: _fields(child) if len(child) else child.text for child in element}
 
 
+_EVENT_COMMON = frozenset({"ToUserName", "FromUserName", "CreateTime", "MsgType", "Event", "EventKey"})
+
+
 def to_incoming(fields: dict[str, Any]) -> Incoming:
     """The update as distbot sees it, read the way wechatpy's parser reads it."""
     for name in ("ToUserName", "FromUserName", "CreateTime", "MsgType"):
@@ -105,7 +108,8 @@ def to_incoming(fields: dict[str, Any]) -> Incoming:
             event, key = "subscribe_scan", key[len("qrscene_"):]
         elif event == "subscribe":
             key = ""
-        return Incoming(kind="event", event=event, event_key=key.strip(), **common)
+        extra = tuple((k, v) for k, v in fields.items() if k not in _EVENT_COMMON and isinstance(v, str))
+        return Incoming(kind="event", event=event, event_key=key.strip(), fields=extra, **common)
     msg_id = fields.get("MsgId")
     if not isinstance(msg_id, str) or not _NUMBER.fullmatch(msg_id):
         raise BadDelivery(400, "missing MsgId")

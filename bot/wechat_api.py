@@ -25,19 +25,22 @@ BUSY_ERRORS = frozenset({-1, 45009, 45011})
 OUTSIDE_WINDOW = 45015
 QUOTA_SPENT = 45047
 NOT_FOLLOWING = 43004
+MASS_REPEATED = 45065  # this clientmsgid was sent already: the answer carries its msg_id
+MASS_TOO_SOON = 45066  # the same clientmsgid again within a minute: try again after it
 CALL_TIMEOUT = aiohttp.ClientTimeout(total=10)
 BUSY_DELAYS = (0.2, 0.8)
 
 
 class WeChatError(Exception):
-    def __init__(self, errcode: int, errmsg: str):
+    def __init__(self, errcode: int, errmsg: str, data: dict[str, Any] | None = None):
         super().__init__(f"WeChat error {errcode}: {errmsg}")
         self.errcode = errcode
         self.errmsg = errmsg
+        self.data = data or {}  # the whole answer (45065 names the earlier mass send's msg_id)
 
     @property
     def retryable(self) -> bool:
-        return self.errcode in BUSY_ERRORS or self.errcode == QUOTA_SPENT
+        return self.errcode in BUSY_ERRORS or self.errcode in (QUOTA_SPENT, MASS_TOO_SOON)
 
 
 class WeChatUnreachable(WeChatError):
@@ -117,7 +120,7 @@ class WeChatAPI:
             raise WeChatError(-3, f"non-JSON answer (HTTP {resp.status})") from None
         errcode = int(result.get("errcode", 0) or 0)
         if errcode:
-            raise WeChatError(errcode, str(result.get("errmsg", "")))
+            raise WeChatError(errcode, str(result.get("errmsg", "")), result)
         return result
 
     async def call(self, method: str, path: str, *, json_body: Any = None,
@@ -155,6 +158,25 @@ class WeChatAPI:
                     {"title": a.title, "description": a.description, "url": a.url, "picurl": a.image}
                     for a in articles[:1]]}}
         await self.call("POST", "message/custom/send", json_body=body)
+
+    async def send_mass(self, openids: list[str], reply: Reply, clientmsgid: str) -> int:
+        """A mass message (群发) to 2..10,000 followers; its msg_id. A repeat of a clientmsgid that
+        WeChat already took answers the first send's msg_id instead of sending again."""
+        match reply:
+            case Text(content):
+                body: dict[str, Any] = {"msgtype": "text", "text": {"content": content}}
+            case Image(media_id):
+                body = {"msgtype": "image", "image": {"media_id": media_id}}
+            case _:
+                raise ValueError("a mass message is a text or an image")
+        try:
+            data = await self.call("POST", "message/mass/send", json_body={
+                "touser": openids, **body, "clientmsgid": clientmsgid, "send_ignore_reprint": 0})
+        except WeChatError as e:
+            if e.errcode != MASS_REPEATED or "msg_id" not in e.data:
+                raise
+            data = e.data
+        return int(data["msg_id"])
 
     async def send_template(self, openid: str, template_id: str, data: dict[str, Any], url: str = "") -> None:
         body = {"touser": openid, "template_id": template_id, "data": data}

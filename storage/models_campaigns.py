@@ -32,8 +32,6 @@ class Campaign(Base):
     send_at: Mapped[datetime]
     # Recipients: counted when scheduled, fixed when sending starts.
     total: Mapped[int] = mapped_column(default=0)
-    # Mass channel: followers WeChat left out (over their 4 mass messages a month).
-    skipped: Mapped[int] = mapped_column(default=0)
     body_id: Mapped[int | None] = mapped_column(ForeignKey("outbox_bodies.id"))
     # Enqueueing goes by distributor id in batches: the last id done, and the highest id of the
     # audience fixed when sending started.

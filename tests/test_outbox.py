@@ -225,7 +225,8 @@ async def test_a_stop_during_a_send_keeps_its_mark_and_gives_untried_claims_back
     platform = Platform(app_id="wxsandbox0000000000", app_secret="sandbox-secret", token="sandbox-token")
     server = TestServer(create_sandbox_app(platform))
     await server.start_server()
-    h = Harness(make_config(db_url), platform, server, workers=False)
+    # One send a second: when the first is on the wire the others wait their turn.
+    h = Harness(make_config(db_url, outbox={"rate_per_second": 1}), platform, server, workers=False)
     await h.start()
     try:
         user = await follower(h)

@@ -40,7 +40,6 @@ def upgrade() -> None:
     sa.Column('status', sa.String(length=16), nullable=False),
     sa.Column('send_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('total', sa.Integer(), nullable=False),
-    sa.Column('skipped', sa.Integer(), nullable=False),
     sa.Column('body_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=True),
     sa.Column('cursor', sa.BigInteger(), nullable=False),
     sa.Column('audience_max_id', sa.BigInteger(), nullable=True),

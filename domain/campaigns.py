@@ -1,0 +1,216 @@
+"""Campaigns: one message to an audience of active distributors, sent through the outbox.
+
+The message is stored once (an outbox body); each recipient gets an outbox row pointing to it,
+under the unique key `campaign:<id>:<openid>`, so a recipient is queued once whatever runs twice.
+Rows are added in batches by distributor id (`enqueue_batch`), each batch one unit that also moves
+the campaign's cursor: memory does not grow with the audience and a killed process resumes where
+the last committed batch ended. The audience is fixed when sending starts: distributors who
+register later are not added. Progress is read from the outbox rows themselves.
+
+The mass channel (群发) queues one row per chunk of up to 10,000 openids instead; its
+`clientmsgid` is derived from the campaign and the chunk, so WeChat refuses a repeat after a crash.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, func, literal, literal_column, select, update
+from sqlalchemy.orm import Session
+
+from domain.messages import Text, to_json
+from domain.outbox import template_data
+from storage.db import dialect_insert, is_postgres
+from storage.models import DistributorStatus, OutboxBody, OutboxStatus, UtcDateTime
+from storage.models_campaigns import Campaign, CampaignStatus
+from storage.tables import DISTRIBUTORS, OUTBOX
+
+KINDS = ("contest", "training", "notice")
+CHANNELS = ("service", "mass")
+MAX_TEXT = 600
+BATCH = 5_000  # recipients queued per unit (service channel)
+MASS_CHUNK = 10_000  # openids per mass/send call (WeChat's limit)
+MASS_OPENID = "*"  # the openid column of a mass row: its recipients are in the payload
+OPEN = (OutboxStatus.PENDING, OutboxStatus.SENDING)
+
+
+def campaign_key(campaign_id: int, openid: str) -> str:
+    return f"campaign:{campaign_id}:{openid}"
+
+
+def _audience(audience: Any) -> list[Any]:
+    """WHERE clauses of an audience: "all" or {"ranks": [...]}, active distributors only."""
+    where = [DISTRIBUTORS.c.status == DistributorStatus.ACTIVE]
+    if isinstance(audience, dict):
+        where.append(DISTRIBUTORS.c.rank.in_(list(audience.get("ranks") or [])))
+    return where
+
+
+def count_audience(session: Session, audience: Any, max_id: int | None = None) -> int:
+    where = _audience(audience)
+    if max_id is not None:
+        where.append(DISTRIBUTORS.c.id <= max_id)
+    return session.scalar(select(func.count()).select_from(DISTRIBUTORS).where(*where)) or 0
+
+
+def schedule(session: Session, *, title: str, kind: str, text: str, audience: Any, send_at: datetime,
+             now: datetime, channel: str = "service", source: str | None = None) -> Campaign:
+    """A new campaign, status scheduled, with its audience counted. With `source` (what made it,
+    e.g. a pack version's announcement) the campaign is made once: a second call returns the first."""
+    if source is not None:
+        existing = session.scalar(select(Campaign).where(Campaign.source == source))
+        if existing is not None:
+            return existing
+    message = Text(text)
+    body = OutboxBody(payload={**to_json(message), "template": template_data(message, title)}, created_at=now)
+    session.add(body)
+    session.flush()
+    campaign = Campaign(title=title, kind=kind, channel=channel, text=text, audience=audience,
+                        status=CampaignStatus.SCHEDULED, send_at=send_at, total=count_audience(session, audience),
+                        body_id=body.id, cursor=0, enqueued=False, source=source, created_at=now)
+    session.add(campaign)
+    session.flush()
+    return campaign
+
+
+def cancel(session: Session, campaign_id: int, now: datetime) -> Campaign | None:
+    """Cancel a scheduled campaign. None when there is none; the campaign unchanged when it has
+    already started (the caller answers 409)."""
+    c = session.get(Campaign, campaign_id, with_for_update=is_postgres(session))
+    if c is not None and c.status == CampaignStatus.SCHEDULED:
+        c.status, c.finished_at = CampaignStatus.CANCELLED, now
+    return c
+
+
+def due(session: Session, now: datetime) -> list[int]:
+    """Campaigns to work on: scheduled and due, or sending."""
+    return list(session.scalars(select(Campaign.id).where(
+        ((Campaign.status == CampaignStatus.SCHEDULED) & (Campaign.send_at <= now))
+        | (Campaign.status == CampaignStatus.SENDING)).order_by(Campaign.id)))
+
+
+def enqueue_batch(session: Session, campaign_id: int, now: datetime) -> bool:
+    """One unit of work on a campaign: start it (fix the audience), queue the next batch of
+    recipients, or mark it done once every row is sent or failed. True while there is more to do
+    at once (the caller loops); False when the campaign waits for the outbox or is finished."""
+    c = session.get(Campaign, campaign_id, with_for_update=is_postgres(session))
+    if c is None or c.status not in (CampaignStatus.SCHEDULED, CampaignStatus.SENDING):
+        return False
+    if c.status == CampaignStatus.SCHEDULED:
+        if c.send_at > now:
+            return False
+        c.audience_max_id = session.scalar(select(func.max(DISTRIBUTORS.c.id))) or 0
+        c.total = count_audience(session, c.audience, c.audience_max_id)
+        c.status, c.started_at = CampaignStatus.SENDING, now
+        return True
+    if not c.enqueued:
+        queued = (_queue_mass if c.channel == "mass" else _queue_service)(session, c, now)
+        if queued:
+            session.info["outbox"] = True
+            return True
+        c.enqueued = True
+        c.total = session.scalar(select(func.count()).select_from(OUTBOX).where(
+            OUTBOX.c.body_id == c.body_id, OUTBOX.c.openid != MASS_OPENID)) or 0
+        c.total += _mass_recipients(session, c.body_id)
+        return True
+    if _open_rows(session, c.body_id):
+        return False
+    c.status, c.finished_at = CampaignStatus.DONE, now
+    return False
+
+
+def _batch_ids(c: Campaign, size: int) -> Any:
+    return (select(DISTRIBUTORS.c.id, DISTRIBUTORS.c.openid)
+            .where(*_audience(c.audience), DISTRIBUTORS.c.id > c.cursor, DISTRIBUTORS.c.id <= c.audience_max_id)
+            .order_by(DISTRIBUTORS.c.id).limit(size))
+
+
+def _queue_service(session: Session, c: Campaign, now: datetime) -> int:
+    """The next batch of recipients as outbox rows, in one INSERT ... SELECT."""
+    batch = _batch_ids(c, BATCH).subquery()
+    last, n = session.execute(select(func.max(batch.c.id), func.count())).one()
+    if not n:
+        return 0
+    when = literal(now, UtcDateTime())
+    rows = select(literal(f"campaign:{c.id}:") + DISTRIBUTORS.c.openid, DISTRIBUTORS.c.openid,
+                  literal_column("'{}'"), literal(OutboxStatus.PENDING.value), literal(0), when, when,
+                  literal(c.body_id)).where(
+        *_audience(c.audience), DISTRIBUTORS.c.id > c.cursor, DISTRIBUTORS.c.id <= last)
+    insert = dialect_insert(session, OUTBOX).from_select(
+        ["key", "openid", "payload", "status", "attempts", "next_attempt_at", "created_at", "body_id"], rows)
+    session.execute(insert.on_conflict_do_nothing(index_elements=["key"]))
+    c.cursor = last
+    return n
+
+
+def _queue_mass(session: Session, c: Campaign, now: datetime) -> int:
+    """The next chunk of up to 10,000 openids as one mass row (a chunk of one goes as a service row:
+    WeChat's mass call needs two openids at least)."""
+    chunk = session.execute(_batch_ids(c, MASS_CHUNK)).all()
+    if not chunk:
+        return 0
+    first, last = chunk[0].id, chunk[-1].id
+    openids = [r.openid for r in chunk]
+    key = f"campaign:{c.id}:mass:{first}"
+    payload: dict[str, Any] = {"mass": openids,
+                               "clientmsgid": f"distbot-{c.id}-{first}-{int(c.created_at.timestamp())}"}
+    openid = MASS_OPENID
+    if len(openids) == 1:
+        key, payload, openid = campaign_key(c.id, openids[0]), {}, openids[0]
+    session.execute(dialect_insert(session, OUTBOX).values(
+        key=key, openid=openid, payload=payload, status=OutboxStatus.PENDING, attempts=0, next_attempt_at=now,
+        created_at=now, body_id=c.body_id).on_conflict_do_nothing(index_elements=["key"]))
+    c.cursor = last
+    return len(openids)
+
+
+def _mass_recipients(session: Session, body_id: int | None) -> int:
+    return sum(len(p.get("mass", ())) for p in session.scalars(select(OUTBOX.c.payload).where(
+        OUTBOX.c.body_id == body_id, OUTBOX.c.openid == MASS_OPENID)))
+
+
+def _open_rows(session: Session, body_id: int | None) -> bool:
+    return session.scalar(select(OUTBOX.c.id).where(OUTBOX.c.body_id == body_id, OUTBOX.c.status.in_(OPEN))
+                          .limit(1)) is not None
+
+
+@dataclass(frozen=True)
+class Progress:
+    sent: int = 0
+    failed: int = 0
+    skipped: int = 0
+    pending: int = 0
+
+
+def progress(session: Session, c: Campaign) -> Progress:
+    """Counted from the campaign's outbox rows: true while it runs. A mass chunk counts by the
+    MASSSENDJOBFINISH event WeChat sends back (until then its openids are pending)."""
+    counts = dict(session.execute(select(OUTBOX.c.status, func.count()).where(
+        OUTBOX.c.body_id == c.body_id, OUTBOX.c.openid != MASS_OPENID).group_by(OUTBOX.c.status)).all())
+    sent = counts.get(OutboxStatus.SENT, 0)
+    failed = counts.get(OutboxStatus.FAILED, 0)
+    pending = counts.get(OutboxStatus.PENDING, 0) + counts.get(OutboxStatus.SENDING, 0)
+    skipped = 0
+    if c.channel == "mass":
+        for status, payload, result in session.execute(select(OUTBOX.c.status, OUTBOX.c.payload, OUTBOX.c.result)
+                                                       .where(OUTBOX.c.body_id == c.body_id,
+                                                              OUTBOX.c.openid == MASS_OPENID)):
+            size = len(payload.get("mass", ()))
+            if status == OutboxStatus.FAILED:
+                failed += size
+            elif result:
+                sent += int(result.get("sent", 0))
+                failed += int(result.get("errors", 0))
+                skipped += max(int(result.get("total", size)) - int(result.get("kept", size)), 0)
+            else:
+                pending += size
+    return Progress(sent, failed, skipped, pending)
+
+
+def record_mass_result(session: Session, msg_id: int, result: dict[str, int]) -> bool:
+    """Store a MASSSENDJOBFINISH event's counts on the mass row that WeChat answered with msg_id."""
+    done = session.execute(update(OUTBOX).where(and_(OUTBOX.c.msg_id == msg_id, OUTBOX.c.openid == MASS_OPENID))
+                           .values(result=result)).rowcount
+    return bool(done)
