@@ -1,0 +1,76 @@
+"""Real `distbot serve` processes for tests that kill them: started with a config file, waited for
+on /healthz, stopped with SIGKILL (a crash) or SIGTERM (a deploy)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import sys
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from tests.conftest import ADMIN_TOKEN
+
+DISTBOT = str(Path(sys.executable).parent / "distbot")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Served:
+    """One `distbot serve` subprocess on a free port."""
+
+    def __init__(self, config: Path, cwd: Path, env: dict[str, str] | None = None):
+        self.config, self.cwd, self.env = config, cwd, env or {}
+        self.port = free_port()
+        self.proc: asyncio.subprocess.Process | None = None
+        self.log = cwd / f"serve-{self.port}.log"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def start(self, timeout: float = 30) -> Served:
+        out = self.log.open("ab")
+        self.proc = await asyncio.create_subprocess_exec(
+            DISTBOT, "serve", "--config", str(self.config), "--port", str(self.port), cwd=self.cwd,
+            stdout=out, stderr=out, env={**os.environ, **self.env})
+        out.close()
+        deadline = asyncio.get_running_loop().time() + timeout
+        async with aiohttp.ClientSession() as http:
+            while True:
+                assert self.proc.returncode is None, self.log.read_text(errors="replace")[-3000:]
+                try:
+                    async with http.get(self.url + "/healthz") as resp:
+                        if resp.status == 200:
+                            return self
+                except aiohttp.ClientConnectionError:
+                    pass
+                assert asyncio.get_running_loop().time() < deadline, "distbot serve did not come up"
+                await asyncio.sleep(0.1)
+
+    async def kill(self) -> None:
+        """kill -9: no cleanup of any kind."""
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.send_signal(signal.SIGKILL)
+            await self.proc.wait()
+
+    async def stop(self) -> None:
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.terminate()
+            try:
+                await asyncio.wait_for(self.proc.wait(), 20)
+            except TimeoutError:
+                await self.kill()
+
+    async def api(self, method: str, path: str, **kw: Any) -> tuple[int, Any]:
+        async with aiohttp.ClientSession() as http, http.request(
+                method, self.url + "/api" + path, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}, **kw) as resp:
+            return resp.status, await resp.json(content_type=None)

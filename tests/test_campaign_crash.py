@@ -1,0 +1,133 @@
+"""A campaign sent by real `distbot serve` processes: each recipient gets it once when the sender
+is killed with kill -9 between two sends and started again, and when two processes send one
+campaign together (PostgreSQL)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import TestServer
+
+from bot.sandbox.platform import Platform
+from storage.db import create_engine
+from storage.migrate import upgrade
+from storage.tables import DISTRIBUTORS
+from tests.conftest import ADMIN_TOKEN
+from tests.serve_support import Served
+
+RECIPIENTS = 40
+TEXT = "年终大促今晚八点开始"
+
+
+async def seed(db_url: str, platform: Platform, n: int) -> list[str]:
+    """n active distributors, each a subscribed follower who talked to the account just now."""
+    engine = create_engine(db_url)
+    try:
+        await upgrade(engine)
+        now = datetime.now(UTC)
+        openids = [f"oCrash{i:05d}" for i in range(n)]
+        async with engine.begin() as conn:
+            await conn.execute(DISTRIBUTORS.insert(), [
+                {"code": f"C{i:05d}", "openid": o, "phone": f"139{i:08d}", "name": "测试", "rank": "junior",
+                 "status": "active", "registered_at": now, "weekly_report": True} for i, o in enumerate(openids)])
+    finally:
+        await engine.dispose()
+    for o in openids:
+        user = platform.user(o)
+        user.subscribed, user.last_interaction = True, platform.clock()
+    return openids
+
+
+def config(tmp_path: Path, db_url: str, wechat: TestServer, rate: int) -> Path:
+    p = tmp_path / "config.toml"
+    p.write_text(f"""
+[database]
+url = "{db_url}"
+[admin]
+token = "{ADMIN_TOKEN}"
+[wechat]
+api_base_url = "{wechat.make_url('/cgi-bin/')}"
+template_id = "tmpl-notice"
+[outbox]
+rate_per_second = {rate}
+batch_size = 5
+lease_seconds = 5
+""", encoding="utf-8")
+    return p
+
+
+def deliveries(platform: Platform) -> Counter[str]:
+    return Counter(body["touser"] for name, body in platform.calls
+                   if name == "message/custom/send" and body["text"]["content"] == TEXT)
+
+
+async def wait_done(served: Served, cid: int, timeout: float = 60) -> dict[str, Any]:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        status, body = await served.api("GET", f"/campaigns/{cid}")
+        if status == 200 and body["status"] == "done":
+            return body
+        assert asyncio.get_running_loop().time() < deadline, body
+        await asyncio.sleep(0.2)
+
+
+async def test_kill_9_between_sends_and_a_restart_send_each_recipient_once(
+        db_url: str, tmp_path: Path, platform: Platform, wechat_server: TestServer) -> None:
+    openids = await seed(db_url, platform, RECIPIENTS)
+    cfg = config(tmp_path, db_url, wechat_server, rate=10)
+    first = await Served(cfg, tmp_path).start()
+    try:
+        status, created = await first.api("POST", "/campaigns", json={"title": "年终大促", "kind": "notice", "text": TEXT})
+        assert status == 201 and created["total"] == RECIPIENTS
+        while sum(deliveries(platform).values()) < RECIPIENTS // 3:
+            await asyncio.sleep(0.01)
+        # Sends leave every 100 ms: just after one has landed (and been marked), before the next.
+        seen = sum(deliveries(platform).values())
+        while sum(deliveries(platform).values()) == seen:
+            await asyncio.sleep(0.002)
+        await asyncio.sleep(0.03)
+        await first.kill()
+    finally:
+        await first.kill()
+    at_kill = deliveries(platform)
+    assert 0 < sum(at_kill.values()) < RECIPIENTS
+    second = await Served(cfg, tmp_path).start()
+    try:
+        done = await wait_done(second, created["id"])
+    finally:
+        await second.stop()
+    got = deliveries(platform)
+    assert set(got) == set(openids) and set(got.values()) == {1}, got.most_common(3)
+    assert (done["total"], done["sent"], done["failed"]) == (RECIPIENTS, RECIPIENTS, 0)
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)  # several processes share PostgreSQL only
+async def test_two_processes_send_one_campaign_each_recipient_once(
+        db_url: str, tmp_path: Path, platform: Platform, wechat_server: TestServer) -> None:
+    openids = await seed(db_url, platform, RECIPIENTS * 2)
+    cfg = config(tmp_path, db_url, wechat_server, rate=20)
+    a, b = Served(cfg, tmp_path), Served(cfg, tmp_path)
+    await asyncio.gather(a.start(), b.start())
+    try:
+        status, created = await b.api("POST", "/campaigns", json={"title": "年终大促", "kind": "notice", "text": TEXT})
+        assert status == 201
+        done = await wait_done(a, created["id"])
+        sent_by = []
+        for served in (a, b):
+            async with aiohttp.ClientSession() as http, http.get(served.url + "/metrics") as resp:
+                metrics = await resp.text()
+            line = next((x for x in metrics.splitlines()
+                         if x.startswith('distbot_campaign_sends_total{channel="custom",result="sent"}')), "")
+            sent_by.append(float(line.split()[-1]) if line else 0.0)
+    finally:
+        await asyncio.gather(a.stop(), b.stop())
+    got = deliveries(platform)
+    assert set(got) == set(openids) and set(got.values()) == {1}
+    assert done["sent"] == RECIPIENTS * 2
+    assert all(n > 0 for n in sent_by) and sum(sent_by) == RECIPIENTS * 2, sent_by  # both processes sent
