@@ -99,7 +99,8 @@ def peak_rss_mb(pid: int) -> float:
 
 
 class Server:
-    def __init__(self, workdir: Path, db_url: str, profile: Path | None = None, outbox_rate: float | None = None):
+    def __init__(self, workdir: Path, db_url: str, profile: Path | None = None, outbox_rate: float | None = None,
+                 api_base_url: str = "", outbox_batch: int | None = None):
         self.profile = profile
         self.port = free_port()
         self.db_url = db_url
@@ -107,10 +108,12 @@ class Server:
         self.log = workdir / "distbot.log"
         self.config.write_text(
             f'[server]\nhost = "127.0.0.1"\nport = {self.port}\n'
-            f'[wechat]\nmode = "sandbox"\ntoken = "{TOKEN}"\n'
+            f'[wechat]\nmode = "sandbox"\ntoken = "{TOKEN}"\napi_base_url = "{api_base_url}"\n'
+            'template_id = "tmpl-bench"\n'
             f'[database]\nurl = "{db_url}"\n[admin]\ntoken = "{ADMIN}"\n'
-            '[distribution]\nmax_levels = 2\nfreeze_days = 7\n'
-            + (f'[outbox]\nrate_per_second = {outbox_rate}\n' if outbox_rate else ""), encoding="utf-8")
+            '[distribution]\nmax_levels = 2\nfreeze_days = 7\n[outbox]\n'
+            + (f'rate_per_second = {outbox_rate}\n' if outbox_rate else "")
+            + (f'batch_size = {outbox_batch}\n' if outbox_batch else ""), encoding="utf-8")
         self.proc: subprocess.Popen[bytes] | None = None
 
     async def start(self) -> None:

@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from cachetools import LRUCache
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session
 
@@ -25,6 +25,8 @@ from domain.outbox import template_data
 from bot.wechat_api import MASS_TOO_SOON, NOT_FOLLOWING, OUTSIDE_WINDOW, QUOTA_SPENT, WeChatAPI, WeChatError
 from storage.db import READ_ONLY, is_postgres
 from storage.models import OutboxBody, OutboxMessage, OutboxStatus
+from storage.group_commit import GroupCommit
+from storage.tables import OUTBOX
 from storage.writer import Writer
 
 log = logging.getLogger(__name__)
@@ -53,6 +55,7 @@ class Outbox:
         self._interval = 1.0 / config.outbox.rate_per_second
         self._next_send = 0.0
         self._bodies: LRUCache[int, dict[str, Any]] = LRUCache(BODY_CACHE)  # shared bodies never change
+        self._marks: GroupCommit[dict[str, Any], None] = GroupCommit(writer, _write_marks)
 
     def wake(self) -> None:
         self._wake.set()
@@ -198,9 +201,11 @@ class Outbox:
     async def _mark(self, row: OutboxMessage, channel: str | None, error: WeChatError | None,
                     msg_id: int | None = None) -> None:
         now = datetime.now(UTC)
-        values: dict[str, Any] = {"attempts": row.attempts + 1, "claimed_at": None}
+        mark: dict[str, Any] = {"rid": row.id, "m_attempts": row.attempts + 1, "m_sent_at": None,
+                                "m_channel": None, "m_errcode": None, "m_error": None,
+                                "m_next": row.next_attempt_at, "m_msg_id": msg_id}
         if error is None:
-            values.update(status=OutboxStatus.SENT, sent_at=now, channel=channel, errcode=None, msg_id=msg_id)
+            mark.update(m_status=OutboxStatus.SENT, m_sent_at=now, m_channel=channel)
             self._metrics.child(self._metrics.outbox_sent, channel or "").inc()
             if row.body_id is not None:
                 self._metrics.child(self._metrics.campaign_sends, channel or "", "sent").inc()
@@ -209,14 +214,24 @@ class Outbox:
                      or row.attempts + 1 >= self.config.outbox.max_attempts)
             backoff = MASS_RETRY_SECONDS if error.errcode == MASS_TOO_SOON else min(2 ** row.attempts,
                                                                                       MAX_BACKOFF_SECONDS)
-            values.update(status=OutboxStatus.FAILED if final else OutboxStatus.PENDING,
-                          errcode=error.errcode, last_error=str(error)[:500],
-                          next_attempt_at=now + timedelta(seconds=backoff))
+            mark.update(m_status=OutboxStatus.FAILED if final else OutboxStatus.PENDING, m_errcode=error.errcode,
+                        m_error=str(error)[:500], m_next=now + timedelta(seconds=backoff))
             self._metrics.child(self._metrics.outbox_failed, str(error.errcode)).inc()
             if row.body_id is not None:
                 self._metrics.child(self._metrics.campaign_sends, "mass" if row.payload.get("mass") else "custom",
                                     "failed" if final else "retry").inc()
             log.warning("outbox send failed", extra={"outbox_id": row.id, "errcode": error.errcode,
                                                      "final": final})
-        await self._writer.run(
-            lambda session: session.execute(update(OutboxMessage).where(OutboxMessage.id == row.id).values(**values)))
+        await self._marks(mark)
+
+
+# A send's outcome, written at once; marks that land together share one statement and one commit.
+_MARK = (update(OUTBOX).where(OUTBOX.c.id == bindparam("rid"))
+         .values(status=bindparam("m_status"), attempts=bindparam("m_attempts"), claimed_at=None,
+                 sent_at=bindparam("m_sent_at"), channel=bindparam("m_channel"), errcode=bindparam("m_errcode"),
+                 last_error=bindparam("m_error"), next_attempt_at=bindparam("m_next"), msg_id=bindparam("m_msg_id")))
+
+
+def _write_marks(session: Session, marks: list[dict[str, Any]]) -> list[None]:
+    session.connection().execute(_MARK, marks)
+    return [None] * len(marks)
