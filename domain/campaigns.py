@@ -13,6 +13,7 @@ The mass channel (群发) queues one row per chunk of up to 10,000 openids inste
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -27,6 +28,7 @@ from storage.models import DistributorStatus, OutboxBody, OutboxStatus, UtcDateT
 from storage.models_campaigns import Campaign, CampaignStatus
 from storage.tables import DISTRIBUTORS, OUTBOX
 
+log = logging.getLogger(__name__)
 KINDS = ("contest", "training", "notice")
 CHANNELS = ("service", "mass")
 MAX_TEXT = 600
@@ -104,6 +106,7 @@ def enqueue_batch(session: Session, campaign_id: int, now: datetime) -> bool:
         c.audience_max_id = session.scalar(select(func.max(DISTRIBUTORS.c.id))) or 0
         c.total = count_audience(session, c.audience, c.audience_max_id)
         c.status, c.started_at = CampaignStatus.SENDING, now
+        log.info("campaign started", extra={"campaign": c.id, "channel": c.channel, "total": c.total})
         return True
     if not c.enqueued:
         queued = (_queue_mass if c.channel == "mass" else _queue_service)(session, c, now)
@@ -114,10 +117,12 @@ def enqueue_batch(session: Session, campaign_id: int, now: datetime) -> bool:
         c.total = session.scalar(select(func.count()).select_from(OUTBOX).where(
             OUTBOX.c.body_id == c.body_id, OUTBOX.c.openid != MASS_OPENID)) or 0
         c.total += _mass_recipients(session, c.body_id)
+        log.info("campaign queued", extra={"campaign": c.id, "total": c.total})
         return True
     if _open_rows(session, c.body_id):
         return False
     c.status, c.finished_at = CampaignStatus.DONE, now
+    log.info("campaign done", extra={"campaign": c.id, "total": c.total})
     return False
 
 
