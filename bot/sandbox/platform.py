@@ -302,6 +302,15 @@ class Platform:
                  "scan": {"type": "event", "event": "scan", "scene": kw.get("scene", "")},
                  "unsubscribe": {"type": "event", "event": "unsubscribe"}}[kind]
         self._show(user, shown, via="user")
+        raw = await self.post(http, fields)
+        reply = self.open_reply(raw) if raw is not None else None
+        if reply is not None:
+            self._show(user, reply, via="passive")
+        return reply
+
+    async def post(self, http: aiohttp.ClientSession, fields: dict[str, Any]) -> bytes | None:
+        """POST one message or event to the webhook, signed afresh for each of WeChat's tries; the
+        answer's body, or None when no try got an answer."""
         for _ in range(WEBHOOK_TRIES):
             query, body = self.envelope(fields)
             try:
@@ -312,10 +321,7 @@ class Platform:
                         raise RuntimeError(f"webhook answered HTTP {resp.status}: {raw[:200]!r}")
             except (TimeoutError, aiohttp.ClientError):
                 continue
-            reply = self.open_reply(raw)
-            if reply is not None:
-                self._show(user, reply, via="passive")
-            return reply
+            return raw
         return None
 
     async def wait_for(self, openid: str, predicate: Any, timeout: float = 10.0) -> dict[str, Any]:
