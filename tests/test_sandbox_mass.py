@@ -236,6 +236,14 @@ async def test_the_61st_call_in_a_minute_is_refused(platform: Platform, wechat: 
     assert (await wechat.mass([a.openid, b.openid], "又满了"))["errcode"] == 45009
 
 
+async def test_latency_delays_every_call(platform: Platform, wechat: WeChat) -> None:
+    a, b = followers(platform, 2)
+    platform.latency = 0.15
+    started = time.monotonic()
+    assert (await wechat.mass([a.openid, b.openid]))["errcode"] == 0
+    assert time.monotonic() - started >= 0.3  # the token call and the mass call
+
+
 # ---- MASSSENDJOBFINISH ---------------------------------------------------------------------------
 class Webhook:
     """A stand-in for the bot's webhook that records what WeChat posts. The first `drop` requests

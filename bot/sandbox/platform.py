@@ -85,6 +85,7 @@ class Platform:
         self.menu: dict[str, Any] | None = None
         self.calls: list[tuple[str, dict[str, Any]]] = []  # every successful API call: (endpoint, body)
         self.fail_next: dict[str, list[int]] = {}  # endpoint -> errcodes to answer before succeeding
+        self.latency = 0.0  # seconds every cgi-bin call waits before it is handled (benchmarks: a real network)
         # Mass messages (bot/sandbox/mass.py): msg_id -> the job (clientmsgid, created_at, openids,
         # sent/errors, total/filter/sent/error counts); (openid, "YYYY-MM" in China) -> messages received
         # that month; the times of the recent calls (60 a minute); the delay of the MASSSENDJOBFINISH event.

@@ -31,6 +31,8 @@ def _wechat_json(data: dict[str, Any]) -> web.Response:
 def _endpoint(name: str, fn: Endpoint, *, needs_token: bool = True, body: bool = True):  # noqa: ANN202
     async def view(request: web.Request) -> web.Response:
         platform = request.app[PLATFORM]
+        if platform.latency:
+            await asyncio.sleep(platform.latency)
         try:
             if needs_token:
                 platform.check_token(request.query.get("access_token"))
