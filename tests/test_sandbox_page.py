@@ -165,8 +165,8 @@ async def test_two_users_refer_through_the_page(served: str, page: Any) -> None:
 
 
 async def test_late_messages_and_scanning_a_picture(served: str, page: Any) -> None:
-    """Late customer-service images and template cards show up by polling; a picture's QR code
-    follows a new user through its scene; the 49-hour control answers."""
+    """Late customer-service images, template cards and mass messages show up by polling; a
+    picture's QR code follows a new user through its scene; the 49-hour control answers."""
     from playwright.async_api import expect
     await page.goto(served + "/sandbox/")
     openid_a = await new_user(page)
@@ -186,6 +186,8 @@ async def test_late_messages_and_scanning_a_picture(served: str, page: Any) -> N
         await wechat_api(http, served, "message/template/send", json={
             "touser": openid_a, "template_id": "tmpl-notice",
             "data": {"first": {"value": "佣金到账提醒"}, "keyword1": {"value": "¥12.90"}, "remark": {"value": "继续加油"}}})
+        await wechat_api(http, served, "message/mass/send", json={
+            "touser": [openid_a, "o-not-a-follower"], "msgtype": "text", "text": {"content": "五一活动预告"}})
 
     image = page.locator(".msg.bot[data-via=custom] .bubble.image img")
     await image.wait_for()
@@ -193,6 +195,9 @@ async def test_late_messages_and_scanning_a_picture(served: str, page: Any) -> N
     card = page.locator("[data-testid=template-card]")
     await expect(card).to_contain_text("佣金到账提醒")
     await expect(card).to_contain_text("¥12.90")
+    mass = page.locator(".msg.bot[data-via=mass]")
+    await expect(mass.locator(".bubble")).to_have_text("五一活动预告")
+    await expect(mass.locator(".via")).to_have_text("群发")
 
     await page.click("#age")
     await expect(page.locator(".notice").last).to_contain_text("49 小时")

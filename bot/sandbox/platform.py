@@ -1,7 +1,7 @@
 """A stand-in for WeChat's platform: the server API distbot calls (token, qrcode/create, media/upload,
-message/custom/send, message/template/send, menu/create) with WeChat's documented payloads and error
-codes, and the user side, which signs (and in safe mode encrypts) messages and posts them to the
-webhook the way WeChat does, retries included.
+message/custom/send, message/template/send, message/mass/send (its rules in mass.py), menu/create) with
+WeChat's documented payloads and error codes, and the user side, which signs (and in safe mode
+encrypts) messages and posts them to the webhook the way WeChat does, retries included.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import hashlib
 import itertools
 import secrets
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,17 +34,22 @@ ERRMSG = {
     40007: "invalid media_id", 40008: "invalid message type", 40009: "invalid image size",
     40013: "invalid appid", 40016: "invalid button size", 40017: "invalid sub button size",
     40018: "invalid button name size", 40019: "invalid button key size", 40037: "invalid template_id",
-    40053: "invalid action info", 40125: "invalid appsecret", 41001: "access_token missing",
+    40053: "invalid action info", 40125: "invalid appsecret", 40130: "invalid openid list size, at least two openid",
+    41001: "access_token missing",
     41006: "media_id missing", 43004: "require subscribe", 44002: "empty post data",
     45009: "reach max api daily quota limit",
-    45015: "response out of time limit or subscription is canceled", 47001: "data format error",
+    45015: "response out of time limit or subscription is canceled",
+    45065: "相同 clientmsgid 已存在群发记录，返回数据中带有已存在的群发任务的 msgid",
+    45066: "相同 clientmsgid 重试速度过快，请间隔1分钟重试", 45067: "clientmsgid exceeds limit",
+    47001: "data format error",
 }
 
 
 class PlatformError(Exception):
-    def __init__(self, errcode: int):
+    def __init__(self, errcode: int, **extra: Any):
         super().__init__(ERRMSG.get(errcode, "error"))
         self.errcode = errcode
+        self.extra = extra  # fields WeChat adds to the error answer (45065 carries the earlier job's msg_id)
 
 
 @dataclass
@@ -79,6 +85,14 @@ class Platform:
         self.menu: dict[str, Any] | None = None
         self.calls: list[tuple[str, dict[str, Any]]] = []  # every successful API call: (endpoint, body)
         self.fail_next: dict[str, list[int]] = {}  # endpoint -> errcodes to answer before succeeding
+        self.latency = 0.0  # seconds every cgi-bin call waits before it is handled (benchmarks: a real network)
+        # Mass messages (bot/sandbox/mass.py): msg_id -> the job (clientmsgid, created_at, openids,
+        # sent/errors, total/filter/sent/error counts); (openid, "YYYY-MM" in China) -> messages received
+        # that month; the times of the recent calls (60 a minute); the delay of the MASSSENDJOBFINISH event.
+        self.mass_jobs: dict[int, dict[str, Any]] = {}
+        self.mass_received: dict[tuple[str, str], int] = {}
+        self.mass_calls: deque[float] = deque()
+        self.mass_finish_delay = 0.2
         self._msg_ids = itertools.count(int(time.time()) * 1000)
         self._event_seq = itertools.count()
         self._seq = itertools.count(1)
@@ -302,6 +316,15 @@ class Platform:
                  "scan": {"type": "event", "event": "scan", "scene": kw.get("scene", "")},
                  "unsubscribe": {"type": "event", "event": "unsubscribe"}}[kind]
         self._show(user, shown, via="user")
+        raw = await self.post(http, fields)
+        reply = self.open_reply(raw) if raw is not None else None
+        if reply is not None:
+            self._show(user, reply, via="passive")
+        return reply
+
+    async def post(self, http: aiohttp.ClientSession, fields: dict[str, Any]) -> bytes | None:
+        """POST one message or event to the webhook, signed afresh for each of WeChat's tries; the
+        answer's body, or None when no try got an answer."""
         for _ in range(WEBHOOK_TRIES):
             query, body = self.envelope(fields)
             try:
@@ -312,10 +335,7 @@ class Platform:
                         raise RuntimeError(f"webhook answered HTTP {resp.status}: {raw[:200]!r}")
             except (TimeoutError, aiohttp.ClientError):
                 continue
-            reply = self.open_reply(raw)
-            if reply is not None:
-                self._show(user, reply, via="passive")
-            return reply
+            return raw
         return None
 
     async def wait_for(self, openid: str, predicate: Any, timeout: float = 10.0) -> dict[str, Any]:

@@ -13,10 +13,12 @@ import aiohttp
 from aiohttp import web
 from PIL import Image
 
+from bot.sandbox import mass
 from bot.sandbox.platform import ERRMSG, Platform, PlatformError
 
 PLATFORM = web.AppKey("platform", Platform)
 SIM_HTTP = web.AppKey("sim_http", aiohttp.ClientSession)
+PUSHES = web.AppKey("pushes", set[asyncio.Task[None]])  # events on their way to the webhook (strong refs)
 STATIC = Path(__file__).parent / "static"
 
 Endpoint = Callable[[Platform, web.Request, dict[str, Any]], Awaitable[dict[str, Any] | None]]
@@ -29,6 +31,8 @@ def _wechat_json(data: dict[str, Any]) -> web.Response:
 def _endpoint(name: str, fn: Endpoint, *, needs_token: bool = True, body: bool = True):  # noqa: ANN202
     async def view(request: web.Request) -> web.Response:
         platform = request.app[PLATFORM]
+        if platform.latency:
+            await asyncio.sleep(platform.latency)
         try:
             if needs_token:
                 platform.check_token(request.query.get("access_token"))
@@ -46,7 +50,7 @@ def _endpoint(name: str, fn: Endpoint, *, needs_token: bool = True, body: bool =
                     raise PlatformError(47001)
             answer = await fn(platform, request, data)
         except PlatformError as e:
-            return _wechat_json({"errcode": e.errcode, "errmsg": ERRMSG.get(e.errcode, "error")})
+            return _wechat_json({"errcode": e.errcode, "errmsg": ERRMSG.get(e.errcode, "error"), **e.extra})
         platform.calls.append((name, data))
         return _wechat_json(answer if answer is not None else {"errcode": 0, "errmsg": "ok"})
     return view
@@ -64,6 +68,15 @@ async def _custom(p: Platform, r: web.Request, body: dict[str, Any]) -> None:
 async def _template(p: Platform, r: web.Request, body: dict[str, Any]) -> dict[str, Any]:
     p.template_send(body)
     return {"errcode": 0, "errmsg": "ok", "msgid": len(p.calls) + 1}
+
+
+async def _mass(p: Platform, r: web.Request, body: dict[str, Any]) -> dict[str, Any]:
+    job = mass.send(p, body)
+    task = asyncio.create_task(mass.push_finish(p, r.app[SIM_HTTP], job))
+    r.app[PUSHES].add(task)
+    task.add_done_callback(r.app[PUSHES].discard)
+    return {"errcode": 0, "errmsg": "send job submission success", "msg_id": job["msg_id"],
+            "msg_data_id": job["msg_data_id"]}
 
 
 async def _qrcode(p: Platform, r: web.Request, body: dict[str, Any]) -> dict[str, Any]:
@@ -228,11 +241,16 @@ def create_sandbox_app(platform: Platform) -> web.Application:
     async def http_client(app: web.Application):  # noqa: ANN202
         async with aiohttp.ClientSession() as session:
             app[SIM_HTTP] = session
+            app[PUSHES] = set()
             yield
+            for task in list(app[PUSHES]):
+                task.cancel()
+            await asyncio.gather(*app[PUSHES], return_exceptions=True)
 
     app.cleanup_ctx.append(http_client)
     api = [("GET", "token", _token, False, False), ("POST", "message/custom/send", _custom, True, True),
-           ("POST", "message/template/send", _template, True, True), ("POST", "qrcode/create", _qrcode, True, True),
+           ("POST", "message/template/send", _template, True, True), ("POST", "message/mass/send", _mass, True, True),
+           ("POST", "qrcode/create", _qrcode, True, True),
            ("POST", "menu/create", _menu, True, True), ("POST", "media/upload", _upload, True, False)]
     for method, name, fn, needs_token, body in api:
         app.router.add_route(method, "/cgi-bin/" + name, _endpoint(name, fn, needs_token=needs_token, body=body))

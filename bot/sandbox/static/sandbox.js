@@ -280,7 +280,7 @@ function notice(text, warn) {
   appendNode(el("div", { class: "notice" + (warn ? " warn" : "") }, el("span", { text })), true);
 }
 
-const VIA = { passive: "被动回复", custom: "客服消息", template: "模板消息" };
+const VIA = { passive: "被动回复", custom: "客服消息", template: "模板消息", mass: "群发" };
 
 function appendItem(m) {
   if (m.at && m.at - state.lastAt > TIME_GAP_S) appendNode(el("div", { class: "time", text: clock(m.at) }));
