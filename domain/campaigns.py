@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, func, literal, literal_column, select, update
@@ -34,6 +34,7 @@ CHANNELS = ("service", "mass")
 MAX_TEXT = 600
 BATCH = 5_000  # recipients queued per unit (service channel)
 MASS_CHUNK = 10_000  # openids per mass/send call (WeChat's limit)
+MASS_REPORT_WAIT = timedelta(minutes=10)  # how long a campaign waits for WeChat's MASSSENDJOBFINISH
 MASS_OPENID = "*"  # the openid column of a mass row: its recipients are in the payload
 OPEN = (OutboxStatus.PENDING, OutboxStatus.SENDING)
 
@@ -119,7 +120,7 @@ def enqueue_batch(session: Session, campaign_id: int, now: datetime) -> bool:
         c.total += _mass_recipients(session, c.body_id)
         log.info("campaign queued", extra={"campaign": c.id, "total": c.total})
         return True
-    if _open_rows(session, c.body_id):
+    if _open_rows(session, c.body_id) or (c.channel == "mass" and _awaiting_reports(session, c.body_id, now)):
         return False
     c.status, c.finished_at = CampaignStatus.DONE, now
     log.info("campaign done", extra={"campaign": c.id, "total": c.total})
@@ -179,6 +180,13 @@ def _mass_recipients(session: Session, body_id: int | None) -> int:
 def _open_rows(session: Session, body_id: int | None) -> bool:
     return session.scalar(select(OUTBOX.c.id).where(OUTBOX.c.body_id == body_id, OUTBOX.c.status.in_(OPEN))
                           .limit(1)) is not None
+
+
+def _awaiting_reports(session: Session, body_id: int | None, now: datetime) -> bool:
+    """A mass chunk sent but not yet reported by MASSSENDJOBFINISH (given up after a while)."""
+    return session.scalar(select(OUTBOX.c.id).where(
+        OUTBOX.c.body_id == body_id, OUTBOX.c.openid == MASS_OPENID, OUTBOX.c.status == OutboxStatus.SENT,
+        OUTBOX.c.result.is_(None), OUTBOX.c.sent_at > now - MASS_REPORT_WAIT).limit(1)) is not None
 
 
 @dataclass(frozen=True)
