@@ -38,6 +38,9 @@ NOT_REGISTERED = "您还不是分销员。回复“注册”即可加入，注�
 EXITED = "您已退出分销计划，不能再使用这个功能。如需帮助请回复“客服”。"
 
 
+_NOT_INTERACTIVE = frozenset({"unsubscribe", "masssendjobfinish", "templatesendjobfinish"})
+
+
 @dataclass(frozen=True)
 class Incoming:
     """One message or event from a follower, independent of wechatpy's classes."""
@@ -60,12 +63,16 @@ class Incoming:
     def dedupe_key(self) -> str:
         if self.msg_id:
             return f"m:{self.msg_id}"
-        return f"e:{self.openid}:{self.create_time}:{self.event}:{self.event_key}"[:160]
+        # WeChat's own reports (MASSSENDJOBFINISH) come from one sender: their MsgID tells them apart.
+        key = f"e:{self.openid}:{self.create_time}:{self.event}:{self.event_key}"
+        msg_id = self.field("MsgID")
+        return (f"{key}:{msg_id}" if msg_id else key)[:160]
 
     @property
     def interactive(self) -> bool:
-        """Whether WeChat opens the 48-hour customer-service window for this update."""
-        return self.event != "unsubscribe"
+        """Whether WeChat opens the 48-hour customer-service window for this update (a follower's
+        doing; not an unfollow, not WeChat's own job reports)."""
+        return self.event not in _NOT_INTERACTIVE
 
 
 @dataclass(frozen=True)
