@@ -7,6 +7,7 @@ import io
 import re
 from collections.abc import Collection
 from dataclasses import dataclass
+from datetime import date, datetime, time
 from typing import Any
 
 from PIL import ImageFont
@@ -27,6 +28,9 @@ NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,31}$")
 KEY_RE = re.compile(r"^\w[\w.-]{0,63}$")
 TOML_POS = re.compile(r"\(at line (\d+), column (\d+)\)")
+# RFC 3339 as a string; the zone is optional here only to tell "no zone" apart from "not a date-time".
+RFC3339_RE = re.compile(r"^(\d{4}-\d{2}-\d{2})[Tt ](\d{2}:\d{2}:\d{2}(?:\.\d+)?)([Zz]|[+-]\d{2}:\d{2})?$")
+MOMENT_EXAMPLE = "2026-12-24T00:00:00+08:00"
 
 
 @dataclass(frozen=True)
@@ -64,6 +68,9 @@ class ValidPack:
     files: dict[str, bytes]  # pictures and fonts the content names, by path
     sha256: str
     size_bytes: int
+    live_from: datetime | None = None  # the window in which this version is live (aware)
+    live_until: datetime | None = None
+    announce: str | None = None  # sent to every active distributor as the version goes live
 
     def counts(self) -> dict[str, int]:
         return {k: len(self.content[k]) for k in ("products", "scripts", "posters", "trainings")}
@@ -71,11 +78,12 @@ class ValidPack:
 
 # ---- field specs: key -> (required, kind) -------------------------------------------------------
 _STR, _INT, _LIST_STR, _PATH, _TABLE, _LIST_TABLE, _VERSION_T = "str", "int", "list", "path", "table", "tables", "ver"
-_ARRAY = "array"
+_ARRAY, _MOMENT = "array", "moment"
 SPECS: dict[str, dict[str, tuple[bool, str]]] = {
     "root": {"pack": (True, _TABLE), "products": (False, _ARRAY), "scripts": (False, _ARRAY),
              "posters": (False, _ARRAY), "trainings": (False, _ARRAY)},
-    "pack": {"name": (True, _STR), "version": (True, _VERSION_T), "description": (False, _STR)},
+    "pack": {"name": (True, _STR), "version": (True, _VERSION_T), "description": (False, _STR),
+             "live_from": (False, _MOMENT), "live_until": (False, _MOMENT), "announce": (False, _STR)},
     "products": {"sku": (True, _STR), "name": (True, _STR), "price_fen": (True, _INT),
                  "selling_points": (False, _LIST_STR), "image": (False, _PATH), "url": (False, _STR)},
     "scripts": {"key": (True, _STR), "sku": (False, _STR), "title": (True, _STR), "template": (True, _PATH)},
@@ -90,7 +98,8 @@ SPECS: dict[str, dict[str, tuple[bool, str]]] = {
 }
 _KIND_TEXT = {_STR: "a string", _INT: "a whole number", _LIST_STR: "a list of strings", _PATH: "a file path",
               _TABLE: "a table", _LIST_TABLE: "a list of tables", _VERSION_T: "a string",
-              _ARRAY: "an array of tables ([[...]])"}
+              _ARRAY: "an array of tables ([[...]])",
+              _MOMENT: f"an RFC 3339 date-time with a zone, e.g. {MOMENT_EXAMPLE}"}
 
 
 def _type_ok(value: Any, kind: str) -> bool:
@@ -108,6 +117,8 @@ def _type_ok(value: Any, kind: str) -> bool:
         return isinstance(value, list) and all(isinstance(v, dict) for v in value)
     if kind == _ARRAY:
         return isinstance(value, list)
+    if kind == _MOMENT:  # a string or any TOML date/time; Checker.moment says what is wrong with it
+        return isinstance(value, (str, date, time))
     raise AssertionError(kind)
 
 
@@ -150,6 +161,30 @@ class Checker:
             else:
                 values[key] = data[key]
         return values, ok
+
+    def moment(self, value: str | date | time, where: str) -> datetime | None:
+        """An aware datetime from a TOML offset date-time or an RFC 3339 string. Local (zone-less)
+        times are refused: the server's zone must not decide when a festival starts."""
+        if isinstance(value, datetime) and value.tzinfo is not None:
+            return value
+        zoned = value
+        if isinstance(value, str):
+            m = RFC3339_RE.match(value.strip())
+            if m is None:
+                self.problem(where, f"{value!r} is not an RFC 3339 date-time; write e.g. {MOMENT_EXAMPLE}")
+                return None
+            day, clock, zone = m.groups()
+            try:
+                zoned = datetime.fromisoformat(f"{day}T{clock}{'+00:00' if zone in ('Z', 'z') else zone or ''}")
+            except ValueError:
+                self.problem(where, f"{value!r} is not a real date and time")
+                return None
+            if zone is not None:
+                return zoned
+        what = ("a date-time" if isinstance(zoned, datetime) else "a date with no time" if isinstance(zoned, date)
+                else "a time with no date")
+        self.problem(where, f"is {what} without a zone; write it with one, e.g. {MOMENT_EXAMPLE}")
+        return None
 
     def member(self, path: str, where: str) -> str | None:
         norm = normalise(path)

@@ -36,6 +36,7 @@ from content.pack_checker import (  # noqa: F401  (Problem, PackInvalid and Vali
 from content.pages import markdown_html
 from content.safezip import SafeZip, UnsafeZip
 from content.templating import product_variables
+from domain.campaigns import MAX_TEXT as MAX_ANNOUNCE  # an announcement becomes a campaign
 
 
 def validate_pack(path: str | Path, rank_keys: Collection[str] | None = None) -> ValidPack:
@@ -57,8 +58,9 @@ def validate_pack(path: str | Path, rank_keys: Collection[str] | None = None) ->
         with path.open("rb") as f:
             for chunk in iter(lambda: f.read(1 << 20), b""):
                 digest.update(chunk)
-        name, version = content.pop("pack")
-        return ValidPack(name, version, content, checker.files, digest.hexdigest(), size)
+        head = content.pop("pack")
+        return ValidPack(head["name"], head["version"], content, checker.files, digest.hexdigest(), size,
+                         head["live_from"], head["live_until"], head["announce"])
 
 
 def _check_manifest(c: Checker) -> dict[str, Any] | None:
@@ -94,7 +96,7 @@ def _check_manifest(c: Checker) -> dict[str, Any] | None:
                                  if isinstance(p.get("selling_points"), list) else [], "url": None}
               for p in sections["products"] if isinstance(p, dict) and isinstance(p.get("sku"), str)}
     content = {
-        "pack": (name, version),
+        "pack": {"name": name, "version": version, **_window(c, pack)},
         "products": products,
         "scripts": _scripts(c, sections["scripts"], by_sku),
         "posters": _posters(c, sections["posters"], by_sku),
@@ -103,6 +105,17 @@ def _check_manifest(c: Checker) -> dict[str, Any] | None:
     if not any(content[s] for s in ("products", "scripts", "posters", "trainings")) and not c.problems:
         c.problem("", "the pack has no products, scripts, posters or trainings")
     return content
+
+
+def _window(c: Checker, pack: dict[str, Any]) -> dict[str, Any]:
+    """live_from, live_until (aware datetimes or None) and announce, checked."""
+    live_from, live_until = (c.moment(pack[k], f"pack.{k}") if k in pack else None for k in ("live_from", "live_until"))
+    if live_from is not None and live_until is not None and live_until <= live_from:
+        c.problem("pack.live_until", f"must be after live_from ({live_from.isoformat()})")
+    announce = pack.get("announce")
+    if announce is not None and len(announce.strip()) > MAX_ANNOUNCE:
+        c.problem("pack.announce", f"is {len(announce.strip())} characters; at most {MAX_ANNOUNCE}")
+    return {"live_from": live_from, "live_until": live_until, "announce": announce.strip() if announce else None}
 
 
 def _text(value: Any) -> str:

@@ -1,7 +1,9 @@
-"""Content packs in the database: import a validated pack, switch the live version, read the live
-content. A stored pack never changes, so its parsed content is kept per process (PackLibrary,
-held by the app); only the small "which id is live" lookup goes to the database on each use.
-Synchronous on a Session: writes run as units on storage.writer, async readers use run_sync."""
+"""Content packs in the database: import a validated pack, switch the live version (also by a
+festival window: switch_windows, the `content` job's unit), read the live content. A stored pack
+never changes, so its parsed content is kept per process (PackLibrary, held by the app); only the
+small "which id is live" lookup goes to the database on each use, so a switch shows at once in
+every process. Synchronous on a Session: writes run as units on storage.writer, async readers use
+run_sync."""
 
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from content.packs import ValidPack, validate_pack
+from domain import campaigns
 from domain.formats import china_time
 from storage.models_content import ContentFile, ContentPack, LivePack
 from storage.writer import Writer
@@ -98,30 +101,33 @@ def live_pack_ids(session: Session) -> set[int]:
 
 
 def store_pack(session: Session, pack: ValidPack, now: datetime) -> tuple[ContentPack, bool]:
-    """Insert a validated pack; it goes live when it is newer than the live version of its name.
-    PackConflict when this name and version is already stored."""
+    """Insert a validated pack; (the row, whether it went live). Without a window it goes live when
+    it is newer than the live version of its name; with one, when the window contains `now` (else it
+    waits for the `content` job, or has already ended). PackConflict when this name and version is
+    already stored."""
     if session.scalar(select(ContentPack.id).where(ContentPack.name == pack.name,
                                                          ContentPack.version == pack.version)) is not None:
         raise PackConflict(f"pack {pack.name!r} version {pack.version!r} is already stored")
     row = ContentPack(name=pack.name, version=pack.version, sha256=pack.sha256, size_bytes=pack.size_bytes,
-                      content=pack.content, uploaded_at=now)
+                      content=pack.content, uploaded_at=now, live_from=pack.live_from, live_until=pack.live_until,
+                      announce=pack.announce)
     session.add(row)
     try:
         session.flush()
     except IntegrityError:
         raise PackConflict(f"pack {pack.name!r} version {pack.version!r} is already stored") from None
     session.add_all(ContentFile(pack_id=row.id, path=path, data=data) for path, data in pack.files.items())
-    if pack.name != DEMO_PACK_NAME:
-        session.execute(delete(LivePack).where(LivePack.name == DEMO_PACK_NAME))
-    live = session.scalar(select(LivePack).where(LivePack.name == pack.name).with_for_update())
-    if live is None:
-        session.add(LivePack(name=pack.name, pack_id=row.id, activated_at=now))
-        return row, True
-    current = session.scalar(select(ContentPack.version).where(ContentPack.id == live.pack_id))
-    if current is None or version_key(pack.version) > version_key(current):
-        live.pack_id, live.activated_at = row.id, now
-        return row, True
-    return row, False
+    if _windowed(row):
+        row.window_state = _state_at(row, now)
+        if row.window_state != LIVE:
+            return row, False
+    else:
+        live = _live_row(session, row.name)
+        current = session.scalar(select(ContentPack.version).where(ContentPack.id == live.pack_id)) if live else None
+        if current is not None and version_key(pack.version) <= version_key(current):
+            return row, False
+    _go_live(session, row, now)
+    return row, True
 
 
 def activate(session: Session, pack_id: int, now: datetime) -> ContentPack | None:
@@ -129,12 +135,99 @@ def activate(session: Session, pack_id: int, now: datetime) -> ContentPack | Non
     row = session.get(ContentPack, pack_id)
     if row is None:
         return None
-    live = session.scalar(select(LivePack).where(LivePack.name == row.name).with_for_update())
-    if live is None:
-        session.add(LivePack(name=row.name, pack_id=row.id, activated_at=now))
-    else:
-        live.pack_id, live.activated_at = row.id, now
+    _set_live(session, row.name, row.id, now)
     return row
+
+
+# ---- windows: festival versions live from live_from until live_until ------------------------------
+WAITING, LIVE, ENDED = "waiting", "live", "ended"  # ContentPack.window_state of a version with a window
+
+
+def _windowed(row: ContentPack) -> bool:
+    return row.live_from is not None or row.live_until is not None
+
+
+def _state_at(row: ContentPack, now: datetime) -> str:
+    if row.live_until is not None and row.live_until <= now:
+        return ENDED
+    if row.live_from is not None and row.live_from > now:
+        return WAITING
+    return LIVE
+
+
+def _live_row(session: Session, name: str) -> LivePack | None:
+    return session.scalar(select(LivePack).where(LivePack.name == name).with_for_update())
+
+
+def _set_live(session: Session, name: str, pack_id: int, now: datetime) -> int | None:
+    """Point the name's live row at pack_id; the version that was live before (None: none)."""
+    live = _live_row(session, name)
+    if live is None:
+        session.add(LivePack(name=name, pack_id=pack_id, activated_at=now))
+        return None
+    before, live.pack_id, live.activated_at = live.pack_id, pack_id, now
+    return before
+
+
+def _go_live(session: Session, row: ContentPack, now: datetime) -> None:
+    """Make an imported or due version live, in the caller's unit: a windowed version remembers the
+    version it replaced, and the announcement becomes a campaign (once per version: its source)."""
+    if row.name != DEMO_PACK_NAME:
+        session.execute(delete(LivePack).where(LivePack.name == DEMO_PACK_NAME))
+    before = _set_live(session, row.name, row.id, now)
+    if _windowed(row):
+        row.window_state = LIVE
+        if before != row.id:  # an admin may have activated it early: keep what it replaced then
+            row.replaced_pack_id = before
+    if row.announce:
+        campaigns.schedule(session, title=f"资料上新：{row.name}"[:64], kind="training", text=row.announce,
+                           audience="all", send_at=now, now=now, source=f"pack:{row.id}")
+
+
+def _comes_back(session: Session, row: ContentPack, now: datetime) -> int | None:
+    """The version to make live when row's window ends: the one it replaced, unless that is a window
+    not open now (then the one that one replaced, and so on); else the newest version without a
+    window; else none."""
+    seen = {row.id}
+    back = session.get(ContentPack, row.replaced_pack_id) if row.replaced_pack_id is not None else None
+    while back is not None and back.id not in seen:
+        if not _windowed(back) or _state_at(back, now) == LIVE:
+            return back.id
+        seen.add(back.id)
+        back = session.get(ContentPack, back.replaced_pack_id) if back.replaced_pack_id is not None else None
+    plain = session.execute(select(ContentPack.id, ContentPack.version).where(
+        ContentPack.name == row.name, ContentPack.live_from.is_(None), ContentPack.live_until.is_(None))).all()
+    return max(plain, key=lambda p: version_key(p.version)).id if plain else None
+
+
+def switch_windows(session: Session, now: datetime) -> list[ContentPack]:
+    """The `content` job's unit: end the windows that have passed (the replaced version comes back
+    when the windowed one is still live), then open those that have come (announcing them). Safe to
+    run twice or after a crash: each step moves window_state on, in the same unit as the switch.
+    The versions whose window_state changed."""
+    changed = []
+    ending = session.scalars(select(ContentPack).where(ContentPack.window_state == LIVE, ContentPack.live_until <= now)
+                             .order_by(ContentPack.live_until, ContentPack.id).with_for_update()).all()
+    for row in ending:
+        live = _live_row(session, row.name)
+        if live is not None and live.pack_id == row.id:
+            back = _comes_back(session, row, now)
+            if back is None:
+                session.delete(live)
+            else:
+                live.pack_id, live.activated_at = back, now
+        row.window_state = ENDED
+        changed.append(row)
+    starting = session.scalars(select(ContentPack).where(ContentPack.window_state == WAITING,
+                                                         ContentPack.live_from <= now)
+                               .order_by(ContentPack.live_from, ContentPack.id).with_for_update()).all()
+    for row in starting:
+        if _state_at(row, now) == ENDED:  # the whole window passed while no job ran: never live
+            row.window_state = ENDED
+        else:
+            _go_live(session, row, now)
+        changed.append(row)
+    return changed
 
 
 def pack_file(session: Session, pack_id: int, path: str) -> bytes | None:
@@ -147,7 +240,10 @@ def pack_json(row: ContentPack, live: bool) -> dict[str, Any]:
     return {"id": row.id, "name": row.name, "version": row.version, "live": live,
             "products": len(c.get("products", [])), "scripts": len(c.get("scripts", [])),
             "posters": len(c.get("posters", [])), "trainings": len(c.get("trainings", [])),
-            "sha256": row.sha256, "size_bytes": row.size_bytes, "uploaded_at": china_time(row.uploaded_at)}
+            "sha256": row.sha256, "size_bytes": row.size_bytes, "uploaded_at": china_time(row.uploaded_at),
+            "live_from": china_time(row.live_from) if row.live_from else None,
+            "live_until": china_time(row.live_until) if row.live_until else None,
+            "window_state": row.window_state}
 
 
 async def import_pack(writer: Writer, path: str | Path, rank_keys: list[str] | None = None) -> tuple[ContentPack, bool]:

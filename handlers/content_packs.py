@@ -1,5 +1,6 @@
-"""Content packs for admins: /api/content-packs (upload, list, one, activate), the pictures the
-public pages show (/c/{pack_id}/{path}), and the demo pack that sandbox mode starts with."""
+"""Content packs for admins: /api/content-packs (upload, list, one, activate), the `content` job
+that opens and closes festival windows, the pictures the public pages show (/c/{pack_id}/{path}),
+and the demo pack that sandbox mode starts with."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import os
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import aiohttp
 from aiohttp import web
@@ -23,8 +24,17 @@ from bot.api import ApiError, ApiModel, IdParam, ok
 from bot.feature import Feature
 from bot.typedefs import CONFIG, SESSIONMAKER, WRITER
 from content.packs import MAX_UPLOAD_BYTES, PackInvalid
-from content.store import PackConflict, activate, import_pack, live_pack_ids, pack_file, pack_json
+from content.store import (
+    PackConflict,
+    activate,
+    import_pack,
+    live_pack_ids,
+    pack_file,
+    pack_json,
+    switch_windows,
+)
 from domain.config import Config
+from domain.formats import china_time
 from storage.models_content import ContentPack, LivePack
 from storage.writer import Writer
 
@@ -32,7 +42,6 @@ log = logging.getLogger(__name__)
 feature = Feature("content packs")  # no chat commands: packs are an admin matter
 api = feature.api
 CHUNK = 256 * 1024
-
 
 
 class Pack(BaseModel):
@@ -47,6 +56,10 @@ class Pack(BaseModel):
     sha256: str
     size_bytes: int
     uploaded_at: datetime
+    live_from: datetime | None = Field(description="a festival version is live only from live_from until live_until")
+    live_until: datetime | None
+    window_state: Literal["waiting", "live", "ended"] | None = Field(
+        description="null without a window; waiting: before live_from; live: switched in; ended: after live_until")
 
 
 class Packs(BaseModel):
@@ -171,6 +184,18 @@ async def activate_pack(request: web.Request, params: PackId) -> web.Response:
     return ok(pack_json(row, True))
 
 
+# ---- festival windows -----------------------------------------------------------------------------
+@feature.job("content", "interval", minutes=1)
+async def content_job(app: web.Application) -> int:
+    """Switch festival versions in as live_from arrives (announcing them) and the replaced
+    versions back after live_until; the versions changed."""
+    changed = await app[WRITER].run(lambda session: switch_windows(session, datetime.now(UTC)), slow=True)
+    for row in changed:
+        log.info("content pack window", extra={"pack": row.name, "version": row.version, "id": row.id,
+                                                "window_state": row.window_state})
+    return len(changed)
+
+
 # ---- pictures for the public pages ---------------------------------------------------------------
 _PICTURE_TYPES = ((b"\xff\xd8\xff", "image/jpeg"), (b"\x89PNG", "image/png"), (b"GIF8", "image/gif"),
                   (b"RIFF", "image/webp"))
@@ -231,9 +256,17 @@ async def import_command(config: Config, path: Path) -> str:
         row, live = await import_pack(writer, path, rank_keys(config))
         c = pack_json(row, live)
         return (f"imported content pack {row.name} version {row.version} (id {row.id}): {c['products']} products, "
-                f"{c['scripts']} scripts, {c['posters']} posters, {c['trainings']} trainings; "
-                + ("it is live now" if live else "a newer version stays live"))
+                f"{c['scripts']} scripts, {c['posters']} posters, {c['trainings']} trainings; " + _status(row, live))
     return await _with_database(config, work)
+
+
+def _status(row: ContentPack, live: bool) -> str:
+    if row.window_state == "waiting" and row.live_from is not None:
+        return f"it goes live at {china_time(row.live_from)} (the content job of `distbot serve` switches it)"
+    if row.window_state == "ended":
+        return "its window has already ended, so it is stored but not live"
+    until = f" until {china_time(row.live_until)}" if live and row.live_until is not None else ""
+    return f"it is live now{until}" if live else "a newer version stays live"
 
 
 async def demo_command(config: Config) -> str:

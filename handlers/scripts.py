@@ -15,7 +15,7 @@ from bot.feature import Feature
 from bot.menu import MenuKey
 from bot.typedefs import CONFIG, PACKS, SESSIONMAKER
 from content.pages import cards, page
-from content.store import PackContent
+from content.store import PackContent, live_pack_ids
 from content.templating import PackTemplateError, render_template, template_variables
 from domain.formats import mask_name, yuan
 from domain.messages import Text
@@ -100,7 +100,8 @@ def on_pick(msg: Incoming, ctx: Ctx, me: Distributor) -> Text:
         return Text(f"请回复 1–{len(choices)} 的序号选择话术，或回复“取消”。")
     pack_id, key = choices[int(typed) - 1]
     ctx.clear_state()
-    pack = ctx.app[PACKS].pack(ctx.session, pack_id)
+    # The list may predate a switch (a festival window closing): only a live version's script is served.
+    pack = ctx.app[PACKS].pack(ctx.session, pack_id) if pack_id in live_pack_ids(ctx.session) else None
     script = next((s for s in pack.scripts if s["key"] == key), None) if pack else None
     if pack is None or script is None:
         return Text("这条话术已下线，请重新回复“话术”。")

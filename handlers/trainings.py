@@ -39,7 +39,7 @@ def on_training(msg: Incoming, ctx: Ctx, me: Distributor) -> Text | News:
         (pack, t) for pack in ctx.app[PACKS].live(ctx.session) for t in pack.trainings
         if t["ranks"] is None or me.rank in t["ranks"]]
     if not found:
-        return Text("暂时还没有适合您等级的培训资料，有新资料时会通知您。")
+        return Text("暂时还没有适合您等级的培训资料。新资料上线时会通知您，届时回复“培训”即可查看。")
     base = ctx.config.server.public_url
     if len(found) == 1:
         pack, t = found[0]

@@ -12,7 +12,8 @@ from storage.models import Base, BigId
 
 
 class ContentPack(Base):
-    """One uploaded version of a pack. Never changed after upload: caches key on its id."""
+    """One uploaded version of a pack. Its content never changes after upload (caches key on its id
+    and digest); only the window columns below move on."""
 
     __tablename__ = "content_packs"
     __table_args__ = (UniqueConstraint("name", "version"),)
