@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
 CHINA = ZoneInfo("Asia/Shanghai")
+CHINA_OFFSET = timezone(timedelta(hours=8))
 
 
 def mask_phone(phone: str) -> str:
@@ -27,8 +28,9 @@ def yuan(fen: int) -> str:
 
 
 def china_time(dt: datetime) -> str:
-    """ISO 8601 in China time, to the second: 2026-11-25T10:00:00+08:00."""
-    return dt.astimezone(CHINA).replace(microsecond=0).isoformat()
+    """RFC 3339 in China time, to the second: 2026-11-25T10:00:00+08:00. Always +08:00: the zone
+    database gives far-off dates a local mean time (+08:05:43) that RFC 3339 cannot write."""
+    return dt.astimezone(CHINA_OFFSET).replace(microsecond=0).isoformat()
 
 
 def day_start(now: datetime) -> datetime:
