@@ -37,6 +37,7 @@ import aiohttp
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bot.outbox import THROTTLE_SLACK  # noqa: E402
 from orders import ADMIN, Server, free_port, peak_rss_mb, pg_database, seed_distributors  # noqa: E402
 
 
@@ -124,10 +125,11 @@ async def baseline(emulator: Emulator, n: int, rate: float, concurrency: int = 3
         interval, next_at = 1.0 / rate, time.monotonic()
         for i in range(n):
             await slots.acquire()
-            delay = next_at - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            next_at = max(next_at, time.monotonic() - interval) + interval
+            now = time.monotonic()
+            next_at = max(next_at, now - THROTTLE_SLACK)  # the outbox's own schedule
+            if next_at > now:
+                await asyncio.sleep(next_at - now)
+            next_at += interval
             task = asyncio.create_task(send(i))
             pending.add(task)
             task.add_done_callback(pending.discard)

@@ -34,13 +34,9 @@ log = logging.getLogger(__name__)
 IDLE_POLL_SECONDS = 0.5
 MAX_BACKOFF_SECONDS = 600
 MASS_RETRY_SECONDS = 61  # WeChat wants a minute between two tries of one mass send
+THROTTLE_SLACK = 0.05  # seconds the send schedule may fall behind and catch up
 MAX_IN_FLIGHT = 32  # sends awaiting WeChat's answer at once
 BODY_CACHE = 256
-
-
-def _log_failure(f: asyncio.Future[None]) -> None:
-    if not f.cancelled() and f.exception() is not None:
-        log.error("outbox delivery failed", exc_info=f.exception())
 
 
 class Outbox:
@@ -55,6 +51,8 @@ class Outbox:
         self._interval = 1.0 / config.outbox.rate_per_second
         self._next_send = 0.0
         self._bodies: LRUCache[int, dict[str, Any]] = LRUCache(BODY_CACHE)  # shared bodies never change
+        self._in_flight: set[asyncio.Future[None]] = set()
+        self._slots = asyncio.Semaphore(MAX_IN_FLIGHT)
         self._marks: GroupCommit[dict[str, Any], None] = GroupCommit(writer, _write_marks)
 
     def wake(self) -> None:
@@ -71,11 +69,18 @@ class Outbox:
 
     # ---- the worker -----------------------------------------------------------------------
     async def run(self) -> None:
+        try:
+            await self._work()
+        finally:
+            await self._settle()  # stopping: sends in flight finish and keep their marks
+
+    async def _work(self) -> None:
         await self.recover()
         last_recover = time.monotonic()
         while True:
             try:
-                sent = await self.drain_once()
+                # The next claim is made while the last sends are still in flight: no gap between batches.
+                sent = await self.drain_once(wait=False)
                 if time.monotonic() - last_recover > self.config.outbox.lease_seconds / 2:
                     await self.recover()
                     last_recover = time.monotonic()
@@ -121,34 +126,43 @@ class Outbox:
                 .returning(OutboxMessage), execution_options={"synchronize_session": False}).all())
         return sorted(await self._writer.run(claim), key=lambda r: r.id)
 
-    async def drain_once(self) -> int:
+    async def drain_once(self, *, wait: bool = True) -> int:
         """Claim due rows and send them: sends start at the configured rate, several in flight at
-        once (a call takes milliseconds, the rate allows hundreds a second)."""
+        once (a call takes milliseconds, the rate allows hundreds a second). With wait=False it
+        returns once the last send has started."""
         if not await self._any_due():
             return 0
         rows = await self.claim(self.config.outbox.batch_size)
         payloads = await self._payloads(rows)
-        in_flight: set[asyncio.Future[None]] = set()
-        slots = asyncio.Semaphore(MAX_IN_FLIGHT)
         started = 0
         try:
             for row in rows:
-                await slots.acquire()
+                await self._slots.acquire()
                 await self._throttle()
                 delivery = asyncio.ensure_future(self._deliver(row, payloads[row.id]))
                 started += 1
-                in_flight.add(delivery)
-                delivery.add_done_callback(lambda f: (in_flight.discard(f), slots.release(), _log_failure(f)))
-            if in_flight:
-                await asyncio.wait(in_flight)
+                self._in_flight.add(delivery)
+                delivery.add_done_callback(self._delivered)
         except asyncio.CancelledError:
             # Stopping (a restart is not a crash): sends in flight keep their marks, or they would go
             # out again once the lease ran out; claims not yet tried go back to the queue now.
-            if in_flight:
-                await asyncio.wait(in_flight)
+            await self._settle()
             await self._release(rows[started:])
             raise
+        if wait:
+            await self._settle()
         return len(rows)
+
+    def _delivered(self, f: asyncio.Future[None]) -> None:
+        self._in_flight.discard(f)
+        self._slots.release()
+        if not f.cancelled() and f.exception() is not None:
+            log.error("outbox delivery failed", exc_info=f.exception())
+
+    async def _settle(self) -> None:
+        """Wait for the sends in flight (they are tasks of their own: a cancelled caller leaves them be)."""
+        while self._in_flight:
+            await asyncio.wait(set(self._in_flight))
 
     async def _payloads(self, rows: list[OutboxMessage]) -> dict[int, dict[str, Any]]:
         """Each row's message: its own payload over its shared body's (a campaign's text)."""
@@ -170,10 +184,13 @@ class Outbox:
                 .values(status=OutboxStatus.PENDING, claimed_at=None)))
 
     async def _throttle(self) -> None:
+        """Space sends at the configured rate. A sleep wakes a little late, so the schedule may run
+        behind by up to THROTTLE_SLACK and catch up: the rate over a second is the configured one."""
         now = time.monotonic()
+        self._next_send = max(self._next_send, now - THROTTLE_SLACK)
         if self._next_send > now:
             await asyncio.sleep(self._next_send - now)
-        self._next_send = max(now, self._next_send) + self._interval
+        self._next_send += self._interval
 
     async def _deliver(self, row: OutboxMessage, payload: dict[str, Any]) -> None:
         reply = from_json(payload)
