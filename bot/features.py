@@ -5,13 +5,14 @@ from __future__ import annotations
 
 from bot.feature import Feature
 from handlers import content_packs, earnings, help_text, leave, orders, posters, registration, scripts, team, trainings
-from handlers import upcoming, withdrawals
+from handlers import upcoming, weekly_report, withdrawals
 
 FEATURES: tuple[Feature, ...] = (
     registration.feature,
     orders.feature,
     earnings.feature,
     team.feature,
+    weekly_report.feature,
     withdrawals.feature,
     leave.feature,
     posters.feature,

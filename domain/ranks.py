@@ -55,7 +55,10 @@ def rank_index(ranks: Sequence[RankRule], key: str) -> int:
 
 
 def _progress(have: int, need: int) -> Fraction:
-    return Fraction(1) if need <= 0 else Fraction(min(max(have, 0), need), need)
+    """The share of a requirement reached: 1 exactly when it holds."""
+    if have >= need:
+        return Fraction(1)
+    return Fraction(max(have, 0), need) if need > 0 else Fraction(0)
 
 
 def meets(rank: RankRule, sales_fen: int, team_size: int) -> bool:
