@@ -8,6 +8,7 @@ A run in the week starting Monday 00:00 (Asia/Shanghai) reports on the 7 days be
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -29,22 +30,26 @@ class ReportWeek:
     monday: datetime  # 00:00 China time on the Monday of the run's week
 
     @property
-    def reported(self) -> Window:
+    def reported(self) -> tuple[datetime, datetime]:
         """The 7 days before the Monday."""
         return self.monday - WEEK, self.monday
 
     @property
-    def previous(self) -> Window:
+    def previous(self) -> tuple[datetime, datetime]:
         return self.monday - 2 * WEEK, self.monday - WEEK
 
     @property
     def windows(self) -> tuple[Window, Window]:
         return self.reported, self.previous
 
-    @property
+    @functools.cached_property
     def label(self) -> str:
         """The Monday as YYYYMMDD (chart links)."""
         return f"{self.monday:%Y%m%d}"
+
+    @functools.cached_property
+    def _key_prefix(self) -> str:
+        return f"weekly:{self.monday.date().isoformat()}:"
 
     @property
     def last_day(self) -> date:
@@ -52,7 +57,7 @@ class ReportWeek:
 
     def key(self, distributor_id: int) -> str:
         """The outbox key of a distributor's report for this week: one report a week each."""
-        return f"weekly:{self.monday.date().isoformat()}:{distributor_id}"
+        return f"{self._key_prefix}{distributor_id}"
 
 
 def report_week(now: datetime) -> ReportWeek:

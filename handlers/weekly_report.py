@@ -19,9 +19,10 @@ kept briefly in a cache; the article opens a page with the chart and the report.
 from __future__ import annotations
 
 import asyncio
+import functools
 import html
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -97,29 +98,24 @@ def week_figures(session: Session, people: Sequence[Person], week: ReportWeek) -
     members = team_sales(session, [i for i in ids if i in team], windows)
     out = {}
     for p in people:
-        size, joined = team.get(p.id, (0, [0, 0]))
-        out[p.id] = WeekFigures(
-            name=p.name, rank=p.rank, sales=tuple(sales.get(p.id, NOTHING)),  # type: ignore[arg-type]
-            earnings_fen=tuple(earned.get(p.id, (0, 0))),  # type: ignore[arg-type]
-            new_members=tuple(joined),  # type: ignore[arg-type]
-            personal_sales_fen=personal.get(p.id, 0),
-            team=team_week(size, members.get(p.id, [])) if size else None)
+        (sold, sold_before), (got, got_before) = sales.get(p.id, NOTHING), earned.get(p.id, (0, 0))
+        size, (joined, joined_before) = team.get(p.id, (0, [0, 0]))
+        out[p.id] = WeekFigures(p.name, p.rank, (sold, sold_before), (got, got_before), (joined, joined_before),
+                                personal.get(p.id, 0), team_week(size, members.get(p.id, [])) if size else None)
     return out
 
 
 def week_content(session: Session, library: PackLibrary, week: ReportWeek) -> WeekContent:
     """The newest live scripts' titles, and the pack versions that went live in the week reported."""
-    start, end = week.reported
-    assert end is not None
     titles = [s["title"] for pack in library.live(session) for s in pack.scripts]
     return WeekContent(tuple(titles[:SCRIPT_TITLES]),
-                       tuple((pack.name, len(pack.posters)) for pack in library.live(session, (start, end))))
+                       tuple((pack.name, len(pack.posters)) for pack in library.live(session, week.reported)))
 
 
 # ---- the chart link --------------------------------------------------------------------------------
-def chart_token(config: Config, distributor_id: int, week: ReportWeek) -> str:
+def chart_token(key: bytes, distributor_id: int, week: ReportWeek) -> str:
     message = f"{distributor_id}-{week.label}"
-    return f"{message}-{sign(link_key(config, LINK_PURPOSE), message)}"
+    return f"{message}-{sign(key, message)}"
 
 
 def read_token(config: Config, token: str) -> tuple[int, ReportWeek] | None:
@@ -131,8 +127,10 @@ def read_token(config: Config, token: str) -> tuple[int, ReportWeek] | None:
     return int(did), week
 
 
-def report_url(config: Config, distributor_id: int, week: ReportWeek) -> str:
-    return f"{config.server.public_url}/reports/weekly/{chart_token(config, distributor_id, week)}"
+def report_urls(config: Config, week: ReportWeek) -> Callable[[int], str]:
+    """The report page's URL of each distributor this week (its chart: the same + ".png")."""
+    key, base = link_key(config, LINK_PURPOSE), f"{config.server.public_url}/reports/weekly/"
+    return lambda distributor_id: base + chart_token(key, distributor_id, week)
 
 
 def chart_news(url: str) -> News:
@@ -143,13 +141,12 @@ def chart_news(url: str) -> News:
 @dataclass(frozen=True)
 class Batch:
     last_id: int | None  # the last distributor looked at; None: nobody left
-    messages: list[Queued]
+    due: list[tuple[Person, WeekFigures]]  # those whose report this week is not queued yet
 
 
-def compose_batch(session: Session, config: Config, content: WeekContent, week: ReportWeek, after: int,
-                  limit: int) -> Batch:
-    """The reports of the next `limit` active, subscribed distributors after id `after`, leaving
-    out those whose report this week is already queued."""
+def load_batch(session: Session, week: ReportWeek, after: int, limit: int) -> Batch:
+    """The next `limit` active, subscribed distributors after id `after`, with the figures of
+    those whose report this week is not queued yet."""
     d = DISTRIBUTORS.c
     people = session.execute(_PEOPLE.where(d.id > after, d.status == DistributorStatus.ACTIVE,
                                            d.weekly_report.is_(True)).order_by(d.id).limit(limit)).all()
@@ -158,30 +155,40 @@ def compose_batch(session: Session, config: Config, content: WeekContent, week: 
     done = set(session.scalars(select(OUTBOX.c.key).where(OUTBOX.c.key.in_([week.key(p.id) for p in people]))))
     todo = [p for p in people if week.key(p.id) not in done]
     figures = week_figures(session, todo, week) if todo else {}
-    messages = []
-    for p in todo:
-        text = Text(report_text(figures[p.id], config.ranks, content, week))
-        url = report_url(config, p.id, week)
-        messages += [Queued(week.key(p.id), p.openid, text, template_data(text, "分销周报"), url),
-                     Queued(week.key(p.id) + ":chart", p.openid, chart_news(url),
-                            template_data(Text("上周业绩图\n近两周每日销售额对比，点开查看"), "分销周报"), url)]
-    return Batch(people[-1].id, messages)
+    return Batch(people[-1].id, [(p, figures[p.id]) for p in todo])
+
+
+def compose(config: Config, content: WeekContent, week: ReportWeek,
+            due: Sequence[tuple[Person, WeekFigures]]) -> list[Queued]:
+    """Each report's two messages, the text then the chart, both leading to the report's page
+    (a template message's link, outside the 48-hour window)."""
+    messages, url_of = [], report_urls(config, week)
+    chart_template = template_data(Text("上周业绩图\n近两周每日销售额对比，点开查看"), "分销周报")
+    for p, figures in due:
+        text = Text(report_text(figures, config.ranks, content, week))
+        key, url = week.key(p.id), url_of(p.id)
+        messages += [Queued(key, p.openid, text, template_data(text, "分销周报"), url),
+                     Queued(key + ":chart", p.openid, chart_news(url), chart_template, url)]
+    return messages
 
 
 async def send_weekly_reports(app: web.Application, now: datetime | None = None, *, batch_size: int = BATCH) -> int:
     """Queue the week's report of every active distributor who has not unsubscribed and has not
-    had it yet; how many were queued. The week is the one `now` (default: the clock) falls in."""
+    had it yet; how many were queued. The week is the one `now` (default: the clock) falls in.
+    Per batch: the figures on a read-only connection, the texts in a thread (off the loop), the
+    messages in one unit of work."""
     week = report_week(now or datetime.now(UTC))
     config, sessionmaker, writer = app[CONFIG], app[SESSIONMAKER], app[WRITER]
     content = await run_read(sessionmaker, lambda s: week_content(s, app[PACKS], week))
     queued, after = 0, 0
     while True:
-        batch = await run_read(sessionmaker, lambda s: compose_batch(s, config, content, week, after, batch_size))
+        batch = await run_read(sessionmaker, functools.partial(load_batch, week=week, after=after, limit=batch_size))
         if batch.last_id is None:
             break
-        if batch.messages:
-            await writer.run(lambda s: enqueue_many(s, batch.messages), slow=True)
-            queued += len(batch.messages) // 2
+        if batch.due:
+            messages = await asyncio.to_thread(compose, config, content, week, batch.due)
+            await writer.run(functools.partial(enqueue_many, items=messages), slow=True)
+            queued += len(batch.due)
         after = batch.last_id
     log.info("weekly reports queued", extra={"week": week.label, "queued": queued})
     return queued

@@ -130,7 +130,7 @@ async def test_the_report_shows_the_weeks_figures_and_its_chart(h: Harness) -> N
 async def test_a_bad_chart_link_is_not_found(h: Harness) -> None:
     now, week = next_week()
     me, _ = await seed(h)
-    good = local(wr.report_url(h.config, me.id, week), h)
+    good = local(wr.report_urls(h.config, week)(me.id), h)
     assert (await fetch(h, good + ".png"))[0] == 200
     did, label, signature = good.rsplit("/", 1)[1].split("-")
     forged = f"{did}-{label}-{'0' if signature[0] != '0' else '1'}{signature[1:]}"
@@ -140,9 +140,9 @@ async def test_a_bad_chart_link_is_not_found(h: Harness) -> None:
         assert (await fetch(h, f"{base}/{token}.png"))[0] == 404, token
         assert (await fetch(h, f"{base}/{token}"))[0] == 404, token
     # A signed link for somebody who does not exist, or a week that is no Monday.
-    assert (await fetch(h, local(wr.report_url(h.config, 10**9, week), h) + ".png"))[0] == 404
+    assert (await fetch(h, local(wr.report_urls(h.config, week)(10**9), h) + ".png"))[0] == 404
     tuesday = ReportWeek(week.monday + timedelta(days=1))
-    assert (await fetch(h, local(wr.report_url(h.config, me.id, tuesday), h) + ".png"))[0] == 404
+    assert (await fetch(h, local(wr.report_urls(h.config, tuesday)(me.id), h) + ".png"))[0] == 404
 
 
 async def test_the_report_goes_once_a_week_whatever_runs_twice(h: Harness) -> None:
