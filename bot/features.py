@@ -4,14 +4,15 @@ No auto-discovery: a new feature is one module under handlers/ and one line here
 from __future__ import annotations
 
 from bot.feature import Feature
-from handlers import campaigns, content_packs, earnings, help_text, leave, orders, posters, registration, scripts, team, trainings
-from handlers import upcoming, withdrawals
+from handlers import campaigns, content_packs, earnings, help_text, leave, orders, posters, registration, scripts, team
+from handlers import trainings, upcoming, weekly_report, withdrawals
 
 FEATURES: tuple[Feature, ...] = (
     registration.feature,
     orders.feature,
     earnings.feature,
     team.feature,
+    weekly_report.feature,
     withdrawals.feature,
     leave.feature,
     posters.feature,

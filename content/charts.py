@@ -1,10 +1,11 @@
-"""The earnings chart: daily net earnings of the last 30 days as a bar chart, sized and lettered
-for a phone screen (1080 px wide, large Chinese labels). CPU work: call it in a thread."""
+"""Charts of money per day as bar charts, sized and lettered for a phone screen (1080 px wide,
+large Chinese labels): the earnings chart (the last 30 days) and the weekly report's chart (two
+weeks side by side). CPU work: call them in a thread."""
 
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import date
 
 from PIL import Image, ImageDraw
@@ -20,6 +21,8 @@ MUTED = "#8a8a8a"
 GRID = "#e6e6e6"
 POSITIVE = "#e8553e"  # red is the lucky, "money in" colour here
 NEGATIVE = "#3e8ee8"
+EARLIER = "#f2b8ad"  # the week before, pale beside the week reported
+WEEKDAYS = "一二三四五六日"
 NICE = (1, 2, 5)
 
 
@@ -42,18 +45,46 @@ def _axis_label(fen: int) -> str:
 
 def render_earnings_chart(days: Sequence[tuple[date, int]], *, title: str = "近 30 天收益") -> bytes:
     """PNG bytes of a bar chart of (day, net fen) pairs, oldest first."""
+    total = sum(v for _, v in days)
+    n = len(days)
+    span = f"{days[0][0]:%m月%d日} – {days[-1][0]:%m月%d日}" if days else ""
+
+    def label(i: int, day: date) -> str | None:
+        if i % 5 != (n - 1) % 5:
+            return None
+        return "今天" if i == n - 1 else f"{day.month}/{day.day}"
+    return _bar_chart(days, title=title, headline=f"合计 {yuan(total)}",
+                      headline_fill=POSITIVE if total >= 0 else NEGATIVE, subtitle=span,
+                      fill_of=lambda i, v: POSITIVE if v > 0 else NEGATIVE, label_of=label)
+
+
+def render_weekly_chart(days: Sequence[tuple[date, int]], *, title: str = "近两周每日销售额") -> bytes:
+    """PNG bytes of two weeks of daily sales side by side, oldest first: the second week (the
+    one reported) in full colour, the week before it pale, each day labelled with its weekday."""
+    half = len(days) // 2
+    this_week, last_week = sum(v for _, v in days[half:]), sum(v for _, v in days[:half])
+    span = f"{days[half][0]:%m月%d日} – {days[-1][0]:%m月%d日}" if days else ""
+    return _bar_chart(days, title=title, headline=f"上周 {yuan(this_week)}",
+                      headline_fill=POSITIVE if this_week >= 0 else NEGATIVE,
+                      subtitle=f"{span}（前一周 {yuan(last_week)}）",
+                      fill_of=lambda i, v: (POSITIVE if i >= half else EARLIER) if v > 0 else NEGATIVE,
+                      label_of=lambda i, day: WEEKDAYS[day.weekday()], dividers=(half,) if half else ())
+
+
+def _bar_chart(days: Sequence[tuple[date, int]], *, title: str, headline: str, headline_fill: str, subtitle: str,
+               fill_of: Callable[[int, int], str], label_of: Callable[[int, date], str | None],
+               dividers: Sequence[int] = ()) -> bytes:
+    """The one bar chart: a title, a headline figure on the right, a subtitle, grid lines at
+    round amounts, a bar per day (`fill_of(index, value)`), labels under the bars where
+    `label_of(index, day)` gives one, and vertical dividers before the given bars."""
     img = Image.new("RGB", (WIDTH, HEIGHT), BACKGROUND)
     draw = ImageDraw.Draw(img)
     title_font, big_font, label_font = cjk_font(48, "Bold"), cjk_font(40, "Medium"), cjk_font(28)
 
-    total = sum(v for _, v in days)
     draw.text((MARGIN_LEFT - 110, 40), title, font=title_font, fill=INK)
-    total_text = f"合计 {yuan(total)}"
-    draw.text((WIDTH - MARGIN_RIGHT, 48), total_text, font=big_font, fill=POSITIVE if total >= 0 else NEGATIVE,
-              anchor="ra")
-    if days:
-        span = f"{days[0][0]:%m月%d日} – {days[-1][0]:%m月%d日}"
-        draw.text((MARGIN_LEFT - 110, 110), span, font=label_font, fill=MUTED)
+    draw.text((WIDTH - MARGIN_RIGHT, 48), headline, font=big_font, fill=headline_fill, anchor="ra")
+    if subtitle:
+        draw.text((MARGIN_LEFT - 110, 110), subtitle, font=label_font, fill=MUTED)
 
     top_v = max([v for _, v in days] + [0])
     low_v = min([v for _, v in days] + [0])
@@ -76,13 +107,15 @@ def render_earnings_chart(days: Sequence[tuple[date, int]], *, title: str = "近
     n = max(len(days), 1)
     slot = (plot_right - plot_left) / n
     bar = max(slot * 0.7, 2)
+    for i in dividers:
+        draw.line((plot_left + i * slot, plot_top, plot_left + i * slot, plot_bottom), fill=GRID, width=2)
     for i, (day, value) in enumerate(days):
         x0 = plot_left + i * slot + (slot - bar) / 2
         if value:
             y0, y1 = sorted((y(0), y(value)))
-            draw.rectangle((x0, y0, x0 + bar, max(y1, y0 + 2)), fill=POSITIVE if value > 0 else NEGATIVE)
-        if i % 5 == (n - 1) % 5:
-            label = "今天" if i == n - 1 else f"{day.month}/{day.day}"
+            draw.rectangle((x0, y0, x0 + bar, max(y1, y0 + 2)), fill=fill_of(i, value))
+        label = label_of(i, day)
+        if label:
             draw.text((x0 + bar / 2, plot_bottom + 16), label, font=label_font, fill=MUTED, anchor="ma")
 
     out = io.BytesIO()

@@ -87,11 +87,14 @@ class PackLibrary:
         digest = session.scalar(select(ContentPack.sha256).where(ContentPack.id == pack_id))
         return self._content(session, pack_id, digest) if digest is not None else None
 
-    def live(self, session: Session) -> list[PackContent]:
-        """The live version of every pack name, the most recently activated first."""
-        rows = session.execute(
-            select(LivePack.pack_id, ContentPack.sha256).join(ContentPack, ContentPack.id == LivePack.pack_id)
-            .order_by(LivePack.activated_at.desc(), LivePack.name)).all()
+    def live(self, session: Session, activated_in: tuple[datetime, datetime] | None = None) -> list[PackContent]:
+        """The live version of every pack name, the most recently activated first; with
+        `activated_in` (start, end), only those that went live inside that window."""
+        stmt = (select(LivePack.pack_id, ContentPack.sha256).join(ContentPack, ContentPack.id == LivePack.pack_id)
+                .order_by(LivePack.activated_at.desc(), LivePack.name))
+        if activated_in is not None:
+            stmt = stmt.where(LivePack.activated_at >= activated_in[0], LivePack.activated_at < activated_in[1])
+        rows = session.execute(stmt).all()
         packs = [self._content(session, pack_id, digest) for pack_id, digest in rows]
         return [p for p in packs if p is not None]
 

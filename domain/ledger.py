@@ -26,6 +26,8 @@ from storage.tables import BALANCES, ENTRIES, WITHDRAWALS
 
 BUCKETS = ("pending_fen", "available_fen", "withdrawing_fen", "withdrawn_fen")
 ZERO = dict.fromkeys(BUCKETS, 0)
+# Every entry but withdrawals is an earning: what a distributor earned is these entries, net.
+EARNING_KINDS = (EntryKind.COMMISSION, EntryKind.REVERSAL, EntryKind.REWARD, EntryKind.ADJUSTMENT)
 
 
 @dataclass

@@ -83,14 +83,38 @@ def merge_notices(session: Session, items: Sequence[Merge]) -> None:
     session.info["outbox"] = True
 
 
+@dataclass(frozen=True)
+class Queued:
+    """A message to queue: under a unique key, with an optional template-message fallback and the
+    link that fallback opens (outside the 48-hour window only a template message gets through)."""
+
+    key: str
+    openid: str
+    reply: Reply
+    template: dict[str, Any] | None = None
+    url: str = ""
+
+
 def enqueue(session: Session, key: str, openid: str, reply: Reply, *, template: dict[str, Any] | None = None,
             at: datetime | None = None) -> None:
     """Add a message in the caller's transaction; a key already there is left alone."""
+    enqueue_many(session, [Queued(key, openid, reply, template)], at=at)
+
+
+def enqueue_many(session: Session, items: Sequence[Queued], *, at: datetime | None = None) -> None:
+    """Add messages in the caller's transaction, in one statement, in order; keys already there
+    are left alone (a job run twice queues each message once)."""
+    if not items:
+        return
     now = datetime.now(UTC)
-    payload = to_json(reply)
-    if template is not None:
-        payload["template"] = template
-    session.connection().execute(dialect_insert(session, _OUTBOX).values(
-        key=key, openid=openid, payload=payload, status=OutboxStatus.PENDING, attempts=0,
-        next_attempt_at=at or now, created_at=now).on_conflict_do_nothing(index_elements=["key"]))
+    rows = []
+    for q in items:
+        payload = to_json(q.reply)
+        if q.template is not None:
+            payload["template"] = q.template
+        if q.url:
+            payload["url"] = q.url
+        rows.append({"key": q.key, "openid": q.openid, "payload": payload, "status": OutboxStatus.PENDING,
+                     "attempts": 0, "next_attempt_at": at or now, "created_at": now})
+    session.connection().execute(dialect_insert(session, _OUTBOX).on_conflict_do_nothing(index_elements=["key"]), rows)
     session.info["outbox"] = True

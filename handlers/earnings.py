@@ -26,8 +26,9 @@ from bot.typedefs import CONFIG, SESSIONMAKER, WECHAT, WRITER
 from bot.wechat_api import WeChatAPI
 from content.charts import render_earnings_chart
 from domain.config import Config
-from domain.formats import CHINA, china_time, day_start, month_start, yuan
-from domain.ledger import BUCKETS, ZERO, Delta, add_to_balances
+from domain.figures import daily_totals
+from domain.formats import china_time, day_start, month_start, yuan
+from domain.ledger import BUCKETS, EARNING_KINDS, ZERO, Delta, add_to_balances
 from domain.messages import Image, Reply, Text
 from domain.notices import Credits, settle_and_notify
 from storage.db import is_postgres
@@ -41,19 +42,10 @@ feature = Feature("earnings")
 api = feature.api
 
 CHART_DAYS = 30
-EARNING_KINDS = (EntryKind.COMMISSION, EntryKind.REVERSAL, EntryKind.REWARD, EntryKind.ADJUSTMENT)
 UNFREEZE_CHUNK = 500
 
 
 # ---- 收益 --------------------------------------------------------------------------------------
-def daily_totals(rows: list[tuple[datetime, int]], today: date, days: int = CHART_DAYS) -> list[tuple[date, int]]:
-    """Net earnings per China-time day for the `days` days ending today, oldest first."""
-    per_day: dict[date, int] = defaultdict(int)
-    for at, fen in rows:
-        per_day[at.astimezone(CHINA).date()] += fen
-    return [(d, per_day.get(d, 0)) for d in (today - timedelta(days=i) for i in range(days - 1, -1, -1))]
-
-
 def _since(now: datetime) -> datetime:
     return min(month_start(now), day_start(now) - timedelta(days=CHART_DAYS - 1))
 
@@ -131,7 +123,7 @@ def on_earnings(msg: Incoming, ctx: Ctx, me: Distributor) -> Text | Later:
     lines.append(f"回复“提现 金额”申请提现，单笔至少 {yuan(dist.min_withdraw_fen)}。")
     if not (rows or all_time):
         return Text("\n".join(lines))
-    days = daily_totals(rows, today.date())
+    days = daily_totals(rows, today.date(), CHART_DAYS)
     digest = tuple(days)  # the picture itself is the key: no collision can swap two charts
     memo = ctx.app[CHARTS]
     if (me.id, digest) in memo.sent:

@@ -21,8 +21,9 @@ HELP = (
     "【提现 金额】例如：提现 12.50\n"
     "【排行】本月推广排行榜\n"
     "【培训】适合您等级的培训资料\n"
+    "【退订周报】/【订阅周报】停止或恢复每周一的个人周报\n"
     "【退出】退出分销计划\n"
-    "英文指令也可以：register、poster、scripts、orders、earnings、team、rank、withdraw、top、training、help、quit。"
+    "英文指令也可以：register、poster、scripts、orders、earnings、team、rank、withdraw、top、training、help、quit、unsubscribe report、subscribe report。"
 )
 
 

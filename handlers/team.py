@@ -7,16 +7,15 @@ them paid this calendar month (China time), net of refunds, cancelled orders lef
 
 from __future__ import annotations
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from bot.chat import Ctx, Incoming, active_only
 from bot.feature import Feature
 from bot.menu import MenuKey
-from domain import commission as rules
+from domain.figures import credited_sales
 from domain.formats import month_start, yuan
 from domain.messages import Text
 from storage.models import Distributor, DistributorStatus
-from storage.tables import ORDERS
 
 feature = Feature("team")
 LEVEL_NAMES = ("", "直属成员", "二级成员", "三级成员")
@@ -25,7 +24,7 @@ LEVEL_NAMES = ("", "直属成员", "二级成员", "三级成员")
 @feature.command("团队", "team", menu=MenuKey.TEAM)
 @active_only
 def on_team(msg: Incoming, ctx: Ctx, me: Distributor) -> Text:
-    d, o = Distributor.__table__.c, ORDERS.c
+    d = Distributor.__table__.c
     month = month_start(ctx.now)
     depth = max(ctx.config.distribution.max_levels - 1, 1)  # the levels that earn this distributor commission
     lines = [f"{me.name}的团队"]
@@ -41,12 +40,7 @@ def on_team(msg: Incoming, ctx: Ctx, me: Distributor) -> Text:
     lines.insert(1, f"团队共 {len(members)} 人，本月新加入 {new_members} 人")
 
     def sales(ids: list[int]) -> int:
-        if not ids:
-            return 0
-        total = ctx.session.scalar(
-            select(func.coalesce(func.sum(o.amount_fen - o.refunded_fen), 0))
-            .where(o.distributor_id.in_(ids), o.paid_at >= month, o.status != rules.CANCELLED))
-        return int(total or 0)
+        return sum(s[0].fen for s in credited_sales(ctx.session, ids, [(month, None)]).values())
 
     lines.append(f"本月团队销售额：{yuan(sales(members))}")
     lines.append(f"本月个人销售额：{yuan(sales([me.id]))}")

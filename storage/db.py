@@ -6,8 +6,9 @@ outside storage.writer (migrations, the shared access token, the outbox worker's
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, event
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -16,6 +17,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import Session
 
+T = TypeVar("T")
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 # Execution options for a connection that only reads: on SQLite its transaction takes no write lock.
 READ_ONLY = {"read_only": True}
@@ -71,3 +73,11 @@ def tune_sqlite(engine: Engine) -> None:
 
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
+
+
+async def run_read(sessionmaker: async_sessionmaker[AsyncSession], work: Callable[[Session], T]) -> T:
+    """`work(session)`, a synchronous function that only reads, on a read-only connection: on
+    SQLite its transaction takes no write lock, so a long read (a report's batch) blocks no writer."""
+    async with sessionmaker() as session:
+        await session.connection(execution_options=READ_ONLY)
+        return await session.run_sync(work)

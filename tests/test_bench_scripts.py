@@ -35,3 +35,9 @@ def test_orders_bench_runs_every_stage() -> None:
 def test_posters_bench_renders_and_compares() -> None:
     out = run_bench("posters.py", "--posters", "3", "--threads", "1")
     assert "bare" in out and "cold" in out, out
+
+
+def test_weekly_bench_reaches_everyone_once() -> None:
+    out = run_bench("weekly.py", "--distributors", "60", "--orders", "200", "--batch", "25")
+    for stage in ("weekly reports: 60 queued", "second run, same week: 0 queued", "the week after: 60 queued"):
+        assert stage in out, out

@@ -15,7 +15,8 @@ from bot.sandbox.platform import Platform
 from bot.typedefs import CONFIG, WRITER
 from content.charts import render_earnings_chart
 from domain.formats import yuan
-from handlers.earnings import daily_totals, unfreeze_due
+from domain.figures import daily_totals
+from handlers.earnings import unfreeze_due
 from bot.chat import EXITED, NOT_REGISTERED
 from tests.money_support import balance, check_invariants, money_harness, pay, seed, send
 
@@ -45,7 +46,7 @@ def test_daily_totals_use_china_days() -> None:
     today = date(2026, 11, 25)
     rows = [(datetime(2026, 11, 24, 16, 30, tzinfo=UTC), 100),  # 00:30 on the 25th in Shanghai
             (datetime(2026, 11, 24, 15, 30, tzinfo=UTC), 7), (datetime(2026, 10, 1, tzinfo=UTC), 999)]
-    days = daily_totals(rows, today)
+    days = daily_totals(rows, today, 30)
     assert len(days) == 30 and days[-1] == (today, 100) and days[-2] == (date(2026, 11, 24), 7)
     assert sum(v for _, v in days) == 107
 
