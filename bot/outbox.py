@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 from domain.config import Config
 from bot.metrics import Metrics
 from domain.messages import from_json
-from domain.outbox import template_data
+from domain.outbox import NO_TEMPLATE, template_data
 from bot.wechat_api import MASS_TOO_SOON, NOT_FOLLOWING, OUTSIDE_WINDOW, QUOTA_SPENT, WeChatAPI, WeChatError
 from storage.db import READ_ONLY, is_postgres
 from storage.models import OutboxBody, OutboxMessage, OutboxStatus
@@ -205,7 +205,8 @@ class Outbox:
                     channel = "custom"
             except WeChatError as e:
                 template_id = self.config.wechat.template_id
-                if e.errcode not in (OUTSIDE_WINDOW, QUOTA_SPENT) or not template_id or "mass" in payload:
+                if (e.errcode not in (OUTSIDE_WINDOW, QUOTA_SPENT) or not template_id or "mass" in payload
+                        or payload.get("template") == NO_TEMPLATE):
                     raise
                 # Outside the 48-hour window: the template message is the only way to reach them.
                 data = payload.get("template") or template_data(reply)

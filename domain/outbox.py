@@ -36,6 +36,11 @@ _MERGE_INSERT = _OUTBOX.insert()
 _MERGE_UPDATE = update(_OUTBOX).where(_OUTBOX.c.key == bindparam("k")).values(payload=bindparam("p"))
 
 
+# A message that is not worth a template message of its own outside the 48-hour window (its
+# companion's template already leads to it): it is given up on 45015 instead.
+NO_TEMPLATE: dict[str, Any] = {}
+
+
 def template_data(reply: Reply, title: str = "") -> dict[str, Any]:
     """A template message body for a reply, used outside the 48-hour window."""
     text = reply.content if isinstance(reply, Text) else "您有一条新消息，请进入公众号查看。"

@@ -42,7 +42,7 @@ from domain.config import Config
 from domain.figures import Sales, credited_sales, daily_totals, earnings, personal_sales, sales_by_time, team_sales
 from domain.figures import teams
 from domain.messages import Article, News, Text
-from domain.outbox import Queued, enqueue_many, template_data
+from domain.outbox import NO_TEMPLATE, Queued, enqueue_many, template_data
 from domain.signing import link_key, sign, verify
 from domain.weekly import SCRIPT_TITLES, ReportWeek, WeekContent, WeekFigures, report_text, report_week, team_week
 from domain.weekly import week_of_label
@@ -160,15 +160,15 @@ def load_batch(session: Session, week: ReportWeek, after: int, limit: int) -> Ba
 
 def compose(config: Config, content: WeekContent, week: ReportWeek,
             due: Sequence[tuple[Person, WeekFigures]]) -> list[Queued]:
-    """Each report's two messages, the text then the chart, both leading to the report's page
-    (a template message's link, outside the 48-hour window)."""
+    """Each report's two messages, the text then the chart, both leading to the report's page.
+    Outside the 48-hour window only the text goes, as a template message whose link is that page
+    (chart included): one template message a week, not two."""
     messages, url_of = [], report_urls(config, week)
-    chart_template = template_data(Text("上周业绩图\n近两周每日销售额对比，点开查看"), "分销周报")
     for p, figures in due:
         text = Text(report_text(figures, config.ranks, content, week))
         key, url = week.key(p.id), url_of(p.id)
         messages += [Queued(key, p.openid, text, template_data(text, "分销周报"), url),
-                     Queued(key + ":chart", p.openid, chart_news(url), chart_template, url)]
+                     Queued(key + ":chart", p.openid, chart_news(url), NO_TEMPLATE, url)]
     return messages
 
 
