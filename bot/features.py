@@ -4,8 +4,8 @@ No auto-discovery: a new feature is one module under handlers/ and one line here
 from __future__ import annotations
 
 from bot.feature import Feature
-from handlers import content_packs, earnings, help_text, leave, orders, posters, registration, scripts, team, trainings
-from handlers import upcoming, withdrawals
+from handlers import content_packs, contests, earnings, help_text, leave, orders, posters, ranks, registration, scripts
+from handlers import service, team, trainings, upcoming, withdrawals
 
 FEATURES: tuple[Feature, ...] = (
     registration.feature,
@@ -19,5 +19,8 @@ FEATURES: tuple[Feature, ...] = (
     trainings.feature,
     content_packs.feature,
     upcoming.feature,
+    ranks.feature,
+    contests.feature,
+    service.feature,
     help_text.feature,
 )
