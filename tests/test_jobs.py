@@ -16,9 +16,10 @@ import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
-from sqlalchemy import insert
+from sqlalchemy import insert, text
 
 from bot.feature import Feature
+from bot.leader import lead
 from bot.features import FEATURES
 from bot.sandbox.platform import Platform
 from storage.db import create_engine
@@ -254,3 +255,47 @@ async def test_one_process_leads_and_another_takes_over_when_it_is_killed(db_url
             if proc.returncode is None:
                 proc.terminate()
                 await asyncio.wait_for(proc.wait(), 30)
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+async def test_one_contender_leads_and_a_broken_leader_connection_steps_down(db_url: str) -> None:
+    engine = create_engine(db_url)
+    led: list[str] = []
+
+    def work(name: str) -> Any:
+        async def run() -> None:
+            led.append(name)
+            await asyncio.Event().wait()
+        return run
+
+    async def until(count: int) -> None:
+        for _ in range(100):
+            if len(led) >= count:
+                return
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"leaders so far: {led}")
+
+    contenders = {name: asyncio.create_task(lead(engine, work(name), poll=0.1, heartbeat=0.1)) for name in "ab"}
+    try:
+        await until(1)
+        await asyncio.sleep(0.3)
+        assert len(led) == 1  # the other keeps trying, in vain
+        # The server ends the leader's session: it notices at its next heartbeat and steps down;
+        # someone leads again.
+        async with engine.connect() as conn:
+            ended = await conn.scalar(text(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_locks WHERE locktype = 'advisory' "
+                "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"))
+        assert ended == 1
+        await until(2)
+        # The leader stops (its process ends): the other takes over.
+        leader = contenders.pop(led[-1])
+        leader.cancel()
+        await asyncio.gather(leader, return_exceptions=True)
+        await until(3)
+        assert led[-1] in contenders
+    finally:
+        for task in contenders.values():
+            task.cancel()
+        await asyncio.gather(*contenders.values(), return_exceptions=True)
+        await engine.dispose()
