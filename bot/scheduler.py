@@ -12,8 +12,9 @@ Asia/Shanghai time:
 The app holds every job in one `Jobs` (app[JOBS]), in every process, workers or not: it runs a job
 now in the background (a tick of the schedule, or POST /api/jobs/{name}/run) and records each run
 in `job_runs`, in the metrics and in one log line. Only the leader (bot.leader) runs the schedule;
-when it starts, interval jobs run once and a cron job that missed a fire time since its last
-recorded run (no process led then) runs at once.
+when it starts, a job that missed a fire time since its last recorded run (no process led then,
+e.g. the weekly report due Monday 09:00 while the process was down) runs at once. Interval jobs
+fire on a fixed grid (every minute on the minute), so every process knows their next run.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aiohttp import web
@@ -73,16 +74,13 @@ class Job:
         """The next time the schedule runs it, as the leader's scheduler computes it."""
         return self.make_trigger().get_next_fire_time(None, now)
 
-    def due_at_start(self, last_run_at: datetime | None, now: datetime) -> bool:
-        """Whether the leader runs it as soon as it starts leading: an interval job always; a cron
-        job when one of its fire times passed since its last recorded run (the process was down).
-        A cron job that never ran waits for its first fire time."""
-        if self.trigger != "cron":
-            return True
+    def missed(self, last_run_at: datetime | None, now: datetime) -> bool:
+        """Whether one of its fire times passed since its last recorded run (no process led then:
+        the leader runs it at once as it starts). A job that never ran waits for its first time."""
         if last_run_at is None:
             return False
-        missed = self.make_trigger().get_next_fire_time(last_run_at, last_run_at)
-        return missed is not None and missed <= now
+        after = self.make_trigger().get_next_fire_time(None, last_run_at + timedelta(microseconds=1))
+        return after is not None and after <= now
 
 
 class Jobs:
@@ -191,10 +189,9 @@ async def schedule(jobs: Jobs) -> None:
     for job in jobs:
         last_run_at = last[job.id].last_run_at if job.id in last else None
         first: dict[str, datetime] = {}
-        if job.due_at_start(last_run_at, now):
+        if job.missed(last_run_at, now):
             first["next_run_time"] = now
-            if job.trigger == "cron":
-                log.info("job %s missed a run since %s: it runs now", job.id, last_run_at, extra={"job": job.id})
+            log.info("job %s missed a run since %s: it runs now", job.id, last_run_at, extra={"job": job.id})
         scheduler.add_job(jobs.start, job.make_trigger(), args=(job.id, "schedule"), id=job.id, coalesce=True,
                           misfire_grace_time=None, **first)
     scheduler.start()
