@@ -19,8 +19,8 @@ from aiohttp.test_utils import TestServer
 from sqlalchemy import insert, text
 
 from bot.feature import Feature
-from bot.leader import lead
 from bot.features import FEATURES
+from bot.leader import lead
 from bot.sandbox.platform import Platform
 from storage.db import create_engine
 from storage.migrate import upgrade
