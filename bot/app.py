@@ -12,8 +12,8 @@ import aiohttp
 from aiohttp import web
 from sqlalchemy import delete, func, select, text
 
-from bot import webhook
-from bot.api import create_api_app
+from bot import jobs_api, webhook
+from bot.api import ApiRoutes, create_api_app
 from bot.chat import ChatRouter
 from bot.dispatcher import REPLY_DEADLINE_SECONDS, Dispatcher
 from bot.feature import Feature, check, install_resources
@@ -23,7 +23,7 @@ from bot.metrics import Metrics
 from bot.outbox import Outbox
 from bot.sandbox.platform import Platform
 from bot.sandbox.views import create_sandbox_app
-from bot.scheduler import Job, run_scheduler
+from bot.scheduler import JOBS, Jobs, run_scheduler
 from bot.typedefs import CONFIG, DISPATCHER, ENGINE, HTTP, METRICS, OUTBOX, PACKS, SESSIONMAKER, WECHAT, WRITER
 from bot.wechat_api import WeChatAPI, WeChatError
 from content.store import PackLibrary
@@ -35,15 +35,20 @@ from storage.writer import Writer
 
 log = logging.getLogger(__name__)
 DEDUPE_RETENTION = timedelta(days=2)
+# What the wiring itself brings besides the features (checked against them like another feature).
+CORE = Feature("core")
 
 
+@CORE.job("prune-processed-messages", "interval", hours=1)
 async def prune_processed_messages(app: web.Application) -> None:
     """Dedupe keys only matter while WeChat may retry; keep two days for the curious."""
     cutoff = datetime.now(UTC) - DEDUPE_RETENTION
     await app[WRITER].run(lambda s: s.execute(delete(ProcessedMessage).where(ProcessedMessage.created_at < cutoff)))
 
 
-CORE_JOBS = [Job("prune-processed-messages", prune_processed_messages, "interval", (("hours", 1),))]
+def api_tables(features: tuple[Feature, ...] = FEATURES) -> list[ApiRoutes]:
+    """Every table of /api routes: the features' and the jobs'."""
+    return [*(f.api for f in (CORE, *features)), jobs_api.api]
 
 
 def sandbox_platform(config: Config) -> Platform:
@@ -57,12 +62,14 @@ def create_app(config: Config, *, platform: Platform | None = None, workers: boo
                reply_deadline: float = REPLY_DEADLINE_SECONDS, migrate: bool = True,
                features: tuple[Feature, ...] = FEATURES) -> web.Application:
     """The whole service. `platform` replaces the built-in sandbox WeChat (tests run it apart);
-    `workers=False` leaves out the outbox worker and the scheduler. FeatureConflict when two
-    features claim the same command, menu key, event, state, route or job."""
-    check(features)
+    `workers=False` leaves out the outbox worker and the scheduler (POST /api/jobs/{name}/run
+    still runs a job). FeatureConflict when two features claim the same command, menu key, event,
+    state, route or job."""
+    check((CORE, *features))
     router = ChatRouter(features)
     app = web.Application(middlewares=[_count_requests])
     app[CONFIG] = config
+    app[JOBS] = Jobs(app, [j for f in (CORE, *features) for j in f.jobs])
     app[METRICS] = Metrics()
     app[PACKS] = PackLibrary()
 
@@ -92,8 +99,7 @@ def create_app(config: Config, *, platform: Platform | None = None, workers: boo
         tasks = []
         if workers:
             tasks.append(asyncio.create_task(app[OUTBOX].run(), name="outbox"))
-            jobs = CORE_JOBS + [j for f in features for j in f.jobs]
-            tasks.append(asyncio.create_task(run_scheduler(app, jobs), name="scheduler"))
+            tasks.append(asyncio.create_task(run_scheduler(app), name="scheduler"))
             if config.sandbox and platform is None:
                 tasks.append(asyncio.create_task(_push_sandbox_menu(app[WECHAT]), name="menu"))
         yield
@@ -102,6 +108,7 @@ def create_app(config: Config, *, platform: Platform | None = None, workers: boo
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await app[JOBS].close()  # runs started by the schedule or by /api
 
     # Started in this order, stopped in reverse: features' resources may use the database and
     # the clients; the dispatcher and the workers use the features' resources.
@@ -111,7 +118,7 @@ def create_app(config: Config, *, platform: Platform | None = None, workers: boo
     webhook.add_routes(app)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
-    app.add_subapp("/api", create_api_app([f.api for f in features]))
+    app.add_subapp("/api", create_api_app(api_tables(features)))
     for f in features:  # public pages (training pages, share pages, pack pictures)
         app.router.add_routes(f.pages)
     if config.sandbox:

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import gc
 import logging
+import socket
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -42,17 +43,35 @@ def cmd_serve(args: argparse.Namespace) -> None:
     _check_database(config)
     if config.sandbox:
         _run_db(lambda: _load_demo_pack(config))
+    sockets = _listen(config.server.host, config.server.port)
     mode = "sandbox" if config.sandbox else "live"
     print(f"distbot serving in {mode} mode on http://{config.server.host}:{config.server.port}"
           + ("  (simulator: /sandbox/)" if config.sandbox else ""), flush=True)
+    # Everything loaded so far lives as long as the process: keep it out of the cyclic
+    # collector, and collect young objects less often (each reply allocates many).
+    gc.freeze()
+    gc.set_threshold(20_000, 20, 20)
+    web.run_app(app, sock=sockets, print=None, access_log=None)
+
+
+def _listen(host: str, port: int) -> list[socket.socket]:
+    """Sockets bound to every address of `host`, as aiohttp would bind them, before the app
+    starts: on a port in use, serve stops in one sentence before its workers do anything."""
+    sockets: list[socket.socket] = []
     try:
-        # Everything loaded so far lives as long as the process: keep it out of the cyclic
-        # collector, and collect young objects less often (each reply allocates many).
-        gc.freeze()
-        gc.set_threshold(20_000, 20, 20)
-        web.run_app(app, host=config.server.host, port=config.server.port, print=None, access_log=None)
+        for family, kind, proto, _, address in socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
+                                                                   flags=socket.AI_PASSIVE):
+            sock = socket.socket(family, kind, proto)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind(address)
     except OSError as e:  # most often the port is taken
-        raise CliError(f"cannot listen on {config.server.host}:{config.server.port}: {e.strerror or e}") from None
+        for sock in sockets:
+            sock.close()
+        raise CliError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
+    return sockets
 
 
 def cmd_db_upgrade(args: argparse.Namespace) -> None:

@@ -97,7 +97,10 @@ class Feature:
 
     # ---- jobs and resources -------------------------------------------------------------------
     def job(self, id: str, trigger: str, **trigger_args: Any) -> Callable[[Callable[[web.Application], Any]], Job]:
-        """A periodic job (APScheduler trigger and its arguments): `async def job(app)`, safe to run twice."""
+        """A periodic job: `async def job(app)`, safe to run twice, named `id` in GET /api/jobs and
+        POST /api/jobs/{id}/run. `trigger` is "cron" or "interval" with APScheduler's arguments,
+        in Asia/Shanghai time: ("cron", day_of_week="mon", hour=9), ("interval", minutes=1)
+        (bot.scheduler)."""
         def register(fn: Callable[[web.Application], Any]) -> Job:
             j = Job(id, fn, trigger, tuple(trigger_args.items()))
             self.jobs.append(j)

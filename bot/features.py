@@ -4,8 +4,8 @@ No auto-discovery: a new feature is one module under handlers/ and one line here
 from __future__ import annotations
 
 from bot.feature import Feature
-from handlers import campaigns, content_packs, earnings, help_text, leave, orders, posters, registration, scripts, team
-from handlers import trainings, upcoming, weekly_report, withdrawals
+from handlers import campaigns, content_packs, contests, earnings, help_text, leave, orders, posters, ranks
+from handlers import registration, scripts, service, team, trainings, upcoming, weekly_report, withdrawals
 
 FEATURES: tuple[Feature, ...] = (
     registration.feature,
@@ -21,5 +21,8 @@ FEATURES: tuple[Feature, ...] = (
     content_packs.feature,
     campaigns.feature,
     upcoming.feature,
+    ranks.feature,
+    contests.feature,
+    service.feature,
     help_text.feature,
 )

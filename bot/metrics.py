@@ -32,6 +32,10 @@ class Metrics:
                                       ["channel", "result"], registry=r)
         self.batch_size = Histogram("distbot_batch_updates", "Updates committed per group commit",
                                     buckets=(1, 2, 5, 10, 20, 50, 100, 200), registry=r)
+        self.job_runs = Counter("distbot_job_runs", "Job runs, by job and status (ok, error)", ["job", "status"],
+                                registry=r)
+        self.job_seconds = Histogram("distbot_job_seconds", "How long job runs take, by job", ["job"],
+                                     buckets=(0.01, 0.05, 0.25, 1, 5, 15, 60, 300, 900, 3600), registry=r)
 
         self._children: dict[tuple[Any, ...], Any] = {}
 

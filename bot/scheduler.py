@@ -1,25 +1,54 @@
-"""Periodic jobs on APScheduler. Jobs are plain async functions with stable ids, safe to run twice.
+"""Periodic jobs: plain async functions of the app with stable names, safe to run twice.
 
-With several processes on PostgreSQL, only the holder of an advisory lock runs the scheduler.
+A feature declares one with `@feature.job(name, trigger, **trigger_args)` (bot.feature), in
+Asia/Shanghai time:
+
+    @feature.job("weekly-report", "cron", day_of_week="mon", hour=9)
+    async def weekly_report(app: web.Application) -> None: ...
+
+    @feature.job("unfreeze", "interval", minutes=1)
+    async def unfreeze(app: web.Application) -> None: ...
+
+The app holds every job in one `Jobs` (app[JOBS]), in every process, workers or not: it runs a job
+now in the background (a tick of the schedule, or POST /api/jobs/{name}/run) and records each run
+in `job_runs`, in the metrics and in one log line. Only the leader (bot.leader) runs the schedule;
+when it starts, a job that missed a fire time since its last recorded run (no process led then,
+e.g. the weekly report due Monday 09:00 while the process was down) runs at once. Interval jobs
+fire on a fixed grid (every minute on the minute), so every process knows their next run.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aiohttp import web
+from apscheduler.executors.debug import DebugExecutor
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
-from sqlalchemy import text
+from apscheduler.triggers.base import BaseTrigger
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import Session
 
-from bot.typedefs import ENGINE
+from bot.leader import lead
+from bot.logs import mask_phones
+from bot.typedefs import ENGINE, METRICS, SESSIONMAKER, WRITER
+from domain.formats import CHINA
+from storage.db import READ_ONLY, dialect_insert
+from storage.models import JobRun
 
 log = logging.getLogger(__name__)
-_LEADER_LOCK = 0x64697375
-LEADER_RETRY_SECONDS = 30
+# Interval jobs fire on a grid counted from here (every minute on the minute, every hour on the
+# hour), so that every process computes the same next_run_at as the leader's scheduler.
+GRID_START = datetime(2000, 1, 3, tzinfo=CHINA)
+MAX_ERROR_CHARS = 2000
 
 
 @dataclass(frozen=True)
@@ -27,38 +56,148 @@ class Job:
     id: str
     run: Callable[[web.Application], Awaitable[Any]]
     trigger: str  # "interval" or "cron"
-    args: tuple[tuple[str, Any], ...]  # trigger arguments, e.g. (("minutes", 5),)
+    args: tuple[tuple[str, Any], ...]  # the trigger's arguments, e.g. (("minutes", 5),)
+
+    def __post_init__(self) -> None:
+        self.make_trigger()  # a bad trigger stops start-up, not the first run
+
+    def make_trigger(self) -> BaseTrigger:
+        """The APScheduler trigger, in Asia/Shanghai time."""
+        args = dict(self.args)
+        if self.trigger == "cron":
+            return CronTrigger(timezone=CHINA, **args)
+        if self.trigger == "interval":
+            return IntervalTrigger(timezone=CHINA, **{"start_date": GRID_START, **args})
+        raise ValueError(f"job {self.id!r}: trigger {self.trigger!r} is neither 'cron' nor 'interval'")
+
+    def next_run_at(self, now: datetime) -> datetime | None:
+        """The next time the schedule runs it, as the leader's scheduler computes it."""
+        return self.make_trigger().get_next_fire_time(None, now)
+
+    def missed(self, last_run_at: datetime | None, now: datetime) -> bool:
+        """Whether one of its fire times passed since its last recorded run (no process led then:
+        the leader runs it at once as it starts). A job that never ran waits for its first time."""
+        if last_run_at is None:
+            return False
+        after = self.make_trigger().get_next_fire_time(None, last_run_at + timedelta(microseconds=1))
+        return after is not None and after <= now
 
 
-async def run_scheduler(app: web.Application, jobs: list[Job]) -> None:
-    """Wait for leadership (PostgreSQL) then run the jobs until cancelled."""
-    engine = app[ENGINE]
-    conn = None
+class Jobs:
+    """The jobs of the app, by name, and their runs in this process: one run of a job at a time."""
+
+    def __init__(self, app: web.Application, jobs: Iterable[Job]):
+        self.app = app
+        self.by_name = {j.id: j for j in jobs}
+        self.leading = False  # this process runs the schedule (set by schedule())
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._closed = False
+
+    def __iter__(self) -> Iterator[Job]:
+        return iter(self.by_name.values())
+
+    def start(self, name: str, cause: str, *, wait: bool = False) -> bool:
+        """Run the job `name` now, in the background. A run already under way in this process
+        makes this one wait for it (`wait`, a request of an admin) or skip (a tick of the schedule;
+        the next tick comes). Whether a run was started or queued."""
+        job = self.by_name[name]
+        lock = self._locks.setdefault(name, asyncio.Lock())
+        if self._closed:
+            return False
+        if lock.locked() and not wait:
+            log.info("job %s is still running: this %s run is skipped", name, cause, extra={"job": name})
+            return False
+        task = asyncio.get_running_loop().create_task(self._run(job, lock, cause), name=f"job {name}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return True
+
+    async def _run(self, job: Job, lock: asyncio.Lock, cause: str) -> None:
+        async with lock:
+            writer, metrics = self.app[WRITER], self.app[METRICS]
+            started = datetime.now(UTC)
+            try:
+                await writer.run(lambda session: _mark_running(session, job.id, started))
+            except Exception:
+                log.exception("job %s: cannot record its start; not run", job.id, extra={"job": job.id})
+                return
+            clock = time.monotonic()
+            failure: Exception | None = None
+            try:
+                await job.run(self.app)
+            except Exception as e:  # a job's failure is recorded and logged; the next run tries again
+                failure = e
+            seconds = time.monotonic() - clock
+            status = "ok" if failure is None else "error"
+            error = None if failure is None else mask_phones(f"{type(failure).__name__}: {failure}")[:MAX_ERROR_CHARS]
+            metrics.child(metrics.job_runs, job.id, status).inc()
+            metrics.child(metrics.job_seconds, job.id).observe(seconds)
+            log.log(logging.INFO if failure is None else logging.ERROR, "job %s: %s", job.id, status,
+                    exc_info=failure, extra={"job": job.id, "status": status, "cause": cause,
+                                             "duration_ms": round(seconds * 1000)})
+            try:
+                await writer.run(lambda session: _record(session, job.id, started, status, error,
+                                                         round(seconds * 1000)))
+            except Exception:
+                log.exception("job %s: cannot record its run", job.id, extra={"job": job.id})
+
+    async def close(self) -> None:
+        """Stop the runs under way (a job is safe to run again) and wait for them to end."""
+        self._closed = True
+        tasks = list(self._tasks)
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+JOBS = web.AppKey("jobs", Jobs)
+
+
+# ---- job_runs ------------------------------------------------------------------------------------
+def _mark_running(session: Session, name: str, started: datetime) -> None:
+    stmt = dialect_insert(session, JobRun).values(name=name, running_since=started, runs=0)
+    session.execute(stmt.on_conflict_do_update(index_elements=["name"], set_={"running_since": started}))
+
+
+def _record(session: Session, name: str, started: datetime, status: str, error: str | None,
+            duration_ms: int) -> None:
+    session.execute(update(JobRun).where(JobRun.name == name).values(
+        last_run_at=started, last_status=status, last_error=error, last_duration_ms=duration_ms,
+        running_since=None, runs=JobRun.runs + 1))
+
+
+async def last_runs(sessionmaker: async_sessionmaker[AsyncSession]) -> dict[str, JobRun]:
+    """The recorded runs of every job that ran, by name (shared by every process)."""
+    async with sessionmaker() as session:
+        await session.connection(execution_options=READ_ONLY)
+        return {r.name: r for r in (await session.scalars(select(JobRun))).all()}
+
+
+# ---- the schedule --------------------------------------------------------------------------------
+async def run_scheduler(app: web.Application) -> None:
+    """Run the schedule whenever this process leads, until cancelled."""
+    await lead(app[ENGINE], lambda: schedule(app[JOBS]))
+
+
+async def schedule(jobs: Jobs) -> None:
+    """The leader's APScheduler, until cancelled. It only keeps time: each fire starts a run
+    through `jobs` (the debug executor calls it on the loop), which owns the runs."""
+    now = datetime.now(CHINA)
+    last = await last_runs(jobs.app[SESSIONMAKER])
+    scheduler = AsyncIOScheduler(timezone=CHINA, executors={"default": DebugExecutor()})
+    for job in jobs:
+        last_run_at = last[job.id].last_run_at if job.id in last else None
+        first: dict[str, datetime] = {}
+        if job.missed(last_run_at, now):
+            first["next_run_time"] = now
+            log.info("job %s missed a run since %s: it runs now", job.id, last_run_at, extra={"job": job.id})
+        scheduler.add_job(jobs.start, job.make_trigger(), args=(job.id, "schedule"), id=job.id, coalesce=True,
+                          misfire_grace_time=None, **first)
+    scheduler.start()
+    jobs.leading = True
     try:
-        if engine.dialect.name == "postgresql":
-            conn = await engine.connect()
-            while not await conn.scalar(text("SELECT pg_try_advisory_lock(:k)"), {"k": _LEADER_LOCK}):
-                await conn.commit()
-                await asyncio.sleep(LEADER_RETRY_SECONDS)
-            await conn.commit()
-        scheduler = AsyncIOScheduler(timezone="Asia/Shanghai")
-        for j in jobs:
-            scheduler.add_job(_guarded(j, app), j.trigger, id=j.id, replace_existing=True,
-                              coalesce=True, max_instances=1, misfire_grace_time=None, **dict(j.args))
-        scheduler.start()
-        try:
-            await asyncio.Event().wait()
-        finally:
-            scheduler.shutdown(wait=False)
+        await asyncio.Event().wait()
     finally:
-        if conn is not None:
-            await conn.close()
-
-
-def _guarded(j: Job, app: web.Application) -> Callable[[], Awaitable[None]]:
-    async def run() -> None:
-        try:
-            await j.run(app)
-        except Exception:
-            log.exception("job failed", extra={"job": j.id})
-    return run
+        jobs.leading = False
+        scheduler.shutdown(wait=False)

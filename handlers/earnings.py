@@ -219,6 +219,6 @@ async def unfreeze_due(writer: Writer, config: Config, now: datetime | None = No
     return moved
 
 
-@feature.job("unfreeze-commission", "interval", minutes=1)
+@feature.job("unfreeze", "interval", minutes=1)
 async def unfreeze_job(app: web.Application) -> int:
     return await unfreeze_due(app[WRITER], app[CONFIG])

@@ -16,9 +16,8 @@ import schemathesis
 from aiohttp.test_utils import TestServer
 from schemathesis.config import SchemathesisConfig
 
-from bot.features import FEATURES
 from bot.api import OPENAPI, create_api_app
-from bot.app import create_app
+from bot.app import api_tables, create_app
 from tests.conftest import ADMIN_TOKEN, make_config
 
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -62,7 +61,7 @@ def live_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 # The document the /api sub-application serves (test_the_served_document_is_the_one_fuzzed checks).
-DOCUMENT = create_api_app([f.api for f in FEATURES])[OPENAPI]
+DOCUMENT = create_api_app(api_tables())[OPENAPI]
 schema = schemathesis.openapi.from_dict(DOCUMENT, config=SchemathesisConfig.from_dict({
     "headers": AUTH,
     "generation": {"max-examples": 15},

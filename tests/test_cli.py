@@ -186,37 +186,48 @@ async def test_usage_errors_exit_non_zero(tmp_path: Path) -> None:
 
 
 # ---- serve ----------------------------------------------------------------------------------------
-def _free_port() -> int:
+def free_port() -> int:
     import socket
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
-async def test_serve_creates_the_schema_and_answers_healthz(tmp_path: Path) -> None:
+async def serve(config: Path, cwd: Path) -> tuple[asyncio.subprocess.Process, str]:
+    """`distbot serve` on a free port, once it answers /healthz; the process and its base URL.
+    Its output goes to files beside the config (serve-<port>.out, .err)."""
     import aiohttp
-    db = tmp_path / "served.db"
-    port = _free_port()
-    p = config_file(tmp_path, db)
-    proc = await asyncio.create_subprocess_exec(DISTBOT, "serve", "--config", str(p), "--port", str(port),
-                                                cwd=tmp_path, stdout=asyncio.subprocess.PIPE,
-                                                stderr=asyncio.subprocess.PIPE)
+    port = free_port()
+    out, err = (open(config.parent / f"serve-{port}.{kind}", "wb") for kind in ("out", "err"))
+    with out, err:
+        proc = await asyncio.create_subprocess_exec(DISTBOT, "serve", "--config", str(config), "--port", str(port),
+                                                    cwd=cwd, stdout=out, stderr=err)
+    url = f"http://127.0.0.1:{port}"
     try:
-        status = None
         async with aiohttp.ClientSession() as http:
-            for _ in range(200):
+            for _ in range(300):
                 try:
-                    async with http.get(f"http://127.0.0.1:{port}/healthz") as resp:
-                        status = resp.status
-                        break
+                    async with http.get(url + "/healthz") as resp:
+                        assert resp.status == 200
+                        return proc, url
                 except aiohttp.ClientConnectionError:
-                    assert proc.returncode is None, (await proc.stderr.read()).decode()  # type: ignore[union-attr]
+                    assert proc.returncode is None, (config.parent / f"serve-{port}.err").read_text()
                     await asyncio.sleep(0.1)
-        assert status == 200
+        raise AssertionError("distbot serve did not answer /healthz in 30 s")
+    except BaseException:
+        proc.kill()
+        await proc.wait()
+        raise
+
+
+async def test_serve_creates_the_schema_and_answers_healthz(tmp_path: Path) -> None:
+    db = tmp_path / "served.db"
+    proc, _ = await serve(config_file(tmp_path, db), tmp_path)
+    try:
         assert "distributors" in tables(db)
     finally:
         proc.terminate()
-        await asyncio.wait_for(proc.communicate(), 30)
+        await asyncio.wait_for(proc.wait(), 30)
 
 
 async def test_serve_on_a_port_in_use_is_one_sentence(tmp_path: Path) -> None:
