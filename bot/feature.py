@@ -31,6 +31,7 @@ from bot.api import ApiRoutes
 from bot.chat import Handler, Preload
 from bot.menu import MenuKey
 from bot.scheduler import Job
+from domain.config import Config
 
 ResourceFactory = Callable[[web.Application], AsyncIterator[Any]]
 
@@ -96,13 +97,14 @@ class Feature:
         return fn
 
     # ---- jobs and resources -------------------------------------------------------------------
-    def job(self, id: str, trigger: str, **trigger_args: Any) -> Callable[[Callable[[web.Application], Any]], Job]:
+    def job(self, id: str, trigger: str, *, scheduled_if: Callable[[Config], bool] | None = None,
+            **trigger_args: Any) -> Callable[[Callable[[web.Application], Any]], Job]:
         """A periodic job: `async def job(app)`, safe to run twice, named `id` in GET /api/jobs and
         POST /api/jobs/{id}/run. `trigger` is "cron" or "interval" with APScheduler's arguments,
         in Asia/Shanghai time: ("cron", day_of_week="mon", hour=9), ("interval", minutes=1)
-        (bot.scheduler)."""
+        (bot.scheduler). `scheduled_if(config)` false: only run when asked for (POST .../run)."""
         def register(fn: Callable[[web.Application], Any]) -> Job:
-            j = Job(id, fn, trigger, tuple(trigger_args.items()))
+            j = Job(id, fn, trigger, tuple(trigger_args.items()), scheduled_if)
             self.jobs.append(j)
             return j
         return register

@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field
 
 from bot.api import ApiError, ApiModel, ApiRoutes, ok
 from bot.scheduler import JOBS, last_runs
-from bot.typedefs import SESSIONMAKER
+from bot.typedefs import CONFIG, SESSIONMAKER
 from domain.formats import china_time
 
 api = ApiRoutes("jobs")
@@ -52,14 +52,14 @@ def _time(at: datetime | None) -> str | None:
 
 @api.get("/jobs", summary="The scheduled jobs, their next and last runs", response=JobList)
 async def list_jobs(request: web.Request) -> web.Response:
-    jobs = request.config_dict[JOBS]
+    jobs, config = request.config_dict[JOBS], request.config_dict[CONFIG]
     runs = await last_runs(request.config_dict[SESSIONMAKER])
     now = datetime.now(UTC)
     listed = []
     for job in sorted(jobs, key=lambda j: j.id):
         run = runs.get(job.id)
         listed.append({
-            "name": job.id, "schedule": str(job.make_trigger()), "next_run_at": _time(job.next_run_at(now)),
+            "name": job.id, "schedule": str(job.make_trigger()), "next_run_at": _time(job.next_run_at(now) if job.scheduled(config) else None),
             "last_run_at": _time(run and run.last_run_at), "last_status": run and run.last_status,
             "last_error": run and run.last_error, "last_duration_ms": run and run.last_duration_ms,
             "running_since": _time(run and run.running_since), "runs": run.runs if run else 0})

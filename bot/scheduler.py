@@ -39,7 +39,8 @@ from sqlalchemy.orm import Session
 
 from bot.leader import lead
 from bot.logs import mask_phones
-from bot.typedefs import ENGINE, METRICS, SESSIONMAKER, WRITER
+from bot.typedefs import CONFIG, ENGINE, METRICS, SESSIONMAKER, WRITER
+from domain.config import Config
 from domain.formats import CHINA
 from storage.db import READ_ONLY, dialect_insert
 from storage.models import JobRun
@@ -57,6 +58,11 @@ class Job:
     run: Callable[[web.Application], Awaitable[Any]]
     trigger: str  # "interval" or "cron"
     args: tuple[tuple[str, Any], ...]  # the trigger's arguments, e.g. (("minutes", 5),)
+    # Whether the schedule runs it under this config (it always runs when asked for through the API).
+    scheduled_if: Callable[[Config], bool] | None = None
+
+    def scheduled(self, config: Config) -> bool:
+        return self.scheduled_if is None or self.scheduled_if(config)
 
     def __post_init__(self) -> None:
         self.make_trigger()  # a bad trigger stops start-up, not the first run
@@ -186,7 +192,7 @@ async def schedule(jobs: Jobs) -> None:
     now = datetime.now(CHINA)
     last = await last_runs(jobs.app[SESSIONMAKER])
     scheduler = AsyncIOScheduler(timezone=CHINA, executors={"default": DebugExecutor()})
-    for job in jobs:
+    for job in (j for j in jobs if j.scheduled(jobs.app[CONFIG])):
         last_run_at = last[job.id].last_run_at if job.id in last else None
         first: dict[str, datetime] = {}
         if job.missed(last_run_at, now):

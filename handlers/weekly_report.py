@@ -7,9 +7,8 @@ chart as a news article) are written in one unit through the writer, under outbo
 week (`weekly:<Monday>:<id>`), so a second run in the same week, or one after a crash, queues
 nothing twice. Memory holds one batch, whatever the number of distributors.
 
-`reports.weekly = false` switches the report off: the job (its Monday 09:00 run, and a run asked
-for through the jobs API, which calls the same function) then sends nothing.
-`send_weekly_reports` is the report itself, whatever the switch, with an injectable clock.
+`reports.weekly = false` takes the Monday 09:00 run off the schedule; the report still goes when
+asked for (POST /api/jobs/weekly-report/run). `send_weekly_reports` takes an injectable clock.
 
 The chart is not uploaded: the article's picture is a PNG this feature renders on request at a
 signed URL (the distributor and the week, HMAC-signed: nothing to look up, nothing to guess),
@@ -195,15 +194,13 @@ async def send_weekly_reports(app: web.Application, now: datetime | None = None,
 
 
 async def weekly_report(app: web.Application, now: datetime | None = None) -> int:
-    """The job: Monday 09:00 (Asia/Shanghai), and on demand; nothing while reports.weekly is off."""
-    if not app[CONFIG].reports.weekly:
-        log.info("weekly reports are switched off (reports.weekly = false)")
-        return 0
+    """The job: Monday 09:00 (Asia/Shanghai) while reports.weekly is on, and whenever asked for."""
     return await send_weekly_reports(app, now)
 
 
 # Declared apart so that weekly_report stays a plain function (tests call it with their clock).
-feature.job("weekly-report", "cron", day_of_week="mon", hour=9, minute=0)(weekly_report)
+feature.job("weekly-report", "cron", day_of_week="mon", hour=9, minute=0,
+            scheduled_if=lambda config: config.reports.weekly)(weekly_report)
 
 
 # ---- the chart and the page ------------------------------------------------------------------------

@@ -246,14 +246,17 @@ async def report_of_run(h: Harness, user: SimUser, now: datetime) -> str:
 
 async def test_pages_of_distributors_and_the_switch(db_url: str, platform: Platform,
                                                    wechat_server: TestServer) -> None:
-    """Batches smaller than the crowd still reach everyone once; reports.weekly = false stops the
-    job but not send_weekly_reports; outside the 48-hour window the report is a template message
-    leading to its page."""
+    """Batches smaller than the crowd still reach everyone once; reports.weekly = false takes the
+    job off the schedule (GET /api/jobs: no next run) but it runs when asked for; outside the
+    48-hour window the report is a template message leading to its page."""
     config = make_config(db_url, reports={"weekly": False})
     async with Harness(config, platform, wechat_server, reply_deadline=3.0) as h:
         now, _ = next_week()
         people = [await seed(h, name=f"用户{chr(0x4e00 + i)}") for i in range(5)]
-        assert await wr.weekly_report(h.app, now) == 0
+        status, body = await h.api("GET", "/jobs")
+        listed = {j["name"]: j for j in body["jobs"]}
+        assert status == 200 and listed["weekly-report"]["next_run_at"] is None
+        assert listed["unfreeze"]["next_run_at"] is not None
         assert await wr.send_weekly_reports(h.app, now, batch_size=2) == 5
         assert await wr.send_weekly_reports(h.app, now, batch_size=2) == 0
         async with h.app[SESSIONMAKER]() as session:
