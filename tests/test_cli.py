@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import shutil
 import sqlite3
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,8 +12,8 @@ from aiohttp.test_utils import TestServer
 
 from bot.menu import menu_payload
 from bot.sandbox.platform import Platform
+from tests.serve_support import DISTBOT, Served
 
-DISTBOT = str(Path(sys.executable).parent / "distbot")
 
 
 def config_file(tmp_path: Path, db: Path, extra: str = "") -> Path:
@@ -186,48 +185,13 @@ async def test_usage_errors_exit_non_zero(tmp_path: Path) -> None:
 
 
 # ---- serve ----------------------------------------------------------------------------------------
-def free_port() -> int:
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-async def serve(config: Path, cwd: Path) -> tuple[asyncio.subprocess.Process, str]:
-    """`distbot serve` on a free port, once it answers /healthz; the process and its base URL.
-    Its output goes to files beside the config (serve-<port>.out, .err)."""
-    import aiohttp
-    port = free_port()
-    out, err = (open(config.parent / f"serve-{port}.{kind}", "wb") for kind in ("out", "err"))
-    with out, err:
-        proc = await asyncio.create_subprocess_exec(DISTBOT, "serve", "--config", str(config), "--port", str(port),
-                                                    cwd=cwd, stdout=out, stderr=err)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        async with aiohttp.ClientSession() as http:
-            for _ in range(300):
-                try:
-                    async with http.get(url + "/healthz") as resp:
-                        assert resp.status == 200
-                        return proc, url
-                except aiohttp.ClientConnectionError:
-                    assert proc.returncode is None, (config.parent / f"serve-{port}.err").read_text()
-                    await asyncio.sleep(0.1)
-        raise AssertionError("distbot serve did not answer /healthz in 30 s")
-    except BaseException:
-        proc.kill()
-        await proc.wait()
-        raise
-
-
 async def test_serve_creates_the_schema_and_answers_healthz(tmp_path: Path) -> None:
     db = tmp_path / "served.db"
-    proc, _ = await serve(config_file(tmp_path, db), tmp_path)
+    served = await Served(config_file(tmp_path, db), tmp_path).start()
     try:
         assert "distributors" in tables(db)
     finally:
-        proc.terminate()
-        await asyncio.wait_for(proc.wait(), 30)
+        await served.stop()
 
 
 async def test_serve_on_a_port_in_use_is_one_sentence(tmp_path: Path) -> None:

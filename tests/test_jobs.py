@@ -26,7 +26,7 @@ from storage.db import create_engine
 from storage.migrate import upgrade
 from storage.models import JobRun
 from tests.conftest import ADMIN_TOKEN, Harness, make_config
-from tests.test_cli import serve
+from tests.serve_support import Served
 
 CONTRACT_JOBS = {"unfreeze", "ranks", "contests", "weekly-report", "sla"}
 RFC3339_CHINA = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+08:00$")
@@ -222,29 +222,25 @@ async def test_one_process_leads_and_another_takes_over_when_it_is_killed(db_url
                       # live mode, WeChat unreachable: no demo pack, no menu push, nothing to send
                       '[wechat]\nmode = "live"\napp_secret = "s"\napi_base_url = "http://127.0.0.1:1/cgi-bin/"\n',
                       encoding="utf-8")
-    procs = []
+    procs = [Served(config, tmp_path), Served(config, tmp_path)]
     try:
-        started = await asyncio.gather(*(serve(config, tmp_path) for _ in range(2)), return_exceptions=True)
-        procs += [s for s in started if not isinstance(s, BaseException)]
-        for failure in started:
-            if isinstance(failure, BaseException):
-                raise failure
+        await asyncio.gather(*(p.start() for p in procs))
         async with aiohttp.ClientSession() as http:
             for _ in range(100):
-                leaders = [(await state(http, url))["leader"] for _, url in procs]
+                leaders = [(await state(http, p.url))["leader"] for p in procs]
                 if True in leaders:
                     break
                 await asyncio.sleep(0.1)
             assert leaders.count(True) == 1, leaders
-            (leader, _), (_, url) = procs if leaders[0] else procs[::-1]
+            leader, survivor = procs if leaders[0] else procs[::-1]
+            url = survivor.url
             # The daily ranks job last ran two days ago, as if no process had led at 02:00 since.
             # The leader's scheduler looked at that as it started, so it leaves it to 02:00.
             async with engine.begin() as conn:
                 await conn.execute(insert(JobRun).values(name="ranks", last_run_at=datetime.now(UTC) - timedelta(days=2),
                                                          last_status="ok", runs=1))
             killed_at = datetime.now(UTC).replace(microsecond=0)
-            leader.kill()  # kill -9: no clean-up, its database session just ends
-            await leader.wait()
+            await leader.kill()  # kill -9: no clean-up, its database session just ends
             for _ in range(600):  # the survivor leads and catches up with the missed run
                 body = await state(http, url)
                 if body["leader"] and job(body, "ranks")["runs"] == 2:
@@ -255,10 +251,7 @@ async def test_one_process_leads_and_another_takes_over_when_it_is_killed(db_url
             assert ranks["runs"] == 2 and ranks["last_status"] == "ok", ranks
             assert datetime.fromisoformat(ranks["last_run_at"]) >= killed_at
     finally:
-        for proc, _ in procs:
-            if proc.returncode is None:
-                proc.terminate()
-                await asyncio.wait_for(proc.wait(), 30)
+        await asyncio.gather(*(p.stop() for p in procs))
         await engine.dispose()
 
 
