@@ -130,8 +130,9 @@ class Jobs:
                 return
             clock = time.monotonic()
             failure: Exception | None = None
+            result: Any = None
             try:
-                await job.run(self.app)
+                result = await job.run(self.app)
             except Exception as e:  # a job's failure is recorded and logged; the next run tries again
                 failure = e
             seconds = time.monotonic() - clock
@@ -139,7 +140,10 @@ class Jobs:
             error = None if failure is None else mask_phones(f"{type(failure).__name__}: {failure}")[:MAX_ERROR_CHARS]
             metrics.child(metrics.job_runs, job.id, status).inc()
             metrics.child(metrics.job_seconds, job.id).observe(seconds)
-            log.log(logging.INFO if failure is None else logging.ERROR, "job %s: %s", job.id, status,
+            # A run that found nothing to do (a job returns what it did) is only worth a debug line:
+            # the minute jobs would fill the log.
+            level = logging.ERROR if failure else logging.INFO if result or cause != "schedule" else logging.DEBUG
+            log.log(level, "job %s: %s", job.id, status,
                     exc_info=failure, extra={"job": job.id, "status": status, "cause": cause,
                                              "duration_ms": round(seconds * 1000)})
             try:

@@ -41,3 +41,9 @@ def test_weekly_bench_reaches_everyone_once() -> None:
     out = run_bench("weekly.py", "--distributors", "60", "--orders", "200", "--batch", "25")
     for stage in ("weekly reports: 60 queued", "second run, same week: 0 queued", "the week after: 60 queued"):
         assert stage in out, out
+
+
+def test_broadcast_bench_queues_and_sends_everyone() -> None:
+    out = run_bench("broadcast.py", "--db", "sqlite", "--recipients", "50", "--rate", "200")
+    assert "[baseline]" in out and "50 recipients: queued in" in out, out
+    assert "sent 50 (failed 0)" in out, out
