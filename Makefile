@@ -1,5 +1,7 @@
 PYTHON ?= python3
 VENV := .venv
+# Three test workers: most of the suite waits (sockets, subprocesses, sleeps), so 3 fit on 2 cores.
+PYTEST_ARGS ?= -n 3
 BIN := $(VENV)/bin
 
 .PHONY: run test bench clean
