@@ -17,6 +17,7 @@ from typing import Any, ClassVar, Literal
 from aiohttp import web
 from pydantic import AwareDatetime, BaseModel, Field
 from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session
 
 from bot.api import ApiError, ApiModel, IdParam, ok
@@ -26,7 +27,7 @@ from bot.feature import Feature
 from bot.typedefs import CONFIG, SESSIONMAKER, WRITER
 from domain import campaigns
 from domain.formats import china_time
-from storage.db import READ_ONLY
+from storage.db import run_read
 from storage.models_campaigns import Campaign, CampaignStatus
 from storage.writer import Writer
 
@@ -39,8 +40,8 @@ api = feature.api
 class Queuer:
     """Queues due campaigns' recipients, one batch per unit; one pass at a time per process."""
 
-    def __init__(self, writer: Writer):
-        self._writer = writer
+    def __init__(self, writer: Writer, sessionmaker: async_sessionmaker[AsyncSession]):
+        self._writer, self._sessionmaker = writer, sessionmaker
         self._lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[int]] = set()
 
@@ -48,7 +49,8 @@ class Queuer:
         """Work on every due campaign until each waits for the outbox; the batches queued."""
         async with self._lock:
             batches = 0
-            for cid in await self._writer.run(lambda s: campaigns.due(s, datetime.now(UTC))):
+            # A read-only look first: every two seconds, and nearly always nothing to do.
+            for cid in await run_read(self._sessionmaker, lambda s: campaigns.due(s, datetime.now(UTC))):
                 while await self._writer.run(lambda s, cid=cid: campaigns.enqueue_batch(s, cid, datetime.now(UTC)),
                                              slow=True):
                     batches += 1
@@ -75,7 +77,7 @@ QUEUER = web.AppKey("campaign_queuer", Queuer)
 
 @feature.resource(QUEUER)
 async def queuer(app: web.Application) -> AsyncIterator[Queuer]:
-    q = Queuer(app[WRITER])
+    q = Queuer(app[WRITER], app[SESSIONMAKER])
     yield q
     await q.close()
 
@@ -160,12 +162,6 @@ def _json(session: Session, c: Campaign) -> dict[str, Any]:
             "finished_at": china_time(c.finished_at) if c.finished_at else None}
 
 
-async def _read(request: web.Request, work: Any) -> Any:
-    async with request.config_dict[SESSIONMAKER]() as session:
-        await session.connection(execution_options=READ_ONLY)
-        return await session.run_sync(work)
-
-
 @api.post("/campaigns", summary="Schedule a broadcast to all active distributors or some ranks",
           body=CampaignIn, response=CampaignOut, status=201)
 async def create_campaign(request: web.Request, body: CampaignIn) -> web.Response:
@@ -198,7 +194,7 @@ async def list_campaigns(request: web.Request, query: CampaignQuery) -> web.Resp
                                .offset(query.offset)).all()
         total = session.scalar(select(func.count()).select_from(Campaign)) or 0
         return {"campaigns": [_json(session, c) for c in rows], "total": total}
-    return ok(await _read(request, read))
+    return ok(await run_read(request.config_dict[SESSIONMAKER], read))
 
 
 @api.get("/campaigns/{id}", summary="One campaign with its progress", params=CampaignId, response=CampaignOut,
@@ -209,7 +205,7 @@ async def get_campaign(request: web.Request, params: CampaignId) -> web.Response
         if c is None:
             raise ApiError(404, "not_found", f"No campaign {params.id}.")
         return _json(session, c)
-    return ok(await _read(request, read))
+    return ok(await run_read(request.config_dict[SESSIONMAKER], read))
 
 
 @api.post("/campaigns/{id}/cancel", summary="Cancel a scheduled campaign; 409 once it has started",
