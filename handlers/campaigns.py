@@ -8,84 +8,42 @@ campaign's row lock orders them) and every process's outbox worker sends.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Literal
 
 from aiohttp import web
 from pydantic import AwareDatetime, BaseModel, Field
 from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session
 
 from bot.api import ApiError, ApiModel, IdParam, ok
 from bot.api import text as text_field
 from bot.chat import Ctx, Incoming
 from bot.feature import Feature
+from bot.scheduler import JOBS
 from bot.typedefs import CONFIG, SESSIONMAKER, WRITER
 from domain import campaigns
 from domain.formats import china_time
 from storage.db import run_read
 from storage.models_campaigns import Campaign, CampaignStatus
-from storage.writer import Writer
 
 log = logging.getLogger(__name__)
 feature = Feature("campaigns")
 api = feature.api
 
 
-# ---- queueing: the job, and a kick when a campaign is due at once ------------------------------
-class Queuer:
-    """Queues due campaigns' recipients, one batch per unit; one pass at a time per process."""
-
-    def __init__(self, writer: Writer, sessionmaker: async_sessionmaker[AsyncSession]):
-        self._writer, self._sessionmaker = writer, sessionmaker
-        self._lock = asyncio.Lock()
-        self._tasks: set[asyncio.Task[int]] = set()
-
-    async def run(self) -> int:
-        """Work on every due campaign until each waits for the outbox; the batches queued."""
-        async with self._lock:
-            batches = 0
-            # A read-only look first: every two seconds, and nearly always nothing to do.
-            for cid in await run_read(self._sessionmaker, lambda s: campaigns.due(s, datetime.now(UTC))):
-                while await self._writer.run(lambda s, cid=cid: campaigns.enqueue_batch(s, cid, datetime.now(UTC)),
-                                             slow=True):
-                    batches += 1
-            return batches
-
-    def kick(self) -> None:
-        task = asyncio.create_task(self.run())
-        self._tasks.add(task)
-        task.add_done_callback(self._finished)
-
-    def _finished(self, task: asyncio.Task[int]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("queueing campaigns failed", exc_info=task.exception())
-
-    async def close(self) -> None:
-        for t in list(self._tasks):
-            t.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-
-
-QUEUER = web.AppKey("campaign_queuer", Queuer)
-
-
-@feature.resource(QUEUER)
-async def queuer(app: web.Application) -> AsyncIterator[Queuer]:
-    q = Queuer(app[WRITER], app[SESSIONMAKER])
-    yield q
-    await q.close()
-
-
+# ---- queueing: the job (an admin's POST runs it at once when the campaign is due) ---------------
 @feature.job("campaigns", "interval", seconds=2)
 async def campaigns_job(app: web.Application) -> int:
-    """Start due campaigns, queue their recipients, mark finished ones done."""
-    return await app[QUEUER].run()
+    """Start due campaigns, queue their recipients (one batch per unit), mark finished ones done;
+    the batches queued. A read-only look first: every two seconds, nearly always nothing to do."""
+    batches = 0
+    for cid in await run_read(app[SESSIONMAKER], lambda s: campaigns.due(s, datetime.now(UTC))):
+        while await app[WRITER].run(lambda s, cid=cid: campaigns.enqueue_batch(s, cid, datetime.now(UTC)),
+                                    slow=True):
+            batches += 1
+    return batches
 
 
 # ---- WeChat's report of a mass send ---------------------------------------------------------------
@@ -183,7 +141,7 @@ async def create_campaign(request: web.Request, body: CampaignIn) -> web.Respons
         return _json(session, c)
     data = await request.config_dict[WRITER].run(create)
     if send_at <= now:
-        request.config_dict[QUEUER].kick()
+        request.config_dict[JOBS].start("campaigns", "api", wait=True)
     return ok(data, status=201)
 
 
