@@ -140,7 +140,7 @@ def _queue_service(session: Session, c: Campaign, now: datetime) -> int:
     if not n:
         return 0
     when = literal(now, UtcDateTime())
-    rows = select(literal(f"campaign:{c.id}:") + DISTRIBUTORS.c.openid, DISTRIBUTORS.c.openid,
+    rows = select(literal(campaign_key(c.id, "")) + DISTRIBUTORS.c.openid, DISTRIBUTORS.c.openid,
                   literal_column("'{}'"), literal(OutboxStatus.PENDING.value), literal(0), when, when,
                   literal(c.body_id)).where(
         *_audience(c.audience), DISTRIBUTORS.c.id > c.cursor, DISTRIBUTORS.c.id <= last)
