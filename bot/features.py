@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from bot.feature import Feature
 from handlers import campaigns, content_packs, contests, earnings, help_text, leave, orders, posters, ranks
-from handlers import registration, scripts, service, team, trainings, upcoming, weekly_report, withdrawals
+from handlers import registration, scripts, service, team, trainings, weekly_report, withdrawals
 
 FEATURES: tuple[Feature, ...] = (
     registration.feature,
@@ -20,7 +20,6 @@ FEATURES: tuple[Feature, ...] = (
     trainings.feature,
     content_packs.feature,
     campaigns.feature,
-    upcoming.feature,
     ranks.feature,
     contests.feature,
     service.feature,

@@ -194,6 +194,9 @@ class Config(BaseSettings):
         keys = [r.key for r in self.ranks]
         if len(set(keys)) != len(keys):
             raise ValueError("ranks: every rank needs a distinct key")
+        unknown = [k for k in self.service.priority_ranks if k not in keys]
+        if unknown:
+            raise ValueError(f"service.priority_ranks: unknown rank {unknown[0]!r}; configured ranks: {', '.join(keys)}")
         if self.wechat.mode == "live" and self.admin.token in ("", DEFAULT_ADMIN_TOKEN):
             raise ValueError("admin.token: live mode needs a secret admin token, not the default")
         if self.wechat.mode == "live" and self.wechat.app_secret in ("", "sandbox-secret"):

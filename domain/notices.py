@@ -13,6 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from domain.config import Config
+from domain.contests import SaleChange
 from domain.outbox import Merge, merge_notices
 from domain.messages import Text
 from domain.formats import yuan
@@ -39,11 +40,14 @@ class Person:
 
 @dataclass
 class Credits:
-    """What a batch of changes did for the notices: commission credited and made available."""
+    """What a batch of changes did, for what follows it: commission credited and made available
+    (notices), credited sales moved (contest totals), orders completed (rank promotion)."""
 
     credited: dict[int, list[int]] = field(default_factory=lambda: defaultdict(list))  # receiver -> amounts
     freed: dict[int, int] = field(default_factory=lambda: defaultdict(int))  # receiver -> fen
     people: dict[int, Person] = field(default_factory=dict)  # whoever is known already
+    sales: list[SaleChange] = field(default_factory=list)
+    completed: set[int] = field(default_factory=set)  # distributors credited with a completed order
 
     def add(self, other: Credits) -> None:
         for did, amounts in other.credited.items():
@@ -51,6 +55,8 @@ class Credits:
         for did, fen in other.freed.items():
             self.freed[did] += fen
         self.people.update(other.people)
+        self.sales.extend(other.sales)
+        self.completed |= other.completed
 
 
 def window_end(now: datetime) -> tuple[int, datetime]:

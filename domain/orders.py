@@ -22,9 +22,11 @@ from sqlalchemy.orm import Session
 
 from domain import commission as rules
 from domain.config import Config
+from domain.contests import SaleChange, record_sales
 from domain.formats import month_start
 from domain.ledger import Delta, add_to_balances, append_entries, ensure_balances
 from domain.notices import PERSON_COLUMNS, Credits, Person, settle_and_notify
+from domain.promotion import Unlocks, no_unlocks, promote
 from storage.db import is_postgres
 from storage.group_commit import Refused
 from storage.models import DistributorStatus
@@ -100,8 +102,9 @@ def _comm_json(c: dict[str, Any], code: str) -> dict[str, Any]:
 
 
 class OrderBook:
-    def __init__(self, session: Session, config: Config, events: list[EventIn], now: datetime):
-        self.config, self.now = config, now
+    def __init__(self, session: Session, config: Config, events: list[EventIn], now: datetime,
+                 unlocks: Unlocks = no_unlocks):
+        self.config, self.now, self.unlocks = config, now, unlocks
         self.stored: dict[str, dict[str, Any]] = {}
         self.orders: dict[str, _Order] = {}
         self.chains: dict[str, list[Person]] = {}
@@ -160,9 +163,13 @@ class OrderBook:
         return answer
 
     def finish(self, session: Session) -> None:
-        """What the batch's events add up to: balances, then the batched notices."""
+        """What the batch's events add up to: balances, the batched notices, contest totals, and
+        the promotion of whoever's completed sales crossed a rank's line."""
         add_to_balances(session, self.deltas)
         settle_and_notify(session, self.config, self.now, self.credits)
+        record_sales(session, self.credits.sales)
+        if self.credits.completed:
+            promote(session, self.config, self.credits.completed, self.now, unlocks=self.unlocks)
 
     def _pay(self, session: Session, e: EventIn, credits: Credits, deltas: dict[int, Delta]) -> _Order:
         dist, now = self.config.distribution, self.now
@@ -197,6 +204,7 @@ class OrderBook:
             deltas[c["distributor_id"]].pending_fen += c["amount_fen"]
             credits.credited[c["distributor_id"]].append(c["amount_fen"])
         credits.people.update((p.id, p) for p in chain)
+        credits.sales.append(SaleChange(chain[0].id, row["paid_at"], e.sku, row["amount_fen"]))
         return _Order(row, comms)
 
     def _change(self, session: Session, e: EventIn, credits: Credits, deltas: dict[int, Delta]) -> _Order:
@@ -218,6 +226,7 @@ class OrderBook:
         changed: list[dict[str, Any]] = []
         if e.type == rules.COMPLETED:
             row["completed_at"] = now
+            credits.completed.add(row["distributor_id"])
             due = rules.unfreeze_at(now, self.config.distribution.freeze_days)
             for c in order.comms:
                 c["unfreeze_at"] = due
@@ -229,6 +238,8 @@ class OrderBook:
                     credits.freed[c["distributor_id"]] += rest
                 changed.append(c)
         elif e.type in (rules.REFUNDED, rules.CANCELLED):
+            taken = (e.amount_fen or 0) if e.type == rules.REFUNDED else row["amount_fen"] - row["refunded_fen"]
+            credits.sales.append(SaleChange(row["distributor_id"], row["paid_at"], row["sku"], -taken))
             if e.type == rules.REFUNDED:
                 row["refunded_fen"] += e.amount_fen or 0
             refunded = row["refunded_fen"] if e.type == rules.REFUNDED else row["amount_fen"]

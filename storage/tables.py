@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlalchemy import Table
 
 from storage.models import ConversationState, Distributor, Follower, OutboxMessage, ProcessedMessage
+from storage.models_engage import Adjustment, Contest, ContestScore, RankChange, Ticket, TicketReply
 from storage.models_ledger import Balance, Commission, LedgerEntry, Order, OrderEvent, Withdrawal
 
 DISTRIBUTORS: Table = Distributor.__table__  # type: ignore[assignment]
@@ -18,3 +19,9 @@ COMMISSIONS: Table = Commission.__table__  # type: ignore[assignment]
 BALANCES: Table = Balance.__table__  # type: ignore[assignment]
 ENTRIES: Table = LedgerEntry.__table__  # type: ignore[assignment]
 WITHDRAWALS: Table = Withdrawal.__table__  # type: ignore[assignment]
+RANK_CHANGES: Table = RankChange.__table__  # type: ignore[assignment]
+ADJUSTMENTS: Table = Adjustment.__table__  # type: ignore[assignment]
+CONTESTS: Table = Contest.__table__  # type: ignore[assignment]
+CONTEST_SCORES: Table = ContestScore.__table__  # type: ignore[assignment]
+TICKETS: Table = Ticket.__table__  # type: ignore[assignment]
+TICKET_REPLIES: Table = TicketReply.__table__  # type: ignore[assignment]

@@ -19,7 +19,7 @@ from bot.menu import MENU, MenuKey, menu_payload
 from bot.passive_xml import passive_reply_xml as render
 from domain.messages import Article, Image, News, Text, from_json, to_json
 from handlers import help_text as help_handlers
-from handlers import registration, upcoming
+from handlers import registration
 from storage.models import ConversationState, Distributor, Follower
 from tests.conftest import make_config
 
@@ -315,11 +315,6 @@ async def test_fallback_answers_text_and_other_messages_but_not_events() -> None
     reply = help_handlers.on_anything_else(image, make_ctx())
     assert isinstance(reply, Text) and "文字" in reply.content
     assert help_handlers.on_anything_else(event("view", "http://x"), make_ctx()) is None
-
-
-async def test_upcoming_handler_promises_nothing() -> None:
-    reply = upcoming.on_upcoming(text("海报"), make_ctx())
-    assert "即将上线" in reply.content and "¥" not in reply.content
 
 
 async def test_register_handler_for_a_distributor() -> None:

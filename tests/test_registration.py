@@ -13,7 +13,7 @@ from sqlalchemy.exc import IntegrityError
 
 from bot.sandbox.platform import SimUser
 from bot.typedefs import SESSIONMAKER
-from handlers import upcoming
+from bot.menu import MenuKey
 from handlers.registration import CODE_ALPHABET, new_code
 from storage.db import create_engine, create_sessionmaker
 from storage.migrate import upgrade
@@ -308,17 +308,18 @@ async def test_unfollow_deletes_nothing(harness: Harness) -> None:
     assert status == 200 and body["status"] == "active"
 
 
-@pytest.mark.parametrize("zh,en,key", upcoming._UPCOMING, ids=[u[1] for u in upcoming._UPCOMING])
-async def test_upcoming_commands_say_so_plainly(harness: Harness, zh: str, en: str, key: Any) -> None:
+@pytest.mark.parametrize("zh,en,key", [("等级", "rank", MenuKey.RANK), ("排行", "top", MenuKey.TOP)],
+                         ids=["rank", "top"])
+async def test_distributor_commands_ask_a_follower_to_register(harness: Harness, zh: str, en: str,
+                                                               key: Any) -> None:
+    """Nothing says "coming" any more: a follower who has not registered is asked to."""
     user = harness.user()
     await harness.follow(user)
     for text in (zh, en):
         reply = await harness.say(user, text)
-        assert "即将上线" in reply, (text, reply)
-        assert "¥" not in reply and "成功" not in reply
-    if key is not None:
-        clicked = await harness.click(user, key.value)
-        assert clicked is not None and "即将上线" in clicked["content"]
+        assert "注册" in reply and "即将上线" not in reply, (text, reply)
+    clicked = await harness.click(user, key.value)
+    assert clicked is not None and "注册" in clicked["content"]
 
 
 # ---- phone numbers stay out of logs and chat -------------------------------------------------------
