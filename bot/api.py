@@ -51,6 +51,12 @@ def ok(data: Any, status: int = 200) -> web.Response:
     return web.json_response(data, status=status, dumps=_dumps)
 
 
+def actor_of(request: web.Request) -> str:
+    """Who is acting, kept with what admins change (rank changes, adjustments, ticket replies).
+    One admin token today; named tokens (CONTRACT §4.11) will name themselves here."""
+    return "admin"
+
+
 # ---- request models ------------------------------------------------------------------------------
 class ApiModel(BaseModel):
     """Base of the /api request models. A body's `noun` names it in its error codes

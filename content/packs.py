@@ -146,6 +146,19 @@ def _sku_ref(c: Checker, t: dict[str, Any], where: str,
     return product, product is not None
 
 
+def _ranks(c: Checker, t: dict[str, Any], where: str) -> tuple[list[str] | None, bool]:
+    """An item's optional `ranks` (only these ranks get it), checked against the configured keys."""
+    ranks = t.get("ranks")
+    if ranks is None:
+        return None, True
+    if c.rank_keys is not None:
+        unknown = [r for r in ranks if r not in c.rank_keys]
+        if unknown:
+            c.problem(f"{where}.ranks", f"unknown rank {unknown[0]!r}; configured ranks: {', '.join(c.rank_keys)}")
+            return None, False
+    return list(ranks), True
+
+
 def _keys(items: list[Any], key: str) -> list[tuple[int, str]]:
     return [(i, x[key]) for i, x in enumerate(items) if isinstance(x, dict) and isinstance(x.get(key), str)]
 
@@ -180,6 +193,8 @@ def _scripts(c: Checker, items: list[Any], by_sku: dict[str, dict[str, Any]]) ->
         t, ok = c.table(raw, "scripts", where)
         ok = _key_ok(c, t, "key", where) and ok
         product, sku_ok = _sku_ref(c, t, where, by_sku)
+        ranks, ranks_ok = _ranks(c, t, where)
+        ok = ranks_ok and ok
         found = c.text_file(t["template"], f"{where}.template") if "template" in t else None
         if found is None:
             continue
@@ -189,7 +204,7 @@ def _scripts(c: Checker, items: list[Any], by_sku: dict[str, dict[str, Any]]) ->
             sample = product_variables({"sku": t["sku"], "name": "", "price_fen": 0})
         if c.template(source, f"{where}.template", file, sample) and ok and sku_ok:
             out.append({"key": t["key"], "sku": product["sku"] if product else None, "title": t["title"],
-                        "template": source, "file": file})
+                        "template": source, "file": file, "ranks": ranks})
     c.unique(_keys(items, "key"), "scripts", "key")
     return out
 
@@ -201,6 +216,8 @@ def _posters(c: Checker, items: list[Any], by_sku: dict[str, dict[str, Any]]) ->
         t, ok = c.table(raw, "posters", where)
         ok = _key_ok(c, t, "key", where) and ok
         product, sku_ok = _sku_ref(c, t, where, by_sku)
+        ranks, ranks_ok = _ranks(c, t, where)
+        ok = ranks_ok and ok
         bg = c.image(t["background"], f"{where}.background") if "background" in t else None
         font = c.font(t["font"], f"{where}.font") if "font" in t else None
         ok = ok and sku_ok and bg is not None and ("font" not in t or font is not None)
@@ -221,7 +238,7 @@ def _posters(c: Checker, items: list[Any], by_sku: dict[str, dict[str, Any]]) ->
             assert bg is not None
             out.append({"key": t["key"], "title": t.get("title") or t["key"], "sku": product["sku"] if product else None,
                         "background": bg[0], "width": bg[1][0], "height": bg[1][1], "font": font,
-                        "qr": {"x": qr["x"], "y": qr["y"], "size": qr["size"]}, "texts": texts})
+                        "qr": {"x": qr["x"], "y": qr["y"], "size": qr["size"]}, "texts": texts, "ranks": ranks})
     c.unique(_keys(items, "key"), "posters", "key")
     return out
 
@@ -277,13 +294,8 @@ def _trainings(c: Checker, items: list[Any]) -> list[dict[str, Any]]:
         where = f"trainings[{i}]"
         t, ok = c.table(raw, "trainings", where)
         ok = _key_ok(c, t, "key", where) and ok
-        ranks = t.get("ranks")
-        if ranks is not None and c.rank_keys is not None:
-            unknown = [r for r in ranks if r not in c.rank_keys]
-            if unknown:
-                c.problem(f"{where}.ranks", f"unknown rank {unknown[0]!r}; configured ranks: "
-                                            f"{', '.join(c.rank_keys)}")
-                ok = False
+        ranks, ranks_ok = _ranks(c, t, where)
+        ok = ranks_ok and ok
         found = c.text_file(t["body"], f"{where}.body") if "body" in t else None
         if found is None:
             continue
@@ -293,6 +305,6 @@ def _trainings(c: Checker, items: list[Any]) -> list[dict[str, Any]]:
             ok = c.image(pic, f"{where}.body") is not None and ok
         if ok:
             out.append({"key": t["key"], "title": t["title"], "summary": t.get("summary", ""), "body": body,
-                        "file": file, "ranks": list(ranks) if ranks is not None else None})
+                        "file": file, "ranks": ranks})
     c.unique(_keys(items, "key"), "trainings", "key")
     return out

@@ -66,6 +66,17 @@ class PackContent:
         return next((t for t in self.trainings if t["key"] == key), None)
 
 
+def open_to(item: dict[str, Any], rank: str) -> bool:
+    """Whether a rank gets a poster, script or training: its optional `ranks` lists who does."""
+    ranks = item.get("ranks")
+    return ranks is None or rank in ranks
+
+
+# What a rank's own content is called where the distributor reads what the rank unlocks.
+RIGHT_NAMES = {"trainings": "专属培训", "posters": "专属海报", "scripts": "专属话术"}
+MAX_TITLES = 5
+
+
 class PackLibrary:
     """Parsed packs by (id, zip digest): ids alone could collide between databases (tests use many)."""
 
@@ -97,6 +108,22 @@ class PackLibrary:
         rows = session.execute(stmt).all()
         packs = [self._content(session, pack_id, digest) for pack_id, digest in rows]
         return [p for p in packs if p is not None]
+
+    def for_rank(self, session: Session, kind: str, rank: str) -> list[tuple[PackContent, dict[str, Any]]]:
+        """The live posters, scripts or trainings (`kind`) that a rank gets, with their packs."""
+        return [(pack, item) for pack in self.live(session) for item in getattr(pack, kind) if open_to(item, rank)]
+
+    def unlocks(self, session: Session, rank: str) -> list[str]:
+        """What the live content keeps for some ranks and gives this one, one line per kind
+        ("专属培训：新品进阶课、……"): what a promotion unlocks besides the rates."""
+        lines = []
+        for kind, name in RIGHT_NAMES.items():
+            titles = [item.get("title") or item["key"] for _, item in self.for_rank(session, kind, rank)
+                      if item.get("ranks") is not None]
+            if titles:
+                more = f" 等 {len(titles)} 项" if len(titles) > MAX_TITLES else ""
+                lines.append(f"{name}：{'、'.join(titles[:MAX_TITLES])}{more}")
+        return lines
 
 
 def live_pack_ids(session: Session) -> set[int]:

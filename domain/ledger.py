@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from storage.db import dialect_insert
 from storage.models_ledger import EntryKind, WithdrawalStatus
-from storage.tables import BALANCES, ENTRIES, WITHDRAWALS
+from storage.tables import ADJUSTMENTS, BALANCES, ENTRIES, WITHDRAWALS
 
 BUCKETS = ("pending_fen", "available_fen", "withdrawing_fen", "withdrawn_fen")
 ZERO = dict.fromkeys(BUCKETS, 0)
@@ -177,3 +177,21 @@ def decide_withdrawal(session: Session, withdrawal_id: int, approve: bool, now: 
                                   "ref": f"withdrawal:{withdrawal_id}", "withdrawal_id": withdrawal_id,
                                   "created_at": now}])
     return {"distributor_id": did, "amount_fen": amount, "status": status}
+
+
+def adjust(session: Session, distributor_id: int, amount_fen: int, reason: str, actor: str,
+           now: datetime) -> dict[str, Any]:
+    """An admin's correction (±, counted in available), kept with its reason and who made it;
+    the ledger entry posted (ref `adjustment:<id>`)."""
+    aid = session.connection().execute(ADJUSTMENTS.insert().returning(ADJUSTMENTS.c.id), {
+        "distributor_id": distributor_id, "amount_fen": amount_fen, "reason": reason, "actor": actor,
+        "created_at": now}).scalar_one()
+    entry = {"distributor_id": distributor_id, "kind": EntryKind.ADJUSTMENT, "amount_fen": amount_fen,
+             "ref": f"adjustment:{aid}", "created_at": now}
+    append_entries(session, [entry])
+    add_to_balances(session, {distributor_id: Delta(available_fen=amount_fen)})
+    eid = session.connection().scalar(select(ENTRIES.c.id).where(
+        ENTRIES.c.distributor_id == distributor_id, ENTRIES.c.kind == EntryKind.ADJUSTMENT,
+        ENTRIES.c.ref == entry["ref"]))
+    return {"id": eid, "kind": EntryKind.ADJUSTMENT.value, "amount_fen": amount_fen, "order_no": None,
+            "created_at": now, "reason": reason, "actor": actor}

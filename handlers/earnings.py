@@ -10,7 +10,7 @@ from collections import defaultdict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import Any, ClassVar
 
 from aiohttp import web
 from cachetools import TTLCache
@@ -18,7 +18,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import bindparam, literal_column, null, or_, select, union_all, update
 from sqlalchemy.orm import Session
 
-from bot.api import ApiError, ApiModel, ok
+from bot.api import ApiError, ApiModel, actor_of, ok, text
 from bot.chat import Ctx, Incoming, Later, active_only
 from bot.feature import Feature
 from bot.menu import MenuKey
@@ -28,8 +28,9 @@ from content.charts import render_earnings_chart
 from domain.config import Config
 from domain.figures import daily_totals
 from domain.formats import china_time, day_start, month_start, yuan
-from domain.ledger import BUCKETS, EARNING_KINDS, ZERO, Delta, add_to_balances
+from domain.ledger import BUCKETS, EARNING_KINDS, ZERO, Delta, add_to_balances, adjust, balance
 from domain.messages import Image, Reply, Text
+from domain.outbox import enqueue
 from domain.notices import Credits, settle_and_notify
 from storage.db import is_postgres
 from storage.models import Distributor
@@ -42,6 +43,8 @@ feature = Feature("earnings")
 api = feature.api
 
 CHART_DAYS = 30
+MAX_ADJUSTMENT_FEN = 10**10  # ¥100,000,000: a typo guard, far above any real correction
+MAX_REASON = 200
 UNFREEZE_CHUNK = 500
 
 
@@ -180,6 +183,45 @@ async def get_ledger(request: web.Request, query: LedgerQuery) -> web.Response:
         rows = (await session.execute(stmt.limit(limit) if limit else stmt)).all()
     return ok({"entries": [{"id": i, "kind": k, "amount_fen": a, "order_no": o, "created_at": china_time(at)}
                            for i, k, a, o, at in rows]})
+
+
+class AdjustmentIn(ApiModel):
+    noun: ClassVar[str] = "adjustment"
+    # Optional in the schema so that zero and a missing reason are both answered 422 (§4.1).
+    amount_fen: int = Field(ge=-MAX_ADJUSTMENT_FEN, le=MAX_ADJUSTMENT_FEN, description="signed fen, not zero")
+    reason: text(MAX_REASON) | None = Field(None, description="required; told to the distributor")
+
+
+class AdjustmentOut(LedgerEntry):
+    reason: str
+    actor: str
+
+
+@api.post("/distributors/{code}/adjustments",
+          summary="Post an adjustment (± fen, counted in available) with a reason; 422 for zero or no reason",
+          body=AdjustmentIn, response=AdjustmentOut, status=201, errors=(404,))
+async def post_adjustment(request: web.Request, body: AdjustmentIn) -> web.Response:
+    problems = []
+    if body.amount_fen == 0:
+        problems.append({"field": "amount_fen", "problem": "must not be zero"})
+    if body.reason is None:
+        problems.append({"field": "reason", "problem": "a reason is required"})
+    if problems:
+        raise ApiError(422, "invalid_adjustment", "The adjustment has invalid values.", problems)
+    code, actor = request.match_info["code"], actor_of(request)
+
+    def apply(session: Session) -> dict[str, Any]:
+        d = distributor_by_code(session, code)
+        if d is None:
+            raise ApiError(404, "not_found", f"No distributor has the code {code!r}.")
+        now = datetime.now(UTC)
+        entry = adjust(session, d.id, body.amount_fen, body.reason or "", actor, now)
+        sign = "+" if body.amount_fen > 0 else "−"
+        enqueue(session, f"adjustment:{entry['id']}", d.openid, Text(
+            f"您的账户有一笔调整：{sign}{yuan(abs(body.amount_fen))}\n原因：{body.reason}\n"
+            f"当前可提现 {yuan(balance(session, d.id)['available_fen'])}。回复“收益”查看明细。"))
+        return {**entry, "created_at": china_time(entry["created_at"])}
+    return ok(await request.config_dict[WRITER].run(apply), status=201)
 
 
 # ---- unfreezing ------------------------------------------------------------------------------------

@@ -22,12 +22,13 @@ from bot.api import ApiError, ApiModel, ok, text
 from bot.chat import Ctx, Incoming, active_only
 from bot.feature import Feature
 from bot.menu import MenuKey
-from bot.typedefs import CONFIG, SESSIONMAKER, WRITER
+from bot.typedefs import CONFIG, PACKS, SESSIONMAKER, WRITER
 from domain import commission as rules
 from domain.config import Config
 from domain.formats import CHINA, china_time, yuan
 from domain.messages import Text
 from domain.orders import EventIn, OrderBook, Rejected
+from domain.promotion import Unlocks, no_unlocks
 from storage.group_commit import Failed, GroupCommit, each_in_savepoint
 from storage.models import Distributor
 from storage.tables import COMMISSIONS, EVENTS, ORDERS
@@ -82,10 +83,11 @@ class OrderEvent(RootModel[Annotated[PaidEvent | RefundedEvent | LaterEvent, Fie
 
 
 # ---- group commit ----------------------------------------------------------------------------
-def apply_events(session: Session, config: Config, events: list[EventIn]) -> list[dict[str, Any] | Failed]:
+def apply_events(session: Session, config: Config, events: list[EventIn],
+                 unlocks: Unlocks = no_unlocks) -> list[dict[str, Any] | Failed]:
     """A batch of events in one transaction, each in its own SAVEPOINT; then what the applied
-    ones add up to (balances, batched notices)."""
-    book = OrderBook(session, config, events, datetime.now(UTC))
+    ones add up to (balances, batched notices, contest totals, promotions)."""
+    book = OrderBook(session, config, events, datetime.now(UTC), unlocks)
     answers = each_in_savepoint(session, events, book.apply)
     book.finish(session)
     return answers
@@ -93,8 +95,8 @@ def apply_events(session: Session, config: Config, events: list[EventIn]) -> lis
 
 @feature.resource(ORDER_EVENTS)
 async def order_events(app: web.Application) -> AsyncIterator[GroupCommit[EventIn, dict[str, Any]]]:
-    config = app[CONFIG]
-    yield GroupCommit(app[WRITER], lambda session, events: apply_events(session, config, events))
+    config, library = app[CONFIG], app[PACKS]
+    yield GroupCommit(app[WRITER], lambda session, events: apply_events(session, config, events, library.unlocks))
 
 
 # ---- /api/orders -----------------------------------------------------------------------------

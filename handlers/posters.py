@@ -112,7 +112,7 @@ def _key(req: PosterRequest, qr_url: str) -> str:
 @feature.command("海报", "poster", menu=MenuKey.POSTER)
 @active_only
 def on_poster(msg: Incoming, ctx: Ctx, me: Distributor) -> Text | Image | Later:
-    posters = [(pack, p) for pack in ctx.app[PACKS].live(ctx.session) for p in pack.posters]
+    posters = ctx.app[PACKS].for_rank(ctx.session, "posters", me.rank)
     if not posters:
         return Text(NO_POSTERS)
     arg = ctx.args.strip()

@@ -6,9 +6,7 @@ from __future__ import annotations
 import re
 import secrets
 import unicodedata
-from datetime import datetime
 from enum import StrEnum
-from typing import Any
 
 from aiohttp import web
 from pydantic import BaseModel, Field
@@ -19,10 +17,11 @@ from bot.api import ApiError, ApiModel, ok
 from bot.chat import Ctx, Incoming
 from bot.feature import Feature
 from bot.menu import MenuKey
-from bot.typedefs import SESSIONMAKER
-from domain.formats import china_time, mask_name
-from domain.ledger import balance
+from bot.typedefs import PACKS, SESSIONMAKER
+from domain.distributors import DistributorAnswer, distributor_json
+from domain.formats import mask_name
 from domain.messages import Text
+from domain.promotion import promote
 from storage.models import Distributor, DistributorStatus
 from storage.queries import distributor_by_code
 
@@ -141,44 +140,17 @@ def on_name(msg: Incoming, ctx: Ctx) -> Text:
     ctx.session.add(me)
     ctx.distributor = me
     ctx.clear_state()
+    if inviter is not None:  # a bigger team may be what the inviter's next rank needed
+        ctx.session.flush()
+        promote(ctx.session, ctx.config, [inviter.id], ctx.now, unlocks=ctx.app[PACKS].unlocks)
     rank = ctx.config.ranks[0].name
     return Text(f"注册成功！\n您的推广码：{me.code}\n等级：{rank}\n{_inviter_line(inviter)}\n"
                 "回复“海报”获取专属推广海报，回复“帮助”查看全部功能。")
 
 
 # ---- the admin's view -------------------------------------------------------------------------
-def distributor_json(session: Session, d: Distributor) -> dict[str, Any]:
-    inviter_code = None
-    if d.inviter_id is not None:
-        inviter_code = session.scalar(select(Distributor.code).where(Distributor.id == d.inviter_id))
-    return {
-        "code": d.code, "openid": d.openid, "name": d.name, "phone": d.phone, "status": d.status,
-        "rank": d.rank, "inviter_code": inviter_code, "registered_at": china_time(d.registered_at),
-        "balance": balance(session, d.id),
-    }
-
-
 PER_PAGE = 50
 MAX_PAGE = 10_000_000
-
-
-class Balance(BaseModel):
-    pending_fen: int
-    available_fen: int
-    withdrawing_fen: int
-    withdrawn_fen: int
-
-
-class DistributorAnswer(BaseModel):
-    code: str
-    openid: str
-    name: str
-    phone: str
-    status: DistributorStatus
-    rank: str
-    inviter_code: str | None
-    registered_at: datetime
-    balance: Balance
 
 
 class Distributors(BaseModel):

@@ -70,7 +70,7 @@ def _label(pack: PackContent, script: dict[str, Any]) -> str:
 @feature.command("话术", "scripts", menu=MenuKey.SCRIPTS)
 @active_only
 def on_scripts(msg: Incoming, ctx: Ctx, me: Distributor) -> Text:
-    scripts = [(pack, s) for pack in ctx.app[PACKS].live(ctx.session) for s in pack.scripts]
+    scripts = ctx.app[PACKS].for_rank(ctx.session, "scripts", me.rank)
     if not scripts:
         return Text(NO_SCRIPTS)
     arg = ctx.args.strip()

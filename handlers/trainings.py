@@ -12,7 +12,6 @@ from bot.feature import Feature
 from bot.menu import MenuKey
 from bot.typedefs import CONFIG, PACKS, SESSIONMAKER
 from content.pages import markdown_html, page
-from content.store import PackContent
 from domain.messages import Article, News, Text
 from storage.models import Distributor
 
@@ -35,9 +34,7 @@ def _summary(t: dict[str, Any]) -> str:
 @feature.command("培训", "training", menu=MenuKey.TRAINING)
 @active_only
 def on_training(msg: Incoming, ctx: Ctx, me: Distributor) -> Text | News:
-    found: list[tuple[PackContent, dict[str, Any]]] = [
-        (pack, t) for pack in ctx.app[PACKS].live(ctx.session) for t in pack.trainings
-        if t["ranks"] is None or me.rank in t["ranks"]]
+    found = ctx.app[PACKS].for_rank(ctx.session, "trainings", me.rank)
     if not found:
         return Text("暂时还没有适合您等级的培训资料。新资料上线时会通知您，届时回复“培训”即可查看。")
     base = ctx.config.server.public_url

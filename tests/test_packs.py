@@ -49,7 +49,7 @@ def test_small_and_demo_packs_are_valid(tmp_path: Path) -> None:
         "products": 1, "scripts": 1, "posters": 1, "trainings": 1})
     assert set(pack.files) == {"images/sku1.png", "posters/bg.png"}
     path.write_bytes(demo())
-    assert validate_pack(path, RANKS).counts() == {"products": 3, "scripts": 5, "posters": 2, "trainings": 3}
+    assert validate_pack(path, RANKS).counts() == {"products": 3, "scripts": 6, "posters": 3, "trainings": 3}
 
 
 M = "manifest.toml"
@@ -95,6 +95,10 @@ BROKEN: list[tuple[str, dict[str, Any], list[tuple[str, str, str]]]] = [
      [(M, "posters[0].texts[0].color", "not a colour")]),
     ("unknown rank", {"manifest.toml": MANIFEST.replace('ranks = ["junior"]', 'ranks = ["platinum"]')},
      [(M, "trainings[0].ranks", "unknown rank 'platinum'")]),
+    ("unknown rank on a script and a poster",
+     {"manifest.toml": MANIFEST.replace('template = "scripts/sku1.txt.j2"', 'template = "scripts/sku1.txt.j2"\nranks = ["vip"]')
+      .replace('key = "default"', 'key = "default"\nranks = ["gold", "vip2"]')},
+     [(M, "scripts[0].ranks", "unknown rank 'vip'"), (M, "posters[0].ranks", "unknown rank 'vip2'")]),
     ("unknown sku", {"manifest.toml": MANIFEST.replace('sku = "SKU-1"\ntitle', 'sku = "SKU-9"\ntitle')},
      [(M, "scripts[0].sku", "SKU-9")]),
     ("training picture absent", {"trainings/newcomer-1.md": "![x](../images/none.png)"},
