@@ -33,7 +33,7 @@ def error(path: Path | None = None, **overrides: object) -> str:
 def test_the_shipped_config_loads_in_sandbox_mode() -> None:
     config = load_config(REPO / "config.toml")
     assert config.sandbox and config.distribution.max_levels == 2
-    assert [r.key for r in config.ranks] == ["junior", "gold"]
+    assert [r.key for r in config.ranks] == ["junior", "gold", "diamond"]
 
 
 def test_toml_values_are_read(tmp_path: Path) -> None:
