@@ -45,12 +45,10 @@ def on_help(msg: Incoming, ctx: Ctx) -> Text:
     if ctx.args:
         return _ask(ctx, ctx.args)
     service = ctx.config.service
+    urgent, normal = (tickets.span(tickets.answer_time(u, service)) for u in (True, False))
     rank = ctx.distributor.rank if ctx.distributor else None
-    if tickets.has_priority(rank, service):
-        promise = f"客服会在 {tickets.span(tickets.answer_time(True, service))} 内回复"
-    else:
-        promise = (f"客服会在 {tickets.span(tickets.answer_time(False, service))} 内回复"
-                   f"（写明“紧急”的 {tickets.span(tickets.answer_time(True, service))} 内）")
+    promise = (f"客服会在 {urgent}内回复" if tickets.has_priority(rank, service)
+               else f"客服会在 {normal}内回复（写明“紧急”的 {urgent}内）")
     ctx.set_state(Asking.QUESTION)
     return Text(f"{HELP}\n\n请直接发送您的问题，{promise}。回复“取消”退出。")
 
@@ -75,7 +73,7 @@ def _ask(ctx: Ctx, question: str) -> Text:
     ctx.clear_state()
     within = tickets.span(ticket.due_at - ticket.created_at)
     urgency = "（紧急）" if ticket.urgent else ""
-    return Text(f"已收到您的问题（工单 #{ticket.id}），我们会在 {within} 内回复{urgency}，"
+    return Text(f"已收到您的问题（工单 #{ticket.id}），我们会在 {within}内回复{urgency}，"
                 f"最迟 {tickets.clock(ticket.due_at, ctx.now)}（北京时间）。\n客服的回复会通过本公众号发给您。")
 
 
