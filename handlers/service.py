@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from bot.api import ApiError, ApiModel, IdParam, actor_of, ok
 from bot.api import text as text_field
-from bot.chat import Ctx, Incoming
+from bot.chat import Ctx, Incoming, split_command
 from bot.feature import Feature
 from bot.menu import MenuKey
 from bot.typedefs import CONFIG, SESSIONMAKER, WRITER
@@ -40,7 +40,10 @@ api = feature.api
 
 
 # ---- chat -----------------------------------------------------------------------------------------
-@feature.command("客服", "help", menu=MenuKey.HELP)
+WORDS = ("客服", "help")
+
+
+@feature.command(*WORDS, menu=MenuKey.HELP)
 def on_help(msg: Incoming, ctx: Ctx) -> Text:
     if ctx.args:
         return _ask(ctx, ctx.args)
@@ -55,7 +58,8 @@ def on_help(msg: Incoming, ctx: Ctx) -> Text:
 
 @feature.state(Asking.QUESTION)
 def on_question(msg: Incoming, ctx: Ctx) -> Text:
-    return _ask(ctx, msg.content)
+    # "客服 <question>" while asked for the question: the question is what follows the word.
+    return _ask(ctx, split_command(msg.content, WORDS) or msg.content)
 
 
 def _ask(ctx: Ctx, question: str) -> Text:

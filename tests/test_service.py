@@ -96,10 +96,13 @@ async def test_bare_客服_shows_help_then_takes_the_next_text(h: Harness) -> No
     assert "【客服 问题】" in reply
     tid, reply = await ask(h, user, "我的海报打不开")
     assert (await ticket(h, tid))["text"] == "我的海报打不开"
+    await h.say(user, "help")
+    tid, _ = await ask(h, user, "客服 还有一个问题")  # the command word again: not part of the question
+    assert (await ticket(h, tid))["text"] == "还有一个问题"
     # The conversation ended with the ticket: the next text is no question.
     assert "分销员助手可以帮您" in await h.say(user, "你好")
     _, body = await h.api("GET", "/tickets")
-    assert body["total"] == 1
+    assert body["total"] == 2
 
     # The menu's HELP asks too; 取消 leaves; 帮助 stays the plain help text.
     clicked = await h.click(user, "HELP")
@@ -113,7 +116,7 @@ async def test_bare_客服_shows_help_then_takes_the_next_text(h: Harness) -> No
     assert "收益" in await h.say(user, "收益")
     assert "分销员助手可以帮您" in await h.say(user, "你好")
     _, body = await h.api("GET", "/tickets")
-    assert body["total"] == 1
+    assert body["total"] == 2
 
 
 async def test_紧急_and_priority_ranks_make_a_ticket_urgent(h: Harness) -> None:
