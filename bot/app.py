@@ -28,6 +28,7 @@ from bot.typedefs import CONFIG, DISPATCHER, ENGINE, HTTP, METRICS, OUTBOX, PACK
 from bot.wechat_api import WeChatAPI, WeChatError
 from content.store import PackLibrary
 from domain.config import Config
+from domain.tickets import open_and_overdue
 from storage.db import READ_ONLY, create_engine, create_sessionmaker
 from storage.migrate import upgrade
 from storage.models import OutboxMessage, OutboxStatus, ProcessedMessage
@@ -153,14 +154,19 @@ async def healthz(request: web.Request) -> web.Response:
 
 async def metrics(request: web.Request) -> web.Response:
     m = request.app[METRICS]
-    # The depth as of this scrape (workers only update it now and then, and not at all when off).
+    # Figures as of this scrape, read from the database: every process tells the database's truth
+    # (workers update the depth only now and then; the sla job runs in the leader alone). Two
+    # indexed counts, (status, next_attempt_at) and (status, due_at).
     try:
         async with request.app[SESSIONMAKER]() as session:
             conn = await session.connection(execution_options=READ_ONLY)
             m.outbox_depth.set(await conn.scalar(select(func.count()).select_from(OutboxMessage).where(
                 OutboxMessage.status == OutboxStatus.PENDING)) or 0)
+            waiting, overdue = await session.run_sync(open_and_overdue, datetime.now(UTC))
+            m.tickets_open.set(waiting)
+            m.tickets_overdue.set(overdue)
     except Exception:  # a scrape still answers while the database does not; /healthz tells
-        log.warning("metrics: cannot read the outbox depth", exc_info=True)
+        log.warning("metrics: cannot read the outbox depth or the tickets", exc_info=True)
     return web.Response(body=m.render(), content_type=m.content_type)
 
 

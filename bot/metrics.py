@@ -24,6 +24,10 @@ class Metrics:
                                    registry=r)
         self.late_replies = Counter("distbot_late_replies", "Replies sent later through the outbox", registry=r)
         self.outbox_depth = Gauge("distbot_outbox_depth", "Pending outbox messages", registry=r)
+        self.tickets_open = Gauge("distbot_tickets_open", "Customer-service tickets waiting for an answer",
+                                  registry=r)
+        self.tickets_overdue = Gauge("distbot_tickets_overdue", "Open tickets past their promised answer time",
+                                     registry=r)
         self.outbox_sent = Counter("distbot_outbox_sent", "Outbox messages sent, by channel", ["channel"],
                                    registry=r)
         self.outbox_failed = Counter("distbot_outbox_failures", "Outbox send failures, by errcode", ["errcode"],

@@ -1,33 +1,19 @@
-"""Help: the list of what the bot can do, and the answer to anything it does not understand."""
+"""Help: 帮助 shows what the bot can do, and the fallback answers anything it does not understand.
+(客服 / help, which may carry a question, belongs to the customer-service feature.)"""
 
 from __future__ import annotations
 
 from bot.chat import Ctx, Incoming
 from bot.feature import Feature
-from bot.menu import MenuKey
+from domain.help import HELP
 from domain.messages import Text
 
 feature = Feature("help")
 
-HELP = (
-    "分销员助手可以帮您：\n"
-    "【注册】成为分销员（可附邀请码：注册 K7QF2M）\n"
-    "【海报】专属推广海报（“海报 列表”看全部）\n"
-    "【话术】推广文案（可加商品编号或关键词）\n"
-    "【订单】最近的推广订单\n"
-    "【收益】今日、本月、累计收益\n"
-    "【团队】团队人数和业绩\n"
-    "【等级】当前等级和升级条件\n"
-    "【提现 金额】例如：提现 12.50\n"
-    "【排行】本月推广排行榜\n"
-    "【培训】适合您等级的培训资料\n"
-    "【退订周报】/【订阅周报】停止或恢复每周一的个人周报\n"
-    "【退出】退出分销计划\n"
-    "英文指令也可以：register、poster、scripts、orders、earnings、team、rank、withdraw、top、training、help、quit、unsubscribe report、subscribe report。"
-)
+__all__ = ["HELP", "feature", "on_anything_else", "on_help"]
 
 
-@feature.command("客服", "帮助", "help", menu=MenuKey.HELP)
+@feature.command("帮助")
 def on_help(msg: Incoming, ctx: Ctx) -> Text:
     return Text(HELP)
 

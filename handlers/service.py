@@ -1,15 +1,197 @@
-"""Customer-service tickets (CONTRACT §4.7): the `sla` job that reminds staff of overdue tickets."""
+"""Customer service (CONTRACT §4.7): 客服 / help in chat opens a ticket, admins answer and close
+tickets through /api/tickets, and the `sla` job reminds staff (admin.notify_openids) of tickets
+past their promised answer time. The rules live in domain.tickets.
+
+Whoever follows may ask: a distributor (also one who has exited) or a follower who never
+registered (the ticket then has no distributor). `客服 <question>` opens a ticket at once; a bare
+`客服` (or the menu's HELP) shows the help text and waits for the question (取消 leaves).
+"""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, ClassVar
+
 from aiohttp import web
+from pydantic import BaseModel, Field
+from sqlalchemy.orm import Session
 
+from bot.api import ApiError, ApiModel, IdParam, actor_of, ok
+from bot.api import text as text_field
+from bot.chat import Ctx, Incoming, split_command
 from bot.feature import Feature
+from bot.menu import MenuKey
+from bot.typedefs import CONFIG, SESSIONMAKER, WRITER
+from domain import tickets
+from domain.formats import china_time
+from domain.help import HELP
+from domain.messages import Text
+from storage.db import run_read
+from storage.models_engage import TicketStatus
 
-feature = Feature("service")
+
+class Asking(StrEnum):
+    QUESTION = "service.question"
 
 
+feature = Feature("service", states=Asking)
+api = feature.api
+
+
+# ---- chat -----------------------------------------------------------------------------------------
+WORDS = ("客服", "help")
+
+
+@feature.command(*WORDS, menu=MenuKey.HELP)
+def on_help(msg: Incoming, ctx: Ctx) -> Text:
+    if ctx.args:
+        return _ask(ctx, ctx.args)
+    service = ctx.config.service
+    urgent, normal = (tickets.span(tickets.answer_time(u, service)) for u in (True, False))
+    rank = ctx.distributor.rank if ctx.distributor else None
+    promise = (f"客服会在 {urgent}内回复" if tickets.has_priority(rank, service)
+               else f"客服会在 {normal}内回复（写明“紧急”的 {urgent}内）")
+    ctx.set_state(Asking.QUESTION)
+    return Text(f"{HELP}\n\n请直接发送您的问题，{promise}。回复“取消”退出。")
+
+
+@feature.state(Asking.QUESTION)
+def on_question(msg: Incoming, ctx: Ctx) -> Text:
+    # "客服 <question>" while asked for the question: the question is what follows the word.
+    return _ask(ctx, split_command(msg.content, WORDS) or msg.content)
+
+
+def _ask(ctx: Ctx, question: str) -> Text:
+    """Open a ticket and promise the answer time. A question too long is refused and the
+    conversation waits for a better one; too many open tickets ends it."""
+    try:
+        ticket = tickets.open_ticket(ctx.session, openid=ctx.openid, distributor=ctx.distributor, text=question,
+                                     now=ctx.now, service=ctx.config.service)
+    except tickets.RetryQuestion as e:
+        ctx.set_state(Asking.QUESTION)
+        return Text(f"{e}回复“取消”退出。")
+    except tickets.TicketRefused as e:
+        ctx.clear_state()
+        return Text(str(e))
+    ctx.clear_state()
+    within = tickets.span(ticket.due_at - ticket.created_at)
+    urgency = "（紧急）" if ticket.urgent else ""
+    return Text(f"已收到您的问题（工单 #{ticket.id}），我们会在 {within}内回复{urgency}，"
+                f"最迟 {tickets.clock(ticket.due_at, ctx.now)}（北京时间）。\n客服的回复会通过本公众号发给您。")
+
+
+# ---- the sla job ----------------------------------------------------------------------------------
 @feature.job("sla", "interval", minutes=1)
-async def check_sla(app: web.Application) -> None:
-    """Remind staff of the tickets past their promised answer time. An empty shell for now: the
-    next issue fills it."""
+async def check_sla(app: web.Application) -> int:
+    """Remind staff, once per ticket, of the open tickets past their promised answer time."""
+    staff = app[CONFIG].admin.notify_openids
+    if not staff:
+        return 0
+    return await app[WRITER].run(lambda s: tickets.remind_overdue(s, datetime.now(UTC), staff))
+
+
+# ---- /api/tickets -----------------------------------------------------------------------------------
+class TicketOut(BaseModel):
+    id: int
+    distributor_code: str | None = Field(description="null: a follower who never registered")
+    text: str
+    urgent: bool
+    status: TicketStatus
+    created_at: datetime
+    due_at: datetime
+    overdue: bool = Field(description="open and past due_at")
+    answered_at: datetime | None
+    closed_at: datetime | None
+
+
+class TicketList(BaseModel):
+    tickets: list[TicketOut]
+    total: int
+
+
+class ReplyOut(BaseModel):
+    text: str
+    actor: str
+    created_at: datetime
+
+
+class TicketDetail(TicketOut):
+    replies: list[ReplyOut]
+
+
+class TicketQuery(ApiModel):
+    status: TicketStatus | None = Field(None, description="only tickets of this status (omitted: all)")
+    limit: int = Field(50, ge=1, le=200)
+    offset: int = Field(0, ge=0, le=2**62)
+
+
+class TicketId(IdParam):
+    noun: ClassVar[str] = "ticket"
+
+
+class Answer(ApiModel):
+    noun: ClassVar[str] = "reply"
+    text: text_field(tickets.MAX_REPLY) = Field(description="sent to the asker in chat")
+
+
+def _json(row: tickets.TicketRow, now: datetime) -> dict[str, Any]:
+    t = row.ticket
+    return {"id": t.id, "distributor_code": row.distributor_code, "text": t.text, "urgent": t.urgent,
+            "status": t.status, "created_at": china_time(t.created_at), "due_at": china_time(t.due_at),
+            "overdue": tickets.is_overdue(t, now),
+            "answered_at": china_time(t.answered_at) if t.answered_at else None,
+            "closed_at": china_time(t.closed_at) if t.closed_at else None}
+
+
+def _detail(session: Session, ticket_id: int, now: datetime) -> dict[str, Any]:
+    row = tickets.find(session, ticket_id)
+    if row is None:
+        raise ApiError(404, "not_found", f"No ticket {ticket_id}.")
+    return {**_json(row, now), "replies": [{"text": r.text, "actor": r.actor, "created_at": china_time(r.created_at)}
+                                           for r in tickets.replies(session, ticket_id)]}
+
+
+@api.get("/tickets", summary="Tickets a page at a time: open ones urgent first, then by due time; "
+         "other statuses and all (status omitted) newest first", query=TicketQuery, response=TicketList)
+async def list_tickets(request: web.Request, query: TicketQuery) -> web.Response:
+    now = datetime.now(UTC)
+
+    def read(session: Session) -> dict[str, Any]:
+        rows, total = tickets.list_tickets(session, query.status, query.limit, query.offset)
+        return {"tickets": [_json(r, now) for r in rows], "total": total}
+    return ok(await run_read(request.config_dict[SESSIONMAKER], read))
+
+
+@api.get("/tickets/{id}", summary="One ticket with its replies", params=TicketId, response=TicketDetail,
+         errors=(404,))
+async def get_ticket(request: web.Request, params: TicketId) -> web.Response:
+    return ok(await run_read(request.config_dict[SESSIONMAKER],
+                             lambda s: _detail(s, params.id, datetime.now(UTC))))
+
+
+@api.post("/tickets/{id}/reply", summary="Answer a ticket: the text goes to the asker in chat (a template message "
+          "outside the 48-hour window) and the ticket is answered; 409 when it is closed",
+          params=TicketId, body=Answer, response=TicketDetail, errors=(404, 409))
+async def reply_ticket(request: web.Request, params: TicketId, body: Answer) -> web.Response:
+    actor, now = actor_of(request), datetime.now(UTC)
+
+    def answer(session: Session) -> dict[str, Any]:
+        try:
+            tickets.answer(session, params.id, body.text, actor, now)
+        except tickets.TicketClosed:
+            raise ApiError(409, "ticket_closed", f"Ticket {params.id} is closed; it takes no more replies.",
+                           {"status": TicketStatus.CLOSED.value}) from None
+        return _detail(session, params.id, now)
+    return ok(await request.config_dict[WRITER].run(answer))
+
+
+@api.post("/tickets/{id}/close", summary="Close a ticket; closing a closed ticket answers 200 and changes nothing",
+          params=TicketId, response=TicketDetail, errors=(404,))
+async def close_ticket(request: web.Request, params: TicketId) -> web.Response:
+    now = datetime.now(UTC)
+
+    def close(session: Session) -> dict[str, Any]:
+        tickets.close(session, params.id, now)
+        return _detail(session, params.id, now)
+    return ok(await request.config_dict[WRITER].run(close))

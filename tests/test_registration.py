@@ -247,7 +247,7 @@ async def test_a_bare_command_word_leaves_the_conversation(harness: Harness) -> 
     user = harness.user()
     await harness.follow(user)
     await harness.say(user, "注册")
-    assert "分销员助手可以帮您" in await harness.say(user, "help")
+    assert "分销员助手可以帮您" in await harness.say(user, "帮助")
     assert await state_of(harness, user) is None
 
 
