@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, case, delete, exists, func, literal, select, update
+from sqlalchemy import Select, bindparam, case, delete, exists, func, literal, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -180,37 +180,57 @@ def placed(scores: Any, audience: Any, limit: int, *where: Any) -> Select[Any]:
             .order_by(scores.c.value.desc(), scores.c.reached_at, scores.c.distributor_id).limit(limit))
 
 
-def places(session: Session, stmt: Select[Any]) -> list[Place]:
+def places(session: Session, stmt: Select[Any], params: dict[str, Any] | None = None) -> list[Place]:
     return [Place(i, did, code, name, openid, int(value))
-            for i, (did, code, name, openid, value) in enumerate(session.execute(stmt), start=1)]
+            for i, (did, code, name, openid, value) in enumerate(session.connection().execute(stmt, params),
+                                                                 start=1)]
+
+
+@functools.cache
+def _scores_top(limit: int) -> Select[Any]:
+    """The top of a sales contest with the audience "all" (排行's case), built once."""
+    return placed(CONTEST_SCORES, "all", limit, CONTEST_SCORES.c.contest_id == bindparam("cid"))
 
 
 def live_standings(session: Session, contest: Any, limit: int = TOP) -> list[Place]:
     """The standings now: the running scores by index (sales metrics), or the members counted."""
     if contest.metric in SALES_METRICS:
+        if contest.audience == "all":
+            return places(session, _scores_top(limit), {"cid": contest.id})
         return places(session, placed(CONTEST_SCORES, contest.audience, limit,
                                       CONTEST_SCORES.c.contest_id == contest.id))
     return places(session, placed(member_totals(contest.starts_at, contest.ends_at).subquery(),
                                   contest.audience, limit))
 
 
+# 排行 runs these on every ask: statements built once (building one costs more than running it).
+_S = CONTEST_SCORES.c
+_MINE = select(_S.value, _S.reached_at).where(_S.contest_id == bindparam("cid"), _S.distributor_id == bindparam("did"))
+
+
+def _count(*where: Any) -> Any:
+    return select(func.count()).select_from(CONTEST_SCORES).where(_S.contest_id == bindparam("cid"), *where) \
+        .scalar_subquery()
+
+
+_ABOVE = select(_count(_S.value > bindparam("v")) + _count(_S.value == bindparam("v"), _S.reached_at < bindparam("r")))
+_TIED = select(_S.distributor_id).where(_S.contest_id == bindparam("cid"), _S.value == bindparam("v"),
+                                        _S.reached_at == bindparam("r"))
+
+
 def own_place(session: Session, contest_id: int, distributor_id: int) -> tuple[int, int] | None:
     """(place, value) of a distributor in a sales contest with the audience "all", from the score
     index alone: one more than the rows ranking above theirs. None when they have not placed."""
-    s = CONTEST_SCORES.c
-    mine = session.execute(select(s.value, s.reached_at).where(
-        s.contest_id == contest_id, s.distributor_id == distributor_id)).first()
+    conn = session.connection()
+    mine = conn.execute(_MINE, {"cid": contest_id, "did": distributor_id}).first()
     if mine is None or mine.value <= 0:
         return None
-
-    def count(*where: Any) -> Any:
-        return select(func.count()).select_from(CONTEST_SCORES).where(s.contest_id == contest_id, *where) \
-            .scalar_subquery()
-    above = session.scalar(select(count(s.value > mine.value)
-                                  + count(s.value == mine.value, s.reached_at < mine.reached_at)
-                                  + count(s.value == mine.value, s.reached_at == mine.reached_at,
-                                          s.distributor_id < distributor_id)))
-    return int(above or 0) + 1, int(mine.value)
+    at = {"cid": contest_id, "v": mine.value, "r": mine.reached_at}
+    above = conn.execute(_ABOVE, at).scalar() or 0
+    # Ties to the very instant are rare: the few tied rows are read by the index, not counted
+    # through the primary key (which would walk every lower distributor id).
+    above += sum(1 for did in conn.execute(_TIED, at).scalars() if did < distributor_id)
+    return int(above) + 1, int(mine.value)
 
 
 # ---- the built-in 月度推广之星 and the job's work ------------------------------------------------------
@@ -232,9 +252,12 @@ def ensure_star(session: Session, config: Config, now: datetime) -> None:
            now=now, source=star_source(now))
 
 
+_BY_SOURCE = select(CONTESTS).where(CONTESTS.c.source == bindparam("source"))
+
+
 def star(session: Session, now: datetime) -> Any | None:
     """This month's 月度推广之星 row, None before the job has made it."""
-    return session.execute(select(CONTESTS).where(CONTESTS.c.source == star_source(now))).first()
+    return session.connection().execute(_BY_SOURCE, {"source": star_source(now)}).first()
 
 
 @dataclass(frozen=True)
