@@ -143,9 +143,13 @@ def sales_totals(metric: str, skus: Sequence[str], starts_at: datetime, ends_at:
     if metric == "sku_sales":
         where.append(o.sku.in_(list(skus)))
     value = func.sum(SALE_FEN)
-    return (select(o.distributor_id.label("distributor_id"), value.label("value"),
+    # Grouped by `distributor_id + 0`, not the column: SQLite would otherwise walk the
+    # (distributor_id, paid_at) index and fetch each order's row from it, a random read each,
+    # several times slower than one scan of the table and a sort (bench/contests.py).
+    seller = o.distributor_id + 0
+    return (select(seller.label("distributor_id"), value.label("value"),
                    func.max(case((SALE_FEN > 0, o.paid_at))).label("reached_at"))
-            .where(*where).group_by(o.distributor_id).having(value > 0))
+            .where(*where).group_by(seller).having(value > 0))
 
 
 def member_totals(starts_at: datetime, ends_at: datetime) -> Select[Any]:
