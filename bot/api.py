@@ -21,6 +21,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, RootModel, Va
 
 from bot.openapi import openapi_spec
 from bot.typedefs import CONFIG
+from domain.config import Config
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +78,23 @@ class IdParam(ApiModel):
     """A path's {id}: a row id, which the database keeps in a 64-bit integer."""
 
     id: int = Field(ge=1, le=2**63 - 1)
+
+
+class RankAudience(BaseModel):
+    ranks: list[str] = Field(min_length=1, description="rank keys from config; active distributors of these ranks")
+
+
+def checked_audience(config: Config, audience: str | RankAudience, noun: str) -> Any:
+    """An audience as stored: "all" or {"ranks": [...]} (sorted, once each); a rank key that the
+    configuration does not know is refused with 422 (campaigns and contests alike)."""
+    if not isinstance(audience, RankAudience):
+        return "all"
+    known = {r.key for r in config.ranks}
+    unknown = [r for r in audience.ranks if r not in known]
+    if unknown:
+        raise ApiError(422, f"invalid_{noun}", f"Unknown rank keys: {', '.join(unknown)}.",
+                       [{"field": "audience.ranks", "problem": f"unknown rank {r!r}"} for r in unknown])
+    return {"ranks": sorted(set(audience.ranks))}
 
 
 def _is_malformed(error_type: str) -> bool:

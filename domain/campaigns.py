@@ -43,8 +43,9 @@ def campaign_key(campaign_id: int, openid: str) -> str:
     return f"campaign:{campaign_id}:{openid}"
 
 
-def _audience(audience: Any) -> list[Any]:
-    """WHERE clauses of an audience: "all" or {"ranks": [...]}, active distributors only."""
+def audience_where(audience: Any) -> list[Any]:
+    """WHERE clauses on DISTRIBUTORS of an audience: "all" or {"ranks": [...]}, active
+    distributors only (campaigns, and the contests that place them)."""
     where = [DISTRIBUTORS.c.status == DistributorStatus.ACTIVE]
     if isinstance(audience, dict):
         where.append(DISTRIBUTORS.c.rank.in_(list(audience.get("ranks") or [])))
@@ -52,7 +53,7 @@ def _audience(audience: Any) -> list[Any]:
 
 
 def count_audience(session: Session, audience: Any, max_id: int | None = None) -> int:
-    where = _audience(audience)
+    where = audience_where(audience)
     if max_id is not None:
         where.append(DISTRIBUTORS.c.id <= max_id)
     return session.scalar(select(func.count()).select_from(DISTRIBUTORS).where(*where)) or 0
@@ -129,7 +130,7 @@ def enqueue_batch(session: Session, campaign_id: int, now: datetime) -> bool:
 
 def _batch_ids(c: Campaign, size: int) -> Any:
     return (select(DISTRIBUTORS.c.id, DISTRIBUTORS.c.openid)
-            .where(*_audience(c.audience), DISTRIBUTORS.c.id > c.cursor, DISTRIBUTORS.c.id <= c.audience_max_id)
+            .where(*audience_where(c.audience), DISTRIBUTORS.c.id > c.cursor, DISTRIBUTORS.c.id <= c.audience_max_id)
             .order_by(DISTRIBUTORS.c.id).limit(size))
 
 
@@ -143,7 +144,7 @@ def _queue_service(session: Session, c: Campaign, now: datetime) -> int:
     rows = select(literal(campaign_key(c.id, "")) + DISTRIBUTORS.c.openid, DISTRIBUTORS.c.openid,
                   literal_column("'{}'"), literal(OutboxStatus.PENDING.value), literal(0), when, when,
                   literal(c.body_id)).where(
-        *_audience(c.audience), DISTRIBUTORS.c.id > c.cursor, DISTRIBUTORS.c.id <= last)
+        *audience_where(c.audience), DISTRIBUTORS.c.id > c.cursor, DISTRIBUTORS.c.id <= last)
     insert = dialect_insert(session, OUTBOX).from_select(
         ["key", "openid", "payload", "status", "attempts", "next_attempt_at", "created_at", "body_id"], rows)
     session.execute(insert.on_conflict_do_nothing(index_elements=["key"]))

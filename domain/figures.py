@@ -46,8 +46,8 @@ class Member:
     sales: list[Sales]
 
 
-_SALE_FEN = ORDERS.c.amount_fen - ORDERS.c.refunded_fen
-_COUNTED = ORDERS.c.status != OrderStatus.CANCELLED
+SALE_FEN = ORDERS.c.amount_fen - ORDERS.c.refunded_fen
+COUNTED = ORDERS.c.status != OrderStatus.CANCELLED
 
 
 def _inside(col: Any, window: Window) -> ColumnElement[bool]:
@@ -65,7 +65,7 @@ def _sum_in(col: Any, value: Any, window: Window) -> ColumnElement[Any]:
 
 def _sales_columns(windows: Sequence[Window]) -> list[ColumnElement[Any]]:
     """Per window: the credited fen, then the number of orders."""
-    return [c for w in windows for c in (_sum_in(ORDERS.c.paid_at, _SALE_FEN, w), _sum_in(ORDERS.c.paid_at, 1, w))]
+    return [c for w in windows for c in (_sum_in(ORDERS.c.paid_at, SALE_FEN, w), _sum_in(ORDERS.c.paid_at, 1, w))]
 
 
 def _sales(values: Sequence[Any]) -> list[Sales]:
@@ -78,7 +78,7 @@ def credited_sales(session: Session, ids: Sequence[int], windows: Sequence[Windo
         return {}
     o = ORDERS.c
     stmt = (select(o.distributor_id, *_sales_columns(windows))
-            .where(o.distributor_id.in_(ids), _COUNTED, _any_window(o.paid_at, windows)).group_by(o.distributor_id))
+            .where(o.distributor_id.in_(ids), COUNTED, _any_window(o.paid_at, windows)).group_by(o.distributor_id))
     return {did: _sales(rest) for did, *rest in session.execute(stmt)}
 
 
@@ -89,7 +89,7 @@ def team_sales(session: Session, ids: Sequence[int], windows: Sequence[Window]) 
     o, d = ORDERS.c, DISTRIBUTORS.c
     stmt = (select(d.inviter_id, d.id, d.name, *_sales_columns(windows))
             .select_from(ORDERS.join(DISTRIBUTORS, d.id == o.distributor_id))
-            .where(d.inviter_id.in_(ids), d.status == DistributorStatus.ACTIVE, _COUNTED,
+            .where(d.inviter_id.in_(ids), d.status == DistributorStatus.ACTIVE, COUNTED,
                    _any_window(o.paid_at, windows))
             .group_by(d.inviter_id, d.id, d.name))
     out: dict[int, list[Member]] = defaultdict(list)
@@ -103,8 +103,8 @@ def personal_sales(session: Session, ids: Sequence[int]) -> dict[int, int]:
     if not ids:
         return {}
     o = ORDERS.c
-    stmt = (select(o.distributor_id, func.sum(_SALE_FEN))
-            .where(o.distributor_id.in_(ids), o.completed_at.is_not(None), _COUNTED).group_by(o.distributor_id))
+    stmt = (select(o.distributor_id, func.sum(SALE_FEN))
+            .where(o.distributor_id.in_(ids), o.completed_at.is_not(None), COUNTED).group_by(o.distributor_id))
     return {did: int(fen or 0) for did, fen in session.execute(stmt)}
 
 
@@ -133,7 +133,7 @@ def teams(session: Session, ids: Sequence[int], windows: Sequence[Window]) -> di
 def sales_by_time(session: Session, distributor_id: int, window: Window) -> list[tuple[datetime, int]]:
     """(paid at, credited fen) of each order credited to the distributor and paid in the window."""
     o = ORDERS.c
-    stmt = select(o.paid_at, _SALE_FEN).where(o.distributor_id == distributor_id, _COUNTED, _inside(o.paid_at, window))
+    stmt = select(o.paid_at, SALE_FEN).where(o.distributor_id == distributor_id, COUNTED, _inside(o.paid_at, window))
     return [(at, int(fen)) for at, fen in session.execute(stmt)]
 
 

@@ -17,7 +17,7 @@ from pydantic import AwareDatetime, BaseModel, Field
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from bot.api import ApiError, ApiModel, IdParam, ok
+from bot.api import ApiError, ApiModel, IdParam, RankAudience, checked_audience, ok
 from bot.api import text as text_field
 from bot.chat import Ctx, Incoming
 from bot.feature import Feature
@@ -62,10 +62,6 @@ def on_mass_finished(msg: Incoming, ctx: Ctx) -> None:
 
 
 # ---- /api/campaigns ------------------------------------------------------------------------------
-class RankAudience(BaseModel):
-    ranks: list[str] = Field(min_length=1, description="rank keys from config; active distributors of these ranks")
-
-
 class CampaignIn(ApiModel):
     noun: ClassVar[str] = "campaign"
     title: text_field(64)
@@ -123,15 +119,7 @@ def _json(session: Session, c: Campaign) -> dict[str, Any]:
 @api.post("/campaigns", summary="Schedule a broadcast to all active distributors or some ranks",
           body=CampaignIn, response=CampaignOut, status=201)
 async def create_campaign(request: web.Request, body: CampaignIn) -> web.Response:
-    config = request.config_dict[CONFIG]
-    audience: Any = "all"
-    if isinstance(body.audience, RankAudience):
-        known = {r.key for r in config.ranks}
-        unknown = [r for r in body.audience.ranks if r not in known]
-        if unknown:
-            raise ApiError(422, "invalid_campaign", f"Unknown rank keys: {', '.join(unknown)}.",
-                           [{"field": "audience.ranks", "problem": f"unknown rank {r!r}"} for r in unknown])
-        audience = {"ranks": sorted(set(body.audience.ranks))}
+    audience = checked_audience(request.config_dict[CONFIG], body.audience, "campaign")
     now = datetime.now(UTC)
     send_at = body.send_at.astimezone(UTC) if body.send_at else now
 

@@ -1,14 +1,229 @@
-"""Contests (CONTRACT §4.6): the `contests` job that opens, closes and settles them on time."""
+"""Contests (CONTRACT §4.6): POST/GET /api/contests, the `contests` job that makes the month's
+月度推广之星, opens contests at their start and settles them after their end, and 排行 (§5).
+
+Rules and queries live in domain.contests (standings) and domain.contest_results (settlement).
+"""
 
 from __future__ import annotations
 
+import logging
+from datetime import UTC, datetime
+from typing import Annotated, Any, ClassVar, Literal
+
 from aiohttp import web
+from pydantic import AwareDatetime, BaseModel, Field
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
+from bot.api import ApiError, ApiModel, IdParam, RankAudience, checked_audience, ok
+from bot.api import text as text_field
+from bot.chat import Ctx, Incoming, active_only
 from bot.feature import Feature
+from bot.menu import MenuKey
+from bot.scheduler import JOBS
+from bot.typedefs import CONFIG, SESSIONMAKER, WRITER
+from domain import contest_results, contests
+from domain.formats import china_time, mask_name, yuan
+from domain.messages import Text
+from storage.db import run_read
+from storage.models import Distributor
+from storage.models_engage import ContestStatus
+from storage.tables import CONTESTS
 
+log = logging.getLogger(__name__)
 feature = Feature("contests")
+api = feature.api
+BOARD = 10  # places 排行 shows
+EARLIEST, LATEST = datetime(2000, 1, 1, tzinfo=UTC), datetime(2100, 1, 1, tzinfo=UTC)  # a window's bounds
 
 
+# ---- the job -------------------------------------------------------------------------------------
 @feature.job("contests", "interval", minutes=1)
-async def tick_contests(app: web.Application) -> None:
-    """Open, close and settle the contests that are due. An empty shell for now: the next issue fills it."""
+async def tick_contests(app: web.Application) -> int:
+    """Make this month's 月度推广之星, open contests whose start has come and settle those whose
+    end has passed (each in one unit of its own); the contests settled. A read first: nearly
+    every minute there is nothing to do."""
+    now = datetime.now(UTC)
+    due = await run_read(app[SESSIONMAKER], lambda s: contests.due(s, now))
+    if due.star_missing:
+        await app[WRITER].run(lambda s: contests.ensure_star(s, app[CONFIG], now), slow=True)
+    if due.to_open:
+        await app[WRITER].run(lambda s: contests.open_due(s, now))
+    settled = 0
+    for cid in due.to_settle:
+        campaign = await app[WRITER].run(lambda s, cid=cid: contest_results.settle(s, cid, now), slow=True)
+        if campaign is not None:
+            settled += 1
+            log.info("contest settled", extra={"contest": cid, "campaign": campaign})
+    if settled:
+        app[JOBS].start("campaigns", "contests")  # the results go out now, not at the next tick
+    return settled
+
+
+# ---- 排行 ----------------------------------------------------------------------------------------
+@feature.command("排行", "top", menu=MenuKey.TOP)
+@active_only
+def on_top(msg: Incoming, ctx: Ctx, me: Distributor) -> Text:
+    star = contests.star(ctx.session, ctx.now)
+    if star is None:  # the month has just begun and the job has not made it yet
+        ctx.app[JOBS].start("contests", "排行")
+        return Text("本月排行榜正在生成，请稍后再发“排行”查看。")
+    top = contests.live_standings(ctx.session, star, BOARD)
+    lines = [f"🏆 {star.title} 实时排行"]
+    lines += [f"{p.place}. {mask_name(p.name)}  {yuan(p.value)}" for p in top] or ["本月还没有人上榜，快来抢第一名！"]
+    mine = contests.own_place(ctx.session, star.id, me.id)
+    if mine is None:
+        lines.append("\n您本月还没有销售，加油！回复“海报”分享给朋友，下单即可上榜。")
+    else:
+        place, value = mine
+        lines.append(f"\n您的排名：第 {place} 名，本月销售额 {yuan(value)}")
+        if place > BOARD and len(top) == BOARD:
+            lines.append(f"再卖 {yuan(top[-1].value - value + 1)} 即可进入前 {BOARD} 名。")
+    if star.prizes_fen:
+        prizes = "、".join(f"第{i}名 {yuan(p)}" for i, p in enumerate(star.prizes_fen, start=1))
+        lines.append(f"月底奖励：{prizes}")
+    return Text("\n".join(lines))
+
+
+# ---- /api/contests -------------------------------------------------------------------------------
+Sku = Annotated[str, Field(min_length=1, max_length=64, pattern=r"\S")]
+Prize = Annotated[int, Field(ge=1, le=10**10)]
+
+
+class ContestIn(ApiModel):
+    noun: ClassVar[str] = "contest"
+    title: text_field(64)
+    metric: Literal["sales", "sku_sales", "new_members"] = Field(
+        description="sales: credited sales paid in the window less refunds; sku_sales: the same for `skus`; "
+                    "new_members: active invitees registered in the window (no prizes)")
+    skus: list[Sku] = Field(default_factory=list, max_length=100, description="required for sku_sales")
+    starts_at: AwareDatetime = Field(description="RFC 3339 with a zone")
+    ends_at: AwareDatetime = Field(description="RFC 3339 with a zone, after starts_at")
+    prizes_fen: list[Prize] = Field(default_factory=list, max_length=100,
+                                    description="prize by place, fen; must be empty for new_members")
+    audience: Literal["all"] | RankAudience = "all"
+
+
+class Standing(BaseModel):
+    place: int
+    code: str
+    name: str
+    value: int
+
+
+class Winner(BaseModel):
+    place: int
+    code: str
+    prize_fen: int
+
+
+class ContestSummary(BaseModel):
+    id: int
+    title: str
+    metric: Literal["sales", "sku_sales", "new_members"]
+    skus: list[str]
+    starts_at: datetime
+    ends_at: datetime
+    prizes_fen: list[int]
+    audience: Any
+    status: Literal["scheduled", "running", "settled"]
+    source: str | None
+    campaign_id: int | None
+    created_at: datetime
+    settled_at: datetime | None
+
+
+class ContestOut(ContestSummary):
+    standings: list[Standing] = Field(description="top 100: live while running, final once settled")
+    winners: list[Winner] | None = Field(description="once settled: the places that won a prize")
+
+
+class ContestList(BaseModel):
+    contests: list[ContestSummary]
+    total: int
+
+
+class ContestQuery(ApiModel):
+    limit: int = Field(50, ge=1, le=200)
+    offset: int = Field(0, ge=0)
+
+
+class ContestId(IdParam):
+    noun: ClassVar[str] = "contest"
+
+
+def _summary(c: Any) -> dict[str, Any]:
+    return {"id": c.id, "title": c.title, "metric": c.metric, "skus": list(c.skus or ()),
+            "starts_at": china_time(c.starts_at), "ends_at": china_time(c.ends_at),
+            "prizes_fen": list(c.prizes_fen or ()), "audience": c.audience, "status": c.status, "source": c.source,
+            "campaign_id": c.campaign_id, "created_at": china_time(c.created_at),
+            "settled_at": china_time(c.settled_at) if c.settled_at else None}
+
+
+def _json(session: Session, contest_id: int) -> dict[str, Any]:
+    c = session.execute(select(CONTESTS).where(CONTESTS.c.id == contest_id)).first()
+    if c is None:
+        raise ApiError(404, "not_found", f"No contest {contest_id}.")
+    if c.status == ContestStatus.SETTLED:
+        final = c.winners or []
+        standings = [{k: w[k] for k in ("place", "code", "name", "value")} for w in final]
+        winners: list[dict[str, Any]] | None = [{k: w[k] for k in ("place", "code", "prize_fen")}
+                                                for w in final if w["prize_fen"] > 0]
+    else:
+        standings = [{"place": p.place, "code": p.code, "name": p.name, "value": p.value}
+                     for p in contests.live_standings(session, c)]
+        winners = None
+    return {**_summary(c), "standings": standings, "winners": winners}
+
+
+def _refuse(message: str, field: str, problem: str) -> ApiError:
+    return ApiError(422, "invalid_contest", message, [{"field": field, "problem": problem}])
+
+
+@api.post("/contests", summary="Create a contest: sales, sku_sales or new_members over a window",
+          body=ContestIn, response=ContestOut, status=201)
+async def create_contest(request: web.Request, body: ContestIn) -> web.Response:
+    try:
+        starts_at, ends_at = body.starts_at.astimezone(UTC), body.ends_at.astimezone(UTC)
+    except OverflowError:
+        raise _refuse("starts_at and ends_at must lie between 2000 and 2100.", "starts_at", "out of range") from None
+    if not (EARLIEST <= starts_at and ends_at < LATEST):
+        raise _refuse("starts_at and ends_at must lie between 2000 and 2100.", "starts_at", "out of range")
+    if ends_at <= starts_at:
+        raise _refuse("ends_at must be after starts_at.", "ends_at", "not after starts_at")
+    if body.metric == "sku_sales" and not body.skus:
+        raise _refuse("A sku_sales contest needs at least one SKU in skus.", "skus", "empty for sku_sales")
+    if body.metric == "new_members" and body.prizes_fen:
+        raise _refuse("A new_members contest carries no prizes: paying for recruitment is the mark of pyramid "
+                      "selling, so it is a leaderboard of honour only. Send prizes_fen as [].",
+                      "prizes_fen", "prizes on a new_members contest")
+    audience = checked_audience(request.config_dict[CONFIG], body.audience, "contest")
+    now = datetime.now(UTC)
+
+    def create(session: Session) -> dict[str, Any]:
+        cid = contests.create(session, title=body.title, metric=body.metric,
+                              skus=sorted(set(body.skus)) if body.metric == "sku_sales" else [],
+                              starts_at=starts_at, ends_at=ends_at,
+                              prizes_fen=body.prizes_fen, audience=audience, now=now)
+        assert cid is not None
+        return _json(session, cid)
+    data = await request.config_dict[WRITER].run(create, slow=True)  # the backfill may read many orders
+    if ends_at <= now:
+        request.config_dict[JOBS].start("contests", "api")  # over already: settle it now
+    return ok(data, status=201)
+
+
+@api.get("/contests", summary="Contests, newest first", query=ContestQuery, response=ContestList)
+async def list_contests(request: web.Request, query: ContestQuery) -> web.Response:
+    def read(session: Session) -> dict[str, Any]:
+        rows = session.execute(select(CONTESTS).order_by(CONTESTS.c.id.desc()).limit(query.limit)
+                               .offset(query.offset)).all()
+        total = session.scalar(select(func.count()).select_from(CONTESTS)) or 0
+        return {"contests": [_summary(c) for c in rows], "total": total}
+    return ok(await run_read(request.config_dict[SESSIONMAKER], read))
+
+
+@api.get("/contests/{id}", summary="One contest with its standings (top 100) and, once settled, its winners",
+         params=ContestId, response=ContestOut, errors=(404,))
+async def get_contest(request: web.Request, params: ContestId) -> web.Response:
+    return ok(await run_read(request.config_dict[SESSIONMAKER], lambda s: _json(s, params.id)))

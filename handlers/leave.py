@@ -18,6 +18,7 @@ from sqlalchemy import select
 
 from bot.chat import Ctx, Incoming, active_only
 from bot.feature import Feature
+from domain import contests
 from domain.formats import mask_name, yuan
 from domain.ledger import balance, settle
 from domain.messages import Text
@@ -59,6 +60,7 @@ def on_confirm(msg: Incoming, ctx: Ctx, me: Distributor) -> Text:
         return Text("请回复“确认退出”以退出分销计划，或回复“取消”放弃。")
     ctx.clear_state()
     me.status, me.exited_at = DistributorStatus.EXITED, ctx.now
+    contests.withdraw(ctx.session, me.id)  # an exited distributor no longer places
     settled = settle(ctx.session, me.id, ctx.now)
     pending = balance(ctx.session, me.id)["pending_fen"]
     new_inviter = ctx.session.get(Distributor, me.inviter_id) if me.inviter_id else None

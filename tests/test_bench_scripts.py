@@ -47,3 +47,9 @@ def test_broadcast_bench_queues_and_sends_everyone() -> None:
     out = run_bench("broadcast.py", "--db", "sqlite", "--recipients", "50", "--rate", "200")
     assert "[baseline]" in out and "50 recipients: queued in" in out, out
     assert "sent 50 (failed 0)" in out, out
+
+
+def test_contests_bench_times_top_and_settles_once() -> None:
+    out = run_bench("contests.py", "--distributors", "60", "--orders", "400", "--top", "20")
+    for stage in ("monthly star made", "排行 handler alone", "settlement of a contest with", "a second settle: None"):
+        assert stage in out, out

@@ -1,0 +1,167 @@
+"""Contests at scale on SQLite: 排行 with 100,000 distributors and 1,000,000 orders in the month,
+and the settlement of a contest with about 100,000 participants.
+
+    .venv/bin/python bench/contests.py [--distributors 100000] [--orders 1000000] [--top 1000] [--keep]
+
+1. A SQLite file in a temp dir is migrated and seeded straight into the tables (sqlite3
+   executemany, one transaction): `--distributors` distributors and `--orders` orders paid this
+   calendar month (China time), random sellers and amounts, every 20th refunded in part and every
+   50th cancelled.
+2. This month's 月度推广之星 is made as the `contests` job makes it (`ensure_star`: the contest
+   and its running totals backfilled from the orders with one INSERT ... SELECT). Printed: the time.
+3. 排行: the handler alone (`handlers.contests.on_top`: its queries and its text), called `--top`
+   times for random distributors, each inside a unit of work on the app's writer as the dispatcher
+   runs it (the webhook and the passive reply around it are not in this figure). Printed: p50,
+   p99. Target: p99 < 20 ms.
+4. Settlement: a sales contest over the same orders, already ended, with ten prizes, is created
+   (backfill timed) and settled by `domain.contest_results.settle` in one unit (`slow=True`, as the
+   job runs it): the final standings recounted from the orders, the ten rewards, notices and the
+   results campaign. Printed: participants and the time. Target: < 10 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import shutil
+import sqlite3
+import statistics
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from sqlalchemy import func, select  # noqa: E402
+
+from bot.chat import Ctx  # noqa: E402
+from bot.scheduler import JOBS  # noqa: E402
+from domain import contest_results, contests  # noqa: E402
+from domain.config import Config  # noqa: E402
+from domain.formats import month_start  # noqa: E402
+from handlers.contests import on_top  # noqa: E402
+from storage.db import create_engine  # noqa: E402
+from storage.migrate import upgrade  # noqa: E402
+from storage.models import Distributor  # noqa: E402
+from storage.tables import CONTEST_SCORES  # noqa: E402
+from storage.writer import Writer  # noqa: E402
+
+
+
+def seed(path: Path, distributors: int, orders: int, now: datetime) -> None:
+    rng = random.Random(7)
+    start = month_start(now).astimezone(UTC)
+    span = max(int((now - start).total_seconds()) - 60, 60)
+    # SQLite keeps UTC times as text, as the UtcDateTime column type writes them.
+    stamp = "%Y-%m-%d %H:%M:%S.%f"
+    joined = (start - timedelta(days=40)).strftime(stamp)
+    db = sqlite3.connect(path)
+    try:
+        with db:
+            db.executemany(
+                "INSERT INTO distributors (id, code, openid, phone, name, inviter_id, rank, status, registered_at,"
+                " weekly_report) VALUES (?, ?, ?, ?, ?, NULL, 'junior', 'active', ?, 1)",
+                ((i + 1, f"C{i:05X}"[-6:], f"obench{i:010d}", str(13000000000 + i), "张" + "三四五六七"[i % 5],
+                  joined) for i in range(distributors)))
+
+            def rows() -> Any:
+                for k in range(orders):
+                    at = (start + timedelta(seconds=rng.randrange(span))).strftime(stamp)
+                    amount = rng.randrange(1000, 50000)
+                    status = "cancelled" if k % 50 == 0 else "paid"
+                    refunded = amount // 4 if k % 20 == 0 else 0
+                    yield (f"BC{k}", rng.randrange(distributors) + 1, amount, refunded, status, at, at)
+            db.executemany("INSERT INTO orders (order_no, distributor_id, amount_fen, refunded_fen, status, paid_at,"
+                           " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)", rows())
+        db.execute("ANALYZE")
+    finally:
+        db.close()
+
+
+def percentiles(times: list[float]) -> str:
+    ms = sorted(t * 1000 for t in times)
+    p99 = ms[min(len(ms) - 1, int(len(ms) * 0.99))]
+    return f"p50 {statistics.median(ms):.2f} ms, p99 {p99:.2f} ms, max {ms[-1]:.2f} ms"
+
+
+class _NoJobs:
+    def start(self, *args: Any, **kw: Any) -> bool:
+        return False
+
+
+async def run(path: Path, distributors: int, orders: int, calls: int) -> None:
+    db_url = f"sqlite+aiosqlite:///{path}"
+    engine = create_engine(db_url)
+    await upgrade(engine)
+    now = datetime.now(UTC)
+    t0 = time.perf_counter()
+    seed(path, distributors, orders, now)
+    print(f"seeded {distributors:,} distributors and {orders:,} orders this month in {time.perf_counter() - t0:.1f} s")
+    config = Config(database={"url": db_url}, contests={"monthly_star_prizes_fen": [50000, 30000, 10000]})
+    writer = Writer(engine)
+    try:
+        t0 = time.perf_counter()
+        await writer.run(lambda s: contests.ensure_star(s, config, now), slow=True)
+        scored = await writer.run(lambda s: s.scalar(select(func.count()).select_from(CONTEST_SCORES)))
+        print(f"monthly star made with its backfill ({scored:,} score rows) in {time.perf_counter() - t0:.2f} s")
+
+        rng = random.Random(4)
+        app = {JOBS: _NoJobs()}
+
+        def one(session: Any) -> float:
+            d = session.get(Distributor, rng.randrange(distributors) + 1)
+            ctx = Ctx(session=session, app=app, config=config, now=datetime.now(UTC), openid=d.openid,
+                      distributor=d, state=None)
+            t = time.perf_counter()
+            reply = on_top(None, ctx)  # type: ignore[arg-type]
+            took = time.perf_counter() - t
+            assert "月度推广之星" in reply.content, reply  # type: ignore[union-attr]
+            return took
+        times = [await writer.run(one) for _ in range(calls)]
+        print(f"排行 handler alone (in a unit of work, {calls} calls, random askers): {percentiles(times)}")
+
+        ended = datetime.now(UTC)
+        t0 = time.perf_counter()
+        cid = await writer.run(lambda s: contests.create(
+            s, title="结算压测赛", metric="sales", skus=(), starts_at=month_start(now).astimezone(UTC), ends_at=ended,
+            prizes_fen=[10000] * 10, audience="all", now=ended), slow=True)
+        print(f"contest created with its backfill in {time.perf_counter() - t0:.2f} s")
+        participants = await writer.run(lambda s: s.scalar(select(func.count()).select_from(CONTEST_SCORES)
+                                                           .where(CONTEST_SCORES.c.contest_id == cid)))
+        t0 = time.perf_counter()
+        campaign = await writer.run(lambda s: contest_results.settle(s, cid, datetime.now(UTC)), slow=True)
+        took = time.perf_counter() - t0
+        again = await writer.run(lambda s: contest_results.settle(s, cid, datetime.now(UTC)), slow=True)
+        print(f"settlement of a contest with {participants:,} participants: {took:.2f} s "
+              f"(campaign {campaign}; a second settle: {again})")
+        if campaign is None or again is not None:
+            raise SystemExit("the contest was not settled exactly once")
+    finally:
+        await writer.close()
+        await engine.dispose()
+
+
+async def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--distributors", type=int, default=100_000)
+    ap.add_argument("--orders", type=int, default=1_000_000)
+    ap.add_argument("--top", type=int, default=1000, help="排行 calls to time")
+    ap.add_argument("--keep", action="store_true", help="keep the temp dir")
+    args = ap.parse_args()
+    workdir = Path(tempfile.mkdtemp(prefix="distbot-contests-"))
+    try:
+        await run(workdir / "distbot.db", args.distributors, args.orders, args.top)
+    finally:
+        if args.keep:
+            print(f"kept {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
