@@ -51,5 +51,6 @@ def test_broadcast_bench_queues_and_sends_everyone() -> None:
 
 def test_contests_bench_times_top_and_settles_once() -> None:
     out = run_bench("contests.py", "--distributors", "60", "--orders", "400", "--top", "20")
-    for stage in ("monthly star made", "排行 handler alone", "settlement of a contest with", "a second settle: None"):
+    for stage in ("monthly star made", "排行 handler alone", "等级 handler alone", "settlement of a contest with",
+                  "a second settle: None"):
         assert stage in out, out
