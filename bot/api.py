@@ -74,6 +74,13 @@ def text(max_length: int) -> Any:
     return Annotated[str, Field(min_length=1, max_length=max_length, pattern=r"\S"), AfterValidator(str.strip)]
 
 
+class PageQuery(ApiModel):
+    """A list's page: `limit` rows from `offset` (the bound keeps OFFSET within a 64-bit integer)."""
+
+    limit: int = Field(50, ge=1, le=200, description="at most this many")
+    offset: int = Field(0, ge=0, le=2**62, description="rows to skip")
+
+
 class IdParam(ApiModel):
     """A path's {id}: a row id, which the database keeps in a 64-bit integer."""
 

@@ -17,7 +17,7 @@ from pydantic import AwareDatetime, BaseModel, Field
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from bot.api import ApiError, ApiModel, IdParam, RankAudience, checked_audience, ok
+from bot.api import ApiError, ApiModel, IdParam, PageQuery, RankAudience, checked_audience, ok
 from bot.api import text as text_field
 from bot.chat import Ctx, Incoming
 from bot.feature import Feature
@@ -97,11 +97,6 @@ class CampaignList(BaseModel):
     total: int
 
 
-class CampaignQuery(ApiModel):
-    limit: int = Field(50, ge=1, le=200)
-    offset: int = Field(0, ge=0)
-
-
 class CampaignId(IdParam):
     noun: ClassVar[str] = "campaign"
 
@@ -133,8 +128,8 @@ async def create_campaign(request: web.Request, body: CampaignIn) -> web.Respons
     return ok(data, status=201)
 
 
-@api.get("/campaigns", summary="Campaigns, newest first", query=CampaignQuery, response=CampaignList)
-async def list_campaigns(request: web.Request, query: CampaignQuery) -> web.Response:
+@api.get("/campaigns", summary="Campaigns, newest first", query=PageQuery, response=CampaignList)
+async def list_campaigns(request: web.Request, query: PageQuery) -> web.Response:
     def read(session: Session) -> dict[str, Any]:
         rows = session.scalars(select(Campaign).order_by(Campaign.id.desc()).limit(query.limit)
                                .offset(query.offset)).all()

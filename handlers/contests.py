@@ -15,7 +15,7 @@ from pydantic import AwareDatetime, BaseModel, Field
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from bot.api import ApiError, ApiModel, IdParam, RankAudience, checked_audience, ok
+from bot.api import ApiError, ApiModel, IdParam, PageQuery, RankAudience, checked_audience, ok
 from bot.api import text as text_field
 from bot.chat import Ctx, Incoming, active_only
 from bot.feature import Feature
@@ -143,11 +143,6 @@ class ContestList(BaseModel):
     total: int
 
 
-class ContestQuery(ApiModel):
-    limit: int = Field(50, ge=1, le=200)
-    offset: int = Field(0, ge=0)
-
-
 class ContestId(IdParam):
     noun: ClassVar[str] = "contest"
 
@@ -213,8 +208,8 @@ async def create_contest(request: web.Request, body: ContestIn) -> web.Response:
     return ok(data, status=201)
 
 
-@api.get("/contests", summary="Contests, newest first", query=ContestQuery, response=ContestList)
-async def list_contests(request: web.Request, query: ContestQuery) -> web.Response:
+@api.get("/contests", summary="Contests, newest first", query=PageQuery, response=ContestList)
+async def list_contests(request: web.Request, query: PageQuery) -> web.Response:
     def read(session: Session) -> dict[str, Any]:
         rows = session.execute(select(CONTESTS).order_by(CONTESTS.c.id.desc()).limit(query.limit)
                                .offset(query.offset)).all()

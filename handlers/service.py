@@ -17,7 +17,7 @@ from aiohttp import web
 from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
-from bot.api import ApiError, ApiModel, IdParam, actor_of, ok
+from bot.api import ApiError, ApiModel, IdParam, PageQuery, actor_of, ok
 from bot.api import text as text_field
 from bot.chat import Ctx, Incoming, split_command
 from bot.feature import Feature
@@ -120,10 +120,8 @@ class TicketDetail(TicketOut):
     replies: list[ReplyOut]
 
 
-class TicketQuery(ApiModel):
+class TicketQuery(PageQuery):
     status: TicketStatus | None = Field(None, description="only tickets of this status (omitted: all)")
-    limit: int = Field(50, ge=1, le=200)
-    offset: int = Field(0, ge=0, le=2**62)
 
 
 class TicketId(IdParam):
