@@ -52,10 +52,14 @@ def ok(data: Any, status: int = 200) -> web.Response:
     return web.json_response(data, status=status, dumps=_dumps)
 
 
+# Who acts, when not the admin token: the console names its session here.
+ACTOR = web.RequestKey("actor", str)
+
+
 def actor_of(request: web.Request) -> str:
     """Who is acting, kept with what admins change (rank changes, adjustments, ticket replies).
     One admin token today; named tokens (CONTRACT §4.11) will name themselves here."""
-    return "admin"
+    return request.get(ACTOR, "admin")
 
 
 # ---- request models ------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from sqlalchemy import delete, func, select, text
 from bot import jobs_api, webhook
 from bot.api import ApiRoutes, create_api_app
 from bot.chat import ChatRouter
+from bot.console import create_console_app
 from bot.dispatcher import REPLY_DEADLINE_SECONDS, Dispatcher
 from bot.feature import Feature, check, install_resources
 from bot.features import FEATURES
@@ -120,6 +121,7 @@ def create_app(config: Config, *, platform: Platform | None = None, workers: boo
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
     app.add_subapp("/api", create_api_app(api_tables(features)))
+    app.add_subapp("/admin", create_console_app(f.console for f in features))
     for f in features:  # public pages (training pages, share pages, pack pictures)
         app.router.add_routes(f.pages)
     if config.sandbox:

@@ -58,6 +58,7 @@ class Feature:
         self.fallback_handler: Handler | None = None
         self.api = ApiRoutes(name)
         self.pages = web.RouteTableDef()
+        self.console = web.RouteTableDef()  # admin console pages, paths under /admin (bot.console)
         self.jobs: list[Job] = []
         self.resources: list[tuple[web.AppKey[Any], ResourceFactory]] = []
 
@@ -144,6 +145,9 @@ def check(features: Iterable[Feature]) -> None:
         for page in f.pages:
             if isinstance(page, web.RouteDef):
                 claim("page", f"{page.method} {page.path}", f)
+        for page in f.console:
+            if isinstance(page, web.RouteDef):
+                claim("console page", f"{page.method} {page.path}", f)
         for j in f.jobs:
             claim("job", j.id, f)
         for key, _ in f.resources:

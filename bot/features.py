@@ -4,7 +4,8 @@ No auto-discovery: a new feature is one module under handlers/ and one line here
 from __future__ import annotations
 
 from bot.feature import Feature
-from handlers import campaigns, content_packs, contests, earnings, help_text, leave, orders, posters, ranks
+from handlers import campaigns, content_packs, contests, earnings, help_text, leave, orders, overview, posters
+from handlers import ranks
 from handlers import registration, scripts, service, team, trainings, weekly_report, withdrawals
 
 FEATURES: tuple[Feature, ...] = (
@@ -23,5 +24,6 @@ FEATURES: tuple[Feature, ...] = (
     ranks.feature,
     contests.feature,
     service.feature,
+    overview.feature,
     help_text.feature,
 )

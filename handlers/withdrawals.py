@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from bot.api import ApiError, ApiModel, IdParam, ok, text
 from bot.chat import Ctx, Incoming, active_only
 from bot.feature import Feature
+from bot.console import done, page
 from bot.typedefs import SESSIONMAKER, WRITER
 from domain.formats import AmountError, china_time, parse_yuan, yuan
 from domain.ledger import AlreadyDecided, balance, decide_withdrawal, withdraw
@@ -27,7 +28,8 @@ from domain.messages import Text
 from domain.outbox import enqueue
 from storage.models import Distributor
 from storage.models_ledger import WithdrawalStatus
-from storage.tables import WITHDRAWALS
+from storage.db import run_read
+from storage.tables import BALANCES, WITHDRAWALS
 
 feature = Feature("withdrawals")
 api = feature.api
@@ -110,23 +112,27 @@ class WithdrawalId(IdParam):
     noun: ClassVar[str] = "withdrawal"
 
 
+def decide_and_tell(session: Session, wid: int, approve: bool, now: datetime, reason: str | None = None) -> Any:
+    """Decide a pending withdrawal and queue the distributor's notice; the withdrawal's row.
+    LookupError when there is none; AlreadyDecided when it was decided before."""
+    decided = decide_withdrawal(session, wid, approve, now, reason)
+    if decided is None:
+        raise LookupError(wid)
+    row = session.execute(_select().where(WITHDRAWALS.c.id == wid)).one()
+    openid = session.scalar(select(Distributor.openid).where(Distributor.id == decided["distributor_id"]))
+    amount = yuan(row.amount_fen)
+    text = (f"您的提现申请（申请号 {wid}）{amount} 已审核通过，款项将尽快到账。" if approve else
+            f"您的提现申请（申请号 {wid}）{amount} 未通过审核，原因：{reason}\n这笔钱已退回您的可提现余额。")
+    enqueue(session, f"withdrawal:{wid}:decided", openid, Text(text))
+    return row
+
+
 async def _decide(request: web.Request, wid: int, approve: bool, reason: str | None = None) -> web.Response:
-    now = datetime.now(UTC)
-
-    def decide(session: Session) -> Any:
-        decided = decide_withdrawal(session, wid, approve, now, reason)
-        if decided is None:
-            raise ApiError(404, "not_found", f"No withdrawal {wid}.")
-        row = session.execute(_select().where(WITHDRAWALS.c.id == wid)).one()
-        openid = session.scalar(select(Distributor.openid).where(Distributor.id == decided["distributor_id"]))
-        amount = yuan(row.amount_fen)
-        text = (f"您的提现申请（申请号 {wid}）{amount} 已审核通过，款项将尽快到账。" if approve else
-                f"您的提现申请（申请号 {wid}）{amount} 未通过审核，原因：{reason}\n这笔钱已退回您的可提现余额。")
-        enqueue(session, f"withdrawal:{wid}:decided", openid, Text(text))
-        return row
-
     try:
-        row = await request.config_dict[WRITER].run(decide)
+        row = await request.config_dict[WRITER].run(
+            lambda s: decide_and_tell(s, wid, approve, datetime.now(UTC), reason))
+    except LookupError:
+        raise ApiError(404, "not_found", f"No withdrawal {wid}.") from None
     except AlreadyDecided as e:
         raise ApiError(409, "already_decided", f"Withdrawal {wid} was already {e.status}.",
                        {"status": e.status}) from None
@@ -144,3 +150,45 @@ async def approve_withdrawal(request: web.Request, params: WithdrawalId) -> web.
           params=WithdrawalId, body=Rejection, response=Withdrawal, errors=(404, 409))
 async def reject_withdrawal(request: web.Request, params: WithdrawalId, body: Rejection) -> web.Response:
     return await _decide(request, params.id, approve=False, reason=body.reason)
+
+
+# ---- the console's 提现 queue -------------------------------------------------------------------
+RECENT_DECIDED = 50
+
+
+def _queue(session: Session) -> dict[str, Any]:
+    w, b = WITHDRAWALS.c, BALANCES.c
+    pending = session.execute(
+        _select().add_columns(Distributor.__table__.c.name, b.available_fen, b.withdrawing_fen, b.withdrawn_fen)
+        .outerjoin(BALANCES, b.distributor_id == w.distributor_id)
+        .where(w.status == WithdrawalStatus.PENDING).order_by(w.id)).all()
+    decided = session.execute(_select().add_columns(Distributor.__table__.c.name)
+                              .where(w.status != WithdrawalStatus.PENDING)
+                              .order_by(w.decided_at.desc(), w.id.desc()).limit(RECENT_DECIDED)).all()
+    return {"pending": pending, "decided": decided}
+
+
+@feature.console.get("/withdrawals")
+async def queue_page(request: web.Request) -> web.Response:
+    return page(request, "withdrawals.html", title="提现", current="/withdrawals",
+                **await run_read(request.config_dict[SESSIONMAKER], _queue))
+
+
+@feature.console.post(r"/withdrawals/{id:\d{1,18}}")
+async def decide_page(request: web.Request) -> web.StreamResponse:
+    wid = int(request.match_info["id"])
+    form = await request.post()
+    decision, reason = form.get("decision"), " ".join(str(form.get("reason", "")).split())[:MAX_REASON]
+    if decision not in ("approve", "reject"):
+        return done(request, "/withdrawals", "请选择批准或拒绝。", error=True)
+    if decision == "reject" and not reason:
+        return done(request, "/withdrawals", f"拒绝申请 {wid} 需要填写原因（会告知分销员）。", error=True)
+    approve = decision == "approve"
+    try:
+        await request.config_dict[WRITER].run(
+            lambda s: decide_and_tell(s, wid, approve, datetime.now(UTC), None if approve else reason))
+    except LookupError:
+        return done(request, "/withdrawals", f"没有申请号为 {wid} 的提现。", error=True)
+    except AlreadyDecided as e:
+        return done(request, "/withdrawals", f"申请 {wid} 已经处理过（{e.status}）。", error=True)
+    return done(request, "/withdrawals", f"申请 {wid} 已{'批准' if approve else '拒绝'}。")

@@ -5,3 +5,4 @@ from storage import models_ledger  # noqa: F401
 from storage import models_content  # noqa: F401
 from storage import models_campaigns  # noqa: F401
 from storage import models_engage  # noqa: F401
+from storage import models_console  # noqa: F401

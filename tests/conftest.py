@@ -204,3 +204,12 @@ async def wechat_server(platform: Platform) -> AsyncIterator[TestServer]:
 async def harness(db_url: str, platform: Platform, wechat_server: TestServer) -> AsyncIterator[Harness]:
     async with Harness(make_config(db_url), platform, wechat_server, reply_deadline=2.0) as h:
         yield h
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """Each phase's report on the test item (rep_setup, rep_call): fixtures that keep
+    evidence of a failure (the console's screenshots) read it."""
+    report = yield
+    setattr(item, f"rep_{report.when}", report)
+    return report

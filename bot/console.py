@@ -1,0 +1,223 @@
+"""The admin console's transport (/admin/, CONTRACT §4.9): sign-in with the admin token, a
+server-side session, CSRF on every form, the page frame. Each feature declares its own console
+pages (`feature.console`, paths under /admin); this module only guards and frames them.
+
+- Sign-in: the token, compared in constant time; after a few wrong tries from one address each
+  further try waits longer (Throttle). The session is a random token in an HttpOnly,
+  SameSite=Strict cookie (Secure over HTTPS) whose hash is the key of a console_sessions row, so
+  every process knows it; it ends after IDLE without a request, or at 退出登录.
+- CSRF: every POST carries `csrf_token`, the session's (the sign-in form: a double-submit cookie);
+  anything else is 403 and changes nothing.
+- What a page changes is recorded with the session that did it: `actor_of(request)` names it
+  ("console:<8 hex>") wherever the API records who acted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import secrets
+import time
+from collections import defaultdict, deque
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import quote, unquote
+
+from aiohttp import web
+from sqlalchemy import delete, select, update
+
+from bot.api import ACTOR
+from bot.typedefs import CONFIG, SESSIONMAKER, WRITER
+from content.console_pages import render
+from storage.db import run_read
+from storage.tables import CONSOLE_SESSIONS
+
+SESSION_COOKIE = "distbot_admin"
+LOGIN_COOKIE = "distbot_login"
+FLASH_COOKIE = "distbot_flash"
+IDLE = timedelta(minutes=30)
+TOUCH_EVERY = timedelta(minutes=1)  # last_seen_at is written at most this often per session
+FREE_TRIES = 3
+MAX_WAIT = 30.0
+TRY_WINDOW = 900.0  # seconds a wrong try counts against an address
+NAV = (("/", "概览"), ("/distributors", "分销员"), ("/withdrawals", "提现"), ("/content", "内容"),
+       ("/campaigns", "活动"), ("/contests", "比赛"), ("/tickets", "客服"))
+HEADERS = {"Cache-Control": "no-store", "X-Frame-Options": "DENY", "Referrer-Policy": "same-origin",
+           "Content-Security-Policy": "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:"}
+
+ConsoleHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@dataclass(frozen=True)
+class ConsoleSession:
+    id: str
+    csrf: str
+    actor: str
+    last_seen_at: datetime
+
+
+SESSION = web.RequestKey("console_session", ConsoleSession)  # set by the guard
+
+
+class Throttle:
+    """Wrong sign-in tries per address: the first FREE_TRIES cost nothing, then each waits twice
+    as long as the one before, up to MAX_WAIT; a right token clears the address."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic):
+        self.clock = clock
+        self._tries: dict[str, deque[float]] = defaultdict(deque)
+
+    def _recent(self, address: str) -> deque[float]:
+        tries, now = self._tries[address], self.clock()
+        while tries and now - tries[0] > TRY_WINDOW:
+            tries.popleft()
+        return tries
+
+    def delay(self, address: str) -> float:
+        over = len(self._recent(address)) - FREE_TRIES
+        return 0.0 if over < 0 else min(2.0 ** over, MAX_WAIT)
+
+    def failed(self, address: str) -> None:
+        self._recent(address).append(self.clock())
+
+    def cleared(self, address: str) -> None:
+        self._tries.pop(address, None)
+
+
+THROTTLE = web.AppKey("console_throttle", Throttle)
+
+
+def _hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _secure(request: web.Request) -> bool:
+    return request.secure or request.config_dict[CONFIG].server.public_url.startswith("https://")
+
+
+# ---- pages ----------------------------------------------------------------------------------------
+def page(request: web.Request, template: str, *, title: str, current: str = "", status: int = 200,
+         **values: Any) -> web.Response:
+    """A console page in the frame (navigation, 退出登录, the flash message of the last action)."""
+    session = request.get(SESSION)
+    flash = unquote(request.cookies.get(FLASH_COOKIE, ""))
+    html = render(template, title=title, nav=NAV, current=current, session=session,
+                  csrf_token=session.csrf if session else "", flash=flash.removeprefix("!"),
+                  flash_error=flash.startswith("!"), **values)
+    response = web.Response(text=html, content_type="text/html", status=status, headers=HEADERS)
+    if flash:
+        response.del_cookie(FLASH_COOKIE, path="/admin")
+    return response
+
+
+def see_other(location: str) -> web.Response:
+    """303 See Other: after a form, the browser GETs `location` (returned, not raised, so that
+    cookies set on it are kept)."""
+    return web.Response(status=303, headers={"Location": location, **HEADERS})
+
+
+def done(request: web.Request, path: str, message: str, *, error: bool = False) -> web.Response:
+    """After a form: back to a page (POST, redirect, GET), which shows `message` once."""
+    response = see_other(f"/admin{path}")
+    response.set_cookie(FLASH_COOKIE, quote(("!" if error else "") + message), path="/admin", httponly=True,
+                        samesite="Strict", secure=_secure(request), max_age=60)
+    return response
+
+
+def sign_in_page(request: web.Request, *, error: str = "", status: int = 200) -> web.Response:
+    """The sign-in form, with a fresh double-submit token in a cookie and in the form."""
+    token = secrets.token_urlsafe(24)
+    html = render("login.html", title="登录", nav=NAV, current="", session=None, csrf_token=token, flash=error,
+                  flash_error=bool(error))
+    response = web.Response(text=html, content_type="text/html", status=status, headers=HEADERS)
+    response.set_cookie(LOGIN_COOKIE, token, path="/admin", httponly=True, samesite="Strict", secure=_secure(request))
+    return response
+
+
+def forbidden(message: str) -> web.Response:
+    html = render("base.html", title="拒绝", nav=NAV, current="", session=None, flash=message, flash_error=True)
+    return web.Response(text=html, content_type="text/html", status=403, headers=HEADERS)
+
+
+# ---- sessions ---------------------------------------------------------------------------------------
+async def _session(request: web.Request) -> ConsoleSession | None:
+    raw = request.cookies.get(SESSION_COOKIE)
+    if not raw:
+        return None
+    sid, now = _hash(raw), datetime.now(UTC)
+    row = await run_read(request.config_dict[SESSIONMAKER], lambda s: s.execute(
+        select(CONSOLE_SESSIONS).where(CONSOLE_SESSIONS.c.id == sid)).first())
+    if row is None or now - row.last_seen_at > IDLE:
+        return None
+    if now - row.last_seen_at > TOUCH_EVERY:
+        await request.config_dict[WRITER].run(lambda s: s.execute(
+            update(CONSOLE_SESSIONS).where(CONSOLE_SESSIONS.c.id == sid).values(last_seen_at=now)))
+    return ConsoleSession(row.id, row.csrf, row.actor, now)
+
+
+async def login(request: web.Request) -> web.StreamResponse:
+    form = await request.post()
+    given = str(form.get("csrf_token", ""))
+    if not given or not hmac.compare_digest(given, request.cookies.get(LOGIN_COOKIE, "")):
+        return forbidden("登录表单已过期，请刷新页面后重试。")
+    throttle, address = request.app[THROTTLE], request.remote or ""
+    wait = throttle.delay(address)
+    if wait:
+        await asyncio.sleep(wait)
+    token = str(form.get("token", ""))
+    expected = request.config_dict[CONFIG].admin.token
+    if not hmac.compare_digest(token.encode("utf-8", "surrogateescape"), expected.encode()):
+        throttle.failed(address)
+        return sign_in_page(request, error="管理令牌不正确。", status=401)
+    throttle.cleared(address)
+    raw, now = secrets.token_urlsafe(32), datetime.now(UTC)
+    sid = _hash(raw)
+
+    def start(s: Any) -> None:
+        s.execute(delete(CONSOLE_SESSIONS).where(CONSOLE_SESSIONS.c.last_seen_at < now - IDLE))
+        s.execute(CONSOLE_SESSIONS.insert().values(id=sid, csrf=secrets.token_urlsafe(32), actor=f"console:{sid[:8]}",
+                                                   created_at=now, last_seen_at=now))
+    await request.config_dict[WRITER].run(start)
+    response = see_other("/admin/")
+    response.set_cookie(SESSION_COOKIE, raw, path="/admin", httponly=True, samesite="Strict", secure=_secure(request))
+    response.del_cookie(LOGIN_COOKIE, path="/admin")
+    return response
+
+
+async def logout(request: web.Request) -> web.StreamResponse:
+    sid = request[SESSION].id
+    await request.config_dict[WRITER].run(lambda s: s.execute(delete(CONSOLE_SESSIONS).where(CONSOLE_SESSIONS.c.id == sid)))
+    response = see_other("/admin/")
+    response.del_cookie(SESSION_COOKIE, path="/admin")
+    return response
+
+
+@web.middleware
+async def _guard(request: web.Request, handler: ConsoleHandler) -> web.StreamResponse:
+    if request.method == "POST" and request.path == "/admin/login":
+        return await handler(request)
+    session = await _session(request)
+    if session is None:
+        if request.method in ("GET", "HEAD"):
+            return sign_in_page(request) if request.path in ("/admin", "/admin/") else see_other("/admin/")
+        return forbidden("请先登录。")
+    request[SESSION] = session
+    request[ACTOR] = session.actor
+    if request.method == "POST":
+        given = str((await request.post()).get("csrf_token", ""))
+        if not given or not hmac.compare_digest(given, session.csrf):
+            return forbidden("表单已过期或来源不明（缺少有效的 csrf_token），没有做任何更改。")
+    return await handler(request)
+
+
+def create_console_app(tables: Iterable[web.RouteTableDef]) -> web.Application:
+    app = web.Application(middlewares=[_guard])
+    app[THROTTLE] = Throttle()
+    app.router.add_post("/login", login)
+    app.router.add_post("/logout", logout)
+    for table in tables:
+        app.router.add_routes(table)
+    return app

@@ -1,0 +1,63 @@
+"""The admin console's HTML: Jinja2 templates (content/console/*.html, autoescaped) with the
+money and time filters the domain formats with, and small server-drawn SVG charts (no script,
+no CDN: the console works on an intranet)."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
+
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from markupsafe import Markup
+
+from domain.formats import CHINA, yuan
+
+TEMPLATES = Path(__file__).parent / "console"
+
+
+def _when(value: datetime | None) -> str:
+    return value.astimezone(CHINA).strftime("%Y-%m-%d %H:%M") if value else ""
+
+
+@functools.cache
+def environment() -> Environment:
+    env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html"]),
+                      trim_blocks=True, lstrip_blocks=True)
+    env.filters["yuan"] = yuan
+    env.filters["when"] = _when
+    return env
+
+
+def render(template: str, **values: Any) -> str:
+    return environment().get_template(template).render(**values)
+
+
+def svg_lines(days: Sequence[date], series: Sequence[tuple[str, str, Sequence[int]]], *, title: str,
+              width: int = 640, height: int = 220) -> Markup:
+    """A line chart of fen per day as inline SVG: (label, colour, values) per series, a legend,
+    the highest value on the axis in ¥; it scales to its box (viewBox)."""
+    left, right, top, bottom = 8, 8, 28, 22
+    top_value = max([1, *(v for _, _, values in series for v in values)])
+    n = max(len(days) - 1, 1)
+
+    def x(i: int) -> float:
+        return left + (width - left - right) * i / n
+
+    def y(v: int) -> float:
+        return top + (height - top - bottom) * (1 - v / top_value)
+
+    parts = [f'<svg viewBox="0 0 {width} {height}" role="img" aria-label="{Markup.escape(title)}" class="chart">',
+             f'<text x="{left}" y="14" class="axis">最高 {Markup.escape(yuan(top_value))}</text>']
+    for k, (label, colour, values) in enumerate(series):
+        points = " ".join(f"{x(i):.1f},{y(v):.1f}" for i, v in enumerate(values))
+        parts.append(f'<polyline fill="none" stroke="{colour}" stroke-width="2" points="{points}"/>')
+        parts.append(f'<rect x="{width - 190 + k * 95}" y="5" width="10" height="10" fill="{colour}"/>'
+                     f'<text x="{width - 176 + k * 95}" y="14" class="axis">{Markup.escape(label)}</text>')
+    if days:
+        parts.append(f'<text x="{left}" y="{height - 6}" class="axis">{days[0]:%m-%d}</text>')
+        parts.append(f'<text x="{width - right}" y="{height - 6}" class="axis" text-anchor="end">{days[-1]:%m-%d}</text>')
+    parts.append("</svg>")
+    return Markup("".join(parts))

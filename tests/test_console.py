@@ -1,0 +1,186 @@
+"""The admin console (/admin/, CONTRACT §4.9) driven in Debian's headless Chromium by its
+accessible names, at desktop width and at 390 px: sign-in (a wrong token, then the right one),
+the cookie's flags, a POST without csrf_token refused, 概览's figures, the 提现 queue (approve,
+reject with and without a reason), 退出登录. A failing test leaves a screenshot in
+tests/artifacts/."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from sqlalchemy import select
+
+from bot.app import create_app
+from bot.console import FREE_TRIES, MAX_WAIT, Throttle
+from bot.typedefs import SESSIONMAKER, WRITER
+from domain.ledger import adjust, withdraw
+from storage.models import Distributor
+from storage.tables import WITHDRAWALS
+from tests.conftest import ADMIN_TOKEN, make_config
+from tests.test_sandbox_page import CHROMIUM, CHROMIUM_ARGS, WAIT_MS
+
+ARTIFACTS = Path(__file__).parent / "artifacts"
+WIDTHS = {"desktop": 1280, "phone": 390}
+NAV = ("概览", "分销员", "提现", "内容", "活动", "比赛", "客服")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+async def served(tmp_path: Path) -> AsyncIterator[tuple[str, web.Application]]:
+    port = _free_port()
+    config = make_config(f"sqlite+aiosqlite:///{tmp_path}/distbot.db",
+                         server={"host": "127.0.0.1", "port": port, "public_url": f"http://127.0.0.1:{port}"})
+    app = create_app(config, workers=False)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        yield f"http://127.0.0.1:{port}", app
+    finally:
+        await runner.cleanup()
+
+
+@pytest.fixture(params=list(WIDTHS))
+async def page(request: pytest.FixtureRequest) -> AsyncIterator[Any]:
+    if not CHROMIUM.exists():
+        pytest.skip("Debian chromium is not installed (apt-get install chromium)")
+    from playwright.async_api import async_playwright
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            context = await browser.new_context(viewport={"width": WIDTHS[request.param], "height": 900})
+            pg = await context.new_page()
+            pg.set_default_timeout(WAIT_MS)
+            yield pg
+            report = getattr(request.node, "rep_call", None)
+            if report is not None and report.failed:
+                ARTIFACTS.mkdir(exist_ok=True)
+                await pg.screenshot(path=str(ARTIFACTS / f"{request.node.name}.png"), full_page=True)
+        finally:
+            await browser.close()
+
+
+async def seed_withdrawals(app: web.Application, amounts: list[int]) -> tuple[str, list[int]]:
+    """A distributor with ¥100.00 adjusted in and a pending withdrawal of each amount."""
+    now = datetime.now(UTC)
+
+    def work(s: Any) -> tuple[str, list[int]]:
+        d = Distributor(code="CONSO1", openid="o-console", phone="13900000001", name="钱多多", rank="junior",
+                        status="active", registered_at=now)
+        s.add(d)
+        s.flush()
+        adjust(s, d.id, 10000, "测试入账", "test", now)
+        return d.code, [withdraw(s, d.id, a, now) for a in amounts]
+    return await app[WRITER].run(work)
+
+
+async def statuses(app: web.Application) -> dict[int, tuple[str, str | None]]:
+    async with app[SESSIONMAKER]() as session:
+        rows = (await session.execute(select(WITHDRAWALS.c.id, WITHDRAWALS.c.status, WITHDRAWALS.c.reason))).all()
+    return {i: (s, r) for i, s, r in rows}
+
+
+async def sign_in(page: Any, base: str, token: str = ADMIN_TOKEN) -> None:
+    await page.goto(base + "/admin/")
+    await page.get_by_label("管理令牌").fill(token)
+    await page.get_by_role("button", name="登录").click()
+
+
+async def no_sideways_scroll(page: Any) -> None:
+    wide = await page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
+    assert wide <= 0, f"{page.url} scrolls sideways by {wide}px"
+
+
+async def test_sign_in_cookie_and_sign_out(served: tuple[str, web.Application], page: Any) -> None:
+    from playwright.async_api import expect
+    base, _ = served
+    await sign_in(page, base, "not-the-token")
+    await expect(page.get_by_text("管理令牌不正确")).to_be_visible()
+    assert not [c for c in await page.context.cookies() if c["name"] == "distbot_admin"]
+    await expect(page.get_by_role("link", name="提现")).to_have_count(0)
+
+    await sign_in(page, base)
+    for name in NAV:
+        await expect(page.get_by_role("link", name=name, exact=True)).to_be_visible()
+    await expect(page.get_by_role("heading", name="概览")).to_be_visible()
+    [cookie] = [c for c in await page.context.cookies() if c["name"] == "distbot_admin"]
+    assert cookie["httpOnly"] and cookie["sameSite"] == "Strict" and not cookie["secure"]  # plain http here
+    await no_sideways_scroll(page)
+
+    await page.get_by_role("button", name="退出登录").click()
+    await expect(page.get_by_label("管理令牌")).to_be_visible()
+    # The old cookie opens nothing any more.
+    async with aiohttp.ClientSession(cookies={"distbot_admin": cookie["value"]}) as http:
+        async with http.get(base + "/admin/withdrawals", allow_redirects=False) as resp:
+            assert resp.status == 303
+
+
+async def test_the_withdrawal_queue(served: tuple[str, web.Application], page: Any) -> None:
+    from playwright.async_api import expect
+    base, app = served
+    code, (first, second) = await seed_withdrawals(app, [1250, 2000])
+    await sign_in(page, base)
+    await expect(page.get_by_text("¥32.50")).to_be_visible()  # 概览: the pending withdrawals' sum
+    await page.get_by_role("link", name="提现", exact=True).click()
+    await expect(page.get_by_role("heading", name="提现")).to_be_visible()
+    await no_sideways_scroll(page)
+    one = page.get_by_role("form", name=f"提现申请 {first}")
+    two = page.get_by_role("form", name=f"提现申请 {second}")
+    await expect(one).to_contain_text("¥12.50")
+    await expect(one).to_contain_text("可提现余额 ¥67.50")  # ¥100.00 less both requests
+
+    await one.get_by_role("button", name="批准").click()
+    await expect(page.get_by_role("status")).to_contain_text(f"申请 {first} 已批准")
+    await two.get_by_role("button", name="拒绝").click()
+    await expect(page.get_by_role("status")).to_contain_text("需要填写原因")
+    assert (await statuses(app))[second] == ("pending", None)
+    await two.get_by_label("原因").fill("信息不全")
+    await two.get_by_role("button", name="拒绝").click()
+    await expect(page.get_by_role("status")).to_contain_text(f"申请 {second} 已拒绝")
+    assert await statuses(app) == {first: ("approved", None), second: ("rejected", "信息不全")}
+    await expect(page.get_by_text("信息不全")).to_be_visible()
+
+
+async def test_a_post_without_csrf_token_changes_nothing(served: tuple[str, web.Application], page: Any) -> None:
+    base, app = served
+    _, (wid,) = await seed_withdrawals(app, [1000])
+    await sign_in(page, base)
+    await page.wait_for_url(base + "/admin/")
+    for form in ({"decision": "approve"}, {"decision": "approve", "csrf_token": "forged"}):
+        resp = await page.request.post(f"{base}/admin/withdrawals/{wid}", form=form, max_redirects=0)
+        assert resp.status == 403, await resp.text()
+    assert (await statuses(app))[wid] == ("pending", None)
+    # Without a session no POST goes anywhere either.
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"{base}/admin/withdrawals/{wid}", data={"decision": "approve"}) as resp:
+            assert resp.status == 403
+    assert (await statuses(app))[wid] == ("pending", None)
+
+
+def test_wrong_tokens_are_slowed_down_after_a_few_tries() -> None:
+    now = [0.0]
+    throttle = Throttle(clock=lambda: now[0])
+    waits = []
+    for _ in range(FREE_TRIES + 6):
+        waits.append(throttle.delay("1.2.3.4"))
+        throttle.failed("1.2.3.4")
+    assert waits[:FREE_TRIES + 1] == [0.0] * FREE_TRIES + [1.0]
+    assert waits[FREE_TRIES + 1:] == [2.0, 4.0, 8.0, 16.0, MAX_WAIT]
+    assert throttle.delay("5.6.7.8") == 0.0
+    now[0] += 3600  # old tries stop counting
+    assert throttle.delay("1.2.3.4") == 0.0
+    throttle.failed("1.2.3.4")
+    throttle.cleared("1.2.3.4")
+    assert throttle.delay("1.2.3.4") == 0.0
