@@ -155,43 +155,66 @@ def _summary(c: Any) -> dict[str, Any]:
             "settled_at": china_time(c.settled_at) if c.settled_at else None}
 
 
+def _results(session: Session, c: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]] | None]:
+    """(standings, winners) of a contest: the top 100 (live while running, final once settled)
+    with names, and once settled the places that won a prize (with name and value)."""
+    if c.status == ContestStatus.SETTLED:
+        final = c.winners or []
+        standings = [{k: w[k] for k in ("place", "code", "name", "value")} for w in final]
+        return standings, [w for w in final if w["prize_fen"] > 0]
+    return [{"place": p.place, "code": p.code, "name": p.name, "value": p.value}
+            for p in contests.live_standings(session, c)], None
+
+
 def _json(session: Session, contest_id: int) -> dict[str, Any]:
     c = session.execute(select(CONTESTS).where(CONTESTS.c.id == contest_id)).first()
     if c is None:
         raise ApiError(404, "not_found", f"No contest {contest_id}.")
-    if c.status == ContestStatus.SETTLED:
-        final = c.winners or []
-        standings = [{k: w[k] for k in ("place", "code", "name", "value")} for w in final]
-        winners: list[dict[str, Any]] | None = [{k: w[k] for k in ("place", "code", "prize_fen")}
-                                                for w in final if w["prize_fen"] > 0]
-    else:
-        standings = [{"place": p.place, "code": p.code, "name": p.name, "value": p.value}
-                     for p in contests.live_standings(session, c)]
-        winners = None
+    standings, won = _results(session, c)
+    winners = None if won is None else [{k: w[k] for k in ("place", "code", "prize_fen")} for w in won]
     return {**_summary(c), "standings": standings, "winners": winners}
 
 
-def _refuse(message: str, field: str, problem: str) -> ApiError:
-    return ApiError(422, "invalid_contest", message, [{"field": field, "problem": problem}])
+class ContestRefused(Exception):
+    """Why a new contest is refused, for /api (English, naming the field) and the console (Chinese)."""
+
+    def __init__(self, field: str, problem: str, message: str, chinese: str):
+        super().__init__(message)
+        self.field, self.problem, self.message, self.chinese = field, problem, message, chinese
+
+    def api_error(self) -> ApiError:
+        return ApiError(422, "invalid_contest", self.message, [{"field": self.field, "problem": self.problem}])
 
 
-@api.post("/contests", summary="Create a contest: sales, sku_sales or new_members over a window",
-          body=ContestIn, response=ContestOut, status=201)
-async def create_contest(request: web.Request, body: ContestIn) -> web.Response:
+def _window(body: ContestIn) -> tuple[datetime, datetime]:
+    """The contest's window in UTC, or ContestRefused for a window or fields that do not fit."""
+    out_of_range = ContestRefused("starts_at", "out of range", "starts_at and ends_at must lie between 2000 and 2100.",
+                                  "开始时间和结束时间须在 2000 年到 2100 年之间。")
     try:
         starts_at, ends_at = body.starts_at.astimezone(UTC), body.ends_at.astimezone(UTC)
     except OverflowError:
-        raise _refuse("starts_at and ends_at must lie between 2000 and 2100.", "starts_at", "out of range") from None
+        raise out_of_range from None
     if not (EARLIEST <= starts_at and ends_at < LATEST):
-        raise _refuse("starts_at and ends_at must lie between 2000 and 2100.", "starts_at", "out of range")
+        raise out_of_range
     if ends_at <= starts_at:
-        raise _refuse("ends_at must be after starts_at.", "ends_at", "not after starts_at")
+        raise ContestRefused("ends_at", "not after starts_at", "ends_at must be after starts_at.",
+                             "结束时间必须晚于开始时间。")
     if body.metric == "sku_sales" and not body.skus:
-        raise _refuse("A sku_sales contest needs at least one SKU in skus.", "skus", "empty for sku_sales")
+        raise ContestRefused("skus", "empty for sku_sales", "A sku_sales contest needs at least one SKU in skus.",
+                             "“指定商品销售额”比赛至少要填一个商品编号。")
     if body.metric == "new_members" and body.prizes_fen:
-        raise _refuse("A new_members contest carries no prizes: paying for recruitment is the mark of pyramid "
-                      "selling, so it is a leaderboard of honour only. Send prizes_fen as [].",
-                      "prizes_fen", "prizes on a new_members contest")
+        raise ContestRefused("prizes_fen", "prizes on a new_members contest",
+                             "A new_members contest carries no prizes: paying for recruitment is the mark of pyramid "
+                             "selling, so it is a leaderboard of honour only. Send prizes_fen as [].",
+                             "“新增成员”比赛不能设奖金：按拉人头发奖励是传销的特征，这类比赛只是荣誉榜。"
+                             "请清空奖金后再创建。")
+    return starts_at, ends_at
+
+
+async def add_contest(request: web.Request, body: ContestIn) -> dict[str, Any]:
+    """Create a contest (POST /api/contests and the console's form): the contest as the API shows
+    it. ContestRefused for bad fields, ApiError (422) for an unknown rank."""
+    starts_at, ends_at = _window(body)
     audience = checked_audience(request.config_dict[CONFIG], body.audience, "contest")
     now = datetime.now(UTC)
 
@@ -205,15 +228,28 @@ async def create_contest(request: web.Request, body: ContestIn) -> web.Response:
     data = await request.config_dict[WRITER].run(create, slow=True)  # the backfill may read many orders
     if ends_at <= now:
         request.config_dict[JOBS].start("contests", "api")  # over already: settle it now
-    return ok(data, status=201)
+    return data
+
+
+@api.post("/contests", summary="Create a contest: sales, sku_sales or new_members over a window",
+          body=ContestIn, response=ContestOut, status=201)
+async def create_contest(request: web.Request, body: ContestIn) -> web.Response:
+    try:
+        return ok(await add_contest(request, body), status=201)
+    except ContestRefused as e:
+        raise e.api_error() from None
+
+
+def contest_page(session: Session, limit: int, offset: int) -> tuple[list[Any], int]:
+    """A page of contests, newest first, and how many there are."""
+    rows = session.execute(select(CONTESTS).order_by(CONTESTS.c.id.desc()).limit(limit).offset(offset)).all()
+    return rows, session.scalar(select(func.count()).select_from(CONTESTS)) or 0
 
 
 @api.get("/contests", summary="Contests, newest first", query=PageQuery, response=ContestList)
 async def list_contests(request: web.Request, query: PageQuery) -> web.Response:
     def read(session: Session) -> dict[str, Any]:
-        rows = session.execute(select(CONTESTS).order_by(CONTESTS.c.id.desc()).limit(query.limit)
-                               .offset(query.offset)).all()
-        total = session.scalar(select(func.count()).select_from(CONTESTS)) or 0
+        rows, total = contest_page(session, query.limit, query.offset)
         return {"contests": [_summary(c) for c in rows], "total": total}
     return ok(await run_read(request.config_dict[SESSIONMAKER], read))
 
