@@ -6,6 +6,7 @@ with 关闭, a reply to a closed ticket refused; a POST without csrf_token chang
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -13,10 +14,11 @@ import aiohttp
 from aiohttp import web
 from sqlalchemy import func, select
 
-from bot.typedefs import SESSIONMAKER, WRITER
+from bot.typedefs import CONFIG, SESSIONMAKER, WRITER
+from domain import tickets
 from domain.formats import CHINA
 from storage.models import Distributor
-from storage.tables import CONTESTS
+from storage.tables import CONTESTS, OUTBOX, TICKET_REPLIES, TICKETS
 from tests.conftest import ADMIN_TOKEN
 from tests.test_console import no_sideways_scroll, page, served, sign_in  # noqa: F401 (fixtures)
 
@@ -130,3 +132,107 @@ async def test_form_problems_are_named(served: Served, page: Any) -> None:
     await expect(page.get_by_role("status")).to_contain_text("已创建")
     [row] = await contest_rows(app)
     assert (row.metric, row.skus, row.prizes_fen) == ("sku_sales", ["NEW-1", "NEW-2"], [])
+
+
+# ---- 客服 -----------------------------------------------------------------------------------------
+async def open_tickets(app: web.Application, *asks: tuple[str | None, str, timedelta]) -> list[int]:
+    """A ticket for each (distributor code or None for an unregistered follower, text, how long ago)."""
+    service, now = app[CONFIG].service, datetime.now(UTC)
+
+    def work(s: Any) -> list[int]:
+        ids = []
+        for i, (code, text, ago) in enumerate(asks):
+            d = s.scalar(select(Distributor).where(Distributor.code == code)) if code else None
+            t = tickets.open_ticket(s, openid=d.openid if d else f"o-follower-{i}", distributor=d, text=text,
+                                    now=now - ago, service=service)
+            ids.append(t.id)
+        return ids
+    return await app[WRITER].run(work)
+
+
+async def ticket_state(app: web.Application) -> dict[int, tuple[str, list[str], list[str]]]:
+    """Each ticket's status, its replies' actors, and the outbox keys of the messages to its asker."""
+    async with app[SESSIONMAKER]() as session:
+        rows = (await session.execute(select(TICKETS.c.id, TICKETS.c.status, TICKETS.c.openid))).all()
+        replies = (await session.execute(select(TICKET_REPLIES.c.ticket_id, TICKET_REPLIES.c.actor))).all()
+        outbox = (await session.execute(select(OUTBOX.c.key, OUTBOX.c.openid))).all()
+    return {tid: (status, [a for t, a in replies if t == tid],
+                  [k for k, o in outbox if o == openid and k.startswith(f"ticket:{tid}:")])
+            for tid, status, openid in rows}
+
+
+async def test_answer_and_close_tickets(served: Served, page: Any) -> None:
+    from playwright.async_api import expect
+    base, app = served
+    await seed_people(app, "张三")
+    normal, urgent, late = await open_tickets(app, ("ENG001", "怎么提现？", timedelta(minutes=10)),
+                                              ("ENG001", "紧急：订单没到账", timedelta(minutes=1)),
+                                              (None, "你们是做什么的", timedelta(hours=5)))
+    await sign_in(page, base)
+    await page.get_by_role("link", name="客服", exact=True).click()
+    await expect(page.get_by_role("heading", name="客服", exact=True)).to_be_visible()
+    forms = page.get_by_role("form", name=re.compile(r"^工单 #"))
+    await expect(forms).to_have_count(3)
+    # Urgent first, then by due time (the late one is overdue by an hour: 5 h ago, 4 h to answer).
+    assert await forms.evaluate_all("fs => fs.map(f => f.getAttribute('aria-label'))") == [
+        f"工单 #{urgent}", f"工单 #{late}", f"工单 #{normal}"]
+    one, two, three = (page.get_by_role("form", name=f"工单 #{t}") for t in (normal, urgent, late))
+    await expect(one).to_contain_text("张三（ENG001）")
+    await expect(one).to_contain_text("怎么提现？")
+    await expect(one).to_contain_text(re.compile(r"还剩 23\d 分钟"))
+    await expect(two).to_contain_text("紧急")
+    await expect(two).to_contain_text(re.compile(r"还剩 (29|30) 分钟"))
+    await expect(three).to_contain_text("未注册的关注者")
+    overdue = three.get_by_text(re.compile(r"已超时 6\d 分钟"))
+    await expect(overdue).to_have_css("color", "rgb(192, 57, 43)")
+    await no_sideways_scroll(page)
+
+    await two.get_by_role("button", name="发送").click()
+    await expect(page.get_by_role("status")).to_contain_text(f"工单 #{urgent}：请先填写回复内容")
+    await one.get_by_label("回复").fill("在菜单“我的”里点“提现”即可。")
+    await one.get_by_role("button", name="发送").click()
+    await expect(page.get_by_role("status")).to_contain_text(f"已回复工单 #{normal}")
+    await expect(forms).to_have_count(2)
+    await three.get_by_role("button", name="关闭").click()
+    await expect(page.get_by_role("status")).to_contain_text(f"工单 #{late} 已关闭")
+    await expect(forms).to_have_count(1)
+
+    state = await ticket_state(app)
+    status, actors, queued = state[normal]
+    assert status == "answered" and len(actors) == 1 and actors[0].startswith("console:"), state
+    assert len(queued) == 1  # the reply, on its way to the asker
+    assert state[late] == ("closed", [], [])
+    assert state[urgent] == ("open", [], [])
+
+    await page.get_by_role("link", name="已回复").click()
+    await expect(one).to_contain_text("首次回复")
+    await page.get_by_role("link", name="已关闭").click()
+    await expect(three).to_be_visible()
+    await expect(three.get_by_role("button", name="发送")).to_have_count(0)
+    await no_sideways_scroll(page)
+
+    # Closed elsewhere while the page was open: the reply is refused, clearly, and nothing goes out.
+    await page.get_by_role("link", name="待回复").click()
+    await app[WRITER].run(lambda s: tickets.close(s, urgent, datetime.now(UTC)))
+    await two.get_by_label("回复").fill("已经处理好了")
+    await two.get_by_role("button", name="发送").click()
+    await expect(page.get_by_role("status")).to_contain_text(f"工单 #{urgent} 已关闭，不能再回复")
+    assert (await ticket_state(app))[urgent] == ("closed", [], [])
+
+
+async def test_posts_without_csrf_token_change_nothing(served: Served, page: Any) -> None:
+    base, app = served
+    await seed_people(app, "张三")
+    [tid] = await open_tickets(app, ("ENG001", "在吗", timedelta(0)))
+    await sign_in(page, base)
+    await page.wait_for_url(base + "/admin/")
+    now = datetime.now(UTC)
+    contest = {"title": "伪造", "metric": "sales", "starts_at": local(now), "ends_at": local(now + timedelta(days=1)),
+               "prizes": "", "audience": "all"}
+    for extra in ({}, {"csrf_token": "forged"}):
+        for path, form in ((f"/admin/tickets/{tid}", {"action": "reply", "reply": "你好"}),
+                           (f"/admin/tickets/{tid}", {"action": "close"}), ("/admin/contests", contest)):
+            resp = await page.request.post(base + path, form={**form, **extra}, max_redirects=0)
+            assert resp.status == 403, await resp.text()
+    assert (await ticket_state(app))[tid] == ("open", [], [])
+    assert await contest_rows(app) == []
