@@ -38,9 +38,9 @@ async def seed_people(app: web.Application, *names: str) -> list[Distributor]:
     return await app[WRITER].run(work)
 
 
-async def pay(base: str, order_no: str, amount_fen: int, code: str) -> None:
+async def pay(base: str, order_no: str, amount_fen: int, code: str, at: datetime | None = None) -> None:
     body = {"event_id": f"evt-{order_no}", "order_no": order_no, "type": "paid", "amount_fen": amount_fen,
-            "distributor_code": code}
+            "distributor_code": code, "occurred_at": (at or datetime.now(UTC)).isoformat()}
     async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}) as http:
         async with http.post(base + "/api/orders/events", json=body) as resp:
             assert resp.status == 200, await resp.text()
@@ -132,6 +132,38 @@ async def test_form_problems_are_named(served: Served, page: Any) -> None:
     await expect(page.get_by_role("status")).to_contain_text("已创建")
     [row] = await contest_rows(app)
     assert (row.metric, row.skus, row.prizes_fen) == ("sku_sales", ["NEW-1", "NEW-2"], [])
+
+
+async def test_a_contest_over_already_is_settled_and_shows_its_winners(served: Served, page: Any) -> None:
+    from playwright.async_api import expect
+    base, app = served
+    zhang, li, wang = await seed_people(app, "张三", "李四", "王五")
+    now = datetime.now(UTC)
+    for order_no, fen, who in (("W-1", 5000, zhang), ("W-2", 9000, li), ("W-3", 1000, wang)):
+        await pay(base, order_no, fen, who.code, at=now - timedelta(hours=2))
+    await sign_in(page, base)
+    await page.goto(base + "/admin/contests")
+    await page.get_by_label("标题").fill("上周冠军赛")
+    await page.get_by_label("开始时间").fill(local(now - timedelta(hours=3)))
+    await page.get_by_label("结束时间").fill(local(now - timedelta(hours=1)))
+    await page.get_by_label("奖金（元）").fill("88, 66")
+    await page.get_by_role("button", name="创建").click()
+    await expect(page.get_by_role("status")).to_contain_text("已创建")
+    winners = page.get_by_role("table", name="获奖名单")
+    for _ in range(40):  # the contests job settles it in the background
+        if await winners.count():
+            break
+        await page.wait_for_timeout(250)
+        await page.reload()
+    for who, place, prize in ((li, 1, "¥88.00"), (zhang, 2, "¥66.00")):
+        row = winners.get_by_role("row").filter(has_text=who.code)
+        await expect(row).to_contain_text(f"第 {place} 名")
+        await expect(row).to_contain_text(prize)
+    await expect(winners.get_by_role("row").filter(has_text=wang.code)).to_have_count(0)
+    await expect(page.get_by_role("table", name="排名").get_by_role("row").filter(has_text=wang.code)).to_contain_text(
+        "¥10.00")
+    await expect(page.get_by_text("已结算")).to_be_visible()
+    await no_sideways_scroll(page)
 
 
 # ---- 客服 -----------------------------------------------------------------------------------------
