@@ -5,6 +5,7 @@ clock (tests move it)."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -57,6 +58,14 @@ def clock(at: datetime, now: datetime) -> str:
     return f"{local:%H:%M}" if local.date() == today else f"{local.month}月{local.day}日 {local:%H:%M}"
 
 
+def countdown(ticket: Ticket, now: datetime) -> tuple[str, bool]:
+    """What is left of a ticket's answer time, in whole minutes (rounded up): ("还剩 N 分钟", False),
+    or ("已超时 N 分钟", True) once it is past due."""
+    seconds = (ticket.due_at - now).total_seconds()
+    minutes = max(math.ceil(abs(seconds) / 60), 1)
+    return (f"已超时 {minutes} 分钟", True) if seconds < 0 else (f"还剩 {minutes} 分钟", False)
+
+
 def excerpt(text: str, length: int = EXCERPT) -> str:
     one_line = " ".join(text.split())
     return one_line if len(one_line) <= length else one_line[:length] + "…"
@@ -97,14 +106,16 @@ def open_ticket(session: Session, *, openid: str, distributor: Distributor | Non
 # ---- the admin's side -------------------------------------------------------------------------
 @dataclass(frozen=True)
 class TicketRow:
-    """A ticket as the admin lists it: with the asker's distributor code (None: never registered)."""
+    """A ticket as the admin lists it: with the asker's distributor code and name (None: never
+    registered)."""
 
     ticket: Ticket
     distributor_code: str | None
+    distributor_name: str | None = None
 
 
 def _with_code() -> Any:
-    return select(Ticket, Distributor.code).outerjoin(Distributor, Distributor.id == Ticket.distributor_id)
+    return select(Ticket, Distributor.code, Distributor.name).outerjoin(Distributor, Distributor.id == Ticket.distributor_id)
 
 
 def list_tickets(session: Session, status: TicketStatus | None, limit: int, offset: int) -> tuple[list[TicketRow], int]:
@@ -116,12 +127,12 @@ def list_tickets(session: Session, status: TicketStatus | None, limit: int, offs
     order = ((Ticket.urgent.desc(), Ticket.due_at, Ticket.id) if status == TicketStatus.OPEN
              else (Ticket.created_at.desc(), Ticket.id.desc()))
     rows = session.execute(stmt.order_by(*order).limit(limit).offset(offset)).all()
-    return [TicketRow(t, code) for t, code in rows], session.scalar(count) or 0
+    return [TicketRow(*row) for row in rows], session.scalar(count) or 0
 
 
 def find(session: Session, ticket_id: int) -> TicketRow | None:
     row = session.execute(_with_code().where(Ticket.id == ticket_id)).first()
-    return TicketRow(row[0], row[1]) if row else None
+    return TicketRow(*row) if row else None
 
 
 def replies(session: Session, ticket_id: int) -> list[TicketReply]:
@@ -177,7 +188,7 @@ def remind_overdue(session: Session, now: datetime, staff: Sequence[str]) -> int
         stmt = stmt.with_for_update(of=Ticket, skip_locked=True)
     rows = session.execute(stmt).all()
     items = []
-    for ticket, code in rows:
+    for ticket, code, _ in rows:
         asker = f"分销员 {code}" if code else "未注册的关注者"
         text = (f"【客服工单超时】工单 #{ticket.id}（{'紧急' if ticket.urgent else '普通'}）已超时 "
                 f"{span(now - ticket.due_at)} 未回复\n提问人：{asker}\n问题：{excerpt(ticket.text)}\n"
@@ -186,7 +197,7 @@ def remind_overdue(session: Session, now: datetime, staff: Sequence[str]) -> int
         items += [Queued(f"sla:{ticket.id}:{openid}", openid, Text(text), template) for openid in staff]
     enqueue_many(session, items)
     if rows:
-        session.execute(update(Ticket).where(Ticket.id.in_([t.id for t, _ in rows])).values(reminded_at=now))
+        session.execute(update(Ticket).where(Ticket.id.in_([t.id for t, _, _ in rows])).values(reminded_at=now))
     return len(rows)
 
 

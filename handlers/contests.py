@@ -7,23 +7,26 @@ Rules and queries live in domain.contests (standings) and domain.contest_results
 from __future__ import annotations
 
 import logging
+import re
 from datetime import UTC, datetime
 from typing import Annotated, Any, ClassVar, Literal
 
 from aiohttp import web
-from pydantic import AwareDatetime, BaseModel, Field
+from pydantic import AwareDatetime, BaseModel, Field, ValidationError
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from bot.api import ApiError, ApiModel, IdParam, PageQuery, RankAudience, checked_audience, ok
 from bot.api import text as text_field
 from bot.chat import Ctx, Incoming, active_only
+from bot.console import done, page
 from bot.feature import Feature
 from bot.menu import MenuKey
 from bot.scheduler import JOBS
 from bot.typedefs import CONFIG, SESSIONMAKER, WRITER
 from domain import contest_results, contests
-from domain.formats import china_time, mask_name, yuan
+from domain.contest_results import show_value
+from domain.formats import CHINA, AmountError, china_time, mask_name, parse_yuan, yuan
 from domain.messages import Text
 from storage.db import run_read
 from storage.models import Distributor
@@ -155,43 +158,66 @@ def _summary(c: Any) -> dict[str, Any]:
             "settled_at": china_time(c.settled_at) if c.settled_at else None}
 
 
+def _results(session: Session, c: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]] | None]:
+    """(standings, winners) of a contest: the top 100 (live while running, final once settled)
+    with names, and once settled the places that won a prize (with name and value)."""
+    if c.status == ContestStatus.SETTLED:
+        final = c.winners or []
+        standings = [{k: w[k] for k in ("place", "code", "name", "value")} for w in final]
+        return standings, [w for w in final if w["prize_fen"] > 0]
+    return [{"place": p.place, "code": p.code, "name": p.name, "value": p.value}
+            for p in contests.live_standings(session, c)], None
+
+
 def _json(session: Session, contest_id: int) -> dict[str, Any]:
     c = session.execute(select(CONTESTS).where(CONTESTS.c.id == contest_id)).first()
     if c is None:
         raise ApiError(404, "not_found", f"No contest {contest_id}.")
-    if c.status == ContestStatus.SETTLED:
-        final = c.winners or []
-        standings = [{k: w[k] for k in ("place", "code", "name", "value")} for w in final]
-        winners: list[dict[str, Any]] | None = [{k: w[k] for k in ("place", "code", "prize_fen")}
-                                                for w in final if w["prize_fen"] > 0]
-    else:
-        standings = [{"place": p.place, "code": p.code, "name": p.name, "value": p.value}
-                     for p in contests.live_standings(session, c)]
-        winners = None
+    standings, won = _results(session, c)
+    winners = None if won is None else [{k: w[k] for k in ("place", "code", "prize_fen")} for w in won]
     return {**_summary(c), "standings": standings, "winners": winners}
 
 
-def _refuse(message: str, field: str, problem: str) -> ApiError:
-    return ApiError(422, "invalid_contest", message, [{"field": field, "problem": problem}])
+class ContestRefused(Exception):
+    """Why a new contest is refused, for /api (English, naming the field) and the console (Chinese)."""
+
+    def __init__(self, field: str, problem: str, message: str, chinese: str):
+        super().__init__(message)
+        self.field, self.problem, self.message, self.chinese = field, problem, message, chinese
+
+    def api_error(self) -> ApiError:
+        return ApiError(422, "invalid_contest", self.message, [{"field": self.field, "problem": self.problem}])
 
 
-@api.post("/contests", summary="Create a contest: sales, sku_sales or new_members over a window",
-          body=ContestIn, response=ContestOut, status=201)
-async def create_contest(request: web.Request, body: ContestIn) -> web.Response:
+def _window(body: ContestIn) -> tuple[datetime, datetime]:
+    """The contest's window in UTC, or ContestRefused for a window or fields that do not fit."""
+    out_of_range = ContestRefused("starts_at", "out of range", "starts_at and ends_at must lie between 2000 and 2100.",
+                                  "开始时间和结束时间须在 2000 年到 2100 年之间。")
     try:
         starts_at, ends_at = body.starts_at.astimezone(UTC), body.ends_at.astimezone(UTC)
     except OverflowError:
-        raise _refuse("starts_at and ends_at must lie between 2000 and 2100.", "starts_at", "out of range") from None
+        raise out_of_range from None
     if not (EARLIEST <= starts_at and ends_at < LATEST):
-        raise _refuse("starts_at and ends_at must lie between 2000 and 2100.", "starts_at", "out of range")
+        raise out_of_range
     if ends_at <= starts_at:
-        raise _refuse("ends_at must be after starts_at.", "ends_at", "not after starts_at")
+        raise ContestRefused("ends_at", "not after starts_at", "ends_at must be after starts_at.",
+                             "结束时间必须晚于开始时间。")
     if body.metric == "sku_sales" and not body.skus:
-        raise _refuse("A sku_sales contest needs at least one SKU in skus.", "skus", "empty for sku_sales")
+        raise ContestRefused("skus", "empty for sku_sales", "A sku_sales contest needs at least one SKU in skus.",
+                             "“指定商品销售额”比赛至少要填一个商品编号。")
     if body.metric == "new_members" and body.prizes_fen:
-        raise _refuse("A new_members contest carries no prizes: paying for recruitment is the mark of pyramid "
-                      "selling, so it is a leaderboard of honour only. Send prizes_fen as [].",
-                      "prizes_fen", "prizes on a new_members contest")
+        raise ContestRefused("prizes_fen", "prizes on a new_members contest",
+                             "A new_members contest carries no prizes: paying for recruitment is the mark of pyramid "
+                             "selling, so it is a leaderboard of honour only. Send prizes_fen as [].",
+                             "“新增成员”比赛不能设奖金：按拉人头发奖励是传销的特征，这类比赛只是荣誉榜。"
+                             "请清空奖金后再创建。")
+    return starts_at, ends_at
+
+
+async def add_contest(request: web.Request, body: ContestIn) -> dict[str, Any]:
+    """Create a contest (POST /api/contests and the console's form): the contest as the API shows
+    it. ContestRefused for bad fields, ApiError (422) for an unknown rank."""
+    starts_at, ends_at = _window(body)
     audience = checked_audience(request.config_dict[CONFIG], body.audience, "contest")
     now = datetime.now(UTC)
 
@@ -205,15 +231,28 @@ async def create_contest(request: web.Request, body: ContestIn) -> web.Response:
     data = await request.config_dict[WRITER].run(create, slow=True)  # the backfill may read many orders
     if ends_at <= now:
         request.config_dict[JOBS].start("contests", "api")  # over already: settle it now
-    return ok(data, status=201)
+    return data
+
+
+@api.post("/contests", summary="Create a contest: sales, sku_sales or new_members over a window",
+          body=ContestIn, response=ContestOut, status=201)
+async def create_contest(request: web.Request, body: ContestIn) -> web.Response:
+    try:
+        return ok(await add_contest(request, body), status=201)
+    except ContestRefused as e:
+        raise e.api_error() from None
+
+
+def contest_page(session: Session, limit: int, offset: int) -> tuple[list[Any], int]:
+    """A page of contests, newest first, and how many there are."""
+    rows = session.execute(select(CONTESTS).order_by(CONTESTS.c.id.desc()).limit(limit).offset(offset)).all()
+    return rows, session.scalar(select(func.count()).select_from(CONTESTS)) or 0
 
 
 @api.get("/contests", summary="Contests, newest first", query=PageQuery, response=ContestList)
 async def list_contests(request: web.Request, query: PageQuery) -> web.Response:
     def read(session: Session) -> dict[str, Any]:
-        rows = session.execute(select(CONTESTS).order_by(CONTESTS.c.id.desc()).limit(query.limit)
-                               .offset(query.offset)).all()
-        total = session.scalar(select(func.count()).select_from(CONTESTS)) or 0
+        rows, total = contest_page(session, query.limit, query.offset)
         return {"contests": [_summary(c) for c in rows], "total": total}
     return ok(await run_read(request.config_dict[SESSIONMAKER], read))
 
@@ -222,3 +261,113 @@ async def list_contests(request: web.Request, query: PageQuery) -> web.Response:
          params=ContestId, response=ContestOut, errors=(404,))
 async def get_contest(request: web.Request, params: ContestId) -> web.Response:
     return ok(await run_read(request.config_dict[SESSIONMAKER], lambda s: _json(s, params.id)))
+
+
+# ---- the console's 比赛 ----------------------------------------------------------------------------
+PER_PAGE = 20
+STATUS_NAMES = {"scheduled": "未开始", "running": "进行中", "settled": "已结算"}
+METRIC_NAMES = {"sales": "销售额", "sku_sales": "指定商品销售额", "new_members": "新增成员"}
+FIELD_NAMES = {"title": "标题", "metric": "指标", "skus": "商品编号", "starts_at": "开始时间", "ends_at": "结束时间",
+               "prizes_fen": "奖金（元）", "audience": "受众"}
+_LIST_SEPARATORS = re.compile(r"[,，、\s]+")
+
+
+class FormProblem(Exception):
+    """What is wrong with the console's contest form, as a Chinese sentence."""
+
+
+def _split(value: str) -> list[str]:
+    return [v for v in _LIST_SEPARATORS.split(value) if v]
+
+
+def _china_time(value: str, field: str) -> datetime:
+    """A datetime-local value (2026-12-01T00:00) read as China time."""
+    try:
+        moment = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise FormProblem(f"请填写{FIELD_NAMES[field]}（年-月-日 时:分，北京时间）。") from None
+    return moment.replace(tzinfo=CHINA) if moment.tzinfo is None else moment
+
+
+def contest_from_form(form: Any) -> ContestIn:
+    """The console's form as the /api body, checked by the same model; FormProblem when it is not one."""
+    prizes = []
+    for amount in _split(str(form.get("prizes", ""))):
+        try:
+            prizes.append(parse_yuan(amount))
+        except AmountError:
+            raise FormProblem(f"奖金“{amount}”不是有效的金额：单位是元，大于 0，最多两位小数，多个用逗号分隔。") from None
+    rank = str(form.get("audience", "all"))
+    values = {"title": str(form.get("title", "")), "metric": str(form.get("metric", "")),
+              "skus": _split(str(form.get("skus", ""))), "prizes_fen": prizes,
+              "starts_at": _china_time(str(form.get("starts_at", "")), "starts_at"),
+              "ends_at": _china_time(str(form.get("ends_at", "")), "ends_at"),
+              "audience": "all" if rank == "all" else {"ranks": [rank]}}
+    try:
+        return ContestIn.model_validate(values)
+    except ValidationError as e:
+        named = dict.fromkeys(FIELD_NAMES.get(str(err["loc"][0]), str(err["loc"][0])) for err in e.errors())
+        raise FormProblem(f"请检查这些字段：{'、'.join(named)}（标题最多 64 字，商品编号和奖金最多 100 个）。") from None
+
+
+def _audience_name(audience: Any, config: Any) -> str:
+    if audience == "all":
+        return "全部分销员"
+    known = {r.key: r.name for r in config.ranks}
+    return "、".join(known.get(k, k) for k in audience.get("ranks", ()))
+
+
+def _listing(request: web.Request, session: Session, number: int) -> dict[str, Any]:
+    rows, total = contest_page(session, PER_PAGE, (number - 1) * PER_PAGE)
+    config = request.config_dict[CONFIG]
+    return {"contests": rows, "total": total, "number": number, "pages": max((total + PER_PAGE - 1) // PER_PAGE, 1),
+            "audiences": {c.id: _audience_name(c.audience, config) for c in rows}}
+
+
+async def _contests_page(request: web.Request, *, status: int = 200, error: str = "",
+                         form: Any = None) -> web.Response:
+    try:
+        number = max(int(request.query.get("page", "1")), 1)
+    except ValueError:
+        number = 1
+    values = await run_read(request.config_dict[SESSIONMAKER], lambda s: _listing(request, s, number))
+    return page(request, "contests.html", title="比赛", current="/contests", status=status, error=error,
+                form=form or {}, ranks=request.config_dict[CONFIG].ranks, statuses=STATUS_NAMES,
+                metrics=METRIC_NAMES, **values)
+
+
+@feature.console.get("/contests")
+async def contests_page(request: web.Request) -> web.Response:
+    return await _contests_page(request)
+
+
+@feature.console.post("/contests")
+async def create_contest_page(request: web.Request) -> web.Response:
+    form = await request.post()
+    try:
+        created = await add_contest(request, contest_from_form(form))
+    except FormProblem as e:
+        return await _contests_page(request, status=422, error=str(e), form=form)
+    except ContestRefused as e:
+        return await _contests_page(request, status=422, error=e.chinese, form=form)
+    except ApiError as e:  # an unknown rank: only a stale or forged form names one
+        return await _contests_page(request, status=422, error=f"受众无效：{e.message}", form=form)
+    return done(request, f"/contests/{created['id']}", f"比赛“{created['title']}”已创建（{STATUS_NAMES[created['status']]}）。")
+
+
+@feature.console.get(r"/contests/{id:\d{1,18}}")
+async def contest_detail_page(request: web.Request) -> web.Response:
+    cid = int(request.match_info["id"])
+
+    def read(session: Session) -> dict[str, Any] | None:
+        c = session.execute(select(CONTESTS).where(CONTESTS.c.id == cid)).first()
+        if c is None:
+            return None
+        standings, winners = _results(session, c)
+        return {"contest": c, "standings": standings, "winners": winners,
+                "audience": _audience_name(c.audience, request.config_dict[CONFIG])}
+    values = await run_read(request.config_dict[SESSIONMAKER], read)
+    if values is None:
+        return page(request, "contest.html", title="比赛", current="/contests", status=404, contest=None)
+    return page(request, "contest.html", title=values["contest"].title, current="/contests", statuses=STATUS_NAMES,
+                metrics=METRIC_NAMES, show=show_value, **values)

@@ -14,12 +14,13 @@ from enum import StrEnum
 from typing import Any, ClassVar
 
 from aiohttp import web
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 from sqlalchemy.orm import Session
 
 from bot.api import ApiError, ApiModel, IdParam, PageQuery, actor_of, ok
 from bot.api import text as text_field
 from bot.chat import Ctx, Incoming, split_command
+from bot.console import done, page
 from bot.feature import Feature
 from bot.menu import MenuKey
 from bot.typedefs import CONFIG, SESSIONMAKER, WRITER
@@ -193,3 +194,59 @@ async def close_ticket(request: web.Request, params: TicketId) -> web.Response:
         tickets.close(session, params.id, now)
         return _detail(session, params.id, now)
     return ok(await request.config_dict[WRITER].run(close))
+
+
+# ---- the console's 客服 ---------------------------------------------------------------------------
+TABS = {TicketStatus.OPEN: "待回复", TicketStatus.ANSWERED: "已回复", TicketStatus.CLOSED: "已关闭"}
+PER_PAGE = 50
+
+
+def _tab(value: Any) -> TicketStatus:
+    return TicketStatus(value) if value in TicketStatus._value2member_map_ else TicketStatus.OPEN
+
+
+@feature.console.get("/tickets")
+async def tickets_page(request: web.Request) -> web.Response:
+    """A page of tickets of one status, in the API's order: open ones urgent first, then by due
+    time, each with the minutes left (or past due) counted here; the others newest first."""
+    status, now = _tab(request.query.get("status")), datetime.now(UTC)
+    try:
+        number = max(int(request.query.get("page", "1")), 1)
+    except ValueError:
+        number = 1
+
+    def read(session: Session) -> tuple[list[dict[str, Any]], int]:
+        rows, total = tickets.list_tickets(session, status, PER_PAGE, (number - 1) * PER_PAGE)
+        return [{"t": r.ticket, "code": r.distributor_code, "name": r.distributor_name,
+                 "countdown": tickets.countdown(r.ticket, now) if status == TicketStatus.OPEN else None}
+                for r in rows], total
+    items, total = await run_read(request.config_dict[SESSIONMAKER], read)
+    return page(request, "tickets.html", title="客服", current="/tickets", tabs=TABS, tab=status.value,
+                items=items, total=total, number=number, pages=max((total + PER_PAGE - 1) // PER_PAGE, 1),
+                max_reply=tickets.MAX_REPLY)
+
+
+@feature.console.post(r"/tickets/{id:\d{1,18}}")
+async def act_on_ticket_page(request: web.Request) -> web.Response:
+    """发送 (the API's answer: the reply reaches the asker, the session is its actor) or 关闭."""
+    tid, form = int(request.match_info["id"]), await request.post()
+    back = f"/tickets?status={_tab(form.get('status')).value}"
+    actor, now = actor_of(request), datetime.now(UTC)
+    if form.get("action") == "close":
+        closed = await request.config_dict[WRITER].run(lambda s: tickets.close(s, tid, now))
+        return done(request, back, f"工单 #{tid} 已关闭。" if closed else f"没有工单 #{tid}。", error=not closed)
+    if form.get("action") != "reply":
+        return done(request, back, "请选择发送或关闭。", error=True)
+    try:
+        text = Answer.model_validate({"text": str(form.get("reply", ""))}).text
+    except ValidationError:
+        empty = not str(form.get("reply", "")).strip()
+        return done(request, back, f"工单 #{tid}：请先填写回复内容。" if empty
+                    else f"工单 #{tid}：回复最多 {tickets.MAX_REPLY} 字。", error=True)
+    try:
+        answered = await request.config_dict[WRITER].run(lambda s: tickets.answer(s, tid, text, actor, now))
+    except tickets.TicketClosed:
+        return done(request, back, f"工单 #{tid} 已关闭，不能再回复；回复没有发出。", error=True)
+    if answered is None:
+        return done(request, back, f"没有工单 #{tid}。", error=True)
+    return done(request, back, f"已回复工单 #{tid}，回复会通过公众号发给提问人。")
