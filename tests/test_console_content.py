@@ -67,6 +67,9 @@ async def test_packs_uploaded_checked_and_switched(served: tuple[str, web.Applic
     await upload(page, pack_file(tmp_path, "v1.zip"))
     await expect(page.get_by_role("status").first).to_contain_text("已上传 winter-2026 版本 1")
     await expect(problems).to_have_count(0)
+    # The uploads went by upload.js (XMLHttpRequest, with its progress bar), not as plain posts.
+    assert await page.evaluate("performance.getEntriesByType('resource')"
+                               ".filter(e => e.initiatorType === 'xmlhttprequest').length") == 2
     await upload(page, pack_file(tmp_path, "v2.zip", MANIFEST.replace('version = "1"', 'version = "2"')))
     await expect(page.get_by_role("status").first).to_contain_text("版本 2")
     await expect(page.get_by_role("status").first).to_contain_text("已生效")
@@ -85,6 +88,15 @@ async def test_packs_uploaded_checked_and_switched(served: tuple[str, web.Applic
     # The same version twice is refused, and said so.
     await upload(page, pack_file(tmp_path, "again.zip"))
     await expect(page.get_by_role("status").first).to_contain_text("已经存在")
+
+    # A festival version waits for its window, which the list shows.
+    festival = MANIFEST.replace('version = "1"', 'version = "3"\nlive_from = "2099-01-01T00:00:00+08:00"\n'
+                                                 'live_until = "2099-01-08T00:00:00+08:00"')
+    await upload(page, pack_file(tmp_path, "v3.zip", festival))
+    await expect(page.get_by_role("status").first).to_contain_text("将在 2099-01-01 00:00 生效")
+    await expect(page.locator(f"#pack-{live + 1}")).to_contain_text("2099-01-01 00:00 至 2099-01-08 00:00（等待开始）")
+    assert (await live_ids(app))["winter-2026"] == live - 1
+    await no_sideways_scroll(page)
 
 
 async def test_the_upload_works_without_script(served: tuple[str, web.Application], page: Any, tmp_path: Path) -> None:
