@@ -7,7 +7,8 @@ pages (`feature.console`, paths under /admin); this module only guards and frame
   SameSite=Strict cookie (Secure over HTTPS) whose hash is the key of a console_sessions row, so
   every process knows it; it ends after IDLE without a request, or at 退出登录.
 - CSRF: every POST carries `csrf_token`, the session's (the sign-in form: a double-submit cookie);
-  anything else is 403 and changes nothing.
+  anything else is 403 and changes nothing. A multipart form (a file, e.g. a content pack) may be
+  up to MAX_FORM_BYTES; aiohttp spools its file to disk while the guard reads the token.
 - What a page changes is recorded with the session that did it: `actor_of(request)` names it
   ("console:<8 hex>") wherever the API records who acted.
 """
@@ -43,6 +44,7 @@ TOUCH_EVERY = timedelta(minutes=1)  # last_seen_at is written at most this often
 FREE_TRIES = 3
 MAX_WAIT = 30.0
 TRY_WINDOW = 900.0  # seconds a wrong try counts against an address
+MAX_FORM_BYTES = 51 * 1024 * 1024  # a multipart form: a 50 MiB content pack and its fields
 NAV = (("/", "概览"), ("/distributors", "分销员"), ("/withdrawals", "提现"), ("/content", "内容"),
        ("/campaigns", "活动"), ("/contests", "比赛"), ("/tickets", "客服"))
 HEADERS = {"Cache-Control": "no-store", "X-Frame-Options": "DENY", "Referrer-Policy": "same-origin",
@@ -137,9 +139,9 @@ def sign_in_page(request: web.Request, *, error: str = "", status: int = 200) ->
     return response
 
 
-def forbidden(message: str) -> web.Response:
+def forbidden(message: str, *, status: int = 403) -> web.Response:
     html = render("base.html", title="拒绝", nav=NAV, current="", session=None, flash=message, flash_error=True)
-    return web.Response(text=html, content_type="text/html", status=403, headers=HEADERS)
+    return web.Response(text=html, content_type="text/html", status=status, headers=HEADERS)
 
 
 # ---- sessions ---------------------------------------------------------------------------------------
@@ -207,10 +209,28 @@ async def _guard(request: web.Request, handler: ConsoleHandler) -> web.StreamRes
     request[SESSION] = session
     request[ACTOR] = session.actor
     if request.method == "POST":
-        given = str((await request.post()).get("csrf_token", ""))
+        if request.content_type == "multipart/form-data":  # only signed-in admins get this far
+            request = request.clone(client_max_size=MAX_FORM_BYTES)
+        try:
+            given = str((await request.post()).get("csrf_token", ""))
+        except web.HTTPRequestEntityTooLarge:
+            return forbidden(f"表单太大：最多 {MAX_FORM_BYTES // 1048576} MiB（内容包最多 50 MiB），没有做任何更改。",
+                             status=413)
         if not given or not hmac.compare_digest(given, session.csrf):
+            await _close_files(request)
             return forbidden("表单已过期或来源不明（缺少有效的 csrf_token），没有做任何更改。")
+        try:
+            return await handler(request)
+        finally:
+            await _close_files(request)
     return await handler(request)
+
+
+async def _close_files(request: web.Request) -> None:
+    """aiohttp leaves a form's spooled files open; they go when the request is answered."""
+    for value in (await request.post()).values():
+        if isinstance(value, web.FileField):
+            await asyncio.to_thread(value.file.close)
 
 
 def create_console_app(tables: Iterable[web.RouteTableDef]) -> web.Application:

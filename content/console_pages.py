@@ -18,7 +18,7 @@ from domain.formats import CHINA, yuan
 TEMPLATES = Path(__file__).parent / "console"
 
 
-def _when(value: datetime | None) -> str:
+def when(value: datetime | None) -> str:
     return value.astimezone(CHINA).strftime("%Y-%m-%d %H:%M") if value else ""
 
 
@@ -27,7 +27,7 @@ def environment() -> Environment:
     env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html"]),
                       trim_blocks=True, lstrip_blocks=True)
     env.filters["yuan"] = yuan
-    env.filters["when"] = _when
+    env.filters["when"] = when
     return env
 
 

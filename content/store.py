@@ -34,6 +34,10 @@ DEMO_PACK_NAME = "demo"
 class PackConflict(Exception):
     """The same name and version is already stored."""
 
+    def __init__(self, name: str, version: str):
+        super().__init__(f"pack {name!r} version {version!r} is already stored")
+        self.name, self.version = name, version
+
 
 def version_key(version: str) -> tuple[tuple[int, int | str], ...]:
     """Versions compare piece by piece, numbers as numbers: 2 < 10, 1.9 < 1.10."""
@@ -137,7 +141,7 @@ def store_pack(session: Session, pack: ValidPack, now: datetime) -> tuple[Conten
     already stored."""
     if session.scalar(select(ContentPack.id).where(ContentPack.name == pack.name,
                                                          ContentPack.version == pack.version)) is not None:
-        raise PackConflict(f"pack {pack.name!r} version {pack.version!r} is already stored")
+        raise PackConflict(pack.name, pack.version)
     row = ContentPack(name=pack.name, version=pack.version, sha256=pack.sha256, size_bytes=pack.size_bytes,
                       content=pack.content, uploaded_at=now, live_from=pack.live_from, live_until=pack.live_until,
                       announce=pack.announce)
@@ -145,7 +149,7 @@ def store_pack(session: Session, pack: ValidPack, now: datetime) -> tuple[Conten
     try:
         session.flush()
     except IntegrityError:
-        raise PackConflict(f"pack {pack.name!r} version {pack.version!r} is already stored") from None
+        raise PackConflict(pack.name, pack.version) from None
     session.add_all(ContentFile(pack_id=row.id, path=path, data=data) for path, data in pack.files.items())
     if _windowed(row):
         row.window_state = _state_at(row, now)
@@ -263,6 +267,18 @@ def switch_windows(session: Session, now: datetime) -> list[ContentPack]:
 def pack_file(session: Session, pack_id: int, path: str) -> bytes | None:
     return session.scalar(select(ContentFile.data).where(ContentFile.pack_id == pack_id,
                                                                ContentFile.path == path))
+
+
+def versions_by_name(session: Session) -> list[tuple[str, list[dict[str, Any]]]]:
+    """Every stored version as pack_json plus its row (for the times), grouped by pack name (names
+    in order), the highest version first within a name: what the console's 内容 page lists."""
+    live = live_pack_ids(session)
+    groups: dict[str, list[ContentPack]] = {}
+    for row in session.scalars(select(ContentPack).order_by(ContentPack.name, ContentPack.id.desc())):
+        groups.setdefault(row.name, []).append(row)
+    newest_first = {name: sorted(rows, key=lambda r: version_key(r.version), reverse=True)
+                    for name, rows in groups.items()}
+    return [(name, [{**pack_json(r, r.id in live), "row": r} for r in rows]) for name, rows in newest_first.items()]
 
 
 def pack_json(row: ContentPack, live: bool) -> dict[str, Any]:

@@ -9,22 +9,25 @@ campaign's row lock orders them) and every process's outbox worker sends.
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar, Literal
 
 from aiohttp import web
-from pydantic import AwareDatetime, BaseModel, Field
+from pydantic import AwareDatetime, BaseModel, Field, ValidationError
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from bot.api import ApiError, ApiModel, IdParam, PageQuery, RankAudience, checked_audience, ok
 from bot.api import text as text_field
 from bot.chat import Ctx, Incoming
+from bot.console import done, page
 from bot.feature import Feature
 from bot.scheduler import JOBS
 from bot.typedefs import CONFIG, SESSIONMAKER, WRITER
+from content.console_pages import when
 from domain import campaigns
-from domain.formats import china_time
+from domain.config import Config
+from domain.formats import CHINA, china_time
 from storage.db import run_read
 from storage.models_campaigns import Campaign, CampaignStatus
 
@@ -114,6 +117,12 @@ def _json(session: Session, c: Campaign) -> dict[str, Any]:
 @api.post("/campaigns", summary="Schedule a broadcast to all active distributors or some ranks",
           body=CampaignIn, response=CampaignOut, status=201)
 async def create_campaign(request: web.Request, body: CampaignIn) -> web.Response:
+    return ok(await launch(request, body, "api"), status=201)
+
+
+async def launch(request: web.Request, body: CampaignIn, cause: str) -> dict[str, Any]:
+    """Schedule a campaign (the API's and the console's 创建), and when it is due start the
+    campaigns job at once; the campaign as JSON. ApiError (422) for an unknown rank."""
     audience = checked_audience(request.config_dict[CONFIG], body.audience, "campaign")
     now = datetime.now(UTC)
     send_at = body.send_at.astimezone(UTC) if body.send_at else now
@@ -123,9 +132,10 @@ async def create_campaign(request: web.Request, body: CampaignIn) -> web.Respons
                                send_at=send_at, now=now, channel=body.channel)
         return _json(session, c)
     data = await request.config_dict[WRITER].run(create)
+    log.info("campaign created", extra={"campaign": data["id"], "by": cause})
     if send_at <= now:
-        request.config_dict[JOBS].start("campaigns", "api", wait=True)
-    return ok(data, status=201)
+        request.config_dict[JOBS].start("campaigns", cause, wait=True)
+    return data
 
 
 @api.get("/campaigns", summary="Campaigns, newest first", query=PageQuery, response=CampaignList)
@@ -152,12 +162,114 @@ async def get_campaign(request: web.Request, params: CampaignId) -> web.Response
 @api.post("/campaigns/{id}/cancel", summary="Cancel a scheduled campaign; 409 once it has started",
           params=CampaignId, response=CampaignOut, errors=(404, 409))
 async def cancel_campaign(request: web.Request, params: CampaignId) -> web.Response:
-    def cancel(session: Session) -> dict[str, Any]:
-        c = campaigns.cancel(session, params.id, datetime.now(UTC))
-        if c is None:
-            raise ApiError(404, "not_found", f"No campaign {params.id}.")
-        if c.status != CampaignStatus.CANCELLED:
-            raise ApiError(409, "already_started", f"Campaign {params.id} is {c.status}; only a scheduled "
-                           "campaign can be cancelled.", {"status": c.status})
-        return _json(session, c)
-    return ok(await request.config_dict[WRITER].run(cancel))
+    return ok(await request.config_dict[WRITER].run(lambda session: cancel(session, params.id)))
+
+
+def cancel(session: Session, campaign_id: int) -> dict[str, Any]:
+    """Cancel a scheduled campaign (the API's and the console's 取消): the campaign as JSON;
+    ApiError 404 when there is none, 409 once it has started."""
+    c = campaigns.cancel(session, campaign_id, datetime.now(UTC))
+    if c is None:
+        raise ApiError(404, "not_found", f"No campaign {campaign_id}.")
+    if c.status != CampaignStatus.CANCELLED:
+        raise ApiError(409, "already_started", f"Campaign {campaign_id} is {c.status}; only a scheduled "
+                       "campaign can be cancelled.", {"status": c.status})
+    return _json(session, c)
+
+
+# ---- the console's 活动 page ----------------------------------------------------------------------
+PER_PAGE = 20
+STATUS_NAMES = {"scheduled": "待发送", "sending": "发送中", "done": "已完成", "cancelled": "已取消"}
+KIND_NAMES = {"notice": "通知", "contest": "比赛", "training": "培训"}
+FIELD_NAMES = {"title": "标题", "text": "内容", "kind": "类型", "audience": "受众", "send_at": "发送时间"}
+
+
+def _console_list(session: Session, config: Config, number: int) -> dict[str, Any]:
+    rows = session.scalars(select(Campaign).order_by(Campaign.id.desc()).limit(PER_PAGE)
+                           .offset((number - 1) * PER_PAGE)).all()
+    total = session.scalar(select(func.count()).select_from(Campaign)) or 0
+    audiences = [("all", "全部分销员", campaigns.count_audience(session, "all"))]
+    audiences += [(r.key, r.name, campaigns.count_audience(session, {"ranks": [r.key]})) for r in config.ranks]
+    return {"campaigns": [(c, campaigns.progress(session, c)) for c in rows], "total": total, "number": number,
+            "pages": max((total + PER_PAGE - 1) // PER_PAGE, 1), "audiences": audiences,
+            "rank_names": {r.key: r.name for r in config.ranks}}
+
+
+async def _campaigns_page(request: web.Request, *, form: Any = None, errors: list[str] = (),
+                          status: int = 200) -> web.Response:
+    try:
+        number = min(max(int(request.query.get("page", "1")), 1), 10**6)
+    except ValueError:
+        number = 1
+    config = request.config_dict[CONFIG]
+    listing = await run_read(request.config_dict[SESSIONMAKER], lambda s: _console_list(s, config, number))
+    return page(request, "campaigns.html", title="活动", current="/campaigns", status=status, form=form or {},
+                errors=errors, max_text=campaigns.MAX_TEXT, status_names=STATUS_NAMES, kind_names=KIND_NAMES,
+                **listing)
+
+
+@feature.console.get("/campaigns")
+async def campaigns_page(request: web.Request) -> web.Response:
+    return await _campaigns_page(request)
+
+
+def _send_at(value: str, now: datetime) -> datetime | None:
+    """发送时间 from a datetime-local field, China time; None when empty (now). ValueError when it is
+    not a time or already past."""
+    if not value.strip():
+        return None
+    local = datetime.fromisoformat(value.strip())
+    if local.tzinfo is not None:
+        raise ValueError(value)
+    local = local.replace(tzinfo=CHINA)
+    if local < now - timedelta(minutes=1):
+        raise ValueError("past")
+    return local
+
+
+@feature.console.post("/campaigns")
+async def create_form(request: web.Request) -> web.Response:
+    form = await request.post()
+    values = {k: str(form.get(k, "")) for k in ("title", "text", "kind", "audience", "send_at")}
+    errors = []
+    try:
+        send_at = _send_at(values["send_at"], datetime.now(UTC))
+    except ValueError:
+        send_at = None
+        errors.append("发送时间不对：请选一个还没到的时间（中国时间），或留空表示立即发送。")
+    audience = values["audience"] or "all"
+    try:
+        body = CampaignIn.model_validate({"title": values["title"], "kind": values["kind"] or "notice",
+                                          "text": values["text"].replace("\r\n", "\n"), "send_at": send_at,
+                                          "audience": audience if audience == "all" else {"ranks": [audience]}})
+    except ValidationError as e:
+        body = None
+        errors += [_problem(err) for err in e.errors()]
+    if errors or body is None:
+        return await _campaigns_page(request, form=values, errors=errors, status=422)
+    try:
+        data = await launch(request, body, "console")
+    except ApiError as e:  # an unknown rank
+        return await _campaigns_page(request, form=values, errors=[f"受众不对：{e.message}"], status=422)
+    when_text = "已开始发送" if send_at is None else f"将于 {when(send_at)} 发送"
+    return done(request, "/campaigns", f"活动 {data['id']}「{data['title']}」已创建，{data['total']} 位分销员，{when_text}。")
+
+
+def _problem(error: Any) -> str:
+    field = str(error["loc"][0]) if error["loc"] else ""
+    if field == "title":
+        return "标题不能为空，最多 64 个字。"
+    if field == "text":
+        return f"内容不能为空，最多 {campaigns.MAX_TEXT} 个字。"
+    return f"{FIELD_NAMES.get(field, field)}不对：{error['msg']}"
+
+
+@feature.console.post(r"/campaigns/{id:\d{1,18}}/cancel")
+async def cancel_form(request: web.Request) -> web.Response:
+    cid = int(request.match_info["id"])
+    try:
+        await request.config_dict[WRITER].run(lambda session: cancel(session, cid))
+    except ApiError as e:
+        message = "没有这个活动。" if e.status == 404 else f"活动 {cid} 已经{STATUS_NAMES.get(e.details['status'], '开始')}，不能取消。"
+        return done(request, "/campaigns", message, error=True)
+    return done(request, "/campaigns", f"活动 {cid} 已取消。")

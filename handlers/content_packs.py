@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import shutil
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,8 +22,10 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.api import ApiError, ApiModel, IdParam, ok
+from bot.console import HEADERS, done, page
 from bot.feature import Feature
 from bot.typedefs import CONFIG, SESSIONMAKER, WRITER
+from content.console_pages import when
 from content.packs import MAX_UPLOAD_BYTES, PackInvalid
 from content.store import (
     PackConflict,
@@ -32,9 +35,11 @@ from content.store import (
     pack_file,
     pack_json,
     switch_windows,
+    versions_by_name,
 )
 from domain.config import Config
 from domain.formats import china_time
+from storage.db import run_read
 from storage.models_content import ContentPack, LivePack
 from storage.writer import Writer
 
@@ -128,17 +133,23 @@ async def upload_pack(request: web.Request) -> web.Response:
     path = Path(name)
     try:
         await _receive_zip(request, path)
-        config = request.config_dict[CONFIG]
         try:
-            row, live = await import_pack(request.config_dict[WRITER], path, rank_keys(config))
+            row, live = await _import(request, path)
         except PackInvalid as e:
             raise invalid(e.problems) from None
         except PackConflict as e:
             raise ApiError(409, "pack_exists", f"{str(e)[0].upper()}{str(e)[1:]}; upload a new version.") from None
     finally:
         await asyncio.to_thread(path.unlink, True)
-    log.info("content pack uploaded", extra={"pack": row.name, "version": row.version, "id": row.id})
     return ok(pack_json(row, live), status=201)
+
+
+async def _import(request: web.Request, path: Path) -> tuple[ContentPack, bool]:
+    """Validate and store an uploaded zip (the API's and the console's upload): PackInvalid,
+    PackConflict, or (the row, whether it went live)."""
+    row, live = await import_pack(request.config_dict[WRITER], path, rank_keys(request.config_dict[CONFIG]))
+    log.info("content pack uploaded", extra={"pack": row.name, "version": row.version, "id": row.id})
+    return row, live
 
 
 @api.get("/content-packs", summary="Every stored pack version, newest first; `live` marks the live ones",
@@ -177,11 +188,80 @@ async def get_pack(request: web.Request, params: PackId) -> web.Response:
                                                   "(e.g. roll back to an older version)",
           params=PackId, response=Pack, errors=(404,))
 async def activate_pack(request: web.Request, params: PackId) -> web.Response:
-    row = await request.config_dict[WRITER].run(lambda session: activate(session, params.id, datetime.now(UTC)))
+    row = await _activate(request, params.id)
     if row is None:
         raise ApiError(404, "not_found", f"No content pack has the id {params.id!r}.")
-    log.info("content pack activated", extra={"pack": row.name, "version": row.version, "id": row.id})
     return ok(pack_json(row, True))
+
+
+async def _activate(request: web.Request, pack_id: int) -> ContentPack | None:
+    """Make a stored version live (the API's and the console's 设为生效); None when there is none."""
+    row = await request.config_dict[WRITER].run(lambda session: activate(session, pack_id, datetime.now(UTC)))
+    if row is not None:
+        log.info("content pack activated", extra={"pack": row.name, "version": row.version, "id": row.id})
+    return row
+
+
+# ---- the console's 内容 page ---------------------------------------------------------------------
+# The upload is a plain multipart form; upload.js (served below: the CSP allows only our own
+# scripts) sends the same form with XMLHttpRequest to show its progress, then shows the answer.
+UPLOAD_JS = Path(__file__).parent.parent / "content" / "console" / "upload.js"
+
+
+async def _content_page(request: web.Request, *, problems: list[Any] = (), filename: str = "",
+                        status: int = 200) -> web.Response:
+    versions = await run_read(request.config_dict[SESSIONMAKER], versions_by_name)
+    return page(request, "content.html", title="内容", current="/content", status=status, versions=versions,
+                problems=problems, filename=filename, max_mib=MAX_UPLOAD_BYTES // 1048576)
+
+
+@feature.console.get("/content")
+async def content_page(request: web.Request) -> web.Response:
+    return await _content_page(request)
+
+
+@feature.console.get("/content/upload.js")
+async def upload_script(request: web.Request) -> web.Response:
+    return web.Response(text=await asyncio.to_thread(UPLOAD_JS.read_text, "utf-8"),
+                        content_type="text/javascript", headers=HEADERS)
+
+
+def _save(upload: web.FileField, dest: Path) -> None:
+    with dest.open("wb") as f:
+        shutil.copyfileobj(upload.file, f, CHUNK)
+
+
+@feature.console.post("/content")
+async def upload_form(request: web.Request) -> web.Response:
+    upload = (await request.post()).get("pack")  # the guard has read the form (files spooled to disk)
+    if not isinstance(upload, web.FileField) or not upload.filename:
+        return done(request, "/content", "请选择要上传的内容包（zip 文件）。", error=True)
+    fd, name = tempfile.mkstemp(prefix="distbot-pack-", suffix=".zip")
+    os.close(fd)
+    path = Path(name)
+    try:
+        await asyncio.to_thread(_save, upload, path)
+        row, live = await _import(request, path)
+    except PackInvalid as e:
+        return await _content_page(request, problems=e.problems, filename=upload.filename, status=422)
+    except PackConflict as e:
+        return done(request, "/content", f"内容包 {e.name} 版本 {e.version} 已经存在，没有更改；"
+                                         "请在 manifest.toml 里提高版本号后再上传。", error=True)
+    finally:
+        await asyncio.to_thread(path.unlink, True)
+    c = pack_json(row, live)
+    state = "已生效" if live else ("将在 " + when(row.live_from) + " 生效" if row.window_state == "waiting"
+                                  else "未生效（当前生效的版本更高，可在下面设为生效）")
+    return done(request, "/content", f"已上传 {row.name} 版本 {row.version}：{c['products']} 个商品、"
+                                     f"{c['scripts']} 条话术、{c['posters']} 张海报、{c['trainings']} 节培训，{state}。")
+
+
+@feature.console.post(r"/content/{id:\d{1,18}}/activate")
+async def activate_form(request: web.Request) -> web.Response:
+    row = await _activate(request, int(request.match_info["id"]))
+    if row is None:
+        return done(request, "/content", "没有这个版本的内容包。", error=True)
+    return done(request, "/content", f"{row.name} 版本 {row.version} 已设为生效。")
 
 
 # ---- festival windows -----------------------------------------------------------------------------
