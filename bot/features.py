@@ -4,8 +4,8 @@ No auto-discovery: a new feature is one module under handlers/ and one line here
 from __future__ import annotations
 
 from bot.feature import Feature
-from handlers import campaigns, content_packs, contests, earnings, help_text, leave, orders, overview, posters
-from handlers import ranks
+from handlers import campaigns, content_packs, contests, distributors, earnings, help_text, leave, orders, overview
+from handlers import posters, ranks
 from handlers import registration, scripts, service, team, trainings, weekly_report, withdrawals
 
 FEATURES: tuple[Feature, ...] = (
@@ -25,5 +25,6 @@ FEATURES: tuple[Feature, ...] = (
     contests.feature,
     service.feature,
     overview.feature,
+    distributors.feature,
     help_text.feature,
 )

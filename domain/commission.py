@@ -31,6 +31,8 @@ from fractions import Fraction
 # ---- the order state machine -----------------------------------------------------------------
 PAID, SHIPPED, COMPLETED, REFUNDED, CANCELLED = "paid", "shipped", "completed", "refunded", "cancelled"
 EVENT_TYPES = (PAID, SHIPPED, COMPLETED, REFUNDED, CANCELLED)
+# An order status as people read it (chat and console).
+STATUS_NAMES = {PAID: "待发货", SHIPPED: "已发货", COMPLETED: "已完成", REFUNDED: "已退款", CANCELLED: "已取消"}
 # Which statuses each event may follow. A partial refund keeps the order's status, so shipping
 # and completing stay possible after one; a full refund or a cancellation ends the order.
 ALLOWED_FROM: Mapping[str, frozenset[str]] = {

@@ -1,17 +1,24 @@
-"""A distributor as the admin API shows it (CONTRACT §4.1), for every route that answers with one."""
+"""A distributor as admins see them: the API's answer (CONTRACT §4.1), for every route that
+answers with one, and finding distributors by code, name or phone (the console's 分销员)."""
 
 from __future__ import annotations
 
+import re
+import unicodedata
 from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel
-from sqlalchemy import select
+from sqlalchemy import Row, func, or_, select
 from sqlalchemy.orm import Session
 
 from domain.formats import china_time
 from domain.ledger import balance
 from storage.models import Distributor, DistributorStatus
+from storage.tables import DISTRIBUTORS
+
+PER_PAGE = 50
+MAX_PAGE = 10_000_000  # keeps the OFFSET within a 64-bit integer
 
 
 class Balance(BaseModel):
@@ -42,3 +49,36 @@ def distributor_json(session: Session, d: Distributor) -> dict[str, Any]:
         "rank": d.rank, "inviter_code": inviter_code, "registered_at": china_time(d.registered_at),
         "balance": balance(session, d.id),
     }
+
+
+# ---- finding distributors ------------------------------------------------------------------------
+_LISTED = select(*(DISTRIBUTORS.c[n] for n in ("id", "code", "name", "phone", "rank", "status", "registered_at")))
+
+
+def _like(text: str) -> str:
+    return "%" + re.sub(r"([\\%_])", r"\\\1", text) + "%"
+
+
+def search(session: Session, query: str, page: int = 1) -> tuple[list[Row[Any]], int]:
+    """One page (PER_PAGE, newest first) of the distributors `query` finds, and how many it finds.
+
+    An exact code (any case) or a whole phone number is looked up first, on their unique indexes;
+    only when neither is there does the query match part of a name or of a phone number (a scan).
+    No query: everyone, newest first."""
+    d = DISTRIBUTORS.c
+    q = " ".join(unicodedata.normalize("NFKC", query).split())
+    digits = re.sub(r"[\s-]", "", q).removeprefix("+86")
+    where: list[Any] = []
+    if q:
+        exact = or_(d.code == q.upper(), d.phone == digits)
+        if session.scalar(select(d.id).where(exact).limit(1)) is not None:
+            where = [exact]
+        elif digits.isascii() and digits.isdigit():
+            where = [d.phone.like(_like(digits), escape="\\")]
+        else:
+            where = [d.name.ilike(_like(q), escape="\\")]
+    total = session.scalar(select(func.count()).select_from(DISTRIBUTORS).where(*where)) or 0
+    page = min(max(page, 1), MAX_PAGE)
+    rows = session.execute(_LISTED.where(*where).order_by(d.id.desc())
+                           .offset((page - 1) * PER_PAGE).limit(PER_PAGE)).all()
+    return list(rows), total

@@ -51,21 +51,38 @@ class AmountError(ValueError):
     """Why a typed amount is not usable, as a Chinese sentence for the user."""
 
 
+def _typed_amount(text: str) -> re.Match[str] | None:
+    t = unicodedata.normalize("NFKC", text).strip().replace("−", "-")
+    sign = t[:1] if t[:1] in "+-" else ""
+    t = t.removeprefix(sign).strip().removeprefix("¥").removeprefix("￥").removesuffix("元").strip().replace(",", "")
+    return _AMOUNT.match(sign + t)
+
+
+def _fen(m: re.Match[str]) -> int:
+    return int(m.group(2)) * 100 + int((m.group(3) or "").ljust(2, "0"))
+
+
 def parse_yuan(text: str) -> int:
     """'12.50', '12.5', '12', '¥1,234.56', '１２.５元' → fen; no float anywhere.
 
     Raises AmountError for anything else, including more than two decimals and amounts ≤ 0."""
-    t = unicodedata.normalize("NFKC", text).strip()
-    t = t.removeprefix("¥").removeprefix("￥").removesuffix("元").strip().replace(",", "")
-    m = _AMOUNT.match(t)
+    m = _typed_amount(text)
     if m is None:
         raise AmountError("金额格式不对，请按“提现 金额”发送，单位是元，例如：提现 12.50")
-    sign, whole, cents = m.group(1), m.group(2), m.group(3) or ""
-    if len(cents) > 2:
+    if len(m.group(3) or "") > 2:
         raise AmountError("金额最多两位小数（精确到分），例如：提现 12.50")
-    if len(whole) > 10:
+    if len(m.group(2)) > 10:
         raise AmountError("金额太大了，请核对后重新发送。")
-    fen = int(whole) * 100 + int(cents.ljust(2, "0"))
-    if sign == "-" or fen == 0:
+    fen = _fen(m)
+    if m.group(1) == "-" or fen == 0:
         raise AmountError("提现金额需大于 0，例如：提现 12.50")
     return fen
+
+
+def parse_signed_yuan(text: str) -> int:
+    """An amount in yuan that may be negative ('5', '-3.20', '+¥1,234.56') → signed fen; zero is
+    returned as 0 (the caller says why it will not do). AmountError for anything else."""
+    m = _typed_amount(text)
+    if m is None or len(m.group(3) or "") > 2 or len(m.group(2)) > 10:
+        raise AmountError("金额格式不对：单位是元，最多两位小数，例如 5.00 或 -3.20。")
+    return -_fen(m) if m.group(1) == "-" else _fen(m)

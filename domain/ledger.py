@@ -28,6 +28,9 @@ BUCKETS = ("pending_fen", "available_fen", "withdrawing_fen", "withdrawn_fen")
 ZERO = dict.fromkeys(BUCKETS, 0)
 # Every entry but withdrawals is an earning: what a distributor earned is these entries, net.
 EARNING_KINDS = (EntryKind.COMMISSION, EntryKind.REVERSAL, EntryKind.REWARD, EntryKind.ADJUSTMENT)
+KIND_NAMES = {EntryKind.COMMISSION: "佣金", EntryKind.REVERSAL: "退款冲回", EntryKind.WITHDRAWAL: "提现",
+              EntryKind.WITHDRAWAL_REFUND: "提现退回", EntryKind.REWARD: "奖励", EntryKind.ADJUSTMENT: "调整"}
+MAX_ADJUSTMENT_FEN = 10**10  # ¥100,000,000: a typo guard, far above any real correction
 
 
 @dataclass

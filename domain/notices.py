@@ -1,6 +1,7 @@
-"""Commission notices, batched through the outbox: new commission (one message per distributor
-per window, however many orders), commission made available, and an exited distributor's
-settlement, which is where their newly available money goes instead.
+"""Money notices through the outbox: new commission (batched: one message per distributor per
+window, however many orders), commission made available, an exited distributor's settlement,
+which is where their newly available money goes instead, and an admin's adjustment (API and
+console alike).
 """
 
 from __future__ import annotations
@@ -8,16 +9,17 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from domain.config import Config
 from domain.contests import SaleChange
-from domain.outbox import Merge, merge_notices
+from domain.outbox import Merge, enqueue, merge_notices
 from domain.messages import Text
 from domain.formats import yuan
-from domain.ledger import settle
+from domain.ledger import adjust, balance, settle
 from storage.models import DistributorStatus
 from storage.tables import DISTRIBUTORS
 PERSON_COLUMNS = ("id", "code", "openid", "rank", "status", "inviter_id")
@@ -105,3 +107,14 @@ def settle_and_notify(session: Session, config: Config, now: datetime, credits: 
         elif fen > 0:
             notices.append(Merge(f"available:{did}:{index}", p.openid, {"fen": fen}, available_notice, due))
     merge_notices(session, notices)
+
+
+def adjust_and_tell(session: Session, distributor_id: int, openid: str, amount_fen: int, reason: str, actor: str,
+                    now: datetime) -> dict[str, Any]:
+    """An admin's adjustment (domain.ledger.adjust) and the distributor's notice of it; the entry."""
+    entry = adjust(session, distributor_id, amount_fen, reason, actor, now)
+    sign = "+" if amount_fen > 0 else "−"
+    enqueue(session, f"adjustment:{entry['id']}", openid, Text(
+        f"您的账户有一笔调整：{sign}{yuan(abs(amount_fen))}\n原因：{reason}\n"
+        f"当前可提现 {yuan(balance(session, distributor_id)['available_fen'])}。回复“收益”查看明细。"))
+    return entry

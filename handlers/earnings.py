@@ -28,10 +28,9 @@ from content.charts import render_earnings_chart
 from domain.config import Config
 from domain.figures import daily_totals
 from domain.formats import china_time, day_start, month_start, yuan
-from domain.ledger import BUCKETS, EARNING_KINDS, ZERO, Delta, add_to_balances, adjust, balance
+from domain.ledger import BUCKETS, EARNING_KINDS, MAX_ADJUSTMENT_FEN, ZERO, Delta, add_to_balances
 from domain.messages import Image, Reply, Text
-from domain.outbox import enqueue
-from domain.notices import Credits, settle_and_notify
+from domain.notices import Credits, adjust_and_tell, settle_and_notify
 from storage.db import is_postgres
 from storage.models import Distributor
 from storage.models_ledger import CommissionState, EntryKind
@@ -43,7 +42,6 @@ feature = Feature("earnings")
 api = feature.api
 
 CHART_DAYS = 30
-MAX_ADJUSTMENT_FEN = 10**10  # ¥100,000,000: a typo guard, far above any real correction
 MAX_REASON = 200
 UNFREEZE_CHUNK = 500
 
@@ -214,12 +212,7 @@ async def post_adjustment(request: web.Request, body: AdjustmentIn) -> web.Respo
         d = distributor_by_code(session, code)
         if d is None:
             raise ApiError(404, "not_found", f"No distributor has the code {code!r}.")
-        now = datetime.now(UTC)
-        entry = adjust(session, d.id, body.amount_fen, body.reason or "", actor, now)
-        sign = "+" if body.amount_fen > 0 else "−"
-        enqueue(session, f"adjustment:{entry['id']}", d.openid, Text(
-            f"您的账户有一笔调整：{sign}{yuan(abs(body.amount_fen))}\n原因：{body.reason}\n"
-            f"当前可提现 {yuan(balance(session, d.id)['available_fen'])}。回复“收益”查看明细。"))
+        entry = adjust_and_tell(session, d.id, d.openid, body.amount_fen, body.reason or "", actor, datetime.now(UTC))
         return {**entry, "created_at": china_time(entry["created_at"])}
     return ok(await request.config_dict[WRITER].run(apply), status=201)
 

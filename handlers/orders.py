@@ -39,8 +39,6 @@ api = feature.api
 ORDER_EVENTS = web.AppKey("order_events", GroupCommit[EventIn, dict[str, Any]])
 
 RECENT = 10
-STATUS_NAMES = {rules.PAID: "待发货", rules.SHIPPED: "已发货", rules.COMPLETED: "已完成",
-                rules.REFUNDED: "已退款", rules.CANCELLED: "已取消"}
 
 
 # ---- the shape of an event -------------------------------------------------------------------
@@ -206,9 +204,9 @@ def on_orders(msg: Incoming, ctx: Ctx, me: Distributor) -> Text:
         .outerjoin(COMMISSIONS, and_(c.order_no == o.order_no, c.distributor_id == me.id))
         .where(o.distributor_id == me.id).order_by(o.paid_at.desc(), o.order_no.desc()).limit(RECENT))).all()
     total = sum(counts.values())
-    summary = " · ".join(f"{name} {counts[s]}" for s, name in STATUS_NAMES.items() if counts.get(s))
+    summary = " · ".join(f"{name} {counts[s]}" for s, name in rules.STATUS_NAMES.items() if counts.get(s))
     lines = [f"我的订单：共 {total} 笔（{summary}）", f"最近 {len(recent)} 笔："]
-    for status, name in STATUS_NAMES.items():
+    for status, name in rules.STATUS_NAMES.items():
         group = [r for r in recent if r[1] == status]
         if not group:
             continue

@@ -1,5 +1,5 @@
-"""Following and registration: QR scenes, the 注册 conversation and the referral tree's edges,
-plus the admin's view of distributors (/api/distributors)."""
+"""Following and registration: QR scenes, the 注册 conversation and the referral tree's edges
+(the admin's view of distributors is handlers/distributors.py)."""
 
 from __future__ import annotations
 
@@ -8,17 +8,13 @@ import secrets
 import unicodedata
 from enum import StrEnum
 
-from aiohttp import web
-from pydantic import BaseModel, Field
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from bot.api import ApiError, ApiModel, ok
 from bot.chat import Ctx, Incoming
 from bot.feature import Feature
 from bot.menu import MenuKey
-from bot.typedefs import PACKS, SESSIONMAKER
-from domain.distributors import DistributorAnswer, distributor_json
+from bot.typedefs import PACKS
 from domain.formats import mask_name
 from domain.messages import Text
 from domain.promotion import promote
@@ -32,7 +28,6 @@ class Registering(StrEnum):
 
 
 feature = Feature("registration", states=Registering)
-api = feature.api
 
 # Upper-case letters and digits without the look-alikes 0/O and 1/I.
 CODE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
@@ -146,47 +141,3 @@ def on_name(msg: Incoming, ctx: Ctx) -> Text:
     rank = ctx.config.ranks[0].name
     return Text(f"注册成功！\n您的推广码：{me.code}\n等级：{rank}\n{_inviter_line(inviter)}\n"
                 "回复“海报”获取专属推广海报，回复“帮助”查看全部功能。")
-
-
-# ---- the admin's view -------------------------------------------------------------------------
-PER_PAGE = 50
-MAX_PAGE = 10_000_000
-
-
-class Distributors(BaseModel):
-    distributors: list[DistributorAnswer]
-    total: int
-
-
-class DistributorQuery(ApiModel):
-    openid: str | None = Field(None, description="exact openid")
-    code: str | None = Field(None, description="exact code")
-    # The bound keeps the OFFSET within a 64-bit integer.
-    page: int = Field(1, ge=1, le=MAX_PAGE, description=f"page number from 1 ({PER_PAGE} a page)")
-
-
-@api.get("/distributors", summary="Find distributors by openid or code, or list them a page at a time",
-         query=DistributorQuery, response=Distributors)
-async def list_distributors(request: web.Request, query: DistributorQuery) -> web.Response:
-    stmt = select(Distributor)
-    if query.openid is not None:
-        stmt = stmt.where(Distributor.openid == query.openid)
-    if query.code is not None:
-        stmt = stmt.where(Distributor.code == query.code.strip().upper())
-    page = query.page
-    async with request.config_dict[SESSIONMAKER]() as session, session.begin():
-        total = await session.scalar(select(func.count()).select_from(stmt.subquery()))
-        rows = await session.scalars(stmt.order_by(Distributor.id).offset((page - 1) * PER_PAGE).limit(PER_PAGE))
-        items = await session.run_sync(lambda s: [distributor_json(s, d) for d in rows])
-    return ok({"distributors": items, "total": total})
-
-
-@api.get("/distributors/{code}", summary="One distributor with balances", response=DistributorAnswer,
-         errors=(404,))
-async def get_distributor(request: web.Request) -> web.Response:
-    async with request.config_dict[SESSIONMAKER]() as session, session.begin():
-        d = await session.run_sync(distributor_by_code, request.match_info["code"])
-        if d is None:
-            raise ApiError(404, "not_found", f"No distributor has the code {request.match_info['code']!r}.")
-        return ok(await session.run_sync(distributor_json, d))
-

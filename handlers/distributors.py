@@ -1,0 +1,211 @@
+"""Distributors as admins see them: GET /api/distributors (find by openid or code, or page through
+them) and /api/distributors/{code}, and the console's 分销员 pages: a search by code, name or
+phone, and a distributor's page (balances, rank and its history, ledger, orders, team) with forms
+to set the rank and to post an adjustment. The forms call the same domain functions as the API
+(domain.promotion.change_rank, domain.notices.adjust_and_tell), so the record names who acted and
+the distributor hears the same notice either way.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import quote, urlencode
+
+from aiohttp import web
+from pydantic import BaseModel, Field
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from bot.api import ApiError, ApiModel, actor_of, ok
+from bot.console import done, page
+from bot.feature import Feature
+from bot.typedefs import CONFIG, PACKS, SESSIONMAKER, WRITER
+from domain.commission import STATUS_NAMES
+from domain.distributors import MAX_PAGE, PER_PAGE, DistributorAnswer, distributor_json, search
+from domain.formats import AmountError, parse_signed_yuan
+from domain.ledger import BUCKETS, KIND_NAMES, MAX_ADJUSTMENT_FEN, balance
+from domain.notices import adjust_and_tell
+from domain.promotion import change_rank
+from storage.db import run_read
+from storage.models import Distributor
+from storage.queries import distributor_by_code
+from storage.tables import DISTRIBUTORS, ENTRIES, ORDERS, RANK_CHANGES
+
+feature = Feature("distributors")
+api = feature.api
+
+LEDGER_SHOWN = 50
+ORDERS_SHOWN = 20
+TEAM_SHOWN = 100  # direct invitees listed on a page; the count says how many there are in all
+MAX_REASON = 200
+BUCKET_NAMES = dict(zip(BUCKETS, ("待结算", "可提现", "提现中", "已提现"), strict=True))
+STATUS_LABELS = {"active": "正常", "exited": "已退出", "suspended": "已暂停"}
+
+
+# ---- /api/distributors -------------------------------------------------------------------------
+class Distributors(BaseModel):
+    distributors: list[DistributorAnswer]
+    total: int
+
+
+class DistributorQuery(ApiModel):
+    openid: str | None = Field(None, description="exact openid")
+    code: str | None = Field(None, description="exact code")
+    # The bound keeps the OFFSET within a 64-bit integer.
+    page: int = Field(1, ge=1, le=MAX_PAGE, description=f"page number from 1 ({PER_PAGE} a page)")
+
+
+@api.get("/distributors", summary="Find distributors by openid or code, or list them a page at a time",
+         query=DistributorQuery, response=Distributors)
+async def list_distributors(request: web.Request, query: DistributorQuery) -> web.Response:
+    stmt = select(Distributor)
+    if query.openid is not None:
+        stmt = stmt.where(Distributor.openid == query.openid)
+    if query.code is not None:
+        stmt = stmt.where(Distributor.code == query.code.strip().upper())
+    number = query.page
+    async with request.config_dict[SESSIONMAKER]() as session, session.begin():
+        total = await session.scalar(select(func.count()).select_from(stmt.subquery()))
+        rows = await session.scalars(stmt.order_by(Distributor.id).offset((number - 1) * PER_PAGE).limit(PER_PAGE))
+        items = await session.run_sync(lambda s: [distributor_json(s, d) for d in rows])
+    return ok({"distributors": items, "total": total})
+
+
+@api.get("/distributors/{code}", summary="One distributor with balances", response=DistributorAnswer,
+         errors=(404,))
+async def get_distributor(request: web.Request) -> web.Response:
+    async with request.config_dict[SESSIONMAKER]() as session, session.begin():
+        d = await session.run_sync(distributor_by_code, request.match_info["code"])
+        if d is None:
+            raise ApiError(404, "not_found", f"No distributor has the code {request.match_info['code']!r}.")
+        return ok(await session.run_sync(distributor_json, d))
+
+
+# ---- the console's 分销员: search ------------------------------------------------------------------
+def _page_number(raw: str) -> int:
+    return min(max(int(raw), 1), MAX_PAGE) if raw.isascii() and raw.isdigit() and len(raw) < 12 else 1
+
+
+@feature.console.get("/distributors")
+async def search_page(request: web.Request) -> web.Response:
+    query = request.query.get("q", "").strip()[:50]
+    number = _page_number(request.query.get("page", "1"))
+    rows, total = await run_read(request.config_dict[SESSIONMAKER], lambda s: search(s, query, number))
+    pages = max((total + PER_PAGE - 1) // PER_PAGE, 1)
+
+    def link(n: int) -> str:
+        return "/admin/distributors?" + urlencode({"q": query, "page": n} if query else {"page": n})
+    ranks = {r.key: r.name for r in request.config_dict[CONFIG].ranks}
+    return page(request, "distributors.html", title="分销员", current="/distributors", query=query, rows=rows,
+                total=total, number=number, pages=pages, ranks=ranks, statuses=STATUS_LABELS,
+                previous=link(number - 1) if number > 1 else "", next=link(number + 1) if number < pages else "")
+
+
+# ---- the console's 分销员: one distributor -------------------------------------------------------
+def _team(session: Session, distributor_id: int) -> tuple[int, list[dict[str, Any]]]:
+    """How many the distributor invited, and the first TEAM_SHOWN of them (newest first), each with
+    their own direct invitees and every member's direct count: two levels of the tree."""
+    d = DISTRIBUTORS.c
+    columns = (d.id, d.code, d.name, d.rank, d.status)
+    size = session.scalar(select(func.count()).where(d.inviter_id == distributor_id)) or 0
+    first = session.execute(select(*columns).where(d.inviter_id == distributor_id)
+                            .order_by(d.id.desc()).limit(TEAM_SHOWN)).all()
+    second = session.execute(select(*columns, d.inviter_id).where(d.inviter_id.in_([m.id for m in first]))
+                             .order_by(d.id.desc())).all() if first else []
+    ids = [m.id for m in first] + [m.id for m in second]
+    counts = dict(session.execute(select(d.inviter_id, func.count()).where(d.inviter_id.in_(ids))
+                                  .group_by(d.inviter_id)).all()) if ids else {}
+
+    def member(m: Any) -> dict[str, Any]:
+        return {"code": m.code, "name": m.name, "rank": m.rank, "status": m.status, "direct": counts.get(m.id, 0)}
+    return size, [{**member(m), "members": [member(s) for s in second if s.inviter_id == m.id]} for m in first]
+
+
+def _profile(session: Session, code: str) -> dict[str, Any] | None:
+    d = distributor_by_code(session, code)
+    if d is None:
+        return None
+    e, o, r = ENTRIES.c, ORDERS.c, RANK_CHANGES.c
+    size, team = _team(session, d.id)
+    inviter = session.execute(select(DISTRIBUTORS.c.code, DISTRIBUTORS.c.name)
+                              .where(DISTRIBUTORS.c.id == d.inviter_id)).first() if d.inviter_id else None
+    return {
+        "d": d, "inviter": inviter, "balance": balance(session, d.id), "team_size": size, "team": team,
+        "ledger": session.execute(select(e.created_at, e.kind, e.amount_fen, e.order_no).where(e.distributor_id == d.id)
+                                  .order_by(e.created_at.desc(), e.id.desc()).limit(LEDGER_SHOWN)).all(),
+        "orders": session.execute(select(o.order_no, o.amount_fen, o.refunded_fen, o.status, o.paid_at)
+                                  .where(o.distributor_id == d.id).order_by(o.paid_at.desc()).limit(ORDERS_SHOWN)).all(),
+        "changes": session.execute(select(RANK_CHANGES).where(r.distributor_id == d.id).order_by(r.id.desc())).all(),
+    }
+
+
+@feature.console.get("/distributors/{code}")
+async def distributor_page(request: web.Request) -> web.Response:
+    code = request.match_info["code"]
+    profile = await run_read(request.config_dict[SESSIONMAKER], lambda s: _profile(s, code))
+    if profile is None:
+        return page(request, "distributor.html", title="分销员", current="/distributors", status=404, d=None, code=code)
+    ranks = {r.key: r.name for r in request.config_dict[CONFIG].ranks}
+    return page(request, "distributor.html", title=profile["d"].name, current="/distributors", ranks=ranks,
+                buckets=BUCKET_NAMES, kinds=KIND_NAMES, order_statuses=STATUS_NAMES, statuses=STATUS_LABELS,
+                **profile)
+
+
+# ---- the console's forms ------------------------------------------------------------------------------
+def _reason(form: Any) -> str:
+    return " ".join(str(form.get("reason", "")).split())[:MAX_REASON]
+
+
+@feature.console.post("/distributors/{code}/rank")
+async def rank_form(request: web.Request) -> web.StreamResponse:
+    code, form = request.match_info["code"], await request.post()
+    back = f"/distributors/{quote(code, safe='')}"
+    config, library, actor = request.config_dict[CONFIG], request.config_dict[PACKS], actor_of(request)
+    rank, reason = str(form.get("rank", "")), _reason(form)
+    known = {r.key: r.name for r in config.ranks}
+    if rank not in known:
+        return done(request, back, f"没有“{rank[:32]}”这个等级，请从列表中选择。", error=True)
+    if not reason:
+        return done(request, back, "调整等级需要填写原因（会记录在等级历史中）。", error=True)
+
+    def apply(session: Session) -> str | None:
+        d = distributor_by_code(session, code)
+        if d is None:
+            return None
+        changed = change_rank(session, config, d.id, d.openid, d.rank, rank, datetime.now(UTC), reason=reason,
+                              actor=actor, unlocks=library.unlocks)
+        return "changed" if changed else "same"
+    outcome = await request.config_dict[WRITER].run(apply)
+    if outcome is None:
+        return done(request, "/distributors", f"没有推广码为 {code[:16]} 的分销员。", error=True)
+    if outcome == "same":
+        return done(request, back, f"等级没有变化：已经是【{known[rank]}】。", error=True)
+    return done(request, back, f"等级已调整为【{known[rank]}】，已通知分销员。")
+
+
+@feature.console.post("/distributors/{code}/adjustments")
+async def adjustment_form(request: web.Request) -> web.StreamResponse:
+    code, form = request.match_info["code"], await request.post()
+    back = f"/distributors/{quote(code, safe='')}"
+    actor, reason = actor_of(request), _reason(form)
+    try:
+        fen = parse_signed_yuan(str(form.get("amount", "")))
+    except AmountError as e:
+        return done(request, back, str(e), error=True)
+    if fen == 0:
+        return done(request, back, "调整金额不能为 0。", error=True)
+    if abs(fen) > MAX_ADJUSTMENT_FEN:
+        return done(request, back, "调整金额太大了，请核对后重新填写。", error=True)
+    if not reason:
+        return done(request, back, "提交调整需要填写原因（会告知分销员）。", error=True)
+
+    def apply(session: Session) -> bool:
+        d = distributor_by_code(session, code)
+        if d is None:
+            return False
+        adjust_and_tell(session, d.id, d.openid, fen, reason, actor, datetime.now(UTC))
+        return True
+    if not await request.config_dict[WRITER].run(apply):
+        return done(request, "/distributors", f"没有推广码为 {code[:16]} 的分销员。", error=True)
+    return done(request, back, "调整已入账，已通知分销员。")
