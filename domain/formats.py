@@ -27,6 +27,13 @@ def yuan(fen: int) -> str:
     return f"{sign}¥{whole:,}.{cents:02d}"
 
 
+def plain_yuan(fen: int) -> str:
+    """Money for spreadsheets: 1234.56 (and -12.30), yuan without the sign or separators."""
+    sign = "-" if fen < 0 else ""
+    whole, cents = divmod(abs(fen), 100)
+    return f"{sign}{whole}.{cents:02d}"
+
+
 def china_time(dt: datetime) -> str:
     """RFC 3339 in China time, to the second: 2026-11-25T10:00:00+08:00. Always +08:00: the zone
     database gives far-off dates a local mean time (+08:05:43) that RFC 3339 cannot write."""

@@ -8,7 +8,10 @@ requests can never overdraw, however many arrive at once and on however many pro
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from urllib.parse import urlencode
 from typing import Any, ClassVar, Literal
 
 from aiohttp import web
@@ -21,8 +24,10 @@ from bot.api import ApiError, ApiModel, IdParam, ok, text
 from bot.chat import Ctx, Incoming, active_only
 from bot.feature import Feature
 from bot.console import done, page
+from bot.exports import stream_csv
 from bot.typedefs import SESSIONMAKER, WRITER
-from domain.formats import AmountError, china_time, parse_yuan, yuan
+from content.console_pages import when
+from domain.formats import CHINA, AmountError, china_time, parse_yuan, plain_yuan, yuan
 from domain.ledger import AlreadyDecided, balance, decide_withdrawal, withdraw
 from domain.messages import Text
 from domain.outbox import enqueue
@@ -152,26 +157,95 @@ async def reject_withdrawal(request: web.Request, params: WithdrawalId, body: Re
     return await _decide(request, params.id, approve=False, reason=body.reason)
 
 
-# ---- the console's 提现 queue -------------------------------------------------------------------
-RECENT_DECIDED = 50
+# ---- the console's 提现 queue, history and export -------------------------------------------------
+HISTORY_PAGE = 50
+EXPORT_PAGE = 1000
+STATUS_NAMES = {"pending": "待审核", "approved": "已批准", "rejected": "已拒绝"}
+SOURCE_NAMES = {"chat": "申请", "exit": "退出结算"}
+CSV_HEADER = ("申请号", "推广码", "姓名", "金额（元）", "状态", "来源", "原因", "申请时间", "处理时间")
 
 
-def _queue(session: Session) -> dict[str, Any]:
+@dataclass(frozen=True)
+class History:
+    """The history's filters, from the page's query string: status, a distributor's code, and
+    the days (China time) the request was made in."""
+
+    status: str = ""
+    code: str = ""
+    since: date | None = None
+    until: date | None = None
+
+    @classmethod
+    def of(cls, query: Mapping[str, str]) -> tuple[History, list[str]]:
+        problems, days = [], {}
+        for name in ("since", "until"):
+            raw = query.get(name, "").strip()
+            try:
+                days[name] = date.fromisoformat(raw) if raw else None
+            except ValueError:
+                problems.append(f"日期“{raw[:20]}”看不懂，请用 2026-12-01 这样的格式。")
+                days[name] = None
+        status = query.get("status", "")
+        return cls(status if status in STATUS_NAMES else "", query.get("code", "").strip().upper()[:16],
+                   days["since"], days["until"]), problems
+
+    def where(self) -> list[Any]:
+        w, d = WITHDRAWALS.c, Distributor.__table__.c
+        out: list[Any] = []
+        if self.status:
+            out.append(w.status == self.status)
+        if self.code:
+            out.append(d.code == self.code)
+        if self.since:
+            out.append(w.requested_at >= datetime.combine(self.since, time(), CHINA))
+        if self.until:
+            out.append(w.requested_at < datetime.combine(self.until + timedelta(days=1), time(), CHINA))
+        return out
+
+    def query(self) -> str:
+        return urlencode({k: v for k, v in (("status", self.status), ("code", self.code),
+                                            ("since", self.since or ""), ("until", self.until or "")) if v})
+
+
+def _queue(session: Session, history: History, page_no: int) -> dict[str, Any]:
     w, b = WITHDRAWALS.c, BALANCES.c
     pending = session.execute(
         _select().add_columns(Distributor.__table__.c.name, b.available_fen, b.withdrawing_fen, b.withdrawn_fen)
         .outerjoin(BALANCES, b.distributor_id == w.distributor_id)
         .where(w.status == WithdrawalStatus.PENDING).order_by(w.id)).all()
-    decided = session.execute(_select().add_columns(Distributor.__table__.c.name)
-                              .where(w.status != WithdrawalStatus.PENDING)
-                              .order_by(w.decided_at.desc(), w.id.desc()).limit(RECENT_DECIDED)).all()
-    return {"pending": pending, "decided": decided}
+    rows = session.execute(_select().add_columns(Distributor.__table__.c.name).where(*history.where())
+                           .order_by(w.id.desc()).offset((page_no - 1) * HISTORY_PAGE).limit(HISTORY_PAGE + 1)).all()
+    return {"pending": pending, "history": rows[:HISTORY_PAGE], "more": len(rows) > HISTORY_PAGE}
 
 
 @feature.console.get("/withdrawals")
 async def queue_page(request: web.Request) -> web.Response:
-    return page(request, "withdrawals.html", title="提现", current="/withdrawals",
-                **await run_read(request.config_dict[SESSIONMAKER], _queue))
+    history, problems = History.of(request.query)
+    page_no = min(max(int(request.query.get("page", "1")) if request.query.get("page", "1").isdigit() else 1, 1),
+                  10**6)
+    values = await run_read(request.config_dict[SESSIONMAKER], lambda s: _queue(s, history, page_no))
+    return page(request, "withdrawals.html", title="提现", current="/withdrawals", filters=history,
+                problems=problems, page_no=page_no, status_names=STATUS_NAMES, source_names=SOURCE_NAMES, **values)
+
+
+@feature.console.get("/withdrawals.csv")
+async def export_csv(request: web.Request) -> web.StreamResponse:
+    """The history as the filters choose it, oldest first, streamed a page at a time."""
+    history, _ = History.of(request.query)
+    sessionmaker = request.config_dict[SESSIONMAKER]
+
+    def rows_after(session: Session, after: int) -> tuple[int, list[tuple[Any, ...]]]:
+        found = session.execute(_select().add_columns(Distributor.__table__.c.name)
+                                .where(*history.where(), WITHDRAWALS.c.id > after)
+                                .order_by(WITHDRAWALS.c.id).limit(EXPORT_PAGE)).all()
+        return (found[-1].id if found else after), [
+            (r.id, r.code, r.name, plain_yuan(r.amount_fen), STATUS_NAMES.get(r.status, r.status),
+             SOURCE_NAMES.get(r.source, r.source), r.reason or "", when(r.requested_at), when(r.decided_at))
+            for r in found]
+
+    async def pages(after: int) -> tuple[int, list[tuple[Any, ...]]]:
+        return await run_read(sessionmaker, lambda s: rows_after(s, after))
+    return await stream_csv(request, f"提现记录-{datetime.now(UTC).astimezone(CHINA):%Y%m%d}.csv", CSV_HEADER, pages)
 
 
 @feature.console.post(r"/withdrawals/{id:\d{1,18}}")

@@ -184,3 +184,37 @@ def test_wrong_tokens_are_slowed_down_after_a_few_tries() -> None:
     throttle.failed("1.2.3.4")
     throttle.cleared("1.2.3.4")
     assert throttle.delay("1.2.3.4") == 0.0
+
+
+async def test_history_filters_and_csv_export(served: tuple[str, web.Application], page: Any) -> None:
+    from playwright.async_api import expect
+    base, app = served
+    code, (first, second, third) = await seed_withdrawals(app, [1250, 2000, 300])
+    await sign_in(page, base)
+    await page.goto(base + "/admin/withdrawals")
+    await page.get_by_role("form", name=f"提现申请 {first}").get_by_role("button", name="批准").click()
+    await expect(page.get_by_role("status")).to_contain_text("已批准")
+    filters = page.get_by_role("form", name="筛选提现记录")
+    await filters.get_by_label("状态").select_option(label="已批准")
+    await filters.get_by_role("button", name="筛选").click()
+    history = page.locator("table tbody tr")
+    await expect(history).to_have_count(1)
+    await expect(history).to_contain_text("¥12.50")
+    await no_sideways_scroll(page)
+    await filters.get_by_label("申请日期从").fill("2000-01-01")
+    await page.get_by_role("form", name="筛选提现记录").get_by_label("状态").select_option(label="全部")
+    await page.get_by_role("form", name="筛选提现记录").get_by_role("button", name="筛选").click()
+    await expect(page.locator("table tbody tr")).to_have_count(3)
+
+    resp = await page.request.get(base + "/admin/withdrawals.csv?status=approved")
+    assert resp.status == 200 and resp.headers["content-type"].startswith("text/csv")
+    body = (await resp.body()).decode("utf-8")
+    assert body.startswith("\ufeff申请号,推广码,姓名,金额（元）,状态")
+    lines = body.strip().splitlines()
+    assert len(lines) == 2 and lines[1].startswith(f"{first},{code},钱多多,12.50,已批准,申请,")
+    everything = (await (await page.request.get(base + "/admin/withdrawals.csv")).body()).decode("utf-8")
+    assert [line.split(",")[3] for line in everything.strip().splitlines()[1:]] == ["12.50", "20.00", "3.00"]
+    # Without a session there is nothing to download.
+    async with aiohttp.ClientSession() as http:
+        async with http.get(base + "/admin/withdrawals.csv", allow_redirects=False) as r:
+            assert r.status == 303
