@@ -93,13 +93,10 @@ async def search_page(request: web.Request) -> web.Response:
     number = _page_number(request.query.get("page", "1"))
     rows, total = await run_read(request.config_dict[SESSIONMAKER], lambda s: search(s, query, number))
     pages = max((total + PER_PAGE - 1) // PER_PAGE, 1)
-
-    def link(n: int) -> str:
-        return "/admin/distributors?" + urlencode({"q": query, "page": n} if query else {"page": n})
     ranks = {r.key: r.name for r in request.config_dict[CONFIG].ranks}
     return page(request, "distributors.html", title="分销员", current="/distributors", query=query, rows=rows,
                 total=total, number=number, pages=pages, ranks=ranks, statuses=STATUS_LABELS,
-                previous=link(number - 1) if number > 1 else "", next=link(number + 1) if number < pages else "")
+                base="/admin/distributors?" + (urlencode({"q": query}) + "&" if query else ""))
 
 
 # ---- the console's 分销员: one distributor -------------------------------------------------------
