@@ -139,13 +139,25 @@ def encode_jpeg(img: Image.Image) -> bytes:
 _text_lock = threading.Lock()
 
 
-def render_poster(background: Image.Image, job: PosterJob, fonts: dict[FileRef, bytes]) -> bytes:
-    """The finished JPEG (CPU work: call from a thread)."""
+def compose_poster(background: Image.Image, job: PosterJob, fonts: dict[FileRef, bytes]) -> Image.Image:
+    """The poster as a picture: the background, the QR code, the texts (CPU work: call from a thread)."""
     img = background.copy()
     img.paste(qr_image(job.qr_url, job.qr_size), (job.qr_x, job.qr_y))
     with _text_lock:
         draw_texts(img, job.texts, fonts)
-    return encode_jpeg(img)
+    return img
+
+
+def render_poster(background: Image.Image, job: PosterJob, fonts: dict[FileRef, bytes]) -> bytes:
+    """The finished JPEG (CPU work: call from a thread)."""
+    return encode_jpeg(compose_poster(background, job, fonts))
+
+
+def preview_png(background: Image.Image, job: PosterJob, fonts: dict[FileRef, bytes]) -> bytes:
+    """The same poster as a PNG, for the console's preview (CPU work: call from a thread)."""
+    buf = io.BytesIO()
+    compose_poster(background, job, fonts).save(buf, "PNG")
+    return buf.getvalue()
 
 
 def decode_background(data: bytes) -> Image.Image:
@@ -196,7 +208,12 @@ class PosterRenderer:
         finally:
             del self._inflight[key]
 
-    async def _render(self, job: PosterJob, load: Loader) -> bytes:
+    async def preview(self, job: PosterJob, load: Loader) -> bytes:
+        """The poster as a PNG, drawn as `render` draws it but neither cached nor counted."""
+        return await self._render(job, load, preview_png)
+
+    async def _render(self, job: PosterJob, load: Loader,
+                      draw: Callable[[Image.Image, PosterJob, dict[FileRef, bytes]], bytes] = render_poster) -> bytes:
         bg_key = job.background[1:]
         background = self._backgrounds.get(bg_key)
         if background is None:
@@ -213,9 +230,10 @@ class PosterRenderer:
         if self._slots is None or self._slots[0] is not loop:
             self._slots = (loop, asyncio.Semaphore(self._threads))
         async with self._slots[1]:  # bounds memory: at most `threads` canvases at once
-            jpeg = await asyncio.to_thread(render_poster, background, job, fonts)
-        self.renders += 1
-        return jpeg
+            picture = await asyncio.to_thread(draw, background, job, fonts)
+        if draw is render_poster:
+            self.renders += 1
+        return picture
 
     def stats(self) -> dict[str, Any]:
         return {"posters": len(self._posters), "bytes": self._posters.currsize, "backgrounds": len(self._backgrounds),

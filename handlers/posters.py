@@ -5,6 +5,10 @@ re-made a week before it expires, so permanent codes (100,000 per account) are n
 finished poster is uploaded as temporary media and its media_id reused while valid. A repeat
 request is answered at once from the database; otherwise the slow part (QR code, rendering,
 upload) runs after the update commits, as Later work with its own short sessions.
+
+The console's 海报预览 (/admin/posters) renders any live poster for a distributor the admin picks,
+with the same texts and drawing, but with a QR code of the distributor's share link made here:
+no WeChat call, no upload, nothing stored.
 """
 
 from __future__ import annotations
@@ -15,22 +19,29 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import urlencode
 
 from aiohttp import web
-from sqlalchemy import delete
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from bot.chat import Ctx, Incoming, Later, active_only
+from bot.console import HEADERS, page
 from bot.feature import Feature
 from bot.menu import MenuKey
-from bot.typedefs import PACKS, SESSIONMAKER, WECHAT, WRITER
+from bot.typedefs import CONFIG, PACKS, SESSIONMAKER, WECHAT, WRITER
 from bot.wechat_api import WeChatAPI, WeChatError
 from content.posters import FileRef, PosterJob, PosterRenderer, TextBox, cache_key
-from content.store import PackContent, pack_file
-from content.templating import PackTemplateError, render_template, template_variables
+from content.store import PackContent, open_to, pack_file
+from content.templating import (
+    PackTemplateError,
+    render_template,
+    share_url,
+    template_variables,
+)
 from domain.config import Config
 from domain.messages import Image, Reply, Text
-from storage.db import dialect_insert
+from storage.db import dialect_insert, run_read
 from storage.models import Distributor
 from storage.models_content import DistributorQrCode, PosterMedia
 from storage.writer import Writer
@@ -212,3 +223,80 @@ async def prune_poster_media(app: web.Application) -> None:
     """Forget uploaded posters whose media has expired (WeChat deletes them after 3 days)."""
     cutoff = datetime.now(UTC)
     await app[WRITER].run(lambda session: session.execute(delete(PosterMedia).where(PosterMedia.expires_at < cutoff)))
+
+
+# ---- the console's 海报预览 ------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Preview:
+    """What the preview page and picture need: the live posters (with their packs), the chosen
+    one, the distributor (name, code, rank) and what is wrong with the choice, if anything."""
+
+    posters: list[tuple[PackContent, dict[str, Any]]]
+    chosen: tuple[PackContent, dict[str, Any]] | None
+    who: tuple[str, str, str] | None
+    error: str = ""
+
+
+async def _preview(request: web.Request, pack_id: str, key: str, code: str) -> Preview:
+    library = request.config_dict[PACKS]
+    code = code.strip().upper()
+
+    def read(session: Session) -> Preview:
+        posters = [(pack, p) for pack in library.live(session) for p in pack.posters]
+        chosen = next((x for x in posters if str(x[0].id) == pack_id and x[1]["key"] == key), None)
+        row = session.execute(select(Distributor.name, Distributor.code, Distributor.rank)
+                              .where(Distributor.code == code)).first() if code else None
+        who = tuple(row) if row is not None else None
+        error = ("" if not (pack_id or key or code) else
+                 "没有这张海报（或它所在的内容包已不再生效）。" if chosen is None else
+                 "请填写分销员的推广码。" if not code else
+                 f"没有推广码为 {code} 的分销员。" if who is None else "")
+        return Preview(posters, chosen, who, error)  # type: ignore[arg-type]
+    return await run_read(request.config_dict[SESSIONMAKER], read)
+
+
+def _preview_job(config: Config, pack: PackContent, poster: dict[str, Any], name: str, code: str) -> PosterJob:
+    """The real poster's job, with a QR code of the share link in place of WeChat's."""
+    q = poster["qr"]
+    return PosterJob((pack.id, pack.digest, poster["background"]), share_url(config.server.public_url, code,
+                     pack.product(poster.get("sku"))), q["x"], q["y"], q["size"],
+                     _texts(config, pack, poster, name, code))
+
+
+@feature.console.get("/posters")
+async def preview_page(request: web.Request) -> web.Response:
+    """The form (海报, 推广码, 预览) and, once both are known, the picture for that distributor."""
+    config = request.config_dict[CONFIG]
+    pack_id, _, key = request.query.get("poster", "").partition(":")
+    p = await _preview(request, pack_id, key, request.query.get("code", ""))
+    error, status, src, note = p.error, 404 if p.error else 200, "", ""
+    if not error and p.chosen is not None and p.who is not None:
+        pack, poster = p.chosen
+        try:
+            _texts(config, pack, poster, p.who[0], p.who[1])
+        except PackTemplateError as e:
+            error, status = f"海报的文字模板出错：{e}", 422
+        else:
+            src = "/admin/posters/preview.png?" + urlencode({"pack": pack.id, "poster": key, "code": p.who[1]})
+            if not open_to(poster, p.who[2]):
+                names = {r.key: r.name for r in config.ranks}
+                note = ("这位分销员的等级拿不到这张海报（只给 "
+                        + "、".join(names.get(r, r) for r in poster.get("ranks") or []) + "）。")
+    return page(request, "posters.html", title="海报预览", current="/content", posters=p.posters,
+                chosen=f"{pack_id}:{key}", code=request.query.get("code", "").strip().upper(), who=p.who,
+                error=error, src=src, note=note, status=status)
+
+
+@feature.console.get("/posters/preview.png")
+async def preview_picture(request: web.Request) -> web.Response:
+    q = request.query
+    p = await _preview(request, q.get("pack", ""), q.get("poster", ""), q.get("code", ""))
+    if p.error or p.chosen is None or p.who is None:
+        raise web.HTTPNotFound(text=p.error or "没有这张海报。", headers=HEADERS)
+    try:
+        job = _preview_job(request.config_dict[CONFIG], *p.chosen, p.who[0], p.who[1])
+    except PackTemplateError as e:
+        raise web.HTTPUnprocessableEntity(text=f"海报的文字模板出错：{e}", headers=HEADERS) from None
+    service = request.config_dict[POSTERS]
+    png = await service.renderer.preview(job, _loader(service))
+    return web.Response(body=png, content_type="image/png", headers=HEADERS)
