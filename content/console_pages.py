@@ -61,3 +61,25 @@ def svg_lines(days: Sequence[date], series: Sequence[tuple[str, str, Sequence[in
         parts.append(f'<text x="{width - right}" y="{height - 6}" class="axis" text-anchor="end">{days[-1]:%m-%d}</text>')
     parts.append("</svg>")
     return Markup("".join(parts))
+
+
+def svg_bars(labels: Sequence[str], values: Sequence[int], title: str, *, width: int = 640, height: int = 200,
+             colour: str = "#1f6feb") -> Markup:
+    """A bar chart of counts as inline SVG: one bar per label, its value above it, the label
+    below; it scales to its box (viewBox)."""
+    left, right, top, bottom = 8, 8, 20, 24
+    top_value = max([1, *values])
+    slot = (width - left - right) / max(len(values), 1)
+    bar = min(slot * 0.6, 80)
+    parts = [f'<svg viewBox="0 0 {width} {height}" role="img" aria-label="{Markup.escape(title)}" class="chart">']
+    for i, (label, value) in enumerate(zip(labels, values, strict=True)):
+        h = (height - top - bottom) * value / top_value
+        cx = left + slot * (i + 0.5)
+        parts.append(f'<rect x="{cx - bar / 2:.1f}" y="{height - bottom - h:.1f}" width="{bar:.1f}" height="{h:.1f}"'
+                     f' fill="{colour}"/>')
+        parts.append(f'<text x="{cx:.1f}" y="{height - bottom - h - 4:.1f}" class="axis" text-anchor="middle">'
+                     f'{value}</text>')
+        parts.append(f'<text x="{cx:.1f}" y="{height - 8}" class="axis" text-anchor="middle">'
+                     f'{Markup.escape(label)}</text>')
+    parts.append("</svg>")
+    return Markup("".join(parts))

@@ -1,5 +1,6 @@
 """The programme's figures for the console's 概览: sales, commission and new distributors in a
-period, what waits for an admin, and daily series for the chart. Sales count as everywhere else
+period, what waits for an admin, daily series for the chart, distributors by rank, this month's
+top ten (the 月度推广之星's running totals) and the funnel follow → register → first sale. Sales count as everywhere else
 (domain.figures: paid amounts less refunds, cancelled orders left out); commission is the
 commission entries less their reversals, by when they were posted."""
 
@@ -9,13 +10,15 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Date, cast, func, literal_column, select
+from sqlalchemy import ColumnElement, Date, cast, exists, func, literal_column, select
 from sqlalchemy.orm import Session
 
+from domain import contests
 from domain.figures import COUNTED, SALE_FEN
 from domain.formats import CHINA, day_start
+from storage.models import DistributorStatus
 from storage.models_ledger import EntryKind, WithdrawalStatus
-from storage.tables import DISTRIBUTORS, ENTRIES, ORDERS, WITHDRAWALS
+from storage.tables import DISTRIBUTORS, ENTRIES, FOLLOWERS, ORDERS, WITHDRAWALS
 
 COMMISSION_KINDS = (EntryKind.COMMISSION, EntryKind.REVERSAL)
 
@@ -26,6 +29,17 @@ class Period:
     orders: int
     commission_fen: int
     new_distributors: int
+
+
+@dataclass(frozen=True)
+class Funnel:
+    followers: int
+    registered: int
+    sold: int  # distributors credited with at least one order that was not cancelled
+
+    @staticmethod
+    def share(part: int, whole: int) -> str:
+        return f"{part * 100 / whole:.1f}%" if whole else "—"
 
 
 @dataclass(frozen=True)
@@ -75,3 +89,27 @@ def daily(session: Session, now: datetime, days: int) -> tuple[list[date], list[
     def of(found: dict[Any, Any], day: date) -> int:
         return int(found.get(day, found.get(day.isoformat(), 0)) or 0)
     return span, [of(sales, d) for d in span], [of(commission, d) for d in span]
+
+
+def by_rank(session: Session) -> dict[str, int]:
+    """How many distributors (those who have not left) hold each rank key."""
+    d = DISTRIBUTORS.c
+    return {rank: int(n) for rank, n in session.execute(
+        select(d.rank, func.count()).where(d.status != DistributorStatus.EXITED).group_by(d.rank)).all()}
+
+
+def month_top(session: Session, now: datetime, limit: int = 10) -> list[contests.Place]:
+    """This month's top by credited sales: the 月度推广之星's running totals; none before the
+    contests job has made it."""
+    star = contests.star(session, now)
+    return contests.live_standings(session, star, limit) if star is not None else []
+
+
+def funnel(session: Session) -> Funnel:
+    d, o = DISTRIBUTORS.c, ORDERS.c
+    followers = session.scalar(select(func.count()).select_from(FOLLOWERS))
+    registered = session.scalar(select(func.count()).select_from(DISTRIBUTORS))
+    # One probe of ix_orders_distributor_paid per distributor (the first order found nearly always counts).
+    sold = session.scalar(select(func.count()).select_from(DISTRIBUTORS).where(
+        exists().where(o.distributor_id == d.id, COUNTED)))
+    return Funnel(int(followers or 0), int(registered or 0), int(sold or 0))

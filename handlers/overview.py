@@ -1,5 +1,7 @@
 """The console's 概览 (/admin/): today and this month (sales, commission, new distributors),
-what waits for an admin (withdrawals, tickets) and the last 30 days as a chart."""
+what waits for an admin (withdrawals, tickets), the last 30 days as a chart, distributors by
+rank (a bar chart), this month's top ten by credited sales and the funnel follow → register →
+first sale."""
 
 from __future__ import annotations
 
@@ -11,8 +13,8 @@ from sqlalchemy.orm import Session
 
 from bot.console import page
 from bot.feature import Feature
-from bot.typedefs import SESSIONMAKER
-from content.console_pages import svg_lines
+from bot.typedefs import CONFIG, SESSIONMAKER
+from content.console_pages import svg_bars, svg_lines
 from domain import dashboard
 from domain.formats import day_start, month_start
 from domain.tickets import open_and_overdue
@@ -22,7 +24,14 @@ feature = Feature("overview")
 CHART_DAYS = 30
 
 
-def _figures(session: Session, now: datetime) -> dict[str, Any]:
+def _rank_chart(session: Session, names: dict[str, str]) -> Any:
+    counts = dashboard.by_rank(session)
+    keys = [*names, *sorted(k for k in counts if k not in names)]  # configured order, then any retired rank
+    return svg_bars([names.get(k, k) for k in keys], [counts.get(k, 0) for k in keys],
+                    title="分销员等级分布：" + "，".join(f"{names.get(k, k)} {counts.get(k, 0)} 位" for k in keys))
+
+
+def _figures(session: Session, now: datetime, names: dict[str, str]) -> dict[str, Any]:
     days, sales, commission = dashboard.daily(session, now, CHART_DAYS)
     waiting, overdue = open_and_overdue(session, now)
     return {"periods": [("今日", dashboard.period(session, day_start(now))),
@@ -30,11 +39,15 @@ def _figures(session: Session, now: datetime) -> dict[str, Any]:
             "pending": dashboard.pending_withdrawals(session),
             "tickets": {"open": waiting, "overdue": overdue},
             "chart": svg_lines(days, [("销售额", "#1f6feb", sales), ("佣金", "#e67e22", commission)],
-                               title=f"近 {CHART_DAYS} 天销售额与佣金")}
+                               title=f"近 {CHART_DAYS} 天销售额与佣金"),
+            "ranks": _rank_chart(session, names),
+            "top": dashboard.month_top(session, now),
+            "funnel": dashboard.funnel(session)}
 
 
 @feature.console.get("/")
 async def overview(request: web.Request) -> web.Response:
     now = datetime.now(UTC)
-    figures = await run_read(request.config_dict[SESSIONMAKER], lambda s: _figures(s, now))
+    names = {r.key: r.name for r in request.config_dict[CONFIG].ranks}
+    figures = await run_read(request.config_dict[SESSIONMAKER], lambda s: _figures(s, now, names))
     return page(request, "overview.html", title="概览", current="/", **figures)

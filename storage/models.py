@@ -94,7 +94,7 @@ class Distributor(Base):
     inviter_id: Mapped[int | None] = mapped_column(ForeignKey("distributors.id"), index=True)
     rank: Mapped[str] = mapped_column(String(32))
     status: Mapped[str] = mapped_column(String(16), default=DistributorStatus.ACTIVE)
-    registered_at: Mapped[datetime]
+    registered_at: Mapped[datetime] = mapped_column(index=True)  # the console's new distributors
     exited_at: Mapped[datetime | None]
     # False after 退订周报 (the weekly report is not sent), True again after 订阅周报.
     weekly_report: Mapped[bool] = mapped_column(default=True, server_default=true())

@@ -54,3 +54,10 @@ def test_contests_bench_times_top_and_settles_once() -> None:
     for stage in ("monthly star made", "排行 handler alone", "等级 handler alone", "settlement of a contest with",
                   "a second settle: None"):
         assert stage in out, out
+
+
+def test_console_bench_signs_in_and_times_every_page() -> None:
+    out = run_bench("console.py", "--distributors", "50", "--entries", "300", "--withdrawals", "20", "--calls", "2")
+    for stage in ("seeded 50 distributors", "monthly star made", "close to the server's time", "/admin/distributors?q=",
+                  "/admin/tickets", "slowest p99:"):
+        assert stage in out, out
