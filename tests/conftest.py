@@ -213,3 +213,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     report = yield
     setattr(item, f"rep_{report.when}", report)
     return report
+
+
+# The console's browser fixtures (`served`, `page`) for every test module; defined with their
+# helpers in tests/console_support.py, imported last (that module reads this one's names).
+from tests.console_support import page, served  # noqa: E402, F401

@@ -6,70 +6,21 @@ tests/artifacts/."""
 
 from __future__ import annotations
 
-import socket
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import aiohttp
-import pytest
 from aiohttp import web
 from sqlalchemy import select
 
-from bot.app import create_app
 from bot.console import FREE_TRIES, MAX_WAIT, Throttle
 from bot.typedefs import SESSIONMAKER, WRITER
 from domain.ledger import adjust, withdraw
 from storage.models import Distributor
 from storage.tables import WITHDRAWALS
-from tests.conftest import ADMIN_TOKEN, make_config
-from tests.test_sandbox_page import CHROMIUM, CHROMIUM_ARGS, WAIT_MS
+from tests.console_support import no_sideways_scroll, sign_in
 
-ARTIFACTS = Path(__file__).parent / "artifacts"
-WIDTHS = {"desktop": 1280, "phone": 390}
 NAV = ("概览", "分销员", "提现", "内容", "活动", "比赛", "客服")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture
-async def served(tmp_path: Path) -> AsyncIterator[tuple[str, web.Application]]:
-    port = _free_port()
-    config = make_config(f"sqlite+aiosqlite:///{tmp_path}/distbot.db",
-                         server={"host": "127.0.0.1", "port": port, "public_url": f"http://127.0.0.1:{port}"})
-    app = create_app(config, workers=False)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
-        yield f"http://127.0.0.1:{port}", app
-    finally:
-        await runner.cleanup()
-
-
-@pytest.fixture(params=list(WIDTHS))
-async def page(request: pytest.FixtureRequest) -> AsyncIterator[Any]:
-    if not CHROMIUM.exists():
-        pytest.skip("Debian chromium is not installed (apt-get install chromium)")
-    from playwright.async_api import async_playwright
-    async with async_playwright() as pw:
-        browser = await pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            context = await browser.new_context(viewport={"width": WIDTHS[request.param], "height": 900})
-            pg = await context.new_page()
-            pg.set_default_timeout(WAIT_MS)
-            yield pg
-            report = getattr(request.node, "rep_call", None)
-            if report is not None and report.failed:
-                ARTIFACTS.mkdir(exist_ok=True)
-                await pg.screenshot(path=str(ARTIFACTS / f"{request.node.name}.png"), full_page=True)
-        finally:
-            await browser.close()
 
 
 async def seed_withdrawals(app: web.Application, amounts: list[int]) -> tuple[str, list[int]]:
@@ -90,17 +41,6 @@ async def statuses(app: web.Application) -> dict[int, tuple[str, str | None]]:
     async with app[SESSIONMAKER]() as session:
         rows = (await session.execute(select(WITHDRAWALS.c.id, WITHDRAWALS.c.status, WITHDRAWALS.c.reason))).all()
     return {i: (s, r) for i, s, r in rows}
-
-
-async def sign_in(page: Any, base: str, token: str = ADMIN_TOKEN) -> None:
-    await page.goto(base + "/admin/")
-    await page.get_by_label("管理令牌").fill(token)
-    await page.get_by_role("button", name="登录").click()
-
-
-async def no_sideways_scroll(page: Any) -> None:
-    wide = await page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
-    assert wide <= 0, f"{page.url} scrolls sideways by {wide}px"
 
 
 async def test_sign_in_cookie_and_sign_out(served: tuple[str, web.Application], page: Any) -> None:

@@ -2,7 +2,6 @@
 width and at 390 px: a rejected pack's problems with file and field, an accepted one live, an
 older version set live again; a campaign created for now and sent through the sandbox WeChat, a
 scheduled one cancelled; forms without csrf_token refused."""
-# ruff: noqa: F811  (the console's fixtures are imported by name, and tests take them by that name)
 
 from __future__ import annotations
 
@@ -24,7 +23,8 @@ from storage.models import Distributor
 from storage.models_campaigns import Campaign
 from storage.models_content import LivePack
 from tests.conftest import make_config
-from tests.test_console import _free_port, no_sideways_scroll, page, served, sign_in  # noqa: F401
+from tests.console_support import no_sideways_scroll, sign_in
+from tests.serve_support import free_port
 from tests.test_packs_support import MANIFEST, small_pack, zip_of
 
 
@@ -124,7 +124,7 @@ async def test_the_upload_works_without_script(served: tuple[str, web.Applicatio
 @pytest.fixture
 async def served_with_workers(tmp_path: Path) -> AsyncIterator[tuple[str, web.Application, Platform]]:
     """The app with its outbox worker and scheduler, sending to the sandbox WeChat it serves."""
-    port = _free_port()
+    port = free_port()
     config = make_config(f"sqlite+aiosqlite:///{tmp_path}/distbot.db",
                          server={"host": "127.0.0.1", "port": port, "public_url": f"http://127.0.0.1:{port}"})
     platform = sandbox_platform(config)

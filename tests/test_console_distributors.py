@@ -18,7 +18,7 @@ from domain.ledger import adjust, withdraw
 from domain.orders import EventIn, OrderBook
 from storage.models import Distributor
 from storage.tables import ADJUSTMENTS, DISTRIBUTORS, OUTBOX, RANK_CHANGES
-from tests.test_console import no_sideways_scroll, page, served, sign_in  # noqa: F401 (fixtures)
+from tests.console_support import no_sideways_scroll, sign_in
 
 # code, name, phone, inviter's code
 PEOPLE = (("BOSS22", "张大山", "13811112222", None), ("KIDA22", "李小红", "13933334444", "BOSS22"),

@@ -12,7 +12,7 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from bot.typedefs import CONFIG, SESSIONMAKER, WRITER
 from domain import tickets
@@ -20,7 +20,7 @@ from domain.formats import CHINA
 from storage.models import Distributor
 from storage.tables import CONTESTS, OUTBOX, TICKET_REPLIES, TICKETS
 from tests.conftest import ADMIN_TOKEN
-from tests.test_console import no_sideways_scroll, page, served, sign_in  # noqa: F401 (fixtures)
+from tests.console_support import no_sideways_scroll, sign_in
 
 Served = tuple[str, web.Application]
 

@@ -15,7 +15,7 @@ from domain import contests
 from domain.formats import month_start
 from storage.models import Distributor, Follower
 from storage.models_ledger import Order
-from tests.test_console import no_sideways_scroll, page, served, sign_in  # noqa: F401  (fixtures)
+from tests.console_support import no_sideways_scroll, sign_in
 
 # code, name, rank, [(amount_fen, status)]
 PEOPLE = [("OVA001", "王大明", "junior", [(30000, "paid"), (12000, "completed")]),

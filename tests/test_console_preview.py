@@ -2,7 +2,6 @@
 distributor picked, the picture shown (drawn here, with a local QR code: no WeChat call), an
 unknown code or poster refused with a clear message."""
 
-# ruff: noqa: F811  (the console's fixtures are imported by name, and tests take them by that name)
 
 from __future__ import annotations
 
@@ -22,7 +21,7 @@ from bot.typedefs import SESSIONMAKER, WRITER
 from content.demo import POSTER_SIZE
 from storage.models import Distributor
 from storage.models_content import DistributorQrCode, PosterMedia
-from tests.test_console import page, served, sign_in  # noqa: F401
+from tests.console_support import sign_in
 from tests.test_console_content import upload
 from tests.test_packs_support import demo
 

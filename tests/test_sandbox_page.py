@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import re
-import socket
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -21,18 +20,10 @@ from bot.app import create_app
 from bot.sandbox.platform import Platform
 from bot.sandbox.views import create_sandbox_app
 from tests.conftest import ADMIN_TOKEN, make_config
+from tests.console_support import CHROMIUM, CHROMIUM_ARGS, WAIT_MS
+from tests.serve_support import free_port
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-WAIT_MS = 15_000
 CODE = re.compile(r"推广码：([A-Z0-9]{6})")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _qr_png(text: str) -> bytes:
@@ -47,7 +38,7 @@ async def served(tmp_path: Path) -> AsyncIterator[str]:
 
     SQLite only: this test is about the page; every handler behind it already runs on SQLite and
     PostgreSQL in the harness tests, and a second browser run would only double the slowest test."""
-    port = _free_port()
+    port = free_port()
     config = make_config(f"sqlite+aiosqlite:///{tmp_path}/distbot.db",
                          server={"host": "127.0.0.1", "port": port, "public_url": f"http://127.0.0.1:{port}"})
     runner = web.AppRunner(create_app(config))

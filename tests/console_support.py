@@ -1,0 +1,70 @@
+"""The admin console's browser tests share these: the whole app served on a real port, a
+Chromium page at desktop width and at 390 px (a failing test leaves a screenshot in
+tests/artifacts/), signing in and the sideways-scroll check. conftest.py makes the fixtures
+`served` and `page` available to every test module."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from bot.app import create_app
+from tests.conftest import ADMIN_TOKEN, make_config
+from tests.serve_support import free_port
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+WAIT_MS = 15_000
+ARTIFACTS = Path(__file__).parent / "artifacts"
+WIDTHS = {"desktop": 1280, "phone": 390}
+
+
+@pytest.fixture
+async def served(tmp_path: Path) -> AsyncIterator[tuple[str, web.Application]]:
+    port = free_port()
+    config = make_config(f"sqlite+aiosqlite:///{tmp_path}/distbot.db",
+                         server={"host": "127.0.0.1", "port": port, "public_url": f"http://127.0.0.1:{port}"})
+    app = create_app(config, workers=False)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        yield f"http://127.0.0.1:{port}", app
+    finally:
+        await runner.cleanup()
+
+
+@pytest.fixture(params=list(WIDTHS))
+async def page(request: pytest.FixtureRequest) -> AsyncIterator[Any]:
+    if not CHROMIUM.exists():
+        pytest.skip("Debian chromium is not installed (apt-get install chromium)")
+    from playwright.async_api import async_playwright
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            context = await browser.new_context(viewport={"width": WIDTHS[request.param], "height": 900})
+            pg = await context.new_page()
+            pg.set_default_timeout(WAIT_MS)
+            yield pg
+            report = getattr(request.node, "rep_call", None)
+            if report is not None and report.failed:
+                ARTIFACTS.mkdir(exist_ok=True)
+                await pg.screenshot(path=str(ARTIFACTS / f"{request.node.name}.png"), full_page=True)
+        finally:
+            await browser.close()
+
+
+async def sign_in(page: Any, base: str, token: str = ADMIN_TOKEN) -> None:
+    await page.goto(base + "/admin/")
+    await page.get_by_label("管理令牌").fill(token)
+    await page.get_by_role("button", name="登录").click()
+
+
+async def no_sideways_scroll(page: Any) -> None:
+    wide = await page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
+    assert wide <= 0, f"{page.url} scrolls sideways by {wide}px"
