@@ -20,7 +20,7 @@ import hashlib
 import hmac
 import secrets
 import time
-from collections import defaultdict, deque
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -70,12 +70,16 @@ class Throttle:
 
     def __init__(self, clock: Callable[[], float] = time.monotonic):
         self.clock = clock
-        self._tries: dict[str, deque[float]] = defaultdict(deque)
+        self._tries: dict[str, deque[float]] = {}
 
     def _recent(self, address: str) -> deque[float]:
-        tries, now = self._tries[address], self.clock()
+        """The address's tries inside the window; an address whose tries all expired is forgotten
+        (memory holds only the addresses that failed lately)."""
+        tries, now = self._tries.get(address, deque()), self.clock()
         while tries and now - tries[0] > TRY_WINDOW:
             tries.popleft()
+        if not tries:
+            self._tries.pop(address, None)
         return tries
 
     def delay(self, address: str) -> float:
@@ -83,7 +87,8 @@ class Throttle:
         return 0.0 if over < 0 else min(2.0 ** over, MAX_WAIT)
 
     def failed(self, address: str) -> None:
-        self._recent(address).append(self.clock())
+        self._tries[address] = tries = self._recent(address)
+        tries.append(self.clock())
 
     def cleared(self, address: str) -> None:
         self._tries.pop(address, None)
