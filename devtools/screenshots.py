@@ -27,7 +27,7 @@ from bot.typedefs import CONFIG, WRITER
 from domain.config import load_config
 from domain.ledger import withdraw
 from domain.tickets import open_ticket
-from storage.models import Distributor
+from storage.models import Distributor, Follower
 from storage.tables import ENTRIES, ORDERS
 
 ROOT = Path(__file__).parent.parent
@@ -57,6 +57,9 @@ async def seed_distributors(app: web.Application, now: datetime) -> list[tuple[i
             s.add(d)
             s.flush()
             made.append(d)
+        # Everyone followed first; a few followers never registered (the 概览 funnel's first step).
+        s.add_all(Follower(openid=f"o-demo-{i}", subscribed=True, followed_at=now - timedelta(days=41 - i * 3),
+                           created_at=now - timedelta(days=41 - i * 3)) for i in range(len(NAMES) + 8))
         return [(d.id, d.code) for d in made]
     return await app[WRITER].run(work)
 
