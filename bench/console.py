@@ -30,11 +30,9 @@ import argparse
 import asyncio
 import random
 import re
-import shutil
 import socket
 import sqlite3
 import sys
-import tempfile
 import time
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
@@ -45,6 +43,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import aiohttp  # noqa: E402
+from scratch import scratch_dir  # noqa: E402
 from aiohttp import web  # noqa: E402
 
 from bench.contests import percentiles  # noqa: E402
@@ -222,14 +221,8 @@ async def main() -> None:
     ap.add_argument("--calls", type=int, default=50, help="timed calls per page")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir")
     args = ap.parse_args()
-    workdir = Path(tempfile.mkdtemp(prefix="distbot-console-"))
-    try:
+    with scratch_dir("distbot-console-", args.keep) as workdir:
         await run(workdir / "distbot.db", args.distributors, args.entries, args.withdrawals, args.calls)
-    finally:
-        if args.keep:
-            print(f"kept {workdir}")
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -26,11 +26,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import random
-import shutil
 import sqlite3
 import statistics
 import sys
-import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -39,6 +37,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from scratch import scratch_dir  # noqa: E402
 from sqlalchemy import func, select  # noqa: E402
 
 from bot.chat import Ctx  # noqa: E402
@@ -166,14 +165,8 @@ async def main() -> None:
     ap.add_argument("--top", type=int, default=1000, help="排行 and 等级 calls to time")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir")
     args = ap.parse_args()
-    workdir = Path(tempfile.mkdtemp(prefix="distbot-contests-"))
-    try:
+    with scratch_dir("distbot-contests-", args.keep) as workdir:
         await run(workdir / "distbot.db", args.distributors, args.orders, args.top)
-    finally:
-        if args.keep:
-            print(f"kept {workdir}")
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -17,9 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import random
-import shutil
 import sys
-import tempfile
 import time
 import tracemalloc
 import uuid
@@ -31,6 +29,7 @@ from aiohttp import web
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from scratch import scratch_dir  # noqa: E402
 from sqlalchemy import text  # noqa: E402
 
 from bot.app import create_app  # noqa: E402
@@ -126,14 +125,8 @@ async def main() -> None:
             await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
             await conn.close()
         return
-    workdir = Path(tempfile.mkdtemp(prefix="distbot-weekly-"))
-    try:
+    with scratch_dir("distbot-weekly-", args.keep) as workdir:
         await run(f"sqlite+aiosqlite:///{workdir}/distbot.db", args.distributors, args.orders, args.batch)
-    finally:
-        if args.keep:
-            print(f"kept {workdir}")
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
 
 
 if __name__ == "__main__":
