@@ -163,9 +163,13 @@ async def test_slow_reply_answers_success_then_arrives_through_customer_service(
     user = h.user()
     await h.follow(user)
     assert await h.say(user, command) == ""  # "success": nothing passive
-    item = await h.platform.wait_for(user.openid, lambda i: i.get("from") == "bot" and i["via"] == "custom")
-    assert item["type"] == "text" and item["content"].endswith(command.split()[1])
-    custom = [c for c in h.platform.calls if c[0] == "message/custom/send"]
+    # (On a loaded machine the welcome can miss the 0.3 s deadline too and arrive the same way.)
+    late = command.split()[1]
+    item = await h.platform.wait_for(user.openid, lambda i: i.get("from") == "bot" and i["via"] == "custom"
+                                     and i.get("content", "").endswith(late))
+    assert item["type"] == "text"
+    custom = [c for c in h.platform.calls if c[0] == "message/custom/send"
+              and c[1].get("text", {}).get("content", "").endswith(late)]
     assert len(custom) == 1 and custom[0][1]["touser"] == user.openid
 
 
