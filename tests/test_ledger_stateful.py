@@ -28,7 +28,7 @@ from tests.money_support import balance, check_invariants, event, money_harness,
 
 RATES = {"junior": (Decimal("0.10"), Decimal("0.03"), Decimal("0.01")), "gold": (Decimal("0.15"), Decimal("0.05"))}
 # Gold out of reach: the model's ranks never change (promotion has its own tests).
-RANKS = [{"key": k, "name": k, "rates": [float(r) for r in v], "min_sales_fen": 0 if k == "junior" else 10**12}
+RANKS = [{"key": k, "name": k, "rates": [str(r) for r in v], "min_sales_fen": 0 if k == "junior" else 10**12}
          for k, v in RATES.items()]
 MIN_WITHDRAW = 500
 _orders = itertools.count(1)

@@ -53,7 +53,7 @@ async def served(tmp_path: Path) -> AsyncIterator[str]:
 @pytest.fixture
 async def page() -> AsyncIterator[Any]:
     if not CHROMIUM.exists():
-        pytest.skip("Debian chromium is not installed (apt-get install chromium)")
+        pytest.fail("Debian chromium is missing: the browser tests need it (apt-get install chromium; .ci/run does)")
     from playwright.async_api import async_playwright
     async with async_playwright() as pw:
         browser = await pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
