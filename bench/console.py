@@ -11,14 +11,16 @@
    60 days, each with a commission entry for its seller and one for the seller's inviter, every
    20th refunded in part with a reversal entry, until the ledger holds `--entries` entries in
    all, `--withdrawals` withdrawals among them (a tenth pending, a tenth rejected with their
-   refund entries, the rest approved); the balances summed from the entries.
+   refund entries, the rest approved); the balances summed from the entries; the daily totals
+   and first sales as the order-event batches keep them.
 2. This month's 月度推广之星 is made as the `contests` job makes it (`ensure_star`, its running
    totals backfilled from the orders), so 概览 shows its top ten.
 3. The app (`bot.app.create_app(config, workers=False)`) serves on a free port of 127.0.0.1 in
    this process; an aiohttp client signs in as an admin would (GET /admin/ for the sign-in form's
    csrf cookie and field, POST /admin/login with the admin token).
 4. Each console page is fetched `--calls` times (after one warm-up call), its status checked
-   (200): 概览, 分销员 (list, a search by a name, one distributor), 提现, 内容, 活动, 比赛, 客服.
+   (200): 概览, 分销员 (list, a search by a whole name, by part of a name, one that finds nobody,
+   one distributor), 提现, 内容, 活动, 比赛, 客服.
    Printed per page: p50, p99 and max. The time is measured by the client, on localhost, so it
    is close to the server's time (the request's trip adds well under a millisecond).
    Target: p99 < 100 ms per page.
@@ -131,6 +133,7 @@ def seed(path: Path, distributors: int, entries: int, withdrawals: int, now: dat
                            " created_at) VALUES (?, ?, ?, ?, ?, ?, ?)", posts)
             for did, _, fen, *_ in posts:
                 balance[did] += fen
+            seed_daily_totals(db, orders, posts)
             db.executemany("INSERT INTO balances (distributor_id, pending_fen, available_fen, withdrawing_fen,"
                            " withdrawn_fen) VALUES (?, 0, ?, ?, ?)",
                            ((did, balance[did], withdrawing[did], withdrawn[did])
@@ -139,6 +142,27 @@ def seed(path: Path, distributors: int, entries: int, withdrawals: int, now: dat
     finally:
         db.close()
     return len(orders), followers
+
+
+def seed_daily_totals(db: sqlite3.Connection, orders: list[tuple[Any, ...]], posts: list[tuple[Any, ...]]) -> None:
+    """What the order-event batches would have kept: each seller's first sale and the daily totals
+    (sales and orders by paid day, commission by posting day, first sales)."""
+    china = lambda stamp: (datetime.strptime(stamp, STAMP) + timedelta(hours=8)).date().isoformat()  # noqa: E731
+    days: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0, 0])
+    first: dict[int, str] = {}
+    for _, seller, amount, refunded, status, when, *_ in orders:
+        if status != "cancelled":
+            days[china(when)][0] += amount - refunded
+            days[china(when)][1] += 1
+        first[seller] = min(first.get(seller, when), when)
+    for _, kind, fen, *_, when in posts:
+        if kind in ("commission", "reversal"):
+            days[china(when)][2] += fen
+    for when in first.values():
+        days[china(when)][3] += 1
+    db.executemany("UPDATE distributors SET first_sale_at = ? WHERE id = ?", ((w, d) for d, w in first.items()))
+    db.executemany("INSERT INTO daily_totals (day, sales_fen, orders, commission_fen, first_sales)"
+                   " VALUES (?, ?, ?, ?, ?)", ((day, *v) for day, v in sorted(days.items())))
 
 
 def free_port() -> int:
@@ -190,6 +214,8 @@ async def run(path: Path, distributors: int, entries: int, withdrawals: int, cal
             one = distributors // 2
             pages = [("概览", "/admin/"), ("分销员", "/admin/distributors"),
                      ("分销员 搜索姓名", f"/admin/distributors?q={name_of(one)}"),
+                     ("分销员 姓名片段", f"/admin/distributors?q={name_of(one)[1:]}"),
+                     ("分销员 无结果", "/admin/distributors?q=查无此人"),
                      ("分销员 详情", f"/admin/distributors/{code_of(one)}"), ("提现", "/admin/withdrawals"),
                      ("内容", "/admin/content"), ("活动", "/admin/campaigns"), ("比赛", "/admin/contests"),
                      ("客服", "/admin/tickets")]

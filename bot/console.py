@@ -44,6 +44,7 @@ TOUCH_EVERY = timedelta(minutes=1)  # last_seen_at is written at most this often
 FREE_TRIES = 3
 MAX_WAIT = 30.0
 TRY_WINDOW = 900.0  # seconds a wrong try counts against an address
+MAX_PAGE = 10**6  # a page number beyond any list
 MAX_FORM_BYTES = 51 * 1024 * 1024  # a multipart form: a 50 MiB content pack and its fields
 NAV = (("/", "概览"), ("/distributors", "分销员"), ("/withdrawals", "提现"), ("/content", "内容"),
        ("/campaigns", "活动"), ("/contests", "比赛"), ("/tickets", "客服"))
@@ -118,6 +119,12 @@ def page(request: web.Request, template: str, *, title: str, current: str = "", 
     if flash:
         response.del_cookie(FLASH_COOKIE, path="/admin")
     return response
+
+
+def page_number(request: web.Request, name: str = "page", last: int = MAX_PAGE) -> int:
+    """A list's page number from the query (`name`), 1 when missing or not a number, at most `last`."""
+    raw = request.query.get(name, "1")
+    return min(max(int(raw), 1), last) if raw.isascii() and raw.isdigit() and len(raw) < 12 else 1
 
 
 def see_other(location: str) -> web.Response:

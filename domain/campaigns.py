@@ -59,6 +59,14 @@ def count_audience(session: Session, audience: Any, max_id: int | None = None) -
     return session.scalar(select(func.count()).select_from(DISTRIBUTORS).where(*where)) or 0
 
 
+def audience_sizes(session: Session) -> dict[str, int]:
+    """How many active distributors hold each rank key (the audiences an admin picks from; "all"
+    is their sum): one grouped read of the (rank, status) index."""
+    d = DISTRIBUTORS.c
+    return {rank: int(n) for rank, n in session.execute(
+        select(d.rank, func.count()).where(d.status == DistributorStatus.ACTIVE).group_by(d.rank))}
+
+
 def schedule(session: Session, *, title: str, kind: str, text: str, audience: Any, send_at: datetime,
              now: datetime, channel: str = "service", source: str | None = None) -> Campaign:
     """A new campaign, status scheduled, with its audience counted. With `source` (what made it,

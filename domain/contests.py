@@ -44,12 +44,14 @@ STAR_PREFIX = "star:"
 @dataclass(frozen=True)
 class SaleChange:
     """A change to a distributor's credited sales: `fen` > 0 when an order is paid, < 0 on a
-    refund or a cancellation; `paid_at` places it in a contest's window."""
+    refund or a cancellation; `paid_at` places it in a contest's window (and a day of the
+    console's figures). `orders` counts the order: 1 when paid, -1 when cancelled."""
 
     distributor_id: int
     paid_at: datetime
     sku: str | None
     fen: int
+    orders: int = 0
 
 
 _OPEN_SALES_CONTESTS = select(CONTESTS.c.id, CONTESTS.c.metric, CONTESTS.c.skus, CONTESTS.c.starts_at,

@@ -1,26 +1,32 @@
 """The programme's figures for the console's 概览: sales, commission and new distributors in a
 period, what waits for an admin, daily series for the chart, distributors by rank, this month's
-top ten (the 月度推广之星's running totals) and the funnel follow → register → first sale. Sales count as everywhere else
-(domain.figures: paid amounts less refunds, cancelled orders left out); commission is the
-commission entries less their reversals, by when they were posted."""
+top ten (the 月度推广之星's running totals) and the funnel follow → register → first sale.
+
+Sales, orders, commission and first sales are read from `daily_totals`, which the order-event
+batch keeps as it writes (`add_to_days`): a month is at most 31 rows, whatever the orders number.
+They count as everywhere else (domain.figures: paid amounts less refunds on the day the order was
+paid, cancelled orders left out); commission is the commission entries less their reversals, on
+the day they were posted."""
 
 from __future__ import annotations
 
+from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from typing import Any
 
-from sqlalchemy import ColumnElement, Date, cast, exists, func, literal_column, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from domain import contests
-from domain.figures import COUNTED, SALE_FEN
-from domain.formats import CHINA, day_start
+from domain.contests import SaleChange
+from domain.formats import CHINA
+from storage.db import dialect_insert
 from storage.models import DistributorStatus
-from storage.models_ledger import EntryKind, WithdrawalStatus
-from storage.tables import DISTRIBUTORS, ENTRIES, FOLLOWERS, ORDERS, WITHDRAWALS
+from storage.models_ledger import WithdrawalStatus
+from storage.tables import DAILY_TOTALS, DISTRIBUTORS, FOLLOWERS, WITHDRAWALS
 
-COMMISSION_KINDS = (EntryKind.COMMISSION, EntryKind.REVERSAL)
+_FIGURES = ("sales_fen", "orders", "commission_fen", "first_sales")
 
 
 @dataclass(frozen=True)
@@ -35,7 +41,7 @@ class Period:
 class Funnel:
     followers: int
     registered: int
-    sold: int  # distributors credited with at least one order that was not cancelled
+    sold: int  # distributors credited with a paid order
 
     @staticmethod
     def share(part: int, whole: int) -> str:
@@ -48,15 +54,46 @@ class Pending:
     fen: int
 
 
+def add_to_days(session: Session, now: datetime, sales: Sequence[SaleChange], earned_fen: int) -> None:
+    """Add an order-event batch to the daily totals: its sales changes on their orders' paid days,
+    its commission (net of reversals) and its first sales on today. One statement, rows in day
+    order (two transactions on PostgreSQL lock the rows in one order)."""
+    today = now.astimezone(CHINA).date()
+    days: dict[date, dict[str, int]] = defaultdict(lambda: dict.fromkeys(_FIGURES, 0))
+    for ch in sales:
+        row = days[ch.paid_at.astimezone(CHINA).date()]
+        row["sales_fen"] += ch.fen
+        row["orders"] += ch.orders
+    if earned_fen:
+        days[today]["commission_fen"] += earned_fen
+    sellers = sorted({ch.distributor_id for ch in sales if ch.orders > 0})
+    if sellers:
+        d = DISTRIBUTORS.c
+        first = session.connection().execute(DISTRIBUTORS.update().where(d.id.in_(sellers), d.first_sale_at.is_(None))
+                                             .values(first_sale_at=now).returning(d.id)).all()
+        if first:
+            days[today]["first_sales"] += len(first)
+    rows = [{"day": day, **figures} for day, figures in sorted(days.items()) if any(figures.values())]
+    if rows:
+        stmt = dialect_insert(session, DAILY_TOTALS)
+        session.connection().execute(stmt.on_conflict_do_update(
+            index_elements=["day"], set_={f: DAILY_TOTALS.c[f] + stmt.excluded[f] for f in _FIGURES}), rows)
+
+
+def _totals(session: Session, since: date, until: date | None = None) -> dict[date, tuple[int, ...]]:
+    t = DAILY_TOTALS.c
+    stmt = select(t.day, *(t[f] for f in _FIGURES)).where(t.day >= since)
+    if until is not None:
+        stmt = stmt.where(t.day <= until)
+    return {day: tuple(int(v) for v in rest) for day, *rest in session.execute(stmt)}
+
+
 def period(session: Session, start: datetime) -> Period:
-    """Figures from `start` until now."""
-    o, e, d = ORDERS.c, ENTRIES.c, DISTRIBUTORS.c
-    sales, orders = session.execute(select(func.coalesce(func.sum(SALE_FEN), 0), func.count())
-                                    .where(o.paid_at >= start, COUNTED)).one()
-    commission = session.scalar(select(func.coalesce(func.sum(e.amount_fen), 0))
-                                .where(e.created_at >= start, e.kind.in_(COMMISSION_KINDS)))
+    """Figures from `start` (the beginning of a China-time day) until now."""
+    rows = _totals(session, start.astimezone(CHINA).date()).values()
+    d = DISTRIBUTORS.c
     joined = session.scalar(select(func.count()).select_from(DISTRIBUTORS).where(d.registered_at >= start))
-    return Period(int(sales), int(orders), int(commission or 0), int(joined or 0))
+    return Period(sum(r[0] for r in rows), sum(r[1] for r in rows), sum(r[2] for r in rows), int(joined or 0))
 
 
 def pending_withdrawals(session: Session) -> Pending:
@@ -66,29 +103,13 @@ def pending_withdrawals(session: Session) -> Pending:
     return Pending(int(count), int(fen))
 
 
-def _china_day(session: Session, col: Any) -> ColumnElement[Any]:
-    """The China-time calendar day of a stored UTC time, in SQL."""
-    if session.get_bind().dialect.name == "postgresql":
-        return cast(func.timezone("Asia/Shanghai", col), Date)
-    return func.date(col, literal_column("'+8 hours'"))
-
-
 def daily(session: Session, now: datetime, days: int) -> tuple[list[date], list[int], list[int]]:
     """The last `days` China-time days, oldest first, with sales and commission per day."""
     last = now.astimezone(CHINA).date()
-    since = day_start(now) - timedelta(days=days - 1)
-    o, e = ORDERS.c, ENTRIES.c
-    sales_day, comm_day = _china_day(session, o.paid_at), _china_day(session, e.created_at)
-    sales = dict(session.execute(select(sales_day, func.sum(SALE_FEN)).where(o.paid_at >= since, COUNTED)
-                                 .group_by(sales_day)).all())
-    commission = dict(session.execute(select(comm_day, func.sum(e.amount_fen))
-                                      .where(e.created_at >= since, e.kind.in_(COMMISSION_KINDS))
-                                      .group_by(comm_day)).all())
     span = [last - timedelta(days=i) for i in range(days - 1, -1, -1)]
-
-    def of(found: dict[Any, Any], day: date) -> int:
-        return int(found.get(day, found.get(day.isoformat(), 0)) or 0)
-    return span, [of(sales, d) for d in span], [of(commission, d) for d in span]
+    found = _totals(session, span[0], last)
+    zero = (0,) * len(_FIGURES)
+    return span, [found.get(d, zero)[0] for d in span], [found.get(d, zero)[2] for d in span]
 
 
 def by_rank(session: Session) -> dict[str, int]:
@@ -106,10 +127,9 @@ def month_top(session: Session, now: datetime, limit: int = 10) -> list[contests
 
 
 def funnel(session: Session) -> Funnel:
-    d, o = DISTRIBUTORS.c, ORDERS.c
+    """Followers, distributors, and distributors who have made a first sale (an order credited to
+    them was paid, whatever became of it later)."""
     followers = session.scalar(select(func.count()).select_from(FOLLOWERS))
     registered = session.scalar(select(func.count()).select_from(DISTRIBUTORS))
-    # One probe of ix_orders_distributor_paid per distributor (the first order found nearly always counts).
-    sold = session.scalar(select(func.count()).select_from(DISTRIBUTORS).where(
-        exists().where(o.distributor_id == d.id, COUNTED)))
+    sold = session.scalar(select(func.coalesce(func.sum(DAILY_TOTALS.c.first_sales), 0)))
     return Funnel(int(followers or 0), int(registered or 0), int(sold or 0))

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from domain.formats import china_time
 from domain.ledger import balance
+from storage.db import is_postgres
 from storage.models import Distributor, DistributorStatus
 from storage.tables import DISTRIBUTORS
 
@@ -63,7 +64,8 @@ def search(session: Session, query: str, page: int = 1) -> tuple[list[Row[Any]],
     """One page (PER_PAGE, newest first) of the distributors `query` finds, and how many it finds.
 
     An exact code (any case) or a whole phone number is looked up first, on their unique indexes;
-    only when neither is there does the query match part of a name or of a phone number (a scan).
+    only when neither is there does the query match part of a name (a scan of the name index) or
+    of a phone number (a scan).
     No query: everyone, newest first."""
     d = DISTRIBUTORS.c
     q = " ".join(unicodedata.normalize("NFKC", query).split())
@@ -76,7 +78,9 @@ def search(session: Session, query: str, page: int = 1) -> tuple[list[Row[Any]],
         elif digits.isascii() and digits.isdigit():
             where = [d.phone.like(_like(digits), escape="\\")]
         else:
-            where = [d.name.ilike(_like(q), escape="\\")]
+            # SQLite's LIKE already ignores ASCII case, and lower() would cost a call per row.
+            like = d.name.ilike if is_postgres(session) else d.name.like
+            where = [like(_like(q), escape="\\")]
     total = session.scalar(select(func.count()).select_from(DISTRIBUTORS).where(*where)) or 0
     page = min(max(page, 1), MAX_PAGE)
     rows = session.execute(_LISTED.where(*where).order_by(d.id.desc())

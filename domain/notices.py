@@ -43,13 +43,15 @@ class Person:
 @dataclass
 class Credits:
     """What a batch of changes did, for what follows it: commission credited and made available
-    (notices), credited sales moved (contest totals), orders completed (rank promotion)."""
+    (notices), credited sales moved (contest totals, daily totals), orders completed (rank
+    promotion), commission net of reversals (daily totals)."""
 
     credited: dict[int, list[int]] = field(default_factory=lambda: defaultdict(list))  # receiver -> amounts
     freed: dict[int, int] = field(default_factory=lambda: defaultdict(int))  # receiver -> fen
     people: dict[int, Person] = field(default_factory=dict)  # whoever is known already
     sales: list[SaleChange] = field(default_factory=list)
     completed: set[int] = field(default_factory=set)  # distributors credited with a completed order
+    earned_fen: int = 0  # commission posted less reversals posted (the day's commission figure)
 
     def add(self, other: Credits) -> None:
         for did, amounts in other.credited.items():
@@ -59,6 +61,7 @@ class Credits:
         self.people.update(other.people)
         self.sales.extend(other.sales)
         self.completed |= other.completed
+        self.earned_fen += other.earned_fen
 
 
 def window_end(now: datetime) -> tuple[int, datetime]:

@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 from domain import commission as rules
 from domain.config import Config
 from domain.contests import SaleChange, record_sales
+from domain.dashboard import add_to_days
 from domain.formats import month_start
 from domain.ledger import Delta, add_to_balances, append_entries, ensure_balances
 from domain.notices import PERSON_COLUMNS, Credits, Person, settle_and_notify
@@ -164,12 +165,14 @@ class OrderBook:
 
     def finish(self, session: Session) -> None:
         """What the batch's events add up to: balances, the batched notices, contest totals, and
-        the promotion of whoever's completed sales crossed a rank's line."""
+        the promotion of whoever's completed sales crossed a rank's line, and last the day's totals
+        (on PostgreSQL the day's row is locked from there to the commit, and nothing else waits)."""
         add_to_balances(session, self.deltas)
         settle_and_notify(session, self.config, self.now, self.credits)
         record_sales(session, self.credits.sales)
         if self.credits.completed:
             promote(session, self.config, self.credits.completed, self.now, unlocks=self.unlocks)
+        add_to_days(session, self.now, self.credits.sales, self.credits.earned_fen)
 
     def _pay(self, session: Session, e: EventIn, credits: Credits, deltas: dict[int, Delta]) -> _Order:
         dist, now = self.config.distribution, self.now
@@ -204,7 +207,8 @@ class OrderBook:
             deltas[c["distributor_id"]].pending_fen += c["amount_fen"]
             credits.credited[c["distributor_id"]].append(c["amount_fen"])
         credits.people.update((p.id, p) for p in chain)
-        credits.sales.append(SaleChange(chain[0].id, row["paid_at"], e.sku, row["amount_fen"]))
+        credits.sales.append(SaleChange(chain[0].id, row["paid_at"], e.sku, row["amount_fen"], orders=1))
+        credits.earned_fen += sum(c["amount_fen"] for c in comms)
         return _Order(row, comms)
 
     def _change(self, session: Session, e: EventIn, credits: Credits, deltas: dict[int, Delta]) -> _Order:
@@ -239,7 +243,8 @@ class OrderBook:
                 changed.append(c)
         elif e.type in (rules.REFUNDED, rules.CANCELLED):
             taken = (e.amount_fen or 0) if e.type == rules.REFUNDED else row["amount_fen"] - row["refunded_fen"]
-            credits.sales.append(SaleChange(row["distributor_id"], row["paid_at"], row["sku"], -taken))
+            credits.sales.append(SaleChange(row["distributor_id"], row["paid_at"], row["sku"], -taken,
+                                            orders=-1 if e.type == rules.CANCELLED else 0))
             if e.type == rules.REFUNDED:
                 row["refunded_fen"] += e.amount_fen or 0
             refunded = row["refunded_fen"] if e.type == rules.REFUNDED else row["amount_fen"]
@@ -248,6 +253,7 @@ class OrderBook:
                 if due <= 0:
                     continue
                 c["reversed_fen"] += due
+                credits.earned_fen -= due
                 if c["state"] == CommissionState.PENDING:
                     deltas[c["distributor_id"]].pending_fen -= due
                 else:

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from bot.api import ApiError, ApiModel, IdParam, PageQuery, RankAudience, checked_audience, ok
 from bot.api import text as text_field
 from bot.chat import Ctx, Incoming
-from bot.console import done, page
+from bot.console import done, page, page_number
 from bot.feature import Feature
 from bot.scheduler import JOBS
 from bot.typedefs import CONFIG, SESSIONMAKER, WRITER
@@ -188,8 +188,9 @@ def _console_list(session: Session, config: Config, number: int) -> dict[str, An
     rows = session.scalars(select(Campaign).order_by(Campaign.id.desc()).limit(PER_PAGE)
                            .offset((number - 1) * PER_PAGE)).all()
     total = session.scalar(select(func.count()).select_from(Campaign)) or 0
-    audiences = [("all", "全部分销员", campaigns.count_audience(session, "all"))]
-    audiences += [(r.key, r.name, campaigns.count_audience(session, {"ranks": [r.key]})) for r in config.ranks]
+    sizes = campaigns.audience_sizes(session)
+    audiences = [("all", "全部分销员", sum(sizes.values()))]
+    audiences += [(r.key, r.name, sizes.get(r.key, 0)) for r in config.ranks]
     return {"campaigns": [(c, campaigns.progress(session, c)) for c in rows], "total": total, "number": number,
             "pages": max((total + PER_PAGE - 1) // PER_PAGE, 1), "audiences": audiences,
             "rank_names": {r.key: r.name for r in config.ranks}}
@@ -197,10 +198,7 @@ def _console_list(session: Session, config: Config, number: int) -> dict[str, An
 
 async def _campaigns_page(request: web.Request, *, form: Any = None, errors: list[str] = (),
                           status: int = 200) -> web.Response:
-    try:
-        number = min(max(int(request.query.get("page", "1")), 1), 10**6)
-    except ValueError:
-        number = 1
+    number = page_number(request)
     config = request.config_dict[CONFIG]
     listing = await run_read(request.config_dict[SESSIONMAKER], lambda s: _console_list(s, config, number))
     return page(request, "campaigns.html", title="活动", current="/campaigns", status=status, form=form or {},

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from bot.api import ApiError, ApiModel, IdParam, PageQuery, RankAudience, checked_audience, ok
 from bot.api import text as text_field
 from bot.chat import Ctx, Incoming, active_only
-from bot.console import done, page
+from bot.console import done, page, page_number
 from bot.feature import Feature
 from bot.menu import MenuKey
 from bot.scheduler import JOBS
@@ -326,10 +326,7 @@ def _listing(request: web.Request, session: Session, number: int) -> dict[str, A
 
 async def _contests_page(request: web.Request, *, status: int = 200, error: str = "",
                          form: Any = None) -> web.Response:
-    try:
-        number = max(int(request.query.get("page", "1")), 1)
-    except ValueError:
-        number = 1
+    number = page_number(request)
     values = await run_read(request.config_dict[SESSIONMAKER], lambda s: _listing(request, s, number))
     return page(request, "contests.html", title="比赛", current="/contests", status=status, error=error,
                 form=form or {}, ranks=request.config_dict[CONFIG].ranks, statuses=STATUS_NAMES,

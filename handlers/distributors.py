@@ -18,7 +18,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from bot.api import ApiError, ApiModel, actor_of, ok
-from bot.console import done, page
+from bot.console import done, page, page_number
 from bot.feature import Feature
 from bot.typedefs import CONFIG, PACKS, SESSIONMAKER, WRITER
 from domain.commission import STATUS_NAMES
@@ -83,14 +83,10 @@ async def get_distributor(request: web.Request) -> web.Response:
 
 
 # ---- the console's 分销员: search ------------------------------------------------------------------
-def _page_number(raw: str) -> int:
-    return min(max(int(raw), 1), MAX_PAGE) if raw.isascii() and raw.isdigit() and len(raw) < 12 else 1
-
-
 @feature.console.get("/distributors")
 async def search_page(request: web.Request) -> web.Response:
     query = request.query.get("q", "").strip()[:50]
-    number = _page_number(request.query.get("page", "1"))
+    number = page_number(request, last=MAX_PAGE)
     rows, total = await run_read(request.config_dict[SESSIONMAKER], lambda s: search(s, query, number))
     pages = max((total + PER_PAGE - 1) // PER_PAGE, 1)
     ranks = {r.key: r.name for r in request.config_dict[CONFIG].ranks}

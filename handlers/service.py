@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from bot.api import ApiError, ApiModel, IdParam, PageQuery, actor_of, ok
 from bot.api import text as text_field
 from bot.chat import Ctx, Incoming, split_command
-from bot.console import done, page
+from bot.console import done, page, page_number
 from bot.feature import Feature
 from bot.menu import MenuKey
 from bot.typedefs import CONFIG, SESSIONMAKER, WRITER
@@ -210,10 +210,7 @@ async def tickets_page(request: web.Request) -> web.Response:
     """A page of tickets of one status, in the API's order: open ones urgent first, then by due
     time, each with the minutes left (or past due) counted here; the others newest first."""
     status, now = _tab(request.query.get("status")), datetime.now(UTC)
-    try:
-        number = max(int(request.query.get("page", "1")), 1)
-    except ValueError:
-        number = 1
+    number = page_number(request)
 
     def read(session: Session) -> tuple[list[dict[str, Any]], int]:
         rows, total = tickets.list_tickets(session, status, PER_PAGE, (number - 1) * PER_PAGE)

@@ -16,14 +16,14 @@ from typing import Any, ClassVar, Literal
 
 from aiohttp import web
 from pydantic import BaseModel, Field
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from sqlalchemy.orm import Session
 
 from bot.api import ApiError, ApiModel, IdParam, ok, text
 from bot.chat import Ctx, Incoming, active_only
 from bot.feature import Feature
-from bot.console import done, page
+from bot.console import done, page, page_number
 from bot.exports import stream_csv
 from bot.typedefs import SESSIONMAKER, WRITER
 from content.console_pages import when
@@ -159,6 +159,7 @@ async def reject_withdrawal(request: web.Request, params: WithdrawalId, body: Re
 
 # ---- the console's 提现 queue, history and export -------------------------------------------------
 HISTORY_PAGE = 50
+QUEUE_PAGE = 20
 EXPORT_PAGE = 1000
 STATUS_NAMES = {"pending": "待审核", "approved": "已批准", "rejected": "已拒绝"}
 SOURCE_NAMES = {"chat": "申请", "exit": "退出结算"}
@@ -207,23 +208,29 @@ class History:
                                             ("since", self.since or ""), ("until", self.until or "")) if v})
 
 
-def _queue(session: Session, history: History, page_no: int) -> dict[str, Any]:
+def _queue(session: Session, history: History, page_no: int, queue_no: int) -> dict[str, Any]:
+    """A page of the pending queue (oldest first, each with the distributor's balance) and one of
+    the history (newest first): both read on the (status, id) and primary-key indexes."""
     w, b = WITHDRAWALS.c, BALANCES.c
+    waiting = w.status == WithdrawalStatus.PENDING
+    total = session.scalar(select(func.count()).select_from(WITHDRAWALS).where(waiting)) or 0
+    pages = max((total + QUEUE_PAGE - 1) // QUEUE_PAGE, 1)
+    queue_no = min(queue_no, pages)
     pending = session.execute(
         _select().add_columns(Distributor.__table__.c.name, b.available_fen, b.withdrawing_fen, b.withdrawn_fen)
         .outerjoin(BALANCES, b.distributor_id == w.distributor_id)
-        .where(w.status == WithdrawalStatus.PENDING).order_by(w.id)).all()
+        .where(waiting).order_by(w.id).offset((queue_no - 1) * QUEUE_PAGE).limit(QUEUE_PAGE)).all()
     rows = session.execute(_select().add_columns(Distributor.__table__.c.name).where(*history.where())
                            .order_by(w.id.desc()).offset((page_no - 1) * HISTORY_PAGE).limit(HISTORY_PAGE + 1)).all()
-    return {"pending": pending, "history": rows[:HISTORY_PAGE], "more": len(rows) > HISTORY_PAGE}
+    return {"pending": pending, "pending_total": total, "queue_no": queue_no, "queue_pages": pages,
+            "history": rows[:HISTORY_PAGE], "more": len(rows) > HISTORY_PAGE}
 
 
 @feature.console.get("/withdrawals")
 async def queue_page(request: web.Request) -> web.Response:
     history, problems = History.of(request.query)
-    page_no = min(max(int(request.query.get("page", "1")) if request.query.get("page", "1").isdigit() else 1, 1),
-                  10**6)
-    values = await run_read(request.config_dict[SESSIONMAKER], lambda s: _queue(s, history, page_no))
+    page_no, queue_no = page_number(request), page_number(request, "queue")
+    values = await run_read(request.config_dict[SESSIONMAKER], lambda s: _queue(s, history, page_no, queue_no))
     return page(request, "withdrawals.html", title="提现", current="/withdrawals", filters=history,
                 problems=problems, page_no=page_no, status_names=STATUS_NAMES, source_names=SOURCE_NAMES, **values)
 

@@ -85,17 +85,21 @@ class Follower(Base):
 
 class Distributor(Base):
     __tablename__ = "distributors"
+    # Distributors by rank (the 概览's chart, the audiences' sizes): a count of this index.
+    __table_args__ = (Index("ix_distributors_rank_status", "rank", "status"),)
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     code: Mapped[str] = mapped_column(String(6), unique=True)
     openid: Mapped[str] = mapped_column(String(64), unique=True)
     phone: Mapped[str] = mapped_column(String(20), unique=True)
-    name: Mapped[str] = mapped_column(String(40))
+    name: Mapped[str] = mapped_column(String(40), index=True)  # the console's search
     inviter_id: Mapped[int | None] = mapped_column(ForeignKey("distributors.id"), index=True)
     rank: Mapped[str] = mapped_column(String(32))
     status: Mapped[str] = mapped_column(String(16), default=DistributorStatus.ACTIVE)
     registered_at: Mapped[datetime] = mapped_column(index=True)  # the console's new distributors
     exited_at: Mapped[datetime | None]
+    # When the first order credited to them was paid (recorded by the order-event batch): the funnel.
+    first_sale_at: Mapped[datetime | None]
     # False after 退订周报 (the weekly report is not sent), True again after 订阅周报.
     weekly_report: Mapped[bool] = mapped_column(default=True, server_default=true())
 

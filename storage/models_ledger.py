@@ -60,7 +60,7 @@ class Order(Base):
     status: Mapped[str] = mapped_column(String(16))
     sku: Mapped[str | None] = mapped_column(String(64))
     buyer_openid: Mapped[str | None] = mapped_column(String(64))
-    paid_at: Mapped[datetime] = mapped_column(index=True)  # the shop's occurred_at of the paid event (else when we got it)
+    paid_at: Mapped[datetime]  # the shop's occurred_at of the paid event (else when we got it)
     completed_at: Mapped[datetime | None]  # when we got the completed event
     updated_at: Mapped[datetime]
 

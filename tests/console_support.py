@@ -1,7 +1,8 @@
 """The admin console's browser tests share these: the whole app served on a real port, a
 Chromium page at desktop width and at 390 px (a failing test leaves a screenshot in
 tests/artifacts/), signing in and the sideways-scroll check. conftest.py makes the fixtures
-`served` and `page` available to every test module."""
+`served` and `page` available to every test module. Orders reach the served app through the
+shop's API (`order_event`), as the shop sends them."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import web
 
@@ -68,3 +70,11 @@ async def sign_in(page: Any, base: str, token: str = ADMIN_TOKEN) -> None:
 async def no_sideways_scroll(page: Any) -> None:
     wide = await page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
     assert wide <= 0, f"{page.url} scrolls sideways by {wide}px"
+
+
+async def order_event(base: str, **event: Any) -> dict[str, Any]:
+    """POST one order event to /api/orders/events as the shop would; its answer (200 expected)."""
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}) as http:
+        async with http.post(base + "/api/orders/events", json=event) as resp:
+            assert resp.status == 200, await resp.text()
+            return await resp.json()

@@ -15,7 +15,8 @@ from sqlalchemy import func, select
 from bot.sandbox.platform import Platform, SimUser
 from bot.typedefs import SESSIONMAKER
 from domain.ledger import balances, ledger_sums
-from storage.tables import ENTRIES
+from domain.formats import CHINA
+from storage.tables import DAILY_TOTALS, DISTRIBUTORS, ENTRIES, ORDERS
 from storage.models import Distributor, Follower
 from storage.models_ledger import Commission, EntryKind, LedgerEntry, Order, OrderEvent, Withdrawal
 from tests.conftest import Harness, make_config
@@ -137,6 +138,36 @@ async def check_invariants(h: Harness) -> None:
             .group_by(ENTRIES.c.distributor_id))).all())
         for did in ids:
             assert bal[did]["withdrawing_fen"] + bal[did]["withdrawn_fen"] <= int(earned.get(did, 0) or 0)
+        assert await session.run_sync(daily_totals) == await session.run_sync(recount_days)
+
+
+def daily_totals(session: Any) -> dict[Any, tuple[int, int, int, int]]:
+    t = DAILY_TOTALS.c
+    return {day: (int(a), int(b), int(c), int(d)) for day, a, b, c, d in session.execute(
+        select(t.day, t.sales_fen, t.orders, t.commission_fen, t.first_sales)) if (a, b, c, d) != (0, 0, 0, 0)}
+
+
+def recount_days(session: Any) -> dict[Any, tuple[int, int, int, int]]:
+    """What the console's daily totals must hold, counted again from the orders, the ledger and
+    the distributors' first sales."""
+    days: dict[Any, list[int]] = {}
+
+    def add(at: datetime, i: int, value: int) -> None:
+        days.setdefault(at.astimezone(CHINA).date(), [0, 0, 0, 0])[i] += value
+    o, e, d = ORDERS.c, ENTRIES.c, DISTRIBUTORS.c
+    for paid_at, amount, refunded, status in session.execute(select(o.paid_at, o.amount_fen, o.refunded_fen, o.status)):
+        if status != "cancelled":
+            add(paid_at, 0, amount - refunded)
+            add(paid_at, 1, 1)
+    for at, fen in session.execute(select(e.created_at, e.amount_fen).where(
+            e.kind.in_((EntryKind.COMMISSION, EntryKind.REVERSAL)))):
+        add(at, 2, fen)
+    sellers = set(session.scalars(select(o.distributor_id)))
+    for did, first in session.execute(select(d.id, d.first_sale_at)):
+        assert (first is not None) == (did in sellers), (did, first)
+        if first is not None:
+            add(first, 3, 1)
+    return {day: tuple(v) for day, v in days.items() if any(v)}
 
 
 __all__ = ["balance", "check_invariants", "event", "fresh_code", "money_harness", "pay", "post_event",

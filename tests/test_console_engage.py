@@ -10,7 +10,6 @@ import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import aiohttp
 from aiohttp import web
 from sqlalchemy import select
 
@@ -19,8 +18,7 @@ from domain import tickets
 from domain.formats import CHINA
 from storage.models import Distributor
 from storage.tables import CONTESTS, OUTBOX, TICKET_REPLIES, TICKETS
-from tests.conftest import ADMIN_TOKEN
-from tests.console_support import no_sideways_scroll, sign_in
+from tests.console_support import no_sideways_scroll, order_event, sign_in
 
 Served = tuple[str, web.Application]
 
@@ -39,11 +37,8 @@ async def seed_people(app: web.Application, *names: str) -> list[Distributor]:
 
 
 async def pay(base: str, order_no: str, amount_fen: int, code: str, at: datetime | None = None) -> None:
-    body = {"event_id": f"evt-{order_no}", "order_no": order_no, "type": "paid", "amount_fen": amount_fen,
-            "distributor_code": code, "occurred_at": (at or datetime.now(UTC)).isoformat()}
-    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}) as http:
-        async with http.post(base + "/api/orders/events", json=body) as resp:
-            assert resp.status == 200, await resp.text()
+    await order_event(base, event_id=f"evt-{order_no}", order_no=order_no, type="paid", amount_fen=amount_fen,
+                      distributor_code=code, occurred_at=(at or datetime.now(UTC)).isoformat())
 
 
 async def contest_rows(app: web.Application) -> list[Any]:
