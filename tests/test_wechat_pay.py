@@ -10,10 +10,12 @@ import dataclasses
 import json
 import os
 import stat
+import time
 from pathlib import Path
 
 import aiohttp
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestServer
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -167,6 +169,33 @@ async def test_our_request_signed_with_another_key_is_refused(
 
 
 # ---- answers that do not verify -----------------------------------------------------------------
+@pytest.mark.parametrize(("status", "body", "signed", "raised"), [
+    (200, b"{}", True, PayUnknown),  # verified, but names no bill
+    (200, b"<html>busy</html>", True, PayUnknown),
+    (400, b'{"code": "INVALID_REQUEST", "message": "x"}', False, PayUnknown),  # a refusal nobody signed
+    (400, b'{"code": "INVALID_REQUEST", "message": "x"}', True, PayRefused),
+    (302, b"", True, PayUnknown),
+])
+async def test_only_a_signed_refusal_is_definite(pay_keys: tuple[PayKeys, EmulatorKeys], http: aiohttp.ClientSession,
+                                                 status: int, body: bytes, signed: bool, raised: type) -> None:
+    wechat = pay_keys[1]
+
+    async def answer(_: web.Request) -> web.Response:
+        headers = signed_headers(wechat.private_key, wechat.public_key_id, body,
+                                 timestamp=int(time.time())) if signed else {}
+        return web.Response(status=status, body=body, headers=headers)
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", answer)
+    server = TestServer(app)
+    await server.start_server()
+    try:
+        with pytest.raises(raised):
+            await create(PayClient(pay_keys[0], http, str(server.make_url("/"))), "W3B1")
+    finally:
+        await server.close()
+
+
 @pytest.mark.parametrize("forgery", ["key", "serial", "stale", "ahead"])
 async def test_an_answer_that_does_not_verify_is_unknown(
         pay_keys: tuple[PayKeys, EmulatorKeys], http: aiohttp.ClientSession, emulator: PayEmulator,
