@@ -14,6 +14,7 @@ from aiohttp import web
 from PIL import Image
 
 from bot.sandbox import mass
+from bot.sandbox.pay import PayEmulator, create_pay_app
 from bot.sandbox.platform import ERRMSG, Platform, PlatformError
 
 PLATFORM = web.AppKey("platform", Platform)
@@ -234,7 +235,8 @@ async def static_file(request: web.Request) -> web.FileResponse:
     return web.FileResponse(path, headers={"Cache-Control": "no-cache"})
 
 
-def create_sandbox_app(platform: Platform) -> web.Application:
+def create_sandbox_app(platform: Platform, pay: PayEmulator | None = None) -> web.Application:
+    """The sandbox; with `pay`, WeChat Pay's emulator under pay/ (bot/sandbox/pay.py)."""
     app = web.Application(client_max_size=12 * 1024 * 1024)
     app[PLATFORM] = platform
 
@@ -264,4 +266,6 @@ def create_sandbox_app(platform: Platform) -> web.Application:
     app.router.add_post("/sim/age", sim_age)
     app.router.add_post("/sim/scan", sim_scan)
     app.router.add_get("/media/{media_id}", media)
+    if pay is not None:
+        app.add_subapp("/pay", create_pay_app(pay))
     return app
