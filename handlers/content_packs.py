@@ -25,7 +25,7 @@ from bot.api import ApiError, ApiModel, IdParam, ok
 from bot.console import HEADERS, done, page
 from bot.feature import Feature
 from bot.typedefs import CONFIG, SESSIONMAKER, WRITER
-from content.console_pages import when
+from content.console_pages import TEMPLATES, when
 from content.packs import MAX_UPLOAD_BYTES, PackInvalid
 from content.store import (
     PackConflict,
@@ -205,7 +205,7 @@ async def _activate(request: web.Request, pack_id: int) -> ContentPack | None:
 # ---- the console's 内容 page ---------------------------------------------------------------------
 # The upload is a plain multipart form; upload.js (served below: the CSP allows only our own
 # scripts) sends the same form with XMLHttpRequest to show its progress, then shows the answer.
-UPLOAD_JS = Path(__file__).parent.parent / "content" / "console" / "upload.js"
+UPLOAD_JS = TEMPLATES / "upload.js"
 
 
 async def _content_page(request: web.Request, *, problems: list[Any] = (), filename: str = "",
