@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections import defaultdict
 import socket
 import sys
 import tempfile
@@ -25,10 +26,12 @@ from sqlalchemy import select, update
 from bot.app import create_app
 from bot.typedefs import CONFIG, WRITER
 from domain.config import load_config
+from domain.formats import CHINA
 from domain.ledger import withdraw
 from domain.tickets import open_ticket
 from storage.models import Distributor, Follower
-from storage.tables import ENTRIES, ORDERS
+from storage.models_ledger import EntryKind
+from storage.tables import DAILY_TOTALS, ENTRIES, ORDERS
 
 ROOT = Path(__file__).parent.parent
 OUT = ROOT / "docs" / "img"
@@ -95,10 +98,20 @@ async def seed_orders(base: str, token: str, codes: list[str], now: datetime) ->
 
 async def backdate_entries(app: web.Application) -> None:
     """The demo's orders arrive in one go, so their ledger entries all carry today's date; put each
-    on its order's day, as if the shop's events had come in over the month (a demo-only shortcut)."""
-    e, o = ENTRIES.c, ORDERS.c
+    on its order's day, as if the shop's events had come in over the month (a demo-only shortcut),
+    and move the daily totals' commission with them (every order's day has its row already)."""
+    e, o, t = ENTRIES.c, ORDERS.c, DAILY_TOTALS.c
     paid = select(o.paid_at).where(o.order_no == e.order_no).scalar_subquery()
-    await app[WRITER].run(lambda s: s.execute(update(ENTRIES).where(e.order_no.is_not(None)).values(created_at=paid)))
+
+    def work(s: Any) -> None:
+        s.execute(update(ENTRIES).where(e.order_no.is_not(None)).values(created_at=paid))
+        days: dict[Any, int] = defaultdict(int)
+        for at, fen in s.execute(select(e.created_at, e.amount_fen).where(e.kind.in_((EntryKind.COMMISSION, EntryKind.REVERSAL)))):
+            days[at.astimezone(CHINA).date()] += fen
+        s.execute(update(DAILY_TOTALS).values(commission_fen=0))
+        for day, fen in days.items():
+            s.execute(update(DAILY_TOTALS).where(t.day == day).values(commission_fen=fen))
+    await app[WRITER].run(work)
 
 
 async def seed_waiting(app: web.Application, base: str, ids: list[tuple[int, str]], now: datetime) -> None:
