@@ -79,8 +79,8 @@ _SCRIPT = """
 def claim_page(*, amount: str, withdrawal_id: int, wx_config: dict[str, Any], transfer: dict[str, Any],
                sandbox: dict[str, str] | None) -> str:
     """The confirm page. `sandbox`: {"confirm", "expire" (the emulator's URLs), "openid", "bill"}."""
-    body = [f"<p>申请号 {withdrawal_id} 的提现 <b class=\"price\">{html.escape(amount)}</b> 已审核通过，"
-            "确认后转入您的微信零钱。</p>",
+    body = [(f"<p>申请号 {withdrawal_id} 的提现 <b class=\"price\">{html.escape(amount)}</b> 已审核通过，"
+             "确认后转入您的微信零钱。</p>"),
             '<p><button id="claim" type="button" style="font-size:18px;padding:10px 24px">确认收款</button></p>',
             '<p id="status" role="status" class="meta"></p>',
             _json_script("wx-config", wx_config), _json_script("transfer", transfer)]

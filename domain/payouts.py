@@ -311,6 +311,16 @@ def in_flight(session: Session, distributor_id: int) -> list[tuple[int, int, str
             for r in rows]
 
 
+def in_flight_summary(session: Session, distributor_id: int,
+                      flying: list[tuple[int, int, str]] | None = None) -> str:
+    """"（待审核 1 笔，待领取 1 笔）" for 收益 and 订单; "" when nothing is on its way."""
+    flying = in_flight(session, distributor_id) if flying is None else flying
+    counts: dict[str, int] = {}
+    for _, _, words in flying:
+        counts[words] = counts.get(words, 0) + 1
+    return "（" + "，".join(f"{w} {n} 笔" for w, n in counts.items()) + "）" if counts else ""
+
+
 def unfinished(session: Session, before: datetime, limit: int = 200) -> list[str]:
     """Bills the payouts job asks about: not final, untouched since `before`, oldest first."""
     return list(session.scalars(select(PAYOUT_BILLS.c.out_bill_no).where(

@@ -28,7 +28,7 @@ from bot.console import done
 from bot.feature import Feature
 from bot.typedefs import CONFIG, PAY, SESSIONMAKER, WECHAT, WRITER
 from bot.wechat_api import WeChatError
-from bot.wechat_pay import Bill, PayClient, PayError, PayRefused, PayUnknown, SignatureInvalid
+from bot.wechat_pay import Bill, PayClient, PayError, PayRefused, SignatureInvalid
 from content.pay_pages import JS_API_LIST, claim_page, jsapi_signature, notice_page
 from domain import payouts
 from domain.config import TRANSFER_SCENES, Config

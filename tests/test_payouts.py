@@ -1,0 +1,340 @@
+"""Payouts through WeChat Pay 商家转账 (CONTRACT §4.10), through chat and HTTP against the sandbox's
+emulator, on both databases: approve → claim → confirm → callback → paid; duplicated, replayed and
+forged callbacks; a name mismatch refunds, and the console's 重试 pays it with a new bill; an
+expired bill is claimed again with a new number; the payouts job finishes a bill whose callback
+never came; 提现 limits, 提现记录, and 收益/订单 showing what is in flight."""
+
+from __future__ import annotations
+
+import asyncio
+import html as htmllib
+import re
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import TestServer
+
+from bot.sandbox.pay import PayEmulator
+from bot.sandbox.platform import Platform
+from bot.wechat_pay import EmulatorKeys, PayKeys
+from tests.money_support import balance, check_invariants, pay, seed, send, snapshot
+from tests.payouts_support import (  # noqa: F401  (fixtures)
+    PayHarness, claim_links, emulator, json_script, merchant_keys, pay_config, pay_wechat)
+
+
+@pytest.fixture
+async def h(db_url: str, tmp_path: Any, platform: Platform, pay_wechat: TestServer,
+            merchant_keys: tuple[PayKeys, EmulatorKeys]) -> Any:
+    config = pay_config(db_url, merchant_keys[0], tmp_path / "keys", pay_wechat)
+    async with PayHarness(config, platform, pay_wechat, reply_deadline=3.0) as harness:
+        yield harness
+
+
+async def funded(h: Any, fen: int, name: str = "张三") -> tuple[Any, Any]:
+    d, user = await seed(h, name=name)
+    await pay(h, f"SO-{d.code}", fen * 10, d)
+    await send(h, f"SO-{d.code}", "completed")
+    assert (await balance(h, d))["available_fen"] == fen
+    return d, user
+
+
+async def request_and_approve(h: Any, user: Any, text: str = "提现 12.50") -> int:
+    reply = await h.say(user, text)
+    assert "已提交" in reply and "领取链接" in reply, reply
+    wid = int(re.search(r"申请号 (\d+)", reply).group(1))
+    status, w = await h.api("POST", f"/withdrawals/{wid}/approve")
+    assert status == 200 and w["status"] == "approved", w
+    return wid
+
+
+async def next_link(h: Any, user: Any, count: int) -> str:
+    """The count-th claim link sent to the user (waits for it)."""
+    for _ in range(500):
+        links = claim_links(h.platform, user.openid)
+        if len(links) >= count:
+            return links[count - 1]
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"no claim link #{count}: {h.platform.users[user.openid].timeline[-3:]}")
+
+
+async def open_link(h: Any, url: str) -> tuple[int, str]:
+    async with h.http.get(url) as resp:
+        return resp.status, await resp.text()
+
+
+async def withdrawal(h: Any, wid: int) -> dict[str, Any]:
+    status, body = await h.api("GET", f"/withdrawals/{wid}")
+    assert status == 200, body
+    return body
+
+
+async def wait_status(h: Any, wid: int, expected: str, timeout: float = 10) -> dict[str, Any]:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        w = await withdrawal(h, wid)
+        if w["status"] == expected:
+            return w
+        assert asyncio.get_running_loop().time() < deadline, w
+        await asyncio.sleep(0.05)
+
+
+async def press(h: Any, page: str, button: str) -> None:
+    """What the page's sandbox button does: POST to the emulator with the page's own data."""
+    data = dict(re.findall(r'data-([a-z]+)="([^"]*)"', page))
+    transfer = json_script(page, "transfer")
+    body = ({"package": transfer["package"], "openid": htmllib.unescape(data["openid"])} if button == "confirm"
+            else {"out_bill_no": htmllib.unescape(data["bill"])})
+    async with h.http.post(htmllib.unescape(data[button]), json=body) as resp:
+        assert resp.status == 200, await resp.text()
+
+
+async def test_approve_claim_confirm_callback_paid(h: Any, emulator: PayEmulator) -> None:
+    d, user = await funded(h, 5000)
+    wid = await request_and_approve(h, user)
+    # Approved is not paid: the money stays withdrawing until WeChat Pay says SUCCESS.
+    assert await balance(h, d) == {"pending_fen": 0, "available_fen": 3750, "withdrawing_fen": 1250,
+                                   "withdrawn_fen": 0}
+    assert "transfer" not in await withdrawal(h, wid)
+    await check_invariants(h)
+    link = await next_link(h, user, 1)
+    assert link.startswith(h.url + f"/pay/claim/{wid}.{d.id}.")
+    # Another distributor's link, or a forged one, opens nothing and creates nothing.
+    forged = link[:-4] + ("0000" if not link.endswith("0000") else "1111")
+    for bad in (forged, f"{h.url}/pay/claim/{wid}.{d.id + 1}.{link.rsplit('.', 1)[1]}"):
+        assert (await open_link(h, bad))[0] == 404
+    assert emulator.bills == {}
+
+    status, page = await open_link(h, link)
+    assert status == 200, page
+    config, transfer = json_script(page, "wx-config"), json_script(page, "transfer")
+    assert set(config) == {"appId", "timestamp", "nonceStr", "signature", "jsApiList"}
+    assert "requestMerchantTransfer" in config["jsApiList"]
+    assert h.platform.jsapi_signature_valid(config, link)  # signed with the live jsapi_ticket and this URL
+    assert not h.platform.jsapi_signature_valid(config, link + "x")
+    assert transfer["mchId"] == h.config.pay.mchid and transfer["appId"] == h.config.wechat.app_id
+    (bill,) = emulator.bills.values()
+    assert transfer["package"] == bill.package_info and bill.request["transfer_amount"] == 1250
+    assert bill.request["notify_url"] == h.url + "/pay/notify"
+    assert "确认收款" in page and "让它过期" in page
+    w = await withdrawal(h, wid)
+    assert w["status"] == "approved"
+    assert w["transfer"] == {"out_bill_no": bill.out_bill_no, "state": "WAIT_USER_CONFIRM", "fail_reason": None}
+    # Opening the link again serves the same bill.
+    again = (await open_link(h, link))[1]
+    assert json_script(again, "transfer")["package"] == bill.package_info and len(emulator.bills) == 1
+
+    await press(h, page, "confirm")
+    w = await wait_status(h, wid, "paid")
+    assert w["transfer"]["state"] == "SUCCESS"
+    assert await balance(h, d) == {"pending_fen": 0, "available_fen": 3750, "withdrawing_fen": 0,
+                                   "withdrawn_fen": 1250}
+    await h.platform.wait_for(user.openid, lambda m: "已转入您的微信零钱" in m.get("content", ""))
+    await check_invariants(h)
+    assert "已到账" in (await open_link(h, link))[1] and len(emulator.bills) == 1
+    assert all(status == 401 for _, status in emulator.probes) and emulator.probes  # the probe was refused
+    reply = await h.say(user, "收益")
+    assert "已提现：¥12.50" in reply and "提现中" not in reply
+    history = await h.say(user, "提现记录")
+    assert f"申请号 {wid} ¥12.50 已到账" in history
+
+
+async def test_duplicated_replayed_and_forged_callbacks_change_nothing(h: Any, emulator: PayEmulator) -> None:
+    emulator.duplicate_callbacks = True
+    d, user = await funded(h, 5000)
+    wid = await request_and_approve(h, user, "提现 20")
+    status, page = await open_link(h, await next_link(h, user, 1))
+    assert status == 200
+    # Forged: no signature, a wrong one, a probe's, a stale timestamp: 401 and nothing changes.
+    before = await snapshot(h)
+    body = b'{"id":"x","resource_type":"encrypt-resource","resource":{}}'
+    for headers in ({}, {"Wechatpay-Signature": "AAAA", "Wechatpay-Timestamp": "1700000000", "Wechatpay-Nonce": "n",
+                         "Wechatpay-Serial": h.config.pay.public_key_id},
+                    {"Wechatpay-Signature": "WECHATPAY/SIGNTEST/abc", "Wechatpay-Timestamp": "1", "Wechatpay-Nonce": "n",
+                     "Wechatpay-Serial": h.config.pay.public_key_id}):
+        async with h.http.post(h.url + "/pay/notify", data=body, headers=headers) as resp:
+            assert resp.status == 401, await resp.text()
+    assert await snapshot(h) == before
+    await press(h, page, "confirm")
+    await wait_status(h, wid, "paid")
+    await emulator.settle()
+    answered = [x.status for x in emulator.deliveries if x.out_bill_no == (await withdrawal(h, wid))["transfer"]["out_bill_no"]]
+    assert answered.count(204) == 2  # the same callback twice, both answered 204
+    # A replay of a genuine callback, signed afresh: answered, applied no second time.
+    from bot.sandbox.pay_bills import notification
+    from bot.wechat_pay_crypto import signed_headers
+    import time
+    (bill,) = emulator.bills.values()
+    raw = notification(emulator.keys, bill, time.time())
+    after = await snapshot(h)
+    async with h.http.post(h.url + "/pay/notify", data=raw, headers={
+            **signed_headers(emulator.keys.private_key, emulator.keys.public_key_id, raw, timestamp=int(time.time())),
+            "Content-Type": "application/json"}) as resp:
+        assert resp.status == 204
+    # The same genuine body with a timestamp ten minutes old: refused.
+    async with h.http.post(h.url + "/pay/notify", data=raw, headers=signed_headers(
+            emulator.keys.private_key, emulator.keys.public_key_id, raw, timestamp=int(time.time()) - 600)) as resp:
+        assert resp.status == 401
+    assert await snapshot(h) == after
+    assert await balance(h, d) == {"pending_fen": 0, "available_fen": 3000, "withdrawing_fen": 0,
+                                   "withdrawn_fen": 2000}
+    notices = [m for m in h.platform.users[user.openid].timeline if "已转入您的微信零钱" in m.get("content", "")]
+    assert len(notices) == 1
+    await check_invariants(h)
+
+
+async def test_name_mismatch_refunds_and_the_console_retry_pays_with_a_new_bill(
+        h: Any, emulator: PayEmulator, pay_wechat: TestServer) -> None:
+    d, user = await funded(h, 5000, name="李四")
+    wid = await request_and_approve(h, user)
+    link = await next_link(h, user, 1)
+    page = (await open_link(h, link))[1]
+    async with h.http.post(pay_wechat.make_url("/pay/inject"), json={"fail_reason": "NAME_NOT_CORRECT",
+                                                                      "openid": user.openid}) as resp:
+        assert resp.status == 200, await resp.text()
+    await press(h, page, "confirm")
+    w = await wait_status(h, wid, "failed")
+    first = w["transfer"]["out_bill_no"]
+    assert w["transfer"] == {"out_bill_no": first, "state": "FAIL", "fail_reason": "NAME_NOT_CORRECT"}
+    assert w["reason"] == "微信实名与登记姓名不一致"
+    assert await balance(h, d) == {"pending_fen": 0, "available_fen": 5000, "withdrawing_fen": 0, "withdrawn_fen": 0}
+    await h.platform.wait_for(user.openid, lambda m: "微信实名与登记姓名不一致" in m.get("content", "")
+                              and "已退回" in m.get("content", ""))
+    status, ledger = await h.api("GET", f"/distributors/{d.code}/ledger")
+    assert [(e["kind"], e["amount_fen"]) for e in ledger["entries"]] == [
+        ("commission", 5000), ("withdrawal", -1250), ("withdrawal_refund", 1250)]
+    await check_invariants(h)
+    assert "转账失败（微信实名与登记姓名不一致）" in await h.say(user, "提现记录")
+    # The old link now tells what happened and creates nothing.
+    assert "微信实名与登记姓名不一致" in (await open_link(h, link))[1] and len(emulator.bills) == 1
+
+    # The console shows the transfer's state and reason; 重试 moves the money back to withdrawing
+    # and sends a new claim link, which makes a new bill.
+    async with console(h) as (http, csrf):
+        async with http.get(h.url + "/admin/withdrawals") as resp:
+            text = await resp.text()
+        shown = re.sub(r"<[^>]+>", "", text)
+        assert "失败：微信实名与登记姓名不一致（NAME_NOT_CORRECT）" in shown and "重试" in shown, shown
+        async with http.post(f"{h.url}/admin/withdrawals/{wid}/retry", data={"csrf_token": csrf}) as resp:
+            assert "将重新转账 ¥12.50" in await resp.text()
+        async with http.post(f"{h.url}/admin/withdrawals/{wid}/retry", data={"csrf_token": csrf}) as resp:
+            assert "不是转账失败的提现" in await resp.text()
+    assert (await withdrawal(h, wid))["status"] == "approved"
+    assert await balance(h, d) == {"pending_fen": 0, "available_fen": 3750, "withdrawing_fen": 1250, "withdrawn_fen": 0}
+    await check_invariants(h)
+    page = (await open_link(h, await next_link(h, user, 2)))[1]
+    second = json_script(page, "transfer")["package"]
+    assert len(emulator.bills) == 2 and (await withdrawal(h, wid))["transfer"]["out_bill_no"] not in (first,)
+    assert emulator.bills[(await withdrawal(h, wid))["transfer"]["out_bill_no"]].package_info == second
+    await press(h, page, "confirm")
+    await wait_status(h, wid, "paid")
+    assert await balance(h, d) == {"pending_fen": 0, "available_fen": 3750, "withdrawing_fen": 0, "withdrawn_fen": 1250}
+    status, ledger = await h.api("GET", f"/distributors/{d.code}/ledger")
+    assert [(e["kind"], e["amount_fen"]) for e in ledger["entries"]] == [
+        ("commission", 5000), ("withdrawal", -1250), ("withdrawal_refund", 1250), ("withdrawal", -1250)]
+    await check_invariants(h)
+
+
+async def test_an_expired_bill_is_claimed_again_with_a_new_number(h: Any, emulator: PayEmulator) -> None:
+    d, user = await funded(h, 5000)
+    wid = await request_and_approve(h, user)
+    link = await next_link(h, user, 1)
+    page = (await open_link(h, link))[1]
+    first = (await withdrawal(h, wid))["transfer"]["out_bill_no"]
+    await press(h, page, "expire")
+    for _ in range(200):
+        w = await withdrawal(h, wid)
+        if w["transfer"]["state"] == "FAIL":
+            break
+        await asyncio.sleep(0.05)
+    assert w["status"] == "approved" and w["transfer"]["fail_reason"] == "OVERDUE_CLOSE"
+    assert await balance(h, d) == {"pending_fen": 0, "available_fen": 3750, "withdrawing_fen": 1250, "withdrawn_fen": 0}
+    await check_invariants(h)
+    await h.platform.wait_for(user.openid, lambda m: "超过 24 小时没有确认收款" in m.get("content", ""))
+    assert link == await next_link(h, user, 2)  # the notice carries the same link: claimable again
+    assert "已过期，可重新领取" in await h.say(user, "提现记录")
+    page = (await open_link(h, link))[1]
+    second = (await withdrawal(h, wid))["transfer"]["out_bill_no"]
+    assert second != first and set(emulator.bills) == {first, second}
+    assert emulator.bills[first].state == "FAIL"
+    await press(h, page, "confirm")
+    await wait_status(h, wid, "paid")
+    assert await balance(h, d) == {"pending_fen": 0, "available_fen": 3750, "withdrawing_fen": 0, "withdrawn_fen": 1250}
+    await check_invariants(h)
+
+
+async def test_the_payouts_job_finishes_a_bill_whose_callback_never_came(h: Any, emulator: PayEmulator) -> None:
+    emulator.callback_delays = ()  # WeChat Pay never calls back
+    emulator.probes_enabled = False
+    d, user = await funded(h, 5000)
+    wid = await request_and_approve(h, user)
+    page = (await open_link(h, await next_link(h, user, 1)))[1]
+    await press(h, page, "confirm")
+    await emulator.settle()
+    (bill,) = emulator.bills.values()
+    assert bill.state == "SUCCESS" and (await withdrawal(h, wid))["status"] == "approved"
+    assert (await h.api("POST", "/jobs/payouts/run"))[0] == 202
+    w = await wait_status(h, wid, "paid")
+    assert w["transfer"]["state"] == "SUCCESS"
+    assert await balance(h, d) == {"pending_fen": 0, "available_fen": 3750, "withdrawing_fen": 0, "withdrawn_fen": 1250}
+    # Run again: nothing more happens.
+    before = await snapshot(h)
+    assert (await h.api("POST", "/jobs/payouts/run"))[0] == 202
+    await asyncio.sleep(0.3)
+    assert await snapshot(h) == before
+    status, jobs = await h.api("GET", "/jobs")
+    assert "payouts" in {j["name"] for j in jobs["jobs"]}
+    await check_invariants(h)
+
+
+async def test_chat_limits_history_and_withdrawals_in_flight(h: Any) -> None:
+    d, user = await funded(h, 50000)
+    before = await snapshot(h)
+    assert "最多 ¥200.00" in await h.say(user, "提现 200.01")
+    assert await snapshot(h) == before
+    assert "还没有提现记录" in await h.say(user, "提现记录")
+    first = int(re.search(r"申请号 (\d+)", await h.say(user, "提现 200")).group(1))
+    second = int(re.search(r"申请号 (\d+)", await h.say(user, "提现 10")).group(1))
+    await h.api("POST", f"/withdrawals/{first}/approve")
+    history = await h.say(user, "withdrawals")
+    assert f"申请号 {first} ¥200.00 待领取" in history and f"申请号 {second} ¥10.00 待审核" in history
+    assert f"/pay/claim/{first}." in history and f"/pay/claim/{second}." not in history
+    earnings = await h.say(user, "收益")
+    assert "提现中：¥210.00" in earnings and "待审核 1 笔" in earnings and "待领取 1 笔" in earnings
+    orders = await h.say(user, "订单")
+    assert "提现中 2 笔" in orders and "¥210.00" in orders
+    await check_invariants(h)
+
+
+async def test_the_minimum_transfer_applies_when_the_minimum_withdrawal_is_lower(
+        db_url: str, tmp_path: Any, platform: Platform, pay_wechat: TestServer,
+        merchant_keys: tuple[PayKeys, EmulatorKeys]) -> None:
+    config = pay_config(db_url, merchant_keys[0], tmp_path / "keys", pay_wechat)
+    config = config.model_copy(update={"distribution": config.distribution.model_copy(update={"min_withdraw_fen": 1})})
+    async with PayHarness(config, platform, pay_wechat, reply_deadline=3.0) as h:
+        d, user = await funded(h, 500)
+        assert "至少 ¥0.10" in await h.say(user, "提现 0.09")
+        assert "已提交" in await h.say(user, "提现 0.10")
+
+
+class console:
+    """A signed-in console session over plain HTTP: (client, csrf_token)."""
+
+    def __init__(self, h: Any):
+        self.h = h
+        self.http: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> tuple[aiohttp.ClientSession, str]:
+        from tests.conftest import ADMIN_TOKEN
+        self.http = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
+        async with self.http.get(self.h.url + "/admin/") as resp:
+            token = re.search(r'name="csrf_token" value="([^"]+)"', await resp.text()).group(1)
+        async with self.http.post(self.h.url + "/admin/login", data={"token": ADMIN_TOKEN, "csrf_token": token}) as resp:
+            assert resp.status == 200, await resp.text()
+        async with self.http.get(self.h.url + "/admin/withdrawals") as resp:
+            csrf = re.search(r'name="csrf_token" value="([^"]+)"', await resp.text()).group(1)
+        return self.http, csrf
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.http is not None
+        await self.http.close()
