@@ -105,6 +105,6 @@ def claim_links(platform: Platform, openid: str) -> list[str]:
 
 
 def json_script(html: str, element_id: str) -> dict[str, Any]:
-    m = re.search(rf'<script type="application/json" id="{element_id}">(.*?)</script>', html, re.S)
+    m = re.search(rf'<script type="application/json" id="{element_id}">(.*?)</script>', html, re.DOTALL)
     assert m, f"no #{element_id} in the page"
     return json.loads(m.group(1))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import html as htmllib
 import re
+import time
 from typing import Any
 
 import aiohttp
@@ -16,11 +17,17 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 from bot.sandbox.pay import PayEmulator
+from bot.sandbox.pay_bills import notification
 from bot.sandbox.platform import Platform
 from bot.wechat_pay import EmulatorKeys, PayKeys
+from bot.wechat_pay_crypto import signed_headers
+from tests import payouts_support
+from tests.conftest import ADMIN_TOKEN
 from tests.money_support import balance, check_invariants, pay, seed, send, snapshot
-from tests.payouts_support import (  # noqa: F401  (fixtures)
-    PayHarness, claim_links, emulator, json_script, merchant_keys, pay_config, pay_wechat)
+from tests.payouts_support import PayHarness, claim_links, json_script, pay_config
+
+# The emulator's fixtures (tests/payouts_support.py).
+merchant_keys, emulator, pay_wechat = payouts_support.merchant_keys, payouts_support.emulator, payouts_support.pay_wechat
 
 
 @pytest.fixture
@@ -161,9 +168,6 @@ async def test_duplicated_replayed_and_forged_callbacks_change_nothing(h: Any, e
     answered = [x.status for x in emulator.deliveries if x.out_bill_no == (await withdrawal(h, wid))["transfer"]["out_bill_no"]]
     assert answered.count(204) == 2  # the same callback twice, both answered 204
     # A replay of a genuine callback, signed afresh: answered, applied no second time.
-    from bot.sandbox.pay_bills import notification
-    from bot.wechat_pay_crypto import signed_headers
-    import time
     (bill,) = emulator.bills.values()
     raw = notification(emulator.keys, bill, time.time())
     after = await snapshot(h)
@@ -200,7 +204,7 @@ async def test_name_mismatch_refunds_and_the_console_retry_pays_with_a_new_bill(
     assert await balance(h, d) == {"pending_fen": 0, "available_fen": 5000, "withdrawing_fen": 0, "withdrawn_fen": 0}
     await h.platform.wait_for(user.openid, lambda m: "微信实名与登记姓名不一致" in m.get("content", "")
                               and "已退回" in m.get("content", ""))
-    status, ledger = await h.api("GET", f"/distributors/{d.code}/ledger")
+    _, ledger = await h.api("GET", f"/distributors/{d.code}/ledger")
     assert [(e["kind"], e["amount_fen"]) for e in ledger["entries"]] == [
         ("commission", 5000), ("withdrawal", -1250), ("withdrawal_refund", 1250)]
     await check_invariants(h)
@@ -229,7 +233,7 @@ async def test_name_mismatch_refunds_and_the_console_retry_pays_with_a_new_bill(
     await press(h, page, "confirm")
     await wait_status(h, wid, "paid")
     assert await balance(h, d) == {"pending_fen": 0, "available_fen": 3750, "withdrawing_fen": 0, "withdrawn_fen": 1250}
-    status, ledger = await h.api("GET", f"/distributors/{d.code}/ledger")
+    _, ledger = await h.api("GET", f"/distributors/{d.code}/ledger")
     assert [(e["kind"], e["amount_fen"]) for e in ledger["entries"]] == [
         ("commission", 5000), ("withdrawal", -1250), ("withdrawal_refund", 1250), ("withdrawal", -1250)]
     await check_invariants(h)
@@ -282,13 +286,13 @@ async def test_the_payouts_job_finishes_a_bill_whose_callback_never_came(h: Any,
     assert (await h.api("POST", "/jobs/payouts/run"))[0] == 202
     await asyncio.sleep(0.3)
     assert await snapshot(h) == before
-    status, jobs = await h.api("GET", "/jobs")
+    _, jobs = await h.api("GET", "/jobs")
     assert "payouts" in {j["name"] for j in jobs["jobs"]}
     await check_invariants(h)
 
 
 async def test_chat_limits_history_and_withdrawals_in_flight(h: Any) -> None:
-    d, user = await funded(h, 50000)
+    _, user = await funded(h, 50000)
     before = await snapshot(h)
     assert "最多 ¥200.00" in await h.say(user, "提现 200.01")
     assert await snapshot(h) == before
@@ -312,7 +316,7 @@ async def test_the_minimum_transfer_applies_when_the_minimum_withdrawal_is_lower
     config = pay_config(db_url, merchant_keys[0], tmp_path / "keys", pay_wechat)
     config = config.model_copy(update={"distribution": config.distribution.model_copy(update={"min_withdraw_fen": 1})})
     async with PayHarness(config, platform, pay_wechat, reply_deadline=3.0) as h:
-        d, user = await funded(h, 500)
+        _, user = await funded(h, 500)
         assert "至少 ¥0.10" in await h.say(user, "提现 0.09")
         assert "已提交" in await h.say(user, "提现 0.10")
 
@@ -325,7 +329,6 @@ class console:
         self.http: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> tuple[aiohttp.ClientSession, str]:
-        from tests.conftest import ADMIN_TOKEN
         self.http = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
         async with self.http.get(self.h.url + "/admin/") as resp:
             token = re.search(r'name="csrf_token" value="([^"]+)"', await resp.text()).group(1)
