@@ -16,13 +16,14 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 
+from bot.app import create_app
 from bot.sandbox.pay import PayEmulator
 from bot.sandbox.pay_bills import notification
 from bot.sandbox.platform import Platform
 from bot.wechat_pay import EmulatorKeys, PayKeys
 from bot.wechat_pay_crypto import signed_headers
 from tests import payouts_support
-from tests.conftest import ADMIN_TOKEN
+from tests.conftest import ADMIN_TOKEN, make_config
 from tests.money_support import balance, check_invariants, pay, seed, send, snapshot
 from tests.payouts_support import PayHarness, claim_links, json_script, pay_config
 
@@ -341,3 +342,67 @@ class console:
     async def __aexit__(self, *exc: object) -> None:
         assert self.http is not None
         await self.http.close()
+
+
+async def test_sandbox_walk(db_url: str, tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The issue's "done when", in the built-in sandbox (its WeChat, its WeChat Pay emulator, keys
+    made under the data folder): 提现 12.50 in the simulator, the admin approves with the API, the
+    simulator shows the claim link, the confirm page pays, and 收益 shows it withdrawn."""
+    monkeypatch.chdir(tmp_path)  # the sandbox's keys go to ./data/pay-sandbox with PostgreSQL
+    port = payouts_support.free_port()
+    config = make_config(db_url, server={"port": port, "public_url": f"http://127.0.0.1:{port}"},
+                         distribution={"freeze_days": 0}, pay={"mode": "sandbox"})
+    server = TestServer(create_app(config), port=port)
+    await server.start_server()
+    base = f"http://127.0.0.1:{port}"
+    auth = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    try:
+        async with aiohttp.ClientSession() as http:
+            async def sim(text: str) -> str:
+                async with http.post(base + "/sandbox/sim/send", json={"openid": openid, "type": "text",
+                                                                       "content": text}) as resp:
+                    return ((await resp.json())["reply"] or {}).get("content", "")
+
+            async with http.post(base + "/sandbox/sim/users", json={"nickname": "小王"}) as resp:
+                openid = (await resp.json())["openid"]
+            async with http.post(base + "/sandbox/sim/send", json={"openid": openid, "type": "subscribe"}) as resp:
+                assert resp.status == 200
+            await sim("注册")
+            await sim("13912345678")
+            code = re.search(r"推广码：([A-Z0-9]{6})", await sim("王小明")).group(1)
+            for event in ({"type": "paid", "amount_fen": 20000, "distributor_code": code}, {"type": "completed"}):
+                async with http.post(base + "/api/orders/events", headers=auth, json={
+                        "event_id": f"walk-{event['type']}", "order_no": "WALK-1", **event}) as resp:
+                    assert resp.status == 200, await resp.text()
+            reply = await sim("提现 12.50")
+            wid = int(re.search(r"申请号 (\d+)", reply).group(1))
+            async with http.post(f"{base}/api/withdrawals/{wid}/approve", headers=auth) as resp:
+                assert (await resp.json())["status"] == "approved"
+            link = None
+            for _ in range(250):
+                async with http.get(base + "/sandbox/sim/messages", params={"openid": openid}) as resp:
+                    found = [m for item in (await resp.json())["messages"]
+                             for m in payouts_support.CLAIM.findall(item.get("content", ""))]
+                if found:
+                    link = found[0]
+                    break
+                await asyncio.sleep(0.04)
+            assert link is not None and link.startswith(base + "/pay/claim/")
+            async with http.get(link) as resp:
+                assert resp.status == 200
+                page = await resp.text()
+            data = dict(re.findall(r'data-([a-z]+)="([^"]*)"', page))
+            assert htmllib.unescape(data["confirm"]) == base + "/sandbox/pay/confirm"
+            async with http.post(htmllib.unescape(data["confirm"]), json={
+                    "package": json_script(page, "transfer")["package"], "openid": openid}) as resp:
+                assert resp.status == 200, await resp.text()
+            for _ in range(250):
+                async with http.get(f"{base}/api/withdrawals/{wid}", headers=auth) as resp:
+                    if (await resp.json())["status"] == "paid":
+                        break
+                await asyncio.sleep(0.04)
+            earnings = await sim("收益")
+            assert "已提现：¥12.50" in earnings and "可提现：¥7.50" in earnings, earnings
+    finally:
+        await server.close()
+    assert (tmp_path / "data" / "pay-sandbox").is_dir() or db_url.startswith("sqlite")
