@@ -130,10 +130,9 @@ async def test_kill_9_between_create_and_its_record_creates_nothing_twice(
         assert after[0] == ("GET", after[0][1]) and after[0][1].endswith("/out-bill-no/" + number), after
         assert [m for m, p in after[1:] if p.endswith("transfer-bills")] == ["POST"], after
 
-        async with aiohttp.ClientSession() as http:
-            async with http.post(pay_wechat.make_url("/pay/confirm"), json={
-                    "package": emulator.bills[number].package_info, "openid": openid}) as resp:
-                assert resp.status == 200, await resp.text()
+        async with aiohttp.ClientSession() as http, http.post(pay_wechat.make_url("/pay/confirm"), json={
+                "package": emulator.bills[number].package_info, "openid": openid}) as resp:
+            assert resp.status == 200, await resp.text()
         deadline = asyncio.get_running_loop().time() + 15
         while True:
             status, w = await served.api("GET", f"/withdrawals/{wid}")
