@@ -185,11 +185,11 @@ async def notify(request: web.Request) -> web.Response:
 
 
 # ---- the job ------------------------------------------------------------------------------------
-@feature.job("payouts", "interval", minutes=2, scheduled_if=lambda config: config.pay.on)
+@feature.job("payouts", "interval", minutes=2)
 async def reconcile(app: web.Application) -> int:
     """Ask WeChat Pay about every bill not final yet (the callback may never come) and apply what
     it says; a bill it does not know was never created (the next claim creates it). Bills asked
-    about are touched, so a long list is gone through in turns."""
+    about are touched, so a long list is gone through in turns. With pay.mode "off" it does nothing."""
     if not app[CONFIG].pay.on:
         return 0
     now = datetime.now(UTC)
