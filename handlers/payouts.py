@@ -64,9 +64,12 @@ async def _store(app: web.Application, bill: Bill) -> payouts.BillRow:
     return await app[WRITER].run(work)
 
 
-async def _create(app: web.Application, claim: payouts.Claim, bill: payouts.BillRow) -> payouts.BillRow:
+async def _create(app: web.Application, claim: payouts.Claim, bill: payouts.BillRow, *,
+                  absent: bool) -> payouts.BillRow:
     """Ask WeChat Pay to create the bill under its recorded number (again: the same fields make
-    the same bill). PayUnknown and a PayRefused to retry with the same number leave it CREATING."""
+    the same bill). PayUnknown and a PayRefused to retry with the same number leave it as it was.
+    `absent`: WeChat Pay does not have the bill, so a definite refusal ends the attempt; a bill it
+    has (asked again for its package) is never given up on that way."""
     config: Config = app[CONFIG]
     try:
         answer = await app[PAY].create_bill(
@@ -76,7 +79,7 @@ async def _create(app: web.Application, claim: payouts.Claim, bill: payouts.Bill
             report_infos=[{"info_type": t, "info_content": c} for t, c in TRANSFER_SCENES[config.pay.transfer_scene_id]],
             notify_url=f"{config.server.public_url}/pay/notify", user_name=claim.name)
     except PayRefused as e:
-        if e.retry_same:
+        if e.retry_same or not absent:
             raise
         log.warning("WeChat Pay refused bill %s: %s", bill.out_bill_no, e)
         # Definite: nothing was created. The attempt ends here; the money goes back (domain.payouts).
@@ -90,14 +93,16 @@ async def _usable(app: web.Application, claim: payouts.Claim) -> payouts.BillRow
     """The claim's bill brought to a state the page can show: its package fetched, or final."""
     bill = claim.bill
     assert bill is not None
+    absent = claim.fresh
     if bill.state == payouts.CREATING and not claim.fresh:
         found = await app[PAY].query_bill(bill.out_bill_no)  # an earlier create's outcome is unknown
+        absent = found is None
         if found is not None:
             bill = await _store(app, found)
     if bill.state in payouts.FINAL:
         return bill
     if bill.state in (payouts.CREATING, "ACCEPTED") or (bill.state == "WAIT_USER_CONFIRM" and not bill.package_info):
-        bill = await _create(app, claim, bill)
+        bill = await _create(app, claim, bill, absent=absent and bill.state == payouts.CREATING)
     return bill
 
 

@@ -268,6 +268,37 @@ async def test_an_expired_bill_is_claimed_again_with_a_new_number(h: Any, emulat
     await check_invariants(h)
 
 
+async def test_unknown_outcomes_keep_the_number_and_definite_refusals_refund(h: Any, emulator: PayEmulator) -> None:
+    d, user = await funded(h, 5000)
+    wid = await request_and_approve(h, user)
+    link = await next_link(h, user, 1)
+    emulator.inject(user.openid, "SYSTEM_ERROR")  # a 500: the outcome is unknown
+    status, page = await open_link(h, link)
+    assert status == 503 and "稍后" in page
+    number = (await withdrawal(h, wid))["transfer"]["out_bill_no"]
+    assert (await withdrawal(h, wid))["transfer"]["state"] == "CREATING" and emulator.bills == {}
+    emulator.inject(user.openid, "ACCEPTED")  # accepted, the package not ready yet
+    pages = [await open_link(h, link) for _ in range(3)]
+    assert pages[0][0] == 200 and "正在处理" in pages[0][1]
+    assert list(emulator.bills) == [number]  # the same number throughout, one bill
+    assert json_script(pages[-1][1], "transfer")["package"] == emulator.bills[number].package_info
+    assert (await withdrawal(h, wid))["transfer"]["state"] == "WAIT_USER_CONFIRM"
+    await check_invariants(h)
+
+    # A definite refusal of a bill WeChat Pay does not have: the attempt fails, the money goes back.
+    other = int(re.search(r"申请号 (\d+)", await h.say(user, "提现 20")).group(1))
+    assert (await h.api("POST", f"/withdrawals/{other}/approve"))[0] == 200
+    emulator.inject(user.openid, "INVALID_REQUEST")
+    status, page = await open_link(h, await next_link(h, user, 2))
+    assert status == 200 and "转账没有成功" in page and "INVALID_REQUEST" in page
+    w = await withdrawal(h, other)
+    assert w["status"] == "failed" and w["transfer"]["fail_reason"] == "INVALID_REQUEST"
+    assert await balance(h, d) == {"pending_fen": 0, "available_fen": 3750, "withdrawing_fen": 1250,
+                                   "withdrawn_fen": 0}
+    assert len(emulator.bills) == 1
+    await check_invariants(h)
+
+
 async def test_the_payouts_job_finishes_a_bill_whose_callback_never_came(h: Any, emulator: PayEmulator) -> None:
     emulator.callback_delays = ()  # WeChat Pay never calls back
     emulator.probes_enabled = False
