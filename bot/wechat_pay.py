@@ -52,7 +52,10 @@ class Bill:
 
     @classmethod
     def from_answer(cls, data: Mapping[str, Any]) -> Bill:
-        return cls(out_bill_no=str(data["out_bill_no"]), state=str(data["state"]),
+        """The bill in a verified 2xx answer; one without a number or state leaves the outcome unknown."""
+        if not isinstance(data.get("out_bill_no"), str) or not isinstance(data.get("state"), str):
+            raise PayUnknown("WeChat Pay's answer names no bill and state")
+        return cls(out_bill_no=data["out_bill_no"], state=data["state"],
                    transfer_bill_no=data.get("transfer_bill_no"), fail_reason=data.get("fail_reason") or None,
                    package_info=data.get("package_info") or None)
 
@@ -154,6 +157,7 @@ class PayClient:
             headers["Content-Type"] = "application/json"
         try:
             async with self._http.request(method, url, data=raw if body is not None else None, headers=headers,
+                                          allow_redirects=False,
                                           timeout=aiohttp.ClientTimeout(total=self.timeout)) as resp:
                 status, answer, answer_headers = resp.status, await resp.read(), resp.headers
         except (aiohttp.ClientError, TimeoutError) as e:

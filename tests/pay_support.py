@@ -19,7 +19,13 @@ from aiohttp.test_utils import TestServer
 from bot.sandbox.pay import PayEmulator
 from bot.sandbox.platform import Platform
 from bot.sandbox.views import create_sandbox_app
-from bot.wechat_pay import EmulatorKeys, PayClient, PayKeys, SignatureInvalid, sandbox_keys
+from bot.wechat_pay import (
+    EmulatorKeys,
+    PayClient,
+    PayKeys,
+    SignatureInvalid,
+    sandbox_keys,
+)
 
 APPID = "wxsandbox0000000000"
 REPORT_1005 = [{"info_type": "岗位类型", "info_content": "推广员"},

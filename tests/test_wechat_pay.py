@@ -3,6 +3,7 @@ signed, answers and callbacks verified (forged, stale, probe, wrong serial refus
 encrypted, errors classified (PayUnknown: query with the same number; PayRefused: nothing created),
 and the signatures cross-checked with the `wechatpayv3` package."""
 
+# ruff: noqa: F811 (tests take the fixtures imported from tests/pay_support.py by name)
 from __future__ import annotations
 
 import dataclasses
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestServer
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -21,10 +23,31 @@ from wechatpayv3 import WeChatPay, WeChatPayType
 from wechatpayv3 import utils as wechatpayv3_utils
 
 from bot.sandbox.pay import PayEmulator
-from bot.wechat_pay import EmulatorKeys, PayClient, PayKeys, PayRefused, PayUnknown, SignatureInvalid, sandbox_keys
+from bot.wechat_pay import (
+    EmulatorKeys,
+    PayClient,
+    PayKeys,
+    PayRefused,
+    PayUnknown,
+    SignatureInvalid,
+    sandbox_keys,
+)
 from bot.wechat_pay_crypto import authorization, parse_authorization, signed_headers
-from tests.pay_support import REPORT_1005, NotifyEndpoint, create, pay_url, wait_until, write_public_pem
-from tests.pay_support import APPID, client, emulator, http, notify, pay_keys, pay_server  # noqa: F401 (fixtures)
+from tests.pay_support import (  # noqa: F401 (fixtures)
+    APPID,
+    REPORT_1005,
+    NotifyEndpoint,
+    client,
+    create,
+    emulator,
+    http,
+    notify,
+    pay_keys,
+    pay_server,
+    pay_url,
+    wait_until,
+    write_public_pem,
+)
 
 
 def pem(key: rsa.RSAPrivateKey) -> str:
@@ -146,6 +169,33 @@ async def test_our_request_signed_with_another_key_is_refused(
 
 
 # ---- answers that do not verify -----------------------------------------------------------------
+@pytest.mark.parametrize(("status", "body", "signed", "raised"), [
+    (200, b"{}", True, PayUnknown),  # verified, but names no bill
+    (200, b"<html>busy</html>", True, PayUnknown),
+    (400, b'{"code": "INVALID_REQUEST", "message": "x"}', False, PayUnknown),  # a refusal nobody signed
+    (400, b'{"code": "INVALID_REQUEST", "message": "x"}', True, PayRefused),
+    (302, b"", True, PayUnknown),
+])
+async def test_only_a_signed_refusal_is_definite(pay_keys: tuple[PayKeys, EmulatorKeys], http: aiohttp.ClientSession,
+                                                 status: int, body: bytes, signed: bool, raised: type) -> None:
+    wechat = pay_keys[1]
+
+    async def answer(_: web.Request) -> web.Response:
+        headers = signed_headers(wechat.private_key, wechat.public_key_id, body,
+                                 timestamp=int(time.time())) if signed else {}
+        return web.Response(status=status, body=body, headers=headers)
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", answer)
+    server = TestServer(app)
+    await server.start_server()
+    try:
+        with pytest.raises(raised):
+            await create(PayClient(pay_keys[0], http, str(server.make_url("/"))), "W3B1")
+    finally:
+        await server.close()
+
+
 @pytest.mark.parametrize("forgery", ["key", "serial", "stale", "ahead"])
 async def test_an_answer_that_does_not_verify_is_unknown(
         pay_keys: tuple[PayKeys, EmulatorKeys], http: aiohttp.ClientSession, emulator: PayEmulator,
@@ -156,7 +206,7 @@ async def test_an_answer_that_does_not_verify_is_unknown(
     elif forgery == "serial":
         emulator.keys = dataclasses.replace(wechat_keys, public_key_id="PUB_KEY_ID_SOMEONE_ELSE")
     else:
-        emulator.answer_skew = -301 if forgery == "stale" else 301
+        emulator.answer_skew = -360 if forgery == "stale" else 360  # WeChat Pay allows ±300 s
     client = PayClient(keys, http, pay_url(pay_server))
     with pytest.raises(PayUnknown, match="does not verify"):
         await create(client, "W3A1")
@@ -182,8 +232,9 @@ async def test_callbacks_that_do_not_verify_are_refused(client: PayClient, emula
     emulator.confirm(bill.package_info, None)
     await emulator.settle()
     [good] = [r for r in notify.received if r.bill is not None]
-    now = time.time()
-    assert client.read_notification(good.headers, good.body, now=now + 299)["state"] == "SUCCESS"
+    now = float(good.headers["Wechatpay-Timestamp"])
+    for within in (-300, 0, 300):
+        assert client.read_notification(good.headers, good.body, now=now + within)["state"] == "SUCCESS"
     wechat_keys = pay_keys[1]
 
     def resigned(body: bytes, **kw: object) -> dict[str, str]:
@@ -193,6 +244,7 @@ async def test_callbacks_that_do_not_verify_are_refused(client: PayClient, emula
     cases = {
         "tampered body": (good.headers, tampered),
         "stale": (good.headers, good.body, now + 301),
+        "from the future": (good.headers, good.body, now - 301),
         "probe": (resigned(good.body, signature="WECHATPAY/SIGNTEST/" + "A" * 40), good.body),
         "wrong serial": ({**resigned(good.body), "Wechatpay-Serial": "PUB_KEY_ID_SOMEONE_ELSE"}, good.body),
         "forged signature": (signed_headers(other_key(), wechat_keys.public_key_id, good.body,

@@ -8,6 +8,7 @@ must fail verification), and failure injection. Facts in shared/PAYOUTS.md.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import json
 import secrets
@@ -100,21 +101,22 @@ class PayEmulator:
         if bill is not None:
             if bill.request != request:
                 raise PayApiError("INVALID_REQUEST", "商户单号重复，请求参数与原单不一致")
-            return self._looked_up(bill), injected
+            return bill, injected
         now = self.clock()
         bill = EmulatedBill(
             out_bill_no=request["out_bill_no"], request=request, created_at=now, updated_at=now,
             transfer_bill_no=f"1330{self.keys.mchid}{int(now)}{next(self._seq):06d}",
-            state="ACCEPTED" if injected == "ACCEPTED" else "WAIT_USER_CONFIRM",
-            package_info="AB" + secrets.token_urlsafe(48))
+            state="WAIT_USER_CONFIRM", package_info="AB" + secrets.token_urlsafe(48))
         self.bills[bill.out_bill_no] = bill
+        if injected == "ACCEPTED":  # answered as still being accepted; waits for the user from the next look-up
+            return dataclasses.replace(bill, state="ACCEPTED"), injected
         return bill, injected
 
     def query(self, out_bill_no: str) -> EmulatedBill:
         bill = self.bills.get(out_bill_no)
         if bill is None:
             raise PayApiError("NOT_FOUND", "记录不存在")
-        return self._looked_up(bill)
+        return bill
 
     def cancel(self, out_bill_no: str) -> EmulatedBill:
         bill = self.query(out_bill_no)
@@ -123,14 +125,6 @@ class PayEmulator:
             self._later(self.transfer_delay, bill, "CANCELLED", "MCH_CANCEL")
         elif bill.state not in ("CANCELING", "CANCELLED"):
             raise PayApiError("INVALID_REQUEST", f"当前单据状态为{bill.state}，不允许撤销")
-        return bill
-
-    def _looked_up(self, bill: EmulatedBill) -> EmulatedBill:
-        """An ACCEPTED bill is answered once as such, then goes on to wait for the user."""
-        if bill.state == "ACCEPTED":
-            answered = EmulatedBill(**bill.__dict__)
-            self._set(bill, "WAIT_USER_CONFIRM")
-            return answered
         return bill
 
     # ---- the user and time --------------------------------------------------------------------
