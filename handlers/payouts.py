@@ -45,9 +45,15 @@ feature = Feature("payouts")
 JOB_BATCH = 200
 HISTORY = 10
 MAX_NOTIFICATION_BYTES = 64 * 1024
-# A test-only fault: "after-create" kills the process (SIGKILL) right after WeChat Pay created a
-# bill and before its answer is stored, to prove that the next claim finds it instead of paying twice.
+# Test-only faults: "after-create" kills the process (SIGKILL) right after WeChat Pay created a bill
+# and before its answer is stored (the next claim must find it, not pay twice); "before-answer"
+# right after a callback was applied and before it is answered (WeChat Pay's retry must change nothing).
 FAULT_ENV = "DISTBOT_TEST_FAULT"
+
+
+def _fault(name: str) -> None:
+    if os.environ.get(FAULT_ENV) == name:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 # ---- talking to WeChat Pay -----------------------------------------------------------------------
@@ -84,8 +90,7 @@ async def _create(app: web.Application, claim: payouts.Claim, bill: payouts.Bill
         log.warning("WeChat Pay refused bill %s: %s", bill.out_bill_no, e)
         # Definite: nothing was created. The attempt ends here; the money goes back (domain.payouts).
         return await _store(app, Bill(bill.out_bill_no, "FAIL", fail_reason=e.code or f"HTTP_{e.status}"))
-    if os.environ.get(FAULT_ENV) == "after-create":
-        os.kill(os.getpid(), signal.SIGKILL)
+    _fault("after-create")
     return await _store(app, answer)
 
 
@@ -186,6 +191,7 @@ async def notify(request: web.Request) -> web.Response:
         s, config, number, state, datetime.now(UTC), transfer_bill_no=bill.get("transfer_bill_no"),
         fail_reason=bill.get("fail_reason")))
     log.info("WeChat Pay notification: bill %s %s → %s", number, state, done_ or "already applied")
+    _fault("before-answer")
     return web.Response(status=204)
 
 

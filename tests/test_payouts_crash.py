@@ -1,7 +1,10 @@
-"""A real `distbot serve` killed with kill -9 right after WeChat Pay created a transfer bill and
-before its answer was stored (a test-only fault, DISTBOT_TEST_FAULT=after-create): started again,
-the claim finds the bill by its out_bill_no, nothing is created twice, and the transfer is paid
-once."""
+"""A real `distbot serve` killed with kill -9 (test-only faults, DISTBOT_TEST_FAULT):
+
+- right after WeChat Pay created a transfer bill and before its answer was stored (after-create):
+  started again, the claim finds the bill by its out_bill_no, nothing is created twice, and the
+  transfer is paid once;
+- right after a callback was applied and before it was answered (before-answer): WeChat Pay calls
+  again, the restarted process answers 204 and changes nothing more."""
 
 from __future__ import annotations
 
@@ -20,7 +23,7 @@ from bot.wechat_pay import EmulatorKeys, PayKeys
 from domain.ledger import adjust, ledger_sums, withdraw
 from storage.db import create_engine, create_sessionmaker
 from storage.migrate import upgrade
-from storage.tables import BALANCES, DISTRIBUTORS, PAYOUT_BILLS
+from storage.tables import BALANCES, DISTRIBUTORS, OUTBOX, PAYOUT_BILLS
 from tests import payouts_support
 from tests.conftest import ADMIN_TOKEN
 from tests.payouts_support import claim_links, json_script, key_files
@@ -152,4 +155,53 @@ async def test_kill_9_between_create_and_its_record_creates_nothing_twice(
             sums: dict[int, Any] = await session.run_sync(ledger_sums, did)
     finally:
         await engine.dispose()
+    assert sums[did] == {"total": 5000 - 1250, "withdrawals": -1250}
+
+
+async def test_kill_9_between_the_callback_and_its_answer_pays_once(
+        db_url: str, tmp_path: Path, platform: Platform, pay_wechat: TestServer, emulator: PayEmulator,
+        merchant_keys: tuple[PayKeys, EmulatorKeys]) -> None:
+    emulator.callback_delays = (0.0, 1.0, 2.0, 3.0, 5.0, 8.0, 13.0)  # WeChat Pay calls again until answered
+    emulator.probes_enabled = False
+    did, wid, openid = await seed(db_url, platform)
+    crashing = Served(Path("/dev/null"), tmp_path, env={"DISTBOT_TEST_FAULT": "before-answer"})
+    cfg = write_config(tmp_path, db_url, pay_wechat, merchant_keys[0], crashing.port)
+    crashing.config = cfg
+    await crashing.start()
+    served = crashing
+    try:
+        assert (await crashing.api("POST", f"/withdrawals/{wid}/approve"))[0] == 200
+        for _ in range(500):
+            if claim_links(platform, openid):
+                break
+            await asyncio.sleep(0.02)
+        (link,) = claim_links(platform, openid)
+        status, page = await get(link)
+        assert status == 200, page
+        async with aiohttp.ClientSession() as http, http.post(pay_wechat.make_url("/pay/confirm"), json={
+                "package": json_script(page, "transfer")["package"], "openid": openid}) as resp:
+            assert resp.status == 200, await resp.text()
+        assert crashing.proc is not None
+        assert await asyncio.wait_for(crashing.proc.wait(), 15) == -9  # applied, then killed before the 204
+        served = Served(cfg, tmp_path)
+        served.port = crashing.port
+        await served.start()
+        await emulator.settle()
+        assert [d.status for d in emulator.deliveries][0] is None and emulator.deliveries[-1].status == 204
+        status, w = await served.api("GET", f"/withdrawals/{wid}")
+        assert w["status"] == "paid", w
+        status, d = await served.api("GET", "/distributors/KPAY01")
+        assert d["balance"] == {"pending_fen": 0, "available_fen": 3750, "withdrawing_fen": 0, "withdrawn_fen": 1250}
+    finally:
+        await crashing.kill()
+        await served.kill()
+    engine = create_engine(db_url)
+    try:
+        async with engine.connect() as conn:
+            notices = (await conn.execute(select(OUTBOX.c.key).where(OUTBOX.c.key.like("payout:%")))).all()
+        async with create_sessionmaker(engine)() as session:
+            sums: dict[int, Any] = await session.run_sync(ledger_sums, did)
+    finally:
+        await engine.dispose()
+    assert len(notices) == 1  # one 已转入 notice
     assert sums[did] == {"total": 5000 - 1250, "withdrawals": -1250}
