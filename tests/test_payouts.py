@@ -437,3 +437,37 @@ async def test_sandbox_walk(db_url: str, tmp_path: Any, monkeypatch: pytest.Monk
     finally:
         await server.close()
     assert (tmp_path / "data" / "pay-sandbox").is_dir() or db_url.startswith("sqlite")
+
+
+async def test_outside_the_48_hour_window_the_claim_link_comes_as_a_template_message(h: Any) -> None:
+    _, user = await funded(h, 5000)
+    reply = await h.say(user, "提现 12.50")
+    wid = int(re.search(r"申请号 (\d+)", reply).group(1))
+    user.last_interaction = h.platform.clock() - 49 * 3600
+    assert (await h.api("POST", f"/withdrawals/{wid}/approve"))[0] == 200
+    item = await h.platform.wait_for(user.openid, lambda m: m.get("via") == "template")
+    assert item["template_id"] == "tmpl-notice" and "/pay/claim/" in item["url"]
+    assert item["data"]["first"]["value"] == "提现待确认收款"
+    assert (await open_link(h, item["url"]))[0] == 200
+
+
+async def test_with_pay_off_nothing_changes(db_url: str, platform: Platform, wechat_server: TestServer) -> None:
+    config = make_config(db_url, distribution={"freeze_days": 0, "min_withdraw_fen": 1000})
+    async with PayHarness(config, platform, wechat_server, reply_deadline=3.0) as h:
+        d, user = await funded(h, 50000)
+        reply = await h.say(user, "提现 300")  # no transfer ceiling without pay
+        assert "已提交" in reply and "领取链接" not in reply
+        wid = int(re.search(r"申请号 (\d+)", reply).group(1))
+        status, w = await h.api("POST", f"/withdrawals/{wid}/approve")
+        assert status == 200 and w["status"] == "approved"
+        assert await balance(h, d) == {"pending_fen": 0, "available_fen": 20000, "withdrawing_fen": 0,
+                                       "withdrawn_fen": 30000}
+        await h.platform.wait_for(user.openid, lambda m: "已审核通过，款项将尽快到账" in m.get("content", ""))
+        assert "transfer" not in await withdrawal(h, wid)
+        history = await h.say(user, "提现记录")
+        assert f"申请号 {wid} ¥300.00 已打款" in history and "/pay/claim/" not in history
+        assert (await open_link(h, f"{h.url}/pay/claim/{wid}.{d.id}.{'0' * 32}"))[0] == 404
+        async with h.http.post(h.url + "/pay/notify", data=b"{}") as resp:
+            assert resp.status == 404
+        assert (await h.api("POST", "/jobs/payouts/run"))[0] == 202
+        await check_invariants(h)

@@ -187,7 +187,7 @@ async def test_kill_9_between_the_callback_and_its_answer_pays_once(
         served.port = crashing.port
         await served.start()
         await emulator.settle()
-        assert [d.status for d in emulator.deliveries][0] is None and emulator.deliveries[-1].status == 204
+        assert emulator.deliveries[0].status is None and emulator.deliveries[-1].status == 204
         status, w = await served.api("GET", f"/withdrawals/{wid}")
         assert w["status"] == "paid", w
         status, d = await served.api("GET", "/distributors/KPAY01")
