@@ -48,16 +48,20 @@ _SCRIPT = """
     if (typeof WeixinJSBridge !== 'undefined') { invoke(); return; }
     say(sandbox ? '这里不是微信：请用下面的沙箱按钮。' : '请在微信里打开这个链接。');
   });
-  if (typeof WeixinJSBridge !== 'undefined') { invoke(); }
-  else {
-    document.addEventListener('WeixinJSBridgeReady', invoke, false);
-    if (sandbox) { sandbox.hidden = false; document.getElementById('claim').hidden = true; }
+  function start() {
+    if (typeof WeixinJSBridge !== 'undefined') { invoke(); }
+    else { document.addEventListener('WeixinJSBridgeReady', invoke, false); }
   }
-  if (window.wx) {
-    var cfg = JSON.parse(document.getElementById('wx-config').textContent);
-    wx.config(cfg);
-  }
+  if (window.wx) {  // inside WeChat: the JS-SDK signed with the jsapi_ticket, then the bridge
+    wx.config(JSON.parse(document.getElementById('wx-config').textContent));
+    wx.ready(start);
+    wx.error(function () { say('微信签名校验失败，请稍后重新打开链接。'); });
+  } else { start(); }
   if (!sandbox) { return; }
+  if (typeof WeixinJSBridge === 'undefined') {
+    sandbox.hidden = false;
+    document.getElementById('claim').hidden = true;
+  }
   function post(url, body, done) {
     fetch(url, {method: 'POST', headers: {'Content-Type': 'application/json'}, body: JSON.stringify(body)})
       .then(function (r) { say(r.ok ? done : '沙箱答复 HTTP ' + r.status); })

@@ -375,68 +375,100 @@ class console:
         await self.http.close()
 
 
+class SandboxWalk:
+    """The built-in sandbox on a real port (its WeChat, its WeChat Pay emulator, keys made under the
+    data folder), driven like a person at the simulator and an admin with curl."""
+
+    def __init__(self, db_url: str):
+        self.port = payouts_support.free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.config = make_config(db_url, server={"port": self.port, "public_url": self.base},
+                                  distribution={"freeze_days": 0}, pay={"mode": "sandbox"})
+        self.auth = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+        self.openid = ""
+
+    async def __aenter__(self) -> SandboxWalk:
+        self.server = TestServer(create_app(self.config), port=self.port)
+        await self.server.start_server()
+        self.http = aiohttp.ClientSession()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.http.close()
+        await self.server.close()
+
+    async def sim(self, text: str) -> str:
+        async with self.http.post(self.base + "/sandbox/sim/send", json={"openid": self.openid, "type": "text",
+                                                                         "content": text}) as resp:
+            return ((await resp.json())["reply"] or {}).get("content", "")
+
+    async def to_claim_link(self) -> tuple[int, str]:
+        """A distributor with ¥20 available asks 提现 12.50, the admin approves with the API; the
+        withdrawal and the claim link as the simulator shows it."""
+        async with self.http.post(self.base + "/sandbox/sim/users", json={"nickname": "小王"}) as resp:
+            self.openid = (await resp.json())["openid"]
+        async with self.http.post(self.base + "/sandbox/sim/send", json={"openid": self.openid,
+                                                                         "type": "subscribe"}) as resp:
+            assert resp.status == 200
+        await self.sim("注册")
+        await self.sim("13912345678")
+        code = re.search(r"推广码：([A-Z0-9]{6})", await self.sim("王小明")).group(1)
+        for event in ({"type": "paid", "amount_fen": 20000, "distributor_code": code}, {"type": "completed"}):
+            async with self.http.post(self.base + "/api/orders/events", headers=self.auth, json={
+                    "event_id": f"walk-{event['type']}", "order_no": "WALK-1", **event}) as resp:
+                assert resp.status == 200, await resp.text()
+        wid = int(re.search(r"申请号 (\d+)", await self.sim("提现 12.50")).group(1))
+        async with self.http.post(f"{self.base}/api/withdrawals/{wid}/approve", headers=self.auth) as resp:
+            assert (await resp.json())["status"] == "approved"
+        for _ in range(250):
+            async with self.http.get(self.base + "/sandbox/sim/messages", params={"openid": self.openid}) as resp:
+                found = [m for item in (await resp.json())["messages"]
+                         for m in payouts_support.CLAIM.findall(item.get("content", ""))]
+            if found:
+                assert found[0].startswith(self.base + "/pay/claim/")
+                return wid, found[0]
+            await asyncio.sleep(0.04)
+        raise AssertionError("the simulator shows no claim link")
+
+    async def wait_paid(self, wid: int) -> None:
+        for _ in range(250):
+            async with self.http.get(f"{self.base}/api/withdrawals/{wid}", headers=self.auth) as resp:
+                if (await resp.json())["status"] == "paid":
+                    return
+            await asyncio.sleep(0.04)
+        raise AssertionError(f"withdrawal {wid} was not paid")
+
+
 async def test_sandbox_walk(db_url: str, tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The issue's "done when", in the built-in sandbox (its WeChat, its WeChat Pay emulator, keys
-    made under the data folder): 提现 12.50 in the simulator, the admin approves with the API, the
+    """The issue's "done when": 提现 12.50 in the simulator, the admin approves with the API, the
     simulator shows the claim link, the confirm page pays, and 收益 shows it withdrawn."""
     monkeypatch.chdir(tmp_path)  # the sandbox's keys go to ./data/pay-sandbox with PostgreSQL
-    port = payouts_support.free_port()
-    config = make_config(db_url, server={"port": port, "public_url": f"http://127.0.0.1:{port}"},
-                         distribution={"freeze_days": 0}, pay={"mode": "sandbox"})
-    server = TestServer(create_app(config), port=port)
-    await server.start_server()
-    base = f"http://127.0.0.1:{port}"
-    auth = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-    try:
-        async with aiohttp.ClientSession() as http:
-            async def sim(text: str) -> str:
-                async with http.post(base + "/sandbox/sim/send", json={"openid": openid, "type": "text",
-                                                                       "content": text}) as resp:
-                    return ((await resp.json())["reply"] or {}).get("content", "")
+    async with SandboxWalk(db_url) as walk:
+        wid, link = await walk.to_claim_link()
+        async with walk.http.get(link) as resp:
+            assert resp.status == 200
+            page = await resp.text()
+        data = dict(re.findall(r'data-([a-z]+)="([^"]*)"', page))
+        assert htmllib.unescape(data["confirm"]) == walk.base + "/sandbox/pay/confirm"
+        async with walk.http.post(htmllib.unescape(data["confirm"]), json={
+                "package": json_script(page, "transfer")["package"], "openid": walk.openid}) as resp:
+            assert resp.status == 200, await resp.text()
+        await walk.wait_paid(wid)
+        earnings = await walk.sim("收益")
+        assert "已提现：¥12.50" in earnings and "可提现：¥7.50" in earnings, earnings
+    assert db_url.startswith("sqlite") or (tmp_path / "data" / "pay-sandbox").is_dir()
 
-            async with http.post(base + "/sandbox/sim/users", json={"nickname": "小王"}) as resp:
-                openid = (await resp.json())["openid"]
-            async with http.post(base + "/sandbox/sim/send", json={"openid": openid, "type": "subscribe"}) as resp:
-                assert resp.status == 200
-            await sim("注册")
-            await sim("13912345678")
-            code = re.search(r"推广码：([A-Z0-9]{6})", await sim("王小明")).group(1)
-            for event in ({"type": "paid", "amount_fen": 20000, "distributor_code": code}, {"type": "completed"}):
-                async with http.post(base + "/api/orders/events", headers=auth, json={
-                        "event_id": f"walk-{event['type']}", "order_no": "WALK-1", **event}) as resp:
-                    assert resp.status == 200, await resp.text()
-            reply = await sim("提现 12.50")
-            wid = int(re.search(r"申请号 (\d+)", reply).group(1))
-            async with http.post(f"{base}/api/withdrawals/{wid}/approve", headers=auth) as resp:
-                assert (await resp.json())["status"] == "approved"
-            link = None
-            for _ in range(250):
-                async with http.get(base + "/sandbox/sim/messages", params={"openid": openid}) as resp:
-                    found = [m for item in (await resp.json())["messages"]
-                             for m in payouts_support.CLAIM.findall(item.get("content", ""))]
-                if found:
-                    link = found[0]
-                    break
-                await asyncio.sleep(0.04)
-            assert link is not None and link.startswith(base + "/pay/claim/")
-            async with http.get(link) as resp:
-                assert resp.status == 200
-                page = await resp.text()
-            data = dict(re.findall(r'data-([a-z]+)="([^"]*)"', page))
-            assert htmllib.unescape(data["confirm"]) == base + "/sandbox/pay/confirm"
-            async with http.post(htmllib.unescape(data["confirm"]), json={
-                    "package": json_script(page, "transfer")["package"], "openid": openid}) as resp:
-                assert resp.status == 200, await resp.text()
-            for _ in range(250):
-                async with http.get(f"{base}/api/withdrawals/{wid}", headers=auth) as resp:
-                    if (await resp.json())["status"] == "paid":
-                        break
-                await asyncio.sleep(0.04)
-            earnings = await sim("收益")
-            assert "已提现：¥12.50" in earnings and "可提现：¥7.50" in earnings, earnings
-    finally:
-        await server.close()
-    assert (tmp_path / "data" / "pay-sandbox").is_dir() or db_url.startswith("sqlite")
+
+async def test_the_confirm_page_in_a_browser(tmp_path: Any, page: Any) -> None:
+    """The page's own script in Chromium (no WeixinJSBridge): the sandbox's 确认收款 pays."""
+    async with SandboxWalk(f"sqlite+aiosqlite:///{tmp_path}/distbot.db") as walk:
+        wid, link = await walk.to_claim_link()
+        await page.goto(link)
+        await page.get_by_role("button", name="确认收款").click()
+        await page.get_by_role("status").filter(has_text="已确认收款").wait_for()
+        await walk.wait_paid(wid)
+        await page.reload()
+        await page.get_by_text("已转入您的微信零钱").wait_for()
 
 
 async def test_outside_the_48_hour_window_the_claim_link_comes_as_a_template_message(h: Any) -> None:
