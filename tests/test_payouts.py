@@ -10,7 +10,7 @@ import asyncio
 import html as htmllib
 import re
 import time
-from typing import Any
+from typing import Any, Self
 
 import aiohttp
 import pytest
@@ -387,7 +387,7 @@ class SandboxWalk:
         self.auth = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
         self.openid = ""
 
-    async def __aenter__(self) -> SandboxWalk:
+    async def __aenter__(self) -> Self:
         self.server = TestServer(create_app(self.config), port=self.port)
         await self.server.start_server()
         self.http = aiohttp.ClientSession()
