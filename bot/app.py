@@ -22,13 +22,15 @@ from bot.features import FEATURES
 from bot.menu import menu_payload
 from bot.metrics import Metrics
 from bot.outbox import Outbox
+from bot.sandbox.pay import PayEmulator
 from bot.sandbox.platform import Platform
 from bot.sandbox.views import create_sandbox_app
 from bot.scheduler import JOBS, Jobs, run_scheduler
-from bot.typedefs import CONFIG, DISPATCHER, ENGINE, HTTP, METRICS, OUTBOX, PACKS, SESSIONMAKER, WECHAT, WRITER
+from bot.typedefs import CONFIG, DISPATCHER, ENGINE, HTTP, METRICS, OUTBOX, PACKS, PAY, SESSIONMAKER, WECHAT, WRITER
 from bot.wechat_api import WeChatAPI, WeChatError
+from bot.wechat_pay import EmulatorKeys, PayClient, PayKeys, sandbox_keys
 from content.store import PackLibrary
-from domain.config import Config
+from domain.config import Config, ConfigError
 from domain.tickets import open_and_overdue
 from storage.db import READ_ONLY, create_engine, create_sessionmaker
 from storage.migrate import upgrade
@@ -60,6 +62,23 @@ def sandbox_platform(config: Config) -> Platform:
                     webhook_url=f"http://{host}:{config.server.port}/wechat")
 
 
+def pay_keys(config: Config) -> tuple[PayKeys | None, EmulatorKeys | None]:
+    """The merchant's WeChat Pay keys (none with pay.mode "off"): from the configured files, or in
+    the sandbox without them, generated once under <data dir>/pay-sandbox with the emulator's mirror
+    image. ConfigError naming the key when a file cannot be read."""
+    pay = config.pay
+    if not pay.on:
+        return None, None
+    if not pay.private_key_path:  # sandbox (live mode refuses to start without the key fields)
+        return sandbox_keys(config.data_dir / "pay-sandbox", **({"mchid": pay.mchid} if pay.mchid else {}))
+    try:
+        return PayKeys.load(mchid=pay.mchid, merchant_serial=pay.merchant_serial,
+                            private_key_path=pay.private_key_path, apiv3_key=pay.apiv3_key,
+                            public_key_id=pay.public_key_id, public_key_path=pay.public_key_path), None
+    except (OSError, ValueError, TypeError) as e:
+        raise ConfigError(f"pay.private_key_path / pay.public_key_path: cannot read the WeChat Pay keys ({e})") from None
+
+
 def create_app(config: Config, *, platform: Platform | None = None, workers: bool = True,
                reply_deadline: float = REPLY_DEADLINE_SECONDS, migrate: bool = True,
                features: tuple[Feature, ...] = FEATURES) -> web.Application:
@@ -69,6 +88,11 @@ def create_app(config: Config, *, platform: Platform | None = None, workers: boo
     state, route or job."""
     check((CORE, *features))
     router = ChatRouter(features)
+    merchant_keys, emulator_keys = pay_keys(config)
+    if config.pay.on and config.server.public_url.startswith("http://"):
+        log.warning("pay.mode is %r but server.public_url is plain HTTP: WeChat Pay sends its callbacks "
+                    "(%s/pay/notify) over HTTPS only; put a TLS proxy in front", config.pay.mode,
+                    config.server.public_url)
     app = web.Application(middlewares=[_count_requests])
     app[CONFIG] = config
     app[JOBS] = Jobs(app, [j for f in (CORE, *features) for j in f.jobs])
@@ -93,6 +117,8 @@ def create_app(config: Config, *, platform: Platform | None = None, workers: boo
             app[WECHAT] = WeChatAPI(base_url=config.api_base_url, app_id=config.wechat.app_id,
                                     app_secret=config.wechat.app_secret, sessionmaker=app[SESSIONMAKER], http=http)
             app[OUTBOX] = Outbox(config, app[SESSIONMAKER], app[WRITER], app[WECHAT], app[METRICS])
+            if merchant_keys is not None:
+                app[PAY] = PayClient(merchant_keys, http, config.pay_base_url)
             yield
 
     async def work(app: web.Application) -> AsyncIterator[None]:
@@ -125,7 +151,10 @@ def create_app(config: Config, *, platform: Platform | None = None, workers: boo
     for f in features:  # public pages (training pages, share pages, pack pictures)
         app.router.add_routes(f.pages)
     if config.sandbox:
-        app.add_subapp("/sandbox", create_sandbox_app(platform or sandbox_platform(config)))
+        # The emulator of WeChat Pay lives in the built-in sandbox (tests run theirs apart, with the platform).
+        emulator = (PayEmulator(emulator_keys, appid=config.wechat.app_id)
+                    if emulator_keys is not None and platform is None and not config.pay.api_base_url else None)
+        app.add_subapp("/sandbox", create_sandbox_app(platform or sandbox_platform(config), pay=emulator))
     return app
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from bot.feature import Feature
 from handlers import campaigns, content_packs, contests, distributors, earnings, help_text, leave, orders, overview
-from handlers import posters, ranks
+from handlers import payouts, posters, ranks
 from handlers import registration, scripts, service, team, trainings, weekly_report, withdrawals
 
 FEATURES: tuple[Feature, ...] = (
@@ -14,6 +14,7 @@ FEATURES: tuple[Feature, ...] = (
     earnings.feature,
     team.feature,
     weekly_report.feature,
+    payouts.feature,  # before withdrawals: 提现记录 is not 提现 with the argument 记录
     withdrawals.feature,
     leave.feature,
     posters.feature,

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from bot.metrics import Metrics
     from bot.outbox import Outbox
     from bot.wechat_api import WeChatAPI
+    from bot.wechat_pay import PayClient
     from content.store import PackLibrary
     from storage.writer import Writer
 
@@ -27,3 +28,4 @@ DISPATCHER = web.AppKey("dispatcher", "Dispatcher")
 METRICS = web.AppKey("metrics", "Metrics")
 WRITER = web.AppKey("writer", "Writer")  # every write goes through it (storage.writer)
 PACKS = web.AppKey("packs", "PackLibrary")  # the content packs, parsed once per process
+PAY = web.AppKey("pay", "PayClient")  # WeChat Pay 商家转账, when pay.mode is not "off"

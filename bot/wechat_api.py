@@ -1,6 +1,7 @@
 """A thin async client over the documented WeChat endpoints; never blocks the event loop.
 
-The access token lives in the database, shared by every process; one refresher at a time.
+The access token and the JS-SDK's jsapi_ticket live in the database, shared by every process; one
+refresher at a time.
 """
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -60,43 +62,64 @@ class WeChatAPI:
         self._secret = app_secret
         self._sessionmaker = sessionmaker
         self._http = http
-        self._cached: tuple[str, datetime] | None = None
-        self._refresh_lock = asyncio.Lock()
+        self._cached: dict[str, tuple[str, datetime]] = {}  # key -> (value, expires_at)
+        self._refresh_locks: dict[str, asyncio.Lock] = {}
 
-    # ---- access token ---------------------------------------------------------------------
+    # ---- access token and jsapi_ticket ----------------------------------------------------------
     async def access_token(self, *, invalid: str | None = None) -> str:
+        return await self._shared(self.app_id, self._fetch_token, invalid)
+
+    async def jsapi_ticket(self, *, invalid: str | None = None) -> str:
+        """The JS-SDK ticket (wx.config's signature), shared by every process like the token:
+        kept in the same table under "jsapi:<app_id>"."""
+        # The access token first, outside the ticket's transaction (both live in one table).
+        token = await self.access_token()
+        try:
+            return await self._shared("jsapi:" + self.app_id, lambda: self._fetch_jsapi_ticket(token), invalid)
+        except WeChatError as e:
+            if e.errcode not in TOKEN_ERRORS:
+                raise
+        token = await self.access_token(invalid=token)
+        return await self._shared("jsapi:" + self.app_id, lambda: self._fetch_jsapi_ticket(token), invalid)
+
+    async def _shared(self, key: str, fetch: Callable[[], Awaitable[tuple[str, int]]], invalid: str | None) -> str:
         now = datetime.now(UTC)
-        if self._cached and self._cached[0] != invalid and self._cached[1] > now:
-            return self._cached[0]
-        async with self._refresh_lock:
+        cached = self._cached.get(key)
+        if cached and cached[0] != invalid and cached[1] > now:
+            return cached[0]
+        async with self._refresh_locks.setdefault(key, asyncio.Lock()):
             async with self._sessionmaker() as session, session.begin():
                 # SQLite: BEGIN IMMEDIATE already serialises. PostgreSQL: an advisory lock, since
                 # FOR UPDATE locks nothing before the first token row exists (two processes would
                 # both fetch, and one insert would fail).
                 if session.bind.dialect.name == "postgresql":
                     await session.execute(text("SELECT pg_advisory_xact_lock(hashtext(:k))"),
-                                          {"k": "distbot-access-token:" + self.app_id})
+                                          {"k": "distbot-access-token:" + key})
                 row = await session.scalar(
-                    select(AccessToken).where(AccessToken.app_id == self.app_id).with_for_update())
+                    select(AccessToken).where(AccessToken.app_id == key).with_for_update())
                 if row is not None and row.token != invalid and row.expires_at > now:
-                    self._cached = (row.token, row.expires_at)
+                    self._cached[key] = (row.token, row.expires_at)
                     return row.token
-                token, expires_in = await self._fetch_token()
+                token, expires_in = await fetch()
                 # Refresh a minute early so that no call goes out with a token about to expire.
                 expires_at = now + timedelta(seconds=max(expires_in - 60, 30))
                 if row is None:
-                    session.add(AccessToken(app_id=self.app_id, token=token, expires_at=expires_at,
-                                            refreshed_at=now))
+                    session.add(AccessToken(app_id=key, token=token, expires_at=expires_at, refreshed_at=now))
                 else:
                     row.token, row.expires_at, row.refreshed_at = token, expires_at, now
-            self._cached = (token, expires_at)
-            log.info("access token refreshed", extra={"app_id": self.app_id})
+            self._cached[key] = (token, expires_at)
+            log.info("access token refreshed" if key == self.app_id else "jsapi ticket refreshed",
+                     extra={"app_id": self.app_id})
             return token
 
     async def _fetch_token(self) -> tuple[str, int]:
         data = await self._request("GET", "token", params={
             "grant_type": "client_credential", "appid": self.app_id, "secret": self._secret})
         return data["access_token"], int(data.get("expires_in", 7200))
+
+    async def _fetch_jsapi_ticket(self, access_token: str) -> tuple[str, int]:
+        data = await self._request("GET", "ticket/getticket", params={"type": "jsapi", "access_token": access_token})
+        return data["ticket"], int(data.get("expires_in", 7200))
 
     # ---- calls ----------------------------------------------------------------------------
     async def _request(self, method: str, path: str, *, params: dict[str, str] | None = None,

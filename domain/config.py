@@ -14,6 +14,13 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 DEFAULT_ADMIN_TOKEN = "change-me"
 LEGAL_MAX_LEVELS = 3
+MIN_TRANSFER_FEN = 10  # WeChat Pay's smallest transfer, ¥0.10
+# WeChat Pay's transfer scenes and the report fields each requires (transfer_scene_report_infos).
+TRANSFER_SCENES: dict[str, tuple[tuple[str, str], ...]] = {
+    "1005": (("岗位类型", "推广员"), ("报酬说明", "推广佣金")),  # 佣金报酬
+    "1000": (("活动名称", "分销推广"), ("奖励说明", "推广佣金")),  # 现金营销
+}
+PAY_KEY_FIELDS = ("mchid", "merchant_serial", "private_key_path", "apiv3_key", "public_key_id", "public_key_path")
 
 
 class ConfigError(Exception):
@@ -155,6 +162,46 @@ class OutboxConfig(_Section):
     lease_seconds: int = Field(60, ge=5)
 
 
+class PayConfig(_Section):
+    """WeChat Pay 商家转账 (CONTRACT §4.10): how approved withdrawals are paid out."""
+
+    mode: Literal["off", "sandbox", "live"] = "off"
+    mchid: str = ""
+    merchant_serial: str = ""
+    private_key_path: str = ""
+    apiv3_key: str = ""
+    public_key_id: str = ""
+    public_key_path: str = ""
+    api_base_url: str = ""
+    transfer_scene_id: str = "1005"  # 佣金报酬
+    max_transfer_fen: int = Field(20000, ge=MIN_TRANSFER_FEN)
+
+    @field_validator("apiv3_key")
+    @classmethod
+    def _apiv3_key(cls, v: str) -> str:
+        if v and len(v.encode()) != 32:
+            raise ValueError("must be the 32-character APIv3 key set in the merchant console")
+        return v
+
+    @field_validator("public_key_id")
+    @classmethod
+    def _public_key_id(cls, v: str) -> str:
+        if v and not v.startswith("PUB_KEY_ID_"):
+            raise ValueError("must be WeChat Pay's public key id, PUB_KEY_ID_...")
+        return v
+
+    @field_validator("transfer_scene_id")
+    @classmethod
+    def _scene(cls, v: str) -> str:
+        if v not in TRANSFER_SCENES:
+            raise ValueError(f"must be one of the transfer scenes distbot reports for: {', '.join(TRANSFER_SCENES)}")
+        return v
+
+    @property
+    def on(self) -> bool:
+        return self.mode != "off"
+
+
 def _default_ranks() -> tuple[RankConfig, ...]:
     return (
         RankConfig(key="junior", name="初级推广员", rates=(Decimal("0.10"), Decimal("0.03"))),
@@ -179,6 +226,7 @@ class Config(BaseSettings):
     service: ServiceConfig = ServiceConfig()
     reports: ReportsConfig = ReportsConfig()
     contests: ContestsConfig = ContestsConfig()
+    pay: PayConfig = PayConfig()
 
     @classmethod
     def settings_customise_sources(
@@ -201,6 +249,17 @@ class Config(BaseSettings):
             raise ValueError("admin.token: live mode needs a secret admin token, not the default")
         if self.wechat.mode == "live" and self.wechat.app_secret in ("", "sandbox-secret"):
             raise ValueError("wechat.app_secret: live mode needs the real AppSecret")
+        if self.pay.mode == "live":
+            missing = [k for k in PAY_KEY_FIELDS if not getattr(self.pay, k)]
+            if missing:
+                raise ValueError(f"pay.{missing[0]}: live payouts need it (from the WeChat Pay merchant console)")
+        if self.pay.mode == "sandbox" and not self.pay.api_base_url and not self.sandbox:
+            raise ValueError('pay.mode: "sandbox" needs wechat.mode "sandbox" (the emulator lives in the sandbox) '
+                             "or pay.api_base_url")
+        if self.pay.mode == "sandbox" and any(getattr(self.pay, k) for k in ("private_key_path", "public_key_path")) \
+                and not all(getattr(self.pay, k) for k in PAY_KEY_FIELDS):
+            missing = next(k for k in PAY_KEY_FIELDS if not getattr(self.pay, k))
+            raise ValueError(f"pay.{missing}: give every key field, or none for the sandbox's own keys")
         return self
 
     # ---- derived values -------------------------------------------------------------------
@@ -216,6 +275,25 @@ class Config(BaseSettings):
             host = "127.0.0.1" if self.server.host in ("0.0.0.0", "::", "") else self.server.host
             return f"http://{host}:{self.server.port}/sandbox/cgi-bin/"
         return "https://api.weixin.qq.com/cgi-bin/"
+
+    @property
+    def pay_base_url(self) -> str:
+        """WeChat Pay's host, or the built-in emulator's in sandbox mode (under /sandbox/pay/)."""
+        if self.pay.api_base_url:
+            return self.pay.api_base_url.rstrip("/") + "/"
+        if self.pay.mode == "sandbox":
+            host = "127.0.0.1" if self.server.host in ("0.0.0.0", "::", "") else self.server.host
+            return f"http://{host}:{self.server.port}/sandbox/pay/"
+        return "https://api.mch.weixin.qq.com/"
+
+    @property
+    def data_dir(self) -> Path:
+        """Where files beside the database live (the sandbox's WeChat Pay keys): the SQLite
+        file's folder, else ./data."""
+        url = self.database.url
+        if url.startswith("sqlite+aiosqlite:///") and url.removeprefix("sqlite+aiosqlite:///") not in ("", ":memory:"):
+            return Path(url.removeprefix("sqlite+aiosqlite:///")).parent
+        return Path("data")
 
     def rank(self, key: str) -> RankConfig:
         for r in self.ranks:

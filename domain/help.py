@@ -13,10 +13,11 @@ HELP = (
     "【团队】团队人数和业绩\n"
     "【等级】当前等级和升级条件\n"
     "【提现 金额】例如：提现 12.50\n"
+    "【提现记录】最近 10 笔提现和进度（含领取链接）\n"
     "【排行】本月推广之星排行和您的名次\n"
     "【培训】适合您等级的培训资料\n"
     "【客服 问题】向客服提问，例如：客服 佣金什么时候到账（含“紧急”优先处理）\n"
     "【退订周报】/【订阅周报】停止或恢复每周一的个人周报\n"
     "【退出】退出分销计划\n"
-    "英文指令也可以：register、poster、scripts、orders、earnings、team、rank、withdraw、top、training、help、quit、unsubscribe report、subscribe report。"
+    "英文指令也可以：register、poster、scripts、orders、earnings、team、rank、withdraw、withdrawals、top、training、help、quit、unsubscribe report、subscribe report。"
 )

@@ -157,14 +157,17 @@ class AlreadyDecided(Exception):
 
 
 def decide_withdrawal(session: Session, withdrawal_id: int, approve: bool, now: datetime,
-                      reason: str | None = None) -> dict[str, Any] | None:
+                      reason: str | None = None, *, paid_out: bool = True) -> dict[str, Any] | None:
     """Approve (withdrawing → withdrawn) or reject (withdrawing → available, plus a
-    withdrawal_refund entry). None when there is no such withdrawal; AlreadyDecided when it was."""
+    withdrawal_refund entry). None when there is no such withdrawal; AlreadyDecided when it was.
+
+    `paid_out=False` (payouts through WeChat Pay): an approval leaves the money withdrawing until
+    the transfer's final state (domain.payouts)."""
     status = WithdrawalStatus.APPROVED if approve else WithdrawalStatus.REJECTED
     row = session.connection().execute(
         update(WITHDRAWALS)
         .where(WITHDRAWALS.c.id == withdrawal_id, WITHDRAWALS.c.status == WithdrawalStatus.PENDING)
-        .values(status=status, decided_at=now, reason=reason)
+        .values(status=status, decided_at=now, reason=reason, pay_transfer=approve and not paid_out)
         .returning(WITHDRAWALS.c.distributor_id, WITHDRAWALS.c.amount_fen)).first()
     if row is None:
         current = session.connection().scalar(select(WITHDRAWALS.c.status).where(WITHDRAWALS.c.id == withdrawal_id))
@@ -173,13 +176,42 @@ def decide_withdrawal(session: Session, withdrawal_id: int, approve: bool, now: 
         raise AlreadyDecided(current)
     did, amount = row
     if approve:
-        add_to_balances(session, {did: Delta(withdrawing_fen=-amount, withdrawn_fen=amount)})
+        if paid_out:
+            add_to_balances(session, {did: Delta(withdrawing_fen=-amount, withdrawn_fen=amount)})
     else:
         add_to_balances(session, {did: Delta(withdrawing_fen=-amount, available_fen=amount)})
         append_entries(session, [{"distributor_id": did, "kind": EntryKind.WITHDRAWAL_REFUND, "amount_fen": amount,
                                   "ref": f"withdrawal:{withdrawal_id}", "withdrawal_id": withdrawal_id,
                                   "created_at": now}])
     return {"distributor_id": did, "amount_fen": amount, "status": status}
+
+
+def withdrawal_paid_out(session: Session, distributor_id: int, amount_fen: int) -> None:
+    """A withdrawal's transfer arrived: withdrawing → withdrawn (its entry was posted on request)."""
+    add_to_balances(session, {distributor_id: Delta(withdrawing_fen=-amount_fen, withdrawn_fen=amount_fen)})
+
+
+def withdrawal_returned(session: Session, distributor_id: int, withdrawal_id: int, amount_fen: int, ref: str,
+                        now: datetime) -> None:
+    """A withdrawal's transfer failed for good: withdrawing → available, with a withdrawal_refund
+    entry under `ref` (one per failed transfer)."""
+    add_to_balances(session, {distributor_id: Delta(withdrawing_fen=-amount_fen, available_fen=amount_fen)})
+    append_entries(session, [{"distributor_id": distributor_id, "kind": EntryKind.WITHDRAWAL_REFUND,
+                              "amount_fen": amount_fen, "ref": ref, "withdrawal_id": withdrawal_id,
+                              "created_at": now}])
+
+
+def withdrawal_again(session: Session, distributor_id: int, withdrawal_id: int, amount_fen: int, ref: str,
+                     now: datetime) -> bool:
+    """An admin retries a failed transfer: the money returned to available goes back to
+    withdrawing (a new withdrawal entry under `ref`), as one conditional update like a request.
+    False when available is short now (nothing changed)."""
+    if session.connection().execute(_WITHDRAW, {"did": distributor_id, "amount": amount_fen}).rowcount != 1:
+        return False
+    append_entries(session, [{"distributor_id": distributor_id, "kind": EntryKind.WITHDRAWAL,
+                              "amount_fen": -amount_fen, "ref": ref, "withdrawal_id": withdrawal_id,
+                              "created_at": now}])
+    return True
 
 
 def adjust(session: Session, distributor_id: int, amount_fen: int, reason: str, actor: str,

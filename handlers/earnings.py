@@ -31,6 +31,7 @@ from domain.formats import china_time, day_start, month_start, yuan
 from domain.ledger import BUCKETS, EARNING_KINDS, MAX_ADJUSTMENT_FEN, ZERO, Delta, add_to_balances
 from domain.messages import Image, Reply, Text
 from domain.notices import Credits, adjust_and_tell, settle_and_notify
+from domain.payouts import in_flight_summary
 from storage.db import is_postgres
 from storage.models import Distributor
 from storage.models_ledger import CommissionState, EntryKind
@@ -118,7 +119,7 @@ def on_earnings(msg: Incoming, ctx: Ctx, me: Distributor) -> Text | Later:
     lines = [f"{me.name}的收益", f"今日：{yuan(today_fen)}", f"本月：{yuan(month_fen)}", f"累计：{yuan(all_time)}",
              "", f"待结算：{yuan(balance['pending_fen'])}（{freeze}）", f"可提现：{yuan(balance['available_fen'])}"]
     if balance["withdrawing_fen"]:
-        lines.append(f"提现审核中：{yuan(balance['withdrawing_fen'])}")
+        lines.append(f"提现中：{yuan(balance['withdrawing_fen'])}{in_flight_summary(ctx.session, me.id)}")
     if balance["withdrawn_fen"]:
         lines.append(f"已提现：{yuan(balance['withdrawn_fen'])}")
     lines.append(f"回复“提现 金额”申请提现，单笔至少 {yuan(dist.min_withdraw_fen)}。")

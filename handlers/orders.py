@@ -28,6 +28,7 @@ from domain.config import Config
 from domain.formats import CHINA, china_time, yuan
 from domain.messages import Text
 from domain.orders import EventIn, OrderBook, Rejected
+from domain.payouts import in_flight, in_flight_summary
 from domain.promotion import Unlocks, no_unlocks
 from storage.group_commit import Failed, GroupCommit, each_in_savepoint
 from storage.models import Distributor
@@ -215,5 +216,9 @@ def on_orders(msg: Incoming, ctx: Ctx, me: Distributor) -> Text:
             mine = (comm or 0) - (rev or 0)
             extra = f"（已退 {yuan(refunded)}）" if refunded and status != rules.REFUNDED else ""
             lines.append(f"{paid_at.astimezone(CHINA):%m-%d} {no} {yuan(amount)}{extra} 佣金 {yuan(mine)}")
+    flying = in_flight(ctx.session, me.id)
+    if flying:
+        lines.append(f"提现中 {len(flying)} 笔，共 {yuan(sum(f[1] for f in flying))}"
+                     f"{in_flight_summary(ctx.session, me.id, flying)}，回复“提现记录”查看。")
     lines.append("回复“收益”查看收益明细。")
     return Text("\n".join(lines))

@@ -1,6 +1,7 @@
 """Withdrawals: 提现 <amount> in chat (yuan, at most two decimals), and the admin's decisions
-(GET /api/withdrawals, POST /api/withdrawals/{id}/approve|reject). The distributor hears of each
-decision through the outbox.
+(GET /api/withdrawals, GET /api/withdrawals/{id}, POST /api/withdrawals/{id}/approve|reject). The
+distributor hears of each decision through the outbox. With pay.mode other than "off" an approval
+sends the claim link of the WeChat Pay transfer instead (domain.payouts; handlers/payouts.py pays).
 
 A request is one conditional update of the balance row (available ≥ amount), so concurrent
 requests can never overdraw, however many arrive at once and on however many processes.
@@ -25,10 +26,12 @@ from bot.chat import Ctx, Incoming, active_only
 from bot.feature import Feature
 from bot.console import done, page, page_number
 from bot.exports import stream_csv
-from bot.typedefs import SESSIONMAKER, WRITER
+from bot.typedefs import CONFIG, SESSIONMAKER, WRITER
 from content.console_pages import when
+from domain.config import MIN_TRANSFER_FEN, Config
 from domain.formats import CHINA, AmountError, china_time, parse_yuan, plain_yuan, yuan
 from domain.ledger import AlreadyDecided, balance, decide_withdrawal, withdraw
+from domain.payouts import STATE_NAMES, queue_claim_link, reason_words, transfers
 from domain.messages import Text
 from domain.outbox import enqueue
 from storage.models import Distributor
@@ -57,15 +60,31 @@ def on_withdraw(msg: Incoming, ctx: Ctx, me: Distributor) -> Text:
         return Text(str(e))
     if amount < minimum:
         return Text(f"单笔提现至少 {yuan(minimum)}，您申请的是 {yuan(amount)}。")
+    pay = ctx.config.pay
+    if pay.on and amount < MIN_TRANSFER_FEN:
+        return Text(f"微信零钱单笔到账至少 {yuan(MIN_TRANSFER_FEN)}，您申请的是 {yuan(amount)}。")
+    if pay.on and amount > pay.max_transfer_fen:
+        return Text(f"单笔提现最多 {yuan(pay.max_transfer_fen)}（微信转账的单笔上限），您申请的是 {yuan(amount)}。"
+                    "请分成几笔申请。")
     wid = withdraw(ctx.session, me.id, amount, ctx.now)
     if wid is None:
         available = balance(ctx.session, me.id)["available_fen"]
         return Text(f"可提现余额不足：您申请 {yuan(amount)}，当前可提现 {yuan(available)}。"
                     "待结算的佣金在订单完成并过了冻结期后才能提现。")
+    if pay.on:
+        return Text(f"提现申请已提交：{yuan(amount)}（申请号 {wid}）。\n审核通过后会发给您领取链接，"
+                    "在微信里确认收款即转入零钱。回复“提现记录”查看进度。")
     return Text(f"提现申请已提交：{yuan(amount)}（申请号 {wid}）。\n审核通过后打款，结果会通知您。")
 
 
 # ---- /api/withdrawals ----------------------------------------------------------------------------
+class Transfer(BaseModel):
+    out_bill_no: str = Field(description="the merchant's number of the latest WeChat Pay transfer bill")
+    state: str = Field(description="CREATING (being created), then WeChat Pay's: ACCEPTED, PROCESSING, "
+                                   "WAIT_USER_CONFIRM, TRANSFERING, SUCCESS, FAIL, CANCELING, CANCELLED")
+    fail_reason: str | None = Field(description="WeChat Pay's fail_reason, e.g. NAME_NOT_CORRECT, OVERDUE_CLOSE")
+
+
 class Withdrawal(BaseModel):
     id: int
     distributor_code: str
@@ -75,6 +94,7 @@ class Withdrawal(BaseModel):
     reason: str | None
     requested_at: datetime
     decided_at: datetime | None
+    transfer: Transfer | None = Field(None, description="present once a WeChat Pay transfer bill exists (pay.mode on)")
 
 
 class Withdrawals(BaseModel):
@@ -94,6 +114,14 @@ def _withdrawal_json(row: Any) -> dict[str, Any]:
     return {"id": row.id, "distributor_code": row.code, "amount_fen": row.amount_fen, "status": row.status,
             "source": row.source, "reason": row.reason, "requested_at": china_time(row.requested_at),
             "decided_at": china_time(row.decided_at) if row.decided_at else None}
+
+
+def _with_transfer(session: Session, row: Any) -> dict[str, Any]:
+    data = _withdrawal_json(row)
+    bill = transfers(session, [row.id]).get(row.id)
+    if bill is not None:
+        data["transfer"] = {k: bill[k] for k in ("out_bill_no", "state", "fail_reason")}
+    return data
 
 
 def _select():  # noqa: ANN202
@@ -117,14 +145,32 @@ class WithdrawalId(IdParam):
     noun: ClassVar[str] = "withdrawal"
 
 
-def decide_and_tell(session: Session, wid: int, approve: bool, now: datetime, reason: str | None = None) -> Any:
+@api.get("/withdrawals/{id}", summary="One withdrawal, with its WeChat Pay transfer once a bill exists",
+         params=WithdrawalId, response=Withdrawal, errors=(404,))
+async def get_withdrawal(request: web.Request, params: WithdrawalId) -> web.Response:
+    def read(session: Session) -> dict[str, Any] | None:
+        row = session.execute(_select().where(WITHDRAWALS.c.id == params.id)).first()
+        return _with_transfer(session, row) if row is not None else None
+    found = await run_read(request.config_dict[SESSIONMAKER], read)
+    if found is None:
+        raise ApiError(404, "not_found", f"No withdrawal {params.id}.")
+    return ok(found)
+
+
+def decide_and_tell(session: Session, config: Config, wid: int, approve: bool, now: datetime,
+                    reason: str | None = None) -> Any:
     """Decide a pending withdrawal and queue the distributor's notice; the withdrawal's row.
-    LookupError when there is none; AlreadyDecided when it was decided before."""
-    decided = decide_withdrawal(session, wid, approve, now, reason)
+    LookupError when there is none; AlreadyDecided when it was decided before. With pay on, an
+    approval leaves the money withdrawing and the notice carries the claim link."""
+    decided = decide_withdrawal(session, wid, approve, now, reason, paid_out=not config.pay.on)
     if decided is None:
         raise LookupError(wid)
     row = session.execute(_select().where(WITHDRAWALS.c.id == wid)).one()
     openid = session.scalar(select(Distributor.openid).where(Distributor.id == decided["distributor_id"]))
+    if approve and config.pay.on:
+        queue_claim_link(session, config, withdrawal_id=wid, distributor_id=decided["distributor_id"], openid=openid,
+                         amount_fen=row.amount_fen, key=f"withdrawal:{wid}:decided")
+        return row
     amount = yuan(row.amount_fen)
     text = (f"您的提现申请（申请号 {wid}）{amount} 已审核通过，款项将尽快到账。" if approve else
             f"您的提现申请（申请号 {wid}）{amount} 未通过审核，原因：{reason}\n这笔钱已退回您的可提现余额。")
@@ -133,9 +179,10 @@ def decide_and_tell(session: Session, wid: int, approve: bool, now: datetime, re
 
 
 async def _decide(request: web.Request, wid: int, approve: bool, reason: str | None = None) -> web.Response:
+    config = request.config_dict[CONFIG]
     try:
         row = await request.config_dict[WRITER].run(
-            lambda s: decide_and_tell(s, wid, approve, datetime.now(UTC), reason))
+            lambda s: decide_and_tell(s, config, wid, approve, datetime.now(UTC), reason))
     except LookupError:
         raise ApiError(404, "not_found", f"No withdrawal {wid}.") from None
     except AlreadyDecided as e:
@@ -144,7 +191,9 @@ async def _decide(request: web.Request, wid: int, approve: bool, reason: str | N
     return ok(_withdrawal_json(row))
 
 
-@api.post("/withdrawals/{id}/approve", summary="Approve a pending withdrawal (it is paid out); 409 if decided",
+@api.post("/withdrawals/{id}/approve",
+          summary="Approve a pending withdrawal (paid out; with pay on, the distributor gets the claim link); "
+                  "409 if decided",
           params=WithdrawalId, response=Withdrawal, errors=(404, 409))
 async def approve_withdrawal(request: web.Request, params: WithdrawalId) -> web.Response:
     return await _decide(request, params.id, approve=True)
@@ -161,7 +210,7 @@ async def reject_withdrawal(request: web.Request, params: WithdrawalId, body: Re
 HISTORY_PAGE = 50
 QUEUE_PAGE = 20
 EXPORT_PAGE = 1000
-STATUS_NAMES = {"pending": "待审核", "approved": "已批准", "rejected": "已拒绝"}
+STATUS_NAMES = {"pending": "待审核", "approved": "已批准", "rejected": "已拒绝", "paid": "已到账", "failed": "转账失败"}
 SOURCE_NAMES = {"chat": "申请", "exit": "退出结算"}
 CSV_HEADER = ("申请号", "推广码", "姓名", "金额（元）", "状态", "来源", "原因", "申请时间", "处理时间")
 
@@ -222,8 +271,9 @@ def _queue(session: Session, history: History, page_no: int, queue_no: int) -> d
         .where(waiting).order_by(w.id).offset((queue_no - 1) * QUEUE_PAGE).limit(QUEUE_PAGE)).all()
     rows = session.execute(_select().add_columns(Distributor.__table__.c.name).where(*history.where())
                            .order_by(w.id.desc()).offset((page_no - 1) * HISTORY_PAGE).limit(HISTORY_PAGE + 1)).all()
+    shown = rows[:HISTORY_PAGE]
     return {"pending": pending, "pending_total": total, "queue_no": queue_no, "queue_pages": pages,
-            "history": rows[:HISTORY_PAGE], "more": len(rows) > HISTORY_PAGE}
+            "history": shown, "more": len(rows) > HISTORY_PAGE, "transfers": transfers(session, [r.id for r in shown])}
 
 
 @feature.console.get("/withdrawals")
@@ -232,7 +282,8 @@ async def queue_page(request: web.Request) -> web.Response:
     page_no, queue_no = page_number(request), page_number(request, "queue")
     values = await run_read(request.config_dict[SESSIONMAKER], lambda s: _queue(s, history, page_no, queue_no))
     return page(request, "withdrawals.html", title="提现", current="/withdrawals", filters=history,
-                problems=problems, page_no=page_no, status_names=STATUS_NAMES, source_names=SOURCE_NAMES, **values)
+                problems=problems, page_no=page_no, status_names=STATUS_NAMES, source_names=SOURCE_NAMES,
+                state_names=STATE_NAMES, reason_words=reason_words, **values)
 
 
 @feature.console.get("/withdrawals.csv")
@@ -265,9 +316,10 @@ async def decide_page(request: web.Request) -> web.StreamResponse:
     if decision == "reject" and not reason:
         return done(request, "/withdrawals", f"拒绝申请 {wid} 需要填写原因（会告知分销员）。", error=True)
     approve = decision == "approve"
+    config = request.config_dict[CONFIG]
     try:
         await request.config_dict[WRITER].run(
-            lambda s: decide_and_tell(s, wid, approve, datetime.now(UTC), None if approve else reason))
+            lambda s: decide_and_tell(s, config, wid, approve, datetime.now(UTC), None if approve else reason))
     except LookupError:
         return done(request, "/withdrawals", f"没有申请号为 {wid} 的提现。", error=True)
     except AlreadyDecided as e:

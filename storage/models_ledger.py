@@ -9,7 +9,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import BigInteger, ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy import BigInteger, ForeignKey, Index, String, Text, UniqueConstraint, false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from storage.models import Base, BigId
@@ -27,7 +27,7 @@ class EntryKind(StrEnum):
     COMMISSION = "commission"  # + when an order is paid
     REVERSAL = "reversal"  # − on a refund or cancellation
     WITHDRAWAL = "withdrawal"  # − when requested
-    WITHDRAWAL_REFUND = "withdrawal_refund"  # + when an admin rejects the request
+    WITHDRAWAL_REFUND = "withdrawal_refund"  # + when an admin rejects the request, or its transfer fails
     REWARD = "reward"  # + (contests; never for recruiting)
     ADJUSTMENT = "adjustment"  # ± by an admin
 
@@ -41,8 +41,10 @@ class CommissionState(StrEnum):
 
 class WithdrawalStatus(StrEnum):
     PENDING = "pending"
-    APPROVED = "approved"
+    APPROVED = "approved"  # pay.mode "off": paid out; otherwise approved and claimable (domain.payouts)
     REJECTED = "rejected"
+    PAID = "paid"  # the WeChat Pay transfer succeeded
+    FAILED = "failed"  # the transfer failed for good: the money went back to available
 
 
 Fen = BigInteger
@@ -149,6 +151,33 @@ class Withdrawal(Base):
     reason: Mapped[str | None] = mapped_column(Text)
     requested_at: Mapped[datetime]
     decided_at: Mapped[datetime | None]
+    # Approved while pay.mode was on: paid through WeChat Pay (payout_bills), not recorded as paid out.
+    pay_transfer: Mapped[bool] = mapped_column(default=False, server_default=false())
+
+
+class PayoutBill(Base):
+    """One attempt to pay a withdrawal through WeChat Pay 商家转账 (domain.payouts). The row is
+    written, state CREATING, before WeChat Pay is asked to create the bill, so that an outcome
+    lost in a crash is found again by its out_bill_no. A final state is applied once: the update
+    that moves the row into it is the one that moves the money."""
+
+    __tablename__ = "payout_bills"
+    __table_args__ = (
+        UniqueConstraint("withdrawal_id", "attempt", name="uq_payout_bills_attempt"),
+        Index("ix_payout_bills_state", "state", "updated_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    withdrawal_id: Mapped[int] = mapped_column(ForeignKey("withdrawals.id"))
+    attempt: Mapped[int]  # 1, 2, ...: a new bill after an expiry or an admin's retry
+    out_bill_no: Mapped[str] = mapped_column(String(32), unique=True)  # derived from the withdrawal and attempt
+    state: Mapped[str] = mapped_column(String(24))  # CREATING, then WeChat Pay's states
+    fail_reason: Mapped[str | None] = mapped_column(String(64))
+    transfer_bill_no: Mapped[str | None] = mapped_column(String(64))
+    package_info: Mapped[str | None] = mapped_column(Text)  # only create answers it: kept for the confirm page
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    finished_at: Mapped[datetime | None]  # when the final state was applied
 
 
 class InviterChange(Base):

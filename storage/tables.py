@@ -7,7 +7,7 @@ from sqlalchemy import Table
 from storage.models import ConversationState, Distributor, Follower, OutboxMessage, ProcessedMessage
 from storage.models_console import ConsoleSession, DailyTotals
 from storage.models_engage import Adjustment, Contest, ContestScore, RankChange, Ticket, TicketReply
-from storage.models_ledger import Balance, Commission, LedgerEntry, Order, OrderEvent, Withdrawal
+from storage.models_ledger import Balance, Commission, LedgerEntry, Order, OrderEvent, PayoutBill, Withdrawal
 
 DISTRIBUTORS: Table = Distributor.__table__  # type: ignore[assignment]
 FOLLOWERS: Table = Follower.__table__  # type: ignore[assignment]
@@ -20,6 +20,7 @@ COMMISSIONS: Table = Commission.__table__  # type: ignore[assignment]
 BALANCES: Table = Balance.__table__  # type: ignore[assignment]
 ENTRIES: Table = LedgerEntry.__table__  # type: ignore[assignment]
 WITHDRAWALS: Table = Withdrawal.__table__  # type: ignore[assignment]
+PAYOUT_BILLS: Table = PayoutBill.__table__  # type: ignore[assignment]
 RANK_CHANGES: Table = RankChange.__table__  # type: ignore[assignment]
 ADJUSTMENTS: Table = Adjustment.__table__  # type: ignore[assignment]
 CONTESTS: Table = Contest.__table__  # type: ignore[assignment]

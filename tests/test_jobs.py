@@ -28,7 +28,7 @@ from storage.models import JobRun
 from tests.conftest import ADMIN_TOKEN, Harness, make_config
 from tests.serve_support import Served
 
-CONTRACT_JOBS = {"unfreeze", "ranks", "contests", "weekly-report", "sla"}
+CONTRACT_JOBS = {"unfreeze", "ranks", "contests", "weekly-report", "sla", "payouts"}
 RFC3339_CHINA = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+08:00$")
 
 

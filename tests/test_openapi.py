@@ -74,7 +74,7 @@ def test_the_models_say_what_validation_checks() -> None:
     page = next(p for p in spec["paths"]["/api/distributors"]["get"]["parameters"] if p["name"] == "page")
     assert page["schema"]["type"] == "integer" and page["schema"]["minimum"] == 1 and not page["required"]
     status = next(p for p in spec["paths"]["/api/withdrawals"]["get"]["parameters"] if p["name"] == "status")
-    assert resolve(spec, status["schema"])["enum"] == ["pending", "approved", "rejected"]
+    assert resolve(spec, status["schema"])["enum"] == ["pending", "approved", "rejected", "paid", "failed"]
     reject = spec["paths"]["/api/withdrawals/{id}/reject"]["post"]["requestBody"]["content"]["application/json"]
     assert resolve(spec, reject["schema"])["properties"]["reason"]["minLength"] == 1
 

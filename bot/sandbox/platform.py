@@ -1,6 +1,6 @@
-"""A stand-in for WeChat's platform: the server API distbot calls (token, qrcode/create, media/upload,
-message/custom/send, message/template/send, message/mass/send (its rules in mass.py), menu/create) with
-WeChat's documented payloads and error codes, and the user side, which signs (and in safe mode
+"""A stand-in for WeChat's platform: the server API distbot calls (token, ticket/getticket, qrcode/create,
+media/upload, message/custom/send, message/template/send, message/mass/send (its rules in mass.py),
+menu/create) with WeChat's documented payloads and error codes, and the user side, which signs (and in safe mode
 encrypts) messages and posts them to the webhook the way WeChat does, retries included.
 """
 
@@ -41,7 +41,7 @@ ERRMSG = {
     45015: "response out of time limit or subscription is canceled",
     45065: "相同 clientmsgid 已存在群发记录，返回数据中带有已存在的群发任务的 msgid",
     45066: "相同 clientmsgid 重试速度过快，请间隔1分钟重试", 45067: "clientmsgid exceeds limit",
-    47001: "data format error",
+    47001: "data format error", 40097: "invalid args",
 }
 
 
@@ -79,6 +79,7 @@ class Platform:
         self.template_ids = template_ids  # None: any non-empty template_id is accepted
         self.clock = time.time
         self.tokens: dict[str, float] = {}
+        self.jsapi_tickets: dict[str, float] = {}
         self.users: dict[str, SimUser] = {}
         self.media: dict[str, tuple[bytes, str, float]] = {}
         self.tickets: dict[str, Ticket] = {}
@@ -117,6 +118,32 @@ class Platform:
             raise PlatformError(41001)
         if self.tokens.get(token, 0) <= self.clock():
             raise PlatformError(40001)
+
+    def issue_jsapi_ticket(self, kind: str) -> dict[str, Any]:
+        """ticket/getticket?type=jsapi: the JS-SDK ticket, valid 7,200 s; a new one retires the old
+        after a grace like the access token's. The page signs wx.config with it (jsapi_signature)."""
+        if kind != "jsapi":
+            raise PlatformError(40097)
+        now = self.clock()
+        for t, exp in list(self.jsapi_tickets.items()):
+            self.jsapi_tickets[t] = min(exp, now + OLD_TOKEN_GRACE)
+        ticket = secrets.token_urlsafe(64)
+        self.jsapi_tickets[ticket] = now + TOKEN_TTL
+        return {"errcode": 0, "errmsg": "ok", "ticket": ticket, "expires_in": TOKEN_TTL}
+
+    def jsapi_signature_valid(self, config: dict[str, Any], url: str) -> bool:
+        """Whether a page's wx.config would pass in WeChat: appId, and the sha1 of
+        jsapi_ticket=…&noncestr=…&timestamp=…&url=… with a ticket still valid."""
+        if config.get("appId") != self.app_id:
+            return False
+        now = self.clock()
+        for ticket, exp in self.jsapi_tickets.items():
+            if exp <= now:
+                continue
+            plain = f"jsapi_ticket={ticket}&noncestr={config.get('nonceStr')}&timestamp={config.get('timestamp')}&url={url}"
+            if hashlib.sha1(plain.encode()).hexdigest() == config.get("signature"):
+                return True
+        return False
 
     def injected_failure(self, endpoint: str) -> None:
         queue = self.fail_next.get(endpoint)

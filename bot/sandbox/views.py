@@ -62,6 +62,10 @@ async def _token(p: Platform, r: web.Request, _: dict[str, Any]) -> dict[str, An
     return p.issue_token(q.get("appid", ""), q.get("secret", ""), q.get("grant_type", ""))
 
 
+async def _ticket(p: Platform, r: web.Request, _: dict[str, Any]) -> dict[str, Any]:
+    return p.issue_jsapi_ticket(r.query.get("type", ""))
+
+
 async def _custom(p: Platform, r: web.Request, body: dict[str, Any]) -> None:
     p.custom_send(body)
 
@@ -250,7 +254,8 @@ def create_sandbox_app(platform: Platform, pay: PayEmulator | None = None) -> we
             await asyncio.gather(*app[PUSHES], return_exceptions=True)
 
     app.cleanup_ctx.append(http_client)
-    api = [("GET", "token", _token, False, False), ("POST", "message/custom/send", _custom, True, True),
+    api = [("GET", "token", _token, False, False), ("GET", "ticket/getticket", _ticket, True, False),
+           ("POST", "message/custom/send", _custom, True, True),
            ("POST", "message/template/send", _template, True, True), ("POST", "message/mass/send", _mass, True, True),
            ("POST", "qrcode/create", _qrcode, True, True),
            ("POST", "menu/create", _menu, True, True), ("POST", "media/upload", _upload, True, False)]
