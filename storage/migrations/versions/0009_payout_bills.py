@@ -1,14 +1,13 @@
 """payout bills: one row per attempt to pay a withdrawal through WeChat Pay 商家转账; withdrawals.pay_transfer
 
 Revision ID: 0009
-Revises: 0007 on branch pay-flow; main's 0008 (daily totals) was written at the same time, so the
-merge into main sets down_revision = '0008' (pay-interface.md, CHANGE of 2026-12-02)
+Revises: 0008
 """
 import sqlalchemy as sa
 from alembic import op
 
 revision = '0009'
-down_revision = '0007'  # '0008' once merged with main's 0008_daily_totals
+down_revision = '0008'
 branch_labels = None
 depends_on = None
 
