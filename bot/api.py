@@ -178,6 +178,7 @@ class ApiRoute:
     status: int = 200
     errors: tuple[int, ...] = ()
     content_type: str = JSON  # other bodies (multipart uploads) are read by the handler itself
+    answers: str = JSON  # the media type of the success answer (text/csv: a streamed download)
 
     def __post_init__(self) -> None:
         if self.params is not None:
@@ -222,10 +223,10 @@ class ApiRoutes:
     def route(self, method: str, path: str, *, summary: str, params: type[ApiModel] | None = None,
               query: type[ApiModel] | None = None, body: type[ApiModel] | None = None,
               response: type[BaseModel] | None = None, status: int = 200, errors: Iterable[int] = (),
-              content_type: str = JSON) -> Callable[[ApiHandler], ApiHandler]:
+              content_type: str = JSON, answers: str = JSON) -> Callable[[ApiHandler], ApiHandler]:
         def register(fn: ApiHandler) -> ApiHandler:
             self.routes.append(ApiRoute(method, path, fn, summary, params, query, body, response, status,
-                                        tuple(errors), content_type))
+                                        tuple(errors), content_type, answers))
             return fn
         return register
 

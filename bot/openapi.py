@@ -62,9 +62,11 @@ def _operation(tag: str, route: ApiRoute, refs: dict[type[BaseModel], dict[str, 
     if route.body is not None:
         op["requestBody"] = {"required": True, "content": {route.content_type: {"schema": refs[route.body]}}}
     answer = refs[route.response] if route.response is not None else {"type": "object"}
-    error = refs[ErrorAnswer]
+    if route.answers != "application/json":
+        answer = {"type": "string"}  # a download (text/csv)
+    error = {"application/json": {"schema": refs[ErrorAnswer]}}
     op["responses"] = {str(s): {"description": _DESCRIPTIONS.get(s, "Error"),
-                                "content": {"application/json": {"schema": answer if s == route.status else error}}}
+                                "content": {route.answers: {"schema": answer}} if s == route.status else error}
                        for s in route.statuses}
     return op
 

@@ -27,9 +27,9 @@ from bot.feature import Feature
 from bot.console import done, page, page_number
 from bot.exports import stream_csv
 from bot.typedefs import CONFIG, SESSIONMAKER, WRITER
-from content.console_pages import when
 from domain.config import MIN_TRANSFER_FEN, Config
-from domain.formats import CHINA, AmountError, china_time, parse_yuan, plain_yuan, yuan
+from domain.exports import SOURCE_NAMES, STATUS_NAMES, WITHDRAWALS_HEADER, withdrawal_rows
+from domain.formats import CHINA, AmountError, china_time, parse_yuan, yuan
 from domain.ledger import AlreadyDecided, balance, decide_withdrawal, withdraw
 from domain.payouts import STATE_NAMES, queue_claim_link, reason_words, transfers
 from domain.messages import Text
@@ -209,10 +209,6 @@ async def reject_withdrawal(request: web.Request, params: WithdrawalId, body: Re
 # ---- the console's 提现 queue, history and export -------------------------------------------------
 HISTORY_PAGE = 50
 QUEUE_PAGE = 20
-EXPORT_PAGE = 1000
-STATUS_NAMES = {"pending": "待审核", "approved": "已批准", "rejected": "已拒绝", "paid": "已到账", "failed": "转账失败"}
-SOURCE_NAMES = {"chat": "申请", "exit": "退出结算"}
-CSV_HEADER = ("申请号", "推广码", "姓名", "金额（元）", "状态", "来源", "原因", "申请时间", "处理时间")
 
 
 @dataclass(frozen=True)
@@ -292,18 +288,10 @@ async def export_csv(request: web.Request) -> web.StreamResponse:
     history, _ = History.of(request.query)
     sessionmaker = request.config_dict[SESSIONMAKER]
 
-    def rows_after(session: Session, after: int) -> tuple[int, list[tuple[Any, ...]]]:
-        found = session.execute(_select().add_columns(Distributor.__table__.c.name)
-                                .where(*history.where(), WITHDRAWALS.c.id > after)
-                                .order_by(WITHDRAWALS.c.id).limit(EXPORT_PAGE)).all()
-        return (found[-1].id if found else after), [
-            (r.id, r.code, r.name, plain_yuan(r.amount_fen), STATUS_NAMES.get(r.status, r.status),
-             SOURCE_NAMES.get(r.source, r.source), r.reason or "", when(r.requested_at), when(r.decided_at))
-            for r in found]
-
     async def pages(after: int) -> tuple[int, list[tuple[Any, ...]]]:
-        return await run_read(sessionmaker, lambda s: rows_after(s, after))
-    return await stream_csv(request, f"提现记录-{datetime.now(UTC).astimezone(CHINA):%Y%m%d}.csv", CSV_HEADER, pages)
+        return await run_read(sessionmaker, lambda s: withdrawal_rows(s, history.where(), after))
+    return await stream_csv(request, f"提现记录-{datetime.now(UTC).astimezone(CHINA):%Y%m%d}.csv", WITHDRAWALS_HEADER,
+                            pages)
 
 
 @feature.console.post(r"/withdrawals/{id:\d{1,18}}")
