@@ -5,13 +5,14 @@ of a large programme never sits in memory."""
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import Annotated, Any
 
 from aiohttp import web
-from pydantic import ConfigDict, Field, model_validator
+from pydantic import BeforeValidator, ConfigDict, Field
 
-from bot.api import ApiModel
+from bot.api import ApiError, ApiModel
 from bot.exports import stream_csv
 from bot.feature import Feature
 from bot.typedefs import SESSIONMAKER
@@ -23,19 +24,29 @@ feature = Feature("exports")
 CSV = "text/csv"
 
 
+def _iso_day(value: Any) -> Any:
+    """Only YYYY-MM-DD: pydantic alone would also read "0" as a Unix time (1970-01-01)."""
+    if isinstance(value, str) and not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+        raise ValueError("a day is written YYYY-MM-DD")
+    return value
+
+
+Day = Annotated[date, BeforeValidator(_iso_day)]
+
+
 class ExportQuery(ApiModel):
     model_config = ConfigDict(populate_by_name=True, regex_engine="python-re")
 
-    since: date | None = Field(None, alias="from", description="first day (YYYY-MM-DD, China time); omitted: "
+    since: Day | None = Field(None, alias="from", description="first day (YYYY-MM-DD, China time); omitted: "
                                                                "from the beginning")
-    until: date | None = Field(None, alias="to", description="last day, included (YYYY-MM-DD, China time); "
+    until: Day | None = Field(None, alias="to", description="last day, included (YYYY-MM-DD, China time); "
                                                              "omitted: until now")
 
-    @model_validator(mode="after")
-    def _ordered(self) -> ExportQuery:
+    def bounds(self) -> tuple[datetime | None, datetime | None]:
+        """The UTC instants the days span; 'to' before 'from' is a 422 (each is a day, the pair is not)."""
         if self.since and self.until and self.until < self.since:
-            raise ValueError("'to' is before 'from'")
-        return self
+            raise ApiError(422, "invalid_query", f"'to' ({self.until}) is before 'from' ({self.since}).")
+        return exports.day_bounds(self.since, self.until)
 
     def filename(self, what: str) -> str:
         today = datetime.now(UTC).astimezone(CHINA).date()
@@ -43,9 +54,9 @@ class ExportQuery(ApiModel):
 
 
 @feature.api.get("/exports/ledger.csv", summary="The ledger's entries as CSV, in the order they were posted",
-                 query=ExportQuery, answers=CSV)
+                 query=ExportQuery, answers=CSV, errors=(422,))
 async def ledger_csv(request: web.Request, query: ExportQuery) -> web.StreamResponse:
-    start, end = exports.day_bounds(query.since, query.until)
+    start, end = query.bounds()
     sessionmaker = request.config_dict[SESSIONMAKER]
 
     async def pages(after: exports.LedgerKey) -> tuple[exports.LedgerKey, list[Any]]:
@@ -54,9 +65,9 @@ async def ledger_csv(request: web.Request, query: ExportQuery) -> web.StreamResp
 
 
 @feature.api.get("/exports/withdrawals.csv", summary="Withdrawals as CSV, by the day they were requested",
-                 query=ExportQuery, answers=CSV)
+                 query=ExportQuery, answers=CSV, errors=(422,))
 async def withdrawals_csv(request: web.Request, query: ExportQuery) -> web.StreamResponse:
-    where = exports.withdrawals_between(*exports.day_bounds(query.since, query.until))
+    where = exports.withdrawals_between(*query.bounds())
     sessionmaker = request.config_dict[SESSIONMAKER]
 
     async def pages(after: int) -> tuple[int, list[Any]]:

@@ -75,10 +75,13 @@ async def test_withdrawals_as_csv(h: Any) -> None:
     assert rows((await download(h, f"withdrawals.csv?from={tomorrow}"))[2]) == [header]
 
 
-@pytest.mark.parametrize("query", ["from=2026-13-01", "from=yesterday", "from=2026-12-02&to=2026-12-01"])
-async def test_bad_days_are_refused(h: Any, query: str) -> None:
-    status, kind, body = await download(h, "ledger.csv?" + query)
-    assert status == 400 and kind.startswith("application/json") and '"bad_query"' in body
+@pytest.mark.parametrize("query,status,code", [
+    ("from=2026-13-01", 400, "bad_query"), ("from=yesterday", 400, "bad_query"), ("to=0", 400, "bad_query"),
+    ("from=2026-12-02&to=2026-12-01", 422, "invalid_query")])
+async def test_bad_days_are_refused(h: Any, query: str, status: int, code: str) -> None:
+    for what in ("ledger.csv", "withdrawals.csv"):
+        got, kind, body = await download(h, f"{what}?{query}")
+        assert got == status and kind.startswith("application/json") and f'"{code}"' in body, body
 
 
 async def test_exports_need_the_admin_token(h: Any) -> None:
