@@ -26,10 +26,14 @@ from bot.sandbox.pay import PayEmulator
 from bot.sandbox.platform import Platform
 from bot.sandbox.views import create_sandbox_app
 from bot.scheduler import JOBS, Jobs, run_scheduler
-from bot.typedefs import CONFIG, DISPATCHER, ENGINE, HTTP, METRICS, OUTBOX, PACKS, PAY, SESSIONMAKER, WECHAT, WRITER
+from bot.typedefs import (CONFIG, DISPATCHER, ENGINE, HTTP, METRICS, OUTBOX, PACKS, PAY, SESSIONMAKER, WEBHOOKS,
+                          WECHAT, WRITER)
 from bot.wechat_api import WeChatAPI, WeChatError
 from bot.wechat_pay import EmulatorKeys, PayClient, PayKeys, sandbox_keys
+from bot.webhooks import WebhookSender
+from bot.webhooks import backlog as webhook_backlog
 from content.store import PackLibrary
+from domain import webhooks as webhook_events
 from domain.config import Config, ConfigError
 from domain.tickets import open_and_overdue
 from storage.db import READ_ONLY, create_engine, create_sessionmaker
@@ -106,7 +110,7 @@ def create_app(config: Config, *, platform: Platform | None = None, workers: boo
         app[ENGINE] = engine
         app[SESSIONMAKER] = create_sessionmaker(engine)
         # The outbox worker exists once the services start; a unit that queued a message wakes it.
-        app[WRITER] = writer = Writer(engine, on_commit=lambda info: _wake_outbox(app, info))
+        app[WRITER] = writer = Writer(engine, on_commit=lambda info: _wake_workers(app, info))
         yield
         await writer.close()
         await engine.dispose()
@@ -117,6 +121,7 @@ def create_app(config: Config, *, platform: Platform | None = None, workers: boo
             app[WECHAT] = WeChatAPI(base_url=config.api_base_url, app_id=config.wechat.app_id,
                                     app_secret=config.wechat.app_secret, sessionmaker=app[SESSIONMAKER], http=http)
             app[OUTBOX] = Outbox(config, app[SESSIONMAKER], app[WRITER], app[WECHAT], app[METRICS])
+            app[WEBHOOKS] = WebhookSender(config, app[WRITER], app[METRICS])
             if merchant_keys is not None:
                 app[PAY] = PayClient(merchant_keys, http, config.pay_base_url)
             yield
@@ -128,6 +133,8 @@ def create_app(config: Config, *, platform: Platform | None = None, workers: boo
         if workers:
             tasks.append(asyncio.create_task(app[OUTBOX].run(), name="outbox"))
             tasks.append(asyncio.create_task(run_scheduler(app), name="scheduler"))
+            if config.webhooks:
+                tasks.append(asyncio.create_task(app[WEBHOOKS].run(), name="webhooks"))
             if config.sandbox and platform is None:
                 tasks.append(asyncio.create_task(_push_sandbox_menu(app[WECHAT]), name="menu"))
         yield
@@ -158,9 +165,11 @@ def create_app(config: Config, *, platform: Platform | None = None, workers: boo
     return app
 
 
-def _wake_outbox(app: web.Application, info: dict[str, object]) -> None:
+def _wake_workers(app: web.Application, info: dict[str, object]) -> None:
     if info.get("outbox") and OUTBOX in app:
         app[OUTBOX].wake()
+    if info.get(webhook_events.WOKEN) and WEBHOOKS in app:
+        app[WEBHOOKS].wake()
 
 
 async def _push_sandbox_menu(wechat: WeChatAPI) -> None:
@@ -194,6 +203,7 @@ async def metrics(request: web.Request) -> web.Response:
             m.outbox_depth.set(await conn.scalar(select(func.count()).select_from(OutboxMessage).where(
                 OutboxMessage.status == OutboxStatus.PENDING)) or 0)
             waiting, overdue = await session.run_sync(open_and_overdue, datetime.now(UTC))
+            m.webhook_backlog.set(await session.run_sync(webhook_backlog))
             m.tickets_open.set(waiting)
             m.tickets_overdue.set(overdue)
     except Exception:  # a scrape still answers while the database does not; /healthz tells

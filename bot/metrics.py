@@ -36,6 +36,9 @@ class Metrics:
                                       ["channel", "result"], registry=r)
         self.batch_size = Histogram("distbot_batch_updates", "Updates committed per group commit",
                                     buckets=(1, 2, 5, 10, 20, 50, 100, 200), registry=r)
+        self.webhook_deliveries = Counter("distbot_webhook_deliveries", "Webhook delivery attempts, by result (ok, error)",
+                                          ["result"], registry=r)
+        self.webhook_backlog = Gauge("distbot_webhook_backlog", "Webhook deliveries not yet sent", registry=r)
         self.job_runs = Counter("distbot_job_runs", "Job runs, by job and status (ok, error)", ["job", "status"],
                                 registry=r)
         self.job_seconds = Histogram("distbot_job_seconds", "How long job runs take, by job", ["job"],

@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from bot.dispatcher import Dispatcher
     from bot.metrics import Metrics
     from bot.outbox import Outbox
+    from bot.webhooks import WebhookSender
     from bot.wechat_api import WeChatAPI
     from bot.wechat_pay import PayClient
     from content.store import PackLibrary
@@ -24,6 +25,7 @@ SESSIONMAKER = web.AppKey("sessionmaker", async_sessionmaker[AsyncSession])
 HTTP = web.AppKey("http", aiohttp.ClientSession)
 WECHAT = web.AppKey("wechat", "WeChatAPI")
 OUTBOX = web.AppKey("outbox", "Outbox")
+WEBHOOKS = web.AppKey("webhooks", "WebhookSender")
 DISPATCHER = web.AppKey("dispatcher", "Dispatcher")
 METRICS = web.AppKey("metrics", "Metrics")
 WRITER = web.AppKey("writer", "Writer")  # every write goes through it (storage.writer)

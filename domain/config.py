@@ -210,6 +210,25 @@ def _default_ranks() -> tuple[RankConfig, ...]:
     )
 
 
+WEBHOOK_EVENTS = ("distributor.registered", "commission.created", "commission.reversed", "withdrawal.paid")
+
+
+class WebhookConfig(_Section):
+    """[[webhooks]]: an endpoint, the secret its deliveries are signed with, the events it wants."""
+
+    url: str
+    secret: str = Field(min_length=16)
+    events: tuple[Literal["distributor.registered", "commission.created", "commission.reversed",
+                          "withdrawal.paid"], ...] = Field(WEBHOOK_EVENTS, min_length=1)
+
+    @field_validator("url")
+    @classmethod
+    def _http(cls, v: str) -> str:
+        if not v.startswith(("http://", "https://")) or len(v) > 500:
+            raise ValueError("must be an http:// or https:// URL of at most 500 characters")
+        return v
+
+
 class Config(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="DISTBOT_", env_nested_delimiter="__", extra="forbid", frozen=True,
@@ -227,6 +246,7 @@ class Config(BaseSettings):
     reports: ReportsConfig = ReportsConfig()
     contests: ContestsConfig = ContestsConfig()
     pay: PayConfig = PayConfig()
+    webhooks: tuple[WebhookConfig, ...] = ()
 
     @classmethod
     def settings_customise_sources(
@@ -249,6 +269,9 @@ class Config(BaseSettings):
             raise ValueError("admin.token: live mode needs a secret admin token, not the default")
         if self.wechat.mode == "live" and self.wechat.app_secret in ("", "sandbox-secret"):
             raise ValueError("wechat.app_secret: live mode needs the real AppSecret")
+        urls = [w.url for w in self.webhooks]
+        if len(set(urls)) != len(urls):
+            raise ValueError("webhooks: each url once (give one endpoint all the events it wants)")
         if self.pay.mode == "live":
             missing = [k for k in PAY_KEY_FIELDS if not getattr(self.pay, k)]
             if missing:

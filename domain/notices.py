@@ -44,7 +44,7 @@ class Person:
 class Credits:
     """What a batch of changes did, for what follows it: commission credited and made available
     (notices), credited sales moved (contest totals, daily totals), orders completed (rank
-    promotion), commission net of reversals (daily totals)."""
+    promotion), commission net of reversals (daily totals), events for webhooks."""
 
     credited: dict[int, list[int]] = field(default_factory=lambda: defaultdict(list))  # receiver -> amounts
     freed: dict[int, int] = field(default_factory=lambda: defaultdict(int))  # receiver -> fen
@@ -52,6 +52,8 @@ class Credits:
     sales: list[SaleChange] = field(default_factory=list)
     completed: set[int] = field(default_factory=set)  # distributors credited with a completed order
     earned_fen: int = 0  # commission posted less reversals posted (the day's commission figure)
+    # Webhook events by type: (the distributor, the event's data), in order (domain.webhooks.emit).
+    hooks: dict[str, list[tuple[int, dict[str, Any]]]] = field(default_factory=lambda: defaultdict(list))
 
     def add(self, other: Credits) -> None:
         for did, amounts in other.credited.items():
@@ -62,6 +64,8 @@ class Credits:
         self.sales.extend(other.sales)
         self.completed |= other.completed
         self.earned_fen += other.earned_fen
+        for type_, events in other.hooks.items():
+            self.hooks[type_].extend(events)
 
 
 def window_end(now: datetime) -> tuple[int, datetime]:

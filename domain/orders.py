@@ -24,10 +24,11 @@ from domain import commission as rules
 from domain.config import Config
 from domain.contests import SaleChange, record_sales
 from domain.dashboard import add_to_days
-from domain.formats import month_start
+from domain.formats import china_time, month_start
 from domain.ledger import Delta, add_to_balances, append_entries, ensure_balances
 from domain.notices import PERSON_COLUMNS, Credits, Person, settle_and_notify
 from domain.promotion import Unlocks, no_unlocks, promote
+from domain.webhooks import emit
 from storage.db import is_postgres
 from storage.group_commit import Refused
 from storage.models import DistributorStatus
@@ -172,6 +173,8 @@ class OrderBook:
         record_sales(session, self.credits.sales)
         if self.credits.completed:
             promote(session, self.config, self.credits.completed, self.now, unlocks=self.unlocks)
+        for type_, events in self.credits.hooks.items():
+            emit(session, self.config, type_, events, self.now)
         add_to_days(session, self.now, self.credits.sales, self.credits.earned_fen)
 
     def _pay(self, session: Session, e: EventIn, credits: Credits, deltas: dict[int, Delta]) -> _Order:
@@ -203,9 +206,14 @@ class OrderBook:
             append_entries(session, [{"distributor_id": c["distributor_id"], "kind": EntryKind.COMMISSION,
                                       "amount_fen": c["amount_fen"], "ref": e.order_no, "order_no": e.order_no,
                                       "created_at": now} for c in comms])
+        codes = {p.id: p.code for p in chain}
         for c in comms:
             deltas[c["distributor_id"]].pending_fen += c["amount_fen"]
             credits.credited[c["distributor_id"]].append(c["amount_fen"])
+            if self.config.webhooks:
+                credits.hooks["commission.created"].append((c["distributor_id"], {
+                    "order_no": e.order_no, "distributor_code": codes[c["distributor_id"]], "depth": c["depth"],
+                    "amount_fen": c["amount_fen"], "order_amount_fen": row["amount_fen"], "at": china_time(now)}))
         credits.people.update((p.id, p) for p in chain)
         credits.sales.append(SaleChange(chain[0].id, row["paid_at"], e.sku, row["amount_fen"], orders=1))
         credits.earned_fen += sum(c["amount_fen"] for c in comms)
@@ -260,6 +268,11 @@ class OrderBook:
                     deltas[c["distributor_id"]].available_fen -= due
                 entries.append({"distributor_id": c["distributor_id"], "kind": EntryKind.REVERSAL,
                                 "amount_fen": -due, "ref": e.event_id, "order_no": e.order_no, "created_at": now})
+                if self.config.webhooks:
+                    credits.hooks["commission.reversed"].append((c["distributor_id"], {
+                        "order_no": e.order_no, "distributor_code": self.credits.people[c["distributor_id"]].code,
+                        "depth": c["depth"], "amount_fen": due, "reason": e.type, "event_id": e.event_id,
+                        "at": china_time(now)}))
                 changed.append(c)
         row["status"], row["updated_at"] = status, now
         conn = session.connection()

@@ -35,6 +35,7 @@ from domain.ledger import withdrawal_again, withdrawal_paid_out, withdrawal_retu
 from domain.messages import Text
 from domain.outbox import Queued, enqueue_many, template_data
 from domain.signing import link_key, sign, verify
+from domain.webhooks import withdrawal_paid
 from storage.db import is_postgres
 from storage.models_ledger import WithdrawalStatus
 from storage.tables import DISTRIBUTORS, PAYOUT_BILLS, WITHDRAWALS
@@ -212,8 +213,8 @@ def apply_final(session: Session, config: Config, number: str, state: str, fail_
         return None
     wid = row[0]
     w, d = WITHDRAWALS.c, DISTRIBUTORS.c
-    did, amount, openid = session.execute(
-        select(w.distributor_id, w.amount_fen, d.openid).join(DISTRIBUTORS, d.id == w.distributor_id)
+    did, amount, openid, code = session.execute(
+        select(w.distributor_id, w.amount_fen, d.openid, d.code).join(DISTRIBUTORS, d.id == w.distributor_id)
         .where(w.id == wid)).one()
     key = f"payout:{number}"
     if state == "FAIL" and fail_reason == OVERDUE:
@@ -229,6 +230,8 @@ def apply_final(session: Session, config: Config, number: str, state: str, fail_
         raise RuntimeError(f"payout bill {number} ended {state} but withdrawal {wid} was not approved")
     if paid:
         withdrawal_paid_out(session, did, amount)
+        withdrawal_paid(session, config, withdrawal_id=wid, distributor_id=did, distributor_code=code,
+                        amount_fen=amount, now=now)
         text = f"您的提现（申请号 {wid}）{yuan(amount)} 已转入您的微信零钱，请查收。"
     else:
         withdrawal_returned(session, did, wid, amount, key, now)

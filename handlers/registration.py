@@ -15,9 +15,10 @@ from bot.chat import Ctx, Incoming
 from bot.feature import Feature
 from bot.menu import MenuKey
 from bot.typedefs import PACKS
-from domain.formats import mask_name
+from domain.formats import china_time, mask_name
 from domain.messages import Text
 from domain.promotion import promote
+from domain.webhooks import emit
 from storage.models import Distributor, DistributorStatus
 from storage.queries import distributor_by_code
 
@@ -135,9 +136,12 @@ def on_name(msg: Incoming, ctx: Ctx) -> Text:
     ctx.session.add(me)
     ctx.distributor = me
     ctx.clear_state()
+    ctx.session.flush()
     if inviter is not None:  # a bigger team may be what the inviter's next rank needed
-        ctx.session.flush()
         promote(ctx.session, ctx.config, [inviter.id], ctx.now, unlocks=ctx.app[PACKS].unlocks)
+    emit(ctx.session, ctx.config, "distributor.registered", [(me.id, {
+        "distributor_code": me.code, "name": me.name, "phone": me.phone, "rank": me.rank,
+        "inviter_code": inviter.code if inviter else None, "registered_at": china_time(ctx.now)})], ctx.now)
     rank = ctx.config.ranks[0].name
     return Text(f"注册成功！\n您的推广码：{me.code}\n等级：{rank}\n{_inviter_line(inviter)}\n"
                 "回复“海报”获取专属推广海报，回复“帮助”查看全部功能。")

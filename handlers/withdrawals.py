@@ -34,6 +34,7 @@ from domain.ledger import AlreadyDecided, balance, decide_withdrawal, withdraw
 from domain.payouts import STATE_NAMES, queue_claim_link, reason_words, transfers
 from domain.messages import Text
 from domain.outbox import enqueue
+from domain.webhooks import withdrawal_paid
 from storage.models import Distributor
 from storage.models_ledger import WithdrawalStatus
 from storage.db import run_read
@@ -171,6 +172,9 @@ def decide_and_tell(session: Session, config: Config, wid: int, approve: bool, n
         queue_claim_link(session, config, withdrawal_id=wid, distributor_id=decided["distributor_id"], openid=openid,
                          amount_fen=row.amount_fen, key=f"withdrawal:{wid}:decided")
         return row
+    if approve:
+        withdrawal_paid(session, config, withdrawal_id=wid, distributor_id=decided["distributor_id"],
+                        distributor_code=row.code, amount_fen=row.amount_fen, now=now)
     amount = yuan(row.amount_fen)
     text = (f"您的提现申请（申请号 {wid}）{amount} 已审核通过，款项将尽快到账。" if approve else
             f"您的提现申请（申请号 {wid}）{amount} 未通过审核，原因：{reason}\n这笔钱已退回您的可提现余额。")
