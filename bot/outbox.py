@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 
 from domain.config import Config
 from bot.metrics import Metrics
+from bot.polling import drain_forever
 from domain.messages import from_json
 from domain.outbox import NO_TEMPLATE, template_data
 from bot.wechat_api import MASS_TOO_SOON, NOT_FOLLOWING, OUTSIDE_WINDOW, QUOTA_SPENT, WeChatAPI, WeChatError
@@ -77,24 +78,16 @@ class Outbox:
     async def _work(self) -> None:
         await self.recover()
         last_recover = time.monotonic()
-        while True:
-            try:
-                # The next claim is made while the last sends are still in flight: no gap between batches.
-                sent = await self.drain_once(wait=False)
-                if time.monotonic() - last_recover > self.config.outbox.lease_seconds / 2:
-                    await self.recover()
-                    last_recover = time.monotonic()
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # keep the worker alive through a database hiccup
-                log.exception("outbox worker error")
-                sent = 0
-            if not sent:
-                self._wake.clear()
-                try:
-                    await asyncio.wait_for(self._wake.wait(), IDLE_POLL_SECONDS)
-                except TimeoutError:
-                    pass
+
+        async def step() -> int:
+            nonlocal last_recover
+            # The next claim is made while the last sends are still in flight: no gap between batches.
+            sent = await self.drain_once(wait=False)
+            if time.monotonic() - last_recover > self.config.outbox.lease_seconds / 2:
+                await self.recover()
+                last_recover = time.monotonic()
+            return sent
+        await drain_forever(step, self._wake, IDLE_POLL_SECONDS, "outbox worker")
 
     async def recover(self) -> int:
         """Give claims older than the lease back (their worker died between claim and mark)."""

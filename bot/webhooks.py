@@ -24,6 +24,7 @@ from sqlalchemy import and_, exists, func, select, update
 from sqlalchemy.orm import Session, aliased
 
 from bot.metrics import Metrics
+from bot.polling import drain_forever
 from domain.config import Config
 from storage.db import is_postgres
 from storage.models import OutboxStatus
@@ -70,20 +71,7 @@ class WebhookSender:
     async def run(self) -> None:
         timeout = aiohttp.ClientTimeout(total=TIMEOUT_SECONDS)
         async with aiohttp.ClientSession(timeout=timeout) as http:
-            while True:
-                try:
-                    sent = await self.drain_once(http)
-                except asyncio.CancelledError:
-                    raise
-                except Exception:  # keep the worker alive through a database hiccup
-                    log.exception("webhook sender error")
-                    sent = 0
-                if not sent:
-                    self._wake.clear()
-                    try:
-                        await asyncio.wait_for(self._wake.wait(), IDLE_POLL_SECONDS)
-                    except TimeoutError:
-                        pass
+            await drain_forever(lambda: self.drain_once(http), self._wake, IDLE_POLL_SECONDS, "webhook sender")
 
     async def drain_once(self, http: aiohttp.ClientSession) -> int:
         rows = await self._writer.run(self._claim)

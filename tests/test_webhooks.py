@@ -78,7 +78,7 @@ async def h(db_url: str, platform: Platform, wechat_server: TestServer,
         yield harness
 
 
-async def until(check: Any, seconds: float = 10.0) -> None:
+async def until(check: Any, seconds: float = 30.0) -> None:
     for _ in range(int(seconds / 0.05)):
         if check():
             return
