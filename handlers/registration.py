@@ -18,6 +18,8 @@ from bot.typedefs import PACKS
 from domain.formats import mask_name
 from domain.messages import Text
 from domain.promotion import promote
+from domain.risk import check_signups
+from domain.suspension import suspended_text
 from storage.models import Distributor, DistributorStatus
 from storage.queries import distributor_by_code
 
@@ -87,6 +89,8 @@ def on_register(msg: Incoming, ctx: Ctx) -> Text:
     me = ctx.distributor
     if me is not None and me.status == DistributorStatus.EXITED:
         return Text("您已退出分销计划，暂不能重新注册。如需帮助请回复“客服”。")
+    if me is not None and me.status == DistributorStatus.SUSPENDED:
+        return Text(suspended_text(ctx.session, me.id))
     if me is not None:
         return Text(f"您已经是分销员了，推广码：{me.code}。回复“海报”获取推广海报。")
     typed = ctx.args.strip().upper()
@@ -138,6 +142,7 @@ def on_name(msg: Incoming, ctx: Ctx) -> Text:
     if inviter is not None:  # a bigger team may be what the inviter's next rank needed
         ctx.session.flush()
         promote(ctx.session, ctx.config, [inviter.id], ctx.now, unlocks=ctx.app[PACKS].unlocks)
+        check_signups(ctx.session, ctx.config, inviter.id, inviter.code, ctx.now)  # a sign-up farm?
     rank = ctx.config.ranks[0].name
     return Text(f"注册成功！\n您的推广码：{me.code}\n等级：{rank}\n{_inviter_line(inviter)}\n"
                 "回复“海报”获取专属推广海报，回复“帮助”查看全部功能。")

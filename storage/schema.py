@@ -6,3 +6,4 @@ from storage import models_content  # noqa: F401
 from storage import models_campaigns  # noqa: F401
 from storage import models_engage  # noqa: F401
 from storage import models_console  # noqa: F401
+from storage import models_risk  # noqa: F401

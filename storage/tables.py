@@ -7,6 +7,7 @@ from sqlalchemy import Table
 from storage.models import ConversationState, Distributor, Follower, OutboxMessage, ProcessedMessage
 from storage.models_console import ConsoleSession, DailyTotals
 from storage.models_engage import Adjustment, Contest, ContestScore, RankChange, Ticket, TicketReply
+from storage.models_risk import RiskFlag, Suspension
 from storage.models_ledger import Balance, Commission, LedgerEntry, Order, OrderEvent, PayoutBill, Withdrawal
 
 DISTRIBUTORS: Table = Distributor.__table__  # type: ignore[assignment]
@@ -29,3 +30,5 @@ TICKETS: Table = Ticket.__table__  # type: ignore[assignment]
 TICKET_REPLIES: Table = TicketReply.__table__  # type: ignore[assignment]
 CONSOLE_SESSIONS: Table = ConsoleSession.__table__  # type: ignore[assignment]
 DAILY_TOTALS: Table = DailyTotals.__table__  # type: ignore[assignment]
+RISK_FLAGS: Table = RiskFlag.__table__  # type: ignore[assignment]
+SUSPENSIONS: Table = Suspension.__table__  # type: ignore[assignment]
