@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
@@ -237,3 +238,62 @@ async def test_rules_off(db_url: str, platform: Platform, wechat_server: TestSer
         for i in range(3):
             await pay(h, f"OFF{i}", 1000, d)
         assert (await flags(h))["total"] == 0
+
+
+# ---- the console ---------------------------------------------------------------------------------
+async def test_console_risk_page_suspend_and_reinstate(served: tuple[str, Any], page: Any) -> None:
+    from playwright.async_api import expect
+
+    from domain.ledger import adjust, withdraw
+    from tests.console_support import no_sideways_scroll, order_event, sign_in
+    base, app = served
+    now = datetime.now(UTC)
+
+    def work(s: Any) -> int:
+        top = Distributor(code="RISKUP", openid="o-risk-up", phone="13900000011", name="王上线", rank="junior",
+                          status="active", registered_at=now)
+        s.add(top)
+        s.flush()
+        d = Distributor(code="RISKDN", openid="o-risk-dn", phone="13900000012", name="赵下线", rank="junior",
+                        status="active", registered_at=now, inviter_id=top.id)
+        s.add(d)
+        s.flush()
+        adjust(s, d.id, 10000, "测试入账", "test", now)
+        wid = withdraw(s, d.id, 2000, now)
+        assert wid is not None
+        return wid
+    wid = await app[WRITER].run(work)
+    await order_event(base, event_id="evt-risk-1", order_no="SO-RISK-1", type="paid", amount_fen=12900,
+                      distributor_code="RISKDN", buyer_openid="o-risk-up")
+
+    await sign_in(page, base)
+    await page.get_by_role("link", name="提现", exact=True).click()
+    await page.get_by_role("form", name=f"提现申请 {wid}").get_by_role("button", name="批准").click()
+    await expect(page.get_by_role("status")).to_contain_text("有未处理的风险提示")
+
+    await page.get_by_role("link", name="风险", exact=True).click()
+    await expect(page.get_by_role("heading", name="风险", exact=True)).to_be_visible()
+    await no_sideways_scroll(page)
+    flag = page.get_by_role("form", name=re.compile(r"风险提示 #\d+"))
+    await expect(flag).to_contain_text("上级自购")
+    await expect(flag).to_contain_text("SO-RISK-1")
+    await flag.get_by_label("原因").fill("上级自购套佣金")
+    await flag.get_by_role("button", name="暂停").click()
+    await expect(page.get_by_role("status")).to_contain_text("已暂停该分销员")
+    await expect(page.get_by_text("没有待处理的风险提示")).to_be_visible()
+
+    await page.goto(base + "/admin/distributors/RISKDN")
+    await expect(page.get_by_text("已暂停").first).to_be_visible()
+    await expect(page.get_by_role("cell", name="上级自购套佣金")).to_be_visible()
+    await no_sideways_scroll(page)
+    await page.get_by_label("恢复原因").fill("申诉通过")
+    await page.get_by_role("button", name="恢复").click()
+    await expect(page.get_by_role("status")).to_contain_text("已恢复")
+    await expect(page.get_by_role("cell", name="申诉通过")).to_be_visible()
+    await page.get_by_label("暂停原因").fill("再次核查")
+    await page.get_by_role("button", name="暂停").click()
+    await expect(page.get_by_role("status")).to_contain_text("已暂停，已通知分销员")
+
+    await page.get_by_role("link", name="提现", exact=True).click()
+    await page.get_by_role("form", name=f"提现申请 {wid}").get_by_role("button", name="批准").click()
+    await expect(page.get_by_role("status")).to_contain_text("已暂停，恢复前不能批准其提现")
