@@ -22,6 +22,8 @@
    which has no queries: the difference between the two is 收益's own share of the reply time.
 
 Only 127.0.0.1 is used; everything started here is stopped at the end; --keep keeps the temp dir.
+--risk on|off sets risk.enabled (the risk rules evaluated with each batch of order events, on by
+default): the two runs' events/s compare ingestion with the rules and without.
 --outbox-rate sets the server's outbox.rate_per_second (the commission notices it sends during the
 event run cost server CPU); --profile records the server with py-spy.
 """
@@ -100,7 +102,7 @@ def peak_rss_mb(pid: int) -> float:
 
 class Server:
     def __init__(self, workdir: Path, db_url: str, profile: Path | None = None, outbox_rate: float | None = None,
-                 api_base_url: str = "", outbox_batch: int | None = None):
+                 api_base_url: str = "", outbox_batch: int | None = None, risk: bool = True):
         self.profile = profile
         self.port = free_port()
         self.db_url = db_url
@@ -111,6 +113,7 @@ class Server:
             f'[wechat]\nmode = "sandbox"\ntoken = "{TOKEN}"\napi_base_url = "{api_base_url}"\n'
             'template_id = "tmpl-bench"\n'
             f'[database]\nurl = "{db_url}"\n[admin]\ntoken = "{ADMIN}"\n'
+            f'[risk]\nenabled = {"true" if risk else "false"}\n'
             '[distribution]\nmax_levels = 2\nfreeze_days = 7\n[outbox]\n'
             + (f'rate_per_second = {outbox_rate}\n' if outbox_rate else "")
             + (f'batch_size = {outbox_batch}\n' if outbox_batch else ""), encoding="utf-8")
@@ -314,7 +317,8 @@ async def earnings_handler(db_url: str, n: int, distributors: int) -> dict[str, 
 
 # ---- main ------------------------------------------------------------------------------------
 async def run_on(db: str, db_url: str, args: argparse.Namespace, workdir: Path) -> None:
-    server = Server(workdir, db_url, Path(f"{args.profile}.{db}.txt") if args.profile else None, args.outbox_rate)
+    server = Server(workdir, db_url, Path(f"{args.profile}.{db}.txt") if args.profile else None, args.outbox_rate,
+                    risk=args.risk == "on")
     try:
         await server.start()
         pid = server.proc.pid  # type: ignore[union-attr]
@@ -406,6 +410,8 @@ def main() -> None:
     p.add_argument("--pace", type=float, default=0.1, help="seconds between 收益 messages")
     p.add_argument("--db", nargs="+", default=["sqlite", "postgresql"], choices=["sqlite", "postgresql"])
     p.add_argument("--pg-url", help="a PostgreSQL server URL whose user may CREATE DATABASE")
+    p.add_argument("--risk", choices=["on", "off"], default="on",
+                   help="risk.enabled: evaluate the risk rules on each batch of order events (compare on and off)")
     p.add_argument("--keep", action="store_true")
     p.add_argument("--profile", help="record the server with py-spy (--gil) into PROFILE.<db>.txt, collapsed "
                    "stacks; the server's CPU and memory figures are then py-spy's, not distbot's")

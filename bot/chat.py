@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 
 from domain.config import Config
 from domain.messages import Reply, Text
+from domain.suspension import suspended_text
 from storage.models import ConversationState, Distributor, DistributorStatus, Follower
 
 if TYPE_CHECKING:
@@ -147,12 +148,15 @@ Handler = Callable[[Incoming, Ctx], HandlerResult]
 
 def active_only(handler: Callable[[Incoming, Ctx, Distributor], HandlerResult]) -> Handler:
     """The one guard for distributor commands: whoever is not an active distributor gets the same
-    refusal everywhere (an exited distributor is told so); the handler gets the distributor."""
+    refusal everywhere (an exited distributor is told so, a suspended one why: CONTRACT §4.12);
+    the handler gets the distributor."""
     @functools.wraps(handler)
     def guarded(msg: Incoming, ctx: Ctx) -> HandlerResult:
         me = ctx.distributor
         if me is None:
             return Text(NOT_REGISTERED)
+        if me.status == DistributorStatus.SUSPENDED:
+            return Text(suspended_text(ctx.session, me.id))
         if me.status != DistributorStatus.ACTIVE:
             return Text(EXITED)
         return handler(msg, ctx, me)

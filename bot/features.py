@@ -6,7 +6,7 @@ from __future__ import annotations
 from bot.feature import Feature
 from handlers import campaigns, content_packs, contests, distributors, earnings, exports, help_text, leave, orders
 from handlers import overview
-from handlers import payouts, posters, ranks
+from handlers import payouts, posters, ranks, risk
 from handlers import registration, scripts, service, team, trainings, weekly_report, withdrawals
 
 FEATURES: tuple[Feature, ...] = (
@@ -26,6 +26,7 @@ FEATURES: tuple[Feature, ...] = (
     ranks.feature,
     contests.feature,
     service.feature,
+    risk.feature,
     overview.feature,
     distributors.feature,
     exports.feature,

@@ -11,9 +11,10 @@ Commission (CONTRACT §3, §4.2):
 - `monthly_cap_fen` caps each receiver's commission credited in a calendar month (Asia/Shanghai,
   by the time distbot records it), counted net of what has since been reversed; the part above
   the cap is not accrued at all;
-- an exited distributor earns nothing more. An order credited to an exited distributor is still
-  accepted and recorded (the sale happened): the exited distributor gets no share and their
-  inviters earn at their usual depths, exactly as if the credited distributor earned zero.
+- an exited distributor earns nothing more, nor does a suspended one while suspended (CONTRACT
+  §4.12; `Receiver.active` is false for both). An order credited to either is still accepted and
+  recorded (the sale happened): they get no share and their inviters earn at their usual depths,
+  exactly as if the credited distributor earned zero; a suspended inviter's depth is skipped alike.
 
 Reversals: after refunds totalling R of an order of amount A, a commission c has been reversed
 by exactly floor(c × R / A) in all (so a full refund, or a cancellation, reverses all of it).

@@ -202,6 +202,17 @@ class PayConfig(_Section):
         return self.mode != "off"
 
 
+class RiskConfig(_Section):
+    """Risk rules (CONTRACT §4.12): thresholds of the flags the rules raise (domain.risk)."""
+
+    enabled: bool = True  # false: no rule is evaluated (flags already raised stay)
+    burst_orders: int = Field(20, ge=1)  # more than this many paid orders credited to one distributor ...
+    burst_minutes: int = Field(10, ge=1, le=24 * 60)  # ... within this many minutes
+    refund_ratio: float = Field(0.5, ge=0, lt=1)  # refunded share above this among the last refund_window orders
+    refund_window: int = Field(20, ge=2, le=1000)
+    signup_burst: int = Field(30, ge=1)  # direct sign-ups in one hour
+
+
 def _default_ranks() -> tuple[RankConfig, ...]:
     return (
         RankConfig(key="junior", name="初级推广员", rates=(Decimal("0.10"), Decimal("0.03"))),
@@ -247,6 +258,7 @@ class Config(BaseSettings):
     contests: ContestsConfig = ContestsConfig()
     pay: PayConfig = PayConfig()
     webhooks: tuple[WebhookConfig, ...] = ()
+    risk: RiskConfig = RiskConfig()
 
     @classmethod
     def settings_customise_sources(

@@ -21,6 +21,7 @@ from sqlalchemy import Select, bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from domain import commission as rules
+from domain import risk
 from domain.config import Config
 from domain.contests import SaleChange, record_sales
 from domain.dashboard import add_to_days
@@ -113,6 +114,7 @@ class OrderBook:
         self.credits = Credits()
         self.deltas: dict[int, Delta] = defaultdict(Delta)
         self._tried: set[str] = set()
+        self.watch = risk.Watch(config)
         if events:
             self._load(session, [e.event_id for e in events], list({e.order_no for e in events}),
                        list({e.distributor_code for e in events if e.type == rules.PAID and e.distributor_code}))
@@ -160,13 +162,19 @@ class OrderBook:
         # The event went through: the book remembers it.
         self.orders[e.order_no], self.stored[e.event_id] = order, answer
         self.credits.add(credits)
+        if e.type == rules.PAID:
+            chain = self.chains[e.distributor_code or ""]
+            self.watch.paid_order(e.order_no, order.row["amount_fen"], e.buyer_openid, chain)
+        elif e.type in (rules.REFUNDED, rules.CANCELLED):
+            self.watch.refund(order.row["distributor_id"])
         for did, d in deltas.items():
             self.deltas[did] += d
         return answer
 
     def finish(self, session: Session) -> None:
         """What the batch's events add up to: balances, the batched notices, contest totals, and
-        the promotion of whoever's completed sales crossed a rank's line, and last the day's totals
+        the promotion of whoever's completed sales crossed a rank's line, the risk rules (domain.risk),
+        and last the day's totals
         (on PostgreSQL the day's row is locked from there to the commit, and nothing else waits)."""
         add_to_balances(session, self.deltas)
         settle_and_notify(session, self.config, self.now, self.credits)
@@ -175,6 +183,7 @@ class OrderBook:
             promote(session, self.config, self.credits.completed, self.now, unlocks=self.unlocks)
         for type_, events in self.credits.hooks.items():
             emit(session, self.config, type_, events, self.now)
+        self.watch.finish(session, self.now)
         add_to_days(session, self.now, self.credits.sales, self.credits.earned_fen)
 
     def _pay(self, session: Session, e: EventIn, credits: Credits, deltas: dict[int, Delta]) -> _Order:

@@ -36,7 +36,9 @@ from domain.messages import Text
 from domain.outbox import Queued, enqueue_many, template_data
 from domain.signing import link_key, sign, verify
 from domain.webhooks import withdrawal_paid
+from domain.suspension import check_payable
 from storage.db import is_postgres
+from storage.models import DistributorStatus
 from storage.models_ledger import WithdrawalStatus
 from storage.tables import DISTRIBUTORS, PAYOUT_BILLS, WITHDRAWALS
 
@@ -135,6 +137,7 @@ class Claim:
     name: str
     bill: BillRow | None
     fresh: bool = False
+    suspended: bool = False  # the distributor is suspended: no new bill until reinstated
 
 
 _BILL_COLUMNS = (PAYOUT_BILLS.c.id, PAYOUT_BILLS.c.withdrawal_id, PAYOUT_BILLS.c.attempt, PAYOUT_BILLS.c.out_bill_no,
@@ -157,9 +160,10 @@ def claim(session: Session, withdrawal_id: int, distributor_id: int, now: dateti
     """Open a claim: the withdrawal's open bill, or a new one recorded (CREATING) when the
     withdrawal is approved and its last bill is final or missing. None for a withdrawal that is
     not that distributor's. The withdrawal's row is locked (PostgreSQL) so that two claims at once
-    make one bill. A withdrawal approved while pay was off was paid by hand: it has no claim."""
+    make one bill. A withdrawal approved while pay was off was paid by hand: it has no claim. A
+    suspended distributor's claim makes no bill (`suspended`)."""
     w, d = WITHDRAWALS.c, DISTRIBUTORS.c
-    stmt = (select(w.status, w.amount_fen, w.requested_at, d.openid, d.name)
+    stmt = (select(w.status, w.amount_fen, w.requested_at, d.openid, d.name, d.status.label("d_status"))
             .join(DISTRIBUTORS, d.id == w.distributor_id)
             .where(w.id == withdrawal_id, w.distributor_id == distributor_id, w.pay_transfer.is_(True)))
     if is_postgres(session):
@@ -167,10 +171,10 @@ def claim(session: Session, withdrawal_id: int, distributor_id: int, now: dateti
     row = session.execute(stmt).first()
     if row is None:
         return None
-    status, amount, requested_at, openid, name = row
+    status, amount, requested_at, openid, name, standing = row
     bill = latest_bill(session, withdrawal_id)
-    found = Claim(withdrawal_id, status, amount, openid, name, bill)
-    if status != WithdrawalStatus.APPROVED or (bill is not None and bill.state not in FINAL):
+    found = Claim(withdrawal_id, status, amount, openid, name, bill, suspended=standing == DistributorStatus.SUSPENDED)
+    if found.suspended or status != WithdrawalStatus.APPROVED or (bill is not None and bill.state not in FINAL):
         return found
     attempt = bill.attempt + 1 if bill is not None else 1
     number = out_bill_no(withdrawal_id, attempt, requested_at)
@@ -255,7 +259,9 @@ class AvailableShort(Exception):
 def retry(session: Session, config: Config, withdrawal_id: int, now: datetime) -> int:
     """A failed withdrawal becomes approved again: its money goes from available back to
     withdrawing, and the distributor gets a new claim link (the claim makes a new bill). The
-    amount; LookupError, NotRetryable (not failed), AvailableShort (nothing changed)."""
+    amount; LookupError, NotRetryable (not failed), AvailableShort (nothing changed),
+    domain.suspension.Refused (suspended, or an open risk flag)."""
+    check_payable(session, withdrawal_id)
     w, d = WITHDRAWALS.c, DISTRIBUTORS.c
     row = session.execute(select(w.status, w.distributor_id, w.amount_fen, d.openid)
                           .join(DISTRIBUTORS, d.id == w.distributor_id).where(w.id == withdrawal_id)).first()

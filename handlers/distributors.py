@@ -1,7 +1,8 @@
 """Distributors as admins see them: GET /api/distributors (find by openid or code, or page through
 them) and /api/distributors/{code}, and the console's 分销员 pages: a search by code, name or
-phone, and a distributor's page (balances, rank and its history, ledger, orders, team) with forms
-to set the rank and to post an adjustment. The forms call the same domain functions as the API
+phone, and a distributor's page (balances, rank and its history, suspensions and open risk flags,
+ledger, orders, team) with forms to set the rank and to post an adjustment (the suspend and
+reinstate forms post to handlers/risk.py). The forms call the same domain functions as the API
 (domain.promotion.change_rank, domain.notices.adjust_and_tell), so the record names who acted and
 the distributor hears the same notice either way.
 """
@@ -21,6 +22,7 @@ from bot.api import ApiError, ApiModel, actor_of, ok
 from bot.console import done, page, page_number
 from bot.feature import Feature
 from bot.typedefs import CONFIG, PACKS, SESSIONMAKER, WRITER
+from domain import risk, suspension
 from domain.commission import STATUS_NAMES
 from domain.distributors import MAX_PAGE, PER_PAGE, DistributorAnswer, distributor_json, search
 from domain.formats import AmountError, parse_signed_yuan
@@ -130,6 +132,7 @@ def _profile(session: Session, code: str) -> dict[str, Any] | None:
         "orders": session.execute(select(o.order_no, o.amount_fen, o.refunded_fen, o.status, o.paid_at)
                                   .where(o.distributor_id == d.id).order_by(o.paid_at.desc()).limit(ORDERS_SHOWN)).all(),
         "changes": session.execute(select(RANK_CHANGES).where(r.distributor_id == d.id).order_by(r.id.desc())).all(),
+        "suspensions": suspension.history(session, d.id), "flags": risk.open_flags(session, d.id),
     }
 
 
@@ -142,7 +145,7 @@ async def distributor_page(request: web.Request) -> web.Response:
     ranks = {r.key: r.name for r in request.config_dict[CONFIG].ranks}
     return page(request, "distributor.html", title=profile["d"].name, current="/distributors", ranks=ranks,
                 buckets=BUCKET_NAMES, kinds=KIND_NAMES, order_statuses=STATUS_NAMES, statuses=STATUS_LABELS,
-                **profile)
+                rule_names=risk.RULE_NAMES, **profile)
 
 
 # ---- the console's forms ------------------------------------------------------------------------------

@@ -7,6 +7,8 @@ from bot.chat import Ctx, Incoming
 from bot.feature import Feature
 from domain.help import HELP
 from domain.messages import Text
+from domain.suspension import suspended_text
+from storage.models import DistributorStatus
 
 feature = Feature("help")
 
@@ -15,6 +17,9 @@ __all__ = ["HELP", "feature", "on_anything_else", "on_help"]
 
 @feature.command("帮助")
 def on_help(msg: Incoming, ctx: Ctx) -> Text:
+    me = ctx.distributor
+    if me is not None and me.status == DistributorStatus.SUSPENDED:  # only 客服 still serves them
+        return Text(suspended_text(ctx.session, me.id))
     return Text(HELP)
 
 

@@ -34,6 +34,7 @@ from domain import payouts
 from domain.config import TRANSFER_SCENES, Config
 from domain.formats import CHINA, yuan
 from domain.messages import Text
+from domain.suspension import Refused
 from storage.db import run_read
 from storage.models import Distributor
 from storage.models_ledger import WithdrawalStatus
@@ -127,6 +128,8 @@ async def claim_link(request: web.Request) -> web.Response:
     if claim is None:
         return _html(notice_page("链接无效", "这个领取链接无效。请回到公众号，回复“提现记录”查看。"), 404)
     here = config.server.public_url + request.path_qs
+    if claim.suspended:
+        return _html(notice_page("暂不能领取", "您的分销员账号已暂停，暂不能领取提现。如有疑问请在公众号回复“客服”。"), 403)
     if claim.status != WithdrawalStatus.APPROVED or claim.bill is None:
         return _html(_status_page(claim))
     try:
@@ -249,6 +252,8 @@ async def retry_page(request: web.Request) -> web.StreamResponse:
         amount = await request.config_dict[WRITER].run(lambda s: payouts.retry(s, config, wid, datetime.now(UTC)))
     except LookupError:
         return done(request, "/withdrawals", f"没有申请号为 {wid} 的提现。", error=True)
+    except Refused as e:
+        return done(request, "/withdrawals", f"申请 {wid} 不能重试：{e.words}。", error=True)
     except payouts.NotRetryable:
         return done(request, "/withdrawals", f"申请 {wid} 不是转账失败的提现，不能重试。", error=True)
     except payouts.AvailableShort:

@@ -19,6 +19,8 @@ from domain.formats import china_time, mask_name
 from domain.messages import Text
 from domain.promotion import promote
 from domain.webhooks import emit
+from domain.risk import check_signups
+from domain.suspension import suspended_text
 from storage.models import Distributor, DistributorStatus
 from storage.queries import distributor_by_code
 
@@ -88,6 +90,8 @@ def on_register(msg: Incoming, ctx: Ctx) -> Text:
     me = ctx.distributor
     if me is not None and me.status == DistributorStatus.EXITED:
         return Text("您已退出分销计划，暂不能重新注册。如需帮助请回复“客服”。")
+    if me is not None and me.status == DistributorStatus.SUSPENDED:
+        return Text(suspended_text(ctx.session, me.id))
     if me is not None:
         return Text(f"您已经是分销员了，推广码：{me.code}。回复“海报”获取推广海报。")
     typed = ctx.args.strip().upper()
@@ -139,6 +143,7 @@ def on_name(msg: Incoming, ctx: Ctx) -> Text:
     ctx.session.flush()
     if inviter is not None:  # a bigger team may be what the inviter's next rank needed
         promote(ctx.session, ctx.config, [inviter.id], ctx.now, unlocks=ctx.app[PACKS].unlocks)
+        check_signups(ctx.session, ctx.config, inviter.id, inviter.code, ctx.now)  # a sign-up farm?
     emit(ctx.session, ctx.config, "distributor.registered", [(me.id, {
         "distributor_code": me.code, "name": me.name, "phone": me.phone, "rank": me.rank,
         "inviter_code": inviter.code if inviter else None, "registered_at": china_time(ctx.now)})], ctx.now)

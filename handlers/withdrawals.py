@@ -35,6 +35,7 @@ from domain.payouts import STATE_NAMES, queue_claim_link, reason_words, transfer
 from domain.messages import Text
 from domain.outbox import enqueue
 from domain.webhooks import withdrawal_paid
+from domain.suspension import Refused, check_payable
 from storage.models import Distributor
 from storage.models_ledger import WithdrawalStatus
 from storage.db import run_read
@@ -161,8 +162,11 @@ async def get_withdrawal(request: web.Request, params: WithdrawalId) -> web.Resp
 def decide_and_tell(session: Session, config: Config, wid: int, approve: bool, now: datetime,
                     reason: str | None = None) -> Any:
     """Decide a pending withdrawal and queue the distributor's notice; the withdrawal's row.
-    LookupError when there is none; AlreadyDecided when it was decided before. With pay on, an
+    LookupError when there is none; AlreadyDecided when it was decided before; an approval
+    domain.suspension.Refused while the distributor is suspended or has an open risk flag. With pay on, an
     approval leaves the money withdrawing and the notice carries the claim link."""
+    if approve:
+        check_payable(session, wid)  # suspended, or an open risk flag: Refused (409)
     decided = decide_withdrawal(session, wid, approve, now, reason, paid_out=not config.pay.on)
     if decided is None:
         raise LookupError(wid)
@@ -192,12 +196,14 @@ async def _decide(request: web.Request, wid: int, approve: bool, reason: str | N
     except AlreadyDecided as e:
         raise ApiError(409, "already_decided", f"Withdrawal {wid} was already {e.status}.",
                        {"status": e.status}) from None
+    except Refused as e:
+        raise ApiError(409, e.code, e.message, e.details) from None
     return ok(_withdrawal_json(row))
 
 
 @api.post("/withdrawals/{id}/approve",
           summary="Approve a pending withdrawal (paid out; with pay on, the distributor gets the claim link); "
-                  "409 if decided",
+                  "409 if decided, or while the distributor is suspended or has an open risk flag",
           params=WithdrawalId, response=Withdrawal, errors=(404, 409))
 async def approve_withdrawal(request: web.Request, params: WithdrawalId) -> web.Response:
     return await _decide(request, params.id, approve=True)
@@ -316,4 +322,6 @@ async def decide_page(request: web.Request) -> web.StreamResponse:
         return done(request, "/withdrawals", f"没有申请号为 {wid} 的提现。", error=True)
     except AlreadyDecided as e:
         return done(request, "/withdrawals", f"申请 {wid} 已经处理过（{e.status}）。", error=True)
+    except Refused as e:
+        return done(request, "/withdrawals", f"申请 {wid} 不能批准：{e.words}。", error=True)
     return done(request, "/withdrawals", f"申请 {wid} 已{'批准' if approve else '拒绝'}。")

@@ -59,6 +59,7 @@ class Base(DeclarativeBase):
 class DistributorStatus(StrEnum):
     ACTIVE = "active"
     EXITED = "exited"
+    SUSPENDED = "suspended"  # by an admin (CONTRACT §4.12): earns nothing, cannot withdraw; reinstated to active
 
 
 class OutboxStatus(StrEnum):

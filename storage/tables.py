@@ -8,6 +8,7 @@ from storage.models import ConversationState, Distributor, Follower, OutboxMessa
 from storage.models_console import ConsoleSession, DailyTotals
 from storage.models_engage import Adjustment, Contest, ContestScore, RankChange, Ticket, TicketReply
 from storage.models_webhooks import WebhookDelivery
+from storage.models_risk import RiskFlag, Suspension
 from storage.models_ledger import Balance, Commission, LedgerEntry, Order, OrderEvent, PayoutBill, Withdrawal
 
 DISTRIBUTORS: Table = Distributor.__table__  # type: ignore[assignment]
@@ -31,3 +32,5 @@ TICKET_REPLIES: Table = TicketReply.__table__  # type: ignore[assignment]
 CONSOLE_SESSIONS: Table = ConsoleSession.__table__  # type: ignore[assignment]
 DAILY_TOTALS: Table = DailyTotals.__table__  # type: ignore[assignment]
 WEBHOOK_DELIVERIES: Table = WebhookDelivery.__table__  # type: ignore[assignment]
+RISK_FLAGS: Table = RiskFlag.__table__  # type: ignore[assignment]
+SUSPENSIONS: Table = Suspension.__table__  # type: ignore[assignment]

@@ -1,14 +1,14 @@
 """webhooks: one row per outgoing event and endpoint (CONTRACT §4.11)
 
 Revision ID: 0012
-Revises: 0009
+Revises: 0011
 """
 from alembic import op
 import sqlalchemy as sa
 
 
 revision = '0012'
-down_revision = '0009'
+down_revision = '0011'
 branch_labels = None
 depends_on = None
 
