@@ -4,7 +4,7 @@ No auto-discovery: a new feature is one module under handlers/ and one line here
 from __future__ import annotations
 
 from bot.feature import Feature
-from handlers import campaigns, content_packs, contests, distributors, earnings, help_text, leave, orders, overview
+from handlers import audit, campaigns, content_packs, contests, distributors, earnings, help_text, leave, orders, overview
 from handlers import payouts, posters, ranks
 from handlers import registration, scripts, service, team, trainings, weekly_report, withdrawals
 
@@ -27,5 +27,6 @@ FEATURES: tuple[Feature, ...] = (
     service.feature,
     overview.feature,
     distributors.feature,
+    audit.feature,
     help_text.feature,
 )

@@ -39,7 +39,7 @@ from storage.models_ledger import WithdrawalStatus
 from storage.db import run_read
 from storage.tables import BALANCES, WITHDRAWALS
 
-feature = Feature("withdrawals")
+feature = Feature("withdrawals", scope="finance")
 api = feature.api
 
 MAX_REASON = 200

@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import Table
 
 from storage.models import ConversationState, Distributor, Follower, OutboxMessage, ProcessedMessage
-from storage.models_console import ConsoleSession, DailyTotals
+from storage.models_console import AuditEntry, ConsoleSession, DailyTotals
 from storage.models_engage import Adjustment, Contest, ContestScore, RankChange, Ticket, TicketReply
 from storage.models_ledger import Balance, Commission, LedgerEntry, Order, OrderEvent, PayoutBill, Withdrawal
 
@@ -29,3 +29,4 @@ TICKETS: Table = Ticket.__table__  # type: ignore[assignment]
 TICKET_REPLIES: Table = TicketReply.__table__  # type: ignore[assignment]
 CONSOLE_SESSIONS: Table = ConsoleSession.__table__  # type: ignore[assignment]
 DAILY_TOTALS: Table = DailyTotals.__table__  # type: ignore[assignment]
+AUDIT_ENTRIES: Table = AuditEntry.__table__  # type: ignore[assignment]
