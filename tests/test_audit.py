@@ -205,6 +205,8 @@ async def test_console_forms_are_recorded_with_what_the_admin_was_told(h: Harnes
         await finance.close()
     admin = await console(h, TOKEN["admin"])
     try:
+        async with admin.get(h.url + "/admin/withdrawals") as resp:
+            assert f'href="/admin/audit?object={wid}"' in await resp.text()  # the history links its rows
         async with admin.get(h.url + f"/admin/audit?object={wid}") as resp:
             html = await resp.text()
             assert resp.status == 200 and f"申请 {wid} 已批准。" in html and "审计日志" in html

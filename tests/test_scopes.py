@@ -54,6 +54,7 @@ FAMILIES: dict[str, set[str]] = {
     "/tickets": {"ops"},
     "/jobs": {"ops"},
     "/audit": {"admin"},
+    "/exports": {"finance"},  # CONTRACT §4.11 (main adds the routes)
     "/openapi.json": {"shop", "finance", "ops", "admin"},
 }
 
