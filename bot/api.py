@@ -1,4 +1,5 @@
-"""The /api sub-application: bearer auth, JSON errors, and requests validated once.
+"""The /api sub-application: bearer auth with scoped tokens (bot.scopes), the audit of every
+mutating request (bot.audit), JSON errors, and requests validated once.
 
 A route declares its path parameters, query parameters and JSON body as pydantic models. Its
 endpoint validates them before the handler runs and passes the parsed models on (`params=`,
@@ -8,7 +9,6 @@ models: what the document promises and what the server accepts are one thing.
 
 from __future__ import annotations
 
-import hmac
 import json
 import logging
 import re
@@ -19,8 +19,9 @@ from typing import Annotated, Any, ClassVar
 from aiohttp import web
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, RootModel, ValidationError
 
+from bot.audit import audited
 from bot.openapi import openapi_spec
-from bot.typedefs import CONFIG
+from bot.scopes import ANY, PRINCIPAL, ScopeSpec, bearer, describe, scopes_of
 from domain.config import Config
 
 log = logging.getLogger(__name__)
@@ -52,13 +53,13 @@ def ok(data: Any, status: int = 200) -> web.Response:
     return web.json_response(data, status=status, dumps=_dumps)
 
 
-# Who acts, when not the admin token: the console names its session here.
+# Who acts: "admin" (admin.token), "token:<name>" (a named token), "console:<8 hex>:<token name>".
 ACTOR = web.RequestKey("actor", str)
 
 
 def actor_of(request: web.Request) -> str:
-    """Who is acting, kept with what admins change (rank changes, adjustments, ticket replies).
-    One admin token today; named tokens (CONTRACT §4.11) will name themselves here."""
+    """Who is acting, kept with what admins change (rank changes, adjustments, ticket replies) and
+    in the audit trail: the /api middleware and the console's guard name the token here."""
     return request.get(ACTOR, "admin")
 
 
@@ -179,6 +180,7 @@ class ApiRoute:
     errors: tuple[int, ...] = ()
     content_type: str = JSON  # other bodies (multipart uploads) are read by the handler itself
     answers: str = JSON  # the media type of the success answer (text/csv: a streamed download)
+    scopes: frozenset[str] = frozenset()  # who may use it (bot.scopes); empty: admin only
 
     def __post_init__(self) -> None:
         if self.params is not None:
@@ -194,10 +196,11 @@ class ApiRoute:
 
     @property
     def statuses(self) -> tuple[int, ...]:
-        """Every status this route answers: its own, 401, and the refusals of validation."""
+        """Every status this route answers: its own, 401, 403 (a token outside its scopes), and the
+        refusals of validation."""
         implied = {404} if self.params is not None else set()
         implied |= {400, 413, 422} if self.parses_body else {400} if self.query is not None else set()
-        return tuple(sorted({self.status, 401, *implied, *self.errors}))
+        return tuple(sorted({self.status, 401, 403, *implied, *self.errors}))
 
     async def endpoint(self, request: web.Request) -> web.StreamResponse:
         models: dict[str, BaseModel] = {}
@@ -213,20 +216,23 @@ class ApiRoute:
 
 
 class ApiRoutes:
-    """A feature's /api routes: `api = ApiRoutes("orders")`, then
-    `@api.post(path, summary=..., body=Model, response=Model, errors=(...))` on each handler."""
+    """A feature's /api routes: `api = ApiRoutes("orders", scope="shop")`, then
+    `@api.post(path, summary=..., body=Model, response=Model, errors=(...))` on each handler;
+    `scope=` on one route overrides the table's (bot.scopes)."""
 
-    def __init__(self, tag: str):
+    def __init__(self, tag: str, scope: ScopeSpec = None):
         self.tag = tag
+        self.scope = scope
         self.routes: list[ApiRoute] = []
 
     def route(self, method: str, path: str, *, summary: str, params: type[ApiModel] | None = None,
               query: type[ApiModel] | None = None, body: type[ApiModel] | None = None,
               response: type[BaseModel] | None = None, status: int = 200, errors: Iterable[int] = (),
-              content_type: str = JSON, answers: str = JSON) -> Callable[[ApiHandler], ApiHandler]:
+              content_type: str = JSON, answers: str = JSON,
+              scope: ScopeSpec = None) -> Callable[[ApiHandler], ApiHandler]:
         def register(fn: ApiHandler) -> ApiHandler:
             self.routes.append(ApiRoute(method, path, fn, summary, params, query, body, response, status,
-                                        tuple(errors), content_type, answers))
+                                        tuple(errors), content_type, answers, scopes_of(scope, self.scope)))
             return fn
         return register
 
@@ -238,13 +244,32 @@ class ApiRoutes:
 
 
 # ---- the sub-application -------------------------------------------------------------------------
+def route_of(request: web.Request) -> ApiRoute | None:
+    """The /api route the request matched (None: no route, answered 404 or 405)."""
+    route = getattr(request.match_info.handler, "__self__", None)
+    return route if isinstance(route, ApiRoute) else None
+
+
 @web.middleware
 async def _auth_and_errors(request: web.Request, handler: ApiHandler) -> web.StreamResponse:
-    expected = request.config_dict[CONFIG].admin.token
-    given = request.headers.get("Authorization", "")
-    # surrogateescape: aiohttp hands undecodable header bytes over as lone surrogates.
-    if not hmac.compare_digest(given.encode("utf-8", "surrogateescape"), f"Bearer {expected}".encode()):
-        return error_response(401, "unauthorized", "A valid 'Authorization: Bearer <admin token>' header is required.")
+    principal = bearer(request)
+    if principal is None:
+        return error_response(401, "unauthorized", "A valid 'Authorization: Bearer <token>' header is required.")
+    request[PRINCIPAL], request[ACTOR] = principal, principal.api_actor
+    route = route_of(request)
+
+    async def answer() -> web.StreamResponse:
+        if route is not None and not principal.may(route.scopes):
+            return error_response(403, "forbidden", f"The token {principal.name!r} may not use {request.method} "
+                                  f"{request.path}: it needs the {describe(route.scopes)} scope.",
+                                  {"needs": sorted(route.scopes) or ["admin"]})
+        return await _answer(request, handler)
+    return await audited(request, answer, principal=principal, actor=principal.api_actor,
+                         success=route.status if route is not None else 404,
+                         summary=route.handler.__name__ if route is not None else "no such route")
+
+
+async def _answer(request: web.Request, handler: ApiHandler) -> web.StreamResponse:
     try:
         return await handler(request)
     except ApiError as e:
@@ -268,7 +293,7 @@ OPENAPI = web.AppKey("openapi", dict[str, Any])
 
 def create_api_app(tables: Iterable[ApiRoutes]) -> web.Application:
     """The /api sub-application serving `tables`, and its description at /api/openapi.json."""
-    docs = ApiRoutes("meta")
+    docs = ApiRoutes("meta", scope=ANY)
 
     @docs.get("/openapi.json", summary="This OpenAPI 3.1 description of every /api route")
     async def openapi(request: web.Request) -> web.Response:

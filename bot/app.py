@@ -14,6 +14,7 @@ from sqlalchemy import delete, func, select, text
 
 from bot import jobs_api, webhook
 from bot.api import ApiRoutes, create_api_app
+from bot.audit import audit_log
 from bot.chat import ChatRouter
 from bot.console import create_console_app
 from bot.dispatcher import REPLY_DEADLINE_SECONDS, Dispatcher
@@ -147,7 +148,7 @@ def create_app(config: Config, *, platform: Platform | None = None, workers: boo
 
     # Started in this order, stopped in reverse: features' resources may use the database and
     # the clients; the dispatcher and the workers use the features' resources.
-    app.cleanup_ctx.extend([database, clients])
+    app.cleanup_ctx.extend([database, audit_log, clients])
     install_resources(app, features)
     app.cleanup_ctx.append(work)
     webhook.add_routes(app)

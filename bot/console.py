@@ -10,7 +10,11 @@ pages (`feature.console`, paths under /admin); this module only guards and frame
   anything else is 403 and changes nothing. A multipart form (a file, e.g. a content pack) may be
   up to MAX_FORM_BYTES; aiohttp spools its file to disk while the guard reads the token.
 - What a page changes is recorded with the session that did it: `actor_of(request)` names it
-  ("console:<8 hex>") wherever the API records who acted.
+  ("console:<8 hex>:<token name>") wherever the API records who acted, and every form sent by a
+  session is in the audit trail (bot.audit), with what `done` told the admin as its summary.
+- Scopes (bot.scopes): any configured token signs in; the session keeps the token's name and
+  scopes (never the token). The navigation shows only the pages the session may open; a page or
+  form outside its scopes answers 403 and changes nothing.
 """
 
 from __future__ import annotations
@@ -31,8 +35,11 @@ from aiohttp import web
 from sqlalchemy import delete, select, update
 
 from bot.api import ACTOR
+from bot.audit import audited, note
+from bot.scopes import ANY, PRINCIPAL, ConsolePages, Principal, describe, identify, scopes_of
 from bot.typedefs import CONFIG, SESSIONMAKER, WRITER
 from content.console_pages import TEMPLATES, render
+from domain import audit
 from storage.db import run_read
 from storage.tables import CONSOLE_SESSIONS
 
@@ -48,7 +55,8 @@ LIVE_JS = TEMPLATES / "live.js"
 MAX_PAGE = 10**6  # a page number beyond any list
 MAX_FORM_BYTES = 51 * 1024 * 1024  # a multipart form: a 50 MiB content pack and its fields
 NAV = (("/", "概览"), ("/distributors", "分销员"), ("/withdrawals", "提现"), ("/content", "内容"),
-       ("/campaigns", "活动"), ("/contests", "比赛"), ("/tickets", "客服"), ("/risk", "风险"))
+       ("/campaigns", "活动"), ("/contests", "比赛"), ("/tickets", "客服"), ("/risk", "风险"),
+       ("/audit", "审计日志"))
 HEADERS = {"Cache-Control": "no-store", "X-Frame-Options": "DENY", "Referrer-Policy": "same-origin",
            "Content-Security-Policy": "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:"}
 
@@ -61,6 +69,7 @@ class ConsoleSession:
     csrf: str
     actor: str
     last_seen_at: datetime
+    principal: Principal
 
 
 SESSION = web.RequestKey("console_session", ConsoleSession)  # set by the guard
@@ -97,6 +106,9 @@ class Throttle:
 
 
 THROTTLE = web.AppKey("console_throttle", Throttle)
+# The scopes of every console route, and of each page by its path (GET), for the guard and the nav.
+ROUTE_SCOPES = web.AppKey("console_route_scopes", dict[web.AbstractRoute, frozenset[str]])
+PAGE_SCOPES = web.AppKey("console_page_scopes", dict[str, frozenset[str]])
 
 
 def _hash(token: str) -> str:
@@ -113,13 +125,32 @@ def page(request: web.Request, template: str, *, title: str, current: str = "", 
     """A console page in the frame (navigation, 退出登录, the flash message of the last action)."""
     session = request.get(SESSION)
     flash = unquote(request.cookies.get(FLASH_COOKIE, ""))
-    html = render(template, title=title, nav=NAV, current=current, session=session,
+    html = render(template, title=title, nav=nav_of(request), current=current, session=session,
                   csrf_token=session.csrf if session else "", flash=flash.removeprefix("!"),
                   flash_error=flash.startswith("!"), **values)
     response = web.Response(text=html, content_type="text/html", status=status, headers=HEADERS)
     if flash:
         response.del_cookie(FLASH_COOKIE, path="/admin")
     return response
+
+
+def may_open(request: web.Request, path: str) -> bool:
+    """Whether the signed-in session may open the page at `path` (under /admin), e.g. for a link."""
+    session, scopes = request.get(SESSION), request.app[PAGE_SCOPES].get(path)
+    return session is not None and scopes is not None and session.principal.may(scopes)
+
+
+def nav_of(request: web.Request) -> list[tuple[str, str]]:
+    return [(path, name) for path, name in NAV if may_open(request, path)]
+
+
+def refused(request: web.Request, scopes: frozenset[str]) -> web.Response:
+    """A page or form outside the session's scopes: 403, in the frame, nothing changed."""
+    session = request[SESSION]
+    html = render("base.html", title="无权访问", nav=nav_of(request), current="", session=session,
+                  csrf_token=session.csrf, flash_error=True,
+                  flash=f"令牌“{session.principal.name}”无权使用此页面（需要 {describe(scopes)} 权限），没有做任何更改。")
+    return web.Response(text=html, content_type="text/html", status=403, headers=HEADERS)
 
 
 def page_number(request: web.Request, name: str = "page", last: int = MAX_PAGE) -> int:
@@ -135,7 +166,9 @@ def see_other(location: str) -> web.Response:
 
 
 def done(request: web.Request, path: str, message: str, *, error: bool = False) -> web.Response:
-    """After a form: back to a page (POST, redirect, GET), which shows `message` once."""
+    """After a form: back to a page (POST, redirect, GET), which shows `message` once; the message
+    is the summary of the form's audit row."""
+    note(request, ("未完成：" if error else "") + message)
     response = see_other(f"/admin{path}")
     response.set_cookie(FLASH_COOKIE, quote(("!" if error else "") + message), path="/admin", httponly=True,
                         samesite="Strict", secure=_secure(request), max_age=60)
@@ -170,7 +203,7 @@ async def _session(request: web.Request) -> ConsoleSession | None:
     if now - row.last_seen_at > TOUCH_EVERY:
         await request.config_dict[WRITER].run(lambda s: s.execute(
             update(CONSOLE_SESSIONS).where(CONSOLE_SESSIONS.c.id == sid).values(last_seen_at=now)))
-    return ConsoleSession(row.id, row.csrf, row.actor, now)
+    return ConsoleSession(row.id, row.csrf, row.actor, now, Principal(row.token_name, frozenset(row.scopes.split())))
 
 
 async def login(request: web.Request) -> web.StreamResponse:
@@ -182,19 +215,22 @@ async def login(request: web.Request) -> web.StreamResponse:
     wait = throttle.delay(address)
     if wait:
         await asyncio.sleep(wait)
-    token = str(form.get("token", ""))
-    expected = request.config_dict[CONFIG].admin.token
-    if not hmac.compare_digest(token.encode("utf-8", "surrogateescape"), expected.encode()):
+    principal = identify(request.config_dict[CONFIG], str(form.get("token", "")))
+    if principal is None:
         throttle.failed(address)
         return sign_in_page(request, error="管理令牌不正确。", status=401)
     throttle.cleared(address)
     raw, now = secrets.token_urlsafe(32), datetime.now(UTC)
     sid = _hash(raw)
+    actor = f"console:{sid[:8]}:{principal.name}"
 
     def start(s: Any) -> None:
         s.execute(delete(CONSOLE_SESSIONS).where(CONSOLE_SESSIONS.c.last_seen_at < now - IDLE))
-        s.execute(CONSOLE_SESSIONS.insert().values(id=sid, csrf=secrets.token_urlsafe(32), actor=f"console:{sid[:8]}",
+        s.execute(CONSOLE_SESSIONS.insert().values(id=sid, csrf=secrets.token_urlsafe(32), actor=actor,
+                                                   token_name=principal.name, scopes=" ".join(sorted(principal.scopes)),
                                                    created_at=now, last_seen_at=now))
+        audit.record(s, audit.Entry(at=now, token_name=principal.name, actor=actor, method="POST",
+                                    path=request.path, status=303, summary="登录后台"))
     await request.config_dict[WRITER].run(start)
     response = see_other("/admin/")
     response.set_cookie(SESSION_COOKIE, raw, path="/admin", httponly=True, samesite="Strict", secure=_secure(request))
@@ -219,24 +255,35 @@ async def _guard(request: web.Request, handler: ConsoleHandler) -> web.StreamRes
         if request.method in ("GET", "HEAD"):
             return sign_in_page(request) if request.path in ("/admin", "/admin/") else see_other("/admin/")
         return forbidden("请先登录。")
-    request[SESSION] = session
-    request[ACTOR] = session.actor
-    if request.method == "POST":
-        if request.content_type == "multipart/form-data":  # only signed-in admins get this far
-            request = request.clone(client_max_size=MAX_FORM_BYTES)
-        try:
-            given = str((await request.post()).get("csrf_token", ""))
-        except web.HTTPRequestEntityTooLarge:
-            return forbidden(f"表单太大：最多 {MAX_FORM_BYTES // 1048576} MiB（内容包最多 50 MiB），没有做任何更改。",
-                             status=413)
-        if not given or not hmac.compare_digest(given, session.csrf):
-            await _close_files(request)
-            return forbidden("表单已过期或来源不明（缺少有效的 csrf_token），没有做任何更改。")
-        try:
-            return await handler(request)
-        finally:
-            await _close_files(request)
-    return await handler(request)
+    request[SESSION], request[ACTOR], request[PRINCIPAL] = session, session.actor, session.principal
+    scopes = request.app[ROUTE_SCOPES].get(request.match_info.route)  # None: no such page (404)
+
+    async def answer() -> web.StreamResponse:
+        if scopes is not None and not session.principal.may(scopes):
+            return refused(request, scopes)
+        if request.method == "POST":
+            return await _posted(request, handler, session)
+        return await handler(request)
+    return await audited(request, answer, principal=session.principal, actor=session.actor, success=303,
+                         summary=getattr(request.match_info.handler, "__name__", "console"))
+
+
+async def _posted(request: web.Request, handler: ConsoleHandler, session: ConsoleSession) -> web.StreamResponse:
+    """A form: its csrf_token checked before the page's handler sees it."""
+    if request.content_type == "multipart/form-data":  # only signed-in admins get this far
+        request = request.clone(client_max_size=MAX_FORM_BYTES)
+    try:
+        given = str((await request.post()).get("csrf_token", ""))
+    except web.HTTPRequestEntityTooLarge:
+        return forbidden(f"表单太大：最多 {MAX_FORM_BYTES // 1048576} MiB（内容包最多 50 MiB），没有做任何更改。",
+                         status=413)
+    if not given or not hmac.compare_digest(given, session.csrf):
+        await _close_files(request)
+        return forbidden("表单已过期或来源不明（缺少有效的 csrf_token），没有做任何更改。")
+    try:
+        return await handler(request)
+    finally:
+        await _close_files(request)
 
 
 async def _close_files(request: web.Request) -> None:
@@ -252,12 +299,19 @@ async def live_script(request: web.Request) -> web.Response:
                         headers=HEADERS)
 
 
-def create_console_app(tables: Iterable[web.RouteTableDef]) -> web.Application:
+def create_console_app(tables: Iterable[ConsolePages]) -> web.Application:
+    """The console serving the features' pages, each guarded by the scopes its feature declared."""
     app = web.Application(middlewares=[_guard])
     app[THROTTLE] = Throttle()
+    every = scopes_of(ANY)
     app.router.add_post("/login", login)
-    app.router.add_post("/logout", logout)
-    app.router.add_get("/live.js", live_script)
+    route_scopes = {app.router.add_post("/logout", logout): every, app.router.add_get("/live.js", live_script): every}
+    page_scopes: dict[str, frozenset[str]] = {}
     for table in tables:
-        app.router.add_routes(table)
+        for r in table:
+            if isinstance(r, web.RouteDef):
+                route_scopes[app.router.add_route(r.method, r.path, r.handler, **r.kwargs)] = table.scopes[(r.method, r.path)]
+                if r.method == "GET":
+                    page_scopes[r.path] = table.scopes[(r.method, r.path)]
+    app[ROUTE_SCOPES], app[PAGE_SCOPES] = route_scopes, page_scopes
     return app

@@ -2,7 +2,7 @@
 events, conversation states (an enum), /api routes, public pages, jobs, and the resources it
 needs. bot.features lists them; the app factory installs the list (install).
 
-    feature = Feature("orders")
+    feature = Feature("orders", scope="shop")   # who may use its /api routes and console pages
 
     @feature.command("订单", "orders", menu=MenuKey.ORDERS)
     @active_only
@@ -31,6 +31,7 @@ from bot.api import ApiRoutes
 from bot.chat import Handler, Preload
 from bot.menu import MenuKey
 from bot.scheduler import Job
+from bot.scopes import ConsolePages, ScopeSpec
 from domain.config import Config
 
 ResourceFactory = Callable[[web.Application], AsyncIterator[Any]]
@@ -48,7 +49,9 @@ class Command:
 
 
 class Feature:
-    def __init__(self, name: str, *, states: type[StrEnum] | None = None):
+    def __init__(self, name: str, *, states: type[StrEnum] | None = None, scope: ScopeSpec = None):
+        """`scope`: the scope (or scopes) that may use this feature's /api routes and console pages,
+        unless a route says otherwise with its own `scope=` (bot.scopes)."""
         self.name = name
         self.states = states
         self.commands: list[Command] = []
@@ -56,9 +59,9 @@ class Feature:
         self.events: dict[str, Handler] = {}
         self.state_handlers: dict[str, Handler] = {}
         self.fallback_handler: Handler | None = None
-        self.api = ApiRoutes(name)
+        self.api = ApiRoutes(name, scope)
         self.pages = web.RouteTableDef()
-        self.console = web.RouteTableDef()  # admin console pages, paths under /admin (bot.console)
+        self.console = ConsolePages(scope)  # admin console pages, paths under /admin (bot.console)
         self.jobs: list[Job] = []
         self.resources: list[tuple[web.AppKey[Any], ResourceFactory]] = []
 

@@ -4,9 +4,8 @@ No auto-discovery: a new feature is one module under handlers/ and one line here
 from __future__ import annotations
 
 from bot.feature import Feature
-from handlers import campaigns, content_packs, contests, distributors, earnings, exports, help_text, leave, orders
-from handlers import overview
-from handlers import payouts, posters, ranks, risk
+from handlers import audit, campaigns, content_packs, contests, distributors, earnings, exports, help_text, leave
+from handlers import orders, overview, payouts, posters, ranks, risk
 from handlers import registration, scripts, service, team, trainings, weekly_report, withdrawals
 
 FEATURES: tuple[Feature, ...] = (
@@ -30,5 +29,6 @@ FEATURES: tuple[Feature, ...] = (
     overview.feature,
     distributors.feature,
     exports.feature,
+    audit.feature,
     help_text.feature,
 )

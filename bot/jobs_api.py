@@ -15,7 +15,7 @@ from bot.scheduler import JOBS, last_runs
 from bot.typedefs import CONFIG, SESSIONMAKER
 from domain.formats import china_time
 
-api = ApiRoutes("jobs")
+api = ApiRoutes("jobs", scope="ops")
 
 
 class JobName(ApiModel):

@@ -18,7 +18,8 @@ if TYPE_CHECKING:
 
 REF = "#/components/schemas/{model}"
 _DESCRIPTIONS = {200: "OK", 201: "Created", 202: "Accepted", 400: "Malformed request",
-                 401: "Missing or wrong admin token", 404: "Not found", 409: "Conflict", 413: "Too large",
+                 401: "Missing or unknown token", 403: "The token's scopes do not include this route's",
+                 404: "Not found", 409: "Conflict", 413: "Too large",
                  422: "Invalid"}
 
 
@@ -53,7 +54,10 @@ def _parameters(model: type[BaseModel] | None, where: str) -> list[dict[str, Any
 
 
 def _operation(tag: str, route: ApiRoute, refs: dict[type[BaseModel], dict[str, Any]]) -> dict[str, Any]:
-    op: dict[str, Any] = {"summary": route.summary, "tags": [tag], "operationId": route.handler.__name__}
+    scopes = sorted(route.scopes) or ["admin"]
+    op: dict[str, Any] = {"summary": route.summary, "tags": [tag], "operationId": route.handler.__name__,
+                          "description": f"Scopes: {', '.join(scopes)} (a token with admin may use every route).",
+                          "x-scopes": scopes}
     typed = {p["name"]: p for p in _parameters(route.params, "path")}
     params = [typed.get(n, {"name": n, "in": "path", "required": True, "schema": {"type": "string"}})
               for n in route.path_names] + _parameters(route.query, "query")
@@ -83,7 +87,11 @@ def openapi_spec(tables: Iterable[ApiRoutes]) -> dict[str, Any]:
         "openapi": "3.1.0",
         "info": {"title": "distbot admin and shop API", "version": "1"},
         "components": {"schemas": definitions.get("$defs", {}),
-                       "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
+                       "securitySchemes": {"bearer": {
+                           "type": "http", "scheme": "bearer",
+                           "description": "admin.token (every scope) or a token of [[admin.tokens]] with its scopes: "
+                                          "shop, finance, ops, admin; each operation's x-scopes names who may use "
+                                          "it, others get 403"}}},
         "security": [{"bearer": []}],
         "paths": paths,
     }

@@ -20,6 +20,11 @@ TRANSFER_SCENES: dict[str, tuple[tuple[str, str], ...]] = {
     "1005": (("岗位类型", "推广员"), ("报酬说明", "推广佣金")),  # 佣金报酬
     "1000": (("活动名称", "分销推广"), ("奖励说明", "推广佣金")),  # 现金营销
 }
+# Scoped tokens (CONTRACT §4.11): shop (order events and reads), finance (withdrawals, adjustments,
+# ledgers, exports, payouts), ops (content, campaigns, contests, tickets, jobs), admin (everything).
+ADMIN = "admin"
+SCOPES: tuple[str, ...] = ("shop", "finance", "ops", ADMIN)
+Scope = Literal["shop", "finance", "ops", "admin"]
 PAY_KEY_FIELDS = ("mchid", "merchant_serial", "private_key_path", "apiv3_key", "public_key_id", "public_key_path")
 
 
@@ -89,9 +94,29 @@ class DatabaseConfig(_Section):
         return v
 
 
+class AdminToken(_Section):
+    """A named token with some scopes ([[admin.tokens]]); admin.token is "admin" with all of them."""
+
+    name: str = Field(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9_.-]+$")
+    token: str = Field(min_length=16, max_length=256, pattern=r"^[!-~]+$")  # printable ASCII, no spaces
+    scopes: tuple[Scope, ...] = Field(min_length=1)
+
+
 class AdminConfig(_Section):
     token: str = DEFAULT_ADMIN_TOKEN
+    tokens: tuple[AdminToken, ...] = ()  # besides `token`, which has every scope
     notify_openids: tuple[str, ...] = ()  # staff reminded of overdue tickets and risk
+
+    @model_validator(mode="after")
+    def _distinct_tokens(self) -> AdminConfig:
+        names = [ADMIN] + [t.name for t in self.tokens]
+        dup = next((n for n in names if names.count(n) > 1), None)
+        if dup is not None:
+            raise ValueError(f"admin.tokens: the name {dup!r} is used twice (\"admin\" is admin.token's)")
+        secrets = [self.token] + [t.token for t in self.tokens]
+        if len(set(secrets)) != len(secrets):
+            raise ValueError("admin.tokens: every token must differ from the others and from admin.token")
+        return self
 
 
 class ServiceConfig(_Section):

@@ -32,7 +32,7 @@ from storage.db import run_read
 from storage.models_campaigns import Campaign, CampaignStatus
 
 log = logging.getLogger(__name__)
-feature = Feature("campaigns")
+feature = Feature("campaigns", scope="ops")
 api = feature.api
 
 

@@ -44,7 +44,7 @@ from storage.models_content import ContentPack, LivePack
 from storage.writer import Writer
 
 log = logging.getLogger(__name__)
-feature = Feature("content packs")  # no chat commands: packs are an admin matter
+feature = Feature("content packs", scope="ops")  # no chat commands: packs are an admin matter
 api = feature.api
 CHUNK = 256 * 1024
 

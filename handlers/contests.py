@@ -34,7 +34,7 @@ from storage.models_engage import ContestStatus
 from storage.tables import CONTESTS
 
 log = logging.getLogger(__name__)
-feature = Feature("contests")
+feature = Feature("contests", scope="ops")
 api = feature.api
 BOARD = 10  # places 排行 shows
 EARLIEST, LATEST = datetime(2000, 1, 1, tzinfo=UTC), datetime(2100, 1, 1, tzinfo=UTC)  # a window's bounds

@@ -34,7 +34,10 @@ from storage.models import Distributor
 from storage.queries import distributor_by_code
 from storage.tables import DISTRIBUTORS, ENTRIES, ORDERS, RANK_CHANGES
 
-feature = Feature("distributors")
+# Finding distributors and reading their pages serves finance (withdrawals, adjustments) and ops
+# (tickets, campaigns by rank) alike; the shop system needs none of it. Changing a rank is the
+# admin's; an adjustment is finance's, as over /api.
+feature = Feature("distributors", scope=("finance", "ops"))
 api = feature.api
 
 LEDGER_SHOWN = 50
@@ -153,7 +156,7 @@ def _reason(form: Any) -> str:
     return " ".join(str(form.get("reason", "")).split())[:MAX_REASON]
 
 
-@feature.console.post("/distributors/{code}/rank")
+@feature.console.post("/distributors/{code}/rank", scope="admin")
 async def rank_form(request: web.Request) -> web.StreamResponse:
     code, form = request.match_info["code"], await request.post()
     back = f"/distributors/{quote(code, safe='')}"
@@ -180,7 +183,7 @@ async def rank_form(request: web.Request) -> web.StreamResponse:
     return done(request, back, f"等级已调整为【{known[rank]}】，已通知分销员。")
 
 
-@feature.console.post("/distributors/{code}/adjustments")
+@feature.console.post("/distributors/{code}/adjustments", scope="finance")
 async def adjustment_form(request: web.Request) -> web.StreamResponse:
     code, form = request.match_info["code"], await request.post()
     back = f"/distributors/{quote(code, safe='')}"

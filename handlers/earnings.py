@@ -39,7 +39,7 @@ from storage.queries import distributor_by_code
 from storage.tables import BALANCES, COMMISSIONS, ENTRIES, ORDERS
 from storage.writer import Writer
 
-feature = Feature("earnings")
+feature = Feature("earnings", scope="finance")  # the ledger and adjustments
 api = feature.api
 
 CHART_DAYS = 30

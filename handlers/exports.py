@@ -20,7 +20,7 @@ from domain import exports
 from domain.formats import CHINA
 from storage.db import run_read
 
-feature = Feature("exports")
+feature = Feature("exports", scope="finance")
 CSV = "text/csv"
 
 

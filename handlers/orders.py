@@ -35,7 +35,7 @@ from storage.models import Distributor
 from storage.tables import COMMISSIONS, EVENTS, ORDERS
 
 log = logging.getLogger(__name__)
-feature = Feature("orders")
+feature = Feature("orders", scope="shop")
 api = feature.api
 ORDER_EVENTS = web.AppKey("order_events", GroupCommit[EventIn, dict[str, Any]])
 
@@ -160,7 +160,7 @@ async def post_order_event(request: web.Request, body: OrderEvent) -> web.Respon
 
 
 @api.get("/orders/{order_no}", summary="One order with its status history and commissions", response=OrderAnswer,
-         errors=(404,))
+         errors=(404,), scope=("shop", "finance"))  # its commissions are finance's matter too
 async def get_order(request: web.Request) -> web.Response:
     order_no = request.match_info["order_no"]
     d = Distributor.__table__.c

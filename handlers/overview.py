@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from bot.console import page
 from bot.feature import Feature
+from bot.scopes import ANY
 from bot.typedefs import CONFIG, SESSIONMAKER
 from content.console_pages import svg_bars, svg_lines
 from domain import dashboard
@@ -20,7 +21,7 @@ from domain.formats import day_start, month_start
 from domain.tickets import open_and_overdue
 from storage.db import run_read
 
-feature = Feature("overview")
+feature = Feature("overview", scope=ANY)  # the page every session lands on
 CHART_DAYS = 30
 
 

@@ -41,7 +41,7 @@ from storage.models_ledger import WithdrawalStatus
 from storage.tables import WITHDRAWALS
 
 log = logging.getLogger(__name__)
-feature = Feature("payouts")
+feature = Feature("payouts", scope="finance")
 
 JOB_BATCH = 200
 HISTORY = 10

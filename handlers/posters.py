@@ -47,7 +47,7 @@ from storage.models_content import DistributorQrCode, PosterMedia
 from storage.writer import Writer
 
 log = logging.getLogger(__name__)
-feature = Feature("posters")
+feature = Feature("posters", scope="ops")  # the console's poster preview
 
 QR_LIFETIME = timedelta(days=30)  # the longest a temporary QR code may live
 QR_MIN_LEFT = timedelta(days=7)  # a poster handed out keeps working for at least a week

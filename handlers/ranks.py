@@ -30,7 +30,7 @@ from storage.models import Distributor, DistributorStatus
 from storage.queries import distributor_by_code
 from storage.tables import DISTRIBUTORS, RANK_CHANGES
 
-feature = Feature("ranks")
+feature = Feature("ranks", scope="admin")  # changing a rank by hand
 api = feature.api
 
 BAR_CELLS = 10
@@ -160,7 +160,7 @@ async def set_rank(request: web.Request, body: RankSet) -> web.Response:
 
 
 @api.get("/distributors/{code}/rank-changes", summary="A distributor's rank history, oldest first",
-         response=RankHistory, errors=(404,))
+         response=RankHistory, errors=(404,), scope=("finance", "ops"))  # readable where distributors are
 async def rank_history(request: web.Request) -> web.Response:
     code = request.match_info["code"]
 

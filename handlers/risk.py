@@ -27,7 +27,7 @@ from storage.db import run_read
 from storage.models_risk import FlagStatus
 from storage.queries import distributor_by_code
 
-feature = Feature("risk")
+feature = Feature("risk", scope="finance")  # flags hold withdrawals; suspension stops earning
 api = feature.api
 
 MAX_REASON = 200

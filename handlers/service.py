@@ -36,7 +36,7 @@ class Asking(StrEnum):
     QUESTION = "service.question"
 
 
-feature = Feature("service", states=Asking)
+feature = Feature("service", states=Asking, scope="ops")
 api = feature.api
 
 

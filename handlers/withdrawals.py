@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 from bot.api import ApiError, ApiModel, IdParam, ok, text
 from bot.chat import Ctx, Incoming, active_only
 from bot.feature import Feature
-from bot.console import done, page, page_number
+from bot.console import done, may_open, page, page_number
 from bot.exports import stream_csv
 from bot.typedefs import CONFIG, SESSIONMAKER, WRITER
 from domain.config import MIN_TRANSFER_FEN, Config
@@ -41,7 +41,7 @@ from storage.models_ledger import WithdrawalStatus
 from storage.db import run_read
 from storage.tables import BALANCES, WITHDRAWALS
 
-feature = Feature("withdrawals")
+feature = Feature("withdrawals", scope="finance")
 api = feature.api
 
 MAX_REASON = 200
@@ -289,7 +289,7 @@ async def queue_page(request: web.Request) -> web.Response:
     values = await run_read(request.config_dict[SESSIONMAKER], lambda s: _queue(s, history, page_no, queue_no))
     return page(request, "withdrawals.html", title="提现", current="/withdrawals", filters=history,
                 problems=problems, page_no=page_no, status_names=STATUS_NAMES, source_names=SOURCE_NAMES,
-                state_names=STATE_NAMES, reason_words=reason_words, **values)
+                state_names=STATE_NAMES, reason_words=reason_words, audit=may_open(request, "/audit"), **values)
 
 
 @feature.console.get("/withdrawals.csv")

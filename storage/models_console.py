@@ -1,5 +1,5 @@
-"""Admin console sessions, server-side (the cookie holds a random token, the table its hash), and
-the programme's totals per day that the console's 概览 reads."""
+"""Admin console sessions, server-side (the cookie holds a random token, the table its hash), the
+programme's totals per day that the console's 概览 reads, and the audit trail of admins' changes."""
 
 from __future__ import annotations
 
@@ -16,7 +16,9 @@ class ConsoleSession(Base):
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)  # sha256 of the cookie's token, hex
     csrf: Mapped[str] = mapped_column(String(64))  # the token every form of this session carries
-    actor: Mapped[str] = mapped_column(String(64))  # how records name this session: "console:<8 hex>"
+    actor: Mapped[str] = mapped_column(String(64))  # how records name this session: "console:<8 hex>:<token name>"
+    token_name: Mapped[str] = mapped_column(String(32), server_default="admin")  # the token it signed in with
+    scopes: Mapped[str] = mapped_column(String(64), server_default="admin")  # that token's scopes, space-separated
     created_at: Mapped[datetime]
     last_seen_at: Mapped[datetime] = mapped_column(index=True)
 
@@ -34,3 +36,21 @@ class DailyTotals(Base):
     orders: Mapped[int] = mapped_column(Integer, default=0)
     commission_fen: Mapped[int] = mapped_column(BigInteger, default=0)
     first_sales: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class AuditEntry(Base):
+    """One request that meant to change something (CONTRACT §4.11): an /api POST/PUT/PATCH/DELETE or a
+    console form, by a known token, with the status it was answered with (refusals too). Written in
+    the unit of work of the change it records when there is one (bot.audit); newest first by id."""
+
+    __tablename__ = "audit_entries"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    at: Mapped[datetime]
+    token_name: Mapped[str] = mapped_column(String(32))
+    actor: Mapped[str] = mapped_column(String(64))  # as actor_of names it: "token:shop", "console:<8 hex>:admin"
+    method: Mapped[str] = mapped_column(String(8))
+    path: Mapped[str] = mapped_column(String(512))
+    status: Mapped[int] = mapped_column(Integer)
+    summary: Mapped[str] = mapped_column(String(200))
+    object_id: Mapped[str | None] = mapped_column(String(128), index=True)

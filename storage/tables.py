@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import Table
 
 from storage.models import ConversationState, Distributor, Follower, OutboxMessage, ProcessedMessage
-from storage.models_console import ConsoleSession, DailyTotals
+from storage.models_console import AuditEntry, ConsoleSession, DailyTotals
 from storage.models_engage import Adjustment, Contest, ContestScore, RankChange, Ticket, TicketReply
 from storage.models_webhooks import WebhookDelivery
 from storage.models_risk import RiskFlag, Suspension
@@ -34,3 +34,4 @@ DAILY_TOTALS: Table = DailyTotals.__table__  # type: ignore[assignment]
 WEBHOOK_DELIVERIES: Table = WebhookDelivery.__table__  # type: ignore[assignment]
 RISK_FLAGS: Table = RiskFlag.__table__  # type: ignore[assignment]
 SUSPENSIONS: Table = Suspension.__table__  # type: ignore[assignment]
+AUDIT_ENTRIES: Table = AuditEntry.__table__  # type: ignore[assignment]

@@ -21,11 +21,13 @@ A long one says so (`slow=True`) and runs in the thread.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from contextvars import ContextVar
+from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import Engine, event
 from sqlalchemy import create_engine as create_sync_engine
@@ -40,6 +42,44 @@ T = TypeVar("T")
 Work = Callable[[Session], T]
 # After this many commits the thread checkpoints the WAL (SQLite's own default is ~1,000 pages).
 CHECKPOINT_EVERY = 200
+
+
+class UnitHook(Protocol):
+    """Something a task adds to each unit of work it runs (`hooked`): `in_unit(session, result)`
+    runs inside the transaction after the work, `committed()` after that transaction committed."""
+
+    def in_unit(self, session: Session, result: Any) -> None: ...
+
+    def committed(self) -> None: ...
+
+
+# The hook and the task that set it: tasks started meanwhile inherit the context (asyncio copies
+# it), not the hook; a group commit's batch or a job started by a request runs without it.
+_HOOK: ContextVar[tuple[asyncio.Task[Any] | None, UnitHook] | None] = ContextVar("unit_hook", default=None)
+
+
+@contextlib.contextmanager
+def hooked(hook: UnitHook) -> Iterator[None]:
+    """Run `hook` in every unit of work the current task runs inside the block (e.g. the audit row
+    of the request whose change the unit makes, bot.audit)."""
+    token = _HOOK.set((asyncio.current_task(), hook))
+    try:
+        yield
+    finally:
+        _HOOK.reset(token)
+
+
+def _task_hook() -> UnitHook | None:
+    bound = _HOOK.get()
+    return bound[1] if bound is not None and bound[0] is asyncio.current_task() else None
+
+
+def _with_hook(work: Work[T], hook: UnitHook) -> Work[T]:
+    def unit(session: Session) -> T:
+        result = work(session)
+        hook.in_unit(session, result)
+        return result
+    return unit
 
 
 class Writer:
@@ -64,7 +104,11 @@ class Writer:
         """`work(session)` in one transaction, committed when it returns, rolled back when it raises.
 
         `slow`: a unit that writes much (a content pack, a job's chunk) and must not hold the
-        loop; on SQLite it runs in the writer's thread whatever the lock."""
+        loop; on SQLite it runs in the writer's thread whatever the lock. A hook the task set
+        (`hooked`) runs inside the unit, after `work`."""
+        hook = _task_hook()
+        if hook is not None:
+            work = _with_hook(work, hook)
         if self._sqlite is not None:
             async with self._lock:  # one connection, one unit at a time (they queue for SQLite's lock anyway)
                 result, info = await self._sqlite.run(work, slow)
@@ -74,6 +118,8 @@ class Writer:
                 async with session.begin():
                     result = await session.run_sync(work)
                 info = session.sync_session.info
+        if hook is not None:
+            hook.committed()
         if self.on_commit is not None and info:
             self.on_commit(info)
         return result

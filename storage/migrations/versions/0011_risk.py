@@ -2,17 +2,14 @@
 and reinstatements of distributors (CONTRACT §4.12; distributors.status gains 'suspended', a value
 of the existing string column).
 
-Written while 0010 (scoped tokens and the audit trail, branch scopes) was not yet in main:
-down_revision is "0009" here, and the merge chains this migration after 0010.
-
 Revision ID: 0011
-Revises: 0009
+Revises: 0010
 """
 import sqlalchemy as sa
 from alembic import op
 
 revision = '0011'
-down_revision = '0009'
+down_revision = '0010'
 branch_labels = None
 depends_on = None
 
