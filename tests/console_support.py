@@ -7,6 +7,7 @@ shop's API (`order_event`), as the shop sends them."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -26,11 +27,14 @@ ARTIFACTS = Path(__file__).parent / "artifacts"
 WIDTHS = {"desktop": 1280, "phone": 390}
 
 
-@pytest.fixture
-async def served(tmp_path: Path) -> AsyncIterator[tuple[str, web.Application]]:
+@asynccontextmanager
+async def serve(tmp_path: Path, **sections: Any) -> AsyncIterator[tuple[str, web.Application]]:
+    """The whole app (no workers) on a free port of 127.0.0.1 over a SQLite file in `tmp_path`,
+    with config sections as make_config takes them; (base URL, app)."""
     port = free_port()
     config = make_config(f"sqlite+aiosqlite:///{tmp_path}/distbot.db",
-                         server={"host": "127.0.0.1", "port": port, "public_url": f"http://127.0.0.1:{port}"})
+                         server={"host": "127.0.0.1", "port": port, "public_url": f"http://127.0.0.1:{port}"},
+                         **sections)
     app = create_app(config, workers=False)
     runner = web.AppRunner(app)
     await runner.setup()
@@ -39,6 +43,12 @@ async def served(tmp_path: Path) -> AsyncIterator[tuple[str, web.Application]]:
         yield f"http://127.0.0.1:{port}", app
     finally:
         await runner.cleanup()
+
+
+@pytest.fixture
+async def served(tmp_path: Path) -> AsyncIterator[tuple[str, web.Application]]:
+    async with serve(tmp_path) as found:
+        yield found
 
 
 @pytest.fixture(params=list(WIDTHS))

@@ -18,15 +18,13 @@ from aiohttp.test_utils import TestServer
 from sqlalchemy import select
 
 from bot.api import ApiRoute
-from bot.app import create_app
 from bot.sandbox.platform import Platform
 from bot.typedefs import SESSIONMAKER
 from domain.config import ConfigError, load_config
 from storage.tables import WITHDRAWALS
 from tests.conftest import ADMIN_TOKEN, Harness, make_config
-from tests.console_support import sign_in
+from tests.console_support import serve, sign_in
 from tests.money_support import event, seed, send
-from tests.serve_support import free_port
 
 TOKENS = [
     {"name": "shop", "token": "shop-token-0123456789", "scopes": ["shop"]},
@@ -202,17 +200,8 @@ def test_bad_tokens_stop_start_up(tmp_path: Path, blocks: str, words: str) -> No
 # ---- the console --------------------------------------------------------------------------------
 @pytest.fixture
 async def served_tokens(tmp_path: Path) -> AsyncIterator[tuple[str, web.Application]]:
-    port = free_port()
-    config = make_config(f"sqlite+aiosqlite:///{tmp_path}/distbot.db", admin={"tokens": TOKENS},
-                         server={"host": "127.0.0.1", "port": port, "public_url": f"http://127.0.0.1:{port}"})
-    app = create_app(config, workers=False)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
-        yield f"http://127.0.0.1:{port}", app
-    finally:
-        await runner.cleanup()
+    async with serve(tmp_path, admin={"tokens": TOKENS}) as found:
+        yield found
 
 
 async def nav_links(page: Any) -> list[str]:

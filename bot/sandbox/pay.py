@@ -284,25 +284,11 @@ class PayEmulator:
     async def _confirm(self, request: web.Request) -> web.Response:
         data = await _json(request)
         openid = data.get("openid")
-        try:
-            bill = self.confirm(str(data.get("package", "")), str(openid) if openid else None)
-        except LookupError as e:
-            return web.json_response({"error": str(e)}, status=404)
-        except PermissionError as e:
-            return web.json_response({"error": str(e)}, status=403)
-        except ValueError as e:
-            return web.json_response({"error": str(e)}, status=409)
-        return web.json_response(bill.as_json())
+        return _bill_answer(lambda: self.confirm(str(data.get("package", "")), str(openid) if openid else None))
 
     async def _expire(self, request: web.Request) -> web.Response:
         data = await _json(request)
-        try:
-            bill = self.expire(str(data.get("out_bill_no", "")))
-        except LookupError as e:
-            return web.json_response({"error": str(e)}, status=404)
-        except ValueError as e:
-            return web.json_response({"error": str(e)}, status=409)
-        return web.json_response(bill.as_json())
+        return _bill_answer(lambda: self.expire(str(data.get("out_bill_no", ""))))
 
     async def _inject(self, request: web.Request) -> web.Response:
         data = await _json(request)
@@ -331,6 +317,20 @@ class PayEmulator:
         routes.post("/inject")(self._inject)
         routes.get("/bills")(self._bills)
         return routes
+
+
+def _bill_answer(control: Callable[[], Any]) -> web.Response:
+    """A control endpoint's answer: the bill, or why not (no such bill 404, not this user's 403,
+    not in a state that allows it 409)."""
+    try:
+        bill = control()
+    except LookupError as e:
+        return web.json_response({"error": str(e)}, status=404)
+    except PermissionError as e:
+        return web.json_response({"error": str(e)}, status=403)
+    except ValueError as e:
+        return web.json_response({"error": str(e)}, status=409)
+    return web.json_response(bill.as_json())
 
 
 async def _json(request: web.Request) -> dict[str, Any]:
