@@ -55,6 +55,14 @@ async def prune_processed_messages(app: web.Application) -> None:
     await app[WRITER].run(lambda s: s.execute(delete(ProcessedMessage).where(ProcessedMessage.created_at < cutoff)))
 
 
+@CORE.job("prune-webhook-deliveries", "interval", hours=1)
+async def prune_webhook_deliveries(app: web.Application) -> None:
+    """Sent webhook deliveries older than a week, a chunk per unit."""
+    cutoff = datetime.now(UTC) - webhook_events.RETENTION
+    while await app[WRITER].run(lambda s: webhook_events.prune(s, cutoff)) == webhook_events.PRUNE_CHUNK:
+        pass
+
+
 def api_tables(features: tuple[Feature, ...] = FEATURES) -> list[ApiRoutes]:
     """Every table of /api routes: the features' and the jobs'."""
     return [*(f.api for f in (CORE, *features)), jobs_api.api]

@@ -10,11 +10,12 @@ the request's own task (storage.writer.hooked). So:
   in the request's first unit, with the status the route answers on success; when the answer
   differs (a handler that fails after its write) or the handler refined the summary afterwards,
   the row is corrected once the answer is known.
-- A request that wrote nothing in its own task (a refusal: 403, 404, 409, 422..., whose unit
-  rolled back with its row, or a write made by another task, such as an order event applied by
-  the order events' group commit) gets its row after the answer, before it is sent. These rows
-  go through a group commit of their own (AUDIT_LOG), so a burst of order events costs one more
-  commit per batch, not one per event.
+- A change made through a group commit (an order event) is the same: the item carries the hook,
+  and its row is written in the batch's transaction, after the item succeeded.
+- A request that wrote nothing (a refusal: 403, 404, 409, 422..., whose unit rolled back with
+  its row, or an item its batch refused) gets its row after the answer, before it is sent. These
+  rows go through a group commit of their own (AUDIT_LOG): a burst of refusals costs one more
+  commit per batch, not one per request.
 
 Requests without a known token (401, a console POST without a session) are not recorded: an
 anonymous caller cannot fill the table. Handlers may name what they changed with

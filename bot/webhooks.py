@@ -52,7 +52,7 @@ def encode(body: dict[str, Any]) -> bytes:
 def backlog(session: Session) -> int:
     """Deliveries not yet sent (the /metrics gauge)."""
     return session.scalar(select(func.count()).select_from(WebhookDelivery)
-                          .where(WebhookDelivery.status != OutboxStatus.SENT)) or 0
+                          .where(WebhookDelivery.status.in_((OutboxStatus.PENDING, OutboxStatus.SENDING)))) or 0
 
 
 class WebhookSender:

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from domain.config import Config
@@ -18,6 +19,9 @@ from storage.tables import WEBHOOK_DELIVERIES
 
 # session.info key: a unit that emitted wakes the sender when it commits.
 WOKEN = "webhooks"
+# Sent deliveries are kept this long (for the curious: what was sent, when), then pruned.
+RETENTION = timedelta(days=7)
+PRUNE_CHUNK = 5000
 
 
 def emit(session: Session, config: Config, type_: str, events: Sequence[tuple[int | None, dict[str, Any]]],
@@ -43,3 +47,12 @@ def withdrawal_paid(session: Session, config: Config, *, withdrawal_id: int, dis
     emit(session, config, "withdrawal.paid", [(distributor_id, {
         "withdrawal_id": withdrawal_id, "distributor_code": distributor_code, "amount_fen": amount_fen,
         "paid_at": china_time(now)})], now)
+
+
+def prune(session: Session, sent_before: datetime) -> int:
+    """Delete up to PRUNE_CHUNK deliveries sent before `sent_before` (one short unit, so a large
+    backlog of old rows never holds the write lock for long); how many went."""
+    w = WEBHOOK_DELIVERIES.c
+    old = (select(w.id).where(w.status == OutboxStatus.SENT, w.sent_at < sent_before)
+           .order_by(w.id).limit(PRUNE_CHUNK))
+    return session.connection().execute(delete(WEBHOOK_DELIVERIES).where(w.id.in_(old.scalar_subquery()))).rowcount

@@ -19,6 +19,7 @@ from sqlalchemy import and_, func, select
 from sqlalchemy.orm import Session
 
 from bot.api import ApiError, ApiModel, ok, text
+from bot.audit import note
 from bot.chat import Ctx, Incoming, active_only
 from bot.feature import Feature
 from bot.menu import MenuKey
@@ -153,6 +154,7 @@ class OrderAnswer(BaseModel):
                   "distributor, unknown order or impossible transition (nothing stored)",
           body=OrderEvent, response=EventAnswer, errors=(409, 422))
 async def post_order_event(request: web.Request, body: OrderEvent) -> web.Response:
+    note(request, f"order event {body.root.type} ({body.root.event_id})", body.root.order_no)
     try:
         return ok(await request.config_dict[ORDER_EVENTS](body.event_in()))
     except Rejected as r:

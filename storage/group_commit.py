@@ -19,7 +19,7 @@ from sqlalchemy import event
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from storage.writer import Writer
+from storage.writer import UnitHook, Writer, task_hook
 
 log = logging.getLogger(__name__)
 I = TypeVar("I")  # noqa: E741
@@ -170,6 +170,10 @@ class GroupCommit(Generic[I, R]):
     """`submit(item)` → a future of its outcome. The first item starts a drain task that runs
     batches until the queue is empty; items arriving meanwhile join the next batch.
 
+    An item submitted by a task with a unit hook (storage.writer.hooked: a request's audit row)
+    takes it along: the hook runs in the batch's transaction after the item succeeded, and hears
+    of the commit, as if the submitter had run the unit itself.
+
     `process(session, items)` does a batch's work inside its transaction and returns one outcome
     per item (usually through each_in_savepoint); a batch whose transaction fails as a whole
     (the database is gone) fails each of its items with that error."""
@@ -179,13 +183,13 @@ class GroupCommit(Generic[I, R]):
                  on_batch: Callable[[int], None] | None = None):
         self._writer, self._process = writer, process
         self.max_batch, self.linger = max_batch, linger
-        self._queue: list[tuple[I, asyncio.Future[R]]] = []
+        self._queue: list[tuple[I, asyncio.Future[R], UnitHook | None]] = []
         self._task: asyncio.Task[None] | None = None
         self._on_batch = on_batch  # e.g. a metrics histogram of batch sizes
 
     def submit(self, item: I) -> asyncio.Future[R]:
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
-        self._queue.append((item, future))
+        self._queue.append((item, future, task_hook()))
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._drain())
         return future
@@ -215,16 +219,28 @@ class GroupCommit(Generic[I, R]):
             last = len(batch)
             await self._run(batch)
 
-    async def _run(self, batch: list[tuple[I, asyncio.Future[R]]]) -> None:
-        items = [item for item, _ in batch]
+    async def _run(self, batch: list[tuple[I, asyncio.Future[R], UnitHook | None]]) -> None:
+        items = [item for item, _, _ in batch]
+        hooked: list[UnitHook] = []
+
+        def unit(session: Session) -> Sequence[R | Failed]:
+            outcomes = self._process(session, items)
+            for (_, _, hook), outcome in zip(batch, outcomes, strict=True):
+                if hook is not None and not isinstance(outcome, Failed):
+                    hook.in_unit(session, outcome)
+                    hooked.append(hook)
+            return outcomes
         try:
-            outcomes = await self._writer.run(lambda session: self._process(session, items))
+            outcomes = await self._writer.run(unit)
         except Exception as e:  # the transaction itself failed: nothing of the batch was stored
             log.exception("batch failed")
             outcomes = [Failed(e)] * len(batch)
+        else:
+            for hook in hooked:
+                hook.committed()
         if self._on_batch is not None:
             self._on_batch(len(batch))
-        for (_, future), outcome in zip(batch, outcomes, strict=True):
+        for (_, future, _), outcome in zip(batch, outcomes, strict=True):
             if future.done():
                 continue
             if isinstance(outcome, Failed):

@@ -54,7 +54,8 @@ class UnitHook(Protocol):
 
 
 # The hook and the task that set it: tasks started meanwhile inherit the context (asyncio copies
-# it), not the hook; a group commit's batch or a job started by a request runs without it.
+# it), not the hook; a job started by a request runs without it, and a group commit's batch runs
+# the hooks its items were submitted with (storage.group_commit).
 _HOOK: ContextVar[tuple[asyncio.Task[Any] | None, UnitHook] | None] = ContextVar("unit_hook", default=None)
 
 
@@ -69,7 +70,8 @@ def hooked(hook: UnitHook) -> Iterator[None]:
         _HOOK.reset(token)
 
 
-def _task_hook() -> UnitHook | None:
+def task_hook() -> UnitHook | None:
+    """The hook the current task set, if any (a group commit carries its submitters' hooks)."""
     bound = _HOOK.get()
     return bound[1] if bound is not None and bound[0] is asyncio.current_task() else None
 
@@ -106,7 +108,7 @@ class Writer:
         `slow`: a unit that writes much (a content pack, a job's chunk) and must not hold the
         loop; on SQLite it runs in the writer's thread whatever the lock. A hook the task set
         (`hooked`) runs inside the unit, after `work`."""
-        hook = _task_hook()
+        hook = task_hook()
         if hook is not None:
             work = _with_hook(work, hook)
         if self._sqlite is not None:

@@ -69,7 +69,13 @@ async def test_each_family_records_who_changed_what(h: Harness) -> None:
     d, user = await seed(h)
     await h.api("POST", "/orders/events", token=TOKEN["shop"],
                 json=event("SO-AUD", "paid", amount_fen=100_000, distributor_code=d.code))
-    assert (await newest(h))["token_name"] == "shop"
+    entry = await newest(h)  # written in the order events' batch, with the order
+    assert (entry["token_name"], entry["status"], entry["object_id"]) == ("shop", 200, "SO-AUD"), entry
+    assert entry["summary"].startswith("order event paid"), entry
+    status, _ = await h.api("POST", "/orders/events", token=TOKEN["shop"],  # more than was paid
+                            json=event("SO-AUD", "refunded", amount_fen=10**9))
+    entry = await newest(h)  # refused in its batch: recorded after the answer
+    assert (status, entry["status"], entry["object_id"]) == (422, 422, "SO-AUD"), entry
     await send(h, "SO-AUD", "completed")
     assert "已提交" in await h.say(user, "提现 20")
     async with h.app[SESSIONMAKER]() as session:

@@ -15,7 +15,7 @@ from storage.db import create_engine
 from storage.group_commit import Failed, GroupCommit, Refused, each_in_savepoint
 from storage.migrate import upgrade
 from storage.tables import PROCESSED
-from storage.writer import Writer
+from storage.writer import Writer, hooked
 
 NOW = datetime(2026, 12, 1, tzinfo=UTC)
 
@@ -92,3 +92,46 @@ async def test_items_submitted_together_share_a_batch_and_get_their_own_outcome(
     assert results[:2] == ["P", "Q"] and isinstance(results[2], RuntimeError) and results[3] == "R"
     assert sizes == [4]
     assert await writer.run(keys) == ["p", "q", "r"]
+
+
+async def test_an_item_takes_its_submitters_unit_hook_into_the_batch(writer: Writer) -> None:
+    """A request's hook (its audit row) runs in the batch's transaction, for its item only and only
+    when the item succeeded, and hears of the commit before the submitter gets its outcome."""
+
+    class Hook:
+        def __init__(self, key: str):
+            self.key, self.seen, self.done = key, None, False
+
+        def in_unit(self, session: Any, result: Any) -> None:
+            self.seen = result
+            store(session, self.key)  # in the batch's transaction: it commits with the item or not at all
+
+        def committed(self) -> None:
+            self.done = True
+
+    def process(session: Any, items: list[str]) -> list[str | Failed]:
+        def apply(s: Any, item: str) -> str:
+            if item == "boom":
+                raise RuntimeError("boom")
+            store(s, item)
+            return item.upper()
+        return each_in_savepoint(session, items, apply)
+
+    group: GroupCommit[str, str] = GroupCommit(writer, process)
+    hooks = {k: Hook(f"hook-{k}") for k in ("p", "boom", "q")}
+
+    async def submit(item: str, hook: Hook | None) -> tuple[Any, bool]:
+        if hook is None:
+            return await group(item), False
+        with hooked(hook):
+            try:
+                outcome: Any = await group(item)
+            except RuntimeError as e:
+                outcome = e
+        return outcome, hook.done
+
+    results = await asyncio.gather(submit("p", hooks["p"]), submit("boom", hooks["boom"]),
+                                   submit("q", hooks["q"]), submit("r", None))
+    assert [r[1] for r in results] == [True, False, True, False]  # committed() before the outcome arrived
+    assert (hooks["p"].seen, hooks["q"].seen, hooks["boom"].seen) == ("P", "Q", None)
+    assert await writer.run(keys) == ["hook-p", "hook-q", "p", "q", "r"]

@@ -9,19 +9,22 @@ import asyncio
 import hashlib
 import hmac
 import json
+from datetime import UTC, datetime, timedelta
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from bot.sandbox.platform import Platform
 from bot.typedefs import SESSIONMAKER, WEBHOOKS
+from domain import webhooks as webhook_events
 from domain.config import Config, ConfigError, load_config
 from storage.tables import WEBHOOK_DELIVERIES
 from tests.conftest import Harness, make_config
+from tests.test_jobs import until_runs
 from tests.test_ops import get, sample
 
 SECRET = "webhook-secret-0123456789"
@@ -136,6 +139,30 @@ async def test_refused_deliveries_are_retried_until_accepted(h: Harness, receive
     assert sample(text, "distbot_webhook_deliveries_total", result="error") == 3
     assert sample(text, "distbot_webhook_deliveries_total", result="ok") == 2
     assert sample(text, "distbot_webhook_backlog") == 0
+
+
+async def test_sent_deliveries_are_pruned_after_a_week(h: Harness, receiver: tuple[Receiver, TestServer],
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    r, _ = receiver
+    monkeypatch.setattr(webhook_events, "PRUNE_CHUNK", 2)  # several units for the old rows
+    code = await h.register(h.user(), "13900001006", "周八")
+    for k in range(5):
+        await event(h, event_id=f"p{k}", order_no=f"P{k}", type="paid", amount_fen=1000, distributor_code=code)
+    await event(h, event_id="p-late", order_no="PL", type="paid", amount_fen=1000, distributor_code=code)
+    await until(lambda: len(r.types_of(code)) == 7)
+    w = WEBHOOK_DELIVERIES.c
+    async with h.app[SESSIONMAKER]() as session, session.begin():
+        ids = (await session.scalars(select(w.id).order_by(w.id))).all()
+        old, kept = ids[:5], ids[5:]  # five sent 8 days ago, one just now, one waiting for a retry
+        await session.execute(update(WEBHOOK_DELIVERIES).where(w.id.in_(old))
+                              .values(sent_at=datetime.now(UTC) - timedelta(days=8)))
+        await session.execute(update(WEBHOOK_DELIVERIES).where(w.id == ids[-1])
+                              .values(status="pending", sent_at=None, next_attempt_at=datetime.now(UTC) + timedelta(hours=1)))
+    status, body = await h.api("POST", "/jobs/prune-webhook-deliveries/run")
+    assert (status, body["status"]) == (202, "started")
+    await until_runs(h, "prune-webhook-deliveries", 1)
+    async with h.app[SESSIONMAKER]() as session:
+        assert (await session.scalars(select(w.id).order_by(w.id))).all() == kept
 
 
 async def test_a_dead_endpoint_slows_nothing(db_url: str, platform: Platform, wechat_server: TestServer,
