@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bot.outbox import THROTTLE_SLACK  # noqa: E402
-from orders import ADMIN, Server, free_port, peak_rss_mb, pg_database, seed_distributors  # noqa: E402
+from orders import ADMIN, Server, free_port, peak_rss_mb, pg_database, pg_server, seed_distributors  # noqa: E402
 
 
 TEXT = "双十二大促今晚八点开始，点击菜单领取专属海报。"
@@ -179,12 +179,13 @@ async def main_async(args: argparse.Namespace) -> None:
                     return f"sqlite+aiosqlite:///{workdir}/broadcast-{n}.db"
                 await run("sqlite", sqlite_url, 1, args, workdir)
             if "postgresql" in args.db:
+                server_url = await pg_server(args, stack)
+                if server_url is None:
+                    raise SystemExit("[postgresql] no --pg-url and no PostgreSQL binaries on this machine")
+
                 async def pg_url(n: int) -> str:
-                    url = await pg_database(args, stack)
-                    if url is None:
-                        raise SystemExit("[postgresql] no --pg-url and no PostgreSQL binaries on this machine")
-                    args.pg_url = url.rsplit("/", 1)[0] + "/postgres"  # the next size: the same cluster
-                    return url
+                    assert server_url is not None
+                    return await pg_database(server_url)  # each size its own database on the one server
                 await run("postgresql", pg_url, 2, args, workdir)
     finally:
         if args.keep:

@@ -23,7 +23,10 @@
 
 Only 127.0.0.1 is used; everything started here is stopped at the end; --keep keeps the temp dir.
 --risk on|off sets risk.enabled (the risk rules evaluated with each batch of order events, on by
-default): the two runs' events/s compare ingestion with the rules and without.
+default). --risk both compares the two: `--rounds` pairs of event runs (each on a fresh server and
+database), in the order off, on, on, off, ... so that a drift of the machine during the runs falls
+on both alike; then the medians of events/s and of server CPU per event, with and without the
+rules, and their ratio (target: within 10%). The 收益 timing is skipped then.
 --outbox-rate sets the server's outbox.rate_per_second (the commission notices it sends during the
 event run cost server CPU); --profile records the server with py-spy.
 """
@@ -40,6 +43,7 @@ import re
 import secrets
 import shutil
 import signal
+import statistics
 import socket
 import subprocess
 import sys
@@ -316,9 +320,11 @@ async def earnings_handler(db_url: str, n: int, distributors: int) -> dict[str, 
 
 
 # ---- main ------------------------------------------------------------------------------------
-async def run_on(db: str, db_url: str, args: argparse.Namespace, workdir: Path) -> None:
+async def run_on(db: str, db_url: str, args: argparse.Namespace, workdir: Path, risk: bool) -> dict[str, Any]:
+    """One server: seeded, the event run, then (unless --risk both) the 收益 timing; the event run's figures."""
     server = Server(workdir, db_url, Path(f"{args.profile}.{db}.txt") if args.profile else None, args.outbox_rate,
-                    risk=args.risk == "on")
+                    risk=risk)
+    r: dict[str, Any] = {}
     try:
         await server.start()
         pid = server.proc.pid  # type: ignore[union-attr]
@@ -330,13 +336,14 @@ async def run_on(db: str, db_url: str, args: argparse.Namespace, workdir: Path) 
             cpu0 = cpu_seconds(pid)
             r = await post_events(server, args.events, args.concurrency, n_dist)
             cpu = cpu_seconds(pid) - cpu0
+            r["cpu_us"] = cpu / r["events"] * 1e6
             lat = r["latency_ms"]
-            print(f"[{db}] order events: {r['events']:,} in {r['seconds']:.1f} s = {r['rate']:,.0f} events/s "
+            print(f"[{db}] order events (risk {'on' if risk else 'off'}): {r['events']:,} in {r['seconds']:.1f} s = {r['rate']:,.0f} events/s "
                   f"(concurrency {args.concurrency}); server CPU {cpu / r['events'] * 1e6:.0f} µs/event "
                   f"({cpu / r['seconds'] * 100:.0f}% of a core); latency ms p50 {lat['p50']:.1f} p90 {lat['p90']:.1f} "
                   f"p99 {lat['p99']:.1f} max {lat['max']:.0f}; non-200: {r['errors'] or 'none'}; "
                   f"server peak RSS {peak_rss_mb(pid):.0f} MB", flush=True)
-        if args.earnings:
+        if args.earnings and args.risk != "both":
             t0 = time.perf_counter()
             entries = await seed_entries(db_url, args.entries, n_dist)
             print(f"[{db}] ledger has {entries:,} entries (topped up in {time.perf_counter() - t0:.1f} s)",
@@ -355,23 +362,45 @@ async def run_on(db: str, db_url: str, args: argparse.Namespace, workdir: Path) 
                   f"{r['client_ms']['p50']:.1f} p99 {r['client_ms']['p99']:.1f} ms", flush=True)
     finally:
         server.stop()
+    return r
 
 
-async def pg_database(args: argparse.Namespace, stack: contextlib.ExitStack) -> str | None:
+def risk_order(args: argparse.Namespace) -> list[bool]:
+    """Whether each run has the rules on: one run, or --rounds pairs off, on, on, off, ..."""
+    if args.risk != "both":
+        return [args.risk == "on"]
+    return [on if k % 2 == 0 else not on for k in range(args.rounds) for on in (False, True)]
+
+
+def compare_risk(db: str, runs: list[tuple[bool, dict[str, Any]]]) -> None:
+    def median(risk: bool, key: str) -> float:
+        return statistics.median(r[key] for on, r in runs if on == risk)
+    rate_on, rate_off = median(True, "rate"), median(False, "rate")
+    cpu_on, cpu_off = median(True, "cpu_us"), median(False, "cpu_us")
+    print(f"[{db}] risk rules, median of {len(runs) // 2} runs each: {rate_on:,.0f} events/s with them, "
+          f"{rate_off:,.0f} without ({rate_on / rate_off - 1:+.1%}); server CPU {cpu_on:,.0f} µs/event with them, "
+          f"{cpu_off:,.0f} without ({cpu_on / cpu_off - 1:+.1%}). Target: within 10%", flush=True)
+
+
+async def pg_server(args: argparse.Namespace, stack: contextlib.ExitStack) -> str | None:
+    """The PostgreSQL server's URL: --pg-url, else a throw-away cluster (None without binaries)."""
+    if args.pg_url is not None:
+        return str(args.pg_url)
+    from devtools.pgcluster import PgCluster, find_pg_bin
+    if find_pg_bin() is None:
+        return None
+    cluster = PgCluster()
+    cluster.start()
+    stack.callback(cluster.stop)
+    return str(cluster.url)
+
+
+async def pg_database(url: str) -> str:
+    """A fresh database on the server, for one run."""
     import asyncpg
 
-    url = args.pg_url
-    if url is None:
-        from devtools.pgcluster import PgCluster, find_pg_bin
-        if find_pg_bin() is None:
-            return None
-        cluster = PgCluster()
-        cluster.start()
-        stack.callback(cluster.stop)
-        url = cluster.url
     name = "bench_" + secrets.token_hex(4)
-    server_url = url.replace("postgresql+asyncpg://", "postgresql://")
-    conn = await asyncpg.connect(server_url)
+    conn = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://"))
     try:
         await conn.execute(f'CREATE DATABASE "{name}"')
     finally:
@@ -383,16 +412,20 @@ async def main_async(args: argparse.Namespace) -> None:
     workdir = Path(tempfile.mkdtemp(prefix="distbot-bench-orders-"))
     try:
         with contextlib.ExitStack() as stack:
-            if "sqlite" in args.db:
-                (workdir / "sqlite").mkdir()
-                await run_on("sqlite", f"sqlite+aiosqlite:///{workdir}/sqlite/distbot.db", args, workdir / "sqlite")
-            if "postgresql" in args.db:
-                url = await pg_database(args, stack)
-                if url is None:
+            for db in args.db:
+                server_url = await pg_server(args, stack) if db == "postgresql" else None
+                if db == "postgresql" and server_url is None:
                     print("[postgresql] skipped: no --pg-url and no PostgreSQL binaries on this machine")
-                else:
-                    (workdir / "pg").mkdir()
-                    await run_on("postgresql", url, args, workdir / "pg")
+                    continue
+                runs = []
+                for k, risk in enumerate(risk_order(args)):
+                    where = workdir / f"{db}-{k}"
+                    where.mkdir()
+                    url = (await pg_database(server_url) if server_url is not None
+                           else f"sqlite+aiosqlite:///{where}/distbot.db")
+                    runs.append((risk, await run_on(db, url, args, where, risk)))
+                if args.risk == "both" and args.events:
+                    compare_risk(db, runs)
     finally:
         if args.keep:
             print(f"kept {workdir}")
@@ -410,8 +443,9 @@ def main() -> None:
     p.add_argument("--pace", type=float, default=0.1, help="seconds between 收益 messages")
     p.add_argument("--db", nargs="+", default=["sqlite", "postgresql"], choices=["sqlite", "postgresql"])
     p.add_argument("--pg-url", help="a PostgreSQL server URL whose user may CREATE DATABASE")
-    p.add_argument("--risk", choices=["on", "off"], default="on",
-                   help="risk.enabled: evaluate the risk rules on each batch of order events (compare on and off)")
+    p.add_argument("--risk", choices=["on", "off", "both"], default="on",
+                   help="risk.enabled: evaluate the risk rules on each batch of order events; both: compare")
+    p.add_argument("--rounds", type=int, default=2, help="with --risk both: pairs of runs (off, on, on, off, ...)")
     p.add_argument("--keep", action="store_true")
     p.add_argument("--profile", help="record the server with py-spy (--gil) into PROFILE.<db>.txt, collapsed "
                    "stacks; the server's CPU and memory figures are then py-spy's, not distbot's")

@@ -57,11 +57,17 @@ class Audit:
 
     # ---- storage.writer.UnitHook: the row in the request's first unit of work -------------------
     def in_unit(self, session: Session, result: Any) -> None:
-        if self.row_id is not None:
-            return
-        if self.entry.object_id is None:
-            self.entry = replace(self.entry, object_id=_returned_id(result))
-        self._pending = audit.record(session, self.entry), self.entry
+        Audit.in_units(session, [(self, result)])
+
+    @classmethod
+    def in_units(cls, session: Session, pairs: list[tuple[Audit, Any]]) -> None:
+        """The rows of several requests (a batch of order events) in one statement."""
+        due = [record for record, _ in pairs if record.row_id is None]
+        for record, result in pairs:
+            if record.row_id is None and record.entry.object_id is None:
+                record.entry = replace(record.entry, object_id=_returned_id(result))
+        for record, row_id in zip(due, audit.record_many(session, [r.entry for r in due]), strict=True):
+            record._pending = row_id, record.entry
 
     def committed(self) -> None:
         if self._pending is not None:

@@ -41,14 +41,20 @@ class Entry:
                 "object_id": None if self.object_id is None else self.object_id[:MAX_OBJECT]}
 
 
+_INSERT = AUDIT_ENTRIES.insert().returning(AUDIT_ENTRIES.c.id, sort_by_parameter_order=True)
+
+
 def record(session: Session, entry: Entry) -> int:
     """Add the row; its id."""
-    return session.execute(AUDIT_ENTRIES.insert().values(**entry.values())).inserted_primary_key[0]
+    return record_many(session, [entry])[0]
 
 
 def record_many(session: Session, entries: list[Entry]) -> list[int]:
-    """Rows written together (one unit for the refusals and late rows that arrived together)."""
-    return [record(session, e) for e in entries]
+    """Rows written together, in one statement (a batch's order events, the refusals that arrived
+    together); their ids, in the order given."""
+    if not entries:
+        return []
+    return list(session.connection().execute(_INSERT, [e.values() for e in entries]).scalars())
 
 
 def correct(session: Session, row_id: int, status: int, summary: str, object_id: str | None) -> None:

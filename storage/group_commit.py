@@ -19,7 +19,7 @@ from sqlalchemy import event
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from storage.writer import UnitHook, Writer, task_hook
+from storage.writer import UnitHook, Writer, run_hooks, task_hook
 
 log = logging.getLogger(__name__)
 I = TypeVar("I")  # noqa: E741
@@ -225,10 +225,10 @@ class GroupCommit(Generic[I, R]):
 
         def unit(session: Session) -> Sequence[R | Failed]:
             outcomes = self._process(session, items)
-            for (_, _, hook), outcome in zip(batch, outcomes, strict=True):
-                if hook is not None and not isinstance(outcome, Failed):
-                    hook.in_unit(session, outcome)
-                    hooked.append(hook)
+            pairs = [(hook, outcome) for (_, _, hook), outcome in zip(batch, outcomes, strict=True)
+                     if hook is not None and not isinstance(outcome, Failed)]
+            run_hooks(session, pairs)
+            hooked.extend(hook for hook, _ in pairs)
             return outcomes
         try:
             outcomes = await self._writer.run(unit)

@@ -46,11 +46,27 @@ CHECKPOINT_EVERY = 200
 
 class UnitHook(Protocol):
     """Something a task adds to each unit of work it runs (`hooked`): `in_unit(session, result)`
-    runs inside the transaction after the work, `committed()` after that transaction committed."""
+    runs inside the transaction after the work, `committed()` after that transaction committed.
+    A kind of hook may also have a class method `in_units(session, [(hook, result), ...])`: a
+    group commit's batch then runs its hooks of that kind in one call (one statement for all)."""
 
     def in_unit(self, session: Session, result: Any) -> None: ...
 
     def committed(self) -> None: ...
+
+
+def run_hooks(session: Session, pairs: list[tuple[UnitHook, Any]]) -> None:
+    """Several tasks' hooks in one unit (a group commit's batch): together where their kind can."""
+    kinds: dict[type, list[tuple[UnitHook, Any]]] = {}
+    for hook, result in pairs:
+        kinds.setdefault(type(hook), []).append((hook, result))
+    for kind, group in kinds.items():
+        together = getattr(kind, "in_units", None)
+        if together is not None:
+            together(session, group)
+        else:
+            for hook, result in group:
+                hook.in_unit(session, result)
 
 
 # The hook and the task that set it: tasks started meanwhile inherit the context (asyncio copies

@@ -28,8 +28,20 @@ def test_webhook_bench_runs_both_servers_and_prints_the_ratio() -> None:
 def test_orders_bench_runs_every_stage() -> None:
     out = run_bench("orders.py", "--db", "sqlite", "--events", "40", "--distributors", "20", "--entries", "200",
                     "--earnings", "10", "--pace", "0")
-    for stage in ("order events:", "ledger has", "收益 replies:", "收益 handler alone"):
+    for stage in ("order events (risk on):", "ledger has", "收益 replies:", "收益 handler alone"):
         assert stage in out, out
+
+
+def test_orders_bench_compares_the_risk_rules_on_and_off() -> None:
+    out = run_bench("orders.py", "--db", "sqlite", "--events", "40", "--distributors", "20", "--risk", "both",
+                    "--rounds", "1")
+    assert out.count("order events (risk off):") == out.count("order events (risk on):") == 1, out
+    assert "risk rules, median of 1 runs each:" in out and "收益" not in out, out
+
+
+def test_exports_bench_streams_the_whole_ledger() -> None:
+    out = run_bench("exports.py", "--entries", "3000", "--distributors", "200")
+    assert "ledger.csv, 3,000 rows" in out and "peak during the export" in out, out
 
 
 def test_posters_bench_renders_and_compares() -> None:
