@@ -24,7 +24,8 @@ from typing import Any
 from aiohttp import web
 
 from bot.typedefs import CONFIG
-from domain.config import ADMIN, SCOPES, Config
+from domain.config import Config
+from domain.config_sections import ADMIN, SCOPES
 
 # What a route declares: one scope, several, or nothing (None: the feature's default, or admin).
 ScopeSpec = str | tuple[str, ...] | None

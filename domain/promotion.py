@@ -16,7 +16,8 @@ from decimal import Decimal
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from domain.config import Config, RankConfig
+from domain.config import Config
+from domain.config_sections import RankConfig
 from domain.figures import personal_sales, teams
 from domain.formats import yuan
 from domain.messages import Text

@@ -25,10 +25,11 @@ from datetime import datetime, timedelta
 from fractions import Fraction
 from typing import Any, Protocol
 
-from sqlalchemy import func, select, union_all, update
+from sqlalchemy import bindparam, func, select, union_all, update
 from sqlalchemy.orm import Session
 
-from domain.config import Config, RiskConfig
+from domain.config import Config
+from domain.config_sections import RiskConfig
 from domain.formats import china_time, yuan
 from domain.messages import Text
 from domain.outbox import Queued, enqueue_many, template_data
@@ -174,6 +175,13 @@ def raise_flags(session: Session, config: Config, findings: Sequence[Finding], n
 
 
 # ---- order events: what a batch needs, read at once ----------------------------------------------------
+# Paid orders per distributor since a time: built once, it is run with every batch of order events.
+_PAID_SINCE = (select(ORDERS.c.distributor_id, func.count())
+               .where(ORDERS.c.distributor_id.in_(bindparam("ids", expanding=True)),
+                      ORDERS.c.paid_at >= bindparam("since"))
+               .group_by(ORDERS.c.distributor_id))
+
+
 class Watch:
     """Collects what a batch of order events did, then judges the batch's distributors with one
     grouped read per rule (OrderBook.finish). Does nothing when risk.enabled is false."""
@@ -203,9 +211,7 @@ class Watch:
         if self.paid:
             since = now - timedelta(minutes=cfg.burst_minutes)
             recent = o.paid_at >= since
-            counts = session.connection().execute(
-                select(o.distributor_id, func.count()).where(o.distributor_id.in_(list(self.paid)), recent)
-                .group_by(o.distributor_id)).all()
+            counts = session.connection().execute(_PAID_SINCE, {"ids": list(self.paid), "since": since}).all()
             over = {did: n for did, n in counts if n > cfg.burst_orders}
             for did, n in over.items():  # rare: only a distributor over the line
                 nos = session.connection().scalars(select(o.order_no).where(o.distributor_id == did, recent)

@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import case, func, select, update
 from sqlalchemy.orm import Session
 
-from domain.config import ServiceConfig
+from domain.config_sections import ServiceConfig
 from domain.formats import CHINA
 from domain.messages import Text
 from domain.outbox import Queued, enqueue, enqueue_many, template_data

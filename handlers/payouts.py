@@ -31,7 +31,8 @@ from bot.wechat_api import WeChatError
 from bot.wechat_pay import Bill, PayClient, PayError, PayRefused, SignatureInvalid
 from content.pay_pages import JS_API_LIST, claim_page, jsapi_signature, notice_page
 from domain import payouts
-from domain.config import TRANSFER_SCENES, Config
+from domain.config import Config
+from domain.config_sections import TRANSFER_SCENES
 from domain.formats import CHINA, yuan
 from domain.messages import Text
 from domain.suspension import Refused

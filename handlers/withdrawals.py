@@ -27,7 +27,8 @@ from bot.feature import Feature
 from bot.console import done, may_open, page, page_number
 from bot.exports import stream_csv
 from bot.typedefs import CONFIG, SESSIONMAKER, WRITER
-from domain.config import MIN_TRANSFER_FEN, Config
+from domain.config import Config
+from domain.config_sections import MIN_TRANSFER_FEN
 from domain.exports import SOURCE_NAMES, STATUS_NAMES, WITHDRAWALS_HEADER, withdrawal_rows
 from domain.formats import CHINA, AmountError, china_time, parse_yuan, yuan
 from domain.ledger import AlreadyDecided, balance, decide_withdrawal, withdraw

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import base64
 import json
+import tomllib
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
 from domain.config import ConfigError, load_config
+
+ROOT = Path(__file__).resolve().parent.parent
 
 REPO = Path(__file__).resolve().parent.parent
 GOOD_KEY = base64.b64encode(bytes(range(32))).decode().rstrip("=")
@@ -138,6 +141,15 @@ LIVE = '[wechat]\nmode = "live"\napp_secret = "a-real-secret"\n'
 @pytest.mark.parametrize("admin", ['token = "change-me"', 'token = ""', ""], ids=["default", "empty", "unset"])
 def test_live_mode_refuses_a_guessable_admin_token(tmp_path: Path, admin: str) -> None:
     assert "admin.token" in error(write(tmp_path, LIVE + f"[admin]\n{admin}\n"))
+
+
+def test_live_mode_refuses_the_demo_configs_scoped_tokens(tmp_path: Path) -> None:
+    demo = tomllib.loads((ROOT / "config.toml").read_text(encoding="utf-8"))["admin"]["tokens"]
+    assert demo and all(t["token"].startswith("demo-") for t in demo)  # the demo has some, all refused live
+    tokens = "".join(f'[[admin.tokens]]\nname = "{t["name"]}"\ntoken = "{t["token"]}"\nscopes = {json.dumps(t["scopes"])}\n'
+                     for t in demo)
+    message = error(write(tmp_path, LIVE + '[admin]\ntoken = "s3cret-admin"\n' + tokens))
+    assert "admin.tokens" in message and repr(demo[0]["name"]) in message
 
 
 def test_live_mode_refuses_the_sandbox_app_secret(tmp_path: Path) -> None:

@@ -1,0 +1,261 @@
+"""The sections of the configuration, one class per TOML table ([server], [wechat], ...,
+[[webhooks]]), each checking its own keys; domain.config puts them together into Config and
+checks what spans several."""
+
+from __future__ import annotations
+
+import base64
+from decimal import Decimal
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+DEFAULT_ADMIN_TOKEN = "change-me"
+DEMO_TOKEN_PREFIX = "demo-"  # the demo config's scoped tokens: refused in live mode
+LEGAL_MAX_LEVELS = 3
+MIN_TRANSFER_FEN = 10  # WeChat Pay's smallest transfer, ¥0.10
+# WeChat Pay's transfer scenes and the report fields each requires (transfer_scene_report_infos).
+TRANSFER_SCENES: dict[str, tuple[tuple[str, str], ...]] = {
+    "1005": (("岗位类型", "推广员"), ("报酬说明", "推广佣金")),  # 佣金报酬
+    "1000": (("活动名称", "分销推广"), ("奖励说明", "推广佣金")),  # 现金营销
+}
+# Scoped tokens (CONTRACT §4.11): shop (order events and reads), finance (withdrawals, adjustments,
+# ledgers, exports, payouts), ops (content, campaigns, contests, tickets, jobs), admin (everything).
+ADMIN = "admin"
+SCOPES: tuple[str, ...] = ("shop", "finance", "ops", ADMIN)
+Scope = Literal["shop", "finance", "ops", "admin"]
+PAY_KEY_FIELDS = ("mchid", "merchant_serial", "private_key_path", "apiv3_key", "public_key_id", "public_key_path")
+
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ServerConfig(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=1, le=65535)
+    public_url: str = "http://127.0.0.1:8080"
+
+    @field_validator("public_url")
+    @classmethod
+    def _strip_slash(cls, v: str) -> str:
+        if not v.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return v.rstrip("/")
+
+
+class WechatConfig(_Section):
+    mode: Literal["sandbox", "live"] = "sandbox"
+    app_id: str = "wxsandbox0000000000"
+    app_secret: str = "sandbox-secret"
+    token: str = "sandbox-token"
+    encoding_aes_key: str = ""
+    api_base_url: str = ""
+    template_id: str = ""
+
+    @field_validator("encoding_aes_key")
+    @classmethod
+    def _aes_key(cls, v: str) -> str:
+        if v and len(v) != 43:
+            raise ValueError("must be 43 characters (safe mode) or empty (plain mode)")
+        if v:
+            # Refused here rather than failing on every message at run time.
+            try:
+                base64.b64decode(v + "=", validate=True)
+            except ValueError:
+                raise ValueError("must be base64 (letters, digits, + and /) as shown in the WeChat console") from None
+        return v
+
+    @field_validator("token")
+    @classmethod
+    def _token(cls, v: str) -> str:
+        if not v:
+            raise ValueError("must not be empty")
+        return v
+
+    @property
+    def safe_mode(self) -> bool:
+        return bool(self.encoding_aes_key)
+
+
+class DatabaseConfig(_Section):
+    url: str = "sqlite+aiosqlite:///data/distbot.db"
+
+    @field_validator("url")
+    @classmethod
+    def _driver(cls, v: str) -> str:
+        if not v.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
+            raise ValueError("must start with sqlite+aiosqlite:// or postgresql+asyncpg://")
+        return v
+
+
+class AdminToken(_Section):
+    """A named token with some scopes ([[admin.tokens]]); admin.token is "admin" with all of them."""
+
+    name: str = Field(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9_.-]+$")
+    token: str = Field(min_length=16, max_length=256, pattern=r"^[!-~]+$")  # printable ASCII, no spaces
+    scopes: tuple[Scope, ...] = Field(min_length=1)
+
+
+class AdminConfig(_Section):
+    token: str = DEFAULT_ADMIN_TOKEN
+    tokens: tuple[AdminToken, ...] = ()  # besides `token`, which has every scope
+    notify_openids: tuple[str, ...] = ()  # staff reminded of overdue tickets and risk
+
+    @model_validator(mode="after")
+    def _distinct_tokens(self) -> AdminConfig:
+        names = [ADMIN] + [t.name for t in self.tokens]
+        dup = next((n for n in names if names.count(n) > 1), None)
+        if dup is not None:
+            raise ValueError(f"admin.tokens: the name {dup!r} is used twice (\"admin\" is admin.token's)")
+        secrets = [self.token] + [t.token for t in self.tokens]
+        if len(set(secrets)) != len(secrets):
+            raise ValueError("admin.tokens: every token must differ from the others and from admin.token")
+        return self
+
+
+class ServiceConfig(_Section):
+    urgent_minutes: int = Field(30, ge=1)
+    normal_minutes: int = Field(240, ge=1)
+    priority_ranks: tuple[str, ...] = ()
+
+
+class ReportsConfig(_Section):
+    weekly: bool = True  # the weekly personal report, Monday 09:00 Asia/Shanghai
+
+
+class ContestsConfig(_Section):
+    monthly_star_prizes_fen: tuple[int, ...] = ()
+
+    @field_validator("monthly_star_prizes_fen")
+    @classmethod
+    def _positive(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+        if any(p <= 0 for p in v):
+            raise ValueError("every prize must be a positive number of fen")
+        return v
+
+
+class DistributionConfig(_Section):
+    max_levels: int = Field(2, ge=1)
+    freeze_days: int = Field(7, ge=0)
+    min_withdraw_fen: int = Field(1000, ge=1)
+    monthly_cap_fen: int = Field(0, ge=0)
+    self_purchase: bool = False
+
+    @field_validator("max_levels")
+    @classmethod
+    def _legal_limit(cls, v: int) -> int:
+        if v > LEGAL_MAX_LEVELS:
+            raise ValueError(f"must be at most {LEGAL_MAX_LEVELS}, the legal limit of commission levels")
+        return v
+
+
+class RankConfig(_Section):
+    key: str = Field(min_length=1, max_length=32)
+    name: str = Field(min_length=1)
+    rates: tuple[Decimal, ...] = Field(min_length=1, max_length=LEGAL_MAX_LEVELS)
+    min_sales_fen: int = Field(0, ge=0)
+    min_team_size: int = Field(0, ge=0)
+
+    @field_validator("rates", mode="before")
+    @classmethod
+    def _exact_rates(cls, v: Any) -> Any:
+        # Rates come from TOML as binary floats; take their shortest decimal spelling so that
+        # floor(amount * rate) is exact (100 * 0.29 must be 29, not 28).
+        if isinstance(v, (list, tuple)):
+            return [Decimal(str(r)) if not isinstance(r, str) else Decimal(r) for r in v]
+        return v
+
+    @field_validator("rates")
+    @classmethod
+    def _rate_range(cls, v: tuple[Decimal, ...]) -> tuple[Decimal, ...]:
+        for r in v:
+            if not (Decimal(0) <= r < Decimal(1)):
+                raise ValueError("every rate must be at least 0 and below 1")
+        return v
+
+
+class OutboxConfig(_Section):
+    rate_per_second: float = Field(100.0, gt=0)
+    batch_size: int = Field(50, ge=1, le=1000)
+    max_attempts: int = Field(8, ge=1)
+    lease_seconds: int = Field(60, ge=5)
+
+
+class PayConfig(_Section):
+    """WeChat Pay 商家转账 (CONTRACT §4.10): how approved withdrawals are paid out."""
+
+    mode: Literal["off", "sandbox", "live"] = "off"
+    mchid: str = ""
+    merchant_serial: str = ""
+    private_key_path: str = ""
+    apiv3_key: str = ""
+    public_key_id: str = ""
+    public_key_path: str = ""
+    api_base_url: str = ""
+    transfer_scene_id: str = "1005"  # 佣金报酬
+    max_transfer_fen: int = Field(20000, ge=MIN_TRANSFER_FEN)
+
+    @field_validator("apiv3_key")
+    @classmethod
+    def _apiv3_key(cls, v: str) -> str:
+        if v and len(v.encode()) != 32:
+            raise ValueError("must be the 32-character APIv3 key set in the merchant console")
+        return v
+
+    @field_validator("public_key_id")
+    @classmethod
+    def _public_key_id(cls, v: str) -> str:
+        if v and not v.startswith("PUB_KEY_ID_"):
+            raise ValueError("must be WeChat Pay's public key id, PUB_KEY_ID_...")
+        return v
+
+    @field_validator("transfer_scene_id")
+    @classmethod
+    def _scene(cls, v: str) -> str:
+        if v not in TRANSFER_SCENES:
+            raise ValueError(f"must be one of the transfer scenes distbot reports for: {', '.join(TRANSFER_SCENES)}")
+        return v
+
+    @property
+    def on(self) -> bool:
+        return self.mode != "off"
+
+
+class RiskConfig(_Section):
+    """Risk rules (CONTRACT §4.12): thresholds of the flags the rules raise (domain.risk)."""
+
+    enabled: bool = True  # false: no rule is evaluated (flags already raised stay)
+    burst_orders: int = Field(20, ge=1)  # more than this many paid orders credited to one distributor ...
+    burst_minutes: int = Field(10, ge=1, le=24 * 60)  # ... within this many minutes
+    refund_ratio: float = Field(0.5, ge=0, lt=1)  # refunded share above this among the last refund_window orders
+    refund_window: int = Field(20, ge=2, le=1000)
+    signup_burst: int = Field(30, ge=1)  # direct sign-ups in one hour
+
+
+def default_ranks() -> tuple[RankConfig, ...]:
+    return (
+        RankConfig(key="junior", name="初级推广员", rates=(Decimal("0.10"), Decimal("0.03"))),
+        RankConfig(key="gold", name="黄金合伙人", rates=(Decimal("0.15"), Decimal("0.05")),
+                   min_sales_fen=1_000_000, min_team_size=10),
+    )
+
+
+WEBHOOK_EVENTS = ("distributor.registered", "commission.created", "commission.reversed", "withdrawal.paid")
+
+
+class WebhookConfig(_Section):
+    """[[webhooks]]: an endpoint, the secret its deliveries are signed with, the events it wants."""
+
+    url: str
+    secret: str = Field(min_length=16)
+    events: tuple[Literal["distributor.registered", "commission.created", "commission.reversed",
+                          "withdrawal.paid"], ...] = Field(WEBHOOK_EVENTS, min_length=1)
+
+    @field_validator("url")
+    @classmethod
+    def _http(cls, v: str) -> str:
+        if not v.startswith(("http://", "https://")) or len(v) > 500:
+            raise ValueError("must be an http:// or https:// URL of at most 500 characters")
+        return v
