@@ -181,14 +181,20 @@ async def sign_in(http: aiohttp.ClientSession, base: str) -> None:
         assert resp.status == 200 and "退出登录" in text, (resp.status, text[:500])
 
 
-async def run(path: Path, distributors: int, entries: int, withdrawals: int, calls: int) -> None:
-    db_url = f"sqlite+aiosqlite:///{path}"
-    engine = create_engine(db_url)
+async def migrated_and_seeded(path: Path, distributors: int, entries: int, withdrawals: int,
+                              now: datetime) -> tuple[int, int]:
+    """A new SQLite file at `path`, migrated, then seeded; (orders, followers)."""
+    engine = create_engine(f"sqlite+aiosqlite:///{path}")
     await upgrade(engine)
     await engine.dispose()
+    return seed(path, distributors, entries, withdrawals, now)
+
+
+async def run(path: Path, distributors: int, entries: int, withdrawals: int, calls: int) -> None:
+    db_url = f"sqlite+aiosqlite:///{path}"
     now = datetime.now(UTC)
     t0 = time.perf_counter()
-    orders, followers = seed(path, distributors, entries, withdrawals, now)
+    orders, followers = await migrated_and_seeded(path, distributors, entries, withdrawals, now)
     print(f"seeded {distributors:,} distributors, {followers:,} followers, {entries:,} ledger entries "
           f"({orders:,} orders) and {withdrawals:,} withdrawals in {time.perf_counter() - t0:.1f} s")
     port = free_port()

@@ -32,11 +32,9 @@ sys.path.insert(0, str(ROOT))
 import aiohttp  # noqa: E402
 from scratch import scratch_dir  # noqa: E402
 
-from bench.console import seed  # noqa: E402
+from bench.console import migrated_and_seeded  # noqa: E402
 from bench.orders import ADMIN, Server, peak_rss_mb  # noqa: E402
 from domain.formats import CHINA  # noqa: E402
-from storage.db import create_engine  # noqa: E402
-from storage.migrate import upgrade  # noqa: E402
 
 
 def rss_mb(pid: int) -> float:
@@ -67,12 +65,9 @@ async def export(http: aiohttp.ClientSession, server: Server, since: str, until:
 async def run(workdir: Path, distributors: int, entries: int) -> None:
     path = workdir / "distbot.db"
     db_url = f"sqlite+aiosqlite:///{path}"
-    engine = create_engine(db_url)
-    await upgrade(engine)
-    await engine.dispose()
     now = datetime.now(UTC)
     t0 = time.perf_counter()
-    seed(path, distributors, entries, entries // 100, now)
+    await migrated_and_seeded(path, distributors, entries, entries // 100, now)
     print(f"seeded {entries:,} ledger entries ({distributors:,} distributors) in {time.perf_counter() - t0:.1f} s; "
           f"database {path.stat().st_size / 2**20:.0f} MB")
     today = now.astimezone(CHINA).date()

@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import Select, select, tuple_
 from sqlalchemy.orm import Session
 
-from domain.formats import CHINA, plain_yuan
+from domain.formats import CHINA, CHINA_OFFSET, plain_yuan
 from domain.ledger import KIND_NAMES
 from storage.tables import DISTRIBUTORS, ENTRIES, WITHDRAWALS
 
@@ -23,7 +23,8 @@ Row = tuple[Any, ...]
 
 
 def local_time(value: datetime | None) -> str:
-    return value.astimezone(CHINA).strftime("%Y-%m-%d %H:%M:%S") if value else ""
+    """2026-12-01 08:00:00, China time (a fixed +08:00 since 1991: the fast conversion)."""
+    return value.astimezone(CHINA_OFFSET).isoformat(" ", "seconds")[:19] if value else ""
 
 
 def day_bounds(since: date | None, until: date | None) -> tuple[datetime | None, datetime | None]:
@@ -73,5 +74,5 @@ def ledger_rows(session: Session, start: datetime | None, end: datetime | None,
         .join(DISTRIBUTORS, d.id == e.distributor_id).where(*where)
         .order_by(e.created_at, e.id).limit(EXPORT_PAGE)).all()
     key = (found[-1].created_at, found[-1].id) if found else after
-    return key, [(r.id, local_time(r.created_at), r.code, r.name, KIND_NAMES.get(r.kind, r.kind),
-                  plain_yuan(r.amount_fen), r.order_no or "", r.withdrawal_id or "") for r in found]
+    return key, [(id_, local_time(at), code, name, KIND_NAMES.get(kind, kind), plain_yuan(fen), order_no or "",
+                  withdrawal_id or "") for id_, at, code, name, kind, fen, order_no, withdrawal_id in found]

@@ -38,6 +38,16 @@ def keys(session: Any) -> list[str]:
     return sorted(session.connection().execute(select(PROCESSED.c.key)).scalars())
 
 
+def upper_but_boom(session: Any, items: list[str]) -> list[str | Failed]:
+    """A batch's work: each item stored and answered in capitals, except "boom", which fails."""
+    def apply(s: Any, item: str) -> str:
+        if item == "boom":
+            raise RuntimeError("boom")
+        store(s, item)
+        return item.upper()
+    return each_in_savepoint(session, items, apply)
+
+
 async def test_a_failing_item_rolls_back_alone_and_the_others_run_once(writer: Writer) -> None:
     runs: list[str] = []
 
@@ -79,15 +89,7 @@ async def test_a_conflict_runs_the_item_once_more_then_fails_it(writer: Writer) 
 async def test_items_submitted_together_share_a_batch_and_get_their_own_outcome(writer: Writer) -> None:
     sizes: list[int] = []
 
-    def process(session: Any, items: list[str]) -> list[str | Failed]:
-        def apply(s: Any, item: str) -> str:
-            if item == "boom":
-                raise RuntimeError("boom")
-            store(s, item)
-            return item.upper()
-        return each_in_savepoint(session, items, apply)
-
-    group: GroupCommit[str, str] = GroupCommit(writer, process, on_batch=sizes.append)
+    group: GroupCommit[str, str] = GroupCommit(writer, upper_but_boom, on_batch=sizes.append)
     results = await asyncio.gather(*(group(k) for k in ("p", "q", "boom", "r")), return_exceptions=True)
     assert results[:2] == ["P", "Q"] and isinstance(results[2], RuntimeError) and results[3] == "R"
     assert sizes == [4]
@@ -109,15 +111,7 @@ async def test_an_item_takes_its_submitters_unit_hook_into_the_batch(writer: Wri
         def committed(self) -> None:
             self.done = True
 
-    def process(session: Any, items: list[str]) -> list[str | Failed]:
-        def apply(s: Any, item: str) -> str:
-            if item == "boom":
-                raise RuntimeError("boom")
-            store(s, item)
-            return item.upper()
-        return each_in_savepoint(session, items, apply)
-
-    group: GroupCommit[str, str] = GroupCommit(writer, process)
+    group: GroupCommit[str, str] = GroupCommit(writer, upper_but_boom)
     hooks = {k: Hook(f"hook-{k}") for k in ("p", "boom", "q")}
 
     async def submit(item: str, hook: Hook | None) -> tuple[Any, bool]:
