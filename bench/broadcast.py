@@ -24,10 +24,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -37,8 +35,10 @@ import aiohttp
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.harness import ADMIN, Server, free_port, peak_rss_mb, pg_database, pg_server  # noqa: E402
+from bench.orders import seed_distributors  # noqa: E402
+from bench.scratch import scratch_dir  # noqa: E402
 from bot.outbox import THROTTLE_SLACK  # noqa: E402
-from orders import ADMIN, Server, free_port, peak_rss_mb, pg_database, pg_server, seed_distributors  # noqa: E402
 
 
 TEXT = "双十二大促今晚八点开始，点击菜单领取专属海报。"
@@ -162,8 +162,7 @@ async def run(db: str, url_for: Any, processes: int, args: argparse.Namespace, w
 
 
 async def main_async(args: argparse.Namespace) -> None:
-    workdir = Path(tempfile.mkdtemp(prefix="distbot-bench-broadcast-"))
-    try:
+    with scratch_dir("distbot-bench-broadcast-", args.keep) as workdir:
         n = min(args.recipients)
         emulator = Emulator(args.latency, n)
         await emulator.start()
@@ -187,11 +186,6 @@ async def main_async(args: argparse.Namespace) -> None:
                     assert server_url is not None
                     return await pg_database(server_url)  # each size its own database on the one server
                 await run("postgresql", pg_url, 2, args, workdir)
-    finally:
-        if args.keep:
-            print(f"kept {workdir}")
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
 
 
 def main() -> None:

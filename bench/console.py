@@ -32,7 +32,6 @@ import argparse
 import asyncio
 import random
 import re
-import socket
 import sqlite3
 import sys
 import time
@@ -45,10 +44,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import aiohttp  # noqa: E402
-from scratch import scratch_dir  # noqa: E402
 from aiohttp import web  # noqa: E402
 
 from bench.contests import percentiles  # noqa: E402
+from bench.harness import free_port  # noqa: E402
+from bench.scratch import scratch_dir  # noqa: E402
 from bot.app import create_app  # noqa: E402
 from domain import contests  # noqa: E402
 from domain.config import Config  # noqa: E402
@@ -163,12 +163,6 @@ def seed_daily_totals(db: sqlite3.Connection, orders: list[tuple[Any, ...]], pos
     db.executemany("UPDATE distributors SET first_sale_at = ? WHERE id = ?", ((w, d) for d, w in first.items()))
     db.executemany("INSERT INTO daily_totals (day, sales_fen, orders, commission_fen, first_sales)"
                    " VALUES (?, ?, ?, ?, ?)", ((day, *v) for day, v in sorted(days.items())))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 async def sign_in(http: aiohttp.ClientSession, base: str) -> None:

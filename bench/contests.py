@@ -37,9 +37,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from scratch import scratch_dir  # noqa: E402
 from sqlalchemy import func, select  # noqa: E402
 
+from bench.scratch import scratch_dir  # noqa: E402
 from bot.chat import Ctx  # noqa: E402
 from bot.scheduler import JOBS  # noqa: E402
 from domain import contest_results, contests  # noqa: E402

@@ -6,7 +6,7 @@ timed, with the server's memory watched.
 1. A SQLite file in a temp dir is migrated and seeded as bench/console.py seeds it (distributors,
    orders over the past 60 days with their commission and reversal entries, withdrawals), until
    the ledger holds `--entries` entries.
-2. `distbot serve` starts as its own process (bench/orders.Server: sandbox mode, a free port of
+2. `distbot serve` starts as its own process (bench/harness.Server: sandbox mode, a free port of
    127.0.0.1), and a one-day export warms it up (imports, the first queries).
 3. The whole ledger is exported (`from` a year ago, `to` today) and read by the client as it
    streams. Printed: time to the first byte, the whole time, rows and MB per second, and the
@@ -30,18 +30,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import aiohttp  # noqa: E402
-from scratch import scratch_dir  # noqa: E402
 
 from bench.console import migrated_and_seeded  # noqa: E402
-from bench.orders import ADMIN, Server, peak_rss_mb  # noqa: E402
+from bench.harness import ADMIN, Server, peak_rss_mb, rss_mb  # noqa: E402
+from bench.scratch import scratch_dir  # noqa: E402
 from domain.formats import CHINA  # noqa: E402
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 async def export(http: aiohttp.ClientSession, server: Server, since: str, until: str) -> tuple[float, float, int, int]:

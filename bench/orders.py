@@ -4,10 +4,10 @@
                                      [--entries 1000000] [--earnings 2000] [--db sqlite|postgresql]
                                      [--pg-url URL] [--keep]
 
-1. `distbot serve` starts on a free port (sandbox mode; a SQLite file in a temp dir, or a fresh
-   database on PostgreSQL: --pg-url, else a throw-away cluster from the machine's binaries), and is
-   waited for on /healthz. `--distributors` are seeded straight into the database, ten to an
-   inviter (so most orders pay two levels).
+1. `distbot serve` starts on a free port (bench/harness.Server: sandbox mode; a SQLite file in a
+   temp dir, or a fresh database on PostgreSQL: --pg-url, else a throw-away cluster from the
+   machine's binaries), and is waited for on /healthz. `--distributors` are seeded straight into
+   the database, ten to an inviter (so most orders pay two levels).
 2. Order events: `--events` events (paid, then completed, per order) are posted to
    POST /api/orders/events by `--concurrency` closed-loop senders. Printed: events/s, latency
    percentiles, and the server's peak memory.  Target: ≥ 1,000 events/s on SQLite.
@@ -36,18 +36,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import hashlib
-import os
 import random
 import re
 import secrets
-import shutil
-import signal
 import statistics
-import socket
-import subprocess
 import sys
-import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -60,11 +53,11 @@ sys.path.insert(0, str(ROOT))
 
 from sqlalchemy import text  # noqa: E402
 
+from bench.harness import ADMIN, TOKEN, Server, cpu_seconds, peak_rss_mb, pg_database, pg_server  # noqa: E402
+from bench.load_client import ACCOUNT, TEXT_XML, sign  # noqa: E402
+from bench.scratch import scratch_dir  # noqa: E402
 from storage.db import create_engine  # noqa: E402
 
-ADMIN = "bench-admin-token"
-TOKEN = "bench-token"
-ACCOUNT = "gh_bench00000001"
 ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
 FANOUT = 10
 
@@ -77,82 +70,12 @@ def code_of(i: int) -> str:
     return out
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def percentiles(xs: list[float]) -> dict[str, float]:
     xs = sorted(xs)
     if not xs:
         return {}
     pick = lambda q: xs[min(int(q * len(xs)), len(xs) - 1)] * 1000  # noqa: E731
     return {"p50": pick(0.50), "p90": pick(0.90), "p99": pick(0.99), "max": xs[-1] * 1000}
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (all its threads)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def peak_rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
-class Server:
-    def __init__(self, workdir: Path, db_url: str, profile: Path | None = None, outbox_rate: float | None = None,
-                 api_base_url: str = "", outbox_batch: int | None = None, risk: bool = True):
-        self.profile = profile
-        self.port = free_port()
-        self.db_url = db_url
-        self.config = workdir / "config.toml"
-        self.log = workdir / "distbot.log"
-        self.config.write_text(
-            f'[server]\nhost = "127.0.0.1"\nport = {self.port}\n'
-            f'[wechat]\nmode = "sandbox"\ntoken = "{TOKEN}"\napi_base_url = "{api_base_url}"\n'
-            'template_id = "tmpl-bench"\n'
-            f'[database]\nurl = "{db_url}"\n[admin]\ntoken = "{ADMIN}"\n'
-            f'[risk]\nenabled = {"true" if risk else "false"}\n'
-            '[distribution]\nmax_levels = 2\nfreeze_days = 7\n[outbox]\n'
-            + (f'rate_per_second = {outbox_rate}\n' if outbox_rate else "")
-            + (f'batch_size = {outbox_batch}\n' if outbox_batch else ""), encoding="utf-8")
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    async def start(self) -> None:
-        exe = Path(sys.executable).parent / "distbot"
-        cmd = [str(exe), "serve", "--config", str(self.config)]
-        if self.profile is not None:  # py-spy's collapsed stacks of the server, for flame graphs
-            cmd = [str(Path(sys.executable).parent / "py-spy"), "record", "--format", "raw", "--rate", "200", "--gil",
-                   "-o", str(self.profile), "--", *cmd]
-        self.proc = subprocess.Popen(cmd, cwd=self.config.parent,
-                                     stdout=self.log.open("wb"), stderr=subprocess.STDOUT)
-        async with aiohttp.ClientSession() as http:
-            for _ in range(600):
-                if self.proc.poll() is not None:
-                    raise SystemExit(f"distbot exited:\n{self.log.read_text()[-3000:]}")
-                with contextlib.suppress(aiohttp.ClientError):
-                    async with http.get(self.url("/healthz")) as r:
-                        if r.status == 200:
-                            return
-                await asyncio.sleep(0.1)
-        raise SystemExit("distbot did not become healthy")
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT if self.profile else signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
 
 
 # ---- seeding ---------------------------------------------------------------------------------
@@ -240,11 +163,8 @@ async def post_events(server: Server, events: int, concurrency: int, distributor
 
 def signed(server: Server, openid: str, content: str, msg_id: int) -> tuple[str, bytes]:
     ts, nonce = str(int(time.time())), secrets.token_hex(4)
-    sig = hashlib.sha1("".join(sorted([TOKEN, ts, nonce])).encode()).hexdigest()
-    xml = (f"<xml><ToUserName><![CDATA[{ACCOUNT}]]></ToUserName><FromUserName><![CDATA[{openid}]]></FromUserName>"
-           f"<CreateTime>{ts}</CreateTime><MsgType><![CDATA[text]]></MsgType>"
-           f"<Content><![CDATA[{content}]]></Content><MsgId>{msg_id}</MsgId></xml>")
-    return server.url(f"/wechat?timestamp={ts}&nonce={nonce}&signature={sig}"), xml.encode()
+    xml = TEXT_XML.format(account=ACCOUNT, openid=openid, ts=ts, content=content, msg_id=msg_id)
+    return server.url(f"/wechat?timestamp={ts}&nonce={nonce}&signature={sign(TOKEN, ts, nonce)}"), xml.encode()
 
 
 async def histogram(http: aiohttp.ClientSession, server: Server) -> dict[float, float]:
@@ -382,55 +302,22 @@ def compare_risk(db: str, runs: list[tuple[bool, dict[str, Any]]]) -> None:
           f"{cpu_off:,.0f} without ({cpu_on / cpu_off - 1:+.1%}). Target: within 10%", flush=True)
 
 
-async def pg_server(args: argparse.Namespace, stack: contextlib.ExitStack) -> str | None:
-    """The PostgreSQL server's URL: --pg-url, else a throw-away cluster (None without binaries)."""
-    if args.pg_url is not None:
-        return str(args.pg_url)
-    from devtools.pgcluster import PgCluster, find_pg_bin
-    if find_pg_bin() is None:
-        return None
-    cluster = PgCluster()
-    cluster.start()
-    stack.callback(cluster.stop)
-    return str(cluster.url)
-
-
-async def pg_database(url: str) -> str:
-    """A fresh database on the server, for one run."""
-    import asyncpg
-
-    name = "bench_" + secrets.token_hex(4)
-    conn = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://"))
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    return url.rsplit("/", 1)[0] + "/" + name
-
-
 async def main_async(args: argparse.Namespace) -> None:
-    workdir = Path(tempfile.mkdtemp(prefix="distbot-bench-orders-"))
-    try:
-        with contextlib.ExitStack() as stack:
-            for db in args.db:
-                server_url = await pg_server(args, stack) if db == "postgresql" else None
-                if db == "postgresql" and server_url is None:
-                    print("[postgresql] skipped: no --pg-url and no PostgreSQL binaries on this machine")
-                    continue
-                runs = []
-                for k, risk in enumerate(risk_order(args)):
-                    where = workdir / f"{db}-{k}"
-                    where.mkdir()
-                    url = (await pg_database(server_url) if server_url is not None
-                           else f"sqlite+aiosqlite:///{where}/distbot.db")
-                    runs.append((risk, await run_on(db, url, args, where, risk)))
-                if args.risk == "both" and args.events:
-                    compare_risk(db, runs)
-    finally:
-        if args.keep:
-            print(f"kept {workdir}")
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
+    with scratch_dir("distbot-bench-orders-", args.keep) as workdir, contextlib.ExitStack() as stack:
+        for db in args.db:
+            server_url = await pg_server(args, stack) if db == "postgresql" else None
+            if db == "postgresql" and server_url is None:
+                print("[postgresql] skipped: no --pg-url and no PostgreSQL binaries on this machine")
+                continue
+            runs = []
+            for k, risk in enumerate(risk_order(args)):
+                where = workdir / f"{db}-{k}"
+                where.mkdir()
+                url = (await pg_database(server_url) if server_url is not None
+                       else f"sqlite+aiosqlite:///{where}/distbot.db")
+                runs.append((risk, await run_on(db, url, args, where, risk)))
+            if args.risk == "both" and args.events:
+                compare_risk(db, runs)
 
 
 def main() -> None:

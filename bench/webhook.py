@@ -11,14 +11,15 @@ For each mode (plain: no EncodingAESKey; safe: AES):
      a distributor code, and /api/distributors must list them);
   2. bench/baseline_app.py starts as its own process and takes the load (distbot idles);
   3. distbot takes the same load.
-The load comes from a separate client process (raw HTTP/1.1 keep-alive over asyncio streams,
-one connection per concurrent sender, closed loop): signed (and in safe mode encrypted) text
-messages, a unique MsgId each, from the seeded users, "帮助" or "收益". After the run every
-response is checked off the clock: HTTP 200, XML, (safe: MsgSignature and decryption), a text
-reply addressed to its sender. The client also samples its own CPU, the server's and the
-machine's, so you can see which side was the limit (these machines have 2 cores) and whether
-something else was running. See bench/README.md.
+The load comes from a separate client process, bench/load_client.py (raw HTTP/1.1 keep-alive
+over asyncio streams, one connection per concurrent sender, closed loop): signed (and in safe
+mode encrypted) text messages, a unique MsgId each, from the seeded users, "帮助" or "收益". After
+the run every response is checked off the clock: HTTP 200, XML, (safe: MsgSignature and
+decryption), a text reply addressed to its sender. The client also samples its own CPU, the
+server's and the machine's, so you can see which side was the limit (these machines have 2
+cores) and whether something else was running. See bench/README.md.
 
+The processes and databases are bench/harness.py's (spawn, stop_all, wait_healthy, Databases).
 Only 127.0.0.1 is used; every process started here is stopped on exit, Ctrl-C and errors.
 """
 
@@ -29,431 +30,35 @@ import asyncio
 import atexit
 import base64
 import contextlib
-import hashlib
 import json
 import os
 import re
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-ACCOUNT = "gh_bench00000001"
+sys.path.insert(0, str(ROOT))
+
+from bench.harness import (  # noqa: E402
+    ADMIN, TOKEN, Databases, free_port, interrupt, log_tail, spawn, stop, stop_all, wait_healthy,
+)
+from bench.load_client import REQUEST_TIMEOUT, Wire  # noqa: E402
+
 APP_ID = "wxbench000000000001"
-TOKEN = "bench-token"
-ADMIN_TOKEN = "bench-admin-token"
 TEXTS = ("帮助", "收益")
-REQUEST_TIMEOUT = 10.0
-STARTUP_TIMEOUT = 60.0
-MAX_REQUESTS = 2_000_000  # hard cap per load run, whatever the duration
 TARGET_RATIO = 0.5
 TARGET_P99_MS = 100.0
 NOISE_CORES = 0.3  # CPU used by other processes above which a run is flagged as disturbed
 CODE = re.compile(r"推广码[：:]\s*([A-HJ-NP-Z2-9]{6})")
-
-
-# ---- the WeChat side of the wire: sign, encrypt, open replies ----------------------------------
-def _sign(*parts: str) -> str:
-    return hashlib.sha1("".join(sorted(parts)).encode()).hexdigest()
-
-
-_TEXT_XML = ("<xml><ToUserName><![CDATA[{account}]]></ToUserName><FromUserName><![CDATA[{openid}]]></FromUserName>"
-             "<CreateTime>{ts}</CreateTime><MsgType><![CDATA[text]]></MsgType><Content><![CDATA[{content}]]>"
-             "</Content><MsgId>{msg_id}</MsgId></xml>")
-_EVENT_XML = ("<xml><ToUserName><![CDATA[{account}]]></ToUserName><FromUserName><![CDATA[{openid}]]></FromUserName>"
-              "<CreateTime>{ts}</CreateTime><MsgType><![CDATA[event]]></MsgType><Event><![CDATA[{event}]]></Event>"
-              "<EventKey><![CDATA[]]></EventKey></xml>")
-_SAFE_XML = "<xml><ToUserName><![CDATA[{account}]]></ToUserName><Encrypt><![CDATA[{encrypted}]]></Encrypt></xml>"
-
-
-class Wire:
-    """Builds webhook requests the way WeChat signs (and encrypts) them and opens the replies."""
-
-    def __init__(self, token: str, aes_key: str, app_id: str, account: str = ACCOUNT):
-        from wechatpy.crypto import PrpCrypto
-        self.token, self.app_id, self.account = token, app_id, account
-        self.crypto = PrpCrypto(base64.b64decode(aes_key + "=")) if aes_key else None
-        self._nonce = secrets.randbits(40)
-
-    def text(self, openid: str, content: str, msg_id: int) -> tuple[str, bytes]:
-        return self._envelope(openid, _TEXT_XML.format(account=self.account, openid=openid, ts=int(time.time()),
-                                                       content=content, msg_id=msg_id))
-
-    def event(self, openid: str, event: str, create_time: int) -> tuple[str, bytes]:
-        return self._envelope(openid, _EVENT_XML.format(account=self.account, openid=openid, ts=create_time,
-                                                        event=event))
-
-    def _envelope(self, openid: str, xml: str) -> tuple[str, bytes]:
-        """(path with query, body) of the POST."""
-        timestamp = str(int(time.time()))
-        self._nonce += 1
-        nonce = format(self._nonce, "x")
-        path = (f"/wechat?signature={_sign(self.token, timestamp, nonce)}&timestamp={timestamp}&nonce={nonce}"
-                f"&openid={openid}")
-        if self.crypto is None:
-            return path, xml.encode()
-        encrypted = self.crypto.encrypt(xml, self.app_id).decode()
-        path += f"&encrypt_type=aes&msg_signature={_sign(self.token, timestamp, nonce, encrypted)}"
-        return path, _SAFE_XML.format(account=self.account, encrypted=encrypted).encode()
-
-    def open_reply(self, body: bytes, openid: str) -> str:
-        """The Content of a text reply to `openid` (image/news: the MsgType); ValueError on anything else."""
-        try:
-            root = ET.fromstring(body)
-        except ET.ParseError as e:
-            raise ValueError(f"not XML: {body[:80]!r}") from e
-        if self.crypto is not None:
-            encrypted, sig = root.findtext("Encrypt"), root.findtext("MsgSignature")
-            ts, nonce = root.findtext("TimeStamp"), root.findtext("Nonce")
-            if not (encrypted and sig and ts and nonce):
-                raise ValueError("safe-mode reply without Encrypt/MsgSignature/TimeStamp/Nonce")
-            if _sign(self.token, ts, nonce, encrypted) != sig:
-                raise ValueError("bad MsgSignature on the reply")
-            try:
-                root = ET.fromstring(self.crypto.decrypt(encrypted, self.app_id).encode())
-            except Exception as e:
-                raise ValueError(f"cannot decrypt the reply: {e}") from None
-        if root.findtext("ToUserName") != openid or root.findtext("FromUserName") != self.account:
-            raise ValueError("reply addressed to the wrong user or from the wrong account")
-        kind = root.findtext("MsgType")
-        if kind == "text":
-            content = root.findtext("Content") or ""
-            if not content:
-                raise ValueError("empty Content")
-            return content
-        if kind == "image" and root.findtext("Image/MediaId"):
-            return "image"
-        if kind == "news" and root.find("Articles/item") is not None:
-            return "news"
-        raise ValueError(f"not a text, image or news reply: MsgType={kind!r}")
-
-
-# ---- a small HTTP/1.1 keep-alive client over asyncio streams ----------------------------------
-class Conn:
-    def __init__(self, port: int):
-        self.port = port
-        self.reader: asyncio.StreamReader | None = None
-        self.writer: asyncio.StreamWriter | None = None
-
-    async def post(self, path: str, body: bytes) -> tuple[int, bytes, bytes]:
-        """(status, content-type, body). Reconnects when needed; raises OSError/asyncio errors."""
-        if self.writer is None:
-            self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
-        assert self.reader is not None
-        self.writer.write(b"POST %s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nContent-Type: text/xml\r\n"
-                          b"Content-Length: %d\r\n\r\n%s" % (path.encode(), self.port, len(body), body))
-        head = await self.reader.readuntil(b"\r\n\r\n")
-        status = int(head[9:12])
-        length, ctype, close = -1, b"", False
-        for line in head.split(b"\r\n")[1:]:
-            name, _, value = line.partition(b":")
-            name = name.strip().lower()
-            if name == b"content-length":
-                length = int(value)
-            elif name == b"content-type":
-                ctype = value.strip()
-            elif name == b"connection" and value.strip().lower() == b"close":
-                close = True
-        if length < 0:
-            raise ConnectionError("response without Content-Length")
-        data = await self.reader.readexactly(length)
-        if close:
-            self.close()
-        return status, ctype, data
-
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-        self.reader = self.writer = None
-
-
-# ---- the load client (runs as its own process: `webhook.py _client < spec.json`) -------------
-def _proc_cpu(pid: int) -> float:
-    """CPU seconds (user + system, all threads) used so far by process `pid`."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _tree_cpu(root: int) -> float:
-    """CPU seconds of process `root` and its direct children (a PostgreSQL postmaster's backends)."""
-    total = 0.0
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(entry) == root or int(fields[1]) == root:
-            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return total
-
-
-def _machine_cpu() -> tuple[float, float]:
-    """(busy, total) jiffies of the whole machine."""
-    with open("/proc/stat") as f:
-        values = [int(v) for v in f.readline().split()[1:]]
-    idle = values[3] + values[4]
-    return sum(values) - idle, sum(values)
-
-
-async def _load(spec: dict[str, Any]) -> dict[str, Any]:
-    wire = Wire(spec["token"], spec["aes_key"], spec["app_id"])
-    openids: list[str] = spec["openids"]
-    texts: list[str] = spec["texts"]
-    port, server_pid = spec["port"], spec["server_pid"]
-    loop = asyncio.get_running_loop()
-    start = loop.time()
-    measure_from = start + spec["warmup"]
-    measure_to = measure_from + spec["seconds"]
-    counter = iter(range(MAX_REQUESTS))
-    records: list[tuple[float, float, int, int, int, bytes, bytes]] = []
-    errors: dict[str, int] = {}
-    samples: dict[str, Any] = {}
-
-    db_pid = spec.get("db_pid")
-
-    def sample(name: str) -> None:
-        samples[name] = (loop.time(), time.process_time(), _proc_cpu(server_pid), _machine_cpu(),
-                         _tree_cpu(db_pid) if db_pid else 0.0)
-
-    loop.call_at(measure_from, sample, "from")
-    loop.call_at(measure_to, sample, "to")
-
-    def error(kind: str) -> None:
-        errors[kind] = errors.get(kind, 0) + 1
-
-    async def sender() -> None:
-        conn = Conn(port)
-        try:
-            while loop.time() < measure_to:
-                n = next(counter, None)
-                if n is None:
-                    return
-                user = n % len(openids)
-                text = (n // len(openids)) % len(texts)
-                path, body = wire.text(openids[user], texts[text], spec["msg_id_base"] + n)
-                t0 = loop.time()
-                try:
-                    async with asyncio.timeout(REQUEST_TIMEOUT):
-                        status, ctype, data = await conn.post(path, body)
-                except TimeoutError:
-                    conn.close()
-                    error("timeout")
-                    continue
-                except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError) as e:
-                    conn.close()
-                    error(f"connection: {type(e).__name__}")
-                    await asyncio.sleep(0.01)
-                    continue
-                records.append((t0, loop.time(), user, text, status, ctype, data))
-        finally:
-            conn.close()
-
-    await asyncio.gather(*(sender() for _ in range(spec["concurrency"])))
-
-    # Off the clock: check every response.
-    latencies, completed_in_window, replies = [], 0, 0
-    for t0, t1, user, _text, status, ctype, data in records:
-        if status == 200 and data.strip() == b"success":
-            error("answered 'success' (reply deferred past the deadline)")
-            continue
-        if status != 200:
-            error(f"HTTP {status}")
-            continue
-        if not ctype.startswith(b"application/xml") and not ctype.startswith(b"text/xml"):
-            error(f"content-type {ctype.decode(errors='replace')}")
-            continue
-        try:
-            wire.open_reply(data, openids[user])
-        except ValueError as e:
-            error(f"reply: {str(e)[:60]}")
-            continue
-        replies += 1
-        if measure_from <= t1 <= measure_to:
-            completed_in_window += 1
-        if measure_from <= t0 < measure_to:
-            latencies.append(t1 - t0)
-    latencies.sort()
-
-    def pct(q: float) -> float:
-        return latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000 if latencies else float("nan")
-
-    result: dict[str, Any] = {"answered": len(records), "valid_replies": replies, "errors": errors,
-                              "rps": completed_in_window / spec["seconds"], "p50_ms": pct(0.50),
-                              "p90_ms": pct(0.90), "p99_ms": pct(0.99),
-                              "max_ms": latencies[-1] * 1000 if latencies else float("nan")}
-    if "from" in samples and "to" in samples:
-        (w0, c0, s0, (b0, t0_), d0), (w1, c1, s1, (b1, t1_), d1) = samples["from"], samples["to"]
-        wall = w1 - w0
-        result.update(client_cpu=(c1 - c0) / wall, server_cpu=(s1 - s0) / wall, db_cpu=(d1 - d0) / wall,
-                      machine_busy=(b1 - b0) / max(t1_ - t0_, 1),
-                      server_us_per_req=(s1 - s0) / completed_in_window * 1e6 if completed_in_window else float("nan"))
-    return result
-
-
-def client_main() -> int:
-    spec = json.loads(sys.stdin.read())
-    try:
-        print(json.dumps(asyncio.run(_load(spec))))
-    except KeyboardInterrupt:
-        return 130
-    return 0
-
-
-# ---- processes ---------------------------------------------------------------------------------
-_CHILDREN: list[subprocess.Popen[bytes]] = []
-
-
-def _die_with_parent() -> None:
-    """In the child: get SIGTERM if the bench process dies, however it dies."""
-    with contextlib.suppress(Exception):
-        import ctypes
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
-def spawn(args: list[str], *, log: Path | None = None, cwd: Path | None = None, stdin: int | None = None,
-          stdout: int | None = None, env_extra: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DISTBOT_")}
-    env.update(env_extra or {})
-    out = open(log, "ab") if log is not None else None  # noqa: SIM115 (the child keeps its own copy)
-    proc = subprocess.Popen(args, cwd=cwd, env=env, stdin=stdin, stdout=stdout if stdout is not None else out,
-                            stderr=out, start_new_session=True, preexec_fn=_die_with_parent)
-    if out is not None:
-        out.close()
-    _CHILDREN.append(proc)
-    return proc
-
-
-def stop(proc: subprocess.Popen[bytes], grace: float = 10.0) -> None:
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            proc.send_signal(signal.SIGINT)  # aiohttp's run_app and the client stop cleanly on SIGINT
-        try:
-            proc.wait(grace)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-    with contextlib.suppress(ValueError):
-        _CHILDREN.remove(proc)
-
-
-def stop_all(grace: float = 5.0) -> None:
-    """Stop every child at once: SIGINT, SIGKILL after `grace`."""
-    procs = [p for p in _CHILDREN if p.poll() is None]
-    for proc in procs:
-        with contextlib.suppress(ProcessLookupError):
-            proc.send_signal(signal.SIGINT)
-    deadline = time.monotonic() + grace
-    for proc in procs:
-        try:
-            proc.wait(max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-    _CHILDREN.clear()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _tail(path: Path, lines: int = 30) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return ""
-
-
-async def wait_healthy(port: int, proc: subprocess.Popen[bytes], log: Path | None) -> None:
-    import aiohttp
-    deadline = time.monotonic() + STARTUP_TIMEOUT
-    async with aiohttp.ClientSession() as http:
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise RuntimeError(f"server exited with status {proc.returncode}\n{_tail(log) if log else ''}")
-            with contextlib.suppress(aiohttp.ClientError, OSError):
-                async with http.get(f"http://127.0.0.1:{port}/healthz",
-                                    timeout=aiohttp.ClientTimeout(total=2)) as r:
-                    if r.status == 200:
-                        return
-            await asyncio.sleep(0.1)
-    raise RuntimeError(f"no healthy /healthz on port {port} within {STARTUP_TIMEOUT:.0f} s\n"
-                       f"{_tail(log) if log else ''}")
-
-
-# ---- databases ---------------------------------------------------------------------------------
-class Databases:
-    """Hands out a fresh database URL per distbot run and removes them at the end."""
-
-    def __init__(self, kind: str, url: str | None, workdir: Path):
-        self.kind, self.workdir = kind, workdir
-        self.server_url = url
-        self.cluster: Any = None
-        self.created: list[str] = []
-
-    def server_pid(self) -> int | None:
-        """The postmaster of the throw-away cluster (its CPU is the database's), else None."""
-        if self.cluster is None:
-            return None
-        try:
-            return int((self.cluster.dir / "data" / "postmaster.pid").read_text().split()[0])
-        except (OSError, ValueError, IndexError):
-            return None
-
-    def describe(self) -> str:
-        return "SQLite (file, WAL)" if self.kind == "sqlite" else "PostgreSQL"
-
-    async def fresh(self, name: str) -> str:
-        if self.kind == "sqlite":
-            return f"sqlite+aiosqlite:///{self.workdir / (name + '.db')}"
-        import asyncpg
-        if self.server_url is None:
-            sys.path.insert(0, str(ROOT))
-            from devtools.pgcluster import PgCluster, find_pg_bin
-            if find_pg_bin() is None:
-                raise SystemExit("--db postgresql without a URL needs PostgreSQL binaries (initdb) on this machine")
-            self.cluster = PgCluster()
-            self.cluster.start()
-            self.server_url = self.cluster.url
-        db = f"bench_{name}_{secrets.token_hex(4)}"
-        conn = await asyncpg.connect(self.server_url.replace("postgresql+asyncpg://", "postgresql://"))
-        try:
-            await conn.execute(f'CREATE DATABASE "{db}"')
-        finally:
-            await conn.close()
-        self.created.append(db)
-        base, _, query = self.server_url.partition("?")
-        return base.rsplit("/", 1)[0] + "/" + db + (("?" + query) if query else "")
-
-    async def cleanup(self) -> None:
-        if self.kind != "postgresql" or self.server_url is None:
-            return
-        try:
-            import asyncpg
-            conn = await asyncpg.connect(self.server_url.replace("postgresql+asyncpg://", "postgresql://"))
-            try:
-                for db in self.created:
-                    await conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
-            finally:
-                await conn.close()
-        finally:
-            if self.cluster is not None:
-                self.cluster.stop()
 
 
 # ---- one mode: baseline and distbot under the same load ----------------------------------------
@@ -481,7 +86,7 @@ encoding_aes_key = "{aes_key}"
 url = "{db_url}"
 
 [admin]
-token = "{ADMIN_TOKEN}"
+token = "{ADMIN}"
 """
 
 
@@ -522,7 +127,7 @@ async def seed_users(port: int, wire: Wire, openids: list[str], concurrency: int
             raise RuntimeError(f"{len(failures)} of {n} registrations failed, e.g. {failures[0]}")
         # Registration is real: the admin API must list them.
         async with http.get(f"http://127.0.0.1:{port}/api/distributors",
-                            headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}) as r:
+                            headers={"Authorization": f"Bearer {ADMIN}"}) as r:
             total = (await r.json()).get("total") if r.status == 200 else None
         if total is not None and total < n:
             raise RuntimeError(f"the admin API lists {total} distributors after {n} registrations")
@@ -542,8 +147,7 @@ async def batch_stats(port: int) -> tuple[float, float]:
 
 
 def run_client(spec: dict[str, Any]) -> dict[str, Any]:
-    proc = spawn([sys.executable, str(Path(__file__).resolve()), "_client"], stdin=subprocess.PIPE,
-                 stdout=subprocess.PIPE)
+    proc = spawn([sys.executable, str(HERE / "load_client.py")], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     timeout = spec["warmup"] + spec["seconds"] + REQUEST_TIMEOUT + 120
     try:
         out, _ = proc.communicate(json.dumps(spec).encode(), timeout=timeout)
@@ -632,7 +236,7 @@ async def bench_mode(mode: str, args: argparse.Namespace, workdir: Path, dbs: Da
     finally:
         stop(server)
     if server.returncode not in (0, -signal.SIGINT):
-        print(f"  {mode}: distbot exited with status {server.returncode}; log tail:\n{_tail(log)}", flush=True)
+        print(f"  {mode}: distbot exited with status {server.returncode}; log tail:\n{log_tail(log)}", flush=True)
     # With several rounds, show each server's median round by throughput.
     base = sorted(base_runs, key=lambda r: r["rps"])[(len(base_runs) - 1) // 2]
     dist, mean = sorted(runs, key=lambda r: r[0]["rps"])[(len(runs) - 1) // 2]
@@ -765,20 +369,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return args
 
 
-def _interrupt(*_: Any) -> None:
-    raise KeyboardInterrupt
-
-
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["_client"]:
-        signal.signal(signal.SIGTERM, _interrupt)
-        return client_main()
-    args = parse_args(argv)
+    args = parse_args(sys.argv[1:] if argv is None else argv)
     atexit.register(stop_all)
     # Our own handlers, so that asyncio.run keeps them: Ctrl-C interrupts even a blocking wait for
     # the load client at once (asyncio's own handler would only cancel the main task).
-    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGINT, interrupt)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
         return asyncio.run(main_async(args))

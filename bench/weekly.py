@@ -29,9 +29,10 @@ from aiohttp import web
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from scratch import scratch_dir  # noqa: E402
 from sqlalchemy import text  # noqa: E402
 
+from bench.harness import create_database, drop_databases  # noqa: E402
+from bench.scratch import scratch_dir  # noqa: E402
 from bot.app import create_app  # noqa: E402
 from domain.config import Config  # noqa: E402
 from handlers.weekly_report import send_weekly_reports  # noqa: E402
@@ -112,18 +113,12 @@ async def main() -> None:
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (SQLite)")
     args = ap.parse_args()
     if args.pg_url:
-        import asyncpg
         name = "bench_" + uuid.uuid4().hex[:12]
-        server = args.pg_url.replace("postgresql+asyncpg://", "postgresql://")
-        conn = await asyncpg.connect(server)
-        await conn.execute(f'CREATE DATABASE "{name}"')
-        await conn.close()
+        await create_database(args.pg_url, name)
         try:
             await run(args.pg_url.rsplit("/", 1)[0] + "/" + name, args.distributors, args.orders, args.batch)
         finally:
-            conn = await asyncpg.connect(server)
-            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            await conn.close()
+            await drop_databases(args.pg_url, [name])
         return
     with scratch_dir("distbot-weekly-", args.keep) as workdir:
         await run(f"sqlite+aiosqlite:///{workdir}/distbot.db", args.distributors, args.orders, args.batch)
