@@ -34,6 +34,8 @@ from bot.wechat_pay import EmulatorKeys, PayClient, PayKeys, sandbox_keys
 from bot.webhooks import WebhookSender
 from bot.webhooks import backlog as webhook_backlog
 from content.store import PackLibrary
+from domain import campaigns
+from domain import outbox as outbox_rows
 from domain import webhooks as webhook_events
 from domain.config import Config, ConfigError
 from domain.tickets import open_and_overdue
@@ -60,6 +62,17 @@ async def prune_webhook_deliveries(app: web.Application) -> None:
     """Sent webhook deliveries older than a week, a chunk per unit."""
     cutoff = datetime.now(UTC) - webhook_events.RETENTION
     while await app[WRITER].run(lambda s: webhook_events.prune(s, cutoff)) == webhook_events.PRUNE_CHUNK:
+        pass
+
+
+@CORE.job("prune-outbox", "interval", hours=1)
+async def prune_outbox(app: web.Application) -> None:
+    """Messages sent more than a month ago, a chunk per unit, once the campaigns they belong to
+    have kept their final counts."""
+    cutoff = datetime.now(UTC) - outbox_rows.RETENTION
+    while await app[WRITER].run(lambda s: campaigns.keep_final_counts(s, cutoff)):
+        pass
+    while await app[WRITER].run(lambda s: outbox_rows.prune(s, cutoff)) == outbox_rows.PRUNE_CHUNK:
         pass
 
 

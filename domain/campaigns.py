@@ -208,7 +208,10 @@ class Progress:
 
 def progress(session: Session, c: Campaign) -> Progress:
     """Counted from the campaign's outbox rows: true while it runs. A mass chunk counts by the
-    MASSSENDJOBFINISH event WeChat sends back (until then its openids are pending)."""
+    MASSSENDJOBFINISH event WeChat sends back (until then its openids are pending). Once its rows
+    are pruned, the counts it kept (keep_final_counts)."""
+    if c.final_counts is not None:
+        return Progress(**c.final_counts)
     counts = dict(session.execute(select(OUTBOX.c.status, func.count()).where(
         OUTBOX.c.body_id == c.body_id, OUTBOX.c.openid != MASS_OPENID).group_by(OUTBOX.c.status)).all())
     sent = counts.get(OutboxStatus.SENT, 0)
@@ -229,6 +232,18 @@ def progress(session: Session, c: Campaign) -> Progress:
             else:
                 pending += size
     return Progress(sent, failed, skipped, pending)
+
+
+def keep_final_counts(session: Session, finished_before: datetime, limit: int = 100) -> int:
+    """Campaigns done before `finished_before` keep their counts, so that their outbox rows may be
+    pruned (domain.outbox.prune leaves the rows of a campaign without them); how many."""
+    done = session.scalars(select(Campaign).where(
+        Campaign.status == CampaignStatus.DONE, Campaign.finished_at < finished_before,
+        Campaign.final_counts.is_(None)).order_by(Campaign.id).limit(limit)).all()
+    for c in done:
+        p = progress(session, c)
+        c.final_counts = {"sent": p.sent, "failed": p.failed, "skipped": p.skipped, "pending": p.pending}
+    return len(done)
 
 
 def record_mass_result(session: Session, msg_id: int, result: dict[str, int]) -> bool:

@@ -43,3 +43,6 @@ class Campaign(Base):
     created_at: Mapped[datetime]
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
+    # {"sent", "failed", "skipped", "pending"} as they stood when the campaign's outbox rows were
+    # pruned (domain.outbox.prune, a month after it finished); until then counted from the rows.
+    final_counts: Mapped[dict[str, Any] | None]

@@ -7,12 +7,15 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import insert, select, update
 
 from bot.sandbox.platform import SimUser
-from bot.typedefs import WRITER
+from bot.typedefs import SESSIONMAKER, WRITER
 from storage.models import Distributor
+from storage.models_campaigns import Campaign
+from storage.tables import OUTBOX
 from tests.conftest import Harness
+from tests.test_jobs import until_runs
 
 PHONES = iter(range(13800000000, 13899999999))
 NAMES = "赵钱孙李周吴郑王冯陈"
@@ -174,3 +177,48 @@ async def test_sends_are_counted_in_metrics(harness: Harness) -> None:
     async with h.http.get(h.url + "/metrics") as resp:
         text = await resp.text()
     assert 'distbot_campaign_sends_total{channel="custom",result="sent"} 1.0' in text
+
+
+async def test_a_month_on_sent_messages_are_pruned_and_campaigns_keep_their_counts(harness: Harness) -> None:
+    h = harness
+    await distributors(h, 3)  # their welcome messages are outbox rows too
+    status, created = await post(h, text="月底清理之前的活动")
+    done = await wait_done(h, created["id"])
+    assert (done["sent"], done["failed"], done["pending"]) == (3, 0, 0)
+    o = OUTBOX.c
+    long_ago = datetime.now(UTC) - timedelta(days=31)
+
+    def backdate(session: Any) -> list[int]:
+        session.execute(update(OUTBOX).values(sent_at=long_ago))
+        session.execute(update(Campaign).values(finished_at=long_ago))
+        kept = session.execute(insert(OUTBOX).values(  # waiting to be sent: stays, whatever its age
+            key="test:pending", openid="oWaiting", payload={"type": "text", "content": "稍后"}, status="pending",
+            attempts=0, next_attempt_at=long_ago, created_at=long_ago)).inserted_primary_key[0]
+        return [kept]
+    kept = await h.app[WRITER].run(backdate)
+    status, _ = await h.api("POST", "/jobs/prune-outbox/run")
+    assert status == 202
+    await until_runs(h, "prune-outbox", 1)
+    async with h.app[SESSIONMAKER]() as session:
+        assert (await session.scalars(select(o.id))).all() == kept
+    status, after = await h.api("GET", f"/campaigns/{created['id']}")
+    assert (after["total"], after["sent"], after["failed"], after["pending"]) == (3, 3, 0, 0)
+
+
+async def test_a_campaign_that_finished_recently_keeps_its_rows(harness: Harness) -> None:
+    h = harness
+    await distributors(h, 2)
+    _, created = await post(h, text="刚刚结束的活动")
+    await wait_done(h, created["id"])
+    # Its rows were sent long ago (a long campaign), but it finished yesterday: counted from its rows still.
+    await h.app[WRITER].run(lambda s: s.execute(update(OUTBOX).values(sent_at=datetime.now(UTC) - timedelta(days=40))))
+    await h.app[WRITER].run(lambda s: s.execute(update(Campaign).values(
+        finished_at=datetime.now(UTC) - timedelta(days=1))))
+    await h.api("POST", "/jobs/prune-outbox/run")
+    await until_runs(h, "prune-outbox", 1)
+    async with h.app[SESSIONMAKER]() as session:
+        left = (await session.execute(select(OUTBOX.c.key))).scalars().all()
+    assert sum(k.startswith("campaign:") for k in left) == 2  # the welcomes went, the campaign's stayed
+    assert len(left) == 2
+    _, after = await h.api("GET", f"/campaigns/{created['id']}")
+    assert after["sent"] == 2
