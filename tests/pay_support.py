@@ -37,14 +37,22 @@ def pay_keys(tmp_path_factory: pytest.TempPathFactory) -> tuple[PayKeys, Emulato
     return sandbox_keys(tmp_path_factory.mktemp("paykeys"))
 
 
+def new_emulator(keys: EmulatorKeys, callback_delays: tuple[float, ...], callback_timeout: float,
+                 timeout_delay: float | None = None) -> PayEmulator:
+    """The emulator with test timings: when callbacks are retried, how long one may take, and how
+    long an injected timeout hangs."""
+    emulator = PayEmulator(keys, appid=APPID)
+    emulator.callback_delays, emulator.callback_timeout = callback_delays, callback_timeout
+    emulator.transfer_delay = 0.02
+    if timeout_delay is not None:
+        emulator.timeout_delay = timeout_delay
+    return emulator
+
+
 @pytest.fixture
 def emulator(pay_keys: tuple[PayKeys, EmulatorKeys]) -> PayEmulator:
-    emulator = PayEmulator(pay_keys[1], appid=APPID)
-    emulator.callback_delays = (0.0, 0.05, 0.05, 0.05, 0.05)
-    emulator.callback_timeout = 1.0
-    emulator.transfer_delay = 0.02
-    emulator.timeout_delay = 1.0
-    return emulator
+    """Quick callbacks: the client's tests only need them to arrive."""
+    return new_emulator(pay_keys[1], (0.0, 0.05, 0.05, 0.05, 0.05), callback_timeout=1.0, timeout_delay=1.0)
 
 
 @pytest.fixture

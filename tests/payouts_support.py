@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -20,25 +19,18 @@ from bot.app import create_app
 from bot.sandbox.pay import PayEmulator
 from bot.sandbox.platform import Platform
 from bot.sandbox.views import create_sandbox_app
-from bot.wechat_pay import EmulatorKeys, PayKeys, sandbox_keys
+from bot.wechat_pay import EmulatorKeys, PayKeys
 from tests.conftest import Harness, make_config
+from tests.pay_support import new_emulator
+from tests.serve_support import free_port
 
-APPID = "wxsandbox0000000000"
 CLAIM = re.compile(r"https?://[^\s]+/pay/claim/[0-9]+\.[0-9]+\.[0-9a-f]+")
 
 
-@pytest.fixture(scope="session")
-def merchant_keys(tmp_path_factory: pytest.TempPathFactory) -> tuple[PayKeys, EmulatorKeys]:
-    return sandbox_keys(tmp_path_factory.mktemp("payout-keys"))
-
-
 @pytest.fixture
-def emulator(merchant_keys: tuple[PayKeys, EmulatorKeys]) -> PayEmulator:
-    emulator = PayEmulator(merchant_keys[1], appid=APPID)
-    emulator.callback_delays = (0.0, 0.2, 0.2, 0.5, 1.0)
-    emulator.callback_timeout = 5.0
-    emulator.transfer_delay = 0.02
-    return emulator
+def emulator(pay_keys: tuple[PayKeys, EmulatorKeys]) -> PayEmulator:
+    """Callbacks paced like WeChat Pay's retries (a product under test may be slow to answer)."""
+    return new_emulator(pay_keys[1], (0.0, 0.2, 0.2, 0.5, 1.0), callback_timeout=5.0)
 
 
 @pytest.fixture
@@ -61,12 +53,6 @@ def key_files(keys: PayKeys, folder: Path) -> dict[str, str]:
                                                     serialization.PublicFormat.SubjectPublicKeyInfo))
     return {"mchid": keys.mchid, "merchant_serial": keys.merchant_serial, "private_key_path": str(private),
             "apiv3_key": keys.apiv3_key.decode(), "public_key_id": keys.public_key_id, "public_key_path": str(public)}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class PayHarness(Harness):

@@ -22,19 +22,19 @@ from bot.sandbox.pay_bills import notification
 from bot.sandbox.platform import Platform
 from bot.wechat_pay import EmulatorKeys, PayKeys
 from bot.wechat_pay_crypto import signed_headers
-from tests import payouts_support
+from tests import pay_support, payouts_support
 from tests.conftest import ADMIN_TOKEN, make_config
 from tests.money_support import balance, check_invariants, pay, seed, send, snapshot
 from tests.payouts_support import PayHarness, claim_links, json_script, pay_config
 
-# The emulator's fixtures (tests/payouts_support.py).
-merchant_keys, emulator, pay_wechat = payouts_support.merchant_keys, payouts_support.emulator, payouts_support.pay_wechat
+# The emulator's fixtures: the keys (tests/pay_support.py), the emulator and its server (tests/payouts_support.py).
+pay_keys, emulator, pay_wechat = pay_support.pay_keys, payouts_support.emulator, payouts_support.pay_wechat
 
 
 @pytest.fixture
 async def h(db_url: str, tmp_path: Any, platform: Platform, pay_wechat: TestServer,
-            merchant_keys: tuple[PayKeys, EmulatorKeys]) -> Any:
-    config = pay_config(db_url, merchant_keys[0], tmp_path / "keys", pay_wechat)
+            pay_keys: tuple[PayKeys, EmulatorKeys]) -> Any:
+    config = pay_config(db_url, pay_keys[0], tmp_path / "keys", pay_wechat)
     async with PayHarness(config, platform, pay_wechat, reply_deadline=3.0) as harness:
         yield harness
 
@@ -344,8 +344,8 @@ async def test_chat_limits_history_and_withdrawals_in_flight(h: Any) -> None:
 
 async def test_the_minimum_transfer_applies_when_the_minimum_withdrawal_is_lower(
         db_url: str, tmp_path: Any, platform: Platform, pay_wechat: TestServer,
-        merchant_keys: tuple[PayKeys, EmulatorKeys]) -> None:
-    config = pay_config(db_url, merchant_keys[0], tmp_path / "keys", pay_wechat)
+        pay_keys: tuple[PayKeys, EmulatorKeys]) -> None:
+    config = pay_config(db_url, pay_keys[0], tmp_path / "keys", pay_wechat)
     config = config.model_copy(update={"distribution": config.distribution.model_copy(update={"min_withdraw_fen": 1})})
     async with PayHarness(config, platform, pay_wechat, reply_deadline=3.0) as h:
         _, user = await funded(h, 500)

@@ -24,12 +24,12 @@ from domain.ledger import adjust, ledger_sums, withdraw
 from storage.db import create_engine, create_sessionmaker
 from storage.migrate import upgrade
 from storage.tables import BALANCES, DISTRIBUTORS, OUTBOX, PAYOUT_BILLS
-from tests import payouts_support
+from tests import pay_support, payouts_support
 from tests.conftest import ADMIN_TOKEN
 from tests.payouts_support import claim_links, json_script, key_files
 from tests.serve_support import Served
 
-merchant_keys, emulator, pay_wechat = payouts_support.merchant_keys, payouts_support.emulator, payouts_support.pay_wechat
+pay_keys, emulator, pay_wechat = pay_support.pay_keys, payouts_support.emulator, payouts_support.pay_wechat
 
 
 def write_config(tmp_path: Path, db_url: str, wechat: TestServer, keys: PayKeys, port: int) -> Path:
@@ -87,10 +87,10 @@ async def get(url: str) -> tuple[int, str]:
 
 async def test_kill_9_between_create_and_its_record_creates_nothing_twice(
         db_url: str, tmp_path: Path, platform: Platform, pay_wechat: TestServer, emulator: PayEmulator,
-        merchant_keys: tuple[PayKeys, EmulatorKeys]) -> None:
+        pay_keys: tuple[PayKeys, EmulatorKeys]) -> None:
     did, wid, openid = await seed(db_url, platform)
     crashing = Served(Path("/dev/null"), tmp_path, env={"DISTBOT_TEST_FAULT": "after-create"})
-    cfg = write_config(tmp_path, db_url, pay_wechat, merchant_keys[0], crashing.port)
+    cfg = write_config(tmp_path, db_url, pay_wechat, pay_keys[0], crashing.port)
     crashing.config = cfg
     await crashing.start()
     served = crashing
@@ -160,12 +160,12 @@ async def test_kill_9_between_create_and_its_record_creates_nothing_twice(
 
 async def test_kill_9_between_the_callback_and_its_answer_pays_once(
         db_url: str, tmp_path: Path, platform: Platform, pay_wechat: TestServer, emulator: PayEmulator,
-        merchant_keys: tuple[PayKeys, EmulatorKeys]) -> None:
+        pay_keys: tuple[PayKeys, EmulatorKeys]) -> None:
     emulator.callback_delays = (0.0, 1.0, 2.0, 3.0, 5.0, 8.0, 13.0)  # WeChat Pay calls again until answered
     emulator.probes_enabled = False
     did, wid, openid = await seed(db_url, platform)
     crashing = Served(Path("/dev/null"), tmp_path, env={"DISTBOT_TEST_FAULT": "before-answer"})
-    cfg = write_config(tmp_path, db_url, pay_wechat, merchant_keys[0], crashing.port)
+    cfg = write_config(tmp_path, db_url, pay_wechat, pay_keys[0], crashing.port)
     crashing.config = cfg
     await crashing.start()
     served = crashing
