@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 
 import aiohttp
 from aiohttp import web
 from sqlalchemy import delete, func, select, text
+from sqlalchemy.orm import Session
 
 from bot import jobs_api, webhook
 from bot.api import ApiRoutes, create_api_app
@@ -57,12 +58,17 @@ async def prune_processed_messages(app: web.Application) -> None:
     await app[WRITER].run(lambda s: s.execute(delete(ProcessedMessage).where(ProcessedMessage.created_at < cutoff)))
 
 
+async def _until_done(app: web.Application, work: Callable[[Session], int]) -> None:
+    """`work` (a chunk of a prune) in one unit after another, until a unit finds nothing to do."""
+    while await app[WRITER].run(work):
+        pass
+
+
 @CORE.job("prune-webhook-deliveries", "interval", hours=1)
 async def prune_webhook_deliveries(app: web.Application) -> None:
     """Sent webhook deliveries older than a week, a chunk per unit."""
     cutoff = datetime.now(UTC) - webhook_events.RETENTION
-    while await app[WRITER].run(lambda s: webhook_events.prune(s, cutoff)) == webhook_events.PRUNE_CHUNK:
-        pass
+    await _until_done(app, lambda s: webhook_events.prune(s, cutoff))
 
 
 @CORE.job("prune-outbox", "interval", hours=1)
@@ -70,10 +76,8 @@ async def prune_outbox(app: web.Application) -> None:
     """Messages sent more than a month ago, a chunk per unit, once the campaigns they belong to
     have kept their final counts."""
     cutoff = datetime.now(UTC) - outbox_rows.RETENTION
-    while await app[WRITER].run(lambda s: campaigns.keep_final_counts(s, cutoff)):
-        pass
-    while await app[WRITER].run(lambda s: outbox_rows.prune(s, cutoff)) == outbox_rows.PRUNE_CHUNK:
-        pass
+    await _until_done(app, lambda s: campaigns.keep_final_counts(s, cutoff))
+    await _until_done(app, lambda s: outbox_rows.prune(s, cutoff))
 
 
 def api_tables(features: tuple[Feature, ...] = FEATURES) -> list[ApiRoutes]:

@@ -37,6 +37,7 @@ MASS_CHUNK = 10_000  # openids per mass/send call (WeChat's limit)
 MASS_REPORT_WAIT = timedelta(minutes=10)  # how long a campaign waits for WeChat's MASSSENDJOBFINISH
 MASS_OPENID = "*"  # the openid column of a mass row: its recipients are in the payload
 OPEN = (OutboxStatus.PENDING, OutboxStatus.SENDING)
+FINAL_COUNTS_CHUNK = 100  # campaigns given their final counts per unit (keep_final_counts)
 
 
 def campaign_key(campaign_id: int, openid: str) -> str:
@@ -234,12 +235,13 @@ def progress(session: Session, c: Campaign) -> Progress:
     return Progress(sent, failed, skipped, pending)
 
 
-def keep_final_counts(session: Session, finished_before: datetime, limit: int = 100) -> int:
-    """Campaigns done before `finished_before` keep their counts, so that their outbox rows may be
-    pruned (domain.outbox.prune leaves the rows of a campaign without them); how many."""
+def keep_final_counts(session: Session, finished_before: datetime) -> int:
+    """Up to FINAL_COUNTS_CHUNK campaigns done before `finished_before` keep their counts, so that
+    their outbox rows may be pruned (domain.outbox.prune leaves the rows of a campaign without
+    them); how many."""
     done = session.scalars(select(Campaign).where(
         Campaign.status == CampaignStatus.DONE, Campaign.finished_at < finished_before,
-        Campaign.final_counts.is_(None)).order_by(Campaign.id).limit(limit)).all()
+        Campaign.final_counts.is_(None)).order_by(Campaign.id).limit(FINAL_COUNTS_CHUNK)).all()
     for c in done:
         p = progress(session, c)
         c.final_counts = {"sent": p.sent, "failed": p.failed, "skipped": p.skipped, "pending": p.pending}

@@ -9,11 +9,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, delete, or_, select, update
+from sqlalchemy import bindparam, or_, select, update
 from sqlalchemy.orm import Session
 
 from domain.messages import Reply, Text, to_json
-from storage.db import dialect_insert
+from storage.db import delete_chunk, dialect_insert
 from storage.models import OutboxStatus
 from storage.tables import CAMPAIGNS
 from storage.tables import OUTBOX as _OUTBOX
@@ -126,18 +126,14 @@ def enqueue_many(session: Session, items: Sequence[Queued], *, at: datetime | No
     session.info["outbox"] = True
 
 
-# Sent messages are kept a month (what was sent to whom, and the keys that made them once), then
-# pruned a chunk per unit, so a backlog of old rows never holds the write lock for long.
+# Sent messages are kept a month (what was sent to whom, and the keys that made them once).
 RETENTION = timedelta(days=30)
-PRUNE_CHUNK = 5000
 
 
 def prune(session: Session, sent_before: datetime) -> int:
-    """Delete up to PRUNE_CHUNK messages sent before `sent_before`, except a campaign's while it
-    has no final counts (domain.campaigns.keep_final_counts); how many went. Failed rows stay."""
+    """Delete a chunk of the messages sent before `sent_before` (storage.db.delete_chunk), except a
+    campaign's while it has no final counts (domain.campaigns.keep_final_counts). Failed rows stay."""
     o = _OUTBOX.c
     counting = select(CAMPAIGNS.c.body_id).where(CAMPAIGNS.c.final_counts.is_(None), CAMPAIGNS.c.body_id.is_not(None))
-    old = (select(o.id).where(o.status == OutboxStatus.SENT, o.sent_at < sent_before,
-                              or_(o.body_id.is_(None), o.body_id.not_in(counting)))
-           .order_by(o.id).limit(PRUNE_CHUNK))
-    return session.connection().execute(delete(_OUTBOX).where(o.id.in_(old.scalar_subquery()))).rowcount
+    return delete_chunk(session, _OUTBOX, o.status == OutboxStatus.SENT, o.sent_at < sent_before,
+                        or_(o.body_id.is_(None), o.body_id.not_in(counting)))

@@ -9,11 +9,11 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from domain.config import Config
 from domain.formats import china_time
+from storage.db import delete_chunk
 from storage.models import OutboxStatus
 from storage.tables import WEBHOOK_DELIVERIES
 
@@ -21,7 +21,6 @@ from storage.tables import WEBHOOK_DELIVERIES
 WOKEN = "webhooks"
 # Sent deliveries are kept this long (for the curious: what was sent, when), then pruned.
 RETENTION = timedelta(days=7)
-PRUNE_CHUNK = 5000
 
 
 def emit(session: Session, config: Config, type_: str, events: Sequence[tuple[int | None, dict[str, Any]]],
@@ -50,9 +49,6 @@ def withdrawal_paid(session: Session, config: Config, *, withdrawal_id: int, dis
 
 
 def prune(session: Session, sent_before: datetime) -> int:
-    """Delete up to PRUNE_CHUNK deliveries sent before `sent_before` (one short unit, so a large
-    backlog of old rows never holds the write lock for long); how many went."""
+    """Delete a chunk of the deliveries sent before `sent_before` (storage.db.delete_chunk)."""
     w = WEBHOOK_DELIVERIES.c
-    old = (select(w.id).where(w.status == OutboxStatus.SENT, w.sent_at < sent_before)
-           .order_by(w.id).limit(PRUNE_CHUNK))
-    return session.connection().execute(delete(WEBHOOK_DELIVERIES).where(w.id.in_(old.scalar_subquery()))).rowcount
+    return delete_chunk(session, WEBHOOK_DELIVERIES, w.status == OutboxStatus.SENT, w.sent_at < sent_before)

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Engine, event
+from sqlalchemy import Connection, Engine, Table, delete, event, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
@@ -31,6 +31,16 @@ def is_postgres(conn: Connection | Session | AsyncSession) -> bool:
 def dialect_insert(conn: Connection | Session | AsyncSession, table: Any) -> Any:
     """INSERT with ON CONFLICT support for the connection's dialect (a Table or a model)."""
     return (pg_insert if is_postgres(conn) else sqlite_insert)(table)
+
+
+# Rows a prune deletes per unit of work: a backlog of old rows never holds the write lock for long.
+PRUNE_CHUNK = 5000
+
+
+def delete_chunk(session: Session, table: Table, *where: Any) -> int:
+    """Delete up to PRUNE_CHUNK rows matching `where`, oldest ids first; how many went."""
+    some = select(table.c.id).where(*where).order_by(table.c.id).limit(PRUNE_CHUNK)
+    return session.connection().execute(delete(table).where(table.c.id.in_(some.scalar_subquery()))).rowcount
 
 
 def create_engine(url: str) -> AsyncEngine:

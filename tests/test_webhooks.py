@@ -20,7 +20,7 @@ from sqlalchemy import func, select, update
 
 from bot.sandbox.platform import Platform
 from bot.typedefs import SESSIONMAKER, WEBHOOKS
-from domain import webhooks as webhook_events
+from storage import db as storage_db
 from domain.config import Config, ConfigError, load_config
 from storage.tables import WEBHOOK_DELIVERIES
 from tests.conftest import Harness, make_config
@@ -144,7 +144,7 @@ async def test_refused_deliveries_are_retried_until_accepted(h: Harness, receive
 async def test_sent_deliveries_are_pruned_after_a_week(h: Harness, receiver: tuple[Receiver, TestServer],
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     r, _ = receiver
-    monkeypatch.setattr(webhook_events, "PRUNE_CHUNK", 2)  # several units for the old rows
+    monkeypatch.setattr(storage_db, "PRUNE_CHUNK", 2)  # several units for the old rows
     code = await h.register(h.user(), "13900001006", "周八")
     for k in range(5):
         await event(h, event_id=f"p{k}", order_no=f"P{k}", type="paid", amount_fen=1000, distributor_code=code)
