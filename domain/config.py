@@ -15,6 +15,7 @@ from domain.config_sections import (DEFAULT_ADMIN_TOKEN, DEMO_TOKEN_PREFIX, PAY_
                                     RankConfig, ReportsConfig, RiskConfig, ServerConfig, ServiceConfig,
                                     WebhookConfig, WechatConfig, default_ranks)
 
+
 class ConfigError(Exception):
     """A configuration problem, told as one sentence naming the key."""
 
