@@ -51,37 +51,46 @@ def month_start(now: datetime) -> datetime:
 
 
 # ---- money typed by people ---------------------------------------------------------------------
-_AMOUNT = re.compile(r"^([+-]?)(\d+)(?:\.(\d*))?$")
+# Whole yuan are plain digits or groups of three after a comma (1,234,567): a comma anywhere else
+# (12,5 / 1,2345 / ,123 / 1,,234) is not a thousands separator, and guessing what it is would turn
+# 12,5 into ¥125.00 for one reader and ¥12.50 for another. NFKC makes the full-width ，a comma.
+_AMOUNT = re.compile(r"^([+-]?)(\d+|[1-9]\d{0,2}(?:,\d{3})+)(?:\.(\d*))?$", re.ASCII)
+HOW_TO_TYPE = "单位是元，最多两位小数，逗号只用作千位分隔符"
+_BAD_FORMAT = f"金额格式不对，请按“提现 金额”发送（{HOW_TO_TYPE}），例如：提现 12.50 或 提现 1,234.50"
 
 
 class AmountError(ValueError):
     """Why a typed amount is not usable, as a Chinese sentence for the user."""
 
 
-def _typed_amount(text: str) -> re.Match[str] | None:
+def _typed_amount(text: str) -> tuple[str, str, str] | None:
+    """(sign, whole digits without separators, decimals) of a typed amount, or None."""
     t = unicodedata.normalize("NFKC", text).strip().replace("−", "-")
     sign = t[:1] if t[:1] in "+-" else ""
-    t = t.removeprefix(sign).strip().removeprefix("¥").removeprefix("￥").removesuffix("元").strip().replace(",", "")
-    return _AMOUNT.match(sign + t)
+    t = t.removeprefix(sign).strip().removeprefix("¥").removeprefix("￥").removesuffix("元").strip()
+    m = _AMOUNT.match(sign + t)
+    return None if m is None else (m.group(1), m.group(2).replace(",", ""), m.group(3) or "")
 
 
-def _fen(m: re.Match[str]) -> int:
-    return int(m.group(2)) * 100 + int((m.group(3) or "").ljust(2, "0"))
+def _fen(whole: str, decimals: str) -> int:
+    return int(whole) * 100 + int(decimals.ljust(2, "0"))
 
 
 def parse_yuan(text: str) -> int:
-    """'12.50', '12.5', '12', '¥1,234.56', '１２.５元' → fen; no float anywhere.
+    """'12.50', '12.5', '12', '¥1,234.56', '１２.５元', '1，234' → fen; no float anywhere.
 
-    Raises AmountError for anything else, including more than two decimals and amounts ≤ 0."""
-    m = _typed_amount(text)
-    if m is None:
-        raise AmountError("金额格式不对，请按“提现 金额”发送，单位是元，例如：提现 12.50")
-    if len(m.group(3) or "") > 2:
+    Raises AmountError for anything else, including a comma that does not group three digits,
+    more than two decimals and amounts ≤ 0."""
+    typed = _typed_amount(text)
+    if typed is None:
+        raise AmountError(_BAD_FORMAT)
+    sign, whole, decimals = typed
+    if len(decimals) > 2:
         raise AmountError("金额最多两位小数（精确到分），例如：提现 12.50")
-    if len(m.group(2)) > 10:
+    if len(whole) > 10:
         raise AmountError("金额太大了，请核对后重新发送。")
-    fen = _fen(m)
-    if m.group(1) == "-" or fen == 0:
+    fen = _fen(whole, decimals)
+    if sign == "-" or fen == 0:
         raise AmountError("提现金额需大于 0，例如：提现 12.50")
     return fen
 
@@ -89,7 +98,8 @@ def parse_yuan(text: str) -> int:
 def parse_signed_yuan(text: str) -> int:
     """An amount in yuan that may be negative ('5', '-3.20', '+¥1,234.56') → signed fen; zero is
     returned as 0 (the caller says why it will not do). AmountError for anything else."""
-    m = _typed_amount(text)
-    if m is None or len(m.group(3) or "") > 2 or len(m.group(2)) > 10:
-        raise AmountError("金额格式不对：单位是元，最多两位小数，例如 5.00 或 -3.20。")
-    return -_fen(m) if m.group(1) == "-" else _fen(m)
+    typed = _typed_amount(text)
+    if typed is None or len(typed[2]) > 2 or len(typed[1]) > 10:
+        raise AmountError(f"金额格式不对：{HOW_TO_TYPE}，例如 5.00、-3.20 或 1,234.50。")
+    sign, whole, decimals = typed
+    return -_fen(whole, decimals) if sign == "-" else _fen(whole, decimals)

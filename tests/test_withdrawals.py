@@ -51,6 +51,25 @@ async def test_refusals_are_clear_and_change_nothing(h: Any) -> None:
     assert "注册" in await h.say(stranger, "提现 10")
 
 
+async def test_a_comma_is_a_thousands_separator_only_between_groups_of_three(h: Any) -> None:
+    """提现 12,5 once became ¥125.00 and 提现 12，50 ¥1,250.00: now they create nothing and the reply
+    says how to type the amount; 1,234.50 is ¥1,234.50."""
+    d, user = await funded(h, 300000)
+    before = await snapshot(h)
+    for text in ("提现 12,5", "提现 12，50", "提现 1,2345", "提现 ,123", "提现 1,,234"):
+        reply = await h.say(user, text)
+        assert "提现 12.50" in reply and "提现 1,234.50" in reply and "千位" in reply, (text, reply)
+    assert await snapshot(h) == before
+    reply = await h.say(user, "提现 1,234.50")
+    assert "已提交" in reply and "¥1,234.50" in reply, reply
+    reply = await h.say(user, "提现 1，000")
+    assert "已提交" in reply and "¥1,000.00" in reply, reply
+    status, body = await h.api("GET", "/withdrawals?status=pending")
+    assert status == 200
+    assert [w["amount_fen"] for w in body["withdrawals"] if w["distributor_code"] == d.code] == [123450, 100000]
+    await check_invariants(h)
+
+
 async def test_withdraw_then_approve_and_reject(h: Any) -> None:
     d, user = await funded(h, 5000)
     reply = await h.say(user, "提现 12.50")
