@@ -13,12 +13,14 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestServer
 
+from bot.exports import cell as as_cell
 from bot.sandbox.platform import Platform
 from bot.typedefs import WRITER
 from domain.formats import CHINA
 from domain.ledger import withdraw
 from storage.tables import ENTRIES
 from tests.conftest import ADMIN_TOKEN
+from tests.test_audit import console
 from tests.money_support import money_harness, pay, seed, send
 
 
@@ -73,6 +75,46 @@ async def test_withdrawals_as_csv(h: Any) -> None:
     assert [line[:5] for line in lines] == [[str(wid), a.code, "钱多多", "12.50", "待审核"]]
     tomorrow = (now.astimezone(CHINA) + timedelta(days=1)).date()
     assert rows((await download(h, f"withdrawals.csv?from={tomorrow}"))[2]) == [header]
+
+
+FORMULA = '=HYPERLINK("http://x","y")'
+
+
+async def test_a_cell_that_would_be_a_formula_is_text(h: Any) -> None:
+    """An order number or a reason that Excel would run as a formula gets a leading ' in every
+    CSV the product writes (the API's two and the console's 提现 download); amounts stay numbers."""
+    a, _ = await seed(h, name="钱多多")
+    await pay(h, FORMULA, 12900, a)
+    await send(h, FORMULA, "completed")
+    await send(h, FORMULA, "refunded", amount_fen=2900)
+    _, _, body = await download(h, "ledger.csv")
+    got = sorted((r[4], r[5], r[6]) for r in rows(body)[1:])
+    assert got == [("佣金", "12.90", "'" + FORMULA), ("退款冲回", "-2.90", "'" + FORMULA)]
+
+    now = datetime.now(UTC)
+    reasons = ["@SUM(1+1)*cmd|' /C calc'!A0", "+86 138", "-2+3", "=1+1"]
+    for reason in reasons:
+        wid = await h.app[WRITER].run(lambda s: withdraw(s, a.id, 100, now))
+        status, answer = await h.api("POST", f"/withdrawals/{wid}/reject", json={"reason": reason})
+        assert status == 200 and answer["reason"] == reason, answer
+    defused = ["'" + r for r in reasons]
+    _, _, body = await download(h, "withdrawals.csv")
+    assert [(r[3], r[6]) for r in rows(body)[1:]] == [("1.00", r) for r in defused]
+    http = await console(h, ADMIN_TOKEN)
+    try:
+        async with http.get(h.url + "/admin/withdrawals.csv") as resp:
+            assert resp.status == 200 and resp.headers["Content-Type"].startswith("text/csv")
+            body = (await resp.read()).decode("utf-8")
+    finally:
+        await http.close()
+    assert [(r[3], r[6]) for r in rows(body)[1:]] == [("1.00", r) for r in defused]
+
+
+@pytest.mark.parametrize("value,cell", [("-12.50", "-12.50"), ("+5", "+5"), ("-.5", "-.5"), (-3, -3),
+                                        ("-", "'-"), ("-1e5", "'-1e5"), ("@x", "'@x"), ("1=1", "1=1"),
+                                        ("\t=1", "'\t=1"), ("\r=1", "'\r=1"), ("", "")])
+def test_numbers_stay_numbers(value: Any, cell: Any) -> None:
+    assert as_cell(value) == cell
 
 
 @pytest.mark.parametrize("query,status,code", [
