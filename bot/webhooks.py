@@ -1,6 +1,8 @@
 """The sender of outgoing webhooks (CONTRACT §4.11): deliveries written with the changes they tell
-(domain.webhooks.emit) are POSTed, signed `X-Distbot-Signature: sha256=<HMAC-SHA256 of the body>`,
-until the endpoint answers 2xx, with back-off. At least once: a crash between the answer and the
+(domain.webhooks.emit) are POSTed, signed `X-Distbot-Signature: sha256=<HMAC-SHA256 of the body>`
+and with the Standard Webhooks headers (CONTRACT §7: `webhook-id`, `webhook-timestamp`,
+`webhook-signature`, so a receiver can verify with the `standardwebhooks` library), until the
+endpoint answers 2xx, with back-off. At least once: a crash between the answer and the
 mark sends again, and receivers dedupe by the event's `id`.
 
 It is its own worker with its own connection pool and a few requests in flight, so an endpoint
@@ -12,10 +14,12 @@ earlier of that distributor for that endpoint is still unsent.
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import hmac
 import json
 import logging
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -26,6 +30,7 @@ from sqlalchemy.orm import Session, aliased
 from bot.metrics import Metrics
 from bot.polling import drain_forever
 from domain.config import Config
+from domain.config_sections import WebhookConfig
 from storage.db import is_postgres
 from storage.models import OutboxStatus
 from storage.models_webhooks import WebhookDelivery
@@ -45,6 +50,14 @@ def signature(secret: str, body: bytes) -> str:
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 
+def standard_headers(key: bytes, event_id: str, timestamp: int, body: bytes) -> dict[str, str]:
+    """Standard Webhooks: the id (the event's, the same on every retry), the seconds of this send,
+    and v1,<base64 HMAC-SHA256 of "id.timestamp.body">."""
+    mac = hmac.new(key, f"{event_id}.{timestamp}.".encode() + body, hashlib.sha256).digest()
+    return {"webhook-id": event_id, "webhook-timestamp": str(timestamp),
+            "webhook-signature": "v1," + base64.b64encode(mac).decode()}
+
+
 def encode(body: dict[str, Any]) -> bytes:
     return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
 
@@ -60,7 +73,7 @@ class WebhookSender:
     retry_cap = 3600.0  # ... up to an hour
 
     def __init__(self, config: Config, writer: Writer, metrics: Metrics):
-        self._secrets = {w.url: w.secret for w in config.webhooks}
+        self._endpoints: dict[str, WebhookConfig] = {w.url: w for w in config.webhooks}
         self._writer = writer
         self._metrics = metrics
         self._wake = asyncio.Event()
@@ -104,13 +117,14 @@ class WebhookSender:
                                     execution_options={"synchronize_session": False}).all())
 
     async def _deliver(self, http: aiohttp.ClientSession, row: WebhookDelivery) -> dict[str, Any]:
-        secret = self._secrets.get(row.url)
-        if secret is None:
+        endpoint = self._endpoints.get(row.url)
+        if endpoint is None:
             error = "the endpoint is no longer in [[webhooks]]"
         else:
             body = encode(row.body)
-            headers = {"Content-Type": "application/json", SIGNATURE_HEADER: signature(secret, body),
-                       "X-Distbot-Event": row.type, "X-Distbot-Delivery": row.body["id"]}
+            headers = {"Content-Type": "application/json", SIGNATURE_HEADER: signature(endpoint.secret, body),
+                       "X-Distbot-Event": row.type, "X-Distbot-Delivery": row.body["id"],
+                       **standard_headers(endpoint.hmac_key, row.body["id"], int(time.time()), body)}
             try:
                 async with http.post(row.url, data=body, headers=headers, allow_redirects=False) as resp:
                     await resp.read()

@@ -242,6 +242,7 @@ def default_ranks() -> tuple[RankConfig, ...]:
     )
 
 
+WHSEC_PREFIX = "whsec_"  # Standard Webhooks: the key is the base64 after it
 WEBHOOK_EVENTS = ("distributor.registered", "commission.created", "commission.reversed", "withdrawal.paid")
 
 
@@ -249,7 +250,7 @@ class WebhookConfig(_Section):
     """[[webhooks]]: an endpoint, the secret its deliveries are signed with, the events it wants."""
 
     url: str
-    secret: str = Field(min_length=16)
+    secret: str = Field(min_length=16)  # or the Standard Webhooks form whsec_<base64 of 16+ bytes>
     events: tuple[Literal["distributor.registered", "commission.created", "commission.reversed",
                           "withdrawal.paid"], ...] = Field(WEBHOOK_EVENTS, min_length=1)
 
@@ -259,3 +260,26 @@ class WebhookConfig(_Section):
         if not v.startswith(("http://", "https://")) or len(v) > 500:
             raise ValueError("must be an http:// or https:// URL of at most 500 characters")
         return v
+
+    @field_validator("secret")
+    @classmethod
+    def _whsec(cls, v: str) -> str:
+        if v.startswith(WHSEC_PREFIX):
+            try:
+                key = _whsec_key(v)
+            except ValueError:
+                raise ValueError("a whsec_ secret is base64 after the prefix (the Standard Webhooks form)") from None
+            if len(key) < 16:
+                raise ValueError("a whsec_ secret needs at least 16 bytes after the prefix")
+        return v
+
+    @property
+    def hmac_key(self) -> bytes:
+        """The key of the Standard Webhooks signature: a whsec_ secret's decoded bytes, else the
+        secret's UTF-8 bytes (what the library's Webhook("whsec_" + base64(secret)) uses)."""
+        return _whsec_key(self.secret) if self.secret.startswith(WHSEC_PREFIX) else self.secret.encode()
+
+
+def _whsec_key(secret: str) -> bytes:
+    b64 = secret.removeprefix(WHSEC_PREFIX)
+    return base64.b64decode(b64 + "=" * (-len(b64) % 4), validate=True)

@@ -1,22 +1,27 @@
-"""Outgoing webhooks (CONTRACT §4.11) through the real interfaces, on both databases: a receiver
-started by the test checks every signature; events arrive in order per distributor, are retried
+"""Outgoing webhooks (CONTRACT §4.11, §7) through the real interfaces, on both databases: a receiver
+started by the test checks every signature, ours and the Standard Webhooks one with the
+`standardwebhooks` library, for a plain secret and a whsec_ one; events arrive in order per distributor, are retried
 after 500s with back-off, at least once (a receiver dedupes by id); a dead endpoint slows neither
 chat nor order ingestion; /metrics shows deliveries and the backlog."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import hmac
 import json
+import time
 from datetime import UTC, datetime, timedelta
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 from sqlalchemy import func, select, update
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from bot.sandbox.platform import Platform
 from bot.typedefs import SESSIONMAKER, WEBHOOKS
@@ -28,25 +33,42 @@ from tests.test_jobs import until_runs
 from tests.test_ops import get, sample
 
 SECRET = "webhook-secret-0123456789"
+WHSEC = "whsec_" + base64.b64encode(bytes(range(7, 31))).decode()  # the spec's form, 24 bytes
+
+
+def library_secret(secret: str) -> str:
+    """What a receiver gives standardwebhooks' Webhook(...): a whsec_ secret as it is, a plain one
+    as whsec_ + base64 of its UTF-8 bytes (as the README shows)."""
+    return secret if secret.startswith("whsec_") else "whsec_" + base64.b64encode(secret.encode()).decode()
 
 
 class Receiver:
     """An ERP's endpoint: verifies the signature, answers 500 to the first `fail` requests."""
 
-    def __init__(self, fail: int = 0, delay: float = 0.0):
-        self.fail, self.delay = fail, delay
+    def __init__(self, fail: int = 0, delay: float = 0.0, secret: str = SECRET):
+        self.fail, self.delay, self.secret = fail, delay, secret
         self.accepted: list[dict[str, Any]] = []
         self.refused = 0
         self.bad_signatures = 0
+        self.attempts: list[tuple[str, str, int]] = []  # (event id, webhook-id, webhook-timestamp) of each
+        self.last: tuple[bytes, dict[str, str]] | None = None
 
     async def handle(self, request: web.Request) -> web.Response:
         body = await request.read()
         if self.delay:
             await asyncio.sleep(self.delay)
-        expected = "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
+        expected = "sha256=" + hmac.new(self.secret.encode(), body, hashlib.sha256).hexdigest()
+        try:
+            Webhook(library_secret(self.secret)).verify(body, dict(request.headers))
+        except WebhookVerificationError:
+            self.bad_signatures += 1
+            return web.Response(status=401)
         if not hmac.compare_digest(request.headers.get("X-Distbot-Signature", ""), expected):
             self.bad_signatures += 1
             return web.Response(status=401)
+        self.last = body, dict(request.headers)
+        self.attempts.append((json.loads(body)["id"], request.headers["webhook-id"],
+                              int(request.headers["webhook-timestamp"])))
         if self.fail > 0:
             self.fail -= 1
             self.refused += 1
@@ -60,15 +82,23 @@ class Receiver:
         return [e["type"] for e in self.accepted if e["data"].get("distributor_code") == code]
 
 
-@pytest.fixture
-async def receiver() -> AsyncIterator[tuple[Receiver, TestServer]]:
-    r = Receiver()
+@asynccontextmanager
+async def serving(r: Receiver) -> AsyncIterator[TestServer]:
     app = web.Application()
     app.router.add_post("/hook", r.handle)
     server = TestServer(app)
     await server.start_server()
-    yield r, server
-    await server.close()
+    try:
+        yield server
+    finally:
+        await server.close()
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[tuple[Receiver, TestServer]]:
+    r = Receiver()
+    async with serving(r) as server:
+        yield r, server
 
 
 @pytest.fixture
@@ -124,6 +154,29 @@ async def test_events_arrive_signed_and_in_order(h: Harness, receiver: tuple[Rec
     assert all(set(e) == {"id", "type", "created_at", "data"} for e in r.accepted)
 
 
+async def test_a_whsec_secret_is_the_standard_webhooks_key(db_url: str, platform: Platform,
+                                                           wechat_server: TestServer) -> None:
+    """With a whsec_ secret the library verifies with the secret as it is; a tampered body, id or
+    timestamp, or the secret read as plain text, does not verify."""
+    r = Receiver(secret=WHSEC)
+    async with serving(r) as server:
+        config = make_config(db_url, webhooks=[{"url": str(server.make_url("/hook")), "secret": WHSEC}])
+        async with Harness(config, platform, wechat_server) as h:
+            code = await h.register(h.user(), "13900001007", "吴九")
+            await until(lambda: r.types_of(code) == ["distributor.registered"])
+    assert r.bad_signatures == 0 and r.last is not None
+    body, headers = r.last
+    assert headers["webhook-id"] == json.loads(body)["id"] and headers["webhook-signature"].startswith("v1,")
+    assert Webhook(WHSEC).verify(body, headers)["data"]["distributor_code"] == code
+    stale = str(int(headers["webhook-timestamp"]) - 1)
+    for forged_body, forged in ((body.replace(b"}", b" }", 1), headers), (body, {**headers, "webhook-id": "evt-x"}),
+                                (body, {**headers, "webhook-timestamp": stale})):
+        with pytest.raises(WebhookVerificationError):
+            Webhook(WHSEC).verify(forged_body, forged)
+    with pytest.raises(WebhookVerificationError):  # the whsec_ text as a plain secret is another key
+        Webhook("whsec_" + base64.b64encode(WHSEC.encode()).decode()).verify(body, headers)
+
+
 async def test_refused_deliveries_are_retried_until_accepted(h: Harness, receiver: tuple[Receiver, TestServer]
                                                             ) -> None:
     r, _ = receiver
@@ -132,6 +185,11 @@ async def test_refused_deliveries_are_retried_until_accepted(h: Harness, receive
     await event(h, event_id="r1", order_no="R1", type="paid", amount_fen=2000, distributor_code=code)
     await until(lambda: len(r.types_of(code)) == 2)
     assert r.refused == 3 and r.types_of(code) == ["distributor.registered", "commission.created"]
+    # Each try carries the event's id as webhook-id (the same on every retry) and the time it was sent.
+    ids = [event_id for event_id, _, _ in r.attempts]
+    assert ids == [ids[0]] * 4 + [ids[4]] and ids[4] != ids[0]
+    assert all(hook_id == event_id for event_id, hook_id, _ in r.attempts)
+    assert all(abs(sent - time.time()) < 5 for _, _, sent in r.attempts)
 
     async def marked() -> list[Any]:  # the receiver answers before the sender writes down its answer
         for _ in range(200):
@@ -199,6 +257,8 @@ async def test_nothing_is_written_without_endpoints(harness: Harness) -> None:
 @pytest.mark.parametrize("webhooks,words", [
     ([{"url": "ftp://erp/x", "secret": SECRET}], "http:// or https://"),
     ([{"url": "https://erp/x", "secret": "short"}], "at least 16"),
+    ([{"url": "https://erp/x", "secret": "whsec_not/base64!here"}], "base64"),
+    ([{"url": "https://erp/x", "secret": "whsec_" + base64.b64encode(b"0123456789").decode()}], "16 bytes"),
     ([{"url": "https://erp/x", "secret": SECRET, "events": ["order.paid"]}], "distributor.registered"),
     ([{"url": "https://erp/x", "secret": SECRET}, {"url": "https://erp/x", "secret": SECRET}], "each url once"),
 ])
@@ -214,3 +274,9 @@ def test_bad_webhook_config_is_refused(tmp_path: Any, webhooks: list[dict[str, A
         load_config(path)
     assert words in str(e.value)
     assert isinstance(Config(webhooks=[{"url": "https://erp/x", "secret": SECRET}]).webhooks[0].events, tuple)
+
+
+def test_a_whsec_secret_is_accepted_and_decoded() -> None:
+    plain, whsec = Config(webhooks=[{"url": "https://erp/a", "secret": SECRET},
+                                    {"url": "https://erp/b", "secret": WHSEC}]).webhooks
+    assert plain.hmac_key == SECRET.encode() and whsec.hmac_key == bytes(range(7, 31))
