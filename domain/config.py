@@ -10,10 +10,11 @@ from typing import Any
 from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from domain.config_sections import (DEFAULT_ADMIN_TOKEN, DEMO_TOKEN_PREFIX, PAY_KEY_FIELDS, AdminConfig,
-                                    ContestsConfig, DatabaseConfig, DistributionConfig, OutboxConfig, PayConfig,
-                                    RankConfig, ReportsConfig, RiskConfig, ServerConfig, ServiceConfig,
-                                    WebhookConfig, WechatConfig, default_ranks)
+from domain.config_sections import (AES_KEY_LENGTH, DEFAULT_ADMIN_TOKEN, DEMO_TOKEN_PREFIX, PAY_KEY_FIELDS,
+                                    SANDBOX_APP_ID, SANDBOX_APP_SECRET, SANDBOX_TOKEN, AdminConfig, ContestsConfig,
+                                    DatabaseConfig, DistributionConfig, OutboxConfig, PayConfig, RankConfig,
+                                    ReportsConfig, RiskConfig, ServerConfig, ServiceConfig, WebhookConfig,
+                                    WechatConfig, default_ranks)
 
 
 class ConfigError(Exception):
@@ -57,13 +58,9 @@ class Config(BaseSettings):
         unknown = [k for k in self.service.priority_ranks if k not in keys]
         if unknown:
             raise ValueError(f"service.priority_ranks: unknown rank {unknown[0]!r}; configured ranks: {', '.join(keys)}")
-        if self.wechat.mode == "live" and self.admin.token in ("", DEFAULT_ADMIN_TOKEN):
-            raise ValueError("admin.token: live mode needs a secret admin token, not the default")
-        demo = next((t.name for t in self.admin.tokens if t.token.startswith(DEMO_TOKEN_PREFIX)), None)
-        if self.wechat.mode == "live" and demo is not None:
-            raise ValueError(f"admin.tokens: live mode needs a secret token for {demo!r}, not the demo's")
-        if self.wechat.mode == "live" and self.wechat.app_secret in ("", "sandbox-secret"):
-            raise ValueError("wechat.app_secret: live mode needs the real AppSecret")
+        refused = self._sandbox_defaults() if self.wechat.mode == "live" else []
+        if refused:
+            raise ValueError("; ".join(refused))
         urls = [w.url for w in self.webhooks]
         if len(set(urls)) != len(urls):
             raise ValueError("webhooks: each url once (give one endpoint all the events it wants)")
@@ -79,6 +76,25 @@ class Config(BaseSettings):
             missing = next(k for k in PAY_KEY_FIELDS if not getattr(self.pay, k))
             raise ValueError(f"pay.{missing}: give every key field, or none for the sandbox's own keys")
         return self
+
+    def _sandbox_defaults(self) -> list[str]:
+        """What live mode refuses, each naming its key: the sandbox's and the demo's values, which
+        anyone who has read the repository knows (CONTRACT §7)."""
+        w = self.wechat
+        demo = next((t.name for t in self.admin.tokens if t.token.startswith(DEMO_TOKEN_PREFIX)), None)
+        checks = [
+            (self.admin.token in ("", DEFAULT_ADMIN_TOKEN),
+             "admin.token: live mode needs a secret admin token, not the default"),
+            (demo is not None, f"admin.tokens: live mode needs a secret token for {demo!r}, not the demo's"),
+            (w.app_id == SANDBOX_APP_ID, "wechat.app_id: live mode needs the official account's AppID, not the sandbox's"),
+            (w.app_secret in ("", SANDBOX_APP_SECRET), "wechat.app_secret: live mode needs the real AppSecret"),
+            (w.token == SANDBOX_TOKEN,
+             f"wechat.token: live mode needs the Token set in the WeChat console, not the sandbox's {SANDBOX_TOKEN!r}"),
+            (len(w.encoding_aes_key) != AES_KEY_LENGTH,
+             f"wechat.encoding_aes_key: live mode needs safe mode, the {AES_KEY_LENGTH}-character EncodingAESKey "
+             "from the WeChat console"),
+        ]
+        return [message for wrong, message in checks if wrong]
 
     # ---- derived values -------------------------------------------------------------------
     @property

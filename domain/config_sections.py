@@ -11,6 +11,11 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 DEFAULT_ADMIN_TOKEN = "change-me"
+# The sandbox's WeChat defaults: anyone who reads this file knows them, so live mode refuses them.
+SANDBOX_APP_ID = "wxsandbox0000000000"
+SANDBOX_APP_SECRET = "sandbox-secret"
+SANDBOX_TOKEN = "sandbox-token"
+AES_KEY_LENGTH = 43
 DEMO_TOKEN_PREFIX = "demo-"  # the demo config's scoped tokens: refused in live mode
 LEGAL_MAX_LEVELS = 3
 MIN_TRANSFER_FEN = 10  # WeChat Pay's smallest transfer, ¥0.10
@@ -47,9 +52,9 @@ class ServerConfig(_Section):
 
 class WechatConfig(_Section):
     mode: Literal["sandbox", "live"] = "sandbox"
-    app_id: str = "wxsandbox0000000000"
-    app_secret: str = "sandbox-secret"
-    token: str = "sandbox-token"
+    app_id: str = SANDBOX_APP_ID
+    app_secret: str = SANDBOX_APP_SECRET
+    token: str = SANDBOX_TOKEN
     encoding_aes_key: str = ""
     api_base_url: str = ""
     template_id: str = ""
@@ -57,7 +62,7 @@ class WechatConfig(_Section):
     @field_validator("encoding_aes_key")
     @classmethod
     def _aes_key(cls, v: str) -> str:
-        if v and len(v) != 43:
+        if v and len(v) != AES_KEY_LENGTH:
             raise ValueError("must be 43 characters (safe mode) or empty (plain mode)")
         if v:
             # Refused here rather than failing on every message at run time.

@@ -12,7 +12,8 @@ from aiohttp.test_utils import TestServer
 
 from bot.menu import menu_payload
 from bot.sandbox.platform import Platform
-from tests.serve_support import DISTBOT, Served
+from tests.serve_support import DISTBOT, Served, free_port
+from tests.test_config import live
 
 
 
@@ -75,6 +76,15 @@ async def test_a_bad_config_is_one_sentence(tmp_path: Path, toml: str, words: tu
     p.write_text(toml, encoding="utf-8")
     code, _, err = await distbot("db", "upgrade", "--config", str(p), cwd=tmp_path)
     assert_one_sentence(code, err, *words)
+
+
+async def test_serve_refuses_the_sandbox_token_in_live_mode(tmp_path: Path) -> None:
+    """CONTRACT §7: live mode refuses the sandbox's defaults; serve stops before it listens."""
+    p = config_file(tmp_path, tmp_path / "never.db", '[admin]\ntoken = "a-real-admin-token"\n'
+                    + live(token="sandbox-token"))
+    code, out, err = await distbot("serve", "--config", str(p), "--port", str(free_port()), cwd=tmp_path)
+    assert_one_sentence(code, err, "wechat.token", "sandbox-token", "live mode")
+    assert "serving" not in out and not (tmp_path / "never.db").exists()
 
 
 @pytest.mark.parametrize("args", [("serve",), ("menu", "push"), ("backup", "b.db"), ("content", "import", "x.zip")])

@@ -135,7 +135,17 @@ def test_zero_levels_is_refused(tmp_path: Path) -> None:
     assert "distribution.max_levels" in error(write(tmp_path, "[distribution]\nmax_levels = 0\n"))
 
 
-LIVE = '[wechat]\nmode = "live"\napp_secret = "a-real-secret"\n'
+LIVE_WECHAT = {"mode": "live", "app_id": "wx0123456789abcdef", "app_secret": "a-real-secret",
+               "token": "a-real-webhook-token", "encoding_aes_key": GOOD_KEY}
+
+
+def live(**wechat: str | None) -> str:
+    """A [wechat] section for live mode with real-looking values, some replaced or (None) left out."""
+    values = {k: v for k, v in {**LIVE_WECHAT, **wechat}.items() if v is not None}
+    return "[wechat]\n" + "".join(f'{k} = "{v}"\n' for k, v in values.items())
+
+
+LIVE = live()
 
 
 @pytest.mark.parametrize("admin", ['token = "change-me"', 'token = ""', ""], ids=["default", "empty", "unset"])
@@ -152,8 +162,31 @@ def test_live_mode_refuses_the_demo_configs_scoped_tokens(tmp_path: Path) -> Non
     assert "admin.tokens" in message and repr(demo[0]["name"]) in message
 
 
-def test_live_mode_refuses_the_sandbox_app_secret(tmp_path: Path) -> None:
-    assert "wechat.app_secret" in error(write(tmp_path, '[wechat]\nmode = "live"\n[admin]\ntoken = "s3cret"\n'))
+# (key, value): the sandbox's value written out, or None: left out, so the default applies.
+SANDBOX_DEFAULTS = [("token", "sandbox-token"), ("app_secret", "sandbox-secret"), ("app_secret", ""),
+                    ("app_id", "wxsandbox0000000000"), ("encoding_aes_key", ""),
+                    ("token", None), ("app_secret", None), ("app_id", None), ("encoding_aes_key", None)]
+
+
+@pytest.mark.parametrize("key,value", SANDBOX_DEFAULTS,
+                         ids=[f"{k}={'unset' if v is None else v or 'empty'}" for k, v in SANDBOX_DEFAULTS])
+def test_live_mode_refuses_each_sandbox_default_naming_its_key(tmp_path: Path, key: str, value: str | None) -> None:
+    message = error(write(tmp_path, live(**{key: value}) + '[admin]\ntoken = "s3cret-admin"\n'))
+    assert f"wechat.{key}: live mode" in message and message.count("live mode") == 1, message
+
+
+def test_live_mode_names_every_default_at_once(tmp_path: Path) -> None:
+    """The sandbox's own config.toml switched to live: one line naming each key to change."""
+    message = error(REPO / "config.toml", wechat={"mode": "live"})
+    for key in ("admin.token", "admin.tokens", "wechat.app_id", "wechat.app_secret", "wechat.token",
+                "wechat.encoding_aes_key"):
+        assert f"{key}: live mode" in message, (key, message)
+
+
+def test_a_sandbox_token_from_the_environment_is_refused_live(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                                             ) -> None:
+    monkeypatch.setenv("DISTBOT_WECHAT__TOKEN", "sandbox-token")
+    assert "wechat.token" in error(write(tmp_path, LIVE + '[admin]\ntoken = "s3cret-admin"\n'))
 
 
 def test_live_mode_with_real_secrets_starts(tmp_path: Path) -> None:

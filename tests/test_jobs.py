@@ -27,6 +27,7 @@ from storage.migrate import upgrade
 from storage.models import JobRun
 from tests.conftest import ADMIN_TOKEN, Harness, make_config
 from tests.serve_support import Served
+from tests.test_config import live
 
 CONTRACT_JOBS = {"unfreeze", "ranks", "contests", "weekly-report", "sla", "payouts"}
 RFC3339_CHINA = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+08:00$")
@@ -218,10 +219,9 @@ async def test_one_process_leads_and_another_takes_over_when_it_is_killed(db_url
     engine = create_engine(db_url)
     await upgrade(engine)  # here, once, rather than in both processes as they start
     config = tmp_path / "config.toml"
+    # live mode, WeChat unreachable: no demo pack, no menu push, nothing to send
     config.write_text(f'[database]\nurl = "{db_url}"\n[admin]\ntoken = "{ADMIN_TOKEN}"\n'
-                      # live mode, WeChat unreachable: no demo pack, no menu push, nothing to send
-                      '[wechat]\nmode = "live"\napp_secret = "s"\napi_base_url = "http://127.0.0.1:1/cgi-bin/"\n',
-                      encoding="utf-8")
+                      + live(api_base_url="http://127.0.0.1:1/cgi-bin/"), encoding="utf-8")
     procs = [Served(config, tmp_path), Served(config, tmp_path)]
     try:
         await asyncio.gather(*(p.start() for p in procs))

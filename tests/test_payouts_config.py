@@ -18,9 +18,9 @@ from domain.config import Config, ConfigError, load_config
 from storage.db import create_engine, create_sessionmaker
 from storage.migrate import upgrade
 from tests.conftest import make_config
-from tests.test_config import REPO, error, write
+from tests.test_config import LIVE_WECHAT, REPO, error, write
 
-LIVE = {"wechat": {"mode": "live", "app_secret": "a-real-secret"}, "admin": {"token": "a-real-admin-token"}}
+LIVE = {"wechat": LIVE_WECHAT, "admin": {"token": "a-real-admin-token"}}
 
 
 def test_pay_is_off_by_default_and_sandbox_in_the_demo_config() -> None:
