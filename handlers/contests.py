@@ -270,6 +270,9 @@ METRIC_NAMES = {"sales": "销售额", "sku_sales": "指定商品销售额", "new
 FIELD_NAMES = {"title": "标题", "metric": "指标", "skus": "商品编号", "starts_at": "开始时间", "ends_at": "结束时间",
                "prizes_fen": "奖金（元）", "audience": "受众"}
 _LIST_SEPARATORS = re.compile(r"[,，、\s]+")
+# In a list of prizes a comma separates, so "1,500" would be two prizes, ¥1 and ¥500: a comma
+# between a digit and exactly three more reads both ways and is refused rather than guessed.
+_GROUPED = re.compile(r"[\d.,，]*\d[,，]\d{3}(?!\d)[\d.,，]*")
 
 
 class FormProblem(Exception):
@@ -291,8 +294,12 @@ def _china_time(value: str, field: str) -> datetime:
 
 def contest_from_form(form: Any) -> ContestIn:
     """The console's form as the /api body, checked by the same model; FormProblem when it is not one."""
-    prizes = []
-    for amount in _split(str(form.get("prizes", ""))):
+    prizes: list[int] = []
+    typed = str(form.get("prizes", ""))
+    if (grouped := _GROUPED.search(typed)) is not None:
+        raise FormProblem(f"奖金里的“{grouped.group().strip(',，')}”有两种读法：多个奖金请用“, ”（逗号加空格）、顿号或空格分隔，"
+                          "金额不写千位逗号，例如 1500, 800, 300。")
+    for amount in _split(typed):
         try:
             prizes.append(parse_yuan(amount))
         except AmountError:

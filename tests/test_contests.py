@@ -19,8 +19,9 @@ from domain import contest_results
 from domain.formats import CHINA
 from storage.models import Distributor
 from storage.tables import ENTRIES
-from tests.conftest import Harness, make_config
+from tests.conftest import ADMIN_TOKEN, Harness, make_config
 from tests.money_support import balance, check_invariants, pay, seed, send
+from tests.test_audit import console, csrf
 
 PRIZES = [30000, 10000]
 
@@ -85,6 +86,31 @@ async def rewards(h: Harness) -> list[tuple[int, int, str]]:
 
 
 # ---- creation -----------------------------------------------------------------------------------
+async def test_the_console_form_never_guesses_a_comma_in_the_prizes(h: Harness) -> None:
+    """In the prize list a comma separates prizes: "1,500, 800" would be ¥1 and ¥500 for one reader
+    and ¥1,500 for another, so it creates nothing and the page says how to type them."""
+    http = await console(h, ADMIN_TOKEN)
+    try:
+        async with http.get(h.url + "/admin/contests") as resp:
+            token = csrf(await resp.text())
+        form = {"csrf_token": token, "title": "冲刺赛", "metric": "sales", "audience": "all",
+                "starts_at": (now() + timedelta(days=1)).astimezone(CHINA).strftime("%Y-%m-%dT%H:%M"),
+                "ends_at": (now() + timedelta(days=2)).astimezone(CHINA).strftime("%Y-%m-%dT%H:%M")}
+        for typed, shown in (("1,500, 800", "1,500"), ("300,200,100", "300,200,100"), ("1，500.50", "1，500.50")):
+            async with http.post(h.url + "/admin/contests", data={**form, "prizes": typed},
+                                 allow_redirects=False) as resp:
+                page = await resp.text()
+                assert resp.status == 422 and f"奖金里的“{shown}”有两种读法" in page and "1500, 800, 300" in page, page
+        assert [c for c in (await h.api("GET", "/contests"))[1]["contests"] if not c["source"]] == []
+        async with http.post(h.url + "/admin/contests", data={**form, "prizes": "1500, 800、300.50"},
+                             allow_redirects=False) as resp:
+            assert resp.status == 303, await resp.text()
+    finally:
+        await http.close()
+    [created] = [c for c in (await h.api("GET", "/contests"))[1]["contests"] if not c["source"]]
+    assert created["prizes_fen"] == [150000, 80000, 30050]
+
+
 async def test_bad_contests_are_refused_with_422(h: Harness) -> None:
     t = now()
     status, body = await create(h, starts_at=iso(t), ends_at=iso(t))
