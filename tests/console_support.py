@@ -11,7 +11,7 @@ import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import aiohttp
 import pytest
@@ -91,16 +91,23 @@ def csrf_of(html: str) -> str:
     return found.group(1)
 
 
+class SignInAnswer(NamedTuple):
+    status: int
+    headers: dict[str, str]
+    cookie: str | None  # the session cookie it set, if any
+    page: str
+
+
 async def post_sign_in(http: aiohttp.ClientSession, base: str, token: str = ADMIN_TOKEN,
-                       **headers: str) -> tuple[int, dict[str, str], str | None]:
-    """Over HTTP, no cookie jar: the sign-in form fetched and posted with `token`; the answer's
-    status and headers, and the session cookie it set (None when it set none)."""
+                       **headers: str) -> SignInAnswer:
+    """Over HTTP, no cookie jar: the sign-in form fetched and posted with `token`; the answer."""
     async with http.get(base + "/admin/", headers=headers) as resp:
         login, form_token = resp.cookies["distbot_login"].value, csrf_of(await resp.text())
     async with http.post(base + "/admin/login", data={"csrf_token": form_token, "token": token}, headers=headers,
                          cookies={"distbot_login": login}, allow_redirects=False) as resp:
         session = resp.cookies.get("distbot_admin")
-        return resp.status, dict(resp.headers), session.value if session is not None else None
+        return SignInAnswer(resp.status, dict(resp.headers), session.value if session is not None else None,
+                            await resp.text())
 
 
 async def no_sideways_scroll(page: Any) -> None:

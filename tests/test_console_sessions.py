@@ -65,7 +65,7 @@ async def campaigns(h: Harness) -> int:
 @pytest.mark.parametrize("change", list(CHANGES))
 async def test_a_session_ends_when_its_token_changes(h: Harness, http: aiohttp.ClientSession, db_url: str,
                                                     change: str) -> None:
-    status, _, cookie = await post_sign_in(http, h.url, OPS["token"])
+    status, _, cookie, _ = await post_sign_in(http, h.url, OPS["token"])
     assert status == 303 and cookie
     async with http.get(h.url + "/admin/campaigns", cookies={"distbot_admin": cookie}) as resp:
         assert resp.status == 200
@@ -87,14 +87,14 @@ async def test_a_session_ends_when_its_token_changes(h: Harness, http: aiohttp.C
     assert await campaigns(h) == (1 if lives else 0)
     assert await sessions(h) == (1 if lives else 0)  # an ended session's row is gone
     if change == "replaced":  # the new value signs in
-        status, _, fresh = await post_sign_in(http, h.url, "ops-token-9876543210")
+        status, _, fresh, _ = await post_sign_in(http, h.url, "ops-token-9876543210")
         assert status == 303 and fresh and await signed_in(http, h.url, fresh)
 
 
 async def test_a_session_ends_after_30_idle_minutes(h: Harness, http: aiohttp.ClientSession) -> None:
     now = [datetime.now(UTC)]
     console_of(h.app)[CLOCK].now = lambda: now[0]
-    _, _, cookie = await post_sign_in(http, h.url)
+    _, _, cookie, _ = await post_sign_in(http, h.url)
     assert cookie
     now[0] += IDLE - timedelta(minutes=1)
     assert await signed_in(http, h.url, cookie)  # a request: idle from here again
@@ -111,7 +111,7 @@ async def test_a_session_ends_12_hours_after_sign_in_however_active(h: Harness, 
     start = datetime.now(UTC)
     now = [start]
     console_of(h.app)[CLOCK].now = lambda: now[0]
-    _, _, cookie = await post_sign_in(http, h.url, OPS["token"])
+    _, _, cookie, _ = await post_sign_in(http, h.url, OPS["token"])
     assert cookie
     step = IDLE - timedelta(minutes=1)
     while now[0] + step - start <= MAX_AGE:
@@ -122,7 +122,7 @@ async def test_a_session_ends_12_hours_after_sign_in_however_active(h: Harness, 
     assert not await signed_in(http, h.url, cookie)
     async with http.get(h.url + "/admin/", cookies={"distbot_admin": cookie}) as resp:
         assert "管理令牌" in await resp.text()
-    _, _, fresh = await post_sign_in(http, h.url, OPS["token"])  # signing in again starts a new 12 hours
+    _, _, fresh, _ = await post_sign_in(http, h.url, OPS["token"])  # signing in again starts a new 12 hours
     assert fresh and await signed_in(http, h.url, fresh)
 
 

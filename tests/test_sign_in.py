@@ -23,9 +23,9 @@ from bot.sandbox.platform import Platform
 from bot.sign_in import CLOCK, LIMIT, WINDOW
 from bot.typedefs import SESSIONMAKER, WRITER
 from domain.config import ConfigError, load_config
-from tests.conftest import ADMIN_TOKEN, Harness, make_config
 from storage.tables import SIGN_IN_TRIES
-from tests.console_support import console_of, csrf_of, post_sign_in
+from tests.conftest import ADMIN_TOKEN, Harness, make_config
+from tests.console_support import console_of, post_sign_in
 from tests.test_jobs import until_runs
 
 WRONG = "wrong-token-S3CRET"
@@ -64,10 +64,10 @@ async def test_ten_failures_then_even_the_right_token_is_refused(
         now = still(h)
         with caplog.at_level(logging.WARNING, logger="bot.sign_in"):
             for _ in range(LIMIT):
-                status, _, cookie = await post_sign_in(http, h.url, WRONG)
+                status, _, cookie, _ = await post_sign_in(http, h.url, WRONG)
                 assert (status, cookie) == (401, None)
         now[0] += timedelta(minutes=4)
-        status, headers, cookie = await post_sign_in(http, h.url, ADMIN_TOKEN)
+        status, headers, cookie, _ = await post_sign_in(http, h.url, ADMIN_TOKEN)
         assert (status, cookie) == (429, None)  # not compared: the right token does not sign in
         assert headers["Retry-After"] == str(int((WINDOW - timedelta(minutes=4)).total_seconds()))
         lines = [r.getMessage() for r in caplog.records if r.name == "bot.sign_in"]
@@ -80,7 +80,7 @@ async def test_ten_failures_then_even_the_right_token_is_refused(
         assert WRONG not in str(entries) and ADMIN_TOKEN not in str(entries)
 
         now[0] += WINDOW  # 14 minutes after the failures: checked again
-        status, _, cookie = await post_sign_in(http, h.url, ADMIN_TOKEN)
+        status, _, cookie, _ = await post_sign_in(http, h.url, ADMIN_TOKEN)
         assert status == 303 and cookie
 
 
@@ -89,19 +89,15 @@ async def test_the_429_page_says_when_in_chinese(start: Start, http: aiohttp.Cli
         still(h)
         for _ in range(LIMIT):
             await post_sign_in(http, h.url, WRONG)
-        async with http.get(h.url + "/admin/") as resp:
-            login = resp.cookies["distbot_login"].value
-            form = await resp.text()
-        async with http.post(h.url + "/admin/login", data={"csrf_token": csrf_of(form), "token": WRONG},
-                             cookies={"distbot_login": login}) as resp:
-            assert resp.status == 429 and resp.headers["Retry-After"] == "600"
-            assert "登录失败次数过多，请 10 分钟后再试" in await resp.text()
+        answer = await post_sign_in(http, h.url, WRONG)
+        assert (answer.status, answer.headers["Retry-After"]) == (429, "600")
+        assert "登录失败次数过多，请 10 分钟后再试" in answer.page and 'name="token"' in answer.page
 
 
 async def test_parallel_tries_check_at_most_ten_tokens(start: Start, http: aiohttp.ClientSession) -> None:
     async with start() as h:
         answers = await asyncio.gather(*(post_sign_in(http, h.url, WRONG) for _ in range(2 * LIMIT)))
-        statuses = sorted(status for status, _, _ in answers)
+        statuses = sorted(answer.status for answer in answers)
         assert statuses == [401] * LIMIT + [429] * LIMIT
         assert len(await failures(h)) == LIMIT
 
@@ -109,33 +105,33 @@ async def test_parallel_tries_check_at_most_ten_tokens(start: Start, http: aioht
 async def test_a_sign_in_does_not_clear_the_clients_failures(start: Start, http: aiohttp.ClientSession) -> None:
     async with start() as h:
         for _ in range(LIMIT - 1):
-            assert (await post_sign_in(http, h.url, WRONG))[0] == 401
-        assert (await post_sign_in(http, h.url, ADMIN_TOKEN))[0] == 303  # does not count, clears nothing
-        assert (await post_sign_in(http, h.url, WRONG))[0] == 401
-        assert (await post_sign_in(http, h.url, ADMIN_TOKEN))[0] == 429
+            assert (await post_sign_in(http, h.url, WRONG)).status == 401
+        assert (await post_sign_in(http, h.url, ADMIN_TOKEN)).status == 303  # does not count, clears nothing
+        assert (await post_sign_in(http, h.url, WRONG)).status == 401
+        assert (await post_sign_in(http, h.url, ADMIN_TOKEN)).status == 429
 
 
 async def test_behind_a_trusted_proxy_each_forwarded_client_counts_apart(
         start: Start, http: aiohttp.ClientSession) -> None:
     async with start(trusted_proxies=["127.0.0.0/8", "10.0.0.0/8"]) as h:
         for _ in range(LIMIT):
-            assert (await post_sign_in(http, h.url, WRONG, **{"X-Forwarded-For": "203.0.113.5"}))[0] == 401
-        assert (await post_sign_in(http, h.url, ADMIN_TOKEN, **{"X-Forwarded-For": "203.0.113.5"}))[0] == 429
+            assert (await post_sign_in(http, h.url, WRONG, **{"X-Forwarded-For": "203.0.113.5"})).status == 401
+        assert (await post_sign_in(http, h.url, ADMIN_TOKEN, **{"X-Forwarded-For": "203.0.113.5"})).status == 429
         # Through a second proxy of ours the client is the same, and an address it made up in front
         # of its own (proxies append) does not make it another client.
         for chain in ("203.0.113.5, 10.1.2.3", "198.51.100.99, 203.0.113.5"):
-            assert (await post_sign_in(http, h.url, ADMIN_TOKEN, **{"X-Forwarded-For": chain}))[0] == 429
-        status, _, cookie = await post_sign_in(http, h.url, ADMIN_TOKEN, **{"X-Forwarded-For": "203.0.113.6"})
+            assert (await post_sign_in(http, h.url, ADMIN_TOKEN, **{"X-Forwarded-For": chain})).status == 429
+        status, _, cookie, _ = await post_sign_in(http, h.url, ADMIN_TOKEN, **{"X-Forwarded-For": "203.0.113.6"})
         assert status == 303 and cookie
-        assert (await post_sign_in(http, h.url, WRONG, **{"X-Forwarded-For": "203.0.113.6"}))[0] == 401
+        assert (await post_sign_in(http, h.url, WRONG, **{"X-Forwarded-For": "203.0.113.6"})).status == 401
         assert {e["actor"] for e in await failures(h)} == {"client:203.0.113.5", "client:203.0.113.6"}
 
 
 async def test_an_untrusted_peers_forwarded_for_is_ignored(start: Start, http: aiohttp.ClientSession) -> None:
     async with start(trusted_proxies=["10.0.0.0/8"]) as h:
         for i in range(LIMIT):
-            assert (await post_sign_in(http, h.url, WRONG, **{"X-Forwarded-For": f"203.0.113.{i}"}))[0] == 401
-        assert (await post_sign_in(http, h.url, ADMIN_TOKEN, **{"X-Forwarded-For": "198.51.100.1"}))[0] == 429
+            assert (await post_sign_in(http, h.url, WRONG, **{"X-Forwarded-For": f"203.0.113.{i}"})).status == 401
+        assert (await post_sign_in(http, h.url, ADMIN_TOKEN, **{"X-Forwarded-For": "198.51.100.1"})).status == 429
         assert {e["actor"] for e in await failures(h)} == {"client:127.0.0.1"}
 
 
