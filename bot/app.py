@@ -13,7 +13,7 @@ from aiohttp import web
 from sqlalchemy import delete, func, select, text
 from sqlalchemy.orm import Session
 
-from bot import jobs_api, webhook
+from bot import jobs_api, sign_in, webhook
 from bot.api import ApiRoutes, create_api_app
 from bot.audit import audit_log
 from bot.chat import ChatRouter
@@ -78,6 +78,12 @@ async def prune_outbox(app: web.Application) -> None:
     cutoff = datetime.now(UTC) - outbox_rows.RETENTION
     await _until_done(app, lambda s: campaigns.keep_final_counts(s, cutoff))
     await _until_done(app, lambda s: outbox_rows.prune(s, cutoff))
+
+
+@CORE.job("prune-sign-in-tries", "interval", hours=1)
+async def prune_sign_in_tries(app: web.Application) -> None:
+    """Console sign-in tries that stopped counting (bot.sign_in), a chunk per unit."""
+    await _until_done(app, lambda s: sign_in.prune(s, datetime.now(UTC)))
 
 
 def api_tables(features: tuple[Feature, ...] = FEATURES) -> list[ApiRoutes]:

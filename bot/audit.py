@@ -18,7 +18,8 @@ the request's own task (storage.writer.hooked). So:
   commit per batch, not one per request.
 
 Requests without a known token (401, a console POST without a session) are not recorded: an
-anonymous caller cannot fill the table. Handlers may name what they changed with
+anonymous caller cannot fill the table. The exception is a failed console sign-in (bot.sign_in
+writes its row through AUDIT_LOG), of which a client gets at most 10 in 10 minutes. Handlers may name what they changed with
 `note(request, summary, object_id)`; otherwise the summary is the route's name and the object is
 the path's {id}/{code}/{order_no}/{name}, or the "id" of what the unit of work returned.
 """

@@ -2,10 +2,14 @@
 server-side session, CSRF on every form, the page frame. Each feature declares its own console
 pages (`feature.console`, paths under /admin); this module only guards and frames them.
 
-- Sign-in: the token, compared in constant time; after a few wrong tries from one address each
-  further try waits longer (Throttle). The session is a random token in an HttpOnly,
-  SameSite=Strict cookie (Secure over HTTPS) whose hash is the key of a console_sessions row, so
-  every process knows it; it ends after IDLE without a request, or at 退出登录.
+- Sign-in: the token, compared in constant time; after LIMIT tries of one client within WINDOW
+  further tries are refused (429) before the token is compared, and every failure is audited
+  (bot.sign_in). The session is a random token in an HttpOnly, SameSite=Strict cookie (Secure
+  over HTTPS) whose hash is the key of a console_sessions row, so every process knows it.
+- A session belongs to its token: it keeps the token's fingerprint (bot.scopes.fingerprint) and
+  ends (its row deleted) at the first request after the configured token of its name is gone,
+  replaced or has other scopes; after IDLE without a request; MAX_AGE after sign-in however
+  active; or at 退出登录. Time is the console's CLOCK (a resource tests move).
 - CSRF: every POST carries `csrf_token`, the session's (the sign-in form: a double-submit cookie);
   anything else is 403 and changes nothing. A multipart form (a file, e.g. a content pack) may be
   up to MAX_FORM_BYTES; aiohttp spools its file to disk while the guard reads the token.
@@ -22,21 +26,21 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import math
 import secrets
-import time
-from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import quote, unquote
 
 from aiohttp import web
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, or_, select, update
 
 from bot.api import ACTOR
 from bot.audit import audited, note
-from bot.scopes import ANY, PRINCIPAL, ConsolePages, Principal, describe, identify, scopes_of
+from bot.scopes import ANY, PRINCIPAL, ConsolePages, Principal, describe, fingerprint, identify, scopes_of
+from bot.sign_in import CLOCK, Clock, end_try, failed_try, start_try
 from bot.typedefs import CONFIG, SESSIONMAKER, WRITER
 from content.console_pages import TEMPLATES, render
 from domain import audit
@@ -47,10 +51,8 @@ SESSION_COOKIE = "distbot_admin"
 LOGIN_COOKIE = "distbot_login"
 FLASH_COOKIE = "distbot_flash"
 IDLE = timedelta(minutes=30)
+MAX_AGE = timedelta(hours=12)  # after sign-in, however active
 TOUCH_EVERY = timedelta(minutes=1)  # last_seen_at is written at most this often per session
-FREE_TRIES = 3
-MAX_WAIT = 30.0
-TRY_WINDOW = 900.0  # seconds a wrong try counts against an address
 LIVE_JS = TEMPLATES / "live.js"
 MAX_PAGE = 10**6  # a page number beyond any list
 MAX_FORM_BYTES = 51 * 1024 * 1024  # a multipart form: a 50 MiB content pack and its fields
@@ -75,37 +77,6 @@ class ConsoleSession:
 SESSION = web.RequestKey("console_session", ConsoleSession)  # set by the guard
 
 
-class Throttle:
-    """Wrong sign-in tries per address: the first FREE_TRIES cost nothing, then each waits twice
-    as long as the one before, up to MAX_WAIT; a right token clears the address."""
-
-    def __init__(self, clock: Callable[[], float] = time.monotonic):
-        self.clock = clock
-        self._tries: dict[str, deque[float]] = {}
-
-    def _recent(self, address: str) -> deque[float]:
-        """The address's tries inside the window; an address whose tries all expired is forgotten
-        (memory holds only the addresses that failed lately)."""
-        tries, now = self._tries.get(address, deque()), self.clock()
-        while tries and now - tries[0] > TRY_WINDOW:
-            tries.popleft()
-        if not tries:
-            self._tries.pop(address, None)
-        return tries
-
-    def delay(self, address: str) -> float:
-        over = len(self._recent(address)) - FREE_TRIES
-        return 0.0 if over < 0 else min(2.0 ** over, MAX_WAIT)
-
-    def failed(self, address: str) -> None:
-        self._tries[address] = tries = self._recent(address)
-        tries.append(self.clock())
-
-    def cleared(self, address: str) -> None:
-        self._tries.pop(address, None)
-
-
-THROTTLE = web.AppKey("console_throttle", Throttle)
 # The scopes of every console route, and of each page by its path (GET), for the guard and the nav.
 ROUTE_SCOPES = web.AppKey("console_route_scopes", dict[web.AbstractRoute, frozenset[str]])
 PAGE_SCOPES = web.AppKey("console_page_scopes", dict[str, frozenset[str]])
@@ -195,10 +166,13 @@ async def _session(request: web.Request) -> ConsoleSession | None:
     raw = request.cookies.get(SESSION_COOKIE)
     if not raw:
         return None
-    sid, now = _hash(raw), datetime.now(UTC)
+    sid, now = _hash(raw), request.config_dict[CLOCK].now()
     row = await run_read(request.config_dict[SESSIONMAKER], lambda s: s.execute(
         select(CONSOLE_SESSIONS).where(CONSOLE_SESSIONS.c.id == sid)).first())
-    if row is None or now - row.last_seen_at > IDLE:
+    if row is None:
+        return None
+    if _ended(request, row, now):
+        await _end(request, sid)
         return None
     if now - row.last_seen_at > TOUCH_EVERY:
         await request.config_dict[WRITER].run(lambda s: s.execute(
@@ -206,28 +180,46 @@ async def _session(request: web.Request) -> ConsoleSession | None:
     return ConsoleSession(row.id, row.csrf, row.actor, now, Principal(row.token_name, frozenset(row.scopes.split())))
 
 
+def _ended(request: web.Request, row: Any, now: datetime) -> bool:
+    """Idle too long, signed in too long ago, or its token is not the one configured now (gone,
+    replaced, other scopes: the configuration is read on every request)."""
+    current = fingerprint(request.config_dict[CONFIG], row.token_name)
+    return (now - row.last_seen_at > IDLE or now - row.created_at > MAX_AGE or current is None
+            or not hmac.compare_digest(current, row.fingerprint))
+
+
+async def _end(request: web.Request, sid: str) -> None:
+    await request.config_dict[WRITER].run(lambda s: s.execute(
+        delete(CONSOLE_SESSIONS).where(CONSOLE_SESSIONS.c.id == sid)))
+
+
 async def login(request: web.Request) -> web.StreamResponse:
     form = await request.post()
     given = str(form.get("csrf_token", ""))
     if not given or not hmac.compare_digest(given, request.cookies.get(LOGIN_COOKIE, "")):
         return forbidden("登录表单已过期，请刷新页面后重试。")
-    throttle, address = request.app[THROTTLE], request.remote or ""
-    wait = throttle.delay(address)
-    if wait:
-        await asyncio.sleep(wait)
-    principal = identify(request.config_dict[CONFIG], str(form.get("token", "")))
+    now, config = request.config_dict[CLOCK].now(), request.config_dict[CONFIG]
+    attempt = await start_try(request, now)
+    if isinstance(attempt, int):  # too many tries: refused, the token not compared
+        response = sign_in_page(request, status=429,
+                                error=f"登录失败次数过多，请 {math.ceil(attempt / 60)} 分钟后再试。")
+        response.headers["Retry-After"] = str(attempt)
+        return response
+    principal = identify(config, str(form.get("token", "")))
     if principal is None:
-        throttle.failed(address)
+        await failed_try(request, attempt, now)
         return sign_in_page(request, error="管理令牌不正确。", status=401)
-    throttle.cleared(address)
-    raw, now = secrets.token_urlsafe(32), datetime.now(UTC)
+    raw = secrets.token_urlsafe(32)
     sid = _hash(raw)
     actor = f"console:{sid[:8]}:{principal.name}"
 
     def start(s: Any) -> None:
-        s.execute(delete(CONSOLE_SESSIONS).where(CONSOLE_SESSIONS.c.last_seen_at < now - IDLE))
+        end_try(s, attempt)
+        s.execute(delete(CONSOLE_SESSIONS).where(or_(CONSOLE_SESSIONS.c.last_seen_at < now - IDLE,
+                                                     CONSOLE_SESSIONS.c.created_at < now - MAX_AGE)))
         s.execute(CONSOLE_SESSIONS.insert().values(id=sid, csrf=secrets.token_urlsafe(32), actor=actor,
                                                    token_name=principal.name, scopes=" ".join(sorted(principal.scopes)),
+                                                   fingerprint=fingerprint(config, principal.name) or "",
                                                    created_at=now, last_seen_at=now))
         audit.record(s, audit.Entry(at=now, token_name=principal.name, actor=actor, method="POST",
                                     path=request.path, status=303, summary="登录后台"))
@@ -239,8 +231,7 @@ async def login(request: web.Request) -> web.StreamResponse:
 
 
 async def logout(request: web.Request) -> web.StreamResponse:
-    sid = request[SESSION].id
-    await request.config_dict[WRITER].run(lambda s: s.execute(delete(CONSOLE_SESSIONS).where(CONSOLE_SESSIONS.c.id == sid)))
+    await _end(request, request[SESSION].id)
     response = see_other("/admin/")
     response.del_cookie(SESSION_COOKIE, path="/admin")
     return response
@@ -302,7 +293,7 @@ async def live_script(request: web.Request) -> web.Response:
 def create_console_app(tables: Iterable[ConsolePages]) -> web.Application:
     """The console serving the features' pages, each guarded by the scopes its feature declared."""
     app = web.Application(middlewares=[_guard])
-    app[THROTTLE] = Throttle()
+    app[CLOCK] = Clock()
     every = scopes_of(ANY)
     app.router.add_post("/login", login)
     route_scopes = {app.router.add_post("/logout", logout): every, app.router.add_get("/live.js", live_script): every}

@@ -10,6 +10,9 @@ route. A declaration is one scope or a tuple of scopes (a read several kinds of 
 - A token is identified by comparing it, in constant time, with every configured token (all of
   them, whichever matches), so neither the answer's timing nor its order tells which one nearly
   matched. Tokens are never logged or stored: the console keeps only the name and the scopes.
+- A console session keeps its token's `fingerprint` (an HMAC of the token's name, value and
+  scopes, keyed from the AppSecret, so a copy of the database is no oracle for guessing tokens);
+  the console compares it with the configured token's on every request (bot.console).
 - A token holding `admin` may do everything; any other token may use a route when it holds one of
   the route's scopes. A route that declares nothing is the admin's alone (the safe default) and
   tests/test_scopes.py fails on it.
@@ -17,6 +20,7 @@ route. A declaration is one scope or a tuple of scopes (a read several kinds of 
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -70,6 +74,17 @@ def identify(config: Config, token: str) -> Principal | None:
         if hmac.compare_digest(given, expected.encode()) and found is None:
             found = Principal(name, frozenset(scopes))
     return found
+
+
+def fingerprint(config: Config, name: str) -> str | None:
+    """The configured token named `name` as a fingerprint (64 hex): another value or other scopes
+    give another; None when no token has that name. Rotating the AppSecret changes every one."""
+    key = hmac.new(config.wechat.app_secret.encode(), b"distbot console session", hashlib.sha256).digest()
+    for known, token, scopes in _tokens(config):
+        if known == name:
+            held = "\0".join((known, token, " ".join(sorted(scopes))))
+            return hmac.new(key, held.encode(), hashlib.sha256).hexdigest()
+    return None
 
 
 def _tokens(config: Config) -> Iterable[tuple[str, str, Iterable[str]]]:

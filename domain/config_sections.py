@@ -8,7 +8,7 @@ import base64
 from decimal import Decimal
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, IPvAnyNetwork, field_validator, model_validator
 
 DEFAULT_ADMIN_TOKEN = "change-me"
 # The sandbox's WeChat defaults: anyone who reads this file knows them, so live mode refuses them.
@@ -41,6 +41,8 @@ class ServerConfig(_Section):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=1, le=65535)
     public_url: str = "http://127.0.0.1:8080"
+    # Proxies (addresses or CIDR networks) whose X-Forwarded-For names the client (bot.sign_in).
+    trusted_proxies: tuple[IPvAnyNetwork, ...] = ()
 
     @field_validator("public_url")
     @classmethod

@@ -1,11 +1,12 @@
 """Admin console sessions, server-side (the cookie holds a random token, the table its hash), the
-programme's totals per day that the console's 概览 reads, and the audit trail of admins' changes."""
+console's recent sign-in tries per client, the programme's totals per day that the console's
+概览 reads, and the audit trail of admins' changes."""
 
 from __future__ import annotations
 
 from datetime import date, datetime
 
-from sqlalchemy import BigInteger, Date, Integer, String
+from sqlalchemy import BigInteger, Date, Index, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from storage.models import Base
@@ -19,8 +20,23 @@ class ConsoleSession(Base):
     actor: Mapped[str] = mapped_column(String(64))  # how records name this session: "console:<8 hex>:<token name>"
     token_name: Mapped[str] = mapped_column(String(32), server_default="admin")  # the token it signed in with
     scopes: Mapped[str] = mapped_column(String(64), server_default="admin")  # that token's scopes, space-separated
+    # bot.scopes.fingerprint of that token (its name, value and scopes) when it signed in: the session
+    # ends once the configured token of that name has another (removed, replaced, scopes changed).
+    fingerprint: Mapped[str] = mapped_column(String(64), server_default="")
     created_at: Mapped[datetime]
     last_seen_at: Mapped[datetime] = mapped_column(index=True)
+
+
+class SignInTry(Base):
+    """A console sign-in try of one client (bot.sign_in): written when the try starts, deleted when
+    it succeeds, kept while it counts (10 minutes) when it failed; every process counts the same."""
+
+    __tablename__ = "sign_in_tries"
+    __table_args__ = (Index("ix_sign_in_tries_client_at", "client", "at"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    client: Mapped[str] = mapped_column(String(64))  # the client's address (bot.sign_in.client_address)
+    at: Mapped[datetime] = mapped_column(index=True)
 
 
 class DailyTotals(Base):

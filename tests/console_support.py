@@ -1,15 +1,17 @@
 """The admin console's browser tests share these: the whole app served on a real port, a
 Chromium page at desktop width and at 390 px (a failing test leaves a screenshot in
-tests/artifacts/), signing in and the sideways-scroll check. conftest.py makes the fixtures
+tests/artifacts/), signing in (in the browser, or over HTTP with the cookies in hand) and the
+sideways-scroll check. conftest.py makes the fixtures
 `served` and `page` available to every test module. Orders reach the served app through the
 shop's API (`order_event`), as the shop sends them."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import aiohttp
 import pytest
@@ -75,6 +77,37 @@ async def sign_in(page: Any, base: str, token: str = ADMIN_TOKEN) -> None:
     await page.goto(base + "/admin/")
     await page.get_by_label("管理令牌").fill(token)
     await page.get_by_role("button", name="登录").click()
+
+
+def console_of(app: web.Application) -> web.Application:
+    """The console's sub-application (/admin) of the whole app, e.g. for its CLOCK."""
+    return next(r.get_info()["app"] for r in app.router.resources() if r.get_info().get("prefix") == "/admin")
+
+
+def csrf_of(html: str) -> str:
+    """The csrf_token of a console page's form (the sign-in form's, or a session's)."""
+    found = re.search(r'name="csrf_token" value="([^"]+)"', html)
+    assert found, html
+    return found.group(1)
+
+
+class SignInAnswer(NamedTuple):
+    status: int
+    headers: dict[str, str]
+    cookie: str | None  # the session cookie it set, if any
+    page: str
+
+
+async def post_sign_in(http: aiohttp.ClientSession, base: str, token: str = ADMIN_TOKEN,
+                       **headers: str) -> SignInAnswer:
+    """Over HTTP, no cookie jar: the sign-in form fetched and posted with `token`; the answer."""
+    async with http.get(base + "/admin/", headers=headers) as resp:
+        login, form_token = resp.cookies["distbot_login"].value, csrf_of(await resp.text())
+    async with http.post(base + "/admin/login", data={"csrf_token": form_token, "token": token}, headers=headers,
+                         cookies={"distbot_login": login}, allow_redirects=False) as resp:
+        session = resp.cookies.get("distbot_admin")
+        return SignInAnswer(resp.status, dict(resp.headers), session.value if session is not None else None,
+                            await resp.text())
 
 
 async def no_sideways_scroll(page: Any) -> None:

@@ -13,7 +13,6 @@ import aiohttp
 from aiohttp import web
 from sqlalchemy import select
 
-from bot.console import FREE_TRIES, MAX_WAIT, Throttle
 from bot.typedefs import SESSIONMAKER, WRITER
 from domain.ledger import adjust, withdraw
 from storage.models import Distributor
@@ -107,23 +106,6 @@ async def test_a_post_without_csrf_token_changes_nothing(served: tuple[str, web.
         async with http.post(f"{base}/admin/withdrawals/{wid}", data={"decision": "approve"}) as resp:
             assert resp.status == 403
     assert (await statuses(app))[wid] == ("pending", None)
-
-
-def test_wrong_tokens_are_slowed_down_after_a_few_tries() -> None:
-    now = [0.0]
-    throttle = Throttle(clock=lambda: now[0])
-    waits = []
-    for _ in range(FREE_TRIES + 6):
-        waits.append(throttle.delay("1.2.3.4"))
-        throttle.failed("1.2.3.4")
-    assert waits[:FREE_TRIES + 1] == [0.0] * FREE_TRIES + [1.0]
-    assert waits[FREE_TRIES + 1:] == [2.0, 4.0, 8.0, 16.0, MAX_WAIT]
-    assert throttle.delay("5.6.7.8") == 0.0
-    now[0] += 3600  # old tries stop counting
-    assert throttle.delay("1.2.3.4") == 0.0
-    throttle.failed("1.2.3.4")
-    throttle.cleared("1.2.3.4")
-    assert throttle.delay("1.2.3.4") == 0.0
 
 
 async def test_history_filters_and_csv_export(served: tuple[str, web.Application], page: Any) -> None:
