@@ -18,7 +18,8 @@ from tests.test_packs_support import small_pack, upload, zip_of
 HOSTILE_TRAINING = """# 安全培训
 
 [a1](\x01javascript:window.__pwned=1) [a2](java\rscript:window.__pwned=2) [a3](&#106;avascript:window.__pwned=3)
-[a4](javascript&colon;window.__pwned=4) [a5]( javascript:window.__pwned=5) [a6](data:text/html,<script>alert(6)</script>)
+[a4](javascript&colon;window.__pwned=4) [a5]( javascript:window.__pwned=5)
+[a6](data:text/html,<script>alert(6)</script>)
 [a7](JaVaScRiPt:alert(7)) [a8](java&#x09;script:alert(8)) <a href="javascript:alert(9)">a9</a>
 
 ![i1](javascript:alert(10)) <img src=x onerror="window.__pwned=11"> <script>window.__pwned=12</script>
@@ -48,8 +49,8 @@ async def test_hostile_links_in_a_training_run_nothing_in_chromium(harness: Harn
         await page.evaluate("window.__violations = []; document.addEventListener('securitypolicyviolation',"
                             " e => window.__violations.push(e.blockedURI))")
         # The browser's own reading of every URL left in the page: nothing that runs.
-        schemes = await page.evaluate("Array.from(document.querySelectorAll('[href],[src]'), e =>"
-                                      " new URL(e.getAttribute('href') ?? e.getAttribute('src'), location.href).protocol)")
+        schemes = await page.evaluate("Array.from(document.querySelectorAll('[href],[src]'), e => new URL("
+                                      "e.getAttribute('href') ?? e.getAttribute('src'), location.href).protocol)")
         assert set(schemes) <= {"http:", "https:", "mailto:"}, schemes
         hostile = page.locator("main a").filter(has_text=re.compile(r"^a\d$"))
         assert await hostile.count() == 8  # a1–a8 (a9 is raw HTML, shown as text)
@@ -64,7 +65,7 @@ async def test_hostile_links_in_a_training_run_nothing_in_chromium(harness: Harn
         assert await page.get_by_text("<script>window.__pwned=12</script>").count() == 1  # shown as text
 
 
-def public_paths(h: Harness, training: str, code: str, pack_id: int) -> dict[str, str]:
+def public_paths(training: str, code: str, pack_id: int) -> dict[str, str]:
     """A path of every kind the service answers, by what it is."""
     return {"training": training, "training picture": training + "/images/none.png", "unsigned training": "/t/1/x",
             "share page": f"/s/{code}", "product picture": f"/c/{pack_id}/images/sku1.png",
@@ -80,7 +81,7 @@ async def test_every_response_hides_the_server_and_pages_carry_the_policy(harnes
     reply = await h.click(user, "TRAINING")
     assert reply is not None
     training = reply["articles"][0]["url"].removeprefix(h.config.server.public_url)
-    pages = public_paths(h, training, code, answer["id"])
+    pages = public_paths(training, code, answer["id"])
     others = {"api": "/api/distributors", "api 401": "/api/distributors?anonymous", "wechat": "/wechat",
               "healthz": "/healthz", "metrics": "/metrics", "console": "/admin/", "console script": "/admin/live.js",
               "sandbox": "/sandbox/", "404": "/no/such/page"}

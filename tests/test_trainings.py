@@ -29,7 +29,8 @@ HOSTILE = ("[a](\x01javascript:alert(1))", "[a](java\rscript:alert(1))", "[a](&#
            "[a](javascript&colon;alert(1))", "[a]( javascript:alert(1))", "[a](\tJaVaScRiPt:alert(1))",
            "[a](java&#x09;script:alert(1))", "[a](<javascript:alert(1)>)", "[a][r]\n\n[r]: javascript:alert(1)",
            "[a](data:text/html;base64,PHNjcmlwdD5hbGVydCgxKTwvc2NyaXB0Pg==)", "[a](vbscript:msgbox(1))",
-           "![x](javascript:alert(1))", "![x](\x01javascript:alert(1))", "![x](data:image/svg+xml,<svg onload=alert(1)>)",
+           "![x](javascript:alert(1))", "![x](\x01javascript:alert(1))",
+           "![x](data:image/svg+xml,<svg onload=alert(1)>)",
            '<a href="javascript:alert(1)">x</a>', "<img src=x onerror=alert(1)>", "<script>alert(1)</script>",
            '<svg onload="alert(1)">')
 
