@@ -13,7 +13,7 @@ from aiohttp import web
 from sqlalchemy import delete, func, select, text
 from sqlalchemy.orm import Session
 
-from bot import jobs_api, sign_in, webhook
+from bot import headers, jobs_api, sign_in, webhook
 from bot.api import ApiRoutes, create_api_app
 from bot.audit import audit_log
 from bot.chat import ChatRouter
@@ -130,6 +130,7 @@ def create_app(config: Config, *, platform: Platform | None = None, workers: boo
                     "(%s/pay/notify) over HTTPS only; put a TLS proxy in front", config.pay.mode,
                     config.server.public_url)
     app = web.Application(middlewares=[_count_requests])
+    headers.install(app, config)
     app[CONFIG] = config
     app[JOBS] = Jobs(app, [j for f in (CORE, *features) for j in f.jobs])
     app[METRICS] = Metrics()

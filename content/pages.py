@@ -1,63 +1,70 @@
-"""Public HTML pages made from pack content: Markdown to HTML with raw HTML escaped and links
-limited to harmless schemes, in a plain mobile layout (WeChat's in-app browser)."""
+"""Public HTML pages made from pack content: Markdown to HTML with raw HTML escaped, sanitised
+by nh3 (links and pictures keep only http(s), mailto, # and relative URLs, judged as a browser
+reads them), in a plain mobile layout (WeChat's in-app browser)."""
 
 from __future__ import annotations
 
 import html
 import posixpath
-import re
 from collections.abc import Callable, Iterable
+from urllib.parse import urlsplit
 from xml.etree.ElementTree import Element
 
 import markdown
+import nh3
 from markdown.treeprocessors import Treeprocessor
 
-_SAFE_SCHEME = re.compile(r"^(https?:|mailto:|#|/(?!/))", re.IGNORECASE)
-_HAS_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:|^//")
+# What survives in a page: the tags Markdown makes, a few harmless attributes, and URLs of these
+# schemes or none (relative, "#..."). nh3 decodes entities and drops the control characters and
+# whitespace a browser ignores before it judges a URL, so "java\rscript:" is "javascript:" to it too.
+URL_SCHEMES = frozenset({"http", "https", "mailto"})
+_ATTRIBUTES = {**nh3.ALLOWED_ATTRIBUTES, "a": {"href", "title"}, "img": {"src", "alt", "title", "loading"}}
 
 # Maps a picture path relative to the pack (e.g. "images/sku1.jpg") to its public URL, or None.
 ImageResolver = Callable[[str], str | None]
 
 
-class _LinkGuard(Treeprocessor):
+def _pack_path(src: str) -> bool:
+    """Whether a picture's src names a file of the pack: no scheme and no host, as a browser
+    would read it (entities decoded; urlsplit drops what the browser drops)."""
+    url = urlsplit(html.unescape(src))
+    return bool(src) and not url.scheme and not url.netloc
+
+
+class _Pictures(Treeprocessor):
+    """Pictures of the pack become their public URLs (and are listed); others stay for nh3."""
+
     def __init__(self, md: markdown.Markdown, base: str, resolve: ImageResolver, seen: list[str]):
         super().__init__(md)
         self.base, self.resolve, self.seen = base, resolve, seen
 
     def run(self, root: Element) -> None:
-        for el in root.iter():
-            if el.tag == "a":
-                href = el.get("href", "")
-                if not _SAFE_SCHEME.match(href) and (_HAS_SCHEME.match(href) or not href):
-                    el.attrib.pop("href", None)
-                else:
-                    el.set("rel", "noopener")
-            elif el.tag == "img":
-                src = el.get("src", "")
-                if src.lower().startswith(("https://", "http://")):
-                    continue
-                if _HAS_SCHEME.match(src) or not src:
-                    el.attrib.pop("src", None)
-                    continue
-                path = posixpath.normpath(posixpath.join(self.base, src))
-                self.seen.append(path)
-                url = self.resolve(path)
-                if url is None:
-                    el.attrib.pop("src", None)
-                else:
-                    el.set("src", url)
-                el.set("loading", "lazy")
+        for el in root.iter("img"):
+            src = el.get("src", "")
+            if not _pack_path(src):
+                continue
+            path = posixpath.normpath(posixpath.join(self.base, src))
+            self.seen.append(path)
+            url = self.resolve(path)
+            if url is None:
+                el.attrib.pop("src", None)
+            else:
+                el.set("src", url)
+            el.set("loading", "lazy")
 
 
 def markdown_html(text: str, *, base: str = "", resolve: ImageResolver = lambda p: None) -> tuple[str, list[str]]:
-    """(HTML, pack paths of the pictures it shows). Raw HTML in the Markdown shows as text."""
+    """(HTML, pack paths of the pictures it shows). Raw HTML in the Markdown shows as text; the
+    HTML is nh3's: nothing in it runs script."""
     seen: list[str] = []
-    md = markdown.Markdown(extensions=["tables", "fenced_code", "sane_lists"], output_format="html")
+    md = markdown.Markdown(extensions=["tables", "fenced_code", "sane_lists"], output_format="html",
+                           extension_configs={"tables": {"use_align_attribute": True}})
     # Without these two, "<script>" and friends are ordinary text, which the serialiser escapes.
     md.preprocessors.deregister("html_block")
     md.inlinePatterns.deregister("html")
-    md.treeprocessors.register(_LinkGuard(md, base, resolve, seen), "distbot_links", 0)
-    return md.convert(text), seen
+    md.treeprocessors.register(_Pictures(md, base, resolve, seen), "distbot_pictures", 0)
+    return nh3.clean(md.convert(text), attributes=_ATTRIBUTES, url_schemes=set(URL_SCHEMES),
+                     link_rel="noopener noreferrer"), seen
 
 
 PAGE_CSS = """

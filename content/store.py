@@ -117,6 +117,14 @@ class PackLibrary:
         """The live posters, scripts or trainings (`kind`) that a rank gets, with their packs."""
         return [(pack, item) for pack in self.live(session) for item in getattr(pack, kind) if open_to(item, rank)]
 
+    def product_picture(self, session: Session, pack_id: int, path: str) -> tuple[bytes, str] | None:
+        """A product's picture (what the share pages show, public by design) and its content
+        type; None for any other file of the pack, training pictures included."""
+        pack = self.pack(session, pack_id)
+        if pack is None or path not in {p.get("image") for p in pack.products.values()}:
+            return None
+        return pack_picture(session, pack_id, path)
+
     def unlocks(self, session: Session, rank: str) -> list[str]:
         """What the live content keeps for some ranks and gives this one, one line per kind
         ("专属培训：新品进阶课、……"): what a promotion unlocks besides the rates."""
@@ -267,6 +275,18 @@ def switch_windows(session: Session, now: datetime) -> list[ContentPack]:
 def pack_file(session: Session, pack_id: int, path: str) -> bytes | None:
     return session.scalar(select(ContentFile.data).where(ContentFile.pack_id == pack_id,
                                                                ContentFile.path == path))
+
+
+_PICTURE_TYPES = ((b"\xff\xd8\xff", "image/jpeg"), (b"\x89PNG", "image/png"), (b"GIF8", "image/gif"),
+                  (b"RIFF", "image/webp"))
+
+
+def pack_picture(session: Session, pack_id: int, path: str) -> tuple[bytes, str] | None:
+    """A picture of a pack and its content type, for a public page; None for any other file
+    (fonts and the like stay private)."""
+    data = pack_file(session, pack_id, path)
+    kind = next((t for magic, t in _PICTURE_TYPES if data is not None and data.startswith(magic)), None)
+    return (data, kind) if data is not None and kind is not None else None
 
 
 def versions_by_name(session: Session) -> list[tuple[str, list[dict[str, Any]]]]:

@@ -1,5 +1,5 @@
 """Content packs for admins: /api/content-packs (upload, list, one, activate), the `content` job
-that opens and closes festival windows, the pictures the public pages show (/c/{pack_id}/{path}),
+that opens and closes festival windows, the products' pictures the share pages show (/c/{pack_id}/{path}),
 and the demo pack that sandbox mode starts with."""
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot.api import ApiError, ApiModel, IdParam, ok
 from bot.console import HEADERS, done, page
 from bot.feature import Feature
-from bot.typedefs import CONFIG, SESSIONMAKER, WRITER
+from bot.typedefs import CONFIG, PACKS, SESSIONMAKER, WRITER
 from content.console_pages import TEMPLATES, when
 from content.packs import MAX_UPLOAD_BYTES, PackInvalid
 from content.store import (
@@ -32,7 +32,6 @@ from content.store import (
     activate,
     import_pack,
     live_pack_ids,
-    pack_file,
     pack_json,
     switch_windows,
     versions_by_name,
@@ -277,17 +276,16 @@ async def content_job(app: web.Application) -> int:
 
 
 # ---- pictures for the public pages ---------------------------------------------------------------
-_PICTURE_TYPES = ((b"\xff\xd8\xff", "image/jpeg"), (b"\x89PNG", "image/png"), (b"GIF8", "image/gif"),
-                  (b"RIFF", "image/webp"))
-
-
 @feature.pages.get(r"/c/{pack_id:\d{1,18}}/{path:.+}")
-async def pack_picture(request: web.Request) -> web.Response:
+async def product_picture(request: web.Request) -> web.Response:
+    """Products' pictures only: a training's are served under its signed link (handlers/trainings.py)."""
+    library = request.config_dict[PACKS]
     async with request.config_dict[SESSIONMAKER]() as session:
-        data = await session.run_sync(pack_file, int(request.match_info["pack_id"]), request.match_info["path"])
-    kind = next((t for magic, t in _PICTURE_TYPES if data is not None and data.startswith(magic)), None)
-    if data is None or kind is None:  # fonts and the like stay private
+        found = await session.run_sync(library.product_picture, int(request.match_info["pack_id"]),
+                                       request.match_info["path"])
+    if found is None:
         raise web.HTTPNotFound()
+    data, kind = found
     # A stored pack never changes, so its pictures can be cached for good.
     return web.Response(body=data, content_type=kind, headers={"Cache-Control": "public, max-age=31536000, immutable"})
 

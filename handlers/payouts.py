@@ -26,10 +26,11 @@ from sqlalchemy.orm import Session
 from bot.chat import Ctx, Incoming, active_only
 from bot.console import done
 from bot.feature import Feature
+from bot.headers import content_policy
 from bot.typedefs import CONFIG, PAY, SESSIONMAKER, WECHAT, WRITER
 from bot.wechat_api import WeChatError
 from bot.wechat_pay import Bill, PayClient, PayError, PayRefused, SignatureInvalid
-from content.pay_pages import JS_API_LIST, claim_page, jsapi_signature, notice_page
+from content.pay_pages import JS_API_LIST, SCRIPT_SOURCES, claim_page, jsapi_signature, notice_page
 from domain import payouts
 from domain.config import Config
 from domain.config_sections import TRANSFER_SCENES
@@ -114,9 +115,11 @@ async def _usable(app: web.Application, claim: payouts.Claim) -> payouts.BillRow
 
 
 # ---- the claim page ------------------------------------------------------------------------------
-def _html(text: str, status: int = 200) -> web.Response:
+def _html(text: str, status: int = 200, policy: str | None = None) -> web.Response:
+    """A claim page; `policy`: its Content-Security-Policy when not the pages' (bot.headers)."""
+    headers = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}
     return web.Response(text=text, status=status, content_type="text/html",
-                        headers={"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"})
+                        headers={**headers, "Content-Security-Policy": policy} if policy else headers)
 
 
 @feature.pages.get(r"/pay/claim/{token}")
@@ -160,8 +163,10 @@ async def claim_link(request: web.Request) -> web.Response:
     if config.pay.mode == "sandbox":
         sandbox = {"confirm": config.pay_base_url + "confirm", "expire": config.pay_base_url + "expire",
                    "openid": claim.openid, "bill": bill.out_bill_no}
+    # The page's own script by its hash, the JS-SDK, and in the sandbox the emulator it posts to.
+    policy = content_policy(scripts=SCRIPT_SOURCES, connect=(config.pay_base_url,) if sandbox else ())
     return _html(claim_page(amount=yuan(claim.amount_fen), withdrawal_id=claim.withdrawal_id, wx_config=wx_config,
-                            transfer=transfer, sandbox=sandbox))
+                            transfer=transfer, sandbox=sandbox), policy=policy)
 
 
 def _status_page(claim: payouts.Claim) -> str:

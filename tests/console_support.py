@@ -53,24 +53,31 @@ async def served(tmp_path: Path) -> AsyncIterator[tuple[str, web.Application]]:
         yield found
 
 
-@pytest.fixture(params=list(WIDTHS))
-async def page(request: pytest.FixtureRequest) -> AsyncIterator[Any]:
+@asynccontextmanager
+async def chromium_page(width: int = WIDTHS["phone"]) -> AsyncIterator[Any]:
+    """A Chromium page `width` px wide (Debian's chromium, driven by playwright)."""
     if not CHROMIUM.exists():
         pytest.fail("Debian chromium is missing: the browser tests need it (apt-get install chromium; .ci/run does)")
     from playwright.async_api import async_playwright
     async with async_playwright() as pw:
         browser = await pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:
-            context = await browser.new_context(viewport={"width": WIDTHS[request.param], "height": 900})
+            context = await browser.new_context(viewport={"width": width, "height": 900})
             pg = await context.new_page()
             pg.set_default_timeout(WAIT_MS)
             yield pg
-            report = getattr(request.node, "rep_call", None)
-            if report is not None and report.failed:
-                ARTIFACTS.mkdir(exist_ok=True)
-                await pg.screenshot(path=str(ARTIFACTS / f"{request.node.name}.png"), full_page=True)
         finally:
             await browser.close()
+
+
+@pytest.fixture(params=list(WIDTHS))
+async def page(request: pytest.FixtureRequest) -> AsyncIterator[Any]:
+    async with chromium_page(WIDTHS[request.param]) as pg:
+        yield pg
+        report = getattr(request.node, "rep_call", None)
+        if report is not None and report.failed:
+            ARTIFACTS.mkdir(exist_ok=True)
+            await pg.screenshot(path=str(ARTIFACTS / f"{request.node.name}.png"), full_page=True)
 
 
 async def sign_in(page: Any, base: str, token: str = ADMIN_TOKEN) -> None:

@@ -463,7 +463,10 @@ async def test_the_confirm_page_in_a_browser(tmp_path: Any, page: Any) -> None:
     """The page's own script in Chromium (no WeixinJSBridge): the sandbox's 确认收款 pays."""
     async with SandboxWalk(f"sqlite+aiosqlite:///{tmp_path}/distbot.db") as walk:
         wid, link = await walk.to_claim_link()
-        await page.goto(link)
+        answer = await page.goto(link)
+        # The page's own script runs by its hash: the policy allows no other inline script.
+        script_src = next(d for d in answer.headers["content-security-policy"].split(";") if "script-src" in d)
+        assert "'sha256-" in script_src and "'unsafe-inline'" not in script_src
         await page.get_by_role("button", name="确认收款").click()
         await page.get_by_role("status").filter(has_text="已确认收款").wait_for()
         await walk.wait_paid(wid)
