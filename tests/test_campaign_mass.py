@@ -15,6 +15,7 @@ from sqlalchemy import select, update
 from bot.sandbox.mass import finish_event, month_of
 from bot.sandbox.platform import Platform
 from bot.typedefs import SESSIONMAKER, WRITER
+from domain.campaigns import MASS_REPORT_WAIT
 from storage.models import OutboxMessage
 from storage.tables import MASS_REPORTS, OUTBOX
 from tests.conftest import Harness
@@ -99,6 +100,11 @@ async def accepted_job(platform: Platform, timeout: float = 10) -> dict[str, Any
     return job
 
 
+async def recorded_msg_id(h: Harness) -> int | None:
+    async with h.app[SESSIONMAKER]() as session:
+        return await session.scalar(select(OUTBOX.c.msg_id).where(OUTBOX.c.openid == "*"))
+
+
 async def test_a_report_that_arrives_before_its_send_is_recorded_counts_once_it_is(harness: Harness) -> None:
     h = harness
     fresh, spent, other = await distributors(h, 3)
@@ -145,3 +151,25 @@ async def test_a_report_no_send_names_is_kept_harmlessly_and_pruned_in_time(harn
         assert (await session.scalars(select(MASS_REPORTS.c.msg_id))).all() == list(h.platform.mass_jobs)
     status, after = await h.api("GET", f"/campaigns/{created['id']}")
     assert after["sent"] == 2
+
+
+async def test_a_chunk_wechat_never_reports_on_stops_holding_its_campaign_after_the_wait(harness: Harness) -> None:
+    h = harness
+    users = await distributors(h, 2)
+    h.platform.mass_finish_delay = 3600  # the report is lost: it went to a process that was gone
+    _, created = await post(h, text="报告丢失的群发", channel="mass")
+    job = await accepted_job(h.platform)
+    async with asyncio.timeout(10):  # until the send is recorded
+        while await recorded_msg_id(h) != job["msg_id"]:
+            await asyncio.sleep(0.05)
+    _, waiting = await h.api("GET", f"/campaigns/{created['id']}")
+    assert (waiting["status"], waiting["pending"]) == ("sending", 2)
+    await h.app[WRITER].run(lambda s: s.execute(update(OUTBOX).where(OUTBOX.c.openid == "*").values(
+        sent_at=datetime.now(UTC) - MASS_REPORT_WAIT - timedelta(seconds=1))))
+    await h.api("POST", "/jobs/campaigns/run")
+    done = await wait_done(h, created["id"])
+    assert (done["sent"], done["failed"], done["pending"]) == (0, 0, 2)  # done; WeChat has not said how it went
+    assert await h.platform.post(h.http, finish_event(h.platform, job)) is not None  # a late report still counts
+    _, after = await h.api("GET", f"/campaigns/{created['id']}")
+    assert (after["status"], after["sent"], after["pending"]) == ("done", 2, 0)
+    assert all(len(mass_items(u)) == 1 for u in users)
