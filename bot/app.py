@@ -74,10 +74,11 @@ async def prune_webhook_deliveries(app: web.Application) -> None:
 @CORE.job("prune-outbox", "interval", hours=1)
 async def prune_outbox(app: web.Application) -> None:
     """Messages sent more than a month ago, a chunk per unit, once the campaigns they belong to
-    have kept their final counts."""
+    have kept their final counts; then WeChat's mass reports as old that no message names."""
     cutoff = datetime.now(UTC) - outbox_rows.RETENTION
     await _until_done(app, lambda s: campaigns.keep_final_counts(s, cutoff))
     await _until_done(app, lambda s: outbox_rows.prune(s, cutoff))
+    await _until_done(app, lambda s: campaigns.prune_mass_reports(s, cutoff))
 
 
 @CORE.job("prune-sign-in-tries", "interval", hours=1)

@@ -8,7 +8,12 @@ the last committed batch ended. The audience is fixed when sending starts: distr
 register later are not added. Progress is read from the outbox rows themselves.
 
 The mass channel (群发) queues one row per chunk of up to 10,000 openids instead; its
-`clientmsgid` is derived from the campaign and the chunk, so WeChat refuses a repeat after a crash.
+`clientmsgid` is derived from the campaign and the chunk, so WeChat refuses a repeat after a crash
+(45065, naming the first send's msg_id). WeChat's report of a chunk, MASSSENDJOBFINISH, is kept by
+msg_id as it comes (`keep_mass_report`), and a chunk's counts join its row's msg_id to the reports
+when they are read: a report that arrives before its send is recorded (the process was killed
+between WeChat's answer and the mark) counts once the mark names that msg_id, whichever commits
+first. A chunk WeChat never reports on stops holding its campaign back after MASS_REPORT_WAIT.
 """
 
 from __future__ import annotations
@@ -18,15 +23,15 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, literal, literal_column, select, update
+from sqlalchemy import func, literal, literal_column, select
 from sqlalchemy.orm import Session
 
 from domain.messages import Text, to_json
 from domain.outbox import template_data
-from storage.db import dialect_insert, is_postgres
+from storage.db import delete_chunk, dialect_insert, is_postgres
 from storage.models import DistributorStatus, OutboxBody, OutboxStatus, UtcDateTime
 from storage.models_campaigns import Campaign, CampaignStatus
-from storage.tables import DISTRIBUTORS, OUTBOX
+from storage.tables import DISTRIBUTORS, MASS_REPORTS, OUTBOX
 
 log = logging.getLogger(__name__)
 KINDS = ("contest", "training", "notice")
@@ -192,11 +197,14 @@ def _open_rows(session: Session, body_id: int | None) -> bool:
                           .limit(1)) is not None
 
 
+_WITH_REPORTS = OUTBOX.outerjoin(MASS_REPORTS, MASS_REPORTS.c.msg_id == OUTBOX.c.msg_id)
+
+
 def _awaiting_reports(session: Session, body_id: int | None, now: datetime) -> bool:
     """A mass chunk sent but not yet reported by MASSSENDJOBFINISH (given up after a while)."""
-    return session.scalar(select(OUTBOX.c.id).where(
+    return session.scalar(select(OUTBOX.c.id).select_from(_WITH_REPORTS).where(
         OUTBOX.c.body_id == body_id, OUTBOX.c.openid == MASS_OPENID, OUTBOX.c.status == OutboxStatus.SENT,
-        OUTBOX.c.result.is_(None), OUTBOX.c.sent_at > now - MASS_REPORT_WAIT).limit(1)) is not None
+        MASS_REPORTS.c.id.is_(None), OUTBOX.c.sent_at > now - MASS_REPORT_WAIT).limit(1)) is not None
 
 
 @dataclass(frozen=True)
@@ -220,16 +228,15 @@ def progress(session: Session, c: Campaign) -> Progress:
     pending = counts.get(OutboxStatus.PENDING, 0) + counts.get(OutboxStatus.SENDING, 0)
     skipped = 0
     if c.channel == "mass":
-        for status, payload, result in session.execute(select(OUTBOX.c.status, OUTBOX.c.payload, OUTBOX.c.result)
-                                                       .where(OUTBOX.c.body_id == c.body_id,
-                                                              OUTBOX.c.openid == MASS_OPENID)):
+        r = MASS_REPORTS.c
+        for status, payload, reported, total, kept, n_sent, errors in session.execute(
+                select(OUTBOX.c.status, OUTBOX.c.payload, r.id, r.total, r.kept, r.sent, r.errors)
+                .select_from(_WITH_REPORTS).where(OUTBOX.c.body_id == c.body_id, OUTBOX.c.openid == MASS_OPENID)):
             size = len(payload.get("mass", ()))
             if status == OutboxStatus.FAILED:
                 failed += size
-            elif result:
-                sent += int(result.get("sent", 0))
-                failed += int(result.get("errors", 0))
-                skipped += max(int(result.get("total", size)) - int(result.get("kept", size)), 0)
+            elif reported is not None:
+                sent, failed, skipped = sent + n_sent, failed + errors, skipped + max(total - kept, 0)
             else:
                 pending += size
     return Progress(sent, failed, skipped, pending)
@@ -248,8 +255,21 @@ def keep_final_counts(session: Session, finished_before: datetime) -> int:
     return len(done)
 
 
-def record_mass_result(session: Session, msg_id: int, result: dict[str, int]) -> bool:
-    """Store a MASSSENDJOBFINISH event's counts on the mass row that WeChat answered with msg_id."""
-    done = session.execute(update(OUTBOX).where(and_(OUTBOX.c.msg_id == msg_id, OUTBOX.c.openid == MASS_OPENID))
-                           .values(result=result)).rowcount
-    return bool(done)
+def keep_mass_report(session: Session, msg_id: int, counts: dict[str, int], status: str,
+                     fields: dict[str, str], now: datetime) -> bool:
+    """Keep a MASSSENDJOBFINISH event (counts: total, kept, sent, errors), whether or not a send is
+    recorded under its msg_id yet; the first report of a msg_id stands, a repeat changes nothing.
+    Whether a mass send already carries that msg_id."""
+    session.execute(dialect_insert(session, MASS_REPORTS).values(
+        msg_id=msg_id, status=status[:64], fields=fields, received_at=now, **counts)
+        .on_conflict_do_nothing(index_elements=["msg_id"]))
+    return session.scalar(select(OUTBOX.c.id).where(OUTBOX.c.msg_id == msg_id, OUTBOX.c.openid == MASS_OPENID)
+                          .limit(1)) is not None
+
+
+def prune_mass_reports(session: Session, received_before: datetime) -> int:
+    """Delete a chunk of the reports received before `received_before` that no outbox row names
+    (their rows were pruned, or no send of ours ever had that msg_id); how many went."""
+    named = select(OUTBOX.c.msg_id).where(OUTBOX.c.msg_id.is_not(None))
+    return delete_chunk(session, MASS_REPORTS, MASS_REPORTS.c.received_at < received_before,
+                        MASS_REPORTS.c.msg_id.not_in(named))

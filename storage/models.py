@@ -190,6 +190,5 @@ class OutboxMessage(Base):
     created_at: Mapped[datetime]
     # A message shared by many rows (payload then holds only what is the row's own).
     body_id: Mapped[int | None] = mapped_column(ForeignKey("outbox_bodies.id"))
-    # WeChat's msg_id of a mass send (its MASSSENDJOBFINISH event names it) and that event's counts.
+    # WeChat's msg_id of a mass send: its MASSSENDJOBFINISH event (mass_reports) names it.
     msg_id: Mapped[int | None] = mapped_column(BigInteger, index=True)
-    result: Mapped[dict[str, Any] | None]

@@ -1,4 +1,5 @@
-"""Campaigns: a message to an audience, sent through the outbox (one row per recipient)."""
+"""Campaigns: a message to an audience, sent through the outbox (one row per recipient), and
+WeChat's reports of mass sends."""
 
 from __future__ import annotations
 
@@ -46,3 +47,21 @@ class Campaign(Base):
     # {"sent", "failed", "skipped", "pending"} as they stood when the campaign's outbox rows were
     # pruned (domain.outbox.prune, a month after it finished); until then counted from the rows.
     final_counts: Mapped[dict[str, Any] | None]
+
+
+class MassReport(Base):
+    """WeChat's MASSSENDJOBFINISH event, one per msg_id, kept as it came whether or not a send is
+    recorded under that msg_id yet: a crash between WeChat's answer and the outbox's mark records
+    the send later (the repeat's 45065 names it), and the campaign's counts join the two then."""
+
+    __tablename__ = "mass_reports"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    msg_id: Mapped[int] = mapped_column(BigInteger, unique=True)
+    status: Mapped[str] = mapped_column(String(64))  # "send success", "send fail", "err(10001)", ...
+    total: Mapped[int]  # TotalCount: the openids of the call
+    kept: Mapped[int]  # FilterCount: those within their 4 a month
+    sent: Mapped[int]  # SentCount
+    errors: Mapped[int]  # ErrorCount
+    fields: Mapped[dict[str, Any]]  # the event's fields as sent
+    received_at: Mapped[datetime] = mapped_column(index=True)

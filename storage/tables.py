@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import Table
 
 from storage.models import ConversationState, Distributor, Follower, OutboxMessage, ProcessedMessage
-from storage.models_campaigns import Campaign
+from storage.models_campaigns import Campaign, MassReport
 from storage.models_console import AuditEntry, ConsoleSession, DailyTotals, SignInTry
 from storage.models_engage import Adjustment, Contest, ContestScore, RankChange, Ticket, TicketReply
 from storage.models_webhooks import WebhookDelivery
@@ -18,6 +18,7 @@ STATES: Table = ConversationState.__table__  # type: ignore[assignment]
 PROCESSED: Table = ProcessedMessage.__table__  # type: ignore[assignment]
 OUTBOX: Table = OutboxMessage.__table__  # type: ignore[assignment]
 CAMPAIGNS: Table = Campaign.__table__  # type: ignore[assignment]
+MASS_REPORTS: Table = MassReport.__table__  # type: ignore[assignment]
 ORDERS: Table = Order.__table__  # type: ignore[assignment]
 EVENTS: Table = OrderEvent.__table__  # type: ignore[assignment]
 COMMISSIONS: Table = Commission.__table__  # type: ignore[assignment]

@@ -1,10 +1,12 @@
 """A campaign sent by real `distbot serve` processes: each recipient gets it once when the sender
 is killed with kill -9 between two sends and started again, and when two processes send one
-campaign together (PostgreSQL)."""
+campaign together (PostgreSQL); a mass send killed between WeChat's taking it and distbot's record
+of it ends done with WeChat's report, which reached the restarted process first."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
@@ -14,12 +16,14 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 
+from bot.sandbox.mass import finish_event, month_of
 from bot.sandbox.platform import Platform
 from storage.db import create_engine
 from storage.migrate import upgrade
 from storage.tables import DISTRIBUTORS
 from tests.conftest import ADMIN_TOKEN
 from tests.serve_support import Served
+from tests.test_campaign_mass import accepted_job
 
 RECIPIENTS = 40
 TEXT = "年终大促今晚八点开始"
@@ -136,3 +140,35 @@ async def test_two_processes_send_one_campaign_each_recipient_once(
     assert set(got) == set(openids) and set(got.values()) == {1}
     assert done["sent"] == RECIPIENTS * 2
     assert all(n > 0 for n in sent_by) and sum(sent_by) == RECIPIENTS * 2, sent_by  # both processes sent
+
+
+async def test_a_mass_send_killed_before_its_record_ends_done_with_the_report_that_came_first(
+        db_url: str, tmp_path: Path, platform: Platform, wechat_server: TestServer) -> None:
+    openids = await seed(db_url, platform, 3)
+    platform.mass_received[(openids[1], month_of(platform.clock()))] = 4  # over their 4 a month: skipped
+    platform.mass_finish_delay = 3600  # WeChat's report goes to the restarted process, below
+    answer = platform.held_answers["message/mass/send"] = asyncio.Event()
+    cfg = config(tmp_path, db_url, wechat_server, rate=10)
+    first = await Served(cfg, tmp_path).start()
+    try:
+        status, created = await first.api("POST", "/campaigns", json={
+            "title": "年终大促", "kind": "notice", "text": TEXT, "channel": "mass"})
+        assert status == 201
+        job = await accepted_job(platform)
+        await first.kill()  # WeChat took the call; its answer (the msg_id) never reached the process
+    finally:
+        await first.kill()
+    platform.clock = lambda: time.time() + 61  # the repeat comes after WeChat's minute (45065, not 45066)
+    second = await Served(cfg, tmp_path).start()
+    try:
+        platform.webhook_url = second.url + "/wechat"
+        async with aiohttp.ClientSession() as http:  # the report, before the repeat's answer names the send
+            assert await platform.post(http, finish_event(platform, job)) is not None
+        answer.set()
+        done = await wait_done(second, created["id"])
+    finally:
+        await second.stop()
+    assert (done["total"], done["sent"], done["failed"], done["skipped"], done["pending"]) == (3, 2, 0, 1, 0)
+    assert list(platform.mass_jobs) == [job["msg_id"]]  # the repeat was refused (45065), not sent again
+    for openid in openids:
+        assert len([m for m in platform.users[openid].timeline if m.get("via") == "mass"]) == (openid != openids[1])

@@ -18,7 +18,7 @@ from aiohttp.test_utils import TestServer
 from wechatpy.crypto import WeChatCrypto
 from wechatpy.utils import check_signature
 
-from bot.sandbox.platform import Platform, SimUser
+from bot.sandbox.platform import ERRMSG, Platform, SimUser
 
 APP_ID, SECRET, TOKEN = "wxsandbox0000000000", "sandbox-secret", "sandbox-token"
 AES_KEY = base64.b64encode(bytes(range(32))).decode().rstrip("=")
@@ -242,6 +242,27 @@ async def test_latency_delays_every_call(platform: Platform, wechat: WeChat) -> 
     started = time.monotonic()
     assert (await wechat.mass([a.openid, b.openid]))["errcode"] == 0
     assert time.monotonic() - started >= 0.3  # the token call and the mass call
+
+
+async def test_a_held_answer_leaves_once_released_the_call_done_before(platform: Platform, wechat: WeChat,
+                                                                      clock: Clock) -> None:
+    a, b = followers(platform, 2)
+    release = platform.held_answers["message/mass/send"] = asyncio.Event()
+    first = asyncio.ensure_future(wechat.mass([a.openid, b.openid], clientmsgid="held-1"))
+    async with asyncio.timeout(5):
+        while not platform.mass_jobs:
+            await asyncio.sleep(0.01)
+    assert len(mass_items(a)) == len(mass_items(b)) == 1  # done, while its answer waits
+    clock.now += 61
+    repeat = asyncio.ensure_future(wechat.mass([a.openid, b.openid], clientmsgid="held-1"))
+    async with asyncio.timeout(5):
+        while platform.mass_calls[-1] != clock.now:  # the repeat has been refused, its answer waits too
+            await asyncio.sleep(0.01)
+    assert not first.done() and not repeat.done()
+    release.set()
+    [msg_id] = platform.mass_jobs
+    assert (await first)["msg_id"] == msg_id
+    assert await repeat == {"errcode": 45065, "errmsg": ERRMSG[45065], "msg_id": msg_id}
 
 
 # ---- MASSSENDJOBFINISH ---------------------------------------------------------------------------

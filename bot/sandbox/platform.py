@@ -87,6 +87,9 @@ class Platform:
         self.calls: list[tuple[str, dict[str, Any]]] = []  # every successful API call: (endpoint, body)
         self.fail_next: dict[str, list[int]] = {}  # endpoint -> errcodes to answer before succeeding
         self.latency = 0.0  # seconds every cgi-bin call waits before it is handled (benchmarks: a real network)
+        # endpoint -> an event its answers (errors too) wait for once the call is done: an answer slow
+        # on its way back (tests deliver WeChat's later events, or kill the caller, before it arrives)
+        self.held_answers: dict[str, asyncio.Event] = {}
         # Mass messages (bot/sandbox/mass.py): msg_id -> the job (clientmsgid, created_at, openids,
         # sent/errors, total/filter/sent/error counts); (openid, "YYYY-MM" in China) -> messages received
         # that month; the times of the recent calls (60 a minute); the delay of the MASSSENDJOBFINISH event.

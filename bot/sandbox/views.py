@@ -51,8 +51,11 @@ def _endpoint(name: str, fn: Endpoint, *, needs_token: bool = True, body: bool =
                     raise PlatformError(47001)
             answer = await fn(platform, request, data)
         except PlatformError as e:
-            return _wechat_json({"errcode": e.errcode, "errmsg": ERRMSG.get(e.errcode, "error"), **e.extra})
-        platform.calls.append((name, data))
+            answer = {"errcode": e.errcode, "errmsg": ERRMSG.get(e.errcode, "error"), **e.extra}
+        else:
+            platform.calls.append((name, data))
+        if name in platform.held_answers:
+            await platform.held_answers[name].wait()
         return _wechat_json(answer if answer is not None else {"errcode": 0, "errmsg": "ok"})
     return view
 
