@@ -66,7 +66,7 @@ class Grant:
     def refusal(self, now: datetime, more: int = 0) -> int | None:
         """WeChat's answer to one more customer-service message now (after `more` already planned):
         OUTSIDE, SPENT, or None when it may go."""
-        limit, window = LIMITS[GrantKind(self.kind)]
+        limit, window = LIMITS[self.kind]
         if self.opened_at is None or now - self.opened_at >= window:
             return OUTSIDE
         return SPENT if self.used + more >= limit else None
@@ -122,7 +122,8 @@ def choose(due: Iterable[Due], grants: Mapping[str, Grant], now: datetime,
         refusal = grant.refusal(now, spent[d.openid]) if grant is not None else None
         if refusal is None:
             choices[d.id] = Choice(Route.CUSTOM)
-            spent[d.openid] += grant is not None
+            if grant is not None:
+                spent[d.openid] += 1
         else:
             choices[d.id] = fallback(d, refusal, templates)
     return choices, spent

@@ -12,12 +12,15 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from aiohttp.test_utils import TestServer
+from hypothesis import given
+from hypothesis import strategies as st
 from sqlalchemy import delete, select, update
 
 from bot.sandbox.platform import Platform, SimUser
 from bot.typedefs import DISPATCHER, SESSIONMAKER, WRITER
 from domain.messages import Text
 from domain.outbox import NO_TEMPLATE, Queued, enqueue_many
+from domain.quota import Due, Grant, GrantKind, Rank, Route, choose
 from storage.models import Follower, OutboxMessage
 from tests.conftest import Harness, make_config
 from tests.money_support import pay, seed
@@ -144,3 +147,38 @@ async def test_a_refusal_from_wechat_corrects_the_record(harness: Harness) -> No
     async with h.app[SESSIONMAKER]() as session:
         follower = await session.get(Follower, user.openid)
     assert follower is not None and follower.grant_used >= 3
+
+
+# ---- the choice alone ----------------------------------------------------------------------------------
+NOW = datetime(2026, 12, 7, 12, 0, tzinfo=UTC)
+GRANTS = {"fresh-message": Grant(GrantKind.MESSAGE, NOW - timedelta(hours=1), 1),
+          "old-message": Grant(GrantKind.MESSAGE, NOW - timedelta(hours=48)),
+          "fresh-action": Grant(GrantKind.ACTION, NOW - timedelta(seconds=59), 2),
+          "old-action": Grant(GrantKind.ACTION, NOW - timedelta(seconds=60)),
+          "never": Grant(GrantKind.MESSAGE, None)}
+
+
+@given(st.lists(st.tuples(st.sampled_from([*GRANTS, "stranger"]), st.sampled_from(list(Rank)), st.booleans()),
+                max_size=25), st.booleans())
+def test_the_choice_keeps_to_each_quota_and_serves_answers_first(
+        rows: list[tuple[str, Rank, bool]], templates: bool) -> None:
+    due = [Due(i, openid, rank, template) for i, (openid, rank, template) in enumerate(rows)]
+    choices, spent = choose(due, GRANTS, NOW, templates)
+    left = {"fresh-message": 4, "old-message": 0, "fresh-action": 1, "old-action": 0, "never": 0}
+    for openid, n in left.items():
+        mine = [d for d in due if d.openid == openid]
+        custom = [d for d in mine if choices[d.id].route == Route.CUSTOM]
+        assert len(custom) == spent[openid] == min(n, len(mine))
+        # Nobody waits behind a row of lower rank, nor behind a later row of the same rank.
+        worst = max(((d.rank, d.id) for d in custom), default=None)
+        assert all((d.rank, d.id) > worst for d in mine if d not in custom) if worst else True
+        for d in mine:
+            c = choices[d.id]
+            if c.route != Route.CUSTOM:
+                assert c.errcode == (45047 if n else 45015)  # spent, or closed
+                expected = (Route.TEMPLATE if d.template and templates
+                            else Route.DROP if d.rank == Rank.BROADCAST else Route.KEEP)
+                assert c.route == expected
+    # An openid we have no record of: WeChat decides (tried as a customer-service message, nothing spent).
+    assert all(choices[d.id].route == Route.CUSTOM for d in due if d.openid == "stranger")
+    assert spent["stranger"] == 0
