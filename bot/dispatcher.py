@@ -24,6 +24,7 @@ from bot.metrics import Metrics
 from domain.config import Config
 from domain.messages import Reply, Text, from_json, to_json
 from domain.outbox import enqueue
+from domain.quota import Grant, GrantKind, granted_by, open_grants, opened_at
 from storage.db import dialect_insert, is_postgres
 from storage.group_commit import Failed, GroupCommit, each_in_savepoint
 from storage.models import ConversationState, Distributor, Follower
@@ -33,8 +34,9 @@ from storage.writer import Writer
 log = logging.getLogger(__name__)
 
 REPLY_DEADLINE_SECONDS = 4.0  # WeChat waits 5 s, then retries
-# last_interaction_at (the 48-hour window) is kept to the minute: a write per message would cost
-# more than the whole reply, and an older value only errs towards the template fallback.
+# A message's grant (48 hours) still unused is renewed to the minute: a write per message would cost
+# more than the whole reply, and an older value only errs towards the template fallback. Any other
+# change of grant (a click's minute, a spent grant renewed) is written at once.
 INTERACTION_RESOLUTION = timedelta(minutes=1)
 BUSY_TEXT = "系统繁忙，请稍后再试。"
 
@@ -45,9 +47,10 @@ _STORED = select(PROCESSED.c.key, PROCESSED.c.reply).where(PROCESSED.c.key.in_(b
 # BEGIN IMMEDIATE already serialises every writer.) In key order, so two batches cannot deadlock.
 _LOCK_KEYS = text("SELECT pg_advisory_xact_lock(hashtextextended(k, 0)) FROM unnest(:keys) AS k ORDER BY k"
                   ).bindparams(bindparam("keys", type_=ARRAY(String)))
-# Who sent the batch, in one query: each follower's last interaction, distributor row (None where
-# there is none) and whether a conversation is under way (loaded apart: rarely).
-_SENDERS = (select(Follower.openid, Follower.last_interaction_at, Distributor, ConversationState.openid.is_not(None))
+# Who sent the batch, in one query: each follower's customer-service grant, distributor row (None
+# where there is none) and whether a conversation is under way (loaded apart: rarely).
+_SENDERS = (select(Follower.openid, Follower.grant_kind, Follower.last_interaction_at, Follower.grant_used,
+                   Distributor, ConversationState.openid.is_not(None))
             .outerjoin(Distributor, Distributor.openid == Follower.openid)
             .outerjoin(ConversationState, ConversationState.openid == Follower.openid)
             .where(Follower.openid.in_(bindparam("openids", expanding=True))))
@@ -57,7 +60,6 @@ _SENDER = (select(Distributor, ConversationState).select_from(Follower)
            .outerjoin(ConversationState, ConversationState.openid == Follower.openid)
            .where(Follower.openid == bindparam("openid")))
 _STORE = PROCESSED.insert()
-_TOUCH = update(FOLLOWERS).where(FOLLOWERS.c.openid == bindparam("o")).values(last_interaction_at=bindparam("at"))
 
 
 @dataclass(frozen=True)
@@ -85,7 +87,7 @@ class _Senders:
     """The batch's followers as of its start, kept up to date as its updates run."""
 
     stored: dict[str, Any]
-    last_seen: dict[str, datetime | None]
+    grants: dict[str, Grant | None]
     distributors: dict[str, Distributor]
     states: dict[str, ConversationState]
     replies: dict[str, Any] = field(default_factory=dict)  # what this batch's updates answered, stored at its end
@@ -101,21 +103,21 @@ class _Senders:
         stored = dict(conn.execute(_STORED, {"keys": keys}).all())
         senders = cls(stored, {}, {}, {})
         talking = []
-        for openid, last, distributor, has_state in session.execute(_SENDERS, {"openids": openids}):
-            senders.last_seen[openid] = last
+        for openid, kind, at, used, distributor, has_state in session.execute(_SENDERS, {"openids": openids}):
+            senders.grants[openid] = Grant(GrantKind(kind), at, used)
             if distributor is not None:
                 senders.distributors[openid] = distributor
             if has_state:
                 talking.append(openid)
         if talking:
             senders.states = {s.openid: s for s in session.scalars(_STATES, {"openids": talking})}
-        newcomers = [o for o in openids if o not in senders.last_seen]
+        newcomers = [o for o in openids if o not in senders.grants]
         if newcomers:
             # A distributor may exist without a follower row (imported, or seeded by hand).
             conn.execute(dialect_insert(session, FOLLOWERS).on_conflict_do_nothing(),
                          [{"openid": o, "subscribed": True, "created_at": now} for o in newcomers])
             for openid in newcomers:
-                senders.last_seen[openid] = None
+                senders.grants[openid] = None
                 senders._load(session, openid)
         return senders
 
@@ -240,7 +242,7 @@ class Dispatcher:
 
     async def _send_late(self, p: _Pending, reply: Reply, key: str, *, forget_stored: bool) -> None:
         def queue(session: Session) -> None:
-            enqueue(session, key, p.msg.openid, reply)
+            enqueue(session, key, p.msg.openid, reply, answer=True)
             if forget_stored:
                 # The first delivery was answered "success"; a retry is answered alike, not with a
                 # second copy of what the outbox sends.
@@ -265,15 +267,26 @@ class Dispatcher:
                 for m, o in zip(batch, outcomes, strict=True) if isinstance(o, Outcome) and not o.retry]
         if done:
             session.connection().execute(_STORE, done)
-        seen = []
-        for msg in batch:
-            last = senders.last_seen.get(msg.openid)
-            if msg.interactive and (last is None or now - last > INTERACTION_RESOLUTION):
-                senders.last_seen[msg.openid] = now
-                seen.append({"o": msg.openid, "at": now})
-        if seen:
-            session.connection().execute(_TOUCH, seen)
+        open_grants(session, self._opened(batch, senders, now), now)
         return outcomes
+
+    @staticmethod
+    def _opened(batch: list[Incoming], senders: _Senders, now: datetime) -> dict[str, tuple[GrantKind, datetime]]:
+        """The customer-service grants the batch's updates open (WeChat's quota, domain.quota), the
+        last of each sender's; none where an unused message grant would only move by seconds."""
+        opened: dict[str, tuple[GrantKind, datetime]] = {}
+        for msg in batch:
+            kind = granted_by(msg.kind, msg.event)
+            if kind is None or msg.dedupe_key in senders.stored:  # a retried delivery opens nothing new
+                continue
+            at, last = opened_at(msg.create_time, now), senders.grants.get(msg.openid)
+            if last is not None and last.kind == kind and last.opened_at is not None and (
+                    at <= last.opened_at or (kind == GrantKind.MESSAGE and not last.used
+                                             and at - last.opened_at <= INTERACTION_RESOLUTION)):
+                continue
+            senders.grants[msg.openid] = Grant(kind, at)
+            opened[msg.openid] = (kind, at)
+        return opened
 
     def _preload(self, session: Session, batch: list[Incoming], senders: _Senders, now: datetime) -> None:
         """Commands' loads (Feature.command(preload=...)) made once for everyone asking them.

@@ -30,6 +30,11 @@ class Metrics:
                                      registry=r)
         self.outbox_sent = Counter("distbot_outbox_sent", "Outbox messages sent, by channel", ["channel"],
                                    registry=r)
+        self.outbox_outcomes = Counter(
+            "distbot_outbox_outcomes", "What became of outbox messages within WeChat's customer-service quota: "
+            "sent as custom, template or mass; kept for the user's next message; dropped (a broadcast nobody can "
+            "receive now); 45047 or 45015 (WeChat refused a customer-service message our record allowed)",
+            ["outcome"], registry=r)
         self.outbox_failed = Counter("distbot_outbox_failures", "Outbox send failures, by errcode", ["errcode"],
                                      registry=r)
         self.campaign_sends = Counter("distbot_campaign_sends", "Campaign sends by channel (custom, template, mass) and result (sent, retry, failed)",

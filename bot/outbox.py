@@ -3,6 +3,8 @@
 Rows are written in the same transaction as the change that caused them, under a unique key.
 A worker claims due rows (FOR UPDATE SKIP LOCKED on PostgreSQL; SQLite's BEGIN IMMEDIATE makes
 the claim atomic there), sends each, and marks it at once, so a crash can repeat one send at most.
+The claim also chooses each row's channel within WeChat's customer-service quota (domain.quota):
+a customer-service message, a template message, or kept for the user's next message.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ from domain.config import Config
 from bot.metrics import Metrics
 from bot.polling import drain_forever
 from domain.messages import from_json
-from domain.outbox import NO_TEMPLATE, template_data
+from domain.outbox import due_of, template_data
+from domain.quota import Choice, Route, correct_grant, fallback, route_claim
 from bot.wechat_api import MASS_TOO_SOON, NOT_FOLLOWING, OUTSIDE_WINDOW, QUOTA_SPENT, WeChatAPI, WeChatError
 from storage.db import READ_ONLY, is_postgres
 from storage.models import OutboxBody, OutboxMessage, OutboxStatus
@@ -38,6 +41,8 @@ MASS_RETRY_SECONDS = 61  # WeChat wants a minute between two tries of one mass s
 THROTTLE_SLACK = 0.05  # seconds the send schedule may fall behind and catch up
 MAX_IN_FLIGHT = 32  # sends awaiting WeChat's answer at once
 BODY_CACHE = 256
+BUSY_FOLLOWER_SECONDS = 0.2  # a row whose follower another unit holds is claimed again after this
+MASS = Choice(Route.CUSTOM)  # what a mass row's choice is (WeChat's mass rules apply, not the quota)
 
 
 class Outbox:
@@ -104,10 +109,13 @@ class Outbox:
         self._metrics.outbox_depth.set(depth)
         return given_back
 
-    async def claim(self, limit: int) -> list[OutboxMessage]:
+    async def claim(self, limit: int) -> list[tuple[OutboxMessage, Choice]]:
+        """Claim due rows, each with its channel chosen within its user's quota (spent in the same
+        unit): answers to a user's own request first, then in the order queued."""
         now = datetime.now(UTC)
+        templates = bool(self.config.wechat.template_id)
 
-        def claim(session: Session) -> list[OutboxMessage]:
+        def claim(session: Session) -> list[tuple[OutboxMessage, Choice]]:
             # In the due index's order (status, next_attempt_at): with 100,000 campaign rows pending,
             # ordering by id alone sorted them all on every claim.
             due = (select(OutboxMessage.id)
@@ -115,11 +123,18 @@ class Outbox:
                    .order_by(OutboxMessage.next_attempt_at, OutboxMessage.id).limit(limit))
             if is_postgres(session):
                 due = due.with_for_update(skip_locked=True)
-            return list(session.scalars(
+            rows = list(session.scalars(
                 update(OutboxMessage).where(OutboxMessage.id.in_(due.scalar_subquery()))
                 .values(status=OutboxStatus.SENDING, claimed_at=now)
                 .returning(OutboxMessage), execution_options={"synchronize_session": False}).all())
-        return sorted(await self._writer.run(claim), key=lambda r: r.id)
+            choices, busy = route_claim(session, [due_of(r) for r in rows if "mass" not in r.payload], now, templates)
+            if busy:
+                session.execute(update(OutboxMessage).where(
+                    OutboxMessage.id.in_([r.id for r in rows if r.openid in busy and r.id not in choices]))
+                    .values(status=OutboxStatus.PENDING, claimed_at=None,
+                            next_attempt_at=now + timedelta(seconds=BUSY_FOLLOWER_SECONDS)))
+            return [(r, choices.get(r.id, MASS)) for r in rows if r.id in choices or "mass" in r.payload]
+        return sorted(await self._writer.run(claim), key=lambda rc: rc[0].id)
 
     async def drain_once(self, *, wait: bool = True) -> int:
         """Claim due rows and send them: sends start at the configured rate, several in flight at
@@ -127,14 +142,15 @@ class Outbox:
         returns once the last send has started."""
         if not await self._any_due():
             return 0
-        rows = await self.claim(self.config.outbox.batch_size)
+        claimed = await self.claim(self.config.outbox.batch_size)
+        rows = [row for row, _ in claimed]
         payloads = await self._payloads(rows)
         started = 0
         try:
-            for row in rows:
+            for row, choice in claimed:
                 await self._slots.acquire()
                 await self._throttle()
-                delivery = asyncio.ensure_future(self._deliver(row, payloads[row.id]))
+                delivery = asyncio.ensure_future(self._deliver(row, payloads[row.id], choice))
                 started += 1
                 self._in_flight.add(delivery)
                 delivery.add_done_callback(self._delivered)
@@ -187,43 +203,64 @@ class Outbox:
             await asyncio.sleep(self._next_send - now)
         self._next_send += self._interval
 
-    async def _deliver(self, row: OutboxMessage, payload: dict[str, Any]) -> None:
+    async def _deliver(self, row: OutboxMessage, payload: dict[str, Any], choice: Choice) -> None:
         reply = from_json(payload)
         channel, error, msg_id = None, None, None
         try:
-            try:
-                if "mass" in payload:
-                    msg_id = await self._wechat.send_mass(payload["mass"], reply, payload["clientmsgid"])
-                    channel = "mass"
-                else:
-                    await self._wechat.send_reply(row.openid, reply)
-                    channel = "custom"
-            except WeChatError as e:
-                template_id = self.config.wechat.template_id
-                if (e.errcode not in (OUTSIDE_WINDOW, QUOTA_SPENT) or not template_id or "mass" in payload
-                        or payload.get("template") == NO_TEMPLATE):
-                    raise
-                # Outside the 48-hour window: the template message is the only way to reach them.
+            if "mass" in payload:
+                msg_id = await self._wechat.send_mass(payload["mass"], reply, payload["clientmsgid"])
+                channel = "mass"
+            elif choice.route == Route.CUSTOM:
+                choice = await self._custom(row, reply)
+                channel = "custom" if choice.route == Route.CUSTOM else None
+            if choice.route == Route.TEMPLATE:
+                # Outside the quota the template message is the only way to reach them.
                 data = payload.get("template") or template_data(reply)
-                await self._wechat.send_template(row.openid, template_id, data, url=payload.get("url", ""))
+                await self._wechat.send_template(row.openid, self.config.wechat.template_id, data,
+                                                 url=payload.get("url", ""))
                 channel = "template"
+            elif choice.route in (Route.KEEP, Route.DROP):
+                channel = choice.route.value
+                if choice.route == Route.DROP:
+                    error = WeChatError(choice.errcode or OUTSIDE_WINDOW, "no customer-service quota")
         except WeChatError as e:
             error = e
-        await self._mark(row, channel, error, msg_id)
+        await self._mark(row, channel, error, msg_id, kept=choice.errcode if channel == Route.KEEP else None)
+
+    async def _custom(self, row: OutboxMessage, reply: Any) -> Choice:
+        """Send a customer-service message; when WeChat refuses it for the quota (our record was
+        wrong: another process, a grant we never saw), correct the record and fall back."""
+        asked = datetime.now(UTC)
+        try:
+            await self._wechat.send_reply(row.openid, reply)
+            return Choice(Route.CUSTOM)
+        except WeChatError as e:
+            if e.errcode not in (OUTSIDE_WINDOW, QUOTA_SPENT):
+                raise
+            self._metrics.child(self._metrics.outbox_outcomes, str(e.errcode)).inc()
+            await self._writer.run(lambda session: correct_grant(session, row.openid, e.errcode, asked))
+            return fallback(due_of(row), e.errcode, bool(self.config.wechat.template_id))
 
     async def _mark(self, row: OutboxMessage, channel: str | None, error: WeChatError | None,
-                    msg_id: int | None = None) -> None:
+                    msg_id: int | None = None, *, kept: int | None = None) -> None:
         now = datetime.now(UTC)
         mark: dict[str, Any] = {"rid": row.id, "m_attempts": row.attempts + 1, "m_sent_at": None,
                                 "m_channel": None, "m_errcode": None, "m_error": None,
                                 "m_next": row.next_attempt_at, "m_msg_id": msg_id}
-        if error is None:
+        if channel in (Route.KEEP, Route.DROP):
+            self._metrics.child(self._metrics.outbox_outcomes, channel).inc()
+        if channel == Route.KEEP:
+            # Not an attempt: the row waits for the user's next message (domain.quota.open_grants).
+            mark.update(m_status=OutboxStatus.KEPT, m_attempts=row.attempts, m_errcode=kept,
+                        m_error="kept for the user's next message: no customer-service quota")
+        elif error is None:
             mark.update(m_status=OutboxStatus.SENT, m_sent_at=now, m_channel=channel)
             self._metrics.child(self._metrics.outbox_sent, channel or "").inc()
+            self._metrics.child(self._metrics.outbox_outcomes, channel or "").inc()
             if row.body_id is not None:
                 self._metrics.child(self._metrics.campaign_sends, channel or "", "sent").inc()
         else:
-            final = (not error.retryable or error.errcode in (OUTSIDE_WINDOW, NOT_FOLLOWING)
+            final = (not error.retryable or error.errcode in (OUTSIDE_WINDOW, NOT_FOLLOWING) or channel == Route.DROP
                      or row.attempts + 1 >= self.config.outbox.max_attempts)
             backoff = MASS_RETRY_SECONDS if error.errcode == MASS_TOO_SOON else min(2 ** row.attempts,
                                                                                       MAX_BACKOFF_SECONDS)

@@ -18,14 +18,13 @@ from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from domain.messages import Image, News, Reply, Text
+from domain.quota import OUTSIDE as OUTSIDE_WINDOW, SPENT as QUOTA_SPENT  # the customer-service quota's errors
 from storage.models import AccessToken
 
 log = logging.getLogger(__name__)
 
 TOKEN_ERRORS = frozenset({40001, 40014, 42001})
 BUSY_ERRORS = frozenset({-1, 45009, 45011})
-OUTSIDE_WINDOW = 45015
-QUOTA_SPENT = 45047
 NOT_FOLLOWING = 43004
 MASS_REPEATED = 45065  # this clientmsgid was sent already: the answer carries its msg_id
 MASS_TOO_SOON = 45066  # the same clientmsgid again within a minute: try again after it

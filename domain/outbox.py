@@ -1,5 +1,7 @@
 """Queuing messages for the outbox: rows written in the caller's transaction under a unique key,
-sent later by the outbox worker (bot.outbox). Batched notices fold their counters into one row."""
+sent later by the outbox worker (bot.outbox). Batched notices fold their counters into one row.
+What a row is to WeChat's customer-service quota (an answer, a notice, a broadcast; whether it has a
+template message) is read here (`due_of`); domain.quota chooses its channel."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from sqlalchemy import bindparam, or_, select, update
 from sqlalchemy.orm import Session
 
 from domain.messages import Reply, Text, to_json
+from domain.quota import Due, Rank
 from storage.db import delete_chunk, dialect_insert
 from storage.models import OutboxStatus
 from storage.tables import CAMPAIGNS
@@ -37,9 +40,18 @@ _MERGE_INSERT = _OUTBOX.insert()
 _MERGE_UPDATE = update(_OUTBOX).where(_OUTBOX.c.key == bindparam("k")).values(payload=bindparam("p"))
 
 
-# A message that is not worth a template message of its own outside the 48-hour window (its
-# companion's template already leads to it): it is given up on 45015 instead.
+# A message that is not worth a template message of its own when the quota is closed or spent (its
+# companion's template already leads to it): it is kept for the user's next message instead.
 NO_TEMPLATE: dict[str, Any] = {}
+
+
+def due_of(row: Any) -> Due:
+    """An outbox row (id, openid, payload, body_id) as the quota's choice sees it. A late answer to
+    the user's own request has no template message (it is kept when the quota is short); a notice
+    has its own or one derived from its text (template_data); a campaign's body has its own."""
+    payload = row.payload or {}
+    rank = Rank.ANSWER if payload.get("answer") else Rank.BROADCAST if row.body_id is not None else Rank.NOTICE
+    return Due(row.id, row.openid, rank, rank != Rank.ANSWER and payload.get("template") != NO_TEMPLATE)
 
 
 def template_data(reply: Reply, title: str = "") -> dict[str, Any]:
@@ -92,19 +104,21 @@ def merge_notices(session: Session, items: Sequence[Merge]) -> None:
 @dataclass(frozen=True)
 class Queued:
     """A message to queue: under a unique key, with an optional template-message fallback and the
-    link that fallback opens (outside the 48-hour window only a template message gets through)."""
+    link that fallback opens (outside the 48-hour window only a template message gets through).
+    `answer`: a late reply to the user's own request, first in line for their quota."""
 
     key: str
     openid: str
     reply: Reply
     template: dict[str, Any] | None = None
     url: str = ""
+    answer: bool = False
 
 
 def enqueue(session: Session, key: str, openid: str, reply: Reply, *, template: dict[str, Any] | None = None,
-            at: datetime | None = None) -> None:
+            at: datetime | None = None, answer: bool = False) -> None:
     """Add a message in the caller's transaction; a key already there is left alone."""
-    enqueue_many(session, [Queued(key, openid, reply, template)], at=at)
+    enqueue_many(session, [Queued(key, openid, reply, template, answer=answer)], at=at)
 
 
 def enqueue_many(session: Session, items: Sequence[Queued], *, at: datetime | None = None) -> None:
@@ -120,6 +134,8 @@ def enqueue_many(session: Session, items: Sequence[Queued], *, at: datetime | No
             payload["template"] = q.template
         if q.url:
             payload["url"] = q.url
+        if q.answer:
+            payload["answer"] = True
         rows.append({"key": q.key, "openid": q.openid, "payload": payload, "status": OutboxStatus.PENDING,
                      "attempts": 0, "next_attempt_at": at or now, "created_at": now})
     session.connection().execute(dialect_insert(session, _OUTBOX).on_conflict_do_nothing(index_elements=["key"]), rows)

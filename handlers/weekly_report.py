@@ -2,17 +2,18 @@
 active, subscribed distributor's report once a week, and the report's chart and page.
 
 The job pages through distributors by id, BATCH at a time: a batch's figures come from a few
-grouped queries (domain.figures) on a read-only connection, its messages (the text, then the
-chart as a news article) are written in one unit through the writer, under outbox keys of the
-week (`weekly:<Monday>:<id>`), so a second run in the same week, or one after a crash, queues
-nothing twice. Memory holds one batch, whatever the number of distributors.
+grouped queries (domain.figures) on a read-only connection, its messages (one each: the text with
+the link to its chart, one customer-service message of the user's quota, not two) are written in
+one unit through the writer, under outbox keys of the week (`weekly:<Monday>:<id>`), so a second
+run in the same week, or one after a crash, queues nothing twice. Memory holds one batch,
+whatever the number of distributors.
 
 `reports.weekly = false` takes the Monday 09:00 run off the schedule; the report still goes when
 asked for (POST /api/jobs/weekly-report/run). `send_weekly_reports` takes an injectable clock.
 
-The chart is not uploaded: the article's picture is a PNG this feature renders on request at a
-signed URL (the distributor and the week, HMAC-signed: nothing to look up, nothing to guess),
-kept briefly in a cache; the article opens a page with the chart and the report.
+The chart is not uploaded: it is a PNG this feature renders on request at a signed URL (the
+distributor and the week, HMAC-signed: nothing to look up, nothing to guess), kept briefly in a
+cache; the report's link opens a page with the chart and the report.
 """
 
 from __future__ import annotations
@@ -40,8 +41,8 @@ from content.store import PackLibrary
 from domain.config import Config
 from domain.figures import Sales, credited_sales, daily_totals, earnings, personal_sales, sales_by_time, team_sales
 from domain.figures import teams
-from domain.messages import Article, News, Text
-from domain.outbox import NO_TEMPLATE, Queued, enqueue_many, template_data
+from domain.messages import Text
+from domain.outbox import Queued, enqueue_many, template_data
 from domain.signing import link_key, sign, verify
 from domain.weekly import SCRIPT_TITLES, ReportWeek, WeekContent, WeekFigures, report_text, report_week, team_week
 from domain.weekly import week_of_label
@@ -132,8 +133,9 @@ def report_urls(config: Config, week: ReportWeek) -> Callable[[int], str]:
     return lambda distributor_id: base + chart_token(key, distributor_id, week)
 
 
-def chart_news(url: str) -> News:
-    return News((Article("上周业绩图", "近两周每日销售额对比，点开查看周报全文", url, url + ".png"),))
+def with_chart_link(text: str, url: str) -> Text:
+    """The report and its chart in one message: the text, then a link to the page with the chart."""
+    return Text(f'{text}\n\n<a href="{html.escape(url)}">查看近两周业绩图</a>')
 
 
 # ---- the job ---------------------------------------------------------------------------------------
@@ -159,15 +161,14 @@ def load_batch(session: Session, week: ReportWeek, after: int, limit: int) -> Ba
 
 def compose(config: Config, content: WeekContent, week: ReportWeek,
             due: Sequence[tuple[Person, WeekFigures]]) -> list[Queued]:
-    """Each report's two messages, the text then the chart, both leading to the report's page.
-    Outside the 48-hour window only the text goes, as a template message whose link is that page
-    (chart included): one template message a week, not two."""
+    """Each report as one message: its text with the link to its chart (the report's page). When
+    the user's quota allows no customer-service message, a template message leading to that page."""
     messages, url_of = [], report_urls(config, week)
     for p, figures in due:
         text = Text(report_text(figures, config.ranks, content, week))
-        key, url = week.key(p.id), url_of(p.id)
-        messages += [Queued(key, p.openid, text, template_data(text, "分销周报"), url),
-                     Queued(key + ":chart", p.openid, chart_news(url), NO_TEMPLATE, url)]
+        url = url_of(p.id)
+        messages.append(Queued(week.key(p.id), p.openid, with_chart_link(text.content, url),
+                               template_data(text, "分销周报"), url))
     return messages
 
 

@@ -7,6 +7,7 @@ from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import JSON, BigInteger, DateTime, ForeignKey, Index, Integer, MetaData, String, Text, true
+from sqlalchemy import text as sql_text
 from sqlalchemy.types import TypeDecorator
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -67,6 +68,7 @@ class OutboxStatus(StrEnum):
     SENDING = "sending"
     SENT = "sent"
     FAILED = "failed"
+    KEPT = "kept"  # waiting for the user's next message: WeChat's quota allows no message now (domain.quota)
 
 
 class Follower(Base):
@@ -80,7 +82,11 @@ class Follower(Base):
     unfollowed_at: Mapped[datetime | None]
     # The last QR scene seen (an inviter's code); used when the follower registers.
     scene: Mapped[str | None] = mapped_column(String(64))
+    # WeChat's customer-service quota as we know it (domain.quota): the grant the follower's last
+    # message or action opened at last_interaction_at, its kind and how many of it are used.
     last_interaction_at: Mapped[datetime | None]
+    grant_kind: Mapped[str] = mapped_column(String(8), default="message", server_default="message")
+    grant_used: Mapped[int] = mapped_column(default=0, server_default="0")
     created_at: Mapped[datetime]
 
 
@@ -171,7 +177,10 @@ class OutboxMessage(Base):
 
     __tablename__ = "outbox"
     __table_args__ = (Index("ix_outbox_due", "status", "next_attempt_at"),
-                      Index("ix_outbox_body", "body_id", "status"))
+                      Index("ix_outbox_body", "body_id", "status"),
+                      # the rows kept for a user's next message (few): found by openid when they write
+                      Index("ix_outbox_kept", "openid", sqlite_where=sql_text("status = 'kept'"),
+                            postgresql_where=sql_text("status = 'kept'")))
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     key: Mapped[str] = mapped_column(String(160), unique=True)

@@ -126,6 +126,8 @@ async def test_two_users_refer_through_the_page(served: str, page: Any) -> None:
     await page.click("#follow")
     await bot_says(page, "欢迎关注")
     await expect(page.locator("#follow-status")).to_have_text("已关注")
+    # WeChat's quota after a follow: 3 customer-service messages within a minute (the welcome was free).
+    await expect(page.locator("#quota")).to_contain_text("客服消息剩 3 条")
     # 注册 from the menu: 我的 → 注册分销员 sends CLICK REGISTER.
     await page.locator(".menubar .top", has_text="我的").click()
     await page.click("[data-testid=menu-sub][data-key=REGISTER]")

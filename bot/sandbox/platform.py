@@ -1,5 +1,5 @@
 """A stand-in for WeChat's platform: the server API distbot calls (token, ticket/getticket, qrcode/create,
-media/upload, message/custom/send, message/template/send, message/mass/send (its rules in mass.py),
+media/upload, message/custom/send (within the user's quota: quota.py), message/template/send, message/mass/send (its rules in mass.py),
 menu/create) with WeChat's documented payloads and error codes, and the user side, which signs (and in safe mode
 encrypts) messages and posts them to the webhook the way WeChat does, retries included.
 """
@@ -20,9 +20,10 @@ import aiohttp
 import xmltodict
 from wechatpy.crypto import PrpCrypto
 
+from bot.sandbox.quota import MESSAGE, Quota, grant_of
+
 TOKEN_TTL = 7200
 OLD_TOKEN_GRACE = 300  # a new token leaves the previous one valid for about five minutes
-WINDOW_SECONDS = 48 * 3600
 MEDIA_TTL = 3 * 24 * 3600
 MAX_IMAGE_BYTES = 10 * 1024 * 1024
 WEBHOOK_TIMEOUT = 5.0
@@ -38,7 +39,7 @@ ERRMSG = {
     41001: "access_token missing",
     41006: "media_id missing", 43004: "require subscribe", 44002: "empty post data",
     45009: "reach max api daily quota limit",
-    45015: "response out of time limit or subscription is canceled",
+    45015: "response out of time limit or subscription is canceled", 45047: "out of response count limit",
     45065: "相同 clientmsgid 已存在群发记录，返回数据中带有已存在的群发任务的 msgid",
     45066: "相同 clientmsgid 重试速度过快，请间隔1分钟重试", 45067: "clientmsgid exceeds limit",
     47001: "data format error", 40097: "invalid args",
@@ -57,9 +58,18 @@ class SimUser:
     openid: str
     nickname: str
     subscribed: bool = False
-    last_interaction: float = 0.0
+    quota: Quota = field(default_factory=Quota)  # the customer-service messages their last action allows
     last_event_time: int = 0
     timeline: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def last_interaction(self) -> float:
+        return self.quota.opened_at
+
+    @last_interaction.setter
+    def last_interaction(self, at: float) -> None:
+        """As if the user had written a message at `at` (tests put a user inside or outside the window)."""
+        self.quota.open(MESSAGE, at)
 
 
 @dataclass
@@ -163,8 +173,9 @@ class Platform:
 
     def custom_send(self, body: dict[str, Any]) -> None:
         user = self._user(body.get("touser"))
-        if self.clock() - user.last_interaction > WINDOW_SECONDS:
-            raise PlatformError(45015)
+        refusal = user.quota.refusal(self.clock())
+        if refusal is not None:
+            raise PlatformError(refusal)
         kind = body.get("msgtype")
         if kind == "text":
             content = (body.get("text") or {}).get("content")
@@ -182,6 +193,7 @@ class Platform:
             self._show(user, {"type": "news", "articles": articles}, via="custom")
         else:
             raise PlatformError(40008)
+        user.quota.spend()
 
     def template_send(self, body: dict[str, Any]) -> None:
         user = self._user(body.get("touser"))
@@ -285,10 +297,13 @@ class Platform:
             fields.update(MsgType="text", Content=kw["content"], MsgId=str(next(self._msg_ids)))
         else:
             event = {"subscribe": "subscribe", "unsubscribe": "unsubscribe", "scan": "SCAN",
-                     "click": "CLICK"}[kind]
+                     "click": "CLICK", "view": "VIEW", "location": "LOCATION"}[kind]
             fields.update(MsgType="event", Event=event)
-            if kind == "click":
+            if kind in ("click", "view"):  # a VIEW's key is the link the menu opened
                 fields["EventKey"] = kw["key"]
+            elif kind == "location":
+                fields.update(Latitude=kw.get("latitude", "31.2304"), Longitude=kw.get("longitude", "121.4737"),
+                              Precision="65.0")
             elif kind == "subscribe" and kw.get("scene"):
                 fields.update(EventKey="qrscene_" + kw["scene"], Ticket=kw.get("ticket", ""))
             elif kind == "scan":
@@ -337,11 +352,14 @@ class Platform:
             user.subscribed = True
         elif kind == "unsubscribe":
             user.subscribed = False
-        if kind != "unsubscribe":
-            user.last_interaction = self.clock()
         fields = self.message_fields(user, kind, **kw)
+        grant = grant_of(fields)
+        if grant is not None:
+            user.quota.open(grant, self.clock())
         shown = {"text": {"type": "text", "content": kw.get("content", "")},
                  "click": {"type": "click", "key": kw.get("key", "")},
+                 "view": {"type": "view", "url": kw.get("key", "")},
+                 "location": {"type": "event", "event": "location"},
                  "subscribe": {"type": "event", "event": "subscribe", "scene": kw.get("scene", "")},
                  "scan": {"type": "event", "event": "scan", "scene": kw.get("scene", "")},
                  "unsubscribe": {"type": "event", "event": "unsubscribe"}}[kind]

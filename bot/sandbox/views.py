@@ -107,34 +107,34 @@ async def _upload(p: Platform, r: web.Request, _: dict[str, Any]) -> dict[str, A
 
 
 # ---- the simulator's own JSON -----------------------------------------------------------------
-def _user_json(u: Any) -> dict[str, Any]:
-    return {"openid": u.openid, "nickname": u.nickname, "subscribed": u.subscribed}
+def _user_json(u: Any, now: float) -> dict[str, Any]:
+    return {"openid": u.openid, "nickname": u.nickname, "subscribed": u.subscribed, "quota": u.quota.state(now)}
 
 
 async def sim_state(request: web.Request) -> web.Response:
     p = request.app[PLATFORM]
-    return web.json_response({"users": [_user_json(u) for u in p.users.values()], "menu": p.menu,
+    return web.json_response({"users": [_user_json(u, p.clock()) for u in p.users.values()], "menu": p.menu,
                               "safe_mode": p.aes_key is not None})
 
 
 async def sim_new_user(request: web.Request) -> web.Response:
     data = await request.json() if request.can_read_body else {}
-    user = request.app[PLATFORM].user(nickname=str(data.get("nickname", ""))[:20])
-    return web.json_response(_user_json(user))
+    p = request.app[PLATFORM]
+    return web.json_response(_user_json(p.user(nickname=str(data.get("nickname", ""))[:20]), p.clock()))
 
 
 async def sim_send(request: web.Request) -> web.Response:
-    """{"openid", "type": text|click|subscribe|scan|unsubscribe, "content"|"key"|"scene"|"qr"}"""
+    """{"openid", "type": text|click|view|location|subscribe|scan|unsubscribe, "content"|"key"|"scene"|"qr"}"""
     p = request.app[PLATFORM]
     data = await request.json()
     user = p.users.get(data.get("openid", ""))
     kind = data.get("type")
-    if user is None or kind not in ("text", "click", "subscribe", "scan", "unsubscribe"):
+    if user is None or kind not in ("text", "click", "view", "location", "subscribe", "scan", "unsubscribe"):
         return web.json_response({"error": "unknown user or message type"}, status=400)
     kw: dict[str, Any] = {}
     if kind == "text":
         kw["content"] = str(data.get("content", ""))[:2000]
-    elif kind == "click":
+    elif kind in ("click", "view"):
         kw["key"] = str(data.get("key", ""))
     elif kind in ("subscribe", "scan"):
         qr = str(data.get("qr", "")).strip()
@@ -163,14 +163,16 @@ async def sim_messages(request: web.Request) -> web.Response:
 
 
 async def sim_age(request: web.Request) -> web.Response:
-    """Pretend the user's last interaction was `hours` ago (to see the 48-hour rule at work)."""
+    """Pretend the action that opened the user's customer-service grant was `hours` (or `seconds`)
+    ago: the grant keeps its kind and what is used of it (to see the 48-hour and 1-minute rules)."""
     p = request.app[PLATFORM]
     data = await request.json()
     user = p.users.get(data.get("openid", ""))
     if user is None:
         return web.json_response({"error": "unknown user"}, status=400)
-    user.last_interaction = p.clock() - float(data.get("hours", 49)) * 3600
-    return web.json_response({"ok": True})
+    ago = float(data["seconds"]) if "seconds" in data else float(data.get("hours", 49)) * 3600
+    user.quota.opened_at = p.clock() - ago
+    return web.json_response({"ok": True, "quota": user.quota.state(p.clock())})
 
 
 class QrDecoderMissing(Exception):

@@ -93,12 +93,14 @@ async function refreshState() {
   let data;
   try { data = await api("GET", "sim/state"); } catch (_) { return; }
   state.users = data.users || [];
-  const usersSig = JSON.stringify(state.users);
+  // The quota counts down every second: it is shown apart, without rebuilding the user list.
+  const usersSig = JSON.stringify(state.users.map(({ quota, ...u }) => u));
   if (usersSig !== state.usersSig) {
     state.usersSig = usersSig;
     if (state.openid && !currentUser()) selectUser("");  // the server restarted: its users are gone
     renderUsers();
   }
+  renderQuota();
   const menuSig = JSON.stringify(data.menu);
   if (menuSig !== state.menuSig) {
     state.menuSig = menuSig;
@@ -129,6 +131,19 @@ function renderStatus() {
   $("follow-scene").textContent = u && u.subscribed ? "扫码 / 邀请码" : "扫码 / 邀请码关注";
   for (const id of ["follow", "follow-scene", "unfollow", "age"]) $(id).disabled = !u;
   $("title-text").textContent = u ? `分销员助手 · ${u.nickname}` : "分销员助手";
+  renderQuota();
+}
+
+// WeChat's customer-service quota for the current user: what the bot may still push.
+function renderQuota() {
+  const u = currentUser();
+  const q = u && u.quota;
+  const pill = $("quota");
+  pill.hidden = !q;
+  if (!q) return;
+  const left = q.seconds >= 3600 ? `${Math.floor(q.seconds / 3600)} 小时` : `${q.seconds} 秒`;
+  pill.textContent = q.seconds ? `客服消息剩 ${q.left} 条 · ${left}` : "客服消息窗口已关闭";
+  pill.className = "pill" + (q.seconds && q.left ? " on" : " off");
 }
 
 function selectUser(openid) {

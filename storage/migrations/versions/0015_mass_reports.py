@@ -1,8 +1,8 @@
 """mass_reports: WeChat's MASSSENDJOBFINISH events kept by msg_id, also before the send is recorded
 (they replace outbox.result, which only held a report whose send was already marked)
 
-Revision ID: 0014
-Revises: 0013
+Revision ID: 0015
+Revises: 0014
 """
 from datetime import UTC, datetime
 
@@ -10,8 +10,8 @@ from alembic import op
 import sqlalchemy as sa
 
 
-revision = '0014'
-down_revision = '0013'
+revision = '0015'
+down_revision = '0014'
 branch_labels = None
 depends_on = None
 
