@@ -1,0 +1,115 @@
+"""Pack templates on a budget (CONTRACT §7): a template that needs more than 100,000 loop steps
+or 100 ms on a sample distributor is refused at upload, naming its file; one that exceeds the
+budget in chat gets an apology."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import content
+import handlers.scripts
+from content.templating import PackTemplateError, render_template, template_variables
+from tests.conftest import Harness
+from tests.test_packs_support import MANIFEST, demo, small_pack, upload, zip_of
+
+STEPS = "needs more than 100,000 loop steps"
+BUDGET = f"{STEPS}|takes more than 100 ms"  # which comes first depends on the machine's speed
+# Costly templates, each as a script file of its own, and the reason each is refused.
+COSTLY = {
+    "million": ("{% for a in 'x' * 1000 %}{% for b in 'x' * 1000 %}{% endfor %}{% endfor %}", BUDGET),
+    "nested": ("{% for a in product.selling_points * 50 %}{% for b in product.selling_points * 50 %}"
+               "{% for c in product.selling_points * 50 %}{% endfor %}{% endfor %}{% endfor %}", BUDGET),
+    "multiply": ("{{ distributor.name * 10 ** 9 }}", "repetition too large"),
+    "macro": ("{% macro f(n) %}{% if n %}{{ f(n - 1) }}{{ f(n - 1) }}{% endif %}{% endmacro %}{{ f(40) }}", BUDGET),
+    "sleep": ("{{ sleep(5) }}", "unknown variable 'sleep'"),
+    "clock": ("{{ lipsum(10 ** 6) }}{{ range(10 ** 9) | list }}", "unknown variable"),
+    "capture": ("{% set a = 'x' * 9000 %}{% set b %}{% for i in 'x' * 5000 %}{{ a }}{% endfor %}{% endset %}"
+                "{{ b | length }}", "prints more than 100,000 characters"),
+}
+POSTER_TEXT = "{% for a in distributor.name * 500 %}{% for b in distributor.name * 500 %}{% endfor %}{% endfor %}"
+
+
+def _costly_pack() -> bytes:
+    manifest = MANIFEST.replace("{{ distributor.name }} 邀你一起", POSTER_TEXT)
+    files: dict[str, Any] = {}
+    for name, (source, _) in COSTLY.items():
+        manifest += (f'\n[[scripts]]\nkey = "{name}"\nsku = "SKU-1"\ntitle = "{name}"\n'
+                     f'template = "scripts/{name}.txt.j2"\n')
+        files[f"scripts/{name}.txt.j2"] = source
+    return zip_of(small_pack(manifest, **files))
+
+
+async def test_costly_templates_are_refused_at_upload_naming_their_files(harness: Harness) -> None:
+    status, body = await upload(harness, _costly_pack())
+    assert status == 422 and body["error"] == "invalid_pack", body
+    problems = {(d["file"], d["field"]): d["message"] for d in body["details"]}
+    for i, (name, (_, reason)) in enumerate(COSTLY.items(), start=1):
+        message = problems.pop((f"scripts/{name}.txt.j2", f"scripts[{i}].template"))
+        assert message.startswith("template error:") and any(r in message for r in reason.split("|")), message
+    poster = problems.pop(("manifest.toml", "posters[0].texts[0].template"))
+    assert any(r in poster for r in BUDGET.split("|")), poster
+    assert problems == {}  # the pack's other templates are fine, and nothing else is wrong
+    assert await harness.api("GET", "/content-packs") == (200, {"packs": [], "total": 0})
+
+    status, body = await upload(harness, demo())  # a normal pack, loops and all, still imports
+    demo_manifest = tomllib.loads((Path(content.__file__).parent / "demo" / "manifest.toml").read_text("utf-8"))
+    assert status == 201 and (body["scripts"], body["posters"]) == (
+        len(demo_manifest["scripts"]), len(demo_manifest["posters"])), body
+
+
+async def test_a_template_over_budget_in_chat_gets_an_apology(harness: Harness) -> None:
+    # 9,000 steps a letter of the name: 18,000 for the sample 张三, 135,000 for a 15-letter name.
+    per_letter = "{% for c in distributor.name %}{% for i in 'x' * 9000 %}{% endfor %}{% endfor %}"
+    status, body = await upload(harness, zip_of(small_pack(**{"scripts/sku1.txt.j2": per_letter + "{{ distributor.name }}好"})))
+    assert status == 201, body
+    short, long = harness.user(), harness.user()
+    await harness.register(short, "13800138000", "王小明")
+    await harness.register(long, "13900139000", "欧阳" + "娜" * 13)
+    assert await harness.say(short, "话术") == "【朋友圈文案】\n王小明好"
+    assert await harness.say(long, "话术") == handlers.scripts.BROKEN
+
+
+# ---- the sandbox's own limits, without a pack -----------------------------------------------------
+VARIABLES = template_variables("https://x.test", "张三", "K7QF2M",
+                               {"sku": "SKU-1", "name": "红枣", "price_fen": 12900, "selling_points": ["甜", "脆"]})
+BLOWUPS = {
+    "replace": "{{ (distributor.name * 4000) | replace('', share_url) }}",
+    "join-many": "{% set a = share_url * 300 %}{{ [a, a, a, a, a, a, a, a, a, a, a, a, a] | join }}",
+    "join-separator": "{{ (distributor.name * 2000) | list | join(share_url * 30) }}",
+    "concat-doubling": "{% set a = share_url * 300 %}{% set b = a ~ a %}{% set c = b ~ b %}{{ c | length }}",
+    "plus-doubling": "{% set a = share_url * 300 %}{% set b = a + a %}{% set c = b + b %}{{ c | length }}",
+    "power-tower": "{% set a = 9 ** 64 %}{% set b = a ** 64 %}{% set c = b ** 64 %}{{ c % 7 }}",
+    "squaring": "{% set a = 9 ** 60 %}{% set b = a * a %}{% set c = b * b %}{% set d = c * c %}{% set e = d * d %}"
+                "{% set f = e * e %}{% set g = f * f %}{{ g % 7 }}",
+    "ljust": "{{ distributor.name.ljust(10 ** 9) }}",
+    "zfill": "{{ distributor.name.zfill(10 ** 9) }}",
+    "to-bytes": "{{ (1).to_bytes(10 ** 9, 'big') }}",
+    "translate": "{{ (distributor.name * 4000).translate({24352: share_url * 300}) }}",
+    "str-join": "{{ share_url.join(distributor.name * 5000) }}",
+    "append": "{% set xs = [] %}{% for i in 'x' * 10 %}{{ xs.append(share_url) }}{% endfor %}{{ xs | length }}",
+    "batch": "{{ product.selling_points | batch(10 ** 9, share_url) | list }}",
+    "slice": "{{ product.selling_points | slice(10 ** 9) | list | length }}",
+    "sum-lists": "{{ [product.selling_points, product.selling_points] | sum(start=[]) }}",
+    # A recursive loop's inner turns would go uncounted.
+    "recursive-loop": "{% for x in [product.selling_points] recursive %}{% if x is string %}{{ x }}"
+                      "{% else %}{{ loop(x) }}{% endif %}{% endfor %}",
+    "print-big-list": "{% set a = share_url * 300 %}{{ [a, a, a, a, a, a, a, a, a, a, a, a, a] }}",
+}
+
+
+@pytest.mark.parametrize("source", BLOWUPS.values(), ids=BLOWUPS.keys())
+def test_nothing_a_template_computes_grows_large(source: str) -> None:
+    with pytest.raises(PackTemplateError):
+        render_template(source, VARIABLES)
+
+
+def test_loop_steps_are_counted_whatever_is_printed() -> None:
+    # 40,000 turns fit; 101,000 do not, though neither prints anything.
+    fits = "{% for a in 'x' * 40 %}{% for b in 'x' * 999 %}{% endfor %}{% endfor %}ok"
+    assert render_template(fits, VARIABLES) == "ok"
+    with pytest.raises(PackTemplateError, match=BUDGET):
+        render_template(fits.replace("* 40 ", "* 101 "), VARIABLES)
