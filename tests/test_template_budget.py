@@ -1,18 +1,26 @@
 """Pack templates on a budget (CONTRACT §7): a template that needs more than 100,000 loop steps
 or 100 ms on a sample distributor is refused at upload, naming its file; one that exceeds the
-budget in chat gets an apology."""
+budget in chat gets an apology; and in chat a template is filled in after the update's unit of
+work committed and in a thread, so /healthz and other chats go on meanwhile."""
 
 from __future__ import annotations
 
+import asyncio
+import threading
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import func, select
 
 import content
+import handlers.posters
 import handlers.scripts
+from bot.typedefs import SESSIONMAKER
 from content.templating import PackTemplateError, render_template, template_variables
+from storage.models import ProcessedMessage
 from tests.conftest import Harness
 from tests.test_packs_support import MANIFEST, demo, small_pack, upload, zip_of
 
@@ -71,6 +79,73 @@ async def test_a_template_over_budget_in_chat_gets_an_apology(harness: Harness) 
     await harness.register(long, "13900139000", "欧阳" + "娜" * 13)
     assert await harness.say(short, "话术") == "【朋友圈文案】\n王小明好"
     assert await harness.say(long, "话术") == handlers.scripts.BROKEN
+
+
+class Held:
+    """The render of a pack template held in the middle until released (at most `limit` s)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, module: Any, limit: float = 10.0):
+        self.started = asyncio.Event()
+        self.release = threading.Event()
+        self.rendering = False
+        loop = asyncio.get_running_loop()
+        real: Callable[..., str] = module.render_template
+
+        def held(source: str, variables: Any) -> str:
+            self.rendering = True
+            loop.call_soon_threadsafe(self.started.set)
+            self.release.wait(limit)
+            self.rendering = False
+            return real(source, variables)
+        monkeypatch.setattr(module, "render_template", held)
+
+
+async def _processed(harness: Harness, openid: str) -> int:
+    async with harness.app[SESSIONMAKER]() as session:
+        return await session.scalar(select(func.count()).select_from(ProcessedMessage)
+                                    .where(ProcessedMessage.openid == openid)) or 0
+
+
+async def _meanwhile(harness: Harness, held: Held, asker: Any, asked: int) -> None:
+    """While the asker's template is held in its render: /healthz answers, another follower
+    registers (a unit of work of its own), and the asker's update has committed already."""
+    await asyncio.wait_for(held.started.wait(), 30)
+    assert harness.http is not None
+    async with harness.http.get(harness.url + "/healthz") as resp:
+        assert resp.status == 200 and (await resp.json())["status"] == "ok"
+    other = harness.user()
+    await harness.register(other, "13700137000", "李四")
+    assert await _processed(harness, asker.openid) == asked + 1
+    assert held.rendering  # all of the above happened while the render was still under way
+    held.release.set()
+
+
+async def test_a_script_is_filled_in_after_its_unit_of_work_and_off_the_loop(
+        harness: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert (await upload(harness, demo()))[0] == 201
+    alice = harness.user()
+    await harness.register(alice, "13800138000", "王小明")
+    asked = await _processed(harness, alice.openid)
+    held = Held(monkeypatch, handlers.scripts)
+    asking = asyncio.create_task(harness.say(alice, "话术 阿胶"))
+    await _meanwhile(harness, held, alice, asked)
+    await asking
+    script = await harness.platform.wait_for(alice.openid, lambda m: m.get("content", "").startswith("【阿胶糕"))
+    assert "¥168.00" in script["content"]
+
+
+async def test_a_poster_text_is_filled_in_after_its_unit_of_work_and_off_the_loop(
+        harness: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert (await upload(harness, demo()))[0] == 201
+    alice = harness.user()
+    await harness.register(alice, "13800138000", "张三丰")
+    asked = await _processed(harness, alice.openid)
+    held = Held(monkeypatch, handlers.posters)
+    asking = asyncio.create_task(harness.say(alice, "海报"))
+    await _meanwhile(harness, held, alice, asked)
+    await asking
+    poster = await harness.platform.wait_for(alice.openid, lambda m: m.get("type") == "image")
+    assert poster["media_id"] in harness.platform.media
 
 
 # ---- the sandbox's own limits, without a pack -----------------------------------------------------
