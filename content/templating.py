@@ -10,8 +10,9 @@ content.template_budget (100,000 steps, 100 ms, nothing built large), at upload 
 
 from __future__ import annotations
 
+import contextlib
 import operator
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from functools import lru_cache
 from typing import Any
 from urllib.parse import quote
@@ -97,39 +98,37 @@ def _compiled(source: str) -> Any:
     return env.from_string(template_budget.metered(env.parse(source)))
 
 
-def _parse(source: str) -> nodes.Template:
+@contextlib.contextmanager
+def _compiling() -> Iterator[None]:
+    """What reading a template can raise, as PackTemplateError."""
     try:
-        return environment().parse(source)
+        yield
     except TemplateSyntaxError as e:
         raise PackTemplateError(e.message or "syntax error", e.lineno) from None
     except RecursionError:
         raise PackTemplateError("nested too deeply") from None
+    except ValueError as e:  # a number too long to read
+        raise PackTemplateError(str(e)) from None
 
 
 def check(source: str) -> None:
     """Compile a template and check it names only documented variables; PackTemplateError if not."""
-    tree = _parse(source)
-    unknown = sorted(meta.find_undeclared_variables(tree) - VARIABLES)
+    with _compiling():
+        tree = environment().parse(source)
+        unknown = sorted(meta.find_undeclared_variables(tree) - VARIABLES)
+        line = next((n.lineno for n in tree.find_all(nodes.Name) if n.name == unknown[0]), None) if unknown else None
     if unknown:
-        line = next((n.lineno for n in tree.find_all(nodes.Name) if n.name == unknown[0]), None)
         raise PackTemplateError(
             f"unknown variable {unknown[0]!r}; templates see only distributor, product and share_url", line)
-    _template(source)
-
-
-def _template(source: str) -> Any:
-    try:
-        return _compiled(source)
-    except TemplateSyntaxError as e:
-        raise PackTemplateError(e.message or "syntax error", e.lineno) from None
-    except RecursionError:
-        raise PackTemplateError("nested too deeply") from None
+    with _compiling():
+        _compiled(source)
 
 
 def render_template(source: str, variables: Mapping[str, Any]) -> str:
     """Render a pack template in the sandbox, on its budget; PackTemplateError on anything it may
     not do. Blocking (up to the budget's 100 ms): call it off the event loop."""
-    template = _template(source)
+    with _compiling():
+        template = _compiled(source)
     context = {k: v for k, v in variables.items() if k in VARIABLES}
     out: list[str] = []
     size = 0

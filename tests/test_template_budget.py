@@ -19,7 +19,7 @@ import content
 import handlers.posters
 import handlers.scripts
 from bot.typedefs import SESSIONMAKER
-from content.templating import PackTemplateError, render_template, template_variables
+from content.templating import PackTemplateError, check, render_template, template_variables
 from storage.models import ProcessedMessage
 from tests.conftest import Harness
 from tests.test_packs_support import MANIFEST, demo, small_pack, upload, zip_of
@@ -175,6 +175,19 @@ BLOWUPS = {
 def test_nothing_a_template_computes_grows_large(source: str) -> None:
     with pytest.raises(PackTemplateError):
         render_template(source, VARIABLES)
+
+
+UNREADABLE = {
+    "long-number": "{{ " + "1" * 5000 + " }}",
+    "deep-brackets": "{{ " + "(" * 5000 + "1" + ")" * 5000 + " }}",
+    "deep-subscripts": "{{ share_url" + "[0]" * 5000 + " }}",
+}
+
+
+@pytest.mark.parametrize("source", UNREADABLE.values(), ids=UNREADABLE.keys())
+def test_templates_too_odd_to_read_are_refused_as_template_errors(source: str) -> None:
+    with pytest.raises(PackTemplateError):
+        check(source)
 
 
 def test_loop_steps_are_counted_whatever_is_printed() -> None:
