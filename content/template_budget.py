@@ -66,9 +66,10 @@ _BUDGET: ContextVar[Budget | None] = ContextVar("template_budget", default=None)
 @contextlib.contextmanager
 def budget(seconds: float = MAX_SECONDS, steps: int = MAX_STEPS) -> Iterator[Budget]:
     """A fresh budget for the renders inside the block (one render: render_template)."""
-    token = _BUDGET.set(Budget(steps, seconds))
+    fresh = Budget(steps, seconds)
+    token = _BUDGET.set(fresh)
     try:
-        yield _BUDGET.get()  # type: ignore[misc]
+        yield fresh
     finally:
         _BUDGET.reset(token)
 
