@@ -2,9 +2,10 @@
 
 The distributor's QR code is a temporary parametric code (scene = their code, 30 days), stored and
 re-made a week before it expires, so permanent codes (100,000 per account) are never spent. The
-finished poster is uploaded as temporary media and its media_id reused while valid. A repeat
-request is answered at once from the database; otherwise the slow part (QR code, rendering,
-upload) runs after the update commits, as Later work with its own short sessions.
+finished poster is uploaded as temporary media and its media_id reused while valid. Everything
+after choosing the poster runs after the update commits, as Later work with its own short
+sessions: the texts' templates (in a thread, on their budget: CONTRACT §7), then a repeat is
+answered from the database; else the QR code, the drawing and the upload.
 
 The console's 海报预览 (/admin/posters) renders any live poster for a distributor the admin picks,
 with the same texts and drawing, but with a QR code of the distributor's share link made here:
@@ -39,7 +40,6 @@ from content.templating import (
     share_url,
     template_variables,
 )
-from domain.config import Config
 from domain.messages import Image, Reply, Text
 from storage.db import dialect_insert, run_read
 from storage.models import Distributor
@@ -98,17 +98,19 @@ class PosterRequest:
     distributor_id: int
     name: str
     code: str
-    pack_id: int
-    pack_digest: str
-    poster_key: str
-    texts: tuple[TextBox, ...]
-    background: FileRef
-    qr: dict[str, int]
+    public_url: str
+    pack: PackContent
+    poster: dict[str, Any]
     qr_url: str | None  # None: make (or re-make) the QR code first
 
+    @property
+    def background(self) -> FileRef:
+        return (self.pack.id, self.pack.digest, self.poster["background"])
 
-def _texts(config: Config, pack: PackContent, poster: dict[str, Any], name: str, code: str) -> tuple[TextBox, ...]:
-    variables = template_variables(config.server.public_url, name, code, pack.product(poster.get("sku")))
+
+def _texts(public_url: str, pack: PackContent, poster: dict[str, Any], name: str, code: str) -> tuple[TextBox, ...]:
+    """The poster's text boxes for a distributor (their templates rendered: call it in a thread)."""
+    variables = template_variables(public_url, name, code, pack.product(poster.get("sku")))
     font = poster.get("font")
     return tuple(TextBox(render_template(t["template"], variables), t["x"], t["y"], t["size"], t["color"], t["max_width"],
                          t["align"], t["weight"],
@@ -116,13 +118,13 @@ def _texts(config: Config, pack: PackContent, poster: dict[str, Any], name: str,
                  for t in poster["texts"])
 
 
-def _key(req: PosterRequest, qr_url: str) -> str:
-    return cache_key(req.pack_digest, req.poster_key, req.name, req.code, qr_url, [t.text for t in req.texts])
+def _key(req: PosterRequest, qr_url: str, texts: tuple[TextBox, ...]) -> str:
+    return cache_key(req.pack.digest, req.poster["key"], req.name, req.code, qr_url, [t.text for t in texts])
 
 
 @feature.command("海报", "poster", menu=MenuKey.POSTER)
 @active_only
-def on_poster(msg: Incoming, ctx: Ctx, me: Distributor) -> Text | Image | Later:
+def on_poster(msg: Incoming, ctx: Ctx, me: Distributor) -> Text | Later:
     posters = ctx.app[PACKS].for_rank(ctx.session, "posters", me.rank)
     if not posters:
         return Text(NO_POSTERS)
@@ -136,27 +138,16 @@ def on_poster(msg: Incoming, ctx: Ctx, me: Distributor) -> Text | Image | Later:
     else:
         chosen = next((x for x in posters if x[1]["key"] == "default"), posters[0])
     pack, poster = chosen
-    try:
-        texts = _texts(ctx.config, pack, poster, me.name, me.code)
-    except PackTemplateError:
-        log.exception("poster template failed", extra={"pack": pack.id, "poster": poster["key"]})
-        return Text(FAILED)
     qr = ctx.session.get(DistributorQrCode, me.id)
     qr_url = qr.url if qr is not None and qr.expires_at - ctx.now >= QR_MIN_LEFT else None
-    req = PosterRequest(me.id, me.name, me.code, pack.id, pack.digest, poster["key"], texts,
-                        (pack.id, pack.digest, poster["background"]),
-                        dict(poster["qr"]), qr_url)
-    if qr_url is not None:
-        media = ctx.session.get(PosterMedia, _key(req, qr_url))
-        if media is not None and media.expires_at - MEDIA_MARGIN > ctx.now:
-            return Image(media.media_id)  # a repeat: no rendering, no upload
+    req = PosterRequest(me.id, me.name, me.code, ctx.config.server.public_url, pack, poster, qr_url)
     service = ctx.app[POSTERS]
     return Later(lambda: make_poster(req, service))
 
 
 async def make_poster(req: PosterRequest, service: Posters) -> Reply:
-    """QR code (when missing or near expiry), render, upload; the Image reply."""
-    key = (req.distributor_id, req.pack_digest, req.poster_key)
+    """Texts, QR code (when missing or near expiry), render, upload; the Image reply."""
+    key = (req.distributor_id, req.pack.digest, req.poster["key"])
     pending = service.pending.get(key)
     if pending is not None:
         return await asyncio.shield(pending)
@@ -179,6 +170,11 @@ async def make_poster(req: PosterRequest, service: Posters) -> Reply:
 
 
 async def _make_poster(req: PosterRequest, service: Posters) -> Reply:
+    try:
+        texts = await asyncio.to_thread(_texts, req.public_url, req.pack, req.poster, req.name, req.code)
+    except PackTemplateError:
+        log.exception("poster template failed", extra={"pack": req.pack.id, "poster": req.poster["key"]})
+        return Text(FAILED)
     now = datetime.now(UTC)
     qr_url = req.qr_url
     if qr_url is None:
@@ -188,13 +184,13 @@ async def _make_poster(req: PosterRequest, service: Posters) -> Reply:
         await service.writer.run(lambda session: _upsert(
             session, DistributorQrCode, ["distributor_id"], distributor_id=req.distributor_id,
             ticket=answer["ticket"], url=qr_url, expires_at=now + lifetime, created_at=now))
-    key = _key(req, qr_url)
+    key = _key(req, qr_url, texts)
     async with service.read() as session:
         media = await session.get(PosterMedia, key)
     if media is not None and media.expires_at - MEDIA_MARGIN > now:
-        return Image(media.media_id)
-    q = req.qr
-    job_ = PosterJob(req.background, qr_url, q["x"], q["y"], q["size"], req.texts)
+        return Image(media.media_id)  # a repeat: no drawing, no upload
+    q = req.poster["qr"]
+    job_ = PosterJob(req.background, qr_url, q["x"], q["y"], q["size"], texts)
     jpeg = await service.renderer.render(key, job_, _loader(service))
     media_id = await service.wechat.upload_image(jpeg, f"poster-{req.code}.jpg")
     await service.writer.run(lambda session: _upsert(session, PosterMedia, ["key"], key=key, media_id=media_id,
@@ -255,12 +251,13 @@ async def _preview(request: web.Request, pack_id: str, key: str, code: str) -> P
     return await run_read(request.config_dict[SESSIONMAKER], read)
 
 
-def _preview_job(config: Config, pack: PackContent, poster: dict[str, Any], name: str, code: str) -> PosterJob:
-    """The real poster's job, with a QR code of the share link in place of WeChat's."""
+def _preview_job(public_url: str, pack: PackContent, poster: dict[str, Any], name: str, code: str) -> PosterJob:
+    """The real poster's job, with a QR code of the share link in place of WeChat's (its texts
+    rendered: call it in a thread)."""
     q = poster["qr"]
-    return PosterJob((pack.id, pack.digest, poster["background"]), share_url(config.server.public_url, code,
+    return PosterJob((pack.id, pack.digest, poster["background"]), share_url(public_url, code,
                      pack.product(poster.get("sku"))), q["x"], q["y"], q["size"],
-                     _texts(config, pack, poster, name, code))
+                     _texts(public_url, pack, poster, name, code))
 
 
 @feature.console.get("/posters")
@@ -273,7 +270,7 @@ async def preview_page(request: web.Request) -> web.Response:
     if not error and p.chosen is not None and p.who is not None:
         pack, poster = p.chosen
         try:
-            _texts(config, pack, poster, p.who[0], p.who[1])
+            await asyncio.to_thread(_texts, config.server.public_url, pack, poster, p.who[0], p.who[1])
         except PackTemplateError as e:
             error, status = f"海报的文字模板出错：{e}", 422
         else:
@@ -294,7 +291,8 @@ async def preview_picture(request: web.Request) -> web.Response:
     if p.error or p.chosen is None or p.who is None:
         raise web.HTTPNotFound(text=p.error or "没有这张海报。", headers=HEADERS)
     try:
-        job = _preview_job(request.config_dict[CONFIG], *p.chosen, p.who[0], p.who[1])
+        job = await asyncio.to_thread(_preview_job, request.config_dict[CONFIG].server.public_url, *p.chosen,
+                                      p.who[0], p.who[1])
     except PackTemplateError as e:
         raise web.HTTPUnprocessableEntity(text=f"海报的文字模板出错：{e}", headers=HEADERS) from None
     service = request.config_dict[POSTERS]

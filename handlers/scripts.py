@@ -4,13 +4,14 @@ the product has no shop link of its own."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from enum import StrEnum
 from typing import Any
 
 from aiohttp import web
 
-from bot.chat import Ctx, Incoming, active_only
+from bot.chat import Ctx, Incoming, Later, active_only
 from bot.feature import Feature
 from bot.menu import MenuKey
 from bot.typedefs import CONFIG, PACKS, SESSIONMAKER
@@ -52,14 +53,21 @@ def _matches(scripts: list[Found], arg: str) -> list[Found]:
     return found
 
 
-def _fill(ctx: Ctx, me: Distributor, pack: PackContent, script: dict[str, Any]) -> Text:
+def _fill(ctx: Ctx, me: Distributor, pack: PackContent, script: dict[str, Any]) -> Later:
+    """The script filled in for the distributor: rendered after the update's unit of work
+    commits, in a thread, so nobody's chat waits for someone's template (CONTRACT §7)."""
     variables = template_variables(ctx.config.server.public_url, me.name, me.code, pack.product(script["sku"]))
+    title, source, where = script["title"], script["template"], {"pack": pack.id, "script": script["key"]}
+    return Later(lambda: _rendered(title, source, variables, where))
+
+
+async def _rendered(title: str, source: str, variables: dict[str, Any], where: dict[str, Any]) -> Text:
     try:
-        body = render_template(script["template"], variables)
+        body = await asyncio.to_thread(render_template, source, variables)
     except PackTemplateError:
-        log.exception("script template failed", extra={"pack": pack.id, "script": script["key"]})
+        log.exception("script template failed", extra=where)
         return Text(BROKEN)
-    return Text(f"【{script['title']}】\n{body}")
+    return Text(f"【{title}】\n{body}")
 
 
 def _label(pack: PackContent, script: dict[str, Any]) -> str:
@@ -69,7 +77,7 @@ def _label(pack: PackContent, script: dict[str, Any]) -> str:
 
 @feature.command("话术", "scripts", menu=MenuKey.SCRIPTS)
 @active_only
-def on_scripts(msg: Incoming, ctx: Ctx, me: Distributor) -> Text:
+def on_scripts(msg: Incoming, ctx: Ctx, me: Distributor) -> Text | Later:
     scripts = ctx.app[PACKS].for_rank(ctx.session, "scripts", me.rank)
     if not scripts:
         return Text(NO_SCRIPTS)
@@ -92,7 +100,7 @@ def on_scripts(msg: Incoming, ctx: Ctx, me: Distributor) -> Text:
 
 @feature.state(Scripts.PICKING)
 @active_only
-def on_pick(msg: Incoming, ctx: Ctx, me: Distributor) -> Text:
+def on_pick(msg: Incoming, ctx: Ctx, me: Distributor) -> Text | Later:
     assert ctx.state is not None
     choices = ctx.state.data.get("choices", [])
     typed = msg.content.strip()
