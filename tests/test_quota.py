@@ -90,7 +90,15 @@ async def test_six_notices_after_a_follow_three_as_messages_the_rest_as_template
     await h.say(user, "你好")  # the kept notice goes with the user's next message
     item = await h.platform.wait_for(user.openid, lambda m: m.get("content") == "新佣金入账 5")
     assert item["via"] == "custom"
-    assert (await rows(h, user.openid))["n5"].status == "sent"
+    await marked(h, user.openid, "n5", "sent")  # WeChat got it: the worker's mark follows
+
+
+async def marked(h: Harness, openid: str, key: str, status: str, timeout: float = 8.0) -> None:
+    """Wait until the user's row `key` has `status` (a send lands before the worker records it)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while (found := (await rows(h, openid))[key].status) != status:
+        assert asyncio.get_running_loop().time() < deadline, found
+        await asyncio.sleep(0.05)
 
 
 async def test_a_late_answer_to_the_users_request_goes_before_queued_notices(idle: Harness) -> None:
