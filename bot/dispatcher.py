@@ -111,16 +111,18 @@ class _Senders:
             senders.states = {s.openid: s for s in session.scalars(_STATES, {"openids": talking})}
         newcomers = [o for o in openids if o not in senders.last_seen]
         if newcomers:
-            # A distributor may exist without a follower row (imported, or seeded by hand).
-            conn.execute(dialect_insert(session, FOLLOWERS).on_conflict_do_nothing(),
-                         [{"openid": o, "subscribed": True, "created_at": now} for o in newcomers])
+            # A distributor may exist without a follower row (imported, or seeded by hand). Only a
+            # follower's own doing makes one: not WeChat's job reports or verification notices.
+            followers = {m.openid for m in batch if m.makes_follower}
+            if rows := [{"openid": o, "subscribed": True, "created_at": now} for o in newcomers if o in followers]:
+                conn.execute(dialect_insert(session, FOLLOWERS).on_conflict_do_nothing(), rows)
             for openid in newcomers:
                 senders.last_seen[openid] = None
                 senders._load(session, openid)
         return senders
 
     def _load(self, session: Session, openid: str) -> None:
-        d, s = session.execute(_SENDER, {"openid": openid}).one()
+        d, s = session.execute(_SENDER, {"openid": openid}).one_or_none() or (None, None)
         self.distributors.pop(openid, None)
         self.states.pop(openid, None)
         if d is not None:
