@@ -18,6 +18,7 @@ from aiohttp import web
 from wechatpy.crypto import PrpCrypto
 
 from bot.chat import Incoming
+from bot.replays import Replayed, SignedQuery
 from domain.config import Config
 from bot.passive_xml import passive_reply_xml
 from bot.typedefs import CONFIG, DISPATCHER
@@ -51,16 +52,18 @@ def _check(expected: str, given: str | None) -> None:
         raise BadDelivery(403, "bad signature")
 
 
-def _check_query(config: Config, query: Any) -> tuple[str, str]:
+def _check_query(config: Config, query: Any) -> tuple[str, str, str]:
+    """The query's timestamp, nonce and signature, once the signature and the clock hold."""
     timestamp, nonce = query.get("timestamp", ""), query.get("nonce", "")
-    _check(sign(config.wechat.token, timestamp, nonce), query.get("signature"))
+    signature = sign(config.wechat.token, timestamp, nonce)
+    _check(signature, query.get("signature"))
     try:
         skew = abs(time.time() - int(timestamp))
     except (ValueError, OverflowError):
         raise BadDelivery(403, "bad timestamp") from None
     if skew > MAX_CLOCK_SKEW:
         raise BadDelivery(403, "stale timestamp")
-    return timestamp, nonce
+    return timestamp, nonce, signature
 
 
 def parse_xml(body: bytes) -> dict[str, Any]:
@@ -153,10 +156,10 @@ def _refuse(request: web.Request, e: BadDelivery) -> web.Response:
 async def receive(request: web.Request) -> web.Response:
     config = request.app[CONFIG]
     try:
-        timestamp, nonce = _check_query(config, request.query)
+        timestamp, nonce, signature = _check_query(config, request.query)
         body = await _read_body(request)
         fields = parse_xml(body)
-        crypto = None
+        crypto, query = None, None
         if config.wechat.safe_mode:
             crypto = _crypto(config.wechat.encoding_aes_key)
             encrypted = fields.get("Encrypt")
@@ -168,11 +171,14 @@ async def receive(request: web.Request) -> web.Response:
             except Exception:  # wrong key, padding or AppID: same answer for all
                 raise BadDelivery(400, "cannot decrypt") from None
             fields = parse_xml(plain.encode())
+        else:  # the signature covers no body: this query is good for this body alone
+            query = SignedQuery.of(signature, body)
         msg = to_incoming(fields)
+        reply = await request.app[DISPATCHER].submit(msg, query)
     except BadDelivery as e:
         return _refuse(request, e)
-
-    reply = await request.app[DISPATCHER].submit(msg)
+    except Replayed:
+        return _refuse(request, BadDelivery(403, "signed query used before with another body"))
     xml = passive_reply_xml(reply, account=msg.account, openid=msg.openid)
     if crypto is None or reply is None:
         return web.Response(text=xml, content_type="application/xml" if reply else "text/plain")

@@ -93,12 +93,19 @@ def read_reply(raw: bytes) -> Any:
 
 
 async def stored(h: Harness) -> dict[str, int]:
+    """Rows by table; processed_messages are the updates' dedupe keys, signed_queries the signed
+    queries of plain mode remembered beside them (key q:...)."""
     async with h.app[SESSIONMAKER]() as session:
-        return {m.__tablename__: await session.scalar(select(func.count()).select_from(m))
-                for m in (ProcessedMessage, Follower, Distributor, ConversationState, OutboxMessage)}
+        counts = {m.__tablename__: await session.scalar(select(func.count()).select_from(m))
+                  for m in (ProcessedMessage, Follower, Distributor, ConversationState, OutboxMessage)}
+        counts["signed_queries"] = await session.scalar(
+            select(func.count()).select_from(ProcessedMessage).where(ProcessedMessage.body_digest.is_not(None)))
+    counts["processed_messages"] -= counts["signed_queries"]
+    return counts
 
 
-NOTHING = {"processed_messages": 0, "followers": 0, "distributors": 0, "conversation_states": 0, "outbox": 0}
+NOTHING = {"processed_messages": 0, "followers": 0, "distributors": 0, "conversation_states": 0, "outbox": 0,
+           "signed_queries": 0}
 
 
 @contextlib.asynccontextmanager
