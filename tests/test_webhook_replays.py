@@ -7,10 +7,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+from datetime import UTC, datetime, timedelta
 
 import pytest
+from sqlalchemy import update
 
+from bot.typedefs import SESSIONMAKER
+from storage import db as storage_db
+from storage.tables import PROCESSED
 from tests.conftest import Harness
+from tests.test_jobs import until_runs
 from tests.webhook_support import plain_query, push, safe_harness, stored, text_fields, to_xml  # noqa: F401
 
 
@@ -72,3 +78,17 @@ async def test_safe_mode_remembers_no_query(safe_harness: Harness) -> None:
     counts = await stored(safe_harness)
     assert counts["processed_messages"] == 1 and counts["signed_queries"] == 0
 
+
+async def test_old_keys_and_queries_are_pruned_a_chunk_at_a_time(harness: Harness,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(storage_db, "PRUNE_CHUNK", 2)  # several units for the old rows
+    for i in range(3):
+        assert (await push(harness, to_xml(text_fields(openid="oAlice", content="帮助", msg_id=str(30 + i)))))[0] == 200
+    async with harness.app[SESSIONMAKER]() as session, session.begin():
+        await session.execute(update(PROCESSED).values(created_at=datetime.now(UTC) - timedelta(days=3)))
+    assert (await push(harness, to_xml(text_fields(openid="oAlice", content="帮助", msg_id="40"))))[0] == 200
+    status, body = await harness.api("POST", "/jobs/prune-processed-messages/run")
+    assert (status, body["status"]) == (202, "started")
+    await until_runs(harness, "prune-processed-messages", 1)
+    counts = await stored(harness)
+    assert counts["processed_messages"] == 1 and counts["signed_queries"] == 1  # the recent delivery's
