@@ -55,6 +55,10 @@ def test_the_samples_are_there() -> None:
     counts = {f.name: len(samples(f)) for f in FILES}
     assert len(counts) == 5 and all(counts.values()), counts
     assert sum(counts.values()) >= 100
+    events = {xmltodict.parse(xml)["xml"].get("Event", "").strip().lower() for f in FILES for _, xml in samples(f)}
+    # WeChat's own reports and notices, whose senders must not become followers, are among them.
+    assert {"masssendjobfinish", "templatesendjobfinish", "qualification_verify_success", "naming_verify_success",
+            "annual_renew", "verify_expired", "view", "location", "unsubscribe"} <= events
 
 
 @pytest.fixture(params=["plain", "safe"])
