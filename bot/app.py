@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 import aiohttp
 from aiohttp import web
-from sqlalchemy import delete, func, select, text
+from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
 from bot import headers, jobs_api, sign_in, webhook
@@ -40,9 +40,10 @@ from domain import outbox as outbox_rows
 from domain import webhooks as webhook_events
 from domain.config import Config, ConfigError
 from domain.tickets import open_and_overdue
-from storage.db import READ_ONLY, create_engine, create_sessionmaker
+from storage.db import READ_ONLY, create_engine, create_sessionmaker, delete_chunk
 from storage.migrate import upgrade
-from storage.models import OutboxMessage, OutboxStatus, ProcessedMessage
+from storage.models import OutboxMessage, OutboxStatus
+from storage.tables import PROCESSED
 from storage.writer import Writer
 
 log = logging.getLogger(__name__)
@@ -53,9 +54,10 @@ CORE = Feature("core")
 
 @CORE.job("prune-processed-messages", "interval", hours=1)
 async def prune_processed_messages(app: web.Application) -> None:
-    """Dedupe keys only matter while WeChat may retry; keep two days for the curious."""
+    """Dedupe keys and signed queries only matter while WeChat may retry and a timestamp holds;
+    keep two days for the curious, a chunk per unit (the webhook writes between them)."""
     cutoff = datetime.now(UTC) - DEDUPE_RETENTION
-    await app[WRITER].run(lambda s: s.execute(delete(ProcessedMessage).where(ProcessedMessage.created_at < cutoff)))
+    await _until_done(app, lambda s: delete_chunk(s, PROCESSED, PROCESSED.c.created_at < cutoff))
 
 
 async def _until_done(app: web.Application, work: Callable[[Session], int]) -> None:

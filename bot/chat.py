@@ -40,6 +40,10 @@ EXITED = "您已退出分销计划，不能再使用这个功能。如需帮助�
 
 
 _NOT_INTERACTIVE = frozenset({"unsubscribe", "masssendjobfinish", "templatesendjobfinish"})
+# The events whose sender becomes a follower (CONTRACT §7), as a message's sender does. WeChat's job
+# reports and verification notices come from no follower; an unfollow, a link click or a location
+# report records nobody new either.
+_FOLLOWER_EVENTS = frozenset({"subscribe", "subscribe_scan", "scan", "click"})
 
 
 @dataclass(frozen=True)
@@ -50,7 +54,7 @@ class Incoming:
     account: str  # the official account's original id (ToUserName)
     kind: str  # "text", "image", "voice", ..., or "event"
     create_time: int
-    msg_id: int = 0
+    msg_id: int = 0  # MsgId (or MsgID): every message; events only where WeChat gives one (job reports)
     content: str = ""  # text messages, trimmed
     event: str = ""  # subscribe, subscribe_scan, scan, unsubscribe, click, view, ...
     event_key: str = ""  # menu key (click) or QR scene (subscribe_scan/scan, prefix stripped)
@@ -62,12 +66,19 @@ class Incoming:
 
     @property
     def dedupe_key(self) -> str:
-        if self.msg_id:
-            return f"m:{self.msg_id}"
+        """What WeChat's retries of this update share: sender and MsgId (a MsgId is unique per
+        sender only), for events sender, time and event."""
+        if self.kind != "event":
+            return f"m:{self.openid}:{self.msg_id}"
         # WeChat's own reports (MASSSENDJOBFINISH) come from one sender: their MsgID tells them apart.
         key = f"e:{self.openid}:{self.create_time}:{self.event}:{self.event_key}"
-        msg_id = self.field("MsgID")
-        return (f"{key}:{msg_id}" if msg_id else key)[:160]
+        return (f"{key}:{self.msg_id}" if self.msg_id else key)[:160]
+
+    @property
+    def makes_follower(self) -> bool:
+        """Whether the sender gets a follower row (if they have none): a message or a follow, QR scan
+        or menu click."""
+        return self.kind != "event" or self.event in _FOLLOWER_EVENTS
 
     @property
     def interactive(self) -> bool:
@@ -129,7 +140,7 @@ class Ctx:
     def follower(self) -> Follower:
         """The follower's row (loaded on demand: most updates never need it)."""
         row = self.session.get(Follower, self.openid)
-        assert row is not None  # the dispatcher adds every sender before routing
+        assert row is not None  # the dispatcher adds the sender of each update that makes_follower
         return row
 
     @property

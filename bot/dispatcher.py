@@ -2,6 +2,9 @@
 share one transaction and each runs in its own SAVEPOINT; their dedupe keys and replies are
 stored in the same transaction, so a retried delivery is answered from the stored reply. A reply
 not ready by the deadline goes out later through the outbox.
+
+In plain mode each signed query is checked against the one body it is good for (bot.replays), with
+the same lock, read and write as the dedupe keys; a refused delivery runs nothing.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from sqlalchemy.orm import Session
 
 from bot.chat import ChatRouter, Ctx, HandlerResult, Incoming, Later, live_state
 from bot.metrics import Metrics
+from bot.replays import Replayed, SignedQuery, check
 from domain.config import Config
 from domain.messages import Reply, Text, from_json, to_json
 from domain.outbox import enqueue
@@ -41,7 +45,8 @@ INTERACTION_RESOLUTION = timedelta(minutes=1)
 BUSY_TEXT = "系统繁忙，请稍后再试。"
 
 # The batch's statements, built once: constructing them costs more than running them.
-_STORED = select(PROCESSED.c.key, PROCESSED.c.reply).where(PROCESSED.c.key.in_(bindparam("keys", expanding=True)))
+_STORED = (select(PROCESSED.c.key, PROCESSED.c.reply, PROCESSED.c.body_digest)
+           .where(PROCESSED.c.key.in_(bindparam("keys", expanding=True))))
 # On PostgreSQL another process may receive a retry of the same delivery: whoever locks its key
 # first processes it, the other waits and then finds the stored reply. (On SQLite the batch's
 # BEGIN IMMEDIATE already serialises every writer.) In key order, so two batches cannot deadlock.
@@ -63,6 +68,16 @@ _STORE = PROCESSED.insert()
 
 
 @dataclass(frozen=True)
+class Delivery:
+    """What the group commit runs: an update with the signed query it came with (plain mode);
+    `joining`: another delivery of an update already in work, whose query is only checked."""
+
+    msg: Incoming
+    query: SignedQuery | None = None
+    joining: bool = False
+
+
+@dataclass(frozen=True)
 class Outcome:
     """What an update came to: the handler's result, or the reply stored for an earlier delivery."""
 
@@ -73,6 +88,7 @@ class Outcome:
 @dataclass(eq=False)
 class _Pending:
     msg: Incoming
+    query: SignedQuery | None = None
     # One future per delivery waiting for the reply: a retry that arrives while the update is in
     # work waits alongside the first delivery.
     waiters: list[asyncio.Future[Any]] = field(default_factory=list)
@@ -80,6 +96,7 @@ class _Pending:
 
 
 _GAVE_UP = object()  # what a waiter gets at the reply deadline
+_REPLAYED = object()  # what the waiters get when the update's signed query was refused
 
 
 @dataclass
@@ -90,18 +107,29 @@ class _Senders:
     grants: dict[str, Grant | None]
     distributors: dict[str, Distributor]
     states: dict[str, ConversationState]
+    queries: dict[str, str] = field(default_factory=dict)  # signed queries seen: key -> body digest
+    good: list[bool] = field(default_factory=list)  # per delivery: its signed query holds (bot.replays)
+    new_queries: list[dict[str, Any]] = field(default_factory=list)  # rows of the queries first seen
     replies: dict[str, Any] = field(default_factory=dict)  # what this batch's updates answered, stored at its end
     preloaded: dict[Any, dict[int, Any]] = field(default_factory=dict)  # commands' loads for the batch
 
     @classmethod
-    def load(cls, session: Session, batch: list[Incoming], now: datetime) -> _Senders:
+    def load(cls, session: Session, deliveries: list[Delivery], now: datetime) -> _Senders:
+        """The stored replies and signed queries of the batch's deliveries (locked on PostgreSQL),
+        and the senders of those whose query holds, as a follower's message makes them (once)."""
         conn = session.connection()  # Core statements straight to the connection: the ORM would only add cost
-        openids = list({m.openid for m in batch})
-        keys = [m.dedupe_key for m in batch]
+        keys = [d.msg.dedupe_key for d in deliveries] + [d.query.key for d in deliveries if d.query is not None]
         if is_postgres(session):
             conn.execute(_LOCK_KEYS, {"keys": keys})
-        stored = dict(conn.execute(_STORED, {"keys": keys}).all())
-        senders = cls(stored, {}, {}, {})
+        senders = cls({}, {}, {}, {})
+        for key, reply, body_digest in conn.execute(_STORED, {"keys": keys}):
+            if body_digest is None:
+                senders.stored[key] = reply
+            else:
+                senders.queries[key] = body_digest
+        senders.good, senders.new_queries = check([(d.query, d.msg.openid) for d in deliveries], senders.queries, now)
+        batch = [d.msg for d, ok in zip(deliveries, senders.good, strict=True) if ok and not d.joining]
+        openids = list({m.openid for m in batch})
         talking = []
         for openid, kind, at, used, distributor, has_state in session.execute(_SENDERS, {"openids": openids}):
             senders.grants[openid] = Grant(GrantKind(kind), at, used)
@@ -113,16 +141,18 @@ class _Senders:
             senders.states = {s.openid: s for s in session.scalars(_STATES, {"openids": talking})}
         newcomers = [o for o in openids if o not in senders.grants]
         if newcomers:
-            # A distributor may exist without a follower row (imported, or seeded by hand).
-            conn.execute(dialect_insert(session, FOLLOWERS).on_conflict_do_nothing(),
-                         [{"openid": o, "subscribed": True, "created_at": now} for o in newcomers])
+            # A distributor may exist without a follower row (imported, or seeded by hand). Only a
+            # follower's own doing makes one: not WeChat's job reports or verification notices.
+            followers = {m.openid for m in batch if m.makes_follower}
+            if rows := [{"openid": o, "subscribed": True, "created_at": now} for o in newcomers if o in followers]:
+                conn.execute(dialect_insert(session, FOLLOWERS).on_conflict_do_nothing(), rows)
             for openid in newcomers:
                 senders.grants[openid] = None
                 senders._load(session, openid)
         return senders
 
     def _load(self, session: Session, openid: str) -> None:
-        d, s = session.execute(_SENDER, {"openid": openid}).one()
+        d, s = session.execute(_SENDER, {"openid": openid}).one_or_none() or (None, None)
         self.distributors.pop(openid, None)
         self.states.pop(openid, None)
         if d is not None:
@@ -145,7 +175,7 @@ class Dispatcher:
                  metrics: Metrics, deadline: float = REPLY_DEADLINE_SECONDS):
         self.config, self.deadline = config, deadline
         self._app, self._router, self._writer, self._metrics = app, router, writer, metrics
-        self._commit: GroupCommit[Incoming, Outcome] = GroupCommit(
+        self._commit: GroupCommit[Delivery, Outcome] = GroupCommit(
             writer, self._process, on_batch=metrics.batch_size.observe)
         self._inflight: dict[str, _Pending] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -153,19 +183,33 @@ class Dispatcher:
         self._deadline_timer: asyncio.TimerHandle | None = None
 
     # ---- the webhook side -----------------------------------------------------------------
-    async def submit(self, msg: Incoming) -> Reply | None:
-        """The passive reply for an update, or None ("success") when it will come later."""
+    async def submit(self, msg: Incoming, query: SignedQuery | None = None) -> Reply | None:
+        """The passive reply for an update, or None ("success") when it will come later. Raises
+        Replayed when `query` (plain mode) came before with another body."""
         key = msg.dedupe_key
         pending = self._inflight.get(key)
+        checked = None
         if pending is None:
-            pending = self._inflight[key] = _Pending(msg)
-            self._commit.submit(msg).add_done_callback(lambda f, p=pending: self._done(p, f))
+            pending = self._inflight[key] = _Pending(msg, query)
+            self._commit.submit(Delivery(msg, query)).add_done_callback(lambda f, p=pending: self._done(p, f))
         else:
             self._metrics.dedupe_hits.inc()
+            if query is not None and query != pending.query:  # its own query must be good for its body too
+                checked = self._commit.submit(Delivery(msg, query, joining=True))
         waiter = asyncio.get_running_loop().create_future()
         pending.waiters.append(waiter)
         self._watch(waiter)
+        if checked is not None:
+            try:
+                await checked
+            except Replayed:
+                waiter.cancel()
+                raise
+            except Exception:  # the batch failed (logged there); the update's own reply still comes
+                pass
         reply = await waiter
+        if reply is _REPLAYED:
+            raise Replayed()
         return None if reply is _GAVE_UP else reply
 
     def _watch(self, waiter: asyncio.Future[Any]) -> None:
@@ -195,6 +239,12 @@ class Dispatcher:
 
     # ---- after the commit -------------------------------------------------------------------
     def _done(self, p: _Pending, future: asyncio.Future[Outcome]) -> None:
+        if isinstance(future.exception(), Replayed):
+            self._inflight.pop(p.msg.dedupe_key, None)
+            for waiter in p.waiters:
+                if not waiter.done():
+                    waiter.set_result(_REPLAYED)
+            return
         if future.exception() is not None:
             log.error("update failed", extra={"openid": p.msg.openid}, exc_info=future.exception())
             self._reply(p, Text(BUSY_TEXT))
@@ -257,16 +307,22 @@ class Dispatcher:
                 await asyncio.sleep(0.5 * 2 ** attempt)
 
     # ---- inside the unit of work --------------------------------------------------------------
-    def _process(self, session: Session, batch: list[Incoming]) -> list[Outcome | Failed]:
+    def _process(self, session: Session, deliveries: list[Delivery]) -> list[Outcome | Failed]:
         now = datetime.now(UTC)
-        senders = _Senders.load(session, batch, now)
+        senders = _Senders.load(session, deliveries, now)
+        good = senders.good
+        accepted = [d for d, ok in zip(deliveries, good, strict=True) if ok]
+        batch = [d.msg for d in accepted if not d.joining]
         self._preload(session, batch, senders, now)
-        outcomes = each_in_savepoint(session, batch, lambda s, msg: self._one(s, msg, senders, now))
-        # The dedupe keys with their replies, for the updates that went through (one statement).
-        done = [{"key": m.dedupe_key, "openid": m.openid, "reply": senders.replies[m.dedupe_key], "created_at": now}
-                for m, o in zip(batch, outcomes, strict=True) if isinstance(o, Outcome) and not o.retry]
-        if done:
-            session.connection().execute(_STORE, done)
+        results = iter(each_in_savepoint(session, accepted, lambda s, d: self._one(s, d, senders, now)))
+        outcomes = [next(results) if ok else Failed(Replayed()) for ok in good]
+        # The dedupe keys with their replies, for the updates that went through, and the signed
+        # queries first seen (one statement).
+        done = [{"key": d.msg.dedupe_key, "openid": d.msg.openid, "reply": senders.replies[d.msg.dedupe_key],
+                 "created_at": now, "body_digest": None}
+                for d, o in zip(deliveries, outcomes, strict=True) if isinstance(o, Outcome) and not o.retry]
+        if done or senders.new_queries:
+            session.connection().execute(_STORE, done + senders.new_queries)
         open_grants(session, self._opened(batch, senders, now), now)
         return outcomes
 
@@ -305,8 +361,10 @@ class Dispatcher:
                 wanted[preload].append(d.id)
         senders.preloaded = {preload: preload(session, ids, now) for preload, ids in wanted.items()}
 
-    def _one(self, session: Session, msg: Incoming, senders: _Senders, now: datetime) -> Outcome:
-        key = msg.dedupe_key
+    def _one(self, session: Session, delivery: Delivery, senders: _Senders, now: datetime) -> Outcome:
+        if delivery.joining:  # its query checked; the reply is the update's in work
+            return Outcome(None, retry=True)
+        msg, key = delivery.msg, delivery.msg.dedupe_key
         if key in senders.stored:
             stored = senders.stored[key]
             return Outcome(from_json(stored) if stored else None, retry=True)

@@ -237,9 +237,10 @@ class Outbox:
         except WeChatError as e:
             if e.errcode not in (OUTSIDE_WINDOW, QUOTA_SPENT):
                 raise
-            self._metrics.child(self._metrics.outbox_outcomes, str(e.errcode)).inc()
-            await self._writer.run(lambda session: correct_grant(session, row.openid, e.errcode, asked))
-            return fallback(due_of(row), e.errcode, bool(self.config.wechat.template_id))
+            code = e.errcode
+            self._metrics.child(self._metrics.outbox_outcomes, str(code)).inc()
+            await self._writer.run(lambda session: correct_grant(session, row.openid, code, asked))
+            return fallback(due_of(row), code, bool(self.config.wechat.template_id))
 
     async def _mark(self, row: OutboxMessage, channel: str | None, error: WeChatError | None,
                     msg_id: int | None = None, *, kept: int | None = None) -> None:

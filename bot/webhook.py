@@ -6,6 +6,7 @@ import asyncio
 import base64
 import hashlib
 import hmac
+import logging
 import re
 import time
 from typing import Any
@@ -17,6 +18,7 @@ from aiohttp import web
 from wechatpy.crypto import PrpCrypto
 
 from bot.chat import Incoming
+from bot.replays import Replayed, SignedQuery
 from domain.config import Config
 from bot.passive_xml import passive_reply_xml
 from bot.typedefs import CONFIG, DISPATCHER
@@ -27,6 +29,9 @@ _FORBIDDEN_XML = re.compile(rb"<!\s*(DOCTYPE|ENTITY)", re.IGNORECASE)
 # ASCII digits only (str.isdigit() takes "²", which int() refuses), at most a uint64's 20.
 _NUMBER = re.compile(r"[0-9]{1,20}")
 MAX_OPENID = 64  # the width of every openid column
+MAX_DEPTH = 32  # levels of elements, <xml> the first: WeChat's deepest push has 5
+
+log = logging.getLogger(__name__)
 
 
 class BadDelivery(Exception):
@@ -47,16 +52,18 @@ def _check(expected: str, given: str | None) -> None:
         raise BadDelivery(403, "bad signature")
 
 
-def _check_query(config: Config, query: Any) -> tuple[str, str]:
+def _check_query(config: Config, query: Any) -> tuple[str, str, str]:
+    """The query's timestamp, nonce and signature, once the signature and the clock hold."""
     timestamp, nonce = query.get("timestamp", ""), query.get("nonce", "")
-    _check(sign(config.wechat.token, timestamp, nonce), query.get("signature"))
+    signature = sign(config.wechat.token, timestamp, nonce)
+    _check(signature, query.get("signature"))
     try:
         skew = abs(time.time() - int(timestamp))
     except (ValueError, OverflowError):
         raise BadDelivery(403, "bad timestamp") from None
     if skew > MAX_CLOCK_SKEW:
         raise BadDelivery(403, "stale timestamp")
-    return timestamp, nonce
+    return timestamp, nonce, signature
 
 
 def parse_xml(body: bytes) -> dict[str, Any]:
@@ -79,9 +86,13 @@ def parse_xml(body: bytes) -> dict[str, Any]:
     return _fields(root)
 
 
-def _fields(element: ElementTree.Element) -> dict[str, Any]:
-    """Children as a dict, the way xmltodict reads a flat document: text, or nested dicts."""
-    return {child.tag: _fields(child) if len(child) else child.text for child in element}
+def _fields(element: ElementTree.Element, depth: int = 1) -> dict[str, Any]:
+    """Children as a dict, the way xmltodict reads a flat document: text with the whitespace
+    around it trimmed (`<MsgType> <![CDATA[text]]> </MsgType>` is "text"), or nested dicts."""
+    if depth >= MAX_DEPTH and len(element):
+        raise BadDelivery(400, f"XML nested deeper than {MAX_DEPTH} levels")
+    return {child.tag: _fields(child, depth + 1) if len(child) else (child.text and child.text.strip())
+            for child in element}
 
 
 _EVENT_COMMON = frozenset({"ToUserName", "FromUserName", "CreateTime", "MsgType", "Event", "EventKey"})
@@ -109,14 +120,21 @@ def to_incoming(fields: dict[str, Any]) -> Incoming:
         elif event == "subscribe":
             key = ""
         extra = tuple((k, v) for k, v in fields.items() if k not in _EVENT_COMMON and isinstance(v, str))
-        return Incoming(kind="event", event=event, event_key=key.strip(), fields=extra, **common)
-    msg_id = fields.get("MsgId")
-    if not isinstance(msg_id, str) or not _NUMBER.fullmatch(msg_id):
+        return Incoming(kind="event", event=event, event_key=key.strip(), fields=extra,
+                        msg_id=_msg_id(fields) or 0, **common)
+    msg_id = _msg_id(fields)
+    if msg_id is None:
         raise BadDelivery(400, "missing MsgId")
     content = fields.get("Content") if kind == "text" else ""
     if not isinstance(content, str | None):
         raise BadDelivery(400, "bad Content")
-    return Incoming(kind=kind, msg_id=int(msg_id), content=(content or "").strip(), **common)
+    return Incoming(kind=kind, msg_id=msg_id, content=(content or "").strip(), **common)
+
+
+def _msg_id(fields: dict[str, Any]) -> int | None:
+    """MsgId, or MsgID as some pushes spell it (MASSSENDJOBFINISH, TEMPLATESENDJOBFINISH)."""
+    value = fields.get("MsgId", fields.get("MsgID"))
+    return int(value) if isinstance(value, str) and _NUMBER.fullmatch(value) else None
 
 
 async def verify(request: web.Request) -> web.Response:
@@ -124,17 +142,24 @@ async def verify(request: web.Request) -> web.Response:
     try:
         _check_query(config, request.query)
     except BadDelivery as e:
-        return web.Response(status=e.status, text=e.reason)
+        return _refuse(request, e)
     return web.Response(text=request.query.get("echostr", ""))
+
+
+def _refuse(request: web.Request, e: BadDelivery) -> web.Response:
+    """The answer to a refused request, logged with its reason (a flood of them is an attack)."""
+    log.warning("wechat request refused: %s", e.reason,
+                extra={"status": e.status, "method": request.method, "peer": request.remote})
+    return web.Response(status=e.status, text=e.reason)
 
 
 async def receive(request: web.Request) -> web.Response:
     config = request.app[CONFIG]
     try:
-        timestamp, nonce = _check_query(config, request.query)
+        timestamp, nonce, signature = _check_query(config, request.query)
         body = await _read_body(request)
         fields = parse_xml(body)
-        crypto = None
+        crypto, query = None, None
         if config.wechat.safe_mode:
             crypto = _crypto(config.wechat.encoding_aes_key)
             encrypted = fields.get("Encrypt")
@@ -146,11 +171,14 @@ async def receive(request: web.Request) -> web.Response:
             except Exception:  # wrong key, padding or AppID: same answer for all
                 raise BadDelivery(400, "cannot decrypt") from None
             fields = parse_xml(plain.encode())
+        else:  # the signature covers no body: this query is good for this body alone
+            query = SignedQuery.of(signature, body)
         msg = to_incoming(fields)
+        reply = await request.app[DISPATCHER].submit(msg, query)
     except BadDelivery as e:
-        return web.Response(status=e.status, text=e.reason)
-
-    reply = await request.app[DISPATCHER].submit(msg)
+        return _refuse(request, e)
+    except Replayed:
+        return _refuse(request, BadDelivery(403, "signed query used before with another body"))
     xml = passive_reply_xml(reply, account=msg.account, openid=msg.openid)
     if crypto is None or reply is None:
         return web.Response(text=xml, content_type="application/xml" if reply else "text/plain")

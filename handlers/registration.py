@@ -21,7 +21,7 @@ from domain.promotion import promote
 from domain.webhooks import emit
 from domain.risk import check_signups
 from domain.suspension import suspended_text
-from storage.models import Distributor, DistributorStatus
+from storage.models import Distributor, DistributorStatus, Follower
 from storage.queries import distributor_by_code
 
 
@@ -78,9 +78,11 @@ def on_follow(msg: Incoming, ctx: Ctx) -> Text:
 
 @feature.event("unsubscribe")
 def on_unfollow(msg: Incoming, ctx: Ctx) -> None:
-    # Nothing is deleted: a distributor who unfollows keeps their team, orders and balance.
-    f = ctx.follower()
-    f.subscribed, f.unfollowed_at = False, ctx.now
+    # Nothing is deleted: a distributor who unfollows keeps their team, orders and balance. An
+    # unfollow makes nobody a follower (Incoming.makes_follower): one we never saw leaves no row.
+    f = ctx.session.get(Follower, ctx.openid)
+    if f is not None:
+        f.subscribed, f.unfollowed_at = False, ctx.now
     return None
 
 

@@ -38,9 +38,11 @@ PRUNE_CHUNK = 5000
 
 
 def delete_chunk(session: Session, table: Table, *where: Any) -> int:
-    """Delete up to PRUNE_CHUNK rows matching `where`, oldest ids first; how many went."""
-    some = select(table.c.id).where(*where).order_by(table.c.id).limit(PRUNE_CHUNK)
-    return session.connection().execute(delete(table).where(table.c.id.in_(some.scalar_subquery()))).rowcount
+    """Delete up to PRUNE_CHUNK rows matching `where`, in primary key order (oldest ids first);
+    how many went."""
+    (key,) = table.primary_key.columns
+    some = select(key).where(*where).order_by(key).limit(PRUNE_CHUNK)
+    return session.connection().execute(delete(table).where(key.in_(some.scalar_subquery()))).rowcount
 
 
 def create_engine(url: str) -> AsyncEngine:

@@ -125,7 +125,8 @@ class ConversationState(Base):
 
 
 class ProcessedMessage(Base):
-    """Dedupe key of every processed WeChat delivery, with the reply it got."""
+    """Dedupe key of every processed WeChat delivery, with the reply it got; and in plain mode
+    each signed query used (key `q:<signature>`), with the digest of the one body it is good for."""
 
     __tablename__ = "processed_messages"
 
@@ -134,6 +135,8 @@ class ProcessedMessage(Base):
     # The reply as a JSON value (see domain.messages); None: answered "success", sent later.
     reply: Mapped[dict[str, Any] | None]
     created_at: Mapped[datetime] = mapped_column(index=True)
+    # A signed query's row: the SHA-256 (hex) of its body; another body with that query is refused.
+    body_digest: Mapped[str | None] = mapped_column(String(64))
 
 
 class JobRun(Base):

@@ -5,86 +5,19 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import hashlib
 import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 import xmltodict
-from aiohttp.test_utils import TestServer
-from sqlalchemy import func, select
 from wechatpy.crypto import PrpCrypto
 
-from bot.sandbox.platform import Platform
-from bot.sandbox.views import create_sandbox_app
-from bot.typedefs import SESSIONMAKER
-from storage.models import ConversationState, Distributor, Follower, OutboxMessage, ProcessedMessage
-from tests.conftest import Harness, make_config
-
-TOKEN = "sandbox-token"
-APP_ID = "wxsandbox0000000000"
-AES_KEY = base64.b64encode(bytes(range(32))).decode().rstrip("=")  # 43 characters
-assert len(AES_KEY) == 43
-
-
-def sign(*parts: str) -> str:
-    return hashlib.sha1("".join(sorted(parts)).encode()).hexdigest()
-
-
-def text_fields(openid: str = "oHostile0000000000000000000", content: str = "注册",
-                msg_id: str = "7000000000000000001") -> dict[str, Any]:
-    return {"ToUserName": "gh_sandbox000001", "FromUserName": openid, "CreateTime": str(int(time.time())),
-            "MsgType": "text", "Content": content, "MsgId": msg_id}
-
-
-def to_xml(fields: dict[str, Any]) -> bytes:
-    return xmltodict.unparse({"xml": fields}, full_document=False).encode()
-
-
-def plain_query(timestamp: int | None = None, nonce: str = "n0nce", token: str = TOKEN) -> dict[str, str]:
-    ts = str(int(time.time()) if timestamp is None else timestamp)
-    return {"timestamp": ts, "nonce": nonce, "signature": sign(token, ts, nonce)}
-
-
-def safe_envelope(plain_xml: bytes, *, app_id: str = APP_ID, key: str = AES_KEY,
-                  timestamp: int | None = None, nonce: str = "n0nce",
-                  mangle: Any = None) -> tuple[dict[str, str], bytes]:
-    """Encrypt and sign like WeChat; `mangle` may alter the ciphertext before it is signed."""
-    encrypted = PrpCrypto(base64.b64decode(key + "=")).encrypt(plain_xml.decode(), app_id).decode()
-    if mangle is not None:
-        encrypted = mangle(encrypted)
-    query = plain_query(timestamp, nonce)
-    query.update(encrypt_type="aes", msg_signature=sign(TOKEN, query["timestamp"], nonce, encrypted))
-    body = to_xml({"ToUserName": "gh_sandbox000001", "Encrypt": encrypted})
-    return query, body
-
-
-async def post(h: Harness, query: dict[str, str], body: Any, **kw: Any) -> tuple[int, bytes]:
-    assert h.http is not None
-    async with h.http.post(h.url + "/wechat", params=query, data=body, **kw) as resp:
-        return resp.status, await resp.read()
-
-
-async def stored(h: Harness) -> dict[str, int]:
-    async with h.app[SESSIONMAKER]() as session:
-        return {m.__tablename__: await session.scalar(select(func.count()).select_from(m))
-                for m in (ProcessedMessage, Follower, Distributor, ConversationState, OutboxMessage)}
-
-
-NOTHING = {"processed_messages": 0, "followers": 0, "distributors": 0, "conversation_states": 0, "outbox": 0}
-
-
-@pytest.fixture
-async def safe_harness(db_url: str) -> AsyncIterator[Harness]:
-    platform = Platform(app_id=APP_ID, app_secret="sandbox-secret", token=TOKEN, encoding_aes_key=AES_KEY,
-                        template_ids=frozenset({"tmpl-notice"}))
-    server = TestServer(create_sandbox_app(platform))
-    await server.start_server()
-    config = make_config(db_url, wechat={"encoding_aes_key": AES_KEY})
-    async with Harness(config, platform, server, reply_deadline=2.0) as h:
-        yield h
-    await server.close()
+from tests.conftest import Harness
+from tests.webhook_support import (  # noqa: F401 (safe_harness: a fixture)
+    AES_KEY, APP_ID, NOTHING, TOKEN, plain_query, post, safe_envelope, safe_harness, sign, stored, text_fields,
+    to_xml,
+)
 
 
 # ---- GET verification ---------------------------------------------------------------------------
