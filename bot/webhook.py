@@ -189,7 +189,7 @@ async def _read_body(request: web.Request) -> bytes:
     length = request.content_length
     if length is not None:  # the HTTP parser holds the body to exactly this length
         if length > MAX_BODY:
-            raise BadDelivery(413, "body too large")
+            raise BadDelivery(400, "body too large")
         try:
             return await request.content.readexactly(length) if length else b""
         except asyncio.IncompleteReadError:  # the sender went away half way
@@ -199,7 +199,7 @@ async def _read_body(request: web.Request) -> bytes:
     while chunk := await request.content.read(MAX_BODY + 1 - len(body)):
         body += chunk
         if len(body) > MAX_BODY:
-            raise BadDelivery(413, "body too large")
+            raise BadDelivery(400, "body too large")
     return bytes(body)
 
 

@@ -142,7 +142,7 @@ PLAIN_CASES: list[tuple[str, Any, int]] = [
                                         to_xml(text_fields())), 403),
     ("huge-timestamp", lambda: ({"timestamp": "9" * 400, "nonce": "n", "signature": sign(TOKEN, "9" * 400, "n")},
                                 to_xml(text_fields())), 403),
-    ("oversized", lambda: (plain_query(), b"<xml>" + b"a" * (256 * 1024) + b"</xml>"), 413),
+    ("oversized", lambda: (plain_query(), b"<xml>" + b"a" * (256 * 1024) + b"</xml>"), 400),
     ("billion-laughs", lambda: (plain_query(), BILLION_LAUGHS), 400),
     ("external-entity", lambda: (plain_query(), EXTERNAL_ENTITY), 400),
     ("utf16-entity", lambda: (plain_query(), UTF16_ENTITY), 400),
@@ -189,7 +189,7 @@ async def test_oversized_chunked_body_is_refused(harness: Harness) -> None:
         yield b"</Content></xml>"
 
     status, _ = await post(harness, plain_query(), pieces())
-    assert status == 413
+    assert status == 400  # CONTRACT §7: oversized XML is a 400 like any XML refused
     assert await stored(harness) == NOTHING
 
 

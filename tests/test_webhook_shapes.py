@@ -66,7 +66,7 @@ REFUSALS: list[tuple[str, Any, int, str]] = [
     ("stale", lambda: (plain_query(1), to_xml(text_fields())), 403, "stale timestamp"),
     ("malformed", lambda: (plain_query(), b"<xml><unclosed></xml>"), 400, "malformed XML"),
     ("deep", lambda: (plain_query(), nested(40)), 400, "nested deeper than 32 levels"),
-    ("oversized", lambda: (plain_query(), b"<xml>" + b"a" * (256 * 1024) + b"</xml>"), 413, "body too large"),
+    ("oversized", lambda: (plain_query(), b"<xml>" + b"a" * (256 * 1024) + b"</xml>"), 400, "body too large"),
 ]
 
 
