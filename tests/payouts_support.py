@@ -6,6 +6,7 @@ come back to it), and readers of the claim link and page."""
 from __future__ import annotations
 
 import json
+import socket
 import re
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -22,7 +23,6 @@ from bot.sandbox.views import create_sandbox_app
 from bot.wechat_pay import EmulatorKeys, PayKeys
 from tests.conftest import Harness, make_config
 from tests.pay_support import new_emulator
-from tests.serve_support import free_port
 
 CLAIM = re.compile(r"https?://[^\s]+/pay/claim/[0-9]+\.[0-9]+\.[0-9a-f]+")
 
@@ -60,12 +60,17 @@ class PayHarness(Harness):
     notify_url) is the harness itself."""
 
     async def start(self) -> PayHarness:
-        port = free_port()
+        # The socket is bound before the config names its port: a port only picked would be free
+        # for another worker of the suite to take before this server binds it.
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
         config = self.config.model_copy(update={
             "wechat": self.config.wechat.model_copy(update={"api_base_url": str(self.wechat_server.make_url("/cgi-bin/"))}),
             "server": self.config.server.model_copy(update={"public_url": f"http://127.0.0.1:{port}"})})
         self.config = config
-        self.server = TestServer(create_app(config, platform=self.platform, **self.app_kwargs), port=port)
+        self.server = TestServer(create_app(config, platform=self.platform, **self.app_kwargs), port=port,
+                                 socket_factory=lambda host, port, family: sock)
         await self.server.start_server()
         self.platform.webhook_url = self.url + "/wechat"
         if self.http is None:

@@ -26,6 +26,7 @@ from tests import pay_support, payouts_support
 from tests.conftest import ADMIN_TOKEN, make_config
 from tests.money_support import balance, check_invariants, pay, seed, send, snapshot
 from tests.payouts_support import PayHarness, claim_links, json_script, pay_config
+from tests.serve_support import free_port
 
 # The emulator's fixtures: the keys (tests/pay_support.py), the emulator and its server (tests/payouts_support.py).
 pay_keys, emulator, pay_wechat = pay_support.pay_keys, payouts_support.emulator, payouts_support.pay_wechat
@@ -380,7 +381,7 @@ class SandboxWalk:
     data folder), driven like a person at the simulator and an admin with curl."""
 
     def __init__(self, db_url: str):
-        self.port = payouts_support.free_port()
+        self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.config = make_config(db_url, server={"port": self.port, "public_url": self.base},
                                   distribution={"freeze_days": 0}, pay={"mode": "sandbox"})

@@ -103,7 +103,8 @@ class Held:
 async def _processed(harness: Harness, openid: str) -> int:
     async with harness.app[SESSIONMAKER]() as session:
         return await session.scalar(select(func.count()).select_from(ProcessedMessage)
-                                    .where(ProcessedMessage.openid == openid)) or 0
+                                    .where(ProcessedMessage.openid == openid,
+                                           ProcessedMessage.body_digest.is_(None))) or 0  # not signed queries
 
 
 async def _meanwhile(harness: Harness, held: Held, asker: Any, asked: int) -> None:
