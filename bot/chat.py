@@ -67,9 +67,10 @@ class Incoming:
     @property
     def dedupe_key(self) -> str:
         """What WeChat's retries of this update share: sender and MsgId (a MsgId is unique per
-        sender only), for events sender, time and event."""
+        sender only), for events sender, time and event. MsgId first: it grows, so the keys of
+        new messages land at the end of the key index, not on random pages (bench/webhook.py)."""
         if self.kind != "event":
-            return f"m:{self.openid}:{self.msg_id}"
+            return f"m:{self.msg_id}:{self.openid}"
         # WeChat's own reports (MASSSENDJOBFINISH) come from one sender: their MsgID tells them apart.
         key = f"e:{self.openid}:{self.create_time}:{self.event}:{self.event_key}"
         return (f"{key}:{self.msg_id}" if self.msg_id else key)[:160]

@@ -2,9 +2,9 @@
 
 In plain mode WeChat's signature covers the token, timestamp and nonce, not the body: whoever saw
 one signed URL could post anything with it for the 300 s the timestamp is good. So each signed
-query is remembered with the digest of its body, beside the dedupe keys (processed_messages, key
-`q:<signature>`, written in the same statement as the batch's dedupe keys, so shared by every
-process and pruned with them): the same query with the same body is a retry, with another body it
+query is remembered with the digest of its body, beside the dedupe keys (processed_messages,
+key `q:<timestamp>:<signature>`, written in the same statement as the batch's dedupe keys, so
+shared by every process and pruned with them): the same query with the same body is a retry, with another body it
 is refused before anything runs. Safe mode needs none of this: msg_signature covers the body.
 """
 
@@ -30,14 +30,17 @@ class SignedQuery:
 
     signature: str
     body_digest: str
+    timestamp: str = ""
 
     @classmethod
-    def of(cls, signature: str, body: bytes) -> SignedQuery:
-        return cls(signature, hashlib.sha256(body).hexdigest())
+    def of(cls, signature: str, body: bytes, timestamp: str = "") -> SignedQuery:
+        return cls(signature, hashlib.sha256(body).hexdigest(), timestamp)
 
     @property
     def key(self) -> str:
-        return f"q:{self.signature}"
+        # The timestamp first: it grows, so new keys land at the end of the key index instead of
+        # on random pages (a signature alone is random); the signature alone names the query.
+        return f"q:{self.timestamp}:{self.signature}"
 
 
 def check(queries: Sequence[tuple[SignedQuery | None, str]], seen: dict[str, str],

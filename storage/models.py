@@ -126,7 +126,7 @@ class ConversationState(Base):
 
 class ProcessedMessage(Base):
     """Dedupe key of every processed WeChat delivery, with the reply it got; and in plain mode
-    each signed query used (key `q:<signature>`), with the digest of the one body it is good for."""
+    each signed query used (key `q:<timestamp>:<signature>`), with the digest of the one body it is good for."""
 
     __tablename__ = "processed_messages"
 

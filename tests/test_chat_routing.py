@@ -294,7 +294,7 @@ async def test_set_state_creates_then_updates_one_row() -> None:
 
 def test_dedupe_keys() -> None:
     # A MsgId is unique per sender only (CONTRACT §5): the same one from two users is two messages.
-    assert text("x", msg_id=42).dedupe_key == "m:oUser:42"
+    assert text("x", msg_id=42).dedupe_key == "m:42:oUser"
     other = Incoming(openid="oOther", account="gh", kind="text", create_time=1, msg_id=42, content="x")
     assert other.dedupe_key != text("x", msg_id=42).dedupe_key
     e = event("subscribe_scan", "K7QF2M")

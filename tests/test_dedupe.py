@@ -50,7 +50,7 @@ async def test_same_msgid_twice_in_a_row_is_processed_once(harness: Harness) -> 
     assert first is not None and "注册成功" in first["content"]
     assert second == first
     assert await count(harness, Distributor) == 1
-    assert await count(harness, ProcessedMessage, ProcessedMessage.key == f"m:{user.openid}:{fields['MsgId']}") == 1
+    assert await count(harness, ProcessedMessage, ProcessedMessage.key == f"m:{fields['MsgId']}:{user.openid}") == 1
 
 
 async def test_same_msgid_twice_at_once_is_processed_once(harness: Harness) -> None:
@@ -104,7 +104,7 @@ async def test_retry_after_a_restart_is_answered_from_the_store(harness: Harness
     again = await deliver(harness, fields)
     assert again == first
     assert await count(harness, Distributor) == 1
-    assert await count(harness, ProcessedMessage, ProcessedMessage.key == f"m:{user.openid}:{fields['MsgId']}") == 1
+    assert await count(harness, ProcessedMessage, ProcessedMessage.key == f"m:{fields['MsgId']}:{user.openid}") == 1
 
 
 async def test_retried_registration_step_changes_state_once(harness: Harness) -> None:
@@ -198,7 +198,7 @@ async def test_retry_while_the_slow_reply_is_still_running_gets_it_passively(slo
     assert await deliver(h, fields) is None  # the first delivery gives up waiting (deadline 0.3 s)
     retry = asyncio.create_task(deliver(h, fields))  # arrives while the work runs, waits for it
     dispatcher = h.app[DISPATCHER]
-    while (p := dispatcher._inflight.get(f"m:{user.openid}:{fields['MsgId']}")) is None or all(w.done() for w in p.waiters):
+    while (p := dispatcher._inflight.get(f"m:{fields['MsgId']}:{user.openid}")) is None or all(w.done() for w in p.waiters):
         await asyncio.sleep(0.005)
     h.release.set()  # type: ignore[attr-defined]
     reply = await retry
