@@ -13,7 +13,7 @@ from aiohttp import web
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
-from bot import headers, jobs_api, sign_in, webhook
+from bot import headers, jobs_api, replays, sign_in, webhook
 from bot.api import ApiRoutes, create_api_app
 from bot.audit import audit_log
 from bot.chat import ChatRouter
@@ -43,7 +43,7 @@ from domain.tickets import open_and_overdue
 from storage.db import READ_ONLY, create_engine, create_sessionmaker, delete_chunk
 from storage.migrate import upgrade
 from storage.models import OutboxMessage, OutboxStatus
-from storage.tables import PROCESSED
+from storage.tables import PROCESSED, SIGNED_QUERIES
 from storage.writer import Writer
 
 log = logging.getLogger(__name__)
@@ -54,10 +54,12 @@ CORE = Feature("core")
 
 @CORE.job("prune-processed-messages", "interval", hours=1)
 async def prune_processed_messages(app: web.Application) -> None:
-    """Dedupe keys and signed queries only matter while WeChat may retry and a timestamp holds;
-    keep two days for the curious, a chunk per unit (the webhook writes between them)."""
-    cutoff = datetime.now(UTC) - DEDUPE_RETENTION
+    """Dedupe keys only matter while WeChat may retry: keep two days for the curious; signed
+    queries while their timestamp holds. A chunk per unit (the webhook writes between them)."""
+    now = datetime.now(UTC)
+    cutoff, expired = now - DEDUPE_RETENTION, replays.expired_before(now)
     await _until_done(app, lambda s: delete_chunk(s, PROCESSED, PROCESSED.c.created_at < cutoff))
+    await _until_done(app, lambda s: delete_chunk(s, SIGNED_QUERIES, SIGNED_QUERIES.c.key < expired))
 
 
 async def _until_done(app: web.Application, work: Callable[[Session], int]) -> None:

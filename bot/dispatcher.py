@@ -32,7 +32,7 @@ from domain.quota import Grant, GrantKind, granted_by, open_grants, opened_at
 from storage.db import dialect_insert, is_postgres
 from storage.group_commit import Failed, GroupCommit, each_in_savepoint
 from storage.models import ConversationState, Distributor, Follower
-from storage.tables import FOLLOWERS, PROCESSED
+from storage.tables import FOLLOWERS, PROCESSED, SIGNED_QUERIES
 from storage.writer import Writer
 
 log = logging.getLogger(__name__)
@@ -45,8 +45,9 @@ INTERACTION_RESOLUTION = timedelta(minutes=1)
 BUSY_TEXT = "系统繁忙，请稍后再试。"
 
 # The batch's statements, built once: constructing them costs more than running them.
-_STORED = (select(PROCESSED.c.key, PROCESSED.c.reply, PROCESSED.c.body_digest)
-           .where(PROCESSED.c.key.in_(bindparam("keys", expanding=True))))
+_STORED = select(PROCESSED.c.key, PROCESSED.c.reply).where(PROCESSED.c.key.in_(bindparam("keys", expanding=True)))
+_QUERIES = (select(SIGNED_QUERIES.c.key, SIGNED_QUERIES.c.body_digest)
+            .where(SIGNED_QUERIES.c.key.in_(bindparam("keys", expanding=True))))
 # On PostgreSQL another process may receive a retry of the same delivery: whoever locks its key
 # first processes it, the other waits and then finds the stored reply. (On SQLite the batch's
 # BEGIN IMMEDIATE already serialises every writer.) In key order, so two batches cannot deadlock.
@@ -65,6 +66,7 @@ _SENDER = (select(Distributor, ConversationState).select_from(Follower)
            .outerjoin(ConversationState, ConversationState.openid == Follower.openid)
            .where(Follower.openid == bindparam("openid")))
 _STORE = PROCESSED.insert()
+_STORE_QUERIES = SIGNED_QUERIES.insert()
 
 
 @dataclass(frozen=True)
@@ -118,16 +120,14 @@ class _Senders:
         """The stored replies and signed queries of the batch's deliveries (locked on PostgreSQL),
         and the senders of those whose query holds, as a follower's message makes them (once)."""
         conn = session.connection()  # Core statements straight to the connection: the ORM would only add cost
-        keys = [d.msg.dedupe_key for d in deliveries] + [d.query.key for d in deliveries if d.query is not None]
+        keys = [d.msg.dedupe_key for d in deliveries]
+        queries = [d.query.key for d in deliveries if d.query is not None]
         if is_postgres(session):
-            conn.execute(_LOCK_KEYS, {"keys": keys})
-        senders = cls({}, {}, {}, {})
-        for key, reply, body_digest in conn.execute(_STORED, {"keys": keys}):
-            if body_digest is None:
-                senders.stored[key] = reply
-            else:
-                senders.queries[key] = body_digest
-        senders.good, senders.new_queries = check([(d.query, d.msg.openid) for d in deliveries], senders.queries, now)
+            conn.execute(_LOCK_KEYS, {"keys": keys + queries})
+        senders = cls(dict(conn.execute(_STORED, {"keys": keys}).all()), {}, {}, {})
+        if queries:
+            senders.queries = dict(conn.execute(_QUERIES, {"keys": queries}).all())
+        senders.good, senders.new_queries = check([d.query for d in deliveries], senders.queries)
         batch = [d.msg for d, ok in zip(deliveries, senders.good, strict=True) if ok and not d.joining]
         openids = list({m.openid for m in batch})
         talking = []
@@ -317,12 +317,14 @@ class Dispatcher:
         results = iter(each_in_savepoint(session, accepted, lambda s, d: self._one(s, d, senders, now)))
         outcomes = [next(results) if ok else Failed(Replayed()) for ok in good]
         # The dedupe keys with their replies, for the updates that went through, and the signed
-        # queries first seen (one statement).
+        # queries first seen (a statement each).
         done = [{"key": d.msg.dedupe_key, "openid": d.msg.openid, "reply": senders.replies[d.msg.dedupe_key],
-                 "created_at": now, "body_digest": None}
+                 "created_at": now}
                 for d, o in zip(deliveries, outcomes, strict=True) if isinstance(o, Outcome) and not o.retry]
-        if done or senders.new_queries:
-            session.connection().execute(_STORE, done + senders.new_queries)
+        if done:
+            session.connection().execute(_STORE, done)
+        if senders.new_queries:
+            session.connection().execute(_STORE_QUERIES, senders.new_queries)
         open_grants(session, self._opened(batch, senders, now), now)
         return outcomes
 

@@ -172,7 +172,7 @@ async def receive(request: web.Request) -> web.Response:
                 raise BadDelivery(400, "cannot decrypt") from None
             fields = parse_xml(plain.encode())
         else:  # the signature covers no body: this query is good for this body alone
-            query = SignedQuery.of(signature, body, timestamp)
+            query = SignedQuery.of(timestamp, signature, body)
         msg = to_incoming(fields)
         reply = await request.app[DISPATCHER].submit(msg, query)
     except BadDelivery as e:

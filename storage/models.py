@@ -125,8 +125,7 @@ class ConversationState(Base):
 
 
 class ProcessedMessage(Base):
-    """Dedupe key of every processed WeChat delivery, with the reply it got; and in plain mode
-    each signed query used (key `q:<timestamp>:<signature>`), with the digest of the one body it is good for."""
+    """Dedupe key of every processed WeChat delivery, with the reply it got."""
 
     __tablename__ = "processed_messages"
 
@@ -135,8 +134,18 @@ class ProcessedMessage(Base):
     # The reply as a JSON value (see domain.messages); None: answered "success", sent later.
     reply: Mapped[dict[str, Any] | None]
     created_at: Mapped[datetime] = mapped_column(index=True)
-    # A signed query's row: the SHA-256 (hex) of its body; another body with that query is refused.
-    body_digest: Mapped[str | None] = mapped_column(String(64))
+
+
+class SignedQueryRow(Base):
+    """A signed query of plain mode (bot.replays) and the digest of the one body it is good for.
+    The key starts with the query's timestamp, zero-padded: new keys land at the end of the key
+    index and a prune deletes a prefix. No rowid on SQLite: the key index is the table."""
+
+    __tablename__ = "signed_queries"
+    __table_args__ = {"sqlite_with_rowid": False}
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)  # "<timestamp, 10 digits>:<signature>"
+    body_digest: Mapped[str] = mapped_column(String(64))  # SHA-256, hex
 
 
 class JobRun(Base):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import Table
 
-from storage.models import ConversationState, Distributor, Follower, OutboxMessage, ProcessedMessage
+from storage.models import ConversationState, Distributor, Follower, OutboxMessage, ProcessedMessage, SignedQueryRow
 from storage.models_campaigns import Campaign, MassReport
 from storage.models_console import AuditEntry, ConsoleSession, DailyTotals, SignInTry
 from storage.models_engage import Adjustment, Contest, ContestScore, RankChange, Ticket, TicketReply
@@ -16,6 +16,7 @@ DISTRIBUTORS: Table = Distributor.__table__  # type: ignore[assignment]
 FOLLOWERS: Table = Follower.__table__  # type: ignore[assignment]
 STATES: Table = ConversationState.__table__  # type: ignore[assignment]
 PROCESSED: Table = ProcessedMessage.__table__  # type: ignore[assignment]
+SIGNED_QUERIES: Table = SignedQueryRow.__table__  # type: ignore[assignment]
 OUTBOX: Table = OutboxMessage.__table__  # type: ignore[assignment]
 CAMPAIGNS: Table = Campaign.__table__  # type: ignore[assignment]
 MASS_REPORTS: Table = MassReport.__table__  # type: ignore[assignment]

@@ -7,14 +7,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import String, func, literal, update
 
+from bot.replays import key_prefix
 from bot.typedefs import SESSIONMAKER
 from storage import db as storage_db
-from storage.tables import PROCESSED
+from storage.tables import PROCESSED, SIGNED_QUERIES
 from tests.conftest import Harness
 from tests.test_jobs import until_runs
 from tests.webhook_support import plain_query, push, safe_harness, stored, text_fields, to_xml  # noqa: F401
@@ -86,6 +88,9 @@ async def test_old_keys_and_queries_are_pruned_a_chunk_at_a_time(harness: Harnes
         assert (await push(harness, to_xml(text_fields(openid="oAlice", content="帮助", msg_id=str(30 + i)))))[0] == 200
     async with harness.app[SESSIONMAKER]() as session, session.begin():
         await session.execute(update(PROCESSED).values(created_at=datetime.now(UTC) - timedelta(days=3)))
+        # The signed queries so far an hour old: their keys start with their timestamp.
+        old = key_prefix(int(time.time()) - 3600)
+        await session.execute(update(SIGNED_QUERIES).values(key=literal(old, String).concat(func.substr(SIGNED_QUERIES.c.key, 11))))
     assert (await push(harness, to_xml(text_fields(openid="oAlice", content="帮助", msg_id="40"))))[0] == 200
     status, body = await harness.api("POST", "/jobs/prune-processed-messages/run")
     assert (status, body["status"]) == (202, "started")

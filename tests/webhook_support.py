@@ -20,7 +20,7 @@ from wechatpy.crypto import PrpCrypto
 from bot.sandbox.platform import Platform
 from bot.sandbox.views import create_sandbox_app
 from bot.typedefs import SESSIONMAKER
-from storage.models import ConversationState, Distributor, Follower, OutboxMessage, ProcessedMessage
+from storage.models import ConversationState, Distributor, Follower, OutboxMessage, ProcessedMessage, SignedQueryRow
 from tests.conftest import Harness, make_config
 
 TOKEN = "sandbox-token"
@@ -94,14 +94,10 @@ def read_reply(raw: bytes) -> Any:
 
 async def stored(h: Harness) -> dict[str, int]:
     """Rows by table; processed_messages are the updates' dedupe keys, signed_queries the signed
-    queries of plain mode remembered beside them (key q:...)."""
+    queries of plain mode remembered beside them."""
     async with h.app[SESSIONMAKER]() as session:
-        counts = {m.__tablename__: await session.scalar(select(func.count()).select_from(m))
-                  for m in (ProcessedMessage, Follower, Distributor, ConversationState, OutboxMessage)}
-        counts["signed_queries"] = await session.scalar(
-            select(func.count()).select_from(ProcessedMessage).where(ProcessedMessage.body_digest.is_not(None)))
-    counts["processed_messages"] -= counts["signed_queries"]
-    return counts
+        return {m.__tablename__: await session.scalar(select(func.count()).select_from(m))
+                for m in (ProcessedMessage, SignedQueryRow, Follower, Distributor, ConversationState, OutboxMessage)}
 
 
 NOTHING = {"processed_messages": 0, "followers": 0, "distributors": 0, "conversation_states": 0, "outbox": 0,

@@ -1,4 +1,5 @@
-"""processed_messages also remember each signed query of plain mode with its body's digest (CONTRACT §7)
+"""signed_queries: each signed query of plain mode with its body's digest (CONTRACT §7), keyed by
+timestamp and signature, without a rowid on SQLite
 
 Revision ID: 0017
 Revises: 0016
@@ -14,10 +15,13 @@ depends_on = None
 
 
 def upgrade() -> None:
-    with op.batch_alter_table('processed_messages') as batch_op:
-        batch_op.add_column(sa.Column('body_digest', sa.String(length=64), nullable=True))
+    op.create_table('signed_queries',
+    sa.Column('key', sa.String(length=64), nullable=False),
+    sa.Column('body_digest', sa.String(length=64), nullable=False),
+    sa.PrimaryKeyConstraint('key', name=op.f('pk_signed_queries')),
+    sqlite_with_rowid=False
+    )
 
 
 def downgrade() -> None:
-    with op.batch_alter_table('processed_messages') as batch_op:
-        batch_op.drop_column('body_digest')
+    op.drop_table('signed_queries')
