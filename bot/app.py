@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import logging
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
@@ -48,6 +49,7 @@ from storage.writer import Writer
 
 log = logging.getLogger(__name__)
 DEDUPE_RETENTION = timedelta(days=2)
+STOP_SECONDS = 10  # how long shutdown waits for a worker that was told to stop
 # What the wiring itself brings besides the features (checked against them like another feature).
 CORE = Feature("core")
 
@@ -178,9 +180,7 @@ def create_app(config: Config, *, platform: Platform | None = None, workers: boo
         yield
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(dispatcher.drain(), 5)
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await _stop(tasks)
         await app[JOBS].close()  # runs started by the schedule or by /api
 
     # Started in this order, stopped in reverse: features' resources may use the database and
@@ -201,6 +201,20 @@ def create_app(config: Config, *, platform: Platform | None = None, workers: boo
                     if emulator_keys is not None and platform is None and not config.pay.api_base_url else None)
         app.add_subapp("/sandbox", create_sandbox_app(platform or sandbox_platform(config), pay=emulator))
     return app
+
+
+async def _stop(tasks: list[asyncio.Task[None]]) -> None:
+    """Cancel the workers and wait for them, a bounded time: a worker that does not stop is
+    logged with where it hangs, and shutdown goes on (a deploy must not hang on it)."""
+    for t in tasks:
+        t.cancel()
+    if not tasks:
+        return
+    _, stuck = await asyncio.wait(tasks, timeout=STOP_SECONDS)
+    for t in stuck:
+        where = io.StringIO()
+        t.print_stack(file=where)
+        log.error("worker %s did not stop within %s s", t.get_name(), STOP_SECONDS, extra={"stack": where.getvalue()})
 
 
 def _wake_workers(app: web.Application, info: dict[str, object]) -> None:
