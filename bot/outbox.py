@@ -211,7 +211,7 @@ class Outbox:
                 msg_id = await self._wechat.send_mass(payload["mass"], reply, payload["clientmsgid"])
                 channel = "mass"
             elif choice.route == Route.CUSTOM:
-                choice = await self._custom(row, reply)
+                choice = await self._custom(row, reply, choice.recorded)
                 channel = "custom" if choice.route == Route.CUSTOM else None
             if choice.route == Route.TEMPLATE:
                 # Outside the quota the template message is the only way to reach them.
@@ -227,9 +227,10 @@ class Outbox:
             error = e
         await self._mark(row, channel, error, msg_id, kept=choice.errcode if channel == Route.KEEP else None)
 
-    async def _custom(self, row: OutboxMessage, reply: Any) -> Choice:
+    async def _custom(self, row: OutboxMessage, reply: Any, recorded: bool) -> Choice:
         """Send a customer-service message; when WeChat refuses it for the quota (our record was
-        wrong: another process, a grant we never saw), correct the record and fall back."""
+        wrong: another process, a grant we never saw), correct the record, if we keep one for
+        this user (an openid that never wrote has none: a unit for nothing), and fall back."""
         asked = datetime.now(UTC)
         try:
             await self._wechat.send_reply(row.openid, reply)
@@ -239,7 +240,8 @@ class Outbox:
                 raise
             code = e.errcode
             self._metrics.child(self._metrics.outbox_outcomes, str(code)).inc()
-            await self._writer.run(lambda session: correct_grant(session, row.openid, code, asked))
+            if recorded:
+                await self._writer.run(lambda session: correct_grant(session, row.openid, code, asked))
             return fallback(due_of(row), code, bool(self.config.wechat.template_id))
 
     async def _mark(self, row: OutboxMessage, channel: str | None, error: WeChatError | None,

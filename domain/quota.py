@@ -101,6 +101,7 @@ class Due:
 class Choice:
     route: Route
     errcode: int | None = None  # why not a customer-service message: OUTSIDE or SPENT
+    recorded: bool = True  # whether we keep a record of the user's quota (a follower row) to correct
 
 
 def fallback(due: Due, errcode: int, templates: bool) -> Choice:
@@ -121,7 +122,7 @@ def choose(due: Iterable[Due], grants: Mapping[str, Grant], now: datetime,
         grant = grants.get(d.openid)
         refusal = grant.refusal(now, spent[d.openid]) if grant is not None else None
         if refusal is None:
-            choices[d.id] = Choice(Route.CUSTOM)
+            choices[d.id] = Choice(Route.CUSTOM, recorded=grant is not None)
             if grant is not None:
                 spent[d.openid] += 1
         else:
