@@ -39,7 +39,6 @@ NOT_REGISTERED = "您还不是分销员。回复“注册”即可加入，注�
 EXITED = "您已退出分销计划，不能再使用这个功能。如需帮助请回复“客服”。"
 
 
-_NOT_INTERACTIVE = frozenset({"unsubscribe", "masssendjobfinish", "templatesendjobfinish"})
 # The events whose sender becomes a follower (CONTRACT §7), as a message's sender does. WeChat's job
 # reports and verification notices come from no follower; an unfollow, a link click or a location
 # report records nobody new either.
@@ -80,12 +79,6 @@ class Incoming:
         """Whether the sender gets a follower row (if they have none): a message or a follow, QR scan
         or menu click."""
         return self.kind != "event" or self.event in _FOLLOWER_EVENTS
-
-    @property
-    def interactive(self) -> bool:
-        """Whether WeChat opens the 48-hour customer-service window for this update (a follower's
-        doing; not an unfollow, not WeChat's own job reports)."""
-        return self.event not in _NOT_INTERACTIVE
 
 
 @dataclass(frozen=True)

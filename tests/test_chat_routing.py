@@ -18,6 +18,7 @@ from bot.feature import Feature, FeatureConflict, check
 from bot.menu import MENU, MenuKey, menu_payload
 from bot.passive_xml import passive_reply_xml as render
 from domain.messages import Article, Image, News, Text, from_json, to_json
+from domain.quota import GrantKind, granted_by
 from handlers import help_text as help_handlers
 from handlers import registration
 from storage.models import ConversationState, Distributor, Follower
@@ -301,7 +302,8 @@ def test_dedupe_keys() -> None:
     assert e.dedupe_key == "e:oUser:1:subscribe_scan:K7QF2M"
     assert event("subscribe").dedupe_key != event("unsubscribe").dedupe_key
     assert len(event("click", "K" * 500).dedupe_key) <= 160
-    assert not event("unsubscribe").interactive and text("x").interactive
+    # Which updates open WeChat's customer-service quota (domain.quota): not an unfollow.
+    assert granted_by("event", "unsubscribe") is None and granted_by("text", "") == GrantKind.MESSAGE
 
 
 # ---- handlers with a fake ctx --------------------------------------------------------------------
