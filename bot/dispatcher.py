@@ -95,6 +95,9 @@ class _Pending:
     # work waits alongside the first delivery.
     waiters: list[asyncio.Future[Any]] = field(default_factory=list)
     received: float = field(default_factory=time.perf_counter)
+    # Its reply is on its way to the outbox (no delivery waited for it): a retry is answered
+    # "success" until the stored reply is forgotten, never with a second copy.
+    late: bool = False
 
 
 _GAVE_UP = object()  # what a waiter gets at the reply deadline
@@ -189,6 +192,9 @@ class Dispatcher:
         key = msg.dedupe_key
         pending = self._inflight.get(key)
         checked = None
+        if pending is not None and pending.late and query in (None, pending.query):
+            self._metrics.dedupe_hits.inc()
+            return None
         if pending is None:
             pending = self._inflight[key] = _Pending(msg, query)
             self._commit.submit(Delivery(msg, query)).add_done_callback(lambda f, p=pending: self._done(p, f))
@@ -263,7 +269,6 @@ class Dispatcher:
     def _reply(self, p: _Pending, reply: Reply | None) -> None:
         """Hand the reply to the waiting deliveries, or to the outbox when none waits any more
         (it gave up at the deadline, or its connection went away)."""
-        self._inflight.pop(p.msg.dedupe_key, None)
         delivered = False
         for waiter in p.waiters:
             if not waiter.done():
@@ -272,7 +277,10 @@ class Dispatcher:
         self._metrics.child(self._metrics.handler_latency, "passive" if delivered else "late").observe(
             time.perf_counter() - p.received)
         if not delivered and reply is not None:
+            p.late = True  # in flight until the outbox has it and the stored reply is forgotten
             self._spawn(self._send_late(p, reply, f"late:{p.msg.dedupe_key}", forget_stored=True))
+        else:
+            self._inflight.pop(p.msg.dedupe_key, None)
 
     def _spawn(self, work: Any) -> None:
         task = asyncio.create_task(work)
@@ -297,14 +305,18 @@ class Dispatcher:
                 # The first delivery was answered "success"; a retry is answered alike, not with a
                 # second copy of what the outbox sends.
                 session.execute(update(PROCESSED).where(PROCESSED.c.key == p.msg.dedupe_key).values(reply=None))
-        for attempt in range(3):  # the database may be briefly busy; the reply must not be lost
-            try:
-                await self._writer.run(queue)
-                self._metrics.late_replies.inc()
-                return
-            except Exception:
-                log.exception("could not queue a late reply", extra={"openid": p.msg.openid})
-                await asyncio.sleep(0.5 * 2 ** attempt)
+        try:
+            for attempt in range(3):  # the database may be briefly busy; the reply must not be lost
+                try:
+                    await self._writer.run(queue)
+                    self._metrics.late_replies.inc()
+                    return
+                except Exception:
+                    log.exception("could not queue a late reply", extra={"openid": p.msg.openid})
+                    await asyncio.sleep(0.5 * 2 ** attempt)
+        finally:
+            if forget_stored:
+                self._inflight.pop(p.msg.dedupe_key, None)
 
     # ---- inside the unit of work --------------------------------------------------------------
     def _process(self, session: Session, deliveries: list[Delivery]) -> list[Outcome | Failed]:

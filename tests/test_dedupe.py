@@ -208,6 +208,34 @@ async def test_retry_while_the_slow_reply_is_still_running_gets_it_passively(slo
     assert await count(h, OutboxMessage) == 0  # answered passively, nothing to send later
 
 
+async def test_retry_while_the_late_reply_is_being_queued_gets_success(slow_harness: Harness,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Between the work's end and the outbox holding its reply, the stored reply is still there: a
+    retry in that window is answered "success", not with a copy of what the outbox sends."""
+    h = slow_harness
+    user = h.user()
+    await h.follow(user)
+    dispatcher, queued = h.app[DISPATCHER], asyncio.Event()
+    send_late = dispatcher._send_late
+
+    async def held(*args: Any, **kw: Any) -> None:
+        await queued.wait()
+        await send_late(*args, **kw)
+    monkeypatch.setattr(dispatcher, "_send_late", held)
+    fields = h.platform.message_fields(user, "text", content="等 九")
+    assert await deliver(h, fields) is None  # gives up at the 0.3 s deadline
+    h.release.set()  # type: ignore[attr-defined]
+    key = f"m:{fields['MsgId']}:{user.openid}"
+    while (p := dispatcher._inflight.get(key)) is None or not p.late:
+        await asyncio.sleep(0.005)
+    assert await deliver(h, fields) is None
+    queued.set()
+    await h.platform.wait_for(user.openid, lambda i: i.get("via") == "custom" and "九" in i["content"])
+    assert await deliver(h, fields) is None
+    assert len([c for c in h.platform.calls if c[0] == "message/custom/send"
+                and "九" in c[1].get("text", {}).get("content", "")]) == 1
+
+
 async def test_a_delivery_whose_wait_is_cancelled_gets_its_reply_later(slow_harness: Harness) -> None:
     h = slow_harness
     user = h.user()
