@@ -235,65 +235,90 @@ class OrderBook:
             raise Rejected(422, "unknown_order", f"No order {e.order_no!r} has been paid; send its 'paid' event "
                            "first.", {"order_no": e.order_no})
         order = _Order(dict(known.row), [dict(c) for c in known.comms])  # changed on copies until it went through
-        row, now = order.row, self.now
-        try:
-            status = rules.next_status(row["status"], e.type, amount_fen=row["amount_fen"],
-                                       refunded_fen=row["refunded_fen"], refund_fen=e.amount_fen or 0)
-        except rules.TransitionError as err:
-            raise Rejected(422, err.code, f"Order {e.order_no}: {err}.",
-                           {"status": row["status"], "type": e.type, "refunded_fen": row["refunded_fen"],
-                            "amount_fen": row["amount_fen"]}) from None
-        entries: list[dict[str, Any]] = []
+        row = order.row
+        status = _next_status(e, row)
         changed: list[dict[str, Any]] = []
+        entries: list[dict[str, Any]] = []
         if e.type == rules.COMPLETED:
-            row["completed_at"] = now
-            credits.completed.add(row["distributor_id"])
-            due = rules.unfreeze_at(now, self.config.distribution.freeze_days)
-            for c in order.comms:
-                c["unfreeze_at"] = due
-                if self.config.distribution.freeze_days == 0 and c["state"] == CommissionState.PENDING:
-                    rest = c["amount_fen"] - c["reversed_fen"]
-                    c["state"] = CommissionState.AVAILABLE
-                    deltas[c["distributor_id"]].pending_fen -= rest
-                    deltas[c["distributor_id"]].available_fen += rest
-                    credits.freed[c["distributor_id"]] += rest
-                changed.append(c)
+            changed = self._complete(order, credits, deltas)
         elif e.type in (rules.REFUNDED, rules.CANCELLED):
-            taken = (e.amount_fen or 0) if e.type == rules.REFUNDED else row["amount_fen"] - row["refunded_fen"]
-            credits.sales.append(SaleChange(row["distributor_id"], row["paid_at"], row["sku"], -taken,
-                                            orders=-1 if e.type == rules.CANCELLED else 0))
-            if e.type == rules.REFUNDED:
-                row["refunded_fen"] += e.amount_fen or 0
-            refunded = row["refunded_fen"] if e.type == rules.REFUNDED else row["amount_fen"]
-            for c in order.comms:
-                due = rules.reversal_due(c["amount_fen"], c["reversed_fen"], refunded, row["amount_fen"])
-                if due <= 0:
-                    continue
-                c["reversed_fen"] += due
-                credits.earned_fen -= due
-                if c["state"] == CommissionState.PENDING:
-                    deltas[c["distributor_id"]].pending_fen -= due
-                else:
-                    deltas[c["distributor_id"]].available_fen -= due
-                entries.append({"distributor_id": c["distributor_id"], "kind": EntryKind.REVERSAL,
-                                "amount_fen": -due, "ref": e.event_id, "order_no": e.order_no, "created_at": now})
-                if self.config.webhooks:
-                    credits.hooks["commission.reversed"].append((c["distributor_id"], {
-                        "order_no": e.order_no, "distributor_code": self.credits.people[c["distributor_id"]].code,
-                        "depth": c["depth"], "amount_fen": due, "reason": e.type, "event_id": e.event_id,
-                        "at": china_time(now)}))
-                changed.append(c)
-        row["status"], row["updated_at"] = status, now
-        conn = session.connection()
-        conn.execute(_UPDATE_ORDER, {"no": e.order_no, "o_status": status, "o_refunded": row["refunded_fen"],
-                                     "o_completed": row["completed_at"], "o_updated": now})
-        if changed:
-            conn.execute(_UPDATE_COMMISSION, [{"no": c["order_no"], "did": c["distributor_id"], "c_state": c["state"],
-                                               "c_reversed": c["reversed_fen"], "c_unfreeze": c["unfreeze_at"]}
-                                              for c in changed])
+            changed, entries = self._reverse(e, order, credits, deltas)
+        row["status"], row["updated_at"] = status, self.now
+        _write_change(session, e.order_no, row, changed)
         append_entries(session, entries)
         return order
 
+    def _complete(self, order: _Order, credits: Credits, deltas: dict[int, Delta]) -> list[dict[str, Any]]:
+        """A completed order: its commissions unfreeze after the freeze (at once with no freeze);
+        the commissions changed."""
+        now, freeze_days = self.now, self.config.distribution.freeze_days
+        order.row["completed_at"] = now
+        credits.completed.add(order.row["distributor_id"])
+        due = rules.unfreeze_at(now, freeze_days)
+        for c in order.comms:
+            c["unfreeze_at"] = due
+            if freeze_days == 0 and c["state"] == CommissionState.PENDING:
+                rest = c["amount_fen"] - c["reversed_fen"]
+                c["state"] = CommissionState.AVAILABLE
+                deltas[c["distributor_id"]].pending_fen -= rest
+                deltas[c["distributor_id"]].available_fen += rest
+                credits.freed[c["distributor_id"]] += rest
+        return list(order.comms)
+
+    def _reverse(self, e: EventIn, order: _Order, credits: Credits,
+                 deltas: dict[int, Delta]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """A refund or a cancellation: the sale taken back and each commission's share of it
+        reversed; the commissions changed and their reversal entries."""
+        row, now = order.row, self.now
+        taken = (e.amount_fen or 0) if e.type == rules.REFUNDED else row["amount_fen"] - row["refunded_fen"]
+        credits.sales.append(SaleChange(row["distributor_id"], row["paid_at"], row["sku"], -taken,
+                                        orders=-1 if e.type == rules.CANCELLED else 0))
+        if e.type == rules.REFUNDED:
+            row["refunded_fen"] += e.amount_fen or 0
+        refunded = row["refunded_fen"] if e.type == rules.REFUNDED else row["amount_fen"]
+        changed: list[dict[str, Any]] = []
+        entries: list[dict[str, Any]] = []
+        for c in order.comms:
+            due = rules.reversal_due(c["amount_fen"], c["reversed_fen"], refunded, row["amount_fen"])
+            if due <= 0:
+                continue
+            c["reversed_fen"] += due
+            credits.earned_fen -= due
+            if c["state"] == CommissionState.PENDING:
+                deltas[c["distributor_id"]].pending_fen -= due
+            else:
+                deltas[c["distributor_id"]].available_fen -= due
+            entries.append({"distributor_id": c["distributor_id"], "kind": EntryKind.REVERSAL,
+                            "amount_fen": -due, "ref": e.event_id, "order_no": e.order_no, "created_at": now})
+            if self.config.webhooks:
+                credits.hooks["commission.reversed"].append((c["distributor_id"], {
+                    "order_no": e.order_no, "distributor_code": self.credits.people[c["distributor_id"]].code,
+                    "depth": c["depth"], "amount_fen": due, "reason": e.type, "event_id": e.event_id,
+                    "at": china_time(now)}))
+            changed.append(c)
+        return changed, entries
+
+
+def _next_status(e: EventIn, row: dict[str, Any]) -> str:
+    """The order's status after the event; Rejected when the event does not apply to it."""
+    try:
+        return rules.next_status(row["status"], e.type, amount_fen=row["amount_fen"],
+                                 refunded_fen=row["refunded_fen"], refund_fen=e.amount_fen or 0)
+    except rules.TransitionError as err:
+        raise Rejected(422, err.code, f"Order {e.order_no}: {err}.",
+                       {"status": row["status"], "type": e.type, "refunded_fen": row["refunded_fen"],
+                        "amount_fen": row["amount_fen"]}) from None
+
+
+def _write_change(session: Session, order_no: str, row: dict[str, Any], changed: list[dict[str, Any]]) -> None:
+    """The order's new status and the commissions the event changed, as stored."""
+    conn = session.connection()
+    conn.execute(_UPDATE_ORDER, {"no": order_no, "o_status": row["status"], "o_refunded": row["refunded_fen"],
+                                 "o_completed": row["completed_at"], "o_updated": row["updated_at"]})
+    if changed:
+        conn.execute(_UPDATE_COMMISSION, [{"no": c["order_no"], "did": c["distributor_id"], "c_state": c["state"],
+                                           "c_reversed": c["reversed_fen"], "c_unfreeze": c["unfreeze_at"]}
+                                          for c in changed])
 
 def _month_accrued(session: Session, ids: list[int], now: datetime) -> dict[int, int]:
     """Each receiver's commission credited this month, net of reversals. On PostgreSQL their
