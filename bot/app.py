@@ -52,6 +52,8 @@ DEDUPE_RETENTION = timedelta(days=2)
 STOP_SECONDS = 10  # how long shutdown waits for a worker that was told to stop
 # What the wiring itself brings besides the features (checked against them like another feature).
 CORE = Feature("core")
+# What app.cleanup_ctx holds: set up, yield, clean up.
+CleanupCtx = Callable[[web.Application], AsyncIterator[None]]
 
 
 @CORE.job("prune-processed-messages", "interval", hours=1)
@@ -142,9 +144,25 @@ def create_app(config: Config, *, platform: Platform | None = None, workers: boo
     app[JOBS] = Jobs(app, [j for f in (CORE, *features) for j in f.jobs])
     app[METRICS] = Metrics()
     app[PACKS] = PackLibrary()
+    # Started in this order, stopped in reverse: features' resources may use the database and
+    # the clients; the dispatcher and the workers use the features' resources.
+    app.cleanup_ctx.extend([_database(migrate), audit_log, _clients(merchant_keys)])
+    install_resources(app, features)
+    app.cleanup_ctx.append(_work(router, reply_deadline, workers=workers,
+                                 push_menu=config.sandbox and platform is None))
+    _add_routes(app, features)
+    if config.sandbox:
+        # The emulator of WeChat Pay lives in the built-in sandbox (tests run theirs apart, with the platform).
+        emulator = (PayEmulator(emulator_keys, appid=config.wechat.app_id)
+                    if emulator_keys is not None and platform is None and not config.pay.api_base_url else None)
+        app.add_subapp("/sandbox", create_sandbox_app(platform or sandbox_platform(config), pay=emulator))
+    return app
 
+
+def _database(migrate: bool) -> CleanupCtx:
+    """The engine (migrated first unless `migrate` is false), its sessionmaker and the Writer."""
     async def database(app: web.Application) -> AsyncIterator[None]:
-        engine = create_engine(config.database.url)
+        engine = create_engine(app[CONFIG].database.url)
         if migrate:
             await upgrade(engine)
         app[ENGINE] = engine
@@ -154,8 +172,14 @@ def create_app(config: Config, *, platform: Platform | None = None, workers: boo
         yield
         await writer.close()
         await engine.dispose()
+    return database
 
+
+def _clients(merchant_keys: PayKeys | None) -> CleanupCtx:
+    """One HTTP session and the clients over it: WeChat's API, the outbox, the webhook sender and
+    (with keys) WeChat Pay."""
     async def clients(app: web.Application) -> AsyncIterator[None]:
+        config = app[CONFIG]
         async with aiohttp.ClientSession() as http:
             app[HTTP] = http
             app[WECHAT] = WeChatAPI(base_url=config.api_base_url, app_id=config.wechat.app_id,
@@ -165,8 +189,14 @@ def create_app(config: Config, *, platform: Platform | None = None, workers: boo
             if merchant_keys is not None:
                 app[PAY] = PayClient(merchant_keys, http, config.pay_base_url)
             yield
+    return clients
 
+
+def _work(router: ChatRouter, reply_deadline: float, *, workers: bool, push_menu: bool) -> CleanupCtx:
+    """The dispatcher and (with `workers`) the background workers: the outbox, the scheduler, the
+    webhook sender, and the sandbox's menu push (`push_menu`); drained and stopped at shutdown."""
     async def work(app: web.Application) -> AsyncIterator[None]:
+        config = app[CONFIG]
         dispatcher = app[DISPATCHER] = Dispatcher(config=config, app=app, router=router, writer=app[WRITER],
                                                   metrics=app[METRICS], deadline=reply_deadline)
         tasks = []
@@ -175,19 +205,18 @@ def create_app(config: Config, *, platform: Platform | None = None, workers: boo
             tasks.append(asyncio.create_task(run_scheduler(app), name="scheduler"))
             if config.webhooks:
                 tasks.append(asyncio.create_task(app[WEBHOOKS].run(), name="webhooks"))
-            if config.sandbox and platform is None:
+            if push_menu:
                 tasks.append(asyncio.create_task(_push_sandbox_menu(app[WECHAT]), name="menu"))
         yield
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(dispatcher.drain(), 5)
         await _stop(tasks)
         await app[JOBS].close()  # runs started by the schedule or by /api
+    return work
 
-    # Started in this order, stopped in reverse: features' resources may use the database and
-    # the clients; the dispatcher and the workers use the features' resources.
-    app.cleanup_ctx.extend([database, audit_log, clients])
-    install_resources(app, features)
-    app.cleanup_ctx.append(work)
+
+def _add_routes(app: web.Application, features: tuple[Feature, ...]) -> None:
+    """The webhook, health and metrics, /api, /admin and the features' public pages."""
     webhook.add_routes(app)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
@@ -195,13 +224,6 @@ def create_app(config: Config, *, platform: Platform | None = None, workers: boo
     app.add_subapp("/admin", create_console_app(f.console for f in features))
     for f in features:  # public pages (training pages, share pages, pack pictures)
         app.router.add_routes(f.pages)
-    if config.sandbox:
-        # The emulator of WeChat Pay lives in the built-in sandbox (tests run theirs apart, with the platform).
-        emulator = (PayEmulator(emulator_keys, appid=config.wechat.app_id)
-                    if emulator_keys is not None and platform is None and not config.pay.api_base_url else None)
-        app.add_subapp("/sandbox", create_sandbox_app(platform or sandbox_platform(config), pay=emulator))
-    return app
-
 
 async def _stop(tasks: list[asyncio.Task[None]]) -> None:
     """Cancel the workers and wait for them, a bounded time: a worker that does not stop is
