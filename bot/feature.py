@@ -33,6 +33,7 @@ from bot.menu import MenuKey
 from bot.scheduler import Job
 from bot.scopes import ConsolePages, ScopeSpec
 from domain.config import Config
+from domain.jobs import JobRef
 
 ResourceFactory = Callable[[web.Application], AsyncIterator[Any]]
 
@@ -101,14 +102,18 @@ class Feature:
         return fn
 
     # ---- jobs and resources -------------------------------------------------------------------
-    def job(self, id: str, trigger: str, *, scheduled_if: Callable[[Config], bool] | None = None,
+    def job(self, id: str | JobRef, trigger: str, *, scheduled_if: Callable[[Config], bool] | None = None,
             **trigger_args: Any) -> Callable[[Callable[[web.Application], Any]], Job]:
         """A periodic job: `async def job(app)`, safe to run twice, named `id` in GET /api/jobs and
         POST /api/jobs/{id}/run. `trigger` is "cron" or "interval" with APScheduler's arguments,
         in Asia/Shanghai time: ("cron", day_of_week="mon", hour=9), ("interval", minutes=1)
-        (bot.scheduler). `scheduled_if(config)` false: only run when asked for (POST .../run)."""
+        (bot.scheduler). `scheduled_if(config)` false: only run when asked for (POST .../run).
+        The decorated name is the job's handle for `app[JOBS].start`; a job another feature starts
+        too is declared with its `JobRef` (domain.jobs)."""
+        name = id.id if isinstance(id, JobRef) else id
+
         def register(fn: Callable[[web.Application], Any]) -> Job:
-            j = Job(id, fn, trigger, tuple(trigger_args.items()), scheduled_if)
+            j = Job(name, fn, trigger, tuple(trigger_args.items()), scheduled_if)
             self.jobs.append(j)
             return j
         return register

@@ -14,6 +14,7 @@ from bot.api import ApiError, ApiModel, ApiRoutes, ok
 from bot.scheduler import JOBS, last_runs
 from bot.typedefs import CONFIG, SESSIONMAKER
 from domain.formats import china_time
+from domain.jobs import JobRef
 
 api = ApiRoutes("jobs", scope="ops")
 
@@ -72,5 +73,5 @@ async def run_job(request: web.Request, params: JobName) -> web.Response:
     jobs = request.config_dict[JOBS]
     if params.name not in jobs.by_name:
         raise ApiError(404, "not_found", f"No job {params.name!r}.")
-    jobs.start(params.name, "api", wait=True)
+    jobs.start(JobRef(params.name), "api", wait=True)
     return ok({"name": params.name, "status": "started"}, status=202)

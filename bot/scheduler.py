@@ -42,6 +42,7 @@ from bot.logs import mask_phones
 from bot.typedefs import CONFIG, ENGINE, METRICS, SESSIONMAKER, WRITER
 from domain.config import Config
 from domain.formats import CHINA
+from domain.jobs import JobRef
 from storage.db import READ_ONLY, dialect_insert
 from storage.models import JobRun
 
@@ -103,10 +104,12 @@ class Jobs:
     def __iter__(self) -> Iterator[Job]:
         return iter(self.by_name.values())
 
-    def start(self, name: str, cause: str, *, wait: bool = False) -> bool:
-        """Run the job `name` now, in the background. A run already under way in this process
+    def start(self, handle: Job | JobRef, cause: str, *, wait: bool = False) -> bool:
+        """Run the job now, in the background: `handle` is the `Job` a feature declared or a
+        `JobRef` (domain.jobs), never its name as a string. A run already under way in this process
         makes this one wait for it (`wait`, a request of an admin) or skip (a tick of the schedule;
         the next tick comes). Whether a run was started or queued."""
+        name = handle.id
         job = self.by_name[name]
         lock = self._locks.setdefault(name, asyncio.Lock())
         if self._closed:
@@ -202,7 +205,7 @@ async def schedule(jobs: Jobs) -> None:
         if job.missed(last_run_at, now):
             first["next_run_time"] = now
             log.info("job %s missed a run since %s: it runs now", job.id, last_run_at, extra={"job": job.id})
-        scheduler.add_job(jobs.start, job.make_trigger(), args=(job.id, "schedule"), id=job.id, coalesce=True,
+        scheduler.add_job(jobs.start, job.make_trigger(), args=(job, "schedule"), id=job.id, coalesce=True,
                           misfire_grace_time=None, **first)
     scheduler.start()
     jobs.leading = True

@@ -26,6 +26,7 @@ from typing import Any
 from sqlalchemy import func, literal, literal_column, select
 from sqlalchemy.orm import Session
 
+from domain.jobs import JobRef
 from domain.messages import Text, to_json
 from domain.outbox import template_data
 from storage.db import delete_chunk, dialect_insert, is_postgres
@@ -38,6 +39,8 @@ KINDS = ("contest", "training", "notice")
 CHANNELS = ("service", "mass")
 MAX_TEXT = 600
 BATCH = 5_000  # recipients queued per unit (service channel)
+# The job that queues due campaigns (handlers/campaigns.py); contests start it when their results are due.
+SEND_JOB = JobRef("campaigns")
 MASS_CHUNK = 10_000  # openids per mass/send call (WeChat's limit)
 MASS_REPORT_WAIT = timedelta(minutes=10)  # how long a campaign waits for WeChat's MASSSENDJOBFINISH
 MASS_OPENID = "*"  # the openid column of a mass row: its recipients are in the payload

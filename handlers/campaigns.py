@@ -37,7 +37,7 @@ api = feature.api
 
 
 # ---- queueing: the job (an admin's POST runs it at once when the campaign is due) ---------------
-@feature.job("campaigns", "interval", seconds=2)
+@feature.job(campaigns.SEND_JOB, "interval", seconds=2)
 async def campaigns_job(app: web.Application) -> int:
     """Start due campaigns, queue their recipients (one batch per unit), mark finished ones done;
     the batches queued. A read-only look first: every two seconds, nearly always nothing to do."""
@@ -140,7 +140,7 @@ async def launch(request: web.Request, body: CampaignIn, cause: str) -> dict[str
     data = await request.config_dict[WRITER].run(create)
     log.info("campaign created", extra={"campaign": data["id"], "by": cause})
     if send_at <= now:
-        request.config_dict[JOBS].start("campaigns", cause, wait=True)
+        request.config_dict[JOBS].start(campaigns_job, cause, wait=True)
     return data
 
 

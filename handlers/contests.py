@@ -24,7 +24,7 @@ from bot.feature import Feature
 from bot.menu import MenuKey
 from bot.scheduler import JOBS
 from bot.typedefs import CONFIG, SESSIONMAKER, WRITER
-from domain import contest_results, contests
+from domain import campaigns, contest_results, contests
 from domain.contest_results import show_value
 from domain.formats import CHINA, AmountError, china_time, mask_name, parse_yuan, yuan
 from domain.messages import Text
@@ -59,7 +59,7 @@ async def tick_contests(app: web.Application) -> int:
             settled += 1
             log.info("contest settled", extra={"contest": cid, "campaign": campaign})
     if settled:
-        app[JOBS].start("campaigns", "contests")  # the results go out now, not at the next tick
+        app[JOBS].start(campaigns.SEND_JOB, "contests")  # the results go out now, not at the next tick
     return settled
 
 
@@ -69,7 +69,7 @@ async def tick_contests(app: web.Application) -> int:
 def on_top(msg: Incoming, ctx: Ctx, me: Distributor) -> Text:
     star = contests.star(ctx.session, ctx.now)
     if star is None:  # the month has just begun and the job has not made it yet
-        ctx.app[JOBS].start("contests", "排行")
+        ctx.app[JOBS].start(tick_contests, "排行")
         return Text("本月排行榜正在生成，请稍后再发“排行”查看。")
     top = contests.live_standings(ctx.session, star, BOARD)
     lines = [f"🏆 {star.title} 实时排行"]
@@ -230,7 +230,7 @@ async def add_contest(request: web.Request, body: ContestIn) -> dict[str, Any]:
         return _json(session, cid)
     data = await request.config_dict[WRITER].run(create, slow=True)  # the backfill may read many orders
     if ends_at <= now:
-        request.config_dict[JOBS].start("contests", "api")  # over already: settle it now
+        request.config_dict[JOBS].start(tick_contests, "api")  # over already: settle it now
     return data
 
 
