@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 from decimal import Decimal
+from enum import StrEnum
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, IPvAnyNetwork, field_validator, model_validator
@@ -250,7 +251,19 @@ def default_ranks() -> tuple[RankConfig, ...]:
 
 
 WHSEC_PREFIX = "whsec_"  # Standard Webhooks: the key is the base64 after it
-WEBHOOK_EVENTS = ("distributor.registered", "commission.created", "commission.reversed", "withdrawal.paid")
+
+
+class WebhookEvent(StrEnum):
+    """The outgoing webhooks' event types (CONTRACT §4.11): an endpoint's `events` are read into
+    them, and the code that emits one names its member (domain.webhooks.emit), never the string."""
+
+    DISTRIBUTOR_REGISTERED = "distributor.registered"
+    COMMISSION_CREATED = "commission.created"
+    COMMISSION_REVERSED = "commission.reversed"
+    WITHDRAWAL_PAID = "withdrawal.paid"
+
+
+WEBHOOK_EVENTS = tuple(WebhookEvent)
 
 
 class WebhookConfig(_Section):
@@ -258,8 +271,7 @@ class WebhookConfig(_Section):
 
     url: str
     secret: str = Field(min_length=16)  # or the Standard Webhooks form whsec_<base64 of 16+ bytes>
-    events: tuple[Literal["distributor.registered", "commission.created", "commission.reversed",
-                          "withdrawal.paid"], ...] = Field(WEBHOOK_EVENTS, min_length=1)
+    events: tuple[WebhookEvent, ...] = Field(WEBHOOK_EVENTS, min_length=1)
 
     @field_validator("url")
     @classmethod

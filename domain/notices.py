@@ -15,6 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from domain.config import Config
+from domain.config_sections import WebhookEvent
 from domain.contests import SaleChange
 from domain.outbox import Merge, enqueue, merge_notices
 from domain.messages import Text
@@ -53,7 +54,7 @@ class Credits:
     completed: set[int] = field(default_factory=set)  # distributors credited with a completed order
     earned_fen: int = 0  # commission posted less reversals posted (the day's commission figure)
     # Webhook events by type: (the distributor, the event's data), in order (domain.webhooks.emit).
-    hooks: dict[str, list[tuple[int, dict[str, Any]]]] = field(default_factory=lambda: defaultdict(list))
+    hooks: dict[WebhookEvent, list[tuple[int, dict[str, Any]]]] = field(default_factory=lambda: defaultdict(list))
 
     def add(self, other: Credits) -> None:
         for did, amounts in other.credited.items():

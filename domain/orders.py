@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 from domain import commission as rules
 from domain import risk
 from domain.config import Config
+from domain.config_sections import WebhookEvent
 from domain.contests import SaleChange, record_sales
 from domain.dashboard import add_to_days
 from domain.formats import china_time, month_start
@@ -220,7 +221,7 @@ class OrderBook:
             deltas[c["distributor_id"]].pending_fen += c["amount_fen"]
             credits.credited[c["distributor_id"]].append(c["amount_fen"])
             if self.config.webhooks:
-                credits.hooks["commission.created"].append((c["distributor_id"], {
+                credits.hooks[WebhookEvent.COMMISSION_CREATED].append((c["distributor_id"], {
                     "order_no": e.order_no, "distributor_code": codes[c["distributor_id"]], "depth": c["depth"],
                     "amount_fen": c["amount_fen"], "order_amount_fen": row["amount_fen"], "at": china_time(now)}))
         credits.people.update((p.id, p) for p in chain)
@@ -291,7 +292,7 @@ class OrderBook:
             entries.append({"distributor_id": c["distributor_id"], "kind": EntryKind.REVERSAL,
                             "amount_fen": -due, "ref": e.event_id, "order_no": e.order_no, "created_at": now})
             if self.config.webhooks:
-                credits.hooks["commission.reversed"].append((c["distributor_id"], {
+                credits.hooks[WebhookEvent.COMMISSION_REVERSED].append((c["distributor_id"], {
                     "order_no": e.order_no, "distributor_code": self.credits.people[c["distributor_id"]].code,
                     "depth": c["depth"], "amount_fen": due, "reason": e.type, "event_id": e.event_id,
                     "at": china_time(now)}))

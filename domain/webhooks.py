@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from domain.config import Config
+from domain.config_sections import WebhookEvent
 from domain.formats import china_time
 from storage.db import delete_chunk
 from storage.models import OutboxStatus
@@ -23,17 +24,17 @@ WOKEN = "webhooks"
 RETENTION = timedelta(days=7)
 
 
-def emit(session: Session, config: Config, type_: str, events: Sequence[tuple[int | None, dict[str, Any]]],
+def emit(session: Session, config: Config, type_: WebhookEvent, events: Sequence[tuple[int | None, dict[str, Any]]],
          now: datetime) -> None:
     """Events of one type, each (the distributor it concerns, its data), in the order given."""
     endpoints = [w.url for w in config.webhooks if type_ in w.events]
     if not endpoints or not events:
         return
-    rows = []
+    rows, name = [], str(type_)  # the plain string in the rows and the bodies
     for distributor_id, data in events:
         event_id = uuid.uuid4().hex
-        body = {"id": event_id, "type": type_, "created_at": china_time(now), "data": data}
-        rows += [{"event_id": event_id, "url": url, "type": type_, "distributor_id": distributor_id, "body": body,
+        body = {"id": event_id, "type": name, "created_at": china_time(now), "data": data}
+        rows += [{"event_id": event_id, "url": url, "type": name, "distributor_id": distributor_id, "body": body,
                   "status": OutboxStatus.PENDING, "attempts": 0, "next_attempt_at": now, "created_at": now}
                  for url in endpoints]
     session.connection().execute(WEBHOOK_DELIVERIES.insert(), rows)
@@ -43,7 +44,7 @@ def emit(session: Session, config: Config, type_: str, events: Sequence[tuple[in
 def withdrawal_paid(session: Session, config: Config, *, withdrawal_id: int, distributor_id: int,
                     distributor_code: str, amount_fen: int, now: datetime) -> None:
     """withdrawal.paid: approved with payouts off, or the WeChat Pay transfer arrived."""
-    emit(session, config, "withdrawal.paid", [(distributor_id, {
+    emit(session, config, WebhookEvent.WITHDRAWAL_PAID, [(distributor_id, {
         "withdrawal_id": withdrawal_id, "distributor_code": distributor_code, "amount_fen": amount_fen,
         "paid_at": china_time(now)})], now)
 

@@ -15,6 +15,7 @@ from bot.chat import Ctx, Incoming
 from bot.feature import Feature
 from bot.menu import MenuKey
 from bot.typedefs import PACKS
+from domain.config_sections import WebhookEvent
 from domain.formats import china_time, mask_name
 from domain.messages import Text
 from domain.promotion import promote
@@ -146,7 +147,7 @@ def on_name(msg: Incoming, ctx: Ctx) -> Text:
     if inviter is not None:  # a bigger team may be what the inviter's next rank needed
         promote(ctx.session, ctx.config, [inviter.id], ctx.now, unlocks=ctx.app[PACKS].unlocks)
         check_signups(ctx.session, ctx.config, inviter.id, inviter.code, ctx.now)  # a sign-up farm?
-    emit(ctx.session, ctx.config, "distributor.registered", [(me.id, {
+    emit(ctx.session, ctx.config, WebhookEvent.DISTRIBUTOR_REGISTERED, [(me.id, {
         "distributor_code": me.code, "name": me.name, "phone": me.phone, "rank": me.rank,
         "inviter_code": inviter.code if inviter else None, "registered_at": china_time(ctx.now)})], ctx.now)
     rank = ctx.config.ranks[0].name
