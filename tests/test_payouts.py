@@ -314,10 +314,9 @@ async def test_the_payouts_job_finishes_a_bill_whose_callback_never_came(h: Any,
     before = await snapshot(h)
     runs = (await jobs(h))["payouts"]["runs"]
     assert (await h.api("POST", "/jobs/payouts/run"))[0] == 202
+    assert "payouts" in await jobs(h)
     await until_runs(h, "payouts", runs + 1)
     assert await snapshot(h) == before
-    _, jobs = await h.api("GET", "/jobs")
-    assert "payouts" in {j["name"] for j in jobs["jobs"]}
     await check_invariants(h)
 
 
