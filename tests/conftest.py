@@ -234,6 +234,6 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     return report
 
 
-# The console's browser fixtures (`served`, `page`) for every test module; defined with their
+# The console's browser fixtures (`served`, `page`, `browser`) for every test module; defined with their
 # helpers in tests/console_support.py, imported last (that module reads this one's names).
-from tests.console_support import page, served  # noqa: E402, F401
+from tests.console_support import browser, page, served  # noqa: E402, F401

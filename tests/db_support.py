@@ -43,7 +43,7 @@ SQLITE_TEMPLATES = Path(tempfile.gettempdir()) / "distbot-test-templates"
 # the copies of it that are free for the next test, the statements that empty a copy.
 _pg_templates: dict[str, str] = {}
 _pg_pools: dict[str, list[str]] = {}
-_reset_scripts: list[str] = []
+_reset_scripts: dict[str, str] = {}
 
 
 @functools.cache
@@ -175,7 +175,7 @@ async def _reset(server_url: str, name: str) -> bool:
     try:
         await conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                            "WHERE datname = current_database() AND pid <> pg_backend_pid()")
-        await conn.execute(await _reset_script(conn))
+        await conn.execute(await _reset_script(server_url, conn))
         return True
     except asyncpg.PostgresError:
         return False
@@ -183,17 +183,17 @@ async def _reset(server_url: str, name: str) -> bool:
         await conn.close()
 
 
-async def _reset_script(conn: asyncpg.Connection) -> str:
+async def _reset_script(server_url: str, conn: asyncpg.Connection) -> str:
     """The statements that empty a copy of the template (read once from its catalog: every copy
     has the same tables). Foreign keys are not checked meanwhile (replica role): any order works."""
-    if not _reset_scripts:
+    if server_url not in _reset_scripts:
         tables = await conn.fetch("SELECT quote_ident(tablename) AS t FROM pg_tables "
                                   "WHERE schemaname = 'public' AND tablename <> 'alembic_version'")
         sequences = await conn.fetch("SELECT quote_ident(sequencename) AS s, start_value FROM pg_sequences "
                                      "WHERE schemaname = 'public'")
-        _reset_scripts.append("".join([
+        _reset_scripts[server_url] = "".join([
             "BEGIN; SET LOCAL session_replication_role = replica; ",
             *(f"DELETE FROM {r['t']}; " for r in tables),
             *(f"SELECT setval('{r['s']}', {r['start_value']}, false); " for r in sequences),
-            "COMMIT;"]))
-    return _reset_scripts[0]
+            "COMMIT;"])
+    return _reset_scripts[server_url]

@@ -20,6 +20,7 @@ from bot.sandbox.platform import Platform, SimUser
 from bot.typedefs import METRICS, SESSIONMAKER, WECHAT, WRITER
 from storage.models import OutboxMessage
 from tests.conftest import Harness, make_config
+from tests.eventually import eventually
 
 
 @pytest.fixture(autouse=True)
@@ -58,13 +59,10 @@ def sends(h: Harness, endpoint: str = "message/custom/send", openid: str | None 
 async def settle(h: Harness, key: str, timeout: float = 8.0, until: tuple[str, ...] = ("sent", "failed")
                  ) -> OutboxMessage:
     """Wait until the row is sent or failed for good (or in one of the statuses `until`)."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
+    async def settled() -> OutboxMessage | None:
         r = await row(h, key)
-        if r.status in until:
-            return r
-        assert asyncio.get_running_loop().time() < deadline, (r.status, r.attempts, r.errcode)
-        await asyncio.sleep(0.05)
+        return r if r.status in until else None
+    return await eventually(settled, timeout, what=f"{key} is {' or '.join(until)}")
 
 
 async def with_workers(h: Harness) -> None:
@@ -134,10 +132,10 @@ async def test_a_busy_platform_is_retried_later_with_back_off(harness: Harness) 
     user = await follower(harness)
     harness.platform.fail_next["message/custom/send"] = [-1, -1, -1]  # more than one call absorbs
     await enqueue(harness, "busy-long", user.openid, "稍后送达")
-    deadline = asyncio.get_running_loop().time() + 5
-    while (r := await row(harness, "busy-long")).attempts == 0:
-        assert asyncio.get_running_loop().time() < deadline
-        await asyncio.sleep(0.02)
+    async def tried() -> OutboxMessage | None:
+        r = await row(harness, "busy-long")
+        return r if r.attempts else None
+    r = await eventually(tried, 5, what="busy-long is tried")
     assert (r.status, r.errcode) == ("pending", -1)
     assert r.next_attempt_at - datetime.now(UTC) > timedelta(seconds=0.5)  # backed off, not hammering
     r = await settle(harness, "busy-long")

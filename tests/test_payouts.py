@@ -6,7 +6,6 @@ never came; 提现 limits, 提现记录, and 收益/订单 showing what is in fl
 
 from __future__ import annotations
 
-import asyncio
 import html as htmllib
 import re
 import time
@@ -24,6 +23,7 @@ from bot.wechat_pay import EmulatorKeys, PayKeys
 from bot.wechat_pay_crypto import signed_headers
 from tests import pay_support, payouts_support
 from tests.conftest import ADMIN_TOKEN, make_config
+from tests.db_support import migrated_sqlite
 from tests.eventually import eventually
 from tests.test_jobs import jobs, until_runs
 from tests.money_support import balance, check_invariants, pay, seed, send, snapshot
@@ -454,7 +454,7 @@ async def test_sandbox_walk(db_url: str, tmp_path: Any, monkeypatch: pytest.Monk
 
 async def test_the_confirm_page_in_a_browser(tmp_path: Any, page: Any) -> None:
     """The page's own script in Chromium (no WeixinJSBridge): the sandbox's 确认收款 pays."""
-    async with SandboxWalk(f"sqlite+aiosqlite:///{tmp_path}/distbot.db") as walk:
+    async with SandboxWalk(migrated_sqlite(tmp_path)) as walk:
         wid, link = await walk.to_claim_link()
         answer = await page.goto(link)
         # The page's own script runs by its hash: the policy allows no other inline script.

@@ -98,11 +98,7 @@ async def test_kill_9_between_create_and_its_record_creates_nothing_twice(
     try:
         status, body = await crashing.api("POST", f"/withdrawals/{wid}/approve")
         assert status == 200 and body["status"] == "approved", body
-        for _ in range(500):
-            if claim_links(platform, openid):
-                break
-            await asyncio.sleep(0.02)
-        (link,) = claim_links(platform, openid)
+        (link,) = await eventually(lambda: claim_links(platform, openid), what="a claim link")
         try:
             await get(link)
             raise AssertionError("the process answered instead of dying after the create")
@@ -169,11 +165,7 @@ async def test_kill_9_between_the_callback_and_its_answer_pays_once(
     served = crashing
     try:
         assert (await crashing.api("POST", f"/withdrawals/{wid}/approve"))[0] == 200
-        for _ in range(500):
-            if claim_links(platform, openid):
-                break
-            await asyncio.sleep(0.02)
-        (link,) = claim_links(platform, openid)
+        (link,) = await eventually(lambda: claim_links(platform, openid), what="a claim link")
         status, page = await get(link)
         assert status == 200, page
         async with aiohttp.ClientSession() as http, http.post(pay_wechat.make_url("/pay/confirm"), json={

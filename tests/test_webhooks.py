@@ -184,15 +184,11 @@ async def test_refused_deliveries_are_retried_until_accepted(h: Harness, receive
     assert all(hook_id == event_id for event_id, hook_id, _ in r.attempts)
     assert all(abs(sent - time.time()) < 5 for _, _, sent in r.attempts)
 
-    async def marked() -> list[Any]:  # the receiver answers before the sender writes down its answer
-        for _ in range(200):
-            async with h.app[SESSIONMAKER]() as session:
-                rows = (await session.execute(select(WEBHOOK_DELIVERIES.c.status, WEBHOOK_DELIVERIES.c.attempts))).all()
-            if all(s != "sending" for s, _ in rows):
-                break
-            await asyncio.sleep(0.05)
-        return list(rows)
-    rows = await marked()
+    async def marked() -> list[Any] | None:  # the receiver answers before the sender writes down its answer
+        async with h.app[SESSIONMAKER]() as session:
+            rows = (await session.execute(select(WEBHOOK_DELIVERIES.c.status, WEBHOOK_DELIVERIES.c.attempts))).all()
+        return list(rows) if all(s != "sending" for s, _ in rows) else None
+    rows = await eventually(marked, what="every delivery marked")
     assert [s for s, _ in rows] == ["sent", "sent"] and max(n for _, n in rows) == 4  # 3 refusals, then 2xx
     _, _, text = await get(h, "/metrics")
     assert sample(text, "distbot_webhook_deliveries_total", result="error") == 3
