@@ -1,7 +1,8 @@
 PYTHON ?= python3
 VENV := .venv
-# Three test workers: most of the suite waits (sockets, subprocesses, sleeps), so 3 fit on 2 cores.
-PYTEST_ARGS ?= -n 3
+# Three test workers: most of the suite waits (sockets, subprocesses), so 3 fit on 2 cores. worksteal:
+# a worker that runs out takes tests queued for another, so the long crash tests do not end alone.
+PYTEST_ARGS ?= -n 3 --dist worksteal
 BIN := $(VENV)/bin
 
 .PHONY: run test bench clean

@@ -8,8 +8,10 @@ half is skipped with that reason.
 from __future__ import annotations
 
 import os
-import uuid
+import re
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -23,6 +25,8 @@ from domain.config import Config
 from bot.sandbox.platform import Platform, SimUser
 from bot.sandbox.views import create_sandbox_app
 from devtools.pgcluster import PgCluster, find_pg_bin
+from tests.db_support import drop_pools, migrated_sqlite, pg_database, run_apart
+from tests.eventually import eventually
 
 ADMIN_TOKEN = "test-admin-token"
 
@@ -39,6 +43,7 @@ def pg_server_url() -> Iterator[str | None]:
     url = os.environ.get("DISTBOT_TEST_PG_URL")
     if url:
         yield url
+        run_apart(drop_pools(url))
         return
     if find_pg_bin() is None:
         yield None
@@ -53,26 +58,28 @@ def pg_server_url() -> Iterator[str | None]:
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 async def db_url(request: pytest.FixtureRequest, tmp_path: Any, pg_server_url: str | None) -> AsyncIterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite+aiosqlite:///{tmp_path}/distbot.db"
+    """A migrated database of the test's own, on each database (a copy of the session's template:
+    tests/db_support.py)."""
+    async with _database(request.param, tmp_path, pg_server_url, migrated=True) as url:
+        yield url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def empty_db_url(request: pytest.FixtureRequest, tmp_path: Any, pg_server_url: str | None) -> AsyncIterator[str]:
+    """An empty database of the test's own, for the tests of the migrations themselves."""
+    async with _database(request.param, tmp_path, pg_server_url, migrated=False) as url:
+        yield url
+
+
+@asynccontextmanager
+async def _database(kind: str, tmp_path: Path, pg_server_url: str | None, *, migrated: bool) -> AsyncIterator[str]:
+    if kind == "sqlite":
+        yield migrated_sqlite(tmp_path) if migrated else f"sqlite+aiosqlite:///{tmp_path}/distbot.db"
         return
     if pg_server_url is None:
         pytest.skip("PostgreSQL half: no DISTBOT_TEST_PG_URL and no PostgreSQL binaries on this machine")
-    import asyncpg
-    name = "t_" + uuid.uuid4().hex[:16]
-    server = pg_server_url.replace("postgresql+asyncpg://", "postgresql://")
-    conn = await asyncpg.connect(server)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    base, _, query = pg_server_url.partition("?")
-    yield base.rsplit("/", 1)[0] + "/" + name + (("?" + query) if query else "")
-    conn = await asyncpg.connect(server)
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await conn.close()
+    async with pg_database(pg_server_url, migrated=migrated) as url:
+        yield url
 
 
 def make_config(db_url: str, **sections: Any) -> Config:
@@ -170,10 +177,19 @@ class Harness:
         await self.say(user, f"注册 {code}".strip())
         await self.say(user, phone)
         reply = await self.say(user, name)
-        import re
         m = re.search(r"推广码：([A-Z0-9]{6})", reply)
         assert m, reply
         return m.group(1)
+
+    async def settled(self) -> None:
+        """Until the outbox has nothing left to send (as /metrics reads it from the database): every
+        message queued so far is with WeChat, so a count of what a user got is final."""
+        async def nothing_pending() -> bool:
+            assert self.http is not None
+            async with self.http.get(self.url + "/metrics") as resp:
+                found = re.search(r"^distbot_outbox_depth (\S+)$", await resp.text(), re.MULTILINE)
+            return found is not None and float(found.group(1)) == 0
+        await eventually(nothing_pending, what="the outbox sends everything queued")
 
     # ---- the admin / shop side --------------------------------------------------------------
     async def api(self, method: str, path: str, *, token: str | None = ADMIN_TOKEN, **kw: Any) -> tuple[int, Any]:
@@ -218,6 +234,6 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     return report
 
 
-# The console's browser fixtures (`served`, `page`) for every test module; defined with their
+# The console's browser fixtures (`served`, `page`, `browser`) for every test module; defined with their
 # helpers in tests/console_support.py, imported last (that module reads this one's names).
-from tests.console_support import page, served  # noqa: E402, F401
+from tests.console_support import browser, page, served  # noqa: E402, F401

@@ -2,7 +2,7 @@
 Chromium page at desktop width and at 390 px (a failing test leaves a screenshot in
 tests/artifacts/), signing in (in the browser, or over HTTP with the cookies in hand) and the
 sideways-scroll check. conftest.py makes the fixtures
-`served` and `page` available to every test module. Orders reach the served app through the
+`served`, `page` and `browser` available to every test module. Orders reach the served app through the
 shop's API (`order_event`), as the shop sends them."""
 
 from __future__ import annotations
@@ -15,10 +15,12 @@ from typing import Any, NamedTuple
 
 import aiohttp
 import pytest
+import pytest_asyncio
 from aiohttp import web
 
 from bot.app import create_app
 from tests.conftest import ADMIN_TOKEN, make_config
+from tests.db_support import migrated_sqlite
 from tests.serve_support import free_port
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -34,7 +36,7 @@ async def serve(tmp_path: Path, **sections: Any) -> AsyncIterator[tuple[str, web
     """The whole app (no workers) on a free port of 127.0.0.1 over a SQLite file in `tmp_path`,
     with config sections as make_config takes them; (base URL, app)."""
     port = free_port()
-    config = make_config(f"sqlite+aiosqlite:///{tmp_path}/distbot.db",
+    config = make_config(migrated_sqlite(tmp_path),
                          server={"host": "127.0.0.1", "port": port, "public_url": f"http://127.0.0.1:{port}"},
                          **sections)
     app = create_app(config, workers=False)
@@ -53,26 +55,34 @@ async def served(tmp_path: Path) -> AsyncIterator[tuple[str, web.Application]]:
         yield found
 
 
-@asynccontextmanager
-async def chromium_page(width: int = WIDTHS["phone"]) -> AsyncIterator[Any]:
-    """A Chromium page `width` px wide (Debian's chromium, driven by playwright)."""
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def browser() -> AsyncIterator[Any]:
+    """One Chromium per test session (per xdist worker: starting one costs seconds), Debian's,
+    driven by playwright; each test has a context of its own in it (chromium_page)."""
     if not CHROMIUM.exists():
         pytest.fail("Debian chromium is missing: the browser tests need it (apt-get install chromium; .ci/run does)")
     from playwright.async_api import async_playwright
     async with async_playwright() as pw:
-        browser = await pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            context = await browser.new_context(viewport={"width": width, "height": 900})
-            pg = await context.new_page()
-            pg.set_default_timeout(WAIT_MS)
-            yield pg
-        finally:
-            await browser.close()
+        launched = await pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield launched
+        await launched.close()
+
+
+@asynccontextmanager
+async def chromium_page(browser: Any, width: int = WIDTHS["phone"], height: int = 900) -> AsyncIterator[Any]:
+    """A page of `width` × `height` px in a fresh context (cookies, storage) of the session's browser."""
+    context = await browser.new_context(viewport={"width": width, "height": height})
+    try:
+        pg = await context.new_page()
+        pg.set_default_timeout(WAIT_MS)
+        yield pg
+    finally:
+        await context.close()
 
 
 @pytest.fixture(params=list(WIDTHS))
-async def page(request: pytest.FixtureRequest) -> AsyncIterator[Any]:
-    async with chromium_page(WIDTHS[request.param]) as pg:
+async def page(request: pytest.FixtureRequest, browser: Any) -> AsyncIterator[Any]:
+    async with chromium_page(browser, WIDTHS[request.param]) as pg:
         yield pg
         report = getattr(request.node, "rep_call", None)
         if report is not None and report.failed:

@@ -147,13 +147,6 @@ async def create(client: PayClient, out_bill_no: str, notify_url: str = "http://
     return await client.create_bill(**{**args, **kw})
 
 
-async def wait_until(predicate: Any, timeout: float = 5.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not predicate():
-        assert asyncio.get_running_loop().time() < deadline, "timed out waiting"
-        await asyncio.sleep(0.02)
-
-
 def write_public_pem(directory: Path, keys: EmulatorKeys) -> Path:
     from cryptography.hazmat.primitives import serialization
     path = directory / "wechatpay_public.pem"

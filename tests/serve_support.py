@@ -14,6 +14,7 @@ from typing import Any
 import aiohttp
 
 from tests.conftest import ADMIN_TOKEN
+from tests.eventually import eventually
 
 DISTBOT = str(Path(sys.executable).parent / "distbot")
 
@@ -43,18 +44,17 @@ class Served:
             DISTBOT, "serve", "--config", str(self.config), "--port", str(self.port), cwd=self.cwd,
             stdout=out, stderr=out, env={**os.environ, **self.env})
         out.close()
-        deadline = asyncio.get_running_loop().time() + timeout
         async with aiohttp.ClientSession() as http:
-            while True:
-                assert self.proc.returncode is None, self.log.read_text(errors="replace")[-3000:]
+            async def healthy() -> bool:
+                assert self.proc is not None and self.proc.returncode is None, \
+                    self.log.read_text(errors="replace")[-3000:]
                 try:
                     async with http.get(self.url + "/healthz") as resp:
-                        if resp.status == 200:
-                            return self
+                        return resp.status == 200
                 except aiohttp.ClientConnectionError:
-                    pass
-                assert asyncio.get_running_loop().time() < deadline, "distbot serve did not come up"
-                await asyncio.sleep(0.1)
+                    return False
+            await eventually(healthy, timeout, what="distbot serve comes up")
+        return self
 
     async def kill(self) -> None:
         """kill -9: no cleanup of any kind."""

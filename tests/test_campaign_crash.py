@@ -22,6 +22,7 @@ from storage.db import create_engine
 from storage.migrate import upgrade
 from storage.tables import DISTRIBUTORS
 from tests.conftest import ADMIN_TOKEN
+from tests.eventually import eventually
 from tests.serve_support import Served
 from tests.test_campaign_mass import accepted_job
 
@@ -72,13 +73,10 @@ def deliveries(platform: Platform) -> Counter[str]:
 
 
 async def wait_done(served: Served, cid: int, timeout: float = 60) -> dict[str, Any]:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
+    async def done() -> dict[str, Any] | None:
         status, body = await served.api("GET", f"/campaigns/{cid}")
-        if status == 200 and body["status"] == "done":
-            return body
-        assert asyncio.get_running_loop().time() < deadline, body
-        await asyncio.sleep(0.2)
+        return body if status == 200 and body["status"] == "done" else None
+    return await eventually(done, timeout, what=f"campaign {cid} is done")
 
 
 async def test_kill_9_between_sends_and_a_restart_send_each_recipient_once(

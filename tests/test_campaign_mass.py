@@ -19,6 +19,7 @@ from domain.campaigns import MASS_REPORT_WAIT
 from storage.models import OutboxMessage
 from storage.tables import MASS_REPORTS, OUTBOX
 from tests.conftest import Harness
+from tests.eventually import eventually
 from tests.test_campaigns import distributors, post, wait_done
 from tests.test_jobs import jobs, until_runs
 
@@ -29,12 +30,10 @@ def mass_items(user: Any) -> list[dict[str, Any]]:
 
 async def wait_counted(h: Harness, cid: int, timeout: float = 15) -> dict[str, Any]:
     """The campaign once done with nothing pending (every chunk sent and reported)."""
-    async with asyncio.timeout(timeout):
-        while True:
-            done = await wait_done(h, cid, timeout)
-            if done["pending"] == 0:
-                return done
-            await asyncio.sleep(0.1)
+    async def counted() -> dict[str, Any] | None:
+        done = await wait_done(h, cid, timeout)
+        return done if done["pending"] == 0 else None
+    return await eventually(counted, timeout, what=f"campaign {cid} is done with nothing pending")
 
 
 async def test_a_mass_campaign_is_one_call_and_its_report_counts(harness: Harness) -> None:
@@ -93,9 +92,7 @@ async def test_a_mass_campaign_of_one_goes_as_a_service_message(harness: Harness
 
 async def accepted_job(platform: Platform, timeout: float = 10) -> dict[str, Any]:
     """The mass job WeChat has taken (its answer may still be on its way)."""
-    async with asyncio.timeout(timeout):
-        while not platform.mass_jobs:
-            await asyncio.sleep(0.01)
+    await eventually(lambda: platform.mass_jobs, timeout, what="WeChat takes a mass job")
     [job] = platform.mass_jobs.values()
     return job
 
@@ -159,9 +156,9 @@ async def test_a_chunk_wechat_never_reports_on_stops_holding_its_campaign_after_
     h.platform.mass_finish_delay = 3600  # the report is lost: it went to a process that was gone
     _, created = await post(h, text="报告丢失的群发", channel="mass")
     job = await accepted_job(h.platform)
-    async with asyncio.timeout(10):  # until the send is recorded
-        while await recorded_msg_id(h) != job["msg_id"]:
-            await asyncio.sleep(0.05)
+    async def recorded() -> bool:
+        return await recorded_msg_id(h) == job["msg_id"]
+    await eventually(recorded, what="the send is recorded")
     _, waiting = await h.api("GET", f"/campaigns/{created['id']}")
     assert (waiting["status"], waiting["pending"]) == ("sending", 2)
     await h.app[WRITER].run(lambda s: s.execute(update(OUTBOX).where(OUTBOX.c.openid == "*").values(

@@ -3,7 +3,6 @@ the 48-hour window, audience by rank, cancel, the 600-character limit, progress 
 
 from __future__ import annotations
 
-import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -15,7 +14,8 @@ from storage.models import Distributor
 from storage.models_campaigns import Campaign
 from storage.tables import OUTBOX
 from tests.conftest import Harness
-from tests.test_jobs import until_runs
+from tests.eventually import eventually
+from tests.test_jobs import jobs, until_runs
 
 PHONES = iter(range(13800000000, 13899999999))
 NAMES = "赵钱孙李周吴郑王冯陈"
@@ -35,14 +35,19 @@ def received(h: Harness, user: SimUser, text: str) -> list[dict[str, Any]]:
 
 
 async def wait_done(h: Harness, cid: int, timeout: float = 15) -> dict[str, Any]:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
+    async def done() -> dict[str, Any] | None:
         status, body = await h.api("GET", f"/campaigns/{cid}")
         assert status == 200, body
-        if body["status"] == "done":
-            return body
-        assert asyncio.get_running_loop().time() < deadline, body
-        await asyncio.sleep(0.1)
+        return body if body["status"] == "done" else None
+    return await eventually(done, timeout, what=f"campaign {cid} is done")
+
+
+async def run_campaigns_job(h: Harness) -> None:
+    """The campaigns job once more, and whatever it queued sent."""
+    runs = (await jobs(h))["campaigns"]["runs"]
+    await h.api("POST", "/jobs/campaigns/run")
+    await until_runs(h, "campaigns", runs + 1)
+    await h.settled()
 
 
 async def post(h: Harness, **fields: Any) -> tuple[int, Any]:
@@ -62,12 +67,11 @@ async def test_every_active_distributor_gets_it_once(harness: Harness) -> None:
     assert created["status"] == "scheduled" and created["total"] == 2
     done = await wait_done(h, created["id"])
     assert (done["total"], done["sent"], done["failed"], done["pending"]) == (2, 2, 0, 0)
-    await asyncio.sleep(0.3)
+    await h.settled()
     for user in (a, b):
         assert len(received(h, user, "双十二活动今晚八点开始")) == 1
     assert received(h, gone, "双十二") == [] and received(h, bystander, "双十二") == []
-    await h.api("POST", "/jobs/campaigns/run")  # a second pass sends nothing more
-    await asyncio.sleep(0.5)
+    await run_campaigns_job(h)  # a second pass sends nothing more
     assert len(received(h, a, "双十二活动今晚八点开始")) == 1
 
 
@@ -94,7 +98,7 @@ async def test_the_audience_by_rank(harness: Harness) -> None:
     status, created = await post(h, text="黄金合伙人专属素材上线", audience={"ranks": ["gold"]})
     assert status == 201 and created["total"] == 1
     await wait_done(h, created["id"])
-    await asyncio.sleep(0.2)
+    await h.settled()
     assert len(received(h, gold, "黄金合伙人专属素材上线")) == 1
     assert received(h, junior, "黄金合伙人专属素材上线") == []
     status, body = await post(h, audience={"ranks": ["diamond"]})
@@ -107,14 +111,12 @@ async def test_a_scheduled_campaign_waits_and_can_be_cancelled(harness: Harness)
     later = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
     status, created = await post(h, text="明天的活动预告", send_at=later)
     assert status == 201 and created["status"] == "scheduled" and created["total"] == 1
-    await h.api("POST", "/jobs/campaigns/run")
-    await asyncio.sleep(0.5)
+    await run_campaigns_job(h)
     status, body = await h.api("GET", f"/campaigns/{created['id']}")
     assert body["status"] == "scheduled" and received(h, user, "明天的活动预告") == []
     status, body = await h.api("POST", f"/campaigns/{created['id']}/cancel")
     assert status == 200 and body["status"] == "cancelled"
-    await h.api("POST", "/jobs/campaigns/run")
-    await asyncio.sleep(0.5)
+    await run_campaigns_job(h)
     assert received(h, user, "明天的活动预告") == []
     status, body = await h.api("POST", "/campaigns/999999/cancel")
     assert status == 404 and body["error"] == "not_found"
@@ -135,8 +137,7 @@ async def test_soon_due_campaigns_start_by_the_job(harness: Harness) -> None:
     soon = (datetime.now(UTC) + timedelta(seconds=1)).isoformat()
     status, created = await post(h, text="一秒后开始", send_at=soon)
     assert status == 201 and created["status"] == "scheduled"
-    await asyncio.sleep(0.3)
-    assert received(h, user, "一秒后开始") == []
+    assert received(h, user, "一秒后开始") == []  # not before its time
     await wait_done(h, created["id"])  # the campaigns job runs every two seconds
     assert len(received(h, user, "一秒后开始")) == 1
 

@@ -138,8 +138,9 @@ async def test_menu_push_to_an_unreachable_wechat_is_one_sentence(tmp_path: Path
 
 
 # ---- backup ---------------------------------------------------------------------------------------
-async def test_db_upgrade_and_backup_on_both_databases(tmp_path: Path, db_url: str,
+async def test_db_upgrade_and_backup_on_both_databases(tmp_path: Path, empty_db_url: str,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    db_url = empty_db_url  # `db upgrade` migrates it from scratch
     monkeypatch.setenv("DISTBOT_DATABASE__URL", db_url)
     code, _, err = await distbot("db", "upgrade", cwd=tmp_path)
     assert code == 0, err

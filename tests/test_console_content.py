@@ -24,6 +24,7 @@ from storage.models_campaigns import Campaign
 from storage.models_content import LivePack
 from tests.conftest import make_config
 from tests.console_support import no_sideways_scroll, sign_in
+from tests.db_support import migrated_sqlite
 from tests.serve_support import free_port
 from tests.test_packs_support import MANIFEST, small_pack, zip_of
 
@@ -125,7 +126,7 @@ async def test_the_upload_works_without_script(served: tuple[str, web.Applicatio
 async def served_with_workers(tmp_path: Path) -> AsyncIterator[tuple[str, web.Application, Platform]]:
     """The app with its outbox worker and scheduler, sending to the sandbox WeChat it serves."""
     port = free_port()
-    config = make_config(f"sqlite+aiosqlite:///{tmp_path}/distbot.db",
+    config = make_config(migrated_sqlite(tmp_path),
                          server={"host": "127.0.0.1", "port": port, "public_url": f"http://127.0.0.1:{port}"})
     platform = sandbox_platform(config)
     app = create_app(config, platform=platform)

@@ -5,7 +5,6 @@ unknown code or poster refused with a clear message."""
 
 from __future__ import annotations
 
-import asyncio
 import io
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,6 +21,7 @@ from content.demo import POSTER_SIZE
 from storage.models import Distributor
 from storage.models_content import DistributorQrCode, PosterMedia
 from tests.console_support import sign_in
+from tests.eventually import eventually
 from tests.test_console_content import upload
 from tests.test_packs_support import demo
 
@@ -53,10 +53,8 @@ async def test_a_poster_previewed_for_a_distributor(served: tuple[str, web.Appli
     await expect(page.get_by_role("heading", name="林小满（PREV01）的海报")).to_be_visible()
     picture = page.get_by_role("img", name="林小满 的海报预览")
     await expect(picture).to_be_visible()
-    for _ in range(100):  # the picture is drawn on the server: wait for it (wait_for_function is barred by the CSP)
-        if await picture.evaluate("img => img.complete"):
-            break
-        await asyncio.sleep(0.1)
+    # The picture is drawn on the server: wait for it (wait_for_function is barred by the CSP).
+    await eventually(lambda: picture.evaluate("img => img.complete"), what="the poster is drawn")
     assert await picture.evaluate("img => img.naturalWidth") == POSTER_SIZE[0]
     src = await picture.get_attribute("src")
     assert "code=PREV01" in src

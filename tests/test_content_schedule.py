@@ -4,7 +4,6 @@ and the replaced version back; invalid windows are refused at upload."""
 
 from __future__ import annotations
 
-import asyncio
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -107,7 +106,7 @@ async def test_a_festival_waits_goes_live_announced_once_and_hands_back(harness:
     # The job itself (real clock, now past live_from): nothing left to do, still one announcement.
     assert await content_job.run(h.app) == 0
     assert len(await campaigns(h)) == 1
-    await asyncio.sleep(0.3)
+    await h.settled()
     assert sum(1 for i in h.platform.users[user.openid].timeline if i.get("content") == ANNOUNCE) == 1
 
     # After live_until the replaced version is live again, once.

@@ -185,7 +185,8 @@ async def test_retry_of_a_late_reply_does_not_deliver_it_twice(slow_harness: Har
     again = await deliver(h, fields)
     await asyncio.sleep(0.3)
     assert h.calls == [command]  # type: ignore[attr-defined]
-    custom = [c for c in h.platform.calls if c[0] == "message/custom/send"]
+    # (On a loaded machine the welcome can miss the deadline too and come this way: not counted.)
+    custom = [c for c in h.platform.calls if c[0] == "message/custom/send" and "四" in str(c[1])]
     assert len(custom) == 1
     assert again is None
 

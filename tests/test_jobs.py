@@ -26,6 +26,7 @@ from storage.db import create_engine
 from storage.migrate import upgrade
 from storage.models import JobRun
 from tests.conftest import ADMIN_TOKEN, Harness, make_config
+from tests.eventually import eventually
 from tests.serve_support import Served
 from tests.test_config import live
 
@@ -95,25 +96,21 @@ async def jobs(h: Harness) -> dict[str, dict[str, Any]]:
 
 
 async def until_runs(h: Harness, name: str, runs: int) -> dict[str, Any]:
-    for _ in range(200):
+    async def ran() -> dict[str, Any] | None:
         job = (await jobs(h))[name]
-        if job["runs"] >= runs:
-            return job
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"{name} did not finish {runs} run(s): {job}")
+        return job if job["runs"] >= runs else None
+    return await eventually(ran, what=f"{name} finishes {runs} run(s)")
 
 
 async def test_the_contract_jobs_are_listed_with_their_next_run(db_url: str, platform: Platform,
                                                               wechat_server: TestServer, fake: FakeJobs) -> None:
     h = await start(db_url, platform, wechat_server, fake, workers=True)
     try:
-        for _ in range(100):  # the one process leads as soon as its scheduler is up
+        async def leading() -> dict[str, Any] | None:
             status, body = await h.api("GET", "/jobs")
             assert status == 200
-            if body["leader"]:
-                break
-            await asyncio.sleep(0.05)
-        assert body["leader"] is True
+            return body if body["leader"] is True else None
+        body = await eventually(leading, what="the one process leads as soon as its scheduler is up")
         listed = {j["name"]: j for j in body["jobs"]}
         assert CONTRACT_JOBS | {"prune-processed-messages"} <= set(listed)
         for job in listed.values():
@@ -194,7 +191,6 @@ async def test_a_job_that_missed_its_time_while_down_runs_at_start(db_url: str, 
         job = await until_runs(h, "test-weekly", 2)
         assert job["last_status"] == "ok" and datetime.fromisoformat(job["last_run_at"]) >= now
         await until_runs(h, "test-hourly", 2)
-        await asyncio.sleep(0.2)
         # Once each; not the job that missed nothing, nor the one that never ran.
         assert fake.calls == {"test-weekly": 1, "test-hourly": 1}
         listed = await jobs(h)
@@ -226,13 +222,12 @@ async def test_one_process_leads_and_another_takes_over_when_it_is_killed(db_url
     try:
         await asyncio.gather(*(p.start() for p in procs))
         async with aiohttp.ClientSession() as http:
-            for _ in range(100):
-                leaders = [(await state(http, p.url))["leader"] for p in procs]
-                if True in leaders:
-                    break
-                await asyncio.sleep(0.1)
-            assert leaders.count(True) == 1, leaders
-            leader, survivor = procs if leaders[0] else procs[::-1]
+            async def leaders() -> list[bool] | None:
+                found = [(await state(http, p.url))["leader"] for p in procs]
+                return found if True in found else None
+            found = await eventually(leaders, what="one of the processes leads")
+            assert found.count(True) == 1, found
+            leader, survivor = procs if found[0] else procs[::-1]
             url = survivor.url
             # The daily ranks job last ran two days ago, as if no process had led at 02:00 since.
             # The leader's scheduler looked at that as it started, so it leaves it to 02:00.
@@ -241,12 +236,10 @@ async def test_one_process_leads_and_another_takes_over_when_it_is_killed(db_url
                                                          last_status="ok", runs=1))
             killed_at = datetime.now(UTC).replace(microsecond=0)
             await leader.kill()  # kill -9: no clean-up, its database session just ends
-            for _ in range(600):  # the survivor leads and catches up with the missed run
+            async def took_over() -> dict[str, Any] | None:
                 body = await state(http, url)
-                if body["leader"] and job(body, "ranks")["runs"] == 2:
-                    break
-                await asyncio.sleep(0.1)
-            assert body["leader"], "no process took over within 60 s"
+                return body if body["leader"] and job(body, "ranks")["runs"] == 2 else None
+            body = await eventually(took_over, 60, what="the survivor leads and catches up with the missed run")
             ranks = job(body, "ranks")
             assert ranks["runs"] == 2 and ranks["last_status"] == "ok", ranks
             assert datetime.fromisoformat(ranks["last_run_at"]) >= killed_at
@@ -267,11 +260,7 @@ async def test_one_contender_leads_and_a_broken_leader_connection_steps_down(db_
         return run
 
     async def until(count: int) -> None:
-        for _ in range(100):
-            if len(led) >= count:
-                return
-            await asyncio.sleep(0.05)
-        raise AssertionError(f"leaders so far: {led}")
+        await eventually(lambda: len(led) >= count, what=f"{count} leaders")
 
     contenders = {name: asyncio.create_task(lead(engine, work(name), poll=0.1, heartbeat=0.1)) for name in "ab"}
     try:

@@ -20,8 +20,8 @@ def _diff(conn: Any) -> list[Any]:
     return compare_metadata(ctx, Base.metadata)
 
 
-async def test_models_match_the_migrations(db_url: str) -> None:
-    engine = create_engine(db_url)
+async def test_models_match_the_migrations(empty_db_url: str) -> None:
+    engine = create_engine(empty_db_url)
     try:
         await upgrade(engine)
         async with engine.connect() as conn:
@@ -31,9 +31,9 @@ async def test_models_match_the_migrations(db_url: str) -> None:
         await engine.dispose()
 
 
-async def test_upgrade_reaches_every_head_and_is_repeatable(db_url: str) -> None:
+async def test_upgrade_reaches_every_head_and_is_repeatable(empty_db_url: str) -> None:
     heads = set(ScriptDirectory.from_config(alembic_config()).get_heads())
-    engine = create_engine(db_url)
+    engine = create_engine(empty_db_url)
     try:
         await upgrade(engine)
         await upgrade(engine)

@@ -14,6 +14,7 @@ from bot.features import FEATURES
 from bot.app import create_app
 from bot.openapi import openapi_spec
 from tests.conftest import make_config
+from tests.db_support import migrated_sqlite
 
 
 def api_subapp(app: web.Application) -> web.Application:
@@ -29,7 +30,7 @@ def resolve(spec: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
 
 
 async def test_the_document_describes_every_served_route(aiohttp_client: Any, tmp_path: Path) -> None:
-    client = await aiohttp_client(create_app(make_config(f"sqlite+aiosqlite:///{tmp_path}/distbot.db")))
+    client = await aiohttp_client(create_app(make_config(migrated_sqlite(tmp_path))))
     resp = await client.get("/api/openapi.json", headers={"Authorization": "Bearer test-admin-token"})
     assert resp.status == 200
     spec = await resp.json()
@@ -85,7 +86,7 @@ def test_the_models_say_what_validation_checks() -> None:
 
 
 async def test_what_the_fuzzer_found_stays_fixed(aiohttp_client: Any, tmp_path: Path) -> None:
-    client = await aiohttp_client(create_app(make_config(f"sqlite+aiosqlite:///{tmp_path}/distbot.db")))
+    client = await aiohttp_client(create_app(make_config(migrated_sqlite(tmp_path))))
     auth = {"Authorization": "Bearer test-admin-token"}
     # A 405 says what is allowed.
     resp = await client.delete("/api/distributors/K7QF2M", headers=auth)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import re
 from typing import Any
 
@@ -112,7 +111,7 @@ async def test_outbox_depth_falls_back_to_zero_once_sent(harness: Harness) -> No
     await harness.follow(user)
     await harness.app[WRITER].run(lambda session: enqueue(session, "depth:sent", user.openid, Text("已送达")))
     await harness.platform.wait_for(user.openid, lambda i: i.get("via") == "custom")
-    await asyncio.sleep(0.1)
+    await harness.settled()  # its mark follows the send
     _, _, text = await get(harness, "/metrics")
     assert sample(text, "distbot_outbox_depth") == 0
     assert sample(text, "distbot_outbox_sent_total", channel="custom") == 1

@@ -67,12 +67,7 @@ async def test_a_burst_of_orders_makes_one_notice(db_url: str, platform: Platfor
                 OutboxMessage.openid == user.openid, OutboxMessage.key.like("credit:%")))).all()
         assert sum(n.payload["merge"]["n"] for n in notices) == 12
         assert len(notices) <= 2  # one per one-second window: the burst may straddle a boundary
-        for _ in range(200):  # every notice is sent once its window is over
-            texts = [m["content"] for m in user.timeline if "新佣金入账" in m.get("content", "")]
-            if len(texts) >= len(notices):
-                break
-            await asyncio.sleep(0.05)
-        await asyncio.sleep(0.3)
+        await h.settled()  # every notice is sent once its window is over
         texts = [m["content"] for m in user.timeline if "新佣金入账" in m.get("content", "")]
         assert len(texts) == len(notices)
         assert "12 笔订单，共 ¥12.00" in texts[0] or len(texts) == 2

@@ -20,6 +20,7 @@ from bot.sandbox.platform import Platform, SimUser
 from bot.typedefs import METRICS, SESSIONMAKER, WECHAT, WRITER
 from storage.models import OutboxMessage
 from tests.conftest import Harness, make_config
+from tests.eventually import eventually
 
 
 @pytest.fixture(autouse=True)
@@ -58,13 +59,10 @@ def sends(h: Harness, endpoint: str = "message/custom/send", openid: str | None 
 async def settle(h: Harness, key: str, timeout: float = 8.0, until: tuple[str, ...] = ("sent", "failed")
                  ) -> OutboxMessage:
     """Wait until the row is sent or failed for good (or in one of the statuses `until`)."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
+    async def settled() -> OutboxMessage | None:
         r = await row(h, key)
-        if r.status in until:
-            return r
-        assert asyncio.get_running_loop().time() < deadline, (r.status, r.attempts, r.errcode)
-        await asyncio.sleep(0.05)
+        return r if r.status in until else None
+    return await eventually(settled, timeout, what=f"{key} is {' or '.join(until)}")
 
 
 async def with_workers(h: Harness) -> None:
@@ -77,14 +75,15 @@ async def test_a_row_written_before_a_stop_is_sent_once_after_the_start(idle: Ha
     h = idle
     user = await follower(h)
     await enqueue(h, "notice:1", user.openid, "您有一笔新佣金")
-    await asyncio.sleep(0.3)
     assert sends(h) == []  # no worker in this app
     await with_workers(h)
     item = await h.platform.wait_for(user.openid, lambda i: i.get("via") == "custom")
     assert item["content"] == "您有一笔新佣金"
     await h.restart()
-    await asyncio.sleep(0.6)
-    assert len(sends(h, openid=user.openid)) == 1
+    # A later row sent after the restart: the worker has been past the first one, which stays sent.
+    await enqueue(h, "notice:2", user.openid, "又一笔新佣金")
+    await settle(h, "notice:2")
+    assert [b["text"]["content"] for b in sends(h, openid=user.openid)] == ["您有一笔新佣金", "又一笔新佣金"]
     r = await row(h, "notice:1")
     assert (r.status, r.channel, r.attempts) == ("sent", "custom", 1)
 
@@ -96,7 +95,7 @@ async def test_the_same_key_is_enqueued_once(idle: Harness) -> None:
     await enqueue(h, "campaign:1:" + user.openid, user.openid, "第二次")
     await with_workers(h)
     await settle(h, "campaign:1:" + user.openid)
-    await asyncio.sleep(0.3)
+    await h.settled()
     assert [b["text"]["content"] for b in sends(h, openid=user.openid)] == ["第一次"]
 
 
@@ -115,7 +114,7 @@ async def test_a_claim_whose_worker_died_is_recovered_and_sent_once(idle: Harnes
     await with_workers(h)
     r = await settle(h, "dead")
     assert r.status == "sent"
-    await asyncio.sleep(0.5)
+    await h.settled()  # the worker looked at both claims as it started (recover, then claim)
     assert [b["text"]["content"] for b in sends(h, openid=user.openid)] == ["被遗忘的消息"]
     assert (await row(h, "busy")).status == "sending"
 
@@ -133,10 +132,10 @@ async def test_a_busy_platform_is_retried_later_with_back_off(harness: Harness) 
     user = await follower(harness)
     harness.platform.fail_next["message/custom/send"] = [-1, -1, -1]  # more than one call absorbs
     await enqueue(harness, "busy-long", user.openid, "稍后送达")
-    deadline = asyncio.get_running_loop().time() + 5
-    while (r := await row(harness, "busy-long")).attempts == 0:
-        assert asyncio.get_running_loop().time() < deadline
-        await asyncio.sleep(0.02)
+    async def tried() -> OutboxMessage | None:
+        r = await row(harness, "busy-long")
+        return r if r.attempts else None
+    r = await eventually(tried, 5, what="busy-long is tried")
     assert (r.status, r.errcode) == ("pending", -1)
     assert r.next_attempt_at - datetime.now(UTC) > timedelta(seconds=0.5)  # backed off, not hammering
     r = await settle(harness, "busy-long")

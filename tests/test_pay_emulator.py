@@ -17,6 +17,7 @@ from aiohttp.test_utils import TestServer
 from bot.sandbox.pay import PayEmulator, create_pay_app
 from bot.wechat_pay import EmulatorKeys, PayClient, PayKeys, PayRefused
 from bot.wechat_pay_crypto import authorization, encrypt_field
+from tests.eventually import eventually
 from tests.pay_support import (  # noqa: F401 (fixtures)
     APPID,
     REPORT_1005,
@@ -28,7 +29,6 @@ from tests.pay_support import (  # noqa: F401 (fixtures)
     notify,
     pay_keys,
     pay_server,
-    wait_until,
 )
 
 BILLS = "v3/fund-app/mch-transfer/transfer-bills"
@@ -317,7 +317,7 @@ async def test_the_emulator_runs_apart(pay_keys: tuple[PayKeys, EmulatorKeys], h
         client = PayClient(pay_keys[0], http, str(server.make_url("/")))
         bill = await create(client, "A1")
         emulator.confirm(bill.package_info, "o-user-1")
-        await wait_until(lambda: emulator.bills["A1"].state == "SUCCESS")
+        await eventually(lambda: emulator.bills["A1"].state == "SUCCESS")
         assert (await client.query_bill("A1")).state == "SUCCESS"  # type: ignore[union-attr]
     finally:
         await server.close()

@@ -6,7 +6,6 @@ never came; 提现 limits, 提现记录, and 收益/订单 showing what is in fl
 
 from __future__ import annotations
 
-import asyncio
 import html as htmllib
 import re
 import time
@@ -24,6 +23,9 @@ from bot.wechat_pay import EmulatorKeys, PayKeys
 from bot.wechat_pay_crypto import signed_headers
 from tests import pay_support, payouts_support
 from tests.conftest import ADMIN_TOKEN, make_config
+from tests.db_support import migrated_sqlite
+from tests.eventually import eventually
+from tests.test_jobs import jobs, until_runs
 from tests.money_support import balance, check_invariants, pay, seed, send, snapshot
 from tests.payouts_support import PayHarness, claim_links, json_script, pay_config
 from tests.serve_support import free_port
@@ -59,12 +61,9 @@ async def request_and_approve(h: Any, user: Any, text: str = "提现 12.50") -> 
 
 async def next_link(h: Any, user: Any, count: int) -> str:
     """The count-th claim link sent to the user (waits for it)."""
-    for _ in range(500):
-        links = claim_links(h.platform, user.openid)
-        if len(links) >= count:
-            return links[count - 1]
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"no claim link #{count}: {h.platform.users[user.openid].timeline[-3:]}")
+    links = await eventually(lambda: len(found := claim_links(h.platform, user.openid)) >= count and found,
+                             what=f"claim link #{count}")
+    return links[count - 1]
 
 
 async def open_link(h: Any, url: str) -> tuple[int, str]:
@@ -79,13 +78,10 @@ async def withdrawal(h: Any, wid: int) -> dict[str, Any]:
 
 
 async def wait_status(h: Any, wid: int, expected: str, timeout: float = 10) -> dict[str, Any]:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
+    async def reached() -> dict[str, Any] | None:
         w = await withdrawal(h, wid)
-        if w["status"] == expected:
-            return w
-        assert asyncio.get_running_loop().time() < deadline, w
-        await asyncio.sleep(0.05)
+        return w if w["status"] == expected else None
+    return await eventually(reached, timeout, what=f"withdrawal {wid} is {expected}")
 
 
 async def press(h: Any, page: str, button: str) -> None:
@@ -248,11 +244,11 @@ async def test_an_expired_bill_is_claimed_again_with_a_new_number(h: Any, emulat
     page = (await open_link(h, link))[1]
     first = (await withdrawal(h, wid))["transfer"]["out_bill_no"]
     await press(h, page, "expire")
-    for _ in range(200):
+
+    async def failed() -> dict[str, Any] | None:
         w = await withdrawal(h, wid)
-        if w["transfer"]["state"] == "FAIL":
-            break
-        await asyncio.sleep(0.05)
+        return w if w["transfer"]["state"] == "FAIL" else None
+    w = await eventually(failed, what="the transfer fails")
     assert w["status"] == "approved" and w["transfer"]["fail_reason"] == "OVERDUE_CLOSE"
     assert await balance(h, d) == {"pending_fen": 0, "available_fen": 3750, "withdrawing_fen": 1250, "withdrawn_fen": 0}
     await check_invariants(h)
@@ -316,11 +312,11 @@ async def test_the_payouts_job_finishes_a_bill_whose_callback_never_came(h: Any,
     assert await balance(h, d) == {"pending_fen": 0, "available_fen": 3750, "withdrawing_fen": 0, "withdrawn_fen": 1250}
     # Run again: nothing more happens.
     before = await snapshot(h)
+    runs = (await jobs(h))["payouts"]["runs"]
     assert (await h.api("POST", "/jobs/payouts/run"))[0] == 202
-    await asyncio.sleep(0.3)
+    assert "payouts" in await jobs(h)
+    await until_runs(h, "payouts", runs + 1)
     assert await snapshot(h) == before
-    _, jobs = await h.api("GET", "/jobs")
-    assert "payouts" in {j["name"] for j in jobs["jobs"]}
     await check_invariants(h)
 
 
@@ -421,23 +417,19 @@ class SandboxWalk:
         wid = int(re.search(r"申请号 (\d+)", await self.sim("提现 12.50")).group(1))
         async with self.http.post(f"{self.base}/api/withdrawals/{wid}/approve", headers=self.auth) as resp:
             assert (await resp.json())["status"] == "approved"
-        for _ in range(250):
+        async def claim_link() -> list[str]:
             async with self.http.get(self.base + "/sandbox/sim/messages", params={"openid": self.openid}) as resp:
-                found = [m for item in (await resp.json())["messages"]
-                         for m in payouts_support.CLAIM.findall(item.get("content", ""))]
-            if found:
-                assert found[0].startswith(self.base + "/pay/claim/")
-                return wid, found[0]
-            await asyncio.sleep(0.04)
-        raise AssertionError("the simulator shows no claim link")
+                return [m for item in (await resp.json())["messages"]
+                        for m in payouts_support.CLAIM.findall(item.get("content", ""))]
+        found = await eventually(claim_link, what="the simulator shows a claim link")
+        assert found[0].startswith(self.base + "/pay/claim/")
+        return wid, found[0]
 
     async def wait_paid(self, wid: int) -> None:
-        for _ in range(250):
+        async def paid() -> bool:
             async with self.http.get(f"{self.base}/api/withdrawals/{wid}", headers=self.auth) as resp:
-                if (await resp.json())["status"] == "paid":
-                    return
-            await asyncio.sleep(0.04)
-        raise AssertionError(f"withdrawal {wid} was not paid")
+                return (await resp.json())["status"] == "paid"
+        await eventually(paid, what=f"withdrawal {wid} is paid")
 
 
 async def test_sandbox_walk(db_url: str, tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -462,7 +454,7 @@ async def test_sandbox_walk(db_url: str, tmp_path: Any, monkeypatch: pytest.Monk
 
 async def test_the_confirm_page_in_a_browser(tmp_path: Any, page: Any) -> None:
     """The page's own script in Chromium (no WeixinJSBridge): the sandbox's 确认收款 pays."""
-    async with SandboxWalk(f"sqlite+aiosqlite:///{tmp_path}/distbot.db") as walk:
+    async with SandboxWalk(migrated_sqlite(tmp_path)) as walk:
         wid, link = await walk.to_claim_link()
         answer = await page.goto(link)
         # The page's own script runs by its hash: the policy allows no other inline script.

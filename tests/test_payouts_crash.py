@@ -26,6 +26,7 @@ from storage.migrate import upgrade
 from storage.tables import BALANCES, DISTRIBUTORS, OUTBOX, PAYOUT_BILLS
 from tests import pay_support, payouts_support
 from tests.conftest import ADMIN_TOKEN
+from tests.eventually import eventually
 from tests.payouts_support import claim_links, json_script, key_files
 from tests.serve_support import Served
 
@@ -97,11 +98,7 @@ async def test_kill_9_between_create_and_its_record_creates_nothing_twice(
     try:
         status, body = await crashing.api("POST", f"/withdrawals/{wid}/approve")
         assert status == 200 and body["status"] == "approved", body
-        for _ in range(500):
-            if claim_links(platform, openid):
-                break
-            await asyncio.sleep(0.02)
-        (link,) = claim_links(platform, openid)
+        (link,) = await eventually(lambda: claim_links(platform, openid), what="a claim link")
         try:
             await get(link)
             raise AssertionError("the process answered instead of dying after the create")
@@ -136,13 +133,10 @@ async def test_kill_9_between_create_and_its_record_creates_nothing_twice(
         async with aiohttp.ClientSession() as http, http.post(pay_wechat.make_url("/pay/confirm"), json={
                 "package": emulator.bills[number].package_info, "openid": openid}) as resp:
             assert resp.status == 200, await resp.text()
-        deadline = asyncio.get_running_loop().time() + 15
-        while True:
-            status, w = await served.api("GET", f"/withdrawals/{wid}")
-            if w["status"] == "paid":
-                break
-            assert asyncio.get_running_loop().time() < deadline, w
-            await asyncio.sleep(0.1)
+        async def paid() -> dict[str, Any] | None:
+            _, w = await served.api("GET", f"/withdrawals/{wid}")
+            return w if w["status"] == "paid" else None
+        w = await eventually(paid, 15, what=f"withdrawal {wid} is paid")
         assert w["transfer"] == {"out_bill_no": number, "state": "SUCCESS", "fail_reason": None}
         status, d = await served.api("GET", "/distributors/KPAY01")
         assert d["balance"] == {"pending_fen": 0, "available_fen": 3750, "withdrawing_fen": 0, "withdrawn_fen": 1250}
@@ -171,11 +165,7 @@ async def test_kill_9_between_the_callback_and_its_answer_pays_once(
     served = crashing
     try:
         assert (await crashing.api("POST", f"/withdrawals/{wid}/approve"))[0] == 200
-        for _ in range(500):
-            if claim_links(platform, openid):
-                break
-            await asyncio.sleep(0.02)
-        (link,) = claim_links(platform, openid)
+        (link,) = await eventually(lambda: claim_links(platform, openid), what="a claim link")
         status, page = await get(link)
         assert status == 200, page
         async with aiohttp.ClientSession() as http, http.post(pay_wechat.make_url("/pay/confirm"), json={

@@ -12,6 +12,7 @@ from aiohttp.test_utils import TestServer
 from bot.app import create_app
 from tests.conftest import ADMIN_TOKEN, Harness, make_config
 from tests.console_support import chromium_page
+from tests.db_support import migrated_sqlite
 from tests.test_packs_support import small_pack, upload, zip_of
 
 # The issue's links, each "javascript:" (or data:) to a browser once it has cleaned the URL up.
@@ -28,7 +29,7 @@ HOSTILE_TRAINING = """# 安全培训
 """
 
 
-async def test_hostile_links_in_a_training_run_nothing_in_chromium(harness: Harness) -> None:
+async def test_hostile_links_in_a_training_run_nothing_in_chromium(harness: Harness, browser: Any) -> None:
     h = harness
     user = h.user()
     await h.register(user, "13800138000", "赵敏")
@@ -37,7 +38,7 @@ async def test_hostile_links_in_a_training_run_nothing_in_chromium(harness: Harn
     reply = await h.click(user, "TRAINING")
     assert reply is not None and reply["type"] == "news", reply
     link = h.url + reply["articles"][0]["url"].removeprefix(h.config.server.public_url)
-    async with chromium_page() as page:
+    async with chromium_page(browser) as page:
         dialogs: list[str] = []
 
         async def on_dialog(dialog: Any) -> None:
@@ -103,7 +104,7 @@ async def test_every_response_hides_the_server_and_pages_carry_the_policy(harnes
 
 
 async def test_https_public_url_adds_hsts(tmp_path: Any) -> None:
-    config = make_config(f"sqlite+aiosqlite:///{tmp_path}/distbot.db", server={"public_url": "https://shop.example"})
+    config = make_config(migrated_sqlite(tmp_path), server={"public_url": "https://shop.example"})
     server = TestServer(create_app(config, workers=False))
     await server.start_server()
     try:

@@ -5,7 +5,6 @@ outbox worker and the sandbox emulator, which enforces the same quota."""
 
 from __future__ import annotations
 
-import asyncio
 import re
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -23,6 +22,7 @@ from domain.outbox import NO_TEMPLATE, Queued, enqueue_many
 from domain.quota import Due, Grant, GrantKind, Rank, Route, choose
 from storage.models import Follower, OutboxMessage
 from tests.conftest import Harness, make_config
+from tests.eventually import eventually
 from tests.money_support import pay, seed
 
 
@@ -52,13 +52,10 @@ async def rows(h: Harness, openid: str) -> dict[str, OutboxMessage]:
 
 async def settled(h: Harness, openid: str, n: int, timeout: float = 8.0) -> dict[str, OutboxMessage]:
     """The user's rows once n of them are sent, failed or kept."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
+    async def done() -> dict[str, OutboxMessage] | None:
         found = await rows(h, openid)
-        if sum(r.status in ("sent", "failed", "kept") for r in found.values()) >= n:
-            return found
-        assert asyncio.get_running_loop().time() < deadline, {k: r.status for k, r in found.items()}
-        await asyncio.sleep(0.05)
+        return found if sum(r.status in ("sent", "failed", "kept") for r in found.values()) >= n else None
+    return await eventually(done, timeout, what=f"{n} rows of {openid} sent, failed or kept")
 
 
 async def outcomes(h: Harness) -> dict[str, float]:
@@ -95,10 +92,9 @@ async def test_six_notices_after_a_follow_three_as_messages_the_rest_as_template
 
 async def marked(h: Harness, openid: str, key: str, status: str, timeout: float = 8.0) -> None:
     """Wait until the user's row `key` has `status` (a send lands before the worker records it)."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while (found := (await rows(h, openid))[key].status) != status:
-        assert asyncio.get_running_loop().time() < deadline, found
-        await asyncio.sleep(0.05)
+    async def reached() -> bool:
+        return (await rows(h, openid))[key].status == status
+    await eventually(reached, timeout, what=f"{key} is {status}")
 
 
 async def test_a_late_answer_to_the_users_request_goes_before_queued_notices(idle: Harness) -> None:

@@ -19,6 +19,7 @@ from wechatpy.crypto import WeChatCrypto
 from wechatpy.utils import check_signature
 
 from bot.sandbox.platform import ERRMSG, Platform, SimUser
+from tests.eventually import eventually
 
 APP_ID, SECRET, TOKEN = "wxsandbox0000000000", "sandbox-secret", "sandbox-token"
 AES_KEY = base64.b64encode(bytes(range(32))).decode().rstrip("=")
@@ -285,9 +286,7 @@ class Webhook:
         return web.Response(text="success")
 
     async def wait_for(self, n: int) -> None:
-        async with asyncio.timeout(5):
-            while len(self.posts) < n:
-                await asyncio.sleep(0.01)
+        await eventually(lambda: len(self.posts) >= n, 5, what=f"{n} posts")
 
 
 @pytest.fixture

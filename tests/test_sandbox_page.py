@@ -20,7 +20,8 @@ from bot.app import create_app
 from bot.sandbox.platform import Platform
 from bot.sandbox.views import create_sandbox_app
 from tests.conftest import ADMIN_TOKEN, make_config
-from tests.console_support import CHROMIUM, CHROMIUM_ARGS, WAIT_MS
+from tests.console_support import chromium_page
+from tests.db_support import migrated_sqlite
 from tests.serve_support import free_port
 
 CODE = re.compile(r"推广码：([A-Z0-9]{6})")
@@ -39,7 +40,7 @@ async def served(tmp_path: Path) -> AsyncIterator[str]:
     SQLite only: this test is about the page; every handler behind it already runs on SQLite and
     PostgreSQL in the harness tests, and a second browser run would only double the slowest test."""
     port = free_port()
-    config = make_config(f"sqlite+aiosqlite:///{tmp_path}/distbot.db",
+    config = make_config(migrated_sqlite(tmp_path),
                          server={"host": "127.0.0.1", "port": port, "public_url": f"http://127.0.0.1:{port}"})
     runner = web.AppRunner(create_app(config))
     await runner.setup()
@@ -51,21 +52,13 @@ async def served(tmp_path: Path) -> AsyncIterator[str]:
 
 
 @pytest.fixture
-async def page() -> AsyncIterator[Any]:
-    if not CHROMIUM.exists():
-        pytest.fail("Debian chromium is missing: the browser tests need it (apt-get install chromium; .ci/run does)")
-    from playwright.async_api import async_playwright
-    async with async_playwright() as pw:
-        browser = await pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            pg = await browser.new_page(viewport={"width": 390, "height": 844})
-            errors: list[str] = []
-            pg.on("pageerror", lambda e: errors.append(str(e)))
-            pg.set_default_timeout(WAIT_MS)
-            yield pg
-            assert not errors, errors
-        finally:
-            await browser.close()
+async def page(browser: Any) -> AsyncIterator[Any]:
+    """A phone-sized page (844 px high) in the session's browser; no script error on it."""
+    async with chromium_page(browser, 390, 844) as pg:
+        errors: list[str] = []
+        pg.on("pageerror", lambda e: errors.append(str(e)))
+        yield pg
+        assert not errors, errors
 
 
 # ---- driving the page like a person -------------------------------------------------------------

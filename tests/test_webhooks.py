@@ -29,6 +29,7 @@ from storage import db as storage_db
 from domain.config import Config, ConfigError, load_config
 from storage.tables import WEBHOOK_DELIVERIES
 from tests.conftest import Harness, make_config
+from tests.eventually import eventually
 from tests.test_jobs import until_runs
 from tests.test_ops import get, sample
 
@@ -111,14 +112,6 @@ async def h(db_url: str, platform: Platform, wechat_server: TestServer,
         yield harness
 
 
-async def until(check: Any, seconds: float = 30.0) -> None:
-    for _ in range(int(seconds / 0.05)):
-        if check():
-            return
-        await asyncio.sleep(0.05)
-    assert check()
-
-
 async def event(h: Harness, **body: Any) -> None:
     status, answer = await h.api("POST", "/orders/events", json=body)
     assert status == 200, answer
@@ -137,7 +130,7 @@ async def test_events_arrive_signed_and_in_order(h: Harness, receiver: tuple[Rec
     [w] = listed["withdrawals"]
     assert (await h.api("POST", f"/withdrawals/{w['id']}/approve"))[0] == 200
 
-    await until(lambda: len(r.types_of(b)) == 4 and len(r.types_of(a)) == 3)
+    await eventually(lambda: len(r.types_of(b)) == 4 and len(r.types_of(a)) == 3)
     assert r.bad_signatures == 0
     # Each distributor's events in the order they happened.
     assert r.types_of(b) == ["distributor.registered", "commission.created", "commission.reversed", "withdrawal.paid"]
@@ -163,7 +156,7 @@ async def test_a_whsec_secret_is_the_standard_webhooks_key(db_url: str, platform
         config = make_config(db_url, webhooks=[{"url": str(server.make_url("/hook")), "secret": WHSEC}])
         async with Harness(config, platform, wechat_server) as h:
             code = await h.register(h.user(), "13900001007", "吴九")
-            await until(lambda: r.types_of(code) == ["distributor.registered"])
+            await eventually(lambda: r.types_of(code) == ["distributor.registered"])
     assert r.bad_signatures == 0 and r.last is not None
     body, headers = r.last
     assert headers["webhook-id"] == json.loads(body)["id"] and headers["webhook-signature"].startswith("v1,")
@@ -183,7 +176,7 @@ async def test_refused_deliveries_are_retried_until_accepted(h: Harness, receive
     r.fail = 3
     code = await h.register(h.user(), "13900001003", "王五")
     await event(h, event_id="r1", order_no="R1", type="paid", amount_fen=2000, distributor_code=code)
-    await until(lambda: len(r.types_of(code)) == 2)
+    await eventually(lambda: len(r.types_of(code)) == 2)
     assert r.refused == 3 and r.types_of(code) == ["distributor.registered", "commission.created"]
     # Each try carries the event's id as webhook-id (the same on every retry) and the time it was sent.
     ids = [event_id for event_id, _, _ in r.attempts]
@@ -191,15 +184,11 @@ async def test_refused_deliveries_are_retried_until_accepted(h: Harness, receive
     assert all(hook_id == event_id for event_id, hook_id, _ in r.attempts)
     assert all(abs(sent - time.time()) < 5 for _, _, sent in r.attempts)
 
-    async def marked() -> list[Any]:  # the receiver answers before the sender writes down its answer
-        for _ in range(200):
-            async with h.app[SESSIONMAKER]() as session:
-                rows = (await session.execute(select(WEBHOOK_DELIVERIES.c.status, WEBHOOK_DELIVERIES.c.attempts))).all()
-            if all(s != "sending" for s, _ in rows):
-                break
-            await asyncio.sleep(0.05)
-        return list(rows)
-    rows = await marked()
+    async def marked() -> list[Any] | None:  # the receiver answers before the sender writes down its answer
+        async with h.app[SESSIONMAKER]() as session:
+            rows = (await session.execute(select(WEBHOOK_DELIVERIES.c.status, WEBHOOK_DELIVERIES.c.attempts))).all()
+        return list(rows) if all(s != "sending" for s, _ in rows) else None
+    rows = await eventually(marked, what="every delivery marked")
     assert [s for s, _ in rows] == ["sent", "sent"] and max(n for _, n in rows) == 4  # 3 refusals, then 2xx
     _, _, text = await get(h, "/metrics")
     assert sample(text, "distbot_webhook_deliveries_total", result="error") == 3
@@ -215,7 +204,7 @@ async def test_sent_deliveries_are_pruned_after_a_week(h: Harness, receiver: tup
     for k in range(5):
         await event(h, event_id=f"p{k}", order_no=f"P{k}", type="paid", amount_fen=1000, distributor_code=code)
     await event(h, event_id="p-late", order_no="PL", type="paid", amount_fen=1000, distributor_code=code)
-    await until(lambda: len(r.types_of(code)) == 7)
+    await eventually(lambda: len(r.types_of(code)) == 7)
     w = WEBHOOK_DELIVERIES.c
     async with h.app[SESSIONMAKER]() as session, session.begin():
         ids = (await session.scalars(select(w.id).order_by(w.id))).all()

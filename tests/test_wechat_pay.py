@@ -33,6 +33,7 @@ from bot.wechat_pay import (
     sandbox_keys,
 )
 from bot.wechat_pay_crypto import authorization, parse_authorization, signed_headers
+from tests.eventually import eventually
 from tests.pay_support import (  # noqa: F401 (fixtures)
     APPID,
     REPORT_1005,
@@ -45,7 +46,6 @@ from tests.pay_support import (  # noqa: F401 (fixtures)
     pay_keys,
     pay_server,
     pay_url,
-    wait_until,
     write_public_pem,
 )
 
@@ -366,5 +366,5 @@ async def test_wechatpayv3s_user_name_decrypts_in_the_emulator(
             "Authorization": signed, "Wechatpay-Serial": keys.public_key_id,
             "Content-Type": "application/json"}) as resp:
         assert resp.status == 200, await resp.text()
-    await wait_until(lambda: "W5C1" in emulator.bills)
+    await eventually(lambda: "W5C1" in emulator.bills)
     assert emulator.bills["W5C1"].request["user_name"] == "李四"

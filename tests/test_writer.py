@@ -19,6 +19,7 @@ from bot.sandbox.platform import Platform
 from storage.db import create_engine
 from storage.writer import Writer
 from tests.conftest import Harness, make_config
+from tests.db_support import migrated_sqlite
 
 
 def _where(session: Any) -> tuple[int, bool]:
@@ -78,7 +79,7 @@ async def test_a_unit_that_raises_leaves_nothing(tmp_path: Path) -> None:
 
 @pytest.fixture
 async def sqlite_harness(tmp_path: Path, platform: Platform, wechat_server: TestServer) -> AsyncIterator[Harness]:
-    async with Harness(make_config(f"sqlite+aiosqlite:///{tmp_path}/distbot.db"), platform, wechat_server) as h:
+    async with Harness(make_config(migrated_sqlite(tmp_path)), platform, wechat_server) as h:
         yield h
 
 
