@@ -25,10 +25,9 @@ from domain.quota import Choice, Route, correct_grant, fallback, route_claim
 from bot.wechat_api import MASS_TOO_SOON, NOT_FOLLOWING, OUTSIDE_WINDOW, QUOTA_SPENT, WeChatAPI, WeChatError
 from storage.durable_queue import Backoff, DurableQueue, Outcome
 from storage.models import OutboxBody, OutboxMessage
-from storage.queue_worker import THROTTLE_SLACK, QueueWorker
+from storage.queue_worker import QueueWorker
 from storage.writer import Writer
 
-__all__ = ["Outbox", "THROTTLE_SLACK"]  # bench/broadcast.py keeps the worker's schedule
 log = logging.getLogger(__name__)
 
 IDLE_POLL_SECONDS = 0.5
@@ -45,31 +44,19 @@ class _Claimed(NamedTuple):
     payload: dict[str, Any]  # the row's message: its own payload over its shared body's
 
 
-class Outbox:
+class Outbox(QueueWorker[_Claimed]):
     def __init__(self, config: Config, sessionmaker: async_sessionmaker[AsyncSession], writer: Writer,
                  wechat: WeChatAPI, metrics: Metrics):
+        queue = DurableQueue(OutboxMessage, lease_seconds=config.outbox.lease_seconds,
+                             backoff=Backoff(1, cap=600, tries=config.outbox.max_attempts),
+                             columns={"channel": None, "errcode": None, "msg_id": None})
+        super().__init__(queue, writer, sessionmaker, name="outbox worker", batch=config.outbox.batch_size,
+                         in_flight=MAX_IN_FLIGHT, idle_seconds=IDLE_POLL_SECONDS, rate=config.outbox.rate_per_second)
         self.config = config
-        self._writer = writer
         self._wechat = wechat
         self._metrics = metrics
-        self.queue = DurableQueue(OutboxMessage, lease_seconds=config.outbox.lease_seconds,
-                                  backoff=Backoff(1, cap=600, tries=config.outbox.max_attempts),
-                                  columns={"channel": None, "errcode": None, "msg_id": None})
-        self.worker = QueueWorker(self.queue, writer, sessionmaker, deliver=self._deliver, claim=self._claim,
-                                  row=lambda c: c.row, name="outbox worker", batch=config.outbox.batch_size,
-                                  in_flight=MAX_IN_FLIGHT, idle_seconds=IDLE_POLL_SECONDS,
-                                  rate=config.outbox.rate_per_second)
 
-    def wake(self) -> None:
-        self.worker.wake()
-
-    async def run(self) -> None:
-        await self.worker.run()
-
-    async def drain_once(self, *, wait: bool = True) -> int:
-        return await self.worker.drain_once(wait=wait)
-
-    def _claim(self, session: Session, now: datetime, limit: int) -> list[_Claimed]:
+    def claim(self, session: Session, now: datetime, limit: int) -> list[_Claimed]:
         """Claim due rows, each with its channel chosen within its user's quota (spent in the same
         unit): answers to a user's own request first, then in the order queued. A row whose
         follower another unit holds (PostgreSQL) is given back for a moment."""
@@ -81,11 +68,14 @@ class Outbox:
                                at=now + timedelta(seconds=BUSY_FOLLOWER_SECONDS))
         shared = {r.body_id for r in rows if r.body_id is not None}
         bodies = dict(session.execute(select(OutboxBody.id, OutboxBody.payload)
-                                      .where(OutboxBody.id.in_(shared))).tuples().all()) if shared else {}
+                                      .where(OutboxBody.id.in_(shared))).all()) if shared else {}
         return [_Claimed(r, choices.get(r.id, MASS), {**bodies.get(r.body_id, {}), **r.payload})
                 for r in rows if r.id in choices or "mass" in r.payload]
 
-    async def _deliver(self, c: _Claimed) -> Outcome:
+    def row_of(self, item: _Claimed) -> OutboxMessage:
+        return item.row
+
+    async def deliver(self, c: _Claimed) -> Outcome:
         row, payload, choice = c.row, c.payload, c.choice
         reply = from_json(payload)
         try:
@@ -125,7 +115,7 @@ class Outbox:
             code = e.errcode
             self._metrics.child(self._metrics.outbox_outcomes, str(code)).inc()
             if recorded:
-                await self._writer.run(lambda session: correct_grant(session, row.openid, code, asked))
+                await self.writer.run(lambda session: correct_grant(session, row.openid, code, asked))
             return fallback(due_of(row), code, bool(self.config.wechat.template_id))
 
     def _sent(self, row: OutboxMessage, channel: str, msg_id: int | None = None) -> Outcome:

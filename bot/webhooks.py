@@ -71,32 +71,28 @@ def backlog(session: Session) -> int:
     return count(session, WEBHOOK_DELIVERIES, OutboxStatus.PENDING, OutboxStatus.SENDING)
 
 
-class WebhookSender:
+class WebhookSender(QueueWorker[WebhookDelivery]):
     def __init__(self, config: Config, sessionmaker: async_sessionmaker[AsyncSession], writer: Writer,
                  metrics: Metrics):
+        super().__init__(DurableQueue(WebhookDelivery, lease_seconds=LEASE_SECONDS, backoff=RETRIES), writer,
+                         sessionmaker, name="webhook sender", batch=BATCH, in_flight=IN_FLIGHT,
+                         idle_seconds=IDLE_POLL_SECONDS)
         self._endpoints: dict[str, WebhookConfig] = {w.url: w for w in config.webhooks}
         self._metrics = metrics
         self._http: aiohttp.ClientSession | None = None
-        self.queue = DurableQueue(WebhookDelivery, lease_seconds=LEASE_SECONDS, backoff=RETRIES)
-        self.worker = QueueWorker(self.queue, writer, sessionmaker, deliver=self._deliver, claim=self._claim,
-                                  name="webhook sender", batch=BATCH, in_flight=IN_FLIGHT,
-                                  idle_seconds=IDLE_POLL_SECONDS)
-
-    def wake(self) -> None:
-        self.worker.wake()
 
     async def run(self) -> None:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=TIMEOUT_SECONDS)) as self._http:
-            await self.worker.run()
+            await super().run()
 
-    def _claim(self, session: Session, now: datetime, limit: int) -> list[WebhookDelivery]:
+    def claim(self, session: Session, now: datetime, limit: int) -> list[WebhookDelivery]:
         """A distributor's next delivery waits for their earlier one: one of theirs is claimed at a time."""
         w, earlier = WebhookDelivery, aliased(WebhookDelivery)
         waiting = exists().where(and_(earlier.url == w.url, earlier.distributor_id == w.distributor_id,
                                       earlier.status != OutboxStatus.SENT, earlier.id < w.id))
         return self.queue.claim(session, now, limit, ~waiting)
 
-    async def _deliver(self, row: WebhookDelivery) -> Outcome:
+    async def deliver(self, row: WebhookDelivery) -> Outcome:
         endpoint = self._endpoints.get(row.url)
         if endpoint is None:
             error = "the endpoint is no longer in [[webhooks]]"

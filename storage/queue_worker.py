@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
@@ -33,21 +32,15 @@ THROTTLE_SLACK = 0.05  # seconds the delivery schedule may fall behind and catch
 
 
 class QueueWorker(Generic[T]):
-    """`deliver(item) -> Outcome` for every item of `queue`. `claim(session, now, limit)` may
-    replace the plain claim (`queue.claim`) to add conditions or context to each item; then
-    `row(item)` names the item's row."""
+    """A consumer subclasses it and writes its deliver step, `deliver(item) -> Outcome`. It may
+    also replace `claim` (conditions of its own, or context for each item, then `row_of` names
+    an item's row)."""
 
     def __init__(self, queue: DurableQueue, writer: Writer, sessionmaker: async_sessionmaker[AsyncSession], *,
-                 deliver: Callable[[T], Awaitable[Outcome]], name: str, batch: int, in_flight: int,
-                 idle_seconds: float, rate: float | None = None,
-                 claim: Callable[[Session, datetime, int], list[T]] | None = None,
-                 row: Callable[[T], Any] = lambda item: item):
+                 name: str, batch: int, in_flight: int, idle_seconds: float, rate: float | None = None):
         self.queue = queue
-        self._writer = writer
+        self.writer = writer
         self._sessionmaker = sessionmaker  # the read-only look for work (no write lock on SQLite)
-        self._deliver = deliver
-        self._claim = claim or queue.claim
-        self._row = row
         self.name, self.batch, self._idle = name, batch, idle_seconds
         self._interval = 1.0 / rate if rate else 0.0
         self._next_start = 0.0
@@ -55,6 +48,15 @@ class QueueWorker(Generic[T]):
         self._in_flight: set[asyncio.Future[None]] = set()
         self._wake = asyncio.Event()
         self._marks: GroupCommit[dict[str, Any], None] = GroupCommit(writer, queue.write_marks)
+
+    async def deliver(self, item: T) -> Outcome:
+        raise NotImplementedError
+
+    def claim(self, session: Session, now: datetime, limit: int) -> list[T]:
+        return self.queue.claim(session, now, limit)
+
+    def row_of(self, item: T) -> Any:
+        return item
 
     def wake(self) -> None:
         self._wake.set()
@@ -84,7 +86,7 @@ class QueueWorker(Generic[T]):
         now = datetime.now(UTC)
         if not await run_read(self._sessionmaker, lambda s: self.queue.has_work(s, now)):
             return 0
-        items = await self._writer.run(lambda s: self._claim(s, now, self.batch))
+        items = await self.writer.run(lambda s: self.claim(s, now, self.batch))
         started = 0
         try:
             for item in items:
@@ -96,16 +98,16 @@ class QueueWorker(Generic[T]):
                 delivery.add_done_callback(self._delivered)
         except asyncio.CancelledError:
             await self._settle()
-            untried = [self._row(item).id for item in items[started:]]
-            await self._writer.run(lambda s: self.queue.release(s, untried))
+            untried = [self.row_of(item).id for item in items[started:]]
+            await self.writer.run(lambda s: self.queue.release(s, untried))
             raise
         if wait:
             await self._settle()
         return len(items)
 
     async def _one(self, item: T) -> None:
-        outcome = await self._deliver(item)
-        await self._marks(self.queue.mark(self._row(item), outcome, datetime.now(UTC)))
+        outcome = await self.deliver(item)
+        await self._marks(self.queue.mark(self.row_of(item), outcome, datetime.now(UTC)))
 
     def _delivered(self, f: asyncio.Future[None]) -> None:
         self._in_flight.discard(f)

@@ -127,11 +127,11 @@ async def test_a_worker_delivers_a_dead_workers_claim_after_its_lease(db: Db) ->
     await db.writer.run(lambda s: q.claim(s, datetime.now(UTC) - timedelta(seconds=LEASE + 1), 1))
     delivered: list[int] = []
 
-    async def deliver(row: Any) -> Outcome:
-        delivered.append(row.id)
-        return Outcome.sent(note="ok")
-    worker = QueueWorker(q, db.writer, db.sessionmaker, deliver=deliver, name="test", batch=10, in_flight=2,
-                         idle_seconds=0.1)
+    class Worker(QueueWorker[Any]):
+        async def deliver(self, row: Any) -> Outcome:
+            delivered.append(row.id)
+            return Outcome.sent(note="ok")
+    worker = Worker(q, db.writer, db.sessionmaker, name="test", batch=10, in_flight=2, idle_seconds=0.1)
     assert await worker.drain_once() == 1
     assert await worker.drain_once() == 0
     row = (await db.rows())[dead]
