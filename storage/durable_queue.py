@@ -125,19 +125,17 @@ class DurableQueue:
         expired = self._expired(now)
         if is_postgres(session):
             expired = expired.with_for_update(skip_locked=True)
-        m = self.model
-        return session.execute(update(m).where(m.id.in_(expired.scalar_subquery()))
-                               .values(status=Status.PENDING, claimed_at=None),
-                               execution_options={"synchronize_session": False}).rowcount
+        return self._give_back(session, self.model.id.in_(expired.scalar_subquery()))
 
     def release(self, session: Session, ids: Sequence[int], *, at: datetime | None = None) -> None:
         """Give claims not tried back now (a stop), due again at `at` when given."""
         if ids:
-            m = self.model
-            later = {} if at is None else {"next_attempt_at": at}
-            session.execute(update(m).where(m.id.in_(ids), m.status == Status.SENDING)
-                            .values(status=Status.PENDING, claimed_at=None, **later),
-                            execution_options={"synchronize_session": False})
+            self._give_back(session, self.model.id.in_(ids), self.model.status == Status.SENDING,
+                            **({} if at is None else {"next_attempt_at": at}))
+
+    def _give_back(self, session: Session, *where: Any, **values: Any) -> int:
+        give_back = update(self.model).where(*where).values(status=Status.PENDING, claimed_at=None, **values)
+        return session.execute(give_back, execution_options={"synchronize_session": False}).rowcount
 
     # ---- outcomes ---------------------------------------------------------------------------
     def failed(self, row: Any, error: str, *, final: bool = False, delay: float | None = None,
