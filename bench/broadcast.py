@@ -38,7 +38,7 @@ sys.path.insert(0, str(ROOT))
 from bench.harness import ADMIN, Server, free_port, peak_rss_mb, pg_database, pg_server  # noqa: E402
 from bench.orders import seed_distributors  # noqa: E402
 from bench.scratch import scratch_dir  # noqa: E402
-from bot.outbox import THROTTLE_SLACK  # noqa: E402
+from storage.queue_worker import THROTTLE_SLACK  # noqa: E402
 
 
 TEXT = "双十二大促今晚八点开始，点击菜单领取专属海报。"

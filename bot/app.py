@@ -185,7 +185,7 @@ def _clients(merchant_keys: PayKeys | None) -> CleanupCtx:
             app[WECHAT] = WeChatAPI(base_url=config.api_base_url, app_id=config.wechat.app_id,
                                     app_secret=config.wechat.app_secret, sessionmaker=app[SESSIONMAKER], http=http)
             app[OUTBOX] = Outbox(config, app[SESSIONMAKER], app[WRITER], app[WECHAT], app[METRICS])
-            app[WEBHOOKS] = WebhookSender(config, app[WRITER], app[METRICS])
+            app[WEBHOOKS] = WebhookSender(config, app[SESSIONMAKER], app[WRITER], app[METRICS])
             if merchant_keys is not None:
                 app[PAY] = PayClient(merchant_keys, http, config.pay_base_url)
             yield
@@ -269,7 +269,7 @@ async def healthz(request: web.Request) -> web.Response:
 async def metrics(request: web.Request) -> web.Response:
     m = request.app[METRICS]
     # Figures as of this scrape, read from the database: every process tells the database's truth
-    # (workers update the depth only now and then; the sla job runs in the leader alone). Two
+    # (the sla job runs in the leader alone). Two
     # indexed counts, (status, next_attempt_at) and (status, due_at).
     try:
         async with request.app[SESSIONMAKER]() as session:

@@ -30,6 +30,7 @@ from domain.messages import Reply, Text, from_json, to_json
 from domain.outbox import enqueue
 from domain.quota import Grant, GrantKind, granted_by, open_grants, opened_at
 from storage.db import dialect_insert, is_postgres
+from storage.durable_queue import Backoff
 from storage.group_commit import Failed, GroupCommit, each_in_savepoint
 from storage.models import ConversationState, Distributor, Follower
 from storage.tables import FOLLOWERS, PROCESSED, SIGNED_QUERIES
@@ -43,6 +44,7 @@ REPLY_DEADLINE_SECONDS = 4.0  # WeChat waits 5 s, then retries
 # change of grant (a click's minute, a spent grant renewed) is written at once.
 INTERACTION_RESOLUTION = timedelta(minutes=1)
 BUSY_TEXT = "系统繁忙，请稍后再试。"
+LATE_QUEUEING = Backoff(0.5, tries=3)  # queuing a late reply: three tries, 0.5 s and 1 s apart
 
 # The batch's statements, built once: constructing them costs more than running them.
 _STORED = select(PROCESSED.c.key, PROCESSED.c.reply).where(PROCESSED.c.key.in_(bindparam("keys", expanding=True)))
@@ -305,15 +307,15 @@ class Dispatcher:
                 # The first delivery was answered "success"; a retry is answered alike, not with a
                 # second copy of what the outbox sends.
                 session.execute(update(PROCESSED).where(PROCESSED.c.key == p.msg.dedupe_key).values(reply=None))
-        try:
-            for attempt in range(3):  # the database may be briefly busy; the reply must not be lost
+        try:  # the database may be briefly busy; the reply must not be lost
+            for pause in (*LATE_QUEUEING.pauses(), 0):
                 try:
                     await self._writer.run(queue)
                     self._metrics.late_replies.inc()
                     return
                 except Exception:
                     log.exception("could not queue a late reply", extra={"openid": p.msg.openid})
-                    await asyncio.sleep(0.5 * 2 ** attempt)
+                    await asyncio.sleep(pause)
         finally:
             if forget_stored:
                 self._inflight.pop(p.msg.dedupe_key, None)

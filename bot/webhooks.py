@@ -2,8 +2,9 @@
 (domain.webhooks.emit) are POSTed, signed `X-Distbot-Signature: sha256=<HMAC-SHA256 of the body>`
 and with the Standard Webhooks headers (CONTRACT §7: `webhook-id`, `webhook-timestamp`,
 `webhook-signature`, so a receiver can verify with the `standardwebhooks` library), until the
-endpoint answers 2xx, with back-off. At least once: a crash between the answer and the
-mark sends again, and receivers dedupe by the event's `id`.
+endpoint answers 2xx, with back-off (the durable queue: storage.durable_queue; this module is
+its deliver step). At least once: a crash between the answer and the mark sends again, and
+receivers dedupe by the event's `id`.
 
 It is its own worker with its own connection pool and a few requests in flight, so an endpoint
 that is down or slow backs up only its own deliveries: chat and order ingestion never wait for
@@ -13,27 +14,28 @@ earlier of that distributor for that endpoint is still unsent.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import hmac
 import json
 import logging
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import aiohttp
-from sqlalchemy import and_, exists, func, select, update
+from sqlalchemy import and_, exists
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session, aliased
 
 from bot.metrics import Metrics
-from bot.polling import drain_forever
 from domain.config import Config
 from domain.config_sections import WebhookConfig
-from storage.db import is_postgres
+from storage.durable_queue import Backoff, DurableQueue, Outcome, count
 from storage.models import OutboxStatus
 from storage.models_webhooks import WebhookDelivery
+from storage.queue_worker import QueueWorker
+from storage.tables import WEBHOOK_DELIVERIES
 from storage.writer import Writer
 
 log = logging.getLogger(__name__)
@@ -44,6 +46,8 @@ TIMEOUT_SECONDS = 5.0
 IN_FLIGHT = 8
 BATCH = 50
 SIGNATURE_HEADER = "X-Distbot-Signature"
+# 5 s before the first retry, doubled each time up to an hour; an endpoint is never given up on.
+RETRIES = Backoff(5.0, cap=3600.0)
 
 
 def signature(secret: str, body: bytes) -> str:
@@ -64,87 +68,52 @@ def encode(body: dict[str, Any]) -> bytes:
 
 def backlog(session: Session) -> int:
     """Deliveries not yet sent (the /metrics gauge)."""
-    return session.scalar(select(func.count()).select_from(WebhookDelivery)
-                          .where(WebhookDelivery.status.in_((OutboxStatus.PENDING, OutboxStatus.SENDING)))) or 0
+    return count(session, WEBHOOK_DELIVERIES, OutboxStatus.PENDING, OutboxStatus.SENDING)
 
 
-class WebhookSender:
-    retry_base = 5.0  # seconds before the first retry, doubled each time ...
-    retry_cap = 3600.0  # ... up to an hour
-
-    def __init__(self, config: Config, writer: Writer, metrics: Metrics):
+class WebhookSender(QueueWorker[WebhookDelivery]):
+    def __init__(self, config: Config, sessionmaker: async_sessionmaker[AsyncSession], writer: Writer,
+                 metrics: Metrics):
+        super().__init__(DurableQueue(WebhookDelivery, lease_seconds=LEASE_SECONDS, backoff=RETRIES), writer,
+                         sessionmaker, name="webhook sender", batch=BATCH, in_flight=IN_FLIGHT,
+                         idle_seconds=IDLE_POLL_SECONDS)
         self._endpoints: dict[str, WebhookConfig] = {w.url: w for w in config.webhooks}
-        self._writer = writer
         self._metrics = metrics
-        self._wake = asyncio.Event()
-
-    def wake(self) -> None:
-        self._wake.set()
+        self._http: aiohttp.ClientSession | None = None
 
     async def run(self) -> None:
-        timeout = aiohttp.ClientTimeout(total=TIMEOUT_SECONDS)
-        async with aiohttp.ClientSession(timeout=timeout) as http:
-            await drain_forever(lambda: self.drain_once(http), self._wake, IDLE_POLL_SECONDS, "webhook sender")
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=TIMEOUT_SECONDS)) as self._http:
+            await super().run()
 
-    async def drain_once(self, http: aiohttp.ClientSession) -> int:
-        rows = await self._writer.run(self._claim)
-        if not rows:
-            return 0
-        slots = asyncio.Semaphore(IN_FLIGHT)
-
-        async def deliver(row: WebhookDelivery) -> dict[str, Any]:
-            async with slots:
-                return await self._deliver(http, row)
-        marks = await asyncio.gather(*(deliver(r) for r in rows))
-        await self._writer.run(lambda s: self._mark(s, marks))
-        return len(rows)
-
-    def _claim(self, session: Session) -> list[WebhookDelivery]:
-        now = datetime.now(UTC)
+    def claim(self, session: Session, now: datetime, limit: int) -> list[WebhookDelivery]:
+        """A distributor's next delivery waits for their earlier one: one of theirs is claimed at a time."""
         w, earlier = WebhookDelivery, aliased(WebhookDelivery)
-        session.execute(update(w).where(w.status == OutboxStatus.SENDING,
-                                        w.claimed_at < now - timedelta(seconds=LEASE_SECONDS))
-                        .values(status=OutboxStatus.PENDING, claimed_at=None))
         waiting = exists().where(and_(earlier.url == w.url, earlier.distributor_id == w.distributor_id,
                                       earlier.status != OutboxStatus.SENT, earlier.id < w.id))
-        due = (select(w.id).where(w.status == OutboxStatus.PENDING, w.next_attempt_at <= now, ~waiting)
-               .order_by(w.next_attempt_at, w.id).limit(BATCH))
-        if is_postgres(session):
-            due = due.with_for_update(skip_locked=True)
-        # A distributor's next delivery waits for their earlier one: one of theirs is claimed at a time.
-        return list(session.scalars(update(w).where(w.id.in_(due.scalar_subquery()))
-                                    .values(status=OutboxStatus.SENDING, claimed_at=now).returning(w),
-                                    execution_options={"synchronize_session": False}).all())
+        return self.queue.claim(session, now, limit, ~waiting)
 
-    async def _deliver(self, http: aiohttp.ClientSession, row: WebhookDelivery) -> dict[str, Any]:
+    async def deliver(self, row: WebhookDelivery) -> Outcome:
         endpoint = self._endpoints.get(row.url)
         if endpoint is None:
             error = "the endpoint is no longer in [[webhooks]]"
         else:
-            body = encode(row.body)
-            headers = {"Content-Type": "application/json", SIGNATURE_HEADER: signature(endpoint.secret, body),
-                       "X-Distbot-Event": row.type, "X-Distbot-Delivery": row.body["id"],
-                       **standard_headers(endpoint.hmac_key, row.body["id"], int(time.time()), body)}
-            try:
-                async with http.post(row.url, data=body, headers=headers, allow_redirects=False) as resp:
-                    await resp.read()
-                    error = None if 200 <= resp.status < 300 else f"HTTP {resp.status}"
-            except (aiohttp.ClientError, TimeoutError, OSError) as e:
-                error = f"{type(e).__name__}: {e}"[:500]
+            error = await self._post(row, endpoint)
         self._metrics.child(self._metrics.webhook_deliveries, "ok" if error is None else "error").inc()
-        if error is not None:
-            log.warning("webhook delivery failed", extra={"url": row.url, "event_id": row.event_id, "error": error})
-        return {"id": row.id, "attempts": row.attempts + 1, "error": error}
+        if error is None:
+            return Outcome.sent()
+        log.warning("webhook delivery failed", extra={"url": row.url, "event_id": row.event_id, "error": error})
+        return self.queue.failed(row, error)
 
-    def _mark(self, session: Session, marks: list[dict[str, Any]]) -> None:
-        now, w = datetime.now(UTC), WebhookDelivery
-        for m in marks:
-            if m["error"] is None:
-                values: dict[str, Any] = {"status": OutboxStatus.SENT, "sent_at": now, "attempts": m["attempts"],
-                                          "last_error": None}
-            else:
-                delay = min(self.retry_base * 2 ** (m["attempts"] - 1), self.retry_cap)
-                values = {"status": OutboxStatus.PENDING, "attempts": m["attempts"], "last_error": m["error"],
-                          "next_attempt_at": now + timedelta(seconds=delay)}
-            session.execute(update(w).where(w.id == m["id"], w.status == OutboxStatus.SENDING)
-                            .values(claimed_at=None, **values))
+    async def _post(self, row: WebhookDelivery, endpoint: WebhookConfig) -> str | None:
+        """POST the event, signed; None when the endpoint took it (2xx), else what went wrong."""
+        assert self._http is not None
+        body = encode(row.body)
+        headers = {"Content-Type": "application/json", SIGNATURE_HEADER: signature(endpoint.secret, body),
+                   "X-Distbot-Event": row.type, "X-Distbot-Delivery": row.body["id"],
+                   **standard_headers(endpoint.hmac_key, row.body["id"], int(time.time()), body)}
+        try:
+            async with self._http.post(row.url, data=body, headers=headers, allow_redirects=False) as resp:
+                await resp.read()
+                return None if 200 <= resp.status < 300 else f"HTTP {resp.status}"
+        except (aiohttp.ClientError, TimeoutError, OSError) as e:
+            return f"{type(e).__name__}: {e}"

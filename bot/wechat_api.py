@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from domain.messages import Image, News, Reply, Text
 from domain.quota import OUTSIDE as OUTSIDE_WINDOW, SPENT as QUOTA_SPENT  # the customer-service quota's errors
+from storage.durable_queue import Backoff
 from storage.models import AccessToken
 
 log = logging.getLogger(__name__)
@@ -29,7 +30,7 @@ NOT_FOLLOWING = 43004
 MASS_REPEATED = 45065  # this clientmsgid was sent already: the answer carries its msg_id
 MASS_TOO_SOON = 45066  # the same clientmsgid again within a minute: try again after it
 CALL_TIMEOUT = aiohttp.ClientTimeout(total=10)
-BUSY_DELAYS = (0.2, 0.8)
+BUSY = Backoff(0.2, factor=4, tries=3)  # a busy answer: two more tries, 0.2 s and 0.8 s later
 
 
 class WeChatError(Exception):
@@ -150,7 +151,7 @@ class WeChatAPI:
         """Call an endpoint with the shared token; refresh once on a token error, back off on busy."""
         token = await self.access_token()
         refreshed = False
-        busy = 0
+        pauses = BUSY.pauses()
         while True:
             data = form() if callable(form) else form
             try:
@@ -161,9 +162,8 @@ class WeChatAPI:
                     refreshed = True
                     token = await self.access_token(invalid=token)
                     continue
-                if e.errcode in BUSY_ERRORS and busy < len(BUSY_DELAYS):
-                    await asyncio.sleep(BUSY_DELAYS[busy])
-                    busy += 1
+                if e.errcode in BUSY_ERRORS and (pause := next(pauses, None)) is not None:
+                    await asyncio.sleep(pause)
                     continue
                 raise
 

@@ -16,7 +16,8 @@ from sqlalchemy.orm import Session
 
 from domain.messages import Reply, Text, to_json
 from domain.quota import Due, Rank
-from storage.db import delete_chunk, dialect_insert
+from storage.db import dialect_insert
+from storage.durable_queue import prune as prune_sent
 from storage.models import OutboxStatus
 from storage.tables import CAMPAIGNS
 from storage.tables import OUTBOX as _OUTBOX
@@ -147,9 +148,8 @@ RETENTION = timedelta(days=30)
 
 
 def prune(session: Session, sent_before: datetime) -> int:
-    """Delete a chunk of the messages sent before `sent_before` (storage.db.delete_chunk), except a
-    campaign's while it has no final counts (domain.campaigns.keep_final_counts). Failed rows stay."""
+    """Delete a chunk of the messages sent before `sent_before` (storage.durable_queue.prune), except
+    a campaign's while it has no final counts (domain.campaigns.keep_final_counts). Failed rows stay."""
     o = _OUTBOX.c
     counting = select(CAMPAIGNS.c.body_id).where(CAMPAIGNS.c.final_counts.is_(None), CAMPAIGNS.c.body_id.is_not(None))
-    return delete_chunk(session, _OUTBOX, o.status == OutboxStatus.SENT, o.sent_at < sent_before,
-                        or_(o.body_id.is_(None), o.body_id.not_in(counting)))
+    return prune_sent(session, _OUTBOX, sent_before, or_(o.body_id.is_(None), o.body_id.not_in(counting)))

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from domain.config import Config
 from domain.config_sections import WebhookEvent
 from domain.formats import china_time
-from storage.db import delete_chunk
+from storage.durable_queue import prune as prune_sent
 from storage.models import OutboxStatus
 from storage.tables import WEBHOOK_DELIVERIES
 
@@ -50,6 +50,5 @@ def withdrawal_paid(session: Session, config: Config, *, withdrawal_id: int, dis
 
 
 def prune(session: Session, sent_before: datetime) -> int:
-    """Delete a chunk of the deliveries sent before `sent_before` (storage.db.delete_chunk)."""
-    w = WEBHOOK_DELIVERIES.c
-    return delete_chunk(session, WEBHOOK_DELIVERIES, w.status == OutboxStatus.SENT, w.sent_at < sent_before)
+    """Delete a chunk of the deliveries sent before `sent_before` (storage.durable_queue.prune)."""
+    return prune_sent(session, WEBHOOK_DELIVERIES, sent_before)

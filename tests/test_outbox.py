@@ -18,6 +18,7 @@ from domain.messages import Text
 from domain.outbox import enqueue as queue_message
 from bot.sandbox.platform import Platform, SimUser
 from bot.typedefs import METRICS, SESSIONMAKER, WECHAT, WRITER
+from storage.durable_queue import Backoff
 from storage.models import OutboxMessage
 from tests.conftest import Harness, make_config
 from tests.eventually import eventually
@@ -25,7 +26,7 @@ from tests.eventually import eventually
 
 @pytest.fixture(autouse=True)
 def _quick_busy_retries(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(wechat_api, "BUSY_DELAYS", (0.01, 0.01))
+    monkeypatch.setattr(wechat_api, "BUSY", Backoff(0.01, factor=1, tries=3))
 
 
 @pytest.fixture

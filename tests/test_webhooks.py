@@ -27,6 +27,7 @@ from bot.sandbox.platform import Platform
 from bot.typedefs import SESSIONMAKER, WEBHOOKS
 from storage import db as storage_db
 from domain.config import Config, ConfigError, load_config
+from storage.durable_queue import Backoff
 from storage.tables import WEBHOOK_DELIVERIES
 from tests.conftest import Harness, make_config
 from tests.eventually import eventually
@@ -108,7 +109,7 @@ async def h(db_url: str, platform: Platform, wechat_server: TestServer,
     config = make_config(db_url, distribution={"freeze_days": 0},
                          webhooks=[{"url": str(receiver[1].make_url("/hook")), "secret": SECRET}])
     async with Harness(config, platform, wechat_server) as harness:
-        harness.app[WEBHOOKS].retry_base = 0.05
+        harness.app[WEBHOOKS].queue.backoff = Backoff(0.05, cap=3600)
         yield harness
 
 

@@ -20,6 +20,7 @@ from domain.messages import Article, News, Text
 from bot.sandbox.platform import Platform
 from bot.wechat_api import WeChatAPI, WeChatError, WeChatUnreachable
 from storage.db import create_engine, create_sessionmaker
+from storage.durable_queue import Backoff
 from storage.migrate import upgrade
 from storage.models import AccessToken
 
@@ -116,7 +117,7 @@ async def test_a_second_token_error_in_a_row_is_raised_not_looped(
 async def test_busy_is_retried_with_back_off(platform: Platform, api_url: str, sessions: Any,
                                              http: aiohttp.ClientSession, follower: str,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(wechat_api, "BUSY_DELAYS", (0.05, 0.1))
+    monkeypatch.setattr(wechat_api, "BUSY", Backoff(0.05, tries=3))
     api = client(api_url, sessions, http)
     platform.fail_next["message/custom/send"] = [-1, -1]
     started = asyncio.get_running_loop().time()
