@@ -3,7 +3,9 @@ update to the handler a feature declared for it.
 
 A handler is a plain function `on_x(msg, ctx) -> Reply | Later | None`: it runs inside the update's
 unit of work (storage.writer) with a synchronous session, and returns its reply. Slow I/O
-(rendering, uploads) is never done there: the handler returns it as Later work.
+(rendering, uploads) is never done there: the handler returns it as Later work. A handler (or
+the domain beneath it) may raise a domain.refusals.Refusal: the update's SAVEPOINT rolls back and
+the refusal's sentence is the reply (`refusal_reply`).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from sqlalchemy.orm import Session
 
 from domain.config import Config
 from domain.messages import Reply, Text
+from domain.refusals import Refusal
 from domain.suspension import suspended_text
 from storage.models import ConversationState, Distributor, DistributorStatus, Follower
 
@@ -166,6 +169,13 @@ def active_only(handler: Callable[[Incoming, Ctx, Distributor], HandlerResult]) 
             return Text(EXITED)
         return handler(msg, ctx, me)
     return guarded
+
+
+def refusal_reply(error: BaseException) -> Text | None:
+    """The one translation of a refusal for chat: what an update whose handler raised `error` is
+    answered (its SAVEPOINT rolled back, nothing of it kept); None when `error` is no refusal but a
+    failure (the dispatcher logs it and answers that it is busy)."""
+    return Text(error.sentence) if isinstance(error, Refusal) else None
 
 
 def split_command(text: str, words: Iterable[str]) -> str | None:

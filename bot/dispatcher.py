@@ -22,7 +22,7 @@ from sqlalchemy import String, bindparam, select, text, update
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
-from bot.chat import ChatRouter, Ctx, HandlerResult, Incoming, Later, live_state
+from bot.chat import ChatRouter, Ctx, HandlerResult, Incoming, Later, live_state, refusal_reply
 from bot.metrics import Metrics
 from bot.replays import Replayed, SignedQuery, check
 from domain.config import Config
@@ -251,9 +251,11 @@ class Dispatcher:
                 if not waiter.done():
                     waiter.set_result(_REPLAYED)
             return
-        if future.exception() is not None:
-            log.error("update failed", extra={"openid": p.msg.openid}, exc_info=future.exception())
-            self._reply(p, Text(BUSY_TEXT))
+        error = future.exception()
+        if error is not None:  # a refusal is answered with its sentence; a failure is logged
+            if (refused := refusal_reply(error)) is None:
+                log.error("update failed", extra={"openid": p.msg.openid}, exc_info=error)
+            self._reply(p, refused or Text(BUSY_TEXT))
             return
         outcome = future.result()
         result = outcome.result
