@@ -55,7 +55,7 @@ def request_withdrawal(session: Session, config: Config, distributor_id: int, am
     return wid
 
 
-def withdrawal_rows() -> Select[Any]:
+def withdrawal_select() -> Select[Any]:
     """Withdrawals with their distributor's code, as the API and the console list them."""
     w, d = WITHDRAWALS.c, DISTRIBUTORS.c
     return select(w.id, d.code, w.amount_fen, w.status, w.source, w.reason, w.requested_at, w.decided_at).join(
@@ -65,7 +65,7 @@ def withdrawal_rows() -> Select[Any]:
 def decide_and_tell(session: Session, config: Config, wid: int, approve: bool, now: datetime,
                     reason: str | None = None) -> Any:
     """Decide a pending withdrawal and queue the distributor's notice; the withdrawal's row
-    (withdrawal_rows). Refusal: not_found, already_decided, and for an approval
+    (withdrawal_select). Refusal: not_found, already_decided, and for an approval
     distributor_suspended or risk_flag_open (domain.suspension.check_payable). With pay on, an
     approval leaves the money withdrawing and the notice carries the claim link."""
     if approve:
@@ -73,7 +73,7 @@ def decide_and_tell(session: Session, config: Config, wid: int, approve: bool, n
     decided = decide_withdrawal(session, wid, approve, now, reason, paid_out=not config.pay.on)
     if decided is None:
         raise Refusal("not_found", f"No withdrawal {wid}.", sentence=f"没有申请号为 {wid} 的提现。")
-    row = session.execute(withdrawal_rows().where(WITHDRAWALS.c.id == wid)).one()
+    row = session.execute(withdrawal_select().where(WITHDRAWALS.c.id == wid)).one()
     openid = session.scalar(select(DISTRIBUTORS.c.openid).where(DISTRIBUTORS.c.id == decided["distributor_id"]))
     if approve and config.pay.on:
         queue_claim_link(session, config, withdrawal_id=wid, distributor_id=decided["distributor_id"], openid=openid,

@@ -38,7 +38,6 @@ log = logging.getLogger(__name__)
 feature = Feature("contests", scope="ops")
 api = feature.api
 BOARD = 10  # places 排行 shows
-EARLIEST, LATEST = datetime(2000, 1, 1, tzinfo=UTC), datetime(2100, 1, 1, tzinfo=UTC)  # a window's bounds
 
 
 # ---- the job -------------------------------------------------------------------------------------
@@ -179,40 +178,10 @@ def _json(session: Session, contest_id: int) -> dict[str, Any]:
     return {**_summary(c), "standings": standings, "winners": winners}
 
 
-def _refused(field: str, problem: str, message: str, chinese: str) -> Refusal:
-    """Why a new contest is refused: for /api in English, naming the field; in Chinese for the console."""
-    return Refusal("invalid_contest", message, sentence=chinese, details=[{"field": field, "problem": problem}])
-
-
-def _window(body: ContestIn) -> tuple[datetime, datetime]:
-    """The contest's window in UTC, or a Refusal for a window or fields that do not fit."""
-    out_of_range = _refused("starts_at", "out of range", "starts_at and ends_at must lie between 2000 and 2100.",
-                            "开始时间和结束时间须在 2000 年到 2100 年之间。")
-    try:
-        starts_at, ends_at = body.starts_at.astimezone(UTC), body.ends_at.astimezone(UTC)
-    except OverflowError:
-        raise out_of_range from None
-    if not (EARLIEST <= starts_at and ends_at < LATEST):
-        raise out_of_range
-    if ends_at <= starts_at:
-        raise _refused("ends_at", "not after starts_at", "ends_at must be after starts_at.",
-                       "结束时间必须晚于开始时间。")
-    if body.metric == "sku_sales" and not body.skus:
-        raise _refused("skus", "empty for sku_sales", "A sku_sales contest needs at least one SKU in skus.",
-                       "“指定商品销售额”比赛至少要填一个商品编号。")
-    if body.metric == "new_members" and body.prizes_fen:
-        raise _refused("prizes_fen", "prizes on a new_members contest",
-                       "A new_members contest carries no prizes: paying for recruitment is the mark of pyramid "
-                       "selling, so it is a leaderboard of honour only. Send prizes_fen as [].",
-                       "“新增成员”比赛不能设奖金：按拉人头发奖励是传销的特征，这类比赛只是荣誉榜。"
-                       "请清空奖金后再创建。")
-    return starts_at, ends_at
-
-
 async def add_contest(request: web.Request, body: ContestIn) -> dict[str, Any]:
     """Create a contest (POST /api/contests and the console's form): the contest as the API shows
     it. Refusal (invalid_contest, 422) for bad fields or an unknown rank."""
-    starts_at, ends_at = _window(body)
+    starts_at, ends_at = contests.check_window(body.starts_at, body.ends_at, body.metric, body.skus, body.prizes_fen)
     audience = checked_audience(request.config_dict[CONFIG], body.audience, "contest")
     now = datetime.now(UTC)
 

@@ -22,10 +22,9 @@ from bot.api import ApiModel, actor_of, ok
 from bot.console import done, page, page_number, returns_to
 from bot.feature import Feature
 from bot.typedefs import CONFIG, PACKS, SESSIONMAKER, WRITER
-from domain.refusals import Refusal
 from domain import risk, suspension
 from domain.commission import STATUS_NAMES
-from domain.distributors import MAX_PAGE, PER_PAGE, DistributorAnswer, distributor_json, search
+from domain.distributors import MAX_PAGE, PER_PAGE, DistributorAnswer, distributor_json, known_distributor, search
 from domain.formats import parse_signed_yuan
 from domain.ledger import BUCKETS, KIND_NAMES, MAX_ADJUSTMENT_FEN, balance
 from domain.notices import adjust_and_tell
@@ -82,9 +81,7 @@ async def list_distributors(request: web.Request, query: DistributorQuery) -> we
          errors=(404,))
 async def get_distributor(request: web.Request) -> web.Response:
     async with request.config_dict[SESSIONMAKER]() as session, session.begin():
-        d = await session.run_sync(distributor_by_code, request.match_info["code"])
-        if d is None:
-            raise Refusal("not_found", f"No distributor has the code {request.match_info['code']!r}.")
+        d = await session.run_sync(known_distributor, request.match_info["code"])
         return ok(await session.run_sync(distributor_json, d))
 
 

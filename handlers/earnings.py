@@ -26,6 +26,7 @@ from bot.typedefs import CONFIG, SESSIONMAKER, WECHAT, WRITER
 from bot.wechat_api import WeChatAPI
 from content.charts import render_earnings_chart
 from domain.config import Config
+from domain.distributors import known_distributor
 from domain.figures import daily_totals
 from domain.formats import china_time, day_start, month_start, yuan
 from domain.ledger import BUCKETS, EARNING_KINDS, MAX_ADJUSTMENT_FEN, ZERO, Delta, add_to_balances
@@ -36,7 +37,6 @@ from domain.refusals import Refusal
 from storage.db import is_postgres
 from storage.models import Distributor
 from storage.models_ledger import CommissionState, EntryKind
-from storage.queries import distributor_by_code
 from storage.tables import BALANCES, COMMISSIONS, ENTRIES, ORDERS
 from storage.writer import Writer
 
@@ -174,9 +174,7 @@ class LedgerQuery(ApiModel):
 async def get_ledger(request: web.Request, query: LedgerQuery) -> web.Response:
     after_id, limit = query.after_id, query.limit
     async with request.config_dict[SESSIONMAKER]() as session, session.begin():
-        d = await session.run_sync(distributor_by_code, request.match_info["code"])
-        if d is None:
-            raise Refusal("not_found", f"No distributor has the code {request.match_info['code']!r}.")
+        d = await session.run_sync(known_distributor, request.match_info["code"])
         e = ENTRIES.c
         stmt = (select(e.id, e.kind, e.amount_fen, e.order_no, e.created_at)
                 .where(e.distributor_id == d.id, e.id > after_id).order_by(e.id))
@@ -211,9 +209,7 @@ async def post_adjustment(request: web.Request, body: AdjustmentIn) -> web.Respo
     code, actor = request.match_info["code"], actor_of(request)
 
     def apply(session: Session) -> dict[str, Any]:
-        d = distributor_by_code(session, code)
-        if d is None:
-            raise Refusal("not_found", f"No distributor has the code {code!r}.")
+        d = known_distributor(session, code)
         entry = adjust_and_tell(session, d.id, d.openid, body.amount_fen, body.reason or "", actor, datetime.now(UTC))
         return {**entry, "created_at": china_time(entry["created_at"])}
     return ok(await request.config_dict[WRITER].run(apply), status=201)

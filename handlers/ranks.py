@@ -19,7 +19,7 @@ from bot.chat import Ctx, Incoming, active_only
 from bot.feature import Feature
 from bot.menu import MenuKey
 from bot.typedefs import CONFIG, PACKS, SESSIONMAKER, WRITER
-from domain.distributors import DistributorAnswer, distributor_json
+from domain.distributors import DistributorAnswer, distributor_json, known_distributor
 from domain.figures import personal_sales, teams
 from domain.formats import china_time, yuan
 from domain.messages import Text
@@ -28,7 +28,6 @@ from domain.ranks import RankGap, next_rank_gap
 from domain.refusals import Refusal
 from storage.db import run_read
 from storage.models import Distributor, DistributorStatus
-from storage.queries import distributor_by_code
 from storage.tables import DISTRIBUTORS, RANK_CHANGES
 
 feature = Feature("ranks", scope="admin")  # changing a rank by hand
@@ -129,10 +128,7 @@ def _change_json(row: Any) -> dict[str, Any]:
 
 
 def _found(session: Session, code: str) -> Distributor:
-    d = distributor_by_code(session, code)
-    if d is None:
-        raise Refusal("not_found", f"No distributor has the code {code!r}.")
-    return d
+    return known_distributor(session, code)
 
 
 @api.post("/distributors/{code}/rank",

@@ -22,8 +22,7 @@ from bot.console import done, page, page_number, returns_to
 from bot.feature import Feature
 from bot.typedefs import CONFIG, SESSIONMAKER, WRITER
 from domain import risk, suspension
-from domain.distributors import DistributorAnswer, distributor_json
-from domain.refusals import Refusal
+from domain.distributors import DistributorAnswer, distributor_json, known_distributor
 from storage.db import run_read
 from storage.models_risk import FlagStatus
 from storage.queries import distributor_by_code
@@ -103,9 +102,7 @@ async def _decide(request: web.Request, action: str, reason: str) -> web.Respons
     code, actor = request.match_info["code"], actor_of(request)
 
     def apply(session: Session) -> dict[str, Any]:
-        d = distributor_by_code(session, code)
-        if d is None:
-            raise Refusal("not_found", f"No distributor has the code {code!r}.")
+        d = known_distributor(session, code)
         decide = suspension.suspend if action == suspension.SUSPEND else suspension.reinstate
         decide(session, d.id, reason, actor, datetime.now(UTC))
         session.refresh(d)

@@ -3,7 +3,7 @@
 distributor hears of each decision through the outbox. With pay.mode other than "off" an approval
 sends the claim link of the WeChat Pay transfer instead (domain.payouts; handlers/payouts.py pays).
 
-The rules (the limits of a request, a decision and its notice) are domain.withdrawal_rules', the
+The rules (the limits of a request, a decision and its notice) live in domain.withdrawal_rules, the
 same for chat, API and console; what they refuse is a domain.refusals.Refusal, answered by each
 surface's one translation.
 """
@@ -28,14 +28,13 @@ from bot.feature import Feature
 from bot.console import done, may_open, page, page_number
 from bot.exports import stream_csv
 from bot.typedefs import CONFIG, SESSIONMAKER, WRITER
-from domain import exports
-from domain.exports import SOURCE_NAMES, STATUS_NAMES, WITHDRAWALS_HEADER
+from domain.exports import SOURCE_NAMES, STATUS_NAMES, WITHDRAWALS_HEADER, withdrawal_rows
 from domain.formats import CHINA, china_time, parse_yuan, yuan
 from domain.ledger import balance
 from domain.payouts import STATE_NAMES, reason_words, transfers
 from domain.messages import Text
 from domain.refusals import Refusal
-from domain.withdrawal_rules import decide_and_tell, request_withdrawal, withdrawal_rows
+from domain.withdrawal_rules import decide_and_tell, request_withdrawal, withdrawal_select
 from storage.models import Distributor
 from storage.models_ledger import WithdrawalStatus
 from storage.db import run_read
@@ -113,7 +112,7 @@ def _with_transfer(session: Session, row: Any) -> dict[str, Any]:
 @api.get("/withdrawals", summary="Withdrawal requests, oldest first, optionally of one status",
          query=WithdrawalQuery, response=Withdrawals)
 async def list_withdrawals(request: web.Request, query: WithdrawalQuery) -> web.Response:
-    stmt = withdrawal_rows().order_by(WITHDRAWALS.c.id)
+    stmt = withdrawal_select().order_by(WITHDRAWALS.c.id)
     if query.status is not None:
         stmt = stmt.where(WITHDRAWALS.c.status == query.status)
     async with request.config_dict[SESSIONMAKER]() as session, session.begin():
@@ -129,7 +128,7 @@ class WithdrawalId(IdParam):
          params=WithdrawalId, response=Withdrawal, errors=(404,))
 async def get_withdrawal(request: web.Request, params: WithdrawalId) -> web.Response:
     def read(session: Session) -> dict[str, Any] | None:
-        row = session.execute(withdrawal_rows().where(WITHDRAWALS.c.id == params.id)).first()
+        row = session.execute(withdrawal_select().where(WITHDRAWALS.c.id == params.id)).first()
         return _with_transfer(session, row) if row is not None else None
     found = await run_read(request.config_dict[SESSIONMAKER], read)
     if found is None:
@@ -215,10 +214,11 @@ def _queue(session: Session, history: History, page_no: int, queue_no: int) -> d
     pages = max((total + QUEUE_PAGE - 1) // QUEUE_PAGE, 1)
     queue_no = min(queue_no, pages)
     pending = session.execute(
-        withdrawal_rows().add_columns(Distributor.__table__.c.name, b.available_fen, b.withdrawing_fen, b.withdrawn_fen)
+        withdrawal_select().add_columns(Distributor.__table__.c.name, b.available_fen, b.withdrawing_fen,
+                                        b.withdrawn_fen)
         .outerjoin(BALANCES, b.distributor_id == w.distributor_id)
         .where(waiting).order_by(w.id).offset((queue_no - 1) * QUEUE_PAGE).limit(QUEUE_PAGE)).all()
-    rows = session.execute(withdrawal_rows().add_columns(Distributor.__table__.c.name).where(*history.where())
+    rows = session.execute(withdrawal_select().add_columns(Distributor.__table__.c.name).where(*history.where())
                            .order_by(w.id.desc()).offset((page_no - 1) * HISTORY_PAGE).limit(HISTORY_PAGE + 1)).all()
     shown = rows[:HISTORY_PAGE]
     return {"pending": pending, "pending_total": total, "queue_no": queue_no, "queue_pages": pages,
@@ -242,7 +242,7 @@ async def export_csv(request: web.Request) -> web.StreamResponse:
     sessionmaker = request.config_dict[SESSIONMAKER]
 
     async def pages(after: int) -> tuple[int, list[tuple[Any, ...]]]:
-        return await run_read(sessionmaker, lambda s: exports.withdrawal_rows(s, history.where(), after))
+        return await run_read(sessionmaker, lambda s: withdrawal_rows(s, history.where(), after))
     return await stream_csv(request, f"提现记录-{datetime.now(UTC).astimezone(CHINA):%Y%m%d}.csv", WITHDRAWALS_HEADER,
                             pages)
 
