@@ -5,7 +5,7 @@ A handler is a plain function `on_x(msg, ctx) -> Reply | Later | None`: it runs 
 unit of work (storage.writer) with a synchronous session, and returns its reply. Slow I/O
 (rendering, uploads) is never done there: the handler returns it as Later work. A handler (or
 the domain beneath it) may raise a domain.refusals.Refusal: the update's SAVEPOINT rolls back and
-the refusal's sentence is the reply (`refusal_reply`).
+the refusal's sentence is the reply (`ChatRouter.refused`), stored for WeChat's retries like any.
 """
 
 from __future__ import annotations
@@ -172,9 +172,7 @@ def active_only(handler: Callable[[Incoming, Ctx, Distributor], HandlerResult]) 
 
 
 def refusal_reply(error: BaseException) -> Text | None:
-    """The one translation of a refusal for chat: what an update whose handler raised `error` is
-    answered (its SAVEPOINT rolled back, nothing of it kept); None when `error` is no refusal but a
-    failure (the dispatcher logs it and answers that it is busy)."""
+    """The one translation of a refusal for chat: a Refusal's sentence (None for anything else)."""
     return Text(error.sentence) if isinstance(error, Refusal) else None
 
 
@@ -259,11 +257,22 @@ class ChatRouter:
                 return ChatRoute(self._states[state])
         return ChatRoute(self._fallback)
 
-    def route(self, msg: Incoming, ctx: Ctx) -> HandlerResult:
+    def _enter(self, msg: Incoming, ctx: Ctx) -> ChatRoute:
+        """The update's route, the follower's conversation left where the route leaves it."""
         if ctx.state is not None and ctx.state.expires_at <= ctx.now:
             ctx.clear_state()
         route = self.resolve(msg, ctx.live_state)
         if route.leaves_state:
             ctx.clear_state()
+        return route
+
+    def route(self, msg: Incoming, ctx: Ctx) -> HandlerResult:
+        route = self._enter(msg, ctx)
         ctx.args = route.args
         return route.handler(msg, ctx)
+
+    def refused(self, msg: Incoming, ctx: Ctx, error: Exception) -> HandlerResult:
+        """The answer to an update whose handler raised a refusal, run again after its SAVEPOINT
+        rolled back: the conversation left as the route leaves it, the refusal's sentence."""
+        self._enter(msg, ctx)
+        return refusal_reply(error)

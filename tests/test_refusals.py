@@ -26,7 +26,7 @@ from bot.typedefs import SESSIONMAKER, WRITER
 from domain.formats import AmountError
 from domain.refusals import CODES, FAMILIES, Refusal, kind_of
 from storage.db import run_read
-from storage.tables import STATES
+from storage.tables import PROCESSED, STATES
 from tests.conftest import REPLY_DEADLINE_SECONDS, Harness, make_config
 from tests.console_support import csrf_of, post_sign_in
 
@@ -150,6 +150,23 @@ async def test_chat_answers_a_refusal_with_its_sentence(h: Harness) -> None:
     assert await h.say(user, "拒绝测试") == SENTENCE
     assert await states(h) == 0  # the update's SAVEPOINT rolled back what the handler wrote
     assert "注册" in await h.say(user, "提现 5")  # the guard first; the rules' refusals below
+
+
+async def test_a_refused_update_keeps_its_reply_for_wechats_retry(h: Harness) -> None:
+    """The refusal is the update's stored reply: a retry (same MsgId) is answered from the store."""
+    assert h.http is not None
+    user = h.user()
+    fields = h.platform.message_fields(user, "text", content="拒绝测试")
+    replies = []
+    for _ in range(2):
+        query, body = h.platform.envelope(fields)
+        async with h.http.post(h.url + "/wechat", params=query, data=body) as resp:
+            replies.append(h.platform.open_reply(await resp.read()))
+    assert [r["content"] for r in replies if r is not None] == [SENTENCE, SENTENCE]
+    key = f"m:{fields['MsgId']}:{user.openid}"
+    stored = await run_read(h.app[SESSIONMAKER], lambda s: s.scalar(select(PROCESSED.c.reply).where(
+        PROCESSED.c.key == key)))
+    assert stored is not None and SENTENCE in str(stored)
 
 
 async def test_chat_meets_the_withdrawal_limits_in_the_domain(h: Harness) -> None:
