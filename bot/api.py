@@ -1,5 +1,6 @@
 """The /api sub-application: bearer auth with scoped tokens (bot.scopes), the audit of every
-mutating request (bot.audit), JSON errors, and requests validated once.
+mutating request (bot.audit), JSON errors (a domain.refusals.Refusal raised anywhere beneath a route
+becomes `{"error", "message", "details"}` here, once), and requests validated once.
 
 A route declares its path parameters, query parameters and JSON body as pydantic models. Its
 endpoint validates them before the handler runs and passes the parsed models on (`params=`,
@@ -23,20 +24,13 @@ from bot.audit import audited
 from bot.openapi import openapi_spec
 from bot.scopes import ANY, PRINCIPAL, ScopeSpec, bearer, describe, scopes_of
 from domain.config import Config
+from domain.refusals import Refusal
 
 log = logging.getLogger(__name__)
 
 ApiHandler = Callable[..., Awaitable[web.StreamResponse]]
 JSON = "application/json"
 _PATH_PARAM = re.compile(r"{(\w+)}")
-
-
-class ApiError(Exception):
-    """A clear JSON error: 400 malformed, 404, 409 conflict, 413 too large, 422 invalid."""
-
-    def __init__(self, status: int, code: str, message: str, details: Any = None):
-        super().__init__(message)
-        self.status, self.code, self.message, self.details = status, code, message, details
 
 
 def error_response(status: int, code: str, message: str, details: Any = None,
@@ -104,8 +98,9 @@ def checked_audience(config: Config, audience: str | RankAudience, noun: str) ->
     known = {r.key for r in config.ranks}
     unknown = [r for r in audience.ranks if r not in known]
     if unknown:
-        raise ApiError(422, f"invalid_{noun}", f"Unknown rank keys: {', '.join(unknown)}.",
-                       [{"field": "audience.ranks", "problem": f"unknown rank {r!r}"} for r in unknown])
+        raise Refusal(f"invalid_{noun}", f"Unknown rank keys: {', '.join(unknown)}.",
+                      sentence=f"受众无效：没有这些等级：{'、'.join(unknown)}。",
+                      details=[{"field": "audience.ranks", "problem": f"unknown rank {r!r}"} for r in unknown])
     return {"ranks": sorted(set(audience.ranks))}
 
 
@@ -125,26 +120,26 @@ def _problems(model: type[BaseModel], errors: list[Any]) -> list[dict[str, str]]
     return problems
 
 
-def refusal(model: type[ApiModel], part: str, error: ValidationError, named: str = "") -> ApiError:
+def refusal(model: type[ApiModel], part: str, error: ValidationError, named: str = "") -> Refusal:
     """The one place that turns a validation error into an answer; `named` is what a path named."""
     errors = error.errors(include_url=False, include_input=False)
     if part == "path":
         # A path that cannot name a resource names none.
-        return ApiError(404, "not_found", f"No {model.noun} {named!r}.")
+        return Refusal("not_found", f"No {model.noun} {named!r}.")
     if part == "query":
         # A query string is all text: there is no wrong JSON type, every problem is malformed.
         problems = _problems(model, errors)
-        return ApiError(400, "bad_query", "Bad query parameters: " + "; ".join(
-            f"{p['field']}: {p['problem']}" for p in problems), problems)
+        return Refusal("bad_query", "Bad query parameters: " + "; ".join(
+            f"{p['field']}: {p['problem']}" for p in problems), details=problems)
     if any(e["type"] == "json_invalid" for e in errors):
-        return ApiError(400, "malformed_json", "The request body is not valid JSON.")
+        return Refusal("malformed_json", "The request body is not valid JSON.")
     if any(not e["loc"] and e["type"].endswith("_type") for e in errors):
-        return ApiError(400, "malformed_json", "The request body must be a JSON object.")
+        return Refusal("malformed_json", "The request body must be a JSON object.")
     problems = _problems(model, errors)
     if any(_is_malformed(e["type"]) for e in errors):
-        return ApiError(400, f"malformed_{model.noun}", f"The {model.noun} is missing fields or has fields of the "
-                        "wrong JSON type.", problems)
-    return ApiError(422, f"invalid_{model.noun}", f"The {model.noun} has invalid values.", problems)
+        return Refusal(f"malformed_{model.noun}", f"The {model.noun} is missing fields or has fields of the "
+                       "wrong JSON type.", details=problems)
+    return Refusal(f"invalid_{model.noun}", f"The {model.noun} has invalid values.", details=problems)
 
 
 def parse_text(model: type[ApiModel], part: str, values: Mapping[str, str]) -> ApiModel:
@@ -272,7 +267,7 @@ async def _auth_and_errors(request: web.Request, handler: ApiHandler) -> web.Str
 async def _answer(request: web.Request, handler: ApiHandler) -> web.StreamResponse:
     try:
         return await handler(request)
-    except ApiError as e:
+    except Refusal as e:  # the one translation of a refusal for /api
         return error_response(e.status, e.code, e.message, e.details)
     except web.HTTPRequestEntityTooLarge:
         return error_response(413, "too_large", "The request body is too large.")

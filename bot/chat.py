@@ -3,7 +3,9 @@ update to the handler a feature declared for it.
 
 A handler is a plain function `on_x(msg, ctx) -> Reply | Later | None`: it runs inside the update's
 unit of work (storage.writer) with a synchronous session, and returns its reply. Slow I/O
-(rendering, uploads) is never done there: the handler returns it as Later work.
+(rendering, uploads) is never done there: the handler returns it as Later work. A handler (or
+the domain beneath it) may raise a domain.refusals.Refusal: the update's SAVEPOINT rolls back and
+the refusal's sentence is the reply (`ChatRouter.refused`), stored for WeChat's retries like any.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from sqlalchemy.orm import Session
 
 from domain.config import Config
 from domain.messages import Reply, Text
+from domain.refusals import Refusal
 from domain.suspension import suspended_text
 from storage.models import ConversationState, Distributor, DistributorStatus, Follower
 
@@ -168,6 +171,11 @@ def active_only(handler: Callable[[Incoming, Ctx, Distributor], HandlerResult]) 
     return guarded
 
 
+def refusal_reply(error: BaseException) -> Text | None:
+    """The one translation of a refusal for chat: a Refusal's sentence (None for anything else)."""
+    return Text(error.sentence) if isinstance(error, Refusal) else None
+
+
 def split_command(text: str, words: Iterable[str]) -> str | None:
     """The arguments after a command word, or None when the text is not that command.
 
@@ -249,11 +257,22 @@ class ChatRouter:
                 return ChatRoute(self._states[state])
         return ChatRoute(self._fallback)
 
-    def route(self, msg: Incoming, ctx: Ctx) -> HandlerResult:
+    def _enter(self, msg: Incoming, ctx: Ctx) -> ChatRoute:
+        """The update's route, the follower's conversation left where the route leaves it."""
         if ctx.state is not None and ctx.state.expires_at <= ctx.now:
             ctx.clear_state()
         route = self.resolve(msg, ctx.live_state)
         if route.leaves_state:
             ctx.clear_state()
+        return route
+
+    def route(self, msg: Incoming, ctx: Ctx) -> HandlerResult:
+        route = self._enter(msg, ctx)
         ctx.args = route.args
         return route.handler(msg, ctx)
+
+    def refused(self, msg: Incoming, ctx: Ctx, error: Exception) -> HandlerResult:
+        """The answer to an update whose handler raised a refusal, run again after its SAVEPOINT
+        rolled back: the conversation left as the route leaves it, the refusal's sentence."""
+        self._enter(msg, ctx)
+        return refusal_reply(error)

@@ -133,7 +133,8 @@ def cmd_content_import(args: argparse.Namespace) -> None:
             raise CliError(f"the content pack {path} is invalid; nothing was imported. {len(e.problems)} problem(s):\n"
                            + "\n".join(f"  {p}" for p in e.problems)) from None
         except PackConflict as e:
-            raise CliError(f"{e}; nothing was imported (give the pack a new version)") from None
+            raise CliError(f"pack {e.name!r} version {e.version!r} is already stored; nothing was imported "
+                           "(give the pack a new version)") from None
     _run_db(run)
 
 

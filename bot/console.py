@@ -16,6 +16,8 @@ pages (`feature.console`, paths under /admin); this module only guards and frame
 - What a page changes is recorded with the session that did it: `actor_of(request)` names it
   ("console:<8 hex>:<token name>") wherever the API records who acted, and every form sent by a
   session is in the audit trail (bot.audit), with what `done` told the admin as its summary.
+- A form refused by the rules: whatever raises a domain.refusals.Refusal beneath a form's handler
+  sends the admin back (`returns_to`, else the section's page) with the refusal's sentence.
 - Scopes (bot.scopes): any configured token signs in; the session keeps the token's name and
   scopes (never the token). The navigation shows only the pages the session may open; a page or
   form outside its scopes answers 403 and changes nothing.
@@ -44,6 +46,7 @@ from bot.sign_in import CLOCK, Clock, end_try, failed_try, start_try
 from bot.typedefs import CONFIG, SESSIONMAKER, WRITER
 from content.console_pages import TEMPLATES, render
 from domain import audit
+from domain.refusals import Refusal
 from storage.db import run_read
 from storage.tables import CONSOLE_SESSIONS
 
@@ -75,6 +78,8 @@ class ConsoleSession:
 
 
 SESSION = web.RequestKey("console_session", ConsoleSession)  # set by the guard
+# Where a form goes back to when it is refused (returns_to); else the page of its first segment.
+BACK = web.RequestKey("console_back", str)
 
 
 # The scopes of every console route, and of each page by its path (GET), for the guard and the nav.
@@ -144,6 +149,20 @@ def done(request: web.Request, path: str, message: str, *, error: bool = False) 
     response.set_cookie(FLASH_COOKIE, quote(("!" if error else "") + message), path="/admin", httponly=True,
                         samesite="Strict", secure=_secure(request), max_age=60)
     return response
+
+
+def returns_to(request: web.Request, path: str) -> str:
+    """Name the page a form goes back to (`path`, under /admin) when something beneath it raises a
+    domain.refusals.Refusal; the guard then shows the refusal's sentence there. `path` returned."""
+    request[BACK] = path
+    return path
+
+
+def _refused_form(request: web.Request, refusal: Refusal) -> web.Response:
+    """The one translation of a refusal for the console: back to the form's page, which shows the
+    refusal's sentence as the error of the last action (its unit of work rolled back)."""
+    first = request.path.removeprefix("/admin").split("/")[1]
+    return done(request, request.get(BACK, f"/{first}"), refusal.sentence, error=True)
 
 
 def sign_in_page(request: web.Request, *, error: str = "", status: int = 200) -> web.Response:
@@ -273,6 +292,8 @@ async def _posted(request: web.Request, handler: ConsoleHandler, session: Consol
         return forbidden("表单已过期或来源不明（缺少有效的 csrf_token），没有做任何更改。")
     try:
         return await handler(request)
+    except Refusal as e:
+        return _refused_form(request, e)
     finally:
         await _close_files(request)
 

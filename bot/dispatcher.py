@@ -328,7 +328,8 @@ class Dispatcher:
         accepted = [d for d, ok in zip(deliveries, good, strict=True) if ok]
         batch = [d.msg for d in accepted if not d.joining]
         self._preload(session, batch, senders, now)
-        results = iter(each_in_savepoint(session, accepted, lambda s, d: self._one(s, d, senders, now)))
+        results = iter(each_in_savepoint(session, accepted, lambda s, d: self._one(s, d, senders, now),
+                                         lambda d, error: self._one(session, d, senders, now, refused=error)))
         outcomes = [next(results) if ok else Failed(Replayed()) for ok in good]
         # The dedupe keys with their replies, for the updates that went through, and the signed
         # queries first seen (a statement each).
@@ -377,7 +378,8 @@ class Dispatcher:
                 wanted[preload].append(d.id)
         senders.preloaded = {preload: preload(session, ids, now) for preload, ids in wanted.items()}
 
-    def _one(self, session: Session, delivery: Delivery, senders: _Senders, now: datetime) -> Outcome:
+    def _one(self, session: Session, delivery: Delivery, senders: _Senders, now: datetime,
+             refused: Exception | None = None) -> Outcome:  # refused: its handler's, rolled back
         if delivery.joining:  # its query checked; the reply is the update's in work
             return Outcome(None, retry=True)
         msg, key = delivery.msg, delivery.msg.dedupe_key
@@ -387,7 +389,7 @@ class Dispatcher:
         distributor, state = senders.of(session, msg.openid)
         ctx = Ctx(session=session, app=self._app, config=self.config, now=now, openid=msg.openid,
                   distributor=distributor, state=state, preloaded=senders.preloaded)
-        result = self._router.route(msg, ctx)
+        result = self._router.route(msg, ctx) if refused is None else self._router.refused(msg, ctx, refused)
         if ctx.distributor is not None:
             senders.distributors[msg.openid] = ctx.distributor
         if ctx.state is None:

@@ -10,11 +10,12 @@ from typing import ClassVar, Literal
 from aiohttp import web
 from pydantic import BaseModel, Field
 
-from bot.api import ApiError, ApiModel, ApiRoutes, ok
+from bot.api import ApiModel, ApiRoutes, ok
 from bot.scheduler import JOBS, last_runs
 from bot.typedefs import CONFIG, SESSIONMAKER
 from domain.formats import china_time
 from domain.jobs import JobRef
+from domain.refusals import Refusal
 
 api = ApiRoutes("jobs", scope="ops")
 
@@ -72,6 +73,6 @@ async def list_jobs(request: web.Request) -> web.Response:
 async def run_job(request: web.Request, params: JobName) -> web.Response:
     jobs = request.config_dict[JOBS]
     if params.name not in jobs.by_name:
-        raise ApiError(404, "not_found", f"No job {params.name!r}.")
+        raise Refusal("not_found", f"No job {params.name!r}.")
     jobs.start(JobRef(params.name), "api", wait=True)
     return ok({"name": params.name, "status": "started"}, status=202)

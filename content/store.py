@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 from content.packs import ValidPack, validate_pack
 from domain import campaigns
 from domain.formats import china_time
+from domain.refusals import Refusal
 from storage.models_content import ContentFile, ContentPack, LivePack
 from storage.writer import Writer
 
@@ -31,11 +32,12 @@ CONTENT_CACHE_SIZE = 32
 DEMO_PACK_NAME = "demo"
 
 
-class PackConflict(Exception):
-    """The same name and version is already stored."""
+class PackConflict(Refusal):
+    """The same name and version is already stored (a refusal: pack_exists, 409)."""
 
     def __init__(self, name: str, version: str):
-        super().__init__(f"pack {name!r} version {version!r} is already stored")
+        super().__init__("pack_exists", f"Pack {name!r} version {version!r} is already stored; upload a new version.",
+                         sentence=f"内容包 {name} 版本 {version} 已经存在，没有更改；请在 manifest.toml 里提高版本号后再上传。")
         self.name, self.version = name, version
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Select, bindparam, case, delete, exists, func, literal, select, update
@@ -30,6 +30,7 @@ from domain.campaigns import audience_where
 from domain.config import Config
 from domain.figures import COUNTED, SALE_FEN
 from domain.formats import CHINA, month_start
+from domain.refusals import Refusal
 from storage.db import dialect_insert
 from storage.models import DistributorStatus
 from storage.models_engage import ContestStatus
@@ -39,6 +40,7 @@ SALES_METRICS = ("sales", "sku_sales")
 METRICS = (*SALES_METRICS, "new_members")
 TOP = 100  # places shown by the API and kept at settlement
 STAR_PREFIX = "star:"
+EARLIEST, LATEST = datetime(2000, 1, 1, tzinfo=UTC), datetime(2100, 1, 1, tzinfo=UTC)  # a window's bounds
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,38 @@ class SaleChange:
 _OPEN_SALES_CONTESTS = select(CONTESTS.c.id, CONTESTS.c.metric, CONTESTS.c.skus, CONTESTS.c.starts_at,
                               CONTESTS.c.ends_at).where(CONTESTS.c.status != ContestStatus.SETTLED,
                                                         CONTESTS.c.metric.in_(SALES_METRICS))
+
+
+def _refused(field: str, problem: str, message: str, chinese: str) -> Refusal:
+    """Why a new contest is refused: for /api in English, naming the field; in Chinese for the console."""
+    return Refusal("invalid_contest", message, sentence=chinese, details=[{"field": field, "problem": problem}])
+
+
+def check_window(starts_at: datetime, ends_at: datetime, metric: str, skus: Sequence[str],
+                 prizes_fen: Sequence[int]) -> tuple[datetime, datetime]:
+    """A new contest's window in UTC (the API's and the console's alike), or a Refusal
+    (invalid_contest, naming the field) for a window or fields that do not fit."""
+    out_of_range = _refused("starts_at", "out of range", "starts_at and ends_at must lie between 2000 and 2100.",
+                            "开始时间和结束时间须在 2000 年到 2100 年之间。")
+    try:
+        starts_at, ends_at = starts_at.astimezone(UTC), ends_at.astimezone(UTC)
+    except OverflowError:
+        raise out_of_range from None
+    if not (EARLIEST <= starts_at and ends_at < LATEST):
+        raise out_of_range
+    if ends_at <= starts_at:
+        raise _refused("ends_at", "not after starts_at", "ends_at must be after starts_at.",
+                       "结束时间必须晚于开始时间。")
+    if metric == "sku_sales" and not skus:
+        raise _refused("skus", "empty for sku_sales", "A sku_sales contest needs at least one SKU in skus.",
+                       "“指定商品销售额”比赛至少要填一个商品编号。")
+    if metric == "new_members" and prizes_fen:
+        raise _refused("prizes_fen", "prizes on a new_members contest",
+                       "A new_members contest carries no prizes: paying for recruitment is the mark of pyramid "
+                       "selling, so it is a leaderboard of honour only. Send prizes_fen as [].",
+                       "“新增成员”比赛不能设奖金：按拉人头发奖励是传销的特征，这类比赛只是荣誉榜。"
+                       "请清空奖金后再创建。")
+    return starts_at, ends_at
 
 
 @functools.cache

@@ -14,12 +14,23 @@ from sqlalchemy.orm import Session
 
 from domain.formats import china_time
 from domain.ledger import balance
+from domain.refusals import Refusal
 from storage.db import is_postgres
 from storage.models import Distributor, DistributorStatus
+from storage.queries import distributor_by_code
 from storage.tables import DISTRIBUTORS
 
 PER_PAGE = 50
 MAX_PAGE = 10_000_000  # keeps the OFFSET within a 64-bit integer
+
+
+def known_distributor(session: Session, code: str) -> Distributor:
+    """The distributor of `code`; a Refusal (not_found) when there is none."""
+    d = distributor_by_code(session, code)
+    if d is None:
+        raise Refusal("not_found", f"No distributor has the code {code!r}.",
+                      sentence=f"没有推广码为 {code[:16]} 的分销员。")
+    return d
 
 
 class Balance(BaseModel):

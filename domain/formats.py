@@ -7,6 +7,8 @@ import unicodedata
 from datetime import datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
+from domain.refusals import Refusal
+
 CHINA = ZoneInfo("Asia/Shanghai")
 CHINA_OFFSET = timezone(timedelta(hours=8))
 
@@ -59,8 +61,13 @@ HOW_TO_TYPE = "单位是元，最多两位小数，逗号只用作千位分隔�
 _BAD_FORMAT = f"金额格式不对，请按“提现 金额”发送（{HOW_TO_TYPE}），例如：提现 12.50 或 提现 1,234.50"
 
 
-class AmountError(ValueError):
-    """Why a typed amount is not usable, as a Chinese sentence for the user."""
+class AmountError(Refusal):
+    """Why a typed amount is not usable, as a Chinese sentence for the user (`str(e)` is the
+    sentence; a refusal `invalid_amount`, 422). Its own class: a form that reads amounts among
+    other fields catches it to say which field."""
+
+    def __init__(self, sentence: str):
+        super().__init__("invalid_amount", sentence=sentence)
 
 
 def _typed_amount(text: str) -> tuple[str, str, str] | None:

@@ -20,6 +20,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
+from domain.refusals import Refusal
 from storage.db import dialect_insert
 from storage.models_ledger import EntryKind, WithdrawalStatus
 from storage.tables import ADJUSTMENTS, BALANCES, ENTRIES, WITHDRAWALS
@@ -150,16 +151,11 @@ def ledger_sums(session: Session, distributor_id: int | None = None) -> dict[int
     return {r[0]: {"total": int(r[1] or 0), "withdrawals": int(r[2] or 0)} for r in session.connection().execute(stmt).all()}
 
 
-class AlreadyDecided(Exception):
-    def __init__(self, status: str):
-        super().__init__(status)
-        self.status = status
-
-
 def decide_withdrawal(session: Session, withdrawal_id: int, approve: bool, now: datetime,
                       reason: str | None = None, *, paid_out: bool = True) -> dict[str, Any] | None:
     """Approve (withdrawing → withdrawn) or reject (withdrawing → available, plus a
-    withdrawal_refund entry). None when there is no such withdrawal; AlreadyDecided when it was.
+    withdrawal_refund entry). None when there is no such withdrawal; Refusal already_decided when it
+    was.
 
     `paid_out=False` (payouts through WeChat Pay): an approval leaves the money withdrawing until
     the transfer's final state (domain.payouts)."""
@@ -173,7 +169,8 @@ def decide_withdrawal(session: Session, withdrawal_id: int, approve: bool, now: 
         current = session.connection().scalar(select(WITHDRAWALS.c.status).where(WITHDRAWALS.c.id == withdrawal_id))
         if current is None:
             return None
-        raise AlreadyDecided(current)
+        raise Refusal("already_decided", f"Withdrawal {withdrawal_id} was already {current}.",
+                      sentence=f"申请 {withdrawal_id} 已经处理过（{current}）。", details={"status": current})
     did, amount = row
     if approve:
         if paid_out:

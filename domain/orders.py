@@ -3,10 +3,10 @@ a time (storage.group_commit).
 
 An OrderBook reads what the batch's events need at once (their stored answers, orders with
 commissions, the credited distributors' chains), then applies one event at a time inside the
-caller's SAVEPOINT: an event that breaks a rule raises Rejected, before or after it wrote, and
-the savepoint takes its writes back, so a refused event leaves no trace. The book's memory of an
-order changes only once its event has gone through. Balances, which only add up, and notices are
-written once at the end of the batch. The rules are the pure functions of domain.commission.
+caller's SAVEPOINT: an event that breaks a rule raises a domain.refusals.Refusal, before or after
+it wrote, and the savepoint takes its writes back, so a refused event leaves no trace. The book's
+memory of an order changes only once its event has gone through. Balances, which only add up, and
+notices are written once at the end of the batch. The rules are the pure functions of domain.commission.
 """
 
 from __future__ import annotations
@@ -30,9 +30,9 @@ from domain.formats import china_time, month_start
 from domain.ledger import Delta, add_to_balances, append_entries, ensure_balances
 from domain.notices import PERSON_COLUMNS, Credits, Person, settle_and_notify
 from domain.promotion import Unlocks, no_unlocks, promote
+from domain.refusals import Refusal
 from domain.webhooks import emit
 from storage.db import is_postgres
-from storage.group_commit import Refused
 from storage.models import DistributorStatus
 from storage.models_ledger import CommissionState, EntryKind
 from storage.tables import COMMISSIONS, DISTRIBUTORS, EVENTS, ORDERS
@@ -50,14 +50,6 @@ class EventIn:
     sku: str | None = None
     buyer_openid: str | None = None
     occurred_at: datetime | None = None
-
-
-class Rejected(Refused):
-    """An event that cannot be applied; nothing of it is stored."""
-
-    def __init__(self, status: int, code: str, message: str, details: Any = None):
-        super().__init__(message)
-        self.status, self.code, self.message, self.details = status, code, message, details
 
 
 # ---- statements, built once (building them per event costs more than running them) -------------
@@ -138,7 +130,7 @@ class OrderBook:
                 self.chains[chain[0].code] = chain
 
     def apply(self, session: Session, e: EventIn) -> dict[str, Any]:
-        """The answer to one event (Rejected when it cannot be applied). An event_id seen before
+        """The answer to one event (a Refusal when it cannot be applied). An event_id seen before
         gets its first answer again with "duplicate": true."""
         if e.event_id in self._tried:
             # A second attempt after a conflict: another process stored this event, or paid this
@@ -190,12 +182,12 @@ class OrderBook:
     def _pay(self, session: Session, e: EventIn, credits: Credits, deltas: dict[int, Delta]) -> _Order:
         dist, now = self.config.distribution, self.now
         if e.order_no in self.orders:
-            raise Rejected(409, "order_exists", f"Order {e.order_no} was already paid under another event_id; "
-                           "an order is paid once.", {"order_no": e.order_no})
+            raise Refusal("order_exists", f"Order {e.order_no} was already paid under another event_id; "
+                          "an order is paid once.", details={"order_no": e.order_no})
         chain = self.chains.get(e.distributor_code or "")
         if chain is None:
-            raise Rejected(422, "unknown_distributor", f"No distributor has the code {e.distributor_code!r}.",
-                           {"distributor_code": e.distributor_code})
+            raise Refusal("unknown_distributor", f"No distributor has the code {e.distributor_code!r}.",
+                          details={"distributor_code": e.distributor_code})
         accrued = _month_accrued(session, [p.id for p in chain], now) if dist.monthly_cap_fen else {}
         shares = rules.split_commission(
             e.amount_fen or 0,
@@ -233,8 +225,8 @@ class OrderBook:
         """shipped, completed, refunded or cancelled, on an order that exists."""
         known = self.orders.get(e.order_no)
         if known is None:
-            raise Rejected(422, "unknown_order", f"No order {e.order_no!r} has been paid; send its 'paid' event "
-                           "first.", {"order_no": e.order_no})
+            raise Refusal("unknown_order", f"No order {e.order_no!r} has been paid; send its 'paid' event "
+                          "first.", details={"order_no": e.order_no})
         order = _Order(dict(known.row), [dict(c) for c in known.comms])  # changed on copies until it went through
         row = order.row
         status = _next_status(e, row)
@@ -301,14 +293,14 @@ class OrderBook:
 
 
 def _next_status(e: EventIn, row: dict[str, Any]) -> str:
-    """The order's status after the event; Rejected when the event does not apply to it."""
+    """The order's status after the event; refused when the event does not apply to it."""
     try:
         return rules.next_status(row["status"], e.type, amount_fen=row["amount_fen"],
                                  refunded_fen=row["refunded_fen"], refund_fen=e.amount_fen or 0)
     except rules.TransitionError as err:
-        raise Rejected(422, err.code, f"Order {e.order_no}: {err}.",
-                       {"status": row["status"], "type": e.type, "refunded_fen": row["refunded_fen"],
-                        "amount_fen": row["amount_fen"]}) from None
+        raise Refusal(err.code, f"Order {e.order_no}: {err}.",
+                      details={"status": row["status"], "type": e.type, "refunded_fen": row["refunded_fen"],
+                               "amount_fen": row["amount_fen"]}) from None
 
 
 def _write_change(session: Session, order_no: str, row: dict[str, Any], changed: list[dict[str, Any]]) -> None:

@@ -34,6 +34,7 @@ from domain.formats import yuan
 from domain.ledger import withdrawal_again, withdrawal_paid_out, withdrawal_returned
 from domain.messages import Text
 from domain.outbox import Queued, enqueue_many, template_data
+from domain.refusals import Refusal
 from domain.signing import link_key, sign, verify
 from domain.webhooks import withdrawal_paid
 from domain.suspension import check_payable
@@ -246,35 +247,28 @@ def apply_final(session: Session, config: Config, number: str, state: str, fail_
 
 
 # ---- an admin's retry of a failed transfer ---------------------------------------------------------
-class NotRetryable(Exception):
-    def __init__(self, status: str):
-        super().__init__(status)
-        self.status = status
-
-
-class AvailableShort(Exception):
-    """The money returned by the failure has been withdrawn again or reversed since."""
-
-
 def retry(session: Session, config: Config, withdrawal_id: int, now: datetime) -> int:
     """A failed withdrawal becomes approved again: its money goes from available back to
     withdrawing, and the distributor gets a new claim link (the claim makes a new bill). The
-    amount; LookupError, NotRetryable (not failed), AvailableShort (nothing changed),
-    domain.suspension.Refused (suspended, or an open risk flag)."""
-    check_payable(session, withdrawal_id)
+    amount. Refusal: not_found, not_retryable (not failed), available_short (the money returned has
+    been withdrawn again or reversed since; nothing changed), distributor_suspended or
+    risk_flag_open (domain.suspension.check_payable)."""
+    check_payable(session, withdrawal_id, doing="重试")
     w, d = WITHDRAWALS.c, DISTRIBUTORS.c
     row = session.execute(select(w.status, w.distributor_id, w.amount_fen, d.openid)
                           .join(DISTRIBUTORS, d.id == w.distributor_id).where(w.id == withdrawal_id)).first()
     if row is None:
-        raise LookupError(withdrawal_id)
+        raise Refusal("not_found", f"No withdrawal {withdrawal_id}.", sentence=f"没有申请号为 {withdrawal_id} 的提现。")
     status, did, amount, openid = row
     bill = latest_bill(session, withdrawal_id)
     if bill is None or bill.state not in FINAL or session.execute(
             update(WITHDRAWALS).where(w.id == withdrawal_id, w.status == WithdrawalStatus.FAILED)
             .values(status=WithdrawalStatus.APPROVED, reason=None)).rowcount != 1:
-        raise NotRetryable(status)
+        raise Refusal("not_retryable", f"Withdrawal {withdrawal_id} is {status}, not a failed transfer.",
+                      sentence=f"申请 {withdrawal_id} 不是转账失败的提现，不能重试。", details={"status": status})
     if not withdrawal_again(session, did, withdrawal_id, amount, f"payout:{bill.out_bill_no}:retry", now):
-        raise AvailableShort(withdrawal_id)
+        raise Refusal("available_short", f"The money of withdrawal {withdrawal_id} is no longer available.",
+                      sentence=f"申请 {withdrawal_id} 退回的钱已不在可提现余额里（又提现了或被冲回），不能重试。")
     queue_claim_link(session, config, withdrawal_id=withdrawal_id, distributor_id=did, openid=openid,
                      amount_fen=amount, key=f"payout:{bill.out_bill_no}:retry",
                      again=f"您的提现（申请号 {withdrawal_id}）{yuan(amount)} 将重新为您转账。")

@@ -18,6 +18,7 @@ from domain.config_sections import ServiceConfig
 from domain.formats import CHINA
 from domain.messages import Text
 from domain.outbox import Queued, enqueue, enqueue_many, template_data
+from domain.refusals import Refusal
 from storage.db import is_postgres
 from storage.models import Distributor
 from storage.models_engage import Ticket, TicketReply, TicketStatus
@@ -28,18 +29,6 @@ MAX_OPEN = 5  # open (unanswered) tickets per asker
 URGENT_WORD = "紧急"
 REMIND_BATCH = 500  # overdue tickets reminded per run; the job runs every minute
 EXCERPT = 60  # characters of the question shown to staff
-
-
-class TicketRefused(Exception):
-    """Why a question was not taken, as a Chinese sentence for the asker."""
-
-
-class RetryQuestion(TicketRefused):
-    """The question itself will not do (empty, too long): the asker may send it again, better."""
-
-
-class TicketClosed(Exception):
-    """A reply to a closed ticket."""
 
 
 # ---- words for people -------------------------------------------------------------------------
@@ -83,18 +72,18 @@ def answer_time(urgent: bool, service: ServiceConfig) -> timedelta:
 def open_ticket(session: Session, *, openid: str, distributor: Distributor | None, text: str, now: datetime,
                 service: ServiceConfig) -> Ticket:
     """A new open ticket (its id assigned), urgent when the text says 紧急 or the asker's rank has
-    priority. RetryQuestion when the text is empty or too long, TicketRefused when the asker
-    has MAX_OPEN open already."""
+    priority. Refusal invalid_question when the text is empty or too long (the asker may send it
+    again, better), too_many_tickets when the asker has MAX_OPEN open already."""
     text = text.strip()
     if not text:
-        raise RetryQuestion("请直接发送您的问题。")
+        raise Refusal("invalid_question", sentence="请直接发送您的问题。")
     if len(text) > MAX_TEXT:
-        raise RetryQuestion(f"问题最多 {MAX_TEXT} 字，您发送了 {len(text)} 字，请精简后重新发送。")
+        raise Refusal("invalid_question", sentence=f"问题最多 {MAX_TEXT} 字，您发送了 {len(text)} 字，请精简后重新发送。")
     waiting = session.scalar(select(func.count()).select_from(Ticket).where(
         Ticket.openid == openid, Ticket.status == TicketStatus.OPEN)) or 0
     if waiting >= MAX_OPEN:
-        raise TicketRefused(f"您已有 {waiting} 个问题在等待回复（最多 {MAX_OPEN} 个），"
-                            "请等客服回复后再提新问题。如有补充，可在客服回复后继续提问。")
+        raise Refusal("too_many_tickets", sentence=f"您已有 {waiting} 个问题在等待回复（最多 {MAX_OPEN} 个），"
+                      "请等客服回复后再提新问题。如有补充，可在客服回复后继续提问。")
     urgent = URGENT_WORD in text or has_priority(distributor.rank if distributor else None, service)
     ticket = Ticket(openid=openid, distributor_id=distributor.id if distributor else None, text=text,
                     urgent=urgent, status=TicketStatus.OPEN, created_at=now, due_at=now + answer_time(urgent, service))
@@ -148,13 +137,15 @@ def _locked(session: Session, ticket_id: int) -> Ticket | None:
 
 def answer(session: Session, ticket_id: int, text: str, actor: str, now: datetime) -> Ticket | None:
     """Record an answer and queue it to the asker (a template message outside the 48-hour window);
-    the ticket becomes answered. None when there is no such ticket; TicketClosed when it is closed.
+    the ticket becomes answered. None when there is no such ticket; Refusal ticket_closed when it is
+    closed.
     An answered ticket may be answered again; answered_at keeps the first answer's time."""
     ticket = _locked(session, ticket_id)
     if ticket is None:
         return None
     if ticket.status == TicketStatus.CLOSED:
-        raise TicketClosed(ticket_id)
+        raise Refusal("ticket_closed", f"Ticket {ticket_id} is closed; it takes no more replies.",
+                      sentence=f"工单 #{ticket_id} 已关闭，不能再回复；回复没有发出。", details={"status": TicketStatus.CLOSED.value})
     reply = TicketReply(ticket_id=ticket_id, text=text, actor=actor, created_at=now)
     session.add(reply)
     session.flush()

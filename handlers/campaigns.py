@@ -17,7 +17,7 @@ from pydantic import AwareDatetime, BaseModel, Field, ValidationError
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from bot.api import ApiError, ApiModel, IdParam, PageQuery, RankAudience, checked_audience, ok
+from bot.api import ApiModel, IdParam, PageQuery, RankAudience, checked_audience, ok
 from bot.api import text as text_field
 from bot.chat import Ctx, Incoming
 from bot.console import done, page, page_number
@@ -28,6 +28,7 @@ from content.console_pages import when
 from domain import campaigns
 from domain.config import Config
 from domain.formats import CHINA, china_time
+from domain.refusals import Refusal
 from storage.db import run_read
 from storage.models_campaigns import Campaign, CampaignStatus
 
@@ -128,7 +129,7 @@ async def create_campaign(request: web.Request, body: CampaignIn) -> web.Respons
 
 async def launch(request: web.Request, body: CampaignIn, cause: str) -> dict[str, Any]:
     """Schedule a campaign (the API's and the console's 创建), and when it is due start the
-    campaigns job at once; the campaign as JSON. ApiError (422) for an unknown rank."""
+    campaigns job at once; the campaign as JSON. Refusal (invalid_campaign, 422) for an unknown rank."""
     audience = checked_audience(request.config_dict[CONFIG], body.audience, "campaign")
     now = datetime.now(UTC)
     send_at = body.send_at.astimezone(UTC) if body.send_at else now
@@ -160,7 +161,7 @@ async def get_campaign(request: web.Request, params: CampaignId) -> web.Response
     def read(session: Session) -> dict[str, Any]:
         c = session.get(Campaign, params.id)
         if c is None:
-            raise ApiError(404, "not_found", f"No campaign {params.id}.")
+            raise Refusal("not_found", f"No campaign {params.id}.")
         return _json(session, c)
     return ok(await run_read(request.config_dict[SESSIONMAKER], read))
 
@@ -173,13 +174,14 @@ async def cancel_campaign(request: web.Request, params: CampaignId) -> web.Respo
 
 def cancel(session: Session, campaign_id: int) -> dict[str, Any]:
     """Cancel a scheduled campaign (the API's and the console's 取消): the campaign as JSON;
-    ApiError 404 when there is none, 409 once it has started."""
+    Refusal not_found when there is none, already_started once it has started."""
     c = campaigns.cancel(session, campaign_id, datetime.now(UTC))
     if c is None:
-        raise ApiError(404, "not_found", f"No campaign {campaign_id}.")
+        raise Refusal("not_found", f"No campaign {campaign_id}.", sentence="没有这个活动。")
     if c.status != CampaignStatus.CANCELLED:
-        raise ApiError(409, "already_started", f"Campaign {campaign_id} is {c.status}; only a scheduled "
-                       "campaign can be cancelled.", {"status": c.status})
+        raise Refusal("already_started", f"Campaign {campaign_id} is {c.status}; only a scheduled campaign can be "
+                      "cancelled.", sentence=f"活动 {campaign_id} 已经{STATUS_NAMES.get(c.status, '开始')}，不能取消。",
+                      details={"status": c.status})
     return _json(session, c)
 
 
@@ -253,8 +255,8 @@ async def create_form(request: web.Request) -> web.Response:
         return await _campaigns_page(request, form=values, errors=errors, status=422)
     try:
         data = await launch(request, body, "console")
-    except ApiError as e:  # an unknown rank
-        return await _campaigns_page(request, form=values, errors=[f"受众不对：{e.message}"], status=422)
+    except Refusal as e:  # an unknown rank: the page again, with the form as typed
+        return await _campaigns_page(request, form=values, errors=[e.sentence], status=422)
     when_text = "已开始发送" if send_at is None else f"将于 {when(send_at)} 发送"
     return done(request, "/campaigns", f"活动 {data['id']}「{data['title']}」已创建，{data['total']} 位分销员，{when_text}。")
 
@@ -271,9 +273,5 @@ def _problem(error: Any) -> str:
 @feature.console.post(r"/campaigns/{id:\d{1,18}}/cancel")
 async def cancel_form(request: web.Request) -> web.Response:
     cid = int(request.match_info["id"])
-    try:
-        await request.config_dict[WRITER].run(lambda session: cancel(session, cid))
-    except ApiError as e:
-        message = "没有这个活动。" if e.status == 404 else f"活动 {cid} 已经{STATUS_NAMES.get(e.details['status'], '开始')}，不能取消。"
-        return done(request, "/campaigns", message, error=True)
+    await request.config_dict[WRITER].run(lambda session: cancel(session, cid))
     return done(request, "/campaigns", f"活动 {cid} 已取消。")

@@ -21,7 +21,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.api import ApiError, ApiModel, IdParam, ok
+from bot.api import ApiModel, IdParam, ok
 from bot.console import HEADERS, done, page
 from bot.feature import Feature
 from bot.typedefs import CONFIG, PACKS, SESSIONMAKER, WRITER
@@ -38,6 +38,7 @@ from content.store import (
 )
 from domain.config import Config
 from domain.formats import china_time
+from domain.refusals import Refusal
 from storage.db import run_read
 from storage.models_content import ContentPack, LivePack
 from storage.writer import Writer
@@ -92,17 +93,17 @@ def rank_keys(config: Config) -> list[str]:
     return [r.key for r in config.ranks]
 
 
-def invalid(problems: list[Any]) -> ApiError:
-    return ApiError(422, "invalid_pack", f"The content pack is invalid: {len(problems)} problem(s), listed in details.",
-                    [p.as_json() for p in problems])
+def invalid(problems: list[Any]) -> Refusal:
+    return Refusal("invalid_pack", f"The content pack is invalid: {len(problems)} problem(s), listed in details.",
+                    details=[p.as_json() for p in problems])
 
 
 async def _receive_zip(request: web.Request, dest: Path) -> None:
     """Stream the multipart field `pack` to `dest`, refusing more than 50 MiB as it arrives."""
     if request.content_length is not None and request.content_length > MAX_UPLOAD_BYTES + 64 * 1024:
-        raise ApiError(413, "too_large", "Content packs may be at most 50 MiB.")
+        raise Refusal("too_large", "Content packs may be at most 50 MiB.")
     if not request.content_type.startswith("multipart/"):
-        raise ApiError(400, "not_multipart", "Upload the zip as multipart/form-data in the field 'pack'.")
+        raise Refusal("not_multipart", "Upload the zip as multipart/form-data in the field 'pack'.")
     try:
         reader = await request.multipart()
         async for part in reader:
@@ -113,14 +114,14 @@ async def _receive_zip(request: web.Request, dest: Path) -> None:
                 while chunk := await part.read_chunk(CHUNK):
                     size += len(chunk)
                     if size > MAX_UPLOAD_BYTES:
-                        raise ApiError(413, "too_large", "Content packs may be at most 50 MiB.")
+                        raise Refusal("too_large", "Content packs may be at most 50 MiB.")
                     f.write(chunk)
             if size == 0:
-                raise ApiError(400, "empty_pack", "The field 'pack' is empty.")
+                raise Refusal("empty_pack", "The field 'pack' is empty.")
             return
     except (ValueError, AssertionError, aiohttp.ClientPayloadError, HttpProcessingError) as e:  # e.g. bad part headers
-        raise ApiError(400, "malformed_multipart", f"The multipart body cannot be read: {e}") from None
-    raise ApiError(400, "no_pack", "The multipart body has no field named 'pack'.")
+        raise Refusal("malformed_multipart", f"The multipart body cannot be read: {e}") from None
+    raise Refusal("no_pack", "The multipart body has no field named 'pack'.")
 
 
 @api.post("/content-packs", summary="Upload a content pack (multipart field 'pack': a zip, at most 50 MiB)",
@@ -134,10 +135,8 @@ async def upload_pack(request: web.Request) -> web.Response:
         await _receive_zip(request, path)
         try:
             row, live = await _import(request, path)
-        except PackInvalid as e:
+        except PackInvalid as e:  # its own report: every problem in details
             raise invalid(e.problems) from None
-        except PackConflict as e:
-            raise ApiError(409, "pack_exists", f"{str(e)[0].upper()}{str(e)[1:]}; upload a new version.") from None
     finally:
         await asyncio.to_thread(path.unlink, True)
     return ok(pack_json(row, live), status=201)
@@ -167,7 +166,7 @@ class PackId(IdParam):
 async def _one(session: AsyncSession, pack_id: int) -> ContentPack:
     row = await session.get(ContentPack, pack_id)
     if row is None:
-        raise ApiError(404, "not_found", f"No content pack has the id {pack_id}.")
+        raise Refusal("not_found", f"No content pack has the id {pack_id}.")
     return row
 
 
@@ -189,7 +188,7 @@ async def get_pack(request: web.Request, params: PackId) -> web.Response:
 async def activate_pack(request: web.Request, params: PackId) -> web.Response:
     row = await _activate(request, params.id)
     if row is None:
-        raise ApiError(404, "not_found", f"No content pack has the id {params.id!r}.")
+        raise Refusal("not_found", f"No content pack has the id {params.id!r}.")
     return ok(pack_json(row, True))
 
 
@@ -243,9 +242,6 @@ async def upload_form(request: web.Request) -> web.Response:
         row, live = await _import(request, path)
     except PackInvalid as e:
         return await _content_page(request, problems=e.problems, filename=upload.filename, status=422)
-    except PackConflict as e:
-        return done(request, "/content", f"内容包 {e.name} 版本 {e.version} 已经存在，没有更改；"
-                                         "请在 manifest.toml 里提高版本号后再上传。", error=True)
     finally:
         await asyncio.to_thread(path.unlink, True)
     c = pack_json(row, live)

@@ -16,7 +16,7 @@ from pydantic import AwareDatetime, BaseModel, Field, ValidationError
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from bot.api import ApiError, ApiModel, IdParam, PageQuery, RankAudience, checked_audience, ok
+from bot.api import ApiModel, IdParam, PageQuery, RankAudience, checked_audience, ok
 from bot.api import text as text_field
 from bot.chat import Ctx, Incoming, active_only
 from bot.console import done, page, page_number
@@ -28,6 +28,7 @@ from domain import campaigns, contest_results, contests
 from domain.contest_results import show_value
 from domain.formats import CHINA, AmountError, china_time, mask_name, parse_yuan, yuan
 from domain.messages import Text
+from domain.refusals import Refusal
 from storage.db import run_read
 from storage.models import Distributor
 from storage.models_engage import ContestStatus
@@ -37,7 +38,6 @@ log = logging.getLogger(__name__)
 feature = Feature("contests", scope="ops")
 api = feature.api
 BOARD = 10  # places 排行 shows
-EARLIEST, LATEST = datetime(2000, 1, 1, tzinfo=UTC), datetime(2100, 1, 1, tzinfo=UTC)  # a window's bounds
 
 
 # ---- the job -------------------------------------------------------------------------------------
@@ -172,52 +172,16 @@ def _results(session: Session, c: Any) -> tuple[list[dict[str, Any]], list[dict[
 def _json(session: Session, contest_id: int) -> dict[str, Any]:
     c = session.execute(select(CONTESTS).where(CONTESTS.c.id == contest_id)).first()
     if c is None:
-        raise ApiError(404, "not_found", f"No contest {contest_id}.")
+        raise Refusal("not_found", f"No contest {contest_id}.")
     standings, won = _results(session, c)
     winners = None if won is None else [{k: w[k] for k in ("place", "code", "prize_fen")} for w in won]
     return {**_summary(c), "standings": standings, "winners": winners}
 
 
-class ContestRefused(Exception):
-    """Why a new contest is refused, for /api (English, naming the field) and the console (Chinese)."""
-
-    def __init__(self, field: str, problem: str, message: str, chinese: str):
-        super().__init__(message)
-        self.field, self.problem, self.message, self.chinese = field, problem, message, chinese
-
-    def api_error(self) -> ApiError:
-        return ApiError(422, "invalid_contest", self.message, [{"field": self.field, "problem": self.problem}])
-
-
-def _window(body: ContestIn) -> tuple[datetime, datetime]:
-    """The contest's window in UTC, or ContestRefused for a window or fields that do not fit."""
-    out_of_range = ContestRefused("starts_at", "out of range", "starts_at and ends_at must lie between 2000 and 2100.",
-                                  "开始时间和结束时间须在 2000 年到 2100 年之间。")
-    try:
-        starts_at, ends_at = body.starts_at.astimezone(UTC), body.ends_at.astimezone(UTC)
-    except OverflowError:
-        raise out_of_range from None
-    if not (EARLIEST <= starts_at and ends_at < LATEST):
-        raise out_of_range
-    if ends_at <= starts_at:
-        raise ContestRefused("ends_at", "not after starts_at", "ends_at must be after starts_at.",
-                             "结束时间必须晚于开始时间。")
-    if body.metric == "sku_sales" and not body.skus:
-        raise ContestRefused("skus", "empty for sku_sales", "A sku_sales contest needs at least one SKU in skus.",
-                             "“指定商品销售额”比赛至少要填一个商品编号。")
-    if body.metric == "new_members" and body.prizes_fen:
-        raise ContestRefused("prizes_fen", "prizes on a new_members contest",
-                             "A new_members contest carries no prizes: paying for recruitment is the mark of pyramid "
-                             "selling, so it is a leaderboard of honour only. Send prizes_fen as [].",
-                             "“新增成员”比赛不能设奖金：按拉人头发奖励是传销的特征，这类比赛只是荣誉榜。"
-                             "请清空奖金后再创建。")
-    return starts_at, ends_at
-
-
 async def add_contest(request: web.Request, body: ContestIn) -> dict[str, Any]:
     """Create a contest (POST /api/contests and the console's form): the contest as the API shows
-    it. ContestRefused for bad fields, ApiError (422) for an unknown rank."""
-    starts_at, ends_at = _window(body)
+    it. Refusal (invalid_contest, 422) for bad fields or an unknown rank."""
+    starts_at, ends_at = contests.check_window(body.starts_at, body.ends_at, body.metric, body.skus, body.prizes_fen)
     audience = checked_audience(request.config_dict[CONFIG], body.audience, "contest")
     now = datetime.now(UTC)
 
@@ -237,10 +201,7 @@ async def add_contest(request: web.Request, body: ContestIn) -> dict[str, Any]:
 @api.post("/contests", summary="Create a contest: sales, sku_sales or new_members over a window",
           body=ContestIn, response=ContestOut, status=201)
 async def create_contest(request: web.Request, body: ContestIn) -> web.Response:
-    try:
-        return ok(await add_contest(request, body), status=201)
-    except ContestRefused as e:
-        raise e.api_error() from None
+    return ok(await add_contest(request, body), status=201)
 
 
 def contest_page(session: Session, limit: int, offset: int) -> tuple[list[Any], int]:
@@ -275,8 +236,9 @@ _LIST_SEPARATORS = re.compile(r"[,，、\s]+")
 _GROUPED = re.compile(r"[\d.,，]*\d[,，]\d{3}(?!\d)[\d.,，]*")
 
 
-class FormProblem(Exception):
+def _form_problem(sentence: str) -> Refusal:
     """What is wrong with the console's contest form, as a Chinese sentence."""
+    return Refusal("invalid_contest", sentence=sentence)
 
 
 def _split(value: str) -> list[str]:
@@ -288,22 +250,22 @@ def _china_time(value: str, field: str) -> datetime:
     try:
         moment = datetime.fromisoformat(value.strip())
     except ValueError:
-        raise FormProblem(f"请填写{FIELD_NAMES[field]}（年-月-日 时:分，北京时间）。") from None
+        raise _form_problem(f"请填写{FIELD_NAMES[field]}（年-月-日 时:分，北京时间）。") from None
     return moment.replace(tzinfo=CHINA) if moment.tzinfo is None else moment
 
 
 def contest_from_form(form: Any) -> ContestIn:
-    """The console's form as the /api body, checked by the same model; FormProblem when it is not one."""
+    """The console's form as the /api body, checked by the same model; a Refusal when it is not one."""
     prizes: list[int] = []
     typed = str(form.get("prizes", ""))
     if (grouped := _GROUPED.search(typed)) is not None:
-        raise FormProblem(f"奖金里的“{grouped.group().strip(',，')}”有两种读法：多个奖金请用“, ”（逗号加空格）、顿号或空格分隔，"
-                          "金额不写千位逗号，例如 1500, 800, 300。")
+        raise _form_problem(f"奖金里的“{grouped.group().strip(',，')}”有两种读法：多个奖金请用“, ”（逗号加空格）、顿号或空格分隔，"
+                            "金额不写千位逗号，例如 1500, 800, 300。")
     for amount in _split(typed):
         try:
             prizes.append(parse_yuan(amount))
         except AmountError:
-            raise FormProblem(f"奖金“{amount}”不是有效的金额：单位是元，大于 0，最多两位小数，多个用逗号分隔。") from None
+            raise _form_problem(f"奖金“{amount}”不是有效的金额：单位是元，大于 0，最多两位小数，多个用逗号分隔。") from None
     rank = str(form.get("audience", "all"))
     values = {"title": str(form.get("title", "")), "metric": str(form.get("metric", "")),
               "skus": _split(str(form.get("skus", ""))), "prizes_fen": prizes,
@@ -314,7 +276,7 @@ def contest_from_form(form: Any) -> ContestIn:
         return ContestIn.model_validate(values)
     except ValidationError as e:
         named = dict.fromkeys(FIELD_NAMES.get(str(err["loc"][0]), str(err["loc"][0])) for err in e.errors())
-        raise FormProblem(f"请检查这些字段：{'、'.join(named)}（标题最多 64 字，商品编号和奖金最多 100 个）。") from None
+        raise _form_problem(f"请检查这些字段：{'、'.join(named)}（标题最多 64 字，商品编号和奖金最多 100 个）。") from None
 
 
 def _audience_name(audience: Any, config: Any) -> str:
@@ -350,12 +312,8 @@ async def create_contest_page(request: web.Request) -> web.Response:
     form = await request.post()
     try:
         created = await add_contest(request, contest_from_form(form))
-    except FormProblem as e:
-        return await _contests_page(request, status=422, error=str(e), form=form)
-    except ContestRefused as e:
-        return await _contests_page(request, status=422, error=e.chinese, form=form)
-    except ApiError as e:  # an unknown rank: only a stale or forged form names one
-        return await _contests_page(request, status=422, error=f"受众无效：{e.message}", form=form)
+    except Refusal as e:  # the page again, with the form as typed (not the guard's redirect)
+        return await _contests_page(request, status=422, error=e.sentence, form=form)
     return done(request, f"/contests/{created['id']}", f"比赛“{created['title']}”已创建（{STATUS_NAMES[created['status']]}）。")
 
 

@@ -18,14 +18,14 @@ from pydantic import BaseModel, Field
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from bot.api import ApiError, ApiModel, actor_of, ok
-from bot.console import done, page, page_number
+from bot.api import ApiModel, actor_of, ok
+from bot.console import done, page, page_number, returns_to
 from bot.feature import Feature
 from bot.typedefs import CONFIG, PACKS, SESSIONMAKER, WRITER
 from domain import risk, suspension
 from domain.commission import STATUS_NAMES
-from domain.distributors import MAX_PAGE, PER_PAGE, DistributorAnswer, distributor_json, search
-from domain.formats import AmountError, parse_signed_yuan
+from domain.distributors import MAX_PAGE, PER_PAGE, DistributorAnswer, distributor_json, known_distributor, search
+from domain.formats import parse_signed_yuan
 from domain.ledger import BUCKETS, KIND_NAMES, MAX_ADJUSTMENT_FEN, balance
 from domain.notices import adjust_and_tell
 from domain.promotion import change_rank
@@ -81,9 +81,7 @@ async def list_distributors(request: web.Request, query: DistributorQuery) -> we
          errors=(404,))
 async def get_distributor(request: web.Request) -> web.Response:
     async with request.config_dict[SESSIONMAKER]() as session, session.begin():
-        d = await session.run_sync(distributor_by_code, request.match_info["code"])
-        if d is None:
-            raise ApiError(404, "not_found", f"No distributor has the code {request.match_info['code']!r}.")
+        d = await session.run_sync(known_distributor, request.match_info["code"])
         return ok(await session.run_sync(distributor_json, d))
 
 
@@ -186,12 +184,9 @@ async def rank_form(request: web.Request) -> web.StreamResponse:
 @feature.console.post("/distributors/{code}/adjustments", scope="finance")
 async def adjustment_form(request: web.Request) -> web.StreamResponse:
     code, form = request.match_info["code"], await request.post()
-    back = f"/distributors/{quote(code, safe='')}"
+    back = returns_to(request, f"/distributors/{quote(code, safe='')}")
     actor, reason = actor_of(request), _reason(form)
-    try:
-        fen = parse_signed_yuan(str(form.get("amount", "")))
-    except AmountError as e:
-        return done(request, back, str(e), error=True)
+    fen = parse_signed_yuan(str(form.get("amount", "")))  # AmountError: its sentence, back on the page
     if fen == 0:
         return done(request, back, "调整金额不能为 0。", error=True)
     if abs(fen) > MAX_ADJUSTMENT_FEN:

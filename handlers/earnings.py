@@ -18,7 +18,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import bindparam, literal_column, null, or_, select, union_all, update
 from sqlalchemy.orm import Session
 
-from bot.api import ApiError, ApiModel, actor_of, ok, text
+from bot.api import ApiModel, actor_of, ok, text
 from bot.chat import Ctx, Incoming, Later, active_only
 from bot.feature import Feature
 from bot.menu import MenuKey
@@ -26,16 +26,17 @@ from bot.typedefs import CONFIG, SESSIONMAKER, WECHAT, WRITER
 from bot.wechat_api import WeChatAPI
 from content.charts import render_earnings_chart
 from domain.config import Config
+from domain.distributors import known_distributor
 from domain.figures import daily_totals
 from domain.formats import china_time, day_start, month_start, yuan
 from domain.ledger import BUCKETS, EARNING_KINDS, MAX_ADJUSTMENT_FEN, ZERO, Delta, add_to_balances
 from domain.messages import Image, Reply, Text
 from domain.notices import Credits, adjust_and_tell, settle_and_notify
 from domain.payouts import in_flight_summary
+from domain.refusals import Refusal
 from storage.db import is_postgres
 from storage.models import Distributor
 from storage.models_ledger import CommissionState, EntryKind
-from storage.queries import distributor_by_code
 from storage.tables import BALANCES, COMMISSIONS, ENTRIES, ORDERS
 from storage.writer import Writer
 
@@ -173,9 +174,7 @@ class LedgerQuery(ApiModel):
 async def get_ledger(request: web.Request, query: LedgerQuery) -> web.Response:
     after_id, limit = query.after_id, query.limit
     async with request.config_dict[SESSIONMAKER]() as session, session.begin():
-        d = await session.run_sync(distributor_by_code, request.match_info["code"])
-        if d is None:
-            raise ApiError(404, "not_found", f"No distributor has the code {request.match_info['code']!r}.")
+        d = await session.run_sync(known_distributor, request.match_info["code"])
         e = ENTRIES.c
         stmt = (select(e.id, e.kind, e.amount_fen, e.order_no, e.created_at)
                 .where(e.distributor_id == d.id, e.id > after_id).order_by(e.id))
@@ -206,13 +205,11 @@ async def post_adjustment(request: web.Request, body: AdjustmentIn) -> web.Respo
     if body.reason is None:
         problems.append({"field": "reason", "problem": "a reason is required"})
     if problems:
-        raise ApiError(422, "invalid_adjustment", "The adjustment has invalid values.", problems)
+        raise Refusal("invalid_adjustment", "The adjustment has invalid values.", details=problems)
     code, actor = request.match_info["code"], actor_of(request)
 
     def apply(session: Session) -> dict[str, Any]:
-        d = distributor_by_code(session, code)
-        if d is None:
-            raise ApiError(404, "not_found", f"No distributor has the code {code!r}.")
+        d = known_distributor(session, code)
         entry = adjust_and_tell(session, d.id, d.openid, body.amount_fen, body.reason or "", actor, datetime.now(UTC))
         return {**entry, "created_at": china_time(entry["created_at"])}
     return ok(await request.config_dict[WRITER].run(apply), status=201)

@@ -12,12 +12,13 @@ from typing import Annotated, Any
 from aiohttp import web
 from pydantic import BeforeValidator, ConfigDict, Field
 
-from bot.api import ApiError, ApiModel
+from bot.api import ApiModel
 from bot.exports import stream_csv
 from bot.feature import Feature
 from bot.typedefs import SESSIONMAKER
 from domain import exports
 from domain.formats import CHINA
+from domain.refusals import Refusal
 from storage.db import run_read
 
 feature = Feature("exports", scope="finance")
@@ -45,7 +46,7 @@ class ExportQuery(ApiModel):
     def bounds(self) -> tuple[datetime | None, datetime | None]:
         """The UTC instants the days span; 'to' before 'from' is a 422 (each is a day, the pair is not)."""
         if self.since and self.until and self.until < self.since:
-            raise ApiError(422, "invalid_query", f"'to' ({self.until}) is before 'from' ({self.since}).")
+            raise Refusal("invalid_query", f"'to' ({self.until}) is before 'from' ({self.since}).")
         return exports.day_bounds(self.since, self.until)
 
     def filename(self, what: str) -> str:

@@ -18,7 +18,7 @@ from pydantic import AwareDatetime, BaseModel, Field, RootModel
 from sqlalchemy import and_, func, select
 from sqlalchemy.orm import Session
 
-from bot.api import ApiError, ApiModel, ok, text
+from bot.api import ApiModel, ok, text
 from bot.audit import note
 from bot.chat import Ctx, Incoming, active_only
 from bot.feature import Feature
@@ -28,9 +28,10 @@ from domain import commission as rules
 from domain.config import Config
 from domain.formats import CHINA, china_time, yuan
 from domain.messages import Text
-from domain.orders import EventIn, OrderBook, Rejected
+from domain.orders import EventIn, OrderBook
 from domain.payouts import in_flight, in_flight_summary
 from domain.promotion import Unlocks, no_unlocks
+from domain.refusals import Refusal
 from storage.group_commit import Failed, GroupCommit, each_in_savepoint
 from storage.models import Distributor
 from storage.tables import COMMISSIONS, EVENTS, ORDERS
@@ -155,10 +156,7 @@ class OrderAnswer(BaseModel):
           body=OrderEvent, response=EventAnswer, errors=(409, 422))
 async def post_order_event(request: web.Request, body: OrderEvent) -> web.Response:
     note(request, f"order event {body.root.type} ({body.root.event_id})", body.root.order_no)
-    try:
-        return ok(await request.config_dict[ORDER_EVENTS](body.event_in()))
-    except Rejected as r:
-        raise ApiError(r.status, r.code, r.message, r.details) from None
+    return ok(await request.config_dict[ORDER_EVENTS](body.event_in()))  # a refused event: its Refusal
 
 
 @api.get("/orders/{order_no}", summary="One order with its status history and commissions", response=OrderAnswer,
@@ -170,7 +168,7 @@ async def get_order(request: web.Request) -> web.Response:
         o = (await session.execute(select(ORDERS, d.code).join(Distributor.__table__, d.id == ORDERS.c.distributor_id)
                                    .where(ORDERS.c.order_no == order_no))).mappings().first()
         if o is None:
-            raise ApiError(404, "not_found", f"No order {order_no!r}.")
+            raise Refusal("not_found", f"No order {order_no!r}.")
         history = (await session.execute(select(EVENTS).where(EVENTS.c.order_no == order_no)
                                          .order_by(EVENTS.c.id))).mappings().all()
         comms = (await session.execute(select(COMMISSIONS, d.code).join(

@@ -36,7 +36,6 @@ from domain.config import Config
 from domain.config_sections import TRANSFER_SCENES
 from domain.formats import CHINA, yuan
 from domain.messages import Text
-from domain.suspension import Refused
 from storage.db import run_read
 from storage.models import Distributor
 from storage.models_ledger import WithdrawalStatus
@@ -254,15 +253,5 @@ def on_withdrawals(msg: Incoming, ctx: Ctx, me: Distributor) -> Text:
 async def retry_page(request: web.Request) -> web.StreamResponse:
     wid = int(request.match_info["id"])
     config = request.config_dict[CONFIG]
-    try:
-        amount = await request.config_dict[WRITER].run(lambda s: payouts.retry(s, config, wid, datetime.now(UTC)))
-    except LookupError:
-        return done(request, "/withdrawals", f"没有申请号为 {wid} 的提现。", error=True)
-    except Refused as e:
-        return done(request, "/withdrawals", f"申请 {wid} 不能重试：{e.words}。", error=True)
-    except payouts.NotRetryable:
-        return done(request, "/withdrawals", f"申请 {wid} 不是转账失败的提现，不能重试。", error=True)
-    except payouts.AvailableShort:
-        return done(request, "/withdrawals", f"申请 {wid} 退回的钱已不在可提现余额里（又提现了或被冲回），不能重试。",
-                    error=True)
+    amount = await request.config_dict[WRITER].run(lambda s: payouts.retry(s, config, wid, datetime.now(UTC)))
     return done(request, "/withdrawals", f"申请 {wid} 将重新转账 {yuan(amount)}：领取链接已发给分销员。")

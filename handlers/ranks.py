@@ -14,20 +14,20 @@ from pydantic import BaseModel, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from bot.api import ApiError, ApiModel, actor_of, ok, text
+from bot.api import ApiModel, actor_of, ok, text
 from bot.chat import Ctx, Incoming, active_only
 from bot.feature import Feature
 from bot.menu import MenuKey
 from bot.typedefs import CONFIG, PACKS, SESSIONMAKER, WRITER
-from domain.distributors import DistributorAnswer, distributor_json
+from domain.distributors import DistributorAnswer, distributor_json, known_distributor
 from domain.figures import personal_sales, teams
 from domain.formats import china_time, yuan
 from domain.messages import Text
 from domain.promotion import change_rank, promote, rates_lines, rights_lines
 from domain.ranks import RankGap, next_rank_gap
+from domain.refusals import Refusal
 from storage.db import run_read
 from storage.models import Distributor, DistributorStatus
-from storage.queries import distributor_by_code
 from storage.tables import DISTRIBUTORS, RANK_CHANGES
 
 feature = Feature("ranks", scope="admin")  # changing a rank by hand
@@ -128,10 +128,7 @@ def _change_json(row: Any) -> dict[str, Any]:
 
 
 def _found(session: Session, code: str) -> Distributor:
-    d = distributor_by_code(session, code)
-    if d is None:
-        raise ApiError(404, "not_found", f"No distributor has the code {code!r}.")
-    return d
+    return known_distributor(session, code)
 
 
 @api.post("/distributors/{code}/rank",
@@ -147,7 +144,7 @@ async def set_rank(request: web.Request, body: RankSet) -> web.Response:
     if body.reason is None:
         problems.append({"field": "reason", "problem": "a reason is required"})
     if problems:
-        raise ApiError(422, "invalid_rank_change", "The rank change has invalid values.", problems)
+        raise Refusal("invalid_rank_change", "The rank change has invalid values.", details=problems)
     code = request.match_info["code"]
 
     def apply(session: Session) -> dict[str, Any]:

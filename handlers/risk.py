@@ -17,12 +17,12 @@ from aiohttp import web
 from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
-from bot.api import ApiError, ApiModel, IdParam, PageQuery, actor_of, ok, text
-from bot.console import done, page, page_number
+from bot.api import ApiModel, IdParam, PageQuery, actor_of, ok, text
+from bot.console import done, page, page_number, returns_to
 from bot.feature import Feature
 from bot.typedefs import CONFIG, SESSIONMAKER, WRITER
 from domain import risk, suspension
-from domain.distributors import DistributorAnswer, distributor_json
+from domain.distributors import DistributorAnswer, distributor_json, known_distributor
 from storage.db import run_read
 from storage.models_risk import FlagStatus
 from storage.queries import distributor_by_code
@@ -82,12 +82,7 @@ async def resolve_flag(request: web.Request, params: FlagId, body: Resolution) -
     actor = actor_of(request)
 
     def apply(session: Session) -> dict[str, Any]:
-        try:
-            suspension.resolve(session, params.id, body.action, body.reason, actor, datetime.now(UTC))
-        except LookupError:
-            raise ApiError(404, "not_found", f"No risk flag {params.id}.") from None
-        except suspension.Refused as e:
-            raise ApiError(409, e.code, e.message, e.details) from None
+        suspension.resolve(session, params.id, body.action, body.reason, actor, datetime.now(UTC))
         return dict(risk.flag_json(risk.find_flag(session, params.id)))
     return ok(await request.config_dict[WRITER].run(apply))
 
@@ -107,14 +102,9 @@ async def _decide(request: web.Request, action: str, reason: str) -> web.Respons
     code, actor = request.match_info["code"], actor_of(request)
 
     def apply(session: Session) -> dict[str, Any]:
-        d = distributor_by_code(session, code)
-        if d is None:
-            raise ApiError(404, "not_found", f"No distributor has the code {code!r}.")
+        d = known_distributor(session, code)
         decide = suspension.suspend if action == suspension.SUSPEND else suspension.reinstate
-        try:
-            decide(session, d.id, reason, actor, datetime.now(UTC))
-        except suspension.Refused as e:
-            raise ApiError(409, e.code, e.message, e.details) from None
+        decide(session, d.id, reason, actor, datetime.now(UTC))
         session.refresh(d)
         return distributor_json(session, d)
     return ok(await request.config_dict[WRITER].run(apply))
@@ -169,20 +159,15 @@ async def resolve_page(request: web.Request) -> web.StreamResponse:
         return done(request, "/risk", "请选择忽略或暂停。", error=True)
     if not reason:
         return done(request, "/risk", f"处理风险提示 #{fid} 需要填写原因。", error=True)
-    try:
-        await request.config_dict[WRITER].run(
-            lambda s: suspension.resolve(s, fid, str(action), reason, actor, datetime.now(UTC)))
-    except LookupError:
-        return done(request, "/risk", f"没有风险提示 #{fid}。", error=True)
-    except suspension.Refused as e:
-        return done(request, "/risk", f"风险提示 #{fid}：{e.words}。", error=True)
+    await request.config_dict[WRITER].run(
+        lambda s: suspension.resolve(s, fid, str(action), reason, actor, datetime.now(UTC)))
     did = "已暂停该分销员" if action == suspension.SUSPEND else "已忽略"
     return done(request, "/risk", f"风险提示 #{fid} {did}。")
 
 
 async def _decide_form(request: web.Request, action: str) -> web.StreamResponse:
     code, form = request.match_info["code"], await request.post()
-    back, reason, actor = f"/distributors/{quote(code, safe='')}", _reason(form), actor_of(request)
+    back, reason, actor = returns_to(request, f"/distributors/{quote(code, safe='')}"), _reason(form), actor_of(request)
     if action == suspension.SUSPEND and not reason:
         return done(request, back, "暂停需要填写原因（会告知分销员）。", error=True)
 
@@ -193,11 +178,8 @@ async def _decide_form(request: web.Request, action: str) -> web.StreamResponse:
         decide = suspension.suspend if action == suspension.SUSPEND else suspension.reinstate
         decide(session, d.id, reason or "恢复", actor, datetime.now(UTC))
         return True
-    try:
-        if not await request.config_dict[WRITER].run(apply):
-            return done(request, "/distributors", f"没有推广码为 {code[:16]} 的分销员。", error=True)
-    except suspension.Refused as e:
-        return done(request, back, f"不能{'暂停' if action == suspension.SUSPEND else '恢复'}：{e.words}。", error=True)
+    if not await request.config_dict[WRITER].run(apply):
+        return done(request, "/distributors", f"没有推广码为 {code[:16]} 的分销员。", error=True)
     return done(request, back, "已暂停，已通知分销员。" if action == suspension.SUSPEND else "已恢复，已通知分销员。")
 
 

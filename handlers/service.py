@@ -17,13 +17,14 @@ from aiohttp import web
 from pydantic import BaseModel, Field, ValidationError
 from sqlalchemy.orm import Session
 
-from bot.api import ApiError, ApiModel, IdParam, PageQuery, actor_of, ok
+from bot.api import ApiModel, IdParam, PageQuery, actor_of, ok
 from bot.api import text as text_field
 from bot.chat import Ctx, Incoming, split_command
-from bot.console import done, page, page_number
+from bot.console import done, page, page_number, returns_to
 from bot.feature import Feature
 from bot.menu import MenuKey
 from bot.typedefs import CONFIG, SESSIONMAKER, WRITER
+from domain.refusals import Refusal
 from domain import tickets
 from domain.formats import china_time
 from domain.help import HELP
@@ -69,12 +70,12 @@ def _ask(ctx: Ctx, question: str) -> Text:
     try:
         ticket = tickets.open_ticket(ctx.session, openid=ctx.openid, distributor=ctx.distributor, text=question,
                                      now=ctx.now, service=ctx.config.service)
-    except tickets.RetryQuestion as e:
-        ctx.set_state(Asking.QUESTION)
-        return Text(f"{e}回复“取消”退出。")
-    except tickets.TicketRefused as e:
+    except Refusal as e:  # answered here, not by the router: the conversation goes on or ends
+        if e.code == "invalid_question":
+            ctx.set_state(Asking.QUESTION)
+            return Text(f"{e.sentence}回复“取消”退出。")
         ctx.clear_state()
-        return Text(str(e))
+        return Text(e.sentence)
     ctx.clear_state()
     within = tickets.span(ticket.due_at - ticket.created_at)
     urgency = "（紧急）" if ticket.urgent else ""
@@ -146,7 +147,7 @@ def _json(row: tickets.TicketRow, now: datetime) -> dict[str, Any]:
 def _detail(session: Session, ticket_id: int, now: datetime) -> dict[str, Any]:
     row = tickets.find(session, ticket_id)
     if row is None:
-        raise ApiError(404, "not_found", f"No ticket {ticket_id}.")
+        raise Refusal("not_found", f"No ticket {ticket_id}.")
     return {**_json(row, now), "replies": [{"text": r.text, "actor": r.actor, "created_at": china_time(r.created_at)}
                                            for r in tickets.replies(session, ticket_id)]}
 
@@ -176,11 +177,7 @@ async def reply_ticket(request: web.Request, params: TicketId, body: Answer) -> 
     actor, now = actor_of(request), datetime.now(UTC)
 
     def answer(session: Session) -> dict[str, Any]:
-        try:
-            tickets.answer(session, params.id, body.text, actor, now)
-        except tickets.TicketClosed:
-            raise ApiError(409, "ticket_closed", f"Ticket {params.id} is closed; it takes no more replies.",
-                           {"status": TicketStatus.CLOSED.value}) from None
+        tickets.answer(session, params.id, body.text, actor, now)
         return _detail(session, params.id, now)
     return ok(await request.config_dict[WRITER].run(answer))
 
@@ -227,7 +224,7 @@ async def tickets_page(request: web.Request) -> web.Response:
 async def act_on_ticket_page(request: web.Request) -> web.Response:
     """发送 (the API's answer: the reply reaches the asker, the session is its actor) or 关闭."""
     tid, form = int(request.match_info["id"]), await request.post()
-    back = f"/tickets?status={_tab(form.get('status')).value}"
+    back = returns_to(request, f"/tickets?status={_tab(form.get('status')).value}")
     actor, now = actor_of(request), datetime.now(UTC)
     if form.get("action") == "close":
         closed = await request.config_dict[WRITER].run(lambda s: tickets.close(s, tid, now))
@@ -240,10 +237,7 @@ async def act_on_ticket_page(request: web.Request) -> web.Response:
         empty = not str(form.get("reply", "")).strip()
         return done(request, back, f"工单 #{tid}：请先填写回复内容。" if empty
                     else f"工单 #{tid}：回复最多 {tickets.MAX_REPLY} 字。", error=True)
-    try:
-        answered = await request.config_dict[WRITER].run(lambda s: tickets.answer(s, tid, text, actor, now))
-    except tickets.TicketClosed:
-        return done(request, back, f"工单 #{tid} 已关闭，不能再回复；回复没有发出。", error=True)
+    answered = await request.config_dict[WRITER].run(lambda s: tickets.answer(s, tid, text, actor, now))
     if answered is None:
         return done(request, back, f"没有工单 #{tid}。", error=True)
     return done(request, back, f"已回复工单 #{tid}，回复会通过公众号发给提问人。")

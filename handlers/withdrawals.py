@@ -3,8 +3,9 @@
 distributor hears of each decision through the outbox. With pay.mode other than "off" an approval
 sends the claim link of the WeChat Pay transfer instead (domain.payouts; handlers/payouts.py pays).
 
-A request is one conditional update of the balance row (available ≥ amount), so concurrent
-requests can never overdraw, however many arrive at once and on however many processes.
+The rules (the limits of a request, a decision and its notice) live in domain.withdrawal_rules, the
+same for chat, API and console; what they refuse is a domain.refusals.Refusal, answered by each
+surface's one translation.
 """
 
 from __future__ import annotations
@@ -21,22 +22,19 @@ from sqlalchemy import func, select
 
 from sqlalchemy.orm import Session
 
-from bot.api import ApiError, ApiModel, IdParam, ok, text
+from bot.api import ApiModel, IdParam, ok, text
 from bot.chat import Ctx, Incoming, active_only
 from bot.feature import Feature
 from bot.console import done, may_open, page, page_number
 from bot.exports import stream_csv
 from bot.typedefs import CONFIG, SESSIONMAKER, WRITER
-from domain.config import Config
-from domain.config_sections import MIN_TRANSFER_FEN
 from domain.exports import SOURCE_NAMES, STATUS_NAMES, WITHDRAWALS_HEADER, withdrawal_rows
-from domain.formats import CHINA, AmountError, china_time, parse_yuan, yuan
-from domain.ledger import AlreadyDecided, balance, decide_withdrawal, withdraw
-from domain.payouts import STATE_NAMES, queue_claim_link, reason_words, transfers
+from domain.formats import CHINA, china_time, parse_yuan, yuan
+from domain.ledger import balance
+from domain.payouts import STATE_NAMES, reason_words, transfers
 from domain.messages import Text
-from domain.outbox import enqueue
-from domain.webhooks import withdrawal_paid
-from domain.suspension import Refused, check_payable
+from domain.refusals import Refusal
+from domain.withdrawal_rules import decide_and_tell, request_withdrawal, withdrawal_select
 from storage.models import Distributor
 from storage.models_ledger import WithdrawalStatus
 from storage.db import run_read
@@ -52,29 +50,13 @@ MAX_REASON = 200
 @feature.command("提现", "withdraw")
 @active_only
 def on_withdraw(msg: Incoming, ctx: Ctx, me: Distributor) -> Text:
-    minimum = ctx.config.distribution.min_withdraw_fen
     if not ctx.args:
         available = balance(ctx.session, me.id)['available_fen']
         return Text(f"当前可提现 {yuan(available)}。\n请回复“提现 金额”，单位是元，例如：提现 12.50"
-                    f"（单笔至少 {yuan(minimum)}）。")
-    try:
-        amount = parse_yuan(ctx.args)
-    except AmountError as e:
-        return Text(str(e))
-    if amount < minimum:
-        return Text(f"单笔提现至少 {yuan(minimum)}，您申请的是 {yuan(amount)}。")
-    pay = ctx.config.pay
-    if pay.on and amount < MIN_TRANSFER_FEN:
-        return Text(f"微信零钱单笔到账至少 {yuan(MIN_TRANSFER_FEN)}，您申请的是 {yuan(amount)}。")
-    if pay.on and amount > pay.max_transfer_fen:
-        return Text(f"单笔提现最多 {yuan(pay.max_transfer_fen)}（微信转账的单笔上限），您申请的是 {yuan(amount)}。"
-                    "请分成几笔申请。")
-    wid = withdraw(ctx.session, me.id, amount, ctx.now)
-    if wid is None:
-        available = balance(ctx.session, me.id)["available_fen"]
-        return Text(f"可提现余额不足：您申请 {yuan(amount)}，当前可提现 {yuan(available)}。"
-                    "待结算的佣金在订单完成并过了冻结期后才能提现。")
-    if pay.on:
+                    f"（单笔至少 {yuan(ctx.config.distribution.min_withdraw_fen)}）。")
+    amount = parse_yuan(ctx.args)  # a refusal (AmountError, a limit, the balance) is the reply
+    wid = request_withdrawal(ctx.session, ctx.config, me.id, amount, ctx.now)
+    if ctx.config.pay.on:
         return Text(f"提现申请已提交：{yuan(amount)}（申请号 {wid}）。\n审核通过后会发给您领取链接，"
                     "在微信里确认收款即转入零钱。回复“提现记录”查看进度。")
     return Text(f"提现申请已提交：{yuan(amount)}（申请号 {wid}）。\n审核通过后打款，结果会通知您。")
@@ -127,16 +109,10 @@ def _with_transfer(session: Session, row: Any) -> dict[str, Any]:
     return data
 
 
-def _select():  # noqa: ANN202
-    w, d = WITHDRAWALS.c, Distributor.__table__.c
-    return select(w.id, d.code, w.amount_fen, w.status, w.source, w.reason, w.requested_at, w.decided_at).join(
-        Distributor.__table__, d.id == w.distributor_id)
-
-
 @api.get("/withdrawals", summary="Withdrawal requests, oldest first, optionally of one status",
          query=WithdrawalQuery, response=Withdrawals)
 async def list_withdrawals(request: web.Request, query: WithdrawalQuery) -> web.Response:
-    stmt = _select().order_by(WITHDRAWALS.c.id)
+    stmt = withdrawal_select().order_by(WITHDRAWALS.c.id)
     if query.status is not None:
         stmt = stmt.where(WITHDRAWALS.c.status == query.status)
     async with request.config_dict[SESSIONMAKER]() as session, session.begin():
@@ -152,53 +128,18 @@ class WithdrawalId(IdParam):
          params=WithdrawalId, response=Withdrawal, errors=(404,))
 async def get_withdrawal(request: web.Request, params: WithdrawalId) -> web.Response:
     def read(session: Session) -> dict[str, Any] | None:
-        row = session.execute(_select().where(WITHDRAWALS.c.id == params.id)).first()
+        row = session.execute(withdrawal_select().where(WITHDRAWALS.c.id == params.id)).first()
         return _with_transfer(session, row) if row is not None else None
     found = await run_read(request.config_dict[SESSIONMAKER], read)
     if found is None:
-        raise ApiError(404, "not_found", f"No withdrawal {params.id}.")
+        raise Refusal("not_found", f"No withdrawal {params.id}.")
     return ok(found)
-
-
-def decide_and_tell(session: Session, config: Config, wid: int, approve: bool, now: datetime,
-                    reason: str | None = None) -> Any:
-    """Decide a pending withdrawal and queue the distributor's notice; the withdrawal's row.
-    LookupError when there is none; AlreadyDecided when it was decided before; an approval
-    domain.suspension.Refused while the distributor is suspended or has an open risk flag. With pay on, an
-    approval leaves the money withdrawing and the notice carries the claim link."""
-    if approve:
-        check_payable(session, wid)  # suspended, or an open risk flag: Refused (409)
-    decided = decide_withdrawal(session, wid, approve, now, reason, paid_out=not config.pay.on)
-    if decided is None:
-        raise LookupError(wid)
-    row = session.execute(_select().where(WITHDRAWALS.c.id == wid)).one()
-    openid = session.scalar(select(Distributor.openid).where(Distributor.id == decided["distributor_id"]))
-    if approve and config.pay.on:
-        queue_claim_link(session, config, withdrawal_id=wid, distributor_id=decided["distributor_id"], openid=openid,
-                         amount_fen=row.amount_fen, key=f"withdrawal:{wid}:decided")
-        return row
-    if approve:
-        withdrawal_paid(session, config, withdrawal_id=wid, distributor_id=decided["distributor_id"],
-                        distributor_code=row.code, amount_fen=row.amount_fen, now=now)
-    amount = yuan(row.amount_fen)
-    text = (f"您的提现申请（申请号 {wid}）{amount} 已审核通过，款项将尽快到账。" if approve else
-            f"您的提现申请（申请号 {wid}）{amount} 未通过审核，原因：{reason}\n这笔钱已退回您的可提现余额。")
-    enqueue(session, f"withdrawal:{wid}:decided", openid, Text(text))
-    return row
 
 
 async def _decide(request: web.Request, wid: int, approve: bool, reason: str | None = None) -> web.Response:
     config = request.config_dict[CONFIG]
-    try:
-        row = await request.config_dict[WRITER].run(
-            lambda s: decide_and_tell(s, config, wid, approve, datetime.now(UTC), reason))
-    except LookupError:
-        raise ApiError(404, "not_found", f"No withdrawal {wid}.") from None
-    except AlreadyDecided as e:
-        raise ApiError(409, "already_decided", f"Withdrawal {wid} was already {e.status}.",
-                       {"status": e.status}) from None
-    except Refused as e:
-        raise ApiError(409, e.code, e.message, e.details) from None
+    row = await request.config_dict[WRITER].run(
+        lambda s: decide_and_tell(s, config, wid, approve, datetime.now(UTC), reason))
     return ok(_withdrawal_json(row))
 
 
@@ -273,10 +214,11 @@ def _queue(session: Session, history: History, page_no: int, queue_no: int) -> d
     pages = max((total + QUEUE_PAGE - 1) // QUEUE_PAGE, 1)
     queue_no = min(queue_no, pages)
     pending = session.execute(
-        _select().add_columns(Distributor.__table__.c.name, b.available_fen, b.withdrawing_fen, b.withdrawn_fen)
+        withdrawal_select().add_columns(Distributor.__table__.c.name, b.available_fen, b.withdrawing_fen,
+                                        b.withdrawn_fen)
         .outerjoin(BALANCES, b.distributor_id == w.distributor_id)
         .where(waiting).order_by(w.id).offset((queue_no - 1) * QUEUE_PAGE).limit(QUEUE_PAGE)).all()
-    rows = session.execute(_select().add_columns(Distributor.__table__.c.name).where(*history.where())
+    rows = session.execute(withdrawal_select().add_columns(Distributor.__table__.c.name).where(*history.where())
                            .order_by(w.id.desc()).offset((page_no - 1) * HISTORY_PAGE).limit(HISTORY_PAGE + 1)).all()
     shown = rows[:HISTORY_PAGE]
     return {"pending": pending, "pending_total": total, "queue_no": queue_no, "queue_pages": pages,
@@ -316,13 +258,6 @@ async def decide_page(request: web.Request) -> web.StreamResponse:
         return done(request, "/withdrawals", f"拒绝申请 {wid} 需要填写原因（会告知分销员）。", error=True)
     approve = decision == "approve"
     config = request.config_dict[CONFIG]
-    try:
-        await request.config_dict[WRITER].run(
-            lambda s: decide_and_tell(s, config, wid, approve, datetime.now(UTC), None if approve else reason))
-    except LookupError:
-        return done(request, "/withdrawals", f"没有申请号为 {wid} 的提现。", error=True)
-    except AlreadyDecided as e:
-        return done(request, "/withdrawals", f"申请 {wid} 已经处理过（{e.status}）。", error=True)
-    except Refused as e:
-        return done(request, "/withdrawals", f"申请 {wid} 不能批准：{e.words}。", error=True)
+    await request.config_dict[WRITER].run(
+        lambda s: decide_and_tell(s, config, wid, approve, datetime.now(UTC), None if approve else reason))
     return done(request, "/withdrawals", f"申请 {wid} 已{'批准' if approve else '拒绝'}。")

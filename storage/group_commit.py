@@ -40,8 +40,11 @@ class Failed:
     error: BaseException
 
 
-def each_in_savepoint(session: Session, items: Sequence[I], apply: Callable[[Session, I], R]) -> list[R | Failed]:
-    """`apply` each item inside its own SAVEPOINT; an item that raises is rolled back alone.
+def each_in_savepoint(session: Session, items: Sequence[I], apply: Callable[[Session, I], R],
+                      refused: Callable[[I, Refused], R | Failed] | None = None) -> list[R | Failed]:
+    """`apply` each item inside its own SAVEPOINT; an item that raises is rolled back alone. An
+    item refused by the rules (Refused) is not logged; its outcome is `refused(item, error)` when
+    given (e.g. the refusal as the update's reply), else Failed like any.
 
     An IntegrityError (another process committed the same key first, e.g. WeChat's retry went to
     another process) runs the item once more: it then sees the other transaction's rows.
@@ -57,11 +60,12 @@ def each_in_savepoint(session: Session, items: Sequence[I], apply: Callable[[Ses
     outcomes: list[R | Failed] = []
     with savepoints.watching():
         for item in items:
-            outcomes.append(_one(session, savepoints, item, apply))
+            outcomes.append(_one(session, savepoints, item, apply, refused))
     return outcomes
 
 
-def _one(session: Session, savepoints: _Savepoints, item: I, apply: Callable[[Session, I], R]) -> R | Failed:
+def _one(session: Session, savepoints: _Savepoints, item: I, apply: Callable[[Session, I], R],
+         refused: Callable[[I, Refused], R | Failed] | None) -> R | Failed:
     retried = False
     while True:
         savepoints.begin()
@@ -80,6 +84,8 @@ def _one(session: Session, savepoints: _Savepoints, item: I, apply: Callable[[Se
                 continue
             if not isinstance(e, Refused):
                 log.exception("item failed")
+            elif refused is not None:
+                return refused(item, e)
             return Failed(e)
 
 

@@ -1,0 +1,89 @@
+"""Withdrawals' rules, where chat, the API and the console all meet them: what a distributor may
+request (the limits: the minimum, WeChat Pay's smallest and largest transfer, the available
+balance) and an admin's decision with the distributor's notice. Each refusal is a
+domain.refusals.Refusal, which every surface translates in its one place.
+
+A request is one conditional update of the balance row (domain.ledger.withdraw: available ≥
+amount), so concurrent requests can never overdraw, however many arrive at once and on however
+many processes.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Select, select
+from sqlalchemy.orm import Session
+
+from domain.config import Config
+from domain.config_sections import MIN_TRANSFER_FEN
+from domain.formats import yuan
+from domain.ledger import balance, decide_withdrawal, withdraw
+from domain.messages import Text
+from domain.outbox import enqueue
+from domain.payouts import queue_claim_link
+from domain.refusals import Refusal
+from domain.suspension import check_payable
+from domain.webhooks import withdrawal_paid
+from storage.tables import DISTRIBUTORS, WITHDRAWALS
+
+
+def check_amount(config: Config, amount_fen: int) -> None:
+    """The limits of one request, before any balance is read: the configured minimum and, with
+    WeChat Pay on, its smallest and largest transfer (Refusal: below_minimum, above_maximum)."""
+    minimum, pay, asked = config.distribution.min_withdraw_fen, config.pay, yuan(amount_fen)
+    if amount_fen < minimum:
+        raise Refusal("below_minimum", sentence=f"单笔提现至少 {yuan(minimum)}，您申请的是 {asked}。")
+    if pay.on and amount_fen < MIN_TRANSFER_FEN:
+        raise Refusal("below_minimum", sentence=f"微信零钱单笔到账至少 {yuan(MIN_TRANSFER_FEN)}，您申请的是 {asked}。")
+    if pay.on and amount_fen > pay.max_transfer_fen:
+        raise Refusal("above_maximum", sentence=f"单笔提现最多 {yuan(pay.max_transfer_fen)}（微信转账的单笔上限），"
+                      f"您申请的是 {asked}。请分成几笔申请。")
+
+
+def request_withdrawal(session: Session, config: Config, distributor_id: int, amount_fen: int, now: datetime) -> int:
+    """A distributor's request within the limits (check_amount) and the available balance
+    (Refusal available_short, nothing changed); the new withdrawal's id."""
+    check_amount(config, amount_fen)
+    wid = withdraw(session, distributor_id, amount_fen, now)
+    if wid is None:
+        available = balance(session, distributor_id)["available_fen"]
+        raise Refusal("available_short", sentence=f"可提现余额不足：您申请 {yuan(amount_fen)}，当前可提现 "
+                      f"{yuan(available)}。待结算的佣金在订单完成并过了冻结期后才能提现。",
+                      details={"available_fen": available})
+    return wid
+
+
+def withdrawal_select() -> Select[Any]:
+    """Withdrawals with their distributor's code, as the API and the console list them."""
+    w, d = WITHDRAWALS.c, DISTRIBUTORS.c
+    return select(w.id, d.code, w.amount_fen, w.status, w.source, w.reason, w.requested_at, w.decided_at).join(
+        DISTRIBUTORS, d.id == w.distributor_id)
+
+
+def decide_and_tell(session: Session, config: Config, wid: int, approve: bool, now: datetime,
+                    reason: str | None = None) -> Any:
+    """Decide a pending withdrawal and queue the distributor's notice; the withdrawal's row
+    (withdrawal_select). Refusal: not_found, already_decided, and for an approval
+    distributor_suspended or risk_flag_open (domain.suspension.check_payable). With pay on, an
+    approval leaves the money withdrawing and the notice carries the claim link."""
+    if approve:
+        check_payable(session, wid)
+    decided = decide_withdrawal(session, wid, approve, now, reason, paid_out=not config.pay.on)
+    if decided is None:
+        raise Refusal("not_found", f"No withdrawal {wid}.", sentence=f"没有申请号为 {wid} 的提现。")
+    row = session.execute(withdrawal_select().where(WITHDRAWALS.c.id == wid)).one()
+    openid = session.scalar(select(DISTRIBUTORS.c.openid).where(DISTRIBUTORS.c.id == decided["distributor_id"]))
+    if approve and config.pay.on:
+        queue_claim_link(session, config, withdrawal_id=wid, distributor_id=decided["distributor_id"], openid=openid,
+                         amount_fen=row.amount_fen, key=f"withdrawal:{wid}:decided")
+        return row
+    if approve:
+        withdrawal_paid(session, config, withdrawal_id=wid, distributor_id=decided["distributor_id"],
+                        distributor_code=row.code, amount_fen=row.amount_fen, now=now)
+    amount = yuan(row.amount_fen)
+    text = (f"您的提现申请（申请号 {wid}）{amount} 已审核通过，款项将尽快到账。" if approve else
+            f"您的提现申请（申请号 {wid}）{amount} 未通过审核，原因：{reason}\n这笔钱已退回您的可提现余额。")
+    enqueue(session, f"withdrawal:{wid}:decided", openid, Text(text))
+    return row
