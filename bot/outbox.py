@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from cachetools import LRUCache
@@ -20,6 +20,7 @@ from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session
 
+from domain.clock import Clock
 from domain.config import Config
 from bot.metrics import Metrics
 from bot.polling import drain_forever
@@ -47,12 +48,13 @@ MASS = Choice(Route.CUSTOM)  # what a mass row's choice is (WeChat's mass rules 
 
 class Outbox:
     def __init__(self, config: Config, sessionmaker: async_sessionmaker[AsyncSession], writer: Writer,
-                 wechat: WeChatAPI, metrics: Metrics):
+                 wechat: WeChatAPI, metrics: Metrics, clock: Clock | None = None):
         self.config = config
         self._sessionmaker = sessionmaker  # the read-only look for due rows
         self._writer = writer  # claims and marks
         self._wechat = wechat
         self._metrics = metrics
+        self._clock = clock or Clock()
         self._wake = asyncio.Event()
         self._interval = 1.0 / config.outbox.rate_per_second
         self._next_send = 0.0
@@ -70,7 +72,7 @@ class Outbox:
             conn = await session.connection(execution_options=READ_ONLY)
             return (await conn.scalar(
                 select(OutboxMessage.id).where(OutboxMessage.status == OutboxStatus.PENDING,
-                                               OutboxMessage.next_attempt_at <= datetime.now(UTC)).limit(1))
+                                               OutboxMessage.next_attempt_at <= self._clock.now()).limit(1))
                     is not None)
 
     # ---- the worker -----------------------------------------------------------------------
@@ -96,7 +98,7 @@ class Outbox:
 
     async def recover(self) -> int:
         """Give claims older than the lease back (their worker died between claim and mark)."""
-        cutoff = datetime.now(UTC) - timedelta(seconds=self.config.outbox.lease_seconds)
+        cutoff = self._clock.now() - timedelta(seconds=self.config.outbox.lease_seconds)
 
         def recover(session: Session) -> tuple[int, int]:
             given_back = session.execute(
@@ -112,7 +114,7 @@ class Outbox:
     async def claim(self, limit: int) -> list[tuple[OutboxMessage, Choice]]:
         """Claim due rows, each with its channel chosen within its user's quota (spent in the same
         unit): answers to a user's own request first, then in the order queued."""
-        now = datetime.now(UTC)
+        now = self._clock.now()
         templates = bool(self.config.wechat.template_id)
 
         def claim(session: Session) -> list[tuple[OutboxMessage, Choice]]:
@@ -231,7 +233,7 @@ class Outbox:
         """Send a customer-service message; when WeChat refuses it for the quota (our record was
         wrong: another process, a grant we never saw), correct the record, if we keep one for
         this user (an openid that never wrote has none: a unit for nothing), and fall back."""
-        asked = datetime.now(UTC)
+        asked = self._clock.now()
         try:
             await self._wechat.send_reply(row.openid, reply)
             return Choice(Route.CUSTOM)
@@ -246,7 +248,7 @@ class Outbox:
 
     async def _mark(self, row: OutboxMessage, channel: str | None, error: WeChatError | None,
                     msg_id: int | None = None, *, kept: int | None = None) -> None:
-        now = datetime.now(UTC)
+        now = self._clock.now()
         mark: dict[str, Any] = {"rid": row.id, "m_attempts": row.attempts + 1, "m_sent_at": None,
                                 "m_channel": None, "m_errcode": None, "m_error": None,
                                 "m_next": row.next_attempt_at, "m_msg_id": msg_id}

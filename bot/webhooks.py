@@ -19,8 +19,7 @@ import hashlib
 import hmac
 import json
 import logging
-import time
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import aiohttp
@@ -29,6 +28,7 @@ from sqlalchemy.orm import Session, aliased
 
 from bot.metrics import Metrics
 from bot.polling import drain_forever
+from domain.clock import Clock
 from domain.config import Config
 from domain.config_sections import WebhookConfig
 from storage.db import is_postgres
@@ -72,10 +72,11 @@ class WebhookSender:
     retry_base = 5.0  # seconds before the first retry, doubled each time ...
     retry_cap = 3600.0  # ... up to an hour
 
-    def __init__(self, config: Config, writer: Writer, metrics: Metrics):
+    def __init__(self, config: Config, writer: Writer, metrics: Metrics, clock: Clock | None = None):
         self._endpoints: dict[str, WebhookConfig] = {w.url: w for w in config.webhooks}
         self._writer = writer
         self._metrics = metrics
+        self._clock = clock or Clock()
         self._wake = asyncio.Event()
 
     def wake(self) -> None:
@@ -100,7 +101,7 @@ class WebhookSender:
         return len(rows)
 
     def _claim(self, session: Session) -> list[WebhookDelivery]:
-        now = datetime.now(UTC)
+        now = self._clock.now()
         w, earlier = WebhookDelivery, aliased(WebhookDelivery)
         session.execute(update(w).where(w.status == OutboxStatus.SENDING,
                                         w.claimed_at < now - timedelta(seconds=LEASE_SECONDS))
@@ -124,7 +125,7 @@ class WebhookSender:
             body = encode(row.body)
             headers = {"Content-Type": "application/json", SIGNATURE_HEADER: signature(endpoint.secret, body),
                        "X-Distbot-Event": row.type, "X-Distbot-Delivery": row.body["id"],
-                       **standard_headers(endpoint.hmac_key, row.body["id"], int(time.time()), body)}
+                       **standard_headers(endpoint.hmac_key, row.body["id"], int(self._clock.epoch()), body)}
             try:
                 async with http.post(row.url, data=body, headers=headers, allow_redirects=False) as resp:
                     await resp.read()
@@ -137,7 +138,7 @@ class WebhookSender:
         return {"id": row.id, "attempts": row.attempts + 1, "error": error}
 
     def _mark(self, session: Session, marks: list[dict[str, Any]]) -> None:
-        now, w = datetime.now(UTC), WebhookDelivery
+        now, w = self._clock.now(), WebhookDelivery
         for m in marks:
             if m["error"] is None:
                 values: dict[str, Any] = {"status": OutboxStatus.SENT, "sent_at": now, "attempts": m["attempts"],

@@ -9,7 +9,7 @@ are domain.suspension's, the same for API and console, recorded with who acted.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, ClassVar, Literal
 from urllib.parse import quote
 
@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from bot.api import ApiError, ApiModel, IdParam, PageQuery, actor_of, ok, text
 from bot.console import done, page, page_number
 from bot.feature import Feature
-from bot.typedefs import CONFIG, SESSIONMAKER, WRITER
+from bot.typedefs import CLOCK, CONFIG, SESSIONMAKER, WRITER
 from domain import risk, suspension
 from domain.distributors import DistributorAnswer, distributor_json
 from storage.db import run_read
@@ -83,7 +83,7 @@ async def resolve_flag(request: web.Request, params: FlagId, body: Resolution) -
 
     def apply(session: Session) -> dict[str, Any]:
         try:
-            suspension.resolve(session, params.id, body.action, body.reason, actor, datetime.now(UTC))
+            suspension.resolve(session, params.id, body.action, body.reason, actor, request.config_dict[CLOCK].now())
         except LookupError:
             raise ApiError(404, "not_found", f"No risk flag {params.id}.") from None
         except suspension.Refused as e:
@@ -112,7 +112,7 @@ async def _decide(request: web.Request, action: str, reason: str) -> web.Respons
             raise ApiError(404, "not_found", f"No distributor has the code {code!r}.")
         decide = suspension.suspend if action == suspension.SUSPEND else suspension.reinstate
         try:
-            decide(session, d.id, reason, actor, datetime.now(UTC))
+            decide(session, d.id, reason, actor, request.config_dict[CLOCK].now())
         except suspension.Refused as e:
             raise ApiError(409, e.code, e.message, e.details) from None
         session.refresh(d)
@@ -141,7 +141,7 @@ async def follow_up_signups(app: web.Application) -> int:
     """Sign-up bursts seven days on: none of those sign-ups sold → a flag (domain.risk.follow_up)."""
     config, looked = app[CONFIG], 0
     while True:
-        done_now = await app[WRITER].run(lambda s: risk.follow_up(s, config, datetime.now(UTC)))
+        done_now = await app[WRITER].run(lambda s: risk.follow_up(s, config, app[CLOCK].now()))
         looked += done_now
         if done_now < risk.FOLLOW_UP_BATCH:
             return looked
@@ -171,7 +171,7 @@ async def resolve_page(request: web.Request) -> web.StreamResponse:
         return done(request, "/risk", f"处理风险提示 #{fid} 需要填写原因。", error=True)
     try:
         await request.config_dict[WRITER].run(
-            lambda s: suspension.resolve(s, fid, str(action), reason, actor, datetime.now(UTC)))
+            lambda s: suspension.resolve(s, fid, str(action), reason, actor, request.config_dict[CLOCK].now()))
     except LookupError:
         return done(request, "/risk", f"没有风险提示 #{fid}。", error=True)
     except suspension.Refused as e:
@@ -191,7 +191,7 @@ async def _decide_form(request: web.Request, action: str) -> web.StreamResponse:
         if d is None:
             return False
         decide = suspension.suspend if action == suspension.SUSPEND else suspension.reinstate
-        decide(session, d.id, reason or "恢复", actor, datetime.now(UTC))
+        decide(session, d.id, reason or "恢复", actor, request.config_dict[CLOCK].now())
         return True
     try:
         if not await request.config_dict[WRITER].run(apply):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date, datetime, time, timedelta
 from urllib.parse import urlencode
 from typing import Any, ClassVar, Literal
 
@@ -26,7 +26,7 @@ from bot.chat import Ctx, Incoming, active_only
 from bot.feature import Feature
 from bot.console import done, may_open, page, page_number
 from bot.exports import stream_csv
-from bot.typedefs import CONFIG, SESSIONMAKER, WRITER
+from bot.typedefs import CLOCK, CONFIG, SESSIONMAKER, WRITER
 from domain.config import Config
 from domain.config_sections import MIN_TRANSFER_FEN
 from domain.exports import SOURCE_NAMES, STATUS_NAMES, WITHDRAWALS_HEADER, withdrawal_rows
@@ -175,7 +175,7 @@ def decide_and_tell(session: Session, config: Config, wid: int, approve: bool, n
     openid = session.scalar(select(Distributor.openid).where(Distributor.id == decided["distributor_id"]))
     if approve and config.pay.on:
         queue_claim_link(session, config, withdrawal_id=wid, distributor_id=decided["distributor_id"], openid=openid,
-                         amount_fen=row.amount_fen, key=f"withdrawal:{wid}:decided")
+                         amount_fen=row.amount_fen, key=f"withdrawal:{wid}:decided", now=now)
         return row
     if approve:
         withdrawal_paid(session, config, withdrawal_id=wid, distributor_id=decided["distributor_id"],
@@ -183,7 +183,7 @@ def decide_and_tell(session: Session, config: Config, wid: int, approve: bool, n
     amount = yuan(row.amount_fen)
     text = (f"您的提现申请（申请号 {wid}）{amount} 已审核通过，款项将尽快到账。" if approve else
             f"您的提现申请（申请号 {wid}）{amount} 未通过审核，原因：{reason}\n这笔钱已退回您的可提现余额。")
-    enqueue(session, f"withdrawal:{wid}:decided", openid, Text(text))
+    enqueue(session, f"withdrawal:{wid}:decided", openid, Text(text), now=now)
     return row
 
 
@@ -191,7 +191,7 @@ async def _decide(request: web.Request, wid: int, approve: bool, reason: str | N
     config = request.config_dict[CONFIG]
     try:
         row = await request.config_dict[WRITER].run(
-            lambda s: decide_and_tell(s, config, wid, approve, datetime.now(UTC), reason))
+            lambda s: decide_and_tell(s, config, wid, approve, request.config_dict[CLOCK].now(), reason))
     except LookupError:
         raise ApiError(404, "not_found", f"No withdrawal {wid}.") from None
     except AlreadyDecided as e:
@@ -301,7 +301,7 @@ async def export_csv(request: web.Request) -> web.StreamResponse:
 
     async def pages(after: int) -> tuple[int, list[tuple[Any, ...]]]:
         return await run_read(sessionmaker, lambda s: withdrawal_rows(s, history.where(), after))
-    return await stream_csv(request, f"提现记录-{datetime.now(UTC).astimezone(CHINA):%Y%m%d}.csv", WITHDRAWALS_HEADER,
+    return await stream_csv(request, f"提现记录-{request.config_dict[CLOCK].now().astimezone(CHINA):%Y%m%d}.csv", WITHDRAWALS_HEADER,
                             pages)
 
 
@@ -318,7 +318,7 @@ async def decide_page(request: web.Request) -> web.StreamResponse:
     config = request.config_dict[CONFIG]
     try:
         await request.config_dict[WRITER].run(
-            lambda s: decide_and_tell(s, config, wid, approve, datetime.now(UTC), None if approve else reason))
+            lambda s: decide_and_tell(s, config, wid, approve, request.config_dict[CLOCK].now(), None if approve else reason))
     except LookupError:
         return done(request, "/withdrawals", f"没有申请号为 {wid} 的提现。", error=True)
     except AlreadyDecided as e:
