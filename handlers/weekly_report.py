@@ -187,7 +187,7 @@ async def send_weekly_reports(app: web.Application, now: datetime | None = None,
             break
         if batch.due:
             messages = await asyncio.to_thread(compose, config, content, week, batch.due)
-            await writer.run(functools.partial(enqueue_many, items=messages), slow=True)
+            await writer.run(functools.partial(enqueue_many, items=messages, now=app[CLOCK].now()), slow=True)
             queued += len(batch.due)
         after = batch.last_id
     log.info("weekly reports queued", extra={"week": week.label, "queued": queued})
