@@ -140,8 +140,7 @@ def create_app(config: Config, *, platform: Platform | None = None, workers: boo
                     config.server.public_url)
     app = web.Application(middlewares=[_count_requests])
     headers.install(app, config)
-    app[CONFIG] = config
-    app[CLOCK] = clock = clock or Clock()
+    app[CONFIG], app[CLOCK] = config, (clock := clock or Clock())
     app[JOBS] = Jobs(app, [j for f in (CORE, *features) for j in f.jobs])
     app[METRICS] = Metrics()
     app[PACKS] = PackLibrary()

@@ -168,7 +168,8 @@ async def get_campaign(request: web.Request, params: CampaignId) -> web.Response
 @api.post("/campaigns/{id}/cancel", summary="Cancel a scheduled campaign; 409 once it has started",
           params=CampaignId, response=CampaignOut, errors=(404, 409))
 async def cancel_campaign(request: web.Request, params: CampaignId) -> web.Response:
-    return ok(await request.config_dict[WRITER].run(lambda session: cancel(session, params.id, request.config_dict[CLOCK].now())))
+    now = request.config_dict[CLOCK].now()
+    return ok(await request.config_dict[WRITER].run(lambda session: cancel(session, params.id, now)))
 
 
 def cancel(session: Session, campaign_id: int, now: datetime) -> dict[str, Any]:

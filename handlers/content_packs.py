@@ -197,7 +197,8 @@ async def activate_pack(request: web.Request, params: PackId) -> web.Response:
 
 async def _activate(request: web.Request, pack_id: int) -> ContentPack | None:
     """Make a stored version live (the API's and the console's 设为生效); None when there is none."""
-    row = await request.config_dict[WRITER].run(lambda session: activate(session, pack_id, request.config_dict[CLOCK].now()))
+    now = request.config_dict[CLOCK].now()
+    row = await request.config_dict[WRITER].run(lambda session: activate(session, pack_id, now))
     if row is not None:
         log.info("content pack activated", extra={"pack": row.name, "version": row.version, "id": row.id})
     return row

@@ -213,7 +213,8 @@ async def post_adjustment(request: web.Request, body: AdjustmentIn) -> web.Respo
         d = distributor_by_code(session, code)
         if d is None:
             raise ApiError(404, "not_found", f"No distributor has the code {code!r}.")
-        entry = adjust_and_tell(session, d.id, d.openid, body.amount_fen, body.reason or "", actor, request.config_dict[CLOCK].now())
+        entry = adjust_and_tell(session, d.id, d.openid, body.amount_fen, body.reason or "", actor,
+                                request.config_dict[CLOCK].now())
         return {**entry, "created_at": china_time(entry["created_at"])}
     return ok(await request.config_dict[WRITER].run(apply), status=201)
 

@@ -61,7 +61,8 @@ async def ledger_csv(request: web.Request, query: ExportQuery) -> web.StreamResp
 
     async def pages(after: exports.LedgerKey) -> tuple[exports.LedgerKey, list[Any]]:
         return await run_read(sessionmaker, lambda s: exports.ledger_rows(s, start, end, after))
-    return await stream_csv(request, query.filename("ledger", request.config_dict[CLOCK].now()), exports.LEDGER_HEADER, pages, first_key=None)
+    name = query.filename("ledger", request.config_dict[CLOCK].now())
+    return await stream_csv(request, name, exports.LEDGER_HEADER, pages, first_key=None)
 
 
 @feature.api.get("/exports/withdrawals.csv", summary="Withdrawals as CSV, by the day they were requested",
@@ -72,4 +73,5 @@ async def withdrawals_csv(request: web.Request, query: ExportQuery) -> web.Strea
 
     async def pages(after: int) -> tuple[int, list[Any]]:
         return await run_read(sessionmaker, lambda s: exports.withdrawal_rows(s, where, after))
-    return await stream_csv(request, query.filename("withdrawals", request.config_dict[CLOCK].now()), exports.WITHDRAWALS_HEADER, pages)
+    name = query.filename("withdrawals", request.config_dict[CLOCK].now())
+    return await stream_csv(request, name, exports.WITHDRAWALS_HEADER, pages)

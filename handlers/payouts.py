@@ -251,9 +251,9 @@ def on_withdrawals(msg: Incoming, ctx: Ctx, me: Distributor) -> Text:
 @feature.console.post(r"/withdrawals/{id:\d{1,18}}/retry")
 async def retry_page(request: web.Request) -> web.StreamResponse:
     wid = int(request.match_info["id"])
-    config = request.config_dict[CONFIG]
+    config, now = request.config_dict[CONFIG], request.config_dict[CLOCK].now()
     try:
-        amount = await request.config_dict[WRITER].run(lambda s: payouts.retry(s, config, wid, request.config_dict[CLOCK].now()))
+        amount = await request.config_dict[WRITER].run(lambda s: payouts.retry(s, config, wid, now))
     except LookupError:
         return done(request, "/withdrawals", f"没有申请号为 {wid} 的提现。", error=True)
     except Refused as e:

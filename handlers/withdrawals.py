@@ -301,8 +301,8 @@ async def export_csv(request: web.Request) -> web.StreamResponse:
 
     async def pages(after: int) -> tuple[int, list[tuple[Any, ...]]]:
         return await run_read(sessionmaker, lambda s: withdrawal_rows(s, history.where(), after))
-    return await stream_csv(request, f"提现记录-{request.config_dict[CLOCK].now().astimezone(CHINA):%Y%m%d}.csv", WITHDRAWALS_HEADER,
-                            pages)
+    today = request.config_dict[CLOCK].now().astimezone(CHINA)
+    return await stream_csv(request, f"提现记录-{today:%Y%m%d}.csv", WITHDRAWALS_HEADER, pages)
 
 
 @feature.console.post(r"/withdrawals/{id:\d{1,18}}")

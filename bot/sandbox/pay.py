@@ -221,7 +221,8 @@ class PayEmulator:
         copies = 2 if self.duplicate_callbacks else 1
         for attempt, delay in enumerate(self.callback_delays, 1):
             await asyncio.sleep(delay)
-            headers = signed_headers(self.keys.private_key, self.keys.public_key_id, body, timestamp=int(self.wall.epoch()))
+            headers = signed_headers(self.keys.private_key, self.keys.public_key_id, body,
+                                     timestamp=int(self.wall.epoch()))
             status = await self._post(url, body, headers)
             self.deliveries.append(Delivery(bill.out_bill_no, state, attempt, status))
             if status is not None and 200 <= status < 300:
