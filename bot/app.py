@@ -7,7 +7,7 @@ import contextlib
 import io
 import logging
 from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import aiohttp
 from aiohttp import web
@@ -29,7 +29,7 @@ from bot.sandbox.pay import PayEmulator
 from bot.sandbox.platform import Platform
 from bot.sandbox.views import create_sandbox_app
 from bot.scheduler import JOBS, Jobs, run_scheduler
-from bot.typedefs import (CONFIG, DISPATCHER, ENGINE, HTTP, METRICS, OUTBOX, PACKS, PAY, SESSIONMAKER, WEBHOOKS,
+from bot.typedefs import (CLOCK, CONFIG, DISPATCHER, ENGINE, HTTP, METRICS, OUTBOX, PACKS, PAY, SESSIONMAKER, WEBHOOKS,
                           WECHAT, WRITER)
 from bot.wechat_api import WeChatAPI, WeChatError
 from bot.wechat_pay import EmulatorKeys, PayClient, PayKeys, sandbox_keys
@@ -39,6 +39,7 @@ from content.store import PackLibrary
 from domain import campaigns
 from domain import outbox as outbox_rows
 from domain import webhooks as webhook_events
+from domain.clock import Clock
 from domain.config import Config, ConfigError
 from domain.tickets import open_and_overdue
 from storage.db import READ_ONLY, create_engine, create_sessionmaker, delete_chunk
@@ -60,7 +61,7 @@ CleanupCtx = Callable[[web.Application], AsyncIterator[None]]
 async def prune_processed_messages(app: web.Application) -> None:
     """Dedupe keys only matter while WeChat may retry: keep two days for the curious; signed
     queries while their timestamp holds. A chunk per unit (the webhook writes between them)."""
-    now = datetime.now(UTC)
+    now = app[CLOCK].now()
     cutoff, expired = now - DEDUPE_RETENTION, replays.expired_before(now)
     await _until_done(app, lambda s: delete_chunk(s, PROCESSED, PROCESSED.c.created_at < cutoff))
     await _until_done(app, lambda s: delete_chunk(s, SIGNED_QUERIES, SIGNED_QUERIES.c.key < expired))
@@ -75,7 +76,7 @@ async def _until_done(app: web.Application, work: Callable[[Session], int]) -> N
 @CORE.job("prune-webhook-deliveries", "interval", hours=1)
 async def prune_webhook_deliveries(app: web.Application) -> None:
     """Sent webhook deliveries older than a week, a chunk per unit."""
-    cutoff = datetime.now(UTC) - webhook_events.RETENTION
+    cutoff = app[CLOCK].now() - webhook_events.RETENTION
     await _until_done(app, lambda s: webhook_events.prune(s, cutoff))
 
 
@@ -83,7 +84,7 @@ async def prune_webhook_deliveries(app: web.Application) -> None:
 async def prune_outbox(app: web.Application) -> None:
     """Messages sent more than a month ago, a chunk per unit, once the campaigns they belong to
     have kept their final counts; then WeChat's mass reports as old that no message names."""
-    cutoff = datetime.now(UTC) - outbox_rows.RETENTION
+    cutoff = app[CLOCK].now() - outbox_rows.RETENTION
     await _until_done(app, lambda s: campaigns.keep_final_counts(s, cutoff))
     await _until_done(app, lambda s: outbox_rows.prune(s, cutoff))
     await _until_done(app, lambda s: campaigns.prune_mass_reports(s, cutoff))
@@ -92,7 +93,7 @@ async def prune_outbox(app: web.Application) -> None:
 @CORE.job("prune-sign-in-tries", "interval", hours=1)
 async def prune_sign_in_tries(app: web.Application) -> None:
     """Console sign-in tries that stopped counting (bot.sign_in), a chunk per unit."""
-    await _until_done(app, lambda s: sign_in.prune(s, datetime.now(UTC)))
+    await _until_done(app, lambda s: sign_in.prune(s, app[CLOCK].now()))
 
 
 def api_tables(features: tuple[Feature, ...] = FEATURES) -> list[ApiRoutes]:
@@ -100,11 +101,12 @@ def api_tables(features: tuple[Feature, ...] = FEATURES) -> list[ApiRoutes]:
     return [*(f.api for f in (CORE, *features)), jobs_api.api]
 
 
-def sandbox_platform(config: Config) -> Platform:
+def sandbox_platform(config: Config, clock: Clock | None = None) -> Platform:
     host = "127.0.0.1" if config.server.host in ("0.0.0.0", "::", "") else config.server.host
     return Platform(app_id=config.wechat.app_id, app_secret=config.wechat.app_secret, token=config.wechat.token,
                     encoding_aes_key=config.wechat.encoding_aes_key,
-                    webhook_url=f"http://{host}:{config.server.port}/wechat")
+                    webhook_url=f"http://{host}:{config.server.port}/wechat",
+                    clock=clock.epoch if clock is not None else None)
 
 
 def pay_keys(config: Config) -> tuple[PayKeys | None, EmulatorKeys | None]:
@@ -126,11 +128,11 @@ def pay_keys(config: Config) -> tuple[PayKeys | None, EmulatorKeys | None]:
 
 def create_app(config: Config, *, platform: Platform | None = None, workers: bool = True,
                reply_deadline: float = REPLY_DEADLINE_SECONDS, migrate: bool = True,
-               features: tuple[Feature, ...] = FEATURES) -> web.Application:
+               features: tuple[Feature, ...] = FEATURES, clock: Clock | None = None) -> web.Application:
     """The whole service. `platform` replaces the built-in sandbox WeChat (tests run it apart);
     `workers=False` leaves out the outbox worker and the scheduler (POST /api/jobs/{name}/run
     still runs a job). FeatureConflict when two features claim the same command, menu key, event,
-    state, route or job."""
+    state, route or job. `clock`: the app's time (tests give a `FakeClock`), real time by default."""
     check((CORE, *features))
     router = ChatRouter(features)
     merchant_keys, emulator_keys = pay_keys(config)
@@ -140,7 +142,7 @@ def create_app(config: Config, *, platform: Platform | None = None, workers: boo
                     config.server.public_url)
     app = web.Application(middlewares=[_count_requests])
     headers.install(app, config)
-    app[CONFIG] = config
+    app[CONFIG], app[CLOCK] = config, (clock := clock or Clock())
     app[JOBS] = Jobs(app, [j for f in (CORE, *features) for j in f.jobs])
     app[METRICS] = Metrics()
     app[PACKS] = PackLibrary()
@@ -153,9 +155,9 @@ def create_app(config: Config, *, platform: Platform | None = None, workers: boo
     _add_routes(app, features)
     if config.sandbox:
         # The emulator of WeChat Pay lives in the built-in sandbox (tests run theirs apart, with the platform).
-        emulator = (PayEmulator(emulator_keys, appid=config.wechat.app_id)
+        emulator = (PayEmulator(emulator_keys, appid=config.wechat.app_id, wall=clock)
                     if emulator_keys is not None and platform is None and not config.pay.api_base_url else None)
-        app.add_subapp("/sandbox", create_sandbox_app(platform or sandbox_platform(config), pay=emulator))
+        app.add_subapp("/sandbox", create_sandbox_app(platform or sandbox_platform(config, clock), pay=emulator))
     return app
 
 
@@ -179,15 +181,16 @@ def _clients(merchant_keys: PayKeys | None) -> CleanupCtx:
     """One HTTP session and the clients over it: WeChat's API, the outbox, the webhook sender and
     (with keys) WeChat Pay."""
     async def clients(app: web.Application) -> AsyncIterator[None]:
-        config = app[CONFIG]
+        config, clock = app[CONFIG], app[CLOCK]
         async with aiohttp.ClientSession() as http:
             app[HTTP] = http
             app[WECHAT] = WeChatAPI(base_url=config.api_base_url, app_id=config.wechat.app_id,
-                                    app_secret=config.wechat.app_secret, sessionmaker=app[SESSIONMAKER], http=http)
-            app[OUTBOX] = Outbox(config, app[SESSIONMAKER], app[WRITER], app[WECHAT], app[METRICS])
-            app[WEBHOOKS] = WebhookSender(config, app[SESSIONMAKER], app[WRITER], app[METRICS])
+                                    app_secret=config.wechat.app_secret, sessionmaker=app[SESSIONMAKER], http=http,
+                                    clock=clock)
+            app[OUTBOX] = Outbox(config, app[SESSIONMAKER], app[WRITER], app[WECHAT], app[METRICS], clock)
+            app[WEBHOOKS] = WebhookSender(config, app[SESSIONMAKER], app[WRITER], app[METRICS], clock)
             if merchant_keys is not None:
-                app[PAY] = PayClient(merchant_keys, http, config.pay_base_url)
+                app[PAY] = PayClient(merchant_keys, http, config.pay_base_url, clock=clock)
             yield
     return clients
 
@@ -196,9 +199,9 @@ def _work(router: ChatRouter, reply_deadline: float, *, workers: bool, push_menu
     """The dispatcher and (with `workers`) the background workers: the outbox, the scheduler, the
     webhook sender, and the sandbox's menu push (`push_menu`); drained and stopped at shutdown."""
     async def work(app: web.Application) -> AsyncIterator[None]:
-        config = app[CONFIG]
+        config, clock = app[CONFIG], app[CLOCK]
         dispatcher = app[DISPATCHER] = Dispatcher(config=config, app=app, router=router, writer=app[WRITER],
-                                                  metrics=app[METRICS], deadline=reply_deadline)
+                                                  metrics=app[METRICS], deadline=reply_deadline, clock=clock)
         tasks = []
         if workers:
             tasks.append(asyncio.create_task(app[OUTBOX].run(), name="outbox"))
@@ -276,7 +279,7 @@ async def metrics(request: web.Request) -> web.Response:
             conn = await session.connection(execution_options=READ_ONLY)
             m.outbox_depth.set(await conn.scalar(select(func.count()).select_from(OutboxMessage).where(
                 OutboxMessage.status == OutboxStatus.PENDING)) or 0)
-            waiting, overdue = await session.run_sync(open_and_overdue, datetime.now(UTC))
+            waiting, overdue = await session.run_sync(open_and_overdue, request.app[CLOCK].now())
             m.webhook_backlog.set(await session.run_sync(webhook_backlog))
             m.tickets_open.set(waiting)
             m.tickets_overdue.set(overdue)

@@ -29,14 +29,13 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
 from sqlalchemy.orm import Session
 
 from bot.scopes import Principal
-from bot.typedefs import WRITER
+from bot.typedefs import CLOCK, WRITER
 from domain import audit
 from storage.group_commit import GroupCommit
 from storage.writer import hooked
@@ -95,7 +94,7 @@ async def audited(request: web.Request, answer: Callable[[], Awaitable[web.Strea
     params = request.match_info
     object_id = next((params[n] for n in OBJECT_PARAMS if n in params), None)
     record = request[AUDIT] = Audit(audit.Entry(
-        at=datetime.now(UTC), token_name=principal.name, actor=actor, method=request.method,
+        at=request.config_dict[CLOCK].now(), token_name=principal.name, actor=actor, method=request.method,
         path=request.path, status=success, summary=summary, object_id=object_id))
     status = 500
     try:

@@ -9,7 +9,7 @@ pages (`feature.console`, paths under /admin); this module only guards and frame
 - A session belongs to its token: it keeps the token's fingerprint (bot.scopes.fingerprint) and
   ends (its row deleted) at the first request after the configured token of its name is gone,
   replaced or has other scopes; after IDLE without a request; MAX_AGE after sign-in however
-  active; or at 退出登录. Time is the console's CLOCK (a resource tests move).
+  active; or at 退出登录. Time is the app's CLOCK (tests move it).
 - CSRF: every POST carries `csrf_token`, the session's (the sign-in form: a double-submit cookie);
   anything else is 403 and changes nothing. A multipart form (a file, e.g. a content pack) may be
   up to MAX_FORM_BYTES; aiohttp spools its file to disk while the guard reads the token.
@@ -42,8 +42,8 @@ from sqlalchemy import delete, or_, select, update
 from bot.api import ACTOR
 from bot.audit import audited, note
 from bot.scopes import ANY, PRINCIPAL, ConsolePages, Principal, describe, fingerprint, identify, scopes_of
-from bot.sign_in import CLOCK, Clock, end_try, failed_try, start_try
-from bot.typedefs import CONFIG, SESSIONMAKER, WRITER
+from bot.sign_in import end_try, failed_try, start_try
+from bot.typedefs import CLOCK, CONFIG, SESSIONMAKER, WRITER
 from content.console_pages import TEMPLATES, render
 from domain import audit
 from domain.refusals import Refusal
@@ -314,7 +314,6 @@ async def live_script(request: web.Request) -> web.Response:
 def create_console_app(tables: Iterable[ConsolePages]) -> web.Application:
     """The console serving the features' pages, each guarded by the scopes its feature declared."""
     app = web.Application(middlewares=[_guard])
-    app[CLOCK] = Clock()
     every = scopes_of(ANY)
     app.router.add_post("/login", login)
     route_scopes = {app.router.add_post("/logout", logout): every, app.router.add_get("/live.js", live_script): every}

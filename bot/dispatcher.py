@@ -15,7 +15,7 @@ import time
 from collections import Counter, defaultdict, deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import String, bindparam, select, text, update
@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 from bot.chat import ChatRouter, Ctx, HandlerResult, Incoming, Later, live_state
 from bot.metrics import Metrics
 from bot.replays import Replayed, SignedQuery, check
+from domain.clock import Clock
 from domain.config import Config
 from domain.messages import Reply, Text, from_json, to_json
 from domain.outbox import enqueue
@@ -177,8 +178,8 @@ class _Senders:
 
 class Dispatcher:
     def __init__(self, *, config: Config, app: Mapping[Any, Any], router: ChatRouter, writer: Writer,
-                 metrics: Metrics, deadline: float = REPLY_DEADLINE_SECONDS):
-        self.config, self.deadline = config, deadline
+                 metrics: Metrics, deadline: float = REPLY_DEADLINE_SECONDS, clock: Clock | None = None):
+        self.config, self.deadline, self._clock = config, deadline, clock or Clock()
         self._app, self._router, self._writer, self._metrics = app, router, writer, metrics
         self._commit: GroupCommit[Delivery, Outcome] = GroupCommit(
             writer, self._process, on_batch=metrics.batch_size.observe)
@@ -302,7 +303,7 @@ class Dispatcher:
 
     async def _send_late(self, p: _Pending, reply: Reply, key: str, *, forget_stored: bool) -> None:
         def queue(session: Session) -> None:
-            enqueue(session, key, p.msg.openid, reply, answer=True)
+            enqueue(session, key, p.msg.openid, reply, now=self._clock.now(), answer=True)
             if forget_stored:
                 # The first delivery was answered "success"; a retry is answered alike, not with a
                 # second copy of what the outbox sends.
@@ -322,7 +323,7 @@ class Dispatcher:
 
     # ---- inside the unit of work --------------------------------------------------------------
     def _process(self, session: Session, deliveries: list[Delivery]) -> list[Outcome | Failed]:
-        now = datetime.now(UTC)
+        now = self._clock.now()
         senders = _Senders.load(session, deliveries, now)
         good = senders.good
         accepted = [d for d, ok in zip(deliveries, good, strict=True) if ok]

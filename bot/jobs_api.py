@@ -4,7 +4,7 @@ this process, in the background, recorded like a scheduled run."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import ClassVar, Literal
 
 from aiohttp import web
@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field
 
 from bot.api import ApiModel, ApiRoutes, ok
 from bot.scheduler import JOBS, last_runs
-from bot.typedefs import CONFIG, SESSIONMAKER
+from bot.typedefs import CLOCK, CONFIG, SESSIONMAKER
 from domain.formats import china_time
 from domain.jobs import JobRef
 from domain.refusals import Refusal
@@ -56,7 +56,7 @@ def _time(at: datetime | None) -> str | None:
 async def list_jobs(request: web.Request) -> web.Response:
     jobs, config = request.config_dict[JOBS], request.config_dict[CONFIG]
     runs = await last_runs(request.config_dict[SESSIONMAKER])
-    now = datetime.now(UTC)
+    now = request.config_dict[CLOCK].now()
     listed = []
     for job in sorted(jobs, key=lambda j: j.id):
         run = runs.get(job.id)

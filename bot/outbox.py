@@ -10,13 +10,14 @@ for the user's next message.
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session
 
+from domain.clock import Clock
 from domain.config import Config
 from bot.metrics import Metrics
 from domain.messages import from_json
@@ -46,11 +47,11 @@ class _Claimed(NamedTuple):
 
 class Outbox(QueueWorker[_Claimed]):
     def __init__(self, config: Config, sessionmaker: async_sessionmaker[AsyncSession], writer: Writer,
-                 wechat: WeChatAPI, metrics: Metrics):
+                 wechat: WeChatAPI, metrics: Metrics, clock: Clock | None = None):
         queue = DurableQueue(OutboxMessage, lease_seconds=config.outbox.lease_seconds,
                              backoff=Backoff(1, cap=600, tries=config.outbox.max_attempts),
                              columns={"channel": None, "errcode": None, "msg_id": None})
-        super().__init__(queue, writer, sessionmaker, name="outbox worker", batch=config.outbox.batch_size,
+        super().__init__(queue, writer, sessionmaker, now=(clock or Clock()).now, name="outbox worker", batch=config.outbox.batch_size,
                          in_flight=MAX_IN_FLIGHT, idle_seconds=IDLE_POLL_SECONDS, rate=config.outbox.rate_per_second)
         self.config = config
         self._wechat = wechat
@@ -105,7 +106,7 @@ class Outbox(QueueWorker[_Claimed]):
         """Send a customer-service message; when WeChat refuses it for the quota (our record was
         wrong: another process, a grant we never saw), correct the record, if we keep one for
         this user (an openid that never wrote has none: a unit for nothing), and fall back."""
-        asked = datetime.now(UTC)
+        asked = self.now()
         try:
             await self._wechat.send_reply(row.openid, reply)
             return Choice(Route.CUSTOM)

@@ -4,7 +4,6 @@ ArticlesReply), with every text safe in CDATA."""
 from __future__ import annotations
 
 import re
-import time
 
 from domain.messages import Image, News, Reply, Text
 
@@ -19,9 +18,9 @@ def _cdata(value: str) -> str:
     return "<![CDATA[" + _NOT_XML.sub("", value).replace("]]>", "]]]]><![CDATA[>") + "]]>"
 
 
-def passive_reply_xml(reply: Reply | None, *, account: str, openid: str) -> str:
+def passive_reply_xml(reply: Reply | None, *, account: str, openid: str, at: float) -> str:
     """The passive-reply XML for WeChat (the fields of wechatpy's TextReply, ImageReply and
-    ArticlesReply); "success" when there is nothing to say now."""
+    ArticlesReply), created `at` (seconds since 1970); "success" when there is nothing to say now."""
     if reply is None:
         return "success"
     match reply:
@@ -37,4 +36,4 @@ def passive_reply_xml(reply: Reply | None, *, account: str, openid: str) -> str:
         case _:
             raise TypeError(f"not a reply: {reply!r}")
     return (f"<xml><ToUserName>{_cdata(openid)}</ToUserName><FromUserName>{_cdata(account)}</FromUserName>"
-            f"<CreateTime>{int(time.time())}</CreateTime><MsgType><![CDATA[{kind}]]></MsgType>{body}</xml>")
+            f"<CreateTime>{int(at)}</CreateTime><MsgType><![CDATA[{kind}]]></MsgType>{body}</xml>")

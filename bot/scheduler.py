@@ -24,7 +24,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from aiohttp import web
@@ -39,7 +39,7 @@ from sqlalchemy.orm import Session
 
 from bot.leader import lead
 from bot.logs import mask_phones
-from bot.typedefs import CONFIG, ENGINE, METRICS, SESSIONMAKER, WRITER
+from bot.typedefs import CLOCK, CONFIG, ENGINE, METRICS, SESSIONMAKER, WRITER
 from domain.config import Config
 from domain.formats import CHINA
 from domain.jobs import JobRef
@@ -125,7 +125,7 @@ class Jobs:
     async def _run(self, job: Job, lock: asyncio.Lock, cause: str) -> None:
         async with lock:
             writer, metrics = self.app[WRITER], self.app[METRICS]
-            started = datetime.now(UTC)
+            started = self.app[CLOCK].now()
             try:
                 await writer.run(lambda session: _mark_running(session, job.id, started))
             except Exception:
@@ -196,7 +196,7 @@ async def run_scheduler(app: web.Application) -> None:
 async def schedule(jobs: Jobs) -> None:
     """The leader's APScheduler, until cancelled. It only keeps time: each fire starts a run
     through `jobs` (the debug executor calls it on the loop), which owns the runs."""
-    now = datetime.now(CHINA)
+    now = jobs.app[CLOCK].now().astimezone(CHINA)
     last = await last_runs(jobs.app[SESSIONMAKER])
     scheduler = AsyncIOScheduler(timezone=CHINA, executors={"default": DebugExecutor()})
     for job in (j for j in jobs if j.scheduled(jobs.app[CONFIG])):

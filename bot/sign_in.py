@@ -24,9 +24,9 @@ from __future__ import annotations
 import ipaddress
 import logging
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from aiohttp import web
 from sqlalchemy import delete, func, select, text
@@ -45,16 +45,6 @@ FAILED = "登录失败"  # the audit row's summary
 _LOCK = text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))")
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-
-class Clock:
-    """The console's time: sessions' limits and the sign-in window read `now()`; a test sets it."""
-
-    def __init__(self) -> None:
-        self.now: Callable[[], datetime] = lambda: datetime.now(UTC)
-
-
-CLOCK = web.AppKey("console_clock", Clock)
 
 
 @dataclass(frozen=True)

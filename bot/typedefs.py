@@ -8,6 +8,8 @@ import aiohttp
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from domain.clock import Clock
+
 if TYPE_CHECKING:
     from domain.config import Config
     from bot.dispatcher import Dispatcher
@@ -31,3 +33,4 @@ METRICS = web.AppKey("metrics", "Metrics")
 WRITER = web.AppKey("writer", "Writer")  # every write goes through it (storage.writer)
 PACKS = web.AppKey("packs", "PackLibrary")  # the content packs, parsed once per process
 PAY = web.AppKey("pay", "PayClient")  # WeChat Pay 商家转账, when pay.mode is not "off"
+CLOCK = web.AppKey("clock", Clock)  # the one clock (domain.clock); tests give a FakeClock

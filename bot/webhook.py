@@ -8,7 +8,6 @@ import hashlib
 import hmac
 import logging
 import re
-import time
 from typing import Any
 from functools import lru_cache
 from xml.etree import ElementTree
@@ -21,7 +20,7 @@ from bot.chat import Incoming
 from bot.replays import Replayed, SignedQuery
 from domain.config import Config
 from bot.passive_xml import passive_reply_xml
-from bot.typedefs import CONFIG, DISPATCHER
+from bot.typedefs import CLOCK, CONFIG, DISPATCHER
 
 MAX_BODY = 256 * 1024
 MAX_CLOCK_SKEW = 300
@@ -52,13 +51,14 @@ def _check(expected: str, given: str | None) -> None:
         raise BadDelivery(403, "bad signature")
 
 
-def _check_query(config: Config, query: Any) -> tuple[str, str, str]:
-    """The query's timestamp, nonce and signature, once the signature and the clock hold."""
+def _check_query(config: Config, query: Any, now: float) -> tuple[str, str, str]:
+    """The query's timestamp, nonce and signature, once the signature and the clock (`now`, seconds
+    since 1970) hold."""
     timestamp, nonce = query.get("timestamp", ""), query.get("nonce", "")
     signature = sign(config.wechat.token, timestamp, nonce)
     _check(signature, query.get("signature"))
     try:
-        skew = abs(time.time() - int(timestamp))
+        skew = abs(now - int(timestamp))
     except (ValueError, OverflowError):
         raise BadDelivery(403, "bad timestamp") from None
     if skew > MAX_CLOCK_SKEW:
@@ -140,7 +140,7 @@ def _msg_id(fields: dict[str, Any]) -> int | None:
 async def verify(request: web.Request) -> web.Response:
     config = request.app[CONFIG]
     try:
-        _check_query(config, request.query)
+        _check_query(config, request.query, request.app[CLOCK].epoch())
     except BadDelivery as e:
         return _refuse(request, e)
     return web.Response(text=request.query.get("echostr", ""))
@@ -154,9 +154,9 @@ def _refuse(request: web.Request, e: BadDelivery) -> web.Response:
 
 
 async def receive(request: web.Request) -> web.Response:
-    config = request.app[CONFIG]
+    config, now = request.app[CONFIG], request.app[CLOCK].epoch()
     try:
-        timestamp, nonce, signature = _check_query(config, request.query)
+        timestamp, nonce, signature = _check_query(config, request.query, now)
         body = await _read_body(request)
         fields = parse_xml(body)
         crypto, query = None, None
@@ -179,10 +179,11 @@ async def receive(request: web.Request) -> web.Response:
         return _refuse(request, e)
     except Replayed:
         return _refuse(request, BadDelivery(403, "signed query used before with another body"))
-    xml = passive_reply_xml(reply, account=msg.account, openid=msg.openid)
+    now = request.app[CLOCK].epoch()
+    xml = passive_reply_xml(reply, account=msg.account, openid=msg.openid, at=now)
     if crypto is None or reply is None:
         return web.Response(text=xml, content_type="application/xml" if reply else "text/plain")
-    return web.Response(text=_encrypt(config, crypto, xml, nonce), content_type="application/xml")
+    return web.Response(text=_encrypt(config, crypto, xml, nonce, now), content_type="application/xml")
 
 
 async def _read_body(request: web.Request) -> bytes:
@@ -208,8 +209,8 @@ def _crypto(encoding_aes_key: str) -> PrpCrypto:
     return PrpCrypto(base64.b64decode(encoding_aes_key + "="))
 
 
-def _encrypt(config: Config, crypto: PrpCrypto, xml: str, nonce: str) -> str:
-    timestamp = str(int(time.time()))
+def _encrypt(config: Config, crypto: PrpCrypto, xml: str, nonce: str, now: float) -> str:
+    timestamp = str(int(now))
     encrypted = crypto.encrypt(xml, config.wechat.app_id).decode()
     signature = sign(config.wechat.token, timestamp, nonce, encrypted)
     return (f"<xml><Encrypt>{encrypted}</Encrypt><MsgSignature>{signature}</MsgSignature>"

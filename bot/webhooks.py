@@ -19,7 +19,6 @@ import hashlib
 import hmac
 import json
 import logging
-import time
 from datetime import datetime
 from typing import Any
 
@@ -29,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session, aliased
 
 from bot.metrics import Metrics
+from domain.clock import Clock
 from domain.config import Config
 from domain.config_sections import WebhookConfig
 from storage.durable_queue import Backoff, DurableQueue, Outcome, count
@@ -73,9 +73,10 @@ def backlog(session: Session) -> int:
 
 class WebhookSender(QueueWorker[WebhookDelivery]):
     def __init__(self, config: Config, sessionmaker: async_sessionmaker[AsyncSession], writer: Writer,
-                 metrics: Metrics):
+                 metrics: Metrics, clock: Clock | None = None):
+        self._clock = clock or Clock()
         super().__init__(DurableQueue(WebhookDelivery, lease_seconds=LEASE_SECONDS, backoff=RETRIES), writer,
-                         sessionmaker, name="webhook sender", batch=BATCH, in_flight=IN_FLIGHT,
+                         sessionmaker, now=self._clock.now, name="webhook sender", batch=BATCH, in_flight=IN_FLIGHT,
                          idle_seconds=IDLE_POLL_SECONDS)
         self._endpoints: dict[str, WebhookConfig] = {w.url: w for w in config.webhooks}
         self._metrics = metrics
@@ -110,7 +111,7 @@ class WebhookSender(QueueWorker[WebhookDelivery]):
         body = encode(row.body)
         headers = {"Content-Type": "application/json", SIGNATURE_HEADER: signature(endpoint.secret, body),
                    "X-Distbot-Event": row.type, "X-Distbot-Delivery": row.body["id"],
-                   **standard_headers(endpoint.hmac_key, row.body["id"], int(time.time()), body)}
+                   **standard_headers(endpoint.hmac_key, row.body["id"], int(self._clock.epoch()), body)}
         try:
             async with self._http.post(row.url, data=body, headers=headers, allow_redirects=False) as resp:
                 await resp.read()

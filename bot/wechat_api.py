@@ -10,13 +10,14 @@ import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import aiohttp
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from domain.clock import Clock
 from domain.messages import Image, News, Reply, Text
 from domain.quota import OUTSIDE as OUTSIDE_WINDOW, SPENT as QUOTA_SPENT  # the customer-service quota's errors
 from storage.durable_queue import Backoff
@@ -56,12 +57,14 @@ class WeChatUnreachable(WeChatError):
 
 class WeChatAPI:
     def __init__(self, *, base_url: str, app_id: str, app_secret: str,
-                 sessionmaker: async_sessionmaker[AsyncSession], http: aiohttp.ClientSession):
+                 sessionmaker: async_sessionmaker[AsyncSession], http: aiohttp.ClientSession,
+                 clock: Clock | None = None):
         self.base_url = base_url
         self.app_id = app_id
         self._secret = app_secret
         self._sessionmaker = sessionmaker
         self._http = http
+        self._clock = clock or Clock()
         self._cached: dict[str, tuple[str, datetime]] = {}  # key -> (value, expires_at)
         self._refresh_locks: dict[str, asyncio.Lock] = {}
 
@@ -83,7 +86,7 @@ class WeChatAPI:
         return await self._shared("jsapi:" + self.app_id, lambda: self._fetch_jsapi_ticket(token), invalid)
 
     async def _shared(self, key: str, fetch: Callable[[], Awaitable[tuple[str, int]]], invalid: str | None) -> str:
-        now = datetime.now(UTC)
+        now = self._clock.now()
         cached = self._cached.get(key)
         if cached and cached[0] != invalid and cached[1] > now:
             return cached[0]

@@ -8,7 +8,6 @@ out_bill_no before anything else, and never pay the same withdrawal under a new 
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -16,6 +15,7 @@ from typing import Any
 import aiohttp
 from yarl import URL
 
+from domain.clock import Clock
 from bot.wechat_pay_crypto import (
     EmulatorKeys,
     PayError,
@@ -81,11 +81,13 @@ class PayRefused(PayError):
 
 
 class PayClient:
-    def __init__(self, keys: PayKeys, http: aiohttp.ClientSession, base_url: str, *, timeout: float = 10.0):
+    def __init__(self, keys: PayKeys, http: aiohttp.ClientSession, base_url: str, *, timeout: float = 10.0,
+                 clock: Clock | None = None):
         self.keys = keys
         self.base_url = base_url if base_url.endswith("/") else base_url + "/"
         self.timeout = timeout
         self._http = http
+        self._clock = clock or Clock()
 
     # ---- the calls ----------------------------------------------------------------------------
     async def create_bill(self, *, appid: str, out_bill_no: str, openid: str, amount_fen: int, remark: str,
@@ -125,7 +127,7 @@ class PayClient:
         bill (out_bill_no, transfer_bill_no, state, mch_id, transfer_amount, openid, fail_reason?, ...).
         Raises SignatureInvalid, also for a body that is not a valid notification."""
         verify_signed(self.keys.public_key, self.keys.public_key_id, headers, body,
-                      now=time.time() if now is None else now)
+                      now=self._clock.epoch() if now is None else now)
         try:
             envelope = json.loads(body)
             resource = envelope["resource"]
@@ -147,7 +149,7 @@ class PayClient:
         # Chinese as UTF-8, not \u escapes; the signature covers exactly these bytes.
         raw = b"" if body is None else json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
         headers = {
-            "Authorization": authorization(self.keys, method, url.raw_path_qs, raw, timestamp=int(time.time())),
+            "Authorization": authorization(self.keys, method, url.raw_path_qs, raw, timestamp=int(self._clock.epoch())),
             "Accept": "application/json",
             # Names the public key WeChat Pay signs its answer with, and the one user_name is encrypted for.
             "Wechatpay-Serial": self.keys.public_key_id,
@@ -169,7 +171,7 @@ class PayClient:
         if status != 401:
             try:
                 verify_signed(self.keys.public_key, self.keys.public_key_id, answer_headers, answer,
-                              now=time.time())
+                              now=self._clock.epoch())
             except SignatureInvalid as e:
                 raise PayUnknown(f"WeChat Pay's answer (HTTP {status}) does not verify: {e}") from e
         try:

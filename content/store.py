@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -314,7 +314,8 @@ def pack_json(row: ContentPack, live: bool) -> dict[str, Any]:
             "window_state": row.window_state}
 
 
-async def import_pack(writer: Writer, path: str | Path, rank_keys: list[str] | None = None) -> tuple[ContentPack, bool]:
-    """Validate (in a thread) and store a pack zip: PackInvalid, PackConflict, or (row, went live)."""
+async def import_pack(writer: Writer, path: str | Path, now: datetime,
+                      rank_keys: list[str] | None = None) -> tuple[ContentPack, bool]:
+    """Validate (in a thread) and store a pack zip uploaded `now`: PackInvalid, PackConflict, or (row, went live)."""
     valid = await asyncio.to_thread(validate_pack, path, rank_keys)
-    return await writer.run(lambda session: store_pack(session, valid, datetime.now(UTC)), slow=True)
+    return await writer.run(lambda session: store_pack(session, valid, now), slow=True)

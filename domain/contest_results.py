@@ -74,7 +74,7 @@ def settle(session: Session, contest_id: int, now: datetime) -> int | None:
         text = Text(f"恭喜您在“{contest.title}”中获得第{p.place}名（{show_value(contest.metric, p.value)}）！"
                     f"奖励 {yuan(fen)} 已计入您的可提现余额，回复“收益”查看。")
         notices.append(Queued(f"{ref}:won:{p.distributor_id}", p.openid, text, template_data(text, "获奖通知")))
-    enqueue_many(session, notices)
+    enqueue_many(session, notices, now=now)
     campaign = campaigns.schedule(session, title=f"{contest.title}结果"[:64], kind="contest",
                                   text=results_text(contest.title, contest.metric, final, prize_of),
                                   audience=contest.audience, send_at=now, now=now, source=ref)

@@ -100,8 +100,7 @@ def settle_and_notify(session: Session, config: Config, now: datetime, credits: 
         d = DISTRIBUTORS.c
         for row in session.connection().execute(select(*(d[n] for n in PERSON_COLUMNS)).where(d.id.in_(list(missing)))).all():
             people[row[0]] = Person(*row)
-    # Windows follow the wall clock (the job may be asked about another `now`).
-    index, due = window_end(datetime.now(UTC))
+    index, due = window_end(now)
     notices: list[Merge] = []
     for did, amounts in credited.items():
         notices.append(Merge(f"credit:{did}:{index}", people[did].openid, {"n": len(amounts), "fen": sum(amounts)},
@@ -114,7 +113,7 @@ def settle_and_notify(session: Session, config: Config, now: datetime, credits: 
                 notices.append(Merge(f"settle:{did}:{index}", p.openid, {"fen": settled[1]}, settlement_notice, due))
         elif fen > 0:
             notices.append(Merge(f"available:{did}:{index}", p.openid, {"fen": fen}, available_notice, due))
-    merge_notices(session, notices)
+    merge_notices(session, notices, now)
 
 
 def adjust_and_tell(session: Session, distributor_id: int, openid: str, amount_fen: int, reason: str, actor: str,
@@ -124,5 +123,5 @@ def adjust_and_tell(session: Session, distributor_id: int, openid: str, amount_f
     sign = "+" if amount_fen > 0 else "−"
     enqueue(session, f"adjustment:{entry['id']}", openid, Text(
         f"您的账户有一笔调整：{sign}{yuan(abs(amount_fen))}\n原因：{reason}\n"
-        f"当前可提现 {yuan(balance(session, distributor_id)['available_fen'])}。回复“收益”查看明细。"))
+        f"当前可提现 {yuan(balance(session, distributor_id)['available_fen'])}。回复“收益”查看明细。"), now=now)
     return entry

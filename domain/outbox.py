@@ -8,7 +8,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import bindparam, or_, select, update
@@ -63,7 +63,7 @@ def template_data(reply: Reply, title: str = "") -> dict[str, Any]:
             "remark": {"value": rest[:200] if title else ""}}
 
 
-def merge_notices(session: Session, items: Sequence[Merge]) -> None:
+def merge_notices(session: Session, items: Sequence[Merge], now: datetime) -> None:
     """Fold counters into the still-pending row under each key, or add the row, due at `due`:
     a burst of events (orders credited in a minute) then makes one message, not one each.
 
@@ -81,7 +81,6 @@ def merge_notices(session: Session, items: Sequence[Merge]) -> None:
             m.render, prev.due)
     stmt = _MERGE_LOCK if session.get_bind().dialect.name == "postgresql" else _MERGE_READ
     existing = {k: (status, payload) for k, status, payload in session.connection().execute(stmt, {"keys": list(merged)}).all()}
-    now = datetime.now(UTC)
     inserts: list[dict[str, Any]] = []
     updates: list[dict[str, Any]] = []
     for key, m in merged.items():
@@ -116,18 +115,18 @@ class Queued:
     answer: bool = False
 
 
-def enqueue(session: Session, key: str, openid: str, reply: Reply, *, template: dict[str, Any] | None = None,
-            at: datetime | None = None, answer: bool = False) -> None:
-    """Add a message in the caller's transaction; a key already there is left alone."""
-    enqueue_many(session, [Queued(key, openid, reply, template, answer=answer)], at=at)
+def enqueue(session: Session, key: str, openid: str, reply: Reply, *, now: datetime,
+            template: dict[str, Any] | None = None, at: datetime | None = None, answer: bool = False) -> None:
+    """Add a message in the caller's transaction, queued `now` (due `at`, else now); a key already
+    there is left alone."""
+    enqueue_many(session, [Queued(key, openid, reply, template, answer=answer)], now=now, at=at)
 
 
-def enqueue_many(session: Session, items: Sequence[Queued], *, at: datetime | None = None) -> None:
+def enqueue_many(session: Session, items: Sequence[Queued], *, now: datetime, at: datetime | None = None) -> None:
     """Add messages in the caller's transaction, in one statement, in order; keys already there
     are left alone (a job run twice queues each message once)."""
     if not items:
         return
-    now = datetime.now(UTC)
     rows = []
     for q in items:
         payload = to_json(q.reply)

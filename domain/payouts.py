@@ -104,13 +104,13 @@ def claim_url(config: Config, withdrawal_id: int, distributor_id: int) -> str:
 
 
 def queue_claim_link(session: Session, config: Config, *, withdrawal_id: int, distributor_id: int, openid: str,
-                     amount_fen: int, key: str, again: str = "") -> None:
+                     amount_fen: int, key: str, now: datetime, again: str = "") -> None:
     """The chat message with the claim link (customer-service message; a template message with
     the link outside the 48-hour window)."""
     url = claim_url(config, withdrawal_id, distributor_id)
     head = again or f"您的提现申请（申请号 {withdrawal_id}）{yuan(amount_fen)} 已审核通过。"
     reply = Text(f"{head}\n请点开下面的链接，在微信里确认收款（24 小时内有效，过期可再点开领取）：\n{url}")
-    enqueue_many(session, [Queued(key, openid, reply, template_data(reply, "提现待确认收款"), url)])
+    enqueue_many(session, [Queued(key, openid, reply, template_data(reply, "提现待确认收款"), url)], now=now)
 
 
 # ---- bills ---------------------------------------------------------------------------------------
@@ -224,7 +224,7 @@ def apply_final(session: Session, config: Config, number: str, state: str, fail_
     key = f"payout:{number}"
     if state == "FAIL" and fail_reason == OVERDUE:
         queue_claim_link(session, config, withdrawal_id=wid, distributor_id=did, openid=openid, amount_fen=amount,
-                         key=key, again=f"您的提现（申请号 {wid}）{yuan(amount)} 超过 24 小时没有确认收款，转账已关闭。"
+                         key=key, now=now, again=f"您的提现（申请号 {wid}）{yuan(amount)} 超过 24 小时没有确认收款，转账已关闭。"
                                          "款项仍为您保留，可以重新领取。")
         return "claimable"
     paid = state == "SUCCESS"
@@ -242,7 +242,7 @@ def apply_final(session: Session, config: Config, number: str, state: str, fail_
         withdrawal_returned(session, did, wid, amount, key, now)
         text = (f"您的提现（申请号 {wid}）{yuan(amount)} 没有转账成功，原因：{reason_words(state, fail_reason)}。\n"
                 "这笔钱已退回您的可提现余额，处理好后可以重新申请提现。")
-    enqueue_many(session, [Queued(key, openid, Text(text))])
+    enqueue_many(session, [Queued(key, openid, Text(text))], now=now)
     return "paid" if paid else "failed"
 
 
@@ -270,7 +270,7 @@ def retry(session: Session, config: Config, withdrawal_id: int, now: datetime) -
         raise Refusal("available_short", f"The money of withdrawal {withdrawal_id} is no longer available.",
                       sentence=f"申请 {withdrawal_id} 退回的钱已不在可提现余额里（又提现了或被冲回），不能重试。")
     queue_claim_link(session, config, withdrawal_id=withdrawal_id, distributor_id=did, openid=openid,
-                     amount_fen=amount, key=f"payout:{bill.out_bill_no}:retry",
+                     amount_fen=amount, key=f"payout:{bill.out_bill_no}:retry", now=now,
                      again=f"您的提现（申请号 {withdrawal_id}）{yuan(amount)} 将重新为您转账。")
     return amount
 

@@ -94,7 +94,7 @@ def change_rank(session: Session, config: Config, distributor_id: int, openid: s
         "created_at": now}).scalar_one()
     notice = _notice(session, config, old, new, unlocks)
     enqueue(session, f"rank:{distributor_id}:{change_id}", openid, notice,
-            template=template_data(notice, "等级变更通知"))
+            now=now, template=template_data(notice, "等级变更通知"))
     return RankChanged(distributor_id, old, new, change_id)
 
 

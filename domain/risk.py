@@ -170,7 +170,7 @@ def raise_flags(session: Session, config: Config, findings: Sequence[Finding], n
         made.append(fid)
         text = notice(f.code, f.rule, f.detail)
         items += [Queued(f"risk:{fid}:{o}", o, text, template_data(text, "风险提示")) for o in config.admin.notify_openids]
-    enqueue_many(session, items)
+    enqueue_many(session, items, now=now)
     return made
 
 
@@ -283,7 +283,7 @@ def follow_up(session: Session, config: Config, now: datetime) -> int:
         elif found is not None:
             new.append(found)
         session.execute(update(RISK_FLAGS).where(f.id == row.id).values(**values))
-    enqueue_many(session, items)
+    enqueue_many(session, items, now=now)
     raise_flags(session, config, new, now)
     return len(rows)
 

@@ -35,9 +35,9 @@ def _record(session: Session, distributor_id: int, action: str, reason: str, act
         "created_at": now}).scalar_one()
 
 
-def _tell(session: Session, key: str, openid: str, text: str, title: str) -> None:
+def _tell(session: Session, key: str, openid: str, text: str, title: str, now: datetime) -> None:
     reply = Text(text)
-    enqueue_many(session, [Queued(key, openid, reply, template_data(reply, title))])
+    enqueue_many(session, [Queued(key, openid, reply, template_data(reply, title))], now=now)
 
 
 def suspend(session: Session, distributor_id: int, reason: str, actor: str, now: datetime,
@@ -54,7 +54,7 @@ def suspend(session: Session, distributor_id: int, reason: str, actor: str, now:
     sid = _record(session, distributor_id, SUSPEND, reason, actor, now, flag_id)
     _tell(session, f"suspension:{sid}", row.openid,
           f"您的分销员账号（{row.code}）已被暂停。\n原因：{reason}\n暂停期间不计佣金，也不能提现。"
-          "如有疑问请回复“客服”。", "账号暂停通知")
+          "如有疑问请回复“客服”。", "账号暂停通知", now)
 
 
 def reinstate(session: Session, distributor_id: int, reason: str, actor: str, now: datetime) -> None:
@@ -67,7 +67,7 @@ def reinstate(session: Session, distributor_id: int, reason: str, actor: str, no
                       details={"status": status})
     sid = _record(session, distributor_id, REINSTATE, reason, actor, now)
     _tell(session, f"suspension:{sid}", row.openid,
-          f"您的分销员账号（{row.code}）已恢复，可以正常推广和提现了。\n暂停期间的订单不计佣金。", "账号恢复通知")
+          f"您的分销员账号（{row.code}）已恢复，可以正常推广和提现了。\n暂停期间的订单不计佣金。", "账号恢复通知", now)
 
 
 def resolve(session: Session, flag_id: int, action: str, reason: str, actor: str, now: datetime) -> None:

@@ -152,7 +152,7 @@ def answer(session: Session, ticket_id: int, text: str, actor: str, now: datetim
     ticket.status, ticket.answered_at = TicketStatus.ANSWERED, ticket.answered_at or now
     title = f"客服回复（工单 #{ticket_id}）"
     message = Text(f"【{title}】\n您的问题：{excerpt(ticket.text, 40)}\n\n{text}\n\n还有问题请回复“客服 您的问题”。")
-    enqueue(session, f"ticket:{ticket_id}:reply:{reply.id}", ticket.openid, message,
+    enqueue(session, f"ticket:{ticket_id}:reply:{reply.id}", ticket.openid, message, now=now,
             template=template_data(Text(text), title=title))
     return ticket
 
@@ -186,7 +186,7 @@ def remind_overdue(session: Session, now: datetime, staff: Sequence[str]) -> int
                 f"提问时间：{clock(ticket.created_at, now)}，应答时限：{clock(ticket.due_at, now)}")
         template = template_data(Text(text), title="客服工单超时提醒")
         items += [Queued(f"sla:{ticket.id}:{openid}", openid, Text(text), template) for openid in staff]
-    enqueue_many(session, items)
+    enqueue_many(session, items, now=now)
     if rows:
         session.execute(update(Ticket).where(Ticket.id.in_([t.id for t, _, _ in rows])).values(reminded_at=now))
     return len(rows)

@@ -23,7 +23,7 @@ from bot.chat import Ctx, Incoming
 from bot.console import done, page, page_number
 from bot.feature import Feature
 from bot.scheduler import JOBS
-from bot.typedefs import CONFIG, SESSIONMAKER, WRITER
+from bot.typedefs import CLOCK, CONFIG, SESSIONMAKER, WRITER
 from content.console_pages import when
 from domain import campaigns
 from domain.config import Config
@@ -43,8 +43,8 @@ async def campaigns_job(app: web.Application) -> int:
     """Start due campaigns, queue their recipients (one batch per unit), mark finished ones done;
     the batches queued. A read-only look first: every two seconds, nearly always nothing to do."""
     batches = 0
-    for cid in await run_read(app[SESSIONMAKER], lambda s: campaigns.due(s, datetime.now(UTC))):
-        while await app[WRITER].run(lambda s, cid=cid: campaigns.enqueue_batch(s, cid, datetime.now(UTC)),
+    for cid in await run_read(app[SESSIONMAKER], lambda s: campaigns.due(s, app[CLOCK].now())):
+        while await app[WRITER].run(lambda s, cid=cid: campaigns.enqueue_batch(s, cid, app[CLOCK].now()),
                                     slow=True):
             batches += 1
     return batches
@@ -131,7 +131,7 @@ async def launch(request: web.Request, body: CampaignIn, cause: str) -> dict[str
     """Schedule a campaign (the API's and the console's 创建), and when it is due start the
     campaigns job at once; the campaign as JSON. Refusal (invalid_campaign, 422) for an unknown rank."""
     audience = checked_audience(request.config_dict[CONFIG], body.audience, "campaign")
-    now = datetime.now(UTC)
+    now = request.config_dict[CLOCK].now()
     send_at = body.send_at.astimezone(UTC) if body.send_at else now
 
     def create(session: Session) -> dict[str, Any]:
@@ -169,13 +169,14 @@ async def get_campaign(request: web.Request, params: CampaignId) -> web.Response
 @api.post("/campaigns/{id}/cancel", summary="Cancel a scheduled campaign; 409 once it has started",
           params=CampaignId, response=CampaignOut, errors=(404, 409))
 async def cancel_campaign(request: web.Request, params: CampaignId) -> web.Response:
-    return ok(await request.config_dict[WRITER].run(lambda session: cancel(session, params.id)))
+    now = request.config_dict[CLOCK].now()
+    return ok(await request.config_dict[WRITER].run(lambda session: cancel(session, params.id, now)))
 
 
-def cancel(session: Session, campaign_id: int) -> dict[str, Any]:
+def cancel(session: Session, campaign_id: int, now: datetime) -> dict[str, Any]:
     """Cancel a scheduled campaign (the API's and the console's 取消): the campaign as JSON;
     Refusal not_found when there is none, already_started once it has started."""
-    c = campaigns.cancel(session, campaign_id, datetime.now(UTC))
+    c = campaigns.cancel(session, campaign_id, now)
     if c is None:
         raise Refusal("not_found", f"No campaign {campaign_id}.", sentence="没有这个活动。")
     if c.status != CampaignStatus.CANCELLED:
@@ -239,7 +240,7 @@ async def create_form(request: web.Request) -> web.Response:
     values = {k: str(form.get(k, "")) for k in ("title", "text", "kind", "audience", "send_at")}
     errors = []
     try:
-        send_at = _send_at(values["send_at"], datetime.now(UTC))
+        send_at = _send_at(values["send_at"], request.config_dict[CLOCK].now())
     except ValueError:
         send_at = None
         errors.append("发送时间不对：请选一个还没到的时间（中国时间），或留空表示立即发送。")
@@ -273,5 +274,6 @@ def _problem(error: Any) -> str:
 @feature.console.post(r"/campaigns/{id:\d{1,18}}/cancel")
 async def cancel_form(request: web.Request) -> web.Response:
     cid = int(request.match_info["id"])
-    await request.config_dict[WRITER].run(lambda session: cancel(session, cid))
+    now = request.config_dict[CLOCK].now()
+    await request.config_dict[WRITER].run(lambda session: cancel(session, cid, now))
     return done(request, "/campaigns", f"活动 {cid} 已取消。")

@@ -10,7 +10,7 @@ import logging
 import os
 import shutil
 import tempfile
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot.api import ApiModel, IdParam, ok
 from bot.console import HEADERS, done, page
 from bot.feature import Feature
-from bot.typedefs import CONFIG, PACKS, SESSIONMAKER, WRITER
+from bot.typedefs import CLOCK, CONFIG, PACKS, SESSIONMAKER, WRITER
 from content.console_pages import TEMPLATES, when
 from content.packs import MAX_UPLOAD_BYTES, PackInvalid
 from content.store import (
@@ -36,6 +36,7 @@ from content.store import (
     switch_windows,
     versions_by_name,
 )
+from domain.clock import Clock
 from domain.config import Config
 from domain.formats import china_time
 from domain.refusals import Refusal
@@ -145,7 +146,8 @@ async def upload_pack(request: web.Request) -> web.Response:
 async def _import(request: web.Request, path: Path) -> tuple[ContentPack, bool]:
     """Validate and store an uploaded zip (the API's and the console's upload): PackInvalid,
     PackConflict, or (the row, whether it went live)."""
-    row, live = await import_pack(request.config_dict[WRITER], path, rank_keys(request.config_dict[CONFIG]))
+    row, live = await import_pack(request.config_dict[WRITER], path, request.config_dict[CLOCK].now(),
+                                   rank_keys(request.config_dict[CONFIG]))
     log.info("content pack uploaded", extra={"pack": row.name, "version": row.version, "id": row.id})
     return row, live
 
@@ -194,7 +196,8 @@ async def activate_pack(request: web.Request, params: PackId) -> web.Response:
 
 async def _activate(request: web.Request, pack_id: int) -> ContentPack | None:
     """Make a stored version live (the API's and the console's 设为生效); None when there is none."""
-    row = await request.config_dict[WRITER].run(lambda session: activate(session, pack_id, datetime.now(UTC)))
+    now = request.config_dict[CLOCK].now()
+    row = await request.config_dict[WRITER].run(lambda session: activate(session, pack_id, now))
     if row is not None:
         log.info("content pack activated", extra={"pack": row.name, "version": row.version, "id": row.id})
     return row
@@ -264,7 +267,7 @@ async def activate_form(request: web.Request) -> web.Response:
 async def content_job(app: web.Application) -> int:
     """Switch festival versions in as live_from arrives (announcing them) and the replaced
     versions back after live_until; the versions changed."""
-    changed = await app[WRITER].run(lambda session: switch_windows(session, datetime.now(UTC)), slow=True)
+    changed = await app[WRITER].run(lambda session: switch_windows(session, app[CLOCK].now()), slow=True)
     for row in changed:
         log.info("content pack window", extra={"pack": row.name, "version": row.version, "id": row.id,
                                                 "window_state": row.window_state})
@@ -298,7 +301,7 @@ async def load_demo_pack(config: Config, writer: Writer) -> str:
     with os.fdopen(fd, "wb") as f:
         f.write(data)
     try:
-        row, _ = await import_pack(writer, name, rank_keys(config))
+        row, _ = await import_pack(writer, name, Clock().now(), rank_keys(config))  # a command, outside the app
     except PackConflict:
         return "the demo pack is stored but not live (an admin chose another version); left as is"
     except PackInvalid as e:
@@ -327,7 +330,7 @@ async def _with_database(config: Config, work: Any) -> str:
 async def import_command(config: Config, path: Path) -> str:
     """`distbot content import PACK.zip`: PackInvalid or PackConflict, else a sentence for stdout."""
     async def work(writer: Writer) -> str:
-        row, live = await import_pack(writer, path, rank_keys(config))
+        row, live = await import_pack(writer, path, Clock().now(), rank_keys(config))  # a command, outside the app
         c = pack_json(row, live)
         return (f"imported content pack {row.name} version {row.version} (id {row.id}): {c['products']} products, "
                 f"{c['scripts']} scripts, {c['posters']} posters, {c['trainings']} trainings; " + _status(row, live))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import re
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any, ClassVar, Literal
 
 from aiohttp import web
@@ -23,7 +23,7 @@ from bot.console import done, page, page_number
 from bot.feature import Feature
 from bot.menu import MenuKey
 from bot.scheduler import JOBS
-from bot.typedefs import CONFIG, SESSIONMAKER, WRITER
+from bot.typedefs import CLOCK, CONFIG, SESSIONMAKER, WRITER
 from domain import campaigns, contest_results, contests
 from domain.contest_results import show_value
 from domain.formats import CHINA, AmountError, china_time, mask_name, parse_yuan, yuan
@@ -46,7 +46,7 @@ async def tick_contests(app: web.Application) -> int:
     """Make this month's 月度推广之星, open contests whose start has come and settle those whose
     end has passed (each in one unit of its own); the contests settled. A read first: nearly
     every minute there is nothing to do."""
-    now = datetime.now(UTC)
+    now = app[CLOCK].now()
     due = await run_read(app[SESSIONMAKER], lambda s: contests.due(s, now))
     if due.star_missing:
         await app[WRITER].run(lambda s: contests.ensure_star(s, app[CONFIG], now), slow=True)
@@ -183,7 +183,7 @@ async def add_contest(request: web.Request, body: ContestIn) -> dict[str, Any]:
     it. Refusal (invalid_contest, 422) for bad fields or an unknown rank."""
     starts_at, ends_at = contests.check_window(body.starts_at, body.ends_at, body.metric, body.skus, body.prizes_fen)
     audience = checked_audience(request.config_dict[CONFIG], body.audience, "contest")
-    now = datetime.now(UTC)
+    now = request.config_dict[CLOCK].now()
 
     def create(session: Session) -> dict[str, Any]:
         cid = contests.create(session, title=body.title, metric=body.metric,

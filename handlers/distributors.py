@@ -9,7 +9,6 @@ the distributor hears the same notice either way.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -21,7 +20,7 @@ from sqlalchemy.orm import Session
 from bot.api import ApiModel, actor_of, ok
 from bot.console import done, page, page_number, returns_to
 from bot.feature import Feature
-from bot.typedefs import CONFIG, PACKS, SESSIONMAKER, WRITER
+from bot.typedefs import CLOCK, CONFIG, PACKS, SESSIONMAKER, WRITER
 from domain import risk, suspension
 from domain.commission import STATUS_NAMES
 from domain.distributors import MAX_PAGE, PER_PAGE, DistributorAnswer, distributor_json, known_distributor, search
@@ -170,7 +169,7 @@ async def rank_form(request: web.Request) -> web.StreamResponse:
         d = distributor_by_code(session, code)
         if d is None:
             return None
-        changed = change_rank(session, config, d.id, d.openid, d.rank, rank, datetime.now(UTC), reason=reason,
+        changed = change_rank(session, config, d.id, d.openid, d.rank, rank, request.config_dict[CLOCK].now(), reason=reason,
                               actor=actor, unlocks=library.unlocks)
         return "changed" if changed else "same"
     outcome = await request.config_dict[WRITER].run(apply)
@@ -198,7 +197,7 @@ async def adjustment_form(request: web.Request) -> web.StreamResponse:
         d = distributor_by_code(session, code)
         if d is None:
             return False
-        adjust_and_tell(session, d.id, d.openid, fen, reason, actor, datetime.now(UTC))
+        adjust_and_tell(session, d.id, d.openid, fen, reason, actor, request.config_dict[CLOCK].now())
         return True
     if not await request.config_dict[WRITER].run(apply):
         return done(request, "/distributors", f"没有推广码为 {code[:16]} 的分销员。", error=True)

@@ -9,7 +9,7 @@ import asyncio
 from collections import defaultdict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any, ClassVar
 
 from aiohttp import web
@@ -22,7 +22,7 @@ from bot.api import ApiModel, actor_of, ok, text
 from bot.chat import Ctx, Incoming, Later, active_only
 from bot.feature import Feature
 from bot.menu import MenuKey
-from bot.typedefs import CONFIG, SESSIONMAKER, WECHAT, WRITER
+from bot.typedefs import CLOCK, CONFIG, SESSIONMAKER, WECHAT, WRITER
 from bot.wechat_api import WeChatAPI
 from content.charts import render_earnings_chart
 from domain.config import Config
@@ -210,18 +210,19 @@ async def post_adjustment(request: web.Request, body: AdjustmentIn) -> web.Respo
 
     def apply(session: Session) -> dict[str, Any]:
         d = known_distributor(session, code)
-        entry = adjust_and_tell(session, d.id, d.openid, body.amount_fen, body.reason or "", actor, datetime.now(UTC))
+        entry = adjust_and_tell(session, d.id, d.openid, body.amount_fen, body.reason or "", actor, request.config_dict[CLOCK].now())
         return {**entry, "created_at": china_time(entry["created_at"])}
     return ok(await request.config_dict[WRITER].run(apply), status=201)
 
 
 # ---- unfreezing ------------------------------------------------------------------------------------
-def unfreeze_some(session: Session, config: Config, now: datetime) -> int:
-    """Make up to UNFREEZE_CHUNK commissions whose freeze is over available; how many moved.
+def unfreeze_some(session: Session, config: Config, now: datetime, until: datetime) -> int:
+    """Make up to UNFREEZE_CHUNK commissions whose freeze is over by `until` available (their
+    notices are queued `now`); how many moved.
     Orders are locked before their commissions are read, the same order as the order events
     take, so a refund arriving meanwhile cannot be lost."""
     c = COMMISSIONS.c
-    due = (select(c.order_no).where(c.state == CommissionState.PENDING, c.unfreeze_at <= now)
+    due = (select(c.order_no).where(c.state == CommissionState.PENDING, c.unfreeze_at <= until)
            .order_by(c.order_no).limit(UNFREEZE_CHUNK))
     nos = list(dict.fromkeys(session.execute(due).scalars()))
     if not nos:
@@ -231,7 +232,7 @@ def unfreeze_some(session: Session, config: Config, now: datetime) -> int:
                         .order_by(ORDERS.c.order_no).with_for_update())
     rows = session.execute(select(c.order_no, c.distributor_id, c.amount_fen - c.reversed_fen)
                            .where(c.order_no.in_(nos), c.state == CommissionState.PENDING,
-                                  c.unfreeze_at <= now)).all()
+                                  c.unfreeze_at <= until)).all()
     session.execute(update(COMMISSIONS).where(c.order_no == bindparam("c_no"), c.distributor_id == bindparam("c_did"))
                     .values(state=CommissionState.AVAILABLE), [{"c_no": no, "c_did": did} for no, did, _ in rows])
     credits = Credits()
@@ -242,16 +243,16 @@ def unfreeze_some(session: Session, config: Config, now: datetime) -> int:
     return len(rows)
 
 
-async def unfreeze_due(writer: Writer, config: Config, now: datetime | None = None) -> int:
-    """Make every commission whose freeze is over available; the number of commissions moved.
-    Safe to run twice and at any time: it moves what is due and not yet moved, so it also
-    catches up after downtime."""
-    now, moved = now or datetime.now(UTC), 0
-    while chunk := await writer.run(lambda session: unfreeze_some(session, config, now), slow=True):
+async def unfreeze_due(writer: Writer, config: Config, now: datetime, *, until: datetime | None = None) -> int:
+    """Make every commission whose freeze is over (`now`, or as of `until`) available; the number
+    of commissions moved. Safe to run twice and at any time: it moves what is due and not yet
+    moved, so it also catches up after downtime."""
+    moved, until = 0, until or now
+    while chunk := await writer.run(lambda session: unfreeze_some(session, config, now, until), slow=True):
         moved += chunk
     return moved
 
 
 @feature.job("unfreeze", "interval", minutes=1)
 async def unfreeze_job(app: web.Application) -> int:
-    return await unfreeze_due(app[WRITER], app[CONFIG])
+    return await unfreeze_due(app[WRITER], app[CONFIG], app[CLOCK].now())

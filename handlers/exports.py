@@ -6,7 +6,7 @@ of a large programme never sits in memory."""
 from __future__ import annotations
 
 import re
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from typing import Annotated, Any
 
 from aiohttp import web
@@ -15,7 +15,7 @@ from pydantic import BeforeValidator, ConfigDict, Field
 from bot.api import ApiModel
 from bot.exports import stream_csv
 from bot.feature import Feature
-from bot.typedefs import SESSIONMAKER
+from bot.typedefs import CLOCK, SESSIONMAKER
 from domain import exports
 from domain.formats import CHINA
 from domain.refusals import Refusal
@@ -49,8 +49,8 @@ class ExportQuery(ApiModel):
             raise Refusal("invalid_query", f"'to' ({self.until}) is before 'from' ({self.since}).")
         return exports.day_bounds(self.since, self.until)
 
-    def filename(self, what: str) -> str:
-        today = datetime.now(UTC).astimezone(CHINA).date()
+    def filename(self, what: str, now: datetime) -> str:
+        today = now.astimezone(CHINA).date()
         return f"{what}-{self.since or '开始'}-{self.until or today}.csv"
 
 
@@ -62,7 +62,8 @@ async def ledger_csv(request: web.Request, query: ExportQuery) -> web.StreamResp
 
     async def pages(after: exports.LedgerKey) -> tuple[exports.LedgerKey, list[Any]]:
         return await run_read(sessionmaker, lambda s: exports.ledger_rows(s, start, end, after))
-    return await stream_csv(request, query.filename("ledger"), exports.LEDGER_HEADER, pages, first_key=None)
+    name = query.filename("ledger", request.config_dict[CLOCK].now())
+    return await stream_csv(request, name, exports.LEDGER_HEADER, pages, first_key=None)
 
 
 @feature.api.get("/exports/withdrawals.csv", summary="Withdrawals as CSV, by the day they were requested",
@@ -73,4 +74,5 @@ async def withdrawals_csv(request: web.Request, query: ExportQuery) -> web.Strea
 
     async def pages(after: int) -> tuple[int, list[Any]]:
         return await run_read(sessionmaker, lambda s: exports.withdrawal_rows(s, where, after))
-    return await stream_csv(request, query.filename("withdrawals"), exports.WITHDRAWALS_HEADER, pages)
+    name = query.filename("withdrawals", request.config_dict[CLOCK].now())
+    return await stream_csv(request, name, exports.WITHDRAWALS_HEADER, pages)

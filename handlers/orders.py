@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any, ClassVar, Literal
 
 from aiohttp import web
@@ -23,7 +23,7 @@ from bot.audit import note
 from bot.chat import Ctx, Incoming, active_only
 from bot.feature import Feature
 from bot.menu import MenuKey
-from bot.typedefs import CONFIG, PACKS, SESSIONMAKER, WRITER
+from bot.typedefs import CLOCK, CONFIG, PACKS, SESSIONMAKER, WRITER
 from domain import commission as rules
 from domain.config import Config
 from domain.formats import CHINA, china_time, yuan
@@ -84,11 +84,11 @@ class OrderEvent(RootModel[Annotated[PaidEvent | RefundedEvent | LaterEvent, Fie
 
 
 # ---- group commit ----------------------------------------------------------------------------
-def apply_events(session: Session, config: Config, events: list[EventIn],
+def apply_events(session: Session, config: Config, events: list[EventIn], now: datetime,
                  unlocks: Unlocks = no_unlocks) -> list[dict[str, Any] | Failed]:
     """A batch of events in one transaction, each in its own SAVEPOINT; then what the applied
     ones add up to (balances, batched notices, contest totals, promotions)."""
-    book = OrderBook(session, config, events, datetime.now(UTC), unlocks)
+    book = OrderBook(session, config, events, now, unlocks)
     answers = each_in_savepoint(session, events, book.apply)
     book.finish(session)
     return answers
@@ -97,7 +97,8 @@ def apply_events(session: Session, config: Config, events: list[EventIn],
 @feature.resource(ORDER_EVENTS)
 async def order_events(app: web.Application) -> AsyncIterator[GroupCommit[EventIn, dict[str, Any]]]:
     config, library = app[CONFIG], app[PACKS]
-    yield GroupCommit(app[WRITER], lambda session, events: apply_events(session, config, events, library.unlocks))
+    yield GroupCommit(app[WRITER], lambda session, events: apply_events(session, config, events, app[CLOCK].now(),
+                                                                               library.unlocks))
 
 
 # ---- /api/orders -----------------------------------------------------------------------------

@@ -5,7 +5,7 @@ first sale."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from aiohttp import web
@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from bot.console import page
 from bot.feature import Feature
 from bot.scopes import ANY
-from bot.typedefs import CONFIG, SESSIONMAKER
+from bot.typedefs import CLOCK, CONFIG, SESSIONMAKER
 from content.console_pages import svg_bars, svg_lines
 from domain import dashboard
 from domain.formats import day_start, month_start
@@ -48,7 +48,7 @@ def _figures(session: Session, now: datetime, names: dict[str, str]) -> dict[str
 
 @feature.console.get("/")
 async def overview(request: web.Request) -> web.Response:
-    now = datetime.now(UTC)
+    now = request.config_dict[CLOCK].now()
     names = {r.key: r.name for r in request.config_dict[CONFIG].ranks}
     figures = await run_read(request.config_dict[SESSIONMAKER], lambda s: _figures(s, now, names))
     return page(request, "overview.html", title="概览", current="/", **figures)

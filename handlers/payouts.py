@@ -16,8 +16,6 @@ import logging
 import os
 import secrets
 import signal
-import time
-from datetime import UTC, datetime
 
 from aiohttp import web
 from sqlalchemy import select
@@ -27,7 +25,7 @@ from bot.chat import Ctx, Incoming, active_only
 from bot.console import done
 from bot.feature import Feature
 from bot.headers import content_policy
-from bot.typedefs import CONFIG, PAY, SESSIONMAKER, WECHAT, WRITER
+from bot.typedefs import CLOCK, CONFIG, PAY, SESSIONMAKER, WECHAT, WRITER
 from bot.wechat_api import WeChatError
 from bot.wechat_pay import Bill, PayClient, PayError, PayRefused, SignatureInvalid
 from content.pay_pages import JS_API_LIST, SCRIPT_SOURCES, claim_page, jsapi_signature, notice_page
@@ -63,7 +61,7 @@ async def _store(app: web.Application, bill: Bill) -> payouts.BillRow:
     config = app[CONFIG]
 
     def work(session: Session) -> payouts.BillRow:
-        payouts.record(session, config, bill.out_bill_no, bill.state, datetime.now(UTC),
+        payouts.record(session, config, bill.out_bill_no, bill.state, app[CLOCK].now(),
                        transfer_bill_no=bill.transfer_bill_no, fail_reason=bill.fail_reason,
                        package_info=bill.package_info)
         row = payouts.bill_by_number(session, bill.out_bill_no)
@@ -127,7 +125,7 @@ async def claim_link(request: web.Request) -> web.Response:
     ids = payouts.read_claim_token(config, request.match_info["token"]) if config.pay.on else None
     if ids is None:
         return _html(notice_page("链接无效", "这个领取链接无效。请回到公众号，回复“提现记录”查看。"), 404)
-    claim = await app[WRITER].run(lambda s: payouts.claim(s, ids[0], ids[1], datetime.now(UTC)))
+    claim = await app[WRITER].run(lambda s: payouts.claim(s, ids[0], ids[1], request.config_dict[CLOCK].now()))
     if claim is None:
         return _html(notice_page("链接无效", "这个领取链接无效。请回到公众号，回复“提现记录”查看。"), 404)
     here = config.server.public_url + request.path_qs
@@ -153,7 +151,7 @@ async def claim_link(request: web.Request) -> web.Response:
     except WeChatError as e:
         log.warning("jsapi_ticket: %s", e)
         return _html(notice_page("请稍后再试", "微信暂时没有答复，请过一会儿再打开这个链接。", link=here), 503)
-    nonce, timestamp = secrets.token_hex(8), int(time.time())
+    nonce, timestamp = secrets.token_hex(8), int(request.config_dict[CLOCK].epoch())
     wx_config = {"appId": config.wechat.app_id, "timestamp": timestamp, "nonceStr": nonce,
                  "signature": jsapi_signature(ticket, nonce, timestamp, here), "jsApiList": list(JS_API_LIST)}
     pay: PayClient = app[PAY]
@@ -196,7 +194,7 @@ async def notify(request: web.Request) -> web.Response:
         return web.json_response({"code": "SIGN_ERROR", "message": "signature verification failed"}, status=401)
     number, state = str(bill["out_bill_no"]), str(bill["state"])
     done_ = await request.app[WRITER].run(lambda s: payouts.record(
-        s, config, number, state, datetime.now(UTC), transfer_bill_no=bill.get("transfer_bill_no"),
+        s, config, number, state, request.config_dict[CLOCK].now(), transfer_bill_no=bill.get("transfer_bill_no"),
         fail_reason=bill.get("fail_reason")))
     log.info("WeChat Pay notification: bill %s %s → %s", number, state, done_ or "already applied")
     _fault("before-answer")
@@ -211,7 +209,7 @@ async def reconcile(app: web.Application) -> int:
     about are touched, so a long list is gone through in turns. With pay.mode "off" it does nothing."""
     if not app[CONFIG].pay.on:
         return 0
-    now = datetime.now(UTC)
+    now = app[CLOCK].now()
     numbers = await run_read(app[SESSIONMAKER], lambda s: payouts.unfinished(s, now, JOB_BATCH))
     applied = 0
     for number in numbers:
@@ -221,7 +219,7 @@ async def reconcile(app: web.Application) -> int:
             log.warning("payouts: query of bill %s: %s", number, e)
             continue
         if found is None:
-            await app[WRITER].run(lambda s, n=number: payouts.touch(s, n, datetime.now(UTC)))
+            await app[WRITER].run(lambda s, n=number: payouts.touch(s, n, app[CLOCK].now()))
             continue
         row = await _store(app, found)
         applied += row.state in payouts.FINAL and found.state in payouts.FINAL
@@ -253,5 +251,5 @@ def on_withdrawals(msg: Incoming, ctx: Ctx, me: Distributor) -> Text:
 async def retry_page(request: web.Request) -> web.StreamResponse:
     wid = int(request.match_info["id"])
     config = request.config_dict[CONFIG]
-    amount = await request.config_dict[WRITER].run(lambda s: payouts.retry(s, config, wid, datetime.now(UTC)))
+    amount = await request.config_dict[WRITER].run(lambda s: payouts.retry(s, config, wid, request.config_dict[CLOCK].now()))
     return done(request, "/withdrawals", f"申请 {wid} 将重新转账 {yuan(amount)}：领取链接已发给分销员。")

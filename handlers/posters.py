@@ -18,7 +18,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 from urllib.parse import urlencode
 
@@ -30,7 +30,7 @@ from bot.chat import Ctx, Incoming, Later, active_only
 from bot.console import HEADERS, page
 from bot.feature import Feature
 from bot.menu import MenuKey
-from bot.typedefs import CONFIG, PACKS, SESSIONMAKER, WECHAT, WRITER
+from bot.typedefs import CLOCK, CONFIG, PACKS, SESSIONMAKER, WECHAT, WRITER
 from bot.wechat_api import WeChatAPI, WeChatError
 from content.posters import FileRef, PosterJob, PosterRenderer, TextBox, cache_key
 from content.store import PackContent, open_to, pack_file
@@ -40,6 +40,7 @@ from content.templating import (
     share_url,
     template_variables,
 )
+from domain.clock import Clock
 from domain.messages import Image, Reply, Text
 from storage.db import dialect_insert, run_read
 from storage.models import Distributor
@@ -68,6 +69,7 @@ class Posters:
     wechat: WeChatAPI
     writer: Writer
     read: Any  # an async sessionmaker, for reading pack files
+    clock: Clock
     pending: dict[tuple[int, str, str], asyncio.Future[Reply]] = field(default_factory=dict)
 
 
@@ -76,7 +78,7 @@ POSTERS = web.AppKey("posters", Posters)
 
 @feature.resource(POSTERS)
 async def posters(app: web.Application) -> AsyncIterator[Posters]:
-    yield Posters(PosterRenderer(), app[WECHAT], app[WRITER], app[SESSIONMAKER])
+    yield Posters(PosterRenderer(), app[WECHAT], app[WRITER], app[SESSIONMAKER], app[CLOCK])
 
 
 def _list_text(posters: list[tuple[PackContent, dict[str, Any]]]) -> str:
@@ -175,7 +177,7 @@ async def _make_poster(req: PosterRequest, service: Posters) -> Reply:
     except PackTemplateError:
         log.exception("poster template failed", extra={"pack": req.pack.id, "poster": req.poster["key"]})
         return Text(FAILED)
-    now = datetime.now(UTC)
+    now = service.clock.now()
     qr_url = req.qr_url
     if qr_url is None:
         answer = await service.wechat.create_qrcode(req.code, int(QR_LIFETIME.total_seconds()))
@@ -217,7 +219,7 @@ def _upsert(session: Session, model: Any, keys: list[str], **values: Any) -> Non
 @feature.job("prune-poster-media", "interval", hours=6)
 async def prune_poster_media(app: web.Application) -> None:
     """Forget uploaded posters whose media has expired (WeChat deletes them after 3 days)."""
-    cutoff = datetime.now(UTC)
+    cutoff = app[CLOCK].now()
     await app[WRITER].run(lambda session: session.execute(delete(PosterMedia).where(PosterMedia.expires_at < cutoff)))
 
 

@@ -5,7 +5,7 @@ at once, domain.orders), and an admin's rank change with its history (CONTRACT Â
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from fractions import Fraction
 from typing import Any, ClassVar
 
@@ -18,7 +18,7 @@ from bot.api import ApiModel, actor_of, ok, text
 from bot.chat import Ctx, Incoming, active_only
 from bot.feature import Feature
 from bot.menu import MenuKey
-from bot.typedefs import CONFIG, PACKS, SESSIONMAKER, WRITER
+from bot.typedefs import CLOCK, CONFIG, PACKS, SESSIONMAKER, WRITER
 from domain.distributors import DistributorAnswer, distributor_json, known_distributor
 from domain.figures import personal_sales, teams
 from domain.formats import china_time, yuan
@@ -95,7 +95,7 @@ async def evaluate_ranks(app: web.Application) -> int:
     top, after, promoted = config.ranks[-1].key, 0, 0
     while ids := await run_read(app[SESSIONMAKER], lambda s, after=after: _candidates(s, top, after)):
         changed = await app[WRITER].run(
-            lambda s, ids=ids: promote(s, config, ids, datetime.now(UTC), unlocks=library.unlocks), slow=True)
+            lambda s, ids=ids: promote(s, config, ids, app[CLOCK].now(), unlocks=library.unlocks), slow=True)
         promoted += len(changed)
         after = ids[-1]
     return promoted
@@ -149,7 +149,7 @@ async def set_rank(request: web.Request, body: RankSet) -> web.Response:
 
     def apply(session: Session) -> dict[str, Any]:
         d = _found(session, code)
-        change_rank(session, config, d.id, d.openid, d.rank, body.rank, datetime.now(UTC), reason=body.reason or "",
+        change_rank(session, config, d.id, d.openid, d.rank, body.rank, request.config_dict[CLOCK].now(), reason=body.reason or "",
                     actor=actor, unlocks=library.unlocks)
         session.refresh(d)
         return distributor_json(session, d)

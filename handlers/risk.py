@@ -9,7 +9,7 @@ are domain.suspension's, the same for API and console, recorded with who acted.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, ClassVar, Literal
 from urllib.parse import quote
 
@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from bot.api import ApiModel, IdParam, PageQuery, actor_of, ok, text
 from bot.console import done, page, page_number, returns_to
 from bot.feature import Feature
-from bot.typedefs import CONFIG, SESSIONMAKER, WRITER
+from bot.typedefs import CLOCK, CONFIG, SESSIONMAKER, WRITER
 from domain import risk, suspension
 from domain.distributors import DistributorAnswer, distributor_json, known_distributor
 from storage.db import run_read
@@ -82,7 +82,7 @@ async def resolve_flag(request: web.Request, params: FlagId, body: Resolution) -
     actor = actor_of(request)
 
     def apply(session: Session) -> dict[str, Any]:
-        suspension.resolve(session, params.id, body.action, body.reason, actor, datetime.now(UTC))
+        suspension.resolve(session, params.id, body.action, body.reason, actor, request.config_dict[CLOCK].now())
         return dict(risk.flag_json(risk.find_flag(session, params.id)))
     return ok(await request.config_dict[WRITER].run(apply))
 
@@ -104,7 +104,7 @@ async def _decide(request: web.Request, action: str, reason: str) -> web.Respons
     def apply(session: Session) -> dict[str, Any]:
         d = known_distributor(session, code)
         decide = suspension.suspend if action == suspension.SUSPEND else suspension.reinstate
-        decide(session, d.id, reason, actor, datetime.now(UTC))
+        decide(session, d.id, reason, actor, request.config_dict[CLOCK].now())
         session.refresh(d)
         return distributor_json(session, d)
     return ok(await request.config_dict[WRITER].run(apply))
@@ -131,7 +131,7 @@ async def follow_up_signups(app: web.Application) -> int:
     """Sign-up bursts seven days on: none of those sign-ups sold → a flag (domain.risk.follow_up)."""
     config, looked = app[CONFIG], 0
     while True:
-        done_now = await app[WRITER].run(lambda s: risk.follow_up(s, config, datetime.now(UTC)))
+        done_now = await app[WRITER].run(lambda s: risk.follow_up(s, config, app[CLOCK].now()))
         looked += done_now
         if done_now < risk.FOLLOW_UP_BATCH:
             return looked
@@ -160,7 +160,7 @@ async def resolve_page(request: web.Request) -> web.StreamResponse:
     if not reason:
         return done(request, "/risk", f"处理风险提示 #{fid} 需要填写原因。", error=True)
     await request.config_dict[WRITER].run(
-        lambda s: suspension.resolve(s, fid, str(action), reason, actor, datetime.now(UTC)))
+        lambda s: suspension.resolve(s, fid, str(action), reason, actor, request.config_dict[CLOCK].now()))
     did = "已暂停该分销员" if action == suspension.SUSPEND else "已忽略"
     return done(request, "/risk", f"风险提示 #{fid} {did}。")
 
@@ -176,7 +176,7 @@ async def _decide_form(request: web.Request, action: str) -> web.StreamResponse:
         if d is None:
             return False
         decide = suspension.suspend if action == suspension.SUSPEND else suspension.reinstate
-        decide(session, d.id, reason or "恢复", actor, datetime.now(UTC))
+        decide(session, d.id, reason or "恢复", actor, request.config_dict[CLOCK].now())
         return True
     if not await request.config_dict[WRITER].run(apply):
         return done(request, "/distributors", f"没有推广码为 {code[:16]} 的分销员。", error=True)

@@ -9,7 +9,7 @@ registered (the ticket then has no distributor). `客服 <question>` opens a tic
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import StrEnum
 from typing import Any, ClassVar
 
@@ -23,7 +23,7 @@ from bot.chat import Ctx, Incoming, split_command
 from bot.console import done, page, page_number, returns_to
 from bot.feature import Feature
 from bot.menu import MenuKey
-from bot.typedefs import CONFIG, SESSIONMAKER, WRITER
+from bot.typedefs import CLOCK, CONFIG, SESSIONMAKER, WRITER
 from domain.refusals import Refusal
 from domain import tickets
 from domain.formats import china_time
@@ -90,7 +90,7 @@ async def check_sla(app: web.Application) -> int:
     staff = app[CONFIG].admin.notify_openids
     if not staff:
         return 0
-    return await app[WRITER].run(lambda s: tickets.remind_overdue(s, datetime.now(UTC), staff))
+    return await app[WRITER].run(lambda s: tickets.remind_overdue(s, app[CLOCK].now(), staff))
 
 
 # ---- /api/tickets -----------------------------------------------------------------------------------
@@ -155,7 +155,7 @@ def _detail(session: Session, ticket_id: int, now: datetime) -> dict[str, Any]:
 @api.get("/tickets", summary="Tickets a page at a time: open ones urgent first, then by due time; "
          "other statuses and all (status omitted) newest first", query=TicketQuery, response=TicketList)
 async def list_tickets(request: web.Request, query: TicketQuery) -> web.Response:
-    now = datetime.now(UTC)
+    now = request.config_dict[CLOCK].now()
 
     def read(session: Session) -> dict[str, Any]:
         rows, total = tickets.list_tickets(session, query.status, query.limit, query.offset)
@@ -167,14 +167,14 @@ async def list_tickets(request: web.Request, query: TicketQuery) -> web.Response
          errors=(404,))
 async def get_ticket(request: web.Request, params: TicketId) -> web.Response:
     return ok(await run_read(request.config_dict[SESSIONMAKER],
-                             lambda s: _detail(s, params.id, datetime.now(UTC))))
+                             lambda s: _detail(s, params.id, request.config_dict[CLOCK].now())))
 
 
 @api.post("/tickets/{id}/reply", summary="Answer a ticket: the text goes to the asker in chat (a template message "
           "outside the 48-hour window) and the ticket is answered; 409 when it is closed",
           params=TicketId, body=Answer, response=TicketDetail, errors=(404, 409))
 async def reply_ticket(request: web.Request, params: TicketId, body: Answer) -> web.Response:
-    actor, now = actor_of(request), datetime.now(UTC)
+    actor, now = actor_of(request), request.config_dict[CLOCK].now()
 
     def answer(session: Session) -> dict[str, Any]:
         tickets.answer(session, params.id, body.text, actor, now)
@@ -185,7 +185,7 @@ async def reply_ticket(request: web.Request, params: TicketId, body: Answer) -> 
 @api.post("/tickets/{id}/close", summary="Close a ticket; closing a closed ticket answers 200 and changes nothing",
           params=TicketId, response=TicketDetail, errors=(404,))
 async def close_ticket(request: web.Request, params: TicketId) -> web.Response:
-    now = datetime.now(UTC)
+    now = request.config_dict[CLOCK].now()
 
     def close(session: Session) -> dict[str, Any]:
         tickets.close(session, params.id, now)
@@ -206,7 +206,7 @@ def _tab(value: Any) -> TicketStatus:
 async def tickets_page(request: web.Request) -> web.Response:
     """A page of tickets of one status, in the API's order: open ones urgent first, then by due
     time, each with the minutes left (or past due) counted here; the others newest first."""
-    status, now = _tab(request.query.get("status")), datetime.now(UTC)
+    status, now = _tab(request.query.get("status")), request.config_dict[CLOCK].now()
     number = page_number(request)
 
     def read(session: Session) -> tuple[list[dict[str, Any]], int]:
@@ -225,7 +225,7 @@ async def act_on_ticket_page(request: web.Request) -> web.Response:
     """发送 (the API's answer: the reply reaches the asker, the session is its actor) or 关闭."""
     tid, form = int(request.match_info["id"]), await request.post()
     back = returns_to(request, f"/tickets?status={_tab(form.get('status')).value}")
-    actor, now = actor_of(request), datetime.now(UTC)
+    actor, now = actor_of(request), request.config_dict[CLOCK].now()
     if form.get("action") == "close":
         closed = await request.config_dict[WRITER].run(lambda s: tickets.close(s, tid, now))
         return done(request, back, f"工单 #{tid} 已关闭。" if closed else f"没有工单 #{tid}。", error=not closed)

@@ -8,7 +8,7 @@ link's rank may read; anything else gets a short refusal page and none of the co
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from bot.chat import Ctx, Incoming, active_only
 from bot.feature import Feature
 from bot.menu import MenuKey
-from bot.typedefs import CONFIG, PACKS, SESSIONMAKER
+from bot.typedefs import CLOCK, CONFIG, PACKS, SESSIONMAKER
 from content.pages import markdown_html, page
 from content.store import PackContent, PackLibrary, live_pack_ids, open_to, pack_picture
 from domain.config import Config
@@ -147,7 +147,7 @@ async def _open(request: web.Request) -> Opened | web.Response:
     """The training the request's link opens, or the refusal page."""
     config = request.config_dict[CONFIG]
     pack_id, key, token = int(request.match_info["pack_id"]), request.match_info["key"], request.match_info["token"]
-    reader = read_link_token(config, pack_id, key, token, datetime.now(UTC))
+    reader = read_link_token(config, pack_id, key, token, request.config_dict[CLOCK].now())
     if reader is None:
         return _refusal(INVALID, 404)
     library = request.config_dict[PACKS]

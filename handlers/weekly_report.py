@@ -24,7 +24,7 @@ import html
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from aiohttp import web
@@ -34,7 +34,7 @@ from sqlalchemy.orm import Session
 
 from bot.chat import Ctx, Incoming, active_only
 from bot.feature import Feature
-from bot.typedefs import CONFIG, PACKS, SESSIONMAKER, WRITER
+from bot.typedefs import CLOCK, CONFIG, PACKS, SESSIONMAKER, WRITER
 from content.charts import render_weekly_chart
 from content.pages import page
 from content.store import PackLibrary
@@ -177,7 +177,7 @@ async def send_weekly_reports(app: web.Application, now: datetime | None = None,
     had it yet; how many were queued. The week is the one `now` (default: the clock) falls in.
     Per batch: the figures on a read-only connection, the texts in a thread (off the loop), the
     messages in one unit of work."""
-    week = report_week(now or datetime.now(UTC))
+    week = report_week(now or app[CLOCK].now())
     config, sessionmaker, writer = app[CONFIG], app[SESSIONMAKER], app[WRITER]
     content = await run_read(sessionmaker, lambda s: week_content(s, app[PACKS], week))
     queued, after = 0, 0
@@ -187,7 +187,7 @@ async def send_weekly_reports(app: web.Application, now: datetime | None = None,
             break
         if batch.due:
             messages = await asyncio.to_thread(compose, config, content, week, batch.due)
-            await writer.run(functools.partial(enqueue_many, items=messages), slow=True)
+            await writer.run(functools.partial(enqueue_many, items=messages, now=app[CLOCK].now()), slow=True)
             queued += len(batch.due)
         after = batch.last_id
     log.info("weekly reports queued", extra={"week": week.label, "queued": queued})

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date, datetime, time, timedelta
 from urllib.parse import urlencode
 from typing import Any, ClassVar, Literal
 
@@ -27,7 +27,7 @@ from bot.chat import Ctx, Incoming, active_only
 from bot.feature import Feature
 from bot.console import done, may_open, page, page_number
 from bot.exports import stream_csv
-from bot.typedefs import CONFIG, SESSIONMAKER, WRITER
+from bot.typedefs import CLOCK, CONFIG, SESSIONMAKER, WRITER
 from domain.exports import SOURCE_NAMES, STATUS_NAMES, WITHDRAWALS_HEADER, withdrawal_rows
 from domain.formats import CHINA, china_time, parse_yuan, yuan
 from domain.ledger import balance
@@ -139,7 +139,7 @@ async def get_withdrawal(request: web.Request, params: WithdrawalId) -> web.Resp
 async def _decide(request: web.Request, wid: int, approve: bool, reason: str | None = None) -> web.Response:
     config = request.config_dict[CONFIG]
     row = await request.config_dict[WRITER].run(
-        lambda s: decide_and_tell(s, config, wid, approve, datetime.now(UTC), reason))
+        lambda s: decide_and_tell(s, config, wid, approve, request.config_dict[CLOCK].now(), reason))
     return ok(_withdrawal_json(row))
 
 
@@ -243,8 +243,8 @@ async def export_csv(request: web.Request) -> web.StreamResponse:
 
     async def pages(after: int) -> tuple[int, list[tuple[Any, ...]]]:
         return await run_read(sessionmaker, lambda s: withdrawal_rows(s, history.where(), after))
-    return await stream_csv(request, f"提现记录-{datetime.now(UTC).astimezone(CHINA):%Y%m%d}.csv", WITHDRAWALS_HEADER,
-                            pages)
+    today = request.config_dict[CLOCK].now().astimezone(CHINA)
+    return await stream_csv(request, f"提现记录-{today:%Y%m%d}.csv", WITHDRAWALS_HEADER, pages)
 
 
 @feature.console.post(r"/withdrawals/{id:\d{1,18}}")
@@ -259,5 +259,5 @@ async def decide_page(request: web.Request) -> web.StreamResponse:
     approve = decision == "approve"
     config = request.config_dict[CONFIG]
     await request.config_dict[WRITER].run(
-        lambda s: decide_and_tell(s, config, wid, approve, datetime.now(UTC), None if approve else reason))
+        lambda s: decide_and_tell(s, config, wid, approve, request.config_dict[CLOCK].now(), None if approve else reason))
     return done(request, "/withdrawals", f"申请 {wid} 已{'批准' if approve else '拒绝'}。")

@@ -15,7 +15,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from datetime import UTC, datetime
+from datetime import datetime
+from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -37,8 +38,10 @@ class QueueWorker(Generic[T]):
     an item's row)."""
 
     def __init__(self, queue: DurableQueue, writer: Writer, sessionmaker: async_sessionmaker[AsyncSession], *,
-                 name: str, batch: int, in_flight: int, idle_seconds: float, rate: float | None = None):
+                 now: Callable[[], datetime], name: str, batch: int, in_flight: int, idle_seconds: float,
+                 rate: float | None = None):
         self.queue = queue
+        self.now = now  # the app's clock (domain.clock): storage never reads the time itself
         self.writer = writer
         self._sessionmaker = sessionmaker  # the read-only look for work (no write lock on SQLite)
         self.name, self.batch, self._idle = name, batch, idle_seconds
@@ -83,7 +86,7 @@ class QueueWorker(Generic[T]):
     async def drain_once(self, *, wait: bool = True) -> int:
         """Claim due items and start their deliveries; how many were claimed. With wait=False it
         returns once the last delivery has started."""
-        now = datetime.now(UTC)
+        now = self.now()
         if not await run_read(self._sessionmaker, lambda s: self.queue.has_work(s, now)):
             return 0
         items = await self.writer.run(lambda s: self.claim(s, now, self.batch))
@@ -107,7 +110,7 @@ class QueueWorker(Generic[T]):
 
     async def _one(self, item: T) -> None:
         outcome = await self.deliver(item)
-        await self._marks(self.queue.mark(self.row_of(item), outcome, datetime.now(UTC)))
+        await self._marks(self.queue.mark(self.row_of(item), outcome, self.now()))
 
     def _delivered(self, f: asyncio.Future[None]) -> None:
         self._in_flight.discard(f)

@@ -21,6 +21,7 @@ from aiohttp.test_utils import TestServer
 
 from bot.app import create_app
 from bot.dispatcher import REPLY_DEADLINE_SECONDS
+from domain.clock import FakeClock
 from domain.config import Config
 from bot.sandbox.platform import Platform, SimUser
 from bot.sandbox.views import create_sandbox_app
@@ -102,9 +103,13 @@ class Harness:
     """The bot served over real HTTP, with the sandbox WeChat platform as a separate server,
     exactly as a real deployment talks to WeChat."""
 
-    def __init__(self, config: Config, platform: Platform, wechat_server: TestServer, **app_kwargs: Any):
+    def __init__(self, config: Config, platform: Platform, wechat_server: TestServer, *,
+                 clock: FakeClock | None = None, **app_kwargs: Any):
         self.config = config
         self.platform = platform
+        # The app's clock, which a test moves; WeChat's time moves with it (signed timestamps hold).
+        self.clock = clock or FakeClock()
+        platform.clock = self.clock.epoch
         self.wechat_server = wechat_server
         self.app_kwargs = app_kwargs
         self.server: TestServer | None = None
@@ -124,7 +129,7 @@ class Harness:
         config = self.config.model_copy(update={"wechat": self.config.wechat.model_copy(
             update={"api_base_url": str(self.wechat_server.make_url("/cgi-bin/"))})})
         self.config = config
-        self.server = TestServer(create_app(config, platform=self.platform, **self.app_kwargs))
+        self.server = TestServer(create_app(config, platform=self.platform, clock=self.clock, **self.app_kwargs))
         await self.server.start_server()
         self.platform.webhook_url = self.url + "/wechat"
         if self.http is None:
@@ -217,11 +222,19 @@ async def wechat_server(platform: Platform) -> AsyncIterator[TestServer]:
     await server.close()
 
 
+# ---- the clock (domain.clock): a test moves it (`clock.move(minutes=31)`) instead of waiting ----
 @pytest.fixture
-async def harness(db_url: str, platform: Platform, wechat_server: TestServer) -> AsyncIterator[Harness]:
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+async def harness(db_url: str, platform: Platform, wechat_server: TestServer, clock: FakeClock
+                  ) -> AsyncIterator[Harness]:
     # The product's own deadline (4 s): a busy machine made 2 s miss now and then on PostgreSQL,
     # and a missed deadline turns the passive reply a test reads into a later message.
-    async with Harness(make_config(db_url), platform, wechat_server, reply_deadline=REPLY_DEADLINE_SECONDS) as h:
+    async with Harness(make_config(db_url), platform, wechat_server, reply_deadline=REPLY_DEADLINE_SECONDS,
+                       clock=clock) as h:
         yield h
 
 

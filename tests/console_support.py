@@ -96,11 +96,6 @@ async def sign_in(page: Any, base: str, token: str = ADMIN_TOKEN) -> None:
     await page.get_by_role("button", name="登录").click()
 
 
-def console_of(app: web.Application) -> web.Application:
-    """The console's sub-application (/admin) of the whole app, e.g. for its CLOCK."""
-    return next(r.get_info()["app"] for r in app.router.resources() if r.get_info().get("prefix") == "/admin")
-
-
 def csrf_of(html: str) -> str:
     """The csrf_token of a console page's form (the sign-in form's, or a session's)."""
     found = re.search(r'name="csrf_token" value="([^"]+)"', html)

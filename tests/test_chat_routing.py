@@ -3,7 +3,6 @@ handlers called with a fake ctx (the first of the three test layers)."""
 
 from __future__ import annotations
 
-import time
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
@@ -25,6 +24,7 @@ from storage.models import ConversationState, Distributor, Follower
 from tests.conftest import make_config
 
 NOW = datetime(2026, 11, 25, 2, 0, tzinfo=UTC)
+AT = NOW.timestamp()  # a passive reply's CreateTime
 
 
 class FakeSession:
@@ -391,17 +391,17 @@ def test_replies_round_trip_through_json(reply: Any) -> None:
 @pytest.mark.parametrize("reply", [Text("收益 ¥1.00\n<b>&amp; a]]>b ]]]]> 末"), Image("media]]>1"),
                                    News((Article("标题]]>", "描述 <&>", "http://x/?a=1&b=2", "http://y.jpg"),))])
 def test_rendered_replies_read_back_with_wechatpy(reply: Any) -> None:
-    message = wechatpy.parse_message(render(reply, account="gh_acct", openid="oUser]]>"))
+    message = wechatpy.parse_message(render(reply, account="gh_acct", openid="oUser]]>", at=AT))
     assert message.source == "gh_acct" and message.target == "oUser]]>"
-    assert abs(message.create_time.timestamp() - time.time()) < 5
+    assert message.create_time.timestamp() == int(AT)
     match reply:
         case Text(content):
             assert message.type == "text" and message.content == content
         case Image(media_id):
-            fields = xmltodict.parse(render(reply, account="gh", openid="o"))["xml"]
+            fields = xmltodict.parse(render(reply, account="gh", openid="o", at=AT))["xml"]
             assert fields["MsgType"] == "image" and fields["Image"]["MediaId"] == media_id
         case News(articles):
-            fields = xmltodict.parse(render(reply, account="gh", openid="o"))["xml"]
+            fields = xmltodict.parse(render(reply, account="gh", openid="o", at=AT))["xml"]
             item = fields["Articles"]["item"]
             a = articles[0]
             assert (item["Title"], item["Description"], item["Url"], item["PicUrl"]) == (
@@ -409,13 +409,13 @@ def test_rendered_replies_read_back_with_wechatpy(reply: Any) -> None:
 
 
 def test_render_drops_characters_xml_cannot_hold() -> None:
-    message = wechatpy.parse_message(render(Text("a\x00b\x07c\td"), account="gh", openid="o"))
+    message = wechatpy.parse_message(render(Text("a\x00b\x07c\td"), account="gh", openid="o", at=AT))
     assert message.content == "abc\td"
 
 
 def test_render_shows_a_single_article_and_says_success_for_nothing() -> None:
-    assert render(None, account="gh", openid="o") == "success"
-    xml = render(News((Article("一"), Article("二"))), account="gh", openid="oUser")
+    assert render(None, account="gh", openid="o", at=AT) == "success"
+    xml = render(News((Article("一"), Article("二"))), account="gh", openid="oUser", at=AT)
     fields = xmltodict.parse(xml)["xml"]
     assert fields["ArticleCount"] == "1" and fields["ToUserName"] == "oUser" and fields["FromUserName"] == "gh"
 

@@ -1,12 +1,12 @@
 """Console sessions belong to their token (CONTRACT §7, issue 20 item 8): a session ends when its
 token is removed or replaced in the configuration or its scopes change (the app started again
 with the changed config.toml), after 30 idle minutes, and 12 hours after sign-in however active.
-Over HTTP on both databases, with the console's clock moved instead of waiting; and in Chromium."""
+Over HTTP on both databases, with the app's clock moved instead of waiting; and in Chromium."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +17,10 @@ from sqlalchemy import func, select
 
 from bot.console import IDLE, MAX_AGE
 from bot.sandbox.platform import Platform
-from bot.sign_in import CLOCK
 from bot.typedefs import SESSIONMAKER
 from storage.tables import CAMPAIGNS, CONSOLE_SESSIONS
 from tests.conftest import Harness, make_config
-from tests.console_support import console_of, csrf_of, post_sign_in, serve, sign_in
+from tests.console_support import csrf_of, post_sign_in, serve, sign_in
 
 OPS = {"name": "ops", "token": "ops-token-0123456789", "scopes": ["ops"]}
 # The [[admin.tokens]] the app is started again with, and whether the ops session lives on.
@@ -92,33 +91,32 @@ async def test_a_session_ends_when_its_token_changes(h: Harness, http: aiohttp.C
 
 
 async def test_a_session_ends_after_30_idle_minutes(h: Harness, http: aiohttp.ClientSession) -> None:
-    now = [datetime.now(UTC)]
-    console_of(h.app)[CLOCK].now = lambda: now[0]
+    clock = h.clock
+    clock.freeze()
     _, _, cookie, _ = await post_sign_in(http, h.url)
     assert cookie
-    now[0] += IDLE - timedelta(minutes=1)
+    clock.move(IDLE - timedelta(minutes=1))
     assert await signed_in(http, h.url, cookie)  # a request: idle from here again
-    now[0] += IDLE - timedelta(seconds=1)
+    clock.move(IDLE - timedelta(seconds=1))
     assert await signed_in(http, h.url, cookie)
-    now[0] += IDLE + timedelta(seconds=1)
+    clock.move(IDLE + timedelta(seconds=1))
     assert not await signed_in(http, h.url, cookie)
     assert await sessions(h) == 0
-    now[0] -= IDLE  # the row is gone: even a clock set back does not bring the session back
+    clock.move(-IDLE)  # the row is gone: even a clock set back does not bring the session back
     assert not await signed_in(http, h.url, cookie)
 
 
 async def test_a_session_ends_12_hours_after_sign_in_however_active(h: Harness, http: aiohttp.ClientSession) -> None:
-    start = datetime.now(UTC)
-    now = [start]
-    console_of(h.app)[CLOCK].now = lambda: now[0]
+    clock = h.clock
+    start = clock.freeze()
     _, _, cookie, _ = await post_sign_in(http, h.url, OPS["token"])
     assert cookie
     step = IDLE - timedelta(minutes=1)
-    while now[0] + step - start <= MAX_AGE:
-        now[0] += step
-        assert await signed_in(http, h.url, cookie), now[0] - start
-    now[0] += step
-    assert now[0] - start > MAX_AGE and now[0] - start < MAX_AGE + IDLE
+    while clock.now() + step - start <= MAX_AGE:
+        clock.move(step)
+        assert await signed_in(http, h.url, cookie), clock.now() - start
+    clock.move(step)
+    assert clock.now() - start > MAX_AGE and clock.now() - start < MAX_AGE + IDLE
     assert not await signed_in(http, h.url, cookie)
     async with http.get(h.url + "/admin/", cookies={"distbot_admin": cookie}) as resp:
         assert "管理令牌" in await resp.text()

@@ -22,6 +22,7 @@ from storage.tables import ENTRIES
 from tests.conftest import ADMIN_TOKEN, Harness, make_config
 from tests.money_support import balance, check_invariants, pay, seed, send
 from tests.test_audit import console, csrf
+from tests.test_jobs import run_job
 
 PRIZES = [30000, 10000]
 
@@ -59,15 +60,12 @@ async def contest(h: Harness, cid: int) -> dict[str, Any]:
     return body
 
 
-async def settled(h: Harness, cid: int, timeout: float = 20) -> dict[str, Any]:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        body = await contest(h, cid)
-        if body["status"] == "settled":
-            return body
-        assert asyncio.get_running_loop().time() < deadline, body
-        await h.api("POST", "/jobs/contests/run")
-        await asyncio.sleep(0.3)
+async def settled(h: Harness, cid: int) -> dict[str, Any]:
+    """The contest once the contests job ran (it settles every contest that has ended)."""
+    await run_job(h, "contests")
+    body = await contest(h, cid)
+    assert body["status"] == "settled", body
+    return body
 
 
 def places(body: dict[str, Any]) -> list[tuple[int, str, int]]:
@@ -190,9 +188,8 @@ async def test_settlement_pays_each_winner_once_and_sends_the_results(h: Harness
                                {"place": 2, "code": b.code, "prize_fen": 10000}]
     assert places(done) == [(1, a.code, 30000), (2, b.code, 20000), (3, c.code, 10000)]
     # Settling again, by the job and straight through the domain, changes nothing.
-    await h.api("POST", "/jobs/contests/run")
-    assert await h.app[WRITER].run(lambda s: contest_results.settle(s, created["id"], datetime.now(UTC))) is None
-    await asyncio.sleep(0.3)
+    await run_job(h, "contests")
+    assert await h.app[WRITER].run(lambda s: contest_results.settle(s, created["id"], h.clock.now())) is None
     assert await rewards(h) == [(a.id, 30000, f"contest:{created['id']}"), (b.id, 10000, f"contest:{created['id']}")]
     assert (await balance(h, a))["available_fen"] == 30000  # the prize, available at once
     await check_invariants(h)
@@ -216,7 +213,7 @@ async def test_a_new_members_contest_counts_members_still_active_and_pays_nothin
     members = [await person(h, f"新人{i}", inviter=x) for i in range(3)]
     await person(h, "新人甲", inviter=y)
     await person(h, "新人乙", inviter=y)
-    status, created = await create(h, metric="new_members", ends_at=iso(now() + timedelta(seconds=3)))
+    status, created = await create(h, metric="new_members", ends_at=iso(now() + timedelta(hours=1)))
     assert status == 201, created
     assert places(await contest(h, created["id"])) == [(1, x.code, 3), (2, y.code, 2)]
     _, quitter = members[0]
@@ -226,7 +223,8 @@ async def test_a_new_members_contest_counts_members_still_active_and_pays_nothin
     await h.say(quitter2, "退出")
     await h.say(quitter2, "确认退出")
     assert places(await contest(h, created["id"])) == [(1, y.code, 2), (2, x.code, 1)]
-    await asyncio.sleep(3)
+    assert (await contest(h, created["id"]))["status"] == "running"
+    h.clock.move(hours=1, seconds=1)  # the contest has ended
     done = await settled(h, created["id"])
     assert done["winners"] == [] and places(done) == [(1, y.code, 2), (2, x.code, 1)]
     assert await rewards(h) == []
@@ -234,15 +232,11 @@ async def test_a_new_members_contest_counts_members_still_active_and_pays_nothin
 
 # ---- 排行 and the monthly star ----------------------------------------------------------------------
 async def star(h: Harness) -> dict[str, Any]:
-    deadline = asyncio.get_running_loop().time() + 10
-    while True:
-        listed = (await h.api("GET", "/contests"))[1]["contests"]
-        found = [c for c in listed if (c["source"] or "").startswith("star:")]
-        if found:
-            return found[0]
-        assert asyncio.get_running_loop().time() < deadline
-        await h.api("POST", "/jobs/contests/run")
-        await asyncio.sleep(0.2)
+    """This month's star, which the contests job makes."""
+    await run_job(h, "contests")
+    listed = (await h.api("GET", "/contests"))[1]["contests"]
+    [found] = [c for c in listed if (c["source"] or "").startswith("star:")]
+    return found
 
 
 async def test_the_job_makes_this_months_star_once(h: Harness) -> None:
@@ -252,8 +246,7 @@ async def test_the_job_makes_this_months_star_once(h: Harness) -> None:
     assert first["title"] == f"月度推广之星（{local.year}年{local.month}月）"
     assert first["prizes_fen"] == [8800] and first["audience"] == "all" and first["status"] == "running"
     assert first["starts_at"] == f"{local:%Y-%m}-01T00:00:00+08:00"
-    await h.api("POST", "/jobs/contests/run")
-    await asyncio.sleep(0.5)
+    await run_job(h, "contests")
     assert [c["id"] for c in (await h.api("GET", "/contests"))[1]["contests"]] == [first["id"]]
 
 

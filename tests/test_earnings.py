@@ -124,7 +124,7 @@ async def test_unfreeze_job_is_idempotent_and_catches_up(h: Any) -> None:
     await send(h, "U1", "completed")
     await pay(h, "U2", 10000, seller)  # not completed: stays pending
     app = h.app
-    run = lambda now: unfreeze_due(app[WRITER], app[CONFIG], now=now)  # noqa: E731
+    run = lambda until: unfreeze_due(app[WRITER], app[CONFIG], h.clock.now(), until=until)  # noqa: E731
     assert await run(datetime.now(UTC) + timedelta(days=6)) == 0
     assert (await balance(h, seller))["available_fen"] == 0
     later = datetime.now(UTC) + timedelta(days=30)  # long after: catching up

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -44,7 +44,7 @@ async def test_exit_settles_hands_over_and_pays_out_the_rest(h: Any) -> None:
     # 1290 made available, 1000 still frozen.
     await pay(h, "X1", 12900, leaver)
     await send(h, "X1", "completed")
-    await unfreeze_due(app[WRITER], app[CONFIG], now=datetime.now(UTC) + timedelta(days=8))
+    await unfreeze_due(app[WRITER], app[CONFIG], h.clock.now(), until=h.clock.now() + timedelta(days=8))
     await pay(h, "X2", 10000, leaver)
     await send(h, "X2", "completed")
 
@@ -69,7 +69,7 @@ async def test_exit_settles_hands_over_and_pays_out_the_rest(h: Any) -> None:
         (1290, "exit")]
 
     # The frozen rest unfreezes on schedule and goes out through the same request path.
-    await unfreeze_due(app[WRITER], app[CONFIG], now=datetime.now(UTC) + timedelta(days=8))
+    await unfreeze_due(app[WRITER], app[CONFIG], h.clock.now(), until=h.clock.now() + timedelta(days=8))
     assert await balance(h, leaver) == {"pending_fen": 0, "available_fen": 0, "withdrawing_fen": 2290,
                                         "withdrawn_fen": 0}
     status, body = await h.api("GET", "/withdrawals?status=pending")

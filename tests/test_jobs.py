@@ -21,6 +21,7 @@ from sqlalchemy import insert, text
 from bot.feature import Feature
 from bot.features import FEATURES
 from bot.leader import lead
+from bot.scheduler import JOBS
 from bot.sandbox.platform import Platform
 from storage.db import create_engine
 from storage.migrate import upgrade
@@ -100,6 +101,13 @@ async def until_runs(h: Harness, name: str, runs: int) -> dict[str, Any]:
         job = (await jobs(h))[name]
         return job if job["runs"] >= runs else None
     return await eventually(ran, what=f"{name} finishes {runs} run(s)")
+
+
+async def run_job(h: Harness, name: str) -> Any:
+    """Run the job `name` once in the test's own task, its result (what POST /api/jobs/{name}/run
+    starts in the background, without waiting for it); with the clock moved first, a job that
+    acts on time sees what it would see then."""
+    return await h.app[JOBS].by_name[name].run(h.app)
 
 
 async def test_the_contract_jobs_are_listed_with_their_next_run(db_url: str, platform: Platform,

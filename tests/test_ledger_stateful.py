@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections.abc import Coroutine
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from decimal import Decimal
 from fractions import Fraction
 from typing import Any
@@ -141,8 +141,8 @@ class LedgerMachine(RuleBasedStateMachine):
 
     @rule()
     def unfreeze(self) -> None:
-        app = self.harness.app
-        self.run(unfreeze_due(app[WRITER], app[CONFIG], now=datetime.now(UTC) + timedelta(days=8)))
+        app, now = self.harness.app, self.harness.clock.now()
+        self.run(unfreeze_due(app[WRITER], app[CONFIG], now, until=now + timedelta(days=8)))
 
     @rule(who=st.integers(0, 3), fen=st.integers(1, 300_000))
     def withdraw(self, who: int, fen: int) -> None:

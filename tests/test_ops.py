@@ -14,7 +14,7 @@ from bot.app import create_app
 from domain.messages import Text
 from domain.outbox import enqueue
 from bot.sandbox.platform import Platform
-from bot.typedefs import WRITER
+from bot.typedefs import CLOCK, WRITER
 from tests.conftest import Harness, make_config
 
 
@@ -100,7 +100,7 @@ async def idle(db_url: str, platform: Platform, wechat_server: Any) -> Any:
 async def test_metrics_show_the_current_outbox_depth(idle: Harness) -> None:
     def queue(session: Any) -> None:
         for i in range(3):
-            enqueue(session, f"depth:{i}", "oSomeone", Text(f"消息{i}"))
+            enqueue(session, f"depth:{i}", "oSomeone", Text(f"消息{i}"), now=idle.app[CLOCK].now())
     await idle.app[WRITER].run(queue)
     _, _, text = await get(idle, "/metrics")
     assert sample(text, "distbot_outbox_depth") == 3
@@ -109,7 +109,8 @@ async def test_metrics_show_the_current_outbox_depth(idle: Harness) -> None:
 async def test_outbox_depth_falls_back_to_zero_once_sent(harness: Harness) -> None:
     user = harness.user()
     await harness.follow(user)
-    await harness.app[WRITER].run(lambda session: enqueue(session, "depth:sent", user.openid, Text("已送达")))
+    await harness.app[WRITER].run(lambda session: enqueue(session, "depth:sent", user.openid, Text("已送达"),
+                                                                      now=harness.app[CLOCK].now()))
     await harness.platform.wait_for(user.openid, lambda i: i.get("via") == "custom")
     await harness.settled()  # its mark follows the send
     _, _, text = await get(harness, "/metrics")

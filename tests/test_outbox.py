@@ -17,7 +17,7 @@ from bot.outbox import Outbox
 from domain.messages import Text
 from domain.outbox import enqueue as queue_message
 from bot.sandbox.platform import Platform, SimUser
-from bot.typedefs import METRICS, SESSIONMAKER, WECHAT, WRITER
+from bot.typedefs import CLOCK, METRICS, SESSIONMAKER, WECHAT, WRITER
 from storage.durable_queue import Backoff
 from storage.models import OutboxMessage
 from tests.conftest import Harness, make_config
@@ -43,7 +43,8 @@ async def follower(h: Harness) -> SimUser:
 
 
 async def enqueue(h: Harness, key: str, openid: str, text: str, **kw: Any) -> None:
-    await h.app[WRITER].run(lambda session: queue_message(session, key, openid, Text(text), **kw))
+    await h.app[WRITER].run(lambda session: queue_message(session, key, openid, Text(text),
+                                                                           now=h.app[CLOCK].now(), **kw))
 
 
 async def row(h: Harness, key: str) -> OutboxMessage:

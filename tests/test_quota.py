@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from sqlalchemy import delete, select, update
 
 from bot.sandbox.platform import Platform, SimUser
-from bot.typedefs import DISPATCHER, SESSIONMAKER, WRITER
+from bot.typedefs import CLOCK, DISPATCHER, SESSIONMAKER, WRITER
 from domain.messages import Text
 from domain.outbox import NO_TEMPLATE, Queued, enqueue_many
 from domain.quota import Due, Grant, GrantKind, Rank, Route, choose
@@ -42,7 +42,7 @@ async def start_workers(h: Harness) -> None:
 async def queue(h: Harness, user: SimUser, *items: tuple[str, str, bool]) -> None:
     """Notices (key, text, with a template) in one unit, in order."""
     await h.app[WRITER].run(lambda s: enqueue_many(s, [
-        Queued(key, user.openid, Text(text), None if templated else NO_TEMPLATE) for key, text, templated in items]))
+        Queued(key, user.openid, Text(text), None if templated else NO_TEMPLATE) for key, text, templated in items], now=h.app[CLOCK].now()))
 
 
 async def rows(h: Harness, openid: str) -> dict[str, OutboxMessage]:

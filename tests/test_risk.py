@@ -18,12 +18,12 @@ from aiohttp.test_utils import TestServer
 from sqlalchemy import func, select, update
 
 from bot.sandbox.platform import Platform
-from bot.typedefs import CONFIG, SESSIONMAKER, WRITER
-from domain.risk import follow_up
+from bot.typedefs import SESSIONMAKER, WRITER
 from storage.models import Distributor
 from storage.models_risk import RiskFlag
 from tests.conftest import Harness, make_config
 from tests.money_support import balance, pay, seed, send
+from tests.test_jobs import run_job
 
 STAFF = ("oRiskStaffWang", "oRiskStaffLi")
 _phones = itertools.count(1)
@@ -133,16 +133,20 @@ async def test_signup_burst_and_the_silent_recruits_seven_days_on(h: Harness) ->
     status, _ = await h.api("POST", f"/risk/flags/{fid}/resolve", json={"action": "dismiss", "reason": "年会拉新"})
     assert status == 200
 
-    app, later = h.app, datetime.now(UTC) + timedelta(days=7, minutes=1)
+    app, start = h.app, h.clock.now()
     # Six days on nothing is due; seven days on, none of the 31 has sold: a new flag.
-    assert await app[WRITER].run(lambda s: follow_up(s, app[CONFIG], later - timedelta(days=1))) == 0
-    assert await app[WRITER].run(lambda s: follow_up(s, app[CONFIG], later)) == 1
+    h.clock.set(start + timedelta(days=6, minutes=1))
+    assert await run_job(h, "risk") == 0
+    h.clock.set(start + timedelta(days=7, minutes=1))
+    for openid in STAFF:  # the staff wrote to the account meanwhile: within WeChat's 48 hours
+        h.platform.users[openid].last_interaction = h.platform.clock()
+    assert await run_job(h, "risk") == 1
     body = await flags(h)
     assert [(f["distributor_code"], f["rule"]) for f in body["flags"]] == [(inviter.code, "signup_burst")]
     assert "31 人至今无一人成交" in body["flags"][0]["detail"] and body["flags"][0]["id"] != fid
     await staff_told(h, "无一人成交", inviter.code)
     # Looked at once: the job again changes nothing.
-    assert await app[WRITER].run(lambda s: follow_up(s, app[CONFIG], later)) == 0
+    assert await run_job(h, "risk") == 0
     async with app[SESSIONMAKER]() as s:
         assert await s.scalar(select(func.count()).select_from(RiskFlag)) == 2
     assert earlier  # (the seeded recruits)
@@ -158,8 +162,8 @@ async def test_a_burst_whose_recruits_sold_is_left_alone(db_url: str, platform: 
         async with h.app[SESSIONMAKER]() as s:
             d = await s.scalar(select(Distributor).where(Distributor.code == recruit["code"]))
         await pay(h, "SOLD1", 1000, d)
-        app, later = h.app, datetime.now(UTC) + timedelta(days=8)
-        assert await app[WRITER].run(lambda s: follow_up(s, app[CONFIG], later)) == 1
+        h.clock.move(days=8)
+        assert await run_job(h, "risk") == 1
         body = await flags(h)
         assert body["total"] == 1 and "无一人成交" not in body["flags"][0]["detail"]
 

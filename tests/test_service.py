@@ -23,6 +23,7 @@ from storage.models import OutboxMessage
 from storage.models_engage import Ticket
 from tests.conftest import Harness, make_config
 from tests.money_support import seed
+from tests.test_jobs import run_job
 from tests.test_ops import get, sample
 
 STAFF = ("oStaffWang", "oStaffLi")
@@ -229,28 +230,29 @@ async def reminders(h: Harness) -> list[str]:
         return sorted(await session.scalars(select(OutboxMessage.key).where(OutboxMessage.key.like("sla:%"))))
 
 
-async def test_overdue_tickets_are_reminded_once_with_a_controllable_clock(h: Harness) -> None:
+async def test_overdue_tickets_are_reminded_once_as_the_clock_moves(h: Harness) -> None:
     _, user = await seed(h)
     urgent, _ = await ask(h, user, "客服 紧急：无法登录后台")
     normal, _ = await ask(h, user, "客服 想改手机号")
     answered, _ = await ask(h, user, "客服 这个会被回复")
     await h.api("POST", f"/tickets/{answered}/reply", json={"text": "好的"})
-    now = datetime.now(UTC)
+    start = h.clock.now()
 
-    def remind(at: datetime) -> Any:
-        return h.app[WRITER].run(lambda s: tickets.remind_overdue(s, at, STAFF))
+    async def remind_at(later: timedelta) -> int:
+        h.clock.set(start + later)
+        return await run_job(h, "sla")
 
-    assert await remind(now + timedelta(minutes=10)) == 0  # nothing due yet
-    assert await remind(now + timedelta(minutes=45)) == 1  # the urgent one is 15 minutes late
-    assert await remind(now + timedelta(minutes=50)) == 0  # reminded once
+    assert await remind_at(timedelta(minutes=10)) == 0  # nothing due yet
+    assert (await ticket(h, urgent))["overdue"] is False
+    assert await remind_at(timedelta(minutes=45)) == 1  # the urgent one is 15 minutes late
+    assert await remind_at(timedelta(minutes=50)) == 0  # reminded once
     assert await reminders(h) == sorted(f"sla:{urgent}:{o}" for o in STAFF)
     item = await h.platform.wait_for(STAFF[0], lambda m: f"工单 #{urgent}" in str(m))
     assert "紧急" in item["content"] and "已超时 1" in item["content"] and "无法登录后台" in item["content"]
-    t = await ticket(h, urgent)
-    assert t["overdue"] is False  # by the wall clock it is not due yet
+    assert (await ticket(h, urgent))["overdue"] is True
 
-    assert await remind(now + timedelta(hours=5)) == 1  # the normal one; answered ones never
-    assert await remind(now + timedelta(hours=6)) == 0
+    assert await remind_at(timedelta(hours=5)) == 1  # the normal one; answered ones never
+    assert await remind_at(timedelta(hours=6)) == 0
     assert await reminders(h) == sorted(f"sla:{tid}:{o}" for tid in (urgent, normal) for o in STAFF)
     for openid in STAFF:
         item = await h.platform.wait_for(openid, lambda m: f"工单 #{normal}" in str(m))
@@ -263,14 +265,13 @@ async def test_overdue_tickets_are_reminded_once_with_a_controllable_clock(h: Ha
 async def test_the_sla_job_reminds_once_across_runs(h: Harness) -> None:
     _, user = await seed(h)
     tid, _ = await ask(h, user, "客服 提现一直没到账")
-    await set_due(h, tid, datetime.now(UTC) - timedelta(minutes=7))
+    assert (await ticket(h, tid))["overdue"] is False
+    h.clock.move(hours=4, minutes=7)  # 7 minutes past the 4 hours promised
     t = await ticket(h, tid)
     assert t["overdue"] is True
-    for _ in range(2):
-        status, _ = await h.api("POST", "/jobs/sla/run")
-        assert status == 202
-    await h.platform.wait_for(STAFF[1], lambda m: f"工单 #{tid}" in str(m))
-    await asyncio.sleep(0.5)
+    assert [await run_job(h, "sla") for _ in range(2)] == [1, 0]
+    for openid in STAFF:
+        await h.platform.wait_for(openid, lambda m: f"工单 #{tid}" in str(m))
     assert await reminders(h) == sorted(f"sla:{tid}:{o}" for o in STAFF)
     for openid in STAFF:
         assert len(bot_texts(h.platform.users[openid], f"工单 #{tid}")) == 1

@@ -20,12 +20,13 @@ from aiohttp.test_utils import TestServer
 from sqlalchemy import select
 
 from bot.sandbox.platform import Platform
-from bot.sign_in import CLOCK, LIMIT, WINDOW
+from bot.sign_in import LIMIT, WINDOW
 from bot.typedefs import SESSIONMAKER, WRITER
+from domain.clock import FakeClock
 from domain.config import ConfigError, load_config
 from storage.tables import SIGN_IN_TRIES
 from tests.conftest import ADMIN_TOKEN, Harness, make_config
-from tests.console_support import console_of, post_sign_in
+from tests.console_support import post_sign_in
 from tests.test_jobs import until_runs
 
 WRONG = "wrong-token-S3CRET"
@@ -38,11 +39,10 @@ def start(db_url: str, platform: Platform, wechat_server: TestServer) -> Start:
     return lambda **server: Harness(make_config(db_url, server=server), platform, wechat_server)
 
 
-def still(h: Harness) -> list[datetime]:
-    """The console's clock standing at now[0] until the test moves it."""
-    now = [datetime.now(UTC)]
-    console_of(h.app)[CLOCK].now = lambda: now[0]
-    return now
+def still(h: Harness) -> FakeClock:
+    """The app's clock, standing still until the test moves it."""
+    h.clock.freeze()
+    return h.clock
 
 
 @pytest.fixture
@@ -61,12 +61,12 @@ async def failures(h: Harness) -> list[dict[str, Any]]:
 async def test_ten_failures_then_even_the_right_token_is_refused(
         start: Start, http: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture) -> None:
     async with start() as h:
-        now = still(h)
+        clock = still(h)
         with caplog.at_level(logging.WARNING, logger="bot.sign_in"):
             for _ in range(LIMIT):
                 status, _, cookie, _ = await post_sign_in(http, h.url, WRONG)
                 assert (status, cookie) == (401, None)
-        now[0] += timedelta(minutes=4)
+        clock.move(minutes=4)
         status, headers, cookie, _ = await post_sign_in(http, h.url, ADMIN_TOKEN)
         assert (status, cookie) == (429, None)  # not compared: the right token does not sign in
         assert headers["Retry-After"] == str(int((WINDOW - timedelta(minutes=4)).total_seconds()))
@@ -79,7 +79,7 @@ async def test_ten_failures_then_even_the_right_token_is_refused(
             (401, "-", "client:127.0.0.1", "登录失败", "POST")}
         assert WRONG not in str(entries) and ADMIN_TOKEN not in str(entries)
 
-        now[0] += WINDOW  # 14 minutes after the failures: checked again
+        clock.move(WINDOW)  # 14 minutes after the failures: checked again
         status, _, cookie, _ = await post_sign_in(http, h.url, ADMIN_TOKEN)
         assert status == 303 and cookie
 

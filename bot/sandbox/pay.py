@@ -12,7 +12,6 @@ import dataclasses
 import itertools
 import json
 import secrets
-import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -20,6 +19,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from domain.clock import Clock
 from bot.sandbox.pay_bills import (
     CANCELLABLE,
     CONFIRM_WITHIN_SECONDS,
@@ -48,10 +48,13 @@ from bot.wechat_pay_crypto import (
 
 class PayEmulator:
     def __init__(self, keys: EmulatorKeys, *, appid: str, http: aiohttp.ClientSession | None = None,
-                 clock: Callable[[], float] = time.time):
+                 clock: Callable[[], float] | None = None, wall: Clock | None = None):
         self.keys = keys
         self.appid = appid
-        self.clock = clock  # the bills' times (the 24-hour close); signatures use the real time
+        # WeChat Pay's own clock signs (`wall`: real time unless given); `clock` dates the bills (the
+        # 24-hour close), which a test moves alone.
+        self.wall = wall or Clock()
+        self.clock: Callable[[], float] = clock or self.wall.epoch
         self.http = http
         self._own_http: aiohttp.ClientSession | None = None
         # Knobs (the sandbox's short delays; WeChat Pay's are 0 s, 15 s ×10, 300 s ×10, 1,800 s ×44).
@@ -213,12 +216,13 @@ class PayEmulator:
             self._probed.add(url)
             probe = PROBE_PREFIX + secrets.token_urlsafe(64)
             headers = signed_headers(self.keys.private_key, self.keys.public_key_id, body,
-                                     timestamp=int(time.time()), signature=probe)
+                                     timestamp=int(self.wall.epoch()), signature=probe)
             self.probes.append((url, await self._post(url, body, headers)))
         copies = 2 if self.duplicate_callbacks else 1
         for attempt, delay in enumerate(self.callback_delays, 1):
             await asyncio.sleep(delay)
-            headers = signed_headers(self.keys.private_key, self.keys.public_key_id, body, timestamp=int(time.time()))
+            headers = signed_headers(self.keys.private_key, self.keys.public_key_id, body,
+                                     timestamp=int(self.wall.epoch()))
             status = await self._post(url, body, headers)
             self.deliveries.append(Delivery(bill.out_bill_no, state, attempt, status))
             if status is not None and 200 <= status < 300:
@@ -232,7 +236,7 @@ class PayEmulator:
         headers = {"Request-ID": uuid.uuid4().hex}
         if status != 401:  # WeChat Pay signs an answer only to a request whose signature it verified
             headers |= signed_headers(self.keys.private_key, self.keys.public_key_id, body,
-                                      timestamp=int(time.time() + self.answer_skew))
+                                      timestamp=int(self.wall.epoch() + self.answer_skew))
         return web.Response(status=status, body=body, headers=headers, content_type="application/json")
 
     def _signature_error(self, request: web.Request, body: bytes) -> str | None:
@@ -241,7 +245,7 @@ class PayEmulator:
             return "Authorization 格式错误"
         if auth["mchid"] != self.keys.mchid or auth["serial_no"] != self.keys.merchant_serial:
             return "商户号或商户证书序列号错误"
-        if not auth["timestamp"].isdigit() or abs(time.time() - int(auth["timestamp"])) > MAX_SKEW_SECONDS:
+        if not auth["timestamp"].isdigit() or abs(self.wall.epoch() - int(auth["timestamp"])) > MAX_SKEW_SECONDS:
             return "请求时间戳与服务器时间相差超过5分钟"
         message = request_message(request.method, request.raw_path, auth["timestamp"], auth["nonce_str"], body)
         if not signature_valid(self.keys.merchant_public_key, message, auth["signature"]):

@@ -13,6 +13,7 @@ import itertools
 import secrets
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +22,7 @@ import xmltodict
 from wechatpy.crypto import PrpCrypto
 
 from bot.sandbox.quota import MESSAGE, Quota, grant_of
+from domain.clock import Clock
 
 TOKEN_TTL = 7200
 OLD_TOKEN_GRACE = 300  # a new token leaves the previous one valid for about five minutes
@@ -80,14 +82,14 @@ class Ticket:
 
 
 class Platform:
-    def __init__(self, *, app_id: str, app_secret: str, token: str, encoding_aes_key: str = "",
-                 webhook_url: str = "", template_ids: frozenset[str] | None = None):
+    def __init__(self, *, app_id: str, app_secret: str, token: str, encoding_aes_key: str = "", webhook_url: str = "",
+                 template_ids: frozenset[str] | None = None, clock: Callable[[], float] | None = None):
         self.app_id, self.app_secret, self.token = app_id, app_secret, token
         self.aes_key = base64.b64decode(encoding_aes_key + "=") if encoding_aes_key else None
         self.webhook_url = webhook_url
         self.account = "gh_sandbox000001"
         self.template_ids = template_ids  # None: any non-empty template_id is accepted
-        self.clock = time.time
+        self.clock: Callable[[], float] = clock or Clock().epoch  # WeChat's time (tests: the app's clock)
         self.tokens: dict[str, float] = {}
         self.jsapi_tickets: dict[str, float] = {}
         self.users: dict[str, SimUser] = {}
@@ -107,7 +109,7 @@ class Platform:
         self.mass_received: dict[tuple[str, str], int] = {}
         self.mass_calls: deque[float] = deque()
         self.mass_finish_delay = 0.2
-        self._msg_ids = itertools.count(int(time.time()) * 1000)
+        self._msg_ids = itertools.count(int(self.clock()) * 1000)
         self._event_seq = itertools.count()
         self._seq = itertools.count(1)
 
@@ -316,7 +318,7 @@ class Platform:
     def envelope(self, fields: dict[str, Any]) -> tuple[dict[str, str], bytes]:
         """Query string and body of the webhook POST, as WeChat signs (and encrypts) them."""
         xml = xmltodict.unparse({"xml": fields}, full_document=False)
-        timestamp, nonce = str(int(time.time())), secrets.token_hex(5)
+        timestamp, nonce = str(int(self.clock())), secrets.token_hex(5)
         query = {"timestamp": timestamp, "nonce": nonce, "openid": fields["FromUserName"],
                  "signature": self.sign(self.token, timestamp, nonce)}
         if self.aes_key is None:
