@@ -77,7 +77,7 @@ def decide_and_tell(session: Session, config: Config, wid: int, approve: bool, n
     openid = session.scalar(select(DISTRIBUTORS.c.openid).where(DISTRIBUTORS.c.id == decided["distributor_id"]))
     if approve and config.pay.on:
         queue_claim_link(session, config, withdrawal_id=wid, distributor_id=decided["distributor_id"], openid=openid,
-                         amount_fen=row.amount_fen, key=f"withdrawal:{wid}:decided")
+                         amount_fen=row.amount_fen, key=f"withdrawal:{wid}:decided", now=now)
         return row
     if approve:
         withdrawal_paid(session, config, withdrawal_id=wid, distributor_id=decided["distributor_id"],
@@ -85,5 +85,5 @@ def decide_and_tell(session: Session, config: Config, wid: int, approve: bool, n
     amount = yuan(row.amount_fen)
     text = (f"您的提现申请（申请号 {wid}）{amount} 已审核通过，款项将尽快到账。" if approve else
             f"您的提现申请（申请号 {wid}）{amount} 未通过审核，原因：{reason}\n这笔钱已退回您的可提现余额。")
-    enqueue(session, f"withdrawal:{wid}:decided", openid, Text(text))
+    enqueue(session, f"withdrawal:{wid}:decided", openid, Text(text), now=now)
     return row

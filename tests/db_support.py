@@ -33,8 +33,10 @@ from typing import Any
 
 import asyncpg
 
+import storage.schema  # noqa: F401  (every table in Base.metadata)
 from storage.db import create_engine
 from storage.migrate import MIGRATIONS, upgrade
+from storage.models import Base
 
 # The workers build the PostgreSQL template one at a time (a key of its own: "tpl").
 _TEMPLATE_LOCK = 0x74706C
@@ -44,6 +46,7 @@ SQLITE_TEMPLATES = Path(tempfile.gettempdir()) / "distbot-test-templates"
 _pg_templates: dict[str, str] = {}
 _pg_pools: dict[str, list[str]] = {}
 _reset_scripts: dict[str, str] = {}
+_TABLES = "SELECT tablename AS t FROM pg_tables WHERE schemaname = 'public' AND tablename <> 'alembic_version'"
 
 
 @functools.cache
@@ -175,6 +178,10 @@ async def _reset(server_url: str, name: str) -> bool:
     try:
         await conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                            "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+        # A table a test made of its own (not the migrations') is dropped: the next test's is new.
+        extra = {r["t"] for r in await conn.fetch(_TABLES)} - {"alembic_version", *Base.metadata.tables}
+        if extra:
+            await conn.execute(f"DROP TABLE {', '.join(sorted(extra))} CASCADE")
         await conn.execute(await _reset_script(server_url, conn))
         return True
     except asyncpg.PostgresError:
@@ -187,8 +194,7 @@ async def _reset_script(server_url: str, conn: asyncpg.Connection) -> str:
     """The statements that empty a copy of the template (read once from its catalog: every copy
     has the same tables). Foreign keys are not checked meanwhile (replica role): any order works."""
     if server_url not in _reset_scripts:
-        tables = await conn.fetch("SELECT quote_ident(tablename) AS t FROM pg_tables "
-                                  "WHERE schemaname = 'public' AND tablename <> 'alembic_version'")
+        tables = await conn.fetch(_TABLES.replace("tablename AS t", "quote_ident(tablename) AS t"))
         sequences = await conn.fetch("SELECT quote_ident(sequencename) AS s, start_value FROM pg_sequences "
                                      "WHERE schemaname = 'public'")
         _reset_scripts[server_url] = "".join([

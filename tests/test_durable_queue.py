@@ -131,7 +131,7 @@ async def test_a_worker_delivers_a_dead_workers_claim_after_its_lease(db: Db) ->
         async def deliver(self, row: Any) -> Outcome:
             delivered.append(row.id)
             return Outcome.sent(note="ok")
-    worker = Worker(q, db.writer, db.sessionmaker, name="test", batch=10, in_flight=2, idle_seconds=0.1)
+    worker = Worker(q, db.writer, db.sessionmaker, now=lambda: datetime.now(UTC), name="test", batch=10, in_flight=2, idle_seconds=0.1)
     assert await worker.drain_once() == 1
     assert await worker.drain_once() == 0
     row = (await db.rows())[dead]
