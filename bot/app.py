@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import io
 import logging
 from collections.abc import AsyncIterator, Callable
@@ -29,8 +30,8 @@ from bot.sandbox.pay import PayEmulator
 from bot.sandbox.platform import Platform
 from bot.sandbox.views import create_sandbox_app
 from bot.scheduler import JOBS, Jobs, run_scheduler
-from bot.typedefs import (CONFIG, DISPATCHER, ENGINE, HTTP, METRICS, OUTBOX, PACKS, PAY, SESSIONMAKER, WEBHOOKS,
-                          WECHAT, WRITER)
+from bot.typedefs import (CONFIG, DISPATCHER, ENGINE, HTTP, METRICS, OUTBOX, PACKS, PAY, READER, SESSIONMAKER,
+                          WEBHOOKS, WECHAT, WRITER)
 from bot.wechat_api import WeChatAPI, WeChatError
 from bot.wechat_pay import EmulatorKeys, PayClient, PayKeys, sandbox_keys
 from bot.webhooks import WebhookSender
@@ -41,10 +42,11 @@ from domain import outbox as outbox_rows
 from domain import webhooks as webhook_events
 from domain.config import Config, ConfigError
 from domain.tickets import open_and_overdue
-from storage.db import READ_ONLY, create_engine, create_sessionmaker, delete_chunk
+from storage.db import create_engine, delete_chunk
 from storage.migrate import upgrade
 from storage.models import OutboxMessage, OutboxStatus
 from storage.tables import PROCESSED, SIGNED_QUERIES
+from storage.reader import Reader
 from storage.writer import Writer
 
 log = logging.getLogger(__name__)
@@ -143,24 +145,12 @@ def create_app(config: Config, *, platform: Platform | None = None, workers: boo
     app[METRICS] = Metrics()
     app[PACKS] = PackLibrary()
 
-    async def database(app: web.Application) -> AsyncIterator[None]:
-        engine = create_engine(config.database.url)
-        if migrate:
-            await upgrade(engine)
-        app[ENGINE] = engine
-        app[SESSIONMAKER] = create_sessionmaker(engine)
-        # The outbox worker exists once the services start; a unit that queued a message wakes it.
-        app[WRITER] = writer = Writer(engine, on_commit=lambda info: _wake_workers(app, info))
-        yield
-        await writer.close()
-        await engine.dispose()
-
     async def clients(app: web.Application) -> AsyncIterator[None]:
         async with aiohttp.ClientSession() as http:
             app[HTTP] = http
             app[WECHAT] = WeChatAPI(base_url=config.api_base_url, app_id=config.wechat.app_id,
-                                    app_secret=config.wechat.app_secret, sessionmaker=app[SESSIONMAKER], http=http)
-            app[OUTBOX] = Outbox(config, app[SESSIONMAKER], app[WRITER], app[WECHAT], app[METRICS])
+                                    app_secret=config.wechat.app_secret, writer=app[WRITER], http=http)
+            app[OUTBOX] = Outbox(config, app[READER], app[WRITER], app[WECHAT], app[METRICS])
             app[WEBHOOKS] = WebhookSender(config, app[WRITER], app[METRICS])
             if merchant_keys is not None:
                 app[PAY] = PayClient(merchant_keys, http, config.pay_base_url)
@@ -185,7 +175,7 @@ def create_app(config: Config, *, platform: Platform | None = None, workers: boo
 
     # Started in this order, stopped in reverse: features' resources may use the database and
     # the clients; the dispatcher and the workers use the features' resources.
-    app.cleanup_ctx.extend([database, audit_log, clients])
+    app.cleanup_ctx.extend([functools.partial(_database, migrate=migrate), audit_log, clients])
     install_resources(app, features)
     app.cleanup_ctx.append(work)
     webhook.add_routes(app)
@@ -217,6 +207,22 @@ async def _stop(tasks: list[asyncio.Task[None]]) -> None:
         log.error("worker %s did not stop within %s s", t.get_name(), STOP_SECONDS, extra={"stack": where.getvalue()})
 
 
+async def _database(app: web.Application, *, migrate: bool) -> AsyncIterator[None]:
+    """The engine, the Writer (every write) and the Reader (every read)."""
+    engine = create_engine(app[CONFIG].database.url)
+    if migrate:
+        await upgrade(engine)
+    app[ENGINE] = engine
+    # The outbox worker exists once the services start; a unit that queued a message wakes it.
+    app[WRITER] = writer = Writer(engine, on_commit=lambda info: _wake_workers(app, info))
+    app[READER] = reader = Reader(engine)
+    app[SESSIONMAKER] = writer.sessions  # for the tests' own assertions, never read by the product
+    yield
+    await reader.close()
+    await writer.close()
+    await engine.dispose()
+
+
 def _wake_workers(app: web.Application, info: dict[str, object]) -> None:
     if info.get("outbox") and OUTBOX in app:
         app[OUTBOX].wake()
@@ -237,8 +243,7 @@ async def _push_sandbox_menu(wechat: WeChatAPI) -> None:
 
 async def healthz(request: web.Request) -> web.Response:
     try:
-        async with request.app[ENGINE].connect() as conn:  # a reader: never waits for a writer
-            await (await conn.execution_options(**READ_ONLY)).execute(text("SELECT 1"))
+        await request.app[READER].run(lambda session: session.execute(text("SELECT 1")))  # never waits for a writer
     except Exception as e:  # any database failure means unhealthy
         return web.json_response({"status": "error", "error": type(e).__name__}, status=503)
     return web.json_response({"status": "ok"})
@@ -249,15 +254,18 @@ async def metrics(request: web.Request) -> web.Response:
     # Figures as of this scrape, read from the database: every process tells the database's truth
     # (workers update the depth only now and then; the sla job runs in the leader alone). Two
     # indexed counts, (status, next_attempt_at) and (status, due_at).
+    now = datetime.now(UTC)
+
+    def read(session: Session) -> tuple[int, int, tuple[int, int]]:
+        return (session.scalar(select(func.count()).select_from(OutboxMessage).where(
+            OutboxMessage.status == OutboxStatus.PENDING)) or 0, webhook_backlog(session),
+            open_and_overdue(session, now))
     try:
-        async with request.app[SESSIONMAKER]() as session:
-            conn = await session.connection(execution_options=READ_ONLY)
-            m.outbox_depth.set(await conn.scalar(select(func.count()).select_from(OutboxMessage).where(
-                OutboxMessage.status == OutboxStatus.PENDING)) or 0)
-            waiting, overdue = await session.run_sync(open_and_overdue, datetime.now(UTC))
-            m.webhook_backlog.set(await session.run_sync(webhook_backlog))
-            m.tickets_open.set(waiting)
-            m.tickets_overdue.set(overdue)
+        depth, backlog, (waiting, overdue) = await request.app[READER].run(read)
+        m.outbox_depth.set(depth)
+        m.webhook_backlog.set(backlog)
+        m.tickets_open.set(waiting)
+        m.tickets_overdue.set(overdue)
     except Exception:  # a scrape still answers while the database does not; /healthz tells
         log.warning("metrics: cannot read the outbox depth or the tickets", exc_info=True)
     return web.Response(body=m.render(), content_type=m.content_type)

@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field
 
 from bot.api import ApiError, ApiModel, ApiRoutes, ok
 from bot.scheduler import JOBS, last_runs
-from bot.typedefs import CONFIG, SESSIONMAKER
+from bot.typedefs import CONFIG, READER
 from domain.formats import china_time
 
 api = ApiRoutes("jobs", scope="ops")
@@ -53,7 +53,7 @@ def _time(at: datetime | None) -> str | None:
 @api.get("/jobs", summary="The scheduled jobs, their next and last runs", response=JobList)
 async def list_jobs(request: web.Request) -> web.Response:
     jobs, config = request.config_dict[JOBS], request.config_dict[CONFIG]
-    runs = await last_runs(request.config_dict[SESSIONMAKER])
+    runs = await last_runs(request.config_dict[READER])
     now = datetime.now(UTC)
     listed = []
     for job in sorted(jobs, key=lambda j: j.id):

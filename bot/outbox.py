@@ -17,7 +17,6 @@ from typing import Any
 
 from cachetools import LRUCache
 from sqlalchemy import bindparam, func, select, update
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session
 
 from domain.config import Config
@@ -27,10 +26,11 @@ from domain.messages import from_json
 from domain.outbox import due_of, template_data
 from domain.quota import Choice, Route, correct_grant, fallback, route_claim
 from bot.wechat_api import MASS_TOO_SOON, NOT_FOLLOWING, OUTSIDE_WINDOW, QUOTA_SPENT, WeChatAPI, WeChatError
-from storage.db import READ_ONLY, is_postgres
+from storage.db import is_postgres
 from storage.models import OutboxBody, OutboxMessage, OutboxStatus
 from storage.group_commit import GroupCommit
 from storage.tables import OUTBOX
+from storage.reader import Reader
 from storage.writer import Writer
 
 log = logging.getLogger(__name__)
@@ -46,10 +46,9 @@ MASS = Choice(Route.CUSTOM)  # what a mass row's choice is (WeChat's mass rules 
 
 
 class Outbox:
-    def __init__(self, config: Config, sessionmaker: async_sessionmaker[AsyncSession], writer: Writer,
-                 wechat: WeChatAPI, metrics: Metrics):
+    def __init__(self, config: Config, reader: Reader, writer: Writer, wechat: WeChatAPI, metrics: Metrics):
         self.config = config
-        self._sessionmaker = sessionmaker  # the read-only look for due rows
+        self._reader = reader  # the look for due rows (no write lock on SQLite)
         self._writer = writer  # claims and marks
         self._wechat = wechat
         self._metrics = metrics
@@ -65,13 +64,11 @@ class Outbox:
         self._wake.set()
 
     async def _any_due(self) -> bool:
-        """A read-only look (no write lock on SQLite) before claiming."""
-        async with self._sessionmaker() as session:
-            conn = await session.connection(execution_options=READ_ONLY)
-            return (await conn.scalar(
-                select(OutboxMessage.id).where(OutboxMessage.status == OutboxStatus.PENDING,
-                                               OutboxMessage.next_attempt_at <= datetime.now(UTC)).limit(1))
-                    is not None)
+        """A look (no write lock on SQLite) before claiming."""
+        now = datetime.now(UTC)
+        return await self._reader.run(lambda session: session.scalar(
+            select(OutboxMessage.id).where(OutboxMessage.status == OutboxStatus.PENDING,
+                                           OutboxMessage.next_attempt_at <= now).limit(1)) is not None)
 
     # ---- the worker -----------------------------------------------------------------------
     async def run(self) -> None:
@@ -179,11 +176,9 @@ class Outbox:
         """Each row's message: its own payload over its shared body's (a campaign's text)."""
         missing = {r.body_id for r in rows if r.body_id is not None and r.body_id not in self._bodies}
         if missing:
-            async with self._sessionmaker() as session:
-                conn = await session.connection(execution_options=READ_ONLY)
-                for body_id, payload in await conn.execute(
-                        select(OutboxBody.id, OutboxBody.payload).where(OutboxBody.id.in_(missing))):
-                    self._bodies[body_id] = payload
+            for body_id, payload in await self._reader.run(lambda session: session.execute(
+                    select(OutboxBody.id, OutboxBody.payload).where(OutboxBody.id.in_(missing))).all()):
+                self._bodies[body_id] = payload
         return {r.id: {**self._bodies.get(r.body_id, {}), **r.payload} if r.body_id is not None else r.payload
                 for r in rows}
 

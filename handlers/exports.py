@@ -15,10 +15,9 @@ from pydantic import BeforeValidator, ConfigDict, Field
 from bot.api import ApiError, ApiModel
 from bot.exports import stream_csv
 from bot.feature import Feature
-from bot.typedefs import SESSIONMAKER
+from bot.typedefs import READER
 from domain import exports
 from domain.formats import CHINA
-from storage.db import run_read
 
 feature = Feature("exports", scope="finance")
 CSV = "text/csv"
@@ -57,10 +56,10 @@ class ExportQuery(ApiModel):
                  query=ExportQuery, answers=CSV, errors=(422,))
 async def ledger_csv(request: web.Request, query: ExportQuery) -> web.StreamResponse:
     start, end = query.bounds()
-    sessionmaker = request.config_dict[SESSIONMAKER]
+    reader = request.config_dict[READER]
 
     async def pages(after: exports.LedgerKey) -> tuple[exports.LedgerKey, list[Any]]:
-        return await run_read(sessionmaker, lambda s: exports.ledger_rows(s, start, end, after))
+        return await reader.run(lambda s: exports.ledger_rows(s, start, end, after), slow=True)
     return await stream_csv(request, query.filename("ledger"), exports.LEDGER_HEADER, pages, first_key=None)
 
 
@@ -68,8 +67,8 @@ async def ledger_csv(request: web.Request, query: ExportQuery) -> web.StreamResp
                  query=ExportQuery, answers=CSV, errors=(422,))
 async def withdrawals_csv(request: web.Request, query: ExportQuery) -> web.StreamResponse:
     where = exports.withdrawals_between(*query.bounds())
-    sessionmaker = request.config_dict[SESSIONMAKER]
+    reader = request.config_dict[READER]
 
     async def pages(after: int) -> tuple[int, list[Any]]:
-        return await run_read(sessionmaker, lambda s: exports.withdrawal_rows(s, where, after))
+        return await reader.run(lambda s: exports.withdrawal_rows(s, where, after), slow=True)
     return await stream_csv(request, query.filename("withdrawals"), exports.WITHDRAWALS_HEADER, pages)

@@ -1,14 +1,13 @@
 """Engine and sessions: SQLite (WAL, busy timeout, BEGIN IMMEDIATE) or PostgreSQL (asyncpg).
 
-The async engine serves reads (API routes, pages, the outbox worker's polls) and the few writers
-outside storage.writer (migrations, the shared access token, the outbox worker's marks).
+The async engine serves migrations, PostgreSQL's units and reads (storage.writer, storage.reader),
+and `Writer.session()` (the shared access token). SQLite's units and reads have engines of their own.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from sqlalchemy import Connection, Engine, Table, delete, event, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -17,7 +16,6 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import Session
 
-T = TypeVar("T")
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 # Execution options for a connection that only reads: on SQLite its transaction takes no write lock.
 READ_ONLY = {"read_only": True}
@@ -86,10 +84,3 @@ def tune_sqlite(engine: Engine) -> None:
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
 
-
-async def run_read(sessionmaker: async_sessionmaker[AsyncSession], work: Callable[[Session], T]) -> T:
-    """`work(session)`, a synchronous function that only reads, on a read-only connection: on
-    SQLite its transaction takes no write lock, so a long read (a report's batch) blocks no writer."""
-    async with sessionmaker() as session:
-        await session.connection(execution_options=READ_ONLY)
-        return await session.run_sync(work)

@@ -24,14 +24,14 @@ import asyncio
 import contextlib
 import logging
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextvars import ContextVar
 from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import Engine, event
 from sqlalchemy import create_engine as create_sync_engine
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import StaticPool
 
@@ -111,12 +111,26 @@ class Writer:
         self.on_commit = on_commit
         self._lock = asyncio.Lock()
         self._sqlite: _SqliteFile | None = None
-        self._sessionmaker = None
+        # AsyncSessions on the engine: PostgreSQL's units, `session()`, and the tests' own look
+        # at the database (app[SESSIONMAKER]); the product reads through storage.reader.
+        self.sessions = create_sessionmaker(engine)
         url = engine.url
         if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
             self._sqlite = _SqliteFile(url.database)
-        else:
-            self._sessionmaker = create_sessionmaker(engine)
+
+    @property
+    def lock_waits(self) -> int:
+        """SQLite: units that found the write lock taken by another connection and went to the
+        thread to wait for it (the slow path); a read through storage.reader never causes one."""
+        return self._sqlite.lock_waits if self._sqlite is not None else 0
+
+    @contextlib.asynccontextmanager
+    async def session(self) -> AsyncIterator[AsyncSession]:
+        """An AsyncSession in a write transaction of its own (BEGIN IMMEDIATE on SQLite), committed
+        when the block ends: only for a writer that must await inside its transaction (the shared
+        access token is fetched from WeChat while its row is locked). Everything else: `run`."""
+        async with self.sessions() as session, session.begin():
+            yield session
 
     async def run(self, work: Work[T], *, slow: bool = False) -> T:
         """`work(session)` in one transaction, committed when it returns, rolled back when it raises.
@@ -131,8 +145,7 @@ class Writer:
             async with self._lock:  # one connection, one unit at a time (they queue for SQLite's lock anyway)
                 result, info = await self._sqlite.run(work, slow)
         else:
-            assert self._sessionmaker is not None
-            async with self._sessionmaker() as session:
+            async with self.sessions() as session:
                 async with session.begin():
                     result = await session.run_sync(work)
                 info = session.sync_session.info
@@ -157,6 +170,7 @@ class _SqliteFile:
         self._path = path
         self._checkpointer: sqlite3.Connection | None = None  # its own connection, used in the thread only
         self._commits = 0
+        self.lock_waits = 0
         self._checkpointing: asyncio.Future[None] | None = None
 
     async def run(self, work: Work[T], slow: bool) -> tuple[T, dict[str, Any]]:
@@ -167,6 +181,8 @@ class _SqliteFile:
             if not slow and _begin_now(raw):
                 result = _unit(conn, work)  # on the loop: the write lock is ours
             else:
+                if not slow:
+                    self.lock_waits += 1  # another connection holds the lock: wait in the thread
                 result = await loop.run_in_executor(self.thread, _unit, conn, work)
         self._commits += 1
         if self._commits >= CHECKPOINT_EVERY and (self._checkpointing is None or self._checkpointing.done()):
