@@ -158,11 +158,13 @@ def _check_database(config: Config) -> None:
         from sqlalchemy import text
 
         from storage.db import create_engine
+        from storage.reader import Reader
         engine = create_engine(config.database.url)
+        reader = Reader(engine)
         try:
-            async with engine.connect() as conn:
-                await conn.execute(text("SELECT 1"))
+            await reader.run(lambda session: session.execute(text("SELECT 1")))
         finally:
+            await reader.close()
             await engine.dispose()
     _run_db(ping)
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, Engine, Table, delete, event, select
+from sqlalchemy import create_engine as create_sync_engine
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
@@ -64,6 +65,32 @@ def sqlite_pragmas(dbapi_conn: Any) -> None:
     cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.close()
+
+
+def sqlite_file(engine: AsyncEngine) -> str | None:
+    """The file of a SQLite engine; None on PostgreSQL or for a database in memory."""
+    url = engine.url
+    return url.database if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:") else None
+
+
+def sqlite_file_engine(path: str, *, begin: str, pragma: str, **pool: Any) -> Engine:
+    """A synchronous engine on a SQLite file (the standard sqlite3 driver), the Writer's and the
+    Reader's: our pragmas and `pragma` on each connection, `begin` starting each transaction that
+    was not begun already (the Writer begins on the loop itself)."""
+    engine = create_sync_engine(f"sqlite:///{path}", hide_parameters=True, **pool,
+                                connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn, _record):  # noqa: ANN001
+        dbapi_conn.isolation_level = None  # we send BEGIN ourselves
+        sqlite_pragmas(dbapi_conn)
+        dbapi_conn.execute(pragma)
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn):  # noqa: ANN001
+        if not conn.connection.driver_connection.in_transaction:
+            conn.exec_driver_sql(begin)
+    return engine
 
 
 def tune_sqlite(engine: Engine) -> None:

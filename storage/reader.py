@@ -21,14 +21,12 @@ from __future__ import annotations
 
 import asyncio
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
-from sqlalchemy import Engine, event
-from sqlalchemy import create_engine as create_sync_engine
+from sqlalchemy import Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.orm import Session
 
-from storage.db import READ_ONLY, SQLITE_BUSY_TIMEOUT_MS, create_sessionmaker, sqlite_pragmas
+from storage.db import READ_ONLY, create_sessionmaker, sqlite_file, sqlite_file_engine
 from storage.writer import T, Work
 
 # Slow reads at once on SQLite (threads; the pool has one more connection, for the loop's reads):
@@ -41,15 +39,11 @@ class Reader:
     PostgreSQL on the async engine (side by side)."""
 
     def __init__(self, engine: AsyncEngine):
-        url = engine.url
-        self._sqlite: _SqliteReads | None = None
-        self._sessionmaker = None
-        if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
-            self._sqlite = _SqliteReads(url.database)
-        else:
-            self._sessionmaker = create_sessionmaker(engine)
+        path = sqlite_file(engine)
+        self._sqlite = _SqliteReads(path) if path is not None else None
+        self._sessionmaker = create_sessionmaker(engine)
         # PostgreSQL: BEGIN READ ONLY (no extra trip); SQLite in memory: a deferred BEGIN (storage.db).
-        self._options = {"postgresql_readonly": True} if url.get_backend_name() == "postgresql" else READ_ONLY
+        self._options = {"postgresql_readonly": True} if engine.dialect.name == "postgresql" else READ_ONLY
 
     async def run(self, work: Work[T], *, slow: bool = False) -> T:
         """`work(session)` in one read transaction, which writes nothing.
@@ -57,7 +51,6 @@ class Reader:
         `slow`: a read of many rows that must not hold the loop; on SQLite it runs in a thread."""
         if self._sqlite is not None:
             return await self._sqlite.run(work, slow)
-        assert self._sessionmaker is not None
         async with self._sessionmaker() as session:
             await session.connection(execution_options=self._options)
             return await session.run_sync(work)
@@ -69,10 +62,10 @@ class Reader:
 
 class _SqliteReads:
     def __init__(self, path: str):
-        self.engine = create_sync_engine(
-            f"sqlite:///{path}", pool_size=SQLITE_READERS + 1, max_overflow=0, hide_parameters=True,
-            connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
-        _set_up(self.engine)
+        # A deferred BEGIN: a snapshot to read, never the write lock; query_only: a write fails
+        # instead of taking the lock.
+        self.engine = sqlite_file_engine(path, begin="BEGIN", pragma="PRAGMA query_only=ON",
+                                         pool_size=SQLITE_READERS + 1, max_overflow=0)
         self.threads = ThreadPoolExecutor(max_workers=SQLITE_READERS, thread_name_prefix="sqlite-reader")
 
     async def run(self, work: Work[T], slow: bool) -> T:
@@ -90,14 +83,3 @@ def _read(engine: Engine, work: Work[T]) -> T:
     with Session(bind=engine, expire_on_commit=False, autoflush=False) as session:
         return work(session)
 
-
-def _set_up(engine: Engine) -> None:
-    @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
-        dbapi_conn.isolation_level = None  # we send BEGIN ourselves: a deferred one
-        sqlite_pragmas(dbapi_conn)
-        dbapi_conn.execute("PRAGMA query_only=ON")  # a write fails here instead of taking the lock
-
-    @event.listens_for(engine, "begin")
-    def _on_begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN")  # deferred: a snapshot to read, never the write lock

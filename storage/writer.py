@@ -29,13 +29,11 @@ from concurrent.futures import ThreadPoolExecutor
 from contextvars import ContextVar
 from typing import Any, Protocol, TypeVar
 
-from sqlalchemy import Engine, event
-from sqlalchemy import create_engine as create_sync_engine
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import StaticPool
 
-from storage.db import SQLITE_BUSY_TIMEOUT_MS, create_sessionmaker, sqlite_pragmas
+from storage.db import SQLITE_BUSY_TIMEOUT_MS, create_sessionmaker, sqlite_file, sqlite_file_engine
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -114,9 +112,8 @@ class Writer:
         # AsyncSessions on the engine: PostgreSQL's units, `session()`, and the tests' own look
         # at the database (app[SESSIONMAKER]); the product reads through storage.reader.
         self.sessions = create_sessionmaker(engine)
-        url = engine.url
-        if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
-            self._sqlite = _SqliteFile(url.database)
+        if (path := sqlite_file(engine)) is not None:
+            self._sqlite = _SqliteFile(path)
 
     @property
     def lock_waits(self) -> int:
@@ -162,10 +159,9 @@ class Writer:
 
 class _SqliteFile:
     def __init__(self, path: str):
-        self.engine = create_sync_engine(
-            f"sqlite:///{path}", poolclass=StaticPool, hide_parameters=True,
-            connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
-        _set_up(self.engine)
+        # The thread checkpoints the WAL, never the loop (wal_autocheckpoint=0).
+        self.engine = sqlite_file_engine(path, begin="BEGIN IMMEDIATE", pragma="PRAGMA wal_autocheckpoint=0",
+                                         poolclass=StaticPool)
         self.thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-writer")
         self._path = path
         self._checkpointer: sqlite3.Connection | None = None  # its own connection, used in the thread only
@@ -231,15 +227,3 @@ def _begin_now(raw: sqlite3.Connection) -> bool:
     finally:
         raw.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
 
-
-def _set_up(engine: Engine) -> None:
-    @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_conn, _record):  # noqa: ANN001
-        dbapi_conn.isolation_level = None  # we send BEGIN ourselves (BEGIN IMMEDIATE)
-        sqlite_pragmas(dbapi_conn)
-        dbapi_conn.execute("PRAGMA wal_autocheckpoint=0")  # the thread checkpoints, never the loop
-
-    @event.listens_for(engine, "begin")
-    def _on_begin(conn):  # noqa: ANN001
-        if not conn.connection.driver_connection.in_transaction:  # not begun on the loop already
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
