@@ -130,12 +130,17 @@ async def seed_entries(db_url: str, total: int, distributors: int) -> int:
 
 # ---- load ------------------------------------------------------------------------------------
 async def post_events(server: Server, events: int, concurrency: int, distributors: int) -> dict[str, Any]:
+    return await post_events_to(server.url(""), ADMIN, events, concurrency, distributors)
+
+
+async def post_events_to(base: str, token: str, events: int, concurrency: int, distributors: int) -> dict[str, Any]:
+    """`events` order events (paid, then completed, per order) from `concurrency` closed-loop senders."""
     orders = events // 2
     counter = iter(range(orders))
     latencies: list[float] = []
     errors: dict[int, int] = {}
     rng = random.Random(1)
-    headers = {"Authorization": f"Bearer {ADMIN}"}
+    headers = {"Authorization": f"Bearer {token}"}
     run = secrets.token_hex(3)
 
     async def sender(http: aiohttp.ClientSession) -> None:
@@ -146,7 +151,7 @@ async def post_events(server: Server, events: int, concurrency: int, distributor
                           "distributor_code": code_of(d)},
                          {"event_id": f"{no}-c", "order_no": no, "type": "completed"}):
                 t0 = time.perf_counter()
-                async with http.post(server.url("/api/orders/events"), json=body, headers=headers) as r:
+                async with http.post(base + "/api/orders/events", json=body, headers=headers) as r:
                     await r.read()
                     if r.status != 200:
                         errors[r.status] = errors.get(r.status, 0) + 1

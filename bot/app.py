@@ -29,8 +29,8 @@ from bot.sandbox.pay import PayEmulator
 from bot.sandbox.platform import Platform
 from bot.sandbox.views import create_sandbox_app
 from bot.scheduler import JOBS, Jobs, run_scheduler
-from bot.typedefs import (CLOCK, CONFIG, DISPATCHER, ENGINE, HTTP, METRICS, OUTBOX, PACKS, PAY, SESSIONMAKER, WEBHOOKS,
-                          WECHAT, WRITER)
+from bot.typedefs import (CLOCK, CONFIG, DISPATCHER, ENGINE, HTTP, METRICS, OUTBOX, PACKS, PAY, READER, SESSIONMAKER,
+                          WEBHOOKS, WECHAT, WRITER)
 from bot.wechat_api import WeChatAPI, WeChatError
 from bot.wechat_pay import EmulatorKeys, PayClient, PayKeys, sandbox_keys
 from bot.webhooks import WebhookSender
@@ -42,10 +42,11 @@ from domain import webhooks as webhook_events
 from domain.clock import Clock
 from domain.config import Config, ConfigError
 from domain.tickets import open_and_overdue
-from storage.db import READ_ONLY, create_engine, create_sessionmaker, delete_chunk
+from storage.db import create_engine, delete_chunk
 from storage.migrate import upgrade
 from storage.models import OutboxMessage, OutboxStatus
 from storage.tables import PROCESSED, SIGNED_QUERIES
+from storage.reader import Reader
 from storage.writer import Writer
 
 log = logging.getLogger(__name__)
@@ -162,16 +163,19 @@ def create_app(config: Config, *, platform: Platform | None = None, workers: boo
 
 
 def _database(migrate: bool) -> CleanupCtx:
-    """The engine (migrated first unless `migrate` is false), its sessionmaker and the Writer."""
+    """The engine (migrated first unless `migrate` is false), the Writer (every write) and the Reader
+    (every read)."""
     async def database(app: web.Application) -> AsyncIterator[None]:
         engine = create_engine(app[CONFIG].database.url)
         if migrate:
             await upgrade(engine)
         app[ENGINE] = engine
-        app[SESSIONMAKER] = create_sessionmaker(engine)
         # The outbox worker exists once the services start; a unit that queued a message wakes it.
         app[WRITER] = writer = Writer(engine, on_commit=lambda info: _wake_workers(app, info))
+        app[READER] = reader = Reader(engine)
+        app[SESSIONMAKER] = writer.sessions  # for the tests' own assertions, never read by the product
         yield
+        await reader.close()
         await writer.close()
         await engine.dispose()
     return database
@@ -185,10 +189,9 @@ def _clients(merchant_keys: PayKeys | None) -> CleanupCtx:
         async with aiohttp.ClientSession() as http:
             app[HTTP] = http
             app[WECHAT] = WeChatAPI(base_url=config.api_base_url, app_id=config.wechat.app_id,
-                                    app_secret=config.wechat.app_secret, sessionmaker=app[SESSIONMAKER], http=http,
-                                    clock=clock)
-            app[OUTBOX] = Outbox(config, app[SESSIONMAKER], app[WRITER], app[WECHAT], app[METRICS], clock)
-            app[WEBHOOKS] = WebhookSender(config, app[SESSIONMAKER], app[WRITER], app[METRICS], clock)
+                                    app_secret=config.wechat.app_secret, writer=app[WRITER], http=http, clock=clock)
+            app[OUTBOX] = Outbox(config, app[READER], app[WRITER], app[WECHAT], app[METRICS], clock)
+            app[WEBHOOKS] = WebhookSender(config, app[READER], app[WRITER], app[METRICS], clock)
             if merchant_keys is not None:
                 app[PAY] = PayClient(merchant_keys, http, config.pay_base_url, clock=clock)
             yield
@@ -242,6 +245,7 @@ async def _stop(tasks: list[asyncio.Task[None]]) -> None:
         log.error("worker %s did not stop within %s s", t.get_name(), STOP_SECONDS, extra={"stack": where.getvalue()})
 
 
+
 def _wake_workers(app: web.Application, info: dict[str, object]) -> None:
     if info.get("outbox") and OUTBOX in app:
         app[OUTBOX].wake()
@@ -262,8 +266,7 @@ async def _push_sandbox_menu(wechat: WeChatAPI) -> None:
 
 async def healthz(request: web.Request) -> web.Response:
     try:
-        async with request.app[ENGINE].connect() as conn:  # a reader: never waits for a writer
-            await (await conn.execution_options(**READ_ONLY)).execute(text("SELECT 1"))
+        await request.app[READER].run(lambda session: session.execute(text("SELECT 1")))  # never waits for a writer
     except Exception as e:  # any database failure means unhealthy
         return web.json_response({"status": "error", "error": type(e).__name__}, status=503)
     return web.json_response({"status": "ok"})
@@ -274,15 +277,18 @@ async def metrics(request: web.Request) -> web.Response:
     # Figures as of this scrape, read from the database: every process tells the database's truth
     # (the sla job runs in the leader alone). Two
     # indexed counts, (status, next_attempt_at) and (status, due_at).
+    now = request.app[CLOCK].now()
+
+    def read(session: Session) -> tuple[int, int, tuple[int, int]]:
+        return (session.scalar(select(func.count()).select_from(OutboxMessage).where(
+            OutboxMessage.status == OutboxStatus.PENDING)) or 0, webhook_backlog(session),
+            open_and_overdue(session, now))
     try:
-        async with request.app[SESSIONMAKER]() as session:
-            conn = await session.connection(execution_options=READ_ONLY)
-            m.outbox_depth.set(await conn.scalar(select(func.count()).select_from(OutboxMessage).where(
-                OutboxMessage.status == OutboxStatus.PENDING)) or 0)
-            waiting, overdue = await session.run_sync(open_and_overdue, request.app[CLOCK].now())
-            m.webhook_backlog.set(await session.run_sync(webhook_backlog))
-            m.tickets_open.set(waiting)
-            m.tickets_overdue.set(overdue)
+        depth, backlog, (waiting, overdue) = await request.app[READER].run(read)
+        m.outbox_depth.set(depth)
+        m.webhook_backlog.set(backlog)
+        m.tickets_open.set(waiting)
+        m.tickets_overdue.set(overdue)
     except Exception:  # a scrape still answers while the database does not; /healthz tells
         log.warning("metrics: cannot read the outbox depth or the tickets", exc_info=True)
     return web.Response(body=m.render(), content_type=m.content_type)

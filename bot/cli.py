@@ -94,23 +94,25 @@ def cmd_menu_push(args: argparse.Namespace) -> None:
 
     from bot.menu import menu_payload
     from bot.wechat_api import WeChatAPI, WeChatError
-    from storage.db import create_engine, create_sessionmaker
+    from storage.db import create_engine
     from storage.migrate import upgrade
+    from storage.writer import Writer
     config = _config(args)
 
     async def run() -> None:
         engine = create_engine(config.database.url)
+        writer = Writer(engine)
         try:
             await upgrade(engine)
             async with aiohttp.ClientSession() as http:
                 api = WeChatAPI(base_url=config.api_base_url, app_id=config.wechat.app_id,
-                                app_secret=config.wechat.app_secret, sessionmaker=create_sessionmaker(engine),
-                                http=http)
+                                app_secret=config.wechat.app_secret, writer=writer, http=http)
                 try:
                     await api.create_menu(menu_payload())
                 except WeChatError as e:
                     raise CliError(f"WeChat refused the menu: {e}") from None
         finally:
+            await writer.close()
             await engine.dispose()
     _run_db(run)
     print("menu created")
@@ -157,11 +159,13 @@ def _check_database(config: Config) -> None:
         from sqlalchemy import text
 
         from storage.db import create_engine
+        from storage.reader import Reader
         engine = create_engine(config.database.url)
+        reader = Reader(engine)
         try:
-            async with engine.connect() as conn:
-                await conn.execute(text("SELECT 1"))
+            await reader.run(lambda session: session.execute(text("SELECT 1")))
         finally:
+            await reader.close()
             await engine.dispose()
     _run_db(ping)
 

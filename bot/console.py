@@ -43,11 +43,10 @@ from bot.api import ACTOR
 from bot.audit import audited, note
 from bot.scopes import ANY, PRINCIPAL, ConsolePages, Principal, describe, fingerprint, identify, scopes_of
 from bot.sign_in import end_try, failed_try, start_try
-from bot.typedefs import CLOCK, CONFIG, SESSIONMAKER, WRITER
+from bot.typedefs import CLOCK, CONFIG, READER, WRITER
 from content.console_pages import TEMPLATES, render
 from domain import audit
 from domain.refusals import Refusal
-from storage.db import run_read
 from storage.tables import CONSOLE_SESSIONS
 
 SESSION_COOKIE = "distbot_admin"
@@ -186,7 +185,7 @@ async def _session(request: web.Request) -> ConsoleSession | None:
     if not raw:
         return None
     sid, now = _hash(raw), request.config_dict[CLOCK].now()
-    row = await run_read(request.config_dict[SESSIONMAKER], lambda s: s.execute(
+    row = await request.config_dict[READER].run(lambda s: s.execute(
         select(CONSOLE_SESSIONS).where(CONSOLE_SESSIONS.c.id == sid)).first())
     if row is None:
         return None

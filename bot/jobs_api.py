@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field
 
 from bot.api import ApiModel, ApiRoutes, ok
 from bot.scheduler import JOBS, last_runs
-from bot.typedefs import CLOCK, CONFIG, SESSIONMAKER
+from bot.typedefs import CLOCK, CONFIG, READER
 from domain.formats import china_time
 from domain.jobs import JobRef
 from domain.refusals import Refusal
@@ -55,7 +55,7 @@ def _time(at: datetime | None) -> str | None:
 @api.get("/jobs", summary="The scheduled jobs, their next and last runs", response=JobList)
 async def list_jobs(request: web.Request) -> web.Response:
     jobs, config = request.config_dict[JOBS], request.config_dict[CONFIG]
-    runs = await last_runs(request.config_dict[SESSIONMAKER])
+    runs = await last_runs(request.config_dict[READER])
     now = request.config_dict[CLOCK].now()
     listed = []
     for job in sorted(jobs, key=lambda j: j.id):

@@ -14,7 +14,6 @@ from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session
 
 from domain.clock import Clock
@@ -27,6 +26,7 @@ from bot.wechat_api import MASS_TOO_SOON, NOT_FOLLOWING, OUTSIDE_WINDOW, QUOTA_S
 from storage.durable_queue import Backoff, DurableQueue, Outcome
 from storage.models import OutboxBody, OutboxMessage
 from storage.queue_worker import QueueWorker
+from storage.reader import Reader
 from storage.writer import Writer
 
 log = logging.getLogger(__name__)
@@ -46,13 +46,13 @@ class _Claimed(NamedTuple):
 
 
 class Outbox(QueueWorker[_Claimed]):
-    def __init__(self, config: Config, sessionmaker: async_sessionmaker[AsyncSession], writer: Writer,
-                 wechat: WeChatAPI, metrics: Metrics, clock: Clock | None = None):
+    def __init__(self, config: Config, reader: Reader, writer: Writer, wechat: WeChatAPI, metrics: Metrics,
+                 clock: Clock | None = None):
         queue = DurableQueue(OutboxMessage, lease_seconds=config.outbox.lease_seconds,
                              backoff=Backoff(1, cap=600, tries=config.outbox.max_attempts),
                              columns={"channel": None, "errcode": None, "msg_id": None})
-        super().__init__(queue, writer, sessionmaker, now=(clock or Clock()).now, name="outbox worker", batch=config.outbox.batch_size,
-                         in_flight=MAX_IN_FLIGHT, idle_seconds=IDLE_POLL_SECONDS, rate=config.outbox.rate_per_second)
+        super().__init__(queue, writer, reader, now=(clock or Clock()).now, name="outbox worker",
+                         batch=config.outbox.batch_size, in_flight=MAX_IN_FLIGHT, idle_seconds=IDLE_POLL_SECONDS, rate=config.outbox.rate_per_second)
         self.config = config
         self._wechat = wechat
         self._metrics = metrics

@@ -34,17 +34,17 @@ from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy import select, update
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session
 
 from bot.leader import lead
 from bot.logs import mask_phones
-from bot.typedefs import CLOCK, CONFIG, ENGINE, METRICS, SESSIONMAKER, WRITER
+from bot.typedefs import CLOCK, CONFIG, ENGINE, METRICS, READER, WRITER
 from domain.config import Config
 from domain.formats import CHINA
 from domain.jobs import JobRef
-from storage.db import READ_ONLY, dialect_insert
+from storage.db import dialect_insert
 from storage.models import JobRun
+from storage.reader import Reader
 
 log = logging.getLogger(__name__)
 # Interval jobs fire on a grid counted from here (every minute on the minute, every hour on the
@@ -180,11 +180,9 @@ def _record(session: Session, name: str, started: datetime, status: str, error: 
         running_since=None, runs=JobRun.runs + 1))
 
 
-async def last_runs(sessionmaker: async_sessionmaker[AsyncSession]) -> dict[str, JobRun]:
+async def last_runs(reader: Reader) -> dict[str, JobRun]:
     """The recorded runs of every job that ran, by name (shared by every process)."""
-    async with sessionmaker() as session:
-        await session.connection(execution_options=READ_ONLY)
-        return {r.name: r for r in (await session.scalars(select(JobRun))).all()}
+    return await reader.run(lambda session: {r.name: r for r in session.scalars(select(JobRun))})
 
 
 # ---- the schedule --------------------------------------------------------------------------------
@@ -197,7 +195,7 @@ async def schedule(jobs: Jobs) -> None:
     """The leader's APScheduler, until cancelled. It only keeps time: each fire starts a run
     through `jobs` (the debug executor calls it on the loop), which owns the runs."""
     now = jobs.app[CLOCK].now().astimezone(CHINA)
-    last = await last_runs(jobs.app[SESSIONMAKER])
+    last = await last_runs(jobs.app[READER])
     scheduler = AsyncIOScheduler(timezone=CHINA, executors={"default": DebugExecutor()})
     for job in (j for j in jobs if j.scheduled(jobs.app[CONFIG])):
         last_run_at = last[job.id].last_run_at if job.id in last else None

@@ -33,9 +33,9 @@ from sqlalchemy import delete, func, select, text
 from sqlalchemy.orm import Session
 
 from bot.audit import AUDIT_LOG
-from bot.typedefs import CONFIG, SESSIONMAKER, WRITER
+from bot.typedefs import CONFIG, READER, WRITER
 from domain import audit
-from storage.db import delete_chunk, is_postgres, run_read
+from storage.db import delete_chunk, is_postgres
 from storage.tables import SIGN_IN_TRIES
 
 log = logging.getLogger(__name__)
@@ -106,7 +106,7 @@ def _wait(count: int, oldest: datetime | None, now: datetime) -> int | None:
 async def start_try(request: web.Request, now: datetime) -> Try | int:
     """The try, counted; or, beyond the limit, the seconds to wait (nothing written)."""
     client = client_address(request)
-    wait = _wait(*await run_read(request.config_dict[SESSIONMAKER], lambda s: _counted(s, client, now)), now)
+    wait = _wait(*await request.config_dict[READER].run(lambda s: _counted(s, client, now)), now)
     if wait is not None:
         return wait
 

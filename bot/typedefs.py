@@ -19,10 +19,12 @@ if TYPE_CHECKING:
     from bot.wechat_api import WeChatAPI
     from bot.wechat_pay import PayClient
     from content.store import PackLibrary
+    from storage.reader import Reader
     from storage.writer import Writer
 
 CONFIG = web.AppKey("config", "Config")
 ENGINE = web.AppKey("engine", AsyncEngine)
+# The tests' own look at the database; the product reads through READER and writes through WRITER.
 SESSIONMAKER = web.AppKey("sessionmaker", async_sessionmaker[AsyncSession])
 HTTP = web.AppKey("http", aiohttp.ClientSession)
 WECHAT = web.AppKey("wechat", "WeChatAPI")
@@ -31,6 +33,7 @@ WEBHOOKS = web.AppKey("webhooks", "WebhookSender")
 DISPATCHER = web.AppKey("dispatcher", "Dispatcher")
 METRICS = web.AppKey("metrics", "Metrics")
 WRITER = web.AppKey("writer", "Writer")  # every write goes through it (storage.writer)
+READER = web.AppKey("reader", "Reader")  # every read goes through it (storage.reader)
 PACKS = web.AppKey("packs", "PackLibrary")  # the content packs, parsed once per process
 PAY = web.AppKey("pay", "PayClient")  # WeChat Pay 商家转账, when pay.mode is not "off"
 CLOCK = web.AppKey("clock", Clock)  # the one clock (domain.clock); tests give a FakeClock

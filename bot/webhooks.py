@@ -24,7 +24,6 @@ from typing import Any
 
 import aiohttp
 from sqlalchemy import and_, exists
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session, aliased
 
 from bot.metrics import Metrics
@@ -35,6 +34,7 @@ from storage.durable_queue import Backoff, DurableQueue, Outcome, count
 from storage.models import OutboxStatus
 from storage.models_webhooks import WebhookDelivery
 from storage.queue_worker import QueueWorker
+from storage.reader import Reader
 from storage.tables import WEBHOOK_DELIVERIES
 from storage.writer import Writer
 
@@ -72,11 +72,11 @@ def backlog(session: Session) -> int:
 
 
 class WebhookSender(QueueWorker[WebhookDelivery]):
-    def __init__(self, config: Config, sessionmaker: async_sessionmaker[AsyncSession], writer: Writer,
-                 metrics: Metrics, clock: Clock | None = None):
+    def __init__(self, config: Config, reader: Reader, writer: Writer, metrics: Metrics,
+                 clock: Clock | None = None):
         self._clock = clock or Clock()
         super().__init__(DurableQueue(WebhookDelivery, lease_seconds=LEASE_SECONDS, backoff=RETRIES), writer,
-                         sessionmaker, now=self._clock.now, name="webhook sender", batch=BATCH, in_flight=IN_FLIGHT,
+                         reader, now=self._clock.now, name="webhook sender", batch=BATCH, in_flight=IN_FLIGHT,
                          idle_seconds=IDLE_POLL_SECONDS)
         self._endpoints: dict[str, WebhookConfig] = {w.url: w for w in config.webhooks}
         self._metrics = metrics

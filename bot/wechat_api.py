@@ -15,13 +15,13 @@ from typing import Any
 
 import aiohttp
 from sqlalchemy import select, text
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from domain.clock import Clock
 from domain.messages import Image, News, Reply, Text
 from domain.quota import OUTSIDE as OUTSIDE_WINDOW, SPENT as QUOTA_SPENT  # the customer-service quota's errors
 from storage.durable_queue import Backoff
 from storage.models import AccessToken
+from storage.writer import Writer
 
 log = logging.getLogger(__name__)
 
@@ -57,12 +57,11 @@ class WeChatUnreachable(WeChatError):
 
 class WeChatAPI:
     def __init__(self, *, base_url: str, app_id: str, app_secret: str,
-                 sessionmaker: async_sessionmaker[AsyncSession], http: aiohttp.ClientSession,
-                 clock: Clock | None = None):
+                 writer: Writer, http: aiohttp.ClientSession, clock: Clock | None = None):
         self.base_url = base_url
         self.app_id = app_id
         self._secret = app_secret
-        self._sessionmaker = sessionmaker
+        self._writer = writer  # the shared token's row, locked while it is fetched
         self._http = http
         self._clock = clock or Clock()
         self._cached: dict[str, tuple[str, datetime]] = {}  # key -> (value, expires_at)
@@ -91,7 +90,7 @@ class WeChatAPI:
         if cached and cached[0] != invalid and cached[1] > now:
             return cached[0]
         async with self._refresh_locks.setdefault(key, asyncio.Lock()):
-            async with self._sessionmaker() as session, session.begin():
+            async with self._writer.session() as session:
                 # SQLite: BEGIN IMMEDIATE already serialises. PostgreSQL: an advisory lock, since
                 # FOR UPDATE locks nothing before the first token row exists (two processes would
                 # both fetch, and one insert would fail).

@@ -4,7 +4,7 @@ distributor's balance row, in the caller's transaction (a unit of work on storag
 Balances move only by relative updates (`x = x + delta`), which lock the row on PostgreSQL until
 commit (SQLite's BEGIN IMMEDIATE serialises every writer); a withdrawal is one conditional update
 (`... WHERE available_fen >= amount`), so no two requests can overdraw, in one process or many.
-Callers holding an AsyncSession reach these functions through `session.run_sync`.
+Callers reach these functions through a unit of work (`Writer.run`) or a read (`Reader.run`).
 """
 
 from __future__ import annotations

@@ -13,9 +13,8 @@ from sqlalchemy.orm import Session
 from bot.api import ApiModel, ok
 from bot.console import page, page_number
 from bot.feature import Feature
-from bot.typedefs import SESSIONMAKER
+from bot.typedefs import READER
 from domain import audit
-from storage.db import run_read
 
 feature = Feature("audit", scope="admin")
 MAX_PAGE = 10**6
@@ -51,7 +50,7 @@ def _read(page_no: int, object_id: str | None) -> Any:
 @feature.api.get("/audit", summary="Every request that changed or tried to change something, newest first, 50 a page",
                  query=AuditQuery, response=AuditPage)
 async def list_audit(request: web.Request, query: AuditQuery) -> web.Response:
-    rows, total = await run_read(request.config_dict[SESSIONMAKER], _read(query.page, query.object))
+    rows, total = await request.config_dict[READER].run(_read(query.page, query.object))
     return ok({"entries": rows, "total": total})
 
 
@@ -62,7 +61,7 @@ async def audit_page(request: web.Request) -> web.Response:
 
     def read(session: Session) -> tuple[list[dict[str, Any]], int]:
         return audit.entries(session, page_no, object_id=object_id)
-    rows, total = await run_read(request.config_dict[SESSIONMAKER], read)
+    rows, total = await request.config_dict[READER].run(read)
     pages = max((total + audit.PAGE_SIZE - 1) // audit.PAGE_SIZE, 1)
     return page(request, "audit.html", title="审计日志", current="/audit", entries=rows, total=total,
                 number=page_no, pages=pages, object_id=object_id or "")

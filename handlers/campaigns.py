@@ -23,13 +23,12 @@ from bot.chat import Ctx, Incoming
 from bot.console import done, page, page_number
 from bot.feature import Feature
 from bot.scheduler import JOBS
-from bot.typedefs import CLOCK, CONFIG, SESSIONMAKER, WRITER
+from bot.typedefs import CLOCK, CONFIG, READER, WRITER
 from content.console_pages import when
 from domain import campaigns
 from domain.config import Config
 from domain.formats import CHINA, china_time
 from domain.refusals import Refusal
-from storage.db import run_read
 from storage.models_campaigns import Campaign, CampaignStatus
 
 log = logging.getLogger(__name__)
@@ -43,7 +42,7 @@ async def campaigns_job(app: web.Application) -> int:
     """Start due campaigns, queue their recipients (one batch per unit), mark finished ones done;
     the batches queued. A read-only look first: every two seconds, nearly always nothing to do."""
     batches = 0
-    for cid in await run_read(app[SESSIONMAKER], lambda s: campaigns.due(s, app[CLOCK].now())):
+    for cid in await app[READER].run(lambda s: campaigns.due(s, app[CLOCK].now())):
         while await app[WRITER].run(lambda s, cid=cid: campaigns.enqueue_batch(s, cid, app[CLOCK].now()),
                                     slow=True):
             batches += 1
@@ -152,7 +151,7 @@ async def list_campaigns(request: web.Request, query: PageQuery) -> web.Response
                                .offset(query.offset)).all()
         total = session.scalar(select(func.count()).select_from(Campaign)) or 0
         return {"campaigns": [_json(session, c) for c in rows], "total": total}
-    return ok(await run_read(request.config_dict[SESSIONMAKER], read))
+    return ok(await request.config_dict[READER].run(read))
 
 
 @api.get("/campaigns/{id}", summary="One campaign with its progress", params=CampaignId, response=CampaignOut,
@@ -163,7 +162,7 @@ async def get_campaign(request: web.Request, params: CampaignId) -> web.Response
         if c is None:
             raise Refusal("not_found", f"No campaign {params.id}.")
         return _json(session, c)
-    return ok(await run_read(request.config_dict[SESSIONMAKER], read))
+    return ok(await request.config_dict[READER].run(read))
 
 
 @api.post("/campaigns/{id}/cancel", summary="Cancel a scheduled campaign; 409 once it has started",
@@ -209,7 +208,7 @@ async def _campaigns_page(request: web.Request, *, form: Any = None, errors: lis
                           status: int = 200) -> web.Response:
     number = page_number(request)
     config = request.config_dict[CONFIG]
-    listing = await run_read(request.config_dict[SESSIONMAKER], lambda s: _console_list(s, config, number))
+    listing = await request.config_dict[READER].run(lambda s: _console_list(s, config, number))
     return page(request, "campaigns.html", title="活动", current="/campaigns", status=status, form=form or {},
                 errors=errors, max_text=campaigns.MAX_TEXT, status_names=STATUS_NAMES, kind_names=KIND_NAMES,
                 **listing)

@@ -19,12 +19,12 @@ from aiohttp import web
 from aiohttp.http import HttpProcessingError
 from pydantic import BaseModel, Field
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from bot.api import ApiModel, IdParam, ok
 from bot.console import HEADERS, done, page
 from bot.feature import Feature
-from bot.typedefs import CLOCK, CONFIG, PACKS, SESSIONMAKER, WRITER
+from bot.typedefs import CLOCK, CONFIG, PACKS, READER, WRITER
 from content.console_pages import TEMPLATES, when
 from content.packs import MAX_UPLOAD_BYTES, PackInvalid
 from content.store import (
@@ -40,7 +40,6 @@ from domain.clock import Clock
 from domain.config import Config
 from domain.formats import china_time
 from domain.refusals import Refusal
-from storage.db import run_read
 from storage.models_content import ContentPack, LivePack
 from storage.writer import Writer
 
@@ -155,9 +154,8 @@ async def _import(request: web.Request, path: Path) -> tuple[ContentPack, bool]:
 @api.get("/content-packs", summary="Every stored pack version, newest first; `live` marks the live ones",
          response=Packs)
 async def list_packs(request: web.Request) -> web.Response:
-    async with request.config_dict[SESSIONMAKER]() as session:
-        live = await session.run_sync(live_pack_ids)
-        rows = (await session.scalars(select(ContentPack).order_by(ContentPack.id.desc()))).all()
+    live, rows = await request.config_dict[READER].run(lambda session: (
+        live_pack_ids(session), session.scalars(select(ContentPack).order_by(ContentPack.id.desc())).all()))
     return ok({"packs": [pack_json(r, r.id in live) for r in rows], "total": len(rows)})
 
 
@@ -165,19 +163,18 @@ class PackId(IdParam):
     noun: ClassVar[str] = "content pack"
 
 
-async def _one(session: AsyncSession, pack_id: int) -> ContentPack:
-    row = await session.get(ContentPack, pack_id)
-    if row is None:
-        raise Refusal("not_found", f"No content pack has the id {pack_id}.")
-    return row
 
 
 @api.get("/content-packs/{id}", summary="One pack version with the keys of its products, scripts, posters "
                                         "and trainings", params=PackId, response=PackDetail, errors=(404,))
 async def get_pack(request: web.Request, params: PackId) -> web.Response:
-    async with request.config_dict[SESSIONMAKER]() as session:
-        row = await _one(session, params.id)
-        live = row.id in await session.run_sync(live_pack_ids)
+
+    def read(session: Session) -> tuple[ContentPack | None, bool]:
+        row = session.get(ContentPack, params.id)
+        return row, row is not None and row.id in live_pack_ids(session)
+    row, live = await request.config_dict[READER].run(read)
+    if row is None:
+        raise Refusal("not_found", f"No content pack has the id {params.id}.")
     c = row.content
     return ok({**pack_json(row, live), "items": {
         "products": [p["sku"] for p in c["products"]], "scripts": [s["key"] for s in c["scripts"]],
@@ -211,7 +208,7 @@ UPLOAD_JS = TEMPLATES / "upload.js"
 
 async def _content_page(request: web.Request, *, problems: list[Any] = (), filename: str = "",
                         status: int = 200) -> web.Response:
-    versions = await run_read(request.config_dict[SESSIONMAKER], versions_by_name)
+    versions = await request.config_dict[READER].run(versions_by_name)
     return page(request, "content.html", title="内容", current="/content", status=status, versions=versions,
                 problems=problems, filename=filename, max_mib=MAX_UPLOAD_BYTES // 1048576)
 
@@ -279,9 +276,8 @@ async def content_job(app: web.Application) -> int:
 async def product_picture(request: web.Request) -> web.Response:
     """Products' pictures only: a training's are served under its signed link (handlers/trainings.py)."""
     library = request.config_dict[PACKS]
-    async with request.config_dict[SESSIONMAKER]() as session:
-        found = await session.run_sync(library.product_picture, int(request.match_info["pack_id"]),
-                                       request.match_info["path"])
+    pack_id, path = int(request.match_info["pack_id"]), request.match_info["path"]
+    found = await request.config_dict[READER].run(lambda s: library.product_picture(s, pack_id, path))
     if found is None:
         raise web.HTTPNotFound()
     data, kind = found

@@ -23,13 +23,12 @@ from bot.console import done, page, page_number
 from bot.feature import Feature
 from bot.menu import MenuKey
 from bot.scheduler import JOBS
-from bot.typedefs import CLOCK, CONFIG, SESSIONMAKER, WRITER
+from bot.typedefs import CLOCK, CONFIG, READER, WRITER
 from domain import campaigns, contest_results, contests
 from domain.contest_results import show_value
 from domain.formats import CHINA, AmountError, china_time, mask_name, parse_yuan, yuan
 from domain.messages import Text
 from domain.refusals import Refusal
-from storage.db import run_read
 from storage.models import Distributor
 from storage.models_engage import ContestStatus
 from storage.tables import CONTESTS
@@ -47,7 +46,7 @@ async def tick_contests(app: web.Application) -> int:
     end has passed (each in one unit of its own); the contests settled. A read first: nearly
     every minute there is nothing to do."""
     now = app[CLOCK].now()
-    due = await run_read(app[SESSIONMAKER], lambda s: contests.due(s, now))
+    due = await app[READER].run(lambda s: contests.due(s, now))
     if due.star_missing:
         await app[WRITER].run(lambda s: contests.ensure_star(s, app[CONFIG], now), slow=True)
     if due.to_open:
@@ -215,13 +214,13 @@ async def list_contests(request: web.Request, query: PageQuery) -> web.Response:
     def read(session: Session) -> dict[str, Any]:
         rows, total = contest_page(session, query.limit, query.offset)
         return {"contests": [_summary(c) for c in rows], "total": total}
-    return ok(await run_read(request.config_dict[SESSIONMAKER], read))
+    return ok(await request.config_dict[READER].run(read))
 
 
 @api.get("/contests/{id}", summary="One contest with its standings (top 100) and, once settled, its winners",
          params=ContestId, response=ContestOut, errors=(404,))
 async def get_contest(request: web.Request, params: ContestId) -> web.Response:
-    return ok(await run_read(request.config_dict[SESSIONMAKER], lambda s: _json(s, params.id)))
+    return ok(await request.config_dict[READER].run(lambda s: _json(s, params.id)))
 
 
 # ---- the console's 比赛 ----------------------------------------------------------------------------
@@ -296,7 +295,7 @@ def _listing(request: web.Request, session: Session, number: int) -> dict[str, A
 async def _contests_page(request: web.Request, *, status: int = 200, error: str = "",
                          form: Any = None) -> web.Response:
     number = page_number(request)
-    values = await run_read(request.config_dict[SESSIONMAKER], lambda s: _listing(request, s, number))
+    values = await request.config_dict[READER].run(lambda s: _listing(request, s, number))
     return page(request, "contests.html", title="比赛", current="/contests", status=status, error=error,
                 form=form or {}, ranks=request.config_dict[CONFIG].ranks, statuses=STATUS_NAMES,
                 metrics=METRIC_NAMES, **values)
@@ -328,7 +327,7 @@ async def contest_detail_page(request: web.Request) -> web.Response:
         standings, winners = _results(session, c)
         return {"contest": c, "standings": standings, "winners": winners,
                 "audience": _audience_name(c.audience, request.config_dict[CONFIG])}
-    values = await run_read(request.config_dict[SESSIONMAKER], read)
+    values = await request.config_dict[READER].run(read)
     if values is None:
         return page(request, "contest.html", title="比赛", current="/contests", status=404, contest=None)
     return page(request, "contest.html", title=values["contest"].title, current="/contests", statuses=STATUS_NAMES,

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from bot.api import ApiModel, actor_of, ok
 from bot.console import done, page, page_number, returns_to
 from bot.feature import Feature
-from bot.typedefs import CLOCK, CONFIG, PACKS, SESSIONMAKER, WRITER
+from bot.typedefs import CLOCK, CONFIG, PACKS, READER, WRITER
 from domain import risk, suspension
 from domain.commission import STATUS_NAMES
 from domain.distributors import MAX_PAGE, PER_PAGE, DistributorAnswer, distributor_json, known_distributor, search
@@ -28,7 +28,6 @@ from domain.formats import parse_signed_yuan
 from domain.ledger import BUCKETS, KIND_NAMES, MAX_ADJUSTMENT_FEN, balance
 from domain.notices import adjust_and_tell
 from domain.promotion import change_rank
-from storage.db import run_read
 from storage.models import Distributor
 from storage.queries import distributor_by_code
 from storage.tables import DISTRIBUTORS, ENTRIES, ORDERS, RANK_CHANGES
@@ -69,19 +68,19 @@ async def list_distributors(request: web.Request, query: DistributorQuery) -> we
     if query.code is not None:
         stmt = stmt.where(Distributor.code == query.code.strip().upper())
     number = query.page
-    async with request.config_dict[SESSIONMAKER]() as session, session.begin():
-        total = await session.scalar(select(func.count()).select_from(stmt.subquery()))
-        rows = await session.scalars(stmt.order_by(Distributor.id).offset((number - 1) * PER_PAGE).limit(PER_PAGE))
-        items = await session.run_sync(lambda s: [distributor_json(s, d) for d in rows])
-    return ok({"distributors": items, "total": total})
+
+    def read(session: Session) -> dict[str, Any]:
+        total = session.scalar(select(func.count()).select_from(stmt.subquery()))
+        rows = session.scalars(stmt.order_by(Distributor.id).offset((number - 1) * PER_PAGE).limit(PER_PAGE))
+        return {"distributors": [distributor_json(session, d) for d in rows], "total": total}
+    return ok(await request.config_dict[READER].run(read))
 
 
 @api.get("/distributors/{code}", summary="One distributor with balances", response=DistributorAnswer,
          errors=(404,))
 async def get_distributor(request: web.Request) -> web.Response:
-    async with request.config_dict[SESSIONMAKER]() as session, session.begin():
-        d = await session.run_sync(known_distributor, request.match_info["code"])
-        return ok(await session.run_sync(distributor_json, d))
+    code = request.match_info["code"]
+    return ok(await request.config_dict[READER].run(lambda s: distributor_json(s, known_distributor(s, code))))
 
 
 # ---- the console's 分销员: search ------------------------------------------------------------------
@@ -89,7 +88,7 @@ async def get_distributor(request: web.Request) -> web.Response:
 async def search_page(request: web.Request) -> web.Response:
     query = request.query.get("q", "").strip()[:50]
     number = page_number(request, last=MAX_PAGE)
-    rows, total = await run_read(request.config_dict[SESSIONMAKER], lambda s: search(s, query, number))
+    rows, total = await request.config_dict[READER].run(lambda s: search(s, query, number))
     pages = max((total + PER_PAGE - 1) // PER_PAGE, 1)
     ranks = {r.key: r.name for r in request.config_dict[CONFIG].ranks}
     return page(request, "distributors.html", title="分销员", current="/distributors", query=query, rows=rows,
@@ -139,7 +138,7 @@ def _profile(session: Session, code: str) -> dict[str, Any] | None:
 @feature.console.get("/distributors/{code}")
 async def distributor_page(request: web.Request) -> web.Response:
     code = request.match_info["code"]
-    profile = await run_read(request.config_dict[SESSIONMAKER], lambda s: _profile(s, code))
+    profile = await request.config_dict[READER].run(lambda s: _profile(s, code))
     if profile is None:
         return page(request, "distributor.html", title="分销员", current="/distributors", status=404, d=None, code=code)
     ranks = {r.key: r.name for r in request.config_dict[CONFIG].ranks}

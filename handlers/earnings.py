@@ -22,7 +22,7 @@ from bot.api import ApiModel, actor_of, ok, text
 from bot.chat import Ctx, Incoming, Later, active_only
 from bot.feature import Feature
 from bot.menu import MenuKey
-from bot.typedefs import CLOCK, CONFIG, SESSIONMAKER, WECHAT, WRITER
+from bot.typedefs import CLOCK, CONFIG, READER, WECHAT, WRITER
 from bot.wechat_api import WeChatAPI
 from content.charts import render_earnings_chart
 from domain.config import Config
@@ -173,12 +173,15 @@ class LedgerQuery(ApiModel):
          query=LedgerQuery, response=Ledger, errors=(404,))
 async def get_ledger(request: web.Request, query: LedgerQuery) -> web.Response:
     after_id, limit = query.after_id, query.limit
-    async with request.config_dict[SESSIONMAKER]() as session, session.begin():
-        d = await session.run_sync(known_distributor, request.match_info["code"])
+    code = request.match_info["code"]
+
+    def read(session: Session) -> list[Any]:
+        d = known_distributor(session, code)
         e = ENTRIES.c
         stmt = (select(e.id, e.kind, e.amount_fen, e.order_no, e.created_at)
                 .where(e.distributor_id == d.id, e.id > after_id).order_by(e.id))
-        rows = (await session.execute(stmt.limit(limit) if limit else stmt)).all()
+        return list(session.execute(stmt.limit(limit) if limit else stmt).all())
+    rows = await request.config_dict[READER].run(read, slow=limit is None)  # a whole ledger when unbounded
     return ok({"entries": [{"id": i, "kind": k, "amount_fen": a, "order_no": o, "created_at": china_time(at)}
                            for i, k, a, o, at in rows]})
 

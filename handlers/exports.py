@@ -15,11 +15,10 @@ from pydantic import BeforeValidator, ConfigDict, Field
 from bot.api import ApiModel
 from bot.exports import stream_csv
 from bot.feature import Feature
-from bot.typedefs import CLOCK, SESSIONMAKER
+from bot.typedefs import CLOCK, READER
 from domain import exports
 from domain.formats import CHINA
 from domain.refusals import Refusal
-from storage.db import run_read
 
 feature = Feature("exports", scope="finance")
 CSV = "text/csv"
@@ -58,10 +57,10 @@ class ExportQuery(ApiModel):
                  query=ExportQuery, answers=CSV, errors=(422,))
 async def ledger_csv(request: web.Request, query: ExportQuery) -> web.StreamResponse:
     start, end = query.bounds()
-    sessionmaker = request.config_dict[SESSIONMAKER]
+    reader = request.config_dict[READER]
 
     async def pages(after: exports.LedgerKey) -> tuple[exports.LedgerKey, list[Any]]:
-        return await run_read(sessionmaker, lambda s: exports.ledger_rows(s, start, end, after))
+        return await reader.run(lambda s: exports.ledger_rows(s, start, end, after), slow=True)
     name = query.filename("ledger", request.config_dict[CLOCK].now())
     return await stream_csv(request, name, exports.LEDGER_HEADER, pages, first_key=None)
 
@@ -70,9 +69,9 @@ async def ledger_csv(request: web.Request, query: ExportQuery) -> web.StreamResp
                  query=ExportQuery, answers=CSV, errors=(422,))
 async def withdrawals_csv(request: web.Request, query: ExportQuery) -> web.StreamResponse:
     where = exports.withdrawals_between(*query.bounds())
-    sessionmaker = request.config_dict[SESSIONMAKER]
+    reader = request.config_dict[READER]
 
     async def pages(after: int) -> tuple[int, list[Any]]:
-        return await run_read(sessionmaker, lambda s: exports.withdrawal_rows(s, where, after))
+        return await reader.run(lambda s: exports.withdrawal_rows(s, where, after), slow=True)
     name = query.filename("withdrawals", request.config_dict[CLOCK].now())
     return await stream_csv(request, name, exports.WITHDRAWALS_HEADER, pages)

@@ -23,7 +23,7 @@ from bot.audit import note
 from bot.chat import Ctx, Incoming, active_only
 from bot.feature import Feature
 from bot.menu import MenuKey
-from bot.typedefs import CLOCK, CONFIG, PACKS, SESSIONMAKER, WRITER
+from bot.typedefs import CLOCK, CONFIG, PACKS, READER, WRITER
 from domain import commission as rules
 from domain.config import Config
 from domain.formats import CHINA, china_time, yuan
@@ -165,16 +165,19 @@ async def post_order_event(request: web.Request, body: OrderEvent) -> web.Respon
 async def get_order(request: web.Request) -> web.Response:
     order_no = request.match_info["order_no"]
     d = Distributor.__table__.c
-    async with request.config_dict[SESSIONMAKER]() as session, session.begin():
-        o = (await session.execute(select(ORDERS, d.code).join(Distributor.__table__, d.id == ORDERS.c.distributor_id)
-                                   .where(ORDERS.c.order_no == order_no))).mappings().first()
+
+    def read(session: Session) -> tuple[Any, Any, Any]:
+        o = session.execute(select(ORDERS, d.code).join(Distributor.__table__, d.id == ORDERS.c.distributor_id)
+                            .where(ORDERS.c.order_no == order_no)).mappings().first()
         if o is None:
             raise Refusal("not_found", f"No order {order_no!r}.")
-        history = (await session.execute(select(EVENTS).where(EVENTS.c.order_no == order_no)
-                                         .order_by(EVENTS.c.id))).mappings().all()
-        comms = (await session.execute(select(COMMISSIONS, d.code).join(
+        history = session.execute(select(EVENTS).where(EVENTS.c.order_no == order_no)
+                                  .order_by(EVENTS.c.id)).mappings().all()
+        comms = session.execute(select(COMMISSIONS, d.code).join(
             Distributor.__table__, d.id == COMMISSIONS.c.distributor_id).where(COMMISSIONS.c.order_no == order_no)
-            .order_by(COMMISSIONS.c.depth))).mappings().all()
+            .order_by(COMMISSIONS.c.depth)).mappings().all()
+        return o, history, comms
+    o, history, comms = await request.config_dict[READER].run(read)
 
     def at(v: datetime | None) -> str | None:
         return china_time(v) if v else None

@@ -14,12 +14,11 @@ from sqlalchemy.orm import Session
 from bot.console import page
 from bot.feature import Feature
 from bot.scopes import ANY
-from bot.typedefs import CLOCK, CONFIG, SESSIONMAKER
+from bot.typedefs import CLOCK, CONFIG, READER
 from content.console_pages import svg_bars, svg_lines
 from domain import dashboard
 from domain.formats import day_start, month_start
 from domain.tickets import open_and_overdue
-from storage.db import run_read
 
 feature = Feature("overview", scope=ANY)  # the page every session lands on
 CHART_DAYS = 30
@@ -50,5 +49,5 @@ def _figures(session: Session, now: datetime, names: dict[str, str]) -> dict[str
 async def overview(request: web.Request) -> web.Response:
     now = request.config_dict[CLOCK].now()
     names = {r.key: r.name for r in request.config_dict[CONFIG].ranks}
-    figures = await run_read(request.config_dict[SESSIONMAKER], lambda s: _figures(s, now, names))
+    figures = await request.config_dict[READER].run(lambda s: _figures(s, now, names))
     return page(request, "overview.html", title="概览", current="/", **figures)

@@ -25,7 +25,7 @@ from bot.chat import Ctx, Incoming, active_only
 from bot.console import done
 from bot.feature import Feature
 from bot.headers import content_policy
-from bot.typedefs import CLOCK, CONFIG, PAY, SESSIONMAKER, WECHAT, WRITER
+from bot.typedefs import CLOCK, CONFIG, PAY, READER, WECHAT, WRITER
 from bot.wechat_api import WeChatError
 from bot.wechat_pay import Bill, PayClient, PayError, PayRefused, SignatureInvalid
 from content.pay_pages import JS_API_LIST, SCRIPT_SOURCES, claim_page, jsapi_signature, notice_page
@@ -34,7 +34,6 @@ from domain.config import Config
 from domain.config_sections import TRANSFER_SCENES
 from domain.formats import CHINA, yuan
 from domain.messages import Text
-from storage.db import run_read
 from storage.models import Distributor
 from storage.models_ledger import WithdrawalStatus
 from storage.tables import WITHDRAWALS
@@ -210,7 +209,7 @@ async def reconcile(app: web.Application) -> int:
     if not app[CONFIG].pay.on:
         return 0
     now = app[CLOCK].now()
-    numbers = await run_read(app[SESSIONMAKER], lambda s: payouts.unfinished(s, now, JOB_BATCH))
+    numbers = await app[READER].run(lambda s: payouts.unfinished(s, now, JOB_BATCH))
     applied = 0
     for number in numbers:
         try:

@@ -30,7 +30,7 @@ from bot.chat import Ctx, Incoming, Later, active_only
 from bot.console import HEADERS, page
 from bot.feature import Feature
 from bot.menu import MenuKey
-from bot.typedefs import CLOCK, CONFIG, PACKS, SESSIONMAKER, WECHAT, WRITER
+from bot.typedefs import CLOCK, CONFIG, PACKS, READER, WECHAT, WRITER
 from bot.wechat_api import WeChatAPI, WeChatError
 from content.posters import FileRef, PosterJob, PosterRenderer, TextBox, cache_key
 from content.store import PackContent, open_to, pack_file
@@ -42,7 +42,8 @@ from content.templating import (
 )
 from domain.clock import Clock
 from domain.messages import Image, Reply, Text
-from storage.db import dialect_insert, run_read
+from storage.db import dialect_insert
+from storage.reader import Reader
 from storage.models import Distributor
 from storage.models_content import DistributorQrCode, PosterMedia
 from storage.writer import Writer
@@ -68,7 +69,7 @@ class Posters:
     renderer: PosterRenderer
     wechat: WeChatAPI
     writer: Writer
-    read: Any  # an async sessionmaker, for reading pack files
+    reader: Reader  # pack files, stored media
     clock: Clock
     pending: dict[tuple[int, str, str], asyncio.Future[Reply]] = field(default_factory=dict)
 
@@ -78,7 +79,7 @@ POSTERS = web.AppKey("posters", Posters)
 
 @feature.resource(POSTERS)
 async def posters(app: web.Application) -> AsyncIterator[Posters]:
-    yield Posters(PosterRenderer(), app[WECHAT], app[WRITER], app[SESSIONMAKER], app[CLOCK])
+    yield Posters(PosterRenderer(), app[WECHAT], app[WRITER], app[READER], app[CLOCK])
 
 
 def _list_text(posters: list[tuple[PackContent, dict[str, Any]]]) -> str:
@@ -187,8 +188,7 @@ async def _make_poster(req: PosterRequest, service: Posters) -> Reply:
             session, DistributorQrCode, ["distributor_id"], distributor_id=req.distributor_id,
             ticket=answer["ticket"], url=qr_url, expires_at=now + lifetime, created_at=now))
     key = _key(req, qr_url, texts)
-    async with service.read() as session:
-        media = await session.get(PosterMedia, key)
+    media = await service.reader.run(lambda session: session.get(PosterMedia, key))
     if media is not None and media.expires_at - MEDIA_MARGIN > now:
         return Image(media.media_id)  # a repeat: no drawing, no upload
     q = req.poster["qr"]
@@ -202,8 +202,7 @@ async def _make_poster(req: PosterRequest, service: Posters) -> Reply:
 
 def _loader(service: Posters) -> Callable[[FileRef], Awaitable[bytes]]:
     async def load(ref: FileRef) -> bytes:
-        async with service.read() as session:
-            data = await session.run_sync(pack_file, ref[0], ref[2])
+        data = await service.reader.run(lambda session: pack_file(session, ref[0], ref[2]))
         if data is None:
             raise LookupError(f"pack {ref[0]} has no file {ref[1]!r}")
         return data
@@ -250,7 +249,7 @@ async def _preview(request: web.Request, pack_id: str, key: str, code: str) -> P
                  "请填写分销员的推广码。" if not code else
                  f"没有推广码为 {code} 的分销员。" if who is None else "")
         return Preview(posters, chosen, who, error)  # type: ignore[arg-type]
-    return await run_read(request.config_dict[SESSIONMAKER], read)
+    return await request.config_dict[READER].run(read)
 
 
 def _preview_job(public_url: str, pack: PackContent, poster: dict[str, Any], name: str, code: str) -> PosterJob:

@@ -18,7 +18,7 @@ from bot.api import ApiModel, actor_of, ok, text
 from bot.chat import Ctx, Incoming, active_only
 from bot.feature import Feature
 from bot.menu import MenuKey
-from bot.typedefs import CLOCK, CONFIG, PACKS, SESSIONMAKER, WRITER
+from bot.typedefs import CLOCK, CONFIG, PACKS, READER, WRITER
 from domain.distributors import DistributorAnswer, distributor_json, known_distributor
 from domain.figures import personal_sales, teams
 from domain.formats import china_time, yuan
@@ -26,7 +26,6 @@ from domain.messages import Text
 from domain.promotion import change_rank, promote, rates_lines, rights_lines
 from domain.ranks import RankGap, next_rank_gap
 from domain.refusals import Refusal
-from storage.db import run_read
 from storage.models import Distributor, DistributorStatus
 from storage.tables import DISTRIBUTORS, RANK_CHANGES
 
@@ -93,7 +92,7 @@ async def evaluate_ranks(app: web.Application) -> int:
     number promoted. Whoever was promoted already is left as they are (promotion is idempotent)."""
     config, library = app[CONFIG], app[PACKS]
     top, after, promoted = config.ranks[-1].key, 0, 0
-    while ids := await run_read(app[SESSIONMAKER], lambda s, after=after: _candidates(s, top, after)):
+    while ids := await app[READER].run(lambda s, after=after: _candidates(s, top, after)):
         changed = await app[WRITER].run(
             lambda s, ids=ids: promote(s, config, ids, app[CLOCK].now(), unlocks=library.unlocks), slow=True)
         promoted += len(changed)
@@ -166,4 +165,4 @@ async def rank_history(request: web.Request) -> web.Response:
         rows = session.execute(select(RANK_CHANGES).where(RANK_CHANGES.c.distributor_id == d.id)
                                .order_by(RANK_CHANGES.c.id)).all()
         return {"changes": [_change_json(r) for r in rows]}
-    return ok(await run_read(request.config_dict[SESSIONMAKER], read))
+    return ok(await request.config_dict[READER].run(read))

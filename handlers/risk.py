@@ -20,10 +20,9 @@ from sqlalchemy.orm import Session
 from bot.api import ApiModel, IdParam, PageQuery, actor_of, ok, text
 from bot.console import done, page, page_number, returns_to
 from bot.feature import Feature
-from bot.typedefs import CLOCK, CONFIG, SESSIONMAKER, WRITER
+from bot.typedefs import CLOCK, CONFIG, READER, WRITER
 from domain import risk, suspension
 from domain.distributors import DistributorAnswer, distributor_json, known_distributor
-from storage.db import run_read
 from storage.models_risk import FlagStatus
 from storage.queries import distributor_by_code
 
@@ -72,7 +71,7 @@ async def list_flags(request: web.Request, query: FlagQuery) -> web.Response:
     def read(session: Session) -> dict[str, Any]:
         rows, total = risk.list_flags(session, query.status, query.limit, query.offset)
         return {"flags": [risk.flag_json(r) for r in rows], "total": total}
-    return ok(await run_read(request.config_dict[SESSIONMAKER], read))
+    return ok(await request.config_dict[READER].run(read))
 
 
 @api.post("/risk/flags/{id}/resolve",
@@ -145,8 +144,7 @@ def _reason(form: Any) -> str:
 @feature.console.get("/risk")
 async def flags_page(request: web.Request) -> web.Response:
     number = page_number(request)
-    rows, total = await run_read(request.config_dict[SESSIONMAKER],
-                                 lambda s: risk.list_flags(s, FlagStatus.OPEN, PER_PAGE, (number - 1) * PER_PAGE))
+    rows, total = await request.config_dict[READER].run(lambda s: risk.list_flags(s, FlagStatus.OPEN, PER_PAGE, (number - 1) * PER_PAGE))
     return page(request, "risk.html", title="风险", current="/risk", flags=rows, total=total, number=number,
                 pages=max((total + PER_PAGE - 1) // PER_PAGE, 1), rule_names=risk.RULE_NAMES)
 

@@ -10,11 +10,12 @@ from enum import StrEnum
 from typing import Any
 
 from aiohttp import web
+from sqlalchemy.orm import Session
 
 from bot.chat import Ctx, Incoming, Later, active_only
 from bot.feature import Feature
 from bot.menu import MenuKey
-from bot.typedefs import CONFIG, PACKS, SESSIONMAKER
+from bot.typedefs import CONFIG, PACKS, READER
 from content.pages import cards, page
 from content.store import PackContent, live_pack_ids
 from content.templating import PackTemplateError, render_template, template_variables
@@ -122,9 +123,11 @@ async def share_page(request: web.Request) -> web.Response:
     """Where share_url leads when a product has no shop link: the live products, with the code."""
     code = request.match_info["code"].upper()
     library = request.config_dict[PACKS]
-    async with request.config_dict[SESSIONMAKER]() as session:
-        distributor = await session.run_sync(lambda s: distributor_by_code(s, code, active=True))
-        packs = await session.run_sync(library.live) if distributor is not None else []
+
+    def read(session: Session) -> tuple[Distributor | None, list[Any]]:
+        distributor = distributor_by_code(session, code, active=True)
+        return distributor, library.live(session) if distributor is not None else []
+    distributor, packs = await request.config_dict[READER].run(read)
     if distributor is None:
         return web.Response(text=page("推荐链接已失效", "<p>这个推荐链接无效或已失效。</p>"), status=404,
                             content_type="text/html")

@@ -23,13 +23,12 @@ from bot.chat import Ctx, Incoming, split_command
 from bot.console import done, page, page_number, returns_to
 from bot.feature import Feature
 from bot.menu import MenuKey
-from bot.typedefs import CLOCK, CONFIG, SESSIONMAKER, WRITER
+from bot.typedefs import CLOCK, CONFIG, READER, WRITER
 from domain.refusals import Refusal
 from domain import tickets
 from domain.formats import china_time
 from domain.help import HELP
 from domain.messages import Text
-from storage.db import run_read
 from storage.models_engage import TicketStatus
 
 
@@ -160,14 +159,13 @@ async def list_tickets(request: web.Request, query: TicketQuery) -> web.Response
     def read(session: Session) -> dict[str, Any]:
         rows, total = tickets.list_tickets(session, query.status, query.limit, query.offset)
         return {"tickets": [_json(r, now) for r in rows], "total": total}
-    return ok(await run_read(request.config_dict[SESSIONMAKER], read))
+    return ok(await request.config_dict[READER].run(read))
 
 
 @api.get("/tickets/{id}", summary="One ticket with its replies", params=TicketId, response=TicketDetail,
          errors=(404,))
 async def get_ticket(request: web.Request, params: TicketId) -> web.Response:
-    return ok(await run_read(request.config_dict[SESSIONMAKER],
-                             lambda s: _detail(s, params.id, request.config_dict[CLOCK].now())))
+    return ok(await request.config_dict[READER].run(lambda s: _detail(s, params.id, request.config_dict[CLOCK].now())))
 
 
 @api.post("/tickets/{id}/reply", summary="Answer a ticket: the text goes to the asker in chat (a template message "
@@ -214,7 +212,7 @@ async def tickets_page(request: web.Request) -> web.Response:
         return [{"t": r.ticket, "code": r.distributor_code, "name": r.distributor_name,
                  "countdown": tickets.countdown(r.ticket, now) if status == TicketStatus.OPEN else None}
                 for r in rows], total
-    items, total = await run_read(request.config_dict[SESSIONMAKER], read)
+    items, total = await request.config_dict[READER].run(read)
     return page(request, "tickets.html", title="客服", current="/tickets", tabs=TABS, tab=status.value,
                 items=items, total=total, number=number, pages=max((total + PER_PAGE - 1) // PER_PAGE, 1),
                 max_reply=tickets.MAX_REPLY)

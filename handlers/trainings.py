@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from bot.chat import Ctx, Incoming, active_only
 from bot.feature import Feature
 from bot.menu import MenuKey
-from bot.typedefs import CLOCK, CONFIG, PACKS, SESSIONMAKER
+from bot.typedefs import CLOCK, CONFIG, PACKS, READER
 from content.pages import markdown_html, page
 from content.store import PackContent, PackLibrary, live_pack_ids, open_to, pack_picture
 from domain.config import Config
@@ -151,8 +151,7 @@ async def _open(request: web.Request) -> Opened | web.Response:
     if reader is None:
         return _refusal(INVALID, 404)
     library = request.config_dict[PACKS]
-    async with request.config_dict[SESSIONMAKER]() as session:
-        found = await session.run_sync(_readable, library, pack_id, key, reader)
+    found = await request.config_dict[READER].run(lambda s: _readable(s, library, pack_id, key, reader))
     if isinstance(found, str):
         return _refusal(found, 403 if found == NOT_FOR_YOU else 404)
     return Opened(*found, prefix=_page_path(pack_id, key, token))
@@ -178,8 +177,7 @@ async def training_picture(request: web.Request) -> web.Response:
     path = request.match_info["path"]
     if path not in opened.body()[1]:
         raise web.HTTPNotFound()
-    async with request.config_dict[SESSIONMAKER]() as session:
-        found = await session.run_sync(pack_picture, opened.pack.id, path)
+    found = await request.config_dict[READER].run(lambda s: pack_picture(s, opened.pack.id, path))
     if found is None:
         raise web.HTTPNotFound()
     data, kind = found

@@ -34,7 +34,7 @@ from sqlalchemy.orm import Session
 
 from bot.chat import Ctx, Incoming, active_only
 from bot.feature import Feature
-from bot.typedefs import CLOCK, CONFIG, PACKS, SESSIONMAKER, WRITER
+from bot.typedefs import CLOCK, CONFIG, PACKS, READER, WRITER
 from content.charts import render_weekly_chart
 from content.pages import page
 from content.store import PackLibrary
@@ -46,7 +46,6 @@ from domain.outbox import Queued, enqueue_many, template_data
 from domain.signing import link_key, sign, verify
 from domain.weekly import SCRIPT_TITLES, ReportWeek, WeekContent, WeekFigures, report_text, report_week, team_week
 from domain.weekly import week_of_label
-from storage.db import run_read
 from storage.models import Distributor, DistributorStatus
 from storage.tables import DISTRIBUTORS, OUTBOX
 
@@ -178,11 +177,12 @@ async def send_weekly_reports(app: web.Application, now: datetime | None = None,
     Per batch: the figures on a read-only connection, the texts in a thread (off the loop), the
     messages in one unit of work."""
     week = report_week(now or app[CLOCK].now())
-    config, sessionmaker, writer = app[CONFIG], app[SESSIONMAKER], app[WRITER]
-    content = await run_read(sessionmaker, lambda s: week_content(s, app[PACKS], week))
+    config, reader, writer = app[CONFIG], app[READER], app[WRITER]
+    content = await reader.run(lambda s: week_content(s, app[PACKS], week), slow=True)
     queued, after = 0, 0
     while True:
-        batch = await run_read(sessionmaker, functools.partial(load_batch, week=week, after=after, limit=batch_size))
+        batch = await reader.run(functools.partial(load_batch, week=week, after=after, limit=batch_size),
+                                 slow=True)
         if batch.last_id is None:
             break
         if batch.due:
@@ -239,7 +239,7 @@ async def weekly_chart(request: web.Request) -> web.Response:
     cache = request.config_dict[CHARTS]
     png = cache.get((did, week.label))
     if png is None:
-        days = await run_read(request.config_dict[SESSIONMAKER], lambda s: chart_days(s, did, week))
+        days = await request.config_dict[READER].run(lambda s: chart_days(s, did, week))
         if days is None:
             raise web.HTTPNotFound(text="这个链接无效。")
         png = cache[(did, week.label)] = await asyncio.to_thread(render_weekly_chart, days)
@@ -260,7 +260,7 @@ async def weekly_page(request: web.Request) -> web.Response:
         figures = week_figures(session, [person], week)[did]
         return report_text(figures, config.ranks, week_content(session, library, week), week)
 
-    text = await run_read(request.config_dict[SESSIONMAKER], load)
+    text = await request.config_dict[READER].run(load)
     if text is None:
         raise web.HTTPNotFound(text="这个链接无效。")
     token = html.escape(request.match_info["token"])

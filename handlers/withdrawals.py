@@ -27,7 +27,7 @@ from bot.chat import Ctx, Incoming, active_only
 from bot.feature import Feature
 from bot.console import done, may_open, page, page_number
 from bot.exports import stream_csv
-from bot.typedefs import CLOCK, CONFIG, SESSIONMAKER, WRITER
+from bot.typedefs import CLOCK, CONFIG, READER, WRITER
 from domain.exports import SOURCE_NAMES, STATUS_NAMES, WITHDRAWALS_HEADER, withdrawal_rows
 from domain.formats import CHINA, china_time, parse_yuan, yuan
 from domain.ledger import balance
@@ -37,7 +37,6 @@ from domain.refusals import Refusal
 from domain.withdrawal_rules import decide_and_tell, request_withdrawal, withdrawal_select
 from storage.models import Distributor
 from storage.models_ledger import WithdrawalStatus
-from storage.db import run_read
 from storage.tables import BALANCES, WITHDRAWALS
 
 feature = Feature("withdrawals", scope="finance")
@@ -115,8 +114,8 @@ async def list_withdrawals(request: web.Request, query: WithdrawalQuery) -> web.
     stmt = withdrawal_select().order_by(WITHDRAWALS.c.id)
     if query.status is not None:
         stmt = stmt.where(WITHDRAWALS.c.status == query.status)
-    async with request.config_dict[SESSIONMAKER]() as session, session.begin():
-        rows = (await session.execute(stmt)).all()
+    # Every withdrawal of the status: no bound, so off the loop.
+    rows = await request.config_dict[READER].run(lambda session: session.execute(stmt).all(), slow=True)
     return ok({"withdrawals": [_withdrawal_json(r) for r in rows]})
 
 
@@ -130,7 +129,7 @@ async def get_withdrawal(request: web.Request, params: WithdrawalId) -> web.Resp
     def read(session: Session) -> dict[str, Any] | None:
         row = session.execute(withdrawal_select().where(WITHDRAWALS.c.id == params.id)).first()
         return _with_transfer(session, row) if row is not None else None
-    found = await run_read(request.config_dict[SESSIONMAKER], read)
+    found = await request.config_dict[READER].run(read)
     if found is None:
         raise Refusal("not_found", f"No withdrawal {params.id}.")
     return ok(found)
@@ -229,7 +228,7 @@ def _queue(session: Session, history: History, page_no: int, queue_no: int) -> d
 async def queue_page(request: web.Request) -> web.Response:
     history, problems = History.of(request.query)
     page_no, queue_no = page_number(request), page_number(request, "queue")
-    values = await run_read(request.config_dict[SESSIONMAKER], lambda s: _queue(s, history, page_no, queue_no))
+    values = await request.config_dict[READER].run(lambda s: _queue(s, history, page_no, queue_no))
     return page(request, "withdrawals.html", title="提现", current="/withdrawals", filters=history,
                 problems=problems, page_no=page_no, status_names=STATUS_NAMES, source_names=SOURCE_NAMES,
                 state_names=STATE_NAMES, reason_words=reason_words, audit=may_open(request, "/audit"), **values)
@@ -239,10 +238,10 @@ async def queue_page(request: web.Request) -> web.Response:
 async def export_csv(request: web.Request) -> web.StreamResponse:
     """The history as the filters choose it, oldest first, streamed a page at a time."""
     history, _ = History.of(request.query)
-    sessionmaker = request.config_dict[SESSIONMAKER]
+    reader = request.config_dict[READER]
 
     async def pages(after: int) -> tuple[int, list[tuple[Any, ...]]]:
-        return await run_read(sessionmaker, lambda s: withdrawal_rows(s, history.where(), after))
+        return await reader.run(lambda s: withdrawal_rows(s, history.where(), after), slow=True)
     today = request.config_dict[CLOCK].now().astimezone(CHINA)
     return await stream_csv(request, f"提现记录-{today:%Y%m%d}.csv", WITHDRAWALS_HEADER, pages)
 

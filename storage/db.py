@@ -1,23 +1,22 @@
 """Engine and sessions: SQLite (WAL, busy timeout, BEGIN IMMEDIATE) or PostgreSQL (asyncpg).
 
-The async engine serves reads (API routes, pages, the outbox worker's polls) and the few writers
-outside storage.writer (migrations, the shared access token, the outbox worker's marks).
+The async engine serves migrations, PostgreSQL's units and reads (storage.writer, storage.reader),
+and `Writer.session()` (the shared access token). SQLite's units and reads have engines of their own.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from sqlalchemy import Connection, Engine, Table, delete, event, select
+from sqlalchemy import create_engine as create_sync_engine
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import Session
 
-T = TypeVar("T")
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 # Execution options for a connection that only reads: on SQLite its transaction takes no write lock.
 READ_ONLY = {"read_only": True}
@@ -68,6 +67,32 @@ def sqlite_pragmas(dbapi_conn: Any) -> None:
     cur.close()
 
 
+def sqlite_file(engine: AsyncEngine) -> str | None:
+    """The file of a SQLite engine; None on PostgreSQL or for a database in memory."""
+    url = engine.url
+    return url.database if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:") else None
+
+
+def sqlite_file_engine(path: str, *, begin: str, pragma: str, **pool: Any) -> Engine:
+    """A synchronous engine on a SQLite file (the standard sqlite3 driver), the Writer's and the
+    Reader's: our pragmas and `pragma` on each connection, `begin` starting each transaction that
+    was not begun already (the Writer begins on the loop itself)."""
+    engine = create_sync_engine(f"sqlite:///{path}", hide_parameters=True, **pool,
+                                connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn, _record):  # noqa: ANN001
+        dbapi_conn.isolation_level = None  # we send BEGIN ourselves
+        sqlite_pragmas(dbapi_conn)
+        dbapi_conn.execute(pragma)
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn):  # noqa: ANN001
+        if not conn.connection.driver_connection.in_transaction:
+            conn.exec_driver_sql(begin)
+    return engine
+
+
 def tune_sqlite(engine: Engine) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn, _record):  # noqa: ANN001
@@ -86,10 +111,3 @@ def tune_sqlite(engine: Engine) -> None:
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
 
-
-async def run_read(sessionmaker: async_sessionmaker[AsyncSession], work: Callable[[Session], T]) -> T:
-    """`work(session)`, a synchronous function that only reads, on a read-only connection: on
-    SQLite its transaction takes no write lock, so a long read (a report's batch) blocks no writer."""
-    async with sessionmaker() as session:
-        await session.connection(execution_options=READ_ONLY)
-        return await session.run_sync(work)

@@ -15,16 +15,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from datetime import datetime
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session
 
-from storage.db import run_read
 from storage.durable_queue import DurableQueue, Outcome
 from storage.group_commit import GroupCommit
+from storage.reader import Reader
 from storage.writer import Writer
 
 log = logging.getLogger(__name__)
@@ -37,13 +36,13 @@ class QueueWorker(Generic[T]):
     also replace `claim` (conditions of its own, or context for each item, then `row_of` names
     an item's row)."""
 
-    def __init__(self, queue: DurableQueue, writer: Writer, sessionmaker: async_sessionmaker[AsyncSession], *,
+    def __init__(self, queue: DurableQueue, writer: Writer, reader: Reader, *,
                  now: Callable[[], datetime], name: str, batch: int, in_flight: int, idle_seconds: float,
                  rate: float | None = None):
         self.queue = queue
         self.now = now  # the app's clock (domain.clock): storage never reads the time itself
         self.writer = writer
-        self._sessionmaker = sessionmaker  # the read-only look for work (no write lock on SQLite)
+        self._reader = reader  # the look for work (no write lock on SQLite)
         self.name, self.batch, self._idle = name, batch, idle_seconds
         self._interval = 1.0 / rate if rate else 0.0
         self._next_start = 0.0
@@ -87,7 +86,7 @@ class QueueWorker(Generic[T]):
         """Claim due items and start their deliveries; how many were claimed. With wait=False it
         returns once the last delivery has started."""
         now = self.now()
-        if not await run_read(self._sessionmaker, lambda s: self.queue.has_work(s, now)):
+        if not await self._reader.run(lambda s: self.queue.has_work(s, now)):
             return 0
         items = await self.writer.run(lambda s: self.claim(s, now, self.batch))
         started = 0

@@ -24,18 +24,16 @@ import asyncio
 import contextlib
 import logging
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextvars import ContextVar
 from typing import Any, Protocol, TypeVar
 
-from sqlalchemy import Engine, event
-from sqlalchemy import create_engine as create_sync_engine
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import StaticPool
 
-from storage.db import SQLITE_BUSY_TIMEOUT_MS, create_sessionmaker, sqlite_pragmas
+from storage.db import SQLITE_BUSY_TIMEOUT_MS, create_sessionmaker, sqlite_file, sqlite_file_engine
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -111,12 +109,25 @@ class Writer:
         self.on_commit = on_commit
         self._lock = asyncio.Lock()
         self._sqlite: _SqliteFile | None = None
-        self._sessionmaker = None
-        url = engine.url
-        if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
-            self._sqlite = _SqliteFile(url.database)
-        else:
-            self._sessionmaker = create_sessionmaker(engine)
+        # AsyncSessions on the engine: PostgreSQL's units, `session()`, and the tests' own look
+        # at the database (app[SESSIONMAKER]); the product reads through storage.reader.
+        self.sessions = create_sessionmaker(engine)
+        if (path := sqlite_file(engine)) is not None:
+            self._sqlite = _SqliteFile(path)
+
+    @property
+    def lock_waits(self) -> int:
+        """SQLite: units that found the write lock taken by another connection and went to the
+        thread to wait for it (the slow path); a read through storage.reader never causes one."""
+        return self._sqlite.lock_waits if self._sqlite is not None else 0
+
+    @contextlib.asynccontextmanager
+    async def session(self) -> AsyncIterator[AsyncSession]:
+        """An AsyncSession in a write transaction of its own (BEGIN IMMEDIATE on SQLite), committed
+        when the block ends: only for a writer that must await inside its transaction (the shared
+        access token is fetched from WeChat while its row is locked). Everything else: `run`."""
+        async with self.sessions() as session, session.begin():
+            yield session
 
     async def run(self, work: Work[T], *, slow: bool = False) -> T:
         """`work(session)` in one transaction, committed when it returns, rolled back when it raises.
@@ -131,8 +142,7 @@ class Writer:
             async with self._lock:  # one connection, one unit at a time (they queue for SQLite's lock anyway)
                 result, info = await self._sqlite.run(work, slow)
         else:
-            assert self._sessionmaker is not None
-            async with self._sessionmaker() as session:
+            async with self.sessions() as session:
                 async with session.begin():
                     result = await session.run_sync(work)
                 info = session.sync_session.info
@@ -149,14 +159,14 @@ class Writer:
 
 class _SqliteFile:
     def __init__(self, path: str):
-        self.engine = create_sync_engine(
-            f"sqlite:///{path}", poolclass=StaticPool, hide_parameters=True,
-            connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
-        _set_up(self.engine)
+        # The thread checkpoints the WAL, never the loop (wal_autocheckpoint=0).
+        self.engine = sqlite_file_engine(path, begin="BEGIN IMMEDIATE", pragma="PRAGMA wal_autocheckpoint=0",
+                                         poolclass=StaticPool)
         self.thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-writer")
         self._path = path
         self._checkpointer: sqlite3.Connection | None = None  # its own connection, used in the thread only
         self._commits = 0
+        self.lock_waits = 0
         self._checkpointing: asyncio.Future[None] | None = None
 
     async def run(self, work: Work[T], slow: bool) -> tuple[T, dict[str, Any]]:
@@ -167,6 +177,8 @@ class _SqliteFile:
             if not slow and _begin_now(raw):
                 result = _unit(conn, work)  # on the loop: the write lock is ours
             else:
+                if not slow:
+                    self.lock_waits += 1  # another connection holds the lock: wait in the thread
                 result = await loop.run_in_executor(self.thread, _unit, conn, work)
         self._commits += 1
         if self._commits >= CHECKPOINT_EVERY and (self._checkpointing is None or self._checkpointing.done()):
@@ -215,15 +227,3 @@ def _begin_now(raw: sqlite3.Connection) -> bool:
     finally:
         raw.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
 
-
-def _set_up(engine: Engine) -> None:
-    @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_conn, _record):  # noqa: ANN001
-        dbapi_conn.isolation_level = None  # we send BEGIN ourselves (BEGIN IMMEDIATE)
-        sqlite_pragmas(dbapi_conn)
-        dbapi_conn.execute("PRAGMA wal_autocheckpoint=0")  # the thread checkpoints, never the loop
-
-    @event.listens_for(engine, "begin")
-    def _on_begin(conn):  # noqa: ANN001
-        if not conn.connection.driver_connection.in_transaction:  # not begun on the loop already
-            conn.exec_driver_sql("BEGIN IMMEDIATE")

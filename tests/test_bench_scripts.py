@@ -73,3 +73,9 @@ def test_console_bench_signs_in_and_times_every_page() -> None:
     for stage in ("seeded 50 distributors", "monthly star made", "close to the server's time", "/admin/distributors?q=",
                   "/admin/tickets", "slowest p99:"):
         assert stage in out, out
+
+
+def test_reads_bench_compares_bare_sessions_and_the_reader() -> None:
+    out = run_bench("reads.py", "--events", "40", "--distributors", "20", "--readers", "2")
+    for mode in ("none  :", "bare  :", "reader:", "pages :"):
+        assert mode in out and "writer lock waits" in out, out

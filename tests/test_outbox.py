@@ -17,7 +17,7 @@ from bot.outbox import Outbox
 from domain.messages import Text
 from domain.outbox import enqueue as queue_message
 from bot.sandbox.platform import Platform, SimUser
-from bot.typedefs import CLOCK, METRICS, SESSIONMAKER, WECHAT, WRITER
+from bot.typedefs import CLOCK, METRICS, READER, WECHAT, WRITER
 from storage.durable_queue import Backoff
 from storage.models import OutboxMessage
 from tests.conftest import Harness, make_config
@@ -211,7 +211,7 @@ async def test_two_workers_never_send_a_row_twice(idle: Harness) -> None:
     for i in range(24):
         await enqueue(h, f"fanout:{i}", users[i % 3].openid, f"消息{i}")
     app = h.app
-    workers = [Outbox(h.config, app[SESSIONMAKER], app[WRITER], app[WECHAT], app[METRICS]) for _ in range(3)]
+    workers = [Outbox(h.config, app[READER], app[WRITER], app[WECHAT], app[METRICS]) for _ in range(3)]
     results = await asyncio.gather(*(w.drain_once() for w in workers for _ in range(2)))
     # A worker that finds a follower's quota held by another gives that user's rows back for a moment.
     deadline = asyncio.get_running_loop().time() + 5

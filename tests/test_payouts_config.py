@@ -15,8 +15,9 @@ from bot.app import create_app, pay_keys
 from bot.sandbox.platform import Platform
 from bot.wechat_api import WeChatAPI
 from domain.config import Config, ConfigError, load_config
-from storage.db import create_engine, create_sessionmaker
+from storage.db import create_engine
 from storage.migrate import upgrade
+from storage.writer import Writer
 from tests.conftest import make_config
 from tests.test_config import LIVE_WECHAT, REPO, error, write
 
@@ -88,11 +89,12 @@ async def test_the_jsapi_ticket_is_shared_through_the_database(db_url: str, plat
     import aiohttp
     engine = create_engine(db_url)
     await upgrade(engine)
+    writer = Writer(engine)
     try:
         async with aiohttp.ClientSession() as http:
             def client() -> WeChatAPI:
                 return WeChatAPI(base_url=str(wechat_server.make_url("/cgi-bin/")), app_id=platform.app_id,
-                                 app_secret=platform.app_secret, sessionmaker=create_sessionmaker(engine), http=http)
+                                 app_secret=platform.app_secret, writer=writer, http=http)
             one, two = client(), client()  # two processes' clients
             ticket = await one.jsapi_ticket()
             assert ticket in platform.jsapi_tickets
@@ -104,4 +106,5 @@ async def test_the_jsapi_ticket_is_shared_through_the_database(db_url: str, plat
             assert fresh != ticket and await one.jsapi_ticket(invalid=ticket) == fresh
             assert sum(1 for name, _ in platform.calls if name == "ticket/getticket") == 2
     finally:
+        await writer.close()
         await engine.dispose()

@@ -13,7 +13,6 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot import wechat_api
 from domain.messages import Article, News, Text
@@ -23,15 +22,18 @@ from storage.db import create_engine, create_sessionmaker
 from storage.durable_queue import Backoff
 from storage.migrate import upgrade
 from storage.models import AccessToken
+from storage.writer import Writer
 
 APP_ID, SECRET = "wxsandbox0000000000", "sandbox-secret"
 
 
 @pytest.fixture
-async def sessions(db_url: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+async def writer(db_url: str) -> AsyncIterator[Writer]:
     engine = create_engine(db_url)
     await upgrade(engine)
-    yield create_sessionmaker(engine)
+    writer = Writer(engine)
+    yield writer
+    await writer.close()
     await engine.dispose()
 
 
@@ -41,9 +43,8 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
         yield session
 
 
-def client(base_url: str, sessions: async_sessionmaker[AsyncSession], http: aiohttp.ClientSession,
-           secret: str = SECRET) -> WeChatAPI:
-    return WeChatAPI(base_url=base_url, app_id=APP_ID, app_secret=secret, sessionmaker=sessions, http=http)
+def client(base_url: str, writer: Writer, http: aiohttp.ClientSession, secret: str = SECRET) -> WeChatAPI:
+    return WeChatAPI(base_url=base_url, app_id=APP_ID, app_secret=secret, writer=writer, http=http)
 
 
 @pytest.fixture
@@ -64,20 +65,20 @@ def follower(platform: Platform) -> str:
 
 
 async def test_the_token_is_fetched_once_and_shared_through_the_database(
-        platform: Platform, api_url: str, sessions: Any, http: aiohttp.ClientSession, follower: str) -> None:
-    one, two = client(api_url, sessions, http), client(api_url, sessions, http)
+        platform: Platform, api_url: str, writer: Any, http: aiohttp.ClientSession, follower: str) -> None:
+    one, two = client(api_url, writer, http), client(api_url, writer, http)
     await one.send_reply(follower, Text("一"))
     await two.send_reply(follower, Text("二"))
     await one.send_reply(follower, Text("三"))
     assert token_calls(platform) == 1
-    async with sessions() as session:
+    async with writer.sessions() as session:
         stored = await session.scalar(select(AccessToken).where(AccessToken.app_id == APP_ID))
     assert stored is not None and stored.token in platform.tokens
 
 
 async def test_concurrent_first_calls_fetch_one_token(
-        platform: Platform, api_url: str, sessions: Any, http: aiohttp.ClientSession, follower: str) -> None:
-    apis = [client(api_url, sessions, http) for _ in range(4)]
+        platform: Platform, api_url: str, writer: Any, http: aiohttp.ClientSession, follower: str) -> None:
+    apis = [client(api_url, writer, http) for _ in range(4)]
     await asyncio.gather(*(api.send_reply(follower, Text(f"并发{i}")) for i, api in enumerate(apis)))
     assert token_calls(platform) == 1
     assert len(platform.users[follower].timeline) == 4
@@ -85,9 +86,9 @@ async def test_concurrent_first_calls_fetch_one_token(
 
 @pytest.mark.parametrize("how", ["tokens-cleared", "40001", "42001", "40014"])
 async def test_a_token_error_refreshes_once_and_retries(
-        platform: Platform, api_url: str, sessions: Any, http: aiohttp.ClientSession, follower: str,
+        platform: Platform, api_url: str, writer: Any, http: aiohttp.ClientSession, follower: str,
         how: str) -> None:
-    api, other = client(api_url, sessions, http), client(api_url, sessions, http)
+    api, other = client(api_url, writer, http), client(api_url, writer, http)
     await api.send_reply(follower, Text("先拿到令牌"))
     if how == "tokens-cleared":
         platform.tokens.clear()
@@ -103,8 +104,8 @@ async def test_a_token_error_refreshes_once_and_retries(
 
 
 async def test_a_second_token_error_in_a_row_is_raised_not_looped(
-        platform: Platform, api_url: str, sessions: Any, http: aiohttp.ClientSession, follower: str) -> None:
-    api = client(api_url, sessions, http)
+        platform: Platform, api_url: str, writer: Any, http: aiohttp.ClientSession, follower: str) -> None:
+    api = client(api_url, writer, http)
     await api.access_token()
     platform.fail_next["message/custom/send"] = [40001, 40001, 40001]
     with pytest.raises(WeChatError) as err:
@@ -114,11 +115,11 @@ async def test_a_second_token_error_in_a_row_is_raised_not_looped(
     assert platform.fail_next["message/custom/send"] == [40001]
 
 
-async def test_busy_is_retried_with_back_off(platform: Platform, api_url: str, sessions: Any,
+async def test_busy_is_retried_with_back_off(platform: Platform, api_url: str, writer: Any,
                                              http: aiohttp.ClientSession, follower: str,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(wechat_api, "BUSY", Backoff(0.05, tries=3))
-    api = client(api_url, sessions, http)
+    api = client(api_url, writer, http)
     platform.fail_next["message/custom/send"] = [-1, -1]
     started = asyncio.get_running_loop().time()
     await api.send_reply(follower, Text("终于"))
@@ -132,10 +133,10 @@ async def test_busy_is_retried_with_back_off(platform: Platform, api_url: str, s
 
 @pytest.mark.parametrize("errcode,retryable", [(40003, False), (43004, False), (45015, False),
                                                (45047, True), (47001, False)])
-async def test_other_errcodes_raise_a_typed_error(platform: Platform, api_url: str, sessions: Any,
+async def test_other_errcodes_raise_a_typed_error(platform: Platform, api_url: str, writer: Any,
                                                   http: aiohttp.ClientSession, follower: str, errcode: int,
                                                   retryable: bool) -> None:
-    api = client(api_url, sessions, http)
+    api = client(api_url, writer, http)
     platform.fail_next["message/custom/send"] = [errcode]
     with pytest.raises(WeChatError) as err:
         await api.send_reply(follower, Text("x"))
@@ -144,26 +145,26 @@ async def test_other_errcodes_raise_a_typed_error(platform: Platform, api_url: s
     assert str(errcode) in str(err.value)
 
 
-async def test_real_platform_answers_are_typed_too(platform: Platform, api_url: str, sessions: Any,
+async def test_real_platform_answers_are_typed_too(platform: Platform, api_url: str, writer: Any,
                                                    http: aiohttp.ClientSession) -> None:
     with pytest.raises(WeChatError) as err:
-        await client(api_url, sessions, http, secret="wrong").access_token()
+        await client(api_url, writer, http, secret="wrong").access_token()
     assert err.value.errcode == 40125
     with pytest.raises(WeChatError) as err:
-        await client(api_url, sessions, http).send_reply("o-nobody", Text("x"))
+        await client(api_url, writer, http).send_reply("o-nobody", Text("x"))
     assert err.value.errcode == 40003
 
 
-async def test_an_unreachable_host_is_its_own_error(sessions: Any, http: aiohttp.ClientSession) -> None:
-    api = client("http://127.0.0.1:1/cgi-bin/", sessions, http)
+async def test_an_unreachable_host_is_its_own_error(writer: Any, http: aiohttp.ClientSession) -> None:
+    api = client("http://127.0.0.1:1/cgi-bin/", writer, http)
     with pytest.raises(WeChatUnreachable) as err:
         await api.send_reply("o", Text("x"))
     assert err.value.retryable
 
 
-async def test_endpoints_and_the_qr_code(platform: Platform, api_url: str, sessions: Any,
+async def test_endpoints_and_the_qr_code(platform: Platform, api_url: str, writer: Any,
                                          http: aiohttp.ClientSession, follower: str) -> None:
-    api = client(api_url, sessions, http)
+    api = client(api_url, writer, http)
     qr = await api.create_qrcode("K7QF2M")
     assert qr["url"] and platform.scene_of(qr["url"]) == "K7QF2M"
     png = b"\x89PNG\r\n\x1a\n" + b"\0" * 64
@@ -195,10 +196,10 @@ async def recorder() -> AsyncIterator[tuple[str, list[tuple[str, bytes, str]]]]:
     await server.close()
 
 
-async def test_the_json_body_is_utf8_chinese_not_escapes(recorder: Any, sessions: Any,
+async def test_the_json_body_is_utf8_chinese_not_escapes(recorder: Any, writer: Any,
                                                          http: aiohttp.ClientSession) -> None:
     url, seen = recorder
-    api = client(url, sessions, http)
+    api = client(url, writer, http)
     await api.send_reply("oUser", Text("收益 ¥1,234.56"))
     await api.send_template("oUser", "tmpl", {"first": {"value": "培训通知"}})
     [(path, raw, ctype), (path2, raw2, _)] = seen
