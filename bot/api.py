@@ -4,8 +4,8 @@ becomes `{"error", "message", "details"}` here, once), and requests validated on
 
 A route declares its path parameters, query parameters and JSON body as pydantic models. Its
 endpoint validates them before the handler runs and passes the parsed models on (`params=`,
-`query=`, `body=`), so a handler never looks at raw input. The OpenAPI description (bot.openapi) is generated from the same
-models: what the document promises and what the server accepts are one thing.
+`query=`, `body=`), so a handler never looks at raw input. The OpenAPI description (bot.openapi, which also builds the
+sub-application) is generated from the same models: what the document promises and what the server accepts are one thing.
 """
 
 from __future__ import annotations
@@ -21,8 +21,7 @@ from aiohttp import web
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, RootModel, ValidationError
 
 from bot.audit import audited
-from bot.openapi import openapi_spec
-from bot.scopes import ANY, PRINCIPAL, ScopeSpec, bearer, describe, scopes_of
+from bot.scopes import PRINCIPAL, ScopeSpec, bearer, describe, scopes_of
 from domain.config import Config
 from domain.refusals import Refusal
 
@@ -246,7 +245,7 @@ def route_of(request: web.Request) -> ApiRoute | None:
 
 
 @web.middleware
-async def _auth_and_errors(request: web.Request, handler: ApiHandler) -> web.StreamResponse:
+async def auth_and_errors(request: web.Request, handler: ApiHandler) -> web.StreamResponse:
     principal = bearer(request)
     if principal is None:
         return error_response(401, "unauthorized", "A valid 'Authorization: Bearer <token>' header is required.")
@@ -281,23 +280,3 @@ async def _answer(request: web.Request, handler: ApiHandler) -> web.StreamRespon
     except Exception:
         log.exception("API error", extra={"path": request.path})
         return error_response(500, "internal", "An internal error occurred; nothing was changed.")
-
-
-OPENAPI = web.AppKey("openapi", dict[str, Any])
-
-
-def create_api_app(tables: Iterable[ApiRoutes]) -> web.Application:
-    """The /api sub-application serving `tables`, and its description at /api/openapi.json."""
-    docs = ApiRoutes("meta", scope=ANY)
-
-    @docs.get("/openapi.json", summary="This OpenAPI 3.1 description of every /api route")
-    async def openapi(request: web.Request) -> web.Response:
-        return ok(request.app[OPENAPI])
-
-    tables = [*tables, docs]
-    api = web.Application(middlewares=[_auth_and_errors])
-    api[OPENAPI] = openapi_spec(tables)
-    for table in tables:
-        for r in table.routes:
-            api.router.add_route(r.method, r.path, r.endpoint)
-    return api

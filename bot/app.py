@@ -15,7 +15,8 @@ from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
 from bot import headers, jobs_api, replays, sign_in, webhook
-from bot.api import ApiRoutes, create_api_app
+from bot.api import ApiRoutes
+from bot.openapi import create_api_app
 from bot.audit import audit_log
 from bot.chat import ChatRouter
 from bot.console import create_console_app

@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import delete
 from sqlalchemy.orm import Session
@@ -25,9 +25,6 @@ from domain.messages import Reply, Text
 from domain.refusals import Refusal
 from domain.suspension import suspended_text
 from storage.models import ConversationState, Distributor, DistributorStatus, Follower
-
-if TYPE_CHECKING:
-    from bot.feature import Feature
 
 CANCEL_WORDS = frozenset({"取消", "cancel", "/cancel"})
 STATE_TTL = timedelta(minutes=30)
@@ -154,6 +151,22 @@ HandlerResult = Reply | Later | None
 Handler = Callable[[Incoming, Ctx], HandlerResult]
 
 
+@dataclass(frozen=True)
+class Command:
+    words: tuple[str, ...]
+    handler: Handler
+    preload: Preload | None = None
+
+
+class ChatTable(Protocol):
+    """What the router reads of a feature (bot.feature.Feature is one)."""
+    commands: list[Command]
+    menu: dict[str, Handler]
+    events: dict[str, Handler]
+    state_handlers: dict[str, Handler]
+    fallback_handler: Handler | None
+
+
 def active_only(handler: Callable[[Incoming, Ctx, Distributor], HandlerResult]) -> Handler:
     """The one guard for distributor commands: whoever is not an active distributor gets the same
     refusal everywhere (an exited distributor is told so, a suspended one why: CONTRACT §4.12);
@@ -217,7 +230,7 @@ class ChatRouter:
     """Routes an update to the handler a feature declared, features in their listed order
     (bot.features checks at start-up that no two claim the same word, key, event or state)."""
 
-    def __init__(self, features: Iterable[Feature]):
+    def __init__(self, features: Iterable[ChatTable]):
         features = list(features)
         self._commands = [(c.words, c.handler) for f in features for c in f.commands]
         self.preloads = {c.handler: c.preload for f in features for c in f.commands if c.preload is not None}

@@ -21,14 +21,13 @@ needs. bot.features lists them; the app factory installs the list (install).
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterable
-from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
 from aiohttp import web
 
 from bot.api import ApiRoutes
-from bot.chat import Handler, Preload
+from bot.chat import Command, Handler, Preload
 from bot.menu import MenuKey
 from bot.scheduler import Job
 from bot.scopes import ConsolePages, ScopeSpec
@@ -40,13 +39,6 @@ ResourceFactory = Callable[[web.Application], AsyncIterator[Any]]
 
 class FeatureConflict(Exception):
     """Two features claim the same command word, menu key, event, state, route or job."""
-
-
-@dataclass(frozen=True)
-class Command:
-    words: tuple[str, ...]
-    handler: Handler
-    preload: Preload | None = None
 
 
 class Feature:

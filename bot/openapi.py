@@ -1,4 +1,5 @@
-"""The OpenAPI 3.1 document of /api, generated from the route tables and their pydantic models.
+"""The /api sub-application (bot.api's route tables behind its middleware) and its OpenAPI 3.1
+document, generated from the route tables and their pydantic models.
 
 Bodies and answers are JSON Schema from `model_json_schema`, every model under
 `components/schemas`; query parameters are the fields of a route's query model. OpenAPI 3.1 takes
@@ -8,13 +9,14 @@ pydantic's JSON Schema (draft 2020-12) as it is.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from aiohttp import web
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
-if TYPE_CHECKING:
-    from bot.api import ApiRoute, ApiRoutes
+from bot.api import ApiRoute, ApiRoutes, auth_and_errors, ok
+from bot.scopes import ANY
 
 REF = "#/components/schemas/{model}"
 _DESCRIPTIONS = {200: "OK", 201: "Created", 202: "Accepted", 400: "Malformed request",
@@ -95,3 +97,23 @@ def openapi_spec(tables: Iterable[ApiRoutes]) -> dict[str, Any]:
         "security": [{"bearer": []}],
         "paths": paths,
     }
+
+
+OPENAPI = web.AppKey("openapi", dict[str, Any])
+
+
+def create_api_app(tables: Iterable[ApiRoutes]) -> web.Application:
+    """The /api sub-application serving `tables`, and its description at /api/openapi.json."""
+    docs = ApiRoutes("meta", scope=ANY)
+
+    @docs.get("/openapi.json", summary="This OpenAPI 3.1 description of every /api route")
+    async def openapi(request: web.Request) -> web.Response:
+        return ok(request.app[OPENAPI])
+
+    tables = [*tables, docs]
+    api = web.Application(middlewares=[auth_and_errors])
+    api[OPENAPI] = openapi_spec(tables)
+    for table in tables:
+        for r in table.routes:
+            api.router.add_route(r.method, r.path, r.endpoint)
+    return api

@@ -16,7 +16,7 @@ import schemathesis
 from aiohttp.test_utils import TestServer
 from schemathesis.config import SchemathesisConfig
 
-from bot.api import OPENAPI, create_api_app
+from bot.openapi import OPENAPI, create_api_app
 from bot.app import api_tables, create_app
 from tests.conftest import ADMIN_TOKEN, make_config
 
