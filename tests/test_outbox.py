@@ -17,7 +17,7 @@ from bot.outbox import Outbox
 from domain.messages import Text
 from domain.outbox import enqueue as queue_message
 from bot.sandbox.platform import Platform, SimUser
-from bot.typedefs import CLOCK, METRICS, READER, WECHAT, WRITER
+from bot.typedefs import CLOCK, METRICS, READER, SESSIONMAKER, WECHAT, WRITER
 from storage.durable_queue import Backoff
 from storage.models import OutboxMessage
 from tests.conftest import Harness, make_config

@@ -22,10 +22,9 @@ from bot.feature import Feature
 from bot.console import returns_to
 from bot.features import FEATURES
 from bot.sandbox.platform import Platform
-from bot.typedefs import SESSIONMAKER, WRITER
+from bot.typedefs import READER, WRITER
 from domain.formats import AmountError
 from domain.refusals import CODES, FAMILIES, Refusal, kind_of
-from storage.db import run_read
 from storage.tables import PROCESSED, STATES
 from tests.conftest import REPLY_DEADLINE_SECONDS, Harness, make_config
 from tests.console_support import csrf_of, post_sign_in
@@ -77,7 +76,7 @@ async def h(db_url: str, platform: Platform, wechat_server: TestServer) -> Any:
 
 
 async def states(h: Harness) -> int:
-    return await run_read(h.app[SESSIONMAKER], lambda s: s.scalar(select(func.count()).select_from(STATES)))
+    return await h.app[READER].run(lambda s: s.scalar(select(func.count()).select_from(STATES)))
 
 
 # ---- the vocabulary ------------------------------------------------------------------------------
@@ -164,7 +163,7 @@ async def test_a_refused_update_keeps_its_reply_for_wechats_retry(h: Harness) ->
             replies.append(h.platform.open_reply(await resp.read()))
     assert [r["content"] for r in replies if r is not None] == [SENTENCE, SENTENCE]
     key = f"m:{fields['MsgId']}:{user.openid}"
-    stored = await run_read(h.app[SESSIONMAKER], lambda s: s.scalar(select(PROCESSED.c.reply).where(
+    stored = await h.app[READER].run(lambda s: s.scalar(select(PROCESSED.c.reply).where(
         PROCESSED.c.key == key)))
     assert stored is not None and SENTENCE in str(stored)
 
