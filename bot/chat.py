@@ -63,7 +63,7 @@ class Incoming:
     def field(self, name: str, default: str = "") -> str:
         return next((v for k, v in self.fields if k == name), default)
 
-    @property
+    @functools.cached_property  # read about ten times per update on its way through the dispatcher
     def dedupe_key(self) -> str:
         """What WeChat's retries of this update share: sender and MsgId (a MsgId is unique per
         sender only), for events sender, time and event. MsgId first: it grows, so the keys of

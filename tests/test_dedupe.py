@@ -199,7 +199,7 @@ async def test_retry_while_the_slow_reply_is_still_running_gets_it_passively(slo
     assert await deliver(h, fields) is None  # the first delivery gives up waiting (deadline 0.3 s)
     retry = asyncio.create_task(deliver(h, fields))  # arrives while the work runs, waits for it
     dispatcher = h.app[DISPATCHER]
-    while (p := dispatcher._inflight.get(f"m:{fields['MsgId']}:{user.openid}")) is None or all(w.done() for w in p.waiters):
+    while (p := dispatcher.waits.get(f"m:{fields['MsgId']}:{user.openid}")) is None or all(w.done() for w in p.waiters):
         await asyncio.sleep(0.005)
     h.release.set()  # type: ignore[attr-defined]
     reply = await retry
@@ -227,7 +227,7 @@ async def test_retry_while_the_late_reply_is_being_queued_gets_success(slow_harn
     assert await deliver(h, fields) is None  # gives up at the 0.3 s deadline
     h.release.set()  # type: ignore[attr-defined]
     key = f"m:{fields['MsgId']}:{user.openid}"
-    while (p := dispatcher._inflight.get(key)) is None or not p.late:
+    while (p := dispatcher.waits.get(key)) is None or not p.late:
         await asyncio.sleep(0.005)
     assert await deliver(h, fields) is None
     queued.set()
