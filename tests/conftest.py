@@ -18,14 +18,17 @@ import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from sqlalchemy import exists, select
 
 from bot.app import create_app
 from bot.dispatcher import REPLY_DEADLINE_SECONDS
+from bot.typedefs import READER
 from domain.clock import FakeClock
 from domain.config import Config
 from bot.sandbox.platform import Platform, SimUser
 from bot.sandbox.views import create_sandbox_app
 from devtools.pgcluster import PgCluster, find_pg_bin
+from storage.models import OutboxMessage, OutboxStatus
 from tests.db_support import drop_pools, migrated_sqlite, pg_database, run_apart
 from tests.eventually import eventually
 
@@ -187,14 +190,14 @@ class Harness:
         return m.group(1)
 
     async def settled(self) -> None:
-        """Until the outbox has nothing left to send (as /metrics reads it from the database): every
-        message queued so far is with WeChat, so a count of what a user got is final."""
-        async def nothing_pending() -> bool:
-            assert self.http is not None
-            async with self.http.get(self.url + "/metrics") as resp:
-                found = re.search(r"^distbot_outbox_depth (\S+)$", await resp.text(), re.MULTILINE)
-            return found is not None and float(found.group(1)) == 0
-        await eventually(nothing_pending, what="the outbox sends everything queued")
+        """Until the outbox has nothing left to send, neither due nor in flight: every message queued
+        so far is with WeChat, so a count of what a user got is final."""
+        statuses = (OutboxStatus.PENDING, OutboxStatus.SENDING)
+
+        async def nothing_left() -> bool:
+            return not await self.app[READER].run(lambda s: s.scalar(select(
+                exists().where(OutboxMessage.status.in_(statuses)))))
+        await eventually(nothing_left, what="the outbox sends everything queued")
 
     # ---- the admin / shop side --------------------------------------------------------------
     async def api(self, method: str, path: str, *, token: str | None = ADMIN_TOKEN, **kw: Any) -> tuple[int, Any]:

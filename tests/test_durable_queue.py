@@ -20,6 +20,7 @@ from storage.db import create_engine, create_sessionmaker
 from storage.durable_queue import Backoff, DurableQueue, Outcome, count, prune
 from storage.models import BigId, OutboxStatus as Status, UtcDateTime
 from storage.queue_worker import QueueWorker
+from storage.reader import Reader
 from storage.writer import Writer
 
 LEASE = 60.0
@@ -49,7 +50,7 @@ T0 = datetime(2026, 12, 7, 12, 0, tzinfo=UTC)
 
 class Db:
     def __init__(self, engine: AsyncEngine):
-        self.engine, self.writer = engine, Writer(engine)
+        self.engine, self.writer, self.reader = engine, Writer(engine), Reader(engine)
         self.sessionmaker = create_sessionmaker(engine)
 
     async def add(self, n: int, due: datetime = T0, **values: Any) -> list[int]:
@@ -70,6 +71,7 @@ async def db(db_url: str) -> AsyncIterator[Db]:
     try:
         yield d
     finally:
+        await d.reader.close()
         await d.writer.close()
         await engine.dispose()
 
@@ -131,7 +133,8 @@ async def test_a_worker_delivers_a_dead_workers_claim_after_its_lease(db: Db) ->
         async def deliver(self, row: Any) -> Outcome:
             delivered.append(row.id)
             return Outcome.sent(note="ok")
-    worker = Worker(q, db.writer, db.sessionmaker, now=lambda: datetime.now(UTC), name="test", batch=10, in_flight=2, idle_seconds=0.1)
+    worker = Worker(q, db.writer, db.reader, now=lambda: datetime.now(UTC), name="test", batch=10, in_flight=2,
+                    idle_seconds=0.1)
     assert await worker.drain_once() == 1
     assert await worker.drain_once() == 0
     row = (await db.rows())[dead]
