@@ -15,7 +15,7 @@
    and first sales as the order-event batches keep them.
 2. This month's 月度推广之星 is made as the `contests` job makes it (`ensure_star`, its running
    totals backfilled from the orders), so 概览 shows its top ten.
-3. The app (`bot.app.create_app(config, workers=False)`) serves on a free port of 127.0.0.1 in
+3. The app (`app.factory.create_app(config, workers=False)`) serves on a free port of 127.0.0.1 in
    this process; an aiohttp client signs in as an admin would (GET /admin/ for the sign-in form's
    csrf cookie and field, POST /admin/login with the admin token).
 4. Each console page is fetched `--calls` times (after one warm-up call), its status checked
@@ -49,7 +49,7 @@ from aiohttp import web  # noqa: E402
 from bench.contests import percentiles  # noqa: E402
 from bench.harness import free_port  # noqa: E402
 from bench.scratch import scratch_dir  # noqa: E402
-from bot.app import create_app  # noqa: E402
+from app.factory import create_app  # noqa: E402
 from domain import contests  # noqa: E402
 from domain.config import Config  # noqa: E402
 from storage.db import create_engine  # noqa: E402

@@ -40,12 +40,12 @@ sys.path.insert(0, str(ROOT))
 from sqlalchemy import func, select  # noqa: E402
 
 from bench.scratch import scratch_dir  # noqa: E402
-from bot.chat import Ctx  # noqa: E402
-from bot.scheduler import JOBS  # noqa: E402
+from kit.chat import Ctx  # noqa: E402
+from kit.scheduler import JOBS  # noqa: E402
 from domain import contest_results, contests  # noqa: E402
 from domain.config import Config  # noqa: E402
 from domain.formats import month_start  # noqa: E402
-from bot.typedefs import PACKS  # noqa: E402
+from kit.app_keys import PACKS
 from content.store import PackLibrary  # noqa: E402
 from handlers.contests import on_top  # noqa: E402
 from handlers.ranks import on_rank  # noqa: E402

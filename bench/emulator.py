@@ -20,8 +20,8 @@ from aiohttp import web
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bot.sandbox.platform import Platform  # noqa: E402
-from bot.sandbox.views import create_sandbox_app  # noqa: E402
+from sandbox.platform import Platform  # noqa: E402
+from sandbox.routes import create_sandbox_app  # noqa: E402
 
 
 def follower_openid(i: int) -> str:

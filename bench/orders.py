@@ -214,8 +214,8 @@ async def post_earnings_baseline(server: Server, args: argparse.Namespace, n_dis
 async def earnings_handler(db_url: str, n: int, distributors: int) -> dict[str, float]:
     """The 收益 handler alone (its queries and text; the chart is made after the reply), inside a
     unit of work as the dispatcher runs it."""
-    from bot.chat import Ctx
-    from bot.typedefs import WECHAT
+    from kit.chat import Ctx
+    from wechat.wechat_keys import WECHAT
     from domain.config import Config
     from handlers.earnings import CHARTS, Charts, on_earnings
     from storage.models import Distributor

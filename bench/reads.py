@@ -40,8 +40,8 @@ from sqlalchemy.orm import Session  # noqa: E402
 
 from bench.orders import code_of, post_events_to, seed_distributors  # noqa: E402
 from bench.scratch import scratch_dir  # noqa: E402
-from bot.app import create_app  # noqa: E402
-from bot.typedefs import PACKS, READER, SESSIONMAKER, WRITER  # noqa: E402
+from app.factory import create_app  # noqa: E402
+from kit.app_keys import PACKS, READER, SESSIONMAKER, WRITER
 from domain.config import Config  # noqa: E402
 from storage.queries import distributor_by_code  # noqa: E402
 

@@ -177,7 +177,8 @@ async def profile_during(pid: int, args: argparse.Namespace, out: Path) -> subpr
 
 def distbot_command(args: argparse.Namespace, config: Path) -> tuple[list[str], dict[str, str]]:
     if args.src is not None:  # another checkout (e.g. a git worktree) with this venv's packages
-        return [sys.executable, "-m", "bot.cli", "serve", "--config", str(config)], {"PYTHONPATH": str(args.src)}
+        cli = "app.cli" if (args.src / "app" / "cli.py").is_file() else "bot.cli"  # an older tree: bot/
+        return [sys.executable, "-m", cli, "serve", "--config", str(config)], {"PYTHONPATH": str(args.src)}
     distbot = shutil.which("distbot", path=str(Path(sys.executable).parent)) or "distbot"
     return [distbot, "serve", "--config", str(config)], {}
 
@@ -356,8 +357,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.src is not None:
         args.src = args.src.resolve()
-        if not (args.src / "bot" / "cli.py").is_file():
-            p.error(f"--src {args.src} is not a distbot source tree (no bot/cli.py)")
+        if not any((args.src / top / "cli.py").is_file() for top in ("app", "bot")):
+            p.error(f"--src {args.src} is not a distbot source tree (no app/cli.py)")
     if args.db[0] not in ("sqlite", "postgresql") or len(args.db) > 2 or (args.db[0] == "sqlite" and len(args.db) > 1):
         p.error("--db takes sqlite, or postgresql with an optional postgresql+asyncpg:// URL")
     if len(args.db) == 2 and not args.db[1].startswith("postgresql+asyncpg://"):

@@ -33,7 +33,7 @@ from sqlalchemy import text  # noqa: E402
 
 from bench.harness import create_database, drop_databases  # noqa: E402
 from bench.scratch import scratch_dir  # noqa: E402
-from bot.app import create_app  # noqa: E402
+from app.factory import create_app  # noqa: E402
 from domain.config import Config  # noqa: E402
 from handlers.weekly_report import send_weekly_reports  # noqa: E402
 from storage.db import create_engine  # noqa: E402

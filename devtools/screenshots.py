@@ -23,8 +23,8 @@ import aiohttp
 from aiohttp import web
 from sqlalchemy import select, update
 
-from bot.app import create_app
-from bot.typedefs import CONFIG, WRITER
+from app.factory import create_app
+from kit.app_keys import CONFIG, WRITER
 from domain.config import load_config
 from domain.formats import CHINA
 from domain.ledger import withdraw

@@ -1,4 +1,5 @@
-"""The domain layer: distbot's rules and vocabulary, below the features and the rendering.
+"""Floor 1, the domain: distbot's rules and vocabulary, below the features and the rendering.
+Imports storage only.
 
 Money and time as people read them (formats), commission rules (commission), the ledger and
 withdrawals (ledger), applying order events (orders), notices (notices), outgoing messages as

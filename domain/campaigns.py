@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session
 
 from domain.jobs import JobRef
 from domain.messages import Text, to_json
-from domain.outbox import template_data
+from domain.outbox_rows import template_data
 from storage.db import delete_chunk, dialect_insert, is_postgres
 from storage.models import DistributorStatus, OutboxBody, OutboxStatus, UtcDateTime
 from storage.models_campaigns import Campaign, CampaignStatus
@@ -247,7 +247,7 @@ def progress(session: Session, c: Campaign) -> Progress:
 
 def keep_final_counts(session: Session, finished_before: datetime) -> int:
     """Up to FINAL_COUNTS_CHUNK campaigns done before `finished_before` keep their counts, so that
-    their outbox rows may be pruned (domain.outbox.prune leaves the rows of a campaign without
+    their outbox rows may be pruned (domain.outbox_rows.prune leaves the rows of a campaign without
     them); how many."""
     done = session.scalars(select(Campaign).where(
         Campaign.status == CampaignStatus.DONE, Campaign.finished_at < finished_before,

@@ -1,6 +1,6 @@
 """The one clock: every reading of the date and time in the product goes through a `Clock`.
 
-The app holds one (`app[CLOCK]`, bot.typedefs); a handler's `ctx.now` is read from it once per
+The app holds one (`app[CLOCK]`, kit.app_keys); a handler's `ctx.now` is read from it once per
 batch, routes read `request.config_dict[CLOCK].now()`, jobs `app[CLOCK].now()`; domain and
 storage functions take `now` as an argument and never read the time themselves. Tests give the
 app a `FakeClock` and move it (`clock.move(minutes=31)`) instead of waiting.

@@ -42,7 +42,7 @@ class ServerConfig(_Section):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=1, le=65535)
     public_url: str = "http://127.0.0.1:8080"
-    # Proxies (addresses or CIDR networks) whose X-Forwarded-For names the client (bot.sign_in).
+    # Proxies (addresses or CIDR networks) whose X-Forwarded-For names the client (kit.sign_in).
     trusted_proxies: tuple[IPvAnyNetwork, ...] = ()
 
     @field_validator("public_url")
@@ -255,7 +255,7 @@ WHSEC_PREFIX = "whsec_"  # Standard Webhooks: the key is the base64 after it
 
 class WebhookEvent(StrEnum):
     """The outgoing webhooks' event types (CONTRACT §4.11): an endpoint's `events` are read into
-    them, and the code that emits one names its member (domain.webhooks.emit), never the string."""
+    them, and the code that emits one names its member (domain.webhook_events.emit), never the string."""
 
     DISTRIBUTOR_REGISTERED = "distributor.registered"
     COMMISSION_CREATED = "commission.created"

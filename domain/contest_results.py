@@ -21,7 +21,7 @@ from domain.contests import SALES_METRICS, TOP, Place, member_totals, placed, pl
 from domain.formats import mask_name, yuan
 from domain.ledger import Delta, add_to_balances, append_entries
 from domain.messages import Text
-from domain.outbox import Queued, enqueue_many, template_data
+from domain.outbox_rows import Queued, enqueue_many, template_data
 from storage.models_engage import ContestStatus
 from storage.models_ledger import EntryKind
 from storage.tables import CONTESTS

@@ -14,6 +14,6 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class JobRef:
-    """The name of a job one feature declares and another starts (bot.scheduler.Jobs.start)."""
+    """The name of a job one feature declares and another starts (kit.scheduler.Jobs.start)."""
 
     id: str

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from domain.config import Config
 from domain.config_sections import WebhookEvent
 from domain.contests import SaleChange
-from domain.outbox import Merge, enqueue, merge_notices
+from domain.outbox_rows import Merge, enqueue, merge_notices
 from domain.messages import Text
 from domain.formats import yuan
 from domain.ledger import adjust, balance, settle
@@ -53,7 +53,7 @@ class Credits:
     sales: list[SaleChange] = field(default_factory=list)
     completed: set[int] = field(default_factory=set)  # distributors credited with a completed order
     earned_fen: int = 0  # commission posted less reversals posted (the day's commission figure)
-    # Webhook events by type: (the distributor, the event's data), in order (domain.webhooks.emit).
+    # Webhook events by type: (the distributor, the event's data), in order (domain.webhook_events.emit).
     hooks: dict[WebhookEvent, list[tuple[int, dict[str, Any]]]] = field(default_factory=lambda: defaultdict(list))
 
     def add(self, other: Credits) -> None:

@@ -31,7 +31,7 @@ from domain.ledger import Delta, add_to_balances, append_entries, ensure_balance
 from domain.notices import PERSON_COLUMNS, Credits, Person, settle_and_notify
 from domain.promotion import Unlocks, no_unlocks, promote
 from domain.refusals import Refusal
-from domain.webhooks import emit
+from domain.webhook_events import emit
 from storage.db import is_postgres
 from storage.models import DistributorStatus
 from storage.models_ledger import CommissionState, EntryKind

@@ -33,10 +33,10 @@ from domain.config import Config
 from domain.formats import yuan
 from domain.ledger import withdrawal_again, withdrawal_paid_out, withdrawal_returned
 from domain.messages import Text
-from domain.outbox import Queued, enqueue_many, template_data
+from domain.outbox_rows import Queued, enqueue_many, template_data
 from domain.refusals import Refusal
 from domain.signing import link_key, sign, verify
-from domain.webhooks import withdrawal_paid
+from domain.webhook_events import withdrawal_paid
 from domain.suspension import check_payable
 from storage.db import is_postgres
 from storage.models import DistributorStatus

@@ -21,7 +21,7 @@ from domain.config_sections import RankConfig
 from domain.figures import personal_sales, teams
 from domain.formats import yuan
 from domain.messages import Text
-from domain.outbox import enqueue, template_data
+from domain.outbox_rows import enqueue, template_data
 from domain.ranks import rank_index, rank_reached
 from storage.models import DistributorStatus
 from storage.tables import DISTRIBUTORS, RANK_CHANGES

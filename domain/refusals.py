@@ -5,9 +5,9 @@ HTTP status; it carries an English sentence for /api's "message", the Chinese se
 reads in chat and on the console, and details (/api's "details"). Raise it wherever the rule
 lives, however deep; each surface translates it once:
 
-- /api: bot.api's middleware answers `{"error": code, "message", "details"}` with the status;
-- the console: bot.console's guard sends the admin back to the form's page with the sentence;
-- chat: the update's SAVEPOINT rolls back and bot.chat's `refusal_reply` is the reply.
+- /api: kit.api's middleware answers `{"error": code, "message", "details"}` with the status;
+- the console: kit.console's guard sends the admin back to the form's page with the sentence;
+- chat: the update's SAVEPOINT rolls back and kit.chat's `refusal_reply` is the reply.
 
 It is a `storage.group_commit.Refused`: in a batch (webhook updates, order events) the item is
 rolled back alone and nothing is logged. Code that must react to one kind catches `Refusal` and
@@ -54,7 +54,7 @@ CODES: dict[str, tuple[int, str]] = {
     "ticket_closed": (409, "工单已关闭，不能再回复。"),
     "too_many_tickets": (429, "您等待回复的问题太多了，请等客服回复后再提新问题。"),
 }
-# Codes named after a request body's noun (bot.api: invalid_contest, malformed_rejection, ...).
+# Codes named after a request body's noun (kit.api: invalid_contest, malformed_rejection, ...).
 FAMILIES: dict[str, tuple[int, str]] = {
     "malformed_": (400, "提交的内容缺少字段或格式不对。"),
     "invalid_": (422, "提交的内容不符合要求。"),

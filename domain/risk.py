@@ -32,7 +32,7 @@ from domain.config import Config
 from domain.config_sections import RiskConfig
 from domain.formats import china_time, yuan
 from domain.messages import Text
-from domain.outbox import Queued, enqueue_many, template_data
+from domain.outbox_rows import Queued, enqueue_many, template_data
 from storage.db import dialect_insert, is_postgres
 from storage.models_risk import FlagStatus
 from storage.tables import DISTRIBUTORS, ORDERS, RISK_FLAGS

@@ -2,7 +2,7 @@
 by hand or by resolving a risk flag; reinstating makes them active again.
 
 While suspended a distributor earns no commission (domain.commission skips a receiver that is not
-active; the levels above still earn), cannot withdraw (bot.chat's guard refuses every command but
+active; the levels above still earn), cannot withdraw (kit.chat's guard refuses every command but
 客服, telling the reason; an admin cannot approve their withdrawals, nor can a transfer be claimed
 or retried), and is not an inviter anyone can join. Reinstating restores all of that from then on;
 what was not earned while suspended stays unearned. Every suspension and reinstatement is a row
@@ -18,7 +18,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from domain.messages import Text
-from domain.outbox import Queued, enqueue_many, template_data
+from domain.outbox_rows import Queued, enqueue_many, template_data
 from domain.refusals import Refusal
 from storage.models import DistributorStatus
 from storage.models_risk import FlagStatus

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from domain.config_sections import ServiceConfig
 from domain.formats import CHINA
 from domain.messages import Text
-from domain.outbox import Queued, enqueue, enqueue_many, template_data
+from domain.outbox_rows import Queued, enqueue, enqueue_many, template_data
 from domain.refusals import Refusal
 from storage.db import is_postgres
 from storage.models import Distributor

@@ -21,11 +21,11 @@ from domain.config_sections import MIN_TRANSFER_FEN
 from domain.formats import yuan
 from domain.ledger import balance, decide_withdrawal, withdraw
 from domain.messages import Text
-from domain.outbox import enqueue
+from domain.outbox_rows import enqueue
 from domain.payouts import queue_claim_link
 from domain.refusals import Refusal
 from domain.suspension import check_payable
-from domain.webhooks import withdrawal_paid
+from domain.webhook_events import withdrawal_paid
 from storage.tables import DISTRIBUTORS, WITHDRAWALS
 
 

@@ -1,6 +1,6 @@
 """The audit trail for admins (CONTRACT §4.11): GET /api/audit?page=N and the console's 审计日志
 (/admin/audit), newest first, 50 a page, optionally about one object (`object=`, e.g. a
-withdrawal's id: its history page links here). The rows are written by bot.audit."""
+withdrawal's id: its history page links here). The rows are written by kit.auditing."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ from aiohttp import web
 from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
-from bot.api import ApiModel, ok
-from bot.console import page, page_number
-from bot.feature import Feature
-from bot.typedefs import READER
-from domain import audit
+from kit.api import ApiModel, ok
+from kit.console import page, page_number
+from kit.feature import Feature
+from kit.app_keys import READER
+from domain import audit_log as audit
 
 feature = Feature("audit", scope="admin")
 MAX_PAGE = 10**6

@@ -17,13 +17,13 @@ from pydantic import AwareDatetime, BaseModel, Field, ValidationError
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from bot.api import ApiModel, IdParam, PageQuery, RankAudience, checked_audience, ok
-from bot.api import text as text_field
-from bot.chat import Ctx, Incoming
-from bot.console import done, page, page_number
-from bot.feature import Feature
-from bot.scheduler import JOBS
-from bot.typedefs import CLOCK, CONFIG, READER, WRITER
+from kit.api import ApiModel, IdParam, PageQuery, RankAudience, checked_audience, ok
+from kit.api import text as text_field
+from kit.chat import Ctx, Incoming
+from kit.console import done, page, page_number
+from kit.feature import Feature
+from kit.scheduler import JOBS
+from kit.app_keys import CLOCK, CONFIG, READER, WRITER
 from content.console_pages import when
 from domain import campaigns
 from domain.config import Config

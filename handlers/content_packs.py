@@ -21,10 +21,10 @@ from pydantic import BaseModel, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from bot.api import ApiModel, IdParam, ok
-from bot.console import HEADERS, done, page
-from bot.feature import Feature
-from bot.typedefs import CLOCK, CONFIG, PACKS, READER, WRITER
+from kit.api import ApiModel, IdParam, ok
+from kit.console import HEADERS, done, page
+from kit.feature import Feature
+from kit.app_keys import CLOCK, CONFIG, PACKS, READER, WRITER
 from content.console_pages import TEMPLATES, when
 from content.packs import MAX_UPLOAD_BYTES, PackInvalid
 from content.store import (

@@ -16,15 +16,17 @@ from pydantic import AwareDatetime, BaseModel, Field, ValidationError
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from bot.api import ApiModel, IdParam, PageQuery, RankAudience, checked_audience, ok
-from bot.api import text as text_field
-from bot.chat import Ctx, Incoming, active_only
-from bot.console import done, page, page_number
-from bot.feature import Feature
-from bot.menu import MenuKey
-from bot.scheduler import JOBS
-from bot.typedefs import CLOCK, CONFIG, READER, WRITER
-from domain import campaigns, contest_results, contests
+from kit.api import ApiModel, IdParam, PageQuery, RankAudience, checked_audience, ok
+from kit.api import text as text_field
+from kit.chat import Ctx, Incoming, active_only
+from kit.console import done, page, page_number
+from kit.feature import Feature
+from kit.menu import MenuKey
+from kit.scheduler import JOBS
+from kit.app_keys import CLOCK, CONFIG, READER, WRITER
+from domain import campaigns
+from domain import contest_results
+from domain import contests
 from domain.contest_results import show_value
 from domain.formats import CHINA, AmountError, china_time, mask_name, parse_yuan, yuan
 from domain.messages import Text

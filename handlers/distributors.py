@@ -17,11 +17,12 @@ from pydantic import BaseModel, Field
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from bot.api import ApiModel, actor_of, ok
-from bot.console import done, page, page_number, returns_to
-from bot.feature import Feature
-from bot.typedefs import CLOCK, CONFIG, PACKS, READER, WRITER
-from domain import risk, suspension
+from kit.api import ApiModel, actor_of, ok
+from kit.console import done, page, page_number, returns_to
+from kit.feature import Feature
+from kit.app_keys import CLOCK, CONFIG, PACKS, READER, WRITER
+from domain import risk
+from domain import suspension
 from domain.commission import STATUS_NAMES
 from domain.distributors import MAX_PAGE, PER_PAGE, DistributorAnswer, distributor_json, known_distributor, search
 from domain.formats import parse_signed_yuan

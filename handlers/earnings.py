@@ -18,12 +18,13 @@ from pydantic import BaseModel, Field
 from sqlalchemy import bindparam, literal_column, null, or_, select, union_all, update
 from sqlalchemy.orm import Session
 
-from bot.api import ApiModel, actor_of, ok, text
-from bot.chat import Ctx, Incoming, Later, active_only
-from bot.feature import Feature
-from bot.menu import MenuKey
-from bot.typedefs import CLOCK, CONFIG, READER, WECHAT, WRITER
-from bot.wechat_api import WeChatAPI
+from kit.api import ApiModel, actor_of, ok, text
+from kit.chat import Ctx, Incoming, Later, active_only
+from kit.feature import Feature
+from kit.menu import MenuKey
+from kit.app_keys import CLOCK, CONFIG, READER, WRITER
+from wechat.wechat_keys import WECHAT
+from wechat.client import WeChatAPI
 from content.charts import render_earnings_chart
 from domain.config import Config
 from domain.distributors import known_distributor

@@ -12,11 +12,11 @@ from typing import Annotated, Any
 from aiohttp import web
 from pydantic import BeforeValidator, ConfigDict, Field
 
-from bot.api import ApiModel
-from bot.exports import stream_csv
-from bot.feature import Feature
-from bot.typedefs import CLOCK, READER
-from domain import exports
+from kit.api import ApiModel
+from kit.csv_stream import stream_csv
+from kit.feature import Feature
+from kit.app_keys import CLOCK, READER
+from domain import export_rows as exports
 from domain.formats import CHINA
 from domain.refusals import Refusal
 

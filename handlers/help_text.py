@@ -3,8 +3,8 @@
 
 from __future__ import annotations
 
-from bot.chat import Ctx, Incoming
-from bot.feature import Feature
+from kit.chat import Ctx, Incoming
+from kit.feature import Feature
 from domain.help import HELP
 from domain.messages import Text
 from domain.suspension import suspended_text

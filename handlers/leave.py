@@ -16,8 +16,8 @@ from enum import StrEnum
 
 from sqlalchemy import select
 
-from bot.chat import Ctx, Incoming, active_only
-from bot.feature import Feature
+from kit.chat import Ctx, Incoming, active_only
+from kit.feature import Feature
 from domain import contests
 from domain.formats import mask_name, yuan
 from domain.ledger import balance, settle

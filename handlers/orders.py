@@ -18,12 +18,12 @@ from pydantic import AwareDatetime, BaseModel, Field, RootModel
 from sqlalchemy import and_, func, select
 from sqlalchemy.orm import Session
 
-from bot.api import ApiModel, ok, text
-from bot.audit import note
-from bot.chat import Ctx, Incoming, active_only
-from bot.feature import Feature
-from bot.menu import MenuKey
-from bot.typedefs import CLOCK, CONFIG, PACKS, READER, WRITER
+from kit.api import ApiModel, ok, text
+from kit.auditing import note
+from kit.chat import Ctx, Incoming, active_only
+from kit.feature import Feature
+from kit.menu import MenuKey
+from kit.app_keys import CLOCK, CONFIG, PACKS, READER, WRITER
 from domain import commission as rules
 from domain.config import Config
 from domain.formats import CHINA, china_time, yuan

@@ -11,10 +11,10 @@ from typing import Any
 from aiohttp import web
 from sqlalchemy.orm import Session
 
-from bot.console import page
-from bot.feature import Feature
-from bot.scopes import ANY
-from bot.typedefs import CLOCK, CONFIG, READER
+from kit.console import page
+from kit.feature import Feature
+from kit.scopes import ANY
+from kit.app_keys import CLOCK, CONFIG, READER
 from content.console_pages import svg_bars, svg_lines
 from domain import dashboard
 from domain.formats import day_start, month_start

@@ -21,13 +21,14 @@ from aiohttp import web
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from bot.chat import Ctx, Incoming, active_only
-from bot.console import done
-from bot.feature import Feature
-from bot.headers import content_policy
-from bot.typedefs import CLOCK, CONFIG, PAY, READER, WECHAT, WRITER
-from bot.wechat_api import WeChatError
-from bot.wechat_pay import Bill, PayClient, PayError, PayRefused, SignatureInvalid
+from kit.chat import Ctx, Incoming, active_only
+from kit.console import done
+from kit.feature import Feature
+from kit.headers import content_policy
+from kit.app_keys import CLOCK, CONFIG, READER, WRITER
+from wechat.wechat_keys import PAY, WECHAT
+from wechat.client import WeChatError
+from wechat.pay import Bill, PayClient, PayError, PayRefused, SignatureInvalid
 from content.pay_pages import JS_API_LIST, SCRIPT_SOURCES, claim_page, jsapi_signature, notice_page
 from domain import payouts
 from domain.config import Config
@@ -112,7 +113,7 @@ async def _usable(app: web.Application, claim: payouts.Claim) -> payouts.BillRow
 
 # ---- the claim page ------------------------------------------------------------------------------
 def _html(text: str, status: int = 200, policy: str | None = None) -> web.Response:
-    """A claim page; `policy`: its Content-Security-Policy when not the pages' (bot.headers)."""
+    """A claim page; `policy`: its Content-Security-Policy when not the pages' (kit.headers)."""
     headers = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}
     return web.Response(text=text, status=status, content_type="text/html",
                         headers={**headers, "Content-Security-Policy": policy} if policy else headers)

@@ -26,12 +26,13 @@ from aiohttp import web
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from bot.chat import Ctx, Incoming, Later, active_only
-from bot.console import HEADERS, page
-from bot.feature import Feature
-from bot.menu import MenuKey
-from bot.typedefs import CLOCK, CONFIG, PACKS, READER, WECHAT, WRITER
-from bot.wechat_api import WeChatAPI, WeChatError
+from kit.chat import Ctx, Incoming, Later, active_only
+from kit.console import HEADERS, page
+from kit.feature import Feature
+from kit.menu import MenuKey
+from kit.app_keys import CLOCK, CONFIG, PACKS, READER, WRITER
+from wechat.wechat_keys import WECHAT
+from wechat.client import WeChatAPI, WeChatError
 from content.posters import FileRef, PosterJob, PosterRenderer, TextBox, cache_key
 from content.store import PackContent, open_to, pack_file
 from content.templating import (

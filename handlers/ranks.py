@@ -14,11 +14,11 @@ from pydantic import BaseModel, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from bot.api import ApiModel, actor_of, ok, text
-from bot.chat import Ctx, Incoming, active_only
-from bot.feature import Feature
-from bot.menu import MenuKey
-from bot.typedefs import CLOCK, CONFIG, PACKS, READER, WRITER
+from kit.api import ApiModel, actor_of, ok, text
+from kit.chat import Ctx, Incoming, active_only
+from kit.feature import Feature
+from kit.menu import MenuKey
+from kit.app_keys import CLOCK, CONFIG, PACKS, READER, WRITER
 from domain.distributors import DistributorAnswer, distributor_json, known_distributor
 from domain.figures import personal_sales, teams
 from domain.formats import china_time, yuan

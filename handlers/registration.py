@@ -11,15 +11,15 @@ from enum import StrEnum
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from bot.chat import Ctx, Incoming
-from bot.feature import Feature
-from bot.menu import MenuKey
-from bot.typedefs import PACKS
+from kit.chat import Ctx, Incoming
+from kit.feature import Feature
+from kit.menu import MenuKey
+from kit.app_keys import PACKS
 from domain.config_sections import WebhookEvent
 from domain.formats import china_time, mask_name
 from domain.messages import Text
 from domain.promotion import promote
-from domain.webhooks import emit
+from domain.webhook_events import emit
 from domain.risk import check_signups
 from domain.suspension import suspended_text
 from storage.models import Distributor, DistributorStatus, Follower

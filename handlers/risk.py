@@ -17,11 +17,12 @@ from aiohttp import web
 from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
-from bot.api import ApiModel, IdParam, PageQuery, actor_of, ok, text
-from bot.console import done, page, page_number, returns_to
-from bot.feature import Feature
-from bot.typedefs import CLOCK, CONFIG, READER, WRITER
-from domain import risk, suspension
+from kit.api import ApiModel, IdParam, PageQuery, actor_of, ok, text
+from kit.console import done, page, page_number, returns_to
+from kit.feature import Feature
+from kit.app_keys import CLOCK, CONFIG, READER, WRITER
+from domain import risk
+from domain import suspension
 from domain.distributors import DistributorAnswer, distributor_json, known_distributor
 from storage.models_risk import FlagStatus
 from storage.queries import distributor_by_code

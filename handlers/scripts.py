@@ -12,10 +12,10 @@ from typing import Any
 from aiohttp import web
 from sqlalchemy.orm import Session
 
-from bot.chat import Ctx, Incoming, Later, active_only
-from bot.feature import Feature
-from bot.menu import MenuKey
-from bot.typedefs import CONFIG, PACKS, READER
+from kit.chat import Ctx, Incoming, Later, active_only
+from kit.feature import Feature
+from kit.menu import MenuKey
+from kit.app_keys import CONFIG, PACKS, READER
 from content.pages import cards, page
 from content.store import PackContent, live_pack_ids
 from content.templating import PackTemplateError, render_template, template_variables

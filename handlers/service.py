@@ -17,13 +17,13 @@ from aiohttp import web
 from pydantic import BaseModel, Field, ValidationError
 from sqlalchemy.orm import Session
 
-from bot.api import ApiModel, IdParam, PageQuery, actor_of, ok
-from bot.api import text as text_field
-from bot.chat import Ctx, Incoming, split_command
-from bot.console import done, page, page_number, returns_to
-from bot.feature import Feature
-from bot.menu import MenuKey
-from bot.typedefs import CLOCK, CONFIG, READER, WRITER
+from kit.api import ApiModel, IdParam, PageQuery, actor_of, ok
+from kit.api import text as text_field
+from kit.chat import Ctx, Incoming, split_command
+from kit.console import done, page, page_number, returns_to
+from kit.feature import Feature
+from kit.menu import MenuKey
+from kit.app_keys import CLOCK, CONFIG, READER, WRITER
 from domain.refusals import Refusal
 from domain import tickets
 from domain.formats import china_time

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from bot.chat import Ctx, Incoming, active_only
-from bot.feature import Feature
-from bot.menu import MenuKey
+from kit.chat import Ctx, Incoming, active_only
+from kit.feature import Feature
+from kit.menu import MenuKey
 from domain.figures import credited_sales
 from domain.formats import month_start, yuan
 from domain.messages import Text

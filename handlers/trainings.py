@@ -15,10 +15,10 @@ from urllib.parse import quote
 from aiohttp import web
 from sqlalchemy.orm import Session
 
-from bot.chat import Ctx, Incoming, active_only
-from bot.feature import Feature
-from bot.menu import MenuKey
-from bot.typedefs import CLOCK, CONFIG, PACKS, READER
+from kit.chat import Ctx, Incoming, active_only
+from kit.feature import Feature
+from kit.menu import MenuKey
+from kit.app_keys import CLOCK, CONFIG, PACKS, READER
 from content.pages import markdown_html, page
 from content.store import PackContent, PackLibrary, live_pack_ids, open_to, pack_picture
 from domain.config import Config

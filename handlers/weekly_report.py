@@ -32,9 +32,9 @@ from cachetools import TTLCache
 from sqlalchemy import Row, select
 from sqlalchemy.orm import Session
 
-from bot.chat import Ctx, Incoming, active_only
-from bot.feature import Feature
-from bot.typedefs import CLOCK, CONFIG, PACKS, READER, WRITER
+from kit.chat import Ctx, Incoming, active_only
+from kit.feature import Feature
+from kit.app_keys import CLOCK, CONFIG, PACKS, READER, WRITER
 from content.charts import render_weekly_chart
 from content.pages import page
 from content.store import PackLibrary
@@ -42,7 +42,7 @@ from domain.config import Config
 from domain.figures import Sales, credited_sales, daily_totals, earnings, personal_sales, sales_by_time, team_sales
 from domain.figures import teams
 from domain.messages import Text
-from domain.outbox import Queued, enqueue_many, template_data
+from domain.outbox_rows import Queued, enqueue_many, template_data
 from domain.signing import link_key, sign, verify
 from domain.weekly import SCRIPT_TITLES, ReportWeek, WeekContent, WeekFigures, report_text, report_week, team_week
 from domain.weekly import week_of_label

@@ -22,13 +22,13 @@ from sqlalchemy import func, select
 
 from sqlalchemy.orm import Session
 
-from bot.api import ApiModel, IdParam, ok, text
-from bot.chat import Ctx, Incoming, active_only
-from bot.feature import Feature
-from bot.console import done, may_open, page, page_number
-from bot.exports import stream_csv
-from bot.typedefs import CLOCK, CONFIG, READER, WRITER
-from domain.exports import SOURCE_NAMES, STATUS_NAMES, WITHDRAWALS_HEADER, withdrawal_rows
+from kit.api import ApiModel, IdParam, ok, text
+from kit.chat import Ctx, Incoming, active_only
+from kit.feature import Feature
+from kit.console import done, may_open, page, page_number
+from kit.csv_stream import stream_csv
+from kit.app_keys import CLOCK, CONFIG, READER, WRITER
+from domain.export_rows import SOURCE_NAMES, STATUS_NAMES, WITHDRAWALS_HEADER, withdrawal_rows
 from domain.formats import CHINA, china_time, parse_yuan, yuan
 from domain.ledger import balance
 from domain.payouts import STATE_NAMES, reason_words, transfers

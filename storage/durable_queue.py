@@ -1,5 +1,5 @@
 """The durable queue: a table of items that workers claim under a lease, deliver, mark and prune.
-The outbox (bot.outbox) and the webhook sender (bot.webhooks) are its consumers; each keeps its
+The outbox (wechat.outbox) and the webhook sender (kit.webhook_sender) are its consumers; each keeps its
 own table and only its deliver step (storage.queue_worker runs the loop).
 
 A claim marks due rows `sending` with the time (FOR UPDATE SKIP LOCKED on PostgreSQL, so several

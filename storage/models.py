@@ -137,7 +137,7 @@ class ProcessedMessage(Base):
 
 
 class SignedQueryRow(Base):
-    """A signed query of plain mode (bot.replays) and the digest of the one body it is good for.
+    """A signed query of plain mode (wechat.replays) and the digest of the one body it is good for.
     The key starts with the query's timestamp, zero-padded: new keys land at the end of the key
     index and a prune deletes a prefix. No rowid on SQLite: the key index is the table."""
 

@@ -45,7 +45,7 @@ class Campaign(Base):
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
     # {"sent", "failed", "skipped", "pending"} as they stood when the campaign's outbox rows were
-    # pruned (domain.outbox.prune, a month after it finished); until then counted from the rows.
+    # pruned (domain.outbox_rows.prune, a month after it finished); until then counted from the rows.
     final_counts: Mapped[dict[str, Any] | None]
 
 

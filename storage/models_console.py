@@ -20,7 +20,7 @@ class ConsoleSession(Base):
     actor: Mapped[str] = mapped_column(String(64))  # how records name this session: "console:<8 hex>:<token name>"
     token_name: Mapped[str] = mapped_column(String(32), server_default="admin")  # the token it signed in with
     scopes: Mapped[str] = mapped_column(String(64), server_default="admin")  # that token's scopes, space-separated
-    # bot.scopes.fingerprint of that token (its name, value and scopes) when it signed in: the session
+    # kit.scopes.fingerprint of that token (its name, value and scopes) when it signed in: the session
     # ends once the configured token of that name has another (removed, replaced, scopes changed).
     fingerprint: Mapped[str] = mapped_column(String(64), server_default="")
     created_at: Mapped[datetime]
@@ -28,14 +28,14 @@ class ConsoleSession(Base):
 
 
 class SignInTry(Base):
-    """A console sign-in try of one client (bot.sign_in): written when the try starts, deleted when
+    """A console sign-in try of one client (kit.sign_in): written when the try starts, deleted when
     it succeeds, kept while it counts (10 minutes) when it failed; every process counts the same."""
 
     __tablename__ = "sign_in_tries"
     __table_args__ = (Index("ix_sign_in_tries_client_at", "client", "at"),)
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
-    client: Mapped[str] = mapped_column(String(64))  # the client's address (bot.sign_in.client_address)
+    client: Mapped[str] = mapped_column(String(64))  # the client's address (kit.sign_in.client_address)
     at: Mapped[datetime] = mapped_column(index=True)
 
 
@@ -57,7 +57,7 @@ class DailyTotals(Base):
 class AuditEntry(Base):
     """One request that meant to change something (CONTRACT §4.11): an /api POST/PUT/PATCH/DELETE or a
     console form, by a known token, with the status it was answered with (refusals too). Written in
-    the unit of work of the change it records when there is one (bot.audit); newest first by id."""
+    the unit of work of the change it records when there is one (kit.auditing); newest first by id."""
 
     __tablename__ = "audit_entries"
 

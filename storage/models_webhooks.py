@@ -13,7 +13,7 @@ from storage.models import Base, BigId, OutboxStatus
 
 class WebhookDelivery(Base):
     """An event for one endpoint, written in the transaction of the change it tells, sent by
-    bot.webhooks until the endpoint answers 2xx (at least once: receivers dedupe by the event's
+    kit.webhook_sender until the endpoint answers 2xx (at least once: receivers dedupe by the event's
     id). A distributor's events reach an endpoint in the order they happened."""
 
     __tablename__ = "webhook_deliveries"

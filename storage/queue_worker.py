@@ -48,6 +48,7 @@ class QueueWorker(Generic[T]):
         self._next_start = 0.0
         self._slots = asyncio.Semaphore(in_flight)
         self._in_flight: set[asyncio.Future[None]] = set()
+        self._claiming = 0  # claims being made or their deliveries being started
         self._wake = asyncio.Event()
         self._marks: GroupCommit[dict[str, Any], None] = GroupCommit(writer, queue.write_marks)
 
@@ -88,6 +89,18 @@ class QueueWorker(Generic[T]):
         now = self.now()
         if not await self._reader.run(lambda s: self.queue.has_work(s, now)):
             return 0
+        self._claiming += 1
+        try:
+            return await self._claim_and_start(now, wait)
+        finally:
+            self._claiming -= 1
+
+    @property
+    def working(self) -> bool:
+        """Claiming, or a claimed item not yet delivered and marked."""
+        return bool(self._claiming or self._in_flight)
+
+    async def _claim_and_start(self, now: datetime, wait: bool) -> int:
         items = await self.writer.run(lambda s: self.claim(s, now, self.batch))
         started = 0
         try:

@@ -76,7 +76,7 @@ _HOOK: ContextVar[tuple[asyncio.Task[Any] | None, UnitHook] | None] = ContextVar
 @contextlib.contextmanager
 def hooked(hook: UnitHook) -> Iterator[None]:
     """Run `hook` in every unit of work the current task runs inside the block (e.g. the audit row
-    of the request whose change the unit makes, bot.audit)."""
+    of the request whose change the unit makes, kit.auditing)."""
     token = _HOOK.set((asyncio.current_task(), hook))
     try:
         yield

@@ -20,13 +20,14 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from sqlalchemy import exists, select
 
-from bot.app import create_app
-from bot.dispatcher import REPLY_DEADLINE_SECONDS
-from bot.typedefs import READER
+from app.factory import create_app
+from wechat.dispatcher import REPLY_DEADLINE_SECONDS
+from kit.app_keys import READER
+from wechat.wechat_keys import OUTBOX
 from domain.clock import FakeClock
 from domain.config import Config
-from bot.sandbox.platform import Platform, SimUser
-from bot.sandbox.views import create_sandbox_app
+from sandbox.platform import Platform, SimUser
+from sandbox.routes import create_sandbox_app
 from devtools.pgcluster import PgCluster, find_pg_bin
 from storage.models import OutboxMessage, OutboxStatus
 from tests.db_support import drop_pools, migrated_sqlite, pg_database, run_apart
@@ -190,13 +191,12 @@ class Harness:
         return m.group(1)
 
     async def settled(self) -> None:
-        """Until the outbox has nothing left to send, neither due nor in flight: every message queued
-        so far is with WeChat, so a count of what a user got is final."""
-        statuses = (OutboxStatus.PENDING, OutboxStatus.SENDING)
-
+        """Until the outbox has nothing left to send, neither due nor in its worker's hands: every
+        message queued so far is with WeChat, so a count of what a user got is final."""
         async def nothing_left() -> bool:
-            return not await self.app[READER].run(lambda s: s.scalar(select(
-                exists().where(OutboxMessage.status.in_(statuses)))))
+            pending = await self.app[READER].run(lambda s: s.scalar(select(
+                exists().where(OutboxMessage.status == OutboxStatus.PENDING))))
+            return not pending and not self.app[OUTBOX].working  # in this order: a claim is seen
         await eventually(nothing_left, what="the outbox sends everything queued")
 
     # ---- the admin / shop side --------------------------------------------------------------

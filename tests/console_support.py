@@ -18,7 +18,7 @@ import pytest
 import pytest_asyncio
 from aiohttp import web
 
-from bot.app import create_app
+from app.factory import create_app
 from tests.conftest import ADMIN_TOKEN, make_config
 from tests.db_support import migrated_sqlite
 from tests.serve_support import free_port

@@ -12,8 +12,8 @@ from typing import Any
 from aiohttp.test_utils import TestServer
 from sqlalchemy import func, select
 
-from bot.sandbox.platform import Platform, SimUser
-from bot.typedefs import SESSIONMAKER
+from sandbox.platform import Platform, SimUser
+from kit.app_keys import SESSIONMAKER
 from domain.ledger import balances, ledger_sums
 from domain.formats import CHINA
 from storage.tables import DAILY_TOTALS, DISTRIBUTORS, ENTRIES, ORDERS

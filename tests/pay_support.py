@@ -16,10 +16,10 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from bot.sandbox.pay import PayEmulator
-from bot.sandbox.platform import Platform
-from bot.sandbox.views import create_sandbox_app
-from bot.wechat_pay import (
+from sandbox.pay_emulator import PayEmulator
+from sandbox.platform import Platform
+from sandbox.routes import create_sandbox_app
+from wechat.pay import (
     EmulatorKeys,
     PayClient,
     PayKeys,

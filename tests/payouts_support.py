@@ -16,11 +16,11 @@ import pytest
 from aiohttp.test_utils import TestServer
 from cryptography.hazmat.primitives import serialization
 
-from bot.app import create_app
-from bot.sandbox.pay import PayEmulator
-from bot.sandbox.platform import Platform
-from bot.sandbox.views import create_sandbox_app
-from bot.wechat_pay import EmulatorKeys, PayKeys
+from app.factory import create_app
+from sandbox.pay_emulator import PayEmulator
+from sandbox.platform import Platform
+from sandbox.routes import create_sandbox_app
+from wechat.pay import EmulatorKeys, PayKeys
 from tests.conftest import Harness, make_config
 from tests.pay_support import new_emulator
 

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from bot.typedefs import SESSIONMAKER
+from kit.app_keys import SESSIONMAKER
 from storage.models import Distributor
 from tests.conftest import ADMIN_TOKEN, Harness
 

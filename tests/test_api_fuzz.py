@@ -16,8 +16,8 @@ import schemathesis
 from aiohttp.test_utils import TestServer
 from schemathesis.config import SchemathesisConfig
 
-from bot.openapi import OPENAPI, create_api_app
-from bot.app import api_tables, create_app
+from kit.openapi import OPENAPI, create_api_app
+from app.factory import api_tables, create_app
 from tests.conftest import ADMIN_TOKEN, make_config
 
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}

@@ -15,10 +15,10 @@ import pytest
 from aiohttp.test_utils import TestServer
 from sqlalchemy import func, select
 
-from bot.audit import Audit
-from bot.sandbox.platform import Platform
-from bot.typedefs import SESSIONMAKER, WRITER
-from domain import audit
+from kit.auditing import Audit
+from sandbox.platform import Platform
+from kit.app_keys import SESSIONMAKER, WRITER
+from domain import audit_log as audit
 from storage.tables import AUDIT_ENTRIES, WITHDRAWALS
 from storage.writer import hooked
 from tests.conftest import Harness, make_config

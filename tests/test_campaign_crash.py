@@ -16,8 +16,8 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 
-from bot.sandbox.mass import finish_event, month_of
-from bot.sandbox.platform import Platform
+from sandbox.mass_send import finish_event, month_of
+from sandbox.platform import Platform
 from storage.db import create_engine
 from storage.migrate import upgrade
 from storage.tables import DISTRIBUTORS

@@ -12,9 +12,9 @@ from typing import Any
 
 from sqlalchemy import select, update
 
-from bot.sandbox.mass import finish_event, month_of
-from bot.sandbox.platform import Platform
-from bot.typedefs import SESSIONMAKER, WRITER
+from sandbox.mass_send import finish_event, month_of
+from sandbox.platform import Platform
+from kit.app_keys import SESSIONMAKER, WRITER
 from domain.campaigns import MASS_REPORT_WAIT
 from storage.models import OutboxMessage
 from storage.tables import MASS_REPORTS, OUTBOX

@@ -8,8 +8,8 @@ from typing import Any
 
 from sqlalchemy import insert, select, update
 
-from bot.sandbox.platform import SimUser
-from bot.typedefs import SESSIONMAKER, WRITER
+from sandbox.platform import SimUser
+from kit.app_keys import SESSIONMAKER, WRITER
 from storage.models import Distributor
 from storage.models_campaigns import Campaign
 from storage.tables import OUTBOX

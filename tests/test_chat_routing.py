@@ -12,10 +12,10 @@ import wechatpy
 import xmltodict
 from sqlalchemy import Delete
 
-from bot.chat import CANCEL_WORDS, ChatRouter, Ctx, Incoming, split_command
-from bot.feature import Feature, FeatureConflict, check
-from bot.menu import MENU, MenuKey, menu_payload
-from bot.passive_xml import passive_reply_xml as render
+from kit.chat import CANCEL_WORDS, ChatRouter, Ctx, Incoming, split_command
+from kit.feature import Feature, FeatureConflict, check
+from kit.menu import MENU, MenuKey, menu_payload
+from wechat.passive_xml import passive_reply_xml as render
 from domain.messages import Article, Image, News, Text, from_json, to_json
 from domain.quota import GrantKind, granted_by
 from handlers import help_text as help_handlers
@@ -190,7 +190,7 @@ def test_two_features_claiming_the_same_thing_stop_start_up_with_a_message(claim
 
 
 def test_create_app_refuses_conflicting_features() -> None:
-    from bot.app import create_app
+    from app.factory import create_app
     with pytest.raises(FeatureConflict):
         create_app(make_config("sqlite+aiosqlite:///:memory:"),
                    features=(_claiming("one", word="收益"), _claiming("two", word="收益"), help_handlers.feature))

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from aiohttp.test_utils import TestServer
 
-from bot.menu import menu_payload
-from bot.sandbox.platform import Platform
+from kit.menu import menu_payload
+from sandbox.platform import Platform
 from tests.serve_support import DISTBOT, Served, free_port
 from tests.test_config import live
 

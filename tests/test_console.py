@@ -13,7 +13,7 @@ import aiohttp
 from aiohttp import web
 from sqlalchemy import select
 
-from bot.typedefs import SESSIONMAKER, WRITER
+from kit.app_keys import SESSIONMAKER, WRITER
 from domain.ledger import adjust, withdraw
 from storage.models import Distributor
 from storage.tables import WITHDRAWALS

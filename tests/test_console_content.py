@@ -15,9 +15,10 @@ import pytest
 from aiohttp import web
 from sqlalchemy import select
 
-from bot.app import create_app, sandbox_platform
-from bot.sandbox.platform import Platform
-from bot.typedefs import SESSIONMAKER, WRITER
+from app.factory import create_app
+from sandbox.routes import sandbox_platform
+from sandbox.platform import Platform
+from kit.app_keys import SESSIONMAKER, WRITER
 from domain.formats import CHINA
 from storage.models import Distributor
 from storage.models_campaigns import Campaign

@@ -12,7 +12,7 @@ import pytest
 from aiohttp import web
 from sqlalchemy import select
 
-from bot.typedefs import CONFIG, SESSIONMAKER, WRITER
+from kit.app_keys import CONFIG, SESSIONMAKER, WRITER
 from domain.formats import parse_signed_yuan
 from domain.ledger import adjust, withdraw
 from domain.orders import EventIn, OrderBook

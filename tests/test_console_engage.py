@@ -13,7 +13,7 @@ from typing import Any
 from aiohttp import web
 from sqlalchemy import select
 
-from bot.typedefs import CONFIG, SESSIONMAKER, WRITER
+from kit.app_keys import CONFIG, SESSIONMAKER, WRITER
 from domain import tickets
 from domain.formats import CHINA
 from storage.models import Distributor

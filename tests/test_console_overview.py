@@ -11,7 +11,7 @@ from typing import Any
 
 from aiohttp import web
 
-from bot.typedefs import CONFIG, WRITER
+from kit.app_keys import CONFIG, WRITER
 from domain import contests
 from domain.formats import month_start
 from storage.models import Distributor, Follower

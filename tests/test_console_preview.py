@@ -16,7 +16,7 @@ from aiohttp import web
 from PIL import Image
 from sqlalchemy import select
 
-from bot.typedefs import SESSIONMAKER, WRITER
+from kit.app_keys import SESSIONMAKER, WRITER
 from content.demo import POSTER_SIZE
 from storage.models import Distributor
 from storage.models_content import DistributorQrCode, PosterMedia

@@ -15,9 +15,9 @@ import pytest
 from aiohttp.test_utils import TestServer
 from sqlalchemy import func, select
 
-from bot.console import IDLE, MAX_AGE
-from bot.sandbox.platform import Platform
-from bot.typedefs import SESSIONMAKER
+from kit.console import IDLE, MAX_AGE
+from sandbox.platform import Platform
+from kit.app_keys import SESSIONMAKER
 from storage.tables import CAMPAIGNS, CONSOLE_SESSIONS
 from tests.conftest import Harness, make_config
 from tests.console_support import csrf_of, post_sign_in, serve, sign_in

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from bot.sandbox.platform import SimUser
-from bot.typedefs import WRITER
+from sandbox.platform import SimUser
+from kit.app_keys import WRITER
 from content.store import switch_windows
 from handlers.content_packs import content_job
 from tests.conftest import Harness
@@ -207,7 +207,7 @@ def test_offset_datetimes_and_strings_are_both_accepted(tmp_path: Path) -> None:
 
 
 def test_cli_import_says_when_a_festival_goes_live(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from bot.cli import main
+    from app.cli import main
 
     config = tmp_path / "config.toml"
     config.write_text(f'[database]\nurl = "sqlite+aiosqlite:///{tmp_path}/cli.db"\n')

@@ -12,7 +12,7 @@ from pathlib import Path
 from aiohttp.test_utils import TestServer
 from sqlalchemy import func, select
 
-from bot.sandbox.platform import Platform
+from sandbox.platform import Platform
 from storage.db import create_engine
 from storage.migrate import upgrade
 from storage.tables import BALANCES, CONTESTS, DISTRIBUTORS, ENTRIES, ORDERS, OUTBOX

@@ -13,8 +13,8 @@ import pytest
 from aiohttp.test_utils import TestServer
 from sqlalchemy import select
 
-from bot.sandbox.platform import Platform, SimUser
-from bot.typedefs import SESSIONMAKER, WRITER
+from sandbox.platform import Platform, SimUser
+from kit.app_keys import SESSIONMAKER, WRITER
 from domain import contest_results
 from domain.formats import CHINA
 from storage.models import Distributor

@@ -20,7 +20,7 @@ def job_owners() -> dict[str, str]:
                     and isinstance(node.value.func, ast.Name) and node.value.func.id == "JobRef"):
                 refs[ast.unparse(node.targets[0])] = ast.literal_eval(node.value.args[0])
     owners = {}
-    for path in [*sorted((ROOT / "handlers").glob("*.py")), ROOT / "bot" / "app.py"]:
+    for path in [*sorted((ROOT / "handlers").glob("*.py")), ROOT / "app" / "factory.py"]:
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "job":
                 first = node.args[0]
@@ -31,9 +31,9 @@ def job_owners() -> dict[str, str]:
 
 
 def string_starts() -> list[str]:
-    """Every `…[JOBS].start("name", …)` or `jobs.start("name", …)` in handlers/ and bot/."""
+    """Every `…[JOBS].start("name", …)` or `jobs.start("name", …)` in handlers/, app/ and kit/."""
     owners, problems = job_owners(), []
-    for path in sorted([*(ROOT / "handlers").glob("*.py"), *(ROOT / "bot").glob("*.py")]):
+    for path in sorted([*(ROOT / "handlers").glob("*.py"), *(ROOT / "app").glob("*.py"), *(ROOT / "kit").glob("*.py")]):
         rel = path.relative_to(ROOT).as_posix()
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), rel)):
             if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "start"
@@ -65,9 +65,9 @@ def test_every_job_ref_names_a_declared_job() -> None:
 ])
 def test_a_job_started_by_string_is_found(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, source: str,
                                           expected: str) -> None:
-    for package in ("handlers", "bot", "domain"):
+    for package in ("handlers", "app", "kit", "domain"):
         (tmp_path / package).mkdir()
-    (tmp_path / "bot" / "app.py").write_text("")
+    (tmp_path / "app" / "factory.py").write_text("")
     (tmp_path / "domain" / "campaigns.py").write_text('SEND_JOB = JobRef("campaigns")\n')
     (tmp_path / "handlers" / "campaigns.py").write_text('@feature.job(campaigns.SEND_JOB, "interval")\n'
                                                         "async def job(app): ...\n")

@@ -10,12 +10,13 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from bot import dispatcher as dispatcher_module
-from bot.chat import Ctx, Incoming, Later
-from bot.feature import Feature
-from bot.features import FEATURES
-from bot.sandbox.platform import Platform, SimUser
-from bot.typedefs import DISPATCHER, SESSIONMAKER
+from wechat import dispatcher as dispatcher_module
+from kit.chat import Ctx, Incoming, Later
+from kit.feature import Feature
+from app.features import FEATURES
+from sandbox.platform import Platform, SimUser
+from kit.app_keys import SESSIONMAKER
+from wechat.wechat_keys import DISPATCHER
 from domain.messages import Text
 from storage.models import Distributor, OutboxMessage, ProcessedMessage
 from tests.conftest import Harness, make_config

@@ -11,13 +11,13 @@ import pytest
 from aiohttp.test_utils import TestServer
 from PIL import Image
 
-from bot.sandbox.platform import Platform
-from bot.typedefs import CONFIG, WRITER
+from sandbox.platform import Platform
+from kit.app_keys import CONFIG, WRITER
 from content.charts import render_earnings_chart
 from domain.formats import yuan
 from domain.figures import daily_totals
 from handlers.earnings import unfreeze_due
-from bot.chat import EXITED, NOT_REGISTERED
+from kit.chat import EXITED, NOT_REGISTERED
 from tests.money_support import balance, check_invariants, money_harness, pay, seed, send
 
 

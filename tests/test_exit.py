@@ -9,8 +9,8 @@ import pytest
 from aiohttp.test_utils import TestServer
 from sqlalchemy import select
 
-from bot.sandbox.platform import Platform
-from bot.typedefs import CONFIG, SESSIONMAKER, WRITER
+from sandbox.platform import Platform
+from kit.app_keys import CONFIG, SESSIONMAKER, WRITER
 from handlers.earnings import unfreeze_due
 from storage.models_ledger import InviterChange
 from tests.money_support import balance, check_invariants, money_harness, pay, seed, send

@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestServer
 
-from bot.exports import cell as as_cell
-from bot.sandbox.platform import Platform
-from bot.typedefs import WRITER
+from kit.csv_stream import cell as as_cell
+from sandbox.platform import Platform
+from kit.app_keys import WRITER
 from domain.formats import CHINA
 from domain.ledger import withdraw
 from storage.tables import ENTRIES

@@ -18,11 +18,11 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from sqlalchemy import insert, text
 
-from bot.feature import Feature
-from bot.features import FEATURES
-from bot.leader import lead
-from bot.scheduler import JOBS
-from bot.sandbox.platform import Platform
+from kit.feature import Feature
+from app.features import FEATURES
+from kit.leader import lead
+from kit.scheduler import JOBS
+from sandbox.platform import Platform
 from storage.db import create_engine
 from storage.migrate import upgrade
 from storage.models import JobRun

@@ -21,8 +21,8 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule, run_state_machine_as_test
 
-from bot.sandbox.platform import Platform
-from bot.typedefs import CONFIG, WRITER
+from sandbox.platform import Platform
+from kit.app_keys import CONFIG, WRITER
 from handlers.earnings import unfreeze_due
 from tests.money_support import balance, check_invariants, event, money_harness, post_event, seed
 

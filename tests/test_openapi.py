@@ -10,9 +10,9 @@ from typing import Any
 
 from aiohttp import web
 
-from bot.features import FEATURES
-from bot.app import create_app
-from bot.openapi import openapi_spec
+from app.features import FEATURES
+from app.factory import create_app
+from kit.openapi import openapi_spec
 from tests.conftest import make_config
 from tests.db_support import migrated_sqlite
 

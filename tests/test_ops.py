@@ -10,11 +10,11 @@ import pytest
 from aiohttp.test_utils import TestServer
 from aiohttp.web import Application
 
-from bot.app import create_app
+from app.factory import create_app
 from domain.messages import Text
-from domain.outbox import enqueue
-from bot.sandbox.platform import Platform
-from bot.typedefs import CLOCK, WRITER
+from domain.outbox_rows import enqueue
+from sandbox.platform import Platform
+from kit.app_keys import CLOCK, WRITER
 from tests.conftest import Harness, make_config
 
 
@@ -122,6 +122,6 @@ def test_each_app_has_its_own_registry() -> None:
     config = make_config("sqlite+aiosqlite:///:memory:")
     a: Application = create_app(config, workers=False)
     b: Application = create_app(config, workers=False)
-    from bot.typedefs import METRICS
+    from kit.app_keys import METRICS
     a[METRICS].dedupe_hits.inc()
     assert sample(b[METRICS].render().decode(), "distbot_dedupe_hits_total") == 0

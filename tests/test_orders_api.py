@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestServer
 
-from bot.sandbox.platform import Platform
+from sandbox.platform import Platform
 from tests.money_support import (
     balance,
     check_invariants,

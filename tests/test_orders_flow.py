@@ -10,8 +10,8 @@ import pytest
 from aiohttp.test_utils import TestServer
 from sqlalchemy import select
 
-from bot.sandbox.platform import Platform
-from bot.typedefs import SESSIONMAKER
+from sandbox.platform import Platform
+from kit.app_keys import SESSIONMAKER
 from storage.models import OutboxMessage
 from tests.money_support import check_invariants, event, money_harness, post_event
 

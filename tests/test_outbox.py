@@ -12,12 +12,13 @@ import pytest
 from aiohttp.test_utils import TestServer
 from sqlalchemy import select, update
 
-from bot import wechat_api
-from bot.outbox import Outbox
+from wechat import client as wechat_api
+from wechat.outbox import Outbox
 from domain.messages import Text
-from domain.outbox import enqueue as queue_message
-from bot.sandbox.platform import Platform, SimUser
-from bot.typedefs import CLOCK, METRICS, READER, SESSIONMAKER, WECHAT, WRITER
+from domain.outbox_rows import enqueue as queue_message
+from sandbox.platform import Platform, SimUser
+from kit.app_keys import CLOCK, METRICS, READER, SESSIONMAKER, WRITER
+from wechat.wechat_keys import WECHAT
 from storage.durable_queue import Backoff
 from storage.models import OutboxMessage
 from tests.conftest import Harness, make_config
@@ -230,8 +231,8 @@ async def test_two_workers_never_send_a_row_twice(idle: Harness) -> None:
 
 async def test_a_stop_during_a_send_keeps_its_mark_and_gives_untried_claims_back(
         db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    from bot.sandbox import views
-    from bot.sandbox.views import create_sandbox_app
+    from sandbox import routes as views
+    from sandbox.routes import create_sandbox_app
     entered = asyncio.Event()
     original = views._custom
 

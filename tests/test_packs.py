@@ -257,7 +257,7 @@ async def test_invalid_and_oversized_uploads_store_nothing(harness: Harness) -> 
 
 # ---- the command line ---------------------------------------------------------------------------
 def test_cli_import(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from bot.cli import main
+    from app.cli import main
 
     config = tmp_path / "config.toml"
     config.write_text(f'[database]\nurl = "sqlite+aiosqlite:///{tmp_path}/cli.db"\n')

@@ -1,4 +1,4 @@
-"""The sandbox's WeChat Pay emulator (bot/sandbox/pay.py) over real HTTP: request signatures checked,
+"""The sandbox's WeChat Pay emulator (sandbox/pay_emulator.py) over real HTTP: request signatures checked,
 WeChat Pay's validation answers, the state machine and its controls (/sandbox/pay/confirm, expire,
 inject, bills), callbacks retried until answered 2xx, duplicates, the probe, and the emulator run
 apart from the sandbox."""
@@ -14,9 +14,9 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 
-from bot.sandbox.pay import PayEmulator, create_pay_app
-from bot.wechat_pay import EmulatorKeys, PayClient, PayKeys, PayRefused
-from bot.wechat_pay_crypto import authorization, encrypt_field
+from sandbox.pay_emulator import PayEmulator, create_pay_app
+from wechat.pay import EmulatorKeys, PayClient, PayKeys, PayRefused
+from wechat.pay_crypto import authorization, encrypt_field
 from tests.eventually import eventually
 from tests.pay_support import (  # noqa: F401 (fixtures)
     APPID,

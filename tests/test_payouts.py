@@ -15,12 +15,12 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 
-from bot.app import create_app
-from bot.sandbox.pay import PayEmulator
-from bot.sandbox.pay_bills import notification
-from bot.sandbox.platform import Platform
-from bot.wechat_pay import EmulatorKeys, PayKeys
-from bot.wechat_pay_crypto import signed_headers
+from app.factory import create_app
+from sandbox.pay_emulator import PayEmulator
+from sandbox.pay_bills import notification
+from sandbox.platform import Platform
+from wechat.pay import EmulatorKeys, PayKeys
+from wechat.pay_crypto import signed_headers
 from tests import pay_support, payouts_support
 from tests.conftest import ADMIN_TOKEN, make_config
 from tests.db_support import migrated_sqlite

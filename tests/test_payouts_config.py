@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from aiohttp.test_utils import TestServer
 
-from bot.app import create_app, pay_keys
-from bot.sandbox.platform import Platform
-from bot.wechat_api import WeChatAPI
+from app.factory import create_app, pay_keys
+from sandbox.platform import Platform
+from wechat.client import WeChatAPI
 from domain.config import Config, ConfigError, load_config
 from storage.db import create_engine
 from storage.migrate import upgrade
@@ -73,11 +73,11 @@ def test_sandbox_keys_are_made_once_in_the_data_folder(tmp_path: Path) -> None:
 
 
 def test_a_plain_http_public_url_is_warned_about(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="bot.app"):
+    with caplog.at_level(logging.WARNING, logger="app.factory"):
         create_app(make_config(f"sqlite+aiosqlite:///{tmp_path}/a.db", pay={"mode": "sandbox"}))
     assert any("plain HTTP" in r.getMessage() for r in caplog.records)
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="bot.app"):
+    with caplog.at_level(logging.WARNING, logger="app.factory"):
         create_app(make_config(f"sqlite+aiosqlite:///{tmp_path}/b.db", pay={"mode": "sandbox"},
                                server={"public_url": "https://distbot.example.com"}))
         create_app(make_config(f"sqlite+aiosqlite:///{tmp_path}/c.db"))

@@ -17,9 +17,9 @@ import aiohttp
 from aiohttp.test_utils import TestServer
 from sqlalchemy import select
 
-from bot.sandbox.pay import PayEmulator
-from bot.sandbox.platform import Platform
-from bot.wechat_pay import EmulatorKeys, PayKeys
+from sandbox.pay_emulator import PayEmulator
+from sandbox.platform import Platform
+from wechat.pay import EmulatorKeys, PayKeys
 from domain.ledger import adjust, ledger_sums, withdraw
 from storage.db import create_engine, create_sessionmaker
 from storage.migrate import upgrade

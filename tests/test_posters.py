@@ -13,10 +13,10 @@ from aiohttp.test_utils import TestServer
 from PIL import Image, ImageChops, ImageDraw, ImageFont, ImageStat
 from sqlalchemy import select
 
-from bot.sandbox.platform import Platform
-from bot.typedefs import SESSIONMAKER
+from sandbox.platform import Platform
+from kit.app_keys import SESSIONMAKER
 from content.posters import PosterJob, TextBox, draw_texts, render_poster
-from bot.chat import NOT_REGISTERED
+from kit.chat import NOT_REGISTERED
 from storage.models_content import DistributorQrCode
 from tests.conftest import Harness, make_config
 from tests.test_packs_support import demo, upload

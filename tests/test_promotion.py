@@ -11,8 +11,8 @@ import pytest
 from aiohttp.test_utils import TestServer
 from sqlalchemy import func, select
 
-from bot.sandbox.platform import Platform
-from bot.typedefs import SESSIONMAKER
+from sandbox.platform import Platform
+from kit.app_keys import SESSIONMAKER
 from storage.models import Distributor
 from storage.tables import RANK_CHANGES
 from tests.money_support import balance, check_invariants, money_harness, pay, seed, send

@@ -9,7 +9,7 @@ from typing import Any
 import aiohttp
 from aiohttp.test_utils import TestServer
 
-from bot.app import create_app
+from app.factory import create_app
 from tests.conftest import ADMIN_TOKEN, Harness, make_config
 from tests.console_support import chromium_page
 from tests.db_support import migrated_sqlite

@@ -15,10 +15,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 from sqlalchemy import delete, select, update
 
-from bot.sandbox.platform import Platform, SimUser
-from bot.typedefs import CLOCK, DISPATCHER, SESSIONMAKER, WRITER
+from sandbox.platform import Platform, SimUser
+from kit.app_keys import CLOCK, SESSIONMAKER, WRITER
+from wechat.wechat_keys import DISPATCHER
 from domain.messages import Text
-from domain.outbox import NO_TEMPLATE, Queued, enqueue_many
+from domain.outbox_rows import NO_TEMPLATE, Queued, enqueue_many
 from domain.quota import Due, Grant, GrantKind, Rank, Route, choose
 from storage.models import Follower, OutboxMessage
 from tests.conftest import Harness, make_config

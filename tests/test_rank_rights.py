@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestServer
 
-from bot.sandbox.platform import Platform
+from sandbox.platform import Platform
 from tests.conftest import Harness, make_config
 from tests.money_support import seed
 from tests.test_packs_support import demo, upload

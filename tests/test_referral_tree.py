@@ -17,8 +17,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
 
-from bot.typedefs import DISPATCHER, SESSIONMAKER
-from bot.webhook import parse_xml, to_incoming
+from kit.app_keys import SESSIONMAKER
+from wechat.wechat_keys import DISPATCHER
+from wechat.inbound import parse_xml, to_incoming
 from storage.models import Distributor
 from storage.queries import upline
 from tests.conftest import Harness

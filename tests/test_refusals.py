@@ -17,12 +17,12 @@ from aiohttp.test_utils import TestServer
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from bot.chat import Ctx, Incoming
-from bot.feature import Feature
-from bot.console import returns_to
-from bot.features import FEATURES
-from bot.sandbox.platform import Platform
-from bot.typedefs import READER, WRITER
+from kit.chat import Ctx, Incoming
+from kit.feature import Feature
+from kit.console import returns_to
+from app.features import FEATURES
+from sandbox.platform import Platform
+from kit.app_keys import READER, WRITER
 from domain.formats import AmountError
 from domain.refusals import CODES, FAMILIES, Refusal, kind_of
 from storage.tables import PROCESSED, STATES
@@ -93,7 +93,7 @@ def test_every_code_has_a_status_and_a_chinese_sentence() -> None:
 def _raised_codes() -> list[str]:
     """The code of every Refusal(...) written in the product: a literal, or an f-string's prefix."""
     codes = []
-    for path in [*ROOT.glob("bot/**/*.py"), *ROOT.glob("handlers/*.py"), *ROOT.glob("domain/*.py"),
+    for path in [*ROOT.glob("app/*.py"), *ROOT.glob("kit/*.py"), *ROOT.glob("wechat/*.py"), *ROOT.glob("handlers/*.py"), *ROOT.glob("domain/*.py"),
                  *ROOT.glob("content/*.py")]:
         for node in ast.walk(ast.parse(path.read_text("utf-8"))):
             if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "Refusal" and node.args:

@@ -11,9 +11,9 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
-from bot.sandbox.platform import SimUser
-from bot.typedefs import SESSIONMAKER
-from bot.menu import MenuKey
+from sandbox.platform import SimUser
+from kit.app_keys import SESSIONMAKER
+from kit.menu import MenuKey
 from handlers.registration import CODE_ALPHABET, new_code
 from storage.db import create_engine, create_sessionmaker
 from storage.migrate import upgrade

@@ -17,8 +17,8 @@ import pytest
 from aiohttp.test_utils import TestServer
 from sqlalchemy import func, select, update
 
-from bot.sandbox.platform import Platform
-from bot.typedefs import SESSIONMAKER, WRITER
+from sandbox.platform import Platform
+from kit.app_keys import SESSIONMAKER, WRITER
 from storage.models import Distributor
 from storage.models_risk import RiskFlag
 from tests.conftest import Harness, make_config

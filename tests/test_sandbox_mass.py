@@ -18,7 +18,7 @@ from aiohttp.test_utils import TestServer
 from wechatpy.crypto import WeChatCrypto
 from wechatpy.utils import check_signature
 
-from bot.sandbox.platform import ERRMSG, Platform, SimUser
+from sandbox.platform import ERRMSG, Platform, SimUser
 from tests.eventually import eventually
 
 APP_ID, SECRET, TOKEN = "wxsandbox0000000000", "sandbox-secret", "sandbox-token"

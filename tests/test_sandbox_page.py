@@ -16,9 +16,9 @@ import qrcode
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from bot.app import create_app
-from bot.sandbox.platform import Platform
-from bot.sandbox.views import create_sandbox_app
+from app.factory import create_app
+from sandbox.platform import Platform
+from sandbox.routes import create_sandbox_app
 from tests.conftest import ADMIN_TOKEN, make_config
 from tests.console_support import chromium_page
 from tests.db_support import migrated_sqlite

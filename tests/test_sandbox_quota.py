@@ -9,9 +9,9 @@ from collections.abc import AsyncIterator
 import pytest
 from aiohttp.test_utils import TestServer
 
-from bot.sandbox.platform import Platform, SimUser
-from bot.typedefs import WECHAT
-from bot.wechat_api import WeChatError
+from sandbox.platform import Platform, SimUser
+from wechat.wechat_keys import WECHAT
+from wechat.client import WeChatError
 from domain.messages import Text
 from tests.conftest import Harness, make_config
 

@@ -17,9 +17,9 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from sqlalchemy import select
 
-from bot.api import ApiRoute
-from bot.sandbox.platform import Platform
-from bot.typedefs import SESSIONMAKER
+from kit.api import ApiRoute
+from sandbox.platform import Platform
+from kit.app_keys import SESSIONMAKER
 from domain.config import ConfigError, load_config
 from storage.tables import WITHDRAWALS
 from tests.conftest import ADMIN_TOKEN, Harness, make_config

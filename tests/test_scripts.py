@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from content.templating import PackTemplateError, render_template as render, template_variables
-from bot.chat import NOT_REGISTERED
+from kit.chat import NOT_REGISTERED
 from tests.conftest import Harness
 from tests.test_packs_support import demo, upload
 

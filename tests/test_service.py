@@ -15,8 +15,8 @@ import pytest
 from aiohttp.test_utils import TestServer
 from sqlalchemy import func, select, update
 
-from bot.sandbox.platform import Platform, SimUser
-from bot.typedefs import SESSIONMAKER, WRITER
+from sandbox.platform import Platform, SimUser
+from kit.app_keys import SESSIONMAKER, WRITER
 from domain import tickets
 from domain.formats import CHINA
 from storage.models import OutboxMessage

@@ -19,9 +19,9 @@ import pytest
 from aiohttp.test_utils import TestServer
 from sqlalchemy import select
 
-from bot.sandbox.platform import Platform
-from bot.sign_in import LIMIT, WINDOW
-from bot.typedefs import SESSIONMAKER, WRITER
+from sandbox.platform import Platform
+from kit.sign_in import LIMIT, WINDOW
+from kit.app_keys import SESSIONMAKER, WRITER
 from domain.clock import FakeClock
 from domain.config import ConfigError, load_config
 from storage.tables import SIGN_IN_TRIES
@@ -62,7 +62,7 @@ async def test_ten_failures_then_even_the_right_token_is_refused(
         start: Start, http: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture) -> None:
     async with start() as h:
         clock = still(h)
-        with caplog.at_level(logging.WARNING, logger="bot.sign_in"):
+        with caplog.at_level(logging.WARNING, logger="kit.sign_in"):
             for _ in range(LIMIT):
                 status, _, cookie, _ = await post_sign_in(http, h.url, WRONG)
                 assert (status, cookie) == (401, None)
@@ -70,7 +70,7 @@ async def test_ten_failures_then_even_the_right_token_is_refused(
         status, headers, cookie, _ = await post_sign_in(http, h.url, ADMIN_TOKEN)
         assert (status, cookie) == (429, None)  # not compared: the right token does not sign in
         assert headers["Retry-After"] == str(int((WINDOW - timedelta(minutes=4)).total_seconds()))
-        lines = [r.getMessage() for r in caplog.records if r.name == "bot.sign_in"]
+        lines = [r.getMessage() for r in caplog.records if r.name == "kit.sign_in"]
         assert len(lines) == LIMIT and all("127.0.0.1" in line and WRONG not in line for line in lines)
 
         entries = await failures(h)

@@ -18,7 +18,7 @@ from sqlalchemy import func, select
 import content
 import handlers.posters
 import handlers.scripts
-from bot.typedefs import SESSIONMAKER
+from kit.app_keys import SESSIONMAKER
 from content.templating import PackTemplateError, check, render_template, template_variables
 from storage.models import ProcessedMessage
 from tests.conftest import Harness

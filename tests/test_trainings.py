@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from content.pages import markdown_html
-from bot.chat import NOT_REGISTERED
+from kit.chat import NOT_REGISTERED
 from tests.conftest import Harness
 from tests.test_packs_support import demo, small_pack, upload, zip_of
 

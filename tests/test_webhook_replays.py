@@ -13,8 +13,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import String, func, literal, update
 
-from bot.replays import key_prefix
-from bot.typedefs import SESSIONMAKER
+from wechat.replays import key_prefix
+from kit.app_keys import SESSIONMAKER
 from storage import db as storage_db
 from storage.tables import PROCESSED, SIGNED_QUERIES
 from tests.conftest import Harness
@@ -32,7 +32,7 @@ async def test_same_query_with_another_body_is_403_and_nothing_processed(
     status, reply = await push(harness, to_xml(text_fields(openid="oAlice", content="帮助", msg_id="1")), query=query)
     assert status == 200 and "分销员助手" in reply["Content"]
     before = await stored(harness)
-    with caplog.at_level(logging.WARNING, logger="bot.webhook"):
+    with caplog.at_level(logging.WARNING, logger="wechat.inbound"):
         status, _ = await push(harness, to_xml(text_fields(openid="oMallory", content="注册", msg_id="2")), query=query)
     assert status == 403
     assert await stored(harness) == before  # no follower, no conversation, no dedupe key, nothing sent

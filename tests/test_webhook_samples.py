@@ -13,7 +13,7 @@ import pytest
 import xmltodict
 from sqlalchemy import delete, func, select
 
-from bot.typedefs import SESSIONMAKER
+from kit.app_keys import SESSIONMAKER
 from storage.models import ConversationState, Follower, ProcessedMessage
 from tests.conftest import Harness
 from tests.webhook_support import push, webhook_harness

@@ -73,8 +73,8 @@ REFUSALS: list[tuple[str, Any, int, str]] = [
 @pytest.mark.parametrize("make,status,reason", [r[1:] for r in REFUSALS], ids=[r[0] for r in REFUSALS])
 async def test_every_refusal_is_logged_with_its_reason(harness: Harness, caplog: pytest.LogCaptureFixture,
                                                        make: Any, status: int, reason: str) -> None:
-    with caplog.at_level(logging.WARNING, logger="bot.webhook"):
+    with caplog.at_level(logging.WARNING, logger="wechat.inbound"):
         got, _ = await post(harness, *make())
     assert got == status
-    lines = [r for r in caplog.records if r.name == "bot.webhook" and r.levelno == logging.WARNING]
+    lines = [r for r in caplog.records if r.name == "wechat.inbound" and r.levelno == logging.WARNING]
     assert len(lines) == 1 and reason in lines[0].getMessage() and lines[0].status == status  # type: ignore[attr-defined]

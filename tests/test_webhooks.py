@@ -23,8 +23,8 @@ from aiohttp.test_utils import TestServer
 from sqlalchemy import func, select, update
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from bot.sandbox.platform import Platform
-from bot.typedefs import SESSIONMAKER, WEBHOOKS
+from sandbox.platform import Platform
+from kit.app_keys import SESSIONMAKER, WEBHOOKS
 from storage import db as storage_db
 from domain.config import Config, ConfigError, load_config
 from storage.durable_queue import Backoff

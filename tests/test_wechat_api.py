@@ -14,10 +14,10 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from sqlalchemy import select
 
-from bot import wechat_api
+from wechat import client as wechat_api
 from domain.messages import Article, News, Text
-from bot.sandbox.platform import Platform
-from bot.wechat_api import WeChatAPI, WeChatError, WeChatUnreachable
+from sandbox.platform import Platform
+from wechat.client import WeChatAPI, WeChatError, WeChatUnreachable
 from storage.db import create_engine, create_sessionmaker
 from storage.durable_queue import Backoff
 from storage.migrate import upgrade

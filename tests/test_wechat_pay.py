@@ -1,4 +1,4 @@
-"""The WeChat Pay client (bot/wechat_pay.py) over real HTTP against the sandbox's emulator: requests
+"""The WeChat Pay client (wechat/pay.py) over real HTTP against the sandbox's emulator: requests
 signed, answers and callbacks verified (forged, stale, probe, wrong serial refused), user_name
 encrypted, errors classified (PayUnknown: query with the same number; PayRefused: nothing created),
 and the signatures cross-checked with the `wechatpayv3` package."""
@@ -22,8 +22,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from wechatpayv3 import WeChatPay, WeChatPayType
 from wechatpayv3 import utils as wechatpayv3_utils
 
-from bot.sandbox.pay import PayEmulator
-from bot.wechat_pay import (
+from sandbox.pay_emulator import PayEmulator
+from wechat.pay import (
     EmulatorKeys,
     PayClient,
     PayKeys,
@@ -32,7 +32,7 @@ from bot.wechat_pay import (
     SignatureInvalid,
     sandbox_keys,
 )
-from bot.wechat_pay_crypto import authorization, parse_authorization, signed_headers
+from wechat.pay_crypto import authorization, parse_authorization, signed_headers
 from tests.eventually import eventually
 from tests.pay_support import (  # noqa: F401 (fixtures)
     APPID,
@@ -261,7 +261,7 @@ async def test_callbacks_that_do_not_verify_are_refused(client: PayClient, emula
 
 
 def _reencrypted(body: bytes) -> bytes:
-    from bot.wechat_pay_crypto import encrypt_resource
+    from wechat.pay_crypto import encrypt_resource
     envelope = json.loads(body)
     envelope["resource"] = encrypt_resource(b"k" * 32, b'{"out_bill_no": "X", "state": "SUCCESS"}', "mch_payment")
     return json.dumps(envelope).encode()

@@ -17,10 +17,10 @@ from aiohttp.test_utils import TestServer
 from PIL import Image
 from sqlalchemy import func, select
 
-from bot.chat import ChatRouter
-from bot.features import FEATURES
-from bot.sandbox.platform import Platform, SimUser
-from bot.typedefs import SESSIONMAKER
+from kit.chat import ChatRouter
+from app.features import FEATURES
+from sandbox.platform import Platform, SimUser
+from kit.app_keys import SESSIONMAKER
 from content.charts import render_weekly_chart
 from domain.figures import Member, Sales
 from domain.formats import CHINA

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestServer
 
-from bot.sandbox.platform import Platform
-from bot.typedefs import SESSIONMAKER
+from sandbox.platform import Platform
+from kit.app_keys import SESSIONMAKER
 from domain.ledger import withdraw
 from tests.money_support import balance, check_invariants, money_harness, pay, seed, send, snapshot
 

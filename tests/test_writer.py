@@ -15,7 +15,7 @@ import pytest
 from aiohttp.test_utils import TestServer
 from sqlalchemy import text
 
-from bot.sandbox.platform import Platform
+from sandbox.platform import Platform
 from storage.db import create_engine
 from storage.writer import Writer
 from tests.conftest import Harness, make_config

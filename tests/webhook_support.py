@@ -17,9 +17,9 @@ from aiohttp.test_utils import TestServer
 from sqlalchemy import func, select
 from wechatpy.crypto import PrpCrypto
 
-from bot.sandbox.platform import Platform
-from bot.sandbox.views import create_sandbox_app
-from bot.typedefs import SESSIONMAKER
+from sandbox.platform import Platform
+from sandbox.routes import create_sandbox_app
+from kit.app_keys import SESSIONMAKER
 from storage.models import ConversationState, Distributor, Follower, OutboxMessage, ProcessedMessage, SignedQueryRow
 from tests.conftest import Harness, make_config
 

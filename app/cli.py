@@ -1,0 +1,233 @@
+"""The `distbot` command. User mistakes end in one sentence on stderr and a non-zero status."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import logging
+import socket
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from domain.config import Config, ConfigError, load_config
+from kit.logs import setup_logging
+from storage.backup import BackupError
+
+log = logging.getLogger("distbot")
+
+
+class CliError(Exception):
+    pass
+
+
+def _config(args: argparse.Namespace) -> Config:
+    overrides = {}
+    server = {k: v for k, v in (("host", getattr(args, "host", None)), ("port", getattr(args, "port", None))) if v}
+    if server:
+        overrides["server"] = server
+    return load_config(args.config, **overrides)
+
+
+def cmd_serve(args: argparse.Namespace) -> None:
+    from aiohttp import web
+
+    from app.factory import create_app
+    from kit.feature import FeatureConflict
+    config = _config(args)
+    try:
+        app = create_app(config)
+    except FeatureConflict as e:  # two features claim one command, key or route: fix app/features.py
+        raise CliError(str(e)) from None
+    _check_database(config)
+    if config.sandbox:
+        _run_db(lambda: _load_demo_pack(config))
+    sockets = _listen(config.server.host, config.server.port)
+    mode = "sandbox" if config.sandbox else "live"
+    print(f"distbot serving in {mode} mode on http://{config.server.host}:{config.server.port}"
+          + ("  (simulator: /sandbox/)" if config.sandbox else ""), flush=True)
+    # Everything loaded so far lives as long as the process: keep it out of the cyclic
+    # collector, and collect young objects less often (each reply allocates many).
+    gc.freeze()
+    gc.set_threshold(20_000, 20, 20)
+    web.run_app(app, sock=sockets, print=None, access_log=None)
+
+
+def _listen(host: str, port: int) -> list[socket.socket]:
+    """Sockets bound to every address of `host`, as aiohttp would bind them, before the app
+    starts: on a port in use, serve stops in one sentence before its workers do anything."""
+    sockets: list[socket.socket] = []
+    try:
+        for family, kind, proto, _, address in socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
+                                                                   flags=socket.AI_PASSIVE):
+            sock = socket.socket(family, kind, proto)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind(address)
+    except OSError as e:  # most often the port is taken
+        for sock in sockets:
+            sock.close()
+        raise CliError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
+    return sockets
+
+
+def cmd_db_upgrade(args: argparse.Namespace) -> None:
+    config = _config(args)
+
+    async def run() -> None:
+        from storage.db import create_engine
+        from storage.migrate import upgrade
+        engine = create_engine(config.database.url)
+        try:
+            await upgrade(engine)
+        finally:
+            await engine.dispose()
+    _run_db(run)
+    print("database schema is up to date")
+
+
+def cmd_menu_push(args: argparse.Namespace) -> None:
+    import aiohttp
+
+    from kit.menu import menu_payload
+    from wechat.client import WeChatAPI, WeChatError
+    from storage.db import create_engine
+    from storage.migrate import upgrade
+    from storage.writer import Writer
+    config = _config(args)
+
+    async def run() -> None:
+        engine = create_engine(config.database.url)
+        writer = Writer(engine)
+        try:
+            await upgrade(engine)
+            async with aiohttp.ClientSession() as http:
+                api = WeChatAPI(base_url=config.api_base_url, app_id=config.wechat.app_id,
+                                app_secret=config.wechat.app_secret, writer=writer, http=http)
+                try:
+                    await api.create_menu(menu_payload())
+                except WeChatError as e:
+                    raise CliError(f"WeChat refused the menu: {e}") from None
+        finally:
+            await writer.close()
+            await engine.dispose()
+    _run_db(run)
+    print("menu created")
+
+
+def cmd_content_import(args: argparse.Namespace) -> None:
+    from content.packs import PackInvalid
+    from content.store import PackConflict
+    from handlers.content_packs import import_command
+
+    config = _config(args)
+    path = Path(args.pack)
+    if not path.is_file():
+        raise CliError(f"{path} does not exist or is not a file")
+
+    async def run() -> None:
+        try:
+            print(await import_command(config, path))
+        except PackInvalid as e:
+            raise CliError(f"the content pack {path} is invalid; nothing was imported. {len(e.problems)} problem(s):\n"
+                           + "\n".join(f"  {p}" for p in e.problems)) from None
+        except PackConflict as e:
+            raise CliError(f"pack {e.name!r} version {e.version!r} is already stored; nothing was imported "
+                           "(give the pack a new version)") from None
+    _run_db(run)
+
+
+async def _load_demo_pack(config: Config) -> None:
+    from handlers.content_packs import demo_command
+
+    print(await demo_command(config), flush=True)
+
+
+def cmd_backup(args: argparse.Namespace) -> None:
+    from storage.backup import backup
+
+    config = _config(args)
+    _run_db(lambda: backup(config.database.url, Path(args.dest)))
+    print(f"backup written to {args.dest}")
+
+
+def _check_database(config: Config) -> None:
+    async def ping() -> None:
+        from sqlalchemy import text
+
+        from storage.db import create_engine
+        from storage.reader import Reader
+        engine = create_engine(config.database.url)
+        reader = Reader(engine)
+        try:
+            await reader.run(lambda session: session.execute(text("SELECT 1")))
+        finally:
+            await reader.close()
+            await engine.dispose()
+    _run_db(ping)
+
+
+def _run_db(fn: Callable[[], Awaitable[None]]) -> None:
+    try:
+        asyncio.run(fn())
+    except (CliError, ConfigError):
+        raise
+    except BackupError as e:
+        raise CliError(str(e)) from None
+    except OSError as e:
+        raise CliError(f"cannot reach the database: {e.strerror or e}") from None
+    except Exception as e:
+        from sqlalchemy.exc import DBAPIError, OperationalError
+        if isinstance(e, (OperationalError, DBAPIError)):
+            raise CliError(f"database error: {str(e.orig).splitlines()[0] if e.orig else e}") from None
+        raise
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="distbot", description="WeChat distributor assistant")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def with_config(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("--config", help="TOML config (default: $DISTBOT_CONFIG, else ./config.toml)")
+        return p
+
+    serve = with_config(sub.add_parser("serve", help="webhook, admin API and scheduler in one process"))
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.set_defaults(fn=cmd_serve)
+
+    db = sub.add_parser("db", help="database schema").add_subparsers(dest="db_command", required=True)
+    with_config(db.add_parser("upgrade", help="apply schema migrations")).set_defaults(fn=cmd_db_upgrade)
+
+    menu = sub.add_parser("menu", help="official-account menu").add_subparsers(dest="menu_command", required=True)
+    with_config(menu.add_parser("push", help="create the menu through the WeChat API")).set_defaults(fn=cmd_menu_push)
+
+    content = sub.add_parser("content", help="content packs").add_subparsers(dest="content_command", required=True)
+    pack_import = with_config(content.add_parser("import", help="import a content pack zip (same checks as the upload)"))
+    pack_import.add_argument("pack", metavar="PACK.zip")
+    pack_import.set_defaults(fn=cmd_content_import)
+
+    backup = with_config(sub.add_parser("backup", help="consistent online backup of the database"))
+    backup.add_argument("dest")
+    backup.set_defaults(fn=cmd_backup)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging()
+    try:
+        args.fn(args)
+    except (ConfigError, CliError) as e:
+        print(f"distbot: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,34 @@
+"""The features, in routing order (a command word is tried feature by feature, in this order).
+No auto-discovery: a new feature is one module under handlers/ and one line here."""
+
+from __future__ import annotations
+
+from kit.feature import Feature
+from handlers import audit, campaigns, content_packs, contests, distributors, earnings, exports, help_text, leave
+from handlers import orders, overview, payouts, posters, ranks, risk
+from handlers import registration, scripts, service, team, trainings, weekly_report, withdrawals
+
+FEATURES: tuple[Feature, ...] = (
+    registration.feature,
+    orders.feature,
+    earnings.feature,
+    team.feature,
+    weekly_report.feature,
+    payouts.feature,  # before withdrawals: 提现记录 is not 提现 with the argument 记录
+    withdrawals.feature,
+    leave.feature,
+    posters.feature,
+    scripts.feature,
+    trainings.feature,
+    content_packs.feature,
+    campaigns.feature,
+    ranks.feature,
+    contests.feature,
+    service.feature,
+    risk.feature,
+    overview.feature,
+    distributors.feature,
+    exports.feature,
+    audit.feature,
+    help_text.feature,
+)
