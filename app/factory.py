@@ -33,7 +33,7 @@ from wechat.dispatcher import REPLY_DEADLINE_SECONDS, Dispatcher
 from kit.feature import Feature, check, install_resources
 from app.features import FEATURES
 from kit.menu import menu_payload
-from kit.metrics import Metrics
+from kit.metrics import Answered, Metrics
 from wechat.outbox import Outbox
 from kit.scheduler import JOBS, Jobs, run_scheduler
 from kit.app_keys import CLOCK, CONFIG, ENGINE, HTTP, METRICS, PACKS, READER, SESSIONMAKER, WEBHOOKS, WRITER
@@ -296,16 +296,11 @@ async def metrics(request: web.Request) -> web.Response:
 
 @web.middleware
 async def _count_requests(request: web.Request, handler) -> web.StreamResponse:  # noqa: ANN001
-    status = 500
+    answered = Answered()
     try:
-        response = await handler(request)
-        status = response.status
-        return response
-    except web.HTTPException as e:
-        status = e.status
-        raise
+        return await answered.by(lambda: handler(request))
     finally:
         resource = request.match_info.route.resource
         route = resource.canonical if resource is not None else "unmatched"
         metrics = request.app[METRICS]
-        metrics.child(metrics.requests, route, request.method, str(status)).inc()
+        metrics.child(metrics.requests, route, request.method, str(answered.status)).inc()

@@ -34,6 +34,7 @@ from typing import Any
 from aiohttp import web
 from sqlalchemy.orm import Session
 
+from kit.metrics import Answered
 from kit.scopes import Principal
 from kit.app_keys import CLOCK, WRITER
 from domain import audit_log as audit
@@ -96,17 +97,12 @@ async def audited(request: web.Request, answer: Callable[[], Awaitable[web.Strea
     record = request[AUDIT] = Audit(audit.Entry(
         at=request.config_dict[CLOCK].now(), token_name=principal.name, actor=actor, method=request.method,
         path=request.path, status=success, summary=summary, object_id=object_id))
-    status = 500
+    answered = Answered()
     try:
         with hooked(record):
-            response = await answer()
-        status = response.status
-        return response
-    except web.HTTPException as e:
-        status = e.status
-        raise
+            return await answered.by(answer)
     finally:
-        await _settle(request, record, status)
+        await _settle(request, record, answered.status)
 
 
 async def _settle(request: web.Request, record: Audit, status: int) -> None:

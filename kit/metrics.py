@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
+
+from aiohttp import web
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client import CONTENT_TYPE_LATEST as _CONTENT_TYPE
@@ -61,3 +64,19 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class Answered:
+    """The status a request was answered with: its response's, an HTTPException's, else 500."""
+
+    def __init__(self) -> None:
+        self.status = 500
+
+    async def by(self, answer: Callable[[], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+        try:
+            response = await answer()
+            self.status = response.status
+            return response
+        except web.HTTPException as e:
+            self.status = e.status
+            raise

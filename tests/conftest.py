@@ -192,10 +192,11 @@ class Harness:
 
     async def settled(self) -> None:
         """Until the outbox has nothing left to send, neither due nor in its worker's hands: every
-        message queued so far is with WeChat, so a count of what a user got is final."""
+        message due so far is with WeChat, so a count of what a user got is final."""
         async def nothing_left() -> bool:
-            pending = await self.app[READER].run(lambda s: s.scalar(select(
-                exists().where(OutboxMessage.status == OutboxStatus.PENDING))))
+            now = self.clock.now()  # rows due later (a notice's window, a back-off) are not left over
+            pending = await self.app[READER].run(lambda s: s.scalar(select(exists().where(
+                OutboxMessage.status == OutboxStatus.PENDING, OutboxMessage.next_attempt_at <= now))))
             return not pending and not self.app[OUTBOX].working  # in this order: a claim is seen
         await eventually(nothing_left, what="the outbox sends everything queued")
 

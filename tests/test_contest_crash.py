@@ -16,6 +16,7 @@ from sandbox.platform import Platform
 from storage.db import create_engine
 from storage.migrate import upgrade
 from storage.tables import BALANCES, CONTESTS, DISTRIBUTORS, ENTRIES, ORDERS, OUTBOX
+from tests.eventually import eventually
 from tests.serve_support import Served
 from tests.test_campaign_crash import config
 
@@ -86,11 +87,10 @@ async def test_kill_9_while_contests_settle_pays_each_winner_once(
             kills.append(await settled_count(served) - sum(kills))
             if sum(kills) == CONTESTS_N:
                 break
-        deadline = asyncio.get_running_loop().time() + 30
-        while await settled_count(served) < CONTESTS_N:
-            assert asyncio.get_running_loop().time() < deadline
+        async def all_settled() -> bool:
             await served.api("POST", "/jobs/contests/run")
-            await asyncio.sleep(0.2)
+            return await settled_count(served) == CONTESTS_N
+        await eventually(all_settled, timeout=30, what="every contest settled")
         details = [(await served.api("GET", f"/contests/{cid}"))[1] for cid in ids]
     finally:
         await served.kill()

@@ -4,7 +4,6 @@ results campaign with masked names, new_members without prizes, and the monthly 
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -20,6 +19,7 @@ from domain.formats import CHINA
 from storage.models import Distributor
 from storage.tables import ENTRIES
 from tests.conftest import ADMIN_TOKEN, Harness, make_config
+from tests.eventually import eventually
 from tests.money_support import balance, check_invariants, pay, seed, send
 from tests.test_audit import console, csrf
 from tests.test_jobs import run_job
@@ -195,10 +195,10 @@ async def test_settlement_pays_each_winner_once_and_sends_the_results(h: Harness
     await check_invariants(h)
     # The results reach the audience once each, with masked names; the winners get a notice.
     campaign = done["campaign_id"]
-    deadline = asyncio.get_running_loop().time() + 15
-    while (await h.api("GET", f"/campaigns/{campaign}"))[1]["status"] != "done":
-        assert asyncio.get_running_loop().time() < deadline
-        await asyncio.sleep(0.2)
+    async def sent() -> bool:
+        return (await h.api("GET", f"/campaigns/{campaign}"))[1]["status"] == "done"
+    await eventually(sent, timeout=15, what="the results campaign done")
+    await h.settled()
     for user in (ua, ub, uc):
         got = received(user, "周末冲刺赛】结果揭晓")
         assert len(got) == 1, user.timeline

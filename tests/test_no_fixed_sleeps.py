@@ -10,16 +10,8 @@ from pathlib import Path
 
 TESTS = Path(__file__).parent
 LONGEST = 0.05
-CLOCK = "clock: being moved to the fake clock"
 # (file pattern, enclosing function or "*") -> why that sleep is the point of the test.
 ALLOWED: dict[tuple[str, str], str] = {
-    ("test_contest*.py", "*"): CLOCK,
-    ("test_service*.py", "*"): CLOCK,
-    ("test_tickets*.py", "*"): CLOCK,
-    ("test_weekly_report.py", "*"): CLOCK,
-    ("test_console_sessions.py", "*"): CLOCK,
-    ("test_risk*.py", "*"): CLOCK,
-    ("test_freeze*.py", "*"): CLOCK,
     ("test_jobs.py", "slow"): "a slow job: two requests must overlap it to show it never runs twice at once",
     ("test_jobs.py", "test_one_contender_leads_and_a_broken_leader_connection_steps_down"):
         "three rounds of the other contender's 0.1 s polls, each of which must fail to lead",
@@ -78,8 +70,7 @@ def test_every_allowance_is_still_needed() -> None:
     used = {(pattern, where) for path in TESTS.glob("*.py")
             for function, _, _ in sleeps(ast.parse(path.read_text(encoding="utf-8")))
             for pattern, where in ALLOWED if fnmatch(path.name, pattern) and where in ("*", function)}
-    clock_files = {key for key, reason in ALLOWED.items() if reason == CLOCK}
-    assert set(ALLOWED) - used - clock_files == set(), "allowances no sleep needs any more: prune them"
+    assert set(ALLOWED) - used == set(), "allowances no sleep needs any more: prune them"
 
 
 def test_the_finder_sees_a_fixed_sleep() -> None:

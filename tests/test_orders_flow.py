@@ -13,6 +13,7 @@ from sqlalchemy import select
 from sandbox.platform import Platform
 from kit.app_keys import SESSIONMAKER
 from storage.models import OutboxMessage
+from tests.eventually import eventually
 from tests.money_support import check_invariants, event, money_harness, post_event
 
 
@@ -67,7 +68,10 @@ async def test_a_burst_of_orders_makes_one_notice(db_url: str, platform: Platfor
                 OutboxMessage.openid == user.openid, OutboxMessage.key.like("credit:%")))).all()
         assert sum(n.payload["merge"]["n"] for n in notices) == 12
         assert len(notices) <= 2  # one per one-second window: the burst may straddle a boundary
-        await h.settled()  # every notice is sent once its window is over
-        texts = [m["content"] for m in user.timeline if "新佣金入账" in m.get("content", "")]
+        def sent() -> list[str]:
+            return [m["content"] for m in user.timeline if "新佣金入账" in m.get("content", "")]
+        await eventually(lambda: len(sent()) >= len(notices), what="each notice, once its window is over")
+        await h.settled()  # and nothing more
+        texts = sent()
         assert len(texts) == len(notices)
         assert "12 笔订单，共 ¥12.00" in texts[0] or len(texts) == 2

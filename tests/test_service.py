@@ -5,7 +5,6 @@ per ticket), the /metrics gauges, and the limits against abuse."""
 
 from __future__ import annotations
 
-import asyncio
 import re
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -220,7 +219,7 @@ async def test_a_reply_after_48_hours_of_silence_goes_as_a_template_message(h: H
     item = await h.platform.wait_for(user.openid, lambda m: m.get("via") == "template")
     assert item["template_id"] == "tmpl-notice" and f"工单 #{tid}" in str(item["data"])
     assert "已为您补发佣金" in str(item["data"])
-    await asyncio.sleep(0.3)
+    await h.settled()  # nothing else goes out
     assert not [m for m in user.timeline if m.get("via") == "custom" and "补发" in str(m)]
 
 
@@ -239,6 +238,9 @@ async def test_overdue_tickets_are_reminded_once_as_the_clock_moves(h: Harness) 
     start = h.clock.now()
 
     async def remind_at(later: timedelta) -> int:
+        # Time jumps only once the last reminders are out: a claim in flight would look hours old
+        # (its lease long over) to a worker that looked again, and go out twice.
+        await h.settled()
         h.clock.set(start + later)
         return await run_job(h, "sla")
 
@@ -257,7 +259,7 @@ async def test_overdue_tickets_are_reminded_once_as_the_clock_moves(h: Harness) 
     for openid in STAFF:
         item = await h.platform.wait_for(openid, lambda m: f"工单 #{normal}" in str(m))
         assert "普通" in item["content"] and "想改手机号" in item["content"]
-    await asyncio.sleep(0.3)
+    await h.settled()  # every reminder queued is out: two each, no more
     for openid in STAFF:
         assert len(bot_texts(h.platform.users[openid], "客服工单超时")) == 2
 

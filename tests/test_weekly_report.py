@@ -4,7 +4,6 @@ suggestions, batches; and the pure parts (the week, trends, suggestion rules, ro
 
 from __future__ import annotations
 
-import asyncio
 
 import io
 import re
@@ -263,7 +262,7 @@ async def test_pages_of_distributors_and_the_switch(db_url: str, platform: Platf
         _, user = people[0]  # never wrote to the account: outside the window
         item = await h.platform.wait_for(user.openid, lambda m: m.get("type") == "template")
         assert item["data"]["first"]["value"] == "分销周报" and "/reports/weekly/" in item["url"]
-        await asyncio.sleep(0.5)  # one template message, nothing else
+        await h.settled()  # everything queued is out: one template message, nothing else
         assert [m["type"] for m in user.timeline if m.get("from") == "bot"] == ["template"]
         status, page, _ = await fetch(h, local(item["url"], h))
         assert status == 200 and "【分销周报】" in page.decode()
