@@ -121,12 +121,16 @@ class Platform:
             raise PlatformError(40013)
         if secret != self.app_secret:
             raise PlatformError(40125)
+        return {"access_token": self._renew(self.tokens, 96), "expires_in": TOKEN_TTL}
+
+    def _renew(self, issued: dict[str, float], nbytes: int) -> str:
+        """A new credential valid TOKEN_TTL; those issued before stay valid OLD_TOKEN_GRACE more."""
         now = self.clock()
-        for t, exp in list(self.tokens.items()):
-            self.tokens[t] = min(exp, now + OLD_TOKEN_GRACE)
-        token = secrets.token_urlsafe(96)
-        self.tokens[token] = now + TOKEN_TTL
-        return {"access_token": token, "expires_in": TOKEN_TTL}
+        for old, expires in list(issued.items()):
+            issued[old] = min(expires, now + OLD_TOKEN_GRACE)
+        new = secrets.token_urlsafe(nbytes)
+        issued[new] = now + TOKEN_TTL
+        return new
 
     def check_token(self, token: str | None) -> None:
         if not token:
@@ -139,12 +143,7 @@ class Platform:
         after a grace like the access token's. The page signs wx.config with it (jsapi_signature)."""
         if kind != "jsapi":
             raise PlatformError(40097)
-        now = self.clock()
-        for t, exp in list(self.jsapi_tickets.items()):
-            self.jsapi_tickets[t] = min(exp, now + OLD_TOKEN_GRACE)
-        ticket = secrets.token_urlsafe(64)
-        self.jsapi_tickets[ticket] = now + TOKEN_TTL
-        return {"errcode": 0, "errmsg": "ok", "ticket": ticket, "expires_in": TOKEN_TTL}
+        return {"errcode": 0, "errmsg": "ok", "ticket": self._renew(self.jsapi_tickets, 64), "expires_in": TOKEN_TTL}
 
     def jsapi_signature_valid(self, config: dict[str, Any], url: str) -> bool:
         """Whether a page's wx.config would pass in WeChat: appId, and the sha1 of

@@ -13,8 +13,8 @@ product uses it: /api GETs, console and public pages, jobs' scans, the outbox's 
   (READ COMMITTED, as every session of ours).
 
 A read that tries to write fails (SQLite: `query_only`; PostgreSQL: a read-only transaction):
-writes go through storage.writer. A read sees what was committed before it began and nothing after: to read what you are about to
-write, do both in one `Writer.run` unit.
+writes go through storage.writer. A read sees what was committed before it began and nothing
+after: to read what you are about to write, do both in one `Writer.run` unit.
 """
 
 from __future__ import annotations

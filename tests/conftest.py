@@ -76,14 +76,20 @@ async def empty_db_url(request: pytest.FixtureRequest, tmp_path: Any, pg_server_
         yield url
 
 
+def require_pg(pg_server_url: str | None) -> str:
+    """The PostgreSQL server, or the one skip of every PostgreSQL half: the machine has none (CI
+    always has one: .ci/run installs and starts it)."""
+    if pg_server_url is None:
+        pytest.skip("PostgreSQL half: no DISTBOT_TEST_PG_URL and no PostgreSQL binaries on this machine")
+    return pg_server_url
+
+
 @asynccontextmanager
 async def _database(kind: str, tmp_path: Path, pg_server_url: str | None, *, migrated: bool) -> AsyncIterator[str]:
     if kind == "sqlite":
         yield migrated_sqlite(tmp_path) if migrated else f"sqlite+aiosqlite:///{tmp_path}/distbot.db"
         return
-    if pg_server_url is None:
-        pytest.skip("PostgreSQL half: no DISTBOT_TEST_PG_URL and no PostgreSQL binaries on this machine")
-    async with pg_database(pg_server_url, migrated=migrated) as url:
+    async with pg_database(require_pg(pg_server_url), migrated=migrated) as url:
         yield url
 
 

@@ -46,7 +46,7 @@ SQLITE_TEMPLATES = Path(tempfile.gettempdir()) / "distbot-test-templates"
 _pg_templates: dict[str, str] = {}
 _pg_pools: dict[str, list[str]] = {}
 _reset_scripts: dict[str, str] = {}
-_TABLES = "SELECT tablename AS t FROM pg_tables WHERE schemaname = 'public' AND tablename <> 'alembic_version'"
+_TABLES = "SELECT {} AS t FROM pg_tables WHERE schemaname = 'public' AND tablename <> 'alembic_version'"
 
 
 @functools.cache
@@ -179,7 +179,7 @@ async def _reset(server_url: str, name: str) -> bool:
         await conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                            "WHERE datname = current_database() AND pid <> pg_backend_pid()")
         # A table a test made of its own (not the migrations') is dropped: the next test's is new.
-        extra = {r["t"] for r in await conn.fetch(_TABLES)} - {"alembic_version", *Base.metadata.tables}
+        extra = {r["t"] for r in await conn.fetch(_TABLES.format("tablename"))} - {"alembic_version", *Base.metadata.tables}
         if extra:
             await conn.execute(f"DROP TABLE {', '.join(sorted(extra))} CASCADE")
         await conn.execute(await _reset_script(server_url, conn))
@@ -194,7 +194,7 @@ async def _reset_script(server_url: str, conn: asyncpg.Connection) -> str:
     """The statements that empty a copy of the template (read once from its catalog: every copy
     has the same tables). Foreign keys are not checked meanwhile (replica role): any order works."""
     if server_url not in _reset_scripts:
-        tables = await conn.fetch(_TABLES.replace("tablename AS t", "quote_ident(tablename) AS t"))
+        tables = await conn.fetch(_TABLES.format("quote_ident(tablename)"))
         sequences = await conn.fetch("SELECT quote_ident(sequencename) AS s, start_value FROM pg_sequences "
                                      "WHERE schemaname = 'public'")
         _reset_scripts[server_url] = "".join([

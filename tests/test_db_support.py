@@ -3,11 +3,11 @@ after a test is, for the next one, as the template was: no row, every sequence a
 
 from __future__ import annotations
 
-import pytest
 from sqlalchemy import func, inspect, select, text
 
 from storage.db import create_engine
 from storage.models import Distributor
+from tests.conftest import require_pg
 from tests.db_support import pg_database
 
 
@@ -31,11 +31,10 @@ async def _rows_and_next_id(url: str) -> tuple[int, int]:
 
 
 async def test_a_database_given_back_is_as_the_template_for_the_next_test(pg_server_url: str | None) -> None:
-    if pg_server_url is None:
-        pytest.skip("no PostgreSQL")
-    async with pg_database(pg_server_url) as first:
+    server = require_pg(pg_server_url)  # the PostgreSQL half's one skip, as for db_url
+    async with pg_database(server) as first:
         assert await _rows_and_next_id(first) == (0, 1)
-    async with pg_database(pg_server_url) as second:
+    async with pg_database(server) as second:
         assert second == first  # the same database, reused
         assert await _rows_and_next_id(second) == (0, 1)
 
