@@ -15,18 +15,21 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session
 
 from domain import contests
 from domain.contests import SaleChange
 from domain.formats import CHINA
-from storage.db import dialect_insert
+from storage.db import adding_upsert
 from storage.models import DistributorStatus
 from storage.models_ledger import WithdrawalStatus
 from storage.tables import DAILY_TOTALS, DISTRIBUTORS, FOLLOWERS, WITHDRAWALS
 
 _FIGURES = ("sales_fen", "orders", "commission_fen", "first_sales")
+_D = DISTRIBUTORS.c
+_FIRST_SALES = (DISTRIBUTORS.update().where(_D.id.in_(bindparam("ids", expanding=True)), _D.first_sale_at.is_(None))
+                .values(first_sale_at=bindparam("now")).returning(_D.id))
 
 
 @dataclass(frozen=True)
@@ -68,16 +71,12 @@ def add_to_days(session: Session, now: datetime, sales: Sequence[SaleChange], ea
         days[today]["commission_fen"] += earned_fen
     sellers = sorted({ch.distributor_id for ch in sales if ch.orders > 0})
     if sellers:
-        d = DISTRIBUTORS.c
-        first = session.connection().execute(DISTRIBUTORS.update().where(d.id.in_(sellers), d.first_sale_at.is_(None))
-                                             .values(first_sale_at=now).returning(d.id)).all()
+        first = session.connection().execute(_FIRST_SALES, {"ids": sellers, "now": now}).all()
         if first:
             days[today]["first_sales"] += len(first)
     rows = [{"day": day, **figures} for day, figures in sorted(days.items()) if any(figures.values())]
     if rows:
-        stmt = dialect_insert(session, DAILY_TOTALS)
-        session.connection().execute(stmt.on_conflict_do_update(
-            index_elements=["day"], set_={f: DAILY_TOTALS.c[f] + stmt.excluded[f] for f in _FIGURES}), rows)
+        session.connection().execute(adding_upsert(session, DAILY_TOTALS, "day", _FIGURES), rows)
 
 
 def _totals(session: Session, since: date, until: date | None = None) -> dict[date, tuple[int, ...]]:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, case, func, or_, select
+from sqlalchemy import ColumnElement, and_, bindparam, case, func, or_, select
 from sqlalchemy.orm import Session
 
 from domain.formats import CHINA
@@ -106,6 +106,27 @@ def personal_sales(session: Session, ids: Sequence[int]) -> dict[int, int]:
     stmt = (select(o.distributor_id, func.sum(SALE_FEN))
             .where(o.distributor_id.in_(ids), o.completed_at.is_not(None), COUNTED).group_by(o.distributor_id))
     return {did: int(fen or 0) for did, fen in session.execute(stmt)}
+
+
+_INVITEES = DISTRIBUTORS.alias("invitee")
+_RANK_FIGURES = select(
+    DISTRIBUTORS.c.id, DISTRIBUTORS.c.openid, DISTRIBUTORS.c.rank,
+    select(func.coalesce(func.sum(SALE_FEN), 0)).where(
+        ORDERS.c.distributor_id == DISTRIBUTORS.c.id, ORDERS.c.completed_at.is_not(None), COUNTED).scalar_subquery(),
+    select(func.count()).select_from(_INVITEES).where(
+        _INVITEES.c.inviter_id == DISTRIBUTORS.c.id, _INVITEES.c.status == DistributorStatus.ACTIVE).scalar_subquery(),
+).where(DISTRIBUTORS.c.id.in_(bindparam("ids", expanding=True)), DISTRIBUTORS.c.status == DistributorStatus.ACTIVE,
+        DISTRIBUTORS.c.rank != bindparam("top"))
+
+
+def rank_figures(session: Session, ids: Sequence[int], top: str) -> list[tuple[int, str, str, int, int]]:
+    """(id, openid, rank, personal sales, team size) of each of these active distributors below
+    the `top` rank: what promotion needs, in one statement built once (it runs with every batch
+    of order events that completes one)."""
+    if not ids:
+        return []
+    return [(did, openid, rank, int(fen), int(size)) for did, openid, rank, fen, size
+            in session.connection().execute(_RANK_FIGURES, {"ids": list(ids), "top": top})]
 
 
 def earnings(session: Session, ids: Sequence[int], windows: Sequence[Window]) -> dict[int, list[int]]:

@@ -9,19 +9,16 @@ Callers reach these functions through a unit of work (`Writer.run`) or a read (`
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import bindparam, func, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from domain.refusals import Refusal
-from storage.db import dialect_insert
+from storage.db import adding_upsert, dialect_insert
 from storage.models_ledger import EntryKind, WithdrawalStatus
 from storage.tables import ADJUSTMENTS, BALANCES, ENTRIES, WITHDRAWALS
 
@@ -65,13 +62,6 @@ _WITHDRAW = (update(BALANCES)
 _NEW_WITHDRAWAL = WITHDRAWALS.insert().returning(WITHDRAWALS.c.id)
 
 
-@functools.cache
-def _add_to_balances(dialect: str):  # noqa: ANN202
-    stmt = (pg_insert if dialect == "postgresql" else sqlite_insert)(BALANCES)
-    return stmt.on_conflict_do_update(index_elements=["distributor_id"],
-                                      set_={b: BALANCES.c[b] + stmt.excluded[b] for b in BUCKETS})
-
-
 def add_to_balances(session: Session, deltas: Mapping[int, Delta]) -> None:
     """Add the deltas to the balance rows (creating missing rows), in one executemany.
 
@@ -80,7 +70,7 @@ def add_to_balances(session: Session, deltas: Mapping[int, Delta]) -> None:
              "withdrawing_fen": d.withdrawing_fen, "withdrawn_fen": d.withdrawn_fen}
             for did, d in sorted(deltas.items()) if d]
     if rows:
-        session.connection().execute(_add_to_balances(session.get_bind().dialect.name), rows)
+        session.connection().execute(adding_upsert(session, BALANCES, "distributor_id", BUCKETS), rows)
 
 
 def append_entries(session: Session, entries: Iterable[Mapping[str, Any]]) -> None:

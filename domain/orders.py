@@ -2,22 +2,27 @@
 a time (storage.group_commit).
 
 An OrderBook reads what the batch's events need at once (their stored answers, orders with
-commissions, the credited distributors' chains), then applies one event at a time inside the
-caller's SAVEPOINT: an event that breaks a rule raises a domain.refusals.Refusal, before or after
-it wrote, and the savepoint takes its writes back, so a refused event leaves no trace. The book's
-memory of an order changes only once its event has gone through. Balances, which only add up, and
-notices are written once at the end of the batch. The rules are the pure functions of domain.commission.
+commissions, the credited distributors' chains, their month's commission when a cap applies),
+then checks and applies one event at a time in memory: an event that breaks a rule raises a
+domain.refusals.Refusal before the book remembers anything of it, so a refused event leaves no
+trace. Then `write` stores what the applied events changed, one statement per table whatever the
+batch's size (orders, commissions, entries, events), and `finish` what they add up to (balances,
+notices, contest and daily totals, promotions, risk, webhooks). `apply_events` runs it all in one
+SAVEPOINT and once more when another process stored one of its keys first. The rules are the pure
+functions of domain.commission.
 """
 
 from __future__ import annotations
 
 import functools
+import logging
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Select, bindparam, func, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from domain import commission as rules
@@ -33,9 +38,13 @@ from domain.promotion import Unlocks, no_unlocks, promote
 from domain.refusals import Refusal
 from domain.webhook_events import emit
 from storage.db import is_postgres
+from storage.group_commit import Failed, once_more_on_conflict
 from storage.models import DistributorStatus
 from storage.models_ledger import CommissionState, EntryKind
 from storage.tables import COMMISSIONS, DISTRIBUTORS, EVENTS, ORDERS
+
+log = logging.getLogger(__name__)
+Answer = dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -71,6 +80,10 @@ _UPDATE_COMMISSION = update(COMMISSIONS).where(
 _INSERT_ORDER, _INSERT_COMMISSION, _INSERT_EVENT = ORDERS.insert(), COMMISSIONS.insert(), EVENTS.insert()
 _ORDER_COLUMNS = tuple(ORDERS.c.keys())
 _COMMISSION_COLUMNS = tuple(COMMISSIONS.c.keys())
+_C = COMMISSIONS.c
+_MONTH_ACCRUED = (select(_C.distributor_id, func.sum(_C.amount_fen - _C.reversed_fen))
+                  .where(_C.distributor_id.in_(bindparam("ids", expanding=True)), _C.created_at >= bindparam("since"))
+                  .group_by(_C.distributor_id))
 
 
 @functools.cache
@@ -91,23 +104,61 @@ class _Order:
     comms: list[dict[str, Any]]
 
 
+@dataclass
+class _Applied:
+    """What one event did, kept apart until it has gone through."""
+
+    order: _Order
+    entries: list[dict[str, Any]]
+    changed: list[dict[str, Any]]  # an existing order's commissions it changed
+    credits: Credits
+    deltas: dict[int, Delta]
+
+
 def _comm_json(c: dict[str, Any], code: str) -> dict[str, Any]:
     state = "reversed" if c["reversed_fen"] >= c["amount_fen"] else c["state"]
     return {"distributor_code": code, "depth": c["depth"], "amount_fen": c["amount_fen"],
             "reversed_fen": c["reversed_fen"], "state": state}
 
 
+def apply_events(session: Session, config: Config, events: list[EventIn], now: datetime,
+                 unlocks: Unlocks = no_unlocks) -> list[Answer | Failed]:
+    """A batch of events in the caller's transaction: each event's answer, or Failed with its
+    Refusal. When another process stored one of the batch's keys first (the shop retried an
+    event on another process), the batch runs once more and sees it; should it conflict again,
+    each event runs on its own, so that one event's trouble is its own."""
+    def batch() -> list[Answer | Failed]:
+        book = OrderBook(session, config, events, now, unlocks)
+        answers = [book.try_apply(session, e) for e in events]
+        book.write(session)
+        book.finish(session)
+        return answers
+    try:
+        return once_more_on_conflict(session, batch)
+    except IntegrityError as e:
+        if len(events) == 1:
+            log.exception("order event failed")
+            return [Failed(e)]
+        return [answer for one in events for answer in apply_events(session, config, [one], now, unlocks)]
+
+
 class OrderBook:
     def __init__(self, session: Session, config: Config, events: list[EventIn], now: datetime,
                  unlocks: Unlocks = no_unlocks):
         self.config, self.now, self.unlocks = config, now, unlocks
-        self.stored: dict[str, dict[str, Any]] = {}
+        self.stored: dict[str, Answer] = {}
         self.orders: dict[str, _Order] = {}
         self.chains: dict[str, list[Person]] = {}
+        self.accrued: dict[int, int] = {}  # with a monthly cap: commission credited this month, net
         self.credits = Credits()
         self.deltas: dict[int, Delta] = defaultdict(Delta)
-        self._tried: set[str] = set()
         self.watch = risk.Watch(config)
+        # What `write` stores: orders paid in this batch, stored orders changed (their receivers
+        # whose commission changed), ledger entries and event rows, in the order they came.
+        self.new: dict[str, None] = {}
+        self.changed: dict[str, dict[int, None]] = {}
+        self.entries: list[dict[str, Any]] = []
+        self.rows: list[dict[str, Any]] = []
         if events:
             self._load(session, [e.event_id for e in events], list({e.order_no for e in events}),
                        list({e.distributor_code for e in events if e.type == rules.PAID and e.distributor_code}))
@@ -123,46 +174,96 @@ class OrderBook:
                 o.comms.append({k: r["c_" + k] for k in _COMMISSION_COLUMNS})
                 person = Person(*(r["p_" + n] for n in PERSON_COLUMNS))
                 self.credits.people[person.id] = person
-        if codes:
-            width = len(PERSON_COLUMNS)
-            for row in conn.execute(_chains(self.config.distribution.max_levels), {"codes": codes}).all():
-                chain = [Person(*row[i:i + width]) for i in range(0, len(row), width) if row[i] is not None]
-                self.chains[chain[0].code] = chain
+        if not codes:
+            return
+        width = len(PERSON_COLUMNS)
+        for row in conn.execute(_chains(self.config.distribution.max_levels), {"codes": codes}).all():
+            chain = [Person(*row[i:i + width]) for i in range(0, len(row), width) if row[i] is not None]
+            self.chains[chain[0].code] = chain
+        if self.config.distribution.monthly_cap_fen:
+            self.accrued = _month_accrued(session, sorted({p.id for c in self.chains.values() for p in c}), self.now)
 
-    def apply(self, session: Session, e: EventIn) -> dict[str, Any]:
+    def try_apply(self, session: Session, e: EventIn) -> Answer | Failed:
+        """`apply`, with a refused event's Refusal (or a bug's exception, logged) as its outcome."""
+        try:
+            return self.apply(session, e)
+        except Refusal as refused:
+            return Failed(refused)
+        except Exception as err:  # a bug in one event: the others go on
+            log.exception("order event %s failed", e.event_id)
+            return Failed(err)
+
+    def apply(self, session: Session, e: EventIn) -> Answer:
         """The answer to one event (a Refusal when it cannot be applied). An event_id seen before
         gets its first answer again with "duplicate": true."""
-        if e.event_id in self._tried:
-            # A second attempt after a conflict: another process stored this event, or paid this
-            # order, a moment ago; read them again.
-            self._load(session, [e.event_id], [e.order_no], [])
-        self._tried.add(e.event_id)
         if e.event_id in self.stored:
             return {**self.stored[e.event_id], "duplicate": True}
-        credits, deltas = Credits(), defaultdict(Delta)
-        if e.type == rules.PAID:
-            order = self._pay(session, e, credits, deltas)
-        else:
-            order = self._change(session, e, credits, deltas)
-        receivers = [credits.people.get(c["distributor_id"]) or self.credits.people[c["distributor_id"]]
+        done = self._pay(e) if e.type == rules.PAID else self._change(e)
+        order = done.order
+        receivers = [done.credits.people.get(c["distributor_id"]) or self.credits.people[c["distributor_id"]]
                      for c in order.comms]
         answer = {"order_no": e.order_no, "status": order.row["status"], "duplicate": False,
                   "amount_fen": order.row["amount_fen"], "refunded_fen": order.row["refunded_fen"],
                   "commissions": [_comm_json(c, p.code) for c, p in zip(order.comms, receivers, strict=True)]}
-        session.connection().execute(_INSERT_EVENT, {
-            "event_id": e.event_id, "order_no": e.order_no, "type": e.type, "amount_fen": e.amount_fen,
-            "status": order.row["status"], "occurred_at": e.occurred_at, "received_at": self.now, "answer": answer})
-        # The event went through: the book remembers it.
-        self.orders[e.order_no], self.stored[e.event_id] = order, answer
-        self.credits.add(credits)
-        if e.type == rules.PAID:
-            chain = self.chains[e.distributor_code or ""]
-            self.watch.paid_order(e.order_no, order.row["amount_fen"], e.buyer_openid, chain)
-        elif e.type in (rules.REFUNDED, rules.CANCELLED):
-            self.watch.refund(order.row["distributor_id"])
-        for did, d in deltas.items():
-            self.deltas[did] += d
+        self._remember(e, done, answer)
         return answer
+
+    def _remember(self, e: EventIn, done: _Applied, answer: Answer) -> None:
+        """The event went through: the book remembers it and what it writes."""
+        self.rows.append({"event_id": e.event_id, "order_no": e.order_no, "type": e.type, "amount_fen": e.amount_fen,
+                          "status": done.order.row["status"], "occurred_at": e.occurred_at, "received_at": self.now,
+                          "answer": answer})
+        self.orders[e.order_no], self.stored[e.event_id] = done.order, answer
+        if e.type == rules.PAID:
+            self.new[e.order_no] = None
+        elif e.order_no not in self.new:
+            self.changed.setdefault(e.order_no, {}).update((c["distributor_id"], None) for c in done.changed)
+        self.entries.extend(done.entries)
+        self.credits.add(done.credits)
+        for did, d in done.deltas.items():
+            self.deltas[did] += d
+        if self.config.distribution.monthly_cap_fen:
+            self._count_toward_cap(done)
+        if e.type == rules.PAID:
+            self.watch.paid_order(e.order_no, done.order.row["amount_fen"], e.buyer_openid,
+                                  self.chains[e.distributor_code or ""])
+        elif e.type in (rules.REFUNDED, rules.CANCELLED):
+            self.watch.refund(done.order.row["distributor_id"])
+
+    def _count_toward_cap(self, done: _Applied) -> None:
+        """The month's commission after the event: what it credited, less what it reversed of
+        this month's commission (a refund gives room back under the cap)."""
+        since = month_start(self.now)
+        for entry in done.entries:
+            did = entry["distributor_id"]
+            c = next(c for c in done.order.comms if c["distributor_id"] == did)
+            if did in self.accrued and c["created_at"] >= since:
+                self.accrued[did] += entry["amount_fen"]
+
+    def write(self, session: Session) -> None:
+        """What the applied events changed, one statement per table: new orders with their
+        commissions (in order_no order: two processes inserting the same ones wait in one order),
+        stored orders and commissions changed, ledger entries, then the events."""
+        conn = session.connection()
+        new = [self.orders[no] for no in sorted(self.new)]
+        if new:
+            conn.execute(_INSERT_ORDER, [o.row for o in new])
+            comms = [c for o in new for c in o.comms]
+            if comms:
+                conn.execute(_INSERT_COMMISSION, comms)
+        if self.changed:
+            rows = [self.orders[no].row for no in sorted(self.changed)]
+            conn.execute(_UPDATE_ORDER, [{"no": r["order_no"], "o_status": r["status"], "o_refunded": r["refunded_fen"],
+                                          "o_completed": r["completed_at"], "o_updated": r["updated_at"]} for r in rows])
+            comms = [c for no, dids in sorted(self.changed.items()) for c in self.orders[no].comms
+                     if c["distributor_id"] in dids]
+            if comms:
+                conn.execute(_UPDATE_COMMISSION, [{"no": c["order_no"], "did": c["distributor_id"], "c_state": c["state"],
+                                                   "c_reversed": c["reversed_fen"], "c_unfreeze": c["unfreeze_at"]}
+                                                  for c in comms])
+        append_entries(session, self.entries)
+        if self.rows:
+            conn.execute(_INSERT_EVENT, self.rows)
 
     def finish(self, session: Session) -> None:
         """What the batch's events add up to: balances, the batched notices, contest totals, and
@@ -179,7 +280,7 @@ class OrderBook:
         self.watch.finish(session, self.now)
         add_to_days(session, self.now, self.credits.sales, self.credits.earned_fen)
 
-    def _pay(self, session: Session, e: EventIn, credits: Credits, deltas: dict[int, Delta]) -> _Order:
+    def _pay(self, e: EventIn) -> _Applied:
         dist, now = self.config.distribution, self.now
         if e.order_no in self.orders:
             raise Refusal("order_exists", f"Order {e.order_no} was already paid under another event_id; "
@@ -188,29 +289,24 @@ class OrderBook:
         if chain is None:
             raise Refusal("unknown_distributor", f"No distributor has the code {e.distributor_code!r}.",
                           details={"distributor_code": e.distributor_code})
-        accrued = _month_accrued(session, [p.id for p in chain], now) if dist.monthly_cap_fen else {}
         shares = rules.split_commission(
             e.amount_fen or 0,
             [rules.Receiver(p.id, p.openid, p.rank, p.status == DistributorStatus.ACTIVE) for p in chain],
             rates_of=lambda rank: self.config.rank(rank).rates, max_levels=dist.max_levels,
             self_purchase=dist.self_purchase, buyer_openid=e.buyer_openid,
-            monthly_cap_fen=dist.monthly_cap_fen, month_accrued=accrued)
+            monthly_cap_fen=dist.monthly_cap_fen, month_accrued={p.id: self.accrued.get(p.id, 0) for p in chain})
         row = {"order_no": e.order_no, "distributor_id": chain[0].id, "amount_fen": e.amount_fen or 0,
                "refunded_fen": 0, "status": rules.PAID, "sku": e.sku, "buyer_openid": e.buyer_openid,
                "paid_at": e.occurred_at or now, "completed_at": None, "updated_at": now}
-        conn = session.connection()
-        conn.execute(_INSERT_ORDER, row)
         comms = [{"order_no": e.order_no, "distributor_id": s.distributor_id, "depth": s.depth, "rate": str(s.rate),
                   "amount_fen": s.amount_fen, "reversed_fen": 0, "state": CommissionState.PENDING,
                   "unfreeze_at": None, "created_at": now} for s in shares]
-        if comms:
-            conn.execute(_INSERT_COMMISSION, comms)
-            append_entries(session, [{"distributor_id": c["distributor_id"], "kind": EntryKind.COMMISSION,
-                                      "amount_fen": c["amount_fen"], "ref": e.order_no, "order_no": e.order_no,
-                                      "created_at": now} for c in comms])
-        codes = {p.id: p.code for p in chain}
+        entries = [{"distributor_id": c["distributor_id"], "kind": EntryKind.COMMISSION, "amount_fen": c["amount_fen"],
+                    "ref": e.order_no, "order_no": e.order_no, "created_at": now} for c in comms]
+        done = _Applied(_Order(row, comms), entries, [], Credits(), defaultdict(Delta))
+        credits, codes = done.credits, {p.id: p.code for p in chain}
         for c in comms:
-            deltas[c["distributor_id"]].pending_fen += c["amount_fen"]
+            done.deltas[c["distributor_id"]].pending_fen += c["amount_fen"]
             credits.credited[c["distributor_id"]].append(c["amount_fen"])
             if self.config.webhooks:
                 credits.hooks[WebhookEvent.COMMISSION_CREATED].append((c["distributor_id"], {
@@ -219,77 +315,68 @@ class OrderBook:
         credits.people.update((p.id, p) for p in chain)
         credits.sales.append(SaleChange(chain[0].id, row["paid_at"], e.sku, row["amount_fen"], orders=1))
         credits.earned_fen += sum(c["amount_fen"] for c in comms)
-        return _Order(row, comms)
+        return done
 
-    def _change(self, session: Session, e: EventIn, credits: Credits, deltas: dict[int, Delta]) -> _Order:
+    def _change(self, e: EventIn) -> _Applied:
         """shipped, completed, refunded or cancelled, on an order that exists."""
         known = self.orders.get(e.order_no)
         if known is None:
             raise Refusal("unknown_order", f"No order {e.order_no!r} has been paid; send its 'paid' event "
                           "first.", details={"order_no": e.order_no})
         order = _Order(dict(known.row), [dict(c) for c in known.comms])  # changed on copies until it went through
-        row = order.row
-        status = _next_status(e, row)
-        changed: list[dict[str, Any]] = []
-        entries: list[dict[str, Any]] = []
+        status = _next_status(e, order.row)
+        done = _Applied(order, [], [], Credits(), defaultdict(Delta))
         if e.type == rules.COMPLETED:
-            changed = self._complete(order, credits, deltas)
+            self._complete(done)
         elif e.type in (rules.REFUNDED, rules.CANCELLED):
-            changed, entries = self._reverse(e, order, credits, deltas)
-        row["status"], row["updated_at"] = status, self.now
-        _write_change(session, e.order_no, row, changed)
-        append_entries(session, entries)
-        return order
+            self._reverse(e, done)
+        order.row["status"], order.row["updated_at"] = status, self.now
+        return done
 
-    def _complete(self, order: _Order, credits: Credits, deltas: dict[int, Delta]) -> list[dict[str, Any]]:
-        """A completed order: its commissions unfreeze after the freeze (at once with no freeze);
-        the commissions changed."""
-        now, freeze_days = self.now, self.config.distribution.freeze_days
+    def _complete(self, done: _Applied) -> None:
+        """A completed order: its commissions unfreeze after the freeze (at once with no freeze)."""
+        now, freeze_days, order = self.now, self.config.distribution.freeze_days, done.order
         order.row["completed_at"] = now
-        credits.completed.add(order.row["distributor_id"])
+        done.credits.completed.add(order.row["distributor_id"])
         due = rules.unfreeze_at(now, freeze_days)
         for c in order.comms:
             c["unfreeze_at"] = due
             if freeze_days == 0 and c["state"] == CommissionState.PENDING:
                 rest = c["amount_fen"] - c["reversed_fen"]
                 c["state"] = CommissionState.AVAILABLE
-                deltas[c["distributor_id"]].pending_fen -= rest
-                deltas[c["distributor_id"]].available_fen += rest
-                credits.freed[c["distributor_id"]] += rest
-        return list(order.comms)
+                done.deltas[c["distributor_id"]].pending_fen -= rest
+                done.deltas[c["distributor_id"]].available_fen += rest
+                done.credits.freed[c["distributor_id"]] += rest
+        done.changed.extend(order.comms)
 
-    def _reverse(self, e: EventIn, order: _Order, credits: Credits,
-                 deltas: dict[int, Delta]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    def _reverse(self, e: EventIn, done: _Applied) -> None:
         """A refund or a cancellation: the sale taken back and each commission's share of it
-        reversed; the commissions changed and their reversal entries."""
-        row, now = order.row, self.now
+        reversed, with a reversal entry each."""
+        row, now, credits = done.order.row, self.now, done.credits
         taken = (e.amount_fen or 0) if e.type == rules.REFUNDED else row["amount_fen"] - row["refunded_fen"]
         credits.sales.append(SaleChange(row["distributor_id"], row["paid_at"], row["sku"], -taken,
                                         orders=-1 if e.type == rules.CANCELLED else 0))
         if e.type == rules.REFUNDED:
             row["refunded_fen"] += e.amount_fen or 0
         refunded = row["refunded_fen"] if e.type == rules.REFUNDED else row["amount_fen"]
-        changed: list[dict[str, Any]] = []
-        entries: list[dict[str, Any]] = []
-        for c in order.comms:
+        for c in done.order.comms:
             due = rules.reversal_due(c["amount_fen"], c["reversed_fen"], refunded, row["amount_fen"])
             if due <= 0:
                 continue
             c["reversed_fen"] += due
             credits.earned_fen -= due
             if c["state"] == CommissionState.PENDING:
-                deltas[c["distributor_id"]].pending_fen -= due
+                done.deltas[c["distributor_id"]].pending_fen -= due
             else:
-                deltas[c["distributor_id"]].available_fen -= due
-            entries.append({"distributor_id": c["distributor_id"], "kind": EntryKind.REVERSAL,
-                            "amount_fen": -due, "ref": e.event_id, "order_no": e.order_no, "created_at": now})
+                done.deltas[c["distributor_id"]].available_fen -= due
+            done.entries.append({"distributor_id": c["distributor_id"], "kind": EntryKind.REVERSAL,
+                                 "amount_fen": -due, "ref": e.event_id, "order_no": e.order_no, "created_at": now})
             if self.config.webhooks:
                 credits.hooks[WebhookEvent.COMMISSION_REVERSED].append((c["distributor_id"], {
                     "order_no": e.order_no, "distributor_code": self.credits.people[c["distributor_id"]].code,
                     "depth": c["depth"], "amount_fen": due, "reason": e.type, "event_id": e.event_id,
                     "at": china_time(now)}))
-            changed.append(c)
-        return changed, entries
+            done.changed.append(c)
 
 
 def _next_status(e: EventIn, row: dict[str, Any]) -> str:
@@ -303,23 +390,10 @@ def _next_status(e: EventIn, row: dict[str, Any]) -> str:
                                "amount_fen": row["amount_fen"]}) from None
 
 
-def _write_change(session: Session, order_no: str, row: dict[str, Any], changed: list[dict[str, Any]]) -> None:
-    """The order's new status and the commissions the event changed, as stored."""
-    conn = session.connection()
-    conn.execute(_UPDATE_ORDER, {"no": order_no, "o_status": row["status"], "o_refunded": row["refunded_fen"],
-                                 "o_completed": row["completed_at"], "o_updated": row["updated_at"]})
-    if changed:
-        conn.execute(_UPDATE_COMMISSION, [{"no": c["order_no"], "did": c["distributor_id"], "c_state": c["state"],
-                                           "c_reversed": c["reversed_fen"], "c_unfreeze": c["unfreeze_at"]}
-                                          for c in changed])
-
 def _month_accrued(session: Session, ids: list[int], now: datetime) -> dict[int, int]:
-    """Each receiver's commission credited this month, net of reversals. On PostgreSQL their
-    balance rows are locked first, so two processes cannot both fill one cap."""
+    """Each receiver's commission credited this month, net of reversals (0 for none). On
+    PostgreSQL their balance rows are locked first, so two processes cannot both fill one cap."""
     if is_postgres(session):
         ensure_balances(session, ids, lock=True)
-    c = COMMISSIONS.c
-    rows = session.connection().execute(select(c.distributor_id, func.sum(c.amount_fen - c.reversed_fen))
-                                        .where(c.distributor_id.in_(ids), c.created_at >= month_start(now))
-                                        .group_by(c.distributor_id))
-    return {i: int(v or 0) for i, v in rows.all()}
+    rows = session.connection().execute(_MONTH_ACCRUED, {"ids": ids, "since": month_start(now)}).all()
+    return {**dict.fromkeys(ids, 0), **{i: int(v or 0) for i, v in rows}}

@@ -13,17 +13,16 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
-from sqlalchemy import select, update
+from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from domain.config import Config
 from domain.config_sections import RankConfig
-from domain.figures import personal_sales, teams
+from domain.figures import rank_figures
 from domain.formats import yuan
 from domain.messages import Text
 from domain.outbox_rows import enqueue, template_data
 from domain.ranks import rank_index, rank_reached
-from storage.models import DistributorStatus
 from storage.tables import DISTRIBUTORS, RANK_CHANGES
 
 SYSTEM = "system"
@@ -101,19 +100,9 @@ def change_rank(session: Session, config: Config, distributor_id: int, openid: s
 def promote(session: Session, config: Config, ids: Iterable[int], now: datetime, *,
             unlocks: Unlocks = no_unlocks) -> list[RankChanged]:
     """Promote each of these active distributors whose figures meet a higher rank's every
-    requirement (never down). Two grouped reads for all of them."""
-    top = config.ranks[-1].key
-    d = DISTRIBUTORS.c
-    rows = [r for r in session.connection().execute(
-        select(d.id, d.openid, d.rank).where(d.id.in_(sorted(set(ids))), d.status == DistributorStatus.ACTIVE)).all()
-        if r.rank != top]
-    if not rows:
-        return []
-    ids = [r.id for r in rows]
-    sales, team = personal_sales(session, ids), teams(session, ids, [])
+    requirement (never down). One read for all of them."""
     changed = []
-    for did, openid, rank in rows:
-        fen, size = sales.get(did, 0), team.get(did, (0, []))[0]
+    for did, openid, rank, fen, size in rank_figures(session, sorted(set(ids)), config.ranks[-1].key):
         new = rank_reached(config.ranks, rank, fen, size)
         if new != rank:
             reason = f"自动晋升：个人销售 {yuan(fen)}，直接邀请的活跃分销员 {size} 人"

@@ -210,11 +210,10 @@ class Watch:
         cfg, o = self.config.risk, ORDERS.c
         if self.paid:
             since = now - timedelta(minutes=cfg.burst_minutes)
-            recent = o.paid_at >= since
             counts = session.connection().execute(_PAID_SINCE, {"ids": list(self.paid), "since": since}).all()
             over = {did: n for did, n in counts if n > cfg.burst_orders}
             for did, n in over.items():  # rare: only a distributor over the line
-                nos = session.connection().scalars(select(o.order_no).where(o.distributor_id == did, recent)
+                nos = session.connection().scalars(select(o.order_no).where(o.distributor_id == did, o.paid_at >= since)
                                                    .order_by(o.paid_at.desc()).limit(SHOWN + 1)).all()
                 found = burst(did, self.paid[did], n, nos, cfg)
                 if found is not None:

@@ -2,8 +2,8 @@
 order (GET /api/orders/{order_no}) and the distributor's 订单 report in chat.
 
 Order events go through group commit (storage.group_commit): the events that arrive together
-share one transaction, each in its own SAVEPOINT (domain.orders applies one), so the database
-sees one commit for many events and a refused event leaves no trace.
+share one transaction and a constant number of statements (domain.orders.apply_events), so the
+database sees one commit for many events and a refused event leaves no trace.
 """
 
 from __future__ import annotations
@@ -25,14 +25,12 @@ from kit.feature import Feature
 from kit.menu import MenuKey
 from kit.app_keys import CLOCK, CONFIG, PACKS, READER, WRITER
 from domain import commission as rules
-from domain.config import Config
 from domain.formats import CHINA, china_time, yuan
 from domain.messages import Text
-from domain.orders import EventIn, OrderBook
+from domain.orders import EventIn, apply_events
 from domain.payouts import in_flight, in_flight_summary
-from domain.promotion import Unlocks, no_unlocks
 from domain.refusals import Refusal
-from storage.group_commit import Failed, GroupCommit, each_in_savepoint
+from storage.group_commit import GroupCommit
 from storage.models import Distributor
 from storage.tables import COMMISSIONS, EVENTS, ORDERS
 
@@ -84,16 +82,6 @@ class OrderEvent(RootModel[Annotated[PaidEvent | RefundedEvent | LaterEvent, Fie
 
 
 # ---- group commit ----------------------------------------------------------------------------
-def apply_events(session: Session, config: Config, events: list[EventIn], now: datetime,
-                 unlocks: Unlocks = no_unlocks) -> list[dict[str, Any] | Failed]:
-    """A batch of events in one transaction, each in its own SAVEPOINT; then what the applied
-    ones add up to (balances, batched notices, contest totals, promotions)."""
-    book = OrderBook(session, config, events, now, unlocks)
-    answers = each_in_savepoint(session, events, book.apply)
-    book.finish(session)
-    return answers
-
-
 @feature.resource(ORDER_EVENTS)
 async def order_events(app: web.Application) -> AsyncIterator[GroupCommit[EventIn, dict[str, Any]]]:
     config, library = app[CONFIG], app[PACKS]

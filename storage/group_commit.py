@@ -89,6 +89,20 @@ def _one(session: Session, savepoints: _Savepoints, item: I, apply: Callable[[Se
             return Failed(e)
 
 
+def once_more_on_conflict(session: Session, work: Callable[[], R]) -> R:
+    """`work()` in a SAVEPOINT, run once more when it meets an IntegrityError: another process
+    committed one of its keys first, and the second run reads that process's rows (a batch that
+    checks everything before it writes, e.g. order events). A second conflict is raised, with
+    the work's writes rolled back."""
+    try:
+        with session.begin_nested():
+            return work()
+    except IntegrityError:
+        pass
+    with session.begin_nested():
+        return work()
+
+
 _SAVEPOINT, _RELEASE, _ROLLBACK = "SAVEPOINT item", "RELEASE SAVEPOINT item", "ROLLBACK TO SAVEPOINT item"
 
 

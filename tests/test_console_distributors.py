@@ -15,7 +15,7 @@ from sqlalchemy import select
 from kit.app_keys import CONFIG, SESSIONMAKER, WRITER
 from domain.formats import parse_signed_yuan
 from domain.ledger import adjust, withdraw
-from domain.orders import EventIn, OrderBook
+from domain.orders import EventIn, apply_events
 from storage.models import Distributor
 from storage.tables import ADJUSTMENTS, DISTRIBUTORS, OUTBOX, RANK_CHANGES
 from tests.console_support import no_sideways_scroll, sign_in
@@ -43,10 +43,7 @@ async def seed(app: web.Application, fillers: int = 0) -> None:
             s.flush()
             ids[code] = d.id
         events = [EventIn("e1", "SO-1001", "paid", 20000, "BOSS22"), EventIn("e2", "SO-1002", "paid", 10000, "KIDA22")]
-        book = OrderBook(s, config, events, now)
-        for e in events:
-            book.apply(s, e)
-        book.finish(s)
+        apply_events(s, config, events, now)
         adjust(s, ids["BOSS22"], 5000, "开业红包", "test", now)
         assert withdraw(s, ids["BOSS22"], 1000, now) is not None
     await app[WRITER].run(work)
