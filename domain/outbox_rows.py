@@ -98,7 +98,8 @@ def merge_notices(session: Session, items: Sequence[Merge], now: datetime) -> No
         session.connection().execute(_MERGE_INSERT, inserts)
     if updates:
         session.connection().execute(_MERGE_UPDATE, updates)
-    session.info["outbox"] = True
+    if any(row["next_attempt_at"] <= now for row in inserts):
+        session.info["outbox"] = True  # else the worker's idle poll finds them when they fall due
 
 
 @dataclass(frozen=True)

@@ -91,19 +91,23 @@ class DurableQueue:
         names = ["status", "attempts", "next_attempt_at", "sent_at", "last_error", *self._columns]
         self._mark = (update(table).where(table.c.id == bindparam("m_id"))
                       .values(claimed_at=None, **{n: bindparam("m_" + n) for n in names}))
+        # The look for work, built once: the workers ask it after every commit that queued something.
+        self._has_work = select(exists(self._due(bindparam("now")))
+                                | exists(self._claimed_before(bindparam("expired"))))
 
     # ---- claiming ---------------------------------------------------------------------------
     def _due(self, now: datetime, *where: Any) -> Any:
         m = self.model
         return select(m.id).where(m.status == Status.PENDING, m.next_attempt_at <= now, *where)
 
-    def _expired(self, now: datetime) -> Any:
+    def _claimed_before(self, cutoff: Any) -> Any:
+        """Claims made before `cutoff`: expired, when it is now less the lease."""
         m = self.model
-        return select(m.id).where(m.status == Status.SENDING, m.claimed_at < now - self.lease)
+        return select(m.id).where(m.status == Status.SENDING, m.claimed_at < cutoff)
 
     def has_work(self, session: Session, now: datetime) -> bool:
         """A due row or an expired claim? (A look that only reads, before a claim.)"""
-        return bool(session.scalar(select(exists(self._due(now)) | exists(self._expired(now)))))
+        return bool(session.scalar(self._has_work, {"now": now, "expired": now - self.lease}))
 
     def claim(self, session: Session, now: datetime, limit: int, *where: Any) -> list[Any]:
         """Recover expired claims, then claim up to `limit` due rows (and matching `where`), in the
@@ -122,7 +126,7 @@ class DurableQueue:
 
     def recover(self, session: Session, now: datetime) -> int:
         """Give back the claims whose lease ran out (their worker died between claim and mark)."""
-        expired = self._expired(now)
+        expired = self._claimed_before(now - self.lease)
         if is_postgres(session):
             expired = expired.with_for_update(skip_locked=True)
         return self._give_back(session, self.model.id.in_(expired.scalar_subquery()))
