@@ -7,6 +7,7 @@ and `Writer.session()` (the shared access token). SQLite's units and reads have 
 from __future__ import annotations
 
 import functools
+import time
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from sqlalchemy import create_engine as create_sync_engine
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import Session
 
@@ -68,7 +70,31 @@ def create_engine(url: str) -> AsyncEngine:
                                      connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
         tune_sqlite(engine.sync_engine)
         return engine
-    return create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True, hide_parameters=True)
+    engine = create_async_engine(url, pool_size=10, max_overflow=10, hide_parameters=True)
+    _ping_after_idle(engine.sync_engine)
+    return engine
+
+
+# A pooled PostgreSQL connection idle this long is pinged before use. SQLAlchemy's pool_pre_ping
+# pings at every checkout, and asyncpg's ping is three round trips (BEGIN, a query, ROLLBACK): more
+# than a batch of order events spends on some of its statements. A connection in steady use is
+# not pinged; one that dies in use fails its unit, and the pool then replaces all its connections.
+PING_AFTER_IDLE_SECONDS = 2.0
+
+
+def _ping_after_idle(engine: Engine) -> None:
+    @event.listens_for(engine, "checkin")
+    def _checkin(dbapi_conn, record):  # noqa: ANN001
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _checkout(dbapi_conn, record, proxy):  # noqa: ANN001
+        if time.monotonic() - record.info.get("idle_since", 0.0) < PING_AFTER_IDLE_SECONDS:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_conn)
+        except Exception as e:  # the pool connects afresh and tries again
+            raise DisconnectionError("the connection did not answer its ping") from e
 
 
 def sqlite_pragmas(dbapi_conn: Any) -> None:

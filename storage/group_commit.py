@@ -89,20 +89,28 @@ def _one(session: Session, savepoints: _Savepoints, item: I, apply: Callable[[Se
             return Failed(e)
 
 
-def once_more_on_conflict(session: Session, work: Callable[[], R]) -> R:
-    """`work()` in a SAVEPOINT, run once more when it meets an IntegrityError: another process
+def once_more_on_conflict(session: Session, work: Callable[[], R], *, tries: int = 2) -> R:
+    """`work()` after a SAVEPOINT, run once more when it meets an IntegrityError: another process
     committed one of its keys first, and the second run reads that process's rows (a batch that
     checks everything before it writes, e.g. order events). A second conflict is raised, with
-    the work's writes rolled back."""
+    the work's writes rolled back.
+
+    The SAVEPOINT is plain SQL and never released (the COMMIT releases it): one statement, a
+    round trip on PostgreSQL, where SQLAlchemy's nested transaction costs two and ORM work. So
+    `work` writes through Core (session.connection()); objects it added to the session would
+    survive the rollback."""
+    conn = session.connection()
+    conn.exec_driver_sql(_BATCH_SAVEPOINT)
     try:
-        with session.begin_nested():
-            return work()
-    except IntegrityError:
-        pass
-    with session.begin_nested():
         return work()
+    except IntegrityError:
+        conn.exec_driver_sql(_BATCH_ROLLBACK)
+        if tries == 1:
+            raise
+    return once_more_on_conflict(session, work, tries=tries - 1)
 
 
+_BATCH_SAVEPOINT, _BATCH_ROLLBACK = "SAVEPOINT batch", "ROLLBACK TO SAVEPOINT batch"
 _SAVEPOINT, _RELEASE, _ROLLBACK = "SAVEPOINT item", "RELEASE SAVEPOINT item", "ROLLBACK TO SAVEPOINT item"
 
 

@@ -15,11 +15,14 @@ from sqlalchemy import func, select, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
+from storage import db
 from storage.db import create_engine, create_sessionmaker
 from storage.migrate import upgrade
 from storage.models import JobRun
 from storage.reader import Reader
 from storage.writer import Writer
+from tests.conftest import require_pg
+from tests.db_support import pg_database
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -137,3 +140,23 @@ def test_nothing_outside_storage_touches_a_sessionmaker() -> None:
             if hits:
                 found[str(path.relative_to(ROOT))] = hits
     assert found == allowed
+
+
+async def test_postgresql_a_pooled_connection_that_died_while_idle_is_replaced(
+        pg_server_url: str | None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No ping at every checkout (three round trips on asyncpg): a connection idle for a while is
+    pinged, and one that died meanwhile (a restart, a proxy's timeout) is replaced, unseen."""
+    async with pg_database(require_pg(pg_server_url), migrated=False) as url:
+        engine = create_engine(url)
+        try:
+            async with engine.connect() as conn:
+                pid = (await conn.execute(text("SELECT pg_backend_pid()"))).scalar_one()
+            killer = create_engine(url)
+            async with killer.connect() as conn:
+                assert (await conn.execute(text("SELECT pg_terminate_backend(:p)"), {"p": pid})).scalar_one()
+            await killer.dispose()
+            monkeypatch.setattr(db, "PING_AFTER_IDLE_SECONDS", 0.0)
+            async with engine.connect() as conn:
+                assert (await conn.execute(text("SELECT pg_backend_pid()"))).scalar_one() != pid
+        finally:
+            await engine.dispose()
