@@ -12,6 +12,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import bindparam, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from domain.messages import Reply, Text, to_json
@@ -37,7 +39,8 @@ class Merge:
 _MERGE_READ = select(_OUTBOX.c.key, _OUTBOX.c.status, _OUTBOX.c.payload).where(
     _OUTBOX.c.key.in_(bindparam("keys", expanding=True)))
 _MERGE_LOCK = _MERGE_READ.order_by(_OUTBOX.c.key).with_for_update()
-_MERGE_INSERT = _OUTBOX.insert()
+_MERGE_INSERT = {dialect: insert(_OUTBOX).on_conflict_do_nothing().returning(_OUTBOX.c.key)
+                 for dialect, insert in (("postgresql", pg_insert), ("sqlite", sqlite_insert))}
 _MERGE_UPDATE = update(_OUTBOX).where(_OUTBOX.c.key == bindparam("k")).values(payload=bindparam("p"))
 
 
@@ -68,9 +71,9 @@ def merge_notices(session: Session, items: Sequence[Merge], now: datetime) -> No
     a burst of events (orders credited in a minute) then makes one message, not one each.
 
     A row that a worker already claimed or sent is left alone;
-    its counters go to a fresh row. Rows are added with a plain insert: on PostgreSQL a racing
-    transaction that added the same key first makes this one fail (the caller retries it)
-    instead of losing the counters."""
+    its counters go to a fresh row. A key another transaction added meanwhile (on PostgreSQL the
+    insert waits for its commit and adds nothing) is merged into that row, read again under lock:
+    neither side's counters are lost, and neither batch fails."""
     if not items:
         return
     merged: dict[str, Merge] = {}
@@ -81,7 +84,7 @@ def merge_notices(session: Session, items: Sequence[Merge], now: datetime) -> No
             m.render, prev.due)
     stmt = _MERGE_LOCK if session.get_bind().dialect.name == "postgresql" else _MERGE_READ
     existing = {k: (status, payload) for k, status, payload in session.connection().execute(stmt, {"keys": list(merged)}).all()}
-    inserts: list[dict[str, Any]] = []
+    inserts: dict[str, tuple[Merge, dict[str, Any]]] = {}  # by the new row's key
     updates: list[dict[str, Any]] = []
     for key, m in merged.items():
         status, payload = existing.get(key, (None, None))
@@ -92,13 +95,16 @@ def merge_notices(session: Session, items: Sequence[Merge], now: datetime) -> No
             continue
         if status is not None:
             key = f"{key}+{secrets.token_hex(4)}"
-        inserts.append({"key": key, "openid": m.openid, "payload": {**to_json(m.render(m.counts)), "merge": m.counts},
-                        "status": OutboxStatus.PENDING, "attempts": 0, "next_attempt_at": m.due, "created_at": now})
+        inserts[key] = m, {"key": key, "openid": m.openid, "payload": {**to_json(m.render(m.counts)), "merge": m.counts},
+                           "status": OutboxStatus.PENDING, "attempts": 0, "next_attempt_at": m.due, "created_at": now}
     if inserts:
-        session.connection().execute(_MERGE_INSERT, inserts)
+        added = set(session.connection().execute(_MERGE_INSERT[session.get_bind().dialect.name],
+                                                 [row for _, row in inserts.values()]).scalars())
+        if raced := [m for key, (m, _) in inserts.items() if key not in added]:
+            merge_notices(session, raced, now)
     if updates:
         session.connection().execute(_MERGE_UPDATE, updates)
-    if any(row["next_attempt_at"] <= now for row in inserts):
+    if any(m.due <= now for m, _ in inserts.values()):
         session.info["outbox"] = True  # else the worker's idle poll finds them when they fall due
 
 

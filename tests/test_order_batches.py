@@ -8,17 +8,24 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
+from datetime import UTC, datetime
+
 from aiohttp.test_utils import TestServer
 from sqlalchemy import event as sa_event
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
+from domain.notices import credit_notice, window_end
 from domain.orders import EventIn, apply_events
+from domain.outbox_rows import Merge, merge_notices
 from kit.app_keys import CLOCK, CONFIG, SESSIONMAKER, WRITER
 from sandbox.platform import Platform
-from storage.models import Distributor
+from storage.db import create_engine, create_sessionmaker
+from storage.models import Distributor, OutboxMessage
 from storage.models_ledger import Order, OrderEvent
-from tests.conftest import Harness, make_config
+from tests.conftest import Harness, make_config, require_pg
+from tests.db_support import pg_database
+from tests.eventually import eventually
 from tests.money_support import check_invariants, event, money_harness, post_event, seed
 
 # A batch reads what it needs (stored answers, orders, chains, the month's commission), writes one
@@ -132,3 +139,35 @@ async def test_two_processes_given_the_same_events_store_each_once(
             await check_invariants(h)
         finally:
             await other.close()
+
+
+async def test_postgresql_two_transactions_adding_one_notice_share_its_row(pg_server_url: str | None) -> None:
+    """Two batches (two processes) crediting one receiver in a new window both find no row; the
+    second's insert waits for the first's commit, adds nothing, and folds its counts into that
+    row: no batch fails, no count is lost."""
+    async with pg_database(require_pg(pg_server_url)) as url:
+        engine = create_engine(url)
+        sessions = create_sessionmaker(engine)
+        now = datetime.now(UTC)
+        index, due = window_end(now)
+
+        def credit(n: int) -> Callable[[Session], None]:
+            notice = Merge(f"credit:1:{index}", "o-race", {"n": n, "fen": 100 * n}, credit_notice(7), due)
+            return lambda s: merge_notices(s, [notice], now)
+        try:
+            async with sessions() as first, sessions() as second, sessions() as look:
+                await first.run_sync(credit(1))
+                racing = asyncio.create_task(second.run_sync(credit(2)))
+
+                async def waiting() -> bool:
+                    return bool(await look.scalar(text(
+                        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()")))
+                await eventually(waiting, what="the second insert waiting for the first's commit")
+                await first.commit()
+                await racing
+                await second.commit()
+                rows = (await look.execute(select(OutboxMessage.key, OutboxMessage.payload))).all()
+            assert [(key, payload["merge"]) for key, payload in rows] == [(f"credit:1:{index}", {"n": 3, "fen": 300})]
+            assert "3 笔订单" in rows[0][1]["content"]
+        finally:
+            await engine.dispose()
