@@ -12,10 +12,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from domain.formats import china_time
+from storage.db import is_postgres
 from storage.tables import AUDIT_ENTRIES
 
 PAGE_SIZE = 50
@@ -42,6 +43,8 @@ class Entry:
 
 
 _INSERT = AUDIT_ENTRIES.insert().returning(AUDIT_ENTRIES.c.id, sort_by_parameter_order=True)
+_INSERT_ROWS = AUDIT_ENTRIES.insert()
+_LAST_IDS = select(AUDIT_ENTRIES.c.id).order_by(AUDIT_ENTRIES.c.id.desc()).limit(bindparam("n"))
 
 
 def record(session: Session, entry: Entry) -> int:
@@ -54,7 +57,14 @@ def record_many(session: Session, entries: list[Entry]) -> list[int]:
     together); their ids, in the order given."""
     if not entries:
         return []
-    return list(session.connection().execute(_INSERT, [e.values() for e in entries]).scalars())
+    conn, rows = session.connection(), [e.values() for e in entries]
+    if is_postgres(session):
+        return list(conn.execute(_INSERT, rows).scalars())
+    # SQLite answers an INSERT ... RETURNING that keeps its rows' order one statement per row. A
+    # unit holds the database's write lock, and a new row's id is one more than the largest before
+    # it: the last len(rows) ids are these rows', in order. Two statements for any number of rows.
+    conn.execute(_INSERT_ROWS, rows)
+    return sorted(conn.execute(_LAST_IDS, {"n": len(rows)}).scalars())
 
 
 def correct(session: Session, row_id: int, status: int, summary: str, object_id: str | None) -> None:

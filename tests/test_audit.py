@@ -218,3 +218,19 @@ async def test_console_forms_are_recorded_with_what_the_admin_was_told(h: Harnes
             assert resp.status == 200 and f"申请 {wid} 已批准。" in html and "审计日志" in html
     finally:
         await admin.close()
+
+
+async def test_rows_written_together_get_their_own_ids_in_order(h: Harness) -> None:
+    """record_many's ids are its rows' (a row is corrected by its id once its answer is known),
+    on SQLite too, where it writes them in one executemany and reads their ids after."""
+    at = datetime.now(UTC)
+
+    def write(s: Any) -> list[int]:
+        audit.record_many(s, [audit.Entry(at, "before", "t", "POST", "/api/x", 200, "earlier row")])
+        return audit.record_many(s, [audit.Entry(at, "batch", "t", "POST", f"/api/{n}", 200, f"row {n}")
+                                     for n in range(25)])
+    ids = await h.app[WRITER].run(write)
+    async with h.app[SESSIONMAKER]() as session:
+        paths = dict((await session.execute(select(AUDIT_ENTRIES.c.id, AUDIT_ENTRIES.c.path)
+                                            .where(AUDIT_ENTRIES.c.id.in_(ids)))).all())
+    assert [paths[i] for i in ids] == [f"/api/{n}" for n in range(25)]
