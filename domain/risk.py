@@ -175,11 +175,17 @@ def raise_flags(session: Session, config: Config, findings: Sequence[Finding], n
 
 
 # ---- order events: what a batch needs, read at once ----------------------------------------------------
-# Paid orders per distributor since a time: built once, it is run with every batch of order events.
+# Paid orders per distributor since a time, for those without an open burst flag (a busy seller
+# already flagged is not counted again with every batch): built once, run with every batch.
 _PAID_SINCE = (select(ORDERS.c.distributor_id, func.count())
                .where(ORDERS.c.distributor_id.in_(bindparam("ids", expanding=True)),
+                      ORDERS.c.distributor_id.not_in(select(RISK_FLAGS.c.distributor_id).where(
+                          RISK_FLAGS.c.rule == BURST, RISK_FLAGS.c.status == FlagStatus.OPEN)),
                       ORDERS.c.paid_at >= bindparam("since"))
                .group_by(ORDERS.c.distributor_id))
+_PAID_LATELY = (select(ORDERS.c.order_no).where(ORDERS.c.distributor_id == bindparam("did"),
+                                                 ORDERS.c.paid_at >= bindparam("since"))
+                .order_by(ORDERS.c.paid_at.desc()).limit(SHOWN + 1))
 
 
 class Watch:
@@ -207,14 +213,13 @@ class Watch:
     def finish(self, session: Session, now: datetime) -> list[int]:
         if not self.on:
             return []
-        cfg, o = self.config.risk, ORDERS.c
+        cfg = self.config.risk
         if self.paid:
             since = now - timedelta(minutes=cfg.burst_minutes)
             counts = session.connection().execute(_PAID_SINCE, {"ids": list(self.paid), "since": since}).all()
             over = {did: n for did, n in counts if n > cfg.burst_orders}
             for did, n in over.items():  # rare: only a distributor over the line
-                nos = session.connection().scalars(select(o.order_no).where(o.distributor_id == did, o.paid_at >= since)
-                                                   .order_by(o.paid_at.desc()).limit(SHOWN + 1)).all()
+                nos = session.connection().scalars(_PAID_LATELY, {"did": did, "since": since}).all()
                 found = burst(did, self.paid[did], n, nos, cfg)
                 if found is not None:
                     self.findings.append(found)
