@@ -58,8 +58,10 @@ TOUCH_EVERY = timedelta(minutes=1)  # last_seen_at is written at most this often
 LIVE_JS = TEMPLATES / "live.js"
 MAX_PAGE = 10**6  # a page number beyond any list
 MAX_FORM_BYTES = 51 * 1024 * 1024  # a multipart form: a 50 MiB content pack and its fields
-NAV = (("/", "概览"), ("/distributors", "分销员"), ("/withdrawals", "提现"), ("/content", "内容"),
-       ("/campaigns", "活动"), ("/contests", "比赛"), ("/tickets", "客服"), ("/risk", "风险"),
+# A page shows in the navigation once a feature serves it (and the session may open it).
+NAV = (("/", "概览"), ("/distributors", "分销员"), ("/stats", "推广统计"), ("/orders", "订单"),
+       ("/commissions", "佣金记录"), ("/withdrawals", "提现"), ("/content", "内容"), ("/campaigns", "活动"),
+       ("/contests", "比赛"), ("/tickets", "客服"), ("/risk", "风险"), ("/settings", "分销设置"), ("/staff", "员工"),
        ("/audit", "审计日志"))
 HEADERS = {"Cache-Control": "no-store", "X-Frame-Options": "DENY", "Referrer-Policy": "same-origin",
            "Content-Security-Policy": "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:"}
