@@ -8,7 +8,8 @@
   session, SIGTERMed if the bench process dies however it dies, all stopped at the end;
 - databases: `pg_server` / `pg_database` (a PostgreSQL server from --pg-url or a throw-away
   cluster, a fresh database on it per run; `statement_calls` reads pg_stat_statements, which the
-  throw-away cluster loads on request), `create_database` / `drop_databases`, and
+  throw-away cluster loads on request; `postmaster_of` for its CPU), `create_database` /
+  `drop_databases`, and
   `Databases` (bench/webhook.py's fresh SQLite file or PostgreSQL database per run, removed at the end).
 
 Nothing heavy is imported at module level (aiohttp, asyncpg and devtools only when used), so the
@@ -248,6 +249,21 @@ def pg_cluster(statements: bool = False) -> Any:
         subprocess.run([*cluster.as_user, str(cluster.bindir / "pg_ctl"), "-D", str(cluster.dir / "data"), "-w",
                         "-l", str(cluster.dir / "log"), "restart"], check=True, stdout=subprocess.DEVNULL)
     return cluster
+
+
+async def postmaster_of(server_url: str) -> int | None:
+    """The pid of a PostgreSQL server on this machine (the parent of our backend), for `tree_cpu`;
+    None when it runs elsewhere."""
+    import asyncpg
+    conn = await asyncpg.connect(server_url.replace("postgresql+asyncpg://", "postgresql://"))
+    try:
+        backend = await conn.fetchval("SELECT pg_backend_pid()")
+    finally:
+        await conn.close()
+    try:
+        return int(_stat_fields(backend)[1])
+    except OSError:
+        return None
 
 
 async def statement_calls(server_url: str, database: str) -> dict[str, int] | None:

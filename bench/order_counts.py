@@ -24,7 +24,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
-from bench.harness import free_port, spawn, statement_calls, stop
+from bench.harness import free_port, postmaster_of, spawn, statement_calls, stop, tree_cpu
 from storage.db import create_engine
 
 TRIPS_SCRIPT = Path(__file__).resolve().parent / "pg_trips.py"
@@ -49,11 +49,17 @@ class Probe:
     server_url: str | None  # the PostgreSQL server's URL; None on SQLite
     trips: subprocess.Popen[bytes] | None = None
     served_url: str = ""  # the URL the app under test is given (through the proxy with --trips)
+    postmaster: int | None = None  # the throw-away cluster's: its processes' CPU is the database's
     counts: dict[str, int] = field(default_factory=dict)
 
     @classmethod
-    def start(cls, db_url: str, server_url: str | None, trips: bool, log: Path) -> Probe:
+    async def start(cls, db_url: str, server_url: str | None, args: Any, log: Path) -> Probe:
+        """The probe of one run's database; with --trips, the proxy started; on the throw-away
+        cluster (no --pg-url), its postmaster, whose processes' CPU the run is charged."""
         probe = cls(db_url, server_url, served_url=db_url)
+        if server_url is not None and args.pg_url is None:
+            probe.postmaster = await postmaster_of(server_url)
+        trips = args.trips
         if trips and server_url is not None:
             url = make_url(db_url)
             port = free_port()
@@ -81,6 +87,8 @@ class Probe:
             out.update(await statement_calls(self.server_url, make_url(self.db_url).database or "") or {})
         if self.trips is not None:
             out["trips"] = self._trips()
+        if self.postmaster is not None:
+            out["db_cpu_us"] = int(tree_cpu(self.postmaster) * 1e6)
         return out
 
     async def describe(self, before: dict[str, int], after: dict[str, int], events: int) -> str:
@@ -92,9 +100,29 @@ class Probe:
                 n = after[key] - before[key]
                 parts.append(f"{n:,} {'round trips' if key == 'trips' else key} = {n / events:.1f} per event, "
                              f"{n / max(batches, 1):.1f} per batch")
+        if "db_cpu_us" in after:
+            parts.append(f"the database's CPU {(after['db_cpu_us'] - before['db_cpu_us']) / events:,.0f} µs/event")
         if self.server_url is not None and "statements" not in after:
             parts.append("statements not counted: pg_stat_statements is not loaded (use the throw-away cluster)")
         return "; ".join(parts)
+
+
+async def top_statements(server_url: str, db_url: str, n: int = 5) -> list[str]:
+    """The `n` statements the database spent most time on since it was made (pg_stat_statements;
+    none when it is not loaded): a fresh database per run, so these are the run's, seeding aside."""
+    import asyncpg
+    conn = await asyncpg.connect(server_url.replace("postgresql+asyncpg://", "postgresql://"))
+    try:
+        if await statement_calls(server_url, make_url(db_url).database or "") is None:
+            return []
+        rows = await conn.fetch(
+            "SELECT calls, total_exec_time, rows, regexp_replace(query, '\\s+', ' ', 'g') AS query FROM pg_stat_statements"
+            " WHERE dbid = (SELECT oid FROM pg_database WHERE datname = $1) ORDER BY total_exec_time DESC LIMIT $2",
+            make_url(db_url).database, n)
+    finally:
+        await conn.close()
+    return [f"{r['total_exec_time'] / 1000:.2f} s in {r['calls']:,} calls ({r['total_exec_time'] / r['calls']:.3f} ms "
+            f"each, {r['rows'] / r['calls']:.1f} rows): {r['query'][:110]}" for r in rows]
 
 
 def summary(r: dict[str, Any]) -> str:
@@ -102,4 +130,5 @@ def summary(r: dict[str, Any]) -> str:
     lat = r["latency_ms"]
     return (f"{r['events']:,} in {r['seconds']:.1f} s = {r['rate']:,.0f} events/s; server CPU {r['cpu_us']:.0f} "
             f"µs/event ({r['cores'] * 100:.0f}% of a core); latency ms p50 {lat['p50']:.1f} p90 {lat['p90']:.1f} "
-            f"p99 {lat['p99']:.1f} max {lat['max']:.0f}; non-200: {r['errors'] or 'none'}")
+            f"p99 {lat['p99']:.1f} max {lat['max']:.0f}; non-200: {r['errors'] or 'none'}; cores busy: client "
+            f"{r['client']:.2f}, the rest of the machine {r['rest']:.2f} (PostgreSQL's included)")

@@ -44,6 +44,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import random
 import re
 import secrets
@@ -59,10 +60,10 @@ import aiohttp
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.harness import (ADMIN, FREEZE_DAYS, TOKEN, Server, cpu_seconds, free_port, peak_rss_mb,  # noqa: E402
-                           pg_database, pg_server, spawn, stop, wait_healthy)
+from bench.harness import (ADMIN, FREEZE_DAYS, TOKEN, Server, cpu_seconds, free_port, machine_cpu,  # noqa: E402
+                           peak_rss_mb, pg_database, pg_server, spawn, stop, wait_healthy)
 from bench.load_client import ACCOUNT, TEXT_XML, sign  # noqa: E402
-from bench.order_counts import Probe, summary  # noqa: E402
+from bench.order_counts import Probe, summary, top_statements  # noqa: E402
 from bench.order_load import percentiles, post_events_to, seed_distributors, seed_entries  # noqa: E402
 from bench.scratch import scratch_dir  # noqa: E402
 from storage.db import create_engine  # noqa: E402
@@ -177,10 +178,12 @@ async def event_run(pids: list[int], bases: list[str], token: str, probe: Probe,
                     args: argparse.Namespace) -> dict[str, Any]:
     """Step 2 against the servers at `bases` (processes `pids`): the figures and the probe's counts."""
     before = await probe.snapshot()
-    cpu0 = sum(cpu_seconds(p) for p in pids)
+    cpu0, mine0, (busy0, total0) = sum(cpu_seconds(p) for p in pids), cpu_seconds(os.getpid()), machine_cpu()
     r = await post_events_to(bases, token, args.events, args.concurrency, args.distributors)
-    cpu = sum(cpu_seconds(p) for p in pids) - cpu0
-    r.update(cpu_us=cpu / r["events"] * 1e6, cores=cpu / r["seconds"])
+    cpu, mine = sum(cpu_seconds(p) for p in pids) - cpu0, cpu_seconds(os.getpid()) - mine0
+    busy, total = machine_cpu()
+    r.update(cpu_us=cpu / r["events"] * 1e6, cores=cpu / r["seconds"], client=mine / r["seconds"])
+    r["rest"] = (busy - busy0) / (total - total0) * (os.cpu_count() or 1) - r["cores"] - r["client"]
     r["counts"] = await probe.describe(before, await probe.snapshot(), r["events"])
     return r
 
@@ -189,7 +192,7 @@ async def run_on(db: str, db_url: str, server_url: str | None, args: argparse.Na
                  processes: int) -> dict[str, Any]:
     """`processes` servers on one database, seeded; the event run, then (one process, unless --risk
     both) the 收益 timing; the event run's figures."""
-    probe = Probe.start(db_url, server_url, args.trips, workdir / "trips.log")
+    probe = await Probe.start(db_url, server_url, args, workdir / "trips.log")
     servers = []
     for k in range(processes):
         (workdir / f"p{k}").mkdir()
@@ -209,6 +212,8 @@ async def run_on(db: str, db_url: str, server_url: str | None, args: argparse.Na
             print(f"[{db}] order events (risk {'on' if risk else 'off'}{many}): {summary(r)} (concurrency "
                   f"{args.concurrency}); server peak RSS {max(peak_rss_mb(p) for p in pids):.0f} MB", flush=True)
             print(f"[{db}]   the database received: {r['counts']}", flush=True)
+            for line in await top_statements(server_url, db_url) if server_url and args.top_statements else []:
+                print(f"[{db}]     {line}", flush=True)
         if args.earnings and args.risk != "both" and processes == 1:
             await time_earnings(db, servers[0], db_url, args, args.distributors)
     finally:
@@ -227,7 +232,7 @@ async def run_naive(db: str, db_url: str, server_url: str | None, args: argparse
     finally:
         await engine.dispose()
     await seed_distributors(db_url, args.distributors)
-    probe = Probe.start(db_url, server_url, args.trips, workdir / "trips.log")
+    probe = await Probe.start(db_url, server_url, args, workdir / "trips.log")
     port, log = free_port(), workdir / "naive.log"
     proc = spawn([sys.executable, str(NAIVE_APP), "--port", str(port), "--token", ADMIN, "--db-url",
                   probe.served_url, "--freeze-days", str(FREEZE_DAYS)], log=log)
@@ -327,6 +332,8 @@ def main() -> None:
                    "on a fresh copy of the seeded database, and distbot/naive")
     p.add_argument("--trips", action="store_true", help="PostgreSQL: count round trips through a proxy "
                    "(bench/pg_trips.py; it slows the run down)")
+    p.add_argument("--top-statements", action="store_true", help="PostgreSQL: then the five statements the "
+                   "database spent most time on during distbot's run (pg_stat_statements)")
     p.add_argument("--risk", choices=["on", "off", "both"], default="on",
                    help="risk.enabled: evaluate the risk rules on each batch of order events; both: compare")
     p.add_argument("--rounds", type=int, default=2, help="with --risk both: pairs of runs (off, on, on, off, ...)")
