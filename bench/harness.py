@@ -257,13 +257,11 @@ async def postmaster_of(server_url: str) -> int | None:
     import asyncpg
     conn = await asyncpg.connect(server_url.replace("postgresql+asyncpg://", "postgresql://"))
     try:
-        backend = await conn.fetchval("SELECT pg_backend_pid()")
-    finally:
-        await conn.close()
-    try:
-        return int(_stat_fields(backend)[1])
+        return int(_stat_fields(await conn.fetchval("SELECT pg_backend_pid()"))[1])  # while the backend lives
     except OSError:
         return None
+    finally:
+        await conn.close()
 
 
 async def statement_calls(server_url: str, database: str) -> dict[str, int] | None:
