@@ -8,8 +8,7 @@
   session, SIGTERMed if the bench process dies however it dies, all stopped at the end;
 - databases: `pg_server` / `pg_database` (a PostgreSQL server from --pg-url or a throw-away
   cluster, a fresh database on it per run; `statement_calls` reads pg_stat_statements, which the
-  throw-away cluster loads on request; `postmaster_of` for its CPU), `create_database` /
-  `drop_databases`, and
+  throw-away cluster loads on request), `create_database` / `drop_databases`, and
   `Databases` (bench/webhook.py's fresh SQLite file or PostgreSQL database per run, removed at the end).
 
 Nothing heavy is imported at module level (aiohttp, asyncpg and devtools only when used), so the
@@ -251,19 +250,6 @@ def pg_cluster(statements: bool = False) -> Any:
     return cluster
 
 
-async def postmaster_of(server_url: str) -> int | None:
-    """The pid of a PostgreSQL server on this machine (the parent of our backend), for `tree_cpu`;
-    None when it runs elsewhere."""
-    import asyncpg
-    conn = await asyncpg.connect(server_url.replace("postgresql+asyncpg://", "postgresql://"))
-    try:
-        return int(_stat_fields(await conn.fetchval("SELECT pg_backend_pid()"))[1])  # while the backend lives
-    except OSError:
-        return None
-    finally:
-        await conn.close()
-
-
 async def statement_calls(server_url: str, database: str) -> dict[str, int] | None:
     """What pg_stat_statements counted so far for `database` (None when it is not loaded):
     statements (calls, utility statements included) and transactions (their BEGINs). Read from
@@ -305,12 +291,11 @@ async def drop_databases(server_url: str, names: list[str]) -> None:
         await conn.close()
 
 
-async def pg_server(args: Any, stack: contextlib.ExitStack, statements: bool = False) -> str | None:
-    """The PostgreSQL server's URL: --pg-url, else a throw-away cluster (None without binaries),
-    with pg_stat_statements when `statements`."""
+async def pg_server(args: Any, stack: contextlib.ExitStack) -> str | None:
+    """The PostgreSQL server's URL: --pg-url, else a throw-away cluster (None without binaries)."""
     if args.pg_url is not None:
         return str(args.pg_url)
-    cluster = pg_cluster(statements)
+    cluster = pg_cluster()
     if cluster is None:
         return None
     stack.callback(cluster.stop)
@@ -327,8 +312,8 @@ async def pg_database(url: str) -> str:
 class Databases:
     """Hands out a fresh database URL per distbot run and removes them at the end."""
 
-    def __init__(self, kind: str, url: str | None, workdir: Path):
-        self.kind, self.workdir = kind, workdir
+    def __init__(self, kind: str, url: str | None, workdir: Path, statements: bool = False):
+        self.kind, self.workdir, self.statements = kind, workdir, statements  # statements: see pg_cluster
         self.server_url = url
         self.cluster: Any = None
         self.created: list[str] = []
@@ -349,7 +334,7 @@ class Databases:
         if self.kind == "sqlite":
             return f"sqlite+aiosqlite:///{self.workdir / (name + '.db')}"
         if self.server_url is None:
-            self.cluster = pg_cluster()
+            self.cluster = pg_cluster(self.statements)
             if self.cluster is None:
                 raise SystemExit("--db postgresql without a URL needs PostgreSQL binaries (initdb) on this machine")
             self.server_url = self.cluster.url

@@ -24,7 +24,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
-from bench.harness import free_port, postmaster_of, spawn, statement_calls, stop, tree_cpu
+from bench.harness import Databases, free_port, spawn, statement_calls, stop, tree_cpu
 from storage.db import create_engine
 
 TRIPS_SCRIPT = Path(__file__).resolve().parent / "pg_trips.py"
@@ -53,13 +53,11 @@ class Probe:
     counts: dict[str, int] = field(default_factory=dict)
 
     @classmethod
-    async def start(cls, db_url: str, server_url: str | None, args: Any, log: Path) -> Probe:
-        """The probe of one run's database; with --trips, the proxy started; on the throw-away
-        cluster (no --pg-url), its postmaster, whose processes' CPU the run is charged."""
-        probe = cls(db_url, server_url, served_url=db_url)
-        if server_url is not None and args.pg_url is None:
-            probe.postmaster = await postmaster_of(server_url)
-        trips = args.trips
+    def start(cls, db_url: str, dbs: Databases, trips: bool, log: Path) -> Probe:
+        """The probe of one run's database (from `dbs`); with `trips`, the proxy started; on the
+        throw-away cluster, its postmaster, whose processes' CPU the run is charged."""
+        server_url = dbs.server_url if dbs.kind == "postgresql" else None
+        probe = cls(db_url, server_url, served_url=db_url, postmaster=dbs.server_pid())
         if trips and server_url is not None:
             url = make_url(db_url)
             port = free_port()
@@ -116,8 +114,8 @@ async def top_statements(server_url: str, db_url: str, n: int = 5) -> list[str]:
         if await statement_calls(server_url, make_url(db_url).database or "") is None:
             return []
         rows = await conn.fetch(
-            "SELECT calls, total_exec_time, rows, regexp_replace(query, '\\s+', ' ', 'g') AS query FROM pg_stat_statements"
-            " WHERE dbid = (SELECT oid FROM pg_database WHERE datname = $1) ORDER BY total_exec_time DESC LIMIT $2",
+            "SELECT calls, total_exec_time, rows, regexp_replace(query, '\\s+', ' ', 'g') AS query"
+            " FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database WHERE datname = $1) ORDER BY total_exec_time DESC LIMIT $2",
             make_url(db_url).database, n)
     finally:
         await conn.close()

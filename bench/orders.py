@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
 import random
 import re
@@ -60,8 +59,8 @@ import aiohttp
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.harness import (ADMIN, FREEZE_DAYS, TOKEN, Server, cpu_seconds, free_port, machine_cpu,  # noqa: E402
-                           peak_rss_mb, pg_database, pg_server, spawn, stop, wait_healthy)
+from bench.harness import (ADMIN, FREEZE_DAYS, TOKEN, Databases, Server, cpu_seconds, free_port,  # noqa: E402
+                           machine_cpu, peak_rss_mb, spawn, stop, wait_healthy)
 from bench.load_client import ACCOUNT, TEXT_XML, sign  # noqa: E402
 from bench.order_counts import Probe, summary, top_statements  # noqa: E402
 from bench.order_load import percentiles, post_events_to, seed_distributors, seed_entries  # noqa: E402
@@ -188,11 +187,11 @@ async def event_run(pids: list[int], bases: list[str], token: str, probe: Probe,
     return r
 
 
-async def run_on(db: str, db_url: str, server_url: str | None, args: argparse.Namespace, workdir: Path, risk: bool,
+async def run_on(db: str, db_url: str, dbs: Databases, args: argparse.Namespace, workdir: Path, risk: bool,
                  processes: int) -> dict[str, Any]:
     """`processes` servers on one database, seeded; the event run, then (one process, unless --risk
     both) the 收益 timing; the event run's figures."""
-    probe = await Probe.start(db_url, server_url, args, workdir / "trips.log")
+    probe = Probe.start(db_url, dbs, args.trips, workdir / "trips.log")
     servers = []
     for k in range(processes):
         (workdir / f"p{k}").mkdir()
@@ -212,8 +211,9 @@ async def run_on(db: str, db_url: str, server_url: str | None, args: argparse.Na
             print(f"[{db}] order events (risk {'on' if risk else 'off'}{many}): {summary(r)} (concurrency "
                   f"{args.concurrency}); server peak RSS {max(peak_rss_mb(p) for p in pids):.0f} MB", flush=True)
             print(f"[{db}]   the database received: {r['counts']}", flush=True)
-            for line in await top_statements(server_url, db_url) if server_url and args.top_statements else []:
-                print(f"[{db}]     {line}", flush=True)
+            if probe.server_url and args.top_statements:
+                for line in await top_statements(probe.server_url, db_url):
+                    print(f"[{db}]     {line}", flush=True)
         if args.earnings and args.risk != "both" and processes == 1:
             await time_earnings(db, servers[0], db_url, args, args.distributors)
     finally:
@@ -223,7 +223,7 @@ async def run_on(db: str, db_url: str, server_url: str | None, args: argparse.Na
     return r
 
 
-async def run_naive(db: str, db_url: str, server_url: str | None, args: argparse.Namespace,
+async def run_naive(db: str, db_url: str, dbs: Databases, args: argparse.Namespace,
                     workdir: Path) -> dict[str, Any]:
     """The same load against bench/naive_orders_app.py on a fresh database, migrated and seeded alike."""
     engine = create_engine(db_url)
@@ -232,7 +232,7 @@ async def run_naive(db: str, db_url: str, server_url: str | None, args: argparse
     finally:
         await engine.dispose()
     await seed_distributors(db_url, args.distributors)
-    probe = await Probe.start(db_url, server_url, args, workdir / "trips.log")
+    probe = Probe.start(db_url, dbs, args.trips, workdir / "trips.log")
     port, log = free_port(), workdir / "naive.log"
     proc = spawn([sys.executable, str(NAIVE_APP), "--port", str(port), "--token", ADMIN, "--db-url",
                   probe.served_url, "--freeze-days", str(FREEZE_DAYS)], log=log)
@@ -284,34 +284,38 @@ def compare_naive(db: str, distbot: dict[str, Any], naive: dict[str, Any], args:
 
 
 # ---- main ------------------------------------------------------------------------------------
-async def fresh_url(server_url: str | None, where: Path) -> str:
-    where.mkdir()
-    return await pg_database(server_url) if server_url is not None else f"sqlite+aiosqlite:///{where}/distbot.db"
+async def bench_kind(db: str, dbs: Databases, args: argparse.Namespace, workdir: Path) -> None:
+    """Every run on one kind of database, each on a fresh one, and their comparisons."""
+    counts = args.processes if db == "postgresql" else [1]
+    runs = []
+    for k, (risk, n) in enumerate((risk, n) for risk in risk_order(args) for n in counts):
+        (workdir / f"{db}-{k}").mkdir()
+        url = await dbs.fresh(f"{db}-{k}")
+        runs.append((risk, n, await run_on(db, url, dbs, args, workdir / f"{db}-{k}", risk, n)))
+    if not args.events:
+        return
+    if args.risk == "both":
+        compare_risk(db, [(risk, r) for risk, n, r in runs if n == counts[0]])
+    if len(counts) > 1:
+        compare_processes(db, [(n, r) for _, n, r in runs])
+    if args.naive:
+        (workdir / f"{db}-naive").mkdir()
+        naive = await run_naive(db, await dbs.fresh(f"{db}-naive"), dbs, args, workdir / f"{db}-naive")
+        compare_naive(db, runs[0][2], naive, args)
 
 
 async def main_async(args: argparse.Namespace) -> None:
-    with scratch_dir("distbot-bench-orders-", args.keep) as workdir, contextlib.ExitStack() as stack:
+    from devtools.pgcluster import find_pg_bin
+    with scratch_dir("distbot-bench-orders-", args.keep) as workdir:
         for db in args.db:
-            server_url = await pg_server(args, stack, statements=True) if db == "postgresql" else None
-            if db == "postgresql" and server_url is None:
+            if db == "postgresql" and args.pg_url is None and find_pg_bin() is None:
                 print("[postgresql] skipped: no --pg-url and no PostgreSQL binaries on this machine")
                 continue
-            counts = args.processes if db == "postgresql" else [1]
-            runs = []
-            for k, (risk, n) in enumerate((risk, n) for risk in risk_order(args) for n in counts):
-                where = workdir / f"{db}-{k}"
-                runs.append((risk, n, await run_on(db, await fresh_url(server_url, where), server_url, args, where,
-                                                   risk, n)))
-            if not args.events:
-                continue
-            if args.risk == "both":
-                compare_risk(db, [(risk, r) for risk, n, r in runs if n == counts[0]])
-            if len(counts) > 1:
-                compare_processes(db, [(n, r) for _, n, r in runs])
-            if args.naive:
-                where = workdir / f"{db}-naive"
-                naive = await run_naive(db, await fresh_url(server_url, where), server_url, args, where)
-                compare_naive(db, runs[0][2], naive, args)
+            dbs = Databases(db, args.pg_url, workdir, statements=True)
+            try:
+                await bench_kind(db, dbs, args, workdir)
+            finally:
+                await dbs.cleanup()  # the databases made on a --pg-url server are dropped
 
 
 def main() -> None:
