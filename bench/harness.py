@@ -9,7 +9,8 @@
 - databases: `pg_server` / `pg_database` (a PostgreSQL server from --pg-url or a throw-away
   cluster, a fresh database on it per run; `statement_calls` reads pg_stat_statements, which the
   throw-away cluster loads on request), `create_database` / `drop_databases`, and
-  `Databases` (bench/webhook.py's fresh SQLite file or PostgreSQL database per run, removed at the end).
+  `Databases` (webhook.py's and orders.py's fresh SQLite file or PostgreSQL database per run, removed
+  at the end).
 
 Nothing heavy is imported at module level (aiohttp, asyncpg and devtools only when used), so the
 load client (bench/load_client.py) can use the CPU helpers and stay a light process. The scripts
