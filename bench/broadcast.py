@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.harness import ADMIN, Server, free_port, peak_rss_mb, pg_database, pg_server  # noqa: E402
-from bench.orders import seed_distributors  # noqa: E402
+from bench.order_load import seed_distributors  # noqa: E402
 from bench.scratch import scratch_dir  # noqa: E402
 from storage.queue_worker import THROTTLE_SLACK  # noqa: E402
 

@@ -7,8 +7,10 @@
 - `spawn` / `stop` / `stop_all` / `wait_healthy`: bench/webhook.py's children, each in its own
   session, SIGTERMed if the bench process dies however it dies, all stopped at the end;
 - databases: `pg_server` / `pg_database` (a PostgreSQL server from --pg-url or a throw-away
-  cluster, a fresh database on it per run), `create_database` / `drop_databases`, and
-  `Databases` (bench/webhook.py's fresh SQLite file or PostgreSQL database per run, removed at the end).
+  cluster, a fresh database on it per run; `statement_calls` reads pg_stat_statements, which the
+  throw-away cluster loads on request), `create_database` / `drop_databases`, and
+  `Databases` (webhook.py's and orders.py's fresh SQLite file or PostgreSQL database per run, removed
+  at the end).
 
 Nothing heavy is imported at module level (aiohttp, asyncpg and devtools only when used), so the
 load client (bench/load_client.py) can use the CPU helpers and stay a light process. The scripts
@@ -32,6 +34,7 @@ from typing import Any
 TOKEN = "bench-token"
 ADMIN = "bench-admin-token"
 STARTUP_TIMEOUT = 60.0
+FREEZE_DAYS = 7  # the servers' distribution.freeze_days (and the naive orders app's)
 
 
 def interrupt(*_: Any) -> None:
@@ -115,7 +118,7 @@ class Server:
             'template_id = "tmpl-bench"\n'
             f'[database]\nurl = "{db_url}"\n[admin]\ntoken = "{ADMIN}"\n'
             f'[risk]\nenabled = {"true" if risk else "false"}\n'
-            '[distribution]\nmax_levels = 2\nfreeze_days = 7\n[outbox]\n'
+            f'[distribution]\nmax_levels = 2\nfreeze_days = {FREEZE_DAYS}\n[outbox]\n'
             + (f'rate_per_second = {outbox_rate}\n' if outbox_rate else "")
             + (f'batch_size = {outbox_batch}\n' if outbox_batch else ""), encoding="utf-8")
         self.proc: subprocess.Popen[bytes] | None = None
@@ -231,15 +234,41 @@ async def wait_healthy(port: int, proc: subprocess.Popen[bytes], log: Path | Non
 
 
 # ---- databases -----------------------------------------------------------------------------------
-def pg_cluster() -> Any:
+def pg_cluster(statements: bool = False) -> Any:
     """A throw-away PostgreSQL cluster from the machine's binaries, started (devtools.pgcluster); None
-    without the binaries. The caller stops it."""
+    without the binaries. The caller stops it. `statements`: with pg_stat_statements loaded (a
+    restart), so that a bench can count the statements each database received (`statement_calls`)."""
     from devtools.pgcluster import PgCluster, find_pg_bin
     if find_pg_bin() is None:
         return None
     cluster = PgCluster()
     cluster.start()
+    if statements:
+        with (cluster.dir / "data" / "postgresql.conf").open("a") as conf:
+            conf.write("shared_preload_libraries = 'pg_stat_statements'\npg_stat_statements.max = 20000\n")
+        subprocess.run([*cluster.as_user, str(cluster.bindir / "pg_ctl"), "-D", str(cluster.dir / "data"), "-w",
+                        "-l", str(cluster.dir / "log"), "restart"], check=True, stdout=subprocess.DEVNULL)
     return cluster
+
+
+async def statement_calls(server_url: str, database: str) -> dict[str, int] | None:
+    """What pg_stat_statements counted so far for `database` (None when it is not loaded):
+    statements (calls, utility statements included) and transactions (their BEGINs). Read from
+    the server's maintenance database, so this query is not counted."""
+    import asyncpg
+    conn = await asyncpg.connect(server_url.replace("postgresql+asyncpg://", "postgresql://"))
+    try:
+        if not await conn.fetchval("SELECT 'pg_stat_statements' = ANY(string_to_array("
+                                   "current_setting('shared_preload_libraries'), ', '))"):
+            return None
+        await conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        row = await conn.fetchrow(
+            "SELECT coalesce(sum(calls), 0) AS statements,"
+            " coalesce(sum(calls) FILTER (WHERE query ~* '^\\s*(BEGIN|START)'), 0) AS transactions"
+            " FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database WHERE datname = $1)", database)
+        return {"statements": int(row["statements"]), "transactions": int(row["transactions"])}
+    finally:
+        await conn.close()
 
 
 async def create_database(server_url: str, name: str) -> None:
@@ -284,8 +313,8 @@ async def pg_database(url: str) -> str:
 class Databases:
     """Hands out a fresh database URL per distbot run and removes them at the end."""
 
-    def __init__(self, kind: str, url: str | None, workdir: Path):
-        self.kind, self.workdir = kind, workdir
+    def __init__(self, kind: str, url: str | None, workdir: Path, statements: bool = False):
+        self.kind, self.workdir, self.statements = kind, workdir, statements  # statements: see pg_cluster
         self.server_url = url
         self.cluster: Any = None
         self.created: list[str] = []
@@ -306,7 +335,7 @@ class Databases:
         if self.kind == "sqlite":
             return f"sqlite+aiosqlite:///{self.workdir / (name + '.db')}"
         if self.server_url is None:
-            self.cluster = pg_cluster()
+            self.cluster = pg_cluster(self.statements)
             if self.cluster is None:
                 raise SystemExit("--db postgresql without a URL needs PostgreSQL binaries (initdb) on this machine")
             self.server_url = self.cluster.url

@@ -2,21 +2,29 @@
 
     .venv/bin/python bench/orders.py [--events 100000] [--concurrency 20] [--distributors 100000]
                                      [--entries 1000000] [--earnings 2000] [--db sqlite|postgresql]
-                                     [--pg-url URL] [--keep]
+                                     [--pg-url URL] [--light] [--processes 1 2] [--naive] [--trips] [--keep]
 
 1. `distbot serve` starts on a free port (bench/harness.Server: sandbox mode; a SQLite file in a
    temp dir, or a fresh database on PostgreSQL: --pg-url, else a throw-away cluster from the
-   machine's binaries), and is waited for on /healthz. `--distributors` are seeded straight into
-   the database, ten to an inviter (so most orders pay two levels).
+   machine's binaries, with pg_stat_statements loaded), and is waited for on /healthz.
+   `--distributors` are seeded straight into the database, ten to an inviter (so most orders pay
+   two levels). `--light`: the issue's lighter load of a few busy distributors (50, concurrency 20).
 2. Order events: `--events` events (paid, then completed, per order) are posted to
-   POST /api/orders/events by `--concurrency` closed-loop senders. Printed: events/s, latency
-   percentiles, and the server's peak memory.  Target: ≥ 1,000 events/s on SQLite.
+   POST /api/orders/events by `--concurrency` closed-loop senders. Printed: events/s, server CPU
+   per event, latency percentiles, and the server's peak memory; then what the database received
+   (bench/order_counts.py): batches and events per batch, and on PostgreSQL statements and
+   transactions per event and per batch (pg_stat_statements), round trips with `--trips`.
+   `--processes 1 2` (PostgreSQL): a run per count, each on a fresh database, with that many
+   servers on the one database and the senders spread over them round-robin; events/s over all,
+   CPU per event summed over the servers; then each count against the first (target: CPU per
+   event within 10%). `--naive`: the same load on a fresh copy of the seeded database against
+   bench/naive_orders_app.py (one transaction per event), then distbot/naive.
 3. The ledger is topped up to `--entries` entries (straight into the database, with matching
    balances), then `--earnings` signed 收益 messages from random distributors go through the
    webhook, one at a time, paced so that each reply's chart (rendered after the reply) does not
    queue behind the next. Printed: the server-side time of the reply (from distbot's own
    histogram, as a bucket bound) and the client-side round trip (an upper bound), and peak memory.
-   Target: p99 < 20 ms.
+   Target: p99 < 20 ms. (After the one-process run only.)
 
    Also printed: the handler alone (in-process, on the same database) and 帮助 through the webhook,
    which has no queries: the difference between the two is 收益's own share of the reply time.
@@ -35,14 +43,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
+import os
 import random
 import re
 import secrets
 import statistics
 import sys
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -51,121 +59,21 @@ import aiohttp
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from sqlalchemy import text  # noqa: E402
-
-from bench.harness import ADMIN, TOKEN, Server, cpu_seconds, peak_rss_mb, pg_database, pg_server  # noqa: E402
+from bench.harness import (ADMIN, FREEZE_DAYS, TOKEN, Databases, Server, cpu_seconds, free_port,  # noqa: E402
+                           machine_cpu, peak_rss_mb, spawn, stop, wait_healthy)
 from bench.load_client import ACCOUNT, TEXT_XML, sign  # noqa: E402
+from bench.order_counts import Probe, summary, top_statements  # noqa: E402
+from bench.order_load import percentiles, post_events_to, seed_distributors, seed_entries  # noqa: E402
 from bench.scratch import scratch_dir  # noqa: E402
 from storage.db import create_engine  # noqa: E402
+from storage.migrate import upgrade  # noqa: E402
 
-ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
-FANOUT = 10
-
-
-def code_of(i: int) -> str:
-    out = ""
-    for _ in range(6):
-        i, r = divmod(i, len(ALPHABET))
-        out += ALPHABET[r]
-    return out
+NAIVE_APP = ROOT / "bench" / "naive_orders_app.py"
+LIGHT = {"distributors": 50, "concurrency": 20}  # the issue's lighter load: a few busy distributors
+LIGHT_TARGET = 6.0  # distbot ≥ 6× the naive app's events/s under the lighter load
 
 
-def percentiles(xs: list[float]) -> dict[str, float]:
-    xs = sorted(xs)
-    if not xs:
-        return {}
-    pick = lambda q: xs[min(int(q * len(xs)), len(xs) - 1)] * 1000  # noqa: E731
-    return {"p50": pick(0.50), "p90": pick(0.90), "p99": pick(0.99), "max": xs[-1] * 1000}
-
-
-# ---- seeding ---------------------------------------------------------------------------------
-async def seed_distributors(db_url: str, n: int) -> None:
-    engine = create_engine(db_url)
-    now = datetime.now(UTC) - timedelta(days=90)
-    try:
-        async with engine.begin() as conn:
-            have = (await conn.execute(text("SELECT count(*) FROM distributors"))).scalar_one()
-            rows = [{"id": i + 1, "code": code_of(i), "openid": f"obench{i:010d}", "phone": str(13000000000 + i),
-                     "name": "测试" + code_of(i)[:2], "inviter_id": (i - 1) // FANOUT + 1 if i else None,
-                     "rank": "junior", "status": "active", "registered_at": now}
-                    for i in range(have, n)]
-            for chunk in range(0, len(rows), 20000):
-                await conn.execute(text(
-                    "INSERT INTO distributors (id, code, openid, phone, name, inviter_id, rank, status, registered_at)"
-                    " VALUES (:id, :code, :openid, :phone, :name, :inviter_id, :rank, :status, :registered_at)"),
-                    rows[chunk:chunk + 20000])
-            if engine.dialect.name == "postgresql":
-                await conn.execute(text("SELECT setval('distributors_id_seq', (SELECT max(id) FROM distributors))"))
-    finally:
-        await engine.dispose()
-
-
-async def seed_entries(db_url: str, total: int, distributors: int) -> int:
-    """Top the ledger up to `total` entries (commissions over the last 60 days), balances alike."""
-    engine = create_engine(db_url)
-    rng = random.Random(7)
-    now = datetime.now(UTC)
-    try:
-        async with engine.begin() as conn:
-            have = (await conn.execute(text("SELECT count(*) FROM ledger_entries"))).scalar_one()
-            missing = max(total - have, 0)
-            for start in range(0, missing, 50000):
-                rows = []
-                for k in range(start, min(start + 50000, missing)):
-                    rows.append({"d": rng.randrange(distributors) + 1, "a": rng.randrange(100, 5000),
-                                 "r": f"seed-{k}", "t": now - timedelta(seconds=rng.randrange(60 * 86400))})
-                await conn.execute(text(
-                    "INSERT INTO ledger_entries (distributor_id, kind, amount_fen, ref, created_at)"
-                    " VALUES (:d, 'commission', :a, :r, :t)"), rows)
-            if missing:
-                await conn.execute(text(
-                    "INSERT INTO balances (distributor_id, pending_fen, available_fen, withdrawing_fen, withdrawn_fen)"
-                    " SELECT distributor_id, 0, sum(amount_fen), 0, 0 FROM ledger_entries WHERE ref LIKE 'seed-%'"
-                    " GROUP BY distributor_id ON CONFLICT (distributor_id) DO UPDATE"
-                    " SET available_fen = balances.available_fen + excluded.available_fen"))
-            return (await conn.execute(text("SELECT count(*) FROM ledger_entries"))).scalar_one()
-    finally:
-        await engine.dispose()
-
-
-# ---- load ------------------------------------------------------------------------------------
-async def post_events(server: Server, events: int, concurrency: int, distributors: int) -> dict[str, Any]:
-    return await post_events_to(server.url(""), ADMIN, events, concurrency, distributors)
-
-
-async def post_events_to(base: str, token: str, events: int, concurrency: int, distributors: int) -> dict[str, Any]:
-    """`events` order events (paid, then completed, per order) from `concurrency` closed-loop senders."""
-    orders = events // 2
-    counter = iter(range(orders))
-    latencies: list[float] = []
-    errors: dict[int, int] = {}
-    rng = random.Random(1)
-    headers = {"Authorization": f"Bearer {token}"}
-    run = secrets.token_hex(3)
-
-    async def sender(http: aiohttp.ClientSession) -> None:
-        for n in counter:
-            no = f"B{run}-{n}"
-            d = rng.randrange(distributors)
-            for body in ({"event_id": f"{no}-p", "order_no": no, "type": "paid", "amount_fen": 1000 + n % 50000,
-                          "distributor_code": code_of(d)},
-                         {"event_id": f"{no}-c", "order_no": no, "type": "completed"}):
-                t0 = time.perf_counter()
-                async with http.post(base + "/api/orders/events", json=body, headers=headers) as r:
-                    await r.read()
-                    if r.status != 200:
-                        errors[r.status] = errors.get(r.status, 0) + 1
-                latencies.append(time.perf_counter() - t0)
-
-    connector = aiohttp.TCPConnector(limit=concurrency)
-    async with aiohttp.ClientSession(connector=connector) as http:
-        t0 = time.perf_counter()
-        await asyncio.gather(*(sender(http) for _ in range(concurrency)))
-        elapsed = time.perf_counter() - t0
-    return {"events": len(latencies), "seconds": elapsed, "rate": len(latencies) / elapsed,
-            "latency_ms": percentiles(latencies), "errors": errors}
-
-
+# ---- 收益 ------------------------------------------------------------------------------------
 def signed(server: Server, openid: str, content: str, msg_id: int) -> tuple[str, bytes]:
     ts, nonce = str(int(time.time())), secrets.token_hex(4)
     xml = TEXT_XML.format(account=ACCOUNT, openid=openid, ts=ts, content=content, msg_id=msg_id)
@@ -244,52 +152,102 @@ async def earnings_handler(db_url: str, n: int, distributors: int) -> dict[str, 
     return percentiles(times)
 
 
-# ---- main ------------------------------------------------------------------------------------
-async def run_on(db: str, db_url: str, args: argparse.Namespace, workdir: Path, risk: bool) -> dict[str, Any]:
-    """One server: seeded, the event run, then (unless --risk both) the 收益 timing; the event run's figures."""
-    server = Server(workdir, db_url, Path(f"{args.profile}.{db}.txt") if args.profile else None, args.outbox_rate,
-                    risk=risk)
-    r: dict[str, Any] = {}
-    try:
-        await server.start()
-        pid = server.proc.pid  # type: ignore[union-attr]
-        n_dist = max(args.distributors, 1)
-        t0 = time.perf_counter()
-        await seed_distributors(db_url, n_dist)
-        print(f"[{db}] seeded {n_dist:,} distributors in {time.perf_counter() - t0:.1f} s", flush=True)
-        if args.events:
-            cpu0 = cpu_seconds(pid)
-            r = await post_events(server, args.events, args.concurrency, n_dist)
-            cpu = cpu_seconds(pid) - cpu0
-            r["cpu_us"] = cpu / r["events"] * 1e6
-            lat = r["latency_ms"]
-            print(f"[{db}] order events (risk {'on' if risk else 'off'}): {r['events']:,} in {r['seconds']:.1f} s = {r['rate']:,.0f} events/s "
-                  f"(concurrency {args.concurrency}); server CPU {cpu / r['events'] * 1e6:.0f} µs/event "
-                  f"({cpu / r['seconds'] * 100:.0f}% of a core); latency ms p50 {lat['p50']:.1f} p90 {lat['p90']:.1f} "
-                  f"p99 {lat['p99']:.1f} max {lat['max']:.0f}; non-200: {r['errors'] or 'none'}; "
-                  f"server peak RSS {peak_rss_mb(pid):.0f} MB", flush=True)
-        if args.earnings and args.risk != "both":
-            t0 = time.perf_counter()
-            entries = await seed_entries(db_url, args.entries, n_dist)
-            print(f"[{db}] ledger has {entries:,} entries (topped up in {time.perf_counter() - t0:.1f} s)",
-                  flush=True)
-            r = await earnings_replies(server, args.earnings, n_dist, args.pace)
-            c = r["client_ms"]
-            print(f"[{db}] 收益 replies: {r['replies']:,} ({r['bad']} bad); server-side p50 ≤ {r['server_p50_le_ms']:g} ms,"
-                  f" p99 ≤ {r['server_p99_le_ms']:g} ms (histogram bucket); client round trip ms p50 {c['p50']:.1f} "
-                  f"p90 {c['p90']:.1f} p99 {c['p99']:.1f} max {c['max']:.0f}; server peak RSS "
-                  f"{peak_rss_mb(pid):.0f} MB", flush=True)
-            r = await post_earnings_baseline(server, args, n_dist)
-            h = await earnings_handler(db_url, 500, n_dist)
-            print(f"[{db}] 收益 handler alone (its queries and text, in-process, 500 calls): ms p50 {h['p50']:.2f} "
-                  f"p99 {h['p99']:.2f} max {h['max']:.1f}; for comparison 帮助 through the webhook: server-side p50 ≤ "
-                  f"{r['server_p50_le_ms']:g} ms, p99 ≤ {r['server_p99_le_ms']:g} ms, client p50 "
-                  f"{r['client_ms']['p50']:.1f} p99 {r['client_ms']['p99']:.1f} ms", flush=True)
-    finally:
-        server.stop()
+async def time_earnings(db: str, server: Server, db_url: str, args: argparse.Namespace, n_dist: int) -> None:
+    """Step 3: the ledger topped up, then 收益 through the webhook, 帮助 and the handler alone."""
+    pid = server.proc.pid  # type: ignore[union-attr]
+    t0 = time.perf_counter()
+    entries = await seed_entries(db_url, args.entries, n_dist)
+    print(f"[{db}] ledger has {entries:,} entries (topped up in {time.perf_counter() - t0:.1f} s)", flush=True)
+    r = await earnings_replies(server, args.earnings, n_dist, args.pace)
+    c = r["client_ms"]
+    print(f"[{db}] 收益 replies: {r['replies']:,} ({r['bad']} bad); server-side p50 ≤ {r['server_p50_le_ms']:g} ms,"
+          f" p99 ≤ {r['server_p99_le_ms']:g} ms (histogram bucket); client round trip ms p50 {c['p50']:.1f} "
+          f"p90 {c['p90']:.1f} p99 {c['p99']:.1f} max {c['max']:.0f}; server peak RSS "
+          f"{peak_rss_mb(pid):.0f} MB", flush=True)
+    r = await post_earnings_baseline(server, args, n_dist)
+    h = await earnings_handler(db_url, 500, n_dist)
+    print(f"[{db}] 收益 handler alone (its queries and text, in-process, 500 calls): ms p50 {h['p50']:.2f} "
+          f"p99 {h['p99']:.2f} max {h['max']:.1f}; for comparison 帮助 through the webhook: server-side p50 ≤ "
+          f"{r['server_p50_le_ms']:g} ms, p99 ≤ {r['server_p99_le_ms']:g} ms, client p50 "
+          f"{r['client_ms']['p50']:.1f} p99 {r['client_ms']['p99']:.1f} ms", flush=True)
+
+
+# ---- the event runs --------------------------------------------------------------------------
+async def event_run(pids: list[int], bases: list[str], token: str, probe: Probe,
+                    args: argparse.Namespace) -> dict[str, Any]:
+    """Step 2 against the servers at `bases` (processes `pids`): the figures and the probe's counts."""
+    before = await probe.snapshot()
+    cpu0, mine0, (busy0, total0) = sum(cpu_seconds(p) for p in pids), cpu_seconds(os.getpid()), machine_cpu()
+    r = await post_events_to(bases, token, args.events, args.concurrency, args.distributors)
+    cpu, mine = sum(cpu_seconds(p) for p in pids) - cpu0, cpu_seconds(os.getpid()) - mine0
+    busy, total = machine_cpu()
+    r.update(cpu_us=cpu / r["events"] * 1e6, cores=cpu / r["seconds"], client=mine / r["seconds"])
+    r["rest"] = (busy - busy0) / (total - total0) * (os.cpu_count() or 1) - r["cores"] - r["client"]
+    r["counts"] = await probe.describe(before, await probe.snapshot(), r["events"])
     return r
 
 
+async def run_on(db: str, db_url: str, dbs: Databases, args: argparse.Namespace, workdir: Path, risk: bool,
+                 processes: int) -> dict[str, Any]:
+    """`processes` servers on one database, seeded; the event run, then (one process, unless --risk
+    both) the 收益 timing; the event run's figures."""
+    probe = Probe.start(db_url, dbs, args.trips, workdir / "trips.log")
+    servers = []
+    for k in range(processes):
+        (workdir / f"p{k}").mkdir()
+        servers.append(Server(workdir / f"p{k}", probe.served_url, Path(f"{args.profile}.{db}.{k}.txt")
+                              if args.profile else None, args.outbox_rate, risk=risk))
+    r: dict[str, Any] = {}
+    try:
+        for server in servers:
+            await server.start()
+        t0 = time.perf_counter()
+        await seed_distributors(db_url, args.distributors)
+        print(f"[{db}] seeded {args.distributors:,} distributors in {time.perf_counter() - t0:.1f} s", flush=True)
+        if args.events:
+            pids = [s.proc.pid for s in servers]  # type: ignore[union-attr]
+            r = await event_run(pids, [s.url("") for s in servers], ADMIN, probe, args)
+            many = f", {processes} processes" if processes > 1 else ""
+            print(f"[{db}] order events (risk {'on' if risk else 'off'}{many}): {summary(r)} (concurrency "
+                  f"{args.concurrency}); server peak RSS {max(peak_rss_mb(p) for p in pids):.0f} MB", flush=True)
+            print(f"[{db}]   the database received: {r['counts']}", flush=True)
+            if probe.server_url and args.top_statements:
+                for line in await top_statements(probe.server_url, db_url):
+                    print(f"[{db}]     {line}", flush=True)
+        if args.earnings and args.risk != "both" and processes == 1:
+            await time_earnings(db, servers[0], db_url, args, args.distributors)
+    finally:
+        for server in servers:
+            server.stop()
+        probe.stop()
+    return r
+
+
+async def run_naive(db: str, db_url: str, dbs: Databases, args: argparse.Namespace,
+                    workdir: Path) -> dict[str, Any]:
+    """The same load against bench/naive_orders_app.py on a fresh database, migrated and seeded alike."""
+    engine = create_engine(db_url)
+    try:
+        await upgrade(engine)
+    finally:
+        await engine.dispose()
+    await seed_distributors(db_url, args.distributors)
+    probe = Probe.start(db_url, dbs, args.trips, workdir / "trips.log")
+    port, log = free_port(), workdir / "naive.log"
+    proc = spawn([sys.executable, str(NAIVE_APP), "--port", str(port), "--token", ADMIN, "--db-url",
+                  probe.served_url, "--freeze-days", str(FREEZE_DAYS)], log=log)
+    try:
+        await wait_healthy(port, proc, log)
+        r = await event_run([proc.pid], [f"http://127.0.0.1:{port}"], ADMIN, probe, args)
+    finally:
+        stop(proc)
+        probe.stop()
+    print(f"[{db}] naive app (one transaction per event): {summary(r)}", flush=True)
+    print(f"[{db}]   the database received: {r['counts']}", flush=True)
+    return r
+
+
+# ---- comparisons -----------------------------------------------------------------------------
 def risk_order(args: argparse.Namespace) -> list[bool]:
     """Whether each run has the rules on: one run, or --rounds pairs off, on, on, off, ..."""
     if args.risk != "both":
@@ -307,22 +265,57 @@ def compare_risk(db: str, runs: list[tuple[bool, dict[str, Any]]]) -> None:
           f"{cpu_off:,.0f} without ({cpu_on / cpu_off - 1:+.1%}). Target: within 10%", flush=True)
 
 
+def compare_processes(db: str, runs: list[tuple[int, dict[str, Any]]]) -> None:
+    (n0, first), *others = runs
+    for n, r in others:
+        print(f"[{db}] {n} processes against {n0}: {r['rate']:,.0f} events/s against {first['rate']:,.0f} "
+              f"({r['rate'] / first['rate']:.2f}×); server CPU {r['cpu_us']:,.0f} µs/event against "
+              f"{first['cpu_us']:,.0f} ({r['cpu_us'] / first['cpu_us'] - 1:+.1%}). Target: CPU per event within "
+              "10%", flush=True)
+
+
+def compare_naive(db: str, distbot: dict[str, Any], naive: dict[str, Any], args: argparse.Namespace) -> None:
+    light = args.distributors <= LIGHT["distributors"]
+    print(f"[{db}] distbot/naive: {distbot['rate'] / naive['rate']:.1f}× the events/s, "
+          f"{naive['cpu_us'] / distbot['cpu_us']:.1f}× less server CPU per event, p99 "
+          f"{distbot['latency_ms']['p99']:.1f} ms against {naive['latency_ms']['p99']:.1f} ms. Target: ≥ "
+          f"{LIGHT_TARGET:g}× the events/s under the lighter load"
+          + ("" if light else f" ({LIGHT['distributors']} distributors: not this run)"), flush=True)
+
+
+# ---- main ------------------------------------------------------------------------------------
+async def bench_kind(db: str, dbs: Databases, args: argparse.Namespace, workdir: Path) -> None:
+    """Every run on one kind of database, each on a fresh one, and their comparisons."""
+    counts = args.processes if db == "postgresql" else [1]
+    runs = []
+    for k, (risk, n) in enumerate((risk, n) for risk in risk_order(args) for n in counts):
+        (workdir / f"{db}-{k}").mkdir()
+        url = await dbs.fresh(f"{db}-{k}")
+        runs.append((risk, n, await run_on(db, url, dbs, args, workdir / f"{db}-{k}", risk, n)))
+    if not args.events:
+        return
+    if args.risk == "both":
+        compare_risk(db, [(risk, r) for risk, n, r in runs if n == counts[0]])
+    if len(counts) > 1:
+        compare_processes(db, [(n, r) for _, n, r in runs])
+    if args.naive:
+        (workdir / f"{db}-naive").mkdir()
+        naive = await run_naive(db, await dbs.fresh(f"{db}-naive"), dbs, args, workdir / f"{db}-naive")
+        compare_naive(db, runs[0][2], naive, args)
+
+
 async def main_async(args: argparse.Namespace) -> None:
-    with scratch_dir("distbot-bench-orders-", args.keep) as workdir, contextlib.ExitStack() as stack:
+    from devtools.pgcluster import find_pg_bin
+    with scratch_dir("distbot-bench-orders-", args.keep) as workdir:
         for db in args.db:
-            server_url = await pg_server(args, stack) if db == "postgresql" else None
-            if db == "postgresql" and server_url is None:
+            if db == "postgresql" and args.pg_url is None and find_pg_bin() is None:
                 print("[postgresql] skipped: no --pg-url and no PostgreSQL binaries on this machine")
                 continue
-            runs = []
-            for k, risk in enumerate(risk_order(args)):
-                where = workdir / f"{db}-{k}"
-                where.mkdir()
-                url = (await pg_database(server_url) if server_url is not None
-                       else f"sqlite+aiosqlite:///{where}/distbot.db")
-                runs.append((risk, await run_on(db, url, args, where, risk)))
-            if args.risk == "both" and args.events:
-                compare_risk(db, runs)
+            dbs = Databases(db, args.pg_url, workdir, statements=True)
+            try:
+                await bench_kind(db, dbs, args, workdir)
+            finally:
+                await dbs.cleanup()  # the databases made on a --pg-url server are dropped
 
 
 def main() -> None:
@@ -330,20 +323,34 @@ def main() -> None:
     p.add_argument("--events", type=int, default=100_000, help="order events to post (half paid, half completed)")
     p.add_argument("--concurrency", type=int, default=20)
     p.add_argument("--distributors", type=int, default=100_000)
+    p.add_argument("--light", action="store_true", help="the issue's lighter load: --distributors "
+                   f"{LIGHT['distributors']} --concurrency {LIGHT['concurrency']}")
     p.add_argument("--entries", type=int, default=1_000_000, help="ledger entries before the 收益 timing")
     p.add_argument("--earnings", type=int, default=2000, help="收益 replies to time (0: skip)")
     p.add_argument("--pace", type=float, default=0.1, help="seconds between 收益 messages")
     p.add_argument("--db", nargs="+", default=["sqlite", "postgresql"], choices=["sqlite", "postgresql"])
     p.add_argument("--pg-url", help="a PostgreSQL server URL whose user may CREATE DATABASE")
+    p.add_argument("--processes", nargs="+", type=int, default=[1], help="PostgreSQL: distbot servers on one "
+                   "database, a run per count (1 2: both, and the second against the first); SQLite runs one")
+    p.add_argument("--naive", action="store_true", help="then the same load against bench/naive_orders_app.py "
+                   "on a fresh copy of the seeded database, and distbot/naive")
+    p.add_argument("--trips", action="store_true", help="PostgreSQL: count round trips through a proxy "
+                   "(bench/pg_trips.py; it slows the run down)")
+    p.add_argument("--top-statements", action="store_true", help="PostgreSQL: then the five statements the "
+                   "database spent most time on during distbot's run (pg_stat_statements)")
     p.add_argument("--risk", choices=["on", "off", "both"], default="on",
                    help="risk.enabled: evaluate the risk rules on each batch of order events; both: compare")
     p.add_argument("--rounds", type=int, default=2, help="with --risk both: pairs of runs (off, on, on, off, ...)")
     p.add_argument("--keep", action="store_true")
-    p.add_argument("--profile", help="record the server with py-spy (--gil) into PROFILE.<db>.txt, collapsed "
-                   "stacks; the server's CPU and memory figures are then py-spy's, not distbot's")
+    p.add_argument("--profile", help="record the server with py-spy (--gil) into PROFILE.<db>.<process>.txt, "
+                   "collapsed stacks; the server's CPU and memory figures are then py-spy's, not distbot's")
     p.add_argument("--outbox-rate", type=float, help="outbox.rate_per_second for the server (default: the "
                    "config default, 100/s); the commission notices it sends cost server CPU during the run")
-    asyncio.run(main_async(p.parse_args()))
+    args = p.parse_args()
+    if args.light:
+        vars(args).update(LIGHT)
+    args.distributors = max(args.distributors, 1)
+    asyncio.run(main_async(args))
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
     .venv/bin/python bench/reads.py [--events 2000] [--readers 8] [--distributors 2000] [--keep]
 
 The app runs in this process (aiohttp's TestServer on 127.0.0.1, a SQLite file in a temp dir,
-no background workers), seeded with `--distributors` (bench/orders.seed_distributors). Four runs
+no background workers), seeded with `--distributors` (bench/order_load.seed_distributors). Four runs
 of `--events` order events (paid, then completed; 20 closed-loop senders on POST
 /api/orders/events), each with `--readers` closed-loop readers beside them:
 
@@ -38,7 +38,7 @@ from aiohttp import web  # noqa: E402
 from aiohttp.test_utils import TestServer  # noqa: E402
 from sqlalchemy.orm import Session  # noqa: E402
 
-from bench.orders import code_of, post_events_to, seed_distributors  # noqa: E402
+from bench.order_load import code_of, post_events_to, seed_distributors  # noqa: E402
 from bench.scratch import scratch_dir  # noqa: E402
 from app.factory import create_app  # noqa: E402
 from kit.app_keys import PACKS, READER, SESSIONMAKER, WRITER
@@ -92,7 +92,7 @@ async def one_run(server: TestServer, mode: str, args: argparse.Namespace) -> di
         readers = [asyncio.create_task(read_loop(http, server, mode, args.distributors, stop, reads))
                    for _ in range(args.readers if mode != "none" else 0)]
         t0 = time.perf_counter()
-        r = await post_events_to(str(server.make_url("")).rstrip("/"), ADMIN, args.events, 20, args.distributors)
+        r = await post_events_to([str(server.make_url("")).rstrip("/")], ADMIN, args.events, 20, args.distributors)
         elapsed = time.perf_counter() - t0
         stop.set()
         await asyncio.gather(*readers)
