@@ -70,7 +70,11 @@ def create_engine(url: str) -> AsyncEngine:
                                      connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
         tune_sqlite(engine.sync_engine)
         return engine
-    engine = create_async_engine(url, pool_size=10, max_overflow=10, hide_parameters=True)
+    # asyncpg prepares each statement once per connection and keeps 100 by default; a batch's
+    # `IN (...)` lists make one statement per list length, so the order and webhook batches alone
+    # use several hundred, and a miss costs a round trip (and the server's planning) again.
+    engine = create_async_engine(url, pool_size=10, max_overflow=10, hide_parameters=True,
+                                 connect_args={"prepared_statement_cache_size": 500})
     _ping_after_idle(engine.sync_engine)
     return engine
 
