@@ -27,8 +27,9 @@ def test_webhook_bench_runs_both_servers_and_prints_the_ratio() -> None:
 
 def test_orders_bench_runs_every_stage() -> None:
     out = run_bench("orders.py", "--db", "sqlite", "--events", "40", "--distributors", "20", "--entries", "200",
-                    "--earnings", "10", "--pace", "0")
-    for stage in ("order events (risk on):", "ledger has", "收益 replies:", "收益 handler alone"):
+                    "--earnings", "10", "--pace", "0", "--naive")
+    for stage in ("order events (risk on):", "events per batch", "naive app (one transaction per event):",
+                  "distbot/naive:", "ledger has", "收益 replies:", "收益 handler alone"):
         assert stage in out, out
 
 
