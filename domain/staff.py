@@ -7,6 +7,10 @@ Passwords are stored as argon2id hashes (argon2-cffi, its default parameters: ab
 each). `hash_password` and `verify_password` are that CPU: callers run them off the event loop.
 An unknown or disabled account is verified against a dummy hash, so the time taken does not say
 whether the name exists.
+
+A second factor is optional per account: a TOTP secret (RFC 6238, pyotp: 6 digits, 30 s, one step
+of drift either way) that an admin turns on in 员工 and the person adds to an authenticator app;
+signing in then also takes the 验证码 it shows.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
+import pyotp
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import select, update
@@ -34,10 +39,10 @@ _NAME = re.compile(r"[\w.@-]+")  # letters of any script, digits, _ . @ -
 _HASHER = PasswordHasher()
 
 
-def role_names(roles: Iterable[str]) -> str:
-    """Roles in Chinese, in the catalogue's order: "财务、运营"."""
+def role_names(roles: Iterable[str], sep: str = "、") -> str:
+    """Roles in Chinese, in the catalogue's order: "财务、运营" (sep="或": "财务或运营")."""
     given = set(roles)
-    return "、".join(ROLE_NAMES[r] for r in SCOPES if r in given) or "无"
+    return sep.join(ROLE_NAMES[r] for r in SCOPES if r in given) or "无"
 
 
 def hash_password(password: str) -> str:
@@ -57,6 +62,20 @@ def verify_password(stored: str | None, password: str) -> bool:
         return _HASHER.verify(stored or _dummy(), password) and stored is not None
     except (VerificationError, InvalidHashError):
         return False
+
+
+def new_totp_secret() -> str:
+    return pyotp.random_base32()
+
+
+def totp_uri(name: str, secret: str) -> str:
+    """What an authenticator app scans (otpauth://totp/...)."""
+    return pyotp.TOTP(secret).provisioning_uri(name=name, issuer_name="distbot")
+
+
+def totp_ok(secret: str | None, code: str, now: datetime) -> bool:
+    """Whether `code` is the account's 验证码 at `now` (no secret: no second factor, always)."""
+    return secret is None or pyotp.TOTP(secret).verify(code.strip(), for_time=now.timestamp(), valid_window=1)
 
 
 def _invalid(sentence: str, message: str) -> Refusal:
@@ -137,6 +156,11 @@ def set_password(session: Session, staff_id: int, password_hash: str) -> Any:
 def set_roles(session: Session, staff_id: int, roles: str, acting: str) -> Any:
     """Other roles (its sessions end; signing in again gives the new scopes); the account."""
     return _change(session, staff_id, acting, roles=roles)
+
+
+def set_totp(session: Session, staff_id: int, secret: str | None) -> Any:
+    """Turn the second factor on (a new secret) or off (None); the account."""
+    return _change(session, staff_id, "", totp_secret=secret)
 
 
 def signed_in(session: Session, staff_id: int, now: datetime) -> None:

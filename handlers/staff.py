@@ -1,6 +1,7 @@
 """Staff accounts (issue 23, CONTRACT §10): the console's 员工 (/admin/staff), the admin's alone:
 the accounts with their roles, whether disabled, their last sign-in; adding one (账号, 密码, roles),
-disabling or enabling it, a new password, other roles. The rules are domain.staff's, the same for
+disabling or enabling it, a new password, other roles, a second factor (TOTP) on or off: turned
+on, the page shows its secret once, for the person's authenticator app. The rules are domain.staff's, the same for
 `distbot staff`; a person's session ends at its next request after such a change (kit.console).
 An admin neither disables nor changes the roles of their own account."""
 
@@ -36,9 +37,15 @@ async def _hashed(form: Any) -> str:
 
 @feature.console.get("/staff")
 async def staff_page(request: web.Request) -> web.Response:
+    return await _page(request)
+
+
+async def _page(request: web.Request, enrolled: dict[str, str] | None = None) -> web.Response:
+    """The accounts and the add form; `enrolled`: the secret of a second factor just turned on."""
     rows = await request.config_dict[READER].run(staff.accounts)
     return page(request, "staff.html", title="员工", current="/staff", accounts=rows, scopes=SCOPES,
-                role_names=staff.ROLE_NAMES, acting=_acting(request), min_password=staff.MIN_PASSWORD)
+                role_names=staff.ROLE_NAMES, acting=_acting(request), min_password=staff.MIN_PASSWORD,
+                enrolled=enrolled)
 
 
 @feature.console.post("/staff")
@@ -81,3 +88,19 @@ async def roles_form(request: web.Request) -> web.StreamResponse:
     roles = staff.checked_roles(str(r) for r in form.getall("roles", []))
     found = await request.config_dict[WRITER].run(lambda s: staff.set_roles(s, staff_id, roles, acting))
     return done(request, "/staff", f"员工“{found.name}”的角色改为{staff.role_names(roles.split())}。")
+
+
+@feature.console.post(f"/staff/{ID}/totp")
+async def totp_on_form(request: web.Request) -> web.StreamResponse:
+    """A new secret, shown once on the answer (not a redirect: it is in no cookie, log or audit row)."""
+    staff_id, secret = int(request.match_info["id"]), staff.new_totp_secret()
+    found = await request.config_dict[WRITER].run(lambda s: staff.set_totp(s, staff_id, secret))
+    note(request, f"已为员工“{found.name}”开启两步验证。")
+    return await _page(request, {"name": found.name, "secret": secret, "uri": staff.totp_uri(found.name, secret)})
+
+
+@feature.console.post(f"/staff/{ID}/totp/off")
+async def totp_off_form(request: web.Request) -> web.StreamResponse:
+    staff_id = int(request.match_info["id"])
+    found = await request.config_dict[WRITER].run(lambda s: staff.set_totp(s, staff_id, None))
+    return done(request, "/staff", f"已关闭员工“{found.name}”的两步验证。")

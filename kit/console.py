@@ -43,12 +43,13 @@ from sqlalchemy import delete, or_, select, update
 
 from kit.api import ACTOR
 from kit.auditing import audited, note
-from kit.scopes import ANY, PRINCIPAL, ConsolePages, Principal, describe, fingerprint, person_fingerprint, scopes_of
+from kit.scopes import ANY, PRINCIPAL, ConsolePages, Principal, fingerprint, person_fingerprint, scopes_of
 from kit.sign_in import end_try, failed_try, signer, start_try
 from kit.app_keys import CLOCK, CONFIG, READER, WRITER
 from content.console_pages import TEMPLATES, render
 from domain import audit_log as audit
 from domain import staff
+from domain.config_sections import ADMIN
 from domain.refusals import Refusal
 from storage.tables import CONSOLE_SESSIONS, STAFF
 
@@ -129,7 +130,8 @@ def refused(request: web.Request, scopes: frozenset[str]) -> web.Response:
     session = request[SESSION]
     html = render("base.html", title="无权访问", nav=nav_of(request), current="", session=session,
                   csrf_token=session.csrf, flash_error=True,
-                  flash=f"{'账号' if session.principal.person else '令牌'}“{session.principal.name}”无权使用此页面（需要 {describe(scopes)} 权限），没有做任何更改。")
+                  flash=f"{'账号' if session.principal.person else '令牌'}“{session.principal.name}”无权使用此页面"
+                        f"（需要{staff.role_names(scopes or {ADMIN}, '或')}权限），没有做任何更改。")
     return web.Response(text=html, content_type="text/html", status=403, headers=HEADERS)
 
 
@@ -236,7 +238,8 @@ async def login(request: web.Request) -> web.StreamResponse:
                                 error=f"登录失败次数过多，请 {math.ceil(attempt / 60)} 分钟后再试。")
         response.headers["Retry-After"] = str(attempt)
         return response
-    found = await signer(request, str(form.get("account", "")).strip(), str(form.get("token", "")))
+    found = await signer(request, str(form.get("account", "")).strip(), str(form.get("token", "")),
+                         str(form.get("code", "")), now)
     if found is None:
         await failed_try(request, attempt, now)
         return sign_in_page(request, error="账号、密码或管理令牌不正确。", status=401)

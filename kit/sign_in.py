@@ -4,8 +4,9 @@ uses it: `start_try` before the token is compared, `signer` to compare it, then 
 
 - Who: with 账号 filled, a person (a staff account, domain.staff) whose password is the one given;
   empty, the configured token given (kit.scopes.identify). A disabled or unknown account and a
-  wrong password are refused alike, in the same time (argon2 in a thread, against a dummy hash
-  when there is no account), with the same sentence as a wrong token.
+  wrong password (or 验证码, when the account has a second factor) are refused alike, in the same
+  time (argon2 in a thread, against a dummy hash when there is no account), with the same sentence
+  as a wrong token.
 
 - The client is the socket's address. When that peer is one of `[server] trusted_proxies`, the
   client is read from X-Forwarded-For, from the right: the first address that is not a trusted
@@ -76,9 +77,9 @@ class Signer:
     fingerprint: str
 
 
-async def signer(request: web.Request, account: str, secret: str) -> Signer | None:
-    """The person `account` whose password is `secret`, or (no account) the token `secret`; None
-    when neither is so."""
+async def signer(request: web.Request, account: str, secret: str, code: str, now: datetime) -> Signer | None:
+    """The person `account` whose password is `secret` (and whose 验证码 is `code`, when the account
+    has a second factor), or (no account) the token `secret`; None when neither is so."""
     config = request.config_dict[CONFIG]
     if not account:
         principal = identify(config, secret)
@@ -87,6 +88,8 @@ async def signer(request: web.Request, account: str, secret: str) -> Signer | No
         lambda s: staff.for_sign_in(s, account))
     password_hash = found.password_hash if found is not None else None
     if not await asyncio.to_thread(staff.verify_password, password_hash, secret) or found is None:
+        return None
+    if not staff.totp_ok(found.totp_secret, code, now):
         return None
     return Signer(Principal(found.name, frozenset(found.roles.split()), person=True), found.id,
                   person_fingerprint(config, found.name, found.password_hash, found.roles))

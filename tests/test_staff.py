@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pyotp
 import pytest
 
 from app import cli
@@ -39,11 +40,13 @@ def distbot(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.Capt
     return run
 
 
-async def sign_in_as(http: aiohttp.ClientSession, base: str, account: str, secret: str) -> tuple[int, str | None, str]:
-    """The sign-in form posted with 账号 and 密码或管理令牌: (status, session cookie, page)."""
+async def sign_in_as(http: aiohttp.ClientSession, base: str, account: str, secret: str,
+                     code: str = "") -> tuple[int, str | None, str]:
+    """The sign-in form posted with 账号, 密码或管理令牌 and 验证码: (status, session cookie, page)."""
     async with http.get(base + "/admin/") as resp:
         login, form_token = resp.cookies["distbot_login"].value, csrf_of(await resp.text())
-    async with http.post(base + "/admin/login", data={"csrf_token": form_token, "account": account, "token": secret},
+    async with http.post(base + "/admin/login", data={"csrf_token": form_token, "account": account, "token": secret,
+                                                                  "code": code},
                          cookies={"distbot_login": login}, allow_redirects=False) as resp:
         cookie = resp.cookies.get("distbot_admin")
         return resp.status, cookie.value if cookie is not None else None, await resp.text()
@@ -108,6 +111,16 @@ async def test_a_person_signs_in_with_their_roles_and_the_trail_names_them(harne
         assert [e["status"] for e in trail["entries"] if e["path"] == "/admin/staff" and e["token_name"] == "alice"
                 ] == [303, 403]  # bob added; mallory refused to the finance-only session
 
+        # A second factor for bob: the secret shown once; then the password alone is not enough.
+        bob_id = re.search(r'/admin/staff/(\d+)/totp', (await visit(http, h.url, admin, "/staff"))[1].split(">bob<", 1)[1])
+        assert bob_id
+        status, page = await visit(http, h.url, alice, f"/staff/{bob_id.group(1)}/totp", [])
+        secret = re.search(r"密钥：<code>([A-Z2-7]+)</code>", page)
+        assert status == 200 and secret and secret.group(1) not in str(await h.api("GET", "/audit?page=1"))
+        code = pyotp.TOTP(secret.group(1)).at(h.clock.now().timestamp())
+        assert (await sign_in_as(http, h.url, "bob", PASSWORD))[0] == 401
+        assert (await sign_in_as(http, h.url, "bob", PASSWORD, code))[0] == 303
+
         # Disabled from the command line: her session ends at its next request, and she cannot sign in.
         assert (await distbot(db_url, "staff", "disable", "alice"))[0] == 0
         assert await visit(http, h.url, alice, "/withdrawals") == (303, "/admin/")
@@ -115,7 +128,7 @@ async def test_a_person_signs_in_with_their_roles_and_the_trail_names_them(harne
     listing = (await distbot(db_url, "staff", "list"))[1].splitlines()
     assert [line.split("\t")[:3] for line in listing] == [["alice", "finance,admin", "disabled"],
                                                           ["bob", "ops", "enabled"]]
-    assert "+08:00" in listing[0] and listing[1].endswith("never signed in")
+    assert "+08:00" in listing[0] and "+08:00" in listing[1]
 
 
 async def test_an_admin_adds_a_finance_person_who_sees_only_finance(tmp_path: Path, browser: Any) -> None:
