@@ -66,6 +66,19 @@ async def visit(http: aiohttp.ClientSession, base: str, cookie: str, path: str,
         return resp.status, resp.headers.get("Location") or await resp.text()
 
 
+async def bob_needs_a_second_factor(http: aiohttp.ClientSession, h: Harness, admin: str, alice: str) -> None:
+    """Alice turns bob's second factor on: its secret shown once (in no audit row); then his password
+    alone does not sign him in, with the 验证码 of the app's clock it does."""
+    bob_id = re.search(r'/admin/staff/(\d+)/totp', (await visit(http, h.url, admin, "/staff"))[1].split(">bob<", 1)[1])
+    assert bob_id
+    status, page = await visit(http, h.url, alice, f"/staff/{bob_id.group(1)}/totp", [])
+    secret = re.search(r"密钥：<code>([A-Z2-7]+)</code>", page)
+    assert status == 200 and secret and secret.group(1) not in str(await h.api("GET", "/audit?page=1"))
+    code = pyotp.TOTP(secret.group(1)).at(h.clock.now().timestamp())
+    assert (await sign_in_as(http, h.url, "bob", PASSWORD))[0] == 401
+    assert (await sign_in_as(http, h.url, "bob", PASSWORD, code))[0] == 303
+
+
 async def test_a_person_signs_in_with_their_roles_and_the_trail_names_them(harness: Harness, db_url: str,
                                                                         distbot: Run) -> None:
     h = harness
@@ -111,15 +124,7 @@ async def test_a_person_signs_in_with_their_roles_and_the_trail_names_them(harne
         assert [e["status"] for e in trail["entries"] if e["path"] == "/admin/staff" and e["token_name"] == "alice"
                 ] == [303, 403]  # bob added; mallory refused to the finance-only session
 
-        # A second factor for bob: the secret shown once; then the password alone is not enough.
-        bob_id = re.search(r'/admin/staff/(\d+)/totp', (await visit(http, h.url, admin, "/staff"))[1].split(">bob<", 1)[1])
-        assert bob_id
-        status, page = await visit(http, h.url, alice, f"/staff/{bob_id.group(1)}/totp", [])
-        secret = re.search(r"密钥：<code>([A-Z2-7]+)</code>", page)
-        assert status == 200 and secret and secret.group(1) not in str(await h.api("GET", "/audit?page=1"))
-        code = pyotp.TOTP(secret.group(1)).at(h.clock.now().timestamp())
-        assert (await sign_in_as(http, h.url, "bob", PASSWORD))[0] == 401
-        assert (await sign_in_as(http, h.url, "bob", PASSWORD, code))[0] == 303
+        await bob_needs_a_second_factor(http, h, admin, alice)
 
         # Disabled from the command line: her session ends at its next request, and she cannot sign in.
         assert (await distbot(db_url, "staff", "disable", "alice"))[0] == 0
