@@ -5,13 +5,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import getpass
 import logging
 import socket
 import sys
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from domain.config import Config, ConfigError, load_config
+from domain.config_sections import SCOPES
 from kit.logs import setup_logging
 from storage.backup import BackupError
 
@@ -154,6 +158,82 @@ def cmd_backup(args: argparse.Namespace) -> None:
     print(f"backup written to {args.dest}")
 
 
+def _password(args: argparse.Namespace) -> str:
+    """The new password: a line of stdin (--password-stdin, or stdin is no terminal), else asked twice."""
+    if args.password_stdin or not sys.stdin.isatty():
+        return sys.stdin.readline().rstrip("\r\n")
+    first = getpass.getpass(f"password for {args.name}: ")
+    if getpass.getpass("the same again: ") != first:
+        raise CliError("the two passwords differ; nothing was changed")
+    return first
+
+
+def _staff_unit(config: Config, work: Callable[[Any], Any]) -> Any:
+    """What `work(session)` returns, run in one unit of work (the schema upgraded first); a
+    refusal of domain.staff ends in its sentence."""
+    from domain.refusals import Refusal
+    from storage.db import create_engine
+    from storage.migrate import upgrade
+    from storage.writer import Writer
+    found: list[Any] = []
+
+    async def run() -> None:
+        engine = create_engine(config.database.url)
+        writer = Writer(engine)
+        try:
+            await upgrade(engine)
+            found.append(await writer.run(work))
+        except Refusal as e:
+            raise CliError(e.message) from None
+        finally:
+            await writer.close()
+            await engine.dispose()
+    _run_db(run)
+    return found[0]
+
+
+def _staff_audited(session: Any, command: str, name: str) -> datetime:
+    """The audit row of a `distbot staff` change, in its unit of work (token "cli"); the time."""
+    from domain import audit_log as audit
+    from domain.clock import Clock
+    now = Clock().now()
+    audit.record(session, audit.Entry(at=now, token_name="cli", actor="cli", method="CLI", path=f"distbot staff {command}",
+                                      status=200, summary=f"员工账号 {name}：{command}", object_id=name))
+    return now
+
+
+def cmd_staff_add(args: argparse.Namespace) -> None:
+    from domain import staff
+    from domain.refusals import Refusal
+    from kit.scopes import token_names
+    config = _config(args)
+    try:
+        name, roles = staff.checked_name(args.name, token_names(config)), staff.checked_roles(args.role)
+        password_hash = staff.hash_password(staff.checked_password(_password(args)))
+    except Refusal as e:
+        raise CliError(e.message) from None
+    _staff_unit(config, lambda s: staff.add(s, name, password_hash, roles, _staff_audited(s, "add", name)))
+    print(f"staff account {name} added ({roles})")
+
+
+def cmd_staff_disable(args: argparse.Namespace) -> None:
+    from domain import staff
+
+    def disable(s: Any) -> None:
+        _staff_audited(s, "disable", args.name)
+        staff.set_disabled(s, staff.account(s, name=args.name).id, True, "")
+    _staff_unit(_config(args), disable)
+    print(f"staff account {args.name} disabled; its console sessions end at their next request")
+
+
+def cmd_staff_list(args: argparse.Namespace) -> None:
+    from domain import staff
+    from domain.formats import china_time
+    for a in _staff_unit(_config(args), staff.accounts):
+        seen = china_time(a.last_sign_in_at) if a.last_sign_in_at else "never signed in"
+        print(f"{a.name}\t{a.roles.replace(' ', ',')}\t{'disabled' if a.disabled else 'enabled'}\t{seen}")
+
+
 def _check_database(config: Config) -> None:
     async def ping() -> None:
         from sqlalchemy import text
@@ -209,6 +289,19 @@ def build_parser() -> argparse.ArgumentParser:
     pack_import = with_config(content.add_parser("import", help="import a content pack zip (same checks as the upload)"))
     pack_import.add_argument("pack", metavar="PACK.zip")
     pack_import.set_defaults(fn=cmd_content_import)
+
+    people = sub.add_parser("staff", help="console accounts of persons").add_subparsers(dest="staff_command",
+                                                                                       required=True)
+    add = with_config(people.add_parser("add", help="add an account; its password from stdin (asked twice on a terminal)"))
+    add.add_argument("name")
+    add.add_argument("--role", action="append", required=True, choices=SCOPES, help="a scope it holds (repeatable)")
+    add.add_argument("--password-stdin", action="store_true", help="read the password as one line of stdin")
+    add.set_defaults(fn=cmd_staff_add)
+    disable = with_config(people.add_parser("disable", help="disable an account (its sessions end)"))
+    disable.add_argument("name")
+    disable.set_defaults(fn=cmd_staff_disable)
+    with_config(people.add_parser("list", help="the accounts: name, roles, state, last sign-in")).set_defaults(
+        fn=cmd_staff_list)
 
     backup = with_config(sub.add_parser("backup", help="consistent online backup of the database"))
     backup.add_argument("dest")

@@ -51,6 +51,7 @@ CODES: dict[str, tuple[int, str]] = {
     "risk_flag_open": (409, "分销员有未处理的风险提示，请先在“风险”页处理。"),
     "order_exists": (409, "这个订单已经支付过了。"),
     "pack_exists": (409, "这个版本的内容包已经存在。"),
+    "staff_exists": (409, "这个账号已经存在。"),
     "ticket_closed": (409, "工单已关闭，不能再回复。"),
     "too_many_tickets": (429, "您等待回复的问题太多了，请等客服回复后再提新问题。"),
 }

@@ -28,9 +28,10 @@ class AuditQuery(ApiModel):
 
 class AuditRow(BaseModel):
     at: str = Field(description="when the request arrived, China time")
-    token_name: str = Field(description="the token's name: admin, or a name from [[admin.tokens]]")
+    token_name: str = Field(description="the token's name (admin, or a name from [[admin.tokens]]), or the "
+                                        "staff account's name for a person signed in to the console")
     actor: str = Field(description='who acted as the records name it: "admin", "token:<name>", '
-                                   '"console:<session>:<token name>"')
+                                   '"console:<session>:<token or account name>"')
     method: str
     path: str
     status: int = Field(description="the status the request was answered with (refusals too)")

@@ -1,14 +1,16 @@
-"""The admin console's transport (/admin/, CONTRACT §4.9): sign-in with the admin token, a
-server-side session, CSRF on every form, the page frame. Each feature declares its own console
+"""The admin console's transport (/admin/, CONTRACT §4.9, §10): sign-in with a token or as a
+person (a staff account), a server-side session, CSRF on every form, the page frame. Each feature declares its own console
 pages (`feature.console`, paths under /admin); this module only guards and frames them.
 
-- Sign-in: the token, compared in constant time; after LIMIT tries of one client within WINDOW
+- Sign-in: the token, compared in constant time, or (账号 filled) a person's password (argon2,
+  in a thread: kit.sign_in.signer); after LIMIT tries of one client within WINDOW
   further tries are refused (429) before the token is compared, and every failure is audited
   (kit.sign_in). The session is a random token in an HttpOnly, SameSite=Strict cookie (Secure
   over HTTPS) whose hash is the key of a console_sessions row, so every process knows it.
 - A session belongs to its token: it keeps the token's fingerprint (kit.scopes.fingerprint) and
   ends (its row deleted) at the first request after the configured token of its name is gone,
-  replaced or has other scopes; after IDLE without a request; MAX_AGE after sign-in however
+  replaced or has other scopes (a person's: after the account is disabled or has another password
+  or other roles; signing in again gives the new roles' scopes); after IDLE without a request; MAX_AGE after sign-in however
   active; or at 退出登录. Time is the app's CLOCK (tests move it).
 - CSRF: every POST carries `csrf_token`, the session's (the sign-in form: a double-submit cookie);
   anything else is 403 and changes nothing. A multipart form (a file, e.g. a content pack) may be
@@ -41,13 +43,15 @@ from sqlalchemy import delete, or_, select, update
 
 from kit.api import ACTOR
 from kit.auditing import audited, note
-from kit.scopes import ANY, PRINCIPAL, ConsolePages, Principal, describe, fingerprint, identify, scopes_of
-from kit.sign_in import end_try, failed_try, start_try
+from kit.scopes import ANY, PRINCIPAL, ConsolePages, Principal, fingerprint, person_fingerprint, scopes_of
+from kit.sign_in import end_try, failed_try, signer, start_try
 from kit.app_keys import CLOCK, CONFIG, READER, WRITER
 from content.console_pages import TEMPLATES, render
 from domain import audit_log as audit
+from domain import staff
+from domain.config_sections import ADMIN
 from domain.refusals import Refusal
-from storage.tables import CONSOLE_SESSIONS
+from storage.tables import CONSOLE_SESSIONS, STAFF
 
 SESSION_COOKIE = "distbot_admin"
 LOGIN_COOKIE = "distbot_login"
@@ -126,7 +130,8 @@ def refused(request: web.Request, scopes: frozenset[str]) -> web.Response:
     session = request[SESSION]
     html = render("base.html", title="无权访问", nav=nav_of(request), current="", session=session,
                   csrf_token=session.csrf, flash_error=True,
-                  flash=f"令牌“{session.principal.name}”无权使用此页面（需要 {describe(scopes)} 权限），没有做任何更改。")
+                  flash=f"{'账号' if session.principal.person else '令牌'}“{session.principal.name}”无权使用此页面"
+                        f"（需要{staff.role_names(scopes or {ADMIN}, '或')}权限），没有做任何更改。")
     return web.Response(text=html, content_type="text/html", status=403, headers=HEADERS)
 
 
@@ -187,8 +192,10 @@ async def _session(request: web.Request) -> ConsoleSession | None:
     if not raw:
         return None
     sid, now = _hash(raw), request.config_dict[CLOCK].now()
+    person = (STAFF.c.disabled, STAFF.c.password_hash, STAFF.c.roles)
     row = await request.config_dict[READER].run(lambda s: s.execute(
-        select(CONSOLE_SESSIONS).where(CONSOLE_SESSIONS.c.id == sid)).first())
+        select(CONSOLE_SESSIONS, *person).outerjoin(STAFF, STAFF.c.id == CONSOLE_SESSIONS.c.staff_id)
+        .where(CONSOLE_SESSIONS.c.id == sid)).first())
     if row is None:
         return None
     if _ended(request, row, now):
@@ -197,13 +204,19 @@ async def _session(request: web.Request) -> ConsoleSession | None:
     if now - row.last_seen_at > TOUCH_EVERY:
         await request.config_dict[WRITER].run(lambda s: s.execute(
             update(CONSOLE_SESSIONS).where(CONSOLE_SESSIONS.c.id == sid).values(last_seen_at=now)))
-    return ConsoleSession(row.id, row.csrf, row.actor, now, Principal(row.token_name, frozenset(row.scopes.split())))
+    return ConsoleSession(row.id, row.csrf, row.actor, now,
+                          Principal(row.token_name, frozenset(row.scopes.split()), row.staff_id is not None))
 
 
 def _ended(request: web.Request, row: Any, now: datetime) -> bool:
     """Idle too long, signed in too long ago, or its token is not the one configured now (gone,
-    replaced, other scopes: the configuration is read on every request)."""
-    current = fingerprint(request.config_dict[CONFIG], row.token_name)
+    replaced, other scopes: the configuration is read on every request); a person's account
+    disabled, or with another password or other roles (read with the session)."""
+    config = request.config_dict[CONFIG]
+    if row.staff_id is None:
+        current = fingerprint(config, row.token_name)
+    else:
+        current = None if row.disabled else person_fingerprint(config, row.token_name, row.password_hash, row.roles)
     return (now - row.last_seen_at > IDLE or now - row.created_at > MAX_AGE or current is None
             or not hmac.compare_digest(current, row.fingerprint))
 
@@ -218,17 +231,19 @@ async def login(request: web.Request) -> web.StreamResponse:
     given = str(form.get("csrf_token", ""))
     if not given or not hmac.compare_digest(given, request.cookies.get(LOGIN_COOKIE, "")):
         return forbidden("登录表单已过期，请刷新页面后重试。")
-    now, config = request.config_dict[CLOCK].now(), request.config_dict[CONFIG]
+    now = request.config_dict[CLOCK].now()
     attempt = await start_try(request, now)
     if isinstance(attempt, int):  # too many tries: refused, the token not compared
         response = sign_in_page(request, status=429,
                                 error=f"登录失败次数过多，请 {math.ceil(attempt / 60)} 分钟后再试。")
         response.headers["Retry-After"] = str(attempt)
         return response
-    principal = identify(config, str(form.get("token", "")))
-    if principal is None:
+    found = await signer(request, str(form.get("account", "")).strip(), str(form.get("token", "")),
+                         str(form.get("code", "")), now)
+    if found is None:
         await failed_try(request, attempt, now)
-        return sign_in_page(request, error="管理令牌不正确。", status=401)
+        return sign_in_page(request, error="账号、密码或管理令牌不正确。", status=401)
+    principal = found.principal
     raw = secrets.token_urlsafe(32)
     sid = _hash(raw)
     actor = f"console:{sid[:8]}:{principal.name}"
@@ -239,8 +254,10 @@ async def login(request: web.Request) -> web.StreamResponse:
                                                      CONSOLE_SESSIONS.c.created_at < now - MAX_AGE)))
         s.execute(CONSOLE_SESSIONS.insert().values(id=sid, csrf=secrets.token_urlsafe(32), actor=actor,
                                                    token_name=principal.name, scopes=" ".join(sorted(principal.scopes)),
-                                                   fingerprint=fingerprint(config, principal.name) or "",
+                                                   fingerprint=found.fingerprint, staff_id=found.staff_id,
                                                    created_at=now, last_seen_at=now))
+        if found.staff_id is not None:
+            staff.signed_in(s, found.staff_id, now)
         audit.record(s, audit.Entry(at=now, token_name=principal.name, actor=actor, method="POST",
                                     path=request.path, status=303, summary="登录后台"))
     await request.config_dict[WRITER].run(start)

@@ -12,7 +12,9 @@ route. A declaration is one scope or a tuple of scopes (a read several kinds of 
   matched. Tokens are never logged or stored: the console keeps only the name and the scopes.
 - A console session keeps its token's `fingerprint` (an HMAC of the token's name, value and
   scopes, keyed from the AppSecret, so a copy of the database is no oracle for guessing tokens);
-  the console compares it with the configured token's on every request (kit.console).
+  the console compares it with the configured token's on every request (kit.console). A person's
+  session (a staff account, domain.staff) keeps `person_fingerprint`, of the account's name,
+  password hash and roles: a new password or other roles end it.
 - A token holding `admin` may do everything; any other token may use a route when it holds one of
   the route's scopes. A route that declares nothing is the admin's alone (the safe default) and
   tests/test_scopes.py fails on it.
@@ -50,10 +52,12 @@ def scopes_of(spec: ScopeSpec, default: ScopeSpec = None) -> frozenset[str]:
 
 @dataclass(frozen=True)
 class Principal:
-    """A known token: its name and scopes (never the token itself)."""
+    """A known token, or a person signed in to the console (`person`: a staff account): its name
+    and scopes (never the token itself)."""
 
     name: str
     scopes: frozenset[str]
+    person: bool = False
 
     def may(self, route_scopes: frozenset[str]) -> bool:
         """Whether this token may use a route declaring `route_scopes` (empty: admin only)."""
@@ -79,12 +83,25 @@ def identify(config: Config, token: str) -> Principal | None:
 def fingerprint(config: Config, name: str) -> str | None:
     """The configured token named `name` as a fingerprint (64 hex): another value or other scopes
     give another; None when no token has that name. Rotating the AppSecret changes every one."""
-    key = hmac.new(config.wechat.app_secret.encode(), b"distbot console session", hashlib.sha256).digest()
     for known, token, scopes in _tokens(config):
         if known == name:
-            held = "\0".join((known, token, " ".join(sorted(scopes))))
-            return hmac.new(key, held.encode(), hashlib.sha256).hexdigest()
+            return _keyed(config, "\0".join((known, token, " ".join(sorted(scopes)))))
     return None
+
+
+def person_fingerprint(config: Config, name: str, password_hash: str, roles: str) -> str:
+    """A staff account as its sessions keep it (64 hex): a new password or other roles give another."""
+    return _keyed(config, "\0".join(("staff", name, password_hash, roles)))
+
+
+def _keyed(config: Config, held: str) -> str:
+    key = hmac.new(config.wechat.app_secret.encode(), b"distbot console session", hashlib.sha256).digest()
+    return hmac.new(key, held.encode(), hashlib.sha256).hexdigest()
+
+
+def token_names(config: Config) -> list[str]:
+    """The configured tokens' names (a staff account takes none of them: the audit trail names both)."""
+    return [name for name, _, _ in _tokens(config)]
 
 
 def _tokens(config: Config) -> Iterable[tuple[str, str, Iterable[str]]]:

@@ -1,5 +1,12 @@
 """Who signs in to the console, and how often they failed (CONTRACT §7). kit.console's sign-in
-uses it: `start_try` before the token is compared, then `failed_try` or `end_try`.
+uses it: `start_try` before the token is compared, `signer` to compare it, then `failed_try` or
+`end_try`.
+
+- Who: with 账号 filled, a person (a staff account, domain.staff) whose password is the one given;
+  empty, the configured token given (kit.scopes.identify). A disabled or unknown account and a
+  wrong password (or 验证码, when the account has a second factor) are refused alike, in the same
+  time (argon2 in a thread, against a dummy hash when there is no account), with the same sentence
+  as a wrong token.
 
 - The client is the socket's address. When that peer is one of `[server] trusted_proxies`, the
   client is read from X-Forwarded-For, from the right: the first address that is not a trusted
@@ -21,6 +28,7 @@ uses it: `start_try` before the token is compared, then `failed_try` or `end_try
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import logging
 import math
@@ -34,7 +42,9 @@ from sqlalchemy.orm import Session
 
 from kit.auditing import AUDIT_LOG
 from kit.app_keys import CONFIG, READER, WRITER
+from kit.scopes import Principal, fingerprint, identify, person_fingerprint
 from domain import audit_log as audit
+from domain import staff
 from storage.db import delete_chunk, is_postgres
 from storage.tables import SIGN_IN_TRIES
 
@@ -55,6 +65,34 @@ class Try:
     id: int
     client: str
     count: int
+
+
+@dataclass(frozen=True)
+class Signer:
+    """Who signed in: the principal, the staff account's id (None: a token) and the fingerprint
+    its session keeps (kit.scopes)."""
+
+    principal: Principal
+    staff_id: int | None
+    fingerprint: str
+
+
+async def signer(request: web.Request, account: str, secret: str, code: str, now: datetime) -> Signer | None:
+    """The person `account` whose password is `secret` (and whose 验证码 is `code`, when the account
+    has a second factor), or (no account) the token `secret`; None when neither is so."""
+    config = request.config_dict[CONFIG]
+    if not account:
+        principal = identify(config, secret)
+        return None if principal is None else Signer(principal, None, fingerprint(config, principal.name) or "")
+    found = None if len(account) > staff.MAX_NAME else await request.config_dict[READER].run(
+        lambda s: staff.for_sign_in(s, account))
+    password_hash = found.password_hash if found is not None else None
+    if not await asyncio.to_thread(staff.verify_password, password_hash, secret) or found is None:
+        return None
+    if not staff.totp_ok(found.totp_secret, code, now):
+        return None
+    return Signer(Principal(found.name, frozenset(found.roles.split()), person=True), found.id,
+                  person_fingerprint(config, found.name, found.password_hash, found.roles))
 
 
 def client_address(request: web.Request) -> str:

@@ -1,15 +1,31 @@
 """Admin console sessions, server-side (the cookie holds a random token, the table its hash), the
-console's recent sign-in tries per client, the programme's totals per day that the console's
+staff accounts that sign in as persons, the console's recent sign-in tries per client, the programme's totals per day that the console's
 概览 reads, and the audit trail of admins' changes."""
 
 from __future__ import annotations
 
 from datetime import date, datetime
 
-from sqlalchemy import BigInteger, Date, Index, Integer, String
+from sqlalchemy import BigInteger, Date, ForeignKey, Index, Integer, String, false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from storage.models import Base
+
+
+class StaffAccount(Base):
+    """A person who signs in to the console with a name and password (domain.staff); their roles
+    are the scopes their sessions hold. Never deleted: disabled, so the audit trail's names stay theirs."""
+
+    __tablename__ = "staff"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(32), unique=True)  # the audit trail's token_name
+    password_hash: Mapped[str] = mapped_column(String(200))  # argon2id, with its parameters and salt
+    roles: Mapped[str] = mapped_column(String(64))  # scopes (kit.scopes), space-separated
+    disabled: Mapped[bool] = mapped_column(default=False, server_default=false())
+    totp_secret: Mapped[str | None] = mapped_column(String(64))  # a second factor, when set
+    created_at: Mapped[datetime]
+    last_sign_in_at: Mapped[datetime | None]
 
 
 class ConsoleSession(Base):
@@ -25,6 +41,9 @@ class ConsoleSession(Base):
     fingerprint: Mapped[str] = mapped_column(String(64), server_default="")
     created_at: Mapped[datetime]
     last_seen_at: Mapped[datetime] = mapped_column(index=True)
+    # A person's session (None: a token's): its fingerprint is then of the account (kit.scopes.
+    # person_fingerprint), and it ends when the account is disabled or its password or roles change.
+    staff_id: Mapped[int | None] = mapped_column(ForeignKey("staff.id"))
 
 
 class SignInTry(Base):

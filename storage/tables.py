@@ -6,7 +6,7 @@ from sqlalchemy import Table
 
 from storage.models import ConversationState, Distributor, Follower, OutboxMessage, ProcessedMessage, SignedQueryRow
 from storage.models_campaigns import Campaign, MassReport
-from storage.models_console import AuditEntry, ConsoleSession, DailyTotals, SignInTry
+from storage.models_console import AuditEntry, ConsoleSession, DailyTotals, SignInTry, StaffAccount
 from storage.models_engage import Adjustment, Contest, ContestScore, RankChange, Ticket, TicketReply
 from storage.models_webhooks import WebhookDelivery
 from storage.models_risk import RiskFlag, Suspension
@@ -34,6 +34,7 @@ CONTEST_SCORES: Table = ContestScore.__table__  # type: ignore[assignment]
 TICKETS: Table = Ticket.__table__  # type: ignore[assignment]
 TICKET_REPLIES: Table = TicketReply.__table__  # type: ignore[assignment]
 CONSOLE_SESSIONS: Table = ConsoleSession.__table__  # type: ignore[assignment]
+STAFF: Table = StaffAccount.__table__  # type: ignore[assignment]
 SIGN_IN_TRIES: Table = SignInTry.__table__  # type: ignore[assignment]
 DAILY_TOTALS: Table = DailyTotals.__table__  # type: ignore[assignment]
 WEBHOOK_DELIVERIES: Table = WebhookDelivery.__table__  # type: ignore[assignment]
