@@ -67,6 +67,28 @@ FAIL_REASONS = {
 CLAIM_PURPOSE = "pay-claim"
 
 
+# Where the claim of an approved withdrawal stands, as the console's 提现 shows it: the link sent
+# (no bill yet), opened (a bill waits for the distributor's confirmation), confirmed (WeChat Pay is
+# transferring), paid, expired (not confirmed within 24 h: the next opening makes a new bill).
+CLAIM_WORDS = {"sent": "已发送领取链接", "opened": "已打开链接，待确认收款", "confirmed": "已确认收款，转账中",
+               "paid": "已到账", "expired": "已过期，可再次领取", "failed": "转账失败"}
+_CLAIMS = {CREATING: "opened", "ACCEPTED": "opened", "PROCESSING": "opened", "WAIT_USER_CONFIRM": "opened",
+           "TRANSFERING": "confirmed", "SUCCESS": "paid", "CANCELLED": "failed"}
+
+
+def claim_words(pay_transfer: bool, bill: dict[str, Any] | None) -> str:
+    """The claim state of a withdrawal approved for WeChat Pay (`pay_transfer`) in Chinese, from
+    its latest bill (`transfers`); "" for one paid out without it, or still pending."""
+    if not pay_transfer:
+        return ""
+    if bill is None:
+        return CLAIM_WORDS["sent"]
+    if bill["state"] == "FAIL":
+        return CLAIM_WORDS["expired" if bill["fail_reason"] == OVERDUE else "failed"]
+    claim = _CLAIMS.get(bill["state"])
+    return CLAIM_WORDS[claim] if claim else STATE_NAMES.get(bill["state"], bill["state"])
+
+
 def reason_words(state: str, fail_reason: str | None) -> str:
     if state == "CANCELLED":
         return "转账已被撤销"

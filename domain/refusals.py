@@ -37,6 +37,9 @@ CODES: dict[str, tuple[int, str]] = {
     "refund_too_large": (422, "退款金额超过了订单剩余的金额。"),
     "unknown_distributor": (422, "没有这个推广码的分销员。"),
     "unknown_order": (422, "没有这个订单。"),
+    "inviter_self": (422, "不能把分销员设为自己的邀请人。"),
+    "inviter_cycle": (422, "新邀请人在该分销员的团队中，更换后会形成循环。"),
+    "inviter_inactive": (422, "新邀请人不是正常状态，不能作为邀请人。"),
     "below_minimum": (422, "提现金额低于单笔最低金额。"),
     "above_maximum": (422, "提现金额超过了单笔上限。"),
     # states that do not allow it (now)

@@ -10,6 +10,8 @@ many processes.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -26,7 +28,10 @@ from domain.payouts import queue_claim_link
 from domain.refusals import Refusal
 from domain.suspension import check_payable
 from domain.webhook_events import withdrawal_paid
+from storage.group_commit import Failed, Refused, each_in_savepoint
 from storage.tables import DISTRIBUTORS, WITHDRAWALS
+
+MAX_BATCH = 200  # withdrawals approved by one batch request
 
 
 def check_amount(config: Config, amount_fen: int) -> None:
@@ -87,3 +92,29 @@ def decide_and_tell(session: Session, config: Config, wid: int, approve: bool, n
             f"您的提现申请（申请号 {wid}）{amount} 未通过审核，原因：{reason}\n这笔钱已退回您的可提现余额。")
     enqueue(session, f"withdrawal:{wid}:decided", openid, Text(text), now=now)
     return row
+
+
+@dataclass(frozen=True)
+class Approval:
+    """One withdrawal of a batch: its status once approved, or why it was not."""
+
+    id: int
+    status: str | None = None
+    refusal: Refusal | None = None
+
+
+def approve_each(session: Session, config: Config, ids: Sequence[int], now: datetime) -> list[Approval]:
+    """Approve each of these withdrawals (once each, in the order given) exactly as one approval
+    does (decide_and_tell), each in its own SAVEPOINT: a refused one is rolled back alone and
+    reported with its refusal, the others are approved, all in one transaction."""
+    def approve(s: Session, wid: int) -> Approval:
+        return Approval(wid, status=decide_and_tell(s, config, wid, True, now).status)
+
+    def refused(wid: int, error: Refused) -> Approval:
+        assert isinstance(error, Refusal), error
+        return Approval(wid, refusal=error)
+    outcomes = each_in_savepoint(session, list(dict.fromkeys(ids)), approve, refused)
+    for outcome in outcomes:
+        if isinstance(outcome, Failed):  # not a rule's refusal: nothing of the batch is kept
+            raise outcome.error
+    return [o for o in outcomes if isinstance(o, Approval)]

@@ -1,15 +1,16 @@
 """Distributors as admins see them: GET /api/distributors (find by openid or code, or page through
 them) and /api/distributors/{code}, and the console's 分销员 pages: a search by code, name or
 phone, and a distributor's page (balances, rank and its history, suspensions and open risk flags,
-ledger, orders, team) with forms to set the rank and to post an adjustment (the suspend and
-reinstate forms post to handlers/risk.py). The forms call the same domain functions as the API
-(domain.promotion.change_rank, domain.notices.adjust_and_tell), so the record names who acted and
-the distributor hears the same notice either way.
+ledger, orders, team, inviter changes) with forms to set the rank, to post an adjustment and to
+move the distributor to another inviter (the suspend and reinstate forms post to
+handlers/risk.py). The forms call the same domain functions as the API
+(domain.promotion.change_rank, domain.notices.adjust_and_tell, domain.inviters.change_inviter), so
+the record names who acted and the distributor hears the same notice either way.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import quote, urlencode
 
 from aiohttp import web
@@ -17,15 +18,18 @@ from pydantic import BaseModel, Field
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from kit.api import ApiModel, actor_of, ok
+from kit.api import ApiModel, actor_of, ok, text
+from kit.auditing import note
 from kit.console import done, page, page_number, returns_to
+from kit.scopes import principal_of
 from kit.feature import Feature
 from kit.app_keys import CLOCK, CONFIG, PACKS, READER, WRITER
-from domain import risk
+from domain import inviters, risk
 from domain import suspension
 from domain.commission import STATUS_NAMES
 from domain.distributors import MAX_PAGE, PER_PAGE, DistributorAnswer, distributor_json, known_distributor, search
 from domain.formats import parse_signed_yuan
+from domain.refusals import Refusal
 from domain.ledger import BUCKETS, KIND_NAMES, MAX_ADJUSTMENT_FEN, balance
 from domain.notices import adjust_and_tell
 from domain.promotion import change_rank
@@ -84,6 +88,34 @@ async def get_distributor(request: web.Request) -> web.Response:
     return ok(await request.config_dict[READER].run(lambda s: distributor_json(s, known_distributor(s, code))))
 
 
+class InviterChange(ApiModel):
+    noun: ClassVar[str] = "inviter_change"
+    inviter_code: str = Field(min_length=1, max_length=16, description="the new inviter's code")
+    # Optional in the schema so that a missing reason is answered 422 like an empty one (§4.1).
+    reason: text(MAX_REASON) | None = Field(None, description="required: kept with the change and told to the "
+                                                                "distributor")
+
+
+@api.post("/distributors/{code}/inviter",
+          summary="Move a distributor to another inviter, with a reason; past commissions stay as booked, later "
+                  "orders pay the new upline; the distributor and both inviters are told. 422 for the distributor "
+                  "themself, a new inviter in their own team (a cycle) or not active, or no reason",
+          body=InviterChange, response=DistributorAnswer, errors=(404,), scope="admin")
+async def change_inviter(request: web.Request, body: InviterChange) -> web.Response:
+    if body.reason is None:
+        raise Refusal("invalid_inviter_change", "A reason is required.", sentence="更换邀请人需要填写原因。",
+                      details=[{"field": "reason", "problem": "a reason is required"}])
+    code, reason, actor = request.match_info["code"], body.reason, actor_of(request)
+
+    def apply(session: Session) -> dict[str, Any]:
+        d, _ = inviters.change_inviter(session, code, body.inviter_code, reason, actor,
+                                       request.config_dict[CLOCK].now())
+        return distributor_json(session, d)
+    moved = await request.config_dict[WRITER].run(apply)
+    note(request, f"更换邀请人：{moved['code']} → {moved['inviter_code']}（{reason}）", moved["code"])
+    return ok(moved)
+
+
 # ---- the console's 分销员: search ------------------------------------------------------------------
 @feature.console.get("/distributors")
 async def search_page(request: web.Request) -> web.Response:
@@ -133,6 +165,7 @@ def _profile(session: Session, code: str) -> dict[str, Any] | None:
                                   .where(o.distributor_id == d.id).order_by(o.paid_at.desc()).limit(ORDERS_SHOWN)).all(),
         "changes": session.execute(select(RANK_CHANGES).where(r.distributor_id == d.id).order_by(r.id.desc())).all(),
         "suspensions": suspension.history(session, d.id), "flags": risk.open_flags(session, d.id),
+        "inviter_changes": inviters.history(session, d.id),
     }
 
 
@@ -143,9 +176,10 @@ async def distributor_page(request: web.Request) -> web.Response:
     if profile is None:
         return page(request, "distributor.html", title="分销员", current="/distributors", status=404, d=None, code=code)
     ranks = {r.key: r.name for r in request.config_dict[CONFIG].ranks}
+    principal = principal_of(request)
     return page(request, "distributor.html", title=profile["d"].name, current="/distributors", ranks=ranks,
                 buckets=BUCKET_NAMES, kinds=KIND_NAMES, order_statuses=STATUS_NAMES, statuses=STATUS_LABELS,
-                rule_names=risk.RULE_NAMES, **profile)
+                rule_names=risk.RULE_NAMES, may_move=principal is not None and principal.may(frozenset()), **profile)
 
 
 # ---- the console's forms ------------------------------------------------------------------------------
@@ -202,3 +236,24 @@ async def adjustment_form(request: web.Request) -> web.StreamResponse:
     if not await request.config_dict[WRITER].run(apply):
         return done(request, "/distributors", f"没有推广码为 {code[:16]} 的分销员。", error=True)
     return done(request, back, "调整已入账，已通知分销员。")
+
+
+@feature.console.post("/distributors/{code}/inviter", scope="admin")
+async def inviter_form(request: web.Request) -> web.StreamResponse:
+    code, form = request.match_info["code"], await request.post()
+    back = returns_to(request, f"/distributors/{quote(code, safe='')}")
+    inviter_code, reason = str(form.get("inviter_code", "")).strip()[:16], _reason(form)
+    if not inviter_code:
+        return done(request, back, "请填写新邀请人的推广码。", error=True)
+    if not reason:
+        return done(request, back, "更换邀请人需要填写原因（会告知分销员）。", error=True)
+    actor = actor_of(request)
+
+    def apply(session: Session) -> tuple[str, bool]:
+        d, moved = inviters.change_inviter(session, code, inviter_code, reason, actor, request.config_dict[CLOCK].now())
+        return d.code, moved
+    who, moved = await request.config_dict[WRITER].run(apply)
+    if not moved:
+        return done(request, back, f"邀请人没有变化：{who} 的邀请人已经是 {inviter_code.upper()}。",
+                    error=True)
+    return done(request, back, f"已将 {who} 的邀请人更换为 {inviter_code.upper()}，已通知分销员和新旧邀请人。")

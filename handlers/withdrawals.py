@@ -1,7 +1,9 @@
 """Withdrawals: 提现 <amount> in chat (yuan, at most two decimals), and the admin's decisions
-(GET /api/withdrawals, GET /api/withdrawals/{id}, POST /api/withdrawals/{id}/approve|reject). The
-distributor hears of each decision through the outbox. With pay.mode other than "off" an approval
-sends the claim link of the WeChat Pay transfer instead (domain.payouts; handlers/payouts.py pays).
+(GET /api/withdrawals, GET /api/withdrawals/{id}, POST /api/withdrawals/{id}/approve|reject, and
+POST /api/withdrawals/approve for a batch, each one decided as if alone), and the console's 提现:
+the queue with each distributor's open risk flags, 批准/拒绝 per row and 批量批准 of the rows
+ticked, and the history with each approval's claim state. The distributor hears of each decision
+through the outbox. With pay.mode other than "off" an approval sends the claim link of the WeChat Pay transfer instead (domain.payouts; handlers/payouts.py pays).
 
 The rules (the limits of a request, a decision and its notice) live in domain.withdrawal_rules, the
 same for chat, API and console; what they refuse is a domain.refusals.Refusal, answered by each
@@ -14,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from urllib.parse import urlencode
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from aiohttp import web
 from pydantic import BaseModel, Field
@@ -23,6 +25,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from kit.api import ApiModel, IdParam, ok, text
+from kit.auditing import note
 from kit.chat import Ctx, Incoming, active_only
 from kit.feature import Feature
 from kit.console import done, may_open, page, page_number
@@ -31,10 +34,12 @@ from kit.app_keys import CLOCK, CONFIG, READER, WRITER
 from domain.export_rows import SOURCE_NAMES, STATUS_NAMES, WITHDRAWALS_HEADER, withdrawal_rows
 from domain.formats import CHINA, china_time, parse_yuan, yuan
 from domain.ledger import balance
-from domain.payouts import STATE_NAMES, reason_words, transfers
+from domain.payouts import STATE_NAMES, claim_words, reason_words, transfers
+from domain.risk import RULE_NAMES, open_flags_of
 from domain.messages import Text
 from domain.refusals import Refusal
-from domain.withdrawal_rules import decide_and_tell, request_withdrawal, withdrawal_select
+from domain.withdrawal_rules import (MAX_BATCH, Approval, approve_each, decide_and_tell, request_withdrawal,
+                                     withdrawal_select)
 from storage.models import Distributor
 from storage.models_ledger import WithdrawalStatus
 from storage.tables import BALANCES, WITHDRAWALS
@@ -157,6 +162,57 @@ async def reject_withdrawal(request: web.Request, params: WithdrawalId, body: Re
     return await _decide(request, params.id, approve=False, reason=body.reason)
 
 
+class BatchApproval(ApiModel):
+    noun: ClassVar[str] = "batch_approval"
+    ids: list[Annotated[int, Field(ge=1, le=2**63 - 1)]] = Field(
+        min_length=1, max_length=MAX_BATCH, description=f"withdrawal ids, 1 to {MAX_BATCH}; each decided on its own")
+
+
+class Approved(BaseModel):
+    id: int
+    status: WithdrawalStatus
+
+
+class NotApproved(BaseModel):
+    id: int
+    error: str = Field(description="the refusal's code, as the single approve answers it (not_found, "
+                                   "already_decided, distributor_suspended, risk_flag_open)")
+    message: str
+
+
+class BatchResults(BaseModel):
+    results: list[Approved | NotApproved]
+
+
+def _summary(outcomes: list[Approval]) -> str:
+    """The batch in words: the audit row's summary, the console's flash."""
+    approved = [o for o in outcomes if o.refusal is None]
+    refused = [o for o in outcomes if o.refusal is not None]
+    words = f"批量批准：已批准 {len(approved)} 笔"
+    if approved:
+        words += f"（{'、'.join(str(o.id) for o in approved)}）"
+    if refused:
+        words += f"；未批准 {len(refused)} 笔：" + " ".join(o.refusal.sentence for o in refused if o.refusal)
+    return words
+
+
+async def _approve_batch(request: web.Request, ids: list[int]) -> list[Approval]:
+    config, now = request.config_dict[CONFIG], request.config_dict[CLOCK].now()
+    outcomes = await request.config_dict[WRITER].run(lambda s: approve_each(s, config, ids, now))
+    note(request, _summary(outcomes))
+    return outcomes
+
+
+@api.post("/withdrawals/approve",
+          summary=f"Approve up to {MAX_BATCH} pending withdrawals, each decided (or refused) on its own exactly as "
+                  "the single approve decides it; one result per id, in the order given",
+          body=BatchApproval, response=BatchResults)
+async def approve_withdrawals(request: web.Request, body: BatchApproval) -> web.Response:
+    outcomes = await _approve_batch(request, body.ids)
+    return ok({"results": [{"id": o.id, "status": o.status} if o.refusal is None else
+                           {"id": o.id, "error": o.refusal.code, "message": o.refusal.message} for o in outcomes]})
+
+
 # ---- the console's 提现 queue, history and export -------------------------------------------------
 HISTORY_PAGE = 50
 QUEUE_PAGE = 20
@@ -213,15 +269,16 @@ def _queue(session: Session, history: History, page_no: int, queue_no: int) -> d
     pages = max((total + QUEUE_PAGE - 1) // QUEUE_PAGE, 1)
     queue_no = min(queue_no, pages)
     pending = session.execute(
-        withdrawal_select().add_columns(Distributor.__table__.c.name, b.available_fen, b.withdrawing_fen,
-                                        b.withdrawn_fen)
+        withdrawal_select().add_columns(Distributor.__table__.c.name, w.distributor_id, b.available_fen,
+                                        b.withdrawing_fen, b.withdrawn_fen)
         .outerjoin(BALANCES, b.distributor_id == w.distributor_id)
         .where(waiting).order_by(w.id).offset((queue_no - 1) * QUEUE_PAGE).limit(QUEUE_PAGE)).all()
-    rows = session.execute(withdrawal_select().add_columns(Distributor.__table__.c.name).where(*history.where())
+    rows = session.execute(withdrawal_select().add_columns(Distributor.__table__.c.name, w.pay_transfer)
+                           .where(*history.where())
                            .order_by(w.id.desc()).offset((page_no - 1) * HISTORY_PAGE).limit(HISTORY_PAGE + 1)).all()
     shown = rows[:HISTORY_PAGE]
     return {"pending": pending, "pending_total": total, "queue_no": queue_no, "queue_pages": pages,
-            "history": shown, "more": len(rows) > HISTORY_PAGE, "transfers": transfers(session, [r.id for r in shown])}
+            "flags": open_flags_of(session, [r.distributor_id for r in pending]), "history": shown, "more": len(rows) > HISTORY_PAGE, "transfers": transfers(session, [r.id for r in shown])}
 
 
 @feature.console.get("/withdrawals")
@@ -231,7 +288,8 @@ async def queue_page(request: web.Request) -> web.Response:
     values = await request.config_dict[READER].run(lambda s: _queue(s, history, page_no, queue_no))
     return page(request, "withdrawals.html", title="提现", current="/withdrawals", filters=history,
                 problems=problems, page_no=page_no, status_names=STATUS_NAMES, source_names=SOURCE_NAMES,
-                state_names=STATE_NAMES, reason_words=reason_words, audit=may_open(request, "/audit"), **values)
+                state_names=STATE_NAMES, reason_words=reason_words, claim_words=claim_words, rule_names=RULE_NAMES,
+                audit=may_open(request, "/audit"), risk=may_open(request, "/risk"), **values)
 
 
 @feature.console.get("/withdrawals.csv")
@@ -260,3 +318,16 @@ async def decide_page(request: web.Request) -> web.StreamResponse:
     await request.config_dict[WRITER].run(
         lambda s: decide_and_tell(s, config, wid, approve, request.config_dict[CLOCK].now(), None if approve else reason))
     return done(request, "/withdrawals", f"申请 {wid} 已{'批准' if approve else '拒绝'}。")
+
+
+@feature.console.post("/withdrawals/approve")
+async def batch_page(request: web.Request) -> web.StreamResponse:
+    """批量批准: the ticked rows, each approved or refused on its own, as the API's batch."""
+    picked = [v for v in (await request.post()).getall("ids", []) if isinstance(v, str)]
+    ids = [int(v) for v in picked if v.isascii() and v.isdigit() and 0 < len(v) <= 18 and int(v) > 0]
+    if not ids:
+        return done(request, "/withdrawals", "请先勾选要批准的提现申请。", error=True)
+    if len(ids) > MAX_BATCH:
+        return done(request, "/withdrawals", f"一次最多批准 {MAX_BATCH} 笔，请少选一些。", error=True)
+    outcomes = await _approve_batch(request, ids)
+    return done(request, "/withdrawals", _summary(outcomes), error=all(o.refusal is not None for o in outcomes))

@@ -185,6 +185,14 @@ class ApiRoute:
         return _PATH_PARAM.findall(self.path)
 
     @property
+    def router_path(self) -> str:
+        """The path as the router matches it: a parameter its model makes an integer matches digits
+        only, so that a fixed path beside it (POST /withdrawals/approve beside /withdrawals/{id}) is
+        not also taken for an id, whose methods would then be in that path's Allow header."""
+        ints = {n for n, f in self.params.model_fields.items() if f.annotation is int} if self.params else set()
+        return _PATH_PARAM.sub(lambda m: f"{{{m[1]}:\\d+}}" if m[1] in ints else m[0], self.path)
+
+    @property
     def parses_body(self) -> bool:
         return self.body is not None and self.content_type == JSON
 

@@ -115,5 +115,5 @@ def create_api_app(tables: Iterable[ApiRoutes]) -> web.Application:
     api[OPENAPI] = openapi_spec(tables)
     for table in tables:
         for r in table.routes:
-            api.router.add_route(r.method, r.path, r.endpoint)
+            api.router.add_route(r.method, r.router_path, r.endpoint)
     return api

@@ -181,7 +181,9 @@ class PayoutBill(Base):
 
 
 class InviterChange(Base):
-    """An invitee handed to a new inviter when their inviter left: the tree's history, kept."""
+    """A distributor moved to another inviter: the tree's history, kept. `reason` says why in a
+    word: "inviter_exited" (their inviter left, handlers/leave.py) or "admin" (an admin moved them,
+    domain.inviters, with `actor` and the admin's own words in `note`)."""
 
     __tablename__ = "inviter_changes"
 
@@ -190,4 +192,6 @@ class InviterChange(Base):
     old_inviter_id: Mapped[int | None] = mapped_column(BigInteger)
     new_inviter_id: Mapped[int | None] = mapped_column(BigInteger)
     reason: Mapped[str] = mapped_column(String(32))
+    actor: Mapped[str | None] = mapped_column(String(64))  # who moved them (None: the exit of their inviter)
+    note: Mapped[str | None] = mapped_column(Text)  # the admin's reason, as given
     changed_at: Mapped[datetime]

@@ -18,8 +18,9 @@ def distributor_by_code(session: Session, code: str, *, active: bool = False) ->
 def upline(session: Session, distributor: Distributor, levels: int) -> list[Distributor]:
     """The distributor's inviters, nearest first, at most `levels` of them.
 
-    The tree has no cycles (an inviter is fixed at registration, before anyone can be invited
-    by the newcomer); the `seen` set only guards against a database edited by hand.
+    The tree has no cycles (an inviter is set at registration, before anyone can be invited by
+    the newcomer, and an admin's move under someone in the distributor's own team is refused:
+    domain.inviters); the `seen` set only guards against a database edited by hand.
     """
     chain: list[Distributor] = []
     seen = {distributor.id}

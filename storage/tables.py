@@ -10,7 +10,8 @@ from storage.models_console import AuditEntry, ConsoleSession, DailyTotals, Sign
 from storage.models_engage import Adjustment, Contest, ContestScore, RankChange, Ticket, TicketReply
 from storage.models_webhooks import WebhookDelivery
 from storage.models_risk import RiskFlag, Suspension
-from storage.models_ledger import Balance, Commission, LedgerEntry, Order, OrderEvent, PayoutBill, Withdrawal
+from storage.models_ledger import (Balance, Commission, InviterChange, LedgerEntry, Order, OrderEvent, PayoutBill,
+                                    Withdrawal)
 
 DISTRIBUTORS: Table = Distributor.__table__  # type: ignore[assignment]
 FOLLOWERS: Table = Follower.__table__  # type: ignore[assignment]
@@ -28,6 +29,7 @@ ENTRIES: Table = LedgerEntry.__table__  # type: ignore[assignment]
 WITHDRAWALS: Table = Withdrawal.__table__  # type: ignore[assignment]
 PAYOUT_BILLS: Table = PayoutBill.__table__  # type: ignore[assignment]
 RANK_CHANGES: Table = RankChange.__table__  # type: ignore[assignment]
+INVITER_CHANGES: Table = InviterChange.__table__  # type: ignore[assignment]
 ADJUSTMENTS: Table = Adjustment.__table__  # type: ignore[assignment]
 CONTESTS: Table = Contest.__table__  # type: ignore[assignment]
 CONTEST_SCORES: Table = ContestScore.__table__  # type: ignore[assignment]

@@ -45,6 +45,7 @@ FAMILIES: dict[str, set[str]] = {
     "/distributors/ledger": {"finance"},
     "/distributors/adjustments": {"finance"},
     "/distributors/rank": {"admin"},
+    "/distributors/inviter": {"admin"},
     "/distributors/rank-changes": {"finance", "ops"},
     "/content-packs": {"ops"},
     "/campaigns": {"ops"},
