@@ -13,6 +13,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from kit import live_settings
 from kit.live_settings import SETTINGS
 from sandbox.platform import Platform
 from tests.conftest import Harness, make_config
@@ -37,7 +38,7 @@ async def h(db_url: str, platform: Platform, wechat_server: TestServer) -> Any:
 
 
 async def test_settings_change_through_the_api_for_what_comes_next_in_every_process(
-        h: Harness, db_url: str, platform: Platform, wechat_server: TestServer) -> None:
+        h: Harness, db_url: str, platform: Platform, wechat_server: TestServer, monkeypatch: pytest.MonkeyPatch) -> None:
     status, before = await h.api("GET", "/settings")
     assert status == 200 and before["overrides"] == []
     assert before["distribution"] == {"max_levels": 2, "freeze_days": 7, "min_withdraw_fen": 1000,
@@ -54,7 +55,8 @@ async def test_settings_change_through_the_api_for_what_comes_next_in_every_proc
     seller, user = await seed(h)
     booked = await pay(h, "SO-S1", 10000, seller)
     assert booked["commissions"][0]["amount_fen"] == 1000
-    other = await Harness(make_config(db_url), platform, wechat_server, clock=h.clock).start()  # a second process
+    monkeypatch.setattr(live_settings, "POLL_SECONDS", 0.2)  # the second process polls faster than 2 s
+    other = await Harness(make_config(db_url), platform, wechat_server, clock=h.clock).start()
     try:
         status, after = await h.api("PATCH", "/settings", json={
             "distribution": {"freeze_days": 3, "min_withdraw_fen": 50000},
