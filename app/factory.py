@@ -36,6 +36,7 @@ from kit.menu import menu_payload
 from kit.metrics import Answered, Metrics
 from wechat.outbox import Outbox
 from kit.scheduler import JOBS, Jobs, run_scheduler
+from kit.live_settings import SETTINGS, LiveSettings, polled
 from kit.app_keys import CLOCK, CONFIG, ENGINE, HTTP, METRICS, PACKS, READER, SESSIONMAKER, WEBHOOKS, WRITER
 from wechat.wechat_keys import DISPATCHER, OUTBOX, PAY, WECHAT
 from wechat.client import WeChatAPI, WeChatError
@@ -146,12 +147,13 @@ def create_app(config: Config, *, platform: Platform | None = None, workers: boo
     app = web.Application(middlewares=[_count_requests])
     headers.install(app, config)
     app[CONFIG], app[CLOCK] = config, (clock := clock or Clock())
+    app[SETTINGS] = LiveSettings(config)  # the programme settings in force (kit.live_settings)
     app[JOBS] = Jobs(app, [j for f in (CORE, *features) for j in f.jobs])
     app[METRICS] = Metrics()
     app[PACKS] = PackLibrary()
     # Started in this order, stopped in reverse: features' resources may use the database and
     # the clients; the dispatcher and the workers use the features' resources.
-    app.cleanup_ctx.extend([_database(migrate), audit_log, _clients(merchant_keys)])
+    app.cleanup_ctx.extend([_database(migrate), polled, audit_log, _clients(merchant_keys)])
     install_resources(app, features)
     app.cleanup_ctx.append(_work(router, reply_deadline, workers=workers,
                                  push_menu=config.sandbox and platform is None))
@@ -203,7 +205,7 @@ def _work(router: ChatRouter, reply_deadline: float, *, workers: bool, push_menu
     webhook sender, and the sandbox's menu push (`push_menu`); drained and stopped at shutdown."""
     async def work(app: web.Application) -> AsyncIterator[None]:
         config, clock = app[CONFIG], app[CLOCK]
-        dispatcher = app[DISPATCHER] = Dispatcher(config=config, app=app, router=router, writer=app[WRITER],
+        dispatcher = app[DISPATCHER] = Dispatcher(settings=app[SETTINGS], app=app, router=router, writer=app[WRITER],
                                                   metrics=app[METRICS], deadline=reply_deadline, clock=clock)
         tasks = []
         if workers:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from kit.feature import Feature
 from handlers import audit, campaigns, content_packs, contests, distributors, earnings, exports, help_text, leave
 from handlers import orders, overview, payouts, posters, ranks, risk
-from handlers import registration, scripts, service, staff, team, trainings, weekly_report, withdrawals
+from handlers import registration, scripts, service, settings, staff, team, trainings, weekly_report, withdrawals
 
 FEATURES: tuple[Feature, ...] = (
     registration.feature,
@@ -30,6 +30,7 @@ FEATURES: tuple[Feature, ...] = (
     distributors.feature,
     exports.feature,
     audit.feature,
+    settings.feature,
     staff.feature,
     help_text.feature,
 )

@@ -23,7 +23,8 @@ from kit.chat import Ctx, Incoming
 from kit.console import done, page, page_number
 from kit.feature import Feature
 from kit.scheduler import JOBS
-from kit.app_keys import CLOCK, CONFIG, READER, WRITER
+from kit.app_keys import CLOCK, READER, WRITER
+from kit.live_settings import live_config
 from content.console_pages import when
 from domain import campaigns
 from domain.config import Config
@@ -129,7 +130,7 @@ async def create_campaign(request: web.Request, body: CampaignIn) -> web.Respons
 async def launch(request: web.Request, body: CampaignIn, cause: str) -> dict[str, Any]:
     """Schedule a campaign (the API's and the console's 创建), and when it is due start the
     campaigns job at once; the campaign as JSON. Refusal (invalid_campaign, 422) for an unknown rank."""
-    audience = checked_audience(request.config_dict[CONFIG], body.audience, "campaign")
+    audience = checked_audience(live_config(request.config_dict), body.audience, "campaign")
     now = request.config_dict[CLOCK].now()
     send_at = body.send_at.astimezone(UTC) if body.send_at else now
 
@@ -207,7 +208,7 @@ def _console_list(session: Session, config: Config, number: int) -> dict[str, An
 async def _campaigns_page(request: web.Request, *, form: Any = None, errors: list[str] = (),
                           status: int = 200) -> web.Response:
     number = page_number(request)
-    config = request.config_dict[CONFIG]
+    config = live_config(request.config_dict)
     listing = await request.config_dict[READER].run(lambda s: _console_list(s, config, number))
     return page(request, "campaigns.html", title="活动", current="/campaigns", status=status, form=form or {},
                 errors=errors, max_text=campaigns.MAX_TEXT, status_names=STATUS_NAMES, kind_names=KIND_NAMES,

@@ -24,7 +24,8 @@ from sqlalchemy.orm import Session
 from kit.api import ApiModel, IdParam, ok
 from kit.console import HEADERS, done, page
 from kit.feature import Feature
-from kit.app_keys import CLOCK, CONFIG, PACKS, READER, WRITER
+from kit.app_keys import CLOCK, PACKS, READER, WRITER
+from kit.live_settings import live_config
 from content.console_pages import TEMPLATES, when
 from content.packs import MAX_UPLOAD_BYTES, PackInvalid
 from content.store import (
@@ -146,7 +147,7 @@ async def _import(request: web.Request, path: Path) -> tuple[ContentPack, bool]:
     """Validate and store an uploaded zip (the API's and the console's upload): PackInvalid,
     PackConflict, or (the row, whether it went live)."""
     row, live = await import_pack(request.config_dict[WRITER], path, request.config_dict[CLOCK].now(),
-                                   rank_keys(request.config_dict[CONFIG]))
+                                   rank_keys(live_config(request.config_dict)))
     log.info("content pack uploaded", extra={"pack": row.name, "version": row.version, "id": row.id})
     return row, live
 

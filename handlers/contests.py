@@ -23,7 +23,8 @@ from kit.console import done, page, page_number
 from kit.feature import Feature
 from kit.menu import MenuKey
 from kit.scheduler import JOBS
-from kit.app_keys import CLOCK, CONFIG, READER, WRITER
+from kit.app_keys import CLOCK, READER, WRITER
+from kit.live_settings import live_config
 from domain import campaigns
 from domain import contest_results
 from domain import contests
@@ -50,7 +51,7 @@ async def tick_contests(app: web.Application) -> int:
     now = app[CLOCK].now()
     due = await app[READER].run(lambda s: contests.due(s, now))
     if due.star_missing:
-        await app[WRITER].run(lambda s: contests.ensure_star(s, app[CONFIG], now), slow=True)
+        await app[WRITER].run(lambda s: contests.ensure_star(s, live_config(app), now), slow=True)
     if due.to_open:
         await app[WRITER].run(lambda s: contests.open_due(s, now))
     settled = 0
@@ -183,7 +184,7 @@ async def add_contest(request: web.Request, body: ContestIn) -> dict[str, Any]:
     """Create a contest (POST /api/contests and the console's form): the contest as the API shows
     it. Refusal (invalid_contest, 422) for bad fields or an unknown rank."""
     starts_at, ends_at = contests.check_window(body.starts_at, body.ends_at, body.metric, body.skus, body.prizes_fen)
-    audience = checked_audience(request.config_dict[CONFIG], body.audience, "contest")
+    audience = checked_audience(live_config(request.config_dict), body.audience, "contest")
     now = request.config_dict[CLOCK].now()
 
     def create(session: Session) -> dict[str, Any]:
@@ -289,7 +290,7 @@ def _audience_name(audience: Any, config: Any) -> str:
 
 def _listing(request: web.Request, session: Session, number: int) -> dict[str, Any]:
     rows, total = contest_page(session, PER_PAGE, (number - 1) * PER_PAGE)
-    config = request.config_dict[CONFIG]
+    config = live_config(request.config_dict)
     return {"contests": rows, "total": total, "number": number, "pages": max((total + PER_PAGE - 1) // PER_PAGE, 1),
             "audiences": {c.id: _audience_name(c.audience, config) for c in rows}}
 
@@ -299,7 +300,7 @@ async def _contests_page(request: web.Request, *, status: int = 200, error: str 
     number = page_number(request)
     values = await request.config_dict[READER].run(lambda s: _listing(request, s, number))
     return page(request, "contests.html", title="比赛", current="/contests", status=status, error=error,
-                form=form or {}, ranks=request.config_dict[CONFIG].ranks, statuses=STATUS_NAMES,
+                form=form or {}, ranks=live_config(request.config_dict).ranks, statuses=STATUS_NAMES,
                 metrics=METRIC_NAMES, **values)
 
 
@@ -328,7 +329,7 @@ async def contest_detail_page(request: web.Request) -> web.Response:
             return None
         standings, winners = _results(session, c)
         return {"contest": c, "standings": standings, "winners": winners,
-                "audience": _audience_name(c.audience, request.config_dict[CONFIG])}
+                "audience": _audience_name(c.audience, live_config(request.config_dict))}
     values = await request.config_dict[READER].run(read)
     if values is None:
         return page(request, "contest.html", title="比赛", current="/contests", status=404, contest=None)

@@ -23,7 +23,8 @@ from kit.auditing import note
 from kit.console import done, page, page_number, returns_to
 from kit.scopes import principal_of
 from kit.feature import Feature
-from kit.app_keys import CLOCK, CONFIG, PACKS, READER, WRITER
+from kit.app_keys import CLOCK, PACKS, READER, WRITER
+from kit.live_settings import live_config
 from domain import inviters, risk
 from domain import suspension
 from domain.commission import STATUS_NAMES
@@ -123,7 +124,7 @@ async def search_page(request: web.Request) -> web.Response:
     number = page_number(request, last=MAX_PAGE)
     rows, total = await request.config_dict[READER].run(lambda s: search(s, query, number))
     pages = max((total + PER_PAGE - 1) // PER_PAGE, 1)
-    ranks = {r.key: r.name for r in request.config_dict[CONFIG].ranks}
+    ranks = {r.key: r.name for r in live_config(request.config_dict).ranks}
     return page(request, "distributors.html", title="分销员", current="/distributors", query=query, rows=rows,
                 total=total, number=number, pages=pages, ranks=ranks, statuses=STATUS_LABELS,
                 base="/admin/distributors?" + (urlencode({"q": query}) + "&" if query else ""))
@@ -175,7 +176,7 @@ async def distributor_page(request: web.Request) -> web.Response:
     profile = await request.config_dict[READER].run(lambda s: _profile(s, code))
     if profile is None:
         return page(request, "distributor.html", title="分销员", current="/distributors", status=404, d=None, code=code)
-    ranks = {r.key: r.name for r in request.config_dict[CONFIG].ranks}
+    ranks = {r.key: r.name for r in live_config(request.config_dict).ranks}
     principal = principal_of(request)
     return page(request, "distributor.html", title=profile["d"].name, current="/distributors", ranks=ranks,
                 buckets=BUCKET_NAMES, kinds=KIND_NAMES, order_statuses=STATUS_NAMES, statuses=STATUS_LABELS,
@@ -191,7 +192,7 @@ def _reason(form: Any) -> str:
 async def rank_form(request: web.Request) -> web.StreamResponse:
     code, form = request.match_info["code"], await request.post()
     back = f"/distributors/{quote(code, safe='')}"
-    config, library, actor = request.config_dict[CONFIG], request.config_dict[PACKS], actor_of(request)
+    config, library, actor = live_config(request.config_dict), request.config_dict[PACKS], actor_of(request)
     rank, reason = str(form.get("rank", "")), _reason(form)
     known = {r.key: r.name for r in config.ranks}
     if rank not in known:

@@ -22,7 +22,8 @@ from kit.api import ApiModel, actor_of, ok, text
 from kit.chat import Ctx, Incoming, Later, active_only
 from kit.feature import Feature
 from kit.menu import MenuKey
-from kit.app_keys import CLOCK, CONFIG, READER, WRITER
+from kit.app_keys import CLOCK, READER, WRITER
+from kit.live_settings import live_config
 from wechat.wechat_keys import WECHAT
 from wechat.client import WeChatAPI
 from content.charts import render_earnings_chart
@@ -259,4 +260,4 @@ async def unfreeze_due(writer: Writer, config: Config, now: datetime, *, until: 
 
 @feature.job("unfreeze", "interval", minutes=1)
 async def unfreeze_job(app: web.Application) -> int:
-    return await unfreeze_due(app[WRITER], app[CONFIG], app[CLOCK].now())
+    return await unfreeze_due(app[WRITER], live_config(app), app[CLOCK].now())

@@ -23,7 +23,8 @@ from kit.auditing import note
 from kit.chat import Ctx, Incoming, active_only
 from kit.feature import Feature
 from kit.menu import MenuKey
-from kit.app_keys import CLOCK, CONFIG, PACKS, READER, WRITER
+from kit.app_keys import CLOCK, PACKS, READER, WRITER
+from kit.live_settings import live_config
 from domain import commission as rules
 from domain.formats import CHINA, china_time, yuan
 from domain.messages import Text
@@ -84,9 +85,10 @@ class OrderEvent(RootModel[Annotated[PaidEvent | RefundedEvent | LaterEvent, Fie
 # ---- group commit ----------------------------------------------------------------------------
 @feature.resource(ORDER_EVENTS)
 async def order_events(app: web.Application) -> AsyncIterator[GroupCommit[EventIn, dict[str, Any]]]:
-    config, library = app[CONFIG], app[PACKS]
-    yield GroupCommit(app[WRITER], lambda session, events: apply_events(session, config, events, app[CLOCK].now(),
-                                                                               library.unlocks))
+    library = app[PACKS]
+    # The settings in force as each batch starts (kit.live_settings): one state for all its events.
+    yield GroupCommit(app[WRITER], lambda session, events: apply_events(session, live_config(app), events,
+                                                                               app[CLOCK].now(), library.unlocks))
 
 
 # ---- /api/orders -----------------------------------------------------------------------------

@@ -14,7 +14,8 @@ from sqlalchemy.orm import Session
 from kit.console import page
 from kit.feature import Feature
 from kit.scopes import ANY
-from kit.app_keys import CLOCK, CONFIG, READER
+from kit.app_keys import CLOCK, READER
+from kit.live_settings import live_config
 from content.console_pages import svg_bars, svg_lines
 from domain import dashboard
 from domain.formats import day_start, month_start
@@ -48,6 +49,6 @@ def _figures(session: Session, now: datetime, names: dict[str, str]) -> dict[str
 @feature.console.get("/")
 async def overview(request: web.Request) -> web.Response:
     now = request.config_dict[CLOCK].now()
-    names = {r.key: r.name for r in request.config_dict[CONFIG].ranks}
+    names = {r.key: r.name for r in live_config(request.config_dict).ranks}
     figures = await request.config_dict[READER].run(lambda s: _figures(s, now, names))
     return page(request, "overview.html", title="概览", current="/", **figures)

@@ -25,7 +25,8 @@ from kit.chat import Ctx, Incoming, active_only
 from kit.console import done
 from kit.feature import Feature
 from kit.headers import content_policy
-from kit.app_keys import CLOCK, CONFIG, READER, WRITER
+from kit.app_keys import CLOCK, READER, WRITER
+from kit.live_settings import live_config
 from wechat.wechat_keys import PAY, WECHAT
 from wechat.client import WeChatError
 from wechat.pay import Bill, PayClient, PayError, PayRefused, SignatureInvalid
@@ -58,7 +59,7 @@ def _fault(name: str) -> None:
 
 # ---- talking to WeChat Pay -----------------------------------------------------------------------
 async def _store(app: web.Application, bill: Bill) -> payouts.BillRow:
-    config = app[CONFIG]
+    config = live_config(app)
 
     def work(session: Session) -> payouts.BillRow:
         payouts.record(session, config, bill.out_bill_no, bill.state, app[CLOCK].now(),
@@ -76,7 +77,7 @@ async def _create(app: web.Application, claim: payouts.Claim, bill: payouts.Bill
     the same bill). PayUnknown and a PayRefused to retry with the same number leave it as it was.
     `absent`: WeChat Pay does not have the bill, so a definite refusal ends the attempt; a bill it
     has (asked again for its package) is never given up on that way."""
-    config: Config = app[CONFIG]
+    config: Config = live_config(app)
     try:
         answer = await app[PAY].create_bill(
             appid=config.wechat.app_id, out_bill_no=bill.out_bill_no, openid=claim.openid,
@@ -121,7 +122,7 @@ def _html(text: str, status: int = 200, policy: str | None = None) -> web.Respon
 
 @feature.pages.get(r"/pay/claim/{token}")
 async def claim_link(request: web.Request) -> web.Response:
-    app, config = request.app, request.config_dict[CONFIG]
+    app, config = request.app, live_config(request.config_dict)
     ids = payouts.read_claim_token(config, request.match_info["token"]) if config.pay.on else None
     if ids is None:
         return _html(notice_page("链接无效", "这个领取链接无效。请回到公众号，回复“提现记录”查看。"), 404)
@@ -181,7 +182,7 @@ def _status_page(claim: payouts.Claim) -> str:
 @feature.pages.post("/pay/notify")
 async def notify(request: web.Request) -> web.Response:
     """MCHTRANSFER.BILL.FINISHED: verified (401 and nothing changes otherwise), applied once, 204."""
-    config = request.config_dict[CONFIG]
+    config = live_config(request.config_dict)
     if not config.pay.on:
         raise web.HTTPNotFound()
     body = await request.content.read(MAX_NOTIFICATION_BYTES + 1)
@@ -207,7 +208,7 @@ async def reconcile(app: web.Application) -> int:
     """Ask WeChat Pay about every bill not final yet (the callback may never come) and apply what
     it says; a bill it does not know was never created (the next claim creates it). Bills asked
     about are touched, so a long list is gone through in turns. With pay.mode "off" it does nothing."""
-    if not app[CONFIG].pay.on:
+    if not live_config(app).pay.on:
         return 0
     now = app[CLOCK].now()
     numbers = await app[READER].run(lambda s: payouts.unfinished(s, now, JOB_BATCH))
@@ -250,6 +251,6 @@ def on_withdrawals(msg: Incoming, ctx: Ctx, me: Distributor) -> Text:
 @feature.console.post(r"/withdrawals/{id:\d{1,18}}/retry")
 async def retry_page(request: web.Request) -> web.StreamResponse:
     wid = int(request.match_info["id"])
-    config = request.config_dict[CONFIG]
+    config = live_config(request.config_dict)
     amount = await request.config_dict[WRITER].run(lambda s: payouts.retry(s, config, wid, request.config_dict[CLOCK].now()))
     return done(request, "/withdrawals", f"申请 {wid} 将重新转账 {yuan(amount)}：领取链接已发给分销员。")

@@ -30,7 +30,8 @@ from kit.chat import Ctx, Incoming, Later, active_only
 from kit.console import HEADERS, page
 from kit.feature import Feature
 from kit.menu import MenuKey
-from kit.app_keys import CLOCK, CONFIG, PACKS, READER, WRITER
+from kit.app_keys import CLOCK, PACKS, READER, WRITER
+from kit.live_settings import live_config
 from wechat.wechat_keys import WECHAT
 from wechat.client import WeChatAPI, WeChatError
 from content.posters import FileRef, PosterJob, PosterRenderer, TextBox, cache_key
@@ -265,7 +266,7 @@ def _preview_job(public_url: str, pack: PackContent, poster: dict[str, Any], nam
 @feature.console.get("/posters")
 async def preview_page(request: web.Request) -> web.Response:
     """The form (海报, 推广码, 预览) and, once both are known, the picture for that distributor."""
-    config = request.config_dict[CONFIG]
+    config = live_config(request.config_dict)
     pack_id, _, key = request.query.get("poster", "").partition(":")
     p = await _preview(request, pack_id, key, request.query.get("code", ""))
     error, status, src, note = p.error, 404 if p.error else 200, "", ""
@@ -293,7 +294,7 @@ async def preview_picture(request: web.Request) -> web.Response:
     if p.error or p.chosen is None or p.who is None:
         raise web.HTTPNotFound(text=p.error or "没有这张海报。", headers=HEADERS)
     try:
-        job = await asyncio.to_thread(_preview_job, request.config_dict[CONFIG].server.public_url, *p.chosen,
+        job = await asyncio.to_thread(_preview_job, live_config(request.config_dict).server.public_url, *p.chosen,
                                       p.who[0], p.who[1])
     except PackTemplateError as e:
         raise web.HTTPUnprocessableEntity(text=f"海报的文字模板出错：{e}", headers=HEADERS) from None

@@ -18,7 +18,8 @@ from kit.api import ApiModel, actor_of, ok, text
 from kit.chat import Ctx, Incoming, active_only
 from kit.feature import Feature
 from kit.menu import MenuKey
-from kit.app_keys import CLOCK, CONFIG, PACKS, READER, WRITER
+from kit.app_keys import CLOCK, PACKS, READER, WRITER
+from kit.live_settings import live_config
 from domain.distributors import DistributorAnswer, distributor_json, known_distributor
 from domain.figures import personal_sales, teams
 from domain.formats import china_time, yuan
@@ -90,7 +91,7 @@ def _candidates(session: Session, top: str, after: int) -> list[int]:
 async def evaluate_ranks(app: web.Application) -> int:
     """Promote everyone whose figures meet a higher rank, JOB_BATCH distributors a unit; the
     number promoted. Whoever was promoted already is left as they are (promotion is idempotent)."""
-    config, library = app[CONFIG], app[PACKS]
+    config, library = live_config(app), app[PACKS]
     top, after, promoted = config.ranks[-1].key, 0, 0
     while ids := await app[READER].run(lambda s, after=after: _candidates(s, top, after)):
         changed = await app[WRITER].run(
@@ -135,7 +136,7 @@ def _found(session: Session, code: str) -> Distributor:
                   "422 for an unknown rank or no reason",
           body=RankSet, response=DistributorAnswer, errors=(404,))
 async def set_rank(request: web.Request, body: RankSet) -> web.Response:
-    config, library, actor = request.config_dict[CONFIG], request.config_dict[PACKS], actor_of(request)
+    config, library, actor = live_config(request.config_dict), request.config_dict[PACKS], actor_of(request)
     known = [r.key for r in config.ranks]
     problems = []
     if body.rank not in known:

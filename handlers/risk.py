@@ -20,7 +20,8 @@ from sqlalchemy.orm import Session
 from kit.api import ApiModel, IdParam, PageQuery, actor_of, ok, text
 from kit.console import done, page, page_number, returns_to
 from kit.feature import Feature
-from kit.app_keys import CLOCK, CONFIG, READER, WRITER
+from kit.app_keys import CLOCK, READER, WRITER
+from kit.live_settings import live_config
 from domain import risk
 from domain import suspension
 from domain.distributors import DistributorAnswer, distributor_json, known_distributor
@@ -129,7 +130,7 @@ async def reinstate_distributor(request: web.Request, body: ReinstateBody) -> we
 @feature.job("risk", "interval", minutes=30)
 async def follow_up_signups(app: web.Application) -> int:
     """Sign-up bursts seven days on: none of those sign-ups sold → a flag (domain.risk.follow_up)."""
-    config, looked = app[CONFIG], 0
+    config, looked = live_config(app), 0
     while True:
         done_now = await app[WRITER].run(lambda s: risk.follow_up(s, config, app[CLOCK].now()))
         looked += done_now

@@ -15,7 +15,8 @@ from sqlalchemy.orm import Session
 from kit.chat import Ctx, Incoming, Later, active_only
 from kit.feature import Feature
 from kit.menu import MenuKey
-from kit.app_keys import CONFIG, PACKS, READER
+from kit.app_keys import PACKS, READER
+from kit.live_settings import live_config
 from content.pages import cards, page
 from content.store import PackContent, live_pack_ids
 from content.templating import PackTemplateError, render_template, template_variables
@@ -134,7 +135,7 @@ async def share_page(request: web.Request) -> web.Response:
     wanted = request.query.get("sku", "").lower()
     products = [(pack, p) for pack in packs for p in pack.products.values()]
     products.sort(key=lambda x: x[1]["sku"].lower() != wanted)
-    base = request.config_dict[CONFIG].server.public_url
+    base = live_config(request.config_dict).server.public_url
     body = cards((p["name"], yuan(p["price_fen"]), "，".join(p["selling_points"]),
                   f"{base}/c/{pack.id}/{p['image']}" if p["image"] else None) for pack, p in products)
     body += f"<p>推荐码：<b>{code}</b>（下单时请填写，或关注公众号后回复“注册 {code}”加入）</p>"

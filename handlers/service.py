@@ -23,7 +23,8 @@ from kit.chat import Ctx, Incoming, split_command
 from kit.console import done, page, page_number, returns_to
 from kit.feature import Feature
 from kit.menu import MenuKey
-from kit.app_keys import CLOCK, CONFIG, READER, WRITER
+from kit.app_keys import CLOCK, READER, WRITER
+from kit.live_settings import live_config
 from domain.refusals import Refusal
 from domain import tickets
 from domain.formats import china_time
@@ -86,7 +87,7 @@ def _ask(ctx: Ctx, question: str) -> Text:
 @feature.job("sla", "interval", minutes=1)
 async def check_sla(app: web.Application) -> int:
     """Remind staff, once per ticket, of the open tickets past their promised answer time."""
-    staff = app[CONFIG].admin.notify_openids
+    staff = live_config(app).admin.notify_openids
     if not staff:
         return 0
     return await app[WRITER].run(lambda s: tickets.remind_overdue(s, app[CLOCK].now(), staff))

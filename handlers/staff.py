@@ -16,7 +16,8 @@ from kit.auditing import note
 from kit.console import done, page
 from kit.feature import Feature
 from kit.scopes import principal_of, token_names
-from kit.app_keys import CLOCK, CONFIG, READER, WRITER
+from kit.app_keys import CLOCK, READER, WRITER
+from kit.live_settings import live_config
 from domain import staff
 from domain.config_sections import SCOPES
 
@@ -51,7 +52,7 @@ async def _page(request: web.Request, enrolled: dict[str, str] | None = None) ->
 @feature.console.post("/staff")
 async def add_form(request: web.Request) -> web.StreamResponse:
     form = await request.post()
-    name = staff.checked_name(str(form.get("name", "")), token_names(request.config_dict[CONFIG]))
+    name = staff.checked_name(str(form.get("name", "")), token_names(live_config(request.config_dict)))
     roles = staff.checked_roles(str(r) for r in form.getall("roles", []))
     password_hash, now = await _hashed(form), request.config_dict[CLOCK].now()
     staff_id = await request.config_dict[WRITER].run(lambda s: staff.add(s, name, password_hash, roles, now))

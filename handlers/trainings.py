@@ -18,7 +18,8 @@ from sqlalchemy.orm import Session
 from kit.chat import Ctx, Incoming, active_only
 from kit.feature import Feature
 from kit.menu import MenuKey
-from kit.app_keys import CLOCK, CONFIG, PACKS, READER
+from kit.app_keys import CLOCK, PACKS, READER
+from kit.live_settings import live_config
 from content.pages import markdown_html, page
 from content.store import PackContent, PackLibrary, live_pack_ids, open_to, pack_picture
 from domain.config import Config
@@ -145,7 +146,7 @@ def _refusal(text: str, status: int) -> web.Response:
 
 async def _open(request: web.Request) -> Opened | web.Response:
     """The training the request's link opens, or the refusal page."""
-    config = request.config_dict[CONFIG]
+    config = live_config(request.config_dict)
     pack_id, key, token = int(request.match_info["pack_id"]), request.match_info["key"], request.match_info["token"]
     reader = read_link_token(config, pack_id, key, token, request.config_dict[CLOCK].now())
     if reader is None:

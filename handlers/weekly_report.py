@@ -34,7 +34,8 @@ from sqlalchemy.orm import Session
 
 from kit.chat import Ctx, Incoming, active_only
 from kit.feature import Feature
-from kit.app_keys import CLOCK, CONFIG, PACKS, READER, WRITER
+from kit.app_keys import CLOCK, PACKS, READER, WRITER
+from kit.live_settings import live_config
 from content.charts import render_weekly_chart
 from content.pages import page
 from content.store import PackLibrary
@@ -177,7 +178,7 @@ async def send_weekly_reports(app: web.Application, now: datetime | None = None,
     Per batch: the figures on a read-only connection, the texts in a thread (off the loop), the
     messages in one unit of work."""
     week = report_week(now or app[CLOCK].now())
-    config, reader, writer = app[CONFIG], app[READER], app[WRITER]
+    config, reader, writer = live_config(app), app[READER], app[WRITER]
     content = await reader.run(lambda s: week_content(s, app[PACKS], week), slow=True)
     queued, after = 0, 0
     while True:
@@ -226,7 +227,7 @@ def chart_days(session: Session, distributor_id: int, week: ReportWeek) -> list[
 
 
 def _found(request: web.Request) -> tuple[int, ReportWeek]:
-    found = read_token(request.config_dict[CONFIG], request.match_info["token"])
+    found = read_token(live_config(request.config_dict), request.match_info["token"])
     if found is None:
         raise web.HTTPNotFound(text="这个链接无效。")
     return found
@@ -251,7 +252,7 @@ async def weekly_chart(request: web.Request) -> web.Response:
 async def weekly_page(request: web.Request) -> web.Response:
     """The report with its chart, where the article (and a template message) leads."""
     did, week = _found(request)
-    config, library = request.config_dict[CONFIG], request.config_dict[PACKS]
+    config, library = live_config(request.config_dict), request.config_dict[PACKS]
 
     def load(session: Session) -> str | None:
         person = _person(session, did)

@@ -30,7 +30,8 @@ from kit.chat import Ctx, Incoming, active_only
 from kit.feature import Feature
 from kit.console import done, may_open, page, page_number
 from kit.csv_stream import stream_csv
-from kit.app_keys import CLOCK, CONFIG, READER, WRITER
+from kit.app_keys import CLOCK, READER, WRITER
+from kit.live_settings import live_config
 from domain.export_rows import SOURCE_NAMES, STATUS_NAMES, WITHDRAWALS_HEADER, withdrawal_rows
 from domain.formats import CHINA, china_time, parse_yuan, yuan
 from domain.ledger import balance
@@ -141,7 +142,7 @@ async def get_withdrawal(request: web.Request, params: WithdrawalId) -> web.Resp
 
 
 async def _decide(request: web.Request, wid: int, approve: bool, reason: str | None = None) -> web.Response:
-    config = request.config_dict[CONFIG]
+    config = live_config(request.config_dict)
     row = await request.config_dict[WRITER].run(
         lambda s: decide_and_tell(s, config, wid, approve, request.config_dict[CLOCK].now(), reason))
     return ok(_withdrawal_json(row))
@@ -197,7 +198,7 @@ def _summary(outcomes: list[Approval]) -> str:
 
 
 async def _approve_batch(request: web.Request, ids: list[int]) -> list[Approval]:
-    config, now = request.config_dict[CONFIG], request.config_dict[CLOCK].now()
+    config, now = live_config(request.config_dict), request.config_dict[CLOCK].now()
     outcomes = await request.config_dict[WRITER].run(lambda s: approve_each(s, config, ids, now))
     note(request, _summary(outcomes))
     return outcomes
@@ -314,7 +315,7 @@ async def decide_page(request: web.Request) -> web.StreamResponse:
     if decision == "reject" and not reason:
         return done(request, "/withdrawals", f"拒绝申请 {wid} 需要填写原因（会告知分销员）。", error=True)
     approve = decision == "approve"
-    config = request.config_dict[CONFIG]
+    config = live_config(request.config_dict)
     await request.config_dict[WRITER].run(
         lambda s: decide_and_tell(s, config, wid, approve, request.config_dict[CLOCK].now(), None if approve else reason))
     return done(request, "/withdrawals", f"申请 {wid} 已{'批准' if approve else '拒绝'}。")

@@ -244,6 +244,9 @@ class ApiRoutes:
     def post(self, path: str, **doc: Any) -> Callable[[ApiHandler], ApiHandler]:
         return self.route("POST", path, **doc)
 
+    def patch(self, path: str, **doc: Any) -> Callable[[ApiHandler], ApiHandler]:
+        return self.route("PATCH", path, **doc)
+
 
 # ---- the sub-application -------------------------------------------------------------------------
 def route_of(request: web.Request) -> ApiRoute | None:

@@ -10,6 +10,7 @@ from storage.models_console import AuditEntry, ConsoleSession, DailyTotals, Sign
 from storage.models_engage import Adjustment, Contest, ContestScore, RankChange, Ticket, TicketReply
 from storage.models_webhooks import WebhookDelivery
 from storage.models_risk import RiskFlag, Suspension
+from storage.models_settings import SettingsChange
 from storage.models_ledger import (Balance, Commission, InviterChange, LedgerEntry, Order, OrderEvent, PayoutBill,
                                     Withdrawal)
 
@@ -43,3 +44,4 @@ WEBHOOK_DELIVERIES: Table = WebhookDelivery.__table__  # type: ignore[assignment
 RISK_FLAGS: Table = RiskFlag.__table__  # type: ignore[assignment]
 SUSPENSIONS: Table = Suspension.__table__  # type: ignore[assignment]
 AUDIT_ENTRIES: Table = AuditEntry.__table__  # type: ignore[assignment]
+SETTINGS_CHANGES: Table = SettingsChange.__table__  # type: ignore[assignment]

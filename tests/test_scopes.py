@@ -57,6 +57,7 @@ FAMILIES: dict[str, set[str]] = {
     "/risk": {"finance"},  # flags hold a distributor's withdrawals
     "/distributors/suspend": {"finance"},
     "/distributors/reinstate": {"finance"},
+    "/settings": {"admin"},  # the programme's rules (CONTRACT §10)
     "/openapi.json": {"shop", "finance", "ops", "admin"},
 }
 
@@ -223,7 +224,8 @@ async def test_an_ops_session_sees_only_its_pages(served_tokens: tuple[str, web.
     assert response is not None and response.status == 200
     await page.get_by_role("button", name="退出登录").click()
     await sign_in(page, base, ADMIN_TOKEN)
-    assert await nav_links(page) == ["概览", "分销员", "提现", "内容", "活动", "比赛", "客服", "风险", "员工", "审计日志"]
+    assert await nav_links(page) == ["概览", "分销员", "提现", "内容", "活动", "比赛", "客服", "风险", "分销设置",
+                                     "员工", "审计日志"]
     await page.get_by_role("link", name="审计日志").click()
     rows = page.get_by_role("table", name="审计日志").get_by_role("row")
     assert "ops" in await rows.nth(2).inner_text()  # the ops session's sign-in (newest first: the admin's, then ops')

@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 from wechat import replays
 from kit.chat import ChatRouter, Ctx, HandlerResult, Incoming, Later, live_state
 from kit.metrics import Metrics
+from kit.live_settings import LiveSettings
 from wechat.replays import Replayed, SignedQuery
 from domain.clock import Clock
 from domain.config import Config
@@ -81,7 +82,7 @@ class Handling:
     """What a batch's updates are handled with."""
 
     app: Mapping[Any, Any]  # the app's resources, for ctx.app
-    config: Config
+    settings: LiveSettings  # ctx.config: its config as the batch starts, one state for the whole batch
     router: ChatRouter
     metrics: Metrics
     clock: Clock
@@ -89,7 +90,7 @@ class Handling:
 
 def process_batch(session: Session, deliveries: list[Delivery], handling: Handling) -> list[Outcome | Failed]:
     """One outcome per delivery (Failed(Replayed()) for a signed query used with another body)."""
-    now = handling.clock.now()
+    now, config = handling.clock.now(), handling.settings.config
     conn = session.connection()  # Core statements straight to the connection: the ORM would only add cost
     keys = [d.msg.dedupe_key for d in deliveries]
     queries = [d.query for d in deliveries]
@@ -101,8 +102,8 @@ def process_batch(session: Session, deliveries: list[Delivery], handling: Handli
     batch = [d.msg for d in accepted if not d.joining]
     senders = _Senders.load(session, batch, stored, now)
     _preload(session, batch, senders, handling.router, now)
-    results = iter(each_in_savepoint(session, accepted, lambda s, d: _one(s, d, senders, handling, now),
-                                     lambda d, error: _one(session, d, senders, handling, now, refused=error)))
+    results = iter(each_in_savepoint(session, accepted, lambda s, d: _one(s, d, senders, handling, config, now),
+                                     lambda d, error: _one(session, d, senders, handling, config, now, refused=error)))
     outcomes = [next(results) if ok else Failed(Replayed()) for ok in good]
     # The dedupe keys with their replies, for the updates that went through (one statement).
     done = [{"key": d.msg.dedupe_key, "openid": d.msg.openid, "reply": senders.replies[d.msg.dedupe_key],
@@ -188,8 +189,8 @@ def _preload(session: Session, batch: list[Incoming], senders: _Senders, router:
     senders.preloaded = {preload: preload(session, ids, now) for preload, ids in wanted.items()}
 
 
-def _one(session: Session, delivery: Delivery, senders: _Senders, handling: Handling, now: datetime,
-         refused: Exception | None = None) -> Outcome:  # refused: its handler's, rolled back
+def _one(session: Session, delivery: Delivery, senders: _Senders, handling: Handling, config: Config,
+         now: datetime, refused: Exception | None = None) -> Outcome:  # refused: its handler's, rolled back
     if delivery.joining:  # its query checked; the reply is the update's in work
         return Outcome(None, retry=True)
     msg, key = delivery.msg, delivery.msg.dedupe_key
@@ -197,7 +198,7 @@ def _one(session: Session, delivery: Delivery, senders: _Senders, handling: Hand
         stored = senders.stored[key]
         return Outcome(from_json(stored) if stored else None, retry=True)
     distributor, state = senders.of(session, msg.openid)
-    ctx = Ctx(session=session, app=handling.app, config=handling.config, now=now, openid=msg.openid,
+    ctx = Ctx(session=session, app=handling.app, config=config, now=now, openid=msg.openid,
               distributor=distributor, state=state, preloaded=senders.preloaded)
     result = handling.router.route(msg, ctx) if refused is None else handling.router.refused(msg, ctx, refused)
     if ctx.distributor is not None:

@@ -21,10 +21,10 @@ from sqlalchemy.orm import Session
 from wechat.batch import Delivery, Handling, Outcome, process_batch
 from kit.chat import ChatRouter, Incoming, Later
 from kit.metrics import Metrics
+from kit.live_settings import LiveSettings
 from wechat.replays import Replayed, SignedQuery
 from wechat.reply_waits import Pending, ReplyWaits
 from domain.clock import Clock
-from domain.config import Config
 from domain.messages import Reply, Text
 from domain.outbox_rows import enqueue
 from storage.durable_queue import Backoff
@@ -40,11 +40,11 @@ LATE_QUEUEING = Backoff(0.5, tries=3)  # queuing a late reply: three tries, 0.5 
 
 
 class Dispatcher:
-    def __init__(self, *, config: Config, app: Mapping[Any, Any], router: ChatRouter, writer: Writer,
+    def __init__(self, *, settings: LiveSettings, app: Mapping[Any, Any], router: ChatRouter, writer: Writer,
                  metrics: Metrics, deadline: float = REPLY_DEADLINE_SECONDS, clock: Clock | None = None):
-        self.config, self._clock = config, clock or Clock()
+        self._clock = clock or Clock()
         self._writer, self._metrics = writer, metrics
-        handling = Handling(app=app, config=config, router=router, metrics=metrics, clock=self._clock)
+        handling = Handling(app=app, settings=settings, router=router, metrics=metrics, clock=self._clock)
         self._commit: GroupCommit[Delivery, Outcome] = GroupCommit(
             writer, lambda session, deliveries: process_batch(session, deliveries, handling),
             on_batch=metrics.batch_size.observe)
