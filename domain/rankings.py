@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from typing import Any
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from domain.figures import COUNTED, SALE_FEN
@@ -70,30 +70,36 @@ class Ranked:
     value: int  # fen, or members
 
 
-def _top(session: Session, grouped: Select[Any], limit: int) -> list[Ranked]:
-    """The first `limit` of (distributor_id, value) rows, highest value first, with who they are."""
-    g, d = grouped.subquery(), DISTRIBUTORS.c
-    rows = session.execute(select(d.code, d.name, g.c.value).join(DISTRIBUTORS, d.id == g.c.distributor_id)
-                           .where(d.status == DistributorStatus.ACTIVE, g.c.value > 0)
-                           .order_by(g.c.value.desc(), d.id).limit(limit))
+# Who is not ranked: few (suspended or gone), so left out before the grouped rows are sorted, and
+# only the top is joined to who they are.
+_UNRANKED = select(DISTRIBUTORS.c.id).where(DISTRIBUTORS.c.status != DistributorStatus.ACTIVE)
+
+
+def _top(session: Session, key: Any, value: Any, where: list[Any], limit: int) -> list[Ranked]:
+    """The first `limit` of `value` summed per `key` (a distributor's id) over the rows `where`
+    chooses, highest first, with who they are."""
+    top = (select(key.label("distributor_id"), value.label("value")).where(*where, key.not_in(_UNRANKED))
+           .group_by(key).having(value > 0).order_by(value.desc(), key).limit(limit).subquery())
+    d = DISTRIBUTORS.c
+    rows = session.execute(select(d.code, d.name, top.c.value).join(DISTRIBUTORS, d.id == top.c.distributor_id)
+                           .order_by(top.c.value.desc(), d.id))
     return [Ranked(i, code, name, int(value)) for i, (code, name, value) in enumerate(rows, start=1)]
 
 
 def top_sales(session: Session, period: Period, limit: int = TOP) -> list[Ranked]:
     o = ORDERS.c
-    return _top(session, select(o.distributor_id, func.sum(SALE_FEN).label("value"))
-                .where(o.paid_at >= period.start, o.paid_at < period.end, COUNTED).group_by(o.distributor_id), limit)
+    return _top(session, o.distributor_id, func.sum(SALE_FEN),
+                [o.paid_at >= period.start, o.paid_at < period.end, COUNTED], limit)
 
 
 def top_earnings(session: Session, period: Period, limit: int = TOP) -> list[Ranked]:
     e = ENTRIES.c
-    return _top(session, select(e.distributor_id, func.sum(e.amount_fen).label("value"))
-                .where(e.created_at >= period.start, e.created_at < period.end, e.kind.in_(EARNING_KINDS))
-                .group_by(e.distributor_id), limit)
+    return _top(session, e.distributor_id, func.sum(e.amount_fen),
+                [e.created_at >= period.start, e.created_at < period.end, e.kind.in_(EARNING_KINDS)], limit)
 
 
 def top_growth(session: Session, period: Period, limit: int = TOP) -> list[Ranked]:
     m = DISTRIBUTORS.alias("member").c
-    return _top(session, select(m.inviter_id.label("distributor_id"), func.count().label("value"))
-                .where(m.registered_at >= period.start, m.registered_at < period.end, m.inviter_id.is_not(None),
-                       m.status == DistributorStatus.ACTIVE).group_by(m.inviter_id), limit)
+    return _top(session, m.inviter_id, func.count(), [m.registered_at >= period.start, m.registered_at < period.end,
+                                                      m.inviter_id.is_not(None), m.status == DistributorStatus.ACTIVE],
+                limit)

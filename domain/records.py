@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 
 from domain.commission import CANCELLED, REFUNDED, STATUS_NAMES
 from domain.export_rows import day_bounds
+from domain.formats import month_start
 from domain.ledger import KIND_NAMES
 from storage.models_ledger import EntryKind
 from storage.tables import COMMISSIONS, DISTRIBUTORS, ENTRIES, EVENTS, ORDERS
@@ -76,9 +77,13 @@ class LedgerFilter:
     until: date | None = None
 
     @classmethod
-    def of(cls, query: Mapping[str, str]) -> tuple[LedgerFilter, list[str]]:
+    def of(cls, query: Mapping[str, str], now: datetime) -> tuple[LedgerFilter, list[str]]:
+        """The filter a query names; a query that names no days at all (the page's first visit)
+        means this month, and an empty `since` means from the beginning."""
         problems: list[str] = []
         since, until = read_days(query, problems)
+        if "since" not in query and "until" not in query:
+            since = month_start(now).date()
         kind = query.get("kind", "")
         return cls(kind if kind in KIND_NAMES else "", _code_of(query), since, until), problems
 
@@ -97,7 +102,9 @@ class LedgerFilter:
         return [*self.narrowing(), *((e.created_at >= start,) if start else ()), *((e.created_at < end,) if end else ())]
 
     def query(self) -> str:
-        return _encoded((("kind", self.kind), ("code", self.code), ("since", self.since), ("until", self.until)))
+        """The filter as a query string; `since` is always there (empty: from the beginning)."""
+        return urlencode({"since": self.since or "", **{k: v for k, v in (("until", self.until), ("kind", self.kind),
+                                                                          ("code", self.code)) if v}})
 
 
 def ledger_page(session: Session, f: LedgerFilter, page_no: int) -> tuple[list[Any], bool]:

@@ -65,16 +65,20 @@ async def test_records_pages_over_http(h: Harness) -> None:
                                                                 distributor_code=who.code)))[0] == 200
     await send(h, "SO-REC-2", "refunded", amount_fen=5000)
     await send(h, "SO-OTHER-9", "cancelled")
+    h.clock.move(days=-40)  # an adjustment posted last month or before: 佣金记录 shows this month at first
     status, _ = await h.api("POST", f"/distributors/{boss.code}/adjustments", json={"amount_fen": 700, "reason": "补发"})
     assert status == 201
+    h.clock.move(days=40)
 
     finance = await console(h, TOKEN["finance"])
     try:
         # 佣金记录: every kind, its totals; the export is the API's ledger rows, the filters applied.
         status, html = await get(finance, h.url + "/admin/commissions")
         assert status == 200 and "<b>别人</b>" not in html and "&lt;b&gt;别人&lt;/b&gt;" in html
+        assert len(cells(html, "流水号")) == 9 and "<small>调整</small>" not in html
+        status, html = await get(finance, h.url + "/admin/commissions?since=")
         _, everything = await h.api("GET", "/exports/ledger.csv")
-        status, exported = await get(finance, h.url + "/admin/commissions.csv")
+        status, exported = await get(finance, h.url + "/admin/commissions.csv?since=")
         assert status == 200 and csv_rows(exported) == csv_rows(everything) and len(csv_rows(exported)) == 10
         assert [r[6] for r in csv_rows(exported) if r[6].endswith('"x")')] == ["'" + FORMULA]  # defused
         assert cells(html, "流水号") == [r[0] for r in reversed(csv_rows(exported))]  # newest first
