@@ -55,6 +55,63 @@ def cells(html: str, label: str) -> list[str]:
     return [re.sub(r"<[^>]+>", "", c).strip() for c in re.findall(rf'data-label="{label}">(.*?)</td>', html, re.S)]
 
 
+async def commissions_checked(h: Harness, finance: aiohttp.ClientSession, boss: Any, seller: Any) -> None:
+    """佣金记录: every kind, its totals; the export is the API's ledger rows, the filters applied."""
+    status, html = await get(finance, h.url + "/admin/commissions")
+    assert status == 200 and "<b>别人</b>" not in html and "&lt;b&gt;别人&lt;/b&gt;" in html
+    assert len(cells(html, "流水号")) == 9 and "<small>调整</small>" not in html  # this month's, at first
+    status, html = await get(finance, h.url + "/admin/commissions?since=")
+    _, everything = await h.api("GET", "/exports/ledger.csv")
+    status, exported = await get(finance, h.url + "/admin/commissions.csv?since=")
+    assert status == 200 and csv_rows(exported) == csv_rows(everything) and len(csv_rows(exported)) == 10
+    assert [r[6] for r in csv_rows(exported) if r[6].endswith('"x")')] == ["'" + FORMULA]  # defused
+    assert cells(html, "流水号") == [r[0] for r in reversed(csv_rows(exported))]  # newest first
+    for kind in ("佣金", "退款冲回", "调整"):
+        fen = sum(round(float(r[5]) * 100) for r in csv_rows(exported) if r[4] == kind)
+        assert f"<small>{kind}</small><b>{yuan(fen)}</b>" in html, kind
+    status, html = await get(finance, h.url + f"/admin/commissions?kind=reversal&code={seller.code.lower()}")
+    assert cells(html, "类型") == ["退款冲回"] and cells(html, "金额") == ["-¥5.00"]
+    assert "<small>退款冲回</small><b>-¥5.00</b><small>1 笔</small>" in html and "<small>佣金</small>" not in html
+    _, narrowed = await get(finance, h.url + f"/admin/commissions.csv?kind=commission&code={boss.code}")
+    assert [(r[2], r[4], r[5]) for r in csv_rows(narrowed)] == [(boss.code, "佣金", "3.00"), (boss.code, "佣金", "6.00")]
+    tomorrow = (datetime.now(CHINA) + timedelta(days=1)).date()
+    _, html = await get(finance, h.url + f"/admin/commissions?since={tomorrow}&until=bad")
+    assert "没有符合条件的记录" in html and "日期“bad”看不懂" in html
+
+
+async def orders_checked(h: Harness, finance: aiohttp.ClientSession, other: Any) -> None:
+    """订单: a prefix of the number, a distributor, a status; the order's page as the API's."""
+    _, html = await get(finance, h.url + "/admin/orders?q=SO-REC")
+    assert sorted(cells(html, "订单号")) == ["SO-REC-1", "SO-REC-2"]
+    _, html = await get(finance, h.url + f"/admin/orders?code={other.code}&status=cancelled")
+    assert cells(html, "订单号") == ["SO-OTHER-9"]
+    _, html = await get(finance, h.url + "/admin/orders?q=" + "%3DHYPER")
+    assert cells(html, "订单号") == [FORMULA.replace('"', "&#34;")]
+    status, html = await get(finance, h.url + "/admin/orders/SO-REC-2")
+    _, api = await h.api("GET", "/orders/SO-REC-2")
+    assert status == 200 and cells(html, "事件") == ["付款", "退款"] and cells(html, "已冲回") == [
+        yuan(c["reversed_fen"]) for c in api["commissions"]] == ["¥5.00", "¥1.50"]
+    assert cells(html, "之后的状态") == ["待发货", "待发货"] and "已退款 ¥50.00" in html
+    assert sorted(cells(html, "金额")[2:]) == ["-¥1.50", "-¥5.00"]  # the two reversal entries
+    assert (await get(finance, h.url + "/admin/orders/NO-SUCH"))[0] == 404
+
+
+async def stats_checked(h: Harness, finance: aiohttp.ClientSession, ids: list[int]) -> None:
+    """推广统计: each ranking is the figures' count over the period."""
+    today = datetime.now(CHINA).date()
+    status, html = await get(finance, h.url + f"/admin/stats?period=range&since={today - timedelta(days=1)}"
+                                               f"&until={today + timedelta(days=1)}")
+    assert status == 200 and html.count('role="img"') == 3
+    window = (datetime.now(UTC) - timedelta(days=1), None)
+    sales, earned, teams = await h.app[READER].run(lambda s: (
+        figures.credited_sales(s, ids, [window]), figures.earnings(s, ids, [window]), figures.teams(s, ids, [window])))
+    expected = [yuan(v[0].fen) for v in sorted(sales.values(), key=lambda v: -v[0].fen)]
+    expected += [yuan(v[0]) for v in sorted(earned.values(), key=lambda v: -v[0])]
+    expected += [f"{v[1][0]} 人" for v in teams.values()]
+    assert re.findall(r'data-label="(?:销售额|佣金收入|新增直属成员)">([^<]*)</td>', html) == expected
+    assert expected[:2] == ["¥250.00", "¥30.00"] and expected[-1] == "1 人"
+
+
 async def test_records_pages_over_http(h: Harness) -> None:
     boss, _ = await seed(h, name="大老板")
     seller, _ = await seed(h, inviter=boss, name="小卖家")
@@ -69,65 +126,15 @@ async def test_records_pages_over_http(h: Harness) -> None:
     status, _ = await h.api("POST", f"/distributors/{boss.code}/adjustments", json={"amount_fen": 700, "reason": "补发"})
     assert status == 201
     h.clock.move(days=40)
-
     finance = await console(h, TOKEN["finance"])
     try:
-        # 佣金记录: every kind, its totals; the export is the API's ledger rows, the filters applied.
-        status, html = await get(finance, h.url + "/admin/commissions")
-        assert status == 200 and "<b>别人</b>" not in html and "&lt;b&gt;别人&lt;/b&gt;" in html
-        assert len(cells(html, "流水号")) == 9 and "<small>调整</small>" not in html
-        status, html = await get(finance, h.url + "/admin/commissions?since=")
-        _, everything = await h.api("GET", "/exports/ledger.csv")
-        status, exported = await get(finance, h.url + "/admin/commissions.csv?since=")
-        assert status == 200 and csv_rows(exported) == csv_rows(everything) and len(csv_rows(exported)) == 10
-        assert [r[6] for r in csv_rows(exported) if r[6].endswith('"x")')] == ["'" + FORMULA]  # defused
-        assert cells(html, "流水号") == [r[0] for r in reversed(csv_rows(exported))]  # newest first
-        for kind in ("佣金", "退款冲回", "调整"):
-            fen = sum(round(float(r[5]) * 100) for r in csv_rows(exported) if r[4] == kind)
-            assert f"<small>{kind}</small><b>{yuan(fen)}</b>" in html, kind
-        status, html = await get(finance, h.url + f"/admin/commissions?kind=reversal&code={seller.code.lower()}")
-        assert cells(html, "类型") == ["退款冲回"] and cells(html, "金额") == ["-¥5.00"]
-        assert "<small>退款冲回</small><b>-¥5.00</b><small>1 笔</small>" in html and "<small>佣金</small>" not in html
-        _, narrowed = await get(finance, h.url + f"/admin/commissions.csv?kind=commission&code={boss.code}")
-        assert [(r[2], r[4], r[5]) for r in csv_rows(narrowed)] == [(boss.code, "佣金", "3.00"), (boss.code, "佣金", "6.00")]
-        tomorrow = (datetime.now(CHINA) + timedelta(days=1)).date()
-        _, html = await get(finance, h.url + f"/admin/commissions?since={tomorrow}&until=bad")
-        assert "没有符合条件的记录" in html and "日期“bad”看不懂" in html
-
-        # 订单: a prefix of the number, a distributor, a status; the order's page; shop and finance only.
-        _, html = await get(finance, h.url + "/admin/orders?q=SO-REC")
-        assert sorted(cells(html, "订单号")) == ["SO-REC-1", "SO-REC-2"]
-        _, html = await get(finance, h.url + f"/admin/orders?code={other.code}&status=cancelled")
-        assert cells(html, "订单号") == ["SO-OTHER-9"]
-        _, html = await get(finance, h.url + "/admin/orders?q=" + "%3DHYPER")
-        assert cells(html, "订单号") == [FORMULA.replace('"', "&#34;")]
-        status, html = await get(finance, h.url + "/admin/orders/SO-REC-2")
-        _, api = await h.api("GET", "/orders/SO-REC-2")
-        assert status == 200 and cells(html, "事件") == ["付款", "退款"] and cells(html, "已冲回") == [
-            yuan(c["reversed_fen"]) for c in api["commissions"]] == ["¥5.00", "¥1.50"]
-        assert cells(html, "之后的状态") == ["待发货", "待发货"] and "已退款 ¥50.00" in html
-        assert sorted(cells(html, "金额")[2:]) == ["-¥1.50", "-¥5.00"]  # the two reversal entries
-        assert (await get(finance, h.url + "/admin/orders/NO-SUCH"))[0] == 404
-
-        # 推广统计: each ranking is the figures' count over the period.
-        today = datetime.now(CHINA).date()
-        status, html = await get(finance, h.url + f"/admin/stats?period=range&since={today - timedelta(days=1)}"
-                                                   f"&until={today + timedelta(days=1)}")
-        assert status == 200 and html.count('role="img"') == 3
-        window = (datetime.now(UTC) - timedelta(days=1), None)
-        ids = [boss.id, seller.id, other.id]
-        sales, earned, teams = await h.app[READER].run(lambda s: (
-            figures.credited_sales(s, ids, [window]), figures.earnings(s, ids, [window]), figures.teams(s, ids, [window])))
-        expected = [yuan(v[0].fen) for v in sorted(sales.values(), key=lambda v: -v[0].fen)]
-        expected += [yuan(v[0]) for v in sorted(earned.values(), key=lambda v: -v[0])]
-        expected += [f"{v[1][0]} 人" for v in teams.values()]
-        assert [c for c in re.findall(r'data-label="(?:销售额|佣金收入|新增直属成员)">([^<]*)</td>', html)] == expected
-        assert expected[:2] == ["¥250.00", "¥30.00"] and expected[-1] == "1 人"
+        await commissions_checked(h, finance, boss, seller)
+        await orders_checked(h, finance, other)
+        await stats_checked(h, finance, [boss.id, seller.id, other.id])
     finally:
         await finance.close()
-
     shop, ops = await console(h, TOKEN["shop"]), await console(h, TOKEN["ops"])
-    try:
+    try:  # 订单: shop and finance; 佣金记录: finance; 推广统计: finance and ops
         assert (await get(shop, h.url + "/admin/orders/SO-REC-1"))[0] == 200
         assert (await get(shop, h.url + "/admin/commissions"))[0] == 403
         assert (await get(ops, h.url + "/admin/stats"))[0] == 200
