@@ -7,6 +7,7 @@ from kit.feature import Feature
 from handlers import audit, campaigns, content_packs, contests, distributors, earnings, exports, help_text, leave
 from handlers import orders, overview, payouts, posters, ranks, risk
 from handlers import registration, scripts, service, settings, staff, team, trainings, weekly_report, withdrawals
+from handlers import commissions, stats
 
 FEATURES: tuple[Feature, ...] = (
     registration.feature,
@@ -29,6 +30,8 @@ FEATURES: tuple[Feature, ...] = (
     overview.feature,
     distributors.feature,
     exports.feature,
+    commissions.feature,
+    stats.feature,
     audit.feature,
     settings.feature,
     staff.feature,

@@ -20,7 +20,9 @@
    csrf cookie and field, POST /admin/login with the admin token).
 4. Each console page is fetched `--calls` times (after one warm-up call), its status checked
    (200): 概览, 分销员 (list, a search by a whole name, by part of a name, one that finds nobody,
-   one distributor), 提现, 内容, 活动, 比赛, 客服.
+   one distributor), 提现, 内容, 活动, 比赛, 客服, and the records: 推广统计 (this month, last month,
+   60 days), 佣金记录 (all, by kind, this month, one distributor) and 订单 (all, a number's prefix,
+   by status, one distributor, one order).
    Printed per page: p50, p99 and max. The time is measured by the client, on localhost, so it
    is close to the server's time (the request's trip adds well under a millisecond).
    Target: p99 < 100 ms per page.
@@ -52,6 +54,7 @@ from bench.scratch import scratch_dir  # noqa: E402
 from app.factory import create_app  # noqa: E402
 from domain import contests  # noqa: E402
 from domain.config import Config  # noqa: E402
+from domain.formats import CHINA  # noqa: E402
 from storage.db import create_engine  # noqa: E402
 from storage.migrate import upgrade  # noqa: E402
 from storage.writer import Writer  # noqa: E402
@@ -175,6 +178,19 @@ async def sign_in(http: aiohttp.ClientSession, base: str) -> None:
         assert resp.status == 200 and "退出登录" in text, (resp.status, text[:500])
 
 
+def records_pages(distributors: int, now: datetime) -> list[tuple[str, str]]:
+    """订单, 佣金记录 and 推广统计: lists, filters, totals and each period's rankings."""
+    month = now.astimezone(CHINA).date().replace(day=1)
+    one = code_of(distributors // 3)
+    return [("推广统计 本月", "/admin/stats"), ("推广统计 上月", "/admin/stats?period=last"),
+            ("推广统计 60 天", f"/admin/stats?period=range&since={month - timedelta(days=60)}&until={month}"),
+            ("佣金记录", "/admin/commissions"), ("佣金记录 冲回", "/admin/commissions?kind=reversal"),
+            ("佣金记录 本月", f"/admin/commissions?since={month}"), ("佣金记录 分销员", f"/admin/commissions?code={one}"),
+            ("订单", "/admin/orders"), ("订单 号码前缀", "/admin/orders?q=BC1234"),
+            ("订单 已取消", "/admin/orders?status=cancelled"), ("订单 分销员", f"/admin/orders?code={one}"),
+            ("订单 详情", "/admin/orders/BC20")]
+
+
 async def migrated_and_seeded(path: Path, distributors: int, entries: int, withdrawals: int,
                               now: datetime) -> tuple[int, int]:
     """A new SQLite file at `path`, migrated, then seeded; (orders, followers)."""
@@ -218,7 +234,7 @@ async def run(path: Path, distributors: int, entries: int, withdrawals: int, cal
                      ("分销员 无结果", "/admin/distributors?q=查无此人"),
                      ("分销员 详情", f"/admin/distributors/{code_of(one)}"), ("提现", "/admin/withdrawals"),
                      ("内容", "/admin/content"), ("活动", "/admin/campaigns"), ("比赛", "/admin/contests"),
-                     ("客服", "/admin/tickets")]
+                     ("客服", "/admin/tickets"), *records_pages(distributors, now)]
             print(f"console pages, {calls} calls each after one warm-up, measured by the client on localhost "
                   "(close to the server's time). Target: p99 < 100 ms")
             worst = 0.0

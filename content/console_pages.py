@@ -5,7 +5,7 @@ no CDN: the console works on an intranet)."""
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
@@ -82,4 +82,32 @@ def svg_bars(labels: Sequence[str], values: Sequence[int], title: str, *, width:
         parts.append(f'<text x="{cx:.1f}" y="{height - 8}" class="axis" text-anchor="middle">'
                      f'{Markup.escape(label)}</text>')
     parts.append("</svg>")
+    return Markup("".join(parts))
+
+
+def svg_ranking(labels: Sequence[str], values: Sequence[int], title: str, shown: Callable[[int], str], *,
+                width: int = 360, row: int = 24) -> Markup:
+    """A ranking as horizontal bars in inline SVG: a row per place (its label on the left, the bar,
+    its value as `shown` writes it after the bar), an axis from 0 to the highest value below. Drawn
+    360 units wide, so its text reads at its own size on a 390 px phone; at most 560 px wide."""
+    left, value_room, top = 96, 84, 6
+    span = width - left - value_room
+    top_value = max([1, *values])
+    bottom = top + row * len(values)
+    height = bottom + 22
+    parts = [f'<svg viewBox="0 0 {width} {height}" role="img" aria-label="{Markup.escape(title)}" class="chart"'
+             f' style="max-width:560px">']
+    for i, (label, value) in enumerate(zip(labels, values, strict=True)):
+        y, w = top + row * i, span * max(value, 0) / top_value
+        name = label if len(label) <= 7 else label[:6] + "…"
+        parts.append(f'<text x="{left - 6}" y="{y + row * 0.65:.1f}" class="axis" text-anchor="end">'
+                     f'{Markup.escape(name)}</text>')
+        parts.append(f'<rect x="{left}" y="{y + 4}" width="{w:.1f}" height="{row - 8}" fill="#1f6feb"/>')
+        parts.append(f'<text x="{left + w + 4:.1f}" y="{y + row * 0.65:.1f}" class="axis">'
+                     f'{Markup.escape(shown(value))}</text>')
+    parts.append(f'<line x1="{left}" y1="{top}" x2="{left}" y2="{bottom}" stroke="#999"/>'
+                 f'<line x1="{left}" y1="{bottom}" x2="{left + span}" y2="{bottom}" stroke="#999"/>'
+                 f'<text x="{left}" y="{bottom + 15}" class="axis" text-anchor="middle">0</text>'
+                 f'<text x="{left + span}" y="{bottom + 15}" class="axis" text-anchor="middle">'
+                 f'{Markup.escape(shown(top_value))}</text></svg>')
     return Markup("".join(parts))

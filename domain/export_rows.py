@@ -4,6 +4,7 @@ decimals, times in China time. Streaming them is kit.csv_stream.stream_csv's job
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import date, datetime, time, timedelta
 from typing import Any
 
@@ -60,11 +61,12 @@ LedgerKey = tuple[datetime, int] | None
 
 
 def ledger_rows(session: Session, start: datetime | None, end: datetime | None,
-                after: LedgerKey) -> tuple[LedgerKey, list[Row]]:
+                after: LedgerKey, narrowing: Sequence[Any] = ()) -> tuple[LedgerKey, list[Row]]:
     """Ledger entries posted in [start, end), in (created_at, id) order — the created_at index's
-    own order, so each page is a range of it — a page of them, and the next page's key."""
+    own order, so each page is a range of it — a page of them, and the next page's key; only
+    those `narrowing` allows too (conditions on the entries: the console's 佣金记录 filters)."""
     e, d = ENTRIES.c, DISTRIBUTORS.c
-    where = [e.created_at < end] if end else []
+    where = [*narrowing, *([e.created_at < end] if end else [])]
     if after is not None:
         where.append(tuple_(e.created_at, e.id) > tuple_(*after))
     elif start is not None:

@@ -1,6 +1,7 @@
 """The audit trail for admins (CONTRACT §4.11): GET /api/audit?page=N and the console's 审计日志
 (/admin/audit), newest first, 50 a page, optionally about one object (`object=`, e.g. a
-withdrawal's id: its history page links here). The rows are written by kit.auditing."""
+withdrawal's id: its history page links here); an order event's order links to its 订单 page.
+The rows are written by kit.auditing."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
 from kit.api import ApiModel, ok
-from kit.console import page, page_number
+from kit.console import may_open, page, page_number
 from kit.feature import Feature
 from kit.app_keys import READER
 from domain import audit_log as audit
@@ -65,4 +66,4 @@ async def audit_page(request: web.Request) -> web.Response:
     rows, total = await request.config_dict[READER].run(read)
     pages = max((total + audit.PAGE_SIZE - 1) // audit.PAGE_SIZE, 1)
     return page(request, "audit.html", title="审计日志", current="/audit", entries=rows, total=total,
-                number=page_no, pages=pages, object_id=object_id or "")
+                number=page_no, pages=pages, object_id=object_id or "", orders=may_open(request, "/orders"))

@@ -1,5 +1,7 @@
 """Orders: the shop system's order events (POST /api/orders/events), the admin's view of an
-order (GET /api/orders/{order_no}) and the distributor's 订单 report in chat.
+order (GET /api/orders/{order_no}, and the console's 订单: a search by number, distributor, status
+and paid day, and an order's page with its events, commissions and reversals, read by
+domain.records like the API's) and the distributor's 订单 report in chat.
 
 Order events go through group commit (storage.group_commit): the events that arrive together
 share one transaction and a constant number of statements (domain.orders.apply_events), so the
@@ -16,11 +18,11 @@ from typing import Annotated, Any, ClassVar, Literal
 from aiohttp import web
 from pydantic import AwareDatetime, BaseModel, Field, RootModel
 from sqlalchemy import and_, func, select
-from sqlalchemy.orm import Session
 
 from kit.api import ApiModel, ok, text
 from kit.auditing import note
 from kit.chat import Ctx, Incoming, active_only
+from kit.console import may_open, page, page_number
 from kit.feature import Feature
 from kit.menu import MenuKey
 from kit.app_keys import CLOCK, PACKS, READER, WRITER
@@ -30,10 +32,11 @@ from domain.formats import CHINA, china_time, yuan
 from domain.messages import Text
 from domain.orders import EventIn, apply_events
 from domain.payouts import in_flight, in_flight_summary
+from domain.records import EVENT_NAMES, SHARE_NAMES, OrderFilter, find_orders, order_record, share_state
 from domain.refusals import Refusal
 from storage.group_commit import GroupCommit
 from storage.models import Distributor
-from storage.tables import COMMISSIONS, EVENTS, ORDERS
+from storage.tables import COMMISSIONS, ORDERS
 
 log = logging.getLogger(__name__)
 feature = Feature("orders", scope="shop")
@@ -154,20 +157,10 @@ async def post_order_event(request: web.Request, body: OrderEvent) -> web.Respon
          errors=(404,), scope=("shop", "finance"))  # its commissions are finance's matter too
 async def get_order(request: web.Request) -> web.Response:
     order_no = request.match_info["order_no"]
-    d = Distributor.__table__.c
-
-    def read(session: Session) -> tuple[Any, Any, Any]:
-        o = session.execute(select(ORDERS, d.code).join(Distributor.__table__, d.id == ORDERS.c.distributor_id)
-                            .where(ORDERS.c.order_no == order_no)).mappings().first()
-        if o is None:
-            raise Refusal("not_found", f"No order {order_no!r}.")
-        history = session.execute(select(EVENTS).where(EVENTS.c.order_no == order_no)
-                                  .order_by(EVENTS.c.id)).mappings().all()
-        comms = session.execute(select(COMMISSIONS, d.code).join(
-            Distributor.__table__, d.id == COMMISSIONS.c.distributor_id).where(COMMISSIONS.c.order_no == order_no)
-            .order_by(COMMISSIONS.c.depth)).mappings().all()
-        return o, history, comms
-    o, history, comms = await request.config_dict[READER].run(read)
+    found = await request.config_dict[READER].run(lambda s: order_record(s, order_no))
+    if found is None:
+        raise Refusal("not_found", f"No order {order_no!r}.")
+    o = found.order
 
     def at(v: datetime | None) -> str | None:
         return china_time(v) if v else None
@@ -177,12 +170,36 @@ async def get_order(request: web.Request) -> web.Response:
         "buyer_openid": o["buyer_openid"], "paid_at": at(o["paid_at"]), "completed_at": at(o["completed_at"]),
         "history": [{"event_id": h["event_id"], "type": h["type"], "amount_fen": h["amount_fen"],
                      "status": h["status"], "occurred_at": at(h["occurred_at"]), "received_at": at(h["received_at"])}
-                    for h in history],
+                    for h in found.history],
         "commissions": [{"distributor_code": c["code"], "depth": c["depth"], "rate": c["rate"],
-                         "amount_fen": c["amount_fen"], "reversed_fen": c["reversed_fen"],
-                         "state": "reversed" if c["reversed_fen"] >= c["amount_fen"] else c["state"],
-                         "unfreeze_at": at(c["unfreeze_at"])} for c in comms],
+                         "amount_fen": c["amount_fen"], "reversed_fen": c["reversed_fen"], "state": share_state(c),
+                         "unfreeze_at": at(c["unfreeze_at"])} for c in found.commissions],
     })
+
+
+# ---- the console's 订单 -------------------------------------------------------------------------
+@feature.console.get("/orders", scope=("shop", "finance"))
+async def orders_page(request: web.Request) -> web.Response:
+    """Orders found by number (exact or a prefix), distributor, status and paid day, latest first."""
+    found, problems = OrderFilter.of(request.query)
+    page_no = page_number(request)
+    rows, more = await request.config_dict[READER].run(lambda s: find_orders(s, found, page_no))
+    return page(request, "orders.html", title="订单", current="/orders", filters=found, problems=problems, rows=rows,
+                more=more, page_no=page_no, status_names=rules.STATUS_NAMES)
+
+
+@feature.console.get("/orders/{order_no}", scope=("shop", "finance"))
+async def order_page(request: web.Request) -> web.Response:
+    """One order: its events, its commissions per level and the reversals its refunds posted."""
+    order_no = request.match_info["order_no"]
+    found = await request.config_dict[READER].run(lambda s: order_record(s, order_no))
+    names = {"status_names": rules.STATUS_NAMES, "event_names": EVENT_NAMES, "share_names": SHARE_NAMES,
+             "share_state": share_state}
+    if found is None:
+        return page(request, "order.html", title="订单", current="/orders", status=404, record=None,
+                    order_no=order_no, **names)
+    return page(request, "order.html", title=f"订单 {order_no}", current="/orders", record=found,
+                order_no=order_no, distributors=may_open(request, "/distributors"), **names)
 
 
 # ---- 订单 in chat ------------------------------------------------------------------------------

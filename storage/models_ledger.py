@@ -52,7 +52,11 @@ Fen = BigInteger
 
 class Order(Base):
     __tablename__ = "orders"
-    __table_args__ = (Index("ix_orders_distributor_paid", "distributor_id", "paid_at"),)
+    __table_args__ = (
+        Index("ix_orders_distributor_paid", "distributor_id", "paid_at"),
+        # A period's orders as one index range, with what lists and rankings read (console 订单, 推广统计).
+        Index("ix_orders_paid", "paid_at", "distributor_id", "status", "amount_fen", "refunded_fen"),
+    )
 
     order_no: Mapped[str] = mapped_column(String(64), primary_key=True)
     # The distributor credited with the sale (fixed by the paid event).
@@ -111,6 +115,8 @@ class LedgerEntry(Base):
     __table_args__ = (
         UniqueConstraint("distributor_id", "kind", "ref", name="uq_ledger_entries_posting"),
         Index("ix_ledger_entries_distributor_created", "distributor_id", "created_at"),
+        # A period's entries as one index range, with what totals and rankings read (佣金记录, 推广统计).
+        Index("ix_ledger_entries_posted", "created_at", "kind", "distributor_id", "amount_fen"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)

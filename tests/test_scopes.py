@@ -213,7 +213,7 @@ async def nav_links(page: Any) -> list[str]:
 async def test_an_ops_session_sees_only_its_pages(served_tokens: tuple[str, web.Application], page: Any) -> None:
     base, _ = served_tokens
     await sign_in(page, base, TOKEN["ops"])
-    assert await nav_links(page) == ["概览", "分销员", "内容", "活动", "比赛", "客服"]
+    assert await nav_links(page) == ["概览", "分销员", "推广统计", "内容", "活动", "比赛", "客服"]
     response = await page.goto(base + "/admin/withdrawals")
     assert response is not None and response.status == 403
     assert "无权" in await page.get_by_role("status").inner_text()
@@ -224,8 +224,8 @@ async def test_an_ops_session_sees_only_its_pages(served_tokens: tuple[str, web.
     assert response is not None and response.status == 200
     await page.get_by_role("button", name="退出登录").click()
     await sign_in(page, base, ADMIN_TOKEN)
-    assert await nav_links(page) == ["概览", "分销员", "提现", "内容", "活动", "比赛", "客服", "风险", "分销设置",
-                                     "员工", "审计日志"]
+    assert await nav_links(page) == ["概览", "分销员", "推广统计", "订单", "佣金记录", "提现", "内容", "活动", "比赛", "客服",
+                                     "风险", "分销设置", "员工", "审计日志"]
     await page.get_by_role("link", name="审计日志").click()
     rows = page.get_by_role("table", name="审计日志").get_by_role("row")
     assert "ops" in await rows.nth(2).inner_text()  # the ops session's sign-in (newest first: the admin's, then ops')

@@ -1,0 +1,105 @@
+"""推广统计: the distributors at the top of a period by credited sales, by commission earned and by
+team growth, each counted as domain.figures counts it (the weekly report, 收益, 团队, the month's
+contest): sales are paid amounts less refunds by the day the order was paid, cancelled orders left
+out; commission is the earning entries (commission, reversal, reward, adjustment) by the day they
+were posted; growth is the active direct invitees who registered in the period. Only active
+distributors are ranked, as the 月度推广之星 ranks them; ties go to the earlier registered.
+
+One grouped statement per ranking, on an index range of the period: orders by `ix_orders_paid`,
+entries by `ix_ledger_entries_posted` (both hold every column the sum reads), new members by the
+distributors' registered_at index; the top of the grouped rows is joined to who they are.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from domain.figures import COUNTED, SALE_FEN
+from domain.formats import CHINA, month_start
+from domain.ledger import EARNING_KINDS
+from domain.records import read_days
+from storage.models import DistributorStatus
+from storage.tables import DISTRIBUTORS, ENTRIES, ORDERS
+
+TOP = 20
+PERIODS = {"month": "本月", "last": "上月", "range": "自选日期"}
+
+
+@dataclass(frozen=True)
+class Period:
+    key: str  # month, last or range
+    start: datetime
+    end: datetime
+    since: date  # the first and last China-time days, for the form and the heading
+    until: date
+
+    @property
+    def label(self) -> str:
+        return f"{PERIODS[self.key]}（{self.since} 至 {self.until}）"
+
+
+def period_of(query: Mapping[str, str], now: datetime) -> tuple[Period, list[str]]:
+    """The period a query chooses: this month (the default, until today), last month, or the days
+    `since`–`until` (both included); what cannot be read falls back to this month."""
+    this = month_start(now)
+    key, problems = query.get("period", "month"), []
+    if key == "last":
+        start = (this - timedelta(days=1)).replace(day=1)
+        return Period(key, start, this, start.date(), this.date() - timedelta(days=1)), problems
+    if key == "range":
+        since, until = read_days(query, problems)
+        if since and until:
+            return (Period(key, datetime.combine(since, time(), CHINA),
+                           datetime.combine(until + timedelta(days=1), time(), CHINA), since, until), problems)
+        problems.append("请同时填写开始和结束日期；下面是本月的排名。")
+    end = (this + timedelta(days=32)).replace(day=1)
+    return Period("month", this, end, this.date(), now.astimezone(CHINA).date()), problems
+
+
+@dataclass(frozen=True)
+class Ranked:
+    place: int
+    code: str
+    name: str
+    value: int  # fen, or members
+
+
+# Who is not ranked: few (suspended or gone), so left out before the grouped rows are sorted, and
+# only the top is joined to who they are.
+_UNRANKED = select(DISTRIBUTORS.c.id).where(DISTRIBUTORS.c.status != DistributorStatus.ACTIVE)
+
+
+def _top(session: Session, key: Any, value: Any, where: list[Any], limit: int) -> list[Ranked]:
+    """The first `limit` of `value` summed per `key` (a distributor's id) over the rows `where`
+    chooses, highest first, with who they are."""
+    top = (select(key.label("distributor_id"), value.label("value")).where(*where, key.not_in(_UNRANKED))
+           .group_by(key).having(value > 0).order_by(value.desc(), key).limit(limit).subquery())
+    d = DISTRIBUTORS.c
+    rows = session.execute(select(d.code, d.name, top.c.value).join(DISTRIBUTORS, d.id == top.c.distributor_id)
+                           .order_by(top.c.value.desc(), d.id))
+    return [Ranked(i, code, name, int(value)) for i, (code, name, value) in enumerate(rows, start=1)]
+
+
+def top_sales(session: Session, period: Period, limit: int = TOP) -> list[Ranked]:
+    o = ORDERS.c
+    return _top(session, o.distributor_id, func.sum(SALE_FEN),
+                [o.paid_at >= period.start, o.paid_at < period.end, COUNTED], limit)
+
+
+def top_earnings(session: Session, period: Period, limit: int = TOP) -> list[Ranked]:
+    e = ENTRIES.c
+    return _top(session, e.distributor_id, func.sum(e.amount_fen),
+                [e.created_at >= period.start, e.created_at < period.end, e.kind.in_(EARNING_KINDS)], limit)
+
+
+def top_growth(session: Session, period: Period, limit: int = TOP) -> list[Ranked]:
+    m = DISTRIBUTORS.alias("member").c
+    return _top(session, m.inviter_id, func.count(), [m.registered_at >= period.start, m.registered_at < period.end,
+                                                      m.inviter_id.is_not(None), m.status == DistributorStatus.ACTIVE],
+                limit)
