@@ -38,6 +38,7 @@ from domain.ledger import balance
 from domain.payouts import STATE_NAMES, claim_words, reason_words, transfers
 from domain.risk import RULE_NAMES, open_flags_of
 from domain.messages import Text
+from domain.records import read_days
 from domain.refusals import Refusal
 from domain.withdrawal_rules import (MAX_BATCH, Approval, approve_each, decide_and_tell, request_withdrawal,
                                      withdrawal_select)
@@ -231,17 +232,11 @@ class History:
 
     @classmethod
     def of(cls, query: Mapping[str, str]) -> tuple[History, list[str]]:
-        problems, days = [], {}
-        for name in ("since", "until"):
-            raw = query.get(name, "").strip()
-            try:
-                days[name] = date.fromisoformat(raw) if raw else None
-            except ValueError:
-                problems.append(f"日期“{raw[:20]}”看不懂，请用 2026-12-01 这样的格式。")
-                days[name] = None
+        problems: list[str] = []
+        since, until = read_days(query, problems)
         status = query.get("status", "")
         return cls(status if status in STATUS_NAMES else "", query.get("code", "").strip().upper()[:16],
-                   days["since"], days["until"]), problems
+                   since, until), problems
 
     def where(self) -> list[Any]:
         w, d = WITHDRAWALS.c, Distributor.__table__.c
