@@ -10,7 +10,8 @@ from storage.models_console import AuditEntry, ConsoleSession, DailyTotals, Sign
 from storage.models_engage import Adjustment, Contest, ContestScore, RankChange, Ticket, TicketReply
 from storage.models_webhooks import WebhookDelivery
 from storage.models_risk import RiskFlag, Suspension
-from storage.models_ledger import Balance, Commission, LedgerEntry, Order, OrderEvent, PayoutBill, Withdrawal
+from storage.models_ledger import (Balance, Commission, DistributorTotals, LedgerEntry, Order, OrderEvent, PayoutBill,
+                                    Withdrawal)
 
 DISTRIBUTORS: Table = Distributor.__table__  # type: ignore[assignment]
 FOLLOWERS: Table = Follower.__table__  # type: ignore[assignment]
@@ -24,6 +25,7 @@ ORDERS: Table = Order.__table__  # type: ignore[assignment]
 EVENTS: Table = OrderEvent.__table__  # type: ignore[assignment]
 COMMISSIONS: Table = Commission.__table__  # type: ignore[assignment]
 BALANCES: Table = Balance.__table__  # type: ignore[assignment]
+DISTRIBUTOR_TOTALS: Table = DistributorTotals.__table__  # type: ignore[assignment]
 ENTRIES: Table = LedgerEntry.__table__  # type: ignore[assignment]
 WITHDRAWALS: Table = Withdrawal.__table__  # type: ignore[assignment]
 PAYOUT_BILLS: Table = PayoutBill.__table__  # type: ignore[assignment]
