@@ -9,6 +9,8 @@ the distributor hears the same notice either way.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from datetime import date
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -19,13 +21,16 @@ from sqlalchemy.orm import Session
 
 from kit.api import ApiModel, actor_of, ok
 from kit.console import done, page, page_number, returns_to
+from kit.csv_stream import stream_csv
 from kit.feature import Feature
 from kit.app_keys import CLOCK, CONFIG, PACKS, READER, WRITER
 from domain import risk
 from domain import suspension
 from domain.commission import STATUS_NAMES
-from domain.distributors import MAX_PAGE, PER_PAGE, DistributorAnswer, distributor_json, known_distributor, search
-from domain.formats import parse_signed_yuan
+from domain.distributor_list import SORTS, Filters, Listed, export_page, list_page
+from domain.distributors import MAX_PAGE, PER_PAGE, DistributorAnswer, distributor_json, known_distributor
+from domain.export_rows import local_time
+from domain.formats import CHINA, parse_signed_yuan, plain_yuan
 from domain.ledger import BUCKETS, KIND_NAMES, MAX_ADJUSTMENT_FEN, balance
 from domain.notices import adjust_and_tell
 from domain.promotion import change_rank
@@ -84,17 +89,82 @@ async def get_distributor(request: web.Request) -> web.Response:
     return ok(await request.config_dict[READER].run(lambda s: distributor_json(s, known_distributor(s, code))))
 
 
-# ---- the console's 分销员: search ------------------------------------------------------------------
+# ---- the console's 分销员: the list and its export ---------------------------------------------------
+# Each figure's column: (the sort's key, the header). The list's other columns do not sort.
+FIGURE_COLUMNS = (("team", "直接团队"), ("month_sales", "本月销售额"), ("sales", "累计销售额"),
+                  ("month_commission", "本月佣金"), ("commission", "累计佣金"), ("available", "可提现"),
+                  ("pending", "待结算"))
+LIST_HEADER = ("推广码", "姓名", "手机", "等级", "状态", "邀请人推广码", "邀请人", "直接团队", "本月销售额（元）",
+               "累计销售额（元）", "本月佣金（元）", "累计佣金（元）", "可提现（元）", "待结算（元）", "注册时间")
+
+
+def _filters(query: Mapping[str, str], ranks: Mapping[str, str]) -> tuple[Filters, list[str]]:
+    """The list's filters from the page's query string (what is not understood is left out, and
+    a date said so)."""
+    problems, days = [], {}
+    for name in ("since", "until"):
+        raw = query.get(name, "").strip()
+        try:
+            days[name] = date.fromisoformat(raw) if raw else None
+        except ValueError:
+            problems.append(f"日期“{raw[:20]}”看不懂，请用 2026-12-01 这样的格式。")
+            days[name] = None
+    rank, status, sort = query.get("rank", ""), query.get("status", ""), query.get("sort", "")
+    return Filters(query=query.get("q", "").strip()[:50], rank=rank if rank in ranks else "",
+                   status=status if status in STATUS_LABELS else "", since=days["since"], until=days["until"],
+                   flagged=query.get("flagged") == "1", sort=sort if sort in SORTS else "registered",
+                   descending=query.get("dir") != "asc"), problems
+
+
+def _query(f: Filters, **changes: Any) -> str:
+    """The list's query string for these filters, with `changes` (sort, dir) made."""
+    values = {"q": f.query, "rank": f.rank, "status": f.status, "since": f.since or "", "until": f.until or "",
+              "flagged": "1" if f.flagged else "", "sort": "" if f.sort == "registered" else f.sort,
+              "dir": "" if f.descending else "asc", **changes}
+    return urlencode({k: v for k, v in values.items() if v})
+
+
+def _sort_links(f: Filters) -> dict[str, str]:
+    """Each figure column's link: descending first, the other way when it is the sort already."""
+    return {key: "/admin/distributors?" + _query(f, sort=key, dir="asc" if f.sort == key and f.descending else "")
+            for key, _ in FIGURE_COLUMNS}
+
+
 @feature.console.get("/distributors")
-async def search_page(request: web.Request) -> web.Response:
-    query = request.query.get("q", "").strip()[:50]
-    number = page_number(request, last=MAX_PAGE)
-    rows, total = await request.config_dict[READER].run(lambda s: search(s, query, number))
+async def distributors_page(request: web.Request) -> web.Response:
+    config = request.config_dict[CONFIG]
+    ranks = {r.key: r.name for r in config.ranks}
+    filters, problems = _filters(request.query, ranks)
+    number, now = page_number(request, last=MAX_PAGE), request.config_dict[CLOCK].now()
+    rows, total = await request.config_dict[READER].run(lambda s: list_page(s, filters, now, number))
     pages = max((total + PER_PAGE - 1) // PER_PAGE, 1)
+    here = _query(filters)
+    return page(request, "distributors.html", title="分销员", current="/distributors", f=filters, rows=rows,
+                total=total, number=number, pages=pages, ranks=ranks, statuses=STATUS_LABELS, problems=problems,
+                columns=FIGURE_COLUMNS, sort_links=_sort_links(filters), export="/admin/distributors.csv?" + here,
+                filtered=any((filters.query, filters.rank, filters.status, filters.since, filters.until,
+                              filters.flagged)),
+                base="/admin/distributors?" + (here + "&" if here else ""))
+
+
+def _cells(d: Listed, ranks: Mapping[str, str]) -> tuple[Any, ...]:
+    return (d.code, d.name, d.phone, ranks.get(d.rank, d.rank), STATUS_LABELS.get(d.status, d.status),
+            d.inviter_code or "", d.inviter_name or "", d.team, plain_yuan(d.month.sales_fen),
+            plain_yuan(d.all_time.sales_fen), plain_yuan(d.month.commission_fen), plain_yuan(d.all_time.commission_fen),
+            plain_yuan(d.available_fen), plain_yuan(d.pending_fen), local_time(d.registered_at))
+
+
+@feature.console.get("/distributors.csv")
+async def export_csv(request: web.Request) -> web.StreamResponse:
+    """Every row the filters select, in the list's order, streamed a page at a time."""
     ranks = {r.key: r.name for r in request.config_dict[CONFIG].ranks}
-    return page(request, "distributors.html", title="分销员", current="/distributors", query=query, rows=rows,
-                total=total, number=number, pages=pages, ranks=ranks, statuses=STATUS_LABELS,
-                base="/admin/distributors?" + (urlencode({"q": query}) + "&" if query else ""))
+    filters, _ = _filters(request.query, ranks)
+    reader, now = request.config_dict[READER], request.config_dict[CLOCK].now()
+
+    async def pages(offset: int) -> tuple[int, list[tuple[Any, ...]]]:
+        after, rows = await reader.run(lambda s: export_page(s, filters, now, offset), slow=True)
+        return after, [_cells(d, ranks) for d in rows]
+    return await stream_csv(request, f"分销员-{now.astimezone(CHINA):%Y%m%d}.csv", LIST_HEADER, pages)
 
 
 # ---- the console's 分销员: one distributor -------------------------------------------------------
