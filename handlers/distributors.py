@@ -10,7 +10,7 @@ the distributor hears the same notice either way.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import date
+from datetime import date, datetime
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -27,7 +27,8 @@ from kit.app_keys import CLOCK, CONFIG, PACKS, READER, WRITER
 from domain import risk
 from domain import suspension
 from domain.commission import STATUS_NAMES
-from domain.distributor_list import SORTS, Filters, Listed, export_page, list_page
+from domain.distributor_list import SORTS, Filters, Listed, export_page, list_page, listed
+from domain.distributor_totals import month_of
 from domain.distributors import MAX_PAGE, PER_PAGE, DistributorAnswer, distributor_json, known_distributor
 from domain.export_rows import local_time
 from domain.formats import CHINA, parse_signed_yuan, plain_yuan
@@ -168,9 +169,10 @@ async def export_csv(request: web.Request) -> web.StreamResponse:
 
 
 # ---- the console's 分销员: one distributor -------------------------------------------------------
-def _team(session: Session, distributor_id: int) -> tuple[int, list[dict[str, Any]]]:
+def _team(session: Session, distributor_id: int, month: int) -> tuple[int, list[dict[str, Any]]]:
     """How many the distributor invited, and the first TEAM_SHOWN of them (newest first), each with
-    their own direct invitees and every member's direct count: two levels of the tree."""
+    their figures (team, sales and commission this month and in all) and their own direct invitees,
+    every member with their direct count: two levels of the tree."""
     d = DISTRIBUTORS.c
     columns = (d.id, d.code, d.name, d.rank, d.status)
     size = session.scalar(select(func.count()).where(d.inviter_id == distributor_id)) or 0
@@ -181,26 +183,39 @@ def _team(session: Session, distributor_id: int) -> tuple[int, list[dict[str, An
     ids = [m.id for m in first] + [m.id for m in second]
     counts = dict(session.execute(select(d.inviter_id, func.count()).where(d.inviter_id.in_(ids))
                                   .group_by(d.inviter_id)).all()) if ids else {}
+    figures = {f.id: f for f in listed(session, [m.id for m in first], month)}
 
     def member(m: Any) -> dict[str, Any]:
         return {"code": m.code, "name": m.name, "rank": m.rank, "status": m.status, "direct": counts.get(m.id, 0)}
-    return size, [{**member(m), "members": [member(s) for s in second if s.inviter_id == m.id]} for m in first]
+    return size, [{**member(m), "figures": figures[m.id], "members": [member(s) for s in second if s.inviter_id == m.id]}
+                  for m in first]
 
 
-def _profile(session: Session, code: str) -> dict[str, Any] | None:
+def _paged(session: Session, stmt: Any, number: int, size: int) -> tuple[list[Any], bool]:
+    """Page `number` of `stmt`'s rows, and whether there are more after it."""
+    rows = session.execute(stmt.offset((number - 1) * size).limit(size + 1)).all()
+    return rows[:size], len(rows) > size
+
+
+def _profile(session: Session, code: str, now: datetime, ledger_no: int, orders_no: int) -> dict[str, Any] | None:
     d = distributor_by_code(session, code)
     if d is None:
         return None
     e, o, r = ENTRIES.c, ORDERS.c, RANK_CHANGES.c
-    size, team = _team(session, d.id)
+    month = month_of(now)
+    size, team = _team(session, d.id, month)
     inviter = session.execute(select(DISTRIBUTORS.c.code, DISTRIBUTORS.c.name)
                               .where(DISTRIBUTORS.c.id == d.inviter_id)).first() if d.inviter_id else None
+    ledger, more_ledger = _paged(session, select(e.created_at, e.kind, e.amount_fen, e.order_no)
+                                 .where(e.distributor_id == d.id).order_by(e.created_at.desc(), e.id.desc()),
+                                 ledger_no, LEDGER_SHOWN)
+    orders, more_orders = _paged(session, select(o.order_no, o.amount_fen, o.refunded_fen, o.status, o.paid_at)
+                                 .where(o.distributor_id == d.id).order_by(o.paid_at.desc(), o.order_no.desc()),
+                                 orders_no, ORDERS_SHOWN)
     return {
         "d": d, "inviter": inviter, "balance": balance(session, d.id), "team_size": size, "team": team,
-        "ledger": session.execute(select(e.created_at, e.kind, e.amount_fen, e.order_no).where(e.distributor_id == d.id)
-                                  .order_by(e.created_at.desc(), e.id.desc()).limit(LEDGER_SHOWN)).all(),
-        "orders": session.execute(select(o.order_no, o.amount_fen, o.refunded_fen, o.status, o.paid_at)
-                                  .where(o.distributor_id == d.id).order_by(o.paid_at.desc()).limit(ORDERS_SHOWN)).all(),
+        "figures": listed(session, [d.id], month)[0],
+        "ledger": ledger, "more_ledger": more_ledger, "orders": orders, "more_orders": more_orders,
         "changes": session.execute(select(RANK_CHANGES).where(r.distributor_id == d.id).order_by(r.id.desc())).all(),
         "suspensions": suspension.history(session, d.id), "flags": risk.open_flags(session, d.id),
     }
@@ -208,14 +223,17 @@ def _profile(session: Session, code: str) -> dict[str, Any] | None:
 
 @feature.console.get("/distributors/{code}")
 async def distributor_page(request: web.Request) -> web.Response:
-    code = request.match_info["code"]
-    profile = await request.config_dict[READER].run(lambda s: _profile(s, code))
+    code, now = request.match_info["code"], request.config_dict[CLOCK].now()
+    ledger_no, orders_no = page_number(request, "ledger"), page_number(request, "orders")
+    profile = await request.config_dict[READER].run(lambda s: _profile(s, code, now, ledger_no, orders_no))
     if profile is None:
         return page(request, "distributor.html", title="分销员", current="/distributors", status=404, d=None, code=code)
     ranks = {r.key: r.name for r in request.config_dict[CONFIG].ranks}
+    here = f"/admin/distributors/{quote(code, safe='')}?"
     return page(request, "distributor.html", title=profile["d"].name, current="/distributors", ranks=ranks,
                 buckets=BUCKET_NAMES, kinds=KIND_NAMES, order_statuses=STATUS_NAMES, statuses=STATUS_LABELS,
-                rule_names=risk.RULE_NAMES, **profile)
+                rule_names=risk.RULE_NAMES, ledger_no=ledger_no, orders_no=orders_no,
+                ledger_base=f"{here}orders={orders_no}&", orders_base=f"{here}ledger={ledger_no}&", **profile)
 
 
 # ---- the console's forms ------------------------------------------------------------------------------
