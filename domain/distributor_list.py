@@ -9,7 +9,9 @@ figure reads three segments one after another, each on an index in the sort's or
 the figure above 0 (on the figure's index), those at 0 (by id, asking the figure's table whether
 a row says otherwise), those below 0; ascending reverses the three. A page reads only as far into
 a segment as it needs, so the first pages cost a page; only a page past a segment counts it.
-The rows of a page are then read by id, their figures in one query each.
+Filters that select few distributors (a name, an open flag) sort just those instead: walking a
+figure's index in search of them would read the whole index. The rows of a page are then read by
+id, their figures in one query each.
 """
 
 from __future__ import annotations
@@ -34,6 +36,9 @@ from storage.tables import BALANCES, DISTRIBUTOR_TOTALS, DISTRIBUTORS, RISK_FLAG
 # The sorts: the registration order (newest first by default), then each figure.
 SORTS = ("registered", "team", "month_sales", "sales", "month_commission", "commission", "available", "pending")
 EXPORT_PAGE = 2000
+# Filters that select at most this many distributors sort them at once (reading them all costs
+# less than walking a figure's index in search of them).
+FEW = 2000
 
 _D = DISTRIBUTORS.c
 _INVITER = DISTRIBUTORS.alias("inviter")
@@ -100,12 +105,14 @@ class _Figure:
     value: Any
     where: tuple[ColumnElement[bool], ...]
     nonzero: Callable[[], ColumnElement[bool]]
+    of: Callable[[], ColumnElement[Any]]  # a distributor's figure, 0 when none
 
 
 def _table_figure(table: Any, column: str, *where: ColumnElement[bool]) -> _Figure:
     c = table.c
     return _Figure(lambda: table.join(DISTRIBUTORS, _D.id == c.distributor_id), c.distributor_id, c[column], where,
-                   lambda: exists().where(c.distributor_id == _D.id, *where, c[column] != 0))
+                   lambda: exists().where(c.distributor_id == _D.id, *where, c[column] != 0),
+                   lambda: func.coalesce(select(c[column]).where(c.distributor_id == _D.id, *where).scalar_subquery(), 0))
 
 
 def _team_figure() -> _Figure:
@@ -114,7 +121,8 @@ def _team_figure() -> _Figure:
     sizes = (select(i.inviter_id.label("id"), func.count().label("value"))
              .where(i.inviter_id.is_not(None), active).group_by(i.inviter_id).subquery())
     return _Figure(lambda: sizes.join(DISTRIBUTORS, _D.id == sizes.c.id), sizes.c.id, sizes.c.value, (),
-                   lambda: exists().where(i.inviter_id == _D.id, active))
+                   lambda: exists().where(i.inviter_id == _D.id, active),
+                   lambda: select(func.count()).where(i.inviter_id == _D.id, active).scalar_subquery())
 
 
 def _figure(sort: str, month: int) -> _Figure:
@@ -127,12 +135,15 @@ def _figure(sort: str, month: int) -> _Figure:
     return _table_figure(DISTRIBUTOR_TOTALS, sort.removeprefix("month_") + "_fen", t.month == period)
 
 
-def _segments(filters: Filters, where: list[ColumnElement[bool]], month: int) -> list[Select[Any]]:
-    """The list's order as segments of ids, each read on an index in that order."""
+def _segments(filters: Filters, where: list[ColumnElement[bool]], month: int, few: bool) -> list[Select[Any]]:
+    """The list's order as segments of ids, each read on an index in that order; when the filters
+    select `few`, one query that sorts just those by their figure, in the same order."""
     by_id = _D.id.desc() if filters.descending else _D.id.asc()
     if filters.sort not in SORTS[1:]:
         return [select(_D.id).where(*where).order_by(by_id)]
     f = _figure(filters.sort, month)
+    if few:
+        return [select(_D.id).where(*where).order_by(f.of().desc() if filters.descending else f.of().asc(), by_id)]
     order = (f.value.desc(), f.id.desc()) if filters.descending else (f.value.asc(), f.id.asc())
 
     def signed(above: bool) -> Select[Any]:
@@ -177,17 +188,22 @@ def listed(session: Session, ids: Sequence[int], month: int) -> list[Listed]:
     return out
 
 
-def list_page(session: Session, filters: Filters, now: datetime, number: int = 1,
-              per_page: int = PER_PAGE) -> tuple[list[Listed], int]:
-    """One page of the list (numbered from 1) and how many distributors the filters select."""
+def _page(session: Session, filters: Filters, now: datetime, offset: int, limit: int,
+          few: int = FEW) -> tuple[list[Listed], int]:
     where, month = filters.where(session), month_of(now)
     total = session.scalar(select(func.count()).select_from(DISTRIBUTORS).where(*where)) or 0
-    ids = page_ids(session, _segments(filters, where, month), (number - 1) * per_page, per_page)
+    ids = page_ids(session, _segments(filters, where, month, total <= few), offset, limit) if offset < total else []
     return listed(session, ids, month), total
+
+
+def list_page(session: Session, filters: Filters, now: datetime, number: int = 1, per_page: int = PER_PAGE,
+              few: int = FEW) -> tuple[list[Listed], int]:
+    """One page of the list (numbered from 1) and how many distributors the filters select;
+    `few`: up to how many selected are sorted at once rather than read in segments."""
+    return _page(session, filters, now, (number - 1) * per_page, per_page, few)
 
 
 def export_page(session: Session, filters: Filters, now: datetime, offset: int) -> tuple[int, list[Listed]]:
     """The rows after the first `offset`, EXPORT_PAGE at most, and the offset after them."""
-    where, month = filters.where(session), month_of(now)
-    ids = page_ids(session, _segments(filters, where, month), offset, EXPORT_PAGE)
-    return offset + len(ids), listed(session, ids, month)
+    rows, _ = _page(session, filters, now, offset, EXPORT_PAGE)
+    return offset + len(rows), rows
