@@ -1,7 +1,9 @@
 """Distributors as admins see them: GET /api/distributors (find by openid or code, or page through
-them) and /api/distributors/{code}, and the console's 分销员 pages: a search by code, name or
-phone, and a distributor's page (balances, rank and its history, suspensions and open risk flags,
-ledger, orders, team) with forms to set the rank and to post an adjustment (the suspend and
+them) and /api/distributors/{code}, and the console's 分销员 pages: the list (a search by code,
+name or phone, filters, each distributor's figures, a sort by any of them, its CSV export: rules
+in domain.distributor_list), and a distributor's page (balances and figures, rank and its
+history, suspensions and open risk flags, the ledger and orders a page at a time, the team with
+their figures) with forms to set the rank and to post an adjustment (the suspend and
 reinstate forms post to handlers/risk.py). The forms call the same domain functions as the API
 (domain.promotion.change_rank, domain.notices.adjust_and_tell), so the record names who acted and
 the distributor hears the same notice either way.
