@@ -97,10 +97,10 @@ class Listed:
 
 @dataclass(frozen=True)
 class _Figure:
-    """A sortable figure: its rows (`source`, with `id` and `value` columns, the distributors it
-    names joined in), and whether a distributor's figure is other than 0."""
+    """A sortable figure: its rows (`source`, with `id` and `value` columns), whether a
+    distributor's figure is other than 0, and a distributor's figure."""
 
-    source: Callable[[], Any]  # a FROM clause holding the id and value columns
+    source: Any  # a table or subquery holding the id and value columns
     id: Any
     value: Any
     where: tuple[ColumnElement[bool], ...]
@@ -110,7 +110,7 @@ class _Figure:
 
 def _table_figure(table: Any, column: str, *where: ColumnElement[bool]) -> _Figure:
     c = table.c
-    return _Figure(lambda: table.join(DISTRIBUTORS, _D.id == c.distributor_id), c.distributor_id, c[column], where,
+    return _Figure(table, c.distributor_id, c[column], where,
                    lambda: exists().where(c.distributor_id == _D.id, *where, c[column] != 0),
                    lambda: func.coalesce(select(c[column]).where(c.distributor_id == _D.id, *where).scalar_subquery(), 0))
 
@@ -120,7 +120,7 @@ def _team_figure() -> _Figure:
     active = i.status == DistributorStatus.ACTIVE
     sizes = (select(i.inviter_id.label("id"), func.count().label("value"))
              .where(i.inviter_id.is_not(None), active).group_by(i.inviter_id).subquery())
-    return _Figure(lambda: sizes.join(DISTRIBUTORS, _D.id == sizes.c.id), sizes.c.id, sizes.c.value, (),
+    return _Figure(sizes, sizes.c.id, sizes.c.value, (),
                    lambda: exists().where(i.inviter_id == _D.id, active),
                    lambda: select(func.count()).where(i.inviter_id == _D.id, active).scalar_subquery())
 
@@ -147,7 +147,9 @@ def _segments(filters: Filters, where: list[ColumnElement[bool]], month: int, fe
     order = (f.value.desc(), f.id.desc()) if filters.descending else (f.value.asc(), f.id.asc())
 
     def signed(above: bool) -> Select[Any]:
-        return (select(f.id).select_from(f.source()).where(*f.where, f.value > 0 if above else f.value < 0, *where)
+        # the distributors joined in only when a filter asks about them
+        source = f.source.join(DISTRIBUTORS, _D.id == f.id) if where else f.source
+        return (select(f.id).select_from(source).where(*f.where, f.value > 0 if above else f.value < 0, *where)
                 .order_by(*order))
     zero = select(_D.id).where(*where, ~f.nonzero()).order_by(by_id)
     parts = [signed(True), zero, signed(False)]
