@@ -106,6 +106,7 @@ class _Figure:
     where: tuple[ColumnElement[bool], ...]
     nonzero: Callable[[], ColumnElement[bool]]
     of: Callable[[], ColumnElement[Any]]  # a distributor's figure, 0 when none
+    negative: bool = True  # whether the figure can be below 0 (a team cannot)
 
 
 def _table_figure(table: Any, column: str, *where: ColumnElement[bool]) -> _Figure:
@@ -122,7 +123,7 @@ def _team_figure() -> _Figure:
              .where(i.inviter_id.is_not(None), active).group_by(i.inviter_id).subquery())
     return _Figure(sizes, sizes.c.id, sizes.c.value, (),
                    lambda: exists().where(i.inviter_id == _D.id, active),
-                   lambda: select(func.count()).where(i.inviter_id == _D.id, active).scalar_subquery())
+                   lambda: select(func.count()).where(i.inviter_id == _D.id, active).scalar_subquery(), negative=False)
 
 
 def _figure(sort: str, month: int) -> _Figure:
@@ -152,7 +153,7 @@ def _segments(filters: Filters, where: list[ColumnElement[bool]], month: int, fe
         return (select(f.id).select_from(source).where(*f.where, f.value > 0 if above else f.value < 0, *where)
                 .order_by(*order))
     zero = select(_D.id).where(*where, ~f.nonzero()).order_by(by_id)
-    parts = [signed(True), zero, signed(False)]
+    parts = [signed(True), zero, *([signed(False)] if f.negative else [])]
     return parts if filters.descending else parts[::-1]
 
 
@@ -192,8 +193,15 @@ def listed(session: Session, ids: Sequence[int], month: int) -> list[Listed]:
 
 def _page(session: Session, filters: Filters, now: datetime, offset: int, limit: int,
           few: int = FEW) -> tuple[list[Listed], int]:
+    """The rows from `offset` on and how many the filters select. The filters are read once for up
+    to `few` + 1 distributors: when they select no more than `few`, those ids are the selection
+    (a search by name scans the names once, not once to count and again for the page)."""
     where, month = filters.where(session), month_of(now)
-    total = session.scalar(select(func.count()).select_from(DISTRIBUTORS).where(*where)) or 0
+    some = list(session.scalars(select(_D.id).where(*where).limit(few + 1)))
+    if len(some) <= few:
+        where, total = [_D.id.in_(some)], len(some)
+    else:
+        total = session.scalar(select(func.count()).select_from(DISTRIBUTORS).where(*where)) or 0
     ids = page_ids(session, _segments(filters, where, month, total <= few), offset, limit) if offset < total else []
     return listed(session, ids, month), total
 
