@@ -20,9 +20,12 @@
    csrf cookie and field, POST /admin/login with the admin token).
 4. Each console page is fetched `--calls` times (after one warm-up call), its status checked
    (200): 概览, 分销员 (list, a search by a whole name, by part of a name, one that finds nobody,
-   one distributor), 提现, 内容, 活动, 比赛, 客服, and the records: 推广统计 (this month, last month,
+   one distributor), 提现, 内容, 活动, 比赛, 客服, the records: 推广统计 (this month, last month,
    60 days), 佣金记录 (all, by kind, this month, one distributor) and 订单 (all, a number's prefix,
-   by status, one distributor, one order).
+   by status, one distributor, one order), and the 分销员 list sorted by each figure in
+   both directions, filtered (rank, open risk flag, registered in the last 30 days, status, a
+   name) and on page 20. The seed keeps the distributors' totals as the order batches do and
+   gives one distributor in FLAGGED_EVERY an open risk flag.
    Printed per page: p50, p99 and max. The time is measured by the client, on localhost, so it
    is close to the server's time (the request's trip adds well under a millisecond).
    Target: p99 < 100 ms per page.
@@ -60,6 +63,7 @@ from storage.migrate import upgrade  # noqa: E402
 from storage.writer import Writer  # noqa: E402
 
 FANOUT = 10
+FLAGGED_EVERY = 1000  # one distributor in this many has an open risk flag
 TOKEN = "bench-admin-token-0123456789abcdef"
 STAMP = "%Y-%m-%d %H:%M:%S.%f"  # SQLite keeps UTC times as text, as the UtcDateTime column type writes them
 SURNAMES = "王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗"
@@ -137,6 +141,7 @@ def seed(path: Path, distributors: int, entries: int, withdrawals: int, now: dat
             for did, _, fen, *_ in posts:
                 balance[did] += fen
             seed_daily_totals(db, orders, posts)
+            seed_list_figures(db, orders, posts, distributors, at(0))
             db.executemany("INSERT INTO balances (distributor_id, pending_fen, available_fen, withdrawing_fen,"
                            " withdrawn_fen) VALUES (?, 0, ?, ?, ?)",
                            ((did, balance[did], withdrawing[did], withdrawn[did])
@@ -166,6 +171,47 @@ def seed_daily_totals(db: sqlite3.Connection, orders: list[tuple[Any, ...]], pos
     db.executemany("UPDATE distributors SET first_sale_at = ? WHERE id = ?", ((w, d) for d, w in first.items()))
     db.executemany("INSERT INTO daily_totals (day, sales_fen, orders, commission_fen, first_sales)"
                    " VALUES (?, ?, ?, ?, ?)", ((day, *v) for day, v in sorted(days.items())))
+
+
+def seed_list_figures(db: sqlite3.Connection, orders: list[tuple[Any, ...]], posts: list[tuple[Any, ...]],
+                      distributors: int, now: str) -> None:
+    """What the order-event batches would have kept: each distributor's sales (by the month the
+    order was paid) and commission (by the month it was posted), per month and for all time (0);
+    and an open risk flag for one distributor in FLAGGED_EVERY."""
+    db.executemany("INSERT INTO risk_flags (distributor_id, rule, detail, facts, status, open_key, created_at)"
+                   " VALUES (?, 'burst', '压测', '{}', 'open', ?, ?)",
+                   ((did, f"{did}:burst", now) for did in range(1, distributors + 1, FLAGGED_EVERY)))
+    month = lambda stamp: int((datetime.strptime(stamp, STAMP) + timedelta(hours=8)).strftime("%Y%m"))  # noqa: E731
+    totals: dict[tuple[int, int], list[int]] = defaultdict(lambda: [0, 0, 0])
+    for _, seller, amount, refunded, status, when, *_ in orders:
+        if status != "cancelled":
+            for key in ((seller, 0), (seller, month(when))):
+                totals[key][0] += amount - refunded
+                totals[key][1] += 1
+    for did, kind, fen, *_, when in posts:
+        if kind in ("commission", "reversal"):
+            for key in ((did, 0), (did, month(when))):
+                totals[key][2] += fen
+    db.executemany("INSERT INTO distributor_totals (distributor_id, month, sales_fen, orders, commission_fen)"
+                   " VALUES (?, ?, ?, ?, ?)", ((*key, *v) for key, v in sorted(totals.items())))
+
+
+def list_pages(distributors: int, now: datetime) -> list[tuple[str, str]]:
+    """The 分销员 list sorted by each figure both ways, filtered, and paged deep."""
+    out = []
+    for key, label in (("team", "团队"), ("month_sales", "本月销售"), ("sales", "累计销售"),
+                       ("month_commission", "本月佣金"), ("commission", "累计佣金"), ("available", "可提现"),
+                       ("pending", "待结算")):
+        out += [(f"列表 按{label}↓", f"/admin/distributors?sort={key}"),
+                (f"列表 按{label}↑", f"/admin/distributors?sort={key}&dir=asc")]
+    since = (now - timedelta(days=30)).astimezone(CHINA).date()
+    return out + [("列表 黄金 按累计销售", "/admin/distributors?rank=gold&sort=sales"),
+                  ("列表 风险 按本月销售", "/admin/distributors?flagged=1&sort=month_sales"),
+                  ("列表 近30天注册 按佣金", f"/admin/distributors?since={since}&sort=commission"),
+                  ("列表 正常 按团队", "/admin/distributors?status=active&sort=team"),
+                  ("列表 姓名 按可提现", f"/admin/distributors?q={name_of(distributors // 2)}&sort=available"),
+                  ("列表 第20页 按累计销售", "/admin/distributors?sort=sales&page=20"),
+                  ("列表 第20页 按团队↑", "/admin/distributors?sort=team&dir=asc&page=20")]
 
 
 async def sign_in(http: aiohttp.ClientSession, base: str) -> None:
@@ -234,7 +280,8 @@ async def run(path: Path, distributors: int, entries: int, withdrawals: int, cal
                      ("分销员 无结果", "/admin/distributors?q=查无此人"),
                      ("分销员 详情", f"/admin/distributors/{code_of(one)}"), ("提现", "/admin/withdrawals"),
                      ("内容", "/admin/content"), ("活动", "/admin/campaigns"), ("比赛", "/admin/contests"),
-                     ("客服", "/admin/tickets"), *records_pages(distributors, now)]
+                     ("客服", "/admin/tickets"), *records_pages(distributors, now),
+                     *list_pages(distributors, now)]
             print(f"console pages, {calls} calls each after one warm-up, measured by the client on localhost "
                   "(close to the server's time). Target: p99 < 100 ms")
             worst = 0.0
@@ -249,7 +296,7 @@ async def run(path: Path, distributors: int, entries: int, withdrawals: int, cal
                     if n:
                         times.append(took)
                 worst = max(worst, sorted(times)[min(len(times) - 1, int(len(times) * 0.99))])
-                print(f"  {label:<10} {url:<40} {percentiles(times)}")
+                print(f"  {label:<14} {url:<64} {percentiles(times)}")
             print(f"slowest p99: {worst * 1000:.2f} ms ({'within' if worst < 0.1 else 'OVER'} the 100 ms target)")
     finally:
         await runner.cleanup()

@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel
-from sqlalchemy import Row, func, or_, select
+from sqlalchemy import ColumnElement, or_, select
 from sqlalchemy.orm import Session
 
 from domain.formats import china_time
@@ -64,36 +64,26 @@ def distributor_json(session: Session, d: Distributor) -> dict[str, Any]:
 
 
 # ---- finding distributors ------------------------------------------------------------------------
-_LISTED = select(*(DISTRIBUTORS.c[n] for n in ("id", "code", "name", "phone", "rank", "status", "registered_at")))
-
-
 def _like(text: str) -> str:
     return "%" + re.sub(r"([\\%_])", r"\\\1", text) + "%"
 
 
-def search(session: Session, query: str, page: int = 1) -> tuple[list[Row[Any]], int]:
-    """One page (PER_PAGE, newest first) of the distributors `query` finds, and how many it finds.
+def search_where(session: Session, query: str) -> list[ColumnElement[bool]]:
+    """What finds the distributors `query` names (none for an empty query: everyone).
 
     An exact code (any case) or a whole phone number is looked up first, on their unique indexes;
     only when neither is there does the query match part of a name (a scan of the name index) or
-    of a phone number (a scan).
-    No query: everyone, newest first."""
+    of a phone number (a scan)."""
     d = DISTRIBUTORS.c
     q = " ".join(unicodedata.normalize("NFKC", query).split())
     digits = re.sub(r"[\s-]", "", q).removeprefix("+86")
-    where: list[Any] = []
-    if q:
-        exact = or_(d.code == q.upper(), d.phone == digits)
-        if session.scalar(select(d.id).where(exact).limit(1)) is not None:
-            where = [exact]
-        elif digits.isascii() and digits.isdigit():
-            where = [d.phone.like(_like(digits), escape="\\")]
-        else:
-            # SQLite's LIKE already ignores ASCII case, and lower() would cost a call per row.
-            like = d.name.ilike if is_postgres(session) else d.name.like
-            where = [like(_like(q), escape="\\")]
-    total = session.scalar(select(func.count()).select_from(DISTRIBUTORS).where(*where)) or 0
-    page = min(max(page, 1), MAX_PAGE)
-    rows = session.execute(_LISTED.where(*where).order_by(d.id.desc())
-                           .offset((page - 1) * PER_PAGE).limit(PER_PAGE)).all()
-    return list(rows), total
+    if not q:
+        return []
+    exact = or_(d.code == q.upper(), d.phone == digits)
+    if session.scalar(select(d.id).where(exact).limit(1)) is not None:
+        return [exact]
+    if digits.isascii() and digits.isdigit():
+        return [d.phone.like(_like(digits), escape="\\")]
+    # SQLite's LIKE already ignores ASCII case, and lower() would cost a call per row.
+    like = d.name.ilike if is_postgres(session) else d.name.like
+    return [like(_like(q), escape="\\")]

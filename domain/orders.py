@@ -31,6 +31,7 @@ from domain.config import Config
 from domain.config_sections import WebhookEvent
 from domain.contests import SaleChange, record_sales
 from domain.dashboard import add_to_days
+from domain.distributor_totals import add_to_totals
 from domain.formats import china_time, month_start
 from domain.ledger import Delta, add_to_balances, append_entries, ensure_balances
 from domain.notices import PERSON_COLUMNS, Credits, Person, settle_and_notify
@@ -266,11 +267,11 @@ class OrderBook:
             conn.execute(_INSERT_EVENT, self.rows)
 
     def finish(self, session: Session) -> None:
-        """What the batch's events add up to: balances, the batched notices, contest totals, and
-        the promotion of whoever's completed sales crossed a rank's line, the risk rules (domain.risk),
-        and last the day's totals
-        (on PostgreSQL the day's row is locked from there to the commit, and nothing else waits)."""
+        """What the batch's events add up to: balances and distributors' totals, the batched notices,
+        contest totals, promotions (completed sales past a rank's line), the risk rules (domain.risk), and
+        last the day's totals (on PostgreSQL the day's row is locked from there to the commit)."""
         add_to_balances(session, self.deltas)
+        add_to_totals(session, self.credits.sales, self.entries)
         settle_and_notify(session, self.config, self.now, self.credits)
         record_sales(session, self.credits.sales)
         if self.credits.completed:

@@ -1,15 +1,19 @@
 """Distributors as admins see them: GET /api/distributors (find by openid or code, or page through
-them) and /api/distributors/{code}, and the console's 分销员 pages: a search by code, name or
-phone, and a distributor's page (balances, rank and its history, suspensions and open risk flags,
-ledger, orders, team, inviter changes) with forms to set the rank, to post an adjustment and to
-move the distributor to another inviter (the suspend and reinstate forms post to
-handlers/risk.py). The forms call the same domain functions as the API
-(domain.promotion.change_rank, domain.notices.adjust_and_tell, domain.inviters.change_inviter), so
-the record names who acted and the distributor hears the same notice either way.
+them) and /api/distributors/{code}, and the console's 分销员 pages: the list (a search by code,
+name or phone, filters, each distributor's figures, a sort by any of them, its CSV export: rules
+in domain.distributor_list), and a distributor's page (balances and figures, rank and its
+history, suspensions and open risk flags, the ledger and orders a page at a time, the team with
+their figures, inviter changes) with forms to set the rank, to post an adjustment and to move the distributor to another
+inviter (the suspend and reinstate forms post to handlers/risk.py). The forms call the same domain
+functions as the API (domain.promotion.change_rank, domain.notices.adjust_and_tell,
+domain.inviters.change_inviter), so the record names who acted and the distributor hears the same
+notice either way.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from datetime import datetime
 from typing import Any, ClassVar
 from urllib.parse import quote, urlencode
 
@@ -21,6 +25,7 @@ from sqlalchemy.orm import Session
 from kit.api import ApiModel, actor_of, ok, text
 from kit.auditing import note
 from kit.console import done, page, page_number, returns_to
+from kit.csv_stream import stream_csv
 from kit.scopes import principal_of
 from kit.feature import Feature
 from kit.app_keys import CLOCK, PACKS, READER, WRITER
@@ -28,8 +33,12 @@ from kit.live_settings import live_config
 from domain import inviters, risk
 from domain import suspension
 from domain.commission import STATUS_NAMES
-from domain.distributors import MAX_PAGE, PER_PAGE, DistributorAnswer, distributor_json, known_distributor, search
-from domain.formats import parse_signed_yuan
+from domain.distributor_list import SORTS, Filters, Listed, export_page, list_page, listed
+from domain.distributor_totals import month_of
+from domain.distributors import MAX_PAGE, PER_PAGE, DistributorAnswer, distributor_json, known_distributor
+from domain.export_rows import local_time
+from domain.formats import CHINA, parse_signed_yuan, plain_yuan
+from domain.records import read_days
 from domain.refusals import Refusal
 from domain.ledger import BUCKETS, KIND_NAMES, MAX_ADJUSTMENT_FEN, balance
 from domain.notices import adjust_and_tell
@@ -117,23 +126,82 @@ async def change_inviter(request: web.Request, body: InviterChange) -> web.Respo
     return ok(moved)
 
 
-# ---- the console's 分销员: search ------------------------------------------------------------------
+# ---- the console's 分销员: the list and its export ---------------------------------------------------
+# Each figure's column: (the sort's key, the header). The list's other columns do not sort.
+FIGURE_COLUMNS = (("team", "直接团队"), ("month_sales", "本月销售额"), ("sales", "累计销售额"),
+                  ("month_commission", "本月佣金"), ("commission", "累计佣金"), ("available", "可提现"),
+                  ("pending", "待结算"))
+LIST_HEADER = ("推广码", "姓名", "手机", "等级", "状态", "邀请人推广码", "邀请人", "直接团队", "本月销售额（元）",
+               "累计销售额（元）", "本月佣金（元）", "累计佣金（元）", "可提现（元）", "待结算（元）", "注册时间")
+
+
+def _filters(query: Mapping[str, str], ranks: Mapping[str, str]) -> tuple[Filters, list[str]]:
+    """The list's filters from the page's query string (what is not understood is left out, and
+    a date said so)."""
+    problems: list[str] = []
+    since, until = read_days(query, problems)
+    rank, status, sort = query.get("rank", ""), query.get("status", ""), query.get("sort", "")
+    return Filters(query=query.get("q", "").strip()[:50], rank=rank if rank in ranks else "",
+                   status=status if status in STATUS_LABELS else "", since=since, until=until,
+                   flagged=query.get("flagged") == "1", sort=sort if sort in SORTS else "registered",
+                   descending=query.get("dir") != "asc"), problems
+
+
+def _query(f: Filters, **changes: Any) -> str:
+    """The list's query string for these filters, with `changes` (sort, dir) made."""
+    values = {"q": f.query, "rank": f.rank, "status": f.status, "since": f.since or "", "until": f.until or "",
+              "flagged": "1" if f.flagged else "", "sort": "" if f.sort == "registered" else f.sort,
+              "dir": "" if f.descending else "asc", **changes}
+    return urlencode({k: v for k, v in values.items() if v})
+
+
+def _sort_links(f: Filters) -> dict[str, str]:
+    """Each figure column's link: descending first, the other way when it is the sort already."""
+    return {key: "/admin/distributors?" + _query(f, sort=key, dir="asc" if f.sort == key and f.descending else "")
+            for key, _ in FIGURE_COLUMNS}
+
+
 @feature.console.get("/distributors")
-async def search_page(request: web.Request) -> web.Response:
-    query = request.query.get("q", "").strip()[:50]
-    number = page_number(request, last=MAX_PAGE)
-    rows, total = await request.config_dict[READER].run(lambda s: search(s, query, number))
-    pages = max((total + PER_PAGE - 1) // PER_PAGE, 1)
+async def distributors_page(request: web.Request) -> web.Response:
     ranks = {r.key: r.name for r in live_config(request.config_dict).ranks}
-    return page(request, "distributors.html", title="分销员", current="/distributors", query=query, rows=rows,
-                total=total, number=number, pages=pages, ranks=ranks, statuses=STATUS_LABELS,
-                base="/admin/distributors?" + (urlencode({"q": query}) + "&" if query else ""))
+    filters, problems = _filters(request.query, ranks)
+    number, now = page_number(request, last=MAX_PAGE), request.config_dict[CLOCK].now()
+    rows, total = await request.config_dict[READER].run(lambda s: list_page(s, filters, now, number))
+    pages = max((total + PER_PAGE - 1) // PER_PAGE, 1)
+    here = _query(filters)
+    return page(request, "distributors.html", title="分销员", current="/distributors", f=filters, rows=rows,
+                total=total, number=number, pages=pages, ranks=ranks, statuses=STATUS_LABELS, problems=problems,
+                columns=FIGURE_COLUMNS, sort_links=_sort_links(filters), export="/admin/distributors.csv?" + here,
+                filtered=any((filters.query, filters.rank, filters.status, filters.since, filters.until,
+                              filters.flagged)),
+                base="/admin/distributors?" + (here + "&" if here else ""))
+
+
+def _cells(d: Listed, ranks: Mapping[str, str]) -> tuple[Any, ...]:
+    return (d.code, d.name, d.phone, ranks.get(d.rank, d.rank), STATUS_LABELS.get(d.status, d.status),
+            d.inviter_code or "", d.inviter_name or "", d.team, plain_yuan(d.month.sales_fen),
+            plain_yuan(d.all_time.sales_fen), plain_yuan(d.month.commission_fen), plain_yuan(d.all_time.commission_fen),
+            plain_yuan(d.available_fen), plain_yuan(d.pending_fen), local_time(d.registered_at))
+
+
+@feature.console.get("/distributors.csv")
+async def export_csv(request: web.Request) -> web.StreamResponse:
+    """Every row the filters select, in the list's order, streamed a page at a time."""
+    ranks = {r.key: r.name for r in live_config(request.config_dict).ranks}
+    filters, _ = _filters(request.query, ranks)
+    reader, now = request.config_dict[READER], request.config_dict[CLOCK].now()
+
+    async def pages(offset: int) -> tuple[int, list[tuple[Any, ...]]]:
+        after, rows = await reader.run(lambda s: export_page(s, filters, now, offset), slow=True)
+        return after, [_cells(d, ranks) for d in rows]
+    return await stream_csv(request, f"分销员-{now.astimezone(CHINA):%Y%m%d}.csv", LIST_HEADER, pages)
 
 
 # ---- the console's 分销员: one distributor -------------------------------------------------------
-def _team(session: Session, distributor_id: int) -> tuple[int, list[dict[str, Any]]]:
+def _team(session: Session, distributor_id: int, month: int) -> tuple[int, list[dict[str, Any]]]:
     """How many the distributor invited, and the first TEAM_SHOWN of them (newest first), each with
-    their own direct invitees and every member's direct count: two levels of the tree."""
+    their figures (team, sales and commission this month and in all) and their own direct invitees,
+    every member with their direct count: two levels of the tree."""
     d = DISTRIBUTORS.c
     columns = (d.id, d.code, d.name, d.rank, d.status)
     size = session.scalar(select(func.count()).where(d.inviter_id == distributor_id)) or 0
@@ -144,26 +212,39 @@ def _team(session: Session, distributor_id: int) -> tuple[int, list[dict[str, An
     ids = [m.id for m in first] + [m.id for m in second]
     counts = dict(session.execute(select(d.inviter_id, func.count()).where(d.inviter_id.in_(ids))
                                   .group_by(d.inviter_id)).all()) if ids else {}
+    figures = {f.id: f for f in listed(session, [m.id for m in first], month)}
 
     def member(m: Any) -> dict[str, Any]:
         return {"code": m.code, "name": m.name, "rank": m.rank, "status": m.status, "direct": counts.get(m.id, 0)}
-    return size, [{**member(m), "members": [member(s) for s in second if s.inviter_id == m.id]} for m in first]
+    return size, [{**member(m), "figures": figures[m.id], "members": [member(s) for s in second if s.inviter_id == m.id]}
+                  for m in first]
 
 
-def _profile(session: Session, code: str) -> dict[str, Any] | None:
+def _paged(session: Session, stmt: Any, number: int, size: int) -> tuple[list[Any], bool]:
+    """Page `number` of `stmt`'s rows, and whether there are more after it."""
+    rows = session.execute(stmt.offset((number - 1) * size).limit(size + 1)).all()
+    return rows[:size], len(rows) > size
+
+
+def _profile(session: Session, code: str, now: datetime, ledger_no: int, orders_no: int) -> dict[str, Any] | None:
     d = distributor_by_code(session, code)
     if d is None:
         return None
     e, o, r = ENTRIES.c, ORDERS.c, RANK_CHANGES.c
-    size, team = _team(session, d.id)
+    month = month_of(now)
+    size, team = _team(session, d.id, month)
     inviter = session.execute(select(DISTRIBUTORS.c.code, DISTRIBUTORS.c.name)
                               .where(DISTRIBUTORS.c.id == d.inviter_id)).first() if d.inviter_id else None
+    ledger, more_ledger = _paged(session, select(e.created_at, e.kind, e.amount_fen, e.order_no)
+                                 .where(e.distributor_id == d.id).order_by(e.created_at.desc(), e.id.desc()),
+                                 ledger_no, LEDGER_SHOWN)
+    orders, more_orders = _paged(session, select(o.order_no, o.amount_fen, o.refunded_fen, o.status, o.paid_at)
+                                 .where(o.distributor_id == d.id).order_by(o.paid_at.desc(), o.order_no.desc()),
+                                 orders_no, ORDERS_SHOWN)
     return {
         "d": d, "inviter": inviter, "balance": balance(session, d.id), "team_size": size, "team": team,
-        "ledger": session.execute(select(e.created_at, e.kind, e.amount_fen, e.order_no).where(e.distributor_id == d.id)
-                                  .order_by(e.created_at.desc(), e.id.desc()).limit(LEDGER_SHOWN)).all(),
-        "orders": session.execute(select(o.order_no, o.amount_fen, o.refunded_fen, o.status, o.paid_at)
-                                  .where(o.distributor_id == d.id).order_by(o.paid_at.desc()).limit(ORDERS_SHOWN)).all(),
+        "figures": listed(session, [d.id], month)[0],
+        "ledger": ledger, "more_ledger": more_ledger, "orders": orders, "more_orders": more_orders,
         "changes": session.execute(select(RANK_CHANGES).where(r.distributor_id == d.id).order_by(r.id.desc())).all(),
         "suspensions": suspension.history(session, d.id), "flags": risk.open_flags(session, d.id),
         "inviter_changes": inviters.history(session, d.id),
@@ -172,15 +253,19 @@ def _profile(session: Session, code: str) -> dict[str, Any] | None:
 
 @feature.console.get("/distributors/{code}")
 async def distributor_page(request: web.Request) -> web.Response:
-    code = request.match_info["code"]
-    profile = await request.config_dict[READER].run(lambda s: _profile(s, code))
+    code, now = request.match_info["code"], request.config_dict[CLOCK].now()
+    ledger_no, orders_no = page_number(request, "ledger"), page_number(request, "orders")
+    profile = await request.config_dict[READER].run(lambda s: _profile(s, code, now, ledger_no, orders_no))
     if profile is None:
         return page(request, "distributor.html", title="分销员", current="/distributors", status=404, d=None, code=code)
     ranks = {r.key: r.name for r in live_config(request.config_dict).ranks}
     principal = principal_of(request)
+    here = f"/admin/distributors/{quote(code, safe='')}?"
     return page(request, "distributor.html", title=profile["d"].name, current="/distributors", ranks=ranks,
                 buckets=BUCKET_NAMES, kinds=KIND_NAMES, order_statuses=STATUS_NAMES, statuses=STATUS_LABELS,
-                rule_names=risk.RULE_NAMES, may_move=principal is not None and principal.may(frozenset()), **profile)
+                rule_names=risk.RULE_NAMES, ledger_no=ledger_no, orders_no=orders_no,
+                ledger_base=f"{here}orders={orders_no}&", orders_base=f"{here}ledger={ledger_no}&",
+                may_move=principal is not None and principal.may(frozenset()), **profile)
 
 
 # ---- the console's forms ------------------------------------------------------------------------------

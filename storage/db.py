@@ -35,17 +35,19 @@ def dialect_insert(conn: Connection | Session | AsyncSession, table: Any) -> Any
     return (pg_insert if is_postgres(conn) else sqlite_insert)(table)
 
 
-def adding_upsert(session: Session, table: Table, key: str, counters: tuple[str, ...]) -> Any:
+def adding_upsert(session: Session, table: Table, key: str | tuple[str, ...], counters: tuple[str, ...]) -> Any:
     """`INSERT ... ON CONFLICT (key) DO UPDATE SET c = c + excluded.c` for each counter column:
-    a batch's additions to counter rows (balances, daily totals) in one executemany, the rows
-    created when missing. Built once per table and dialect."""
+    a batch's additions to counter rows (balances, daily totals, distributors' totals) in one
+    executemany, the rows created when missing. `key`: a column, or the columns of a composite
+    key. Built once per table and dialect."""
     return _adding_upsert(session.get_bind().dialect.name, table, key, counters)
 
 
 @functools.cache
-def _adding_upsert(dialect: str, table: Table, key: str, counters: tuple[str, ...]) -> Any:
+def _adding_upsert(dialect: str, table: Table, key: str | tuple[str, ...], counters: tuple[str, ...]) -> Any:
     stmt = (pg_insert if dialect == "postgresql" else sqlite_insert)(table)
-    return stmt.on_conflict_do_update(index_elements=[key], set_={c: table.c[c] + stmt.excluded[c] for c in counters})
+    keys = [key] if isinstance(key, str) else list(key)
+    return stmt.on_conflict_do_update(index_elements=keys, set_={c: table.c[c] + stmt.excluded[c] for c in counters})
 
 
 # Rows a prune deletes per unit of work: a backlog of old rows never holds the write lock for long.

@@ -92,8 +92,10 @@ class Follower(Base):
 
 class Distributor(Base):
     __tablename__ = "distributors"
-    # Distributors by rank (the 概览's chart, the audiences' sizes): a count of this index.
-    __table_args__ = (Index("ix_distributors_rank_status", "rank", "status"),)
+    # Distributors by rank (the 概览's chart, the audiences' sizes): a count of this index. Active
+    # direct invitees per inviter (the 分销员 list sorted by team): a grouped count of the other.
+    __table_args__ = (Index("ix_distributors_rank_status", "rank", "status"),
+                      Index("ix_distributors_inviter_status", "inviter_id", "status"))
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     code: Mapped[str] = mapped_column(String(6), unique=True)

@@ -136,12 +136,34 @@ class Balance(Base):
     withdrawal_refund entries). available may go negative (a reversal after a withdrawal)."""
 
     __tablename__ = "balances"
+    # The console's 分销员 list sorted by a balance reads these in order (domain.distributor_list).
+    __table_args__ = (Index("ix_balances_available", "available_fen", "distributor_id"),
+                      Index("ix_balances_pending", "pending_fen", "distributor_id"))
 
     distributor_id: Mapped[int] = mapped_column(ForeignKey("distributors.id"), primary_key=True)
     pending_fen: Mapped[int] = mapped_column(Fen, default=0)
     available_fen: Mapped[int] = mapped_column(Fen, default=0)
     withdrawing_fen: Mapped[int] = mapped_column(Fen, default=0)
     withdrawn_fen: Mapped[int] = mapped_column(Fen, default=0)
+
+
+class DistributorTotals(Base):
+    """A distributor's credited sales and commission summed per China-time month (`month` is
+    YYYYMM) and for all time (`month` 0), kept by the order-event batches (one statement a batch,
+    domain.distributor_totals): what the console's 分销员 list shows and sorts by. Sales count as
+    domain.figures counts them (paid less refunded, cancelled orders nothing) in the month the
+    order was paid; commission is commission entries less reversals, in the month they were posted.
+    A distributor without a row has sold and earned nothing."""
+
+    __tablename__ = "distributor_totals"
+    __table_args__ = (Index("ix_distributor_totals_sales", "month", "sales_fen", "distributor_id"),
+                      Index("ix_distributor_totals_commission", "month", "commission_fen", "distributor_id"))
+
+    distributor_id: Mapped[int] = mapped_column(ForeignKey("distributors.id"), primary_key=True)
+    month: Mapped[int] = mapped_column(primary_key=True)
+    sales_fen: Mapped[int] = mapped_column(Fen, default=0)
+    orders: Mapped[int] = mapped_column(default=0)
+    commission_fen: Mapped[int] = mapped_column(Fen, default=0)
 
 
 class Withdrawal(Base):

@@ -11,8 +11,8 @@ from storage.models_engage import Adjustment, Contest, ContestScore, RankChange,
 from storage.models_webhooks import WebhookDelivery
 from storage.models_risk import RiskFlag, Suspension
 from storage.models_settings import SettingsChange
-from storage.models_ledger import (Balance, Commission, InviterChange, LedgerEntry, Order, OrderEvent, PayoutBill,
-                                    Withdrawal)
+from storage.models_ledger import (Balance, Commission, DistributorTotals, InviterChange, LedgerEntry, Order,
+                                    OrderEvent, PayoutBill, Withdrawal)
 
 DISTRIBUTORS: Table = Distributor.__table__  # type: ignore[assignment]
 FOLLOWERS: Table = Follower.__table__  # type: ignore[assignment]
@@ -26,6 +26,7 @@ ORDERS: Table = Order.__table__  # type: ignore[assignment]
 EVENTS: Table = OrderEvent.__table__  # type: ignore[assignment]
 COMMISSIONS: Table = Commission.__table__  # type: ignore[assignment]
 BALANCES: Table = Balance.__table__  # type: ignore[assignment]
+DISTRIBUTOR_TOTALS: Table = DistributorTotals.__table__  # type: ignore[assignment]
 ENTRIES: Table = LedgerEntry.__table__  # type: ignore[assignment]
 WITHDRAWALS: Table = Withdrawal.__table__  # type: ignore[assignment]
 PAYOUT_BILLS: Table = PayoutBill.__table__  # type: ignore[assignment]

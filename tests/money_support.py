@@ -15,8 +15,9 @@ from sqlalchemy import func, select
 from sandbox.platform import Platform, SimUser
 from kit.app_keys import SESSIONMAKER
 from domain.ledger import balances, ledger_sums
+from domain.distributor_totals import month_of
 from domain.formats import CHINA
-from storage.tables import DAILY_TOTALS, DISTRIBUTORS, ENTRIES, ORDERS
+from storage.tables import DAILY_TOTALS, DISTRIBUTOR_TOTALS, DISTRIBUTORS, ENTRIES, ORDERS
 from storage.models import Distributor, Follower
 from storage.models_ledger import Commission, EntryKind, LedgerEntry, Order, OrderEvent, Withdrawal
 from tests.conftest import Harness, make_config
@@ -139,6 +140,7 @@ async def check_invariants(h: Harness) -> None:
         for did in ids:
             assert bal[did]["withdrawing_fen"] + bal[did]["withdrawn_fen"] <= int(earned.get(did, 0) or 0)
         assert await session.run_sync(daily_totals) == await session.run_sync(recount_days)
+        assert await session.run_sync(distributor_totals) == await session.run_sync(recount_totals)
 
 
 def daily_totals(session: Any) -> dict[Any, tuple[int, int, int, int]]:
@@ -168,6 +170,32 @@ def recount_days(session: Any) -> dict[Any, tuple[int, int, int, int]]:
         if first is not None:
             add(first, 3, 1)
     return {day: tuple(v) for day, v in days.items() if any(v)}
+
+
+def distributor_totals(session: Any) -> dict[tuple[int, int], tuple[int, int, int]]:
+    t = DISTRIBUTOR_TOTALS.c
+    return {(did, month): (a, b, c) for did, month, a, b, c in session.execute(
+        select(t.distributor_id, t.month, t.sales_fen, t.orders, t.commission_fen)) if (a, b, c) != (0, 0, 0)}
+
+
+def recount_totals(session: Any) -> dict[tuple[int, int], tuple[int, int, int]]:
+    """What the distributors' running totals must hold (month 0: all time), counted again from
+    the orders and the ledger."""
+    rows: dict[tuple[int, int], list[int]] = {}
+
+    def add(did: int, at: datetime, i: int, value: int) -> None:
+        for month in (0, month_of(at)):
+            rows.setdefault((did, month), [0, 0, 0])[i] += value
+    o, e = ORDERS.c, ENTRIES.c
+    for did, paid_at, amount, refunded, status in session.execute(
+            select(o.distributor_id, o.paid_at, o.amount_fen, o.refunded_fen, o.status)):
+        if status != "cancelled":
+            add(did, paid_at, 0, amount - refunded)
+            add(did, paid_at, 1, 1)
+    for did, at, fen in session.execute(select(e.distributor_id, e.created_at, e.amount_fen).where(
+            e.kind.in_((EntryKind.COMMISSION, EntryKind.REVERSAL)))):
+        add(did, at, 2, fen)
+    return {key: (a, b, c) for key, (a, b, c) in rows.items() if (a, b, c) != (0, 0, 0)}
 
 
 __all__ = ["balance", "check_invariants", "event", "fresh_code", "money_harness", "pay", "post_event",
