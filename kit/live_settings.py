@@ -31,12 +31,17 @@ log = logging.getLogger(__name__)
 POLL_SECONDS = 2.0  # the promise is 10 s
 
 
+class SettingsUnknown(RuntimeError):
+    """The programme settings cannot be told yet (their history has not been read)."""
+
+
 class LiveSettings:
     """The effective settings: `config`, `changes` (the history it was built from)."""
 
     def __init__(self, base: Config):
         self.base = base
-        self.config = base
+        self._config = base
+        self.known = False  # the history read at least once: until then config.toml alone is not the truth
         self.changes: tuple[Change, ...] = ()
 
     @property
@@ -50,11 +55,20 @@ class LiveSettings:
         last = changes[-1].id if changes else 0
         if last < self.seen:
             return
-        self.config, self.changes = applied(self.base, changes), tuple(changes)
+        self._config, self.changes, self.known = applied(self.base, changes), tuple(changes), True
+
+    @property
+    def config(self) -> Config:
+        """The settings in force; refused while the history could not be read yet (the database
+        was unreachable as the process started): config.toml alone could book a commission at a
+        rate the programme changed."""
+        if not self.known:
+            raise SettingsUnknown("the programme settings are not read yet: the database is unreachable")
+        return self._config
 
     async def refresh(self, reader: Reader) -> None:
         """Read the history again when a change was made since the last look."""
-        if await reader.run(last_change_id) != self.seen:
+        if not self.known or await reader.run(last_change_id) != self.seen:
             self.adopt(await reader.run(load_changes))
 
     async def poll(self, reader: Reader) -> None:
@@ -80,7 +94,11 @@ async def polled(app: web.Application) -> AsyncIterator[None]:
     """cleanup_ctx (after the database): the history read before the app serves, then polled
     until the app stops."""
     live, reader = app[SETTINGS], app[READER]
-    await live.refresh(reader)
+    try:
+        await live.refresh(reader)
+    except Exception:  # serve (/healthz says 503); what needs the settings waits for the poll's read
+        log.error("settings: could not read the changes; what needs them fails until the database answers",
+                  exc_info=True)
     task = asyncio.create_task(live.poll(reader), name="settings")
     yield
     task.cancel()
