@@ -154,18 +154,21 @@ async def test_postgresql_two_transactions_adding_one_notice_share_its_row(pg_se
         def credit(n: int) -> Callable[[Session], None]:
             notice = Merge(f"credit:1:{index}", "o-race", {"n": n, "fen": 100 * n}, credit_notice(7), due)
             return lambda s: merge_notices(s, [notice], now)
+
+        async def waiting() -> bool:
+            async with engine.connect() as look:
+                return bool((await look.execute(text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                    "AND datname = current_database()"))).scalar())
         try:
-            async with sessions() as first, sessions() as second, sessions() as look:
+            async with sessions() as first, sessions() as second:
                 await first.run_sync(credit(1))
                 racing = asyncio.create_task(second.run_sync(credit(2)))
-
-                async def waiting() -> bool:
-                    return bool(await look.scalar(text(
-                        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()")))
                 await eventually(waiting, what="the second insert waiting for the first's commit")
                 await first.commit()
-                await racing
+                await asyncio.wait_for(racing, 10)
                 await second.commit()
+            async with engine.connect() as look:
                 rows = (await look.execute(select(OutboxMessage.key, OutboxMessage.payload))).all()
             assert [(key, payload["merge"]) for key, payload in rows] == [(f"credit:1:{index}", {"n": 3, "fen": 300})]
             assert "3 笔订单" in rows[0][1]["content"]
