@@ -18,6 +18,7 @@ from sqlalchemy import update
 
 from kit.app_keys import CLOCK, READER, SESSIONMAKER
 from domain.distributor_list import SORTS, Filters, list_page
+from domain.formats import parse_signed_yuan
 from storage.models import Distributor
 from storage.models_risk import RiskFlag
 from storage.tables import DISTRIBUTORS
@@ -56,7 +57,7 @@ async def listing(http: aiohttp.ClientSession, h: Harness, query: str) -> list[d
 
 
 def fen(cell: str) -> int:
-    return int(cell) if "." not in cell else round(float(cell) * 100)
+    return int(cell) if "." not in cell else parse_signed_yuan(cell)  # yuan with two decimals: no float
 
 
 async def test_figures_filters_sorts_and_the_export(harness: Harness) -> None:

@@ -21,7 +21,7 @@ from aiohttp.test_utils import TestServer
 
 from kit.app_keys import CONFIG, READER, WRITER
 from domain import figures
-from domain.formats import CHINA, yuan
+from domain.formats import CHINA, parse_signed_yuan, yuan
 from domain.orders import EventIn, apply_events
 from sandbox.platform import Platform
 from storage.models import Distributor
@@ -67,7 +67,7 @@ async def commissions_checked(h: Harness, finance: aiohttp.ClientSession, boss: 
     assert [r[6] for r in csv_rows(exported) if r[6].endswith('"x")')] == ["'" + FORMULA]  # defused
     assert cells(html, "流水号") == [r[0] for r in reversed(csv_rows(exported))]  # newest first
     for kind in ("佣金", "退款冲回", "调整"):
-        fen = sum(round(float(r[5]) * 100) for r in csv_rows(exported) if r[4] == kind)
+        fen = sum(parse_signed_yuan(r[5]) for r in csv_rows(exported) if r[4] == kind)
         assert f"<small>{kind}</small><b>{yuan(fen)}</b>" in html, kind
     status, html = await get(finance, h.url + f"/admin/commissions?kind=reversal&code={seller.code.lower()}")
     assert cells(html, "类型") == ["退款冲回"] and cells(html, "金额") == ["-¥5.00"]
