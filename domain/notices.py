@@ -25,8 +25,10 @@ from storage.models import DistributorStatus
 from storage.tables import DISTRIBUTORS
 PERSON_COLUMNS = ("id", "code", "openid", "rank", "status", "inviter_id")
 
-# Commission notices are batched: one message per distributor per window, sent when it ends.
-NOTICE_WINDOW = timedelta(seconds=30)
+# Commission notices are batched: one message per distributor per window, sent when it ends. The
+# notices reach a distributor within 5 seconds of the event (CONTRACT §5): the window, plus the
+# outbox's idle poll (wechat.outbox), stays under that.
+NOTICE_WINDOW = timedelta(seconds=3)
 
 
 @dataclass
@@ -105,14 +107,15 @@ def settle_and_notify(session: Session, config: Config, now: datetime, credits: 
     for did, amounts in credited.items():
         notices.append(Merge(f"credit:{did}:{index}", people[did].openid, {"n": len(amounts), "fen": sum(amounts)},
                              credit_notice(config.distribution.freeze_days), due))
+    # Money made available is summed per distributor by the run that frees it: told at once.
     for did, fen in sorted(freed.items()):
         p = people[did]
         if p.status == DistributorStatus.EXITED:
             settled = settle(session, did, now)
             if settled:
-                notices.append(Merge(f"settle:{did}:{index}", p.openid, {"fen": settled[1]}, settlement_notice, due))
+                notices.append(Merge(f"settle:{did}:{index}", p.openid, {"fen": settled[1]}, settlement_notice, now))
         elif fen > 0:
-            notices.append(Merge(f"available:{did}:{index}", p.openid, {"fen": fen}, available_notice, due))
+            notices.append(Merge(f"available:{did}:{index}", p.openid, {"fen": fen}, available_notice, now))
     merge_notices(session, notices, now)
 
 

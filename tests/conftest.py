@@ -61,6 +61,12 @@ def pg_server_url() -> Iterator[str | None]:
         cluster.stop()
 
 
+# A test of input refused before any database work runs on SQLite only (`@ON_SQLITE`): its
+# PostgreSQL half would add time, not coverage. What each database does with what is stored is
+# tested on both by the tests of the flows that store it.
+ON_SQLITE = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 async def db_url(request: pytest.FixtureRequest, tmp_path: Any, pg_server_url: str | None) -> AsyncIterator[str]:
     """A migrated database of the test's own, on each database (a copy of the session's template:

@@ -80,7 +80,12 @@ async def chromium_page(browser: Any, width: int = WIDTHS["phone"], height: int 
         await context.close()
 
 
-@pytest.fixture(params=list(WIDTHS))
+# A browser test runs at desktop width; the main walk of each page family also runs at 390 px
+# (`@AT_BOTH_WIDTHS`), where the layout changes: the other flows are the same code at either width.
+AT_BOTH_WIDTHS = pytest.mark.parametrize("page", list(WIDTHS), indirect=True)
+
+
+@pytest.fixture(params=["desktop"])
 async def page(request: pytest.FixtureRequest, browser: Any) -> AsyncIterator[Any]:
     async with chromium_page(browser, WIDTHS[request.param]) as pg:
         yield pg

@@ -10,7 +10,7 @@ import pytest
 
 from kit.app_keys import SESSIONMAKER
 from storage.models import Distributor
-from tests.conftest import ADMIN_TOKEN, Harness
+from tests.conftest import ON_SQLITE, ADMIN_TOKEN, Harness
 
 FIELDS = {"code", "openid", "name", "phone", "status", "rank", "inviter_code", "registered_at", "balance"}
 BALANCE = {"pending_fen", "available_fen", "withdrawing_fen", "withdrawn_fen"}
@@ -24,6 +24,7 @@ def assert_error(status: int, body: object, expected_status: int, code: str | No
         assert body["error"] == code
 
 
+@ON_SQLITE
 @pytest.mark.parametrize("token", [None, "", "wrong", ADMIN_TOKEN + "x", ADMIN_TOKEN[:-1], "ｔｅｓｔ"],
                          ids=["none", "empty", "wrong", "longer", "shorter", "non-ascii"])
 @pytest.mark.parametrize("path", ["/distributors", "/distributors/K7QF2M", "/openapi.json", "/no-such-route"])
@@ -74,6 +75,7 @@ async def test_lookup_by_code_ignores_case(harness: Harness) -> None:
     assert status == 200 and body["code"] == code
 
 
+@ON_SQLITE
 @pytest.mark.parametrize("code", ["ZZZZZZ", "nope", "%E4%B8%AD"])
 async def test_an_unknown_code_is_404_json(harness: Harness, code: str) -> None:
     status, body = await harness.api("GET", f"/distributors/{code}")
@@ -115,6 +117,7 @@ async def test_pages_of_fifty_with_the_total(harness: Harness) -> None:
     assert (status, third) == (200, {"distributors": [], "total": 57})
 
 
+@ON_SQLITE
 @pytest.mark.parametrize("page", ["0", "-1", "abc", "1.5", ""])
 async def test_a_bad_page_is_400_json(harness: Harness, page: str) -> None:
     status, body = await harness.api("GET", "/distributors", params={"page": page})

@@ -115,7 +115,6 @@ async def _queue(app: web.Application) -> dict[str, int]:
     return await app[WRITER].run(work)
 
 
-@pytest.mark.parametrize("page", ["desktop"], indirect=True)
 async def test_the_batch_on_the_page(served: tuple[str, web.Application], page: Any) -> None:
     from playwright.async_api import expect
     base, app = served

@@ -17,7 +17,7 @@ from kit.app_keys import SESSIONMAKER, WRITER
 from domain.ledger import adjust, withdraw
 from storage.models import Distributor
 from storage.tables import WITHDRAWALS
-from tests.console_support import no_sideways_scroll, sign_in
+from tests.console_support import AT_BOTH_WIDTHS, no_sideways_scroll, sign_in
 
 NAV = ("概览", "分销员", "提现", "内容", "活动", "比赛", "客服")
 
@@ -66,6 +66,7 @@ async def test_sign_in_cookie_and_sign_out(served: tuple[str, web.Application], 
             assert resp.status == 303
 
 
+@AT_BOTH_WIDTHS
 async def test_the_withdrawal_queue(served: tuple[str, web.Application], page: Any) -> None:
     from playwright.async_api import expect
     base, app = served

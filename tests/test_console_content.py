@@ -24,7 +24,7 @@ from storage.models import Distributor
 from storage.models_campaigns import Campaign
 from storage.models_content import LivePack
 from tests.conftest import make_config
-from tests.console_support import no_sideways_scroll, sign_in
+from tests.console_support import AT_BOTH_WIDTHS, no_sideways_scroll, sign_in
 from tests.db_support import migrated_sqlite
 from tests.serve_support import free_port
 from tests.test_packs_support import MANIFEST, small_pack, zip_of
@@ -46,6 +46,7 @@ async def upload(page: Any, path: Path) -> None:
     await page.get_by_role("button", name="上传").click()
 
 
+@AT_BOTH_WIDTHS
 async def test_packs_uploaded_checked_and_switched(served: tuple[str, web.Application], page: Any,
                                                    tmp_path: Path) -> None:
     from playwright.async_api import expect

@@ -18,7 +18,7 @@ from domain.ledger import adjust, withdraw
 from domain.orders import EventIn, apply_events
 from storage.models import Distributor
 from storage.tables import ADJUSTMENTS, DISTRIBUTORS, OUTBOX, RANK_CHANGES
-from tests.console_support import no_sideways_scroll, sign_in
+from tests.console_support import AT_BOTH_WIDTHS, no_sideways_scroll, sign_in
 
 # code, name, phone, inviter's code
 PEOPLE = (("BOSS22", "张大山", "13811112222", None), ("KIDA22", "李小红", "13933334444", "BOSS22"),
@@ -100,6 +100,7 @@ async def search_page_then(pg: Any, base: str) -> None:
         await expect(pg.get_by_text("没有找到分销员")).to_be_visible()
 
 
+@AT_BOTH_WIDTHS
 async def test_a_distributors_page_and_its_forms(served: tuple[str, web.Application], page: Any) -> None:
     from playwright.async_api import expect
     base, app = served

@@ -18,7 +18,7 @@ from domain import tickets
 from domain.formats import CHINA
 from storage.models import Distributor
 from storage.tables import CONTESTS, OUTBOX, TICKET_REPLIES, TICKETS
-from tests.console_support import no_sideways_scroll, order_event, sign_in
+from tests.console_support import AT_BOTH_WIDTHS, no_sideways_scroll, order_event, sign_in
 
 Served = tuple[str, web.Application]
 
@@ -190,6 +190,7 @@ async def ticket_state(app: web.Application) -> dict[int, tuple[str, list[str], 
             for tid, status, openid in rows}
 
 
+@AT_BOTH_WIDTHS
 async def test_answer_and_close_tickets(served: Served, page: Any) -> None:
     from playwright.async_api import expect
     base, app = served

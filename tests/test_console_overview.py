@@ -15,7 +15,7 @@ from kit.app_keys import CONFIG, WRITER
 from domain import contests
 from domain.formats import month_start
 from storage.models import Distributor, Follower
-from tests.console_support import no_sideways_scroll, order_event, sign_in
+from tests.console_support import AT_BOTH_WIDTHS, no_sideways_scroll, order_event, sign_in
 
 # code, name, rank, [(amount_fen, status)]
 PEOPLE = [("OVA001", "王大明", "junior", [(30000, "paid"), (12000, "completed")]),
@@ -46,6 +46,7 @@ async def seed(base: str, app: web.Application) -> None:
     await app[WRITER].run(lambda s: contests.ensure_star(s, app[CONFIG], now))
 
 
+@AT_BOTH_WIDTHS
 async def test_overview_shows_ranks_top_ten_and_funnel(served: tuple[str, web.Application], page: Any) -> None:
     from playwright.async_api import expect
     base, app = served

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import pytest
 from aiohttp import web
 from PIL import Image
 from sqlalchemy import select
@@ -33,7 +32,6 @@ async def seed_distributor(app: web.Application) -> None:
     await app[WRITER].run(work)
 
 
-@pytest.mark.parametrize("page", ["desktop"], indirect=True)
 async def test_a_poster_previewed_for_a_distributor(served: tuple[str, web.Application], page: Any,
                                                     tmp_path: Path) -> None:
     from playwright.async_api import expect

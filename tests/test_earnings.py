@@ -10,14 +10,17 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestServer
 from PIL import Image
+from sqlalchemy import select
 
 from sandbox.platform import Platform
-from kit.app_keys import CONFIG, WRITER
+from kit.app_keys import CONFIG, READER, WRITER
+from kit.scheduler import JOBS
 from content.charts import render_earnings_chart
 from domain.formats import yuan
 from domain.figures import daily_totals
-from handlers.earnings import unfreeze_due
+from handlers.earnings import unfreeze_due, unfreeze_job
 from kit.chat import EXITED, NOT_REGISTERED
+from storage.models import OutboxMessage
 from tests.money_support import balance, check_invariants, money_harness, pay, seed, send
 
 
@@ -165,3 +168,35 @@ async def test_earnings_asked_together_are_right_whether_preloaded_or_not(h: Any
     for i in range(len(people)):
         assert f"待结算：{yuan(1000 * (i + 1))}" in replies[i], replies[i]
     assert "待结算：¥10.00" in replies[-1]
+
+
+async def test_money_notices_reach_the_distributor_within_five_seconds(h: Any) -> None:
+    """CONTRACT §5: 新佣金入账 and 佣金已解冻 are with WeChat within 5 s of their cause; orders
+    credited together make one notice; the unfreeze job runs often enough for the second."""
+    user = h.user()
+    code = await h.register(user, "13800138001", "张三")
+    cause = h.clock.freeze()
+    for no in ("T1", "T2"):
+        await send(h, no, "paid", amount_fen=10000, distributor_code=code)
+    credit = await outbox_rows(h, user.openid, "credit:")
+    assert len(credit) == 1 and cause < credit[0].next_attempt_at <= cause + timedelta(seconds=5)
+    h.clock.set(credit[0].next_attempt_at)
+    await h.settled()
+    assert [m["content"] for m in h.platform.users[user.openid].timeline if "新佣金入账" in m.get("content", "")] \
+        == ["新佣金入账：2 笔订单，共 ¥20.00（待结算，订单完成 7 天后可提现）。\n回复“收益”查看详情。"]
+    await send(h, "T1", "completed")
+    cause = h.clock.move(days=7, seconds=1)
+    assert await unfreeze_job.run(h.app) == 1
+    freed = await outbox_rows(h, user.openid, "available:")
+    assert len(freed) == 1 and freed[0].next_attempt_at <= cause
+    await h.settled()
+    last = h.platform.users[user.openid].timeline[-1]  # a week after their last message: as a template message
+    assert last["via"] == "template" and last["data"]["first"]["value"] == "佣金已解冻：¥10.00 现在可以提现了。"
+    trigger = h.app[JOBS].by_name["unfreeze"].make_trigger()
+    assert trigger.interval <= timedelta(seconds=4)  # a freeze's end is seen within this, the notice at once
+    assert await unfreeze_job.run(h.app) == 0
+
+
+async def outbox_rows(h: Any, openid: str, prefix: str) -> list[OutboxMessage]:
+    return list(await h.app[READER].run(lambda s: s.scalars(select(OutboxMessage).where(
+        OutboxMessage.openid == openid, OutboxMessage.key.startswith(prefix))).all()))

@@ -111,7 +111,6 @@ async def _tree(app: web.Application) -> None:
     await app[WRITER].run(work)
 
 
-@pytest.mark.parametrize("page", ["desktop"], indirect=True)
 async def test_the_inviter_form(served: tuple[str, web.Application], page: Any) -> None:
     from playwright.async_api import expect
     base, app = served

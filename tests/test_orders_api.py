@@ -10,6 +10,7 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 from sandbox.platform import Platform
+from tests.conftest import ON_SQLITE
 from tests.money_support import (
     balance,
     check_invariants,
@@ -103,6 +104,7 @@ async def test_lifecycle_and_history(h: Any) -> None:
     ({"event_id": "e", "order_no": "X", "type": "shipped", "occurred_at": "yesterday"}, 422),
     ({"event_id": "e", "order_no": "X", "type": "shipped", "occurred_at": "2026-11-25T10:00:00"}, 422),
 ])
+@ON_SQLITE
 async def test_bad_event_bodies(h: Any, body: dict[str, Any], code: int) -> None:
     seller, _ = await seed(h)
     await pay(h, "SO-OK", 1000, seller)

@@ -167,7 +167,6 @@ async def seed_served(app: web.Application) -> None:
     await app[WRITER].run(work)
 
 
-@pytest.mark.parametrize("page", ["desktop"], indirect=True)
 async def test_orders_and_commissions_in_the_browser(served: tuple[str, web.Application], page: Any,
                                                      tmp_path: Path) -> None:
     from playwright.async_api import expect

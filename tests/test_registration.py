@@ -18,7 +18,7 @@ from handlers.registration import CODE_ALPHABET, new_code
 from storage.db import create_engine, create_sessionmaker
 from storage.migrate import upgrade
 from storage.models import ConversationState, Distributor
-from tests.conftest import Harness
+from tests.conftest import ON_SQLITE, Harness
 
 CODE = re.compile(r"^[A-HJ-NP-Z2-9]{6}$")  # no 0/O/1/I
 
@@ -73,6 +73,7 @@ async def test_register_without_any_code_has_no_inviter(harness: Harness) -> Non
     assert await inviter_code(harness, code) is None
 
 
+@ON_SQLITE
 @pytest.mark.parametrize("typed", ["ABCDEF", "K7QF2M", "abc!", "0O1I00", "这不是邀请码"])
 async def test_an_invalid_invite_code_is_refused_and_nothing_starts(harness: Harness, typed: str) -> None:
     user = harness.user()
@@ -149,6 +150,7 @@ async def test_menu_click_register_starts_the_conversation(harness: Harness) -> 
 
 
 # ---- phone and name -----------------------------------------------------------------------------
+@ON_SQLITE
 @pytest.mark.parametrize("phone", ["12800138000", "1380013800", "138001380001", "23800138000", "abc",
                                    "1380013800a", "١٣٨٠٠١٣٨٠٠٠", "13800138000\n1", ""])
 async def test_a_malformed_phone_is_asked_again(harness: Harness, phone: str) -> None:
@@ -164,6 +166,7 @@ async def test_a_malformed_phone_is_asked_again(harness: Harness, phone: str) ->
     assert d.phone == "13800138000"
 
 
+@ON_SQLITE
 @pytest.mark.parametrize("spelling", ["138 0013 8000", "138-0013-8000", "+86 13800138000", "+8613800138000",
                                       "１３８００１３８０００"])
 async def test_phone_spellings_are_stored_as_eleven_ascii_digits(harness: Harness, spelling: str) -> None:
@@ -206,6 +209,7 @@ async def test_two_followers_racing_for_one_phone(harness: Harness) -> None:
 @pytest.mark.parametrize("name,ok", [("张", False), ("张三", True), ("欧阳娜娜", True), ("张" * 20, True),
                                      ("张" * 21, False), ("张3", False), ("Li Lei", True), ("A", False),
                                      ("张三<script>", False)])
+@ON_SQLITE
 async def test_real_name_is_two_to_twenty_characters(harness: Harness, name: str, ok: bool) -> None:
     user = harness.user()
     await harness.follow(user)
@@ -232,6 +236,7 @@ async def test_name_spaces_are_collapsed(harness: Harness) -> None:
     assert d.name == "Li Lei"
 
 
+@ON_SQLITE
 @pytest.mark.parametrize("name", ["Top Lee", "Rank Li", "Help Wang"])
 async def test_an_english_name_that_starts_with_a_command_word_is_a_name(harness: Harness, name: str) -> None:
     user = harness.user()
@@ -252,6 +257,7 @@ async def test_a_bare_command_word_leaves_the_conversation(harness: Harness) -> 
 
 
 # ---- 取消 -----------------------------------------------------------------------------------------
+@ON_SQLITE
 @pytest.mark.parametrize("word", ["取消", "cancel", " 取消 "])
 @pytest.mark.parametrize("steps", [["注册"], ["注册", "13800138000"], ["注册", "12"]],
                          ids=["at-phone", "at-name", "after-a-bad-phone"])
@@ -288,6 +294,7 @@ async def test_registered_codes_have_the_shape_and_differ(harness: Harness) -> N
 
 
 # ---- everything else -----------------------------------------------------------------------------
+@ON_SQLITE
 @pytest.mark.parametrize("text", ["你好", "13800138000", "???", "hello"])
 async def test_unknown_text_gets_the_help_text(harness: Harness, text: str) -> None:
     user = harness.user()

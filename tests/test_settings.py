@@ -84,7 +84,6 @@ async def test_settings_change_through_the_api_for_what_comes_next_in_every_proc
     assert any("冻结天数 7→3" in e["summary"] for e in audit["entries"]), audit
 
 
-@pytest.mark.parametrize("page", ["desktop"], indirect=True)
 async def test_the_settings_page_saves_a_change_and_refuses_the_fourth_level(
         served: tuple[str, web.Application], page: Any) -> None:
     from playwright.async_api import expect

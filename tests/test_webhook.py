@@ -13,7 +13,7 @@ import pytest
 import xmltodict
 from wechatpy.crypto import PrpCrypto
 
-from tests.conftest import Harness
+from tests.conftest import ON_SQLITE, Harness
 from tests.webhook_support import (  # noqa: F401 (safe_harness: a fixture)
     AES_KEY, APP_ID, NOTHING, TOKEN, plain_query, post, safe_envelope, safe_harness, sign, stored, text_fields,
     to_xml,
@@ -35,6 +35,7 @@ async def test_get_verification_echoes_echostr(harness: Harness) -> None:
     {**plain_query(token="other-token"), "echostr": "x"},
     {"timestamp": "123", "nonce": "n", "signature": sign(TOKEN, "123", "n"), "echostr": "x"},  # stale
 ], ids=["no-signature", "zero-signature", "other-token", "stale"])
+@ON_SQLITE
 async def test_get_verification_refuses_bad_signature(harness: Harness, query: dict[str, str]) -> None:
     assert harness.http is not None
     async with harness.http.get(harness.url + "/wechat", params=query) as resp:
@@ -174,6 +175,7 @@ async def assert_refused(h: Harness, query: dict[str, str], body: bytes, status:
     assert await stored(h) == NOTHING
 
 
+@ON_SQLITE
 @pytest.mark.parametrize("make,status", [(m, s) for _, m, s in PLAIN_CASES], ids=[n for n, _, _ in PLAIN_CASES])
 async def test_hostile_plain_delivery_is_refused_and_nothing_stored(harness: Harness, make: Any,
                                                                      status: int) -> None:
@@ -237,6 +239,7 @@ def _forge_plain_signature() -> tuple[dict[str, str], bytes]:
     return {**query, "signature": "f" * 40}, body
 
 
+@ON_SQLITE
 @pytest.mark.parametrize("make,status", [(m, s) for _, m, s in SAFE_CASES], ids=[n for n, _, _ in SAFE_CASES])
 async def test_hostile_safe_mode_delivery_is_refused_and_nothing_stored(safe_harness: Harness, make: Any,
                                                                          status: int) -> None:
@@ -260,6 +263,7 @@ async def test_non_text_message_gets_the_help_text(harness: Harness) -> None:
     assert "文字" in xmltodict.parse(raw)["xml"]["Content"]
 
 
+@ON_SQLITE
 @pytest.mark.parametrize("method", ["GET", "POST"])
 async def test_undecodable_signature_bytes_are_403(harness: Harness, method: str) -> None:
     from yarl import URL
