@@ -6,12 +6,14 @@ pack's `details` and `buy_url` are checked at upload; templates see product.deta
 from __future__ import annotations
 
 import hashlib
+import io
 import re
 from typing import Any
 
 import aiohttp
 import pytest
 from aiohttp import web
+from PIL import Image
 
 from kit.app_keys import CONFIG
 from tests.conftest import ADMIN_TOKEN, Harness
@@ -28,7 +30,10 @@ SCRIPT = "{{ product.name }} 产地{{ product.details.产地 }} {{ share_url }}"
 
 
 def _pack(product_lines: str, script: str = SCRIPT) -> bytes:
+    """The small pack with these product lines, its script and its poster's text using product.details."""
     manifest = MANIFEST.replace('image = "images/sku1.png"\n', 'image = "images/sku1.png"\n' + product_lines, 1)
+    manifest = manifest.replace('key = "default"\n', 'key = "default"\nsku = "SKU-1"\n', 1).replace(
+        "{{ distributor.name }} 邀你一起", "{{ distributor.name }} 产地{{ product.details.产地 }}", 1)
     return zip_of(small_pack(manifest, **{"scripts/sku1.txt.j2": script}))
 
 
@@ -137,6 +142,10 @@ async def test_pack_details_and_buy_url_are_checked_and_seen_by_templates(harnes
     script = await h.say(user, "话术")
     public = h.config.server.public_url
     assert f"产地新疆若羌 {public}/s/{code}?sku=SKU-1" in script, script
+    poster = await h.send(user, "text", content="海报")  # its text uses product.details (else an apology)
+    assert poster is not None and poster["type"] == "image", poster
+    with Image.open(io.BytesIO(h.platform.media[poster["media_id"]][0])) as img:
+        assert img.size == (400, 640)
     assert h.http is not None
     async with h.http.get(f"{h.url}/s/{code}") as resp:  # a general script's link: every product
         page = await resp.text()
