@@ -15,6 +15,8 @@ import pytest
 from aiohttp import web
 from PIL import Image
 
+from content.product_fields import shop_link
+from content.templating import share_url
 from kit.app_keys import CONFIG
 from tests.conftest import ADMIN_TOKEN, Harness
 from tests.eventually import eventually
@@ -107,6 +109,16 @@ async def test_a_share_link_shows_the_product_and_sets_the_share_card(served: tu
     assert {k: moments["data"][k] for k in ("title", "link", "imgUrl")} == \
         {k: friend["data"][k] for k in ("title", "link", "imgUrl")}
     assert await page.evaluate("window.__pwned") is None and await page.evaluate("window.__violations") == []
+
+
+def test_a_buy_url_sends_share_url_to_the_share_page_and_carries_the_code_encoded() -> None:
+    own = {"sku": "SKU-1", "name": "红枣", "price_fen": 12900, "url": "https://shop.test/p/1"}
+    buying = {**own, "buy_url": "https://shop.test/buy?c={code}&x=1"}
+    assert share_url("https://x.test", "K7QF2M", own) == "https://shop.test/p/1?ref=K7QF2M"  # as before
+    assert share_url("https://x.test", "K7QF2M", buying) == "https://x.test/s/K7QF2M?sku=SKU-1"
+    assert shop_link(buying, "A B/&") == "https://shop.test/buy?c=A%20B%2F%26&x=1"
+    assert shop_link(own, "K7QF2M") == "https://shop.test/p/1?ref=K7QF2M"
+    assert shop_link({**own, "url": None}, "K7QF2M") is None
 
 
 REFUSED = [  # (the product's lines, the field named, words of the message)
