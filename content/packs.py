@@ -34,6 +34,7 @@ from content.pack_checker import (  # noqa: F401  (Problem, PackInvalid and Vali
     ValidPack,
 )
 from content.pages import markdown_html
+from content.product_fields import check_buy_url, check_details
 from content.safezip import SafeZip, UnsafeZip
 from content.templating import product_variables
 from domain.campaigns import MAX_TEXT as MAX_ANNOUNCE  # an announcement becomes a campaign
@@ -76,8 +77,9 @@ def _check_manifest(c: Checker) -> dict[str, Any] | None:
         data = tomllib.loads(found[1])
     except tomllib.TOMLDecodeError as e:
         m = TOML_POS.search(str(e))
-        c.problems.append(Problem(MANIFEST, "", f"TOML syntax error: {TOML_POS.sub('', str(e)).strip()}",
-                                  int(m.group(1)) if m else None, int(m.group(2)) if m else None))
+        line, column = (int(m.group(1)), int(m.group(2))) if m else (None, None)
+        c.problems.append(Problem(MANIFEST, "", f"TOML syntax error: {TOML_POS.sub('', str(e)).strip()}"
+                                  + _bare_key_hint(found[1], line, column), line, column))
         return None
     c.table(data, "root", "")
     pack = c.table(data["pack"], "pack", "pack")[0] if isinstance(data.get("pack"), dict) else {}
@@ -93,7 +95,9 @@ def _check_manifest(c: Checker) -> dict[str, Any] | None:
     # naming it are checked against it rather than told it does not exist.
     by_sku = {p["sku"].lower(): {"sku": p["sku"], "name": _text(p.get("name")), "price_fen": _int(p.get("price_fen")),
                                  "selling_points": [x for x in p.get("selling_points", []) if isinstance(x, str)]
-                                 if isinstance(p.get("selling_points"), list) else [], "url": None}
+                                 if isinstance(p.get("selling_points"), list) else [], "url": None,
+                                 "details": {k: v for k, v in p["details"].items() if isinstance(v, str)}
+                                 if isinstance(p.get("details"), dict) else {}}
               for p in sections["products"] if isinstance(p, dict) and isinstance(p.get("sku"), str)}
     content = {
         "pack": {"name": name, "version": version, **_window(c, pack)},
@@ -105,6 +109,16 @@ def _check_manifest(c: Checker) -> dict[str, Any] | None:
     if not any(content[s] for s in ("products", "scripts", "posters", "trainings")) and not c.problems:
         c.problem("", "the pack has no products, scripts, posters or trainings")
     return content
+
+
+def _bare_key_hint(text: str, line: int | None, column: int | None) -> str:
+    """TOML's keys are ASCII unless quoted: say so when the error is at a Chinese key (details)."""
+    lines = text.splitlines()
+    if line is None or column is None or not 0 < line <= len(lines) or not 0 < column <= len(lines[line - 1]):
+        return ""
+    if lines[line - 1][column - 1].isascii():
+        return ""
+    return '; a key in Chinese must be quoted, e.g. details = {"产地" = "新疆若羌"}（中文键名须加引号）'
 
 
 def _window(c: Checker, pack: dict[str, Any]) -> dict[str, Any]:
@@ -178,10 +192,14 @@ def _products(c: Checker, items: list[Any]) -> list[dict[str, Any]]:
             ok = False
         image = c.image(t["image"], f"{where}.image") if "image" in t else None
         ok = ok and ("image" not in t or image is not None)
+        sku = t.get("sku", f"#{i + 1}")
+        details = check_details(c, t["details"], where, sku) if "details" in t else {}
+        buy_url = check_buy_url(c, t["buy_url"], where, sku) if "buy_url" in t else None
+        ok = ok and details is not None and ("buy_url" not in t or buy_url is not None)
         if ok:
             out.append({"sku": t["sku"], "name": t["name"], "price_fen": t["price_fen"],
                         "selling_points": list(t.get("selling_points", [])), "image": image[0] if image else None,
-                        "url": url})
+                        "url": url, "details": details, "buy_url": buy_url})
     c.unique(_keys(items, "sku"), "products", "sku")
     return out
 

@@ -77,7 +77,11 @@ table{border-collapse:collapse;width:100%;display:block;overflow-x:auto}td,th{bo
 padding:6px 8px}blockquote{margin:0;padding:0 12px;border-left:4px solid #e0b050;color:#555}
 .meta{color:#888;font-size:14px;margin-bottom:16px}.card{border:1px solid #eee;border-radius:10px;
 padding:12px;margin:12px 0;display:flex;gap:12px}.card img{width:96px;height:96px;object-fit:cover}
-.price{color:#d0342c;font-weight:600}a{color:#1b64c8}
+.price{color:#d0342c;font-weight:600}a{color:#1b64c8}.hero{width:100%}.big{font-size:24px;margin:.3em 0}
+table.details{display:table;margin:12px 0}.details caption{text-align:left;font-weight:600;padding:4px 0}
+.details th{text-align:left;white-space:nowrap;background:#fafafa;font-weight:normal;color:#666}
+.buy{display:block;text-align:center;background:#d0342c;color:#fff;padding:12px;border-radius:24px;
+font-size:18px;text-decoration:none;margin:20px 0}
 """
 
 

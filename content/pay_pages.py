@@ -7,26 +7,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import html
-import json
 from typing import Any
 
+from content.jssdk import JSSDK, JSSDK_ORIGIN, json_script as _json_script
 from content.pages import page
 
-JSSDK = "https://res.wx.qq.com/open/js/jweixin-1.6.0.js"
 JS_API_LIST = ("requestMerchantTransfer",)
-
-
-def jsapi_signature(ticket: str, nonce: str, timestamp: int, url: str) -> str:
-    """wx.config's signature: sha1 of jsapi_ticket=…&noncestr=…&timestamp=…&url=… (the page's URL
-    without its #fragment)."""
-    plain = f"jsapi_ticket={ticket}&noncestr={nonce}&timestamp={timestamp}&url={url.split('#', 1)[0]}"
-    return hashlib.sha1(plain.encode()).hexdigest()
-
-
-def _json_script(element_id: str, value: Any) -> str:
-    # "<", ">" and "&" as \\u escapes: the JSON can never close the script element.
-    text = json.dumps(value, ensure_ascii=False).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
-    return f'<script type="application/json" id="{element_id}">{text}</script>'
 
 
 _SCRIPT_BODY = """
@@ -80,7 +66,7 @@ _SCRIPT_BODY = """
 _SCRIPT = f"<script>{_SCRIPT_BODY}</script>"
 # The page's Content-Security-Policy allows this inline script by its hash, and the JS-SDK's origin.
 SCRIPT_SOURCES = ("'sha256-" + base64.b64encode(hashlib.sha256(_SCRIPT_BODY.encode()).digest()).decode() + "'",
-                  "https://res.wx.qq.com")
+                  JSSDK_ORIGIN)
 
 
 def claim_page(*, amount: str, withdrawal_id: int, wx_config: dict[str, Any], transfer: dict[str, Any],

@@ -161,17 +161,27 @@ def product_variables(product: Mapping[str, Any]) -> dict[str, Any]:
     """What a template sees as `product`: the pack's fields plus the price as ¥129.00."""
     return {"sku": product["sku"], "name": product["name"], "price_fen": product["price_fen"],
             "price": yuan(product["price_fen"]), "selling_points": list(product.get("selling_points") or []),
-            "url": product.get("url") or ""}
+            "url": product.get("url") or "", "details": dict(product.get("details") or {})}
+
+
+def with_ref(url: str, code: str) -> str:
+    """A shop page's link carrying the distributor's code as ?ref=CODE."""
+    return f"{url}{'&' if '?' in url else '?'}ref={quote(code)}"
+
+
+def share_page_url(public_url: str, code: str, sku: str | None = None) -> str:
+    """Our share page of a distributor (/s/CODE), of one product with ?sku=."""
+    base = f"{public_url.rstrip('/')}/s/{quote(code)}"
+    return f"{base}?sku={quote(sku)}" if sku else base
 
 
 def share_url(public_url: str, code: str, product: Mapping[str, Any] | None = None) -> str:
-    """The distributor's link: the product's own page with ?ref=CODE when the pack gives one,
-    else our share page /s/CODE (with ?sku= for a product)."""
-    url = product.get("url") if product else None
-    if url:
-        return f"{url}{'&' if '?' in url else '?'}ref={quote(code)}"
-    base = f"{public_url.rstrip('/')}/s/{quote(code)}"
-    return f"{base}?sku={quote(product['sku'])}" if product else base
+    """The distributor's link: the product's own page with ?ref=CODE when the pack gives one (and
+    no buy_url), else our share page /s/CODE (with ?sku= for a product), whose buy button goes to
+    the buy_url."""
+    if product and product.get("url") and not product.get("buy_url"):
+        return with_ref(product["url"], code)
+    return share_page_url(public_url, code, product["sku"] if product else None)
 
 
 def template_variables(public_url: str, name: str, code: str, product: Mapping[str, Any] | None) -> dict[str, Any]:

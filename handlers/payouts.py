@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import os
-import secrets
 import signal
 
 from aiohttp import web
@@ -30,7 +29,8 @@ from kit.live_settings import live_config
 from wechat.wechat_keys import PAY, WECHAT
 from wechat.client import WeChatError
 from wechat.pay import Bill, PayClient, PayError, PayRefused, SignatureInvalid
-from content.pay_pages import JS_API_LIST, SCRIPT_SOURCES, claim_page, jsapi_signature, notice_page
+from content.jssdk import wx_config
+from content.pay_pages import JS_API_LIST, SCRIPT_SOURCES, claim_page, notice_page
 from domain import payouts
 from domain.config import Config
 from domain.config_sections import TRANSFER_SCENES
@@ -152,9 +152,7 @@ async def claim_link(request: web.Request) -> web.Response:
     except WeChatError as e:
         log.warning("jsapi_ticket: %s", e)
         return _html(notice_page("请稍后再试", "微信暂时没有答复，请过一会儿再打开这个链接。", link=here), 503)
-    nonce, timestamp = secrets.token_hex(8), int(request.config_dict[CLOCK].epoch())
-    wx_config = {"appId": config.wechat.app_id, "timestamp": timestamp, "nonceStr": nonce,
-                 "signature": jsapi_signature(ticket, nonce, timestamp, here), "jsApiList": list(JS_API_LIST)}
+    signed = wx_config(config.wechat.app_id, ticket, int(request.config_dict[CLOCK].epoch()), here, JS_API_LIST)
     pay: PayClient = app[PAY]
     transfer = {"mchId": pay.keys.mchid, "appId": config.wechat.app_id, "package": bill.package_info}
     sandbox = None
@@ -163,7 +161,7 @@ async def claim_link(request: web.Request) -> web.Response:
                    "openid": claim.openid, "bill": bill.out_bill_no}
     # The page's own script by its hash, the JS-SDK, and in the sandbox the emulator it posts to.
     policy = content_policy(scripts=SCRIPT_SOURCES, connect=(config.pay_base_url,) if sandbox else ())
-    return _html(claim_page(amount=yuan(claim.amount_fen), withdrawal_id=claim.withdrawal_id, wx_config=wx_config,
+    return _html(claim_page(amount=yuan(claim.amount_fen), withdrawal_id=claim.withdrawal_id, wx_config=signed,
                             transfer=transfer, sandbox=sandbox), policy=policy)
 
 

@@ -1,6 +1,6 @@
 """Marketing scripts: 话术 / scripts (menu SCRIPTS), 话术 <SKU or keyword>; several matches give a
-numbered list to pick from. Also the share page /s/{code} that a script's share_url opens when
-the product has no shop link of its own."""
+numbered list to pick from. Also the share page /s/{code} that a script's share_url opens (unless
+the product has a shop page of its own and no buy_url): the product to buy and WeChat's share card."""
 
 from __future__ import annotations
 
@@ -8,19 +8,27 @@ import asyncio
 import logging
 from enum import StrEnum
 from typing import Any
+from urllib.parse import quote
 
 from aiohttp import web
 from sqlalchemy.orm import Session
 
 from kit.chat import Ctx, Incoming, Later, active_only
 from kit.feature import Feature
+from kit.headers import content_policy
 from kit.menu import MenuKey
-from kit.app_keys import PACKS, READER
+from kit.app_keys import CLOCK, PACKS, READER
 from kit.live_settings import live_config
-from content.pages import cards, page
+from wechat.client import WeChatError
+from wechat.wechat_keys import WECHAT
+from content.jssdk import JSSDK_ORIGIN, jssdk_source, wx_config
+from content.product_fields import shop_link
+from content.share_pages import (SHARE_APIS, SHARE_JS, SHARE_JS_PATH, gone_page, list_card, list_page, product_card,
+                                 product_page)
 from content.store import PackContent, live_pack_ids
-from content.templating import PackTemplateError, render_template, template_variables
-from domain.formats import mask_name, yuan
+from content.templating import PackTemplateError, render_template, share_page_url, template_variables
+from domain.config import Config
+from domain.formats import mask_name
 from domain.messages import Text
 from storage.models import Distributor
 from storage.queries import distributor_by_code
@@ -119,24 +127,51 @@ def on_pick(msg: Incoming, ctx: Ctx, me: Distributor) -> Text | Later:
 
 
 # ---- the share page ---------------------------------------------------------------------------
+@feature.pages.get(SHARE_JS_PATH)
+async def share_script(request: web.Request) -> web.FileResponse:
+    """The share page's static script (the CSP allows only our own)."""
+    return web.FileResponse(SHARE_JS, headers={"Cache-Control": "no-cache"})
+
+
 @feature.pages.get(r"/s/{code:[A-Za-z0-9]{1,16}}")
 async def share_page(request: web.Request) -> web.Response:
-    """Where share_url leads when a product has no shop link: the live products, with the code."""
+    """Where share_url leads: the product of ?sku= to buy, then the other live products (all of
+    them without a sku), with the distributor's code, and WeChat's share card."""
     code = request.match_info["code"].upper()
     library = request.config_dict[PACKS]
 
-    def read(session: Session) -> tuple[Distributor | None, list[Any]]:
+    def read(session: Session) -> tuple[Distributor | None, list[PackContent]]:
         distributor = distributor_by_code(session, code, active=True)
         return distributor, library.live(session) if distributor is not None else []
     distributor, packs = await request.config_dict[READER].run(read)
     if distributor is None:
-        return web.Response(text=page("推荐链接已失效", "<p>这个推荐链接无效或已失效。</p>"), status=404,
-                            content_type="text/html")
+        return web.Response(text=gone_page(), status=404, content_type="text/html")
+    config = live_config(request.config_dict)
+    base = config.server.public_url.rstrip("/")
+    shown = [(p, f"{base}/c/{pack.id}/{quote(p['image'])}" if p.get("image") else None)
+             for pack in packs for p in pack.products.values()]
     wanted = request.query.get("sku", "").lower()
-    products = [(pack, p) for pack in packs for p in pack.products.values()]
-    products.sort(key=lambda x: x[1]["sku"].lower() != wanted)
-    base = live_config(request.config_dict).server.public_url
-    body = cards((p["name"], yuan(p["price_fen"]), "，".join(p["selling_points"]),
-                  f"{base}/c/{pack.id}/{p['image']}" if p["image"] else None) for pack, p in products)
-    body += f"<p>推荐码：<b>{code}</b>（下单时请填写，或关注公众号后回复“注册 {code}”加入）</p>"
-    return web.Response(text=page(f"{mask_name(distributor.name)} 向您推荐", body), content_type="text/html")
+    chosen = next((s for s in shown if s[0]["sku"].lower() == wanted), None) if wanted else None
+    who, wx, jssdk = mask_name(distributor.name), await _signed_config(request, config), jssdk_source(config.sandbox)
+    if chosen is None:
+        text = list_page(shown, recommender=who, code=code, wx=wx, jssdk=jssdk,
+                         card=list_card(shown, who, share_page_url(base, code)))
+    else:
+        text = product_page(chosen, recommender=who, code=code, buy_href=shop_link(chosen[0], code),
+                            others=[s for s in shown if s is not chosen], wx=wx, jssdk=jssdk,
+                            card=product_card(chosen, who, share_page_url(base, code, chosen[0]["sku"])))
+    # Live: the JS-SDK comes from WeChat's origin; the sandbox's stand-in is ours.
+    headers = {} if config.sandbox else {"Content-Security-Policy": content_policy(scripts=(JSSDK_ORIGIN,))}
+    return web.Response(text=text, content_type="text/html", headers=headers)
+
+
+async def _signed_config(request: web.Request, config: Config) -> dict[str, Any] | None:
+    """wx.config for this page's URL as the browser has it (WeChat adds its own query parameters
+    to a forwarded link); None when WeChat gives no ticket (the page shows without a share card)."""
+    here = config.server.public_url.rstrip("/") + request.raw_path
+    try:
+        ticket = await request.config_dict[WECHAT].jsapi_ticket()
+    except WeChatError as e:
+        log.warning("jsapi_ticket for the share page: %s", e)
+        return None
+    return wx_config(config.wechat.app_id, ticket, int(request.config_dict[CLOCK].epoch()), here, SHARE_APIS)

@@ -15,7 +15,7 @@ from PIL import Image
 
 from domain.clock import Clock
 from domain.config import Config
-from sandbox import mass_send as mass
+from sandbox import jssdk_standin, mass_send as mass
 from sandbox.pay_emulator import PayEmulator, create_pay_app
 from sandbox.platform import ERRMSG, Platform, PlatformError
 from wechat.pay import EmulatorKeys
@@ -279,6 +279,7 @@ def create_sandbox_app(platform: Platform, pay: PayEmulator | None = None) -> we
     app.router.add_post("/sim/age", sim_age)
     app.router.add_post("/sim/scan", sim_scan)
     app.router.add_get("/media/{media_id}", media)
+    jssdk_standin.add_routes(app, platform)  # the JS-SDK stand-in's reports (sim/jssdk)
     if pay is not None:
         app.add_subapp("/pay", create_pay_app(pay))
     return app
