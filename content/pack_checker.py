@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import re
+import tomllib
 from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import date, datetime, time
@@ -271,3 +272,33 @@ class Checker:
                 self.problem(f"{section}[{i}].{key}", f"duplicate {key} {value!r} (also {section}[{seen[low]}])")
             else:
                 seen[low] = i
+
+
+BARE_KEY = re.compile(r"([{,]\s*|^\s*)([^\s\"'=.{},\[\]#]+)(?=\s*=)", re.MULTILINE)
+MAX_QUOTED_KEYS = 200
+
+
+def quote_chinese_keys(text: str) -> str:
+    """The text with each unquoted key that TOML refuses for its Chinese letters quoted:
+    `details = {产地 = "新疆若羌"}` (CONTRACT §6 writes it so) reads as `{"产地" = "新疆若羌"}`.
+    Only where the parser stops at such a key, so strings and valid TOML are never touched."""
+    for _ in range(MAX_QUOTED_KEYS):
+        try:
+            tomllib.loads(text)
+            return text
+        except tomllib.TOMLDecodeError as e:
+            m = TOML_POS.search(str(e))
+            if m is None:
+                return text
+            lines = text.split("\n")
+            line_no, column = int(m.group(1)), int(m.group(2))
+            if not 0 < line_no <= len(lines):
+                return text
+            line = lines[line_no - 1]
+            key = next((k for k in BARE_KEY.finditer(line) if k.start(2) <= column - 1 < k.end(2)
+                        and not k.group(2).isascii()), None)
+            if key is None:
+                return text
+            lines[line_no - 1] = f'{line[:key.start(2)]}"{key.group(2)}"{line[key.end(2):]}'
+            text = "\n".join(lines)
+    return text
