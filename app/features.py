@@ -7,7 +7,7 @@ from kit.feature import Feature
 from handlers import audit, campaigns, content_packs, contests, distributors, earnings, exports, help_text, leave
 from handlers import orders, overview, payouts, posters, ranks, risk
 from handlers import registration, scripts, service, settings, staff, team, trainings, weekly_report, withdrawals
-from handlers import commissions, stats
+from handlers import commissions, my_stats, stats
 
 FEATURES: tuple[Feature, ...] = (
     registration.feature,
@@ -19,6 +19,7 @@ FEATURES: tuple[Feature, ...] = (
     withdrawals.feature,
     leave.feature,
     posters.feature,
+    my_stats.feature,
     scripts.feature,
     trainings.feature,
     content_packs.feature,

@@ -48,6 +48,12 @@ def day_start(now: datetime) -> datetime:
     return local.replace(hour=0, minute=0, second=0, microsecond=0)
 
 
+def week_start(now: datetime) -> datetime:
+    """Monday 00:00 of `now`'s week in China time (aware)."""
+    today = day_start(now)
+    return today - timedelta(days=today.weekday())
+
+
 def month_start(now: datetime) -> datetime:
     return day_start(now).replace(day=1)
 

@@ -15,7 +15,7 @@ from datetime import date, datetime, timedelta
 from fractions import Fraction
 
 from domain.figures import Member, Sales, Window
-from domain.formats import CHINA, day_start, mask_name, yuan
+from domain.formats import CHINA, mask_name, week_start, yuan
 from domain.ranks import RankGap, RankRule, next_rank_gap, rank_index
 
 WEEK = timedelta(days=7)
@@ -61,8 +61,7 @@ class ReportWeek:
 
 
 def report_week(now: datetime) -> ReportWeek:
-    today = day_start(now)
-    return ReportWeek(today - timedelta(days=today.weekday()))
+    return ReportWeek(week_start(now))
 
 
 def week_of_label(label: str) -> ReportWeek | None:

@@ -32,6 +32,7 @@ from storage.group_commit import Failed, Refused, each_in_savepoint
 from storage.tables import DISTRIBUTORS, WITHDRAWALS
 
 MAX_BATCH = 200  # withdrawals approved by one batch request
+CONFIRM_ABOVE_FEN = 100_000  # a chat request above ¥1,000 is confirmed first (CONTRACT §5)
 
 
 def check_amount(config: Config, amount_fen: int) -> None:
@@ -47,16 +48,28 @@ def check_amount(config: Config, amount_fen: int) -> None:
                       f"您申请的是 {asked}。请分成几笔申请。")
 
 
+def _short(amount_fen: int, available_fen: int) -> Refusal:
+    return Refusal("available_short", sentence=f"可提现余额不足：您申请 {yuan(amount_fen)}，当前可提现 "
+                   f"{yuan(available_fen)}。待结算的佣金在订单完成并过了冻结期后才能提现。",
+                   details={"available_fen": available_fen})
+
+
+def check_request(session: Session, config: Config, distributor_id: int, amount_fen: int) -> None:
+    """What request_withdrawal would refuse, checked without changing anything (before chat asks
+    to confirm a large amount: only a request that would be accepted is confirmed)."""
+    check_amount(config, amount_fen)
+    available = balance(session, distributor_id)["available_fen"]
+    if available < amount_fen:
+        raise _short(amount_fen, available)
+
+
 def request_withdrawal(session: Session, config: Config, distributor_id: int, amount_fen: int, now: datetime) -> int:
     """A distributor's request within the limits (check_amount) and the available balance
     (Refusal available_short, nothing changed); the new withdrawal's id."""
     check_amount(config, amount_fen)
     wid = withdraw(session, distributor_id, amount_fen, now)
     if wid is None:
-        available = balance(session, distributor_id)["available_fen"]
-        raise Refusal("available_short", sentence=f"可提现余额不足：您申请 {yuan(amount_fen)}，当前可提现 "
-                      f"{yuan(available)}。待结算的佣金在订单完成并过了冻结期后才能提现。",
-                      details={"available_fen": available})
+        raise _short(amount_fen, balance(session, distributor_id)["available_fen"])
     return wid
 
 

@@ -19,6 +19,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
+from enum import StrEnum
 from typing import Any
 from urllib.parse import urlencode
 
@@ -26,7 +27,7 @@ from aiohttp import web
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from kit.chat import Ctx, Incoming, Later, active_only
+from kit.chat import Ctx, Incoming, Later, a_number, active_only, offer, offered, picked
 from kit.console import HEADERS, page
 from kit.feature import Feature
 from kit.menu import MenuKey
@@ -51,7 +52,13 @@ from storage.models_content import DistributorQrCode, PosterMedia
 from storage.writer import Writer
 
 log = logging.getLogger(__name__)
-feature = Feature("posters", scope="ops")  # the console's poster preview
+
+
+class PosterPick(StrEnum):
+    PICKING = "posters.pick"
+
+
+feature = Feature("posters", scope="ops", states=PosterPick)  # scope: the console's poster preview
 
 QR_LIFETIME = timedelta(days=30)  # the longest a temporary QR code may live
 QR_MIN_LEFT = timedelta(days=7)  # a poster handed out keeps working for at least a week
@@ -88,6 +95,12 @@ def _list_text(posters: list[tuple[PackContent, dict[str, Any]]]) -> str:
     lines = ["可用的海报："]
     lines += [f"{i}. {p['title']}（回复“海报 {p['key']}”）" for i, (_, p) in enumerate(posters, 1)]
     return "\n".join(lines)
+
+
+def _offer_list(ctx: Ctx, posters: list[tuple[PackContent, dict[str, Any]]]) -> Text:
+    """The numbered list, each poster's number kept for the next message (kit.chat.offer)."""
+    offer(ctx, PosterPick.PICKING, ([pack.id, p["key"]] for pack, p in posters))
+    return Text(_list_text(posters) + "\n回复序号领取那张海报，回复“海报”领取默认海报。")
 
 
 def _choose(posters: list[tuple[PackContent, dict[str, Any]]], arg: str) -> tuple[PackContent, dict[str, Any]] | None:
@@ -135,14 +148,31 @@ def on_poster(msg: Incoming, ctx: Ctx, me: Distributor) -> Text | Later:
         return Text(NO_POSTERS)
     arg = ctx.args.strip()
     if arg.lower() in LIST_WORDS:
-        return Text(_list_text(posters) + "\n回复“海报”领取默认海报。")
+        return _offer_list(ctx, posters)
     if arg:
         chosen = _choose(posters, arg)
         if chosen is None:
             return Text(f"没有找到海报“{arg[:20]}”。\n" + _list_text(posters))
     else:
         chosen = next((x for x in posters if x[1]["key"] == "default"), posters[0])
-    pack, poster = chosen
+    return _poster_for(ctx, me, *chosen)
+
+
+@feature.state(PosterPick.PICKING, keeps=a_number)
+@active_only
+def on_pick(msg: Incoming, ctx: Ctx, me: Distributor) -> Text | Later:
+    """A number after 海报 列表: that poster (if it is still live and open to their rank)."""
+    choice = picked(msg, ctx)
+    if choice is None:
+        return Text(f"请回复 1–{offered(ctx)} 的序号领取海报，或回复“取消”。")
+    posters = ctx.app[PACKS].for_rank(ctx.session, "posters", me.rank)
+    chosen = next((x for x in posters if [x[0].id, x[1]["key"]] == choice), None)
+    if chosen is None:
+        return Text("这张海报已下线，请重新回复“海报 列表”。")
+    return _poster_for(ctx, me, *chosen)
+
+
+def _poster_for(ctx: Ctx, me: Distributor, pack: PackContent, poster: dict[str, Any]) -> Later:
     qr = ctx.session.get(DistributorQrCode, me.id)
     qr_url = qr.url if qr is not None and qr.expires_at - ctx.now >= QR_MIN_LEFT else None
     req = PosterRequest(me.id, me.name, me.code, ctx.config.server.public_url, pack, poster, qr_url)

@@ -18,6 +18,7 @@ from kit.app_keys import PACKS
 from domain.config_sections import WebhookEvent
 from domain.formats import china_time, mask_name
 from domain.messages import Text
+from domain.my_stats import record_scan
 from domain.promotion import promote
 from domain.webhook_events import emit
 from domain.risk import check_signups
@@ -65,6 +66,8 @@ def on_follow(msg: Incoming, ctx: Ctx) -> Text:
     f = ctx.follower()
     if msg.event != "scan":
         f.subscribed, f.followed_at, f.unfollowed_at = True, ctx.now, None
+    if msg.event_key:  # a scan of someone's QR code, or a follow through it: 我的推广 counts it
+        record_scan(ctx.session, msg.event_key, ctx.openid, msg.event == "subscribe_scan", ctx.now)
     me = ctx.distributor
     if me is not None:
         return Text(f"欢迎回来，{me.name}！您的推广码是 {me.code}。回复“帮助”查看全部功能。")
@@ -103,8 +106,8 @@ def on_register(msg: Incoming, ctx: Ctx) -> Text:
     if code:
         inviter = distributor_by_code(ctx.session, code, active=True) if CODE_SHAPE.match(code) else None
         if inviter is None and typed:
-            return Text(f"邀请码“{ctx.args.strip()[:20]}”不存在或已失效，请核对后重新发送“注册 邀请码”，"
-                        "或直接回复“注册”不填邀请码。")
+            return Text(f"推广码“{ctx.args.strip()[:20]}”不存在或已失效，请核对后重新发送“注册 推广码”，"
+                        "或直接回复“注册”不填推广码。")
     ctx.set_state(Registering.PHONE, {"inviter": inviter.code if inviter else None})
     return Text(f"欢迎注册分销员！{_inviter_line(inviter)}\n第 1 步：请回复您的手机号码（11 位）。\n"
                 "随时回复“取消”可退出注册。")

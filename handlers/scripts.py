@@ -13,7 +13,7 @@ from urllib.parse import quote
 from aiohttp import web
 from sqlalchemy.orm import Session
 
-from kit.chat import Ctx, Incoming, Later, active_only
+from kit.chat import Ctx, Incoming, Later, active_only, offer, offered, picked
 from kit.feature import Feature
 from kit.headers import content_policy
 from kit.menu import MenuKey
@@ -100,7 +100,7 @@ def on_scripts(msg: Incoming, ctx: Ctx, me: Distributor) -> Text | Later:
     if len(found) == 1:
         return _fill(ctx, me, *found[0])
     shown = found[:MAX_LISTED]
-    ctx.set_state(Scripts.PICKING, {"choices": [[pack.id, s["key"]] for pack, s in shown]})
+    offer(ctx, Scripts.PICKING, ([pack.id, s["key"]] for pack, s in shown))
     lines = [f"找到 {len(found)} 条话术，回复序号查看（已为您填好名字和专属链接）："]
     lines += [f"{i}. {_label(pack, s)}" for i, (pack, s) in enumerate(shown, 1)]
     if len(found) > MAX_LISTED:
@@ -111,13 +111,10 @@ def on_scripts(msg: Incoming, ctx: Ctx, me: Distributor) -> Text | Later:
 @feature.state(Scripts.PICKING)
 @active_only
 def on_pick(msg: Incoming, ctx: Ctx, me: Distributor) -> Text | Later:
-    assert ctx.state is not None
-    choices = ctx.state.data.get("choices", [])
-    typed = msg.content.strip()
-    if not (typed.isdigit() and 1 <= int(typed) <= len(choices)):
-        return Text(f"请回复 1–{len(choices)} 的序号选择话术，或回复“取消”。")
-    pack_id, key = choices[int(typed) - 1]
-    ctx.clear_state()
+    choice = picked(msg, ctx)
+    if choice is None:
+        return Text(f"请回复 1–{offered(ctx)} 的序号选择话术，或回复“取消”。")
+    pack_id, key = choice
     # The list may predate a switch (a festival window closing): only a live version's script is served.
     pack = ctx.app[PACKS].pack(ctx.session, pack_id) if pack_id in live_pack_ids(ctx.session) else None
     script = next((s for s in pack.scripts if s["key"] == key), None) if pack else None

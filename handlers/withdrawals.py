@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from enum import StrEnum
 from datetime import date, datetime, time, timedelta
 from urllib.parse import urlencode
 from typing import Annotated, Any, ClassVar, Literal
@@ -28,6 +29,7 @@ from kit.api import ApiModel, IdParam, ok, text
 from kit.auditing import note
 from kit.chat import Ctx, Incoming, active_only
 from kit.feature import Feature
+from kit.menu import MenuKey
 from kit.console import done, may_open, page, page_number
 from kit.csv_stream import stream_csv
 from kit.app_keys import CLOCK, READER, WRITER
@@ -40,27 +42,66 @@ from domain.risk import RULE_NAMES, open_flags_of
 from domain.messages import Text
 from domain.records import read_days
 from domain.refusals import Refusal
-from domain.withdrawal_rules import (MAX_BATCH, Approval, approve_each, decide_and_tell, request_withdrawal,
-                                     withdrawal_select)
+from domain.withdrawal_rules import (CONFIRM_ABOVE_FEN, MAX_BATCH, Approval, approve_each, check_request,
+                                     decide_and_tell, request_withdrawal, withdrawal_select)
 from storage.models import Distributor
 from storage.models_ledger import WithdrawalStatus
 from storage.tables import BALANCES, WITHDRAWALS
-
-feature = Feature("withdrawals", scope="finance")
-api = feature.api
 
 MAX_REASON = 200
 
 
 # ---- 提现 in chat ------------------------------------------------------------------------------
-@feature.command("提现", "withdraw")
+class Withdrawing(StrEnum):
+    CONFIRMING = "withdraw.confirm"
+
+
+feature = Feature("withdrawals", scope="finance", states=Withdrawing)
+api = feature.api
+ALL_WORDS = frozenset({"全部", "all"})
+CONFIRM_TTL = timedelta(minutes=10)
+
+
+def _how_to(ctx: Ctx, me: Distributor) -> Text:
+    """The balance and how to ask for it (提现 alone, and the menu's 提现)."""
+    money = balance(ctx.session, me.id)
+    lines = [f"当前可提现 {yuan(money['available_fen'])}。"]
+    if money["pending_fen"] > 0:
+        lines.append(f"待结算 {yuan(money['pending_fen'])}，订单完成并过了冻结期后可提现。")
+    lines.append(f"回复“提现 全部”提取全部可提现余额，或回复“提现 金额”，单位是元，例如：提现 12.50"
+                 f"（单笔至少 {yuan(ctx.config.distribution.min_withdraw_fen)}）。")
+    return Text("\n".join(lines))
+
+
+@feature.command("提现", "withdraw", menu=MenuKey.WITHDRAW)
 @active_only
 def on_withdraw(msg: Incoming, ctx: Ctx, me: Distributor) -> Text:
     if not ctx.args:
-        available = balance(ctx.session, me.id)['available_fen']
-        return Text(f"当前可提现 {yuan(available)}。\n请回复“提现 金额”，单位是元，例如：提现 12.50"
-                    f"（单笔至少 {yuan(ctx.config.distribution.min_withdraw_fen)}）。")
-    amount = parse_yuan(ctx.args)  # a refusal (AmountError, a limit, the balance) is the reply
+        return _how_to(ctx, me)
+    if ctx.args.lower() in ALL_WORDS:
+        amount = balance(ctx.session, me.id)["available_fen"]
+        if amount <= 0:
+            return Text("当前没有可提现的余额。待结算的佣金在订单完成并过了冻结期后才能提现，回复“收益”查看。")
+    else:
+        amount = parse_yuan(ctx.args)  # a refusal (AmountError, a limit, the balance) is the reply
+    if amount > CONFIRM_ABOVE_FEN:  # only what would be accepted is confirmed
+        check_request(ctx.session, ctx.config, me.id, amount)
+        ctx.set_state(Withdrawing.CONFIRMING, {"amount_fen": amount}, ttl=CONFIRM_TTL)
+        return Text(f"确认提现 {yuan(amount)}？回复 1 提交申请，回复其他内容取消。")
+    return _requested(ctx, me, amount)
+
+
+@feature.state(Withdrawing.CONFIRMING, keeps=lambda text: text.strip() == "1")
+@active_only
+def on_confirm(msg: Incoming, ctx: Ctx, me: Distributor) -> Text:
+    """1 after a large amount's question: the request, its rules checked again now."""
+    assert ctx.state is not None
+    amount = int(ctx.state.data["amount_fen"])
+    ctx.clear_state()
+    return _requested(ctx, me, amount)
+
+
+def _requested(ctx: Ctx, me: Distributor, amount: int) -> Text:
     wid = request_withdrawal(ctx.session, ctx.config, me.id, amount, ctx.now)
     if ctx.config.pay.on:
         return Text(f"提现申请已提交：{yuan(amount)}（申请号 {wid}）。\n审核通过后会发给您领取链接，"

@@ -158,12 +158,17 @@ class Command:
     preload: Preload | None = None
 
 
+# Which texts a conversation state answers (Feature.state(keeps=...)); any other text leaves it.
+Keeps = Callable[[str], bool]
+
+
 class ChatTable(Protocol):
     """What the router reads of a feature (kit.feature.Feature is one)."""
     commands: list[Command]
     menu: dict[str, Handler]
     events: dict[str, Handler]
     state_handlers: dict[str, Handler]
+    state_keeps: dict[str, Keeps]
     fallback_handler: Handler | None
 
 
@@ -182,6 +187,34 @@ def active_only(handler: Callable[[Incoming, Ctx, Distributor], HandlerResult]) 
             return Text(EXITED)
         return handler(msg, ctx, me)
     return guarded
+
+
+def a_number(text: str) -> bool:
+    """A number alone: the only text a numbered pick keeps (Feature.state(keeps=a_number))."""
+    return text.strip().isdigit()
+
+
+def offer(ctx: Ctx, state: StrEnum, choices: Iterable[Any]) -> None:
+    """A numbered list to pick from: its choices (JSON values, in the order shown from 1) kept in
+    the follower's conversation `state`, whose handler reads the pick with `picked`."""
+    ctx.set_state(state, {"choices": list(choices)})
+
+
+def offered(ctx: Ctx) -> int:
+    """How many choices the list offered had."""
+    return len(ctx.state.data.get("choices", [])) if ctx.state is not None else 0
+
+
+def picked(msg: Incoming, ctx: Ctx) -> Any | None:
+    """The choice a number alone picks from the list offered (the conversation then left), or
+    None when the text picks none (the conversation stays)."""
+    typed = msg.content.strip()
+    if not (typed.isdigit() and 1 <= int(typed) <= offered(ctx)):
+        return None
+    assert ctx.state is not None
+    choice = ctx.state.data["choices"][int(typed) - 1]
+    ctx.clear_state()
+    return choice
 
 
 def refusal_reply(error: BaseException) -> Text | None:
@@ -237,6 +270,7 @@ class ChatRouter:
         self._menu = {k: h for f in features for k, h in f.menu.items()}
         self._events = {e: h for f in features for e, h in f.events.items()}
         self._states = {s: h for f in features for s, h in f.state_handlers.items()}
+        self._keeps = {s: k for f in features for s, k in f.state_keeps.items()}
         fallbacks = [f.fallback_handler for f in features if f.fallback_handler is not None]
         if len(fallbacks) != 1:
             raise ValueError("exactly one feature must declare the fallback handler")
@@ -262,12 +296,17 @@ class ChatRouter:
                 return ChatRoute(_on_cancel, leaves_state=True)
             matched = self.match_command(msg.content)
             in_state = state in self._states
+            # A state that answers only some texts (a confirmation, a numbered pick) is left by any
+            # other, which is then read as if there had been no conversation.
+            leaving = in_state and state in self._keeps and not self._keeps[state](msg.content)
+            in_state = in_state and not leaving
             # Inside a conversation only a bare command word leaves it: "Top Lee" is a name.
             if matched is not None and not (in_state and matched[1]):
                 return ChatRoute(matched[0], matched[1], leaves_state=True)
             if in_state:
                 assert state is not None
                 return ChatRoute(self._states[state])
+            return ChatRoute(self._fallback, leaves_state=leaving)
         return ChatRoute(self._fallback)
 
     def _enter(self, msg: Incoming, ctx: Ctx) -> ChatRoute:

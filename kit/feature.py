@@ -27,7 +27,7 @@ from typing import Any
 from aiohttp import web
 
 from kit.api import ApiRoutes
-from kit.chat import Command, Handler, Preload
+from kit.chat import Command, Handler, Keeps, Preload
 from kit.menu import MenuKey
 from kit.scheduler import Job
 from kit.scopes import ConsolePages, ScopeSpec
@@ -51,6 +51,7 @@ class Feature:
         self.menu: dict[str, Handler] = {}
         self.events: dict[str, Handler] = {}
         self.state_handlers: dict[str, Handler] = {}
+        self.state_keeps: dict[str, Keeps] = {}
         self.fallback_handler: Handler | None = None
         self.api = ApiRoutes(name, scope)
         self.pages = web.RouteTableDef()
@@ -78,13 +79,17 @@ class Feature:
             return fn
         return register
 
-    def state(self, *states: StrEnum) -> Callable[[Handler], Handler]:
-        """What a text does while the follower is in one of this feature's conversation states."""
+    def state(self, *states: StrEnum, keeps: Keeps | None = None) -> Callable[[Handler], Handler]:
+        """What a text does while the follower is in one of this feature's conversation states.
+        `keeps`: the texts the state answers (a confirmation's "1", a numbered pick's number);
+        any other text leaves the conversation and is read as usual."""
         def register(fn: Handler) -> Handler:
             for s in states:
                 if self.states is None or not isinstance(s, self.states):
                     raise FeatureConflict(f"feature {self.name!r}: state {s!r} is not one of its states enum")
                 self._claim(self.state_handlers, s.value, fn, "state")
+                if keeps is not None:
+                    self.state_keeps[s.value] = keeps
             return fn
         return register
 

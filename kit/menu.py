@@ -12,6 +12,7 @@ class MenuKey(StrEnum):
     SCRIPTS = "SCRIPTS"
     ORDERS = "ORDERS"
     EARNINGS = "EARNINGS"
+    WITHDRAW = "WITHDRAW"
     TEAM = "TEAM"
     RANK = "RANK"
     TOP = "TOP"
@@ -21,9 +22,10 @@ class MenuKey(StrEnum):
 
 # (top button name, [(sub-button name, key), ...]) — WeChat allows 3 top buttons, 5 subs each.
 MENU: tuple[tuple[str, tuple[tuple[str, MenuKey], ...]], ...] = (
-    ("推广", (("我的海报", MenuKey.POSTER), ("推广话术", MenuKey.SCRIPTS), ("培训资料", MenuKey.TRAINING))),
-    ("收益", (("我的收益", MenuKey.EARNINGS), ("我的订单", MenuKey.ORDERS), ("我的团队", MenuKey.TEAM),
-              ("我的等级", MenuKey.RANK), ("本月排行", MenuKey.TOP))),
+    ("推广", (("我的海报", MenuKey.POSTER), ("推广话术", MenuKey.SCRIPTS), ("培训资料", MenuKey.TRAINING),
+              ("本月排行", MenuKey.TOP))),
+    ("收益", (("我的收益", MenuKey.EARNINGS), ("提现", MenuKey.WITHDRAW), ("我的订单", MenuKey.ORDERS),
+              ("我的团队", MenuKey.TEAM), ("我的等级", MenuKey.RANK))),
     ("我的", (("注册分销员", MenuKey.REGISTER), ("帮助客服", MenuKey.HELP))),
 )
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ForeignKey, Integer, LargeBinary, String, Text, UniqueConstraint
+from sqlalchemy import ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from storage.models import Base, BigId
@@ -65,6 +65,21 @@ class DistributorQrCode(Base):
     url: Mapped[str] = mapped_column(String(255))
     expires_at: Mapped[datetime]
     created_at: Mapped[datetime]
+
+
+class QrScan(Base):
+    """One scan of a distributor's QR code: a SCAN event with their code as the scene, or a follow
+    through it (`followed`). One row per event: an event's handler runs once per dedupe key, its
+    retries are answered from the stored reply. 我的推广 counts a code's rows of a week."""
+
+    __tablename__ = "qr_scans"
+    __table_args__ = (Index("ix_qr_scans_scene", "scene", "scanned_at"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    scene: Mapped[str] = mapped_column(String(64))  # as WeChat sent it: a distributor's code
+    openid: Mapped[str] = mapped_column(String(64))
+    followed: Mapped[bool]
+    scanned_at: Mapped[datetime]
 
 
 class PosterMedia(Base):

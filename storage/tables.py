@@ -6,6 +6,7 @@ from sqlalchemy import Table
 
 from storage.models import ConversationState, Distributor, Follower, OutboxMessage, ProcessedMessage, SignedQueryRow
 from storage.models_campaigns import Campaign, MassReport
+from storage.models_content import QrScan
 from storage.models_console import AuditEntry, ConsoleSession, DailyTotals, SignInTry, StaffAccount
 from storage.models_engage import Adjustment, Contest, ContestScore, RankChange, Ticket, TicketReply
 from storage.models_webhooks import WebhookDelivery
@@ -45,4 +46,5 @@ WEBHOOK_DELIVERIES: Table = WebhookDelivery.__table__  # type: ignore[assignment
 RISK_FLAGS: Table = RiskFlag.__table__  # type: ignore[assignment]
 SUSPENSIONS: Table = Suspension.__table__  # type: ignore[assignment]
 AUDIT_ENTRIES: Table = AuditEntry.__table__  # type: ignore[assignment]
+QR_SCANS: Table = QrScan.__table__  # type: ignore[assignment]
 SETTINGS_CHANGES: Table = SettingsChange.__table__  # type: ignore[assignment]

@@ -310,8 +310,9 @@ def test_dedupe_keys() -> None:
 async def test_help_handler() -> None:
     reply = help_handlers.on_help(text("帮助"), make_ctx())
     assert reply == Text(help_handlers.HELP)
-    for word in ("注册", "海报", "提现", "register", "withdraw"):
+    for word in ("注册", "海报", "提现", "我的推广"):
         assert word in reply.content
+    assert "register" not in reply.content and "withdraw" not in reply.content  # Chinese only (CONTRACT §5)
 
 
 async def test_fallback_answers_text_and_other_messages_but_not_events() -> None:

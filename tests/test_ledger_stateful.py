@@ -24,6 +24,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 from sandbox.platform import Platform
 from kit.app_keys import CONFIG, WRITER
 from handlers.earnings import unfreeze_due
+from domain.withdrawal_rules import CONFIRM_ABOVE_FEN
 from tests.money_support import balance, check_invariants, event, money_harness, post_event, seed
 
 RATES = {"junior": (Decimal("0.10"), Decimal("0.03"), Decimal("0.01")), "gold": (Decimal("0.15"), Decimal("0.05"))}
@@ -156,6 +157,9 @@ class LedgerMachine(RuleBasedStateMachine):
         elif fen > before["available_fen"]:
             assert "不足" in reply, reply
         else:
+            if fen > CONFIRM_ABOVE_FEN:  # a large amount is confirmed first
+                assert "确认提现" in reply, reply
+                reply = self.run(self.harness.say(self.users[who], "1"))
             assert "已提交" in reply, (reply, before)
 
     @rule(approve=st.booleans(), data=st.data())

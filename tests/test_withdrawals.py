@@ -60,7 +60,8 @@ async def test_a_comma_is_a_thousands_separator_only_between_groups_of_three(h: 
         reply = await h.say(user, text)
         assert "提现 12.50" in reply and "提现 1,234.50" in reply and "千位" in reply, (text, reply)
     assert await snapshot(h) == before
-    reply = await h.say(user, "提现 1,234.50")
+    assert "确认提现 ¥1,234.50" in await h.say(user, "提现 1,234.50")  # over ¥1,000: confirmed first
+    reply = await h.say(user, "1")
     assert "已提交" in reply and "¥1,234.50" in reply, reply
     reply = await h.say(user, "提现 1，000")
     assert "已提交" in reply and "¥1,000.00" in reply, reply

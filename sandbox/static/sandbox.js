@@ -128,7 +128,7 @@ function renderStatus() {
   pill.textContent = u ? (u.subscribed ? "已关注" : "未关注") : "未选用户";
   $("follow").hidden = !!(u && u.subscribed);
   $("unfollow").hidden = !(u && u.subscribed);
-  $("follow-scene").textContent = u && u.subscribed ? "扫码 / 邀请码" : "扫码 / 邀请码关注";
+  $("follow-scene").textContent = u && u.subscribed ? "扫码 / 推广码" : "扫码 / 推广码关注";
   for (const id of ["follow", "follow-scene", "unfollow", "age"]) $(id).disabled = !u;
   $("title-text").textContent = u ? `分销员助手 · ${u.nickname}` : "分销员助手";
   renderQuota();
@@ -397,7 +397,7 @@ function openSceneDialog() {
 function submitScene(ev) {
   ev.preventDefault();
   const scene = $("scene-input").value.trim(), qr = $("qr-input").value.trim();
-  if (!scene && !qr) { toast("请填写邀请码，或粘贴二维码链接"); return; }
+  if (!scene && !qr) { toast("请填写推广码，或粘贴二维码链接"); return; }
   closeDialogs();
   simSend(qr ? { type: "subscribe", qr } : { type: "subscribe", scene });
 }
