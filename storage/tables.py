@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlalchemy import Table
 
 from storage.models import ConversationState, Distributor, Follower, OutboxMessage, ProcessedMessage, SignedQueryRow
+from storage.models_alerts import Alert
 from storage.models_campaigns import Campaign, MassReport
 from storage.models_console import AuditEntry, ConsoleSession, DailyTotals, SignInTry, StaffAccount
 from storage.models_engage import Adjustment, Contest, ContestScore, RankChange, Ticket, TicketReply
@@ -46,3 +47,4 @@ RISK_FLAGS: Table = RiskFlag.__table__  # type: ignore[assignment]
 SUSPENSIONS: Table = Suspension.__table__  # type: ignore[assignment]
 AUDIT_ENTRIES: Table = AuditEntry.__table__  # type: ignore[assignment]
 SETTINGS_CHANGES: Table = SettingsChange.__table__  # type: ignore[assignment]
+ALERTS: Table = Alert.__table__  # type: ignore[assignment]
