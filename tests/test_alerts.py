@@ -122,6 +122,9 @@ async def test_a_backed_up_outbox_is_told_once_repeated_and_resolved(db_url: str
                 assert len(said(h, "告警")) == 2
                 assert [e["type"] for e in r.accepted] == ["alert.raised", "alert.resolved"]
                 assert r.accepted[1]["data"]["alert"] == "outbox" and r.bad_signatures == 0
+                _, _, text = await get(h, "/metrics")
+                assert sample(text, "distbot_outbox_oldest_pending_seconds") == 0
+                assert sample(text, "distbot_wechat_token_refreshes_total", result="ok") == 1  # this process's sends
             finally:
                 for w in workers:
                     w.cancel()
