@@ -11,15 +11,18 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 from sqlalchemy import select
+from sqlalchemy import text as text_sql
+from sqlalchemy.exc import DBAPIError
 
 from sandbox.platform import Platform
 from domain.alerts import Figures, JobStatus, conditions
 from domain.clock import FakeClock
 from domain.config_sections import AlertsConfig
-from kit.app_keys import SESSIONMAKER, WEBHOOKS
+from kit.app_keys import READER, SESSIONMAKER, WEBHOOKS
 from kit.scheduler import Job, job_statuses
 from kit.webhook_sender import signature
 from storage.models import JobRun
@@ -84,9 +87,11 @@ async def test_a_backed_up_outbox_is_told_once_repeated_and_resolved(db_url: str
         async with Harness(config, platform, wechat_server, workers=False, clock=FakeClock()) as h:
             h.clock.freeze()
             await stale_message(h, user.openid, timedelta(minutes=6))
+            with pytest.raises(DBAPIError):  # counted on the Reader's engine too (SQLite's is its own)
+                await h.app[READER].run(lambda s: s.execute(text_sql("SELECT nothing FROM no_such_table")))
             _, _, text = await get(h, "/metrics")
             assert sample(text, "distbot_outbox_oldest_pending_seconds") == 360
-            assert sample(text, "distbot_database_up") == 1
+            assert sample(text, "distbot_database_up") == 1 and sample(text, "distbot_database_errors_total") == 1
 
             assert await run_job(h, "alerts") == 1  # raised
             sender = asyncio.create_task(h.app[WEBHOOKS].run())  # else its own backlog is the next alert
