@@ -33,9 +33,9 @@ from wechat.dispatcher import REPLY_DEADLINE_SECONDS, Dispatcher
 from kit.feature import Feature, check, install_resources
 from app.features import FEATURES
 from kit.menu import menu_payload
-from kit.metrics import Answered, Metrics
+from kit.metrics import Answered, Metrics, counting_database_errors
 from wechat.outbox import Outbox
-from kit.scheduler import JOBS, Jobs, run_scheduler
+from kit.scheduler import JOBS, Jobs, job_statuses, run_scheduler, runs_by_name
 from kit.live_settings import SETTINGS, LiveSettings, polled
 from kit.app_keys import CLOCK, CONFIG, ENGINE, HTTP, METRICS, PACKS, READER, SESSIONMAKER, WEBHOOKS, WRITER
 from wechat.wechat_keys import DISPATCHER, OUTBOX, PAY, WECHAT
@@ -44,7 +44,7 @@ from wechat.pay import EmulatorKeys, PayClient, PayKeys, sandbox_keys
 from kit.webhook_sender import WebhookSender
 from kit.webhook_sender import backlog as webhook_backlog
 from content.store import PackLibrary
-from domain import campaigns
+from domain import alerts, campaigns
 from domain import outbox_rows as outbox_rows
 from domain import webhook_events as webhook_events
 from domain.clock import Clock
@@ -52,7 +52,7 @@ from domain.config import Config, ConfigError
 from domain.tickets import open_and_overdue
 from storage.db import create_engine, delete_chunk
 from storage.migrate import upgrade
-from storage.models import OutboxMessage, OutboxStatus
+from storage.models import JobRun, OutboxMessage, OutboxStatus
 from storage.tables import PROCESSED, SIGNED_QUERIES
 from storage.reader import Reader
 from storage.writer import Writer
@@ -176,7 +176,8 @@ def _database(migrate: bool) -> CleanupCtx:
         app[WRITER] = writer = Writer(engine, on_commit=lambda info: _wake_workers(app, info))
         app[READER] = reader = Reader(engine)
         app[SESSIONMAKER] = writer.sessions  # for the tests' own assertions, never read by the product
-        yield
+        with counting_database_errors(app[METRICS], engine.url):
+            yield
         await reader.close()
         await writer.close()
         await engine.dispose()
@@ -191,7 +192,8 @@ def _clients(merchant_keys: PayKeys | None) -> CleanupCtx:
         async with aiohttp.ClientSession() as http:
             app[HTTP] = http
             app[WECHAT] = WeChatAPI(base_url=config.api_base_url, app_id=config.wechat.app_id,
-                                    app_secret=config.wechat.app_secret, writer=app[WRITER], http=http, clock=clock)
+                                    app_secret=config.wechat.app_secret, writer=app[WRITER], http=http, clock=clock,
+                                    metrics=app[METRICS])
             app[OUTBOX] = Outbox(config, app[READER], app[WRITER], app[WECHAT], app[METRICS], clock)
             app[WEBHOOKS] = WebhookSender(config, app[READER], app[WRITER], app[METRICS], clock)
             if merchant_keys is not None:
@@ -277,22 +279,25 @@ async def healthz(request: web.Request) -> web.Response:
 async def metrics(request: web.Request) -> web.Response:
     m = request.app[METRICS]
     # Figures as of this scrape, read from the database: every process tells the database's truth
-    # (the sla job runs in the leader alone). Two
-    # indexed counts, (status, next_attempt_at) and (status, due_at).
+    # (the sla job runs in the leader alone). Indexed counts, (status, next_attempt_at) and
+    # (status, due_at), the oldest due rows (domain.alerts.figures) and the jobs' last runs.
     now = request.app[CLOCK].now()
 
-    def read(session: Session) -> tuple[int, int, tuple[int, int]]:
+    def read(session: Session) -> tuple[int, int, tuple[int, int], alerts.Figures, dict[str, JobRun]]:
         return (session.scalar(select(func.count()).select_from(OutboxMessage).where(
             OutboxMessage.status == OutboxStatus.PENDING)) or 0, webhook_backlog(session),
-            open_and_overdue(session, now))
+            open_and_overdue(session, now), alerts.figures(session, now), runs_by_name(session))
     try:
-        depth, backlog, (waiting, overdue) = await request.app[READER].run(read)
+        depth, backlog, (waiting, overdue), figures, runs = await request.app[READER].run(read)
         m.outbox_depth.set(depth)
         m.webhook_backlog.set(backlog)
         m.tickets_open.set(waiting)
         m.tickets_overdue.set(overdue)
+        m.observe(figures, job_statuses(request.app[JOBS], request.app[CONFIG], runs, now))
+        m.database_up.set(1)
     except Exception:  # a scrape still answers while the database does not; /healthz tells
         log.warning("metrics: cannot read the outbox depth or the tickets", exc_info=True)
+        m.database_up.set(0)
     return web.Response(body=m.render(), content_type=m.content_type)
 
 

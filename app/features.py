@@ -7,7 +7,7 @@ from kit.feature import Feature
 from handlers import audit, campaigns, content_packs, contests, distributors, earnings, exports, help_text, leave
 from handlers import orders, overview, payouts, posters, ranks, risk
 from handlers import registration, scripts, service, settings, staff, team, trainings, weekly_report, withdrawals
-from handlers import commissions, my_stats, stats
+from handlers import alerts, commissions, my_stats, stats
 
 FEATURES: tuple[Feature, ...] = (
     registration.feature,
@@ -36,5 +36,6 @@ FEATURES: tuple[Feature, ...] = (
     audit.feature,
     settings.feature,
     staff.feature,
+    alerts.feature,
     help_text.feature,
 )

@@ -11,7 +11,8 @@ from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from domain.config_sections import (AES_KEY_LENGTH, DEFAULT_ADMIN_TOKEN, DEMO_TOKEN_PREFIX, PAY_KEY_FIELDS,
-                                    SANDBOX_APP_ID, SANDBOX_APP_SECRET, SANDBOX_TOKEN, AdminConfig, ContestsConfig,
+                                    SANDBOX_APP_ID, SANDBOX_APP_SECRET, SANDBOX_TOKEN, AdminConfig, AlertsConfig,
+                                    ContestsConfig,
                                     DatabaseConfig, DistributionConfig, OutboxConfig, PayConfig, RankConfig,
                                     ReportsConfig, RiskConfig, ServerConfig, ServiceConfig, WebhookConfig,
                                     WechatConfig, default_ranks)
@@ -40,6 +41,7 @@ class Config(BaseSettings):
     pay: PayConfig = PayConfig()
     webhooks: tuple[WebhookConfig, ...] = ()
     risk: RiskConfig = RiskConfig()
+    alerts: AlertsConfig = AlertsConfig()
 
     @classmethod
     def settings_customise_sources(

@@ -242,6 +242,17 @@ class RiskConfig(_Section):
     signup_burst: int = Field(30, ge=1)  # direct sign-ups in one hour
 
 
+class AlertsConfig(_Section):
+    """[alerts] (CONTRACT §9): the built-in alerts for a pilot without Prometheus (domain.alerts),
+    sent to admin.notify_openids and to [[webhooks]] subscribed to alert.raised / alert.resolved."""
+
+    enabled: bool = False
+    outbox_oldest_s: int = Field(300, ge=1)  # the oldest unsent outbox message is older than this
+    webhook_oldest_s: int = Field(900, ge=1)  # the oldest undelivered webhook is older than this
+    job_late_s: int = Field(3600, ge=1)  # a scheduled job has not run this long after it was due
+    repeat_s: int = Field(3600, ge=60)  # the same alert at most once in this time
+
+
 def default_ranks() -> tuple[RankConfig, ...]:
     return (
         RankConfig(key="junior", name="初级推广员", rates=(Decimal("0.10"), Decimal("0.03"))),
@@ -261,9 +272,13 @@ class WebhookEvent(StrEnum):
     COMMISSION_CREATED = "commission.created"
     COMMISSION_REVERSED = "commission.reversed"
     WITHDRAWAL_PAID = "withdrawal.paid"
+    ALERT_RAISED = "alert.raised"  # the built-in alerts (CONTRACT §9): only for endpoints that name them
+    ALERT_RESOLVED = "alert.resolved"
 
 
-WEBHOOK_EVENTS = tuple(WebhookEvent)
+ALERT_EVENTS = (WebhookEvent.ALERT_RAISED, WebhookEvent.ALERT_RESOLVED)
+# What an endpoint that names no `events` gets: the business events, not the operators' alerts.
+WEBHOOK_EVENTS = tuple(e for e in WebhookEvent if e not in ALERT_EVENTS)
 
 
 class WebhookConfig(_Section):

@@ -39,6 +39,7 @@ from sqlalchemy.orm import Session
 from kit.leader import lead
 from kit.logs import mask_phones
 from kit.app_keys import CLOCK, CONFIG, ENGINE, METRICS, READER, WRITER
+from domain.alerts import JobStatus
 from domain.config import Config
 from domain.formats import CHINA
 from domain.jobs import JobRef
@@ -84,10 +85,19 @@ class Job:
     def missed(self, last_run_at: datetime | None, now: datetime) -> bool:
         """Whether one of its fire times passed since its last recorded run (no process led then:
         the leader runs it at once as it starts). A job that never ran waits for its first time."""
+        due = self.due_after(last_run_at)
+        return due is not None and due <= now
+
+    def due_after(self, last_run_at: datetime | None) -> datetime | None:
+        """Its first fire time after its last recorded run (None: it never ran, or never fires again)."""
         if last_run_at is None:
-            return False
-        after = self.make_trigger().get_next_fire_time(None, last_run_at + timedelta(microseconds=1))
-        return after is not None and after <= now
+            return None
+        return self.make_trigger().get_next_fire_time(None, last_run_at + timedelta(microseconds=1))
+
+    def overdue_seconds(self, last_run_at: datetime | None, now: datetime) -> float:
+        """How long past that fire time it is without a run since (0: on time, or it never ran)."""
+        due = self.due_after(last_run_at)
+        return 0.0 if due is None or due >= now else (now - due).total_seconds()
 
 
 class Jobs:
@@ -182,7 +192,23 @@ def _record(session: Session, name: str, started: datetime, status: str, error: 
 
 async def last_runs(reader: Reader) -> dict[str, JobRun]:
     """The recorded runs of every job that ran, by name (shared by every process)."""
-    return await reader.run(lambda session: {r.name: r for r in session.scalars(select(JobRun))})
+    return await reader.run(runs_by_name)
+
+
+def runs_by_name(session: Session) -> dict[str, JobRun]:
+    return {r.name: r for r in session.scalars(select(JobRun))}
+
+
+def job_statuses(jobs: Iterable[Job], config: Config, runs: dict[str, JobRun], now: datetime) -> list[JobStatus]:
+    """Each job the schedule runs under `config`, as its recorded runs show it (domain.alerts:
+    the /metrics gauges and the built-in alerts)."""
+    found = []
+    for job in (j for j in jobs if j.scheduled(config)):
+        run = runs.get(job.id)
+        last_run_at = run.last_run_at if run is not None else None
+        error = (run.last_error or "error") if run is not None and run.last_status == "error" else None
+        found.append(JobStatus(job.id, job.overdue_seconds(last_run_at, now), last_run_at is not None, error))
+    return found
 
 
 # ---- the schedule --------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlalchemy import Table
 
 from storage.models import ConversationState, Distributor, Follower, OutboxMessage, ProcessedMessage, SignedQueryRow
+from storage.models_alerts import Alert
 from storage.models_campaigns import Campaign, MassReport
 from storage.models_content import QrScan
 from storage.models_console import AuditEntry, ConsoleSession, DailyTotals, SignInTry, StaffAccount
@@ -48,3 +49,4 @@ SUSPENSIONS: Table = Suspension.__table__  # type: ignore[assignment]
 AUDIT_ENTRIES: Table = AuditEntry.__table__  # type: ignore[assignment]
 QR_SCANS: Table = QrScan.__table__  # type: ignore[assignment]
 SETTINGS_CHANGES: Table = SettingsChange.__table__  # type: ignore[assignment]
+ALERTS: Table = Alert.__table__  # type: ignore[assignment]

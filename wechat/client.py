@@ -16,6 +16,7 @@ from typing import Any
 import aiohttp
 from sqlalchemy import select, text
 
+from kit.metrics import Metrics
 from domain.clock import Clock
 from domain.messages import Image, News, Reply, Text
 from domain.quota import OUTSIDE as OUTSIDE_WINDOW, SPENT as QUOTA_SPENT  # the customer-service quota's errors
@@ -57,7 +58,8 @@ class WeChatUnreachable(WeChatError):
 
 class WeChatAPI:
     def __init__(self, *, base_url: str, app_id: str, app_secret: str,
-                 writer: Writer, http: aiohttp.ClientSession, clock: Clock | None = None):
+                 writer: Writer, http: aiohttp.ClientSession, clock: Clock | None = None,
+                 metrics: Metrics | None = None):
         self.base_url = base_url
         self.app_id = app_id
         self._secret = app_secret
@@ -66,6 +68,7 @@ class WeChatAPI:
         self._clock = clock or Clock()
         self._cached: dict[str, tuple[str, datetime]] = {}  # key -> (value, expires_at)
         self._refresh_locks: dict[str, asyncio.Lock] = {}
+        self._metrics = metrics  # counts the refreshes (distbot_wechat_token_refreshes_total)
 
     # ---- access token and jsapi_ticket ----------------------------------------------------------
     async def access_token(self, *, invalid: str | None = None) -> str:
@@ -102,7 +105,7 @@ class WeChatAPI:
                 if row is not None and row.token != invalid and row.expires_at > now:
                     self._cached[key] = (row.token, row.expires_at)
                     return row.token
-                token, expires_in = await fetch()
+                token, expires_in = await self._counted(fetch)
                 # Refresh a minute early so that no call goes out with a token about to expire.
                 expires_at = now + timedelta(seconds=max(expires_in - 60, 30))
                 if row is None:
@@ -113,6 +116,20 @@ class WeChatAPI:
             log.info("access token refreshed" if key == self.app_id else "jsapi ticket refreshed",
                      extra={"app_id": self.app_id})
             return token
+
+    async def _counted(self, fetch: Callable[[], Awaitable[tuple[str, int]]]) -> tuple[str, int]:
+        """fetch(), its success or failure counted: an AppSecret changed in the WeChat console, an IP
+        not on the whitelist or WeChat unreachable stops every message, so operators are told."""
+        m = self._metrics
+        try:
+            got = await fetch()
+        except Exception:
+            if m is not None:
+                m.child(m.token_refreshes, "error").inc()
+            raise
+        if m is not None:
+            m.child(m.token_refreshes, "ok").inc()
+        return got
 
     async def _fetch_token(self) -> tuple[str, int]:
         data = await self._request("GET", "token", params={
