@@ -8,8 +8,13 @@ import re
 from datetime import timedelta
 from types import SimpleNamespace
 
+from sqlalchemy import func, select
+
 from domain.formats import week_start
+from handlers.my_stats import prune_qr_scans
+from kit.app_keys import READER
 from kit.menu import MenuKey
+from storage.tables import QR_SCANS
 from tests.conftest import Harness
 from tests.money_support import pay
 from tests.test_packs_support import demo, upload
@@ -54,6 +59,12 @@ async def test_my_stats_counts_this_week_and_a_number_picks_a_listed_poster(harn
     await h.say(alice, "海报 列表")
     assert "请回复 1–2 的序号" in await h.say(alice, "7")
     assert "二维码被扫：2 次" in await h.say(alice, "我的推广")  # any other text leaves the list
+    h.clock.move(weeks=5, hours=-10)
+    await prune_qr_scans.run(h.app)
+    assert await h.app[READER].run(lambda s: s.scalar(select(func.count()).select_from(QR_SCANS))) == 3  # this week's (also her own)
+    h.clock.move(hours=11)
+    await prune_qr_scans.run(h.app)
+    assert await h.app[READER].run(lambda s: s.scalar(select(func.count()).select_from(QR_SCANS))) == 0
 
 
 async def test_no_reply_says_invite_code_or_speaks_english(harness: Harness) -> None:
