@@ -35,16 +35,16 @@ def _config(args: argparse.Namespace) -> Config:
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
+    config = _config(args)  # a mistake here is told before the app's modules load (a second)
+    _check_database(config)
     from aiohttp import web
 
     from app.factory import create_app
     from kit.feature import FeatureConflict
-    config = _config(args)
     try:
         app = create_app(config)
     except FeatureConflict as e:  # two features claim one command, key or route: fix app/features.py
         raise CliError(str(e)) from None
-    _check_database(config)
     if config.sandbox:
         _run_db(lambda: _load_demo_pack(config))
     sockets = _listen(config.server.host, config.server.port)
@@ -94,6 +94,7 @@ def cmd_db_upgrade(args: argparse.Namespace) -> None:
 
 
 def cmd_menu_push(args: argparse.Namespace) -> None:
+    config = _config(args)
     import aiohttp
 
     from kit.menu import menu_payload
@@ -101,7 +102,6 @@ def cmd_menu_push(args: argparse.Namespace) -> None:
     from storage.db import create_engine
     from storage.migrate import upgrade
     from storage.writer import Writer
-    config = _config(args)
 
     async def run() -> None:
         engine = create_engine(config.database.url)
