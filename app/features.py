@@ -7,7 +7,7 @@ from kit.feature import Feature
 from handlers import audit, campaigns, content_packs, contests, distributors, earnings, exports, help_text, leave
 from handlers import orders, overview, payouts, posters, ranks, risk
 from handlers import registration, scripts, service, settings, staff, team, trainings, weekly_report, withdrawals
-from handlers import commissions, stats
+from handlers import backups, commissions, stats
 
 FEATURES: tuple[Feature, ...] = (
     registration.feature,
@@ -35,5 +35,6 @@ FEATURES: tuple[Feature, ...] = (
     audit.feature,
     settings.feature,
     staff.feature,
+    backups.feature,
     help_text.feature,
 )

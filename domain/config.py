@@ -11,8 +11,8 @@ from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from domain.config_sections import (AES_KEY_LENGTH, DEFAULT_ADMIN_TOKEN, DEMO_TOKEN_PREFIX, PAY_KEY_FIELDS,
-                                    SANDBOX_APP_ID, SANDBOX_APP_SECRET, SANDBOX_TOKEN, AdminConfig, ContestsConfig,
-                                    DatabaseConfig, DistributionConfig, OutboxConfig, PayConfig, RankConfig,
+                                    SANDBOX_APP_ID, SANDBOX_APP_SECRET, SANDBOX_TOKEN, AdminConfig, BackupConfig,
+                                    ContestsConfig, DatabaseConfig, DistributionConfig, OutboxConfig, PayConfig, RankConfig,
                                     ReportsConfig, RiskConfig, ServerConfig, ServiceConfig, WebhookConfig,
                                     WechatConfig, default_ranks)
 
@@ -40,6 +40,7 @@ class Config(BaseSettings):
     pay: PayConfig = PayConfig()
     webhooks: tuple[WebhookConfig, ...] = ()
     risk: RiskConfig = RiskConfig()
+    backup: BackupConfig = BackupConfig()
 
     @classmethod
     def settings_customise_sources(
@@ -171,6 +172,14 @@ def load_config(path: str | os.PathLike[str] | None = None, **overrides: Any) ->
         else:
             data[section] = values
     try:
-        return Config(**data)
+        return _beside(Config(**data), p.parent)
     except ValidationError as e:
         raise ConfigError(_describe(e)) from None
+
+
+def _beside(config: Config, folder: Path) -> Config:
+    """The config with [backup] dir made absolute: a relative one is in the config file's folder."""
+    where = Path(config.backup.dir)
+    if where.is_absolute():
+        return config
+    return config.model_copy(update={"backup": config.backup.model_copy(update={"dir": str(folder.resolve() / where)})})
