@@ -8,8 +8,10 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,9 @@ import pytest
 from aiohttp.test_utils import TestServer
 from sqlalchemy import select
 
+from domain.config import ConfigError, load_config
+from domain.formats import CHINA
+from handlers.backups import backup as backup_job
 from kit.app_keys import READER
 from sandbox.platform import Platform
 from storage.backup import BackupError, verify
@@ -129,3 +134,22 @@ async def test_a_backup_under_order_load_restores_whole_and_old_ones_are_pruned(
             metrics = await resp.text()
         (gauge,) = [line for line in metrics.splitlines() if line.startswith("distbot_backup_last_success_timestamp")]
         assert float(gauge.split()[1]) == pytest.approx(newest.stat().st_mtime)
+
+
+def test_the_backup_section_sets_the_jobs_folder_and_schedule(tmp_path: Path) -> None:
+    p = tmp_path / "etc" / "config.toml"
+    p.parent.mkdir()
+    p.write_text('[backup]\ndir = "bk"\nschedule = "30 2 * * 1-5"\nkeep = 3\n', encoding="utf-8")
+    config = load_config(p)
+    assert config.backup.dir == str(tmp_path / "etc" / "bk") and config.backup.keep == 3  # beside the config file
+    job = backup_job.under(config)
+    assert job.scheduled(config)
+    saturday = datetime(2026, 12, 12, 12, 0, tzinfo=CHINA)
+    assert job.next_run_at(saturday) == datetime(2026, 12, 14, 2, 30, tzinfo=CHINA)  # cron's 1-5: Monday to Friday
+    for line, words in (('schedule = "0 3 * *"', "backup.schedule: needs five fields"),
+                        ('schedule = "0 3 * * 8"', "backup.schedule"), ("keep = 0", "backup.keep")):
+        p.write_text(f"[backup]\n{line}\n", encoding="utf-8")
+        with pytest.raises(ConfigError, match=re.escape(words)):
+            load_config(p)
+    p.write_text('[backup]\nschedule = ""\n', encoding="utf-8")
+    assert not backup_job.under(load_config(p)).scheduled(load_config(p))  # off; POST .../run still runs it
