@@ -14,8 +14,9 @@ from pathlib import Path
 
 from aiohttp import web
 
-from kit.app_keys import CLOCK, CONFIG, METRICS
+from kit.app_keys import CLOCK, METRICS
 from kit.feature import Feature
+from kit.live_settings import live_config
 from kit.metrics import Metrics
 from domain.formats import CHINA
 from storage.backup import newest, scheduled_backup
@@ -27,7 +28,7 @@ BACKUP_DIR = web.AppKey("backup_dir", Path)  # [backup] dir, absolute
 
 @feature.resource(BACKUP_DIR)
 async def backup_dir(app: web.Application) -> AsyncIterator[Path]:
-    folder = Path(app[CONFIG].backup.dir)
+    folder = Path(live_config(app).backup.dir)
     _show_newest(app[METRICS], folder)
     yield folder
 
@@ -36,7 +37,7 @@ async def backup_dir(app: web.Application) -> AsyncIterator[Path]:
              trigger_from=lambda config: config.backup.trigger)
 async def backup(app: web.Application) -> str:
     """One checked backup, then the older ones beyond `keep` deleted; what it did, for the log."""
-    config, folder = app[CONFIG], app[BACKUP_DIR]
+    config, folder = live_config(app), app[BACKUP_DIR]
     made = await scheduled_backup(config.database.url, folder, app[CLOCK].now().astimezone(CHINA), config.backup.keep)
     _show_newest(app[METRICS], folder)
     if made.path is None:

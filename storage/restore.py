@@ -47,6 +47,9 @@ async def restore(url: str, path: Path) -> str:
 
 
 def _sqlite_restore(path: Path, target: Path) -> None:
+    wal = target.with_name(target.name + "-wal")
+    if wal.is_file() and wal.stat().st_size:  # another database's log: SQLite would replay it onto this one
+        raise NotEmpty(f"{wal} is left from an earlier database, so nothing was changed: move it aside too")
     target.parent.mkdir(parents=True, exist_ok=True)
     try:
         out = sqlite3.connect(target)

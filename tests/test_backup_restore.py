@@ -114,6 +114,12 @@ async def test_a_backup_under_order_load_restores_whole_and_old_ones_are_pruned(
         for path, words in ((damaged, "damaged"), (tmp_path / "missing.db", "no backup at")):
             with pytest.raises(BackupError, match=words):
                 await restore(config.database.url, path)
+        if db_url.startswith("sqlite"):  # an earlier database's -wal beside an empty path would be replayed onto it
+            (tmp_path / "moved").mkdir()
+            (tmp_path / "moved" / "distbot.db-wal").write_bytes(b"frames of another database")
+            with pytest.raises(BackupError, match="left from an earlier database"):
+                await restore(f"sqlite+aiosqlite:///{tmp_path / 'moved' / 'distbot.db'}", made)
+            assert not (tmp_path / "moved" / "distbot.db").exists()
 
         # The next run: a new checked backup, the oldest pruned to keep = 2 (an old one planted: its
         # name says 2020); a .partial of a run killed long ago goes too, one being written stays.
