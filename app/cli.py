@@ -23,7 +23,11 @@ log = logging.getLogger("distbot")
 
 
 class CliError(Exception):
-    pass
+    """A user's mistake, told in one sentence; the command exits with `status`."""
+
+    def __init__(self, message: str, status: int = 2):
+        super().__init__(message)
+        self.status = status
 
 
 def _config(args: argparse.Namespace) -> Config:
@@ -156,6 +160,30 @@ def cmd_backup(args: argparse.Namespace) -> None:
     config = _config(args)
     _run_db(lambda: backup(config.database.url, Path(args.dest)))
     print(f"backup written to {args.dest}")
+
+
+def cmd_restore(args: argparse.Namespace) -> None:
+    from storage.restore import restore
+
+    config = _config(args)
+    done: list[str] = []
+
+    async def run() -> None:
+        try:
+            done.append(await restore(config.database.url, Path(args.backup)))
+        except BackupError as e:  # a refusal changed nothing: exit status 1 (CONTRACT §2)
+            raise CliError(str(e), status=1) from None
+    _run_db(run)
+    print(done[0])
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from app.doctor import diagnose
+
+    checks = asyncio.run(diagnose(args.config))
+    for check in checks:
+        print(check.line, flush=True)
+    return 0 if all(c.ok for c in checks) else 1
 
 
 def _password(args: argparse.Namespace) -> str:
@@ -306,6 +334,10 @@ def build_parser() -> argparse.ArgumentParser:
     backup = with_config(sub.add_parser("backup", help="consistent online backup of the database"))
     backup.add_argument("dest")
     backup.set_defaults(fn=cmd_backup)
+    restore = with_config(sub.add_parser("restore", help="restore a backup into the configured, empty database"))
+    restore.add_argument("backup", metavar="BACKUP")
+    restore.set_defaults(fn=cmd_restore)
+    with_config(sub.add_parser("doctor", help="check a deployment, one line per check")).set_defaults(fn=cmd_doctor)
     return parser
 
 
@@ -313,13 +345,13 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging()
     try:
-        args.fn(args)
+        status = args.fn(args)
     except (ConfigError, CliError) as e:
         print(f"distbot: {e}", file=sys.stderr)
-        return 2
+        return e.status if isinstance(e, CliError) else 2
     except KeyboardInterrupt:
         return 130
-    return 0
+    return status or 0
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ from kit.feature import Feature
 from handlers import audit, campaigns, content_packs, contests, distributors, earnings, exports, help_text, leave
 from handlers import orders, overview, payouts, posters, ranks, risk
 from handlers import registration, scripts, service, settings, staff, team, trainings, weekly_report, withdrawals
-from handlers import alerts, commissions, my_stats, stats
+from handlers import alerts, backups, commissions, my_stats, stats
 
 FEATURES: tuple[Feature, ...] = (
     registration.feature,
@@ -37,5 +37,6 @@ FEATURES: tuple[Feature, ...] = (
     settings.feature,
     staff.feature,
     alerts.feature,
+    backups.feature,
     help_text.feature,
 )

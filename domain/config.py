@@ -12,10 +12,9 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from domain.config_sections import (AES_KEY_LENGTH, DEFAULT_ADMIN_TOKEN, DEMO_TOKEN_PREFIX, PAY_KEY_FIELDS,
                                     SANDBOX_APP_ID, SANDBOX_APP_SECRET, SANDBOX_TOKEN, AdminConfig, AlertsConfig,
-                                    ContestsConfig,
-                                    DatabaseConfig, DistributionConfig, OutboxConfig, PayConfig, RankConfig,
-                                    ReportsConfig, RiskConfig, ServerConfig, ServiceConfig, WebhookConfig,
-                                    WechatConfig, default_ranks)
+                                    BackupConfig, ContestsConfig, DatabaseConfig, DistributionConfig, OutboxConfig,
+                                    PayConfig, RankConfig, ReportsConfig, RiskConfig, ServerConfig, ServiceConfig,
+                                    WebhookConfig, WechatConfig, default_ranks)
 
 
 class ConfigError(Exception):
@@ -42,6 +41,7 @@ class Config(BaseSettings):
     webhooks: tuple[WebhookConfig, ...] = ()
     risk: RiskConfig = RiskConfig()
     alerts: AlertsConfig = AlertsConfig()
+    backup: BackupConfig = BackupConfig()
 
     @classmethod
     def settings_customise_sources(
@@ -173,6 +173,14 @@ def load_config(path: str | os.PathLike[str] | None = None, **overrides: Any) ->
         else:
             data[section] = values
     try:
-        return Config(**data)
+        return _beside(Config(**data), p.parent)
     except ValidationError as e:
         raise ConfigError(_describe(e)) from None
+
+
+def _beside(config: Config, folder: Path) -> Config:
+    """The config with [backup] dir made absolute: a relative one is in the config file's folder."""
+    where = Path(config.backup.dir)
+    if where.is_absolute():
+        return config
+    return config.model_copy(update={"backup": config.backup.model_copy(update={"dir": str(folder.resolve() / where)})})

@@ -11,6 +11,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, IPvAnyNetwork, field_validator, model_validator
 
+from domain.jobs import crontab_fields
+
 DEFAULT_ADMIN_TOKEN = "change-me"
 # The sandbox's WeChat defaults: anyone who reads this file knows them, so live mode refuses them.
 SANDBOX_APP_ID = "wxsandbox0000000000"
@@ -251,6 +253,28 @@ class AlertsConfig(_Section):
     webhook_oldest_s: int = Field(900, ge=1)  # the oldest undelivered webhook is older than this
     job_late_s: int = Field(3600, ge=1)  # a scheduled job has not run this long after it was due
     repeat_s: int = Field(3600, ge=60)  # the same alert at most once in this time
+
+
+class BackupConfig(_Section):
+    """[backup] (CONTRACT §9): the `backup` job's folder (relative to the config file's folder:
+    domain.config.load_config makes it absolute), its cron schedule in Asia/Shanghai time ("" = off)
+    and how many verified backups it keeps."""
+
+    dir: str = Field("backups", min_length=1)
+    schedule: str = "0 3 * * *"
+    keep: int = Field(7, ge=1)
+
+    @field_validator("schedule")
+    @classmethod
+    def _cron(cls, v: str) -> str:
+        if v.strip():
+            crontab_fields(v)  # ValueError: what is wrong with the line
+        return v.strip()
+
+    @property
+    def trigger(self) -> dict[str, str]:
+        """The schedule as CronTrigger arguments (none while it is off)."""
+        return crontab_fields(self.schedule) if self.schedule else {}
 
 
 def default_ranks() -> tuple[RankConfig, ...]:

@@ -100,17 +100,18 @@ class Feature:
 
     # ---- jobs and resources -------------------------------------------------------------------
     def job(self, id: str | JobRef, trigger: str, *, scheduled_if: Callable[[Config], bool] | None = None,
-            **trigger_args: Any) -> Callable[[Callable[[web.Application], Any]], Job]:
+            trigger_from: Callable[[Config], dict[str, Any]] | None = None, **trigger_args: Any) -> Callable[[Callable[[web.Application], Any]], Job]:
         """A periodic job: `async def job(app)`, safe to run twice, named `id` in GET /api/jobs and
         POST /api/jobs/{id}/run. `trigger` is "cron" or "interval" with APScheduler's arguments,
         in Asia/Shanghai time: ("cron", day_of_week="mon", hour=9), ("interval", minutes=1)
         (kit.scheduler). `scheduled_if(config)` false: only run when asked for (POST .../run).
+        `trigger_from(config)`: the trigger's arguments come from the config (a schedule it sets).
         The decorated name is the job's handle for `app[JOBS].start`; a job another feature starts
         too is declared with its `JobRef` (domain.jobs)."""
         name = id.id if isinstance(id, JobRef) else id
 
         def register(fn: Callable[[web.Application], Any]) -> Job:
-            j = Job(name, fn, trigger, tuple(trigger_args.items()), scheduled_if)
+            j = Job(name, fn, trigger, tuple(trigger_args.items()), scheduled_if, trigger_from)
             self.jobs.append(j)
             return j
         return register

@@ -58,6 +58,11 @@ class Metrics:
                                 registry=r)
         self.job_seconds = Histogram("distbot_job_seconds", "How long job runs take, by job", ["job"],
                                      buckets=(0.01, 0.05, 0.25, 1, 5, 15, 60, 300, 900, 3600), registry=r)
+        # A failed backup is a failed run of the `backup` job (distbot_job_runs{job="backup",status="error"}).
+        self.backup_last_success = Gauge(
+            "distbot_backup_last_success_timestamp_seconds", "When the newest verified backup in [backup] dir "
+            "was finished (Unix time; 0: none yet)", registry=r)
+        self.backup_bytes = Gauge("distbot_backup_bytes", "The newest verified backup's size", registry=r)
 
         self._figures(r)
         self._children: dict[tuple[Any, ...], Any] = {}

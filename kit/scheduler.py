@@ -23,7 +23,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -62,9 +62,17 @@ class Job:
     args: tuple[tuple[str, Any], ...]  # the trigger's arguments, e.g. (("minutes", 5),)
     # Whether the schedule runs it under this config (it always runs when asked for through the API).
     scheduled_if: Callable[[Config], bool] | None = None
+    # The trigger's arguments taken from the config instead (the backup's cron line, [backup] schedule).
+    trigger_from: Callable[[Config], dict[str, Any]] | None = None
 
     def scheduled(self, config: Config) -> bool:
         return self.scheduled_if is None or self.scheduled_if(config)
+
+    def under(self, config: Config) -> Job:
+        """This job with its trigger's arguments from `config` when they come from there."""
+        if self.trigger_from is None:
+            return self
+        return replace(self, args=tuple(self.trigger_from(config).items()), trigger_from=None)
 
     def __post_init__(self) -> None:
         self.make_trigger()  # a bad trigger stops start-up, not the first run
@@ -105,7 +113,7 @@ class Jobs:
 
     def __init__(self, app: web.Application, jobs: Iterable[Job]):
         self.app = app
-        self.by_name = {j.id: j for j in jobs}
+        self.by_name = {j.id: j.under(app[CONFIG]) for j in jobs}
         self.leading = False  # this process runs the schedule (set by schedule())
         self._locks: dict[str, asyncio.Lock] = {}
         self._tasks: set[asyncio.Task[None]] = set()

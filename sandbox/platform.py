@@ -37,7 +37,7 @@ ERRMSG = {
     40007: "invalid media_id", 40008: "invalid message type", 40009: "invalid image size",
     40013: "invalid appid", 40016: "invalid button size", 40017: "invalid sub button size",
     40018: "invalid button name size", 40019: "invalid button key size", 40037: "invalid template_id",
-    40053: "invalid action info", 40125: "invalid appsecret", 40130: "invalid openid list size, at least two openid",
+    40053: "invalid action info", 46003: "menu no exist", 40125: "invalid appsecret", 40130: "invalid openid list size, at least two openid",
     41001: "access_token missing",
     41006: "media_id missing", 43004: "require subscribe", 44002: "empty post data",
     45009: "reach max api daily quota limit",
@@ -268,6 +268,12 @@ class Platform:
                 if s.get("type") == "click" and not 0 < len(str(s.get("key", "")).encode()) <= 128:
                     raise PlatformError(40019)
         self.menu = body
+
+    def current_menu(self) -> dict[str, Any]:
+        """menu/get: the menu made through the API, as WeChat shows it (46003: none yet)."""
+        if self.menu is None:
+            raise PlatformError(46003)
+        return {"menu": self.menu}
 
     def scene_of(self, url_or_ticket: str) -> str | None:
         for ticket, t in self.tickets.items():

@@ -98,6 +98,10 @@ async def _menu(p: Platform, r: web.Request, body: dict[str, Any]) -> None:
     p.create_menu(body)
 
 
+async def _menu_get(p: Platform, r: web.Request, _: dict[str, Any]) -> dict[str, Any]:
+    return p.current_menu()
+
+
 async def _upload(p: Platform, r: web.Request, _: dict[str, Any]) -> dict[str, Any]:
     content, ctype = None, ""
     if r.content_type.startswith("multipart/"):
@@ -266,7 +270,8 @@ def create_sandbox_app(platform: Platform, pay: PayEmulator | None = None) -> we
            ("POST", "message/custom/send", _custom, True, True),
            ("POST", "message/template/send", _template, True, True), ("POST", "message/mass/send", _mass, True, True),
            ("POST", "qrcode/create", _qrcode, True, True),
-           ("POST", "menu/create", _menu, True, True), ("POST", "media/upload", _upload, True, False)]
+           ("POST", "menu/create", _menu, True, True), ("GET", "menu/get", _menu_get, True, False),
+           ("POST", "media/upload", _upload, True, False)]
     for method, name, fn, needs_token, body in api:
         app.router.add_route(method, "/cgi-bin/" + name, _endpoint(name, fn, needs_token=needs_token, body=body))
     app.router.add_get("", to_page)
