@@ -170,6 +170,8 @@ def cmd_init(args: argparse.Namespace) -> None:
         print(init(args.industry, Path(args.dir), force=args.force))
     except InitRefused as e:
         raise CliError(str(e), status=1) from None
+    except OSError as e:  # DIR is a file, or not writable
+        raise CliError(f"cannot write to {args.dir}: {e.strerror or e}") from None
 
 
 def cmd_backup(args: argparse.Namespace) -> None:

@@ -61,8 +61,10 @@ def _checked(data: bytes, rank_keys: list[str]) -> ValidPack:
 
 def _write_folder(root: Path, files: dict[str, bytes]) -> None:
     """The pack's source folder, replaced as a whole so that it holds exactly what the zip holds."""
-    if root.exists():
-        shutil.rmtree(root) if root.is_dir() else root.unlink()
+    if root.is_dir():
+        shutil.rmtree(root)
+    elif root.exists():
+        root.unlink()
     for name, data in files.items():
         path = root / name
         path.parent.mkdir(parents=True, exist_ok=True)
