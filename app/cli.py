@@ -7,6 +7,7 @@ import asyncio
 import gc
 import getpass
 import logging
+import os
 import socket
 import sys
 from collections.abc import Awaitable, Callable
@@ -14,6 +15,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from content.presets import TRADES
 from domain.config import Config, ConfigError, load_config
 from domain.config_sections import SCOPES
 from kit.logs import setup_logging
@@ -50,7 +52,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
     except FeatureConflict as e:  # two features claim one command, key or route: fix app/features.py
         raise CliError(str(e)) from None
     if config.sandbox:
-        _run_db(lambda: _load_demo_pack(config))
+        _run_db(lambda: _load_demo_pack(config, _config_path(args).parent / "pack.zip"))
     sockets = _listen(config.server.host, config.server.port)
     mode = "sandbox" if config.sandbox else "live"
     print(f"distbot serving in {mode} mode on http://{config.server.host}:{config.server.port}"
@@ -148,10 +150,28 @@ def cmd_content_import(args: argparse.Namespace) -> None:
     _run_db(run)
 
 
-async def _load_demo_pack(config: Config) -> None:
+def _config_path(args: argparse.Namespace) -> Path:
+    """The config file in use (load_config's choice: --config, $DISTBOT_CONFIG, ./config.toml)."""
+    return Path(args.config or os.environ.get("DISTBOT_CONFIG") or "config.toml")
+
+
+async def _load_demo_pack(config: Config, beside: Path) -> None:
+    """The starter pack when no pack is live: `beside` (the pack.zip `distbot init` wrote next to
+    the config) when it is there, else the demo pack."""
     from handlers.content_packs import demo_command
 
-    print(await demo_command(config), flush=True)
+    print(await demo_command(config, beside if beside.is_file() else None), flush=True)
+
+
+def cmd_init(args: argparse.Namespace) -> None:
+    from app.init_cmd import InitRefused, init
+
+    try:
+        print(init(args.industry, Path(args.dir), force=args.force))
+    except InitRefused as e:
+        raise CliError(str(e), status=1) from None
+    except OSError as e:  # DIR is a file, or not writable
+        raise CliError(f"cannot write to {args.dir}: {e.strerror or e}") from None
 
 
 def cmd_backup(args: argparse.Namespace) -> None:
@@ -330,6 +350,13 @@ def build_parser() -> argparse.ArgumentParser:
     disable.set_defaults(fn=cmd_staff_disable)
     with_config(people.add_parser("list", help="the accounts: name, roles, state, last sign-in")).set_defaults(
         fn=cmd_staff_list)
+
+    start = sub.add_parser("init", help="write config.toml and a content pack for a trade into DIR")
+    start.add_argument("--industry", required=True, choices=TRADES, help="the trade: " + ", ".join(
+        f"{k} ({v})" for k, v in TRADES.items()))
+    start.add_argument("dir", nargs="?", default=".", metavar="DIR", help="where to write them (default: .)")
+    start.add_argument("--force", action="store_true", help="replace the files if they exist")
+    start.set_defaults(fn=cmd_init)
 
     backup = with_config(sub.add_parser("backup", help="consistent online backup of the database"))
     backup.add_argument("dest")

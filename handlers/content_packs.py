@@ -287,26 +287,28 @@ async def product_picture(request: web.Request) -> web.Response:
 
 
 # ---- the demo pack -------------------------------------------------------------------------------
-async def load_demo_pack(config: Config, writer: Writer) -> str:
-    """Import the demo pack when no pack is live (sandbox start); a sentence saying what happened."""
+async def load_demo_pack(config: Config, writer: Writer, pack: Path | None = None) -> str:
+    """Import the demo pack, or `pack` (the trade's pack that `distbot init` wrote beside the config),
+    when no pack is live (sandbox start); a sentence saying what happened."""
     from content.demo import demo_zip
 
+    what = f"the content pack {pack}" if pack is not None else "the demo content pack"
     if await writer.run(lambda session: session.scalar(select(LivePack.name).limit(1))) is not None:
-        return "a content pack is already live; the demo pack was not loaded"
-    data = await asyncio.to_thread(demo_zip)
+        return f"a content pack is already live; {what} was not loaded"
+    data = await asyncio.to_thread(pack.read_bytes if pack is not None else demo_zip)
     fd, name = tempfile.mkstemp(prefix="distbot-demo-", suffix=".zip")
     with os.fdopen(fd, "wb") as f:
         f.write(data)
     try:
         row, _ = await import_pack(writer, name, Clock().now(), rank_keys(config))  # a command, outside the app
     except PackConflict:
-        return "the demo pack is stored but not live (an admin chose another version); left as is"
+        return f"{what} is stored but not live (an admin chose another version); left as is"
     except PackInvalid as e:
-        return "the demo pack does not fit this configuration: " + "; ".join(map(str, e.problems[:3]))
+        return f"{what} does not fit this configuration: " + "; ".join(map(str, e.problems[:3]))
     finally:
         with contextlib.suppress(OSError):
             os.unlink(name)
-    return f"loaded the demo content pack (id {row.id}): try 海报, 话术 and 培训 in /sandbox/"
+    return f"loaded {what} (id {row.id}): try 海报, 话术 and 培训 in /sandbox/"
 
 
 # ---- the command line ----------------------------------------------------------------------------
@@ -343,10 +345,11 @@ def _status(row: ContentPack, live: bool) -> str:
     return f"it is live now{until}" if live else "a newer version stays live"
 
 
-async def demo_command(config: Config) -> str:
-    """At `distbot serve` in sandbox mode: the demo pack, unless some pack is live. Never fails the start."""
+async def demo_command(config: Config, pack: Path | None = None) -> str:
+    """At `distbot serve` in sandbox mode: the demo pack (or `pack`), unless some pack is live. Never
+    fails the start."""
     try:
-        return await _with_database(config, lambda writer: load_demo_pack(config, writer))
+        return await _with_database(config, lambda writer: load_demo_pack(config, writer, pack))
     except Exception as e:  # the bot works without the demo; say why it is missing
         log.exception("demo pack not loaded")
         return f"the demo content pack could not be loaded: {e}"
