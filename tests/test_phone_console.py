@@ -67,6 +67,8 @@ async def test_every_page_reads_on_a_phone(served: tuple[str, web.Application], 
     assert (await answer.body()).startswith(b"\x89PNG") and ICON_LINK in public_page("培训", "<p>x</p>")
 
     await readable_charts(page, 2)  # 概览: 30 days of sales and commission, distributors by rank
+    rows = "links => new Set(links.map(a => Math.round(a.getBoundingClientRect().top))).size"
+    assert await header.get_by_role("navigation").get_by_role("link").evaluate_all(rows) == 1  # one row
     for path, name in NAV:
         await header.get_by_role("navigation").get_by_role("link", name=name, exact=True).click()
         await expect(page).to_have_url(base + "/admin" + path)
