@@ -57,7 +57,8 @@ def svg_lines(days: Sequence[date], series: Sequence[tuple[str, str, Sequence[in
         return top + (height - top - bottom) * (1 - v / top_value)
 
     parts = [f'<svg viewBox="0 0 {width} {height}" role="img" aria-label="{Markup.escape(title)}" class="chart wide">']
-    for v, words in ((top_value, f"最高 {yuan(top_value)}"), (top_value / 2, yuan(top_value // 2)), (0, "¥0")):
+    half = [(top_value / 2, yuan(top_value // 2))] if top_value > 1 else []  # nothing sold: no half line
+    for v, words in [(top_value, f"最高 {yuan(top_value)}"), *half, (0, "¥0")]:
         parts.append(f'<line x1="{left}" y1="{y(v):.1f}" x2="{width - right}" y2="{y(v):.1f}" stroke="#e3e3e3"/>')
         if v:  # the label sits on its line; ¥0 is the baseline, named by the dates below it
             parts.append(f'<text x="{left}" y="{y(v) - 4:.1f}" class="axis">{Markup.escape(words)}</text>')
