@@ -28,7 +28,7 @@ from kit.api import ApiRoutes
 from kit.openapi import create_api_app
 from kit.auditing import audit_log
 from kit.chat import ChatRouter
-from kit.console import create_console_app
+from kit.console import create_console_app, favicon
 from wechat.dispatcher import REPLY_DEADLINE_SECONDS, Dispatcher
 from kit.feature import Feature, check, install_resources
 from app.features import FEATURES
@@ -230,6 +230,7 @@ def _add_routes(app: web.Application, features: tuple[Feature, ...]) -> None:
     webhook.add_routes(app)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
+    app.router.add_get("/favicon.ico", favicon)
     app.add_subapp("/api", create_api_app(api_tables(features)))
     app.add_subapp("/admin", create_console_app(f.console for f in features))
     for f in features:  # public pages (training pages, share pages, pack pictures)

@@ -14,7 +14,11 @@ from content.fonts import cjk_font
 from domain.formats import yuan
 
 WIDTH, HEIGHT = 1080, 760
-MARGIN_LEFT, MARGIN_RIGHT, MARGIN_TOP, MARGIN_BOTTOM = 150, 40, 170, 90
+# Chat shows the picture as wide as a phone (390 css px): its smallest text, the axis and day
+# labels, is LABEL_SIZE px drawn, so that it reads at 12 css px or more there.
+SHOWN_WIDTH, READABLE_PX = 390, 12
+LABEL_SIZE = -(-READABLE_PX * WIDTH // SHOWN_WIDTH)  # 34
+MARGIN_LEFT, MARGIN_RIGHT, MARGIN_TOP, MARGIN_BOTTOM = 150, 40, 185, 90
 BACKGROUND = "#ffffff"
 INK = "#222222"
 MUTED = "#8a8a8a"
@@ -79,7 +83,7 @@ def _bar_chart(days: Sequence[tuple[date, int]], *, title: str, headline: str, h
     `label_of(index, day)` gives one, and vertical dividers before the given bars."""
     img = Image.new("RGB", (WIDTH, HEIGHT), BACKGROUND)
     draw = ImageDraw.Draw(img)
-    title_font, big_font, label_font = cjk_font(48, "Bold"), cjk_font(40, "Medium"), cjk_font(28)
+    title_font, big_font, label_font = cjk_font(48, "Bold"), cjk_font(40, "Medium"), cjk_font(LABEL_SIZE)
 
     draw.text((MARGIN_LEFT - 110, 40), title, font=title_font, fill=INK)
     draw.text((WIDTH - MARGIN_RIGHT, 48), headline, font=big_font, fill=headline_fill, anchor="ra")
@@ -91,18 +95,18 @@ def _bar_chart(days: Sequence[tuple[date, int]], *, title: str, headline: str, h
     step = nice_step(max(top_v - low_v, 100))
     top = -(-top_v // step) * step if top_v > 0 else (step if low_v == 0 else 0)
     low = (low_v // step) * step
+    grid = range(low, top + 1, step)
+    widest = max(label_font.getlength(_axis_label(v)) for v in grid)  # the ¥ axis fits on the left
     plot_top, plot_bottom = MARGIN_TOP, HEIGHT - MARGIN_BOTTOM
-    plot_left, plot_right = MARGIN_LEFT, WIDTH - MARGIN_RIGHT
+    plot_left, plot_right = max(MARGIN_LEFT, int(widest) + 40), WIDTH - MARGIN_RIGHT
 
     def y(v: int) -> float:
         return plot_bottom - (v - low) * (plot_bottom - plot_top) / (top - low)
 
-    v = low
-    while v <= top:
+    for v in grid:
         yy = y(v)
         draw.line((plot_left, yy, plot_right, yy), fill=INK if v == 0 else GRID, width=2 if v == 0 else 1)
         draw.text((plot_left - 14, yy), _axis_label(v), font=label_font, fill=MUTED, anchor="rm")
-        v += step
 
     n = max(len(days), 1)
     slot = (plot_right - plot_left) / n

@@ -12,6 +12,8 @@ import warnings
 
 from PIL import Image
 
+from domain.catalogue import PACK, say
+
 MAX_IMAGE_BYTES = 10 * 1024 * 1024
 MAX_SIDE = 4096
 ALLOWED_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "GIF"})
@@ -27,27 +29,27 @@ class BadImage(Exception):
 def open_image(data: bytes, *, load: bool = True) -> Image.Image:
     """The decoded picture (CPU work: call from a thread). BadImage with a sentence otherwise."""
     if len(data) > MAX_IMAGE_BYTES:
-        raise BadImage(f"is {len(data) / 1048576:.1f} MB; pictures may be at most 10 MB")
+        raise BadImage(say(PACK, "image_too_large", mb=len(data) / 1048576))
     try:
         img = Image.open(io.BytesIO(data))
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise BadImage(f"has more than {MAX_SIDE}×{MAX_SIDE} pixels (a decompression bomb?)") from None
+        raise BadImage(say(PACK, "image_bomb", side=MAX_SIDE)) from None
     except (OSError, ValueError, SyntaxError):
-        raise BadImage("is not a picture Pillow can open (JPEG, PNG, WebP or GIF)") from None
+        raise BadImage(say(PACK, "not_image")) from None
     if img.format not in ALLOWED_FORMATS:
         img.close()
-        raise BadImage(f"is {img.format}; use JPEG, PNG, WebP or GIF")
+        raise BadImage(say(PACK, "image_format", format=img.format))
     w, h = img.size
     if w > MAX_SIDE or h > MAX_SIDE or w < 1 or h < 1:
         img.close()
-        raise BadImage(f"is {w}×{h} pixels; pictures may be at most {MAX_SIDE}×{MAX_SIDE}")
+        raise BadImage(say(PACK, "image_too_wide", w=w, h=h, side=MAX_SIDE))
     if load:
         try:
             img.load()
         except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-            raise BadImage(f"has more than {MAX_SIDE}×{MAX_SIDE} pixels (a decompression bomb?)") from None
+            raise BadImage(say(PACK, "image_bomb", side=MAX_SIDE)) from None
         except (OSError, ValueError, SyntaxError, EOFError):
-            raise BadImage("is damaged or truncated; Pillow cannot decode it") from None
+            raise BadImage(say(PACK, "image_damaged")) from None
     return img
 
 

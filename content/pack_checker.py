@@ -16,6 +16,7 @@ from PIL import ImageFont
 from content import templating
 from content.images import BadImage, open_image
 from content.safezip import SafeZip, normalise
+from domain.catalogue import KIND_NAMES, PACK, say
 
 MANIFEST = "manifest.toml"
 MAX_UPLOAD_BYTES = 50 * 1024 * 1024
@@ -100,10 +101,7 @@ SPECS: dict[str, dict[str, tuple[bool, str]]] = {
     "trainings": {"key": (True, _STR), "title": (True, _STR), "body": (True, _PATH), "ranks": (False, _LIST_STR),
                   "summary": (False, _STR)},
 }
-_KIND_TEXT = {_STR: "a string", _INT: "a whole number", _LIST_STR: "a list of strings", _PATH: "a file path",
-              _TABLE: "a table", _LIST_TABLE: "a list of tables", _VERSION_T: "a string",
-              _ARRAY: "an array of tables ([[...]])",
-              _MOMENT: f"an RFC 3339 date-time with a zone, e.g. {MOMENT_EXAMPLE}"}
+_KIND_TEXT = {kind: text.format(example=MOMENT_EXAMPLE) for kind, text in KIND_NAMES.items()}
 
 
 def _type_ok(value: Any, kind: str) -> bool:
@@ -144,23 +142,24 @@ class Checker:
         """(the well-typed known keys of the table, whether the table is wholly right). Every
         problem is reported; callers go on checking what is usable, so all show at once."""
         if not isinstance(data, dict):
-            self.problem(where, "must be a table")
+            self.problem(where, say(PACK, "not_table"))
             return {}, False
         ok = True
         values: dict[str, Any] = {}
         for key in data:
             if key not in SPECS[spec]:
                 self.problem(f"{where}.{key}" if where else key,
-                             f"unknown key {key!r}; allowed: {', '.join(SPECS[spec])}")
+                             say(PACK, "unknown_key", key=key, allowed=", ".join(SPECS[spec])))
                 ok = False
         for key, (required, kind) in SPECS[spec].items():
             name = f"{where}.{key}" if where else key
             if key not in data:
                 if required:
-                    self.problem(name, f"missing required key {key!r}")
+                    self.problem(name, say(PACK, "missing_key", key=key))
                     ok = False
             elif not _type_ok(data[key], kind):
-                self.problem(name, f"must be {_KIND_TEXT[kind]}" + (" (not empty)" if kind in (_STR, _PATH) else ""))
+                self.problem(name, say(PACK, "wrong_kind", kind=_KIND_TEXT[kind])
+                             + (say(PACK, "not_empty") if kind in (_STR, _PATH) else ""))
                 ok = False
             else:
                 values[key] = data[key]
@@ -175,28 +174,28 @@ class Checker:
         if isinstance(value, str):
             m = RFC3339_RE.match(value.strip())
             if m is None:
-                self.problem(where, f"{value!r} is not an RFC 3339 date-time; write e.g. {MOMENT_EXAMPLE}")
+                self.problem(where, say(PACK, "not_rfc3339", value=value, example=MOMENT_EXAMPLE))
                 return None
             day, clock, zone = m.groups()
             try:
                 zoned = datetime.fromisoformat(f"{day}T{clock}{'+00:00' if zone in ('Z', 'z') else zone or ''}")
             except ValueError:
-                self.problem(where, f"{value!r} is not a real date and time")
+                self.problem(where, say(PACK, "not_a_time", value=value))
                 return None
             if zone is not None:
                 return zoned
-        what = ("a date-time" if isinstance(zoned, datetime) else "a date with no time" if isinstance(zoned, date)
-                else "a time with no date")
-        self.problem(where, f"is {what} without a zone; write it with one, e.g. {MOMENT_EXAMPLE}")
+        what = ("zoneless_datetime" if isinstance(zoned, datetime) else "zoneless_date" if isinstance(zoned, date)
+                else "zoneless_time")
+        self.problem(where, say(PACK, "no_zone", what=say(PACK, what), example=MOMENT_EXAMPLE))
         return None
 
     def member(self, path: str, where: str) -> str | None:
         norm = normalise(path)
         if norm is None:
-            self.problem(where, f"path {path!r} must be relative to the zip root, without '..'")
+            self.problem(where, say(PACK, "path_outside", path=path))
             return None
         if not self.zf.has(norm):
-            self.problem(where, f"names {path!r}, which is not in the zip")
+            self.problem(where, say(PACK, "not_in_zip", path=path))
             return None
         return norm
 
@@ -205,12 +204,12 @@ class Checker:
         if norm is None:
             return None
         if self.zf.size(norm) > limit:
-            self.problem(where, f"is larger than {limit // 1024} KiB", file=norm)
+            self.problem(where, say(PACK, "text_too_large", kib=limit // 1024), file=norm)
             return None
         try:
             return norm, self.zf.read(norm).decode("utf-8-sig")
         except ValueError as e:
-            self.problem(where, str(e) if not isinstance(e, UnicodeDecodeError) else "is not UTF-8 text", file=norm)
+            self.problem(where, str(e) if not isinstance(e, UnicodeDecodeError) else say(PACK, "not_utf8"), file=norm)
             return None
 
     def image(self, path: str, where: str) -> tuple[str, tuple[int, int]] | None:
@@ -220,8 +219,7 @@ class Checker:
         if norm not in self._images:
             self._images[norm] = None
             if self.zf.size(norm) > 10 * 1024 * 1024:
-                self.problem(where, f"is {self.zf.size(norm) / 1048576:.1f} MB; pictures may be at most 10 MB",
-                             file=norm)
+                self.problem(where, say(PACK, "image_too_large", mb=self.zf.size(norm) / 1048576), file=norm)
             else:
                 try:
                     data = self.zf.read(norm)
@@ -240,7 +238,7 @@ class Checker:
         if norm not in self._fonts:
             self._fonts[norm] = False
             if self.zf.size(norm) > MAX_FONT_BYTES:
-                self.problem(where, f"is larger than {MAX_FONT_BYTES // 1048576} MB", file=norm)
+                self.problem(where, say(PACK, "font_too_large", mb=MAX_FONT_BYTES // 1048576), file=norm)
             else:
                 try:
                     data = self.zf.read(norm)
@@ -248,7 +246,7 @@ class Checker:
                     self.files[norm] = data
                     self._fonts[norm] = True
                 except (ValueError, OSError):
-                    self.problem(where, "is not a TrueType/OpenType font Pillow can load", file=norm)
+                    self.problem(where, say(PACK, "not_font"), file=norm)
         return norm if self._fonts[norm] else None
 
     def template(self, source: str, where: str, file: str, product: dict[str, Any] | None) -> bool:
@@ -258,9 +256,9 @@ class Checker:
         except templating.PackTemplateError as e:
             msg = e.message
             if product is None and "'product' is undefined" in msg:
-                msg = "uses product but has no sku; add sku = \"...\" or drop product.*"
+                msg = say(PACK, "product_without_sku")
             # A template file's line; inline templates (poster texts) live inside manifest.toml.
-            self.problem(where, f"template error: {msg}", file=file, line=e.line if file != MANIFEST else None)
+            self.problem(where, say(PACK, "template_error", detail=msg), file=file, line=e.line if file != MANIFEST else None)
             return False
         return True
 
@@ -269,7 +267,8 @@ class Checker:
         for i, value in items:
             low = value.lower()
             if low in seen:
-                self.problem(f"{section}[{i}].{key}", f"duplicate {key} {value!r} (also {section}[{seen[low]}])")
+                self.problem(f"{section}[{i}].{key}", say(PACK, "duplicate", key=key, value=value, section=section,
+                                                          other=seen[low]))
             else:
                 seen[low] = i
 

@@ -39,6 +39,7 @@ from content.product_fields import check_buy_url, check_details
 from content.safezip import SafeZip, UnsafeZip
 from content.templating import product_variables
 from domain.campaigns import MAX_TEXT as MAX_ANNOUNCE  # an announcement becomes a campaign
+from domain.catalogue import PACK, say
 
 
 def validate_pack(path: str | Path, rank_keys: Collection[str] | None = None) -> ValidPack:
@@ -46,7 +47,7 @@ def validate_pack(path: str | Path, rank_keys: Collection[str] | None = None) ->
     path = Path(path)
     size = path.stat().st_size
     if size > MAX_UPLOAD_BYTES:
-        raise PackInvalid([Problem("(zip)", "", f"is {size / 1048576:.1f} MiB; packs may be at most 50 MiB")])
+        raise PackInvalid([Problem("(zip)", "", say(PACK, "pack_too_large", mib=size / 1048576))])
     try:
         zf = SafeZip(path)
     except UnsafeZip as e:
@@ -68,8 +69,8 @@ def validate_pack(path: str | Path, rank_keys: Collection[str] | None = None) ->
 def _check_manifest(c: Checker) -> dict[str, Any] | None:
     if not c.zf.has(MANIFEST):
         nested = [n for n in c.zf.names if n.endswith("/" + MANIFEST)]
-        hint = f"; found {nested[0]} — zip the folder's contents, not the folder" if nested else ""
-        c.problem("", "the zip has no manifest.toml at its root" + hint)
+        hint = say(PACK, "nested_manifest", found=nested[0]) if nested else ""
+        c.problem("", say(PACK, "no_manifest") + hint)
         return None
     found = c.text_file(MANIFEST, "", limit=MAX_TEXT_BYTES)
     if found is None:
@@ -79,16 +80,16 @@ def _check_manifest(c: Checker) -> dict[str, Any] | None:
     except tomllib.TOMLDecodeError as e:
         m = TOML_POS.search(str(e))
         line, column = (int(m.group(1)), int(m.group(2))) if m else (None, None)
-        c.problems.append(Problem(MANIFEST, "", f"TOML syntax error: {TOML_POS.sub('', str(e)).strip()}"
+        c.problems.append(Problem(MANIFEST, "", say(PACK, "toml_syntax", error=TOML_POS.sub('', str(e)).strip())
                                   + _bare_key_hint(found[1], line, column), line, column))
         return None
     c.table(data, "root", "")
     pack = c.table(data["pack"], "pack", "pack")[0] if isinstance(data.get("pack"), dict) else {}
     name, version = str(pack.get("name", "")).strip(), str(pack.get("version", "")).strip()
     if "name" in pack and not NAME_RE.match(name):
-        c.problem("pack.name", "must be 1–64 letters, digits, '.', '_' or '-', starting with a letter or digit")
+        c.problem("pack.name", say(PACK, "pack_name"))
     if "version" in pack and not VERSION_RE.match(version):
-        c.problem("pack.version", "must be 1–32 letters, digits, '.', '_', '+' or '-'")
+        c.problem("pack.version", say(PACK, "pack_version"))
     sections = {s: data.get(s) if isinstance(data.get(s), list) else []
                 for s in ("products", "scripts", "posters", "trainings")}
     products = _products(c, sections["products"])
@@ -108,7 +109,7 @@ def _check_manifest(c: Checker) -> dict[str, Any] | None:
         "trainings": _trainings(c, sections["trainings"]),
     }
     if not any(content[s] for s in ("products", "scripts", "posters", "trainings")) and not c.problems:
-        c.problem("", "the pack has no products, scripts, posters or trainings")
+        c.problem("", say(PACK, "empty_pack"))
     return content
 
 
@@ -119,17 +120,17 @@ def _bare_key_hint(text: str, line: int | None, column: int | None) -> str:
         return ""
     if lines[line - 1][column - 1].isascii():
         return ""
-    return '; a key in Chinese must be quoted, e.g. details = {"产地" = "新疆若羌"}（中文键名须加引号）'
+    return say(PACK, "chinese_key")
 
 
 def _window(c: Checker, pack: dict[str, Any]) -> dict[str, Any]:
     """live_from, live_until (aware datetimes or None) and announce, checked."""
     live_from, live_until = (c.moment(pack[k], f"pack.{k}") if k in pack else None for k in ("live_from", "live_until"))
     if live_from is not None and live_until is not None and live_until <= live_from:
-        c.problem("pack.live_until", f"must be after live_from ({live_from.isoformat()})")
+        c.problem("pack.live_until", say(PACK, "until_before_from", live_from=live_from.isoformat()))
     announce = pack.get("announce")
     if announce is not None and len(announce.strip()) > MAX_ANNOUNCE:
-        c.problem("pack.announce", f"is {len(announce.strip())} characters; at most {MAX_ANNOUNCE}")
+        c.problem("pack.announce", say(PACK, "announce_long", n=len(announce.strip()), most=MAX_ANNOUNCE))
     return {"live_from": live_from, "live_until": live_until, "announce": announce.strip() if announce else None}
 
 
@@ -144,7 +145,7 @@ def _int(value: Any) -> int:
 def _key_ok(c: Checker, t: dict[str, Any], name: str, where: str) -> bool:
     value = t.get(name)
     if value is not None and not KEY_RE.match(value):
-        c.problem(f"{where}.{name}", f"{name} {value!r} must be 1–64 letters, digits, '.', '_' or '-'")
+        c.problem(f"{where}.{name}", say(PACK, "item_key", name=name, value=value))
         return False
     return value is not None
 
@@ -157,7 +158,7 @@ def _sku_ref(c: Checker, t: dict[str, Any], where: str,
         return None, True
     product = by_sku.get(sku.lower())
     if product is None:
-        c.problem(f"{where}.sku", f"names SKU {sku!r}, which is not among the products")
+        c.problem(f"{where}.sku", say(PACK, "unknown_sku", sku=sku))
     return product, product is not None
 
 
@@ -169,7 +170,7 @@ def _ranks(c: Checker, t: dict[str, Any], where: str) -> tuple[list[str] | None,
     if c.rank_keys is not None:
         unknown = [r for r in ranks if r not in c.rank_keys]
         if unknown:
-            c.problem(f"{where}.ranks", f"unknown rank {unknown[0]!r}; configured ranks: {', '.join(c.rank_keys)}")
+            c.problem(f"{where}.ranks", say(PACK, "unknown_rank", rank=unknown[0], ranks=", ".join(c.rank_keys)))
             return None, False
     return list(ranks), True
 
@@ -185,11 +186,11 @@ def _products(c: Checker, items: list[Any]) -> list[dict[str, Any]]:
         t, ok = c.table(raw, "products", where)
         ok = _key_ok(c, t, "sku", where) and ok
         if t.get("price_fen", 0) < 0:
-            c.problem(f"{where}.price_fen", "must not be negative (integer fen: 12900 = ¥129.00)")
+            c.problem(f"{where}.price_fen", say(PACK, "price_negative"))
             ok = False
         url = t.get("url")
         if url is not None and not url.startswith(("https://", "http://")):
-            c.problem(f"{where}.url", "must start with https:// or http://")
+            c.problem(f"{where}.url", say(PACK, "url_scheme"))
             ok = False
         image = c.image(t["image"], f"{where}.image") if "image" in t else None
         ok = ok and ("image" not in t or image is not None)
@@ -243,13 +244,12 @@ def _posters(c: Checker, items: list[Any], by_sku: dict[str, dict[str, Any]]) ->
         size = bg[1] if bg else None
         qr, qr_ok = c.table(t["qr"], "qr", f"{where}.qr") if "qr" in t else ({}, False)
         if qr_ok and qr["size"] < MIN_QR_SIZE:
-            c.problem(f"{where}.qr.size", f"is {qr['size']} px; a QR code needs at least {MIN_QR_SIZE} px to scan")
+            c.problem(f"{where}.qr.size", say(PACK, "qr_small", size=qr["size"], most=MIN_QR_SIZE))
             qr_ok = False
         elif qr_ok and size is not None:
             w, h = size
             if not (0 <= qr["x"] and 0 <= qr["y"] and qr["x"] + qr["size"] <= w and qr["y"] + qr["size"] <= h):
-                c.problem(f"{where}.qr", f"box ({qr['x']}, {qr['y']}) size {qr['size']} is outside the "
-                                         f"{w}×{h} background")
+                c.problem(f"{where}.qr", say(PACK, "qr_outside", x=qr["x"], y=qr["y"], size=qr["size"], w=w, h=h))
                 qr_ok = False
         texts = [_poster_text(c, raw_text, f"{where}.texts[{j}]", size, product)
                  for j, raw_text in enumerate(t.get("texts", []))]
@@ -270,18 +270,18 @@ def _poster_text(c: Checker, raw: Any, where: str, bg: tuple[int, int] | None,
     try:
         ImageColor.getrgb(color)
     except ValueError:
-        c.problem(f"{where}.color", f"{color!r} is not a colour; use #RRGGBB")
+        c.problem(f"{where}.color", say(PACK, "bad_colour", color=color))
         ok = False
     if not 8 <= t.get("size", 8) <= 400:
-        c.problem(f"{where}.size", "must be between 8 and 400 pixels")
+        c.problem(f"{where}.size", say(PACK, "text_size"))
         ok = False
     align = t.get("align", "left")
     if align not in ALIGNS:
-        c.problem(f"{where}.align", f"must be one of {', '.join(ALIGNS)}")
+        c.problem(f"{where}.align", say(PACK, "one_of", choices=", ".join(ALIGNS)))
         ok = False
     weight = t.get("weight", "Regular")
     if weight not in WEIGHTS:
-        c.problem(f"{where}.weight", f"must be one of {', '.join(WEIGHTS)}")
+        c.problem(f"{where}.weight", say(PACK, "one_of", choices=", ".join(WEIGHTS)))
         ok = False
     max_width = t.get("max_width")
     if ok and bg is not None:
@@ -290,11 +290,10 @@ def _poster_text(c: Checker, raw: Any, where: str, bg: tuple[int, int] | None,
             max_width = {"left": w - x, "center": 2 * min(x, w - x), "right": x}[align]
         left = {"left": x, "center": x - max_width / 2, "right": x - max_width}[align]
         if not (0 <= x <= w and 0 <= y and y + size <= h):
-            c.problem(where, f"text box at ({x}, {y}) size {size} is outside the {w}×{h} background")
+            c.problem(where, say(PACK, "text_outside", x=x, y=y, size=size, w=w, h=h))
             ok = False
         elif max_width <= 0 or left < 0 or left + max_width > w:
-            c.problem(f"{where}.max_width", f"text box from x={left:.0f} to {left + max_width:.0f} leaves the "
-                                            f"{w}-pixel-wide background")
+            c.problem(f"{where}.max_width", say(PACK, "text_too_wide", left=left, right=left + max_width, w=w))
             ok = False
     font = c.font(t["font"], f"{where}.font") if "font" in t else None
     ok = ok and ("font" not in t or font is not None)

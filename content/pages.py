@@ -7,6 +7,7 @@ from __future__ import annotations
 import html
 import posixpath
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from urllib.parse import urlsplit
 from xml.etree.ElementTree import Element
 
@@ -85,12 +86,17 @@ font-size:18px;text-decoration:none;margin:20px 0}
 """
 
 
+# The icon of every page, public and console alike, served at /favicon.ico (kit.console.favicon).
+FAVICON = Path(__file__).parent / "favicon.png"
+ICON_LINK = '<link rel="icon" href="/favicon.ico" type="image/png">'
+
+
 def page(title: str, body_html: str, *, meta: str = "") -> str:
     """A whole mobile page; `title` and `meta` are text, `body_html` is already safe HTML."""
     meta_html = f'<div class="meta">{html.escape(meta)}</div>' if meta else ""
     return ("<!doctype html><html lang=\"zh-CN\"><head><meta charset=\"utf-8\">"
             "<meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">"
-            f"<title>{html.escape(title)}</title><style>{PAGE_CSS}</style></head>"
+            f"<title>{html.escape(title)}</title>{ICON_LINK}<style>{PAGE_CSS}</style></head>"
             f"<body><main><h1>{html.escape(title)}</h1>{meta_html}{body_html}</main></body></html>")
 
 

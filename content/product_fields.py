@@ -10,6 +10,7 @@ from urllib.parse import quote, urlsplit
 
 from content.pack_checker import Checker
 from content.templating import with_ref
+from domain.catalogue import PACK, say
 
 MAX_DETAILS = 20
 MAX_DETAIL_KEY = 20
@@ -25,19 +26,18 @@ def check_details(c: Checker, value: dict[str, Any], where: str, sku: str) -> di
     reporting what is wrong."""
     ok = True
     if len(value) > MAX_DETAILS:
-        c.problem(f"{where}.details", f"product {sku!r} has {len(value)} details; at most {MAX_DETAILS}")
+        c.problem(f"{where}.details", say(PACK, "details_many", sku=sku, n=len(value), most=MAX_DETAILS))
         ok = False
     for name, text in value.items():
         if not name.strip() or len(name) > MAX_DETAIL_KEY:
-            c.problem(f"{where}.details", f"product {sku!r}: detail name {name!r} must be 1–{MAX_DETAIL_KEY} characters")
+            c.problem(f"{where}.details", say(PACK, "detail_name", sku=sku, name=name, most=MAX_DETAIL_KEY))
             ok = False
         elif not isinstance(text, str) or not text.strip():
-            c.problem(f"{where}.details.{name}", f"product {sku!r}: detail {name!r} must be non-empty text, "
-                                                 f"e.g. {name} = \"2026-11\" (详情的值须为文字，请加引号)")
+            c.problem(f"{where}.details.{name}", say(PACK, "detail_text", sku=sku, name=name))
             ok = False
         elif len(text) > MAX_DETAIL_VALUE:
-            c.problem(f"{where}.details.{name}", f"product {sku!r}: detail {name!r} is {len(text)} characters; "
-                                                 f"at most {MAX_DETAIL_VALUE}")
+            c.problem(f"{where}.details.{name}", say(PACK, "detail_long", sku=sku, name=name, n=len(text),
+                                                     most=MAX_DETAIL_VALUE))
             ok = False
     return {name: text.strip() for name, text in value.items()} if ok else None
 
@@ -50,15 +50,13 @@ def check_buy_url(c: Checker, value: str, where: str, sku: str) -> str | None:
     sample = buy_link(url, "K7QF2M")
     parts = urlsplit(sample)
     if parts.scheme.lower() not in ("https", "http") or not url.lower().startswith(("https://", "http://")):
-        c.problem(field, f"product {sku!r}: buy_url must start with https:// or http:// "
-                         f"(购买链接须为 http(s) 网址), not {url[:40]!r}")
+        c.problem(field, say(PACK, "buy_scheme", sku=sku, url=url[:40]))
     elif len(url) > MAX_BUY_URL or _UNSAFE_URL_CHARS.search(url):
-        c.problem(field, f"product {sku!r}: buy_url must be one URL of at most {MAX_BUY_URL} characters, "
-                         "without spaces, quotes or angle brackets")
+        c.problem(field, say(PACK, "buy_shape", sku=sku, most=MAX_BUY_URL))
     elif "{" in url.replace(CODE, "") or "}" in url.replace(CODE, ""):
-        c.problem(field, f"product {sku!r}: buy_url may use only {{code}} (the 推广码) as a placeholder")
+        c.problem(field, say(PACK, "buy_placeholder", sku=sku))
     elif not parts.hostname:
-        c.problem(field, f"product {sku!r}: buy_url names no host")
+        c.problem(field, say(PACK, "buy_host", sku=sku))
     else:
         return url
     return None

@@ -16,6 +16,8 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
+from domain.catalogue import PACK, say
+
 MAX_MEMBERS = 2000
 MAX_TOTAL_BYTES = 200 * 1024 * 1024
 MAX_RATIO = 100
@@ -39,7 +41,7 @@ def member_problems(infos: list[zipfile.ZipInfo]) -> list[ZipProblem]:
     """Everything wrong with the members' names, kinds and sizes, from the central directory alone."""
     problems: list[ZipProblem] = []
     if len(infos) > MAX_MEMBERS:
-        problems.append(ZipProblem("(zip)", f"has {len(infos)} members; at most {MAX_MEMBERS} are allowed"))
+        problems.append(ZipProblem("(zip)", say(PACK, "zip_too_many", n=len(infos), most=MAX_MEMBERS)))
     seen: set[str] = set()
     total = 0
     for info in infos:
@@ -47,27 +49,27 @@ def member_problems(infos: list[zipfile.ZipInfo]) -> list[ZipProblem]:
         shown = name[:200]
         mode = info.external_attr >> 16
         if "\\" in name or _DRIVE.match(name):
-            problems.append(ZipProblem(shown, "path uses a backslash or a drive letter; use relative paths with /"))
+            problems.append(ZipProblem(shown, say(PACK, "zip_backslash")))
         elif name.startswith("/"):
-            problems.append(ZipProblem(shown, "absolute path; every path must be relative to the zip root"))
+            problems.append(ZipProblem(shown, say(PACK, "zip_absolute")))
         elif ".." in name.split("/"):
-            problems.append(ZipProblem(shown, "path contains '..' (path traversal)"))
+            problems.append(ZipProblem(shown, say(PACK, "zip_traversal")))
         if stat.S_ISLNK(mode):
-            problems.append(ZipProblem(shown, "is a symbolic link; links are not allowed"))
+            problems.append(ZipProblem(shown, say(PACK, "zip_symlink")))
         elif stat.S_IFMT(mode) not in (0, stat.S_IFREG, stat.S_IFDIR):  # 0: the tool recorded no type
-            problems.append(ZipProblem(shown, "is not a regular file"))
+            problems.append(ZipProblem(shown, say(PACK, "zip_not_regular")))
         if info.flag_bits & 0x1:
-            problems.append(ZipProblem(shown, "is encrypted; upload an unencrypted zip"))
+            problems.append(ZipProblem(shown, say(PACK, "zip_encrypted")))
         if name in seen:
-            problems.append(ZipProblem(shown, "appears twice in the zip"))
+            problems.append(ZipProblem(shown, say(PACK, "zip_twice")))
         seen.add(name)
         total += info.file_size
         if info.file_size > RATIO_FLOOR_BYTES and info.file_size > MAX_RATIO * max(info.compress_size, 1):
-            problems.append(ZipProblem(shown, f"expands {info.file_size // max(info.compress_size, 1)} times "
-                                              f"(over {MAX_RATIO}×): a zip bomb?"))
+            problems.append(ZipProblem(shown, say(PACK, "zip_bomb", ratio=info.file_size // max(info.compress_size, 1),
+                                                  most=MAX_RATIO)))
     if total > MAX_TOTAL_BYTES:
-        problems.append(ZipProblem("(zip)", f"expands to {total / 1048576:.0f} MiB; at most "
-                                            f"{MAX_TOTAL_BYTES // 1048576} MiB uncompressed are allowed"))
+        problems.append(ZipProblem("(zip)", say(PACK, "zip_total", mib=total / 1048576,
+                                                most=MAX_TOTAL_BYTES // 1048576)))
     return problems
 
 
@@ -78,7 +80,7 @@ class SafeZip:
         try:
             self._zf = zipfile.ZipFile(path)
         except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError):
-            raise UnsafeZip([ZipProblem("(zip)", "is not a readable zip file")]) from None
+            raise UnsafeZip([ZipProblem("(zip)", say(PACK, "zip_unreadable"))]) from None
         infos = self._zf.infolist()
         problems = member_problems(infos)
         if problems:
@@ -112,11 +114,11 @@ class SafeZip:
             with self._zf.open(info) as f:
                 data = f.read(info.file_size + 1)
         except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as e:
-            raise ValueError(f"is damaged in the zip ({e})") from None
+            raise ValueError(say(PACK, "zip_damaged", error=e)) from None
         except (NotImplementedError, RuntimeError):
-            raise ValueError("uses a compression method or encryption this server cannot read") from None
+            raise ValueError(say(PACK, "zip_method")) from None
         if len(data) != info.file_size:
-            raise ValueError("holds a different number of bytes than the zip declares")
+            raise ValueError(say(PACK, "zip_size_lies"))
         return data
 
 

@@ -1,16 +1,20 @@
 """The README's console screenshots (docs/img/console-*.png): the app in sandbox mode on a temp
 SQLite and a free port, a believable demo seeded (a dozen distributors, 30 days of orders through
-the orders API, two pending withdrawals and a paid one, an open ticket), then 概览 and 提现 shot in headless
-Chromium at 1280×900. Development tooling, not part of the service.
+the orders API, two pending withdrawals and a paid one, an open ticket, two staff accounts), then
+each page of PAGES shot in headless Chromium at 1280 px wide (at most MAX_HEIGHT tall), each PNG
+reduced to 256 colours so that it stays under 200 KB. Development tooling, not part of the service.
 
-Needs Playwright, Chromium (/usr/bin/chromium) and a CJK font, or Chinese shows as boxes:
-`apt-get install fonts-noto-cjk`. Run: `python -m devtools.screenshots`.
+Needs Playwright and Chromium (/usr/bin/chromium); Chromium is given the project's own CJK font
+(content.fonts, installed with the project) through a fontconfig file, so Chinese never shows as
+boxes. Run: `python -m devtools.screenshots`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import random
+import secrets
 from collections import defaultdict
 import socket
 import sys
@@ -21,10 +25,13 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
+from PIL import Image
 from sqlalchemy import select, update
 
 from app.factory import create_app
+from content.fonts import cjk_font_path
 from kit.app_keys import CONFIG, WRITER
+from domain import staff
 from domain.config import load_config
 from domain.formats import CHINA
 from domain.ledger import withdraw
@@ -37,6 +44,12 @@ ROOT = Path(__file__).parent.parent
 OUT = ROOT / "docs" / "img"
 CHROMIUM = Path("/usr/bin/chromium")
 SIZE = {"width": 1280, "height": 900}
+MAX_HEIGHT = 1600  # a long list is shown from its top
+# (the page's link in the navigation, its file under docs/img/)
+PAGES = (("概览", "console-overview.png"), ("分销员", "console-distributors.png"), ("推广统计", "console-stats.png"),
+         ("订单", "console-orders.png"), ("佣金记录", "console-commissions.png"), ("提现", "console-withdrawals.png"),
+         ("分销设置", "console-settings.png"), ("员工", "console-staff.png"))
+STAFF = (("zhou.finance", "finance"), ("lin.ops", "ops admin"))
 NAMES = ("王晓梅", "李建国", "张丽娟", "刘洋", "陈静", "杨帆", "赵雪", "黄志强", "周婷", "吴磊", "徐芳", "孙浩")
 
 
@@ -115,7 +128,8 @@ async def backdate_entries(app: web.Application) -> None:
 
 
 async def seed_waiting(app: web.Application, base: str, ids: list[tuple[int, str]], now: datetime) -> None:
-    """Two pending withdrawals and an open ticket: what the 概览 says waits for an admin."""
+    """Two pending withdrawals and an open ticket: what the 概览 says waits for an admin; and the
+    staff accounts the 员工 page lists."""
     service = app[CONFIG].service
 
     def work(s: Any) -> int:
@@ -125,6 +139,8 @@ async def seed_waiting(app: web.Application, base: str, ids: list[tuple[int, str
         asker = s.get(Distributor, ids[4][0])
         open_ticket(s, openid=asker.openid, distributor=asker, text="请问提现一般多久到账？", now=now,
                     service=service)
+        for name, roles in STAFF:
+            staff.add(s, name, staff.hash_password(secrets.token_urlsafe(12)), staff.checked_roles(roles.split()), now)
         return decided
     decided = await app[WRITER].run(work)
     async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {app[CONFIG].admin.token}"}) as http, \
@@ -132,22 +148,42 @@ async def seed_waiting(app: web.Application, base: str, ids: list[tuple[int, str
         resp.raise_for_status()
 
 
-async def shoot(base: str, token: str) -> None:
+def with_cjk_font(tmp: str) -> dict[str, str]:
+    """The environment in which Chromium finds the project's CJK font besides the system's."""
+    conf = Path(tmp) / "fonts.conf"
+    conf.write_text('<?xml version="1.0"?><!DOCTYPE fontconfig SYSTEM "fonts.dtd"><fontconfig>'
+                    '<include ignore_missing="yes">/etc/fonts/fonts.conf</include>'
+                    f"<dir>{cjk_font_path().parent}</dir><cachedir>{tmp}/fontconfig</cachedir></fontconfig>")
+    return {**os.environ, "FONTCONFIG_FILE": str(conf)}
+
+
+async def shoot(base: str, token: str, tmp: str) -> None:
     from playwright.async_api import async_playwright
     async with async_playwright() as pw:
-        browser = await pw.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
+        browser = await pw.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"],
+                                           env=with_cjk_font(tmp))
         try:
             page = await browser.new_page(viewport=SIZE)
             await page.goto(base + "/admin/")
             await page.get_by_label("管理令牌").fill(token)
             await page.get_by_role("button", name="登录").click()
             await page.get_by_role("heading", name="概览").wait_for()
-            await page.screenshot(path=str(OUT / "console-overview.png"), full_page=True)
-            await page.get_by_role("link", name="提现", exact=True).click()
-            await page.get_by_role("heading", name="提现").wait_for()
-            await page.screenshot(path=str(OUT / "console-withdrawals.png"), full_page=True)
+            for name, file in PAGES:
+                await page.get_by_role("navigation").get_by_role("link", name=name, exact=True).click()
+                await page.get_by_role("heading", name=name, exact=True).first.wait_for()
+                height = min(await page.evaluate("document.documentElement.scrollHeight"), MAX_HEIGHT)
+                await page.screenshot(path=str(OUT / file), full_page=True,
+                                      clip={"x": 0, "y": 0, "width": SIZE["width"], "height": height})
+                await asyncio.to_thread(shrink, OUT / file)
         finally:
             await browser.close()
+
+
+def shrink(path: Path) -> None:
+    """The PNG in 256 colours, optimised: a console page keeps its look at a third of the bytes."""
+    with Image.open(path) as img:
+        small = img.convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
+    small.save(path, optimize=True)
 
 
 async def main() -> None:
@@ -167,10 +203,10 @@ async def main() -> None:
             await backdate_entries(app)
             await seed_waiting(app, base, ids, now)
             OUT.mkdir(parents=True, exist_ok=True)
-            await shoot(base, config.admin.token)
+            await shoot(base, config.admin.token, tmp)
         finally:
             await runner.cleanup()
-    for name in ("console-overview.png", "console-withdrawals.png"):
+    for _, name in PAGES:
         print(OUT / name, (OUT / name).stat().st_size, "bytes", file=sys.stderr)
 
 

@@ -27,12 +27,12 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from domain.config_sections import ADMIN, SCOPES
+from domain.catalogue import ROLE_NAMES  # noqa: F401  (this module's API: role names as people read them)
+from domain.config_sections import SCOPES
 from domain.refusals import Refusal
 from storage.tables import STAFF
 
 # The one catalogue of the roles' names as staff read them (console, 403 pages, CLI's listing).
-ROLE_NAMES: dict[str, str] = {"shop": "商城", "finance": "财务", "ops": "运营", ADMIN: "管理员"}
 MAX_NAME = 32  # console_sessions.token_name and the audit trail's token_name hold this much
 MIN_PASSWORD, MAX_PASSWORD = 8, 128
 _NAME = re.compile(r"[\w.@-]+")  # letters of any script, digits, _ . @ -

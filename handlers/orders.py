@@ -32,6 +32,7 @@ from domain.formats import CHINA, china_time, yuan
 from domain.messages import Text
 from domain.orders import EventIn, apply_events
 from domain.payouts import in_flight, in_flight_summary
+from domain.catalogue import AUDIT, say
 from domain.records import EVENT_NAMES, SHARE_NAMES, OrderFilter, find_orders, order_record, share_state
 from domain.refusals import Refusal
 from storage.group_commit import GroupCommit
@@ -149,7 +150,8 @@ class OrderAnswer(BaseModel):
                   "distributor, unknown order or impossible transition (nothing stored)",
           body=OrderEvent, response=EventAnswer, errors=(409, 422))
 async def post_order_event(request: web.Request, body: OrderEvent) -> web.Response:
-    note(request, f"order event {body.root.type} ({body.root.event_id})", body.root.order_no)
+    note(request, say(AUDIT, "order_event", name=EVENT_NAMES.get(body.root.type, body.root.type),
+                       type=body.root.type, event_id=body.root.event_id), body.root.order_no)
     return ok(await request.config_dict[ORDER_EVENTS](body.event_in()))  # a refused event: its Refusal
 
 

@@ -22,6 +22,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, RootModel, Va
 
 from kit.auditing import audited
 from kit.scopes import PRINCIPAL, ScopeSpec, bearer, describe, scopes_of
+from domain.catalogue import audit_summary
 from domain.config import Config
 from domain.refusals import Refusal
 
@@ -271,7 +272,7 @@ async def auth_and_errors(request: web.Request, handler: ApiHandler) -> web.Stre
         return await _answer(request, handler)
     return await audited(request, answer, principal=principal, actor=principal.api_actor,
                          success=route.status if route is not None else 404,
-                         summary=route.handler.__name__ if route is not None else "no such route")
+                         summary=audit_summary(route.handler.__name__ if route is not None else "no_such_route"))
 
 
 async def _answer(request: web.Request, handler: ApiHandler) -> web.StreamResponse:

@@ -47,8 +47,10 @@ from kit.scopes import ANY, PRINCIPAL, ConsolePages, Principal, fingerprint, per
 from kit.sign_in import end_try, failed_try, signer, start_try
 from kit.app_keys import CLOCK, CONFIG, READER, WRITER
 from content.console_pages import TEMPLATES, render
+from content.pages import FAVICON
 from domain import audit_log as audit
 from domain import staff
+from domain.catalogue import AUDIT, CONSOLE, audit_summary, say
 from domain.config_sections import ADMIN
 from domain.refusals import Refusal
 from storage.tables import CONSOLE_SESSIONS, STAFF
@@ -128,11 +130,22 @@ def nav_of(request: web.Request) -> list[tuple[str, str]]:
 def refused(request: web.Request, scopes: frozenset[str]) -> web.Response:
     """A page or form outside the session's scopes: 403, in the frame, nothing changed."""
     session = request[SESSION]
-    html = render("base.html", title="无权访问", nav=nav_of(request), current="", session=session,
-                  csrf_token=session.csrf, flash_error=True,
-                  flash=f"{'账号' if session.principal.person else '令牌'}“{session.principal.name}”无权使用此页面"
-                        f"（需要{staff.role_names(scopes or {ADMIN}, '或')}权限），没有做任何更改。")
-    return web.Response(text=html, content_type="text/html", status=403, headers=HEADERS)
+    who = say(CONSOLE, "account" if session.principal.person else "token")
+    roles = staff.role_names(scopes or {ADMIN}, say(CONSOLE, "or"))
+    return _framed(request, say(CONSOLE, "forbidden_title"), 403,
+                   say(CONSOLE, "forbidden", who=who, name=session.principal.name, roles=roles))
+
+
+def not_found(request: web.Request) -> web.Response:
+    """No such console page (or nothing at this address): 404, in the frame, in Chinese."""
+    return _framed(request, say(CONSOLE, "not_found_title"), 404, say(CONSOLE, "not_found", path=request.path))
+
+
+def _framed(request: web.Request, title: str, status: int, message: str) -> web.Response:
+    session = request[SESSION]
+    html = render("base.html", title=title, nav=nav_of(request), current="", session=session,
+                  csrf_token=session.csrf, flash_error=True, flash=message, heading=title)
+    return web.Response(text=html, content_type="text/html", status=status, headers=HEADERS)
 
 
 def page_number(request: web.Request, name: str = "page", last: int = MAX_PAGE) -> int:
@@ -150,7 +163,7 @@ def see_other(location: str) -> web.Response:
 def done(request: web.Request, path: str, message: str, *, error: bool = False) -> web.Response:
     """After a form: back to a page (POST, redirect, GET), which shows `message` once; the message
     is the summary of the form's audit row."""
-    note(request, ("未完成：" if error else "") + message)
+    note(request, (say(CONSOLE, "not_done") if error else "") + message)
     response = see_other(f"/admin{path}")
     response.set_cookie(FLASH_COOKIE, quote(("!" if error else "") + message), path="/admin", httponly=True,
                         samesite="Strict", secure=_secure(request), max_age=60)
@@ -182,7 +195,8 @@ def sign_in_page(request: web.Request, *, error: str = "", status: int = 200) ->
 
 
 def forbidden(message: str, *, status: int = 403) -> web.Response:
-    html = render("base.html", title="拒绝", nav=NAV, current="", session=None, flash=message, flash_error=True)
+    html = render("base.html", title=say(CONSOLE, "refused_title"), nav=NAV, current="", session=None, flash=message,
+                  flash_error=True)
     return web.Response(text=html, content_type="text/html", status=status, headers=HEADERS)
 
 
@@ -230,19 +244,19 @@ async def login(request: web.Request) -> web.StreamResponse:
     form = await request.post()
     given = str(form.get("csrf_token", ""))
     if not given or not hmac.compare_digest(given, request.cookies.get(LOGIN_COOKIE, "")):
-        return forbidden("登录表单已过期，请刷新页面后重试。")
+        return forbidden(say(CONSOLE, "login_expired"))
     now = request.config_dict[CLOCK].now()
     attempt = await start_try(request, now)
     if isinstance(attempt, int):  # too many tries: refused, the token not compared
         response = sign_in_page(request, status=429,
-                                error=f"登录失败次数过多，请 {math.ceil(attempt / 60)} 分钟后再试。")
+                                error=say(CONSOLE, "too_many_tries", minutes=math.ceil(attempt / 60)))
         response.headers["Retry-After"] = str(attempt)
         return response
     found = await signer(request, str(form.get("account", "")).strip(), str(form.get("token", "")),
                          str(form.get("code", "")), now)
     if found is None:
         await failed_try(request, attempt, now)
-        return sign_in_page(request, error="账号、密码或管理令牌不正确。", status=401)
+        return sign_in_page(request, error=say(CONSOLE, "wrong_credentials"), status=401)
     principal = found.principal
     raw = secrets.token_urlsafe(32)
     sid = _hash(raw)
@@ -259,7 +273,7 @@ async def login(request: web.Request) -> web.StreamResponse:
         if found.staff_id is not None:
             staff.signed_in(s, found.staff_id, now)
         audit.record(s, audit.Entry(at=now, token_name=principal.name, actor=actor, method="POST",
-                                    path=request.path, status=303, summary="登录后台"))
+                                    path=request.path, status=303, summary=say(AUDIT, "sign_in")))
     await request.config_dict[WRITER].run(start)
     response = see_other("/admin/")
     response.set_cookie(SESSION_COOKIE, raw, path="/admin", httponly=True, samesite="Strict", secure=_secure(request))
@@ -282,7 +296,7 @@ async def _guard(request: web.Request, handler: ConsoleHandler) -> web.StreamRes
     if session is None:
         if request.method in ("GET", "HEAD"):
             return sign_in_page(request) if request.path in ("/admin", "/admin/") else see_other("/admin/")
-        return forbidden("请先登录。")
+        return forbidden(say(CONSOLE, "sign_in_first"))
     request[SESSION], request[ACTOR], request[PRINCIPAL] = session, session.actor, session.principal
     scopes = request.app[ROUTE_SCOPES].get(request.match_info.route)  # None: no such page (404)
 
@@ -291,9 +305,12 @@ async def _guard(request: web.Request, handler: ConsoleHandler) -> web.StreamRes
             return refused(request, scopes)
         if request.method == "POST":
             return await _posted(request, handler, session)
-        return await handler(request)
+        try:
+            return await handler(request)
+        except web.HTTPNotFound:
+            return not_found(request)
     return await audited(request, answer, principal=session.principal, actor=session.actor, success=303,
-                         summary=getattr(request.match_info.handler, "__name__", "console"))
+                         summary=audit_summary(getattr(request.match_info.handler, "__name__", "console")))
 
 
 async def _posted(request: web.Request, handler: ConsoleHandler, session: ConsoleSession) -> web.StreamResponse:
@@ -303,11 +320,10 @@ async def _posted(request: web.Request, handler: ConsoleHandler, session: Consol
     try:
         given = str((await request.post()).get("csrf_token", ""))
     except web.HTTPRequestEntityTooLarge:
-        return forbidden(f"表单太大：最多 {MAX_FORM_BYTES // 1048576} MiB（内容包最多 50 MiB），没有做任何更改。",
-                         status=413)
+        return forbidden(say(CONSOLE, "form_too_large", mib=MAX_FORM_BYTES // 1048576), status=413)
     if not given or not hmac.compare_digest(given, session.csrf):
         await _close_files(request)
-        return forbidden("表单已过期或来源不明（缺少有效的 csrf_token），没有做任何更改。")
+        return forbidden(say(CONSOLE, "bad_csrf"))
     try:
         return await handler(request)
     except Refusal as e:
@@ -327,6 +343,12 @@ async def live_script(request: web.Request) -> web.Response:
     """live.js: refreshes the parts of a page marked data-live (the CSP allows only our own scripts)."""
     return web.Response(text=await asyncio.to_thread(LIVE_JS.read_text, "utf-8"), content_type="text/javascript",
                         headers=HEADERS)
+
+
+async def favicon(request: web.Request) -> web.Response:
+    """/favicon.ico: the icon of every page, console and public (a PNG, which browsers take there)."""
+    return web.Response(body=await asyncio.to_thread(FAVICON.read_bytes), content_type="image/png",
+                        headers={"Cache-Control": "public, max-age=86400"})
 
 
 def create_console_app(tables: Iterable[ConsolePages]) -> web.Application:

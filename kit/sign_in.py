@@ -45,13 +45,14 @@ from kit.app_keys import CONFIG, READER, WRITER
 from kit.scopes import Principal, fingerprint, identify, person_fingerprint
 from domain import audit_log as audit
 from domain import staff
+from domain.catalogue import AUDIT, say
 from storage.db import delete_chunk, is_postgres
 from storage.tables import SIGN_IN_TRIES
 
 log = logging.getLogger(__name__)
 LIMIT = 10  # tries of one client within WINDOW
 WINDOW = timedelta(minutes=10)
-FAILED = "登录失败"  # the audit row's summary
+FAILED = say(AUDIT, "sign_in_failed")  # the audit row's summary
 _LOCK = text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))")
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network

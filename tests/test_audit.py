@@ -71,7 +71,7 @@ async def test_each_family_records_who_changed_what(h: Harness) -> None:
                 json=event("SO-AUD", "paid", amount_fen=100_000, distributor_code=d.code))
     entry = await newest(h)  # written in the order events' batch, with the order
     assert (entry["token_name"], entry["status"], entry["object_id"]) == ("shop", 200, "SO-AUD"), entry
-    assert entry["summary"].startswith("order event paid"), entry
+    assert entry["summary"].startswith("订单事件：付款（paid，"), entry
     status, _ = await h.api("POST", "/orders/events", token=TOKEN["shop"],  # more than was paid
                             json=event("SO-AUD", "refunded", amount_fen=10**9))
     entry = await newest(h)  # refused in its batch: recorded after the answer

@@ -60,7 +60,7 @@ async def test_packs_uploaded_checked_and_switched(served: tuple[str, web.Applic
     await upload(page, bad)
     problems = page.get_by_role("table", name="没有通过检查")
     await expect(page.get_by_role("heading", name="bad.zip 没有通过检查")).to_contain_text("2 个问题")
-    for field, words in (("products[0].price_fen", "must not be negative"), ("products[0].image", "not in the zip")):
+    for field, words in (("products[0].price_fen", "不能为负数"), ("products[0].image", "压缩包里没有这个文件")):
         row = page.locator("tr", has_text=field)
         await expect(row).to_contain_text("manifest.toml")
         await expect(row).to_contain_text(words)

@@ -171,16 +171,16 @@ async def test_a_plain_pack_with_an_announcement_announces_as_it_goes_live(harne
 
 
 BAD_WINDOWS: list[tuple[str, str, str]] = [
-    ("local datetime", "live_from = 2026-12-24T00:00:00\n", "without a zone"),
-    ("string without zone", 'live_until = "2026-12-24T00:00:00"\n', "without a zone"),
-    ("date only", "live_from = 2026-12-24\n", "without a zone"),
+    ("local datetime", "live_from = 2026-12-24T00:00:00\n", "没有时区"),
+    ("string without zone", 'live_until = "2026-12-24T00:00:00"\n', "没有时区"),
+    ("date only", "live_from = 2026-12-24\n", "没有时区"),
     ("not a date", 'live_from = "christmas"\n', "RFC 3339"),
-    ("impossible date", 'live_from = "2026-02-30T00:00:00+08:00"\n', "not a real date"),
+    ("impossible date", 'live_from = "2026-02-30T00:00:00+08:00"\n', "不是真实存在的日期"),
     ("a number", "live_until = 20261224\n", "RFC 3339"),
     ("until before from", 'live_from = 2026-12-24T00:00:00+08:00\nlive_until = "2026-12-23T23:00:00+08:00"\n',
-     "after live_from"),
-    ("empty announce", 'announce = " "\n', "not empty"),
-    ("long announce", f'announce = "{"好" * 601}"\n', "at most 600"),
+     "须晚于 live_from"),
+    ("empty announce", 'announce = " "\n', "不能为空"),
+    ("long announce", f'announce = "{"好" * 601}"\n', "最多 600 个字"),
 ]
 
 
@@ -189,7 +189,7 @@ async def test_invalid_windows_are_refused_naming_the_field(harness: Harness, ca
     _, keys, words = case
     status, body = await upload(harness, zip_of(small_pack(manifest("1", keys))))
     assert status == 422, body
-    field = keys.split(" ")[0] if "after" not in words else "live_until"
+    field = keys.split(" ")[0] if "live_from" not in words else "live_until"
     assert any(d["file"] == "manifest.toml" and d["field"] == f"pack.{field}" and words in d["message"]
                for d in body["details"]), body["details"]
     assert await packs(harness) == {}
@@ -218,4 +218,4 @@ def test_cli_import_says_when_a_festival_goes_live(tmp_path: Path, capsys: pytes
     assert "it goes live at 2099-12-24T08:00:00+08:00" in capsys.readouterr().out
     assert main(["content", "import", str(bad), "--config", str(config)]) == 2
     err = capsys.readouterr().err
-    assert "pack.live_from" in err and "without a zone" in err and "Traceback" not in err
+    assert "pack.live_from" in err and "没有时区" in err and "Traceback" not in err

@@ -55,57 +55,57 @@ def test_small_and_demo_packs_are_valid(tmp_path: Path) -> None:
 M = "manifest.toml"
 BROKEN: list[tuple[str, dict[str, Any], list[tuple[str, str, str]]]] = [
     ("toml syntax", {"manifest.toml": MANIFEST.replace('name = "有机红枣礼盒"', 'name = "有机红枣礼盒')},
-     [(M, "", "TOML syntax error")]),
+     [(M, "", "TOML 语法错误")]),
     ("missing key", {"manifest.toml": MANIFEST.replace('title = "朋友圈文案"\n', "")},
-     [(M, "scripts[0].title", "missing required key")]),
+     [(M, "scripts[0].title", "缺少必填的键 'title'")]),
     ("unknown key", {"manifest.toml": MANIFEST.replace("price_fen = 12900", "price_fen = 12900\ncolour = 1")},
-     [(M, "products[0].colour", "unknown key")]),
+     [(M, "products[0].colour", "未知的键 'colour'")]),
     ("unknown section", {"manifest.toml": MANIFEST + "\n[[product]]\nsku = 'x'\n"},
-     [(M, "product", "unknown key")]),
+     [(M, "product", "未知的键")]),
     ("wrong type", {"manifest.toml": MANIFEST.replace("price_fen = 12900", 'price_fen = "129"')},
-     [(M, "products[0].price_fen", "whole number")]),
+     [(M, "products[0].price_fen", "须为整数")]),
     ("duplicate sku", {"manifest.toml": MANIFEST + '\n[[products]]\nsku = "sku-1"\nname = "再来一个"\nprice_fen = 1\n'},
-     [(M, "products[1].sku", "duplicate sku")]),
+     [(M, "products[1].sku", "重复的 sku 'sku-1'")]),
     ("duplicate key", {"manifest.toml": MANIFEST + '\n[[scripts]]\nkey = "sku1-moments"\ntitle = "x"\n'
                                                    'template = "scripts/sku1.txt.j2"\n'},
-     [(M, "scripts[1].key", "duplicate key")]),
-    ("file absent", {"scripts/sku1.txt.j2": None}, [(M, "scripts[0].template", "not in the zip")]),
+     [(M, "scripts[1].key", "重复的 key")]),
+    ("file absent", {"scripts/sku1.txt.j2": None}, [(M, "scripts[0].template", "压缩包里没有这个文件")]),
     ("path outside", {"manifest.toml": MANIFEST.replace("scripts/sku1.txt.j2", "../sku1.txt.j2")},
-     [(M, "scripts[0].template", "relative to the zip root")]),
-    ("not an image", {"images/sku1.png": b"not a picture"}, [("images/sku1.png", "products[0].image", "Pillow")]),
+     [(M, "scripts[0].template", "须相对于压缩包根目录")]),
+    ("not an image", {"images/sku1.png": b"not a picture"}, [("images/sku1.png", "products[0].image", "不是 Pillow 能打开的图片")]),
     ("image too wide", {"images/sku1.png": png(4100, 8)}, [("images/sku1.png", "products[0].image", "4096")]),
     ("decompression bomb", {"images/sku1.png": bomb_png(30000)},
-     [("images/sku1.png", "products[0].image", "decompression bomb")]),
+     [("images/sku1.png", "products[0].image", "解压炸弹")]),
     ("image over 10 MB", {"images/sku1.png": os.urandom(10 * 1024 * 1024 + 10)},
-     [("images/sku1.png", "products[0].image", "10 MB")]),
+     [("images/sku1.png", "products[0].image", "图片最多 10 MB")]),
     ("template syntax", {"scripts/sku1.txt.j2": "第一行\n{{ distributor.name }\n"},
-     [("scripts/sku1.txt.j2", "scripts[0].template", "template error")]),
+     [("scripts/sku1.txt.j2", "scripts[0].template", "模板错误")]),
     ("template unknown variable", {"scripts/sku1.txt.j2": "{{ os.environ }}"},
      [("scripts/sku1.txt.j2", "scripts[0].template", "unknown variable 'os'")]),
     ("template escape", {"scripts/sku1.txt.j2": "{{ ''.__class__.__mro__ }}"},
      [("scripts/sku1.txt.j2", "scripts[0].template", "not allowed")]),
     ("poster text template", {"manifest.toml": MANIFEST.replace("{{ distributor.name }} 邀你一起",
                                                                 "{{ product.name }}")},
-     [(M, "posters[0].texts[0].template", "has no sku")]),
+     [(M, "posters[0].texts[0].template", "没有 sku")]),
     ("qr outside", {"manifest.toml": MANIFEST.replace("x = 200, y = 420", "x = 300, y = 420")},
-     [(M, "posters[0].qr", "outside")]),
+     [(M, "posters[0].qr", "超出了 400×640 的背景图")]),
     ("text outside", {"manifest.toml": MANIFEST.replace("x = 20, y = 440", "x = 20, y = 630")},
-     [(M, "posters[0].texts[0]", "outside")]),
+     [(M, "posters[0].texts[0]", "超出了 400×640 的背景图")]),
     ("bad colour", {"manifest.toml": MANIFEST.replace('"#333333"', '"dark"')},
-     [(M, "posters[0].texts[0].color", "not a colour")]),
+     [(M, "posters[0].texts[0].color", "'dark' 不是颜色")]),
     ("unknown rank", {"manifest.toml": MANIFEST.replace('ranks = ["junior"]', 'ranks = ["platinum"]')},
-     [(M, "trainings[0].ranks", "unknown rank 'platinum'")]),
+     [(M, "trainings[0].ranks", "未知的等级 'platinum'")]),
     ("unknown rank on a script and a poster",
      {"manifest.toml": MANIFEST.replace('template = "scripts/sku1.txt.j2"', 'template = "scripts/sku1.txt.j2"\nranks = ["vip"]')
       .replace('key = "default"', 'key = "default"\nranks = ["gold", "vip2"]')},
-     [(M, "scripts[0].ranks", "unknown rank 'vip'"), (M, "posters[0].ranks", "unknown rank 'vip2'")]),
+     [(M, "scripts[0].ranks", "未知的等级 'vip'"), (M, "posters[0].ranks", "未知的等级 'vip2'")]),
     ("unknown sku", {"manifest.toml": MANIFEST.replace('sku = "SKU-1"\ntitle', 'sku = "SKU-9"\ntitle')},
      [(M, "scripts[0].sku", "SKU-9")]),
     ("training picture absent", {"trainings/newcomer-1.md": "![x](../images/none.png)"},
-     [(M, "trainings[0].body", "not in the zip")]),
+     [(M, "trainings[0].body", "压缩包里没有这个文件")]),
     ("no manifest", {"manifest.toml": None, "pack/manifest.toml": MANIFEST}, [(M, "", "pack/manifest.toml")]),
     ("not utf-8", {"trainings/newcomer-1.md": "培训".encode("gbk")},
-     [("trainings/newcomer-1.md", "trainings[0].body", "UTF-8")]),
+     [("trainings/newcomer-1.md", "trainings[0].body", "不是 UTF-8 文本")]),
 ]
 
 
@@ -164,15 +164,15 @@ def _lying_size(data: bytes, size: int) -> bytes:
 
 MANIFEST_ONLY = [("manifest.toml", MANIFEST.encode())]
 HOSTILE = [
-    ("traversal", _zip(MANIFEST_ONLY + [("../evil.txt", b"x")]), "path traversal"),
-    ("traversal inside", _zip(MANIFEST_ONLY + [("a/../../evil.txt", b"x")]), "path traversal"),
-    ("absolute", _zip(MANIFEST_ONLY + [("/etc/cron.d/evil", b"x")]), "absolute path"),
-    ("backslash", _zip(MANIFEST_ONLY + [("..\\evil.txt", b"x")]), "backslash"),
-    ("symlink", _zip(MANIFEST_ONLY + [_symlink("images/sku1.png", "/etc/passwd")]), "symbolic link"),
-    ("too many members", _zip(MANIFEST_ONLY + [(f"f/{i}.txt", b"") for i in range(2001)]), "at most 2000"),
-    ("zip bomb ratio", _zip(MANIFEST_ONLY + [("zeros.bin", bytes(8 * 1024 * 1024))]), "zip bomb"),
-    ("huge total", _lying_size(_zip([("manifest.toml", MANIFEST.encode())]), 300 * 1024 * 1024), "uncompressed"),
-    ("not a zip", b"PK\x03\x04 definitely not a zip", "not a readable zip"),
+    ("traversal", _zip(MANIFEST_ONLY + [("../evil.txt", b"x")]), "路径穿越"),
+    ("traversal inside", _zip(MANIFEST_ONLY + [("a/../../evil.txt", b"x")]), "路径穿越"),
+    ("absolute", _zip(MANIFEST_ONLY + [("/etc/cron.d/evil", b"x")]), "绝对路径"),
+    ("backslash", _zip(MANIFEST_ONLY + [("..\\evil.txt", b"x")]), "反斜杠"),
+    ("symlink", _zip(MANIFEST_ONLY + [_symlink("images/sku1.png", "/etc/passwd")]), "符号链接"),
+    ("too many members", _zip(MANIFEST_ONLY + [(f"f/{i}.txt", b"") for i in range(2001)]), "最多 2000 个"),
+    ("zip bomb ratio", _zip(MANIFEST_ONLY + [("zeros.bin", bytes(8 * 1024 * 1024))]), "压缩炸弹"),
+    ("huge total", _lying_size(_zip([("manifest.toml", MANIFEST.encode())]), 300 * 1024 * 1024), "解压后最多 200 MiB"),
+    ("not a zip", b"PK\x03\x04 definitely not a zip", "不是可读取的 zip 文件"),
 ]
 
 
@@ -229,7 +229,7 @@ async def test_invalid_and_oversized_uploads_store_nothing(harness: Harness) -> 
         ("manifest.toml", "scripts[0].title"), ("images/sku1.png", "products[0].image")}
 
     status, body = await upload(harness, _zip(MANIFEST_ONLY + [("../evil.txt", b"x")]))
-    assert status == 422 and "traversal" in body["details"][0]["message"]
+    assert status == 422 and "路径穿越" in body["details"][0]["message"]
 
     big = os.urandom(1024 * 1024) * 51  # 51 MiB, sent as it comes: no Content-Length shortcut
     async def chunks() -> Any:

@@ -122,14 +122,14 @@ def test_a_buy_url_sends_share_url_to_the_share_page_and_carries_the_code_encode
 
 
 REFUSED = [  # (the product's lines, the field named, words of the message)
-    ('buy_url = "javascript:alert(1)"\n', "products[0].buy_url", "must start with https:// or http://"),
-    ('buy_url = "https://shop.example.com/p/1?ref={code}&n={name}"\n', "products[0].buy_url", "only {code}"),
-    ('buy_url = "https://shop.example.com/p/1 onclick=x"\n', "products[0].buy_url", "without spaces"),
-    ('buy_url = "https:///p/1"\n', "products[0].buy_url", "names no host"),
-    ('details = "产地新疆"\n', "products[0].details", "must be a table"),
-    ('details = {"批次" = 202611}\n', "products[0].details.批次", "must be non-empty text"),
-    ('details = {"产地" = {"省" = "新疆"}}\n', "products[0].details.产地", "must be non-empty text"),
-    ('details = {"" = "新疆"}\n', "products[0].details", "detail name"),
+    ('buy_url = "javascript:alert(1)"\n', "products[0].buy_url", "须以 https:// 或 http:// 开头"),
+    ('buy_url = "https://shop.example.com/p/1?ref={code}&n={name}"\n', "products[0].buy_url", "只能用 {code}"),
+    ('buy_url = "https://shop.example.com/p/1 onclick=x"\n', "products[0].buy_url", "不能含空格"),
+    ('buy_url = "https:///p/1"\n', "products[0].buy_url", "没有主机名"),
+    ('details = "产地新疆"\n', "products[0].details", "须为表（table）"),
+    ('details = {"批次" = 202611}\n', "products[0].details.批次", "须为非空文字"),
+    ('details = {"产地" = {"省" = "新疆"}}\n', "products[0].details.产地", "须为非空文字"),
+    ('details = {"" = "新疆"}\n', "products[0].details", "详情名"),
 ]
 
 
@@ -140,7 +140,7 @@ async def test_pack_details_and_buy_url_are_checked_and_seen_by_templates(harnes
         assert status == 422, (lines, answer)
         problem = next(p for p in answer["details"] if p["field"] == field)
         assert words in problem["message"], (lines, problem)
-        assert "SKU-1" in problem["message"] or words == "must be a table", problem  # the checker's own words
+        assert "SKU-1" in problem["message"] or words == "须为表（table）", problem  # the checker's own words
     # A template naming a detail the product does not have is refused at upload, naming the file;
     # the keys as CONTRACT §6 writes them (Chinese, unquoted, which TOML itself refuses) are read.
     for lines in ('details = {"批次" = "2026-11"}\n', 'details = {批次 = "2026-11"}\n'):

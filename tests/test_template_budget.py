@@ -57,7 +57,7 @@ async def test_costly_templates_are_refused_at_upload_naming_their_files(harness
     problems = {(d["file"], d["field"]): d["message"] for d in body["details"]}
     for i, (name, (_, reason)) in enumerate(COSTLY.items(), start=1):
         message = problems.pop((f"scripts/{name}.txt.j2", f"scripts[{i}].template"))
-        assert message.startswith("template error:") and any(r in message for r in reason.split("|")), message
+        assert message.startswith("模板错误：") and any(r in message for r in reason.split("|")), message
     poster = problems.pop(("manifest.toml", "posters[0].texts[0].template"))
     assert any(r in poster for r in BUDGET.split("|")), poster
     assert problems == {}  # the pack's other templates are fine, and nothing else is wrong
