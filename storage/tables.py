@@ -11,8 +11,9 @@ from storage.models_engage import Adjustment, Contest, ContestScore, RankChange,
 from storage.models_webhooks import WebhookDelivery
 from storage.models_risk import RiskFlag, Suspension
 from storage.models_settings import SettingsChange
+from storage.models_content import ContentPack, LivePack
 from storage.models_ledger import (Balance, Commission, DistributorTotals, InviterChange, LedgerEntry, Order,
-                                    OrderEvent, PayoutBill, Withdrawal)
+                                    OrderEvent, PayoutBill, TeamBonus, Withdrawal)
 
 DISTRIBUTORS: Table = Distributor.__table__  # type: ignore[assignment]
 FOLLOWERS: Table = Follower.__table__  # type: ignore[assignment]
@@ -46,3 +47,6 @@ RISK_FLAGS: Table = RiskFlag.__table__  # type: ignore[assignment]
 SUSPENSIONS: Table = Suspension.__table__  # type: ignore[assignment]
 AUDIT_ENTRIES: Table = AuditEntry.__table__  # type: ignore[assignment]
 SETTINGS_CHANGES: Table = SettingsChange.__table__  # type: ignore[assignment]
+TEAM_BONUSES: Table = TeamBonus.__table__  # type: ignore[assignment]
+CONTENT_PACKS: Table = ContentPack.__table__  # type: ignore[assignment]
+CONTENT_LIVE: Table = LivePack.__table__  # type: ignore[assignment]
