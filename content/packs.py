@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import tomllib
+from decimal import Decimal
 from collections.abc import Collection
 from pathlib import Path
 from typing import Any
@@ -36,10 +37,12 @@ from content.pack_checker import (  # noqa: F401  (Problem, PackInvalid and Vali
 from content.pages import markdown_html
 from content.safezip import SafeZip, UnsafeZip
 from content.templating import product_variables
+from domain.config_sections import LEGAL_MAX_LEVELS
 from domain.campaigns import MAX_TEXT as MAX_ANNOUNCE  # an announcement becomes a campaign
 
 
-def validate_pack(path: str | Path, rank_keys: Collection[str] | None = None) -> ValidPack:
+def validate_pack(path: str | Path, rank_keys: Collection[str] | None = None,
+                  max_levels: int = LEGAL_MAX_LEVELS) -> ValidPack:
     """The checked pack, or PackInvalid listing every problem. Nothing is written anywhere."""
     path = Path(path)
     size = path.stat().st_size
@@ -50,7 +53,7 @@ def validate_pack(path: str | Path, rank_keys: Collection[str] | None = None) ->
     except UnsafeZip as e:
         raise PackInvalid([Problem(p.member, "", p.message) for p in e.problems]) from None
     with zf:
-        checker = Checker(zf, rank_keys)
+        checker = Checker(zf, rank_keys, max_levels)
         content = _check_manifest(checker)
         if checker.problems or content is None:
             raise PackInvalid(checker.problems)
@@ -178,12 +181,28 @@ def _products(c: Checker, items: list[Any]) -> list[dict[str, Any]]:
             ok = False
         image = c.image(t["image"], f"{where}.image") if "image" in t else None
         ok = ok and ("image" not in t or image is not None)
+        rates = _rates(c, t["rates"], f"{where}.rates") if "rates" in t else None
+        ok = ok and ("rates" not in t or rates is not None)
         if ok:
             out.append({"sku": t["sku"], "name": t["name"], "price_fen": t["price_fen"],
                         "selling_points": list(t.get("selling_points", [])), "image": image[0] if image else None,
-                        "url": url})
+                        "url": url, **({"rates": rates} if rates is not None else {})})
     c.unique(_keys(items, "sku"), "products", "sku")
     return out
+
+
+def _rates(c: Checker, values: list[int | float], where: str) -> list[str] | None:
+    """A product's own rates (depth 0, 1, 2) as exact decimal strings, or None with the problem
+    reported: each at least 0 and below 1, at least one, no more than the levels configured."""
+    if not 1 <= len(values) <= c.max_levels:
+        c.problem(where, f"must hold 1 to {c.max_levels} rates (distribution.max_levels = {c.max_levels}), "
+                         f"not {len(values)}")
+        return None
+    rates = [Decimal(str(v)) for v in values]
+    if any(not Decimal(0) <= r < 1 for r in rates):
+        c.problem(where, "every rate must be at least 0 and below 1 (0.2 = 20%)")
+        return None
+    return [str(r) for r in rates]
 
 
 def _scripts(c: Checker, items: list[Any], by_sku: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
