@@ -1,5 +1,5 @@
 """The monthly team bonus (CONTRACT §8): the `team-bonus` job, on the 1st at 02:00 Asia/Shanghai
-for the month before (while tiers are configured), and POST /api/jobs/team-bonus/run with
+for the month before, and POST /api/jobs/team-bonus/run with
 {"month": "YYYY-MM"} for a given finished month, run and recorded as a run of the job. The rules
 are in domain.plans, the set-based payment in domain.team_bonus; each distributor is paid a month
 once, however often it runs."""
@@ -42,10 +42,10 @@ async def pay_month(app: web.Application, month: Month) -> int:
     return chunks
 
 
-@feature.job("team-bonus", "cron", day=1, hour=2, minute=0,
-             scheduled_if=lambda config: bool(config.rewards.team_tiers))
+@feature.job("team-bonus", "cron", day=1, hour=2, minute=0)
 async def team_bonus(app: web.Application) -> int:
-    """The month before the one the clock is in (the job runs on the 1st)."""
+    """The month before the one the clock is in (the job runs on the 1st; without tiers it has
+    nothing to do, and stays on the schedule so that tiers set later are paid)."""
     return await pay_month(app, month_of(app[CLOCK].now()).previous)
 
 
