@@ -77,7 +77,7 @@ def bonus_lines(team_sales_fen: int, rewards: RewardsConfig) -> list[str]:
     ahead = next_tier(team_sales_fen, rewards.team_tiers)
     if ahead is not None:
         tier, missing = ahead
-        lines.append(f"团队再卖 {yuan(missing)} 可达下一档（奖励比例 {tier.rate * 100:g}%）")
+        lines.append(f"团队再卖 {yuan(missing)} 可达下一档（奖励比例 {(tier.rate * 100).normalize():f}%）")
     elif rewards.team_cap_fen and bonus >= rewards.team_cap_fen:
         lines.append(f"已达最高档，本月团队奖励已到上限 {yuan(rewards.team_cap_fen)}")
     else:

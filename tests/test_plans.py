@@ -100,4 +100,10 @@ async def test_plans_from_the_order_to_the_team_bonus(db_url: str, platform: Pla
         assert await rewards(h, m1.code) == [] and await rewards(h, m2.code) == []
         reply = await h.say(boss_user, "收益")
         assert "本月团队销售额：¥100.00，团队奖励预估：¥1.00" in reply and "团队再卖 ¥400.00 可达下一档" in reply, reply
+        # The bonus was told as it was paid (a template message: the boss had not written lately).
+        told = await h.platform.wait_for(boss_user.openid, lambda m: "团队奖励到账" in str(m))
+        assert "2026年11月直属团队业绩奖励 ¥20.00" in str(told), told
+        await h.app[JOBS].by_name["weekly-report"].run(h.app)  # the weekly report shows the same
+        report = await h.platform.wait_for(boss_user.openid, lambda m: "【分销周报】" in m.get("content", ""))
+        assert "团队再卖 ¥400.00 可达下一档" in report["content"], report
         await check_invariants(h)
