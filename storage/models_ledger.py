@@ -57,7 +57,7 @@ class Order(Base):
         # A period's orders as one index range, with what lists and rankings read (console 订单, 推广统计).
         Index("ix_orders_paid", "paid_at", "distributor_id", "status", "amount_fen", "refunded_fen"),
         # A buyer's earlier orders through a distributor: the repeat reward (domain.plan_reads).
-        Index("ix_orders_buyer", "buyer_openid", "distributor_id", "paid_at",
+        Index("ix_orders_buyer", "buyer_openid", "paid_at", "distributor_id", "status",
               sqlite_where=text("buyer_openid IS NOT NULL"), postgresql_where=text("buyer_openid IS NOT NULL")),
     )
 

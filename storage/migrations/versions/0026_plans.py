@@ -19,7 +19,7 @@ def upgrade() -> None:
     with op.batch_alter_table('content_packs', schema=None) as batch_op:
         batch_op.add_column(sa.Column('sku_rates', sa.JSON(), nullable=True))
     with op.batch_alter_table('orders', schema=None) as batch_op:
-        batch_op.create_index('ix_orders_buyer', ['buyer_openid', 'distributor_id', 'paid_at'], unique=False,
+        batch_op.create_index('ix_orders_buyer', ['buyer_openid', 'paid_at', 'distributor_id', 'status'], unique=False,
                               sqlite_where=sa.text('buyer_openid IS NOT NULL'),
                               postgresql_where=sa.text('buyer_openid IS NOT NULL'))
     op.create_table('team_bonuses',
