@@ -7,7 +7,7 @@ from kit.feature import Feature
 from handlers import audit, campaigns, content_packs, contests, distributors, earnings, exports, help_text, leave
 from handlers import orders, overview, payouts, posters, ranks, risk
 from handlers import registration, scripts, service, settings, staff, team, trainings, weekly_report, withdrawals
-from handlers import alerts, backups, commissions, my_stats, stats
+from handlers import alerts, backups, commissions, my_stats, stats, team_bonus
 
 FEATURES: tuple[Feature, ...] = (
     registration.feature,
@@ -15,6 +15,7 @@ FEATURES: tuple[Feature, ...] = (
     earnings.feature,
     team.feature,
     weekly_report.feature,
+    team_bonus.feature,
     payouts.feature,  # before withdrawals: 提现记录 is not 提现 with the argument 记录
     withdrawals.feature,
     leave.feature,

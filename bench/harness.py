@@ -106,7 +106,7 @@ def rss_mb(pid: int) -> float:
 # ---- `distbot serve` for orders.py, broadcast.py, exports.py -------------------------------------
 class Server:
     def __init__(self, workdir: Path, db_url: str, profile: Path | None = None, outbox_rate: float | None = None,
-                 api_base_url: str = "", outbox_batch: int | None = None, risk: bool = True):
+                 api_base_url: str = "", outbox_batch: int | None = None, risk: bool = True, extra: str = ""):
         self.profile = profile
         self.port = free_port()
         self.db_url = db_url
@@ -120,7 +120,7 @@ class Server:
             f'[risk]\nenabled = {"true" if risk else "false"}\n'
             f'[distribution]\nmax_levels = 2\nfreeze_days = {FREEZE_DAYS}\n[outbox]\n'
             + (f'rate_per_second = {outbox_rate}\n' if outbox_rate else "")
-            + (f'batch_size = {outbox_batch}\n' if outbox_batch else ""), encoding="utf-8")
+            + (f'batch_size = {outbox_batch}\n' if outbox_batch else "") + extra, encoding="utf-8")
         self.proc: subprocess.Popen[bytes] | None = None
 
     async def start(self) -> None:

@@ -94,9 +94,10 @@ async def seed_entries(db_url: str, total: int, distributors: int) -> int:
 
 # ---- load ------------------------------------------------------------------------------------
 async def post_events_to(bases: Sequence[str], token: str, events: int, concurrency: int,
-                         distributors: int) -> dict[str, Any]:
+                         distributors: int, buyers: int = 0) -> dict[str, Any]:
     """`events` order events (paid, then completed, per order) from `concurrency` closed-loop
-    senders, sender k posting to bases[k % len(bases)]."""
+    senders, sender k posting to bases[k % len(bases)]; with `buyers`, each paid event names one of
+    that many buyers, who buys from the same few distributors (repeat purchases)."""
     orders = events // 2
     counter = iter(range(orders))
     latencies: list[float] = []
@@ -109,8 +110,12 @@ async def post_events_to(bases: Sequence[str], token: str, events: int, concurre
         for n in counter:
             no = f"B{run}-{n}"
             d = rng.randrange(distributors)
-            for body in ({"event_id": f"{no}-p", "order_no": no, "type": "paid", "amount_fen": 1000 + n % 50000,
-                          "distributor_code": code_of(d)},
+            paid = {"event_id": f"{no}-p", "order_no": no, "type": "paid", "amount_fen": 1000 + n % 50000,
+                    "distributor_code": code_of(d)}
+            if buyers:
+                b = rng.randrange(buyers)
+                paid.update(buyer_openid=f"obuyer{b:08d}", distributor_code=code_of((b * 7 + n % 3) % distributors))
+            for body in (paid,
                          {"event_id": f"{no}-c", "order_no": no, "type": "completed"}):
                 t0 = time.perf_counter()
                 async with http.post(base + "/api/orders/events", json=body, headers=headers) as r:

@@ -35,6 +35,9 @@ default). --risk both compares the two: `--rounds` pairs of event runs (each on 
 database), in the order off, on, on, off, ... so that a drift of the machine during the runs falls
 on both alike; then the medians of events/s and of server CPU per event, with and without the
 rules, and their ratio (target: within 10%). The 收益 timing is skipped then.
+--buyers N names one of N buyers on each paid event (each buying from the same few distributors);
+--repeat turns the repeat reward on ([rewards.repeat]): the same run with and without it is what
+the reward costs (issue 25: < 5%).
 --outbox-rate sets the server's outbox.rate_per_second (the commission notices it sends during the
 event run cost server CPU); --profile records the server with py-spy.
 """
@@ -70,6 +73,7 @@ from storage.migrate import upgrade  # noqa: E402
 
 NAIVE_APP = ROOT / "bench" / "naive_orders_app.py"
 LIGHT = {"distributors": 50, "concurrency": 20}  # the issue's lighter load: a few busy distributors
+REPEAT = "[rewards.repeat]\nwindow_days = 30\nextra_rate = 0.02\n"  # --repeat: the repeat reward on
 LIGHT_TARGET = 6.0  # distbot ≥ 6× the naive app's events/s under the lighter load
 
 
@@ -178,7 +182,7 @@ async def event_run(pids: list[int], bases: list[str], token: str, probe: Probe,
     """Step 2 against the servers at `bases` (processes `pids`): the figures and the probe's counts."""
     before = await probe.snapshot()
     cpu0, mine0, (busy0, total0) = sum(cpu_seconds(p) for p in pids), cpu_seconds(os.getpid()), machine_cpu()
-    r = await post_events_to(bases, token, args.events, args.concurrency, args.distributors)
+    r = await post_events_to(bases, token, args.events, args.concurrency, args.distributors, args.buyers)
     cpu, mine = sum(cpu_seconds(p) for p in pids) - cpu0, cpu_seconds(os.getpid()) - mine0
     busy, total = machine_cpu()
     r.update(cpu_us=cpu / r["events"] * 1e6, cores=cpu / r["seconds"], client=mine / r["seconds"])
@@ -196,7 +200,8 @@ async def run_on(db: str, db_url: str, dbs: Databases, args: argparse.Namespace,
     for k in range(processes):
         (workdir / f"p{k}").mkdir()
         servers.append(Server(workdir / f"p{k}", probe.served_url, Path(f"{args.profile}.{db}.{k}.txt")
-                              if args.profile else None, args.outbox_rate, risk=risk))
+                              if args.profile else None, args.outbox_rate, risk=risk,
+                              extra=REPEAT if args.repeat else ""))
     r: dict[str, Any] = {}
     try:
         for server in servers:
@@ -341,6 +346,10 @@ def main() -> None:
     p.add_argument("--risk", choices=["on", "off", "both"], default="on",
                    help="risk.enabled: evaluate the risk rules on each batch of order events; both: compare")
     p.add_argument("--rounds", type=int, default=2, help="with --risk both: pairs of runs (off, on, on, off, ...)")
+    p.add_argument("--buyers", type=int, default=0, help="paid events name one of this many buyers, each buying "
+                   "from the same few distributors (0: no buyer_openid)")
+    p.add_argument("--repeat", action="store_true", help="the repeat reward on ([rewards.repeat]); with --buyers, "
+                   "to time what it costs against the same run without it")
     p.add_argument("--keep", action="store_true")
     p.add_argument("--profile", help="record the server with py-spy (--gil) into PROFILE.<db>.<process>.txt, "
                    "collapsed stacks; the server's CPU and memory figures are then py-spy's, not distbot's")

@@ -17,6 +17,7 @@ from content import templating
 from content.images import BadImage, open_image
 from content.safezip import SafeZip, normalise
 from domain.catalogue import KIND_NAMES, PACK, say
+from domain.config_sections import LEGAL_MAX_LEVELS
 
 MANIFEST = "manifest.toml"
 MAX_UPLOAD_BYTES = 50 * 1024 * 1024
@@ -77,10 +78,15 @@ class ValidPack:
     def counts(self) -> dict[str, int]:
         return {k: len(self.content[k]) for k in ("products", "scripts", "posters", "trainings")}
 
+    def sku_rates(self) -> dict[str, list[str]] | None:
+        """The products' own rates by lower-case SKU (content_packs.sku_rates), None when none has any."""
+        rates = {p["sku"].lower(): p["rates"] for p in self.content["products"] if p.get("rates") is not None}
+        return rates or None
+
 
 # ---- field specs: key -> (required, kind) -------------------------------------------------------
 _STR, _INT, _LIST_STR, _PATH, _TABLE, _LIST_TABLE, _VERSION_T = "str", "int", "list", "path", "table", "tables", "ver"
-_ARRAY, _MOMENT = "array", "moment"
+_ARRAY, _MOMENT, _RATES = "array", "moment", "rates"
 SPECS: dict[str, dict[str, tuple[bool, str]]] = {
     "root": {"pack": (True, _TABLE), "products": (False, _ARRAY), "scripts": (False, _ARRAY),
              "posters": (False, _ARRAY), "trainings": (False, _ARRAY)},
@@ -88,7 +94,7 @@ SPECS: dict[str, dict[str, tuple[bool, str]]] = {
              "live_from": (False, _MOMENT), "live_until": (False, _MOMENT), "announce": (False, _STR)},
     "products": {"sku": (True, _STR), "name": (True, _STR), "price_fen": (True, _INT),
                  "selling_points": (False, _LIST_STR), "image": (False, _PATH), "url": (False, _STR),
-                 "details": (False, _TABLE), "buy_url": (False, _STR)},
+                 "details": (False, _TABLE), "buy_url": (False, _STR), "rates": (False, _RATES)},
     "scripts": {"key": (True, _STR), "sku": (False, _STR), "title": (True, _STR), "template": (True, _PATH),
                 "ranks": (False, _LIST_STR)},
     "posters": {"key": (True, _STR), "title": (False, _STR), "sku": (False, _STR), "background": (True, _PATH),
@@ -119,6 +125,8 @@ def _type_ok(value: Any, kind: str) -> bool:
         return isinstance(value, list) and all(isinstance(v, dict) for v in value)
     if kind == _ARRAY:
         return isinstance(value, list)
+    if kind == _RATES:
+        return isinstance(value, list) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
     if kind == _MOMENT:  # a string or any TOML date/time; Checker.moment says what is wrong with it
         return isinstance(value, (str, date, time))
     raise AssertionError(kind)
@@ -127,9 +135,10 @@ def _type_ok(value: Any, kind: str) -> bool:
 class Checker:
     """Collects every problem of one pack."""
 
-    def __init__(self, zf: SafeZip, rank_keys: Collection[str] | None):
+    def __init__(self, zf: SafeZip, rank_keys: Collection[str] | None, max_levels: int = LEGAL_MAX_LEVELS):
         self.zf = zf
         self.rank_keys = rank_keys
+        self.max_levels = max_levels  # a product's rates go no deeper (distribution.max_levels)
         self.problems: list[Problem] = []
         self.files: dict[str, bytes] = {}
         self._images: dict[str, tuple[int, int] | None] = {}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import tomllib
+from decimal import Decimal
 from collections.abc import Collection
 from pathlib import Path
 from typing import Any
@@ -38,11 +39,13 @@ from content.pages import markdown_html
 from content.product_fields import check_buy_url, check_details
 from content.safezip import SafeZip, UnsafeZip
 from content.templating import product_variables
+from domain.config_sections import LEGAL_MAX_LEVELS
 from domain.campaigns import MAX_TEXT as MAX_ANNOUNCE  # an announcement becomes a campaign
 from domain.catalogue import PACK, say
 
 
-def validate_pack(path: str | Path, rank_keys: Collection[str] | None = None) -> ValidPack:
+def validate_pack(path: str | Path, rank_keys: Collection[str] | None = None,
+                  max_levels: int = LEGAL_MAX_LEVELS) -> ValidPack:
     """The checked pack, or PackInvalid listing every problem. Nothing is written anywhere."""
     path = Path(path)
     size = path.stat().st_size
@@ -53,7 +56,7 @@ def validate_pack(path: str | Path, rank_keys: Collection[str] | None = None) ->
     except UnsafeZip as e:
         raise PackInvalid([Problem(p.member, "", p.message) for p in e.problems]) from None
     with zf:
-        checker = Checker(zf, rank_keys)
+        checker = Checker(zf, rank_keys, max_levels)
         content = _check_manifest(checker)
         if checker.problems or content is None:
             raise PackInvalid(checker.problems)
@@ -197,13 +200,29 @@ def _products(c: Checker, items: list[Any]) -> list[dict[str, Any]]:
         sku = t.get("sku", f"#{i + 1}")
         details = check_details(c, t["details"], where, sku) if "details" in t else {}
         buy_url = check_buy_url(c, t["buy_url"], where, sku) if "buy_url" in t else None
-        ok = ok and details is not None and ("buy_url" not in t or buy_url is not None)
+        rates = _rates(c, t["rates"], f"{where}.rates") if "rates" in t else None
+        ok = ok and details is not None and ("buy_url" not in t or buy_url is not None) \
+            and ("rates" not in t or rates is not None)
         if ok:
             out.append({"sku": t["sku"], "name": t["name"], "price_fen": t["price_fen"],
                         "selling_points": list(t.get("selling_points", [])), "image": image[0] if image else None,
-                        "url": url, "details": details, "buy_url": buy_url})
+                        "url": url, "details": details, "buy_url": buy_url,
+                        **({"rates": rates} if rates is not None else {})})
     c.unique(_keys(items, "sku"), "products", "sku")
     return out
+
+
+def _rates(c: Checker, values: list[int | float], where: str) -> list[str] | None:
+    """A product's own rates (depth 0, 1, 2) as exact decimal strings, or None with the problem
+    reported: each at least 0 and below 1, at least one, no more than the levels configured."""
+    if not 1 <= len(values) <= c.max_levels:
+        c.problem(where, say(PACK, "rates_count", most=c.max_levels, n=len(values)))
+        return None
+    rates = [Decimal(str(v)) for v in values]
+    if any(not Decimal(0) <= r < 1 for r in rates):
+        c.problem(where, say(PACK, "rates_range"))
+        return None
+    return [str(r) for r in rates]
 
 
 def _scripts(c: Checker, items: list[Any], by_sku: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:

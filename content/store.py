@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 
 from content.packs import ValidPack, validate_pack
 from domain import campaigns
+from domain.config_sections import LEGAL_MAX_LEVELS
 from domain.formats import china_time
 from domain.refusals import Refusal
 from storage.models_content import ContentFile, ContentPack, LivePack
@@ -154,7 +155,7 @@ def store_pack(session: Session, pack: ValidPack, now: datetime) -> tuple[Conten
         raise PackConflict(pack.name, pack.version)
     row = ContentPack(name=pack.name, version=pack.version, sha256=pack.sha256, size_bytes=pack.size_bytes,
                       content=pack.content, uploaded_at=now, live_from=pack.live_from, live_until=pack.live_until,
-                      announce=pack.announce)
+                      announce=pack.announce, sku_rates=pack.sku_rates())
     session.add(row)
     try:
         session.flush()
@@ -315,7 +316,7 @@ def pack_json(row: ContentPack, live: bool) -> dict[str, Any]:
 
 
 async def import_pack(writer: Writer, path: str | Path, now: datetime,
-                      rank_keys: list[str] | None = None) -> tuple[ContentPack, bool]:
+                      rank_keys: list[str] | None = None, max_levels: int = LEGAL_MAX_LEVELS) -> tuple[ContentPack, bool]:
     """Validate (in a thread) and store a pack zip uploaded `now`: PackInvalid, PackConflict, or (row, went live)."""
-    valid = await asyncio.to_thread(validate_pack, path, rank_keys)
+    valid = await asyncio.to_thread(validate_pack, path, rank_keys, max_levels)
     return await writer.run(lambda session: store_pack(session, valid, now), slow=True)

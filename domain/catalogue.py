@@ -21,8 +21,12 @@ KIND_NAMES: dict[str, str] = {
     "str": "文字", "int": "整数", "list": "文字列表", "path": "文件路径", "table": "表（table）",
     "tables": "表的列表", "ver": "文字", "array": "表的数组（[[...]]）",
     "moment": "带时区的 RFC 3339 日期时间，例如 {example}",
+    "rates": "比例列表，例如 [0.20, 0.05]",
 }
 PACK: dict[str, str] = {
+    # a product's own rates (CONTRACT §6)
+    "rates_count": "须有 1 到 {most} 个比例（distribution.max_levels = {most}），现有 {n} 个",
+    "rates_range": "每个比例须不小于 0 且小于 1（0.2 即 20%）",
     # the zip
     "pack_too_large": "内容包有 {mib:.1f} MiB，最多 50 MiB",
     "zip_unreadable": "不是可读取的 zip 文件",

@@ -105,11 +105,15 @@ def split_commission(
     buyer_openid: str | None = None,
     monthly_cap_fen: int = 0,
     month_accrued: MutableMapping[int, int] | None = None,
+    sku_rates: Sequence[Decimal] | None = None,
+    extra_rate: Decimal = Decimal(0),
 ) -> list[Share]:
     """The commission rows of one paid order. `chain[0]` is the credited distributor.
 
     `month_accrued` (receiver id → commission already credited this month, net of reversals) is
-    updated in place, so several orders split in a row respect the cap together.
+    updated in place, so several orders split in a row respect the cap together. The plans
+    (domain.plans): `sku_rates`, a pack's rates for the order's SKU, replace every receiver's rank
+    rates; `extra_rate` (a repeat purchase) is added to the depth-0 rate, in the same commission.
     """
     if amount_fen <= 0:
         return []
@@ -120,16 +124,17 @@ def split_commission(
             continue
         if not self_purchase and buyer_openid and buyer_openid == receiver.openid:
             continue
-        rates = rates_of(receiver.rank)
+        rates = sku_rates if sku_rates is not None else rates_of(receiver.rank)
         if depth >= len(rates):
             continue
-        fen = commission_fen(amount_fen, rates[depth])
+        rate = rates[depth] + extra_rate if depth == 0 else rates[depth]
+        fen = min(commission_fen(amount_fen, rate), amount_fen)
         if monthly_cap_fen:
             fen = min(fen, max(monthly_cap_fen - accrued.get(receiver.distributor_id, 0), 0))
         if fen <= 0:
             continue
         accrued[receiver.distributor_id] = accrued.get(receiver.distributor_id, 0) + fen
-        shares.append(Share(receiver.distributor_id, depth, rates[depth], fen))
+        shares.append(Share(receiver.distributor_id, depth, rate, fen))
     return shares
 
 

@@ -13,8 +13,8 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from domain.config_sections import (AES_KEY_LENGTH, DEFAULT_ADMIN_TOKEN, DEMO_TOKEN_PREFIX, PAY_KEY_FIELDS,
                                     SANDBOX_APP_ID, SANDBOX_APP_SECRET, SANDBOX_TOKEN, AdminConfig, AlertsConfig,
                                     BackupConfig, ContestsConfig, DatabaseConfig, DistributionConfig, OutboxConfig,
-                                    PayConfig, RankConfig, ReportsConfig, RiskConfig, ServerConfig, ServiceConfig,
-                                    WebhookConfig, WechatConfig, default_ranks)
+                                    PayConfig, RankConfig, ReportsConfig, RewardsConfig, RiskConfig, ServerConfig,
+                                    ServiceConfig, WebhookConfig, WechatConfig, default_ranks)
 
 
 class ConfigError(Exception):
@@ -42,6 +42,7 @@ class Config(BaseSettings):
     risk: RiskConfig = RiskConfig()
     alerts: AlertsConfig = AlertsConfig()
     backup: BackupConfig = BackupConfig()
+    rewards: RewardsConfig = RewardsConfig()
 
     @classmethod
     def settings_customise_sources(

@@ -275,6 +275,58 @@ class BackupConfig(_Section):
     def trigger(self) -> dict[str, str]:
         """The schedule as CronTrigger arguments (none while it is off)."""
         return crontab_fields(self.schedule) if self.schedule else {}
+def _exact(v: Any) -> Any:
+    """A rate from TOML (a binary float) as its shortest decimal spelling, so that floor(amount ×
+    rate) is exact (100 × 0.29 must be 29, not 28)."""
+    return Decimal(str(v)) if isinstance(v, (int, float)) and not isinstance(v, bool) else v
+
+
+class RepeatReward(_Section):
+    """[rewards.repeat] (高频购买奖励): a customer buying again through the same distributor within
+    window_days of their previous paid order through them adds extra_rate at depth 0."""
+
+    window_days: int = Field(30, ge=1, le=366)
+    extra_rate: Decimal = Field(Decimal(0), ge=0, lt=1)
+
+    @field_validator("extra_rate", mode="before")
+    @classmethod
+    def _exact_rate(cls, v: Any) -> Any:
+        return _exact(v)
+
+
+class TeamTier(_Section):
+    """[[rewards.team_tiers]]: from this month's team sales on, this rate of all of them."""
+
+    min_team_sales_fen: int = Field(ge=1)
+    rate: Decimal = Field(gt=0, lt=1)
+
+    @field_validator("rate", mode="before")
+    @classmethod
+    def _exact_rate(cls, v: Any) -> Any:
+        return _exact(v)
+
+
+class RewardsConfig(_Section):
+    """[rewards] (CONTRACT §8): the plans beside the rank rates, all off by default. A share of
+    sales, never of headcount."""
+
+    repeat: RepeatReward | None = None
+    team_cap_fen: int = Field(0, ge=0)  # the team bonus per distributor and month; 0 = no cap
+    team_tiers: tuple[TeamTier, ...] = ()
+
+    @field_validator("team_tiers")
+    @classmethod
+    def _monotone(cls, v: tuple[TeamTier, ...]) -> tuple[TeamTier, ...]:
+        for lower, higher in zip(v, v[1:]):
+            if higher.min_team_sales_fen <= lower.min_team_sales_fen:
+                raise ValueError("tiers must be listed with strictly increasing min_team_sales_fen")
+            if higher.rate < lower.rate:
+                raise ValueError("a higher tier must not pay a lower rate (more sales never earn less)")
+        return v
+
+    @property
+    def repeat_on(self) -> bool:
+        return self.repeat is not None and self.repeat.extra_rate > 0
 
 
 def default_ranks() -> tuple[RankConfig, ...]:

@@ -17,10 +17,11 @@ from typing import Any
 from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.orm import Session
 
+from domain.formats import month_start
 from domain.refusals import Refusal
 from storage.db import adding_upsert, dialect_insert
 from storage.models_ledger import EntryKind, WithdrawalStatus
-from storage.tables import ADJUSTMENTS, BALANCES, ENTRIES, WITHDRAWALS
+from storage.tables import ADJUSTMENTS, BALANCES, COMMISSIONS, ENTRIES, WITHDRAWALS
 
 BUCKETS = ("pending_fen", "available_fen", "withdrawing_fen", "withdrawn_fen")
 ZERO = dict.fromkeys(BUCKETS, 0)
@@ -79,6 +80,22 @@ def append_entries(session: Session, entries: Iterable[Mapping[str, Any]]) -> No
     rows = [{"order_no": None, "withdrawal_id": None, **e} for e in entries]
     if rows:
         session.connection().execute(_INSERT_ENTRY, rows)
+
+
+_C = COMMISSIONS.c
+_MONTH_ACCRUED = (select(_C.distributor_id, func.sum(_C.amount_fen - _C.reversed_fen))
+                  .where(_C.distributor_id.in_(bindparam("ids", expanding=True)), _C.created_at >= bindparam("since"))
+                  .group_by(_C.distributor_id))
+
+
+def month_accrued(session: Session, ids: list[int], now: datetime) -> dict[int, int]:
+    """Each receiver's commission credited this month, net of reversals (0 for none): the monthly
+    cap's count (domain.orders). On PostgreSQL their balance rows are locked first, so two
+    processes cannot both fill one cap."""
+    if session.get_bind().dialect.name == "postgresql":
+        ensure_balances(session, ids, lock=True)
+    rows = session.connection().execute(_MONTH_ACCRUED, {"ids": ids, "since": month_start(now)}).all()
+    return {**dict.fromkeys(ids, 0), **{i: int(v or 0) for i, v in rows}}
 
 
 def ensure_balances(session: Session, ids: Iterable[int], *, lock: bool = False) -> None:

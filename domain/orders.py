@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, bindparam, func, select, update
+from sqlalchemy import Select, bindparam, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -33,8 +33,9 @@ from domain.contests import SaleChange, record_sales
 from domain.dashboard import add_to_days
 from domain.distributor_totals import add_to_totals
 from domain.formats import china_time, month_start
-from domain.ledger import Delta, add_to_balances, append_entries, ensure_balances
+from domain.ledger import Delta, add_to_balances, append_entries, month_accrued
 from domain.notices import PERSON_COLUMNS, Credits, Person, settle_and_notify
+from domain.plan_reads import PlanReads
 from domain.promotion import Unlocks, no_unlocks, promote
 from domain.refusals import Refusal
 from domain.webhook_events import emit
@@ -81,11 +82,6 @@ _UPDATE_COMMISSION = update(COMMISSIONS).where(
 _INSERT_ORDER, _INSERT_COMMISSION, _INSERT_EVENT = ORDERS.insert(), COMMISSIONS.insert(), EVENTS.insert()
 _ORDER_COLUMNS = tuple(ORDERS.c.keys())
 _COMMISSION_COLUMNS = tuple(COMMISSIONS.c.keys())
-_C = COMMISSIONS.c
-_MONTH_ACCRUED = (select(_C.distributor_id, func.sum(_C.amount_fen - _C.reversed_fen))
-                  .where(_C.distributor_id.in_(bindparam("ids", expanding=True)), _C.created_at >= bindparam("since"))
-                  .group_by(_C.distributor_id))
-
 
 @functools.cache
 def _chains(levels: int) -> Select[Any]:
@@ -154,6 +150,7 @@ class OrderBook:
         self.credits = Credits()
         self.deltas: dict[int, Delta] = defaultdict(Delta)
         self.watch = risk.Watch(config)
+        self.plans = PlanReads(config)  # per-SKU rates and the repeat reward (domain.plans)
         # What `write` stores: orders paid in this batch, stored orders changed (their receivers
         # whose commission changed), ledger entries and event rows, in the order they came.
         self.new: dict[str, None] = {}
@@ -163,6 +160,8 @@ class OrderBook:
         if events:
             self._load(session, [e.event_id for e in events], list({e.order_no for e in events}),
                        list({e.distributor_code for e in events if e.type == rules.PAID and e.distributor_code}))
+            self.plans.load(session, [(c[0].id, e.sku, e.buyer_openid, e.occurred_at or now) for e in events
+                                      if e.type == rules.PAID and (c := self.chains.get(e.distributor_code or ""))])
 
     def _load(self, session: Session, ids: list[str], nos: list[str], codes: list[str]) -> None:
         conn = session.connection()
@@ -182,7 +181,7 @@ class OrderBook:
             chain = [Person(*row[i:i + width]) for i in range(0, len(row), width) if row[i] is not None]
             self.chains[chain[0].code] = chain
         if self.config.distribution.monthly_cap_fen:
-            self.accrued = _month_accrued(session, sorted({p.id for c in self.chains.values() for p in c}), self.now)
+            self.accrued = month_accrued(session, sorted({p.id for c in self.chains.values() for p in c}), self.now)
 
     def try_apply(self, session: Session, e: EventIn) -> Answer | Failed:
         """`apply`, with a refused event's Refusal (or a bug's exception, logged) as its outcome."""
@@ -217,6 +216,7 @@ class OrderBook:
         self.orders[e.order_no], self.stored[e.event_id] = done.order, answer
         if e.type == rules.PAID:
             self.new[e.order_no] = None
+            self.plans.paid(done.order.row["distributor_id"], e.buyer_openid, done.order.row["paid_at"])
         elif e.order_no not in self.new:
             self.changed.setdefault(e.order_no, {}).update((c["distributor_id"], None) for c in done.changed)
         self.entries.extend(done.entries)
@@ -290,12 +290,14 @@ class OrderBook:
         if chain is None:
             raise Refusal("unknown_distributor", f"No distributor has the code {e.distributor_code!r}.",
                           details={"distributor_code": e.distributor_code})
+        sku_rates, extra = self.plans.terms(chain[0].id, e.sku, e.buyer_openid, e.occurred_at or now)
         shares = rules.split_commission(
             e.amount_fen or 0,
             [rules.Receiver(p.id, p.openid, p.rank, p.status == DistributorStatus.ACTIVE) for p in chain],
             rates_of=lambda rank: self.config.rank(rank).rates, max_levels=dist.max_levels,
             self_purchase=dist.self_purchase, buyer_openid=e.buyer_openid,
-            monthly_cap_fen=dist.monthly_cap_fen, month_accrued={p.id: self.accrued.get(p.id, 0) for p in chain})
+            monthly_cap_fen=dist.monthly_cap_fen, month_accrued={p.id: self.accrued.get(p.id, 0) for p in chain},
+            sku_rates=sku_rates, extra_rate=extra)
         row = {"order_no": e.order_no, "distributor_id": chain[0].id, "amount_fen": e.amount_fen or 0,
                "refunded_fen": 0, "status": rules.PAID, "sku": e.sku, "buyer_openid": e.buyer_openid,
                "paid_at": e.occurred_at or now, "completed_at": None, "updated_at": now}
@@ -389,12 +391,3 @@ def _next_status(e: EventIn, row: dict[str, Any]) -> str:
         raise Refusal(err.code, f"Order {e.order_no}: {err}.",
                       details={"status": row["status"], "type": e.type, "refunded_fen": row["refunded_fen"],
                                "amount_fen": row["amount_fen"]}) from None
-
-
-def _month_accrued(session: Session, ids: list[int], now: datetime) -> dict[int, int]:
-    """Each receiver's commission credited this month, net of reversals (0 for none). On
-    PostgreSQL their balance rows are locked first, so two processes cannot both fill one cap."""
-    if is_postgres(session):
-        ensure_balances(session, ids, lock=True)
-    rows = session.connection().execute(_MONTH_ACCRUED, {"ids": ids, "since": month_start(now)}).all()
-    return {**dict.fromkeys(ids, 0), **{i: int(v or 0) for i, v in rows}}

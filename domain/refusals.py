@@ -42,6 +42,7 @@ CODES: dict[str, tuple[int, str]] = {
     "inviter_inactive": (422, "新邀请人不是正常状态，不能作为邀请人。"),
     "below_minimum": (422, "提现金额低于单笔最低金额。"),
     "above_maximum": (422, "提现金额超过了单笔上限。"),
+    "month_not_finished": (422, "这个月还没有结束，团队奖励在次月发放。"),
     # states that do not allow it (now)
     "available_short": (409, "可提现余额不足。"),
     "already_decided": (409, "已经处理过了。"),

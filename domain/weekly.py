@@ -102,6 +102,7 @@ class WeekFigures:
     new_members: tuple[int, int]
     personal_sales_fen: int  # completed, all time, less refunds (ranks)
     team: Team | None  # None without direct invitees
+    bonus: tuple[str, ...] = ()  # this month's team bonus so far and the next tier (domain.plans.bonus_lines)
 
     @property
     def team_size(self) -> int:
@@ -216,6 +217,7 @@ def report_text(f: WeekFigures, ranks: Sequence[RankRule], content: WeekContent,
         top = f"，销售冠军 {mask_name(t.top[0])}（{yuan(t.top[1])}）" if t.top else ""
         lines.append(f"团队：直属成员 {t.size} 人，上周 {t.sold} 人出单，团队销售额 {yuan(t.sales_fen[0])}"
                      f"（{trend(*t.sales_fen, yuan)}）{top}")
+    lines += f.bonus
     lines += rank_lines(f, ranks, gap)
     lines.append("建议：")
     lines += [f"{i}. {s}" for i, s in enumerate(suggestions(f, gap, content), 1)]

@@ -90,8 +90,9 @@ class PackUpload(ApiModel):
     pack: bytes = Field(description="the pack, a zip")
 
 
-def rank_keys(config: Config) -> list[str]:
-    return [r.key for r in config.ranks]
+def pack_rules(config: Config) -> tuple[list[str], int]:
+    """What a pack is checked against beside its own files: the rank keys, the commission levels."""
+    return [r.key for r in config.ranks], config.distribution.max_levels
 
 
 def invalid(problems: list[Any]) -> Refusal:
@@ -147,7 +148,7 @@ async def _import(request: web.Request, path: Path) -> tuple[ContentPack, bool]:
     """Validate and store an uploaded zip (the API's and the console's upload): PackInvalid,
     PackConflict, or (the row, whether it went live)."""
     row, live = await import_pack(request.config_dict[WRITER], path, request.config_dict[CLOCK].now(),
-                                   rank_keys(live_config(request.config_dict)))
+                                   *pack_rules(live_config(request.config_dict)))
     log.info("content pack uploaded", extra={"pack": row.name, "version": row.version, "id": row.id})
     return row, live
 
@@ -300,7 +301,7 @@ async def load_demo_pack(config: Config, writer: Writer, pack: Path | None = Non
     with os.fdopen(fd, "wb") as f:
         f.write(data)
     try:
-        row, _ = await import_pack(writer, name, Clock().now(), rank_keys(config))  # a command, outside the app
+        row, _ = await import_pack(writer, name, Clock().now(), *pack_rules(config))  # a command, outside the app
     except PackConflict:
         return f"{what} is stored but not live (an admin chose another version); left as is"
     except PackInvalid as e:
@@ -329,7 +330,7 @@ async def _with_database(config: Config, work: Any) -> str:
 async def import_command(config: Config, path: Path) -> str:
     """`distbot content import PACK.zip`: PackInvalid or PackConflict, else a sentence for stdout."""
     async def work(writer: Writer) -> str:
-        row, live = await import_pack(writer, path, Clock().now(), rank_keys(config))  # a command, outside the app
+        row, live = await import_pack(writer, path, Clock().now(), *pack_rules(config))  # a command, outside the app
         c = pack_json(row, live)
         return (f"imported content pack {row.name} version {row.version} (id {row.id}): {c['products']} products, "
                 f"{c['scripts']} scripts, {c['posters']} posters, {c['trainings']} trainings; " + _status(row, live))

@@ -36,6 +36,7 @@ from domain.messages import Image, Reply, Text
 from domain.notices import Credits, adjust_and_tell, settle_and_notify
 from domain.payouts import in_flight_summary
 from domain.refusals import Refusal
+from domain.team_bonus import month_so_far
 from storage.db import is_postgres
 from storage.models import Distributor
 from storage.models_ledger import CommissionState, EntryKind
@@ -126,6 +127,7 @@ def on_earnings(msg: Incoming, ctx: Ctx, me: Distributor) -> Text | Later:
         lines.append(f"提现中：{yuan(balance['withdrawing_fen'])}{in_flight_summary(ctx.session, me.id)}")
     if balance["withdrawn_fen"]:
         lines.append(f"已提现：{yuan(balance['withdrawn_fen'])}")
+    lines += month_so_far(ctx.session, ctx.config, me.id, ctx.now)  # the team bonus, with tiers configured
     lines.append(f"回复“提现 金额”申请提现，单笔至少 {yuan(dist.min_withdraw_fen)}。")
     if not (rows or all_time):
         return Text("\n".join(lines))

@@ -44,6 +44,8 @@ from domain.figures import Sales, credited_sales, daily_totals, earnings, person
 from domain.figures import teams
 from domain.messages import Text
 from domain.outbox_rows import Queued, enqueue_many, template_data
+from domain.plans import bonus_lines, month_of
+from domain.team_bonus import team_sales as team_month_sales
 from domain.signing import link_key, sign, verify
 from domain.weekly import SCRIPT_TITLES, ReportWeek, WeekContent, WeekFigures, report_text, report_week, team_week
 from domain.weekly import week_of_label
@@ -89,19 +91,25 @@ Person = Row[tuple[int, str, str, str]]  # id, openid, name, rank
 _PEOPLE = select(DISTRIBUTORS.c.id, DISTRIBUTORS.c.openid, DISTRIBUTORS.c.name, DISTRIBUTORS.c.rank)
 
 
-def week_figures(session: Session, people: Sequence[Person], week: ReportWeek) -> dict[int, WeekFigures]:
-    """Everyone's figures with five grouped queries, whatever the number of people."""
+def week_figures(session: Session, people: Sequence[Person], week: ReportWeek,
+                 config: Config | None = None) -> dict[int, WeekFigures]:
+    """Everyone's figures with five grouped queries, whatever the number of people (a sixth for
+    the team bonus when `config` has tiers)."""
     ids = [p.id for p in people]
     windows = week.windows
     sales, earned = credited_sales(session, ids, windows), earnings(session, ids, windows)
     team, personal = teams(session, ids, windows), personal_sales(session, ids)
     members = team_sales(session, [i for i in ids if i in team], windows)
+    rewards = config.rewards if config is not None and config.rewards.team_tiers else None
+    month = month_of(week.reported[1])  # the month the report is sent in
+    bonus = team_month_sales(session, [i for i in ids if i in team], month) if rewards else {}
     out = {}
     for p in people:
         (sold, sold_before), (got, got_before) = sales.get(p.id, NOTHING), earned.get(p.id, (0, 0))
         size, (joined, joined_before) = team.get(p.id, (0, [0, 0]))
         out[p.id] = WeekFigures(p.name, p.rank, (sold, sold_before), (got, got_before), (joined, joined_before),
-                                personal.get(p.id, 0), team_week(size, members.get(p.id, [])) if size else None)
+                                personal.get(p.id, 0), team_week(size, members.get(p.id, [])) if size else None,
+                                tuple(bonus_lines(bonus.get(p.id, 0), rewards)) if rewards and size else ())
     return out
 
 
@@ -145,7 +153,7 @@ class Batch:
     due: list[tuple[Person, WeekFigures]]  # those whose report this week is not queued yet
 
 
-def load_batch(session: Session, week: ReportWeek, after: int, limit: int) -> Batch:
+def load_batch(session: Session, week: ReportWeek, after: int, limit: int, config: Config | None = None) -> Batch:
     """The next `limit` active, subscribed distributors after id `after`, with the figures of
     those whose report this week is not queued yet."""
     d = DISTRIBUTORS.c
@@ -155,7 +163,7 @@ def load_batch(session: Session, week: ReportWeek, after: int, limit: int) -> Ba
         return Batch(None, [])
     done = set(session.scalars(select(OUTBOX.c.key).where(OUTBOX.c.key.in_([week.key(p.id) for p in people]))))
     todo = [p for p in people if week.key(p.id) not in done]
-    figures = week_figures(session, todo, week) if todo else {}
+    figures = week_figures(session, todo, week, config) if todo else {}
     return Batch(people[-1].id, [(p, figures[p.id]) for p in todo])
 
 
@@ -182,7 +190,7 @@ async def send_weekly_reports(app: web.Application, now: datetime | None = None,
     content = await reader.run(lambda s: week_content(s, app[PACKS], week), slow=True)
     queued, after = 0, 0
     while True:
-        batch = await reader.run(functools.partial(load_batch, week=week, after=after, limit=batch_size),
+        batch = await reader.run(functools.partial(load_batch, week=week, after=after, limit=batch_size, config=config),
                                  slow=True)
         if batch.last_id is None:
             break
@@ -258,7 +266,7 @@ async def weekly_page(request: web.Request) -> web.Response:
         person = _person(session, did)
         if person is None:
             return None
-        figures = week_figures(session, [person], week)[did]
+        figures = week_figures(session, [person], week, config)[did]
         return report_text(figures, config.ranks, week_content(session, library, week), week)
 
     text = await request.config_dict[READER].run(load)

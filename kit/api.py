@@ -150,10 +150,16 @@ def parse_text(model: type[ApiModel], part: str, values: Mapping[str, str]) -> A
         raise refusal(model, part, e, "/".join(values.values())) from None
 
 
+def body_required(model: type[BaseModel]) -> bool:
+    """A body whose fields all have defaults may be left out (it reads as {})."""
+    return any(f.is_required() for f in model.model_fields.values())
+
+
 async def parse_body(model: type[ApiModel], request: web.Request) -> ApiModel:
     """The JSON body as `model`, strictly: `"12900"`, `129.0` and `true` are not integers."""
+    raw = await request.read()
     try:
-        return model.model_validate_json(await request.read(), strict=True)
+        return model.model_validate_json(raw if raw or body_required(model) else b"{}", strict=True)
     except ValidationError as e:
         raise refusal(model, "body", e) from None
 

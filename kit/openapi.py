@@ -15,7 +15,7 @@ from aiohttp import web
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
-from kit.api import ApiRoute, ApiRoutes, auth_and_errors, ok
+from kit.api import ApiRoute, ApiRoutes, auth_and_errors, body_required, ok
 from kit.scopes import ANY
 
 REF = "#/components/schemas/{model}"
@@ -66,7 +66,7 @@ def _operation(tag: str, route: ApiRoute, refs: dict[type[BaseModel], dict[str, 
     if params:
         op["parameters"] = params
     if route.body is not None:
-        op["requestBody"] = {"required": True, "content": {route.content_type: {"schema": refs[route.body]}}}
+        op["requestBody"] = {"required": body_required(route.body), "content": {route.content_type: {"schema": refs[route.body]}}}
     answer = refs[route.response] if route.response is not None else {"type": "object"}
     if route.answers != "application/json":
         answer = {"type": "string"}  # a download (text/csv)

@@ -20,6 +20,7 @@ fire on a fixed grid (every minute on the minute), so every process knows their 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator
@@ -122,13 +123,16 @@ class Jobs:
     def __iter__(self) -> Iterator[Job]:
         return iter(self.by_name.values())
 
-    def start(self, handle: Job | JobRef, cause: str, *, wait: bool = False) -> bool:
+    def start(self, handle: Job | JobRef, cause: str, *, wait: bool = False,
+              run: Callable[[web.Application], Awaitable[Any]] | None = None) -> bool:
         """Run the job now, in the background: `handle` is the `Job` a feature declared or a
         `JobRef` (domain.jobs), never its name as a string. A run already under way in this process
         makes this one wait for it (`wait`, a request of an admin) or skip (a tick of the schedule;
-        the next tick comes). Whether a run was started or queued."""
+        the next tick comes). `run` does this run's work instead of the job's own (the job asked
+        for with arguments: the team bonus of a given month), recorded as a run of the job.
+        Whether a run was started or queued."""
         name = handle.id
-        job = self.by_name[name]
+        job = self.by_name[name] if run is None else dataclasses.replace(self.by_name[name], run=run)
         lock = self._locks.setdefault(name, asyncio.Lock())
         if self._closed:
             return False

@@ -33,6 +33,9 @@ class ContentPack(Base):
     announce: Mapped[str | None] = mapped_column(Text)
     window_state: Mapped[str | None] = mapped_column(String(16))  # None, "waiting", "live", "ended"
     replaced_pack_id: Mapped[int | None] = mapped_column(BigId)
+    # The products' own commission rates, {lower-case SKU: ["0.20", "0.05"]} (None: no product has
+    # any), kept apart from `content` so that a batch of order events reads only these (domain.plan_reads).
+    sku_rates: Mapped[dict[str, Any] | None]
 
 
 class ContentFile(Base):

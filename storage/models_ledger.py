@@ -9,7 +9,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import BigInteger, ForeignKey, Index, String, Text, UniqueConstraint, false
+from sqlalchemy import BigInteger, ForeignKey, Index, String, Text, UniqueConstraint, false, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from storage.models import Base, BigId
@@ -56,6 +56,9 @@ class Order(Base):
         Index("ix_orders_distributor_paid", "distributor_id", "paid_at"),
         # A period's orders as one index range, with what lists and rankings read (console 订单, 推广统计).
         Index("ix_orders_paid", "paid_at", "distributor_id", "status", "amount_fen", "refunded_fen"),
+        # A buyer's earlier orders through a distributor: the repeat reward (domain.plan_reads).
+        Index("ix_orders_buyer", "buyer_openid", "paid_at", "distributor_id", "status",
+              sqlite_where=text("buyer_openid IS NOT NULL"), postgresql_where=text("buyer_openid IS NOT NULL")),
     )
 
     order_no: Mapped[str] = mapped_column(String(64), primary_key=True)
@@ -164,6 +167,22 @@ class DistributorTotals(Base):
     sales_fen: Mapped[int] = mapped_column(Fen, default=0)
     orders: Mapped[int] = mapped_column(default=0)
     commission_fen: Mapped[int] = mapped_column(Fen, default=0)
+
+
+class TeamBonus(Base):
+    """The monthly team bonus (domain.team_bonus): one row per distributor and China-time month
+    (`month` YYYYMM) whose direct members' sales reached a tier, written by one aggregate
+    statement; `paid_at` is set in the unit that posts its `reward` entry, so a month is paid once
+    per distributor whatever runs twice."""
+
+    __tablename__ = "team_bonuses"
+
+    month: Mapped[int] = mapped_column(primary_key=True)
+    distributor_id: Mapped[int] = mapped_column(ForeignKey("distributors.id"), primary_key=True)
+    team_sales_fen: Mapped[int] = mapped_column(Fen)
+    bonus_fen: Mapped[int | None] = mapped_column(Fen)  # set when paid (the tiers of that day)
+    created_at: Mapped[datetime]
+    paid_at: Mapped[datetime | None]
 
 
 class Withdrawal(Base):

@@ -7,14 +7,14 @@ from sqlalchemy import Table
 from storage.models import ConversationState, Distributor, Follower, OutboxMessage, ProcessedMessage, SignedQueryRow
 from storage.models_alerts import Alert
 from storage.models_campaigns import Campaign, MassReport
-from storage.models_content import QrScan
+from storage.models_content import ContentPack, LivePack, QrScan
 from storage.models_console import AuditEntry, ConsoleSession, DailyTotals, SignInTry, StaffAccount
 from storage.models_engage import Adjustment, Contest, ContestScore, RankChange, Ticket, TicketReply
 from storage.models_webhooks import WebhookDelivery
 from storage.models_risk import RiskFlag, Suspension
 from storage.models_settings import SettingsChange
 from storage.models_ledger import (Balance, Commission, DistributorTotals, InviterChange, LedgerEntry, Order,
-                                    OrderEvent, PayoutBill, Withdrawal)
+                                    OrderEvent, PayoutBill, TeamBonus, Withdrawal)
 
 DISTRIBUTORS: Table = Distributor.__table__  # type: ignore[assignment]
 FOLLOWERS: Table = Follower.__table__  # type: ignore[assignment]
@@ -50,3 +50,6 @@ AUDIT_ENTRIES: Table = AuditEntry.__table__  # type: ignore[assignment]
 QR_SCANS: Table = QrScan.__table__  # type: ignore[assignment]
 SETTINGS_CHANGES: Table = SettingsChange.__table__  # type: ignore[assignment]
 ALERTS: Table = Alert.__table__  # type: ignore[assignment]
+TEAM_BONUSES: Table = TeamBonus.__table__  # type: ignore[assignment]
+CONTENT_PACKS: Table = ContentPack.__table__  # type: ignore[assignment]
+CONTENT_LIVE: Table = LivePack.__table__  # type: ignore[assignment]

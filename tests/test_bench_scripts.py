@@ -80,3 +80,8 @@ def test_reads_bench_compares_bare_sessions_and_the_reader() -> None:
     out = run_bench("reads.py", "--events", "40", "--distributors", "20", "--readers", "2")
     for mode in ("none  :", "bare  :", "reader:", "pages :"):
         assert mode in out and "writer lock waits" in out, out
+
+
+def test_team_bonus_bench_pays_once() -> None:
+    out = run_bench("team_bonus.py", "--small")
+    assert "team bonus for" in out and "rewards paid" in out and "a second run: 200 rewards in all" in out, out

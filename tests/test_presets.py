@@ -32,11 +32,6 @@ BASE_SECTIONS = ("server", "wechat", "database", "admin", "pay")  # the sandbox'
 NEEDED_DETAILS = {"agriculture": {"产地", "批次"}}  # what every product of the trade must state
 
 
-def without_rewards(config: dict[str, Any]) -> dict[str, Any]:
-    # [rewards] lands with the plans branch
-    return {k: v for k, v in config.items() if k != "rewards"}
-
-
 def check_law(trade: str, raw: dict[str, Any]) -> None:
     """≤ 3 levels; promotion asks for sales (never heads alone); rewards only on sales."""
     levels, ranks, rewards = raw["distribution"]["max_levels"], raw["ranks"], raw.get("rewards", {})
@@ -47,7 +42,7 @@ def check_law(trade: str, raw: dict[str, Any]) -> None:
     assert set(rewards) <= {"repeat", "team_cap_fen", "team_tiers"}, "a reward that is not for sales"
     assert all(t["min_team_sales_fen"] > 0 and 0 < t["rate"] < 0.1 for t in rewards.get("team_tiers", []))
     assert ("repeat" in rewards) == (trade in ("fmcg", "services", "agriculture"))
-    Config(**without_rewards(raw))  # the configuration loads
+    Config(**raw)  # the configuration loads
 
 
 def check_pack(trade: str, shop: Path, zip_name: str, rank_keys: list[str]) -> ValidPack:
@@ -136,7 +131,7 @@ async def test_a_preset_is_lawful_and_walks_from_sign_up_to_promotion(
         await init_refusals(trade, shop)
 
     ranks = raw["ranks"]
-    sections = {k: v for k, v in without_rewards(raw).items() if k not in BASE_SECTIONS}
+    sections = {k: v for k, v in raw.items() if k not in BASE_SECTIONS}
     config = make_config(db_url, **sections)
     if trade == "services":  # as `distbot serve` in sandbox mode starts: the pack beside the config
         assert "loaded the content pack" in await demo_command(config, shop / "pack.zip")
