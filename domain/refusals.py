@@ -40,6 +40,7 @@ CODES: dict[str, tuple[int, str]] = {
     "inviter_self": (422, "不能把分销员设为自己的邀请人。"),
     "inviter_cycle": (422, "新邀请人在该分销员的团队中，更换后会形成循环。"),
     "inviter_inactive": (422, "新邀请人不是正常状态，不能作为邀请人。"),
+    "contest_started": (422, "比赛已经开始，不能再修改。"),
     "below_minimum": (422, "提现金额低于单笔最低金额。"),
     "above_maximum": (422, "提现金额超过了单笔上限。"),
     # states that do not allow it (now)
@@ -47,6 +48,8 @@ CODES: dict[str, tuple[int, str]] = {
     "already_decided": (409, "已经处理过了。"),
     "already_resolved": (409, "已经处理过了。"),
     "already_started": (409, "已经开始了，不能取消。"),
+    "contest_settled": (409, "比赛已经结算，不能再结束。"),
+    "contest_not_started": (409, "比赛还没有开始，不能提前结束；可以修改它的时间。"),
     "not_active": (409, "分销员不是正常状态。"),
     "not_suspended": (409, "没有被暂停。"),
     "not_retryable": (409, "不是转账失败的提现，不能重试。"),
