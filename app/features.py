@@ -7,7 +7,7 @@ from kit.feature import Feature
 from handlers import audit, campaigns, content_packs, contests, distributors, earnings, exports, help_text, leave
 from handlers import orders, overview, payouts, posters, ranks, risk
 from handlers import registration, scripts, service, settings, staff, team, trainings, weekly_report, withdrawals
-from handlers import commissions, stats
+from handlers import campaign_pages, commissions, stats
 
 FEATURES: tuple[Feature, ...] = (
     registration.feature,
@@ -23,6 +23,7 @@ FEATURES: tuple[Feature, ...] = (
     trainings.feature,
     content_packs.feature,
     campaigns.feature,
+    campaign_pages.feature,
     ranks.feature,
     contests.feature,
     service.feature,
