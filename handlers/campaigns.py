@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 from kit.api import ApiModel, IdParam, PageQuery, RankAudience, checked_audience, ok
 from kit.api import text as text_field
 from kit.chat import Ctx, Incoming
+from kit.auditing import note
 from kit.console import done, page, page_number
 from kit.feature import Feature
 from kit.scheduler import JOBS
@@ -320,7 +321,9 @@ async def create_form(request: web.Request) -> web.Response:
         return await _campaigns_page(request, form=values, errors=errors, status=422)
     try:
         if form.get("action") == "preview":
-            return await _campaigns_page(request, form=values, preview=_preview(body))
+            shown = await _campaigns_page(request, form=values, preview=_preview(body))
+            note(request, f"预览活动「{body.title}」（没有创建）")
+            return shown
         data = await launch(request, body, "console")
     except Refusal as e:  # an unknown rank, a picture WeChat would not take: the page again, as typed
         return await _campaigns_page(request, form=values, errors=[e.sentence], status=422)
