@@ -26,7 +26,8 @@ from storage.models_campaigns import Campaign, CampaignImage
 
 FORMATS = ("text", "image", "news")
 FORMAT_NAMES = {"text": "文字", "image": "图片", "news": "图文"}
-CHANNEL_NAMES = {"service": "客服消息（48 小时内互动过的分销员；其余用模板消息）", "mass": "群发（每人每月最多 4 条）"}
+CHANNEL_NAMES = {"service": "客服消息（48 小时内互动过的分销员；其余用模板消息）",
+                 "mass": "群发（每人每月最多 4 条）"}
 STATUS_NAMES = {"scheduled": "待发送", "sending": "发送中", "done": "已完成", "cancelled": "已取消"}
 KIND_NAMES = {"notice": "通知", "contest": "比赛", "training": "培训"}
 MAX_DIGEST = 120  # characters of an article's digest (WeChat's limit)

@@ -1,5 +1,7 @@
 """Campaigns (broadcasts): POST /api/campaigns and the rest of CONTRACT §4.5, the `campaigns` job
-that queues their recipients, and WeChat's MASSSENDJOBFINISH event that reports a mass send.
+that uploads a campaign's picture when it falls due and queues its recipients, WeChat's
+MASSSENDJOBFINISH event that reports a mass send, and the console's 活动 (创建, 预览, 取消). What a
+campaign sends is built by domain.campaign_messages; its own pages are handlers/campaign_pages.py.
 
 Sending is the outbox's work: a campaign becomes one outbox row per recipient (or per chunk of
 10,000 openids for a mass send), queued in batches (domain.campaigns). Any process may queue (the
@@ -171,7 +173,6 @@ async def launch(request: web.Request, body: CampaignIn, cause: str) -> dict[str
     audience = checked_audience(live_config(request.config_dict), body.audience, "campaign")
     now = request.config_dict[CLOCK].now()
     send_at = body.send_at.astimezone(UTC) if body.send_at else now
-
     draft = messages.Draft(body.title, body.format, body.text, body.article_body or "")
     image = _image(body.image_base64)
 
@@ -231,9 +232,9 @@ def cancel(session: Session, campaign_id: int, now: datetime) -> dict[str, Any]:
     if c is None:
         raise Refusal("not_found", f"No campaign {campaign_id}.", sentence="没有这个活动。")
     if c.status != CampaignStatus.CANCELLED:
+        started = messages.STATUS_NAMES.get(c.status, "开始")
         raise Refusal("already_started", f"Campaign {campaign_id} is {c.status}; only a scheduled campaign can be "
-                      "cancelled.", sentence=f"活动 {campaign_id} 已经{messages.STATUS_NAMES.get(c.status, '开始')}，不能取消。",
-                      details={"status": c.status})
+                      "cancelled.", sentence=f"活动 {campaign_id} 已经{started}，不能取消。", details={"status": c.status})
     return _json(session, c)
 
 

@@ -1,5 +1,7 @@
-"""Contests (CONTRACT §4.6): POST/GET /api/contests, the `contests` job that makes the month's
-月度推广之星, opens contests at their start and settles them after their end, and 排行 (§5).
+"""Contests (CONTRACT §4.6): POST/GET /api/contests, PATCH /api/contests/{id} (before it starts)
+and POST /api/contests/{id}/end (settled at once), the `contests` job that makes the month's
+月度推广之星, opens contests at their start and settles them after their end, 排行 (§5), and the
+console's 比赛 (创建; 保存 and 结束 on a contest's page).
 
 Rules and queries live in domain.contests (standings) and domain.contest_results (settlement).
 """

@@ -1,6 +1,7 @@
 """Customer service (CONTRACT §4.7): 客服 / help in chat opens a ticket, admins answer and close
-tickets through /api/tickets, and the `sla` job reminds staff (admin.notify_openids) of tickets
-past their promised answer time. The rules live in domain.tickets.
+tickets through /api/tickets and the console's 客服 (a ticket's page shows its whole thread), and
+the `sla` job reminds staff (admin.notify_openids) of tickets past their promised answer time. The
+rules live in domain.tickets.
 
 Whoever follows may ask: a distributor (also one who has exited) or a follower who never
 registered (the ticket then has no distributor). `客服 <question>` opens a ticket at once; a bare
