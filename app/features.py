@@ -7,7 +7,7 @@ from kit.feature import Feature
 from handlers import audit, campaigns, content_packs, contests, distributors, earnings, exports, help_text, leave
 from handlers import orders, overview, payouts, posters, ranks, risk
 from handlers import registration, scripts, service, settings, staff, team, trainings, weekly_report, withdrawals
-from handlers import alerts, backups, commissions, my_stats, stats, team_bonus
+from handlers import alerts, backups, campaign_pages, commissions, my_stats, stats, team_bonus
 
 FEATURES: tuple[Feature, ...] = (
     registration.feature,
@@ -25,6 +25,7 @@ FEATURES: tuple[Feature, ...] = (
     trainings.feature,
     content_packs.feature,
     campaigns.feature,
+    campaign_pages.feature,
     ranks.feature,
     contests.feature,
     service.feature,

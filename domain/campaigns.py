@@ -26,12 +26,13 @@ from typing import Any
 from sqlalchemy import func, literal, literal_column, select
 from sqlalchemy.orm import Session
 
+from domain.campaign_messages import Draft, check, waits_for_upload
 from domain.jobs import JobRef
 from domain.messages import Text, to_json
 from domain.outbox_rows import template_data
 from storage.db import delete_chunk, dialect_insert, is_postgres
 from storage.models import DistributorStatus, OutboxBody, OutboxStatus, UtcDateTime
-from storage.models_campaigns import Campaign, CampaignStatus
+from storage.models_campaigns import Campaign, CampaignImage, CampaignStatus
 from storage.tables import DISTRIBUTORS, MASS_REPORTS, OUTBOX
 
 log = logging.getLogger(__name__)
@@ -77,22 +78,31 @@ def audience_sizes(session: Session) -> dict[str, int]:
 
 
 def schedule(session: Session, *, title: str, kind: str, text: str, audience: Any, send_at: datetime,
-             now: datetime, channel: str = "service", source: str | None = None) -> Campaign:
+             now: datetime, channel: str = "service", source: str | None = None,
+             draft: Draft | None = None, image: bytes | None = None) -> Campaign:
     """A new campaign, status scheduled, with its audience counted. With `source` (what made it,
-    e.g. a pack version's announcement) the campaign is made once: a second call returns the first."""
+    e.g. a pack version's announcement) the campaign is made once: a second call returns the first.
+    An image or news `draft` (domain.campaign_messages) keeps its picture, uploaded when sending starts."""
     if source is not None:
         existing = session.scalar(select(Campaign).where(Campaign.source == source))
         if existing is not None:
             return existing
-    message = Text(text)
-    body = OutboxBody(payload={**to_json(message), "template": template_data(message, title)}, created_at=now)
+    draft = draft or Draft(title, "text", text)
+    kind_of_image = check(draft, image)
+    note = Text(text or title)
+    payload = to_json(note) if kind_of_image is None else {"type": "upload"}  # completed when uploaded
+    body = OutboxBody(payload={**payload, "template": template_data(note, title)}, created_at=now)
     session.add(body)
     session.flush()
-    campaign = Campaign(title=title, kind=kind, channel=channel, text=text, audience=audience,
+    campaign = Campaign(title=title, kind=kind, channel=channel, format=draft.format, text=text,
+                        article={"body": draft.body} if draft.format == "news" else None, audience=audience,
                         status=CampaignStatus.SCHEDULED, send_at=send_at, total=count_audience(session, audience),
                         body_id=body.id, cursor=0, enqueued=False, source=source, created_at=now)
     session.add(campaign)
     session.flush()
+    if kind_of_image is not None and image is not None:
+        session.add(CampaignImage(campaign_id=campaign.id, content=image, content_type=kind_of_image))
+        session.flush()
     return campaign
 
 
@@ -120,7 +130,7 @@ def enqueue_batch(session: Session, campaign_id: int, now: datetime) -> bool:
     if c is None or c.status not in (CampaignStatus.SCHEDULED, CampaignStatus.SENDING):
         return False
     if c.status == CampaignStatus.SCHEDULED:
-        if c.send_at > now:
+        if c.send_at > now or waits_for_upload(session, c.id):  # the job uploads the picture first
             return False
         c.audience_max_id = session.scalar(select(func.max(DISTRIBUTORS.c.id))) or 0
         c.total = count_audience(session, c.audience, c.audience_max_id)
@@ -181,8 +191,9 @@ def _queue_mass(session: Session, c: Campaign, now: datetime) -> int:
     payload: dict[str, Any] = {"mass": openids,
                                "clientmsgid": f"distbot-{c.id}-{first}-{int(c.created_at.timestamp())}"}
     openid = MASS_OPENID
-    if len(openids) == 1:
-        key, payload, openid = campaign_key(c.id, openids[0]), {}, openids[0]
+    if len(openids) == 1:  # as a customer-service message: an uploaded article goes as its news card
+        service = (session.get(OutboxBody, c.body_id) or OutboxBody(payload={})).payload.get("service") or {}
+        key, payload, openid = campaign_key(c.id, openids[0]), service, openids[0]
     session.execute(dialect_insert(session, OUTBOX).values(
         key=key, openid=openid, payload=payload, status=OutboxStatus.PENDING, attempts=0, next_attempt_at=now,
         created_at=now, body_id=c.body_id).on_conflict_do_nothing(index_elements=["key"]))

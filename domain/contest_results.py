@@ -17,11 +17,13 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from domain import campaigns
-from domain.contests import SALES_METRICS, TOP, Place, member_totals, placed, places, sales_totals
-from domain.formats import mask_name, yuan
+from domain.contests import SALES_METRICS, TOP, Place, live_standings, locked, member_totals, placed, places
+from domain.contests import sales_totals
+from domain.formats import china_time, mask_name, yuan
 from domain.ledger import Delta, add_to_balances, append_entries
 from domain.messages import Text
 from domain.outbox_rows import Queued, enqueue_many, template_data
+from domain.refusals import Refusal
 from storage.models_engage import ContestStatus
 from storage.models_ledger import EntryKind
 from storage.tables import CONTESTS
@@ -83,6 +85,54 @@ def settle(session: Session, contest_id: int, now: datetime) -> int | None:
                for p in final]
     session.execute(update(CONTESTS).where(c.id == contest_id).values(winners=winners, campaign_id=campaign.id))
     return campaign.id
+
+
+def end_early(session: Session, contest_id: int, now: datetime) -> tuple[datetime, int]:
+    """End a running contest now (its end moved to `now`) and settle it in the same unit: the
+    results counted at this moment, the winners paid and told as at a normal end. (The end it had,
+    the results campaign's id.) Refusal not_found, contest_settled once settled, contest_not_started
+    before its start."""
+    c = locked(session, contest_id)
+    if c.status == ContestStatus.SETTLED:
+        raise Refusal("contest_settled", f"Contest {contest_id} is settled already.", details={"status": c.status})
+    if c.starts_at > now:
+        raise Refusal("contest_not_started", f"Contest {contest_id} has not started; edit it instead.",
+                      details={"status": c.status})
+    if c.ends_at > now:
+        session.execute(update(CONTESTS).where(CONTESTS.c.id == contest_id).values(ends_at=now))
+    campaign = settle(session, contest_id, now)
+    assert campaign is not None  # the row is ours (locked) and its end has come
+    return c.ends_at, campaign
+
+
+# ---- a contest as /api and the console show it ----------------------------------------------------
+def summary(c: Any) -> dict[str, Any]:
+    return {"id": c.id, "title": c.title, "metric": c.metric, "skus": list(c.skus or ()),
+            "starts_at": china_time(c.starts_at), "ends_at": china_time(c.ends_at),
+            "prizes_fen": list(c.prizes_fen or ()), "audience": c.audience, "status": c.status, "source": c.source,
+            "campaign_id": c.campaign_id, "created_at": china_time(c.created_at),
+            "settled_at": china_time(c.settled_at) if c.settled_at else None}
+
+
+def results(session: Session, c: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]] | None]:
+    """(standings, winners) of a contest: the top 100 (live while running, final once settled)
+    with names, and once settled the places that won a prize (with name and value)."""
+    if c.status == ContestStatus.SETTLED:
+        final = c.winners or []
+        standings = [{k: w[k] for k in ("place", "code", "name", "value")} for w in final]
+        return standings, [w for w in final if w["prize_fen"] > 0]
+    return [{"place": p.place, "code": p.code, "name": p.name, "value": p.value}
+            for p in live_standings(session, c)], None
+
+
+def contest_json(session: Session, contest_id: int) -> dict[str, Any]:
+    """A contest as /api shows it, with standings and winners; Refusal not_found."""
+    c = session.execute(select(CONTESTS).where(CONTESTS.c.id == contest_id)).first()
+    if c is None:
+        raise Refusal("not_found", f"No contest {contest_id}.")
+    standings, won = results(session, c)
+    winners = None if won is None else [{k: w[k] for k in ("place", "code", "prize_fen")} for w in won]
+    return {**summary(c), "standings": standings, "winners": winners}
 
 
 def results_text(title: str, metric: str, final: list[Place], prize_of: list[int]) -> str:

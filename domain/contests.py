@@ -31,7 +31,7 @@ from domain.config import Config
 from domain.figures import COUNTED, SALE_FEN
 from domain.formats import CHINA, month_start
 from domain.refusals import Refusal
-from storage.db import dialect_insert
+from storage.db import dialect_insert, is_postgres
 from storage.models import DistributorStatus
 from storage.models_engage import ContestStatus
 from storage.tables import CONTEST_SCORES, CONTESTS, DISTRIBUTORS, ORDERS
@@ -161,13 +161,53 @@ def create(session: Session, *, title: str, metric: str, skus: Sequence[str], st
         stmt = stmt.on_conflict_do_nothing(index_elements=["source"])
     cid = session.execute(stmt.returning(CONTESTS.c.id)).scalar()
     if cid is not None and metric in SALES_METRICS:
-        totals = sales_totals(metric, skus, starts_at, ends_at).subquery()
-        active = DISTRIBUTORS.c.status == DistributorStatus.ACTIVE
-        rows = (select(literal(cid), totals.c.distributor_id, totals.c.value, totals.c.reached_at)
-                .join(DISTRIBUTORS, DISTRIBUTORS.c.id == totals.c.distributor_id).where(active))
-        session.execute(CONTEST_SCORES.insert().from_select(
-            ["contest_id", "distributor_id", "value", "reached_at"], rows))
+        _backfill(session, cid, metric, skus, starts_at, ends_at)
     return cid
+
+
+def _backfill(session: Session, cid: int, metric: str, skus: Sequence[str], starts_at: datetime,
+              ends_at: datetime) -> None:
+    """A sales contest's running scores counted from the orders already paid in its window."""
+    totals = sales_totals(metric, skus, starts_at, ends_at).subquery()
+    active = DISTRIBUTORS.c.status == DistributorStatus.ACTIVE
+    rows = (select(literal(cid), totals.c.distributor_id, totals.c.value, totals.c.reached_at)
+            .join(DISTRIBUTORS, DISTRIBUTORS.c.id == totals.c.distributor_id).where(active))
+    session.execute(CONTEST_SCORES.insert().from_select(
+        ["contest_id", "distributor_id", "value", "reached_at"], rows))
+
+
+def locked(session: Session, contest_id: int) -> Any:
+    """A contest's row, locked on PostgreSQL (an edit, an early end and the job's settlement take
+    turns); Refusal not_found when there is none."""
+    stmt = select(CONTESTS).where(CONTESTS.c.id == contest_id)
+    row = session.execute(stmt.with_for_update() if is_postgres(session) else stmt).first()
+    if row is None:
+        raise Refusal("not_found", f"No contest {contest_id}.", sentence="没有这场比赛。")
+    return row
+
+
+def edit(session: Session, contest_id: int, changes: dict[str, Any], now: datetime) -> list[str]:
+    """Change a contest's title, window or prizes before it starts (`changes`: any of title,
+    starts_at, ends_at, prizes_fen); the names of the fields that changed. Refusal
+    contest_started once it has started (or is settled), invalid_contest for a window or prizes
+    that do not fit (check_window). A new window recounts its scores from the orders."""
+    c = locked(session, contest_id)
+    if c.status != ContestStatus.SCHEDULED or c.starts_at <= now:
+        raise Refusal("contest_started", f"Contest {contest_id} has started; only a contest that has not "
+                      "started can be edited.", details={"status": c.status})
+    new = {"title": c.title, "starts_at": c.starts_at, "ends_at": c.ends_at, "prizes_fen": list(c.prizes_fen or ()),
+           **{k: v for k, v in changes.items() if v is not None}}
+    new["starts_at"], new["ends_at"] = check_window(new["starts_at"], new["ends_at"], c.metric, c.skus or (),
+                                                    new["prizes_fen"])
+    changed = [k for k, v in new.items() if v != getattr(c, k)]
+    if not changed:
+        return []
+    session.execute(update(CONTESTS).where(CONTESTS.c.id == contest_id).values(
+        **new, status=ContestStatus.RUNNING if new["starts_at"] <= now else ContestStatus.SCHEDULED))
+    if c.metric in SALES_METRICS and {"starts_at", "ends_at"} & set(changed):
+        session.execute(delete(CONTEST_SCORES).where(CONTEST_SCORES.c.contest_id == contest_id))
+        _backfill(session, contest_id, c.metric, c.skus or (), new["starts_at"], new["ends_at"])
+    return changed
 
 
 def sales_totals(metric: str, skus: Sequence[str], starts_at: datetime, ends_at: datetime) -> Select[Any]:

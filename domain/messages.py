@@ -31,7 +31,14 @@ class News:
     articles: tuple[Article, ...]
 
 
-Reply = Text | Image | News
+@dataclass(frozen=True)
+class MpNews:
+    """An article uploaded to WeChat as news (media/uploadnews): what a 群发 of an article sends."""
+
+    media_id: str
+
+
+Reply = Text | Image | News | MpNews
 
 
 def to_json(reply: Reply) -> dict[str, Any]:
@@ -42,6 +49,8 @@ def to_json(reply: Reply) -> dict[str, Any]:
             return {"type": "image", "media_id": media_id}
         case News(articles):
             return {"type": "news", "articles": [a.__dict__ for a in articles]}
+        case MpNews(media_id):
+            return {"type": "mpnews", "media_id": media_id}
     raise TypeError(f"not a reply: {reply!r}")
 
 
@@ -53,4 +62,6 @@ def from_json(data: dict[str, Any]) -> Reply:
             return Image(data["media_id"])
         case "news":
             return News(tuple(Article(**a) for a in data["articles"]))
+        case "mpnews":
+            return MpNews(data["media_id"])
     raise ValueError(f"not a stored reply: {data!r}")

@@ -129,6 +129,34 @@ def replies(session: Session, ticket_id: int) -> list[TicketReply]:
                                 .order_by(TicketReply.id)))
 
 
+@dataclass(frozen=True)
+class Said:
+    """One message of a ticket's thread: the asker's question (`actor` None) or a staff reply."""
+
+    at: datetime
+    ticket_id: int
+    text: str
+    actor: str | None
+
+
+THREAD_TICKETS = 50  # the asker's tickets a thread shows at most (the nearest to the one opened)
+
+
+def thread(session: Session, ticket: Ticket) -> list[Said]:
+    """What the asker and customer service said to each other, in order: every question the asker
+    sent (each opens a ticket: a follow-up after an answer is a new one) and every staff reply to
+    them, with times and who answered. Two statements whatever the thread's length."""
+    near = func.abs(Ticket.id - ticket.id)
+    ids = list(session.scalars(select(Ticket.id).where(Ticket.openid == ticket.openid)
+                               .order_by(near, Ticket.id).limit(THREAD_TICKETS)))
+    said = [Said(t.created_at, t.id, t.text, None)
+            for t in session.scalars(select(Ticket).where(Ticket.id.in_(ids)).order_by(Ticket.id))]
+    said += [Said(r.created_at, r.ticket_id, r.text, r.actor)
+             for r in session.scalars(select(TicketReply).where(TicketReply.ticket_id.in_(ids))
+                                         .order_by(TicketReply.id))]
+    return sorted(said, key=lambda s: (s.at, s.ticket_id, s.actor is not None))
+
+
 def _locked(session: Session, ticket_id: int) -> Ticket | None:
     """The ticket, its row locked on PostgreSQL: a reply and a close of one ticket take turns."""
     stmt = select(Ticket).where(Ticket.id == ticket_id)

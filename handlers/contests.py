@@ -1,5 +1,7 @@
-"""Contests (CONTRACT §4.6): POST/GET /api/contests, the `contests` job that makes the month's
-月度推广之星, opens contests at their start and settles them after their end, and 排行 (§5).
+"""Contests (CONTRACT §4.6): POST/GET /api/contests, PATCH /api/contests/{id} (before it starts)
+and POST /api/contests/{id}/end (settled at once), the `contests` job that makes the month's
+月度推广之星, opens contests at their start and settles them after their end, 排行 (§5), and the
+console's 比赛 (创建; 保存 and 结束 on a contest's page).
 
 Rules and queries live in domain.contests (standings) and domain.contest_results (settlement).
 """
@@ -7,29 +9,31 @@ Rules and queries live in domain.contests (standings) and domain.contest_results
 from __future__ import annotations
 
 import logging
-import re
 from datetime import datetime
 from typing import Annotated, Any, ClassVar, Literal
 
 from aiohttp import web
-from pydantic import AwareDatetime, BaseModel, Field, ValidationError
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from kit.api import ApiModel, IdParam, PageQuery, RankAudience, checked_audience, ok
 from kit.api import text as text_field
 from kit.chat import Ctx, Incoming, active_only
-from kit.console import done, page, page_number
+from kit.auditing import note
+from kit.console import done, page, page_number, returns_to
 from kit.feature import Feature
 from kit.menu import MenuKey
 from kit.scheduler import JOBS
 from kit.app_keys import CLOCK, READER, WRITER
 from kit.live_settings import live_config
 from domain import campaigns
+from domain import contest_forms as forms
 from domain import contest_results
 from domain import contests
+from content.console_pages import when
 from domain.contest_results import show_value
-from domain.formats import CHINA, AmountError, china_time, mask_name, parse_yuan, yuan
+from domain.formats import mask_name, yuan
 from domain.messages import Text
 from domain.refusals import Refusal
 from storage.models import Distributor
@@ -152,34 +156,6 @@ class ContestId(IdParam):
     noun: ClassVar[str] = "contest"
 
 
-def _summary(c: Any) -> dict[str, Any]:
-    return {"id": c.id, "title": c.title, "metric": c.metric, "skus": list(c.skus or ()),
-            "starts_at": china_time(c.starts_at), "ends_at": china_time(c.ends_at),
-            "prizes_fen": list(c.prizes_fen or ()), "audience": c.audience, "status": c.status, "source": c.source,
-            "campaign_id": c.campaign_id, "created_at": china_time(c.created_at),
-            "settled_at": china_time(c.settled_at) if c.settled_at else None}
-
-
-def _results(session: Session, c: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]] | None]:
-    """(standings, winners) of a contest: the top 100 (live while running, final once settled)
-    with names, and once settled the places that won a prize (with name and value)."""
-    if c.status == ContestStatus.SETTLED:
-        final = c.winners or []
-        standings = [{k: w[k] for k in ("place", "code", "name", "value")} for w in final]
-        return standings, [w for w in final if w["prize_fen"] > 0]
-    return [{"place": p.place, "code": p.code, "name": p.name, "value": p.value}
-            for p in contests.live_standings(session, c)], None
-
-
-def _json(session: Session, contest_id: int) -> dict[str, Any]:
-    c = session.execute(select(CONTESTS).where(CONTESTS.c.id == contest_id)).first()
-    if c is None:
-        raise Refusal("not_found", f"No contest {contest_id}.")
-    standings, won = _results(session, c)
-    winners = None if won is None else [{k: w[k] for k in ("place", "code", "prize_fen")} for w in won]
-    return {**_summary(c), "standings": standings, "winners": winners}
-
-
 async def add_contest(request: web.Request, body: ContestIn) -> dict[str, Any]:
     """Create a contest (POST /api/contests and the console's form): the contest as the API shows
     it. Refusal (invalid_contest, 422) for bad fields or an unknown rank."""
@@ -193,7 +169,7 @@ async def add_contest(request: web.Request, body: ContestIn) -> dict[str, Any]:
                               starts_at=starts_at, ends_at=ends_at,
                               prizes_fen=body.prizes_fen, audience=audience, now=now)
         assert cid is not None
-        return _json(session, cid)
+        return contest_results.contest_json(session, cid)
     data = await request.config_dict[WRITER].run(create, slow=True)  # the backfill may read many orders
     if ends_at <= now:
         request.config_dict[JOBS].start(tick_contests, "api")  # over already: settle it now
@@ -216,69 +192,88 @@ def contest_page(session: Session, limit: int, offset: int) -> tuple[list[Any], 
 async def list_contests(request: web.Request, query: PageQuery) -> web.Response:
     def read(session: Session) -> dict[str, Any]:
         rows, total = contest_page(session, query.limit, query.offset)
-        return {"contests": [_summary(c) for c in rows], "total": total}
+        return {"contests": [contest_results.summary(c) for c in rows], "total": total}
     return ok(await request.config_dict[READER].run(read))
 
 
 @api.get("/contests/{id}", summary="One contest with its standings (top 100) and, once settled, its winners",
          params=ContestId, response=ContestOut, errors=(404,))
 async def get_contest(request: web.Request, params: ContestId) -> web.Response:
-    return ok(await request.config_dict[READER].run(lambda s: _json(s, params.id)))
+    return ok(await request.config_dict[READER].run(lambda s: contest_results.contest_json(s, params.id)))
+
+
+class ContestEdit(ApiModel):
+    noun: ClassVar[str] = "contest"
+    model_config = ConfigDict(extra="forbid")
+    title: text_field(64) | None = None
+    starts_at: AwareDatetime | None = Field(None, description="RFC 3339 with a zone")
+    ends_at: AwareDatetime | None = Field(None, description="RFC 3339 with a zone, after starts_at")
+    prizes_fen: list[Prize] = Field(default_factory=list, max_length=100,
+                                    description="prize by place, fen (omitted: unchanged)")
+
+
+async def edit_contest(request: web.Request, cid: int, changes: dict[str, Any]) -> dict[str, Any]:
+    """Change a contest before it starts (the API's PATCH and the console's 保存): the contest."""
+    now = request.config_dict[CLOCK].now()
+
+    def work(session: Session) -> tuple[list[str], dict[str, Any]]:
+        return contests.edit(session, cid, changes, now), contest_results.contest_json(session, cid)
+    changed, data = await request.config_dict[WRITER].run(work, slow=True)  # a new window recounts its scores
+    note(request, f"比赛 #{cid} 修改了：{'、'.join(forms.FIELD_NAMES[k] for k in changed) or '没有变化'}", cid)
+    return data
+
+
+async def end_contest(request: web.Request, cid: int) -> tuple[dict[str, Any], str]:
+    """End a running contest now and settle it (the API's and the console's 结束): the contest and
+    what happened, the audit row's note."""
+    now = request.config_dict[CLOCK].now()
+
+    def work(session: Session) -> tuple[dict[str, Any], str]:
+        planned, campaign = contest_results.end_early(session, cid, now)
+        data = contest_results.contest_json(session, cid)
+        return data, (f"比赛 #{cid}「{data['title']}」已提前结束并结算（原定 {when(planned)} 结束），"
+                      f"{len(data['winners'] or ())} 人获奖，结果由活动 {campaign} 发送。")
+    data, summary = await request.config_dict[WRITER].run(work, slow=True)
+    note(request, summary, cid)
+    request.config_dict[JOBS].start(campaigns.SEND_JOB, "contest ended")  # the results go out now
+    return data, summary
+
+
+@api.patch("/contests/{id}", summary="Edit a contest before it starts: title, starts_at, ends_at, prizes_fen; "
+           "422 once it has started", params=ContestId, body=ContestEdit, response=ContestOut, errors=(404, 422))
+async def patch_contest(request: web.Request, params: ContestId, body: ContestEdit) -> web.Response:
+    return ok(await edit_contest(request, params.id, body.model_dump(exclude_unset=True)))
+
+
+@api.post("/contests/{id}/end", summary="End a running contest now: results counted at this moment, winners paid "
+          "and told as at a normal end; 409 when it is settled or has not started", params=ContestId,
+          response=ContestOut, errors=(404, 409))
+async def end_contest_api(request: web.Request, params: ContestId) -> web.Response:
+    return ok((await end_contest(request, params.id))[0])
 
 
 # ---- the console's 比赛 ----------------------------------------------------------------------------
 PER_PAGE = 20
 STATUS_NAMES = {"scheduled": "未开始", "running": "进行中", "settled": "已结算"}
 METRIC_NAMES = {"sales": "销售额", "sku_sales": "指定商品销售额", "new_members": "新增成员"}
-FIELD_NAMES = {"title": "标题", "metric": "指标", "skus": "商品编号", "starts_at": "开始时间", "ends_at": "结束时间",
-               "prizes_fen": "奖金（元）", "audience": "受众"}
-_LIST_SEPARATORS = re.compile(r"[,，、\s]+")
-# In a list of prizes a comma separates, so "1,500" would be two prizes, ¥1 and ¥500: a comma
-# between a digit and exactly three more reads both ways and is refused rather than guessed.
-_GROUPED = re.compile(r"[\d.,，]*\d[,，]\d{3}(?!\d)[\d.,，]*")
-
-
-def _form_problem(sentence: str) -> Refusal:
-    """What is wrong with the console's contest form, as a Chinese sentence."""
-    return Refusal("invalid_contest", sentence=sentence)
-
-
-def _split(value: str) -> list[str]:
-    return [v for v in _LIST_SEPARATORS.split(value) if v]
-
-
-def _china_time(value: str, field: str) -> datetime:
-    """A datetime-local value (2026-12-01T00:00) read as China time."""
-    try:
-        moment = datetime.fromisoformat(value.strip())
-    except ValueError:
-        raise _form_problem(f"请填写{FIELD_NAMES[field]}（年-月-日 时:分，北京时间）。") from None
-    return moment.replace(tzinfo=CHINA) if moment.tzinfo is None else moment
 
 
 def contest_from_form(form: Any) -> ContestIn:
     """The console's form as the /api body, checked by the same model; a Refusal when it is not one."""
-    prizes: list[int] = []
-    typed = str(form.get("prizes", ""))
-    if (grouped := _GROUPED.search(typed)) is not None:
-        raise _form_problem(f"奖金里的“{grouped.group().strip(',，')}”有两种读法：多个奖金请用“, ”（逗号加空格）、顿号或空格分隔，"
-                            "金额不写千位逗号，例如 1500, 800, 300。")
-    for amount in _split(typed):
-        try:
-            prizes.append(parse_yuan(amount))
-        except AmountError:
-            raise _form_problem(f"奖金“{amount}”不是有效的金额：单位是元，大于 0，最多两位小数，多个用逗号分隔。") from None
     rank = str(form.get("audience", "all"))
     values = {"title": str(form.get("title", "")), "metric": str(form.get("metric", "")),
-              "skus": _split(str(form.get("skus", ""))), "prizes_fen": prizes,
-              "starts_at": _china_time(str(form.get("starts_at", "")), "starts_at"),
-              "ends_at": _china_time(str(form.get("ends_at", "")), "ends_at"),
+              "skus": forms.split(str(form.get("skus", ""))), "prizes_fen": forms.prizes(str(form.get("prizes", ""))),
+              "starts_at": forms.china_moment(str(form.get("starts_at", "")), "starts_at"),
+              "ends_at": forms.china_moment(str(form.get("ends_at", "")), "ends_at"),
               "audience": "all" if rank == "all" else {"ranks": [rank]}}
     try:
         return ContestIn.model_validate(values)
     except ValidationError as e:
-        named = dict.fromkeys(FIELD_NAMES.get(str(err["loc"][0]), str(err["loc"][0])) for err in e.errors())
-        raise _form_problem(f"请检查这些字段：{'、'.join(named)}（标题最多 64 字，商品编号和奖金最多 100 个）。") from None
+        raise forms.problem(f"请检查这些字段：{_named(e)}（标题最多 64 字，商品编号和奖金最多 100 个）。") from None
+
+
+def _named(e: ValidationError) -> str:
+    return "、".join(dict.fromkeys(forms.FIELD_NAMES.get(str(err["loc"][0]), str(err["loc"][0])) for err in e.errors()))
 
 
 def _audience_name(audience: Any, config: Any) -> str:
@@ -327,11 +322,35 @@ async def contest_detail_page(request: web.Request) -> web.Response:
         c = session.execute(select(CONTESTS).where(CONTESTS.c.id == cid)).first()
         if c is None:
             return None
-        standings, winners = _results(session, c)
+        standings, winners = contest_results.results(session, c)
         return {"contest": c, "standings": standings, "winners": winners,
                 "audience": _audience_name(c.audience, live_config(request.config_dict))}
     values = await request.config_dict[READER].run(read)
     if values is None:
         return page(request, "contest.html", title="比赛", current="/contests", status=404, contest=None)
     return page(request, "contest.html", title=values["contest"].title, current="/contests", statuses=STATUS_NAMES,
-                metrics=METRIC_NAMES, show=show_value, **values)
+                metrics=METRIC_NAMES, show=show_value, local=forms.local_input, prize_list=forms.yuan_list,
+                now=request.config_dict[CLOCK].now(), **values)
+
+
+@feature.console.post(r"/contests/{id:\d{1,18}}/end")
+async def end_contest_page(request: web.Request) -> web.Response:
+    cid = int(request.match_info["id"])
+    returns_to(request, f"/contests/{cid}")
+    _, summary = await end_contest(request, cid)
+    return done(request, f"/contests/{cid}", summary)
+
+
+@feature.console.post(r"/contests/{id:\d{1,18}}/edit")
+async def edit_contest_page(request: web.Request) -> web.Response:
+    cid, form = int(request.match_info["id"]), await request.post()
+    returns_to(request, f"/contests/{cid}")
+    try:
+        edit = ContestEdit.model_validate({
+            "title": str(form.get("title", "")), "prizes_fen": forms.prizes(str(form.get("prizes", ""))),
+            "starts_at": forms.china_moment(str(form.get("starts_at", "")), "starts_at"),
+            "ends_at": forms.china_moment(str(form.get("ends_at", "")), "ends_at")})
+    except ValidationError as e:
+        raise forms.problem(f"请检查这些字段：{_named(e)}（标题最多 64 字，奖金最多 100 个）。") from None
+    data = await edit_contest(request, cid, edit.model_dump(exclude_none=True))
+    return done(request, f"/contests/{cid}", f"比赛“{data['title']}”已保存（{STATUS_NAMES[data['status']]}）。")

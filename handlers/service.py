@@ -1,6 +1,7 @@
 """Customer service (CONTRACT §4.7): 客服 / help in chat opens a ticket, admins answer and close
-tickets through /api/tickets, and the `sla` job reminds staff (admin.notify_openids) of tickets
-past their promised answer time. The rules live in domain.tickets.
+tickets through /api/tickets and the console's 客服 (a ticket's page shows its whole thread), and
+the `sla` job reminds staff (admin.notify_openids) of tickets past their promised answer time. The
+rules live in domain.tickets.
 
 Whoever follows may ask: a distributor (also one who has exited) or a follower who never
 registered (the ticket then has no distributor). `客服 <question>` opens a ticket at once; a bare
@@ -219,11 +220,31 @@ async def tickets_page(request: web.Request) -> web.Response:
                 max_reply=tickets.MAX_REPLY)
 
 
+@feature.console.get(r"/tickets/{id:\d{1,18}}")
+async def ticket_page(request: web.Request) -> web.Response:
+    """One ticket with its whole thread (the asker's questions and the staff's replies, in order,
+    with times and who answered) and the reply form."""
+    tid, now = int(request.match_info["id"]), request.config_dict[CLOCK].now()
+
+    def read(session: Session) -> dict[str, Any] | None:
+        row = tickets.find(session, tid)
+        if row is None:
+            return None
+        return {"t": row.ticket, "code": row.distributor_code, "name": row.distributor_name,
+                "thread": tickets.thread(session, row.ticket),
+                "countdown": tickets.countdown(row.ticket, now) if row.ticket.status == TicketStatus.OPEN else None}
+    found = await request.config_dict[READER].run(read)
+    return page(request, "ticket.html", title=f"工单 #{tid}", current="/tickets", status=200 if found else 404,
+                i=found, tid=tid, tabs=TABS, max_reply=tickets.MAX_REPLY)
+
+
 @feature.console.post(r"/tickets/{id:\d{1,18}}")
 async def act_on_ticket_page(request: web.Request) -> web.Response:
-    """发送 (the API's answer: the reply reaches the asker, the session is its actor) or 关闭."""
+    """发送 (the API's answer: the reply reaches the asker, the session is its actor) or 关闭; back to
+    the list's tab, or to the ticket's own page when it was sent from there."""
     tid, form = int(request.match_info["id"]), await request.post()
-    back = returns_to(request, f"/tickets?status={_tab(form.get('status')).value}")
+    back = returns_to(request, f"/tickets/{tid}" if form.get("back") == "ticket"
+                      else f"/tickets?status={_tab(form.get('status')).value}")
     actor, now = actor_of(request), request.config_dict[CLOCK].now()
     if form.get("action") == "close":
         closed = await request.config_dict[WRITER].run(lambda s: tickets.close(s, tid, now))

@@ -1,18 +1,21 @@
 """Mass messages (群发, message/mass/send) in the sandbox: WeChat's checks, the 4-a-month quota of a
 服务号 follower, the clientmsgid guard against repeats, and the MASSSENDJOBFINISH event pushed to the
-webhook a little later. Functions over a Platform's state (mass_jobs, mass_received, mass_calls)."""
+webhook a little later; the news a mass message may carry (media/uploadnews, sent as mpnews). Functions
+over a Platform's state (mass_jobs, mass_received, mass_calls; uploaded news in media as type "news")."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import secrets
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import aiohttp
 
-from sandbox.platform import Platform, PlatformError
+from sandbox.platform import MEDIA_TTL, Platform, PlatformError
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +27,8 @@ CALLS_PER_MINUTE = 60
 MONTHLY_QUOTA = 4  # a 服务号 follower receives at most 4 mass messages a calendar month
 CHINA = ZoneInfo("Asia/Shanghai")
 SENDER = "mphelper"  # FromUserName of the MASSSENDJOBFINISH event
+MAX_ARTICLES = 8  # articles in one uploaded news
+NEWS = "news"  # the kind an uploaded news has in Platform.media
 
 
 def month_of(when: float) -> str:
@@ -51,7 +56,31 @@ def _message(p: Platform, body: dict[str, Any]) -> dict[str, Any]:
         media_id = (body.get("image") or {}).get("media_id")
         p._media(media_id)
         return {"type": "image", "media_id": media_id}
+    if kind == "mpnews":
+        media_id = (body.get("mpnews") or {}).get("media_id")
+        item = p.media.get(media_id) if isinstance(media_id, str) else None
+        if item is None or item[1] != NEWS or p.clock() - item[2] > MEDIA_TTL:
+            raise PlatformError(40007)
+        return {"type": "mpnews", "media_id": media_id, "articles": json.loads(item[0])}
     raise PlatformError(40008)
+
+
+def upload_news(p: Platform, body: dict[str, Any]) -> dict[str, Any]:
+    """media/uploadnews: 1 to 8 articles, each with a title, HTML content and the thumb_media_id
+    of an uploaded image; the news' media_id (valid 3 days, like temporary media)."""
+    articles = body.get("articles")
+    if not isinstance(articles, list) or not 1 <= len(articles) <= MAX_ARTICLES:
+        raise PlatformError(47001)
+    for a in articles:
+        if not isinstance(a, dict) or not all(isinstance(a.get(k), str) and a[k] for k in ("title", "content")):
+            raise PlatformError(47001)
+        if len(a["title"]) > 64 or len(str(a.get("digest", ""))) > 120:
+            raise PlatformError(47001)
+        p._media(a.get("thumb_media_id"))
+    media_id = secrets.token_urlsafe(48)
+    now = p.clock()
+    p.media[media_id] = (json.dumps(articles, ensure_ascii=False).encode(), NEWS, now)
+    return {"type": "news", "media_id": media_id, "created_at": int(now)}
 
 
 def _earlier_job(p: Platform, clientmsgid: str, now: float) -> dict[str, Any] | None:

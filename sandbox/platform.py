@@ -1,5 +1,5 @@
 """A stand-in for WeChat's platform: the server API distbot calls (token, ticket/getticket, qrcode/create,
-media/upload, message/custom/send (within the user's quota: quota.py), message/template/send, message/mass/send (its rules in mass.py),
+media/upload, media/uploadnews, message/custom/send (within the user's quota: quota.py), message/template/send, message/mass/send (its rules in mass.py),
 menu/create) with WeChat's documented payloads and error codes, and the user side, which signs (and in safe mode
 encrypts) messages and posts them to the webhook the way WeChat does, retries included.
 """
@@ -222,7 +222,7 @@ class Platform:
 
     def _media(self, media_id: Any) -> tuple[bytes, str, float]:
         item = self.media.get(media_id) if isinstance(media_id, str) else None
-        if item is None or self.clock() - item[2] > MEDIA_TTL:
+        if item is None or not item[1].startswith("image/") or self.clock() - item[2] > MEDIA_TTL:
             raise PlatformError(40007)
         return item
 

@@ -90,6 +90,10 @@ async def _mass(p: Platform, r: web.Request, body: dict[str, Any]) -> dict[str, 
             "msg_data_id": job["msg_data_id"]}
 
 
+async def _uploadnews(p: Platform, r: web.Request, body: dict[str, Any]) -> dict[str, Any]:
+    return mass.upload_news(p, body)
+
+
 async def _qrcode(p: Platform, r: web.Request, body: dict[str, Any]) -> dict[str, Any]:
     return p.create_qrcode(body)
 
@@ -271,7 +275,7 @@ def create_sandbox_app(platform: Platform, pay: PayEmulator | None = None) -> we
            ("POST", "message/template/send", _template, True, True), ("POST", "message/mass/send", _mass, True, True),
            ("POST", "qrcode/create", _qrcode, True, True),
            ("POST", "menu/create", _menu, True, True), ("GET", "menu/get", _menu_get, True, False),
-           ("POST", "media/upload", _upload, True, False)]
+           ("POST", "media/upload", _upload, True, False), ("POST", "media/uploadnews", _uploadnews, True, True)]
     for method, name, fn, needs_token, body in api:
         app.router.add_route(method, "/cgi-bin/" + name, _endpoint(name, fn, needs_token=needs_token, body=body))
     app.router.add_get("", to_page)

@@ -7,7 +7,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, ForeignKey, String, Text
+from sqlalchemy import JSON, BigInteger, ForeignKey, LargeBinary, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from storage.models import Base, BigId
@@ -27,7 +27,11 @@ class Campaign(Base):
     title: Mapped[str] = mapped_column(String(64))
     kind: Mapped[str] = mapped_column(String(16))  # contest, training, notice
     channel: Mapped[str] = mapped_column(String(16))  # service or mass
+    # What is sent: "text" (`text`), "image" (its campaign_images row) or "news" (an article: the
+    # title, `text` as its body, `article` {"digest"}, the cover in campaign_images).
+    format: Mapped[str] = mapped_column(String(8), default="text", server_default="text")
     text: Mapped[str] = mapped_column(Text)
+    article: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     audience: Mapped[Any] = mapped_column(JSON)  # "all" or {"ranks": [...]}
     status: Mapped[str] = mapped_column(String(16), index=True)
     send_at: Mapped[datetime]
@@ -47,6 +51,20 @@ class Campaign(Base):
     # {"sent", "failed", "skipped", "pending"} as they stood when the campaign's outbox rows were
     # pruned (domain.outbox_rows.prune, a month after it finished); until then counted from the rows.
     final_counts: Mapped[dict[str, Any] | None]
+
+
+class CampaignImage(Base):
+    """An image campaign's picture or an article's cover, kept until the campaign starts sending:
+    WeChat's media_id of a temporary upload lives 3 days, so it is uploaded then (media_id set) and
+    the campaign's message completed with it (domain.campaign_messages)."""
+
+    __tablename__ = "campaign_images"
+
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id"), primary_key=True)
+    content: Mapped[bytes] = mapped_column(LargeBinary)
+    content_type: Mapped[str] = mapped_column(String(32))
+    media_id: Mapped[str | None] = mapped_column(String(160))
+    uploaded_at: Mapped[datetime | None]
 
 
 class MassReport(Base):

@@ -6,7 +6,7 @@ from sqlalchemy import Table
 
 from storage.models import ConversationState, Distributor, Follower, OutboxMessage, ProcessedMessage, SignedQueryRow
 from storage.models_alerts import Alert
-from storage.models_campaigns import Campaign, MassReport
+from storage.models_campaigns import Campaign, CampaignImage, MassReport
 from storage.models_content import ContentPack, LivePack, QrScan
 from storage.models_console import AuditEntry, ConsoleSession, DailyTotals, SignInTry, StaffAccount
 from storage.models_engage import Adjustment, Contest, ContestScore, RankChange, Ticket, TicketReply
@@ -24,6 +24,7 @@ SIGNED_QUERIES: Table = SignedQueryRow.__table__  # type: ignore[assignment]
 OUTBOX: Table = OutboxMessage.__table__  # type: ignore[assignment]
 CAMPAIGNS: Table = Campaign.__table__  # type: ignore[assignment]
 MASS_REPORTS: Table = MassReport.__table__  # type: ignore[assignment]
+CAMPAIGN_IMAGES: Table = CampaignImage.__table__  # type: ignore[assignment]
 ORDERS: Table = Order.__table__  # type: ignore[assignment]
 EVENTS: Table = OrderEvent.__table__  # type: ignore[assignment]
 COMMISSIONS: Table = Commission.__table__  # type: ignore[assignment]

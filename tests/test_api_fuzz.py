@@ -79,6 +79,10 @@ schema = schemathesis.openapi.from_dict(DOCUMENT, config=SchemathesisConfig.from
         # /api/orders/events is also /api/orders/{order_no} for an order numbered "events", so
         # OPTIONS rightly allows GET there; the check reads one path template only.
         {"include-path": "/api/orders/events", "checks": {"allow_header_conformance": {"enabled": False}}},
+        # A body this simple gets integers spelled as whole floats (30000.0), which JSON Schema calls
+        # integers and kit.api's strict reading refuses on purpose (money is never a float): 400.
+        {"include-method": "PATCH", "include-path": "/api/contests/{id}",
+         "checks": {"positive_data_acceptance": {"expected-statuses": ["2xx", "400", "404", "409", "422"]}}},
     ],
 }))
 

@@ -18,7 +18,7 @@ from sqlalchemy import select, text
 
 from kit.metrics import Metrics
 from domain.clock import Clock
-from domain.messages import Image, News, Reply, Text
+from domain.messages import Image, MpNews, News, Reply, Text
 from domain.quota import OUTSIDE as OUTSIDE_WINDOW, SPENT as QUOTA_SPENT  # the customer-service quota's errors
 from storage.durable_queue import Backoff
 from storage.models import AccessToken
@@ -198,6 +198,8 @@ class WeChatAPI:
                 body = {"touser": openid, "msgtype": "news", "news": {"articles": [
                     {"title": a.title, "description": a.description, "url": a.url, "picurl": a.image}
                     for a in articles[:1]]}}
+            case MpNews():
+                raise ValueError("uploaded news goes by mass message only; send its news card instead")
         await self.call("POST", "message/custom/send", json_body=body)
 
     async def send_mass(self, openids: list[str], reply: Reply, clientmsgid: str) -> int:
@@ -208,8 +210,10 @@ class WeChatAPI:
                 body: dict[str, Any] = {"msgtype": "text", "text": {"content": content}}
             case Image(media_id):
                 body = {"msgtype": "image", "image": {"media_id": media_id}}
+            case MpNews(media_id):
+                body = {"msgtype": "mpnews", "mpnews": {"media_id": media_id}}
             case _:
-                raise ValueError("a mass message is a text or an image")
+                raise ValueError("a mass message is a text, an image or uploaded news")
         try:
             data = await self.call("POST", "message/mass/send", json_body={
                 "touser": openids, **body, "clientmsgid": clientmsgid, "send_ignore_reprint": 0})
@@ -232,6 +236,12 @@ class WeChatAPI:
             fd.add_field("media", content, filename=filename, content_type=content_type)
             return fd
         data = await self.call("POST", "media/upload", form=form, params={"type": "image"})
+        return data["media_id"]
+
+    async def upload_news(self, articles: list[dict[str, Any]]) -> str:
+        """Articles for a mass message (media/uploadnews: 1 to 8, each with an uploaded cover's
+        thumb_media_id); the news' media_id, valid 3 days."""
+        data = await self.call("POST", "media/uploadnews", json_body={"articles": articles})
         return data["media_id"]
 
     async def create_qrcode(self, scene: str, expire_seconds: int = 30 * 24 * 3600) -> dict[str, Any]:

@@ -344,6 +344,10 @@ function botContent(m) {
     return [el("div", { class: "bubble image" }, img), scan];
   }
   if (m.type === "news") return [newsCard(m.articles || [])];
+  if (m.type === "mpnews") {  // a 群发 article: its cover is uploaded media, its digest the description
+    return [newsCard((m.articles || []).map((a) => ({ title: a.title, description: a.digest,
+      picurl: a.thumb_media_id ? `media/${encodeURIComponent(a.thumb_media_id)}` : "" })))];
+  }
   if (m.type === "template") return [templateCard(m)];
   return [el("div", { class: "bubble", text: `[${m.type} 消息]` })];
 }
