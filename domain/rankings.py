@@ -5,7 +5,9 @@ out; commission is the earning entries (commission, reversal, reward, adjustment
 were posted; growth is the active direct invitees who registered in the period. Only active
 distributors are ranked, as the 月度推广之星 ranks them; ties go to the earlier registered.
 
-One grouped statement per ranking, on an index range of the period: orders by `ix_orders_paid`,
+A whole month's sales are read from the sums the order batches keep per distributor and month
+(`distributor_totals`, on its sales index); any other period takes one grouped statement per
+ranking, on an index range of the period: orders by `ix_orders_paid`,
 entries by `ix_ledger_entries_posted` (both hold every column the sum reads), new members by the
 distributors' registered_at index; the top of the grouped rows is joined to who they are.
 """
@@ -20,12 +22,13 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from domain.distributor_totals import month_of
 from domain.figures import COUNTED, SALE_FEN
 from domain.formats import CHINA, month_start
 from domain.ledger import EARNING_KINDS
 from domain.records import read_days
 from storage.models import DistributorStatus
-from storage.tables import DISTRIBUTORS, ENTRIES, ORDERS
+from storage.tables import DISTRIBUTORS, DISTRIBUTOR_TOTALS as TOTALS, ENTRIES, ORDERS
 
 TOP = 20
 PERIODS = {"month": "本月", "last": "上月", "range": "自选日期"}
@@ -80,6 +83,11 @@ def _top(session: Session, key: Any, value: Any, where: list[Any], limit: int) -
     chooses, highest first, with who they are."""
     top = (select(key.label("distributor_id"), value.label("value")).where(*where, key.not_in(_UNRANKED))
            .group_by(key).having(value > 0).order_by(value.desc(), key).limit(limit).subquery())
+    return _named(session, top)
+
+
+def _named(session: Session, top: Any) -> list[Ranked]:
+    """The places of `top` (distributor_id, value; at most a page of rows), with who they are."""
     d = DISTRIBUTORS.c
     rows = session.execute(select(d.code, d.name, top.c.value).join(DISTRIBUTORS, d.id == top.c.distributor_id)
                            .order_by(top.c.value.desc(), d.id))
@@ -87,6 +95,11 @@ def _top(session: Session, key: Any, value: Any, where: list[Any], limit: int) -
 
 
 def top_sales(session: Session, period: Period, limit: int = TOP) -> list[Ranked]:
+    if period.key != "range":  # a whole month: its sums are kept (domain.distributor_totals), read on their index
+        t = TOTALS.c
+        return _named(session, select(t.distributor_id, t.sales_fen.label("value"))
+                      .where(t.month == month_of(period.start), t.sales_fen > 0, t.distributor_id.not_in(_UNRANKED))
+                      .order_by(t.sales_fen.desc(), t.distributor_id).limit(limit).subquery())
     o = ORDERS.c
     return _top(session, o.distributor_id, func.sum(SALE_FEN),
                 [o.paid_at >= period.start, o.paid_at < period.end, COUNTED], limit)

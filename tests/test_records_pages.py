@@ -110,6 +110,8 @@ async def stats_checked(h: Harness, finance: aiohttp.ClientSession, ids: list[in
     expected += [f"{v[1][0]} 人" for v in teams.values()]
     assert re.findall(r'data-label="(?:销售额|佣金收入|新增直属成员)">([^<]*)</td>', html) == expected
     assert expected[:2] == ["¥250.00", "¥30.00"] and expected[-1] == "1 人"
+    status, html = await get(finance, h.url + "/admin/stats")  # this month's sales: the sums kept per month
+    assert re.findall(r'data-label="销售额">([^<]*)</td>', html) == expected[:len(sales)]
 
 
 async def test_records_pages_over_http(h: Harness) -> None:
