@@ -16,7 +16,7 @@ from aiohttp import web
 
 from kit.app_keys import CLOCK, METRICS
 from kit.feature import Feature
-from kit.live_settings import live_config
+from kit.live_settings import SETTINGS, live_config
 from kit.metrics import Metrics
 from domain.formats import CHINA
 from storage.backup import newest, scheduled_backup
@@ -28,7 +28,7 @@ BACKUP_DIR = web.AppKey("backup_dir", Path)  # [backup] dir, absolute
 
 @feature.resource(BACKUP_DIR)
 async def backup_dir(app: web.Application) -> AsyncIterator[Path]:
-    folder = Path(live_config(app).backup.dir)
+    folder = Path(app[SETTINGS].base.backup.dir)  # never changed live: known before the database answers
     _show_newest(app[METRICS], folder)
     yield folder
 

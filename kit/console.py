@@ -136,9 +136,12 @@ def refused(request: web.Request, scopes: frozenset[str]) -> web.Response:
                    say(CONSOLE, "forbidden", who=who, name=session.principal.name, roles=roles))
 
 
-def not_found(request: web.Request) -> web.Response:
-    """No such console page (or nothing at this address): 404, in the frame, in Chinese."""
-    return _framed(request, say(CONSOLE, "not_found_title"), 404, say(CONSOLE, "not_found", path=request.path))
+def not_found(request: web.Request, missing: web.HTTPNotFound | None = None) -> web.Response:
+    """No such console page (or nothing at this address): 404, in the frame, in Chinese; with
+    what a page said is missing (its HTTPNotFound's text), when it said something."""
+    said = missing.text if missing is not None and missing.text != web.HTTPNotFound().text else None
+    return _framed(request, say(CONSOLE, "not_found_title"), 404,
+                   said or say(CONSOLE, "not_found", path=request.path))
 
 
 def _framed(request: web.Request, title: str, status: int, message: str) -> web.Response:
@@ -307,8 +310,8 @@ async def _guard(request: web.Request, handler: ConsoleHandler) -> web.StreamRes
             return await _posted(request, handler, session)
         try:
             return await handler(request)
-        except web.HTTPNotFound:
-            return not_found(request)
+        except web.HTTPNotFound as e:
+            return not_found(request, e)
     return await audited(request, answer, principal=session.principal, actor=session.actor, success=303,
                          summary=audit_summary(getattr(request.match_info.handler, "__name__", "console")))
 
