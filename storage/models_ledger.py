@@ -56,6 +56,8 @@ class Order(Base):
         Index("ix_orders_distributor_paid", "distributor_id", "paid_at"),
         # A period's orders as one index range, with what lists and rankings read (console 订单, 推广统计).
         Index("ix_orders_paid", "paid_at", "distributor_id", "status", "amount_fen", "refunded_fen"),
+        # Whether a team member has bought (团队): their orders as a buyer.
+        Index("ix_orders_buyer", "buyer_openid"),
     )
 
     order_no: Mapped[str] = mapped_column(String(64), primary_key=True)
