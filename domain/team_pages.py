@@ -6,13 +6,14 @@ holds every column the order and the filter need (so the rows skipped over are n
 then those ten rows. Nothing loads a whole team or ledger, so a page costs about the same at
 10,000 members or 100,000 entries (bench/chat_depth.py):
 
-- members: `ix_distributors_inviter_members` (inviter, status, id), newest first; the second
-  level in the order of the direct members they came through (each walked the same way);
+- members: `ix_distributors_inviter_members` (inviter, status, registered_at, id), newest first;
+  the second level by the direct member they came through (newest first), then the same way;
 - team orders: `ix_commissions_receiver_created` (receiver, created_at, order_no);
 - entries: `ix_ledger_entries_distributor_created` (distributor, created_at, id).
 
-The counts of a team are indexed counts, its sales this month the running totals
-(`distributor_totals`, counted as domain.figures counts credited sales).
+The sizes of a team and its new members are counts of that index; its sales this month the
+running totals (`distributor_totals`, counted as domain.figures counts credited sales). The
+statements are built once, at import: making the aliases of a join costs more than running it.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, case, exists, func, select
+from sqlalchemy import ColumnElement, Integer, Select, and_, bindparam, case, exists, func, literal, select, union_all
 from sqlalchemy.orm import Session
 
 from domain.distributor_totals import month_of
@@ -36,6 +37,10 @@ MAX_PAGE = 1_000_000
 _PAGE = re.compile(r"第?(\d{1,7})页?", re.ASCII)
 _D, _O, _C, _E = DISTRIBUTORS, ORDERS.c, COMMISSIONS.c, ENTRIES.c
 BOUND_NAMES = {BoundBy.SCAN: "扫码", BoundBy.CODE: "推广码", BoundBy.LINK: "链接"}
+# The parameters of the statements below, all built once: `me` (the distributor's id), a page's
+# `offset` and `limit`, the `keys` of its rows.
+_ME, _OFFSET, _LIMIT = bindparam("me"), bindparam("offset", type_=Integer), bindparam("limit", type_=Integer)
+_KEYS = bindparam("keys", expanding=True)
 
 
 # ---- pages ---------------------------------------------------------------------------------------
@@ -68,11 +73,12 @@ class Paging:
         return self.number > self.pages
 
 
-def pager_line(word: str, paging: Paging) -> str:
-    """The line under a page: where it is and how to get the next one."""
-    if paging.number < paging.pages:
-        return f"第 {paging.number}/{paging.pages} 页，发送「{word} {paging.number + 1}」查看下一页。"
-    return f"第 {paging.number}/{paging.pages} 页，已是最后一页。" if paging.pages > 1 else ""
+def pager_line(word: str, number: int, more: bool, pages: int | None = None) -> str:
+    """The line under page `number` (of `pages`, when known): how to get the next one, if any."""
+    where = f"第 {number}/{pages} 页" if pages else f"第 {number} 页"
+    if more:
+        return f"{where}，发送「{word} {number + 1}」查看下一页。"
+    return f"{where}，已是最后一页。" if number > 1 else ""
 
 
 def past_end_line(word: str, paging: Paging, what: str) -> str:
@@ -80,6 +86,9 @@ def past_end_line(word: str, paging: Paging, what: str) -> str:
 
 
 # ---- 团队 ------------------------------------------------------------------------------------------
+MAX_DEPTH = 3  # levels a team page can name (LEVEL_NAMES); the law keeps teams to two (three levels in all)
+
+
 @dataclass(frozen=True)
 class Member:
     level: int  # 1: direct, 2: through a direct member
@@ -92,20 +101,21 @@ class Member:
 
 @dataclass(frozen=True)
 class _Level:
-    """The active members `level` steps below a distributor: a chain of aliases joined inviter to
-    invitee (the steps between may have any status, as commission walks them), top first."""
+    """The active members `level` steps below the distributor `:me`: a chain of aliases joined
+    inviter to invitee (the steps between may have any status, as commission walks them), top first."""
 
     steps: list[Any]
     joined: Any
     where: ColumnElement[bool]
 
     @classmethod
-    def of(cls, me_id: int, level: int) -> _Level:
+    def of(cls, level: int) -> _Level:
         steps = [_D.alias(f"m{i}") for i in range(level)]
         joined = steps[0]
         for above, below in zip(steps, steps[1:], strict=False):
             joined = joined.join(below, below.c.inviter_id == above.c.id)
-        return cls(steps, joined, and_(steps[0].c.inviter_id == me_id, steps[-1].c.status == DistributorStatus.ACTIVE))
+        return cls(steps, joined, and_(steps[0].c.inviter_id == _ME,
+                                       steps[-1].c.status == DistributorStatus.ACTIVE))
 
     @property
     def member(self) -> Any:
@@ -115,27 +125,55 @@ class _Level:
         return select(*columns).select_from(self.joined).where(self.where)
 
 
-def team_levels(session: Session, me_id: int, depth: int, since: datetime) -> list[tuple[int, int]]:
-    """(active members, of them registered since `since`) at each level 1..depth."""
-    out = []
-    for level in range(1, depth + 1):
-        m = _Level.of(me_id, level)
-        size, new = session.execute(m.select(func.count(), func.coalesce(
-            func.sum(case((m.member.registered_at >= since, 1), else_=0)), 0))).one()
-        out.append((int(size), int(new)))
-    return out
+# Built once (an alias's columns cost more to make than the query to run); run with parameters.
+_LEVELS = [_Level.of(level) for level in range(1, MAX_DEPTH + 1)]
+_T = DISTRIBUTOR_TOTALS.c
+_MONTH = bindparam("month")
 
 
-def team_month_sales(session: Session, me_id: int, depth: int, now: datetime) -> int:
-    """The credited sales of the team's active members in `now`'s China-time month (fen)."""
-    t = DISTRIBUTOR_TOTALS.c
-    fen = 0
-    for level in range(1, depth + 1):
-        m = _Level.of(me_id, level)
-        members = m.select(m.member.id).scalar_subquery()
-        fen += int(session.scalar(select(func.coalesce(func.sum(t.sales_fen), 0))
-                                  .where(t.month == month_of(now), t.distributor_id.in_(members))) or 0)
-    return fen
+def _level_figures(n: int, lv: _Level, sales: bool) -> Select[Any]:
+    """Level n's size, new members since `:since` and (with `sales`) credited sales in `:month`:
+    their running totals, one key lookup each, in the same pass over the level's index range."""
+    new = func.coalesce(func.sum(case((lv.member.registered_at >= bindparam("since"), 1), else_=0)), 0)
+    if not sales:
+        return lv.select(literal(n), func.count(), new, literal(0))
+    return (select(literal(n), func.count(), new, func.coalesce(func.sum(_T.sales_fen), 0))
+            .select_from(lv.joined.outerjoin(DISTRIBUTOR_TOTALS, and_(_T.distributor_id == lv.member.id,
+                                                                      _T.month == _MONTH)))
+            .where(lv.where))
+
+
+# Level 0 is the distributor: their own sales this month. By depth, then with or without sales.
+_OWN = select(literal(0), literal(1), literal(0), func.coalesce(func.sum(_T.sales_fen), 0)).where(
+    _T.distributor_id == _ME, _T.month == _MONTH)
+_FIGURES = {(depth, sales): union_all(_OWN, *(_level_figures(n, lv, sales) for n, lv in enumerate(_LEVELS[:depth], 1)))
+            for depth in range(1, MAX_DEPTH + 1) for sales in (True, False)}
+# A level's members newest first: by the member above them they came through (newest first: ids
+# grow), then by when they joined. Each step walks an index in order, so no sort.
+_MEMBER_IDS = [lv.select(lv.member.id)
+               .order_by(*(step.c.id.desc() for step in lv.steps[:-1]), lv.member.registered_at.desc(),
+                         lv.member.id.desc())
+               .limit(_LIMIT).offset(_OFFSET) for lv in _LEVELS]
+_MEMBERS = select(_D.c.id, _D.c.name, _D.c.registered_at, _D.c.bound_by, _D.c.first_sale_at.is_not(None),
+                  exists().where(_O.buyer_openid == _D.c.openid)).where(_D.c.id.in_(_KEYS))
+
+
+@dataclass(frozen=True)
+class TeamFigures:
+    levels: list[tuple[int, int]]  # (active members, of them new) at each level, direct members first
+    team_sales_fen: int  # the members' credited sales this month
+    own_sales_fen: int  # the distributor's
+
+
+def team_figures(session: Session, me_id: int, depth: int, now: datetime, since: datetime, *,
+                 sales: bool = True) -> TeamFigures:
+    """The team's sizes at levels 1..depth (≤ MAX_DEPTH), its members registered since `since`,
+    and credited sales in `now`'s China-time month (as domain.figures counts them; 0 without
+    `sales`, which saves a key lookup per member), one statement."""
+    rows = {n: (int(size), int(new), int(fen)) for n, size, new, fen in session.connection().execute(
+        _FIGURES[depth, sales], {"me": me_id, "since": since, "month": month_of(now)})}
+    return TeamFigures([rows[n][:2] for n in range(1, depth + 1)], sum(rows[n][2] for n in range(1, depth + 1)),
+                       rows[0][2])
 
 
 def member_page(session: Session, me_id: int, sizes: list[int], paging: Paging) -> list[Member]:
@@ -146,19 +184,13 @@ def member_page(session: Session, me_id: int, sizes: list[int], paging: Paging) 
     for level, size in enumerate(sizes, start=1):
         lo, hi = max(start - before, 0), min(end - before, size)
         if lo < hi:
-            m = _Level.of(me_id, level)
-            stmt = m.select(m.member.id).order_by(*(s.c.id.desc() for s in m.steps)).offset(lo).limit(hi - lo)
-            ids += [(level, i) for i in session.scalars(stmt)]
+            ids += [(level, i) for i in session.connection().execute(
+                _MEMBER_IDS[level - 1], {"me": me_id, "offset": lo, "limit": hi - lo}).scalars()]
         before += size
     if not ids:
         return []
-    d = _D.c
-    bought = exists().where(_O.buyer_openid == d.openid)
-    rows = {r.id: r for r in session.execute(
-        select(d.id, d.name, d.registered_at, d.bound_by, d.first_sale_at.is_not(None).label("sold"),
-               bought.label("bought")).where(d.id.in_([i for _, i in ids])))}
-    return [Member(level, rows[i].name, rows[i].registered_at, rows[i].bound_by, bool(rows[i].sold),
-                   bool(rows[i].bought)) for level, i in ids]
+    rows = {r[0]: r for r in session.connection().execute(_MEMBERS, {"keys": [i for _, i in ids]})}
+    return [Member(level, *(rows[i][1:4]), bool(rows[i][4]), bool(rows[i][5])) for level, i in ids]
 
 
 # ---- 团队订单 --------------------------------------------------------------------------------------
@@ -177,29 +209,39 @@ class TeamOrder:
     state: str  # pending, available or reversed (domain.records.share_state)
 
 
+_ORDER_KEYS = (select(_C.order_no).where(_C.distributor_id == _ME)
+               .order_by(_C.created_at.desc(), _C.order_no.desc()).offset(_OFFSET).limit(_LIMIT))
+_SELLER, _BUYER = _D.alias("seller"), _D.alias("buyer")
+_ORDERS = (select(_O.order_no, _O.paid_at, _O.amount_fen, _O.refunded_fen, _O.status, _C.depth, _SELLER.c.name,
+                  _BUYER.c.name, _C.amount_fen, _C.reversed_fen, _C.state)
+           .select_from(COMMISSIONS.join(ORDERS, _O.order_no == _C.order_no)
+                        .join(_SELLER, _SELLER.c.id == _O.distributor_id)
+                        .outerjoin(_BUYER, _BUYER.c.openid == _O.buyer_openid))
+           .where(_C.distributor_id == _ME, _C.order_no.in_(_KEYS)))
+
+
 def team_order_count(session: Session, me_id: int) -> int:
     return int(session.scalar(select(func.count()).where(_C.distributor_id == me_id)) or 0)
 
 
-def team_order_page(session: Session, me_id: int, paging: Paging) -> list[TeamOrder]:
-    """The orders that earned the distributor commission on this page, newest commission first."""
-    keys = list(session.scalars(select(_C.order_no).where(_C.distributor_id == me_id)
-                                .order_by(_C.created_at.desc(), _C.order_no.desc())
-                                .offset(paging.offset).limit(PAGE_SIZE)))
+def _keys(session: Session, stmt: Select[Any], me_id: int, number: int) -> tuple[list[Any], bool]:
+    """Page `number`'s keys of an ordered key query, and whether another page follows."""
+    keys = list(session.connection().execute(stmt, {"me": me_id, "offset": (number - 1) * PAGE_SIZE,
+                                                    "limit": PAGE_SIZE + 1}).scalars())
+    return keys[:PAGE_SIZE], len(keys) > PAGE_SIZE
+
+
+def team_order_page(session: Session, me_id: int, number: int) -> tuple[list[TeamOrder], bool]:
+    """The orders on page `number` that earned the distributor commission, newest commission
+    first, and whether another page follows."""
+    keys, more = _keys(session, _ORDER_KEYS, me_id, number)
     if not keys:
-        return []
-    seller, buyer = _D.alias("seller"), _D.alias("buyer")
-    stmt = (select(_O.order_no, _O.paid_at, _O.amount_fen, _O.refunded_fen, _O.status, _C.depth,
-                   seller.c.name, buyer.c.name, _C.amount_fen, _C.reversed_fen, _C.state)
-            .select_from(COMMISSIONS.join(ORDERS, _O.order_no == _C.order_no)
-                         .join(seller, seller.c.id == _O.distributor_id)
-                         .outerjoin(buyer, buyer.c.openid == _O.buyer_openid))
-            .where(_C.distributor_id == me_id, _C.order_no.in_(keys)))
-    rows = {r[0]: r for r in session.execute(stmt)}
+        return [], more
+    rows = {r[0]: r for r in session.connection().execute(_ORDERS, {"me": me_id, "keys": keys})}
     return [TeamOrder(no, at, amount, refunded, status, depth, seller_name, buyer_name, comm - rev, rev,
                       share_state({"amount_fen": comm, "reversed_fen": rev, "state": state}))
             for no, at, amount, refunded, status, depth, seller_name, buyer_name, comm, rev, state
-            in (rows[k] for k in keys)]
+            in (rows[k] for k in keys)], more
 
 
 # ---- 明细 -----------------------------------------------------------------------------------------
@@ -212,18 +254,20 @@ class Entry:
     created_at: datetime
 
 
+_ENTRY_KEYS = (select(_E.id).where(_E.distributor_id == _ME)
+               .order_by(_E.created_at.desc(), _E.id.desc()).offset(_OFFSET).limit(_LIMIT))
+_ENTRIES = select(_E.id, _E.kind, _E.amount_fen, _E.order_no, _E.withdrawal_id, _E.created_at).where(_E.id.in_(_KEYS))
+
+
 def entry_count(session: Session, me_id: int) -> int:
     return int(session.scalar(select(func.count()).where(_E.distributor_id == me_id)) or 0)
 
 
-def entry_page(session: Session, me_id: int, paging: Paging) -> list[Entry]:
-    """The distributor's ledger entries on this page, newest first."""
-    ids = list(session.scalars(select(_E.id).where(_E.distributor_id == me_id)
-                               .order_by(_E.created_at.desc(), _E.id.desc()).offset(paging.offset).limit(PAGE_SIZE)))
+def entry_page(session: Session, me_id: int, number: int) -> tuple[list[Entry], bool]:
+    """The distributor's ledger entries on page `number`, newest first, and whether another page
+    follows."""
+    ids, more = _keys(session, _ENTRY_KEYS, me_id, number)
     if not ids:
-        return []
-    rows = {r.id: r for r in session.execute(
-        select(_E.id, _E.kind, _E.amount_fen, _E.order_no, _E.withdrawal_id, _E.created_at)
-        .where(_E.id.in_(ids)))}
-    return [Entry(rows[i].kind, rows[i].amount_fen, rows[i].order_no, rows[i].withdrawal_id, rows[i].created_at)
-            for i in ids]
+        return [], more
+    rows = {r[0]: r for r in session.connection().execute(_ENTRIES, {"keys": ids})}
+    return [Entry(*rows[i][1:]) for i in ids], more

@@ -27,13 +27,12 @@ def on_details(msg: Incoming, ctx: Ctx, me: Distributor) -> Text:
     number = page_number(ctx.args)
     if number is None:
         return Text("页码请用数字，例如：明细 2")
-    paging = Paging(number, entry_count(ctx.session, me.id))
-    if not paging.total:
+    entries, more = entry_page(ctx.session, me.id, number)
+    if not entries and number > 1:
+        return Text(past_end_line("明细", Paging(number, entry_count(ctx.session, me.id)), "收支明细"))
+    if not entries:
         return Text("还没有收支记录。推广的订单付款后，佣金会记在这里。")
-    if paging.past_end:
-        return Text(past_end_line("明细", paging, "收支明细"))
-    lines = [f"收支明细：共 {paging.total} 笔，最新的在前"]
-    lines += [entry_line(e) for e in entry_page(ctx.session, me.id, paging)]
-    if footer := pager_line("明细", paging):
+    lines = ["收支明细（最新的在前）：", *(entry_line(e) for e in entries)]
+    if footer := pager_line("明细", number, more):
         lines.append(footer)
     return Text("\n".join(lines))

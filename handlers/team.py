@@ -4,7 +4,8 @@ they joined, how they were bound and whether they have bought or sold yet.
 
 The team is everyone below the distributor down to `max_levels - 1` levels (at least one): the
 levels whose orders earn them commission; active members only. Sales are the orders credited to
-them paid this calendar month (China time), net of refunds, cancelled orders left out. Every
+them paid this calendar month (China time), net of refunds, cancelled orders left out (their
+running totals). Every
 figure and page is an indexed read (domain.team_pages): a team of 10,000 costs what one of ten does.
 """
 
@@ -13,11 +14,10 @@ from __future__ import annotations
 from kit.chat import Ctx, Incoming, active_only
 from kit.feature import Feature
 from kit.menu import MenuKey
-from domain.figures import credited_sales
 from domain.formats import CHINA, mask_name, month_start, yuan
 from domain.messages import Text
 from domain.team_pages import BOUND_NAMES, Member, Paging, member_page, page_number, pager_line, past_end_line
-from domain.team_pages import team_levels, team_month_sales
+from domain.team_pages import MAX_DEPTH, team_figures
 from storage.models import Distributor
 
 feature = Feature("team")
@@ -37,19 +37,16 @@ def on_team(msg: Incoming, ctx: Ctx, me: Distributor) -> Text:
     number = page_number(ctx.args)
     if number is None:
         return Text("页码请用数字，例如：团队 2")
-    depth = min(max(ctx.config.distribution.max_levels - 1, 1), len(LEVEL_NAMES) - 1)  # the levels that earn
-    month = month_start(ctx.now)
-    levels = team_levels(ctx.session, me.id, depth, month)
-    sizes = [size for size, _ in levels]
+    depth = min(max(ctx.config.distribution.max_levels - 1, 1), MAX_DEPTH)  # the levels that earn them commission
+    figures = team_figures(ctx.session, me.id, depth, ctx.now, month_start(ctx.now), sales=number == 1)
+    sizes = [size for size, _ in figures.levels]
     paging = Paging(number, sum(sizes))
     if paging.past_end and paging.total:
         return Text(past_end_line("团队", paging, "团队成员"))
     if number == 1:
-        lines = [f"{me.name}的团队", f"团队共 {paging.total} 人，本月新加入 {sum(new for _, new in levels)} 人"]
+        lines = [f"{me.name}的团队", f"团队共 {paging.total} 人，本月新加入 {sum(n for _, n in figures.levels)} 人"]
         lines += [f"{LEVEL_NAMES[level]}：{size} 人" for level, size in enumerate(sizes, start=1)]
-        lines.append(f"本月团队销售额：{yuan(team_month_sales(ctx.session, me.id, depth, ctx.now))}")
-        mine = credited_sales(ctx.session, [me.id], [(month, None)]).get(me.id)
-        lines.append(f"本月个人销售额：{yuan(mine[0].fen if mine else 0)}")
+        lines += [f"本月团队销售额：{yuan(figures.team_sales_fen)}", f"本月个人销售额：{yuan(figures.own_sales_fen)}"]
         if not paging.total:
             return Text("\n".join([*lines, NO_TEAM]))
         lines.append("")
@@ -61,6 +58,6 @@ def on_team(msg: Incoming, ctx: Ctx, me: Distributor) -> Text:
             lines.append(f"【{LEVEL_NAMES[m.level]}】")
             shown = m.level
         lines.append(member_line(paging.offset + i + 1, m))
-    if footer := pager_line("团队", paging):
+    if footer := pager_line("团队", number, number < paging.pages, paging.pages):
         lines.append(footer)
     return Text("\n".join(lines))

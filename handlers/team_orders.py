@@ -11,7 +11,7 @@ from domain.commission import REFUNDED, STATUS_NAMES
 from domain.formats import CHINA, mask_name, yuan
 from domain.messages import Text
 from domain.records import SHARE_NAMES
-from domain.team_pages import Paging, TeamOrder, page_number, pager_line, past_end_line, team_order_count
+from domain.team_pages import PAGE_SIZE, Paging, TeamOrder, page_number, pager_line, past_end_line, team_order_count
 from domain.team_pages import team_order_page
 from storage.models import Distributor
 
@@ -38,14 +38,14 @@ def on_team_orders(msg: Incoming, ctx: Ctx, me: Distributor) -> Text:
     number = page_number(ctx.args)
     if number is None:
         return Text("页码请用数字，例如：团队订单 2")
-    paging = Paging(number, team_order_count(ctx.session, me.id))
-    if not paging.total:
+    orders, more = team_order_page(ctx.session, me.id, number)
+    if not orders and number > 1:
+        return Text(past_end_line("团队订单", Paging(number, team_order_count(ctx.session, me.id)), "团队订单"))
+    if not orders:
         return Text("还没有给您带来佣金的订单。回复“海报”获取推广海报，您和团队成员推广的订单都会显示在这里。")
-    if paging.past_end:
-        return Text(past_end_line("团队订单", paging, "团队订单"))
-    lines = [f"团队订单：共 {paging.total} 笔（您和团队成员推广、给您带来佣金的订单，最新的在前）"]
-    lines += [f"{paging.offset + i + 1}. {order_line(o)}"
-              for i, o in enumerate(team_order_page(ctx.session, me.id, paging))]
-    if footer := pager_line("团队订单", paging):
+    offset = (number - 1) * PAGE_SIZE
+    lines = ["团队订单：您和团队成员推广、给您带来佣金的订单，最新的在前"]
+    lines += [f"{offset + i + 1}. {order_line(o)}" for i, o in enumerate(orders)]
+    if footer := pager_line("团队订单", number, more):
         lines.append(footer)
     return Text("\n".join(lines))

@@ -105,7 +105,7 @@ class Distributor(Base):
     # A team's members, newest first, a page at a time (domain.team_pages): the third index.
     __table_args__ = (Index("ix_distributors_rank_status", "rank", "status"),
                       Index("ix_distributors_inviter_status", "inviter_id", "status"),
-                      Index("ix_distributors_inviter_members", "inviter_id", "status", "id"))
+                      Index("ix_distributors_inviter_members", "inviter_id", "status", "registered_at", "id"))
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     code: Mapped[str] = mapped_column(String(6), unique=True)
