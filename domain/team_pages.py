@@ -7,7 +7,8 @@ then those ten rows. Nothing loads a whole team or ledger, so a page costs about
 10,000 members or 100,000 entries (bench/chat_depth.py):
 
 - members: `ix_distributors_inviter_members` (inviter, status, registered_at, id), newest first;
-  the second level by the direct member they came through (newest first), then the same way;
+  the second level by the direct member they came through (newest first), then the same way
+  (its inviters a list of ids that probes the index, see `_below`);
 - team orders: `ix_commissions_receiver_created` (receiver, created_at, order_no);
 - entries: `ix_ledger_entries_distributor_created` (distributor, created_at, id).
 
@@ -24,11 +25,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Integer, Select, and_, bindparam, case, exists, func, literal, select, union_all
+from sqlalchemy import ColumnElement, Integer, Select, and_, any_, bindparam, case, exists, func, literal, select
+from sqlalchemy import union_all
 from sqlalchemy.orm import Session
 
 from domain.distributor_totals import month_of
 from domain.records import share_state
+from storage.db import is_postgres
 from storage.models import BoundBy, DistributorStatus
 from storage.tables import COMMISSIONS, DISTRIBUTOR_TOTALS, DISTRIBUTORS, ENTRIES, ORDERS
 
@@ -99,34 +102,39 @@ class Member:
     bought: bool
 
 
+def _below(inviter: Any, level: int, postgres: bool) -> ColumnElement[bool]:
+    """`inviter` (a distributor's inviter_id) is `level` - 1 steps below the distributor `:me`
+    (the steps between may have any status, as commission walks them). Each step above is a
+    subquery whose ids probe the (inviter, status, ...) index: on PostgreSQL as `= ANY(ARRAY(...))`,
+    an index scan for the whole list that the planner cannot turn into a hash join over every
+    distributor (as it does a join or an IN at 100,000 distributors); SQLite probes an IN list in order."""
+    if level == 1:
+        return inviter == _ME
+    above = _D.alias(f"m{level - 1}")
+    ids = select(above.c.id).where(_below(above.c.inviter_id, level - 1, postgres))
+    return inviter == any_(func.array(ids.scalar_subquery())) if postgres else inviter.in_(ids)
+
+
 @dataclass(frozen=True)
 class _Level:
-    """The active members `level` steps below the distributor `:me`: a chain of aliases joined
-    inviter to invitee (the steps between may have any status, as commission walks them), top first."""
+    """The active members `level` steps below the distributor `:me`."""
 
-    steps: list[Any]
-    joined: Any
+    table: Any
     where: ColumnElement[bool]
 
     @classmethod
-    def of(cls, level: int) -> _Level:
-        steps = [_D.alias(f"m{i}") for i in range(level)]
-        joined = steps[0]
-        for above, below in zip(steps, steps[1:], strict=False):
-            joined = joined.join(below, below.c.inviter_id == above.c.id)
-        return cls(steps, joined, and_(steps[0].c.inviter_id == _ME,
-                                       steps[-1].c.status == DistributorStatus.ACTIVE))
+    def of(cls, level: int, postgres: bool) -> _Level:
+        m = _D.alias("m")
+        return cls(m, and_(_below(m.c.inviter_id, level, postgres), m.c.status == DistributorStatus.ACTIVE))
 
     @property
     def member(self) -> Any:
-        return self.steps[-1].c
+        return self.table.c
 
     def select(self, *columns: Any) -> Select[Any]:
-        return select(*columns).select_from(self.joined).where(self.where)
+        return select(*columns).select_from(self.table).where(self.where)
 
 
-# Built once (an alias's columns cost more to make than the query to run); run with parameters.
-_LEVELS = [_Level.of(level) for level in range(1, MAX_DEPTH + 1)]
 _T = DISTRIBUTOR_TOTALS.c
 _MONTH = bindparam("month")
 
@@ -138,22 +146,24 @@ def _level_figures(n: int, lv: _Level, sales: bool) -> Select[Any]:
     if not sales:
         return lv.select(literal(n), func.count(), new, literal(0))
     return (select(literal(n), func.count(), new, func.coalesce(func.sum(_T.sales_fen), 0))
-            .select_from(lv.joined.outerjoin(DISTRIBUTOR_TOTALS, and_(_T.distributor_id == lv.member.id,
-                                                                      _T.month == _MONTH)))
+            .select_from(lv.table.outerjoin(DISTRIBUTOR_TOTALS, and_(_T.distributor_id == lv.member.id,
+                                                                     _T.month == _MONTH)))
             .where(lv.where))
 
 
-# Level 0 is the distributor: their own sales this month. By depth, then with or without sales.
+# Built once per database kind (an alias's columns cost more to make than the query to run); run
+# with parameters. Level 0 is the distributor: their own sales this month.
 _OWN = select(literal(0), literal(1), literal(0), func.coalesce(func.sum(_T.sales_fen), 0)).where(
     _T.distributor_id == _ME, _T.month == _MONTH)
-_FIGURES = {(depth, sales): union_all(_OWN, *(_level_figures(n, lv, sales) for n, lv in enumerate(_LEVELS[:depth], 1)))
-            for depth in range(1, MAX_DEPTH + 1) for sales in (True, False)}
+_LEVELS = {(pg, level): _Level.of(level, pg) for pg in (False, True) for level in range(1, MAX_DEPTH + 1)}
+_FIGURES = {(pg, depth, sales): union_all(_OWN, *(_level_figures(n, _LEVELS[pg, n], sales)
+                                                  for n in range(1, depth + 1)))
+            for pg in (False, True) for depth in range(1, MAX_DEPTH + 1) for sales in (True, False)}
 # A level's members newest first: by the member above them they came through (newest first: ids
-# grow), then by when they joined. Each step walks an index in order, so no sort.
-_MEMBER_IDS = [lv.select(lv.member.id)
-               .order_by(*(step.c.id.desc() for step in lv.steps[:-1]), lv.member.registered_at.desc(),
-                         lv.member.id.desc())
-               .limit(_LIMIT).offset(_OFFSET) for lv in _LEVELS]
+# grow), then by when they joined; the index's order, so no sort.
+_MEMBER_IDS = {key: lv.select(lv.member.id).order_by(lv.member.inviter_id.desc(), lv.member.registered_at.desc(),
+                                                     lv.member.id.desc()).limit(_LIMIT).offset(_OFFSET)
+               for key, lv in _LEVELS.items()}
 _MEMBERS = select(_D.c.id, _D.c.name, _D.c.registered_at, _D.c.bound_by, _D.c.first_sale_at.is_not(None),
                   exists().where(_O.buyer_openid == _D.c.openid)).where(_D.c.id.in_(_KEYS))
 
@@ -171,7 +181,7 @@ def team_figures(session: Session, me_id: int, depth: int, now: datetime, since:
     and credited sales in `now`'s China-time month (as domain.figures counts them; 0 without
     `sales`, which saves a key lookup per member), one statement."""
     rows = {n: (int(size), int(new), int(fen)) for n, size, new, fen in session.connection().execute(
-        _FIGURES[depth, sales], {"me": me_id, "since": since, "month": month_of(now)})}
+        _FIGURES[is_postgres(session), depth, sales], {"me": me_id, "since": since, "month": month_of(now)})}
     return TeamFigures([rows[n][:2] for n in range(1, depth + 1)], sum(rows[n][2] for n in range(1, depth + 1)),
                        rows[0][2])
 
@@ -185,7 +195,7 @@ def member_page(session: Session, me_id: int, sizes: list[int], paging: Paging) 
         lo, hi = max(start - before, 0), min(end - before, size)
         if lo < hi:
             ids += [(level, i) for i in session.connection().execute(
-                _MEMBER_IDS[level - 1], {"me": me_id, "offset": lo, "limit": hi - lo}).scalars()]
+                _MEMBER_IDS[is_postgres(session), level], {"me": me_id, "offset": lo, "limit": hi - lo}).scalars()]
         before += size
     if not ids:
         return []
