@@ -5,8 +5,8 @@ they joined, how they were bound and whether they have bought or sold yet.
 The team is everyone below the distributor down to `max_levels - 1` levels (at least one): the
 levels whose orders earn them commission; active members only. Sales are the orders credited to
 them paid this calendar month (China time), net of refunds, cancelled orders left out (their
-running totals). Every
-figure and page is an indexed read (domain.team_pages): a team of 10,000 costs what one of ten does.
+running totals). Every figure and page is an indexed read (domain.team_pages): a team of 10,000
+costs about what one of ten does.
 """
 
 from __future__ import annotations
@@ -52,9 +52,9 @@ def on_team(msg: Incoming, ctx: Ctx, me: Distributor) -> Text:
         lines.append("")
     else:
         lines = [f"{me.name}的团队成员"]
-    shown = 0
+    shown = 0  # the level whose heading is out
     for i, m in enumerate(member_page(ctx.session, me.id, sizes, paging)):
-        if i == 0 or m.level != shown:
+        if m.level != shown:
             lines.append(f"【{LEVEL_NAMES[m.level]}】")
             shown = m.level
         lines.append(member_line(paging.offset + i + 1, m))
