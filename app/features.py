@@ -7,13 +7,15 @@ from kit.feature import Feature
 from handlers import audit, campaigns, content_packs, contests, distributors, earnings, exports, help_text, leave
 from handlers import orders, overview, payouts, posters, ranks, risk
 from handlers import registration, scripts, service, settings, staff, team, trainings, weekly_report, withdrawals
-from handlers import alerts, backups, campaign_pages, commissions, my_stats, stats, team_bonus
+from handlers import alerts, backups, campaign_pages, commissions, details, my_stats, stats, team_bonus, team_orders
 
 FEATURES: tuple[Feature, ...] = (
     registration.feature,
     orders.feature,
     earnings.feature,
+    team_orders.feature,  # before team: 团队订单 is not 团队 with the argument 订单
     team.feature,
+    details.feature,
     weekly_report.feature,
     team_bonus.feature,
     payouts.feature,  # before withdrawals: 提现记录 is not 提现 with the argument 记录

@@ -29,6 +29,11 @@ def yuan(fen: int) -> str:
     return f"{sign}¥{whole:,}.{cents:02d}"
 
 
+def signed_yuan(fen: int) -> str:
+    """A ledger amount with its sign: +¥12.50, -¥3.00 (and ¥0.00)."""
+    return ("+" if fen > 0 else "") + yuan(fen)
+
+
 def plain_yuan(fen: int) -> str:
     """Money for spreadsheets: 1234.56 (and -12.30), yuan without the sign or separators."""
     sign = "-" if fen < 0 else ""

@@ -47,6 +47,7 @@ feature = Feature("earnings", scope="finance")  # the ledger and adjustments
 api = feature.api
 
 CHART_DAYS = 30
+DETAILS_HINT = "发送「明细」查看每一笔收支。"  # 收益 ends pointing to 明细 (handlers.details)
 MAX_REASON = 200
 UNFREEZE_CHUNK = 500
 UNFREEZE_EVERY_SECONDS = 3
@@ -130,16 +131,17 @@ def on_earnings(msg: Incoming, ctx: Ctx, me: Distributor) -> Text | Later:
     lines += month_so_far(ctx.session, ctx.config, me.id, ctx.now)  # the team bonus, with tiers configured
     lines.append(f"回复“提现 金额”申请提现，单笔至少 {yuan(dist.min_withdraw_fen)}。")
     if not (rows or all_time):
-        return Text("\n".join(lines))
+        return Text("\n".join([*lines, DETAILS_HINT]))
     days = daily_totals(rows, today.date(), CHART_DAYS)
     digest = tuple(days)  # the picture itself is the key: no collision can swap two charts
     memo = ctx.app[CHARTS]
     if (me.id, digest) in memo.sent:
         lines.append("近 30 天收益图与刚才发给您的一样。")
-        return Text("\n".join(lines))
+        return Text("\n".join([*lines, DETAILS_HINT]))
     lines.append("近 30 天收益图马上发给您。")
     wechat = ctx.app[WECHAT]
-    return Later(lambda: send_chart(wechat, memo, me.id, days, digest), first=Text("\n".join(lines)))
+    return Later(lambda: send_chart(wechat, memo, me.id, days, digest),
+                 first=Text("\n".join([*lines, DETAILS_HINT])))
 
 
 async def send_chart(wechat: WeChatAPI, memo: Charts, distributor_id: int, days: list[tuple[date, int]],

@@ -23,7 +23,7 @@ from domain.promotion import promote
 from domain.webhook_events import emit
 from domain.risk import check_signups
 from domain.suspension import suspended_text
-from storage.models import Distributor, DistributorStatus, Follower
+from storage.models import BoundBy, Distributor, DistributorStatus, Follower
 from storage.queries import distributor_by_code
 
 
@@ -108,7 +108,9 @@ def on_register(msg: Incoming, ctx: Ctx) -> Text:
         if inviter is None and typed:
             return Text(f"推广码“{ctx.args.strip()[:20]}”不存在或已失效，请核对后重新发送“注册 推广码”，"
                         "或直接回复“注册”不填推广码。")
-    ctx.set_state(Registering.PHONE, {"inviter": inviter.code if inviter else None})
+    # How they came to the inviter: the code typed, else the scene of the poster they scanned last.
+    typed_code = {"via": BoundBy.CODE.value} if typed and inviter else {}
+    ctx.set_state(Registering.PHONE, {"inviter": inviter.code if inviter else None, **typed_code})
     return Text(f"欢迎注册分销员！{_inviter_line(inviter)}\n第 1 步：请回复您的手机号码（11 位）。\n"
                 "随时回复“取消”可退出注册。")
 
@@ -141,7 +143,8 @@ def on_name(msg: Incoming, ctx: Ctx) -> Text:
         return Text("这个手机号刚刚已被注册，请重新发送“注册”并换一个号码。")
     inviter = distributor_by_code(ctx.session, data["inviter"], active=True) if data.get("inviter") else None
     me = Distributor(code=_unique_code(ctx.session), openid=ctx.openid, phone=phone, name=name,
-                     inviter_id=inviter.id if inviter else None, rank=ctx.config.ranks[0].key,
+                     inviter_id=inviter.id if inviter else None, bound_by=data.get("via", BoundBy.SCAN) if inviter else None,
+                     rank=ctx.config.ranks[0].key,
                      status=DistributorStatus.ACTIVE, registered_at=ctx.now)
     ctx.session.add(me)
     ctx.distributor = me

@@ -63,6 +63,14 @@ class DistributorStatus(StrEnum):
     SUSPENDED = "suspended"  # by an admin (CONTRACT §4.12): earns nothing, cannot withdraw; reinstated to active
 
 
+class BoundBy(StrEnum):
+    """How a distributor came to their inviter when they registered (团队 shows it)."""
+
+    SCAN = "scan"  # the inviter's poster QR code: the follower's scene
+    CODE = "code"  # the inviter's 推广码 typed after 注册
+    LINK = "link"  # a link that carries the code (kept for the share pages: none binds through one yet)
+
+
 class OutboxStatus(StrEnum):
     PENDING = "pending"
     SENDING = "sending"
@@ -94,8 +102,10 @@ class Distributor(Base):
     __tablename__ = "distributors"
     # Distributors by rank (the 概览's chart, the audiences' sizes): a count of this index. Active
     # direct invitees per inviter (the 分销员 list sorted by team): a grouped count of the other.
+    # A team's members, newest first, a page at a time (domain.team_pages): the third index.
     __table_args__ = (Index("ix_distributors_rank_status", "rank", "status"),
-                      Index("ix_distributors_inviter_status", "inviter_id", "status"))
+                      Index("ix_distributors_inviter_status", "inviter_id", "status"),
+                      Index("ix_distributors_inviter_members", "inviter_id", "status", "registered_at", "id"))
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     code: Mapped[str] = mapped_column(String(6), unique=True)
@@ -103,6 +113,7 @@ class Distributor(Base):
     phone: Mapped[str] = mapped_column(String(20), unique=True)
     name: Mapped[str] = mapped_column(String(40), index=True)  # the console's search
     inviter_id: Mapped[int | None] = mapped_column(ForeignKey("distributors.id"), index=True)
+    bound_by: Mapped[str | None] = mapped_column(String(8))  # BoundBy; None without an inviter (or from before)
     rank: Mapped[str] = mapped_column(String(32))
     status: Mapped[str] = mapped_column(String(16), default=DistributorStatus.ACTIVE)
     registered_at: Mapped[datetime] = mapped_column(index=True)  # the console's new distributors

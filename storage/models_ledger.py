@@ -95,7 +95,8 @@ class Commission(Base):
 
     __tablename__ = "commissions"
     __table_args__ = (
-        Index("ix_commissions_receiver_created", "distributor_id", "created_at"),
+        # A receiver's commissions newest first, a page at a time (团队订单): order_no breaks ties.
+        Index("ix_commissions_receiver_created", "distributor_id", "created_at", "order_no"),
         Index("ix_commissions_due", "state", "unfreeze_at"),
     )
 
@@ -117,7 +118,8 @@ class LedgerEntry(Base):
     __tablename__ = "ledger_entries"
     __table_args__ = (
         UniqueConstraint("distributor_id", "kind", "ref", name="uq_ledger_entries_posting"),
-        Index("ix_ledger_entries_distributor_created", "distributor_id", "created_at"),
+        # A distributor's entries newest first, a page at a time (明细): id breaks ties.
+        Index("ix_ledger_entries_distributor_created", "distributor_id", "created_at", "id"),
         # A period's entries as one index range, with what totals and rankings read (佣金记录, 推广统计).
         Index("ix_ledger_entries_posted", "created_at", "kind", "distributor_id", "amount_fen"),
     )

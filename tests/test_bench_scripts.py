@@ -85,3 +85,9 @@ def test_reads_bench_compares_bare_sessions_and_the_reader() -> None:
 def test_team_bonus_bench_pays_once() -> None:
     out = run_bench("team_bonus.py", "--small")
     assert "team bonus for" in out and "rewards paid" in out and "a second run: 200 rewards in all" in out, out
+def test_chat_depth_bench_times_every_command_and_page() -> None:
+    out = run_bench("chat_depth.py", "--members", "40", "--entries", "300", "--distributors", "60", "--calls", "2",
+                    "--pg-url", "")
+    for stage in ("seeded a team of 40", "团队   page      1:", "团队订单 page     15:", "明细   page     30:",
+                  "slowest p99:"):
+        assert stage in out, out
