@@ -32,6 +32,7 @@ from domain.config_sections import WebhookEvent
 from domain.contests import SaleChange, record_sales
 from domain.dashboard import add_to_days
 from domain.distributor_totals import add_to_totals
+from domain.figures import Earning
 from domain.formats import china_time, month_start
 from domain.ledger import Delta, add_to_balances, append_entries, ensure_balances
 from domain.notices import PERSON_COLUMNS, Credits, Person, settle_and_notify
@@ -271,7 +272,7 @@ class OrderBook:
         contest totals, promotions (completed sales past a rank's line), the risk rules (domain.risk), and
         last the day's totals (on PostgreSQL the day's row is locked from there to the commit)."""
         add_to_balances(session, self.deltas)
-        add_to_totals(session, self.credits.sales, self.entries)
+        add_to_totals(session, self.credits.sales, self.credits.earned)
         settle_and_notify(session, self.config, self.now, self.credits)
         record_sales(session, self.credits.sales)
         if self.credits.completed:
@@ -279,7 +280,7 @@ class OrderBook:
         for type_, events in self.credits.hooks.items():
             emit(session, self.config, type_, events, self.now)
         self.watch.finish(session, self.now)
-        add_to_days(session, self.now, self.credits.sales, self.credits.earned_fen)
+        add_to_days(session, self.credits.sales, self.credits.earned)
 
     def _pay(self, e: EventIn) -> _Applied:
         dist, now = self.config.distribution, self.now
@@ -315,7 +316,7 @@ class OrderBook:
                     "amount_fen": c["amount_fen"], "order_amount_fen": row["amount_fen"], "at": china_time(now)}))
         credits.people.update((p.id, p) for p in chain)
         credits.sales.append(SaleChange(chain[0].id, row["paid_at"], e.sku, row["amount_fen"], orders=1))
-        credits.earned_fen += sum(c["amount_fen"] for c in comms)
+        credits.earned.extend(Earning(c["distributor_id"], row["paid_at"], c["amount_fen"]) for c in comms)
         return done
 
     def _change(self, e: EventIn) -> _Applied:
@@ -365,7 +366,7 @@ class OrderBook:
             if due <= 0:
                 continue
             c["reversed_fen"] += due
-            credits.earned_fen -= due
+            credits.earned.append(Earning(c["distributor_id"], row["paid_at"], -due))
             if c["state"] == CommissionState.PENDING:
                 done.deltas[c["distributor_id"]].pending_fen -= due
             else:

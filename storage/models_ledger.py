@@ -152,7 +152,7 @@ class DistributorTotals(Base):
     YYYYMM) and for all time (`month` 0), kept by the order-event batches (one statement a batch,
     domain.distributor_totals): what the console's 分销员 list shows and sorts by. Sales count as
     domain.figures counts them (paid less refunded, cancelled orders nothing) in the month the
-    order was paid; commission is commission entries less reversals, in the month they were posted.
+    order was paid; commission is commission entries less reversals, also in the month the order was paid.
     A distributor without a row has sold and earned nothing."""
 
     __tablename__ = "distributor_totals"
