@@ -11,6 +11,7 @@ from storage.models_console import AuditEntry, ConsoleSession, DailyTotals, Sign
 from storage.models_engage import Adjustment, Contest, ContestScore, RankChange, Ticket, TicketReply
 from storage.models_webhooks import WebhookDelivery
 from storage.models_risk import RiskFlag, Suspension
+from storage.models_sandbox import SandboxMessage, SandboxUser
 from storage.models_settings import SettingsChange
 from storage.models_ledger import (Balance, Commission, DistributorTotals, InviterChange, LedgerEntry, Order,
                                     OrderEvent, PayoutBill, Withdrawal)
@@ -48,3 +49,6 @@ SUSPENSIONS: Table = Suspension.__table__  # type: ignore[assignment]
 AUDIT_ENTRIES: Table = AuditEntry.__table__  # type: ignore[assignment]
 QR_SCANS: Table = QrScan.__table__  # type: ignore[assignment]
 SETTINGS_CHANGES: Table = SettingsChange.__table__  # type: ignore[assignment]
+# The sandbox's emulator only (sandbox/sim_store.py).
+SANDBOX_USERS: Table = SandboxUser.__table__  # type: ignore[assignment]
+SANDBOX_MESSAGES: Table = SandboxMessage.__table__  # type: ignore[assignment]
