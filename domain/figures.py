@@ -64,12 +64,12 @@ class Earning:
 
 
 # The instant a figure counts a ledger entry at: an entry of an order (commission, reversal) when
-# the order was paid, any other (reward, adjustment) when it was posted.
-ENTRY_COUNTED_AT = func.coalesce(
-    select(ORDERS.c.paid_at).where(ORDERS.c.order_no == ENTRIES.c.order_no).scalar_subquery(), ENTRIES.c.created_at)
+# the order was paid, any other (reward, adjustment) when it was posted (set as it is appended).
+ENTRY_COUNTED_AT = ENTRIES.c.counted_at
 # An entry is posted when its event arrives, after the order was paid, so an entry counted in a
-# window was posted after its start: a range of the posting-time indexes. The slack covers a
-# shop whose clock runs ahead of ours (an occurred_at a little after we received it).
+# window was posted after its start: a distributor's entries are a range of their posting-time
+# index. The slack covers a shop whose clock runs ahead of ours (an occurred_at a little after we
+# received it).
 POSTED_SLACK = timedelta(days=1)
 
 

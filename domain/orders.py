@@ -304,7 +304,8 @@ class OrderBook:
                   "amount_fen": s.amount_fen, "reversed_fen": 0, "state": CommissionState.PENDING,
                   "unfreeze_at": None, "created_at": now} for s in shares]
         entries = [{"distributor_id": c["distributor_id"], "kind": EntryKind.COMMISSION, "amount_fen": c["amount_fen"],
-                    "ref": e.order_no, "order_no": e.order_no, "created_at": now} for c in comms]
+                    "ref": e.order_no, "order_no": e.order_no, "created_at": now, "counted_at": row["paid_at"]}
+                   for c in comms]
         done = _Applied(_Order(row, comms), entries, [], Credits(), defaultdict(Delta))
         credits, codes = done.credits, {p.id: p.code for p in chain}
         for c in comms:
@@ -372,7 +373,8 @@ class OrderBook:
             else:
                 done.deltas[c["distributor_id"]].available_fen -= due
             done.entries.append({"distributor_id": c["distributor_id"], "kind": EntryKind.REVERSAL,
-                                 "amount_fen": -due, "ref": e.event_id, "order_no": e.order_no, "created_at": now})
+                                 "amount_fen": -due, "ref": e.event_id, "order_no": e.order_no, "created_at": now,
+                                 "counted_at": row["paid_at"]})
             if self.config.webhooks:
                 credits.hooks[WebhookEvent.COMMISSION_REVERSED].append((c["distributor_id"], {
                     "order_no": e.order_no, "distributor_code": self.credits.people[c["distributor_id"]].code,

@@ -7,9 +7,8 @@ growth is the active direct invitees who registered in the period. Only active d
 ranked, as the 月度推广之星 ranks them; ties go to the earlier registered.
 
 One grouped statement per ranking, on an index range of the period: orders by `ix_orders_paid`,
-entries by `ix_ledger_entries_posted` from the period's start with their orders' paid times (the
-orders' primary key), new members by the distributors' registered_at index; the top of the
-grouped rows is joined to who they are.
+entries by `ix_ledger_entries_counted` (both hold every column the sum reads), new members by the
+distributors' registered_at index; the top of the grouped rows is joined to who they are.
 """
 
 from __future__ import annotations
@@ -22,7 +21,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from domain.figures import COUNTED, ENTRY_COUNTED_AT, SALE_FEN, posted_since
+from domain.figures import COUNTED, ENTRY_COUNTED_AT, SALE_FEN
 from domain.formats import CHINA, month_start
 from domain.ledger import EARNING_KINDS
 from domain.records import read_days
@@ -97,8 +96,7 @@ def top_sales(session: Session, period: Period, limit: int = TOP) -> list[Ranked
 def top_earnings(session: Session, period: Period, limit: int = TOP) -> list[Ranked]:
     e = ENTRIES.c
     return _top(session, e.distributor_id, func.sum(e.amount_fen),
-                [posted_since(period.start), ENTRY_COUNTED_AT >= period.start, ENTRY_COUNTED_AT < period.end,
-                 e.kind.in_(EARNING_KINDS)], limit)
+                [ENTRY_COUNTED_AT >= period.start, ENTRY_COUNTED_AT < period.end, e.kind.in_(EARNING_KINDS)], limit)
 
 
 def top_growth(session: Session, period: Period, limit: int = TOP) -> list[Ranked]:

@@ -1,5 +1,6 @@
 """sandbox_users, sandbox_messages: the sandbox emulator's users and their chats, kept across a
-restart (sandbox mode only)
+restart (sandbox mode only); ledger_entries.counted_at: when figures count an entry (an order's
+commission and reversals when the order was paid, any other entry when it was posted)
 
 Revision ID: 0029
 Revises: 0021
@@ -15,6 +16,14 @@ depends_on = None
 
 
 def upgrade() -> None:
+    op.add_column('ledger_entries', sa.Column('counted_at', sa.DateTime(timezone=True), nullable=True))
+    op.execute("UPDATE ledger_entries SET counted_at = COALESCE((SELECT o.paid_at FROM orders o"
+               " WHERE o.order_no = ledger_entries.order_no AND ledger_entries.kind IN ('commission', 'reversal')),"
+               " created_at)")
+    with op.batch_alter_table('ledger_entries') as batch:
+        batch.alter_column('counted_at', existing_type=sa.DateTime(timezone=True), nullable=False)
+    op.create_index('ix_ledger_entries_counted', 'ledger_entries', ['counted_at', 'kind', 'distributor_id', 'amount_fen'],
+                    unique=False)
     op.create_table('sandbox_users',
     sa.Column('openid', sa.String(length=64), nullable=False),
     sa.Column('place', sa.Integer(), nullable=False),
@@ -34,6 +43,9 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_index('ix_ledger_entries_counted', table_name='ledger_entries')
+    with op.batch_alter_table('ledger_entries') as batch:
+        batch.drop_column('counted_at')
     op.drop_index('ix_sandbox_messages_user', table_name='sandbox_messages')
     op.drop_table('sandbox_messages')
     op.drop_table('sandbox_users')
