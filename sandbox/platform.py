@@ -109,7 +109,7 @@ class Platform:
         self.mass_received: dict[tuple[str, str], int] = {}
         self.mass_calls: deque[float] = deque()
         self.mass_finish_delay = 0.2
-        self._msg_ids = itertools.count(int(self.clock()) * 1000)
+        self._msg_ids = itertools.count(int(self.clock() * 1_000_000))  # unique across restarts too
         self.item_ids = itertools.count(1)  # timeline items' ids, across users
         self.on_change: Callable[[SimUser], None] = lambda user: None  # a user or their timeline changed
 

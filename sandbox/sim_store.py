@@ -113,15 +113,18 @@ class SimStore:
             raise
         self.saved_upto.update(marks)
 
+    async def save_changes(self) -> None:
+        try:
+            await self.flush()
+        except Exception:  # the database is busy or gone: tried again with the next change
+            log.exception("the sandbox's users could not be saved")
+
     async def run(self) -> None:
         while True:
             await self.woken.wait()
             await asyncio.sleep(LINGER_SECONDS)
             self.woken.clear()
-            try:
-                await self.flush()
-            except Exception:  # the database is busy or gone: try again with the next change
-                log.exception("the sandbox's users could not be saved")
+            await self.save_changes()
 
 
 def keeping(platform: Platform) -> Any:
@@ -136,5 +139,5 @@ def keeping(platform: Platform) -> Any:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-        await store.flush()
+        await store.save_changes()
     return keep
