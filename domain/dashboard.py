@@ -11,16 +11,17 @@ on the day the order was paid; a first sale on the day that order was paid."""
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from typing import Any
 
 from sqlalchemy import case, func, literal, select
 from sqlalchemy.orm import Session
 
 from domain import contests
 from domain.contests import SaleChange
-from domain.figures import Earning
+from domain.distributor_totals import COMMISSION_KINDS
 from domain.formats import CHINA, china_day
 from storage.db import adding_upsert
 from storage.models import DistributorStatus
@@ -56,17 +57,18 @@ class Pending:
     fen: int
 
 
-def add_to_days(session: Session, sales: Sequence[SaleChange], earned: Sequence[Earning]) -> None:
+def add_to_days(session: Session, sales: Sequence[SaleChange], entries: Iterable[Mapping[str, Any]]) -> None:
     """Add an order-event batch to the daily totals: its sales changes, its commission (net of
-    reversals) and its first sales on their orders' paid days. One statement, rows in day order
+    reversals: the entries' counted_at) and its first sales on their orders' paid days. One statement, rows in day order
     (two transactions on PostgreSQL lock the rows in one order)."""
     days: dict[date, dict[str, int]] = defaultdict(lambda: dict.fromkeys(_FIGURES, 0))
     for ch in sales:
         row = days[china_day(ch.paid_at)]
         row["sales_fen"] += ch.fen
         row["orders"] += ch.orders
-    for e in earned:
-        days[china_day(e.paid_at)]["commission_fen"] += e.fen
+    for e in entries:
+        if e["kind"] in COMMISSION_KINDS:
+            days[china_day(e["counted_at"])]["commission_fen"] += e["amount_fen"]
     for at in _first_sales(session, sales):
         days[china_day(at)]["first_sales"] += 1
     rows = [{"day": day, **figures} for day, figures in sorted(days.items()) if any(figures.values())]

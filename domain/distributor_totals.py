@@ -8,21 +8,23 @@ reversals, also in the month the order was paid. Money is integer fen."""
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from domain.contests import SaleChange
-from domain.figures import Earning
 from domain.formats import china_day
 from storage.db import adding_upsert
+from storage.models_ledger import EntryKind
 from storage.tables import DISTRIBUTOR_TOTALS
 
 ALL_TIME = 0  # the month of the all-time row
 COUNTERS = ("sales_fen", "orders", "commission_fen")
+COMMISSION_KINDS = (EntryKind.COMMISSION, EntryKind.REVERSAL)
 
 
 def month_of(at: datetime) -> int:
@@ -38,18 +40,20 @@ class Totals:
     commission_fen: int = 0
 
 
-def add_to_totals(session: Session, sales: Sequence[SaleChange], earned: Iterable[Earning]) -> None:
-    """Add an order-event batch to the totals: its sales changes and its commission credited and
-    reversed to the months their orders were paid in, and to the all-time rows. One statement,
-    rows in key order (two transactions on PostgreSQL lock them in one order)."""
+def add_to_totals(session: Session, sales: Sequence[SaleChange], entries: Iterable[Mapping[str, Any]]) -> None:
+    """Add an order-event batch to the totals: its sales changes and its commission and reversal
+    entries to the months their orders were paid in (the entries' counted_at), and to the
+    all-time rows. One statement, rows in key order (two transactions on PostgreSQL lock them in
+    one order)."""
     rows: dict[tuple[int, int], dict[str, int]] = defaultdict(lambda: dict.fromkeys(COUNTERS, 0))
     for ch in sales:
         for key in ((ch.distributor_id, ALL_TIME), (ch.distributor_id, month_of(ch.paid_at))):
             rows[key]["sales_fen"] += ch.fen
             rows[key]["orders"] += ch.orders
-    for e in earned:
-        for key in ((e.distributor_id, ALL_TIME), (e.distributor_id, month_of(e.paid_at))):
-            rows[key]["commission_fen"] += e.fen
+    for e in entries:
+        if e["kind"] in COMMISSION_KINDS:
+            for key in ((e["distributor_id"], ALL_TIME), (e["distributor_id"], month_of(e["counted_at"]))):
+                rows[key]["commission_fen"] += e["amount_fen"]
     out = [{"distributor_id": did, "month": month, **v} for (did, month), v in sorted(rows.items()) if any(v.values())]
     if out:
         session.connection().execute(adding_upsert(session, DISTRIBUTOR_TOTALS, ("distributor_id", "month"), COUNTERS),

@@ -52,17 +52,6 @@ SALE_FEN = ORDERS.c.amount_fen - ORDERS.c.refunded_fen
 COUNTED = ORDERS.c.status != OrderStatus.CANCELLED
 
 
-@dataclass(frozen=True)
-class Earning:
-    """Commission an order event moved for one receiver (+ credited, − reversed), counted on the
-    day its order was paid, as the order's sales are (the running totals: distributor_totals,
-    dashboard)."""
-
-    distributor_id: int
-    paid_at: datetime
-    fen: int
-
-
 # The instant a figure counts a ledger entry at: an entry of an order (commission, reversal) when
 # the order was paid, any other (reward, adjustment) when it was posted (set as it is appended).
 ENTRY_COUNTED_AT = ENTRIES.c.counted_at

@@ -17,7 +17,6 @@ from sqlalchemy.orm import Session
 from domain.config import Config
 from domain.config_sections import WebhookEvent
 from domain.contests import SaleChange
-from domain.figures import Earning
 from domain.outbox_rows import Merge, enqueue, merge_notices
 from domain.messages import Text
 from domain.formats import yuan
@@ -48,15 +47,13 @@ class Person:
 class Credits:
     """What a batch of changes did, for what follows it: commission credited and made available
     (notices), credited sales moved (contest totals, daily totals), orders completed (rank
-    promotion), commission credited and reversed on its orders' paid days (running totals), events for
-    webhooks."""
+    promotion), events for webhooks."""
 
     credited: dict[int, list[int]] = field(default_factory=lambda: defaultdict(list))  # receiver -> amounts
     freed: dict[int, int] = field(default_factory=lambda: defaultdict(int))  # receiver -> fen
     people: dict[int, Person] = field(default_factory=dict)  # whoever is known already
     sales: list[SaleChange] = field(default_factory=list)
     completed: set[int] = field(default_factory=set)  # distributors credited with a completed order
-    earned: list[Earning] = field(default_factory=list)
     # Webhook events by type: (the distributor, the event's data), in order (domain.webhook_events.emit).
     hooks: dict[WebhookEvent, list[tuple[int, dict[str, Any]]]] = field(default_factory=lambda: defaultdict(list))
 
@@ -68,7 +65,6 @@ class Credits:
         self.people.update(other.people)
         self.sales.extend(other.sales)
         self.completed |= other.completed
-        self.earned.extend(other.earned)
         for type_, events in other.hooks.items():
             self.hooks[type_].extend(events)
 

@@ -32,7 +32,6 @@ from domain.config_sections import WebhookEvent
 from domain.contests import SaleChange, record_sales
 from domain.dashboard import add_to_days
 from domain.distributor_totals import add_to_totals
-from domain.figures import Earning
 from domain.formats import china_time, month_start
 from domain.ledger import Delta, add_to_balances, append_entries, ensure_balances
 from domain.notices import PERSON_COLUMNS, Credits, Person, settle_and_notify
@@ -272,7 +271,7 @@ class OrderBook:
         contest totals, promotions (completed sales past a rank's line), the risk rules (domain.risk), and
         last the day's totals (on PostgreSQL the day's row is locked from there to the commit)."""
         add_to_balances(session, self.deltas)
-        add_to_totals(session, self.credits.sales, self.credits.earned)
+        add_to_totals(session, self.credits.sales, self.entries)
         settle_and_notify(session, self.config, self.now, self.credits)
         record_sales(session, self.credits.sales)
         if self.credits.completed:
@@ -280,7 +279,7 @@ class OrderBook:
         for type_, events in self.credits.hooks.items():
             emit(session, self.config, type_, events, self.now)
         self.watch.finish(session, self.now)
-        add_to_days(session, self.credits.sales, self.credits.earned)
+        add_to_days(session, self.credits.sales, self.entries)
 
     def _pay(self, e: EventIn) -> _Applied:
         dist, now = self.config.distribution, self.now
@@ -317,7 +316,6 @@ class OrderBook:
                     "amount_fen": c["amount_fen"], "order_amount_fen": row["amount_fen"], "at": china_time(now)}))
         credits.people.update((p.id, p) for p in chain)
         credits.sales.append(SaleChange(chain[0].id, row["paid_at"], e.sku, row["amount_fen"], orders=1))
-        credits.earned.extend(Earning(c["distributor_id"], row["paid_at"], c["amount_fen"]) for c in comms)
         return done
 
     def _change(self, e: EventIn) -> _Applied:
@@ -367,7 +365,6 @@ class OrderBook:
             if due <= 0:
                 continue
             c["reversed_fen"] += due
-            credits.earned.append(Earning(c["distributor_id"], row["paid_at"], -due))
             if c["state"] == CommissionState.PENDING:
                 done.deltas[c["distributor_id"]].pending_fen -= due
             else:
