@@ -155,12 +155,12 @@ def create_app(config: Config, *, platform: Platform | None = None, workers: boo
     # the clients; the dispatcher and the workers use the features' resources.
     app.cleanup_ctx.extend([_database(migrate), polled, audit_log, _clients(merchant_keys)])
     install_resources(app, features)
+    if config.sandbox:  # before the workers: the sandbox's users are saved once they stopped
+        from sandbox.routes import mount  # the emulator is loaded in sandbox mode only
+        mount(app, config, platform=platform, emulator_keys=emulator_keys, clock=clock)
     app.cleanup_ctx.append(_work(router, reply_deadline, workers=workers,
                                  push_menu=config.sandbox and platform is None))
     _add_routes(app, features)
-    if config.sandbox:
-        from sandbox.routes import mount  # the emulator is loaded in sandbox mode only
-        mount(app, config, platform=platform, emulator_keys=emulator_keys, clock=clock)
     return app
 
 

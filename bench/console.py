@@ -137,7 +137,7 @@ def seed(path: Path, distributors: int, entries: int, withdrawals: int, now: dat
             db.executemany("INSERT INTO orders (order_no, distributor_id, amount_fen, refunded_fen, status, paid_at,"
                            " completed_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", orders)
             db.executemany("INSERT INTO ledger_entries (distributor_id, kind, amount_fen, ref, order_no, withdrawal_id,"
-                           " created_at) VALUES (?, ?, ?, ?, ?, ?, ?)", posts)
+                           " created_at, counted_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", [(*p, p[-1]) for p in posts])
             for did, _, fen, *_ in posts:
                 balance[did] += fen
             seed_daily_totals(db, orders, posts)

@@ -74,7 +74,7 @@ async def pay(s: AsyncSession, t: MetaData, body: dict[str, Any], now: datetime)
     await s.execute(t.tables["commissions"].insert(), comms)
     await s.execute(t.tables["ledger_entries"].insert(), [
         {"distributor_id": c["distributor_id"], "kind": "commission", "amount_fen": c["amount_fen"],
-         "ref": body["order_no"], "order_no": body["order_no"], "created_at": now} for c in comms])
+         "ref": body["order_no"], "order_no": body["order_no"], "created_at": now, "counted_at": now} for c in comms])
     for c in sorted(comms, key=lambda c: c["distributor_id"]):  # one locking order for every transaction
         await add_to_balance(s, t, c["distributor_id"], pending=c["amount_fen"])
     codes = {p.id: p.code for p in chain}

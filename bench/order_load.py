@@ -79,8 +79,8 @@ async def seed_entries(db_url: str, total: int, distributors: int) -> int:
                     rows.append({"d": rng.randrange(distributors) + 1, "a": rng.randrange(100, 5000),
                                  "r": f"seed-{k}", "t": now - timedelta(seconds=rng.randrange(60 * 86400))})
                 await conn.execute(text(
-                    "INSERT INTO ledger_entries (distributor_id, kind, amount_fen, ref, created_at)"
-                    " VALUES (:d, 'commission', :a, :r, :t)"), rows)
+                    "INSERT INTO ledger_entries (distributor_id, kind, amount_fen, ref, created_at, counted_at)"
+                    " VALUES (:d, 'commission', :a, :r, :t, :t)"), rows)
             if missing:
                 await conn.execute(text(
                     "INSERT INTO balances (distributor_id, pending_fen, available_fen, withdrawing_fen, withdrawn_fen)"

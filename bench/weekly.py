@@ -69,8 +69,8 @@ async def seed(db_url: str, distributors: int, orders: int, now: datetime) -> No
                     "INSERT INTO orders (order_no, distributor_id, amount_fen, refunded_fen, status, paid_at,"
                     " completed_at, updated_at) VALUES (:no, :d, :a, 0, :s, :t, :c, :t)"), rows)
                 await conn.execute(text(
-                    "INSERT INTO ledger_entries (distributor_id, kind, amount_fen, ref, order_no, created_at)"
-                    " VALUES (:d, 'commission', :a / 10, :no, :no, :t)"), rows)
+                    "INSERT INTO ledger_entries (distributor_id, kind, amount_fen, ref, order_no, created_at, counted_at)"
+                    " VALUES (:d, 'commission', :a / 10, :no, :no, :t, :t)"), rows)
     finally:
         await engine.dispose()
 

@@ -5,22 +5,24 @@ top ten (the 月度推广之星's running totals) and the funnel follow → regi
 Sales, orders, commission and first sales are read from `daily_totals`, which the order-event
 batch keeps as it writes (`add_to_days`): a month is at most 31 rows, whatever the orders number.
 They count as everywhere else (domain.figures: paid amounts less refunds on the day the order was
-paid, cancelled orders left out); commission is the commission entries less their reversals, on
-the day they were posted."""
+paid, cancelled orders left out); commission is the commission entries less their reversals, also
+on the day the order was paid; a first sale on the day that order was paid."""
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from typing import Any
 
-from sqlalchemy import bindparam, func, select
+from sqlalchemy import case, func, literal, select
 from sqlalchemy.orm import Session
 
 from domain import contests
 from domain.contests import SaleChange
-from domain.formats import CHINA
+from domain.distributor_totals import COMMISSION_KINDS
+from domain.formats import CHINA, china_day
 from storage.db import adding_upsert
 from storage.models import DistributorStatus
 from storage.models_ledger import WithdrawalStatus
@@ -28,8 +30,6 @@ from storage.tables import DAILY_TOTALS, DISTRIBUTORS, FOLLOWERS, WITHDRAWALS
 
 _FIGURES = ("sales_fen", "orders", "commission_fen", "first_sales")
 _D = DISTRIBUTORS.c
-_FIRST_SALES = (DISTRIBUTORS.update().where(_D.id.in_(bindparam("ids", expanding=True)), _D.first_sale_at.is_(None))
-                .values(first_sale_at=bindparam("now")).returning(_D.id))
 
 
 @dataclass(frozen=True)
@@ -57,26 +57,39 @@ class Pending:
     fen: int
 
 
-def add_to_days(session: Session, now: datetime, sales: Sequence[SaleChange], earned_fen: int) -> None:
-    """Add an order-event batch to the daily totals: its sales changes on their orders' paid days,
-    its commission (net of reversals) and its first sales on today. One statement, rows in day
-    order (two transactions on PostgreSQL lock the rows in one order)."""
-    today = now.astimezone(CHINA).date()
+def add_to_days(session: Session, sales: Sequence[SaleChange], entries: Iterable[Mapping[str, Any]]) -> None:
+    """Add an order-event batch to the daily totals: its sales changes, its commission (net of
+    reversals: the entries' counted_at) and its first sales on their orders' paid days. One statement, rows in day order
+    (two transactions on PostgreSQL lock the rows in one order)."""
     days: dict[date, dict[str, int]] = defaultdict(lambda: dict.fromkeys(_FIGURES, 0))
     for ch in sales:
-        row = days[ch.paid_at.astimezone(CHINA).date()]
+        row = days[china_day(ch.paid_at)]
         row["sales_fen"] += ch.fen
         row["orders"] += ch.orders
-    if earned_fen:
-        days[today]["commission_fen"] += earned_fen
-    sellers = sorted({ch.distributor_id for ch in sales if ch.orders > 0})
-    if sellers:
-        first = session.connection().execute(_FIRST_SALES, {"ids": sellers, "now": now}).all()
-        if first:
-            days[today]["first_sales"] += len(first)
+    for e in entries:
+        if e["kind"] in COMMISSION_KINDS:
+            days[china_day(e["counted_at"])]["commission_fen"] += e["amount_fen"]
+    for at in _first_sales(session, sales):
+        days[china_day(at)]["first_sales"] += 1
     rows = [{"day": day, **figures} for day, figures in sorted(days.items()) if any(figures.values())]
     if rows:
         session.connection().execute(adding_upsert(session, DAILY_TOTALS, "day", _FIGURES), rows)
+
+
+def _first_sales(session: Session, sales: Sequence[SaleChange]) -> list[datetime]:
+    """Mark the first sale of the batch's sellers who had none (when its order was paid); the
+    times of those marked."""
+    first: dict[int, datetime] = {}
+    for ch in sales:
+        if ch.orders > 0 and (ch.distributor_id not in first or ch.paid_at < first[ch.distributor_id]):
+            first[ch.distributor_id] = ch.paid_at
+    if not first:
+        return []
+    at = case({did: literal(paid, _D.first_sale_at.type) for did, paid in first.items()}, value=_D.id)
+    marked = session.connection().execute(
+        DISTRIBUTORS.update().where(_D.id.in_(sorted(first)), _D.first_sale_at.is_(None))
+        .values(first_sale_at=at).returning(_D.id)).scalars()
+    return [first[did] for did in marked]
 
 
 def _totals(session: Session, since: date, until: date | None = None) -> dict[date, tuple[int, ...]]:

@@ -3,7 +3,7 @@ commission per China-time month and for all time (month 0), added to by every or
 in one statement, so that the console's 分销员 list reads and sorts a page of figures on an index
 instead of summing orders. They count what domain.figures counts: sales in the month the order
 was paid, paid less refunded, a cancelled order nothing; commission as commission entries less
-reversals, in the month they were posted. Money is integer fen."""
+reversals, also in the month the order was paid. Money is integer fen."""
 
 from __future__ import annotations
 
@@ -17,20 +17,20 @@ from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from domain.contests import SaleChange
-from domain.formats import CHINA
+from domain.formats import china_day
 from storage.db import adding_upsert
 from storage.models_ledger import EntryKind
 from storage.tables import DISTRIBUTOR_TOTALS
 
 ALL_TIME = 0  # the month of the all-time row
 COUNTERS = ("sales_fen", "orders", "commission_fen")
-_COMMISSION_KINDS = (EntryKind.COMMISSION, EntryKind.REVERSAL)
+COMMISSION_KINDS = (EntryKind.COMMISSION, EntryKind.REVERSAL)
 
 
 def month_of(at: datetime) -> int:
     """The China-time month of an instant as YYYYMM."""
-    local = at.astimezone(CHINA)
-    return local.year * 100 + local.month
+    day = china_day(at)
+    return day.year * 100 + day.month
 
 
 @dataclass(frozen=True)
@@ -41,8 +41,8 @@ class Totals:
 
 
 def add_to_totals(session: Session, sales: Sequence[SaleChange], entries: Iterable[Mapping[str, Any]]) -> None:
-    """Add an order-event batch to the totals: its sales changes to the months their orders were
-    paid in, its commission and reversal entries to the months they were posted in, both to the
+    """Add an order-event batch to the totals: its sales changes and its commission and reversal
+    entries to the months their orders were paid in (the entries' counted_at), and to the
     all-time rows. One statement, rows in key order (two transactions on PostgreSQL lock them in
     one order)."""
     rows: dict[tuple[int, int], dict[str, int]] = defaultdict(lambda: dict.fromkeys(COUNTERS, 0))
@@ -51,8 +51,8 @@ def add_to_totals(session: Session, sales: Sequence[SaleChange], entries: Iterab
             rows[key]["sales_fen"] += ch.fen
             rows[key]["orders"] += ch.orders
     for e in entries:
-        if e["kind"] in _COMMISSION_KINDS:
-            for key in ((e["distributor_id"], ALL_TIME), (e["distributor_id"], month_of(e["created_at"]))):
+        if e["kind"] in COMMISSION_KINDS:
+            for key in ((e["distributor_id"], ALL_TIME), (e["distributor_id"], month_of(e["counted_at"]))):
                 rows[key]["commission_fen"] += e["amount_fen"]
     out = [{"distributor_id": did, "month": month, **v} for (did, month), v in sorted(rows.items()) if any(v.values())]
     if out:

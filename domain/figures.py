@@ -5,7 +5,9 @@ batches. The weekly report, the 团队 report and rank promotion count the same 
 - credited sales: the paid amount of orders credited to the distributor (depth 0) and paid inside
   a window, less their refunds; a cancelled order counts nothing (CONTRACT §4.6 `sales`);
 - personal sales (for ranks, §3): the same for completed orders, all time;
-- earnings: the ledger entries that are not withdrawals, by when they were posted (as 收益 counts);
+- earnings: the ledger entries that are not withdrawals: commission and its reversals on the day
+  their order was paid (as sales are: an order's figures fall on one China-time day, whenever its
+  events arrived), rewards and adjustments when they were posted (as 收益 counts);
 - team: the active distributors invited directly; new members: those of them who registered
   inside a window.
 """
@@ -21,7 +23,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, and_, bindparam, case, func, or_, select
 from sqlalchemy.orm import Session
 
-from domain.formats import CHINA
+from domain.formats import china_day
 from domain.ledger import EARNING_KINDS
 from storage.models import DistributorStatus
 from storage.models_ledger import OrderStatus
@@ -48,6 +50,26 @@ class Member:
 
 SALE_FEN = ORDERS.c.amount_fen - ORDERS.c.refunded_fen
 COUNTED = ORDERS.c.status != OrderStatus.CANCELLED
+
+
+# The instant a figure counts a ledger entry at: an entry of an order (commission, reversal) when
+# the order was paid, any other (reward, adjustment) when it was posted (set as it is appended).
+ENTRY_COUNTED_AT = ENTRIES.c.counted_at
+# An entry is posted when its event arrives, after the order was paid, so an entry counted in a
+# window was posted after its start: a distributor's entries are a range of their posting-time
+# index. The slack covers a shop whose clock runs ahead of ours (an occurred_at a little after we
+# received it).
+POSTED_SLACK = timedelta(days=1)
+
+
+def posted_from(start: datetime) -> datetime:
+    """The earliest posting time of an entry that may count from `start` on."""
+    return start - POSTED_SLACK
+
+
+def posted_since(start: datetime) -> ColumnElement[bool]:
+    """Entries that may count from `start` on (with ENTRY_COUNTED_AT's own test)."""
+    return ENTRIES.c.created_at >= posted_from(start)
 
 
 def _inside(col: Any, window: Window) -> ColumnElement[bool]:
@@ -130,12 +152,14 @@ def rank_figures(session: Session, ids: Sequence[int], top: str) -> list[tuple[i
 
 
 def earnings(session: Session, ids: Sequence[int], windows: Sequence[Window]) -> dict[int, list[int]]:
-    """Net earnings (commission less reversals, rewards, adjustments) posted in each window."""
+    """Net earnings (commission less reversals, rewards, adjustments) counted in each window
+    (ENTRY_COUNTED_AT)."""
     if not ids:
         return {}
     e = ENTRIES.c
-    stmt = (select(e.distributor_id, *(_sum_in(e.created_at, e.amount_fen, w) for w in windows))
-            .where(e.distributor_id.in_(ids), e.kind.in_(EARNING_KINDS), _any_window(e.created_at, windows))
+    stmt = (select(e.distributor_id, *(_sum_in(ENTRY_COUNTED_AT, e.amount_fen, w) for w in windows))
+            .where(e.distributor_id.in_(ids), e.kind.in_(EARNING_KINDS), posted_since(min(s for s, _ in windows)),
+                   _any_window(ENTRY_COUNTED_AT, windows))
             .group_by(e.distributor_id))
     return {did: [int(v) for v in rest] for did, *rest in session.execute(stmt)}
 
@@ -162,5 +186,5 @@ def daily_totals(rows: Iterable[tuple[datetime, int]], last_day: date, days: int
     """Amounts summed per China-time day for the `days` days ending with `last_day`, oldest first."""
     per_day: dict[date, int] = defaultdict(int)
     for at, fen in rows:
-        per_day[at.astimezone(CHINA).date()] += fen
+        per_day[china_day(at)] += fen
     return [(d, per_day.get(d, 0)) for d in (last_day - timedelta(days=i) for i in range(days - 1, -1, -1))]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
 from domain.refusals import Refusal
@@ -45,6 +45,11 @@ def china_time(dt: datetime) -> str:
     """RFC 3339 in China time, to the second: 2026-11-25T10:00:00+08:00. Always +08:00: the zone
     database gives far-off dates a local mean time (+08:05:43) that RFC 3339 cannot write."""
     return dt.astimezone(CHINA_OFFSET).replace(microsecond=0).isoformat()
+
+
+def china_day(at: datetime) -> date:
+    """The China-time day of an instant: the day every daily figure counts it on."""
+    return at.astimezone(CHINA).date()
 
 
 def day_start(now: datetime) -> datetime:

@@ -76,7 +76,8 @@ def add_to_balances(session: Session, deltas: Mapping[int, Delta]) -> None:
 
 def append_entries(session: Session, entries: Iterable[Mapping[str, Any]]) -> None:
     """Append entries: dicts with distributor_id, kind, amount_fen, ref, created_at and maybe
-    order_no, withdrawal_id. The unique (distributor_id, kind, ref) makes a second posting fail."""
+    order_no, withdrawal_id, counted_at (an order's paid time; else when posted). The unique
+    (distributor_id, kind, ref) makes a second posting fail."""
     rows = [{"order_no": None, "withdrawal_id": None, **e} for e in entries]
     if rows:
         session.connection().execute(_INSERT_ENTRY, rows)

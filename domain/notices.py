@@ -47,14 +47,13 @@ class Person:
 class Credits:
     """What a batch of changes did, for what follows it: commission credited and made available
     (notices), credited sales moved (contest totals, daily totals), orders completed (rank
-    promotion), commission net of reversals (daily totals), events for webhooks."""
+    promotion), events for webhooks."""
 
     credited: dict[int, list[int]] = field(default_factory=lambda: defaultdict(list))  # receiver -> amounts
     freed: dict[int, int] = field(default_factory=lambda: defaultdict(int))  # receiver -> fen
     people: dict[int, Person] = field(default_factory=dict)  # whoever is known already
     sales: list[SaleChange] = field(default_factory=list)
     completed: set[int] = field(default_factory=set)  # distributors credited with a completed order
-    earned_fen: int = 0  # commission posted less reversals posted (the day's commission figure)
     # Webhook events by type: (the distributor, the event's data), in order (domain.webhook_events.emit).
     hooks: dict[WebhookEvent, list[tuple[int, dict[str, Any]]]] = field(default_factory=lambda: defaultdict(list))
 
@@ -66,7 +65,6 @@ class Credits:
         self.people.update(other.people)
         self.sales.extend(other.sales)
         self.completed |= other.completed
-        self.earned_fen += other.earned_fen
         for type_, events in other.hooks.items():
             self.hooks[type_].extend(events)
 

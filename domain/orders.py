@@ -279,7 +279,7 @@ class OrderBook:
         for type_, events in self.credits.hooks.items():
             emit(session, self.config, type_, events, self.now)
         self.watch.finish(session, self.now)
-        add_to_days(session, self.now, self.credits.sales, self.credits.earned_fen)
+        add_to_days(session, self.credits.sales, self.entries)
 
     def _pay(self, e: EventIn) -> _Applied:
         dist, now = self.config.distribution, self.now
@@ -305,7 +305,8 @@ class OrderBook:
                   "amount_fen": s.amount_fen, "reversed_fen": 0, "state": CommissionState.PENDING,
                   "unfreeze_at": None, "created_at": now} for s in shares]
         entries = [{"distributor_id": c["distributor_id"], "kind": EntryKind.COMMISSION, "amount_fen": c["amount_fen"],
-                    "ref": e.order_no, "order_no": e.order_no, "created_at": now} for c in comms]
+                    "ref": e.order_no, "order_no": e.order_no, "created_at": now, "counted_at": row["paid_at"]}
+                   for c in comms]
         done = _Applied(_Order(row, comms), entries, [], Credits(), defaultdict(Delta))
         credits, codes = done.credits, {p.id: p.code for p in chain}
         for c in comms:
@@ -317,7 +318,6 @@ class OrderBook:
                     "amount_fen": c["amount_fen"], "order_amount_fen": row["amount_fen"], "at": china_time(now)}))
         credits.people.update((p.id, p) for p in chain)
         credits.sales.append(SaleChange(chain[0].id, row["paid_at"], e.sku, row["amount_fen"], orders=1))
-        credits.earned_fen += sum(c["amount_fen"] for c in comms)
         return done
 
     def _change(self, e: EventIn) -> _Applied:
@@ -367,13 +367,13 @@ class OrderBook:
             if due <= 0:
                 continue
             c["reversed_fen"] += due
-            credits.earned_fen -= due
             if c["state"] == CommissionState.PENDING:
                 done.deltas[c["distributor_id"]].pending_fen -= due
             else:
                 done.deltas[c["distributor_id"]].available_fen -= due
             done.entries.append({"distributor_id": c["distributor_id"], "kind": EntryKind.REVERSAL,
-                                 "amount_fen": -due, "ref": e.event_id, "order_no": e.order_no, "created_at": now})
+                                 "amount_fen": -due, "ref": e.event_id, "order_no": e.order_no, "created_at": now,
+                                 "counted_at": row["paid_at"]})
             if self.config.webhooks:
                 credits.hooks[WebhookEvent.COMMISSION_REVERSED].append((c["distributor_id"], {
                     "order_no": e.order_no, "distributor_code": self.credits.people[c["distributor_id"]].code,

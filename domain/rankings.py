@@ -1,14 +1,15 @@
 """推广统计: the distributors at the top of a period by credited sales, by commission earned and by
 team growth, each counted as domain.figures counts it (the weekly report, 收益, 团队, the month's
 contest): sales are paid amounts less refunds by the day the order was paid, cancelled orders left
-out; commission is the earning entries (commission, reversal, reward, adjustment) by the day they
-were posted; growth is the active direct invitees who registered in the period. Only active
-distributors are ranked, as the 月度推广之星 ranks them; ties go to the earlier registered.
+out; commission is the earning entries (commission, reversal, reward, adjustment), an order's on
+the day it was paid and the others on the day they were posted (domain.figures.ENTRY_COUNTED_AT);
+growth is the active direct invitees who registered in the period. Only active distributors are
+ranked, as the 月度推广之星 ranks them; ties go to the earlier registered.
 
 A whole month's sales are read from the sums the order batches keep per distributor and month
 (`distributor_totals`, on its sales index); any other period takes one grouped statement per
 ranking, on an index range of the period: orders by `ix_orders_paid`,
-entries by `ix_ledger_entries_posted` (both hold every column the sum reads), new members by the
+entries by `ix_ledger_entries_counted` (both hold every column the sum reads), new members by the
 distributors' registered_at index; the top of the grouped rows is joined to who they are.
 """
 
@@ -23,7 +24,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from domain.distributor_totals import month_of
-from domain.figures import COUNTED, SALE_FEN
+from domain.figures import COUNTED, ENTRY_COUNTED_AT, SALE_FEN
 from domain.formats import CHINA, month_start
 from domain.ledger import EARNING_KINDS
 from domain.records import read_days
@@ -108,7 +109,7 @@ def top_sales(session: Session, period: Period, limit: int = TOP) -> list[Ranked
 def top_earnings(session: Session, period: Period, limit: int = TOP) -> list[Ranked]:
     e = ENTRIES.c
     return _top(session, e.distributor_id, func.sum(e.amount_fen),
-                [e.created_at >= period.start, e.created_at < period.end, e.kind.in_(EARNING_KINDS)], limit)
+                [ENTRY_COUNTED_AT >= period.start, ENTRY_COUNTED_AT < period.end, e.kind.in_(EARNING_KINDS)], limit)
 
 
 def top_growth(session: Session, period: Period, limit: int = TOP) -> list[Ranked]:

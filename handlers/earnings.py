@@ -29,7 +29,7 @@ from wechat.client import WeChatAPI
 from content.charts import render_earnings_chart
 from domain.config import Config
 from domain.distributors import known_distributor
-from domain.figures import daily_totals
+from domain.figures import ENTRY_COUNTED_AT, daily_totals, posted_from
 from domain.formats import china_time, day_start, month_start, yuan
 from domain.ledger import BUCKETS, EARNING_KINDS, MAX_ADJUSTMENT_FEN, ZERO, Delta, add_to_balances
 from domain.messages import Image, Reply, Text
@@ -58,12 +58,14 @@ def _since(now: datetime) -> datetime:
     return min(month_start(now), day_start(now) - timedelta(days=CHART_DAYS - 1))
 
 
-# One statement for everyone asking in a group commit: their earnings entries since `since` (rows
-# with a created_at), then their balance rows (created_at NULL). Entries come first so that the
-# union takes their column types (created_at read back as an aware datetime).
+# One statement for everyone asking in a group commit: their earnings entries counted since `since`
+# (rows with the time they count at, domain.figures.ENTRY_COUNTED_AT), then their balance rows
+# (time NULL). Entries come first so that the union takes their column types (read back as an
+# aware datetime).
 _SNAPSHOT = union_all(
-    select(ENTRIES.c.distributor_id, ENTRIES.c.created_at, ENTRIES.c.amount_fen, *(null() for _ in BUCKETS))
-    .where(ENTRIES.c.distributor_id.in_(bindparam("ids", expanding=True)), ENTRIES.c.created_at >= bindparam("since"),
+    select(ENTRIES.c.distributor_id, ENTRY_COUNTED_AT, ENTRIES.c.amount_fen, *(null() for _ in BUCKETS))
+    .where(ENTRIES.c.distributor_id.in_(bindparam("ids", expanding=True)), ENTRIES.c.created_at >= bindparam("posted"),
+           ENTRY_COUNTED_AT >= bindparam("since"),
            # constants in the SQL: an IN list of parameters would be expanded again on every call
            or_(*(ENTRIES.c.kind == literal_column(f"'{kind.value}'") for kind in EARNING_KINDS))),
     select(BALANCES.c.distributor_id, null(), null(), *(BALANCES.c[b] for b in BUCKETS))
@@ -72,11 +74,13 @@ _SNAPSHOT = union_all(
 
 def earnings_snapshots(session: Session, ids: list[int],
                        now: datetime) -> dict[int, tuple[dict[str, int], list[tuple[datetime, int]]]]:
-    """Balances and the earnings entries since the month (or chart) start, for many distributors
-    in one query (the 收益 command's preload)."""
+    """Balances and the earnings entries counted since the month (or chart) start, for many
+    distributors in one query (the 收益 command's preload)."""
     balances: dict[int, dict[str, int]] = {}
     rows: dict[int, list[tuple[datetime, int]]] = defaultdict(list)
-    for did, at, fen, *buckets in session.connection().execute(_SNAPSHOT, {"ids": ids, "since": _since(now)}):
+    since = _since(now)
+    params = {"ids": ids, "since": since, "posted": posted_from(since)}
+    for did, at, fen, *buckets in session.connection().execute(_SNAPSHOT, params):
         if at is not None:
             rows[did].append((at, fen))
         else:

@@ -109,9 +109,9 @@ class Platform:
         self.mass_received: dict[tuple[str, str], int] = {}
         self.mass_calls: deque[float] = deque()
         self.mass_finish_delay = 0.2
-        self._msg_ids = itertools.count(int(self.clock()) * 1000)
-        self._event_seq = itertools.count()
-        self._seq = itertools.count(1)
+        self._msg_ids = itertools.count(int(self.clock() * 1_000_000))  # unique across restarts too
+        self.item_ids = itertools.count(1)  # timeline items' ids, across users
+        self.on_change: Callable[[SimUser], None] = lambda user: None  # a user or their timeline changed
 
     # ---- server API ---------------------------------------------------------------------
     def issue_token(self, appid: str, secret: str, grant_type: str) -> dict[str, Any]:
@@ -286,11 +286,13 @@ class Platform:
         openid = openid or "o" + secrets.token_urlsafe(20)[:27]
         if openid not in self.users:
             self.users[openid] = SimUser(openid, nickname or f"用户{len(self.users) + 1}")
+            self.on_change(self.users[openid])
         return self.users[openid]
 
     def _show(self, user: SimUser, item: dict[str, Any], via: str) -> None:
-        user.timeline.append({"id": next(self._seq), "from": "bot" if via != "user" else "user", "via": via,
+        user.timeline.append({"id": next(self.item_ids), "from": "bot" if via != "user" else "user", "via": via,
                               "at": int(self.clock()), **item})
+        self.on_change(user)
 
     def message_fields(self, user: SimUser, kind: str, **kw: Any) -> dict[str, Any]:
         created = int(self.clock())

@@ -18,6 +18,7 @@ from domain.config import Config
 from sandbox import jssdk_standin, mass_send as mass
 from sandbox.pay_emulator import PayEmulator, create_pay_app
 from sandbox.platform import ERRMSG, Platform, PlatformError
+from sandbox.sim_store import keeping
 from wechat.pay import EmulatorKeys
 
 PLATFORM = web.AppKey("platform", Platform)
@@ -183,6 +184,7 @@ async def sim_age(request: web.Request) -> web.Response:
         return web.json_response({"error": "unknown user"}, status=400)
     ago = float(data["seconds"]) if "seconds" in data else float(data.get("hours", 49)) * 3600
     user.quota.opened_at = p.clock() - ago
+    p.on_change(user)
     return web.json_response({"ok": True, "quota": user.quota.state(p.clock())})
 
 
@@ -305,8 +307,13 @@ def sandbox_platform(config: Config, clock: Clock | None = None) -> Platform:
 
 def mount(app: web.Application, config: Config, *, platform: Platform | None, emulator_keys: EmulatorKeys | None,
           clock: Clock) -> None:
-    """The sandbox at /sandbox: `platform` (tests run theirs apart) or one for this configuration,
-    and WeChat Pay's emulator with it when there are its keys and no Pay URL of its own."""
+    """The sandbox at /sandbox: `platform` (tests run theirs apart) or one for this configuration
+    whose users are kept in the database, and WeChat Pay's emulator with it when there are its keys
+    and no Pay URL of its own. Mounted before the bot's workers start: its users are saved after
+    they stop."""
     emulator = (PayEmulator(emulator_keys, appid=config.wechat.app_id, wall=clock)
                 if emulator_keys is not None and platform is None and not config.pay.api_base_url else None)
-    app.add_subapp("/sandbox", create_sandbox_app(platform or sandbox_platform(config, clock), pay=emulator))
+    if platform is None:  # the built-in one keeps its users in the database (sim_store)
+        platform = sandbox_platform(config, clock)
+        app.cleanup_ctx.append(keeping(platform))
+    app.add_subapp("/sandbox", create_sandbox_app(platform, pay=emulator))

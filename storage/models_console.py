@@ -61,8 +61,8 @@ class SignInTry(Base):
 class DailyTotals(Base):
     """The programme per China-time calendar day, kept by the order-event batch that changes it
     (domain.dashboard.add_to_days): sales and orders on the day the order was paid (a later refund
-    or cancellation moves that day's figures), commission net of reversals on the day it was
-    posted, first sales on the day they were recorded. 30 days of the chart are 30 rows."""
+    or cancellation moves that day's figures), commission net of reversals and first sales on the
+    day their order was paid too. 30 days of the chart are 30 rows."""
 
     __tablename__ = "daily_totals"
 

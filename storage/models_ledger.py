@@ -111,6 +111,10 @@ class Commission(Base):
     created_at: Mapped[datetime]
 
 
+def _when_posted(context: Any) -> datetime:
+    return context.get_current_parameters()["created_at"]
+
+
 class LedgerEntry(Base):
     """Append-only. `ref` makes each posting unique per (receiver, kind): the order number for a
     commission, the refund or cancel event's id for a reversal, the withdrawal id for the rest."""
@@ -122,6 +126,8 @@ class LedgerEntry(Base):
         Index("ix_ledger_entries_distributor_created", "distributor_id", "created_at", "id"),
         # A period's entries as one index range, with what totals and rankings read (佣金记录, 推广统计).
         Index("ix_ledger_entries_posted", "created_at", "kind", "distributor_id", "amount_fen"),
+        # The same by the day figures count them on (推广统计's commission).
+        Index("ix_ledger_entries_counted", "counted_at", "kind", "distributor_id", "amount_fen"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
@@ -132,6 +138,9 @@ class LedgerEntry(Base):
     order_no: Mapped[str | None] = mapped_column(String(64))
     withdrawal_id: Mapped[int | None] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(index=True)  # the console's period figures
+    # When figures ("today", "this month") count it: an order's entries (commission, reversal) when
+    # the order was paid, as its sales (domain.orders sets it); any other when it was posted.
+    counted_at: Mapped[datetime] = mapped_column(default=_when_posted)
 
 
 class Balance(Base):
@@ -157,7 +166,7 @@ class DistributorTotals(Base):
     YYYYMM) and for all time (`month` 0), kept by the order-event batches (one statement a batch,
     domain.distributor_totals): what the console's 分销员 list shows and sorts by. Sales count as
     domain.figures counts them (paid less refunded, cancelled orders nothing) in the month the
-    order was paid; commission is commission entries less reversals, in the month they were posted.
+    order was paid; commission is commission entries less reversals, also in the month the order was paid.
     A distributor without a row has sold and earned nothing."""
 
     __tablename__ = "distributor_totals"

@@ -10,3 +10,4 @@ from storage import models_webhooks  # noqa: F401
 from storage import models_risk  # noqa: F401
 from storage import models_settings  # noqa: F401
 from storage import models_alerts  # noqa: F401
+from storage import models_sandbox  # noqa: F401

@@ -12,6 +12,7 @@ from storage.models_console import AuditEntry, ConsoleSession, DailyTotals, Sign
 from storage.models_engage import Adjustment, Contest, ContestScore, RankChange, Ticket, TicketReply
 from storage.models_webhooks import WebhookDelivery
 from storage.models_risk import RiskFlag, Suspension
+from storage.models_sandbox import SandboxMessage, SandboxUser
 from storage.models_settings import SettingsChange
 from storage.models_ledger import (Balance, Commission, DistributorTotals, InviterChange, LedgerEntry, Order,
                                     OrderEvent, PayoutBill, TeamBonus, Withdrawal)
@@ -54,3 +55,6 @@ ALERTS: Table = Alert.__table__  # type: ignore[assignment]
 TEAM_BONUSES: Table = TeamBonus.__table__  # type: ignore[assignment]
 CONTENT_PACKS: Table = ContentPack.__table__  # type: ignore[assignment]
 CONTENT_LIVE: Table = LivePack.__table__  # type: ignore[assignment]
+# The sandbox's emulator only (sandbox/sim_store.py).
+SANDBOX_USERS: Table = SandboxUser.__table__  # type: ignore[assignment]
+SANDBOX_MESSAGES: Table = SandboxMessage.__table__  # type: ignore[assignment]

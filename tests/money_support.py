@@ -161,8 +161,8 @@ def recount_days(session: Any) -> dict[Any, tuple[int, int, int, int]]:
         if status != "cancelled":
             add(paid_at, 0, amount - refunded)
             add(paid_at, 1, 1)
-    for at, fen in session.execute(select(e.created_at, e.amount_fen).where(
-            e.kind.in_((EntryKind.COMMISSION, EntryKind.REVERSAL)))):
+    for at, fen in session.execute(select(o.paid_at, e.amount_fen).join(ORDERS, o.order_no == e.order_no).where(
+            e.kind.in_((EntryKind.COMMISSION, EntryKind.REVERSAL)))):  # on the day the order was paid
         add(at, 2, fen)
     sellers = set(session.scalars(select(o.distributor_id)))
     for did, first in session.execute(select(d.id, d.first_sale_at)):
@@ -192,7 +192,8 @@ def recount_totals(session: Any) -> dict[tuple[int, int], tuple[int, int, int]]:
         if status != "cancelled":
             add(did, paid_at, 0, amount - refunded)
             add(did, paid_at, 1, 1)
-    for did, at, fen in session.execute(select(e.distributor_id, e.created_at, e.amount_fen).where(
+    for did, at, fen in session.execute(select(e.distributor_id, o.paid_at, e.amount_fen)
+                                        .join(ORDERS, o.order_no == e.order_no).where(
             e.kind.in_((EntryKind.COMMISSION, EntryKind.REVERSAL)))):
         add(did, at, 2, fen)
     return {key: (a, b, c) for key, (a, b, c) in rows.items() if (a, b, c) != (0, 0, 0)}

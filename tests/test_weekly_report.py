@@ -103,9 +103,10 @@ async def test_the_report_shows_the_weeks_figures_and_its_chart(h: Harness) -> N
     text = await report_of(h, user)
     assert "周报" in text and "王五" in text
     assert "销售额 ¥450.00（2 笔），前一周 ¥100.00，↑ 350%" in text, text
-    # Commission 10 %: 3,000 + 2,000 + 1,000 + 990 + 700, less 500 (a quarter of W-B refunded) and
-    # 700 (cancelled), all posted during the week reported, whenever the orders were paid.
-    assert "收益 ¥64.90，前一周 ¥0.00，↑ ¥64.90" in text, text
+    # Commission 10 %, counted like the sales on the day each order was paid, whenever it was posted:
+    # 3,000 + 2,000 + 700, less 500 (a quarter of W-B refunded) and 700 (cancelled); W-C's 1,000 the
+    # week before, W-D's in neither.
+    assert "收益 ¥45.00，前一周 ¥10.00，↑ 350%" in text, text
     assert "新增直属成员 0 人，前一周 0 人，持平" in text
     assert "等级：初级推广员，升级「黄金合伙人」还差 ¥9,700.00 个人销售额、10 位直属成员" in text, text
     assert "团队" not in text  # nobody invited
