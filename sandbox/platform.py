@@ -145,20 +145,6 @@ class Platform:
             raise PlatformError(40097)
         return {"errcode": 0, "errmsg": "ok", "ticket": self._renew(self.jsapi_tickets, 64), "expires_in": TOKEN_TTL}
 
-    def jsapi_signature_valid(self, config: dict[str, Any], url: str) -> bool:
-        """Whether a page's wx.config would pass in WeChat: appId, and the sha1 of
-        jsapi_ticket=…&noncestr=…&timestamp=…&url=… with a ticket still valid."""
-        if config.get("appId") != self.app_id:
-            return False
-        now = self.clock()
-        for ticket, exp in self.jsapi_tickets.items():
-            if exp <= now:
-                continue
-            plain = f"jsapi_ticket={ticket}&noncestr={config.get('nonceStr')}&timestamp={config.get('timestamp')}&url={url}"
-            if hashlib.sha1(plain.encode()).hexdigest() == config.get("signature"):
-                return True
-        return False
-
     def injected_failure(self, endpoint: str) -> None:
         queue = self.fail_next.get(endpoint)
         if queue:

@@ -21,6 +21,7 @@ from sandbox.pay_bills import notification
 from sandbox.platform import Platform
 from wechat.pay import EmulatorKeys, PayKeys
 from wechat.pay_crypto import signed_headers
+from sandbox.jssdk_standin import signature_valid
 from tests import pay_support, payouts_support
 from tests.conftest import ADMIN_TOKEN, make_config
 from tests.db_support import migrated_sqlite
@@ -115,8 +116,8 @@ async def test_approve_claim_confirm_callback_paid(h: Any, emulator: PayEmulator
     config, transfer = json_script(page, "wx-config"), json_script(page, "transfer")
     assert set(config) == {"appId", "timestamp", "nonceStr", "signature", "jsApiList"}
     assert "requestMerchantTransfer" in config["jsApiList"]
-    assert h.platform.jsapi_signature_valid(config, link)  # signed with the live jsapi_ticket and this URL
-    assert not h.platform.jsapi_signature_valid(config, link + "x")
+    assert signature_valid(h.platform, config, link)  # signed with the live jsapi_ticket and this URL
+    assert not signature_valid(h.platform, config, link + "x")
     assert transfer["mchId"] == h.config.pay.mchid and transfer["appId"] == h.config.wechat.app_id
     (bill,) = emulator.bills.values()
     assert transfer["package"] == bill.package_info and bill.request["transfer_amount"] == 1250
