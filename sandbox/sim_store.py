@@ -133,7 +133,10 @@ def keeping(platform: Platform) -> Any:
     workers and before the database)."""
     async def keep(app: web.Application) -> AsyncIterator[None]:
         store = SimStore(platform, app)
-        await store.load()
+        try:
+            await store.load()
+        except Exception:  # the database away at start: serve (/healthz says 503) with no one known yet
+            log.warning("sandbox: the simulated users could not be read; starting without them", exc_info=True)
         task = asyncio.create_task(store.run(), name="sandbox-users")
         yield
         task.cancel()
