@@ -99,7 +99,22 @@ def openapi_spec(tables: Iterable[ApiRoutes]) -> dict[str, Any]:
     }
 
 
-OPENAPI = web.AppKey("openapi", dict[str, Any])
+class Spec:
+    """An /api app's OpenAPI document, built the first time it is asked for: building it walks
+    every model's JSON schema (tens of milliseconds), which every app a process makes would pay."""
+
+    def __init__(self, tables: Iterable[ApiRoutes]):
+        self.tables = tuple(tables)
+        self._document: dict[str, Any] | None = None
+
+    @property
+    def document(self) -> dict[str, Any]:
+        if self._document is None:
+            self._document = openapi_spec(self.tables)
+        return self._document
+
+
+OPENAPI = web.AppKey("openapi", Spec)
 
 
 def create_api_app(tables: Iterable[ApiRoutes]) -> web.Application:
@@ -108,11 +123,11 @@ def create_api_app(tables: Iterable[ApiRoutes]) -> web.Application:
 
     @docs.get("/openapi.json", summary="This OpenAPI 3.1 description of every /api route")
     async def openapi(request: web.Request) -> web.Response:
-        return ok(request.app[OPENAPI])
+        return ok(request.app[OPENAPI].document)
 
     tables = [*tables, docs]
     api = web.Application(middlewares=[auth_and_errors])
-    api[OPENAPI] = openapi_spec(tables)
+    api[OPENAPI] = Spec(tables)
     for table in tables:
         for r in table.routes:
             api.router.add_route(r.method, r.router_path, r.endpoint)

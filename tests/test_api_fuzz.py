@@ -61,7 +61,7 @@ def live_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 # The document the /api sub-application serves (test_the_served_document_is_the_one_fuzzed checks).
-DOCUMENT = create_api_app(api_tables())[OPENAPI]
+DOCUMENT = create_api_app(api_tables())[OPENAPI].document
 schema = schemathesis.openapi.from_dict(DOCUMENT, config=SchemathesisConfig.from_dict({
     "headers": AUTH,
     "generation": {"max-examples": 15},
