@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import ColumnElement, Integer, Select, and_, any_, bindparam, case, exists, func, literal, select
 from sqlalchemy import union_all
@@ -44,6 +45,9 @@ BOUND_NAMES = {BoundBy.SCAN: "扫码", BoundBy.CODE: "推广码", BoundBy.LINK: 
 # `offset` and `limit`, the `keys` of its rows.
 _ME, _OFFSET, _LIMIT = bindparam("me"), bindparam("offset", type_=Integer), bindparam("limit", type_=Integer)
 _KEYS = bindparam("keys", expanding=True)
+
+
+T = TypeVar("T")
 
 
 # ---- pages ---------------------------------------------------------------------------------------
@@ -86,6 +90,36 @@ def pager_line(word: str, number: int, more: bool, pages: int | None = None) -> 
 
 def past_end_line(word: str, paging: Paging, what: str) -> str:
     return f"没有第 {paging.number} 页：{what}只有 {paging.pages} 页，发送「{word} {paging.pages}」查看最后一页。"
+
+
+@dataclass(frozen=True)
+class ChatList:
+    """A list a chat command pages through (明细, 团队订单): its command word, what it lists, what
+    is said when it is empty, and its heading."""
+
+    word: str
+    what: str
+    empty: str
+    heading: str
+
+
+def page_reply(shown: ChatList, args: str, read: Callable[[int], tuple[list[T], bool]], count: Callable[[], int],
+               line: Callable[[int, T], str]) -> str:
+    """The page of `shown` that `args` asks for: `read(number)` gives its rows and whether more
+    follow, `count()` the rows in all (asked only past the end), `line(place, row)` one row."""
+    number = page_number(args)
+    if number is None:
+        return f"页码请用数字，例如：{shown.word} 2"
+    rows, more = read(number)
+    if not rows and number > 1:
+        return past_end_line(shown.word, Paging(number, count()), shown.what)
+    if not rows:
+        return shown.empty
+    offset = (number - 1) * PAGE_SIZE
+    lines = [shown.heading, *(line(offset + i + 1, row) for i, row in enumerate(rows))]
+    if footer := pager_line(shown.word, number, more):
+        lines.append(footer)
+    return "\n".join(lines)
 
 
 # ---- 团队 ------------------------------------------------------------------------------------------

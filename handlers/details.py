@@ -9,7 +9,7 @@ from kit.feature import Feature
 from domain.formats import CHINA, signed_yuan
 from domain.ledger import KIND_NAMES
 from domain.messages import Text
-from domain.team_pages import Entry, Paging, entry_count, entry_page, page_number, pager_line, past_end_line
+from domain.team_pages import ChatList, Entry, entry_count, entry_page, page_reply
 from storage.models import Distributor
 
 feature = Feature("details")
@@ -21,18 +21,11 @@ def entry_line(e: Entry) -> str:
     return f"{e.created_at.astimezone(CHINA):%Y-%m-%d %H:%M} {kind} {signed_yuan(e.amount_fen)}{about}"
 
 
+DETAILS = ChatList("明细", "收支明细", "还没有收支记录。推广的订单付款后，佣金会记在这里。", "收支明细（最新的在前）：")
+
+
 @feature.command("明细", "details")
 @active_only
 def on_details(msg: Incoming, ctx: Ctx, me: Distributor) -> Text:
-    number = page_number(ctx.args)
-    if number is None:
-        return Text("页码请用数字，例如：明细 2")
-    entries, more = entry_page(ctx.session, me.id, number)
-    if not entries and number > 1:
-        return Text(past_end_line("明细", Paging(number, entry_count(ctx.session, me.id)), "收支明细"))
-    if not entries:
-        return Text("还没有收支记录。推广的订单付款后，佣金会记在这里。")
-    lines = ["收支明细（最新的在前）：", *(entry_line(e) for e in entries)]
-    if footer := pager_line("明细", number, more):
-        lines.append(footer)
-    return Text("\n".join(lines))
+    return Text(page_reply(DETAILS, ctx.args, lambda number: entry_page(ctx.session, me.id, number),
+                           lambda: entry_count(ctx.session, me.id), lambda _, e: entry_line(e)))

@@ -11,8 +11,7 @@ from domain.commission import REFUNDED, STATUS_NAMES
 from domain.formats import CHINA, mask_name, yuan
 from domain.messages import Text
 from domain.records import SHARE_NAMES
-from domain.team_pages import PAGE_SIZE, Paging, TeamOrder, page_number, pager_line, past_end_line, team_order_count
-from domain.team_pages import team_order_page
+from domain.team_pages import ChatList, TeamOrder, page_reply, team_order_count, team_order_page
 from storage.models import Distributor
 
 feature = Feature("team_orders")
@@ -31,21 +30,14 @@ def order_line(o: TeamOrder) -> str:
             f"{SHARE_NAMES.get(o.state, o.state)}{back}")
 
 
+TEAM_ORDERS = ChatList("团队订单", "团队订单",
+                       "还没有给您带来佣金的订单。回复“海报”获取推广海报，您和团队成员推广的订单都会显示在这里。",
+                       "团队订单：您和团队成员推广、给您带来佣金的订单，最新的在前")
+
+
 # Before 团队 in app.features: "团队订单" would otherwise be 团队 with the argument 订单.
 @feature.command("团队订单", "推广订单", "team orders")
 @active_only
 def on_team_orders(msg: Incoming, ctx: Ctx, me: Distributor) -> Text:
-    number = page_number(ctx.args)
-    if number is None:
-        return Text("页码请用数字，例如：团队订单 2")
-    orders, more = team_order_page(ctx.session, me.id, number)
-    if not orders and number > 1:
-        return Text(past_end_line("团队订单", Paging(number, team_order_count(ctx.session, me.id)), "团队订单"))
-    if not orders:
-        return Text("还没有给您带来佣金的订单。回复“海报”获取推广海报，您和团队成员推广的订单都会显示在这里。")
-    offset = (number - 1) * PAGE_SIZE
-    lines = ["团队订单：您和团队成员推广、给您带来佣金的订单，最新的在前"]
-    lines += [f"{offset + i + 1}. {order_line(o)}" for i, o in enumerate(orders)]
-    if footer := pager_line("团队订单", number, more):
-        lines.append(footer)
-    return Text("\n".join(lines))
+    return Text(page_reply(TEAM_ORDERS, ctx.args, lambda number: team_order_page(ctx.session, me.id, number),
+                           lambda: team_order_count(ctx.session, me.id), lambda place, o: f"{place}. {order_line(o)}"))
