@@ -131,6 +131,7 @@ def cmd_menu_push(args: argparse.Namespace) -> None:
 def cmd_content_import(args: argparse.Namespace) -> None:
     from content.packs import PackInvalid
     from content.store import PackConflict
+    from domain.catalogue import PACK, say
     from handlers.content_packs import import_command
 
     config = _config(args)
@@ -142,8 +143,8 @@ def cmd_content_import(args: argparse.Namespace) -> None:
         try:
             print(await import_command(config, path))
         except PackInvalid as e:
-            raise CliError(f"the content pack {path} is invalid; nothing was imported. {len(e.problems)} problem(s):\n"
-                           + "\n".join(f"  {p}" for p in e.problems)) from None
+            raise CliError("\n".join([say(PACK, "pack_invalid", path=path, n=len(e.problems)),
+                                       *(f"  {p}" for p in e.problems)])) from None
         except PackConflict as e:
             raise CliError(f"pack {e.name!r} version {e.version!r} is already stored; nothing was imported "
                            "(give the pack a new version)") from None

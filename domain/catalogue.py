@@ -1,6 +1,7 @@
-"""What staff read, in Chinese, from one catalogue: the problems of a content pack (the 内容 page
-and POST /api/content-packs' `details[].message`), the audit trail's summaries, the console's
-403/404 pages and its other frame sentences, and the names of the roles.
+"""What staff read, in Chinese, from one catalogue: the problems of a content pack (the 内容 page,
+POST /api/content-packs' `details[].message` and `distbot content import`), the audit trail's
+summaries, /api's 401/403/404 messages, the console's 403/404 pages and its other frame
+sentences, and the names of the roles.
 
 Floor 1 (domain), so content/, kit/ and handlers/ all read it. Two kinds of sentence live beside
 their rules instead and are not repeated here: a refusal's Chinese sentence is its code's in
@@ -102,6 +103,8 @@ PACK: dict[str, str] = {
     "one_of": "须为以下之一：{choices}",
     "text_outside": "文字框 ({x}, {y}) 字号 {size} 超出了 {w}×{h} 的背景图",
     "text_too_wide": "文字框从 x={left:.0f} 到 x={right:.0f}，超出了宽 {w} 像素的背景图",
+    # `distbot content import`'s line above the problems (the 内容 page says the same)
+    "pack_invalid": "内容包 {path} 没有通过检查：{n} 个问题，什么也没有导入：",
 }
 
 # ---- the audit trail: what a request did, by the route's handler (kit.auditing) --------------
@@ -122,7 +125,16 @@ AUDIT: dict[str, str] = {
     "inviter_form": "更换邀请人", "save_settings": "修改分销设置", "patch_settings": "修改分销设置",
     "add_form": "添加员工", "disable_form": "停用员工", "enable_form": "启用员工", "password_form": "重设员工密码",
     "roles_form": "修改员工角色", "totp_on_form": "开启两步验证", "totp_off_form": "关闭两步验证",
-    "run_job": "立即运行任务",
+    "run_job": "立即运行任务", "run_team_bonus": "发放团队奖励", "login": "登录后台",
+    "patch_contest": "修改比赛", "edit_contest_page": "修改比赛", "end_contest_api": "结束比赛",
+    "end_contest_page": "结束比赛",
+}
+
+# ---- /api's refusals of a whole request (its "message"; the "error" code is what clients match) --
+API: dict[str, str] = {
+    "unauthorized": "需要有效的请求头 Authorization: Bearer <令牌>。",
+    "forbidden": "令牌“{name}”无权使用 {method} {path}：需要{roles}权限（{needs}），没有做任何更改。",
+    "no_route": "没有这个接口：{method} {path}。",
 }
 
 # ---- the console's frame: its refusals of a whole page or form ----------------------------------
@@ -144,7 +156,7 @@ CONSOLE: dict[str, str] = {
 
 
 def say(messages: dict[str, str], key: str, /, **values: Any) -> str:
-    """The catalogue's sentence `key` of `messages` (PACK, AUDIT, CONSOLE) filled with `values`."""
+    """The catalogue's sentence `key` of `messages` (PACK, AUDIT, API, CONSOLE) filled with `values`."""
     return messages[key].format(**values)
 
 

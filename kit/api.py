@@ -20,11 +20,13 @@ from typing import Annotated, Any, ClassVar
 from aiohttp import web
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, RootModel, ValidationError
 
-from kit.auditing import audited
-from kit.scopes import PRINCIPAL, ScopeSpec, bearer, describe, scopes_of
-from domain.catalogue import audit_summary
+from kit.auditing import audited, route_name
+from kit.scopes import PRINCIPAL, ScopeSpec, bearer, scopes_of
+from domain.catalogue import API, CONSOLE, audit_summary, say
 from domain.config import Config
+from domain.config_sections import ADMIN
 from domain.refusals import Refusal
+from domain.staff import role_names
 
 log = logging.getLogger(__name__)
 
@@ -266,19 +268,20 @@ def route_of(request: web.Request) -> ApiRoute | None:
 async def auth_and_errors(request: web.Request, handler: ApiHandler) -> web.StreamResponse:
     principal = bearer(request)
     if principal is None:
-        return error_response(401, "unauthorized", "A valid 'Authorization: Bearer <token>' header is required.")
+        return error_response(401, "unauthorized", say(API, "unauthorized"))
     request[PRINCIPAL], request[ACTOR] = principal, principal.api_actor
     route = route_of(request)
 
     async def answer() -> web.StreamResponse:
         if route is not None and not principal.may(route.scopes):
-            return error_response(403, "forbidden", f"The token {principal.name!r} may not use {request.method} "
-                                  f"{request.path}: it needs the {describe(route.scopes)} scope.",
-                                  {"needs": sorted(route.scopes) or ["admin"]})
+            needs = sorted(route.scopes) or [ADMIN]
+            return error_response(403, "forbidden", say(
+                API, "forbidden", name=principal.name, method=request.method, path=request.path,
+                roles=role_names(needs, say(CONSOLE, "or")), needs=" / ".join(needs)), {"needs": needs})
         return await _answer(request, handler)
     return await audited(request, answer, principal=principal, actor=principal.api_actor,
                          success=route.status if route is not None else 404,
-                         summary=audit_summary(route.handler.__name__ if route is not None else "no_such_route"))
+                         summary=audit_summary(route_name(route.handler) if route is not None else "no_such_route"))
 
 
 async def _answer(request: web.Request, handler: ApiHandler) -> web.StreamResponse:
@@ -290,7 +293,7 @@ async def _answer(request: web.Request, handler: ApiHandler) -> web.StreamRespon
         return error_response(413, "too_large", "The request body is too large.")
     except web.HTTPException as e:
         if e.status == 404:
-            return error_response(404, "not_found", f"No API route {request.method} {request.path}.")
+            return error_response(404, "not_found", say(API, "no_route", method=request.method, path=request.path))
         if e.status == 405:
             return error_response(405, "method_not_allowed", f"{request.method} is not allowed on {request.path}.",
                                   headers={"Allow": e.headers.get("Allow", "")})

@@ -87,6 +87,13 @@ def note(request: web.Request, summary: str | None = None, object_id: str | int 
                            **({"object_id": str(object_id)} if object_id is not None else {}))
 
 
+def route_name(handler: Callable[..., Any]) -> str:
+    """The name a route is audited under (domain.catalogue.AUDIT): its handler's; an /api route's
+    endpoint is bound to the route that holds the handler it runs."""
+    inner = getattr(getattr(handler, "__self__", None), "handler", handler)
+    return getattr(inner, "__name__", "console")
+
+
 async def audited(request: web.Request, answer: Callable[[], Awaitable[web.StreamResponse]], *,
                   principal: Principal, actor: str, success: int, summary: str) -> web.StreamResponse:
     """`answer()` recorded: a mutating request's row is written with its change, else after it."""

@@ -42,7 +42,7 @@ from aiohttp import web
 from sqlalchemy import delete, or_, select, update
 
 from kit.api import ACTOR
-from kit.auditing import audited, note
+from kit.auditing import audited, note, route_name
 from kit.scopes import ANY, PRINCIPAL, ConsolePages, Principal, fingerprint, person_fingerprint, scopes_of
 from kit.sign_in import end_try, failed_try, signer, start_try
 from kit.app_keys import CLOCK, CONFIG, READER, WRITER
@@ -313,7 +313,7 @@ async def _guard(request: web.Request, handler: ConsoleHandler) -> web.StreamRes
         except web.HTTPNotFound as e:
             return not_found(request, e)
     return await audited(request, answer, principal=session.principal, actor=session.actor, success=303,
-                         summary=audit_summary(getattr(request.match_info.handler, "__name__", "console")))
+                         summary=audit_summary(route_name(request.match_info.handler)))
 
 
 async def _posted(request: web.Request, handler: ConsoleHandler, session: ConsoleSession) -> web.StreamResponse:

@@ -37,7 +37,9 @@ async def test_other_authorization_schemes_are_401(harness: Harness) -> None:
     assert harness.http is not None
     for header in (f"Basic {ADMIN_TOKEN}", f"bearer{ADMIN_TOKEN}", ADMIN_TOKEN, f"Bearer  {ADMIN_TOKEN}"):
         async with harness.http.get(harness.url + "/api/distributors", headers={"Authorization": header}) as r:
-            assert_error(r.status, await r.json(), 401)
+            body = await r.json()
+            assert_error(r.status, body, 401)
+            assert "Authorization: Bearer" in body["message"] and "令牌" in body["message"]
 
 
 async def test_raw_non_utf8_authorization_bytes_are_401(harness: Harness) -> None:
@@ -135,6 +137,7 @@ async def test_the_openapi_description_lists_the_distributor_routes(harness: Har
 async def test_an_unknown_api_route_is_404_json(harness: Harness) -> None:
     status, body = await harness.api("GET", "/nothing-here")
     assert_error(status, body, 404, "not_found")
+    assert body["message"] == "没有这个接口：GET /api/nothing-here。"
     status, body = await harness.api("DELETE", "/distributors/K7QF2M")
     assert status == 405 and body["error"] == "method_not_allowed"
 

@@ -271,5 +271,5 @@ def test_cli_import(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert "already stored" in capsys.readouterr().err
     assert main(["content", "import", str(bad), "--config", str(config)]) == 2
     err = capsys.readouterr().err
-    assert "invalid" in err and "scripts[0].template" in err and "Traceback" not in err
+    assert "没有通过检查" in err and "scripts[0].template" in err and "Traceback" not in err
     assert main(["content", "import", str(tmp_path / "none.zip"), "--config", str(config)]) == 2

@@ -140,7 +140,9 @@ async def test_the_shop_posts_orders_and_cannot_approve_withdrawals(h: Harness) 
         wid = (await session.execute(select(WITHDRAWALS.c.id))).scalar_one()
 
     status, body = await h.api("POST", f"/withdrawals/{wid}/approve", token=TOKEN["shop"])
-    assert status == 403 and body["error"] == "forbidden" and "finance" in body["message"], body
+    assert status == 403 and body["error"] == "forbidden" and body["details"] == {"needs": ["finance"]}, body
+    assert body["message"] == (f"令牌“shop”无权使用 POST /api/withdrawals/{wid}/approve："
+                               "需要财务权限（finance），没有做任何更改。")
     for name in ("shop", "ops"):
         status, _ = await h.api("GET", f"/withdrawals/{wid}", token=TOKEN[name])
         assert status == 403
