@@ -214,6 +214,7 @@ def cmd_restore(args: argparse.Namespace) -> None:
 def cmd_doctor(args: argparse.Namespace) -> int:
     from app.doctor import diagnose
 
+    logging.getLogger().setLevel(logging.WARNING)  # its lines are the checks, not the client's INFO logs
     checks = asyncio.run(diagnose(args.config))
     for check in checks:
         print(check.line, flush=True)
