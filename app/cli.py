@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from content.presets import TRADES
 from domain.config import Config, ConfigError, load_config
@@ -22,6 +23,7 @@ from kit.logs import setup_logging
 from storage.backup import BackupError
 
 log = logging.getLogger("distbot")
+LOOPBACK = ("127.0.0.1", "localhost")  # a public_url on this machine
 
 
 class CliError(Exception):
@@ -40,8 +42,20 @@ def _config(args: argparse.Namespace) -> Config:
     return load_config(args.config, **overrides)
 
 
+def _served_links(config: Config) -> Config:
+    """In sandbox mode a public_url on this machine follows the port and host served (--port,
+    DISTBOT_SERVER__PORT): the links in chat (share pages, trainings) open this server, not 8080."""
+    url = urlsplit(config.server.public_url)
+    host = "127.0.0.1" if config.server.host in ("0.0.0.0", "::", "") else config.server.host
+    same = url.port == config.server.port and (host in LOOPBACK or url.hostname == host)
+    if not config.sandbox or url.hostname not in LOOPBACK or same:
+        return config
+    served = urlunsplit((url.scheme, f"{host}:{config.server.port}", url.path, "", ""))
+    return config.model_copy(update={"server": config.server.model_copy(update={"public_url": served})})
+
+
 def cmd_serve(args: argparse.Namespace) -> None:
-    config = _config(args)  # a mistake here is told before the app's modules load (a second)
+    config = _served_links(_config(args))  # a mistake here is told before the app's modules load (a second)
     _check_database(config)
     from aiohttp import web
 
@@ -201,6 +215,7 @@ def cmd_restore(args: argparse.Namespace) -> None:
 def cmd_doctor(args: argparse.Namespace) -> int:
     from app.doctor import diagnose
 
+    logging.getLogger().setLevel(logging.WARNING)  # its lines are the checks, not the client's INFO logs
     checks = asyncio.run(diagnose(args.config))
     for check in checks:
         print(check.line, flush=True)

@@ -84,12 +84,12 @@ def pager_line(word: str, number: int, more: bool, pages: int | None = None) -> 
     """The line under page `number` (of `pages`, when known): how to get the next one, if any."""
     where = f"第 {number}/{pages} 页" if pages else f"第 {number} 页"
     if more:
-        return f"{where}，发送「{word} {number + 1}」查看下一页。"
+        return f"{where}，回复“{word} {number + 1}”查看下一页。"
     return f"{where}，已是最后一页。" if number > 1 else ""
 
 
 def past_end_line(word: str, paging: Paging, what: str) -> str:
-    return f"没有第 {paging.number} 页：{what}只有 {paging.pages} 页，发送「{word} {paging.pages}」查看最后一页。"
+    return f"没有第 {paging.number} 页：{what}只有 {paging.pages} 页，回复“{word} {paging.pages}”查看最后一页。"
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from domain.config import Config
 from domain.config_sections import MIN_TRANSFER_FEN
-from domain.formats import yuan
+from domain.formats import plain_yuan, yuan
 from domain.ledger import balance, decide_withdrawal, withdraw
 from domain.messages import Text
 from domain.outbox_rows import enqueue
@@ -45,7 +45,7 @@ def check_amount(config: Config, amount_fen: int) -> None:
         raise Refusal("below_minimum", sentence=f"微信零钱单笔到账至少 {yuan(MIN_TRANSFER_FEN)}，您申请的是 {asked}。")
     if pay.on and amount_fen > pay.max_transfer_fen:
         raise Refusal("above_maximum", sentence=f"单笔提现最多 {yuan(pay.max_transfer_fen)}（微信转账的单笔上限），"
-                      f"您申请的是 {asked}。请分成几笔申请。")
+                      f"您申请的是 {asked}。请分成几笔申请，例如：提现 {plain_yuan(pay.max_transfer_fen)}")
 
 
 def _short(amount_fen: int, available_fen: int) -> Refusal:

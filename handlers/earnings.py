@@ -47,7 +47,7 @@ feature = Feature("earnings", scope="finance")  # the ledger and adjustments
 api = feature.api
 
 CHART_DAYS = 30
-DETAILS_HINT = "发送「明细」查看每一笔收支。"  # 收益 ends pointing to 明细 (handlers.details)
+DETAILS_HINT = "回复“明细”查看每一笔收支。"  # 收益 ends pointing to 明细 (handlers.details)
 MAX_REASON = 200
 UNFREEZE_CHUNK = 500
 UNFREEZE_EVERY_SECONDS = 3

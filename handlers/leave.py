@@ -48,7 +48,8 @@ def on_quit(msg: Incoming, ctx: Ctx, me: Distributor) -> Text:
     if money["pending_fen"] > 0:
         lines.append(f"· 待结算佣金 {yuan(money['pending_fen'])} 解冻后自动申请提现；")
     if invitees:
-        lines.append(f"· 您的 {invitees} 位直属成员将转给您的邀请人；")
+        to = "您的邀请人" if me.inviter_id else "总部（成为一级分销员）"
+        lines.append(f"· 您的 {invitees} 位直属成员将转给{to}；")
     lines += ["· 您将不能再使用分销功能，也不能重新注册。", "回复“确认退出”继续，回复“取消”放弃。"]
     return Text("\n".join(lines))
 
@@ -77,5 +78,6 @@ def on_confirm(msg: Incoming, ctx: Ctx, me: Distributor) -> Text:
     if invitees:
         to = f"您的邀请人 {mask_name(new_inviter.name)}" if new_inviter else "总部（成为一级分销员）"
         lines.append(f"您的 {len(invitees)} 位直属成员已转给{to}。")
-    lines.append("审核结果会通过消息通知您。")
+    if settled or pending > 0:
+        lines.append("审核结果会通过消息通知您。")
     return Text("\n".join(lines))

@@ -142,7 +142,7 @@ async def sim_send(request: web.Request) -> web.Response:
     user = p.users.get(data.get("openid", ""))
     kind = data.get("type")
     if user is None or kind not in ("text", "click", "view", "location", "subscribe", "scan", "unsubscribe"):
-        return web.json_response({"error": "unknown user or message type"}, status=400)
+        return web.json_response({"error": "没有这个模拟用户，或不支持这种消息类型"}, status=400)
     kw: dict[str, Any] = {}
     if kind == "text":
         kw["content"] = str(data.get("content", ""))[:2000]
@@ -156,7 +156,7 @@ async def sim_send(request: web.Request) -> web.Response:
         if kind == "subscribe" and user.subscribed and scene:
             kind = "scan"  # a follower who scans gets SCAN, not subscribe
         if kind == "scan" and not scene:
-            return web.json_response({"error": "scan needs a scene"}, status=400)
+            return web.json_response({"error": "扫码需要二维码的场景值：填写邀请人的推广码"}, status=400)
         kw["scene"] = scene or ""
     try:
         reply = await p.send(request.app[SIM_HTTP], user, kind, **kw)
@@ -181,7 +181,7 @@ async def sim_age(request: web.Request) -> web.Response:
     data = await request.json()
     user = p.users.get(data.get("openid", ""))
     if user is None:
-        return web.json_response({"error": "unknown user"}, status=400)
+        return web.json_response({"error": "没有这个模拟用户"}, status=400)
     ago = float(data["seconds"]) if "seconds" in data else float(data.get("hours", 49)) * 3600
     user.quota.opened_at = p.clock() - ago
     p.on_change(user)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import shutil
 import sqlite3
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 from aiohttp.test_utils import TestServer
 
+from app.cli import _config, _served_links
 from kit.menu import menu_payload
 from sandbox.platform import Platform
 from tests.db_support import migrated_sqlite
@@ -208,6 +210,18 @@ async def test_serve_creates_the_schema_and_answers_healthz(tmp_path: Path) -> N
         assert "distributors" in tables(db)
     finally:
         await served.stop()
+
+
+def test_serve_on_another_port_links_to_it_in_sandbox_mode(tmp_path: Path) -> None:
+    """`serve --port` in sandbox mode: the links in chat (public_url on this machine) follow the
+    port; a public_url elsewhere is kept as configured."""
+    p = config_file(tmp_path, tmp_path / "s.db")
+    config = _served_links(_config(argparse.Namespace(config=str(p), host=None, port=18999)))
+    assert config.server.public_url == "http://127.0.0.1:18999"
+    p.write_text(p.read_text(encoding="utf-8") + '[server]\npublic_url = "https://shop.example.com/bot"\n',
+                 encoding="utf-8")
+    config = _served_links(_config(argparse.Namespace(config=str(p), host=None, port=18999)))
+    assert config.server.public_url == "https://shop.example.com/bot"
 
 
 async def test_serve_on_a_port_in_use_is_one_sentence(tmp_path: Path) -> None:

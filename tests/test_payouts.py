@@ -324,7 +324,7 @@ async def test_the_payouts_job_finishes_a_bill_whose_callback_never_came(h: Any,
 async def test_chat_limits_history_and_withdrawals_in_flight(h: Any) -> None:
     _, user = await funded(h, 50000)
     before = await snapshot(h)
-    assert "最多 ¥200.00" in await h.say(user, "提现 200.01")
+    assert "最多 ¥200.00" in (above := await h.say(user, "提现 200.01")) and "例如：提现 200.00" in above, above
     assert await snapshot(h) == before
     assert "还没有提现记录" in await h.say(user, "提现记录")
     first = int(re.search(r"申请号 (\d+)", await h.say(user, "提现 200")).group(1))

@@ -51,7 +51,7 @@ async def test_team_lists_members_direct_first_ten_a_page(h: Harness) -> None:
     assert "<a>" not in first and "冯" not in first and "郑" not in first
     assert re.search(r"^2\. 壬\* ", first, re.M) and re.search(r"^9\. 乙\* .* · 已购买$", first, re.M), first
     assert re.search(r"^10\. 甲\* .* · 已出单$", first, re.M), first
-    assert "发送「团队 2」查看下一页" in first and "第 1/2 页" in first
+    assert "回复“团队 2”查看下一页" in first and "第 1/2 页" in first
 
     second = await h.say(me_user, "team 2")
     assert "团队共" not in second and numbers(second) == list(range(11, 16))
@@ -86,7 +86,7 @@ async def test_team_orders_any_depth_newest_first(h: Harness) -> None:
     assert re.search(r"^1\. \d\d-\d\d M2 ¥200\.00 待发货 · 本人推广 · 佣金 ¥20\.00 待结算$", first, re.M), first
     assert re.search(r"^2\. .* M1 ¥100\.00 待发货 · 本人推广，买家 钱\* · 佣金 ¥10\.00 待结算$", first, re.M), first
     assert re.search(r"^3\. .* C4 ¥100\.00 待发货 · 二级 孙\* · 佣金 ¥1\.00 待结算$", first, re.M), first
-    assert "X1" not in first and "冯" not in first and "A1" not in first and "发送「团队订单 2」查看下一页" in first
+    assert "X1" not in first and "冯" not in first and "A1" not in first and "回复“团队订单 2”查看下一页" in first
     second = await h.say(me_user, "推广订单 2")
     assert numbers(second) == [11] and "已是最后一页" in second
     assert re.search(r"^11\. .* A1 ¥100\.00 已退款 · 直属 钱\* · 佣金 ¥0\.00 已冲回$", second, re.M), second
@@ -111,12 +111,12 @@ async def test_details_signed_entries_newest_first(h: Harness) -> None:
     assert "¥12.00" in await h.say(me_user, "提现 12")
     await pay(h, "OTHER1", 10000, other)
     earnings = await h.say(me_user, "收益")
-    assert earnings.splitlines()[-1] == "发送「明细」查看每一笔收支。", earnings
+    assert earnings.splitlines()[-1] == "回复“明细”查看每一笔收支。", earnings
 
     first = await h.say(me_user, "明细")
     lines = first.splitlines()
     assert lines[0] == "收支明细（最新的在前）：" and len(lines) == 12, first
-    assert lines[-1] == "第 1 页，发送「明细 2」查看下一页。", first
+    assert lines[-1] == "第 1 页，回复“明细 2”查看下一页。", first
     entry = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d (\S+) ([+-]¥[\d,]+\.\d\d)(?: 订单 (\S+)| 提现单 \d+)?$")
     rows = [entry.match(line) for line in lines[1:11]]
     assert all(rows), first
