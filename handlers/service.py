@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from kit.api import ApiModel, IdParam, PageQuery, actor_of, ok
 from kit.api import text as text_field
-from kit.chat import Ctx, Incoming, split_command
+from kit.chat import Ctx, Incoming
 from kit.console import done, page, page_number, returns_to
 from kit.feature import Feature
 from kit.menu import MenuKey
@@ -59,10 +59,9 @@ def on_help(msg: Incoming, ctx: Ctx) -> Text:
     return Text(f"{HELP}\n\n请直接发送您的问题，{promise}。回复“取消”退出。")
 
 
-@feature.state(Asking.QUESTION)
+@feature.state(Asking.QUESTION, commands_leave=True)
 def on_question(msg: Incoming, ctx: Ctx) -> Text:
-    # "客服 <question>" while asked for the question: the question is what follows the word.
-    return _ask(ctx, split_command(msg.content, WORDS) or msg.content)
+    return _ask(ctx, msg.content)
 
 
 def _ask(ctx: Ctx, question: str) -> Text:

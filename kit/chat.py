@@ -169,6 +169,7 @@ class ChatTable(Protocol):
     events: dict[str, Handler]
     state_handlers: dict[str, Handler]
     state_keeps: dict[str, Keeps]
+    states_left_by_commands: set[str]
     fallback_handler: Handler | None
 
 
@@ -271,6 +272,7 @@ class ChatRouter:
         self._events = {e: h for f in features for e, h in f.events.items()}
         self._states = {s: h for f in features for s, h in f.state_handlers.items()}
         self._keeps = {s: k for f in features for s, k in f.state_keeps.items()}
+        self._left_by_commands = {s for f in features for s in f.states_left_by_commands}
         fallbacks = [f.fallback_handler for f in features if f.fallback_handler is not None]
         if len(fallbacks) != 1:
             raise ValueError("exactly one feature must declare the fallback handler")
@@ -300,8 +302,9 @@ class ChatRouter:
             # other, which is then read as if there had been no conversation.
             leaving = in_state and state in self._keeps and not self._keeps[state](msg.content)
             in_state = in_state and not leaving
-            # Inside a conversation only a bare command word leaves it: "Top Lee" is a name.
-            if matched is not None and not (in_state and matched[1]):
+            # Inside a conversation only a bare command word leaves it: "Top Lee" is a name; unless
+            # the state is left by any command (a question: "提现 150" is a withdrawal).
+            if matched is not None and not (in_state and matched[1] and state not in self._left_by_commands):
                 return ChatRoute(matched[0], matched[1], leaves_state=True)
             if in_state:
                 assert state is not None

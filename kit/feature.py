@@ -52,6 +52,7 @@ class Feature:
         self.events: dict[str, Handler] = {}
         self.state_handlers: dict[str, Handler] = {}
         self.state_keeps: dict[str, Keeps] = {}
+        self.states_left_by_commands: set[str] = set()
         self.fallback_handler: Handler | None = None
         self.api = ApiRoutes(name, scope)
         self.pages = web.RouteTableDef()
@@ -79,10 +80,13 @@ class Feature:
             return fn
         return register
 
-    def state(self, *states: StrEnum, keeps: Keeps | None = None) -> Callable[[Handler], Handler]:
+    def state(self, *states: StrEnum, keeps: Keeps | None = None,
+              commands_leave: bool = False) -> Callable[[Handler], Handler]:
         """What a text does while the follower is in one of this feature's conversation states.
         `keeps`: the texts the state answers (a confirmation's "1", a numbered pick's number);
-        any other text leaves the conversation and is read as usual."""
+        any other text leaves the conversation and is read as usual. `commands_leave`: a command
+        with its argument (提现 150) leaves it too, not only a bare command word (a free-text
+        question; a name step keeps "Top Lee")."""
         def register(fn: Handler) -> Handler:
             for s in states:
                 if self.states is None or not isinstance(s, self.states):
@@ -90,6 +94,8 @@ class Feature:
                 self._claim(self.state_handlers, s.value, fn, "state")
                 if keeps is not None:
                     self.state_keeps[s.value] = keeps
+                if commands_leave:
+                    self.states_left_by_commands.add(s.value)
             return fn
         return register
 

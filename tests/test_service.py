@@ -307,3 +307,20 @@ def test_spans_and_clock_times() -> None:
     now = datetime(2026, 11, 25, 14, 0, tzinfo=UTC)  # 22:00 in China
     assert tickets.clock(now + timedelta(minutes=30), now) == "22:30"
     assert tickets.clock(now + timedelta(hours=4), now) == "11月26日 02:00"
+
+
+async def test_a_command_leaves_the_question_a_ticket_waits_for(harness: Harness) -> None:
+    """Asked for their question, a distributor who types a command with its argument gets the
+    command (提现 150 is a withdrawal, not a ticket); 客服 <question> still opens one."""
+    h = harness
+    user = h.user()
+    await h.register(user, "13800138077", "赵六")
+    assert "请直接发送您的问题" in await h.say(user, "客服")
+    answer = await h.say(user, "提现 150")
+    assert "工单" not in answer and "提现" in answer, answer
+    status, body = await h.api("GET", "/tickets")
+    assert status == 200 and body["tickets"] == [], body
+    assert "请直接发送您的问题" in await h.say(user, "客服")
+    assert "工单" in await h.say(user, "客服 我的佣金什么时候到账")
+    status, body = await h.api("GET", "/tickets")
+    assert [t["text"] for t in body["tickets"]] == ["我的佣金什么时候到账"], body
