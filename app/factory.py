@@ -140,7 +140,9 @@ def create_app(config: Config, *, platform: Platform | None = None, workers: boo
     check((CORE, *features))
     router = ChatRouter(features)
     merchant_keys, emulator_keys = pay_keys(config)
-    if config.pay.on and config.server.public_url.startswith("http://"):
+    # The built-in Pay emulator calls back over plain HTTP; WeChat Pay itself only over HTTPS.
+    if config.pay.on and (config.pay.mode == "live" or config.pay.api_base_url) \
+            and config.server.public_url.startswith("http://"):
         log.warning("pay.mode is %r but server.public_url is plain HTTP: WeChat Pay sends its callbacks "
                     "(%s/pay/notify) over HTTPS only; put a TLS proxy in front", config.pay.mode,
                     config.server.public_url)

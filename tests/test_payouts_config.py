@@ -74,13 +74,15 @@ def test_sandbox_keys_are_made_once_in_the_data_folder(tmp_path: Path) -> None:
 
 def test_a_plain_http_public_url_is_warned_about(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING, logger="app.factory"):
-        create_app(make_config(f"sqlite+aiosqlite:///{tmp_path}/a.db", pay={"mode": "sandbox"}))
+        create_app(make_config(f"sqlite+aiosqlite:///{tmp_path}/a.db",
+                               pay={"mode": "sandbox", "api_base_url": "https://api.mch.weixin.qq.com/"}))
     assert any("plain HTTP" in r.getMessage() for r in caplog.records)
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="app.factory"):
         create_app(make_config(f"sqlite+aiosqlite:///{tmp_path}/b.db", pay={"mode": "sandbox"},
                                server={"public_url": "https://distbot.example.com"}))
         create_app(make_config(f"sqlite+aiosqlite:///{tmp_path}/c.db"))
+        create_app(make_config(f"sqlite+aiosqlite:///{tmp_path}/d.db", pay={"mode": "sandbox"}))  # the emulator
     assert not any("plain HTTP" in r.getMessage() for r in caplog.records)
 
 
