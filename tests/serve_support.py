@@ -25,6 +25,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+class PortTaken(Exception):
+    """The port free_port() gave was taken before `distbot serve` bound it."""
+
+
 class Served:
     """One `distbot serve` subprocess on a free port."""
 
@@ -39,6 +43,16 @@ class Served:
         return f"http://127.0.0.1:{self.port}"
 
     async def start(self, timeout: float = 30) -> Served:
+        """Start it and wait for /healthz; on another port when another test took this one
+        between free_port() and the server's bind (tests run in parallel)."""
+        for _ in range(3):
+            try:
+                return await self._start(timeout)
+            except PortTaken:
+                self.port = free_port()
+        raise AssertionError("no free port for distbot serve in three tries")
+
+    async def _start(self, timeout: float) -> Served:
         out = self.log.open("ab")
         self.proc = await asyncio.create_subprocess_exec(
             DISTBOT, "serve", "--config", str(self.config), "--port", str(self.port), cwd=self.cwd,
@@ -46,8 +60,12 @@ class Served:
         out.close()
         async with aiohttp.ClientSession() as http:
             async def healthy() -> bool:
-                assert self.proc is not None and self.proc.returncode is None, \
-                    self.log.read_text(errors="replace")[-3000:]
+                assert self.proc is not None
+                if self.proc.returncode is not None:
+                    told = self.log.read_text(errors="replace")[-3000:]
+                    if f"cannot listen on 127.0.0.1:{self.port}" in told:
+                        raise PortTaken(self.port)
+                    raise AssertionError(told)
                 try:
                     async with http.get(self.url + "/healthz") as resp:
                         return resp.status == 200
