@@ -62,10 +62,19 @@ def pg_server_url() -> Iterator[str | None]:
         cluster.stop()
 
 
-# A test of input refused before any database work runs on SQLite only (`@ON_SQLITE`): its
-# PostgreSQL half would add time, not coverage. What each database does with what is stored is
-# tested on both by the tests of the flows that store it.
-ON_SQLITE = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+# A test (`@ON_SQLITE`) or a module (`pytestmark = ON_SQLITE`) whose PostgreSQL half would add time,
+# not coverage — input refused before any database work, the WeChat protocol, pages rendered from
+# packs — runs on SQLite only. What each database does with what is stored is tested on both by
+# the tests of the flows that store it (orders, ledger, withdrawals, outbox, campaigns, jobs ...).
+ON_SQLITE = pytest.mark.on_sqlite
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The PostgreSQL halves of the tests marked ON_SQLITE are not collected."""
+    def postgres_half(item: pytest.Item) -> bool:
+        params = getattr(item, "callspec", None)
+        return params is not None and "postgresql" in (params.params.get("db_url"), params.params.get("empty_db_url"))
+    items[:] = [i for i in items if not (i.get_closest_marker("on_sqlite") and postgres_half(i))]
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

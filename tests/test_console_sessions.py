@@ -19,8 +19,10 @@ from kit.console import IDLE, MAX_AGE
 from sandbox.platform import Platform
 from kit.app_keys import SESSIONMAKER
 from storage.tables import CAMPAIGNS, CONSOLE_SESSIONS
-from tests.conftest import Harness, make_config
+from tests.conftest import ON_SQLITE, Harness, make_config
 from tests.console_support import csrf_of, post_sign_in, serve, sign_in
+
+pytestmark = ON_SQLITE  # the protocol or pages rendered: see tests/conftest.py
 
 OPS = {"name": "ops", "token": "ops-token-0123456789", "scopes": ["ops"]}
 # The [[admin.tokens]] the app is started again with, and whether the ops session lives on.

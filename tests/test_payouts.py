@@ -181,6 +181,7 @@ async def test_duplicated_replayed_and_forged_callbacks_change_nothing(h: Any, e
     assert await snapshot(h) == after
     assert await balance(h, d) == {"pending_fen": 0, "available_fen": 3000, "withdrawing_fen": 0,
                                    "withdrawn_fen": 2000}
+    await h.settled()  # the notice goes through the outbox
     notices = [m for m in h.platform.users[user.openid].timeline if "已转入您的微信零钱" in m.get("content", "")]
     assert len(notices) == 1
     await check_invariants(h)

@@ -18,8 +18,10 @@ from kit.app_keys import SESSIONMAKER
 from content.posters import PosterJob, TextBox, draw_texts, render_poster
 from kit.chat import NOT_REGISTERED
 from storage.models_content import DistributorQrCode
-from tests.conftest import Harness, make_config
+from tests.conftest import ON_SQLITE, Harness, make_config
 from tests.test_packs_support import demo, upload
+
+pytestmark = ON_SQLITE  # the protocol or pages rendered: see tests/conftest.py
 
 
 def calls(platform: Platform, name: str) -> int:

@@ -10,10 +10,12 @@ import aiohttp
 from aiohttp.test_utils import TestServer
 
 from app.factory import create_app
-from tests.conftest import ADMIN_TOKEN, Harness, make_config
+from tests.conftest import ADMIN_TOKEN, ON_SQLITE, Harness, make_config
 from tests.console_support import chromium_page
 from tests.db_support import migrated_sqlite
 from tests.test_packs_support import small_pack, upload, zip_of
+
+pytestmark = ON_SQLITE  # the protocol or pages rendered: see tests/conftest.py
 
 # The issue's links, each "javascript:" (or data:) to a browser once it has cleaned the URL up.
 HOSTILE_TRAINING = """# 安全培训

@@ -9,9 +9,11 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 from sandbox.platform import Platform
-from tests.conftest import Harness, make_config
+from tests.conftest import ON_SQLITE, Harness, make_config
 from tests.money_support import seed
 from tests.test_packs_support import demo, upload
+
+pytestmark = ON_SQLITE  # the protocol or pages rendered: see tests/conftest.py
 
 
 @pytest.fixture

@@ -86,6 +86,7 @@ async def test_an_invalid_invite_code_is_refused_and_nothing_starts(harness: Har
     assert await distributors(harness) == []
 
 
+@ON_SQLITE
 async def test_an_exited_inviters_code_is_refused(harness: Harness) -> None:
     alice, bob = harness.user(), harness.user()
     code_a = await harness.register(alice, "13800138000", "张三")
@@ -96,6 +97,7 @@ async def test_an_exited_inviters_code_is_refused(harness: Harness) -> None:
     assert "不存在" in await harness.say(bob, f"注册 {code_a}")
 
 
+@ON_SQLITE
 async def test_the_latest_scene_before_registration_wins(harness: Harness) -> None:
     a, c, bob = harness.user(), harness.user(), harness.user()
     code_a = await harness.register(a, "13800138000", "张三")
@@ -108,6 +110,7 @@ async def test_the_latest_scene_before_registration_wins(harness: Harness) -> No
     assert await inviter_code(harness, code_b) == code_c
 
 
+@ON_SQLITE
 async def test_inviter_is_fixed_at_registration(harness: Harness) -> None:
     a, c, bob = harness.user(), harness.user(), harness.user()
     code_a = await harness.register(a, "13800138000", "张三")
@@ -121,6 +124,7 @@ async def test_inviter_is_fixed_at_registration(harness: Harness) -> None:
     assert await inviter_code(harness, code_b) == code_a
 
 
+@ON_SQLITE
 async def test_nobody_can_invite_themselves(harness: Harness) -> None:
     alice = harness.user()
     code_a = await harness.register(alice, "13800138000", "张三")
@@ -131,6 +135,7 @@ async def test_nobody_can_invite_themselves(harness: Harness) -> None:
     assert d.inviter_id is None
 
 
+@ON_SQLITE
 async def test_registering_again_repeats_the_code(harness: Harness) -> None:
     alice = harness.user()
     code_a = await harness.register(alice, "13800138000", "张三")
@@ -140,6 +145,7 @@ async def test_registering_again_repeats_the_code(harness: Harness) -> None:
     assert len(await distributors(harness)) == 1
 
 
+@ON_SQLITE
 async def test_menu_click_register_starts_the_conversation(harness: Harness) -> None:
     user = harness.user()
     await harness.follow(user)
@@ -226,6 +232,7 @@ async def test_real_name_is_two_to_twenty_characters(harness: Harness, name: str
         assert await distributors(harness) == []
 
 
+@ON_SQLITE
 async def test_name_spaces_are_collapsed(harness: Harness) -> None:
     user = harness.user()
     await harness.follow(user)
@@ -248,6 +255,7 @@ async def test_an_english_name_that_starts_with_a_command_word_is_a_name(harness
     assert d.name == name
 
 
+@ON_SQLITE
 async def test_a_bare_command_word_leaves_the_conversation(harness: Harness) -> None:
     user = harness.user()
     await harness.follow(user)
@@ -274,6 +282,7 @@ async def test_cancel_at_each_step(harness: Harness, steps: list[str], word: str
     assert await distributors(harness) == []
 
 
+@ON_SQLITE
 async def test_cancel_outside_a_conversation_gets_help(harness: Harness) -> None:
     user = harness.user()
     await harness.follow(user)
@@ -303,10 +312,12 @@ async def test_unknown_text_gets_the_help_text(harness: Harness, text: str) -> N
     assert "分销员助手可以帮您" in reply and "注册" in reply
 
 
+@ON_SQLITE
 async def test_follow_without_scene_is_welcomed(harness: Harness) -> None:
     assert "欢迎关注" in await harness.follow(harness.user())
 
 
+@ON_SQLITE
 async def test_unfollow_deletes_nothing(harness: Harness) -> None:
     alice = harness.user()
     code = await harness.register(alice, "13800138000", "张三")
@@ -317,6 +328,7 @@ async def test_unfollow_deletes_nothing(harness: Harness) -> None:
 
 @pytest.mark.parametrize("zh,en,key", [("等级", "rank", MenuKey.RANK), ("排行", "top", MenuKey.TOP)],
                          ids=["rank", "top"])
+@ON_SQLITE
 async def test_distributor_commands_ask_a_follower_to_register(harness: Harness, zh: str, en: str,
                                                                key: Any) -> None:
     """Nothing says "coming" any more: a follower who has not registered is asked to."""
@@ -330,6 +342,7 @@ async def test_distributor_commands_ask_a_follower_to_register(harness: Harness,
 
 
 # ---- phone numbers stay out of logs and chat -------------------------------------------------------
+@ON_SQLITE
 async def test_phone_numbers_appear_in_no_log_and_no_chat_reply(harness: Harness,
                                                                 caplog: pytest.LogCaptureFixture) -> None:
     # INFO is what `distbot serve` logs at (third-party DEBUG tracing, aiosqlite's included, echoes SQL).

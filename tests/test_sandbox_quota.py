@@ -13,7 +13,9 @@ from sandbox.platform import Platform, SimUser
 from wechat.wechat_keys import WECHAT
 from wechat.client import WeChatError
 from domain.messages import Text
-from tests.conftest import Harness, make_config
+from tests.conftest import ON_SQLITE, Harness, make_config
+
+pytestmark = ON_SQLITE  # the protocol or pages rendered: see tests/conftest.py
 
 
 @pytest.fixture

@@ -7,8 +7,10 @@ import pytest
 
 from content.templating import PackTemplateError, render_template as render, template_variables
 from kit.chat import NOT_REGISTERED
-from tests.conftest import Harness
+from tests.conftest import ON_SQLITE, Harness
 from tests.test_packs_support import demo, upload
+
+pytestmark = ON_SQLITE  # the protocol or pages rendered: see tests/conftest.py
 
 ESCAPES = [
     "{{ ''.__class__.__mro__[1].__subclasses__() }}",

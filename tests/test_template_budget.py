@@ -21,8 +21,10 @@ import handlers.scripts
 from kit.app_keys import SESSIONMAKER
 from content.templating import PackTemplateError, check, render_template, template_variables
 from storage.models import ProcessedMessage
-from tests.conftest import Harness
+from tests.conftest import ON_SQLITE, Harness
 from tests.test_packs_support import MANIFEST, demo, small_pack, upload, zip_of
+
+pytestmark = ON_SQLITE  # the protocol or pages rendered: see tests/conftest.py
 
 STEPS = "needs more than 100,000 loop steps"
 BUDGET = f"{STEPS}|takes more than 100 ms"  # which comes first depends on the machine's speed

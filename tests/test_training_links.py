@@ -8,8 +8,10 @@ import re
 from datetime import UTC, datetime, timedelta
 
 from handlers.trainings import LINK_LIFE, link_token
-from tests.conftest import Harness
+from tests.conftest import ON_SQLITE, Harness
 from tests.test_packs_support import MANIFEST, demo, png, small_pack, upload, zip_of
+
+pytestmark = ON_SQLITE  # the protocol or pages rendered: see tests/conftest.py
 
 REFUSED = "请回到公众号回复“培训”"
 

@@ -11,8 +11,10 @@ import pytest
 
 from content.pages import markdown_html
 from kit.chat import NOT_REGISTERED
-from tests.conftest import Harness
+from tests.conftest import ON_SQLITE, Harness
 from tests.test_packs_support import demo, small_pack, upload, zip_of
+
+pytestmark = ON_SQLITE  # the protocol or pages rendered: see tests/conftest.py
 
 
 def test_markdown_escapes_raw_html_and_unsafe_links() -> None:

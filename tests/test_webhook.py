@@ -19,6 +19,8 @@ from tests.webhook_support import (  # noqa: F401 (safe_harness: a fixture)
     to_xml,
 )
 
+pytestmark = ON_SQLITE  # the protocol or pages rendered: see tests/conftest.py
+
 
 # ---- GET verification ---------------------------------------------------------------------------
 async def test_get_verification_echoes_echostr(harness: Harness) -> None:

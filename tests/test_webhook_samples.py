@@ -15,8 +15,10 @@ from sqlalchemy import delete, func, select
 
 from kit.app_keys import SESSIONMAKER
 from storage.models import ConversationState, Follower, ProcessedMessage
-from tests.conftest import Harness
+from tests.conftest import ON_SQLITE, Harness
 from tests.webhook_support import push, webhook_harness
+
+pytestmark = ON_SQLITE  # the protocol or pages rendered: see tests/conftest.py
 
 SAMPLES = Path(__file__).parent / "samples" / "wechat"
 # Whose sender becomes a follower besides a message's: a follow, a QR scan, a menu click.

@@ -8,8 +8,10 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Harness
+from tests.conftest import ON_SQLITE, Harness
 from tests.webhook_support import plain_query, post, push, sign, stored, text_fields, to_xml
+
+pytestmark = ON_SQLITE  # the protocol or pages rendered: see tests/conftest.py
 
 
 def padded(openid: str, content: str, msg_id: str) -> bytes:
