@@ -201,15 +201,13 @@ def cmd_restore(args: argparse.Namespace) -> None:
     from storage.restore import restore
 
     config = _config(args)
-    done: list[str] = []
 
     async def run() -> None:
         try:
-            done.append(await restore(config.database.url, Path(args.backup)))
+            print(await restore(config.database.url, Path(args.backup)), flush=True)
         except BackupError as e:  # a refusal changed nothing: exit status 1 (CONTRACT §2)
             raise CliError(str(e), status=1) from None
     _run_db(run)
-    print(done[0])
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
