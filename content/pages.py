@@ -100,11 +100,13 @@ def page(title: str, body_html: str, *, meta: str = "") -> str:
             f"<body><main><h1>{html.escape(title)}</h1>{meta_html}{body_html}</main></body></html>")
 
 
-def cards(items: Iterable[tuple[str, str, str, str | None]]) -> str:
-    """Product cards: (name, price text, description, picture URL or None), all text but the URL."""
+def cards(items: Iterable[tuple[str, str, str, str | None, str]]) -> str:
+    """Product cards: (name, price text, description, picture URL or None, the product's page),
+    all text but the URLs; the name links to the page."""
     out = []
-    for name, price, desc, image in items:
+    for name, price, desc, image, href in items:
         img = f'<img src="{html.escape(image)}" alt="">' if image else ""
-        out.append(f'<div class="card">{img}<div><b>{html.escape(name)}</b><div class="price">{html.escape(price)}'
+        title = f'<a href="{html.escape(href)}">{html.escape(name)}</a>'
+        out.append(f'<div class="card">{img}<div><b>{title}</b><div class="price">{html.escape(price)}'
                    f'</div><div>{html.escape(desc)}</div></div></div>')
     return "".join(out)

@@ -10,6 +10,7 @@ import html
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from content.jssdk import json_script
 from content.pages import cards, page
@@ -40,9 +41,10 @@ def list_card(products: Sequence[Shown], recommender: str, link: str) -> dict[st
                       link, next((image for _, image in products if image), None))
 
 
-def _cards(products: Sequence[Shown]) -> str:
-    return cards((p["name"], yuan(p["price_fen"]), "，".join(p.get("selling_points") or []), image)
-                 for p, image in products)
+def _cards(products: Sequence[Shown], code: str) -> str:
+    """The products' cards, each name linking to its own share page (the same 推广码)."""
+    return cards((p["name"], yuan(p["price_fen"]), "，".join(p.get("selling_points") or []), image,
+                  f"/s/{quote(code)}?sku={quote(p['sku'])}") for p, image in products)
 
 
 def _code_line(code: str) -> str:
@@ -82,7 +84,7 @@ def product_page(shown: Shown, *, recommender: str, code: str, buy_href: str | N
         body.append(f'<p><a class="buy" href="{html.escape(buy_href)}" rel="noopener">立即购买</a></p>')
     body.append(_code_line(code))
     if others:
-        body.append("<h2>更多推荐</h2>" + _cards(others))
+        body.append("<h2>更多推荐</h2>" + _cards(others, code))
     body.append(_scripts(wx, card, jssdk))
     return page(name, "".join(body), meta=f"{recommender} 向您推荐")
 
@@ -90,7 +92,7 @@ def product_page(shown: Shown, *, recommender: str, code: str, buy_href: str | N
 def list_page(products: Sequence[Shown], *, recommender: str, code: str, wx: dict[str, Any] | None,
               card: dict[str, str], jssdk: str) -> str:
     """Every live product (a general script's link)."""
-    body = _cards(products) + _code_line(code) + _scripts(wx, card, jssdk)
+    body = _cards(products, code) + _code_line(code) + _scripts(wx, card, jssdk)
     return page(f"{recommender} 向您推荐", body)
 
 

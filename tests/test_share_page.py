@@ -163,6 +163,7 @@ async def test_pack_details_and_buy_url_are_checked_and_seen_by_templates(harnes
     async with h.http.get(f"{h.url}/s/{code}") as resp:  # a general script's link: every product
         page = await resp.text()
     assert resp.status == 200 and "有机红枣礼盒" in page and "立即购买" not in page and "王** 向您推荐" in page
+    assert f'<a href="/s/{code}?sku=SKU-1">有机红枣礼盒</a>' in page  # each card opens its product's page
     assert '"title": "王** 向您推荐"' in page
     # Without a ticket from WeChat (the last one expired) the page still shows, without a share card.
     h.clock.move(hours=3)
