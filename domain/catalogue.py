@@ -135,6 +135,9 @@ API: dict[str, str] = {
     "unauthorized": "需要有效的请求头 Authorization: Bearer <令牌>。",
     "forbidden": "令牌“{name}”无权使用 {method} {path}：需要{roles}权限（{needs}），没有做任何更改。",
     "no_route": "没有这个接口：{method} {path}。",
+    "method_not_allowed": "{path} 不接受 {method} 请求。",
+    "too_large": "请求体太大，没有做任何更改。",
+    "internal": "服务器内部错误，没有做任何更改。",
 }
 
 # ---- the console's frame: its refusals of a whole page or form ----------------------------------

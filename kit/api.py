@@ -290,14 +290,15 @@ async def _answer(request: web.Request, handler: ApiHandler) -> web.StreamRespon
     except Refusal as e:  # the one translation of a refusal for /api
         return error_response(e.status, e.code, e.message, e.details)
     except web.HTTPRequestEntityTooLarge:
-        return error_response(413, "too_large", "The request body is too large.")
+        return error_response(413, "too_large", say(API, "too_large"))
     except web.HTTPException as e:
         if e.status == 404:
             return error_response(404, "not_found", say(API, "no_route", method=request.method, path=request.path))
         if e.status == 405:
-            return error_response(405, "method_not_allowed", f"{request.method} is not allowed on {request.path}.",
+            return error_response(405, "method_not_allowed", say(API, "method_not_allowed", method=request.method,
+                                                                 path=request.path),
                                   headers={"Allow": e.headers.get("Allow", "")})
         raise
     except Exception:
         log.exception("API error", extra={"path": request.path})
-        return error_response(500, "internal", "An internal error occurred; nothing was changed.")
+        return error_response(500, "internal", say(API, "internal"))

@@ -140,6 +140,7 @@ async def test_an_unknown_api_route_is_404_json(harness: Harness) -> None:
     assert body["message"] == "没有这个接口：GET /api/nothing-here。"
     status, body = await harness.api("DELETE", "/distributors/K7QF2M")
     assert status == 405 and body["error"] == "method_not_allowed"
+    assert body["message"] == "/api/distributors/K7QF2M 不接受 DELETE 请求。"
 
 
 async def test_a_page_far_beyond_the_end_is_not_a_server_error(harness: Harness) -> None:
