@@ -18,11 +18,12 @@ from wechat import client as wechat_api
 from domain.messages import Article, News, Text
 from sandbox.platform import Platform
 from wechat.client import WeChatAPI, WeChatError, WeChatUnreachable
-from storage.db import create_engine, create_sessionmaker
+from storage.db import create_engine
 from storage.durable_queue import Backoff
 from storage.migrate import upgrade
 from storage.models import AccessToken
 from storage.writer import Writer
+from tests.conftest import ON_SQLITE
 
 APP_ID, SECRET = "wxsandbox0000000000", "sandbox-secret"
 
@@ -115,6 +116,7 @@ async def test_a_second_token_error_in_a_row_is_raised_not_looped(
     assert platform.fail_next["message/custom/send"] == [40001]
 
 
+@ON_SQLITE  # the client and WeChat's answers: the token row is tested on both above
 async def test_busy_is_retried_with_back_off(platform: Platform, api_url: str, writer: Any,
                                              http: aiohttp.ClientSession, follower: str,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
@@ -133,6 +135,7 @@ async def test_busy_is_retried_with_back_off(platform: Platform, api_url: str, w
 
 @pytest.mark.parametrize("errcode,retryable", [(40003, False), (43004, False), (45015, False),
                                                (45047, True), (47001, False)])
+@ON_SQLITE  # the client and WeChat's answers: the token row is tested on both above
 async def test_other_errcodes_raise_a_typed_error(platform: Platform, api_url: str, writer: Any,
                                                   http: aiohttp.ClientSession, follower: str, errcode: int,
                                                   retryable: bool) -> None:
@@ -145,6 +148,7 @@ async def test_other_errcodes_raise_a_typed_error(platform: Platform, api_url: s
     assert str(errcode) in str(err.value)
 
 
+@ON_SQLITE  # the client and WeChat's answers: the token row is tested on both above
 async def test_real_platform_answers_are_typed_too(platform: Platform, api_url: str, writer: Any,
                                                    http: aiohttp.ClientSession) -> None:
     with pytest.raises(WeChatError) as err:
@@ -155,6 +159,7 @@ async def test_real_platform_answers_are_typed_too(platform: Platform, api_url: 
     assert err.value.errcode == 40003
 
 
+@ON_SQLITE  # the client and WeChat's answers: the token row is tested on both above
 async def test_an_unreachable_host_is_its_own_error(writer: Any, http: aiohttp.ClientSession) -> None:
     api = client("http://127.0.0.1:1/cgi-bin/", writer, http)
     with pytest.raises(WeChatUnreachable) as err:
@@ -162,6 +167,7 @@ async def test_an_unreachable_host_is_its_own_error(writer: Any, http: aiohttp.C
     assert err.value.retryable
 
 
+@ON_SQLITE  # the client and WeChat's answers: the token row is tested on both above
 async def test_endpoints_and_the_qr_code(platform: Platform, api_url: str, writer: Any,
                                          http: aiohttp.ClientSession, follower: str) -> None:
     api = client(api_url, writer, http)
@@ -196,6 +202,7 @@ async def recorder() -> AsyncIterator[tuple[str, list[tuple[str, bytes, str]]]]:
     await server.close()
 
 
+@ON_SQLITE  # the client and WeChat's answers: the token row is tested on both above
 async def test_the_json_body_is_utf8_chinese_not_escapes(recorder: Any, writer: Any,
                                                          http: aiohttp.ClientSession) -> None:
     url, seen = recorder
