@@ -71,7 +71,11 @@ class Served:
                         return resp.status == 200
                 except aiohttp.ClientConnectionError:
                     return False
-            await eventually(healthy, timeout, what="distbot serve comes up")
+            try:
+                await eventually(healthy, timeout, what="distbot serve comes up")
+            except AssertionError:
+                await self.kill()  # never healthy: not left running after the test
+                raise
         return self
 
     async def kill(self) -> None:

@@ -120,8 +120,8 @@ async def test_two_processes_send_one_campaign_each_recipient_once(
     openids = await seed(db_url, platform, RECIPIENTS * 2)
     cfg = config(tmp_path, db_url, wechat_server, rate=10)  # 8 s of sending: time enough for both to claim under load
     a, b = Served(cfg, tmp_path), Served(cfg, tmp_path)
-    await asyncio.gather(a.start(), b.start())
     try:
+        await asyncio.gather(a.start(), b.start())  # in the try: one that failed to start leaves no other behind
         status, created = await b.api("POST", "/campaigns", json={"title": "年终大促", "kind": "notice", "text": TEXT})
         assert status == 201
         done = await wait_done(a, created["id"])
