@@ -286,27 +286,33 @@ BARE_KEY = re.compile(r"([{,]\s*|^\s*)([^\s\"'=.{},\[\]#]+)(?=\s*=)", re.MULTILI
 MAX_QUOTED_KEYS = 200
 
 
-def quote_chinese_keys(text: str) -> str:
-    """The text with each unquoted key that TOML refuses for its Chinese letters quoted:
-    `details = {产地 = "新疆若羌"}` (CONTRACT §6 writes it so) reads as `{"产地" = "新疆若羌"}`.
-    Only where the parser stops at such a key, so strings and valid TOML are never touched."""
+def load_toml(text: str) -> dict[str, Any]:
+    """The manifest's TOML, with each unquoted key that TOML refuses for its Chinese letters read
+    as quoted: `details = {产地 = "新疆若羌"}` (CONTRACT §6 writes it so) reads as
+    `{"产地" = "新疆若羌"}`. Only where the parser stops at such a key, so strings and valid TOML are
+    never touched; any other error is tomllib's TOMLDecodeError."""
     for _ in range(MAX_QUOTED_KEYS):
         try:
-            tomllib.loads(text)
-            return text
+            return tomllib.loads(text)
         except tomllib.TOMLDecodeError as e:
-            m = TOML_POS.search(str(e))
-            if m is None:
-                return text
-            lines = text.split("\n")
-            line_no, column = int(m.group(1)), int(m.group(2))
-            if not 0 < line_no <= len(lines):
-                return text
-            line = lines[line_no - 1]
-            key = next((k for k in BARE_KEY.finditer(line) if k.start(2) <= column - 1 < k.end(2)
-                        and not k.group(2).isascii()), None)
-            if key is None:
-                return text
-            lines[line_no - 1] = f'{line[:key.start(2)]}"{key.group(2)}"{line[key.end(2):]}'
-            text = "\n".join(lines)
-    return text
+            quoted = _quote_key_at(text, e)
+            if quoted is None:
+                raise
+            text = quoted
+    return tomllib.loads(text)
+
+
+def _quote_key_at(text: str, error: tomllib.TOMLDecodeError) -> str | None:
+    """The text with the Chinese key the parser stopped at quoted, or None when it stopped elsewhere."""
+    m = TOML_POS.search(str(error))
+    lines = text.split("\n")
+    if m is None or not 0 < int(m.group(1)) <= len(lines):
+        return None
+    line_no, column = int(m.group(1)), int(m.group(2))
+    line = lines[line_no - 1]
+    key = next((k for k in BARE_KEY.finditer(line) if k.start(2) <= column - 1 < k.end(2) and not k.group(2).isascii()),
+               None)
+    if key is None:
+        return None
+    lines[line_no - 1] = f'{line[:key.start(2)]}"{key.group(2)}"{line[key.end(2):]}'
+    return "\n".join(lines)

@@ -33,7 +33,7 @@ from content.pack_checker import (  # noqa: F401  (Problem, PackInvalid and Vali
     PackInvalid,
     Problem,
     ValidPack,
-    quote_chinese_keys,
+    load_toml,
 )
 from content.pages import markdown_html
 from content.product_fields import check_buy_url, check_details
@@ -79,7 +79,7 @@ def _check_manifest(c: Checker) -> dict[str, Any] | None:
     if found is None:
         return None
     try:
-        data = tomllib.loads(quote_chinese_keys(found[1]))
+        data = load_toml(found[1])
     except tomllib.TOMLDecodeError as e:
         m = TOML_POS.search(str(e))
         line, column = (int(m.group(1)), int(m.group(2))) if m else (None, None)
