@@ -230,15 +230,19 @@ async def post_adjustment(request: web.Request, body: AdjustmentIn) -> web.Respo
 
 
 # ---- unfreezing ------------------------------------------------------------------------------------
+# Pending commissions whose freeze is over by :until (ix_commissions_due), built once.
+_DUE = select(COMMISSIONS.c.order_no).where(COMMISSIONS.c.state == CommissionState.PENDING,
+                                            COMMISSIONS.c.unfreeze_at <= bindparam("until"))
+_DUE_ANY, _DUE_CHUNK = _DUE.limit(1), _DUE.order_by(COMMISSIONS.c.order_no).limit(UNFREEZE_CHUNK)
+
+
 def unfreeze_some(session: Session, config: Config, now: datetime, until: datetime) -> int:
     """Make up to UNFREEZE_CHUNK commissions whose freeze is over by `until` available (their
     notices are queued `now`); how many moved.
     Orders are locked before their commissions are read, the same order as the order events
     take, so a refund arriving meanwhile cannot be lost."""
     c = COMMISSIONS.c
-    due = (select(c.order_no).where(c.state == CommissionState.PENDING, c.unfreeze_at <= until)
-           .order_by(c.order_no).limit(UNFREEZE_CHUNK))
-    nos = list(dict.fromkeys(session.execute(due).scalars()))
+    nos = list(dict.fromkeys(session.execute(_DUE_CHUNK, {"until": until}).scalars()))
     if not nos:
         return 0
     if is_postgres(session):
@@ -272,8 +276,6 @@ async def unfreeze_due(writer: Writer, config: Config, now: datetime, *, until: 
 @feature.job("unfreeze", "interval", seconds=UNFREEZE_EVERY_SECONDS)
 async def unfreeze_job(app: web.Application) -> int:
     now = app[CLOCK].now()
-    c = COMMISSIONS.c
-    due = select(c.order_no).where(c.state == CommissionState.PENDING, c.unfreeze_at <= now).limit(1)
-    if await app[READER].run(lambda session: session.execute(due).first()) is None:
+    if await app[READER].run(lambda session: session.execute(_DUE_ANY, {"until": now}).first()) is None:
         return 0  # read on a snapshot: no write lock taken every few seconds for nothing
     return await unfreeze_due(app[WRITER], live_config(app), now)
