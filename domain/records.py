@@ -54,7 +54,8 @@ def read_days(query: Mapping[str, str], problems: list[str]) -> tuple[date | Non
     return since, until
 
 
-def _code_of(query: Mapping[str, str]) -> str:
+def code_of(query: Mapping[str, str]) -> str:
+    """A console filter's distributor code, as codes are written (upper case, at most 16)."""
     return query.get("code", "").strip().upper()[:16]
 
 
@@ -85,7 +86,7 @@ class LedgerFilter:
         if "since" not in query and "until" not in query:
             since = month_start(now).date()
         kind = query.get("kind", "")
-        return cls(kind if kind in KIND_NAMES else "", _code_of(query), since, until), problems
+        return cls(kind if kind in KIND_NAMES else "", code_of(query), since, until), problems
 
     def bounds(self) -> tuple[datetime | None, datetime | None]:
         return day_bounds(self.since, self.until)
@@ -140,7 +141,7 @@ class OrderFilter:
         problems: list[str] = []
         since, until = read_days(query, problems)
         status = query.get("status", "")
-        return cls(query.get("q", "").strip()[:64], _code_of(query), status if status in STATUS_NAMES else "",
+        return cls(query.get("q", "").strip()[:64], code_of(query), status if status in STATUS_NAMES else "",
                    since, until), problems
 
     def where(self) -> list[ColumnElement[bool]]:

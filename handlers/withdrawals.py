@@ -40,7 +40,7 @@ from domain.ledger import balance
 from domain.payouts import STATE_NAMES, claim_words, reason_words, transfers
 from domain.risk import RULE_NAMES, open_flags_of
 from domain.messages import Text
-from domain.records import read_days
+from domain.records import code_of, read_days
 from domain.refusals import Refusal
 from domain.withdrawal_rules import (CONFIRM_ABOVE_FEN, MAX_BATCH, Approval, approve_each, check_request,
                                      decide_and_tell, request_withdrawal, withdrawal_select)
@@ -276,8 +276,7 @@ class History:
         problems: list[str] = []
         since, until = read_days(query, problems)
         status = query.get("status", "")
-        return cls(status if status in STATUS_NAMES else "", query.get("code", "").strip().upper()[:16],
-                   since, until), problems
+        return cls(status if status in STATUS_NAMES else "", code_of(query), since, until), problems
 
     def where(self) -> list[Any]:
         w, d = WITHDRAWALS.c, Distributor.__table__.c
