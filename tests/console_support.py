@@ -32,14 +32,16 @@ WIDTHS = {"desktop": 1280, "phone": 390}
 
 
 @asynccontextmanager
-async def serve(tmp_path: Path, **sections: Any) -> AsyncIterator[tuple[str, web.Application]]:
-    """The whole app (no workers) on a free port of 127.0.0.1 over a SQLite file in `tmp_path`,
-    with config sections as make_config takes them; (base URL, app)."""
+async def serve(tmp_path: Path, *, db_url: str | None = None, workers: bool = False,
+                **sections: Any) -> AsyncIterator[tuple[str, web.Application]]:
+    """The whole app on a free port of 127.0.0.1, over `db_url` (else a SQLite file in `tmp_path`),
+    with config sections as make_config takes them; `workers`: with its outbox worker and
+    scheduler, as `make run` serves it; (base URL, app)."""
     port = free_port()
-    config = make_config(migrated_sqlite(tmp_path),
+    config = make_config(db_url or migrated_sqlite(tmp_path),
                          server={"host": "127.0.0.1", "port": port, "public_url": f"http://127.0.0.1:{port}"},
                          **sections)
-    app = create_app(config, workers=False)
+    app = create_app(config, workers=workers)
     runner = web.AppRunner(app)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port).start()

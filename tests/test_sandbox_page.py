@@ -16,13 +16,10 @@ import qrcode
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from app.factory import create_app
 from sandbox.platform import Platform
 from sandbox.routes import create_sandbox_app
-from tests.conftest import ADMIN_TOKEN, make_config
-from tests.console_support import chromium_page
-from tests.db_support import migrated_sqlite
-from tests.serve_support import free_port
+from tests.conftest import ADMIN_TOKEN
+from tests.console_support import chromium_page, serve
 
 CODE = re.compile(r"推广码：([A-Z0-9]{6})")
 
@@ -39,16 +36,8 @@ async def served(tmp_path: Path) -> AsyncIterator[str]:
 
     SQLite only: this test is about the page; every handler behind it already runs on SQLite and
     PostgreSQL in the harness tests, and a second browser run would only double the slowest test."""
-    port = free_port()
-    config = make_config(migrated_sqlite(tmp_path),
-                         server={"host": "127.0.0.1", "port": port, "public_url": f"http://127.0.0.1:{port}"})
-    runner = web.AppRunner(create_app(config))
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        await runner.cleanup()
+    async with serve(tmp_path, workers=True) as (base, _):
+        yield base
 
 
 @pytest.fixture

@@ -7,29 +7,22 @@ from __future__ import annotations
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import aiohttp
-from aiohttp import web
 
-from app.factory import create_app
-from tests.conftest import make_config
-from tests.serve_support import free_port
+from tests.console_support import serve
 
 CODE = re.compile(r"推广码：([A-Z0-9]{6})")
 
 
 @asynccontextmanager
-async def serving(db_url: str, port: int) -> AsyncIterator[str]:
-    """The whole app as `make run` serves it (the built-in sandbox), until the block ends."""
-    config = make_config(db_url, server={"host": "127.0.0.1", "port": port, "public_url": f"http://127.0.0.1:{port}"})
-    runner = web.AppRunner(create_app(config))
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
-        yield f"http://127.0.0.1:{port}/sandbox/sim"
-    finally:
-        await runner.cleanup()
+async def serving(db_url: str, tmp_path: Path) -> AsyncIterator[str]:
+    """The whole app as `make run` serves it (the built-in sandbox, its workers), until the block
+    ends; the simulator's API."""
+    async with serve(tmp_path, db_url=db_url, workers=True) as (base, _):
+        yield base + "/sandbox/sim"
 
 
 async def say(http: aiohttp.ClientSession, sim: str, openid: str, kind: str, **kw: Any) -> str:
@@ -49,10 +42,9 @@ async def timeline(http: aiohttp.ClientSession, sim: str, openid: str) -> list[d
         return (await r.json())["messages"]
 
 
-async def test_simulated_users_and_their_chats_survive_a_restart(db_url: str) -> None:
-    port = free_port()
+async def test_simulated_users_and_their_chats_survive_a_restart(db_url: str, tmp_path: Path) -> None:
     async with aiohttp.ClientSession() as http:
-        async with serving(db_url, port) as sim:
+        async with serving(db_url, tmp_path) as sim:
             async with http.post(f"{sim}/users", json={"nickname": "小<b>王</b>"}) as r:
                 me = (await r.json())["openid"]
             async with http.post(f"{sim}/users", json={}) as r:
@@ -69,7 +61,7 @@ async def test_simulated_users_and_their_chats_survive_a_restart(db_url: str) ->
         assert [u["openid"] for u in users_before] == [me, other]
         assert len(before) >= 10 and before[-1]["from"] == "bot"
 
-        async with serving(db_url, free_port()) as sim:  # the same database, a new process's app
+        async with serving(db_url, tmp_path) as sim:  # the same database, a new process's app
             users = await state(http, sim)
             # who, in what order, following or not, the customer-service quota left
             assert [{**u, "quota": u["quota"]["left"]} for u in users] == [
