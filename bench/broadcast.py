@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -35,50 +34,13 @@ import aiohttp
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.harness import ADMIN, Server, free_port, peak_rss_mb, pg_database, pg_server  # noqa: E402
+from bench.harness import ADMIN, Emulator, Server, peak_rss_mb, pg_database, pg_server  # noqa: E402
 from bench.order_load import seed_distributors  # noqa: E402
 from bench.scratch import scratch_dir  # noqa: E402
 from storage.queue_worker import THROTTLE_SLACK  # noqa: E402
 
 
 TEXT = "双十二大促今晚八点开始，点击菜单领取专属海报。"
-
-
-class Emulator:
-    """bench/emulator.py as its own process (the WeChat side must not share a core with the client)."""
-
-    def __init__(self, latency: float, followers: int):
-        self.port = free_port()
-        self.args = ["--port", str(self.port), "--latency", str(latency), "--followers", str(followers)]
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def api_base(self) -> str:
-        return f"http://127.0.0.1:{self.port}/sandbox/cgi-bin/"
-
-    async def start(self) -> None:
-        self.proc = subprocess.Popen([sys.executable, str(ROOT / "bench" / "emulator.py"), *self.args])
-        async with aiohttp.ClientSession() as http:
-            for _ in range(600):
-                with contextlib.suppress(aiohttp.ClientError):
-                    async with http.get(f"http://127.0.0.1:{self.port}/bench/stats") as r:
-                        if r.status == 200:
-                            return
-                await asyncio.sleep(0.1)
-        raise SystemExit("the emulator did not start")
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            self.proc.wait()
-
-    async def rate(self) -> float:
-        """Customer-service sends per second as WeChat saw them, first to last; then the count restarts."""
-        async with aiohttp.ClientSession() as http:
-            async with http.get(f"http://127.0.0.1:{self.port}/bench/stats") as r:
-                s = await r.json()
-            await http.post(f"http://127.0.0.1:{self.port}/bench/reset")
-        return (s["sends"] - 1) / (s["last"] - s["first"]) if s["sends"] > 1 else 0.0
 
 
 async def api(http: aiohttp.ClientSession, server: Server, method: str, path: str, **kw: Any) -> Any:

@@ -156,6 +156,46 @@ class Server:
                 self.proc.wait()
 
 
+class Emulator:
+    """bench/emulator.py as its own process: the WeChat side, which in production is not distbot's
+    CPU, must not share a core with the client or be counted as the server's (broadcast.py, orders.py)."""
+
+    def __init__(self, latency: float, followers: int):
+        self.port = free_port()
+        self.args = ["--port", str(self.port), "--latency", str(latency), "--followers", str(followers)]
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def api_base(self) -> str:
+        return f"http://127.0.0.1:{self.port}/sandbox/cgi-bin/"
+
+    async def start(self) -> None:
+        import aiohttp
+        self.proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve().parent / "emulator.py"), *self.args])
+        async with aiohttp.ClientSession() as http:
+            for _ in range(600):
+                with contextlib.suppress(aiohttp.ClientError):
+                    async with http.get(f"http://127.0.0.1:{self.port}/bench/stats") as r:
+                        if r.status == 200:
+                            return
+                await asyncio.sleep(0.1)
+        raise SystemExit("the emulator did not start")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait()
+
+    async def rate(self) -> float:
+        """Customer-service sends per second as WeChat saw them, first to last; then the count restarts."""
+        import aiohttp
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"http://127.0.0.1:{self.port}/bench/stats") as r:
+                s = await r.json()
+            await http.post(f"http://127.0.0.1:{self.port}/bench/reset")
+        return (s["sends"] - 1) / (s["last"] - s["first"]) if s["sends"] > 1 else 0.0
+
+
 # ---- webhook.py's children: own session, die with the bench, all stopped at the end --------------
 _CHILDREN: list[subprocess.Popen[bytes]] = []
 

@@ -39,7 +39,9 @@ rules, and their ratio (target: within 10%). The 收益 timing is skipped then.
 --repeat turns the repeat reward on ([rewards.repeat]): the same run with and without it is what
 the reward costs (issue 25: < 5%).
 --outbox-rate sets the server's outbox.rate_per_second (the commission notices it sends during the
-event run cost server CPU); --profile records the server with py-spy.
+event run cost server CPU); they go to WeChat, here bench/emulator.py as a process of its own (its
+followers are the seeded distributors, each answer after --latency), as in production: what WeChat
+spends answering is not distbot's. --profile records the server with py-spy.
 """
 
 from __future__ import annotations
@@ -62,7 +64,7 @@ import aiohttp
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.harness import (ADMIN, FREEZE_DAYS, TOKEN, Databases, Server, cpu_seconds, free_port,  # noqa: E402
+from bench.harness import (ADMIN, FREEZE_DAYS, TOKEN, Databases, Emulator, Server, cpu_seconds, free_port,  # noqa: E402
                            machine_cpu, peak_rss_mb, spawn, stop, wait_healthy)
 from bench.load_client import ACCOUNT, TEXT_XML, sign  # noqa: E402
 from bench.order_counts import Probe, summary, top_statements  # noqa: E402
@@ -196,12 +198,14 @@ async def run_on(db: str, db_url: str, dbs: Databases, args: argparse.Namespace,
     """`processes` servers on one database, seeded; the event run, then (one process, unless --risk
     both) the 收益 timing; the event run's figures."""
     probe = Probe.start(db_url, dbs, args.trips, workdir / "trips.log")
+    emulator = Emulator(args.latency, args.distributors)  # WeChat, where the commission notices go
+    await emulator.start()
     servers = []
     for k in range(processes):
         (workdir / f"p{k}").mkdir()
         servers.append(Server(workdir / f"p{k}", probe.served_url, Path(f"{args.profile}.{db}.{k}.txt")
-                              if args.profile else None, args.outbox_rate, risk=risk,
-                              extra=REPEAT if args.repeat else ""))
+                              if args.profile else None, args.outbox_rate, api_base_url=emulator.api_base,
+                              risk=risk, extra=REPEAT if args.repeat else ""))
     r: dict[str, Any] = {}
     try:
         for server in servers:
@@ -224,6 +228,7 @@ async def run_on(db: str, db_url: str, dbs: Databases, args: argparse.Namespace,
     finally:
         for server in servers:
             server.stop()
+        emulator.stop()
         probe.stop()
     return r
 
@@ -350,6 +355,8 @@ def main() -> None:
                    "from the same few distributors (0: no buyer_openid)")
     p.add_argument("--repeat", action="store_true", help="the repeat reward on ([rewards.repeat]); with --buyers, "
                    "to time what it costs against the same run without it")
+    p.add_argument("--latency", type=float, default=0.003, help="seconds WeChat (bench/emulator.py, its own "
+                   "process, the seeded distributors its followers) takes to answer a notice")
     p.add_argument("--keep", action="store_true")
     p.add_argument("--profile", help="record the server with py-spy (--gil) into PROFILE.<db>.<process>.txt, "
                    "collapsed stacks; the server's CPU and memory figures are then py-spy's, not distbot's")

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import case, func, literal, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session
 
 from domain import contests
@@ -30,6 +30,9 @@ from storage.tables import DAILY_TOTALS, DISTRIBUTORS, FOLLOWERS, WITHDRAWALS
 
 _FIGURES = ("sales_fen", "orders", "commission_fen", "first_sales")
 _D = DISTRIBUTORS.c
+_UNSOLD = (select(_D.id).where(_D.id.in_(bindparam("ids", expanding=True)), _D.first_sale_at.is_(None))
+           .order_by(_D.id).with_for_update())
+_MARK_FIRST_SALE = DISTRIBUTORS.update().where(_D.id == bindparam("did")).values(first_sale_at=bindparam("at"))
 
 
 @dataclass(frozen=True)
@@ -78,18 +81,19 @@ def add_to_days(session: Session, sales: Sequence[SaleChange], entries: Iterable
 
 def _first_sales(session: Session, sales: Sequence[SaleChange]) -> list[datetime]:
     """Mark the first sale of the batch's sellers who had none (when its order was paid); the
-    times of those marked."""
+    times of those marked. Two statements built once, whatever the batch (on PostgreSQL the
+    sellers' rows are locked in id order: a concurrent batch then sees them marked)."""
     first: dict[int, datetime] = {}
     for ch in sales:
         if ch.orders > 0 and (ch.distributor_id not in first or ch.paid_at < first[ch.distributor_id]):
             first[ch.distributor_id] = ch.paid_at
     if not first:
         return []
-    at = case({did: literal(paid, _D.first_sale_at.type) for did, paid in first.items()}, value=_D.id)
-    marked = session.connection().execute(
-        DISTRIBUTORS.update().where(_D.id.in_(sorted(first)), _D.first_sale_at.is_(None))
-        .values(first_sale_at=at).returning(_D.id)).scalars()
-    return [first[did] for did in marked]
+    conn = session.connection()
+    unsold = conn.execute(_UNSOLD, {"ids": sorted(first)}).scalars().all()
+    if unsold:
+        conn.execute(_MARK_FIRST_SALE, [{"did": did, "at": first[did]} for did in unsold])
+    return [first[did] for did in unsold]
 
 
 def _totals(session: Session, since: date, until: date | None = None) -> dict[date, tuple[int, ...]]:

@@ -10,7 +10,6 @@ sub-application) is generated from the same models: what the document promises a
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -27,6 +26,7 @@ from domain.config import Config
 from domain.config_sections import ADMIN
 from domain.refusals import Refusal
 from domain.staff import role_names
+from storage.db import json_text
 
 log = logging.getLogger(__name__)
 
@@ -38,15 +38,11 @@ _PATH_PARAM = re.compile(r"{(\w+)}")
 def error_response(status: int, code: str, message: str, details: Any = None,
                    headers: Mapping[str, str] | None = None) -> web.Response:
     return web.json_response({"error": code, "message": message, "details": details}, status=status,
-                             dumps=_dumps, headers=headers)
-
-
-def _dumps(obj: Any) -> str:
-    return json.dumps(obj, ensure_ascii=False)
+                             dumps=json_text, headers=headers)
 
 
 def ok(data: Any, status: int = 200) -> web.Response:
-    return web.json_response(data, status=status, dumps=_dumps)
+    return web.json_response(data, status=status, dumps=json_text)
 
 
 # Who acts: "admin" (admin.token), "token:<name>" (a named token), "console:<8 hex>:<token name>".

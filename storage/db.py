@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import orjson
 from sqlalchemy import Connection, Engine, Table, delete, event, select
 from sqlalchemy import create_engine as create_sync_engine
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -62,20 +63,30 @@ def delete_chunk(session: Session, table: Table, *where: Any) -> int:
     return session.connection().execute(delete(table).where(key.in_(some.scalar_subquery()))).rowcount
 
 
+def json_text(value: Any) -> str:
+    """JSON as text, UTF-8 as it is (not \\u escapes): the JSON columns' and the API's answers.
+    orjson takes a tenth of json.dumps's time, and each order event and message writes some."""
+    return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
+
+
+# Every engine's JSON columns.
+_JSON = {"json_serializer": json_text, "json_deserializer": orjson.loads}
+
+
 def create_engine(url: str) -> AsyncEngine:
     # hide_parameters: database errors get logged, and their parameters hold phone numbers.
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_async_engine(url, hide_parameters=True,
+        engine = create_async_engine(url, hide_parameters=True, **_JSON,
                                      connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
         tune_sqlite(engine.sync_engine)
         return engine
     # asyncpg prepares each statement once per connection and keeps 100 by default; a batch's
     # `IN (...)` lists make one statement per list length, so the order and webhook batches alone
     # use several hundred, and a miss costs a round trip (and the server's planning) again.
-    engine = create_async_engine(url, pool_size=10, max_overflow=10, hide_parameters=True,
+    engine = create_async_engine(url, pool_size=10, max_overflow=10, hide_parameters=True, **_JSON,
                                  connect_args={"prepared_statement_cache_size": 500})
     _ping_after_idle(engine.sync_engine)
     return engine
@@ -123,7 +134,7 @@ def sqlite_file_engine(path: str, *, begin: str, pragma: str, **pool: Any) -> En
     """A synchronous engine on a SQLite file (the standard sqlite3 driver), the Writer's and the
     Reader's: our pragmas and `pragma` on each connection, `begin` starting each transaction that
     was not begun already (the Writer begins on the loop itself)."""
-    engine = create_sync_engine(f"sqlite:///{path}", hide_parameters=True, **pool,
+    engine = create_sync_engine(f"sqlite:///{path}", hide_parameters=True, **pool, **_JSON,
                                 connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
 
     @event.listens_for(engine, "connect")
