@@ -31,7 +31,7 @@ from storage.tables import DAILY_TOTALS, DISTRIBUTORS, FOLLOWERS, WITHDRAWALS
 _FIGURES = ("sales_fen", "orders", "commission_fen", "first_sales")
 _D = DISTRIBUTORS.c
 _UNSOLD = (select(_D.id).where(_D.id.in_(bindparam("ids", expanding=True)), _D.first_sale_at.is_(None))
-           .order_by(_D.id).with_for_update())
+           .order_by(_D.id).with_for_update(key_share=True))
 _MARK_FIRST_SALE = DISTRIBUTORS.update().where(_D.id == bindparam("did")).values(first_sale_at=bindparam("at"))
 
 
@@ -82,7 +82,8 @@ def add_to_days(session: Session, sales: Sequence[SaleChange], entries: Iterable
 def _first_sales(session: Session, sales: Sequence[SaleChange]) -> list[datetime]:
     """Mark the first sale of the batch's sellers who had none (when its order was paid); the
     times of those marked. Two statements built once, whatever the batch (on PostgreSQL the
-    sellers' rows are locked in id order: a concurrent batch then sees them marked)."""
+    sellers' rows are locked in id order, FOR NO KEY UPDATE as an UPDATE locks them: a concurrent
+    batch then sees them marked, and its rows that refer to them (FOR KEY SHARE) do not wait)."""
     first: dict[int, datetime] = {}
     for ch in sales:
         if ch.orders > 0 and (ch.distributor_id not in first or ch.paid_at < first[ch.distributor_id]):

@@ -15,6 +15,8 @@ from sqlalchemy import event as sa_event
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
+from domain import dashboard
+from domain.contests import SaleChange
 from domain.notices import credit_notice, window_end
 from domain.orders import EventIn, apply_events
 from domain.outbox_rows import Merge, merge_notices
@@ -172,5 +174,35 @@ async def test_postgresql_two_transactions_adding_one_notice_share_its_row(pg_se
                 rows = (await look.execute(select(OutboxMessage.key, OutboxMessage.payload))).all()
             assert [(key, payload["merge"]) for key, payload in rows] == [(f"credit:1:{index}", {"n": 3, "fen": 300})]
             assert "3 笔订单" in rows[0][1]["content"]
+        finally:
+            await engine.dispose()
+
+
+async def test_postgresql_a_first_sale_marked_does_not_hold_up_rows_that_refer_to_the_seller(
+        pg_server_url: str | None) -> None:
+    """A batch marking a seller's first sale locks their row as an UPDATE would (FOR NO KEY
+    UPDATE); another process's batch inserting a row that refers to them (its foreign key check
+    takes FOR KEY SHARE) goes on at once. With FOR UPDATE the two batches deadlocked under two
+    processes (bench/orders.py --processes 2)."""
+    async with pg_database(require_pg(pg_server_url)) as url:
+        engine = create_engine(url)
+        sessions = create_sessionmaker(engine)
+        now = datetime.now(UTC)
+        try:
+            async with engine.begin() as conn:
+                await conn.execute(text(
+                    "INSERT INTO distributors (id, code, openid, phone, name, rank, status, registered_at) "
+                    "VALUES (1, 'LOCK01', 'o-lock', '13800000001', '张三', 'junior', 'active', :now)"), {"now": now})
+            async with sessions() as first, sessions() as second:
+                marked = await first.run_sync(lambda s: dashboard._first_sales(s, [SaleChange(1, now, None, 100, 1)]))
+                assert marked == [now]
+                await second.execute(text("SET LOCAL lock_timeout = '3s'"))
+                await second.execute(text("INSERT INTO balances (distributor_id, pending_fen, available_fen, "
+                                          "withdrawing_fen, withdrawn_fen) VALUES (1, 100, 0, 0, 0)"))
+                await second.commit()
+                await first.commit()
+            async with engine.connect() as look:
+                assert (await look.execute(text("SELECT first_sale_at IS NOT NULL FROM distributors"))).scalar()
+                assert (await look.execute(text("SELECT pending_fen FROM balances"))).scalar() == 100
         finally:
             await engine.dispose()
