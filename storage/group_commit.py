@@ -26,7 +26,10 @@ I = TypeVar("I")  # noqa: E741
 R = TypeVar("R")
 
 MAX_BATCH = 200
-LINGER_SECONDS = 0.002
+# Under load a batch waits, at most this long, for as many items as the last one had: the senders
+# whose answers just went out are sending their next ones, and the loop is reading them.
+LINGER_SECONDS = 0.006
+LINGER_STEP_SECONDS = 0.0005
 
 
 class Refused(Exception):
@@ -236,16 +239,23 @@ class GroupCommit(Generic[I, R]):
             # Let the loop take in what arrived while the last batch ran (a unit on SQLite runs
             # without yielding), so that it joins the next batch.
             await asyncio.sleep(0)
-            if last > 1 and len(self._queue) < last and self.linger:
-                # Under load the answers to the last batch went out together and their senders'
-                # next items are arriving now: wait a moment so they share one commit, instead
-                # of alternating between a batch of one and a batch of the rest.
-                await asyncio.sleep(self.linger)
+            if last > 1 and self.linger:
+                await self._gather(last)
             if not self._queue:
                 return
             batch, self._queue = self._queue[:self.max_batch], self._queue[self.max_batch:]
             last = len(batch)
             await self._run(batch)
+
+    async def _gather(self, last: int) -> None:
+        """Under load the answers to the last batch went out together and their senders' next
+        items are arriving now: wait until as many are here as the last batch had (the loop reads
+        them meanwhile) or the linger is over, so that they share one commit instead of alternating
+        between a batch of a few and a batch of the rest."""
+        loop = asyncio.get_running_loop()
+        until = loop.time() + self.linger
+        while len(self._queue) < last and loop.time() < until:
+            await asyncio.sleep(LINGER_STEP_SECONDS)
 
     async def _run(self, batch: list[tuple[I, asyncio.Future[R], UnitHook | None]]) -> None:
         items = [item for item, _, _ in batch]
