@@ -9,6 +9,8 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
+from aiohttp.http_exceptions import HttpProcessingError
+
 _PHONE = re.compile(r"(?<!\d)(1[3-9]\d)\d{4}(\d{4})(?!\d)")
 _STANDARD = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}
 
@@ -45,6 +47,28 @@ class _Stderr(logging.StreamHandler):  # type: ignore[type-arg]
         pass
 
 
+class ClientFaults(logging.Filter):
+    """aiohttp logs a request it cannot parse (the client's fault, answered 400) as an error with
+    a traceback: here it becomes a warning of one line, as every other refused request is, so that
+    a flood of them reads as what it is and no alert on errors fires for it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, HttpProcessingError):
+            reason = str(error.message).strip().splitlines()[0] if error.message else type(error).__name__
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            record.msg, record.args = "malformed HTTP request refused (%s): %s", (error.code, reason)
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+def quiet_client_faults() -> None:
+    """Install ClientFaults on aiohttp's server logger (once)."""
+    server = logging.getLogger("aiohttp.server")
+    if not any(isinstance(f, ClientFaults) for f in server.filters):
+        server.addFilter(ClientFaults())
+
+
 def setup_logging(level: int = logging.INFO) -> None:
     handler = _Stderr()
     handler.setFormatter(JsonFormatter())
@@ -54,3 +78,4 @@ def setup_logging(level: int = logging.INFO) -> None:
     # Alembic and APScheduler chatter at INFO; keep their warnings.
     for noisy in ("alembic", "apscheduler"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    quiet_client_faults()

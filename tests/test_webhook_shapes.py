@@ -3,12 +3,15 @@ from two users, XML nested too deep, every refusal logged with its reason, and w
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
 import pytest
 
+from kit.logs import quiet_client_faults
 from tests.conftest import ON_SQLITE, Harness
+from tests.eventually import eventually
 from tests.webhook_support import plain_query, post, push, sign, stored, text_fields, to_xml
 
 pytestmark = ON_SQLITE  # the protocol or pages rendered: see tests/conftest.py
@@ -80,3 +83,28 @@ async def test_every_refusal_is_logged_with_its_reason(harness: Harness, caplog:
     assert got == status
     lines = [r for r in caplog.records if r.name == "wechat.inbound" and r.levelno == logging.WARNING]
     assert len(lines) == 1 and reason in lines[0].getMessage() and lines[0].status == status  # type: ignore[attr-defined]
+
+
+async def test_a_request_that_is_not_http_is_refused_with_a_warning_of_one_line(
+        harness: Harness, caplog: pytest.LogCaptureFixture) -> None:
+    """A header line without its CR: aiohttp answers 400 and logs an error with a traceback; with
+    distbot's logging it is a warning of one line that says why (kit.logs.ClientFaults)."""
+    server = logging.getLogger("aiohttp.server")
+    kept = list(server.filters)
+    quiet_client_faults()
+    try:
+        with caplog.at_level(logging.WARNING, logger="aiohttp.server"):
+            port = int(harness.url.rsplit(":", 1)[1])
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"POST /wechat HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer t\n# a comment\r\n\r\n")
+            await writer.drain()
+            answer = await reader.read(200)
+            writer.close()
+            await eventually(lambda: any(r.name == "aiohttp.server" for r in caplog.records),
+                             what="aiohttp's log line")
+    finally:
+        server.filters[:] = kept
+    assert answer.split(b" ", 2)[1] == b"400", answer
+    lines = [r for r in caplog.records if r.name == "aiohttp.server"]
+    assert [(r.levelno, r.exc_info) for r in lines] == [(logging.WARNING, None)], lines
+    assert "malformed HTTP request refused (400)" in lines[0].getMessage()
