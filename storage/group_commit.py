@@ -29,7 +29,7 @@ MAX_BATCH = 200
 # Under load a batch waits, at most this long, for as many items as the last one had: the senders
 # whose answers just went out are sending their next ones, and the loop is reading them.
 LINGER_SECONDS = 0.006
-LINGER_STEP_SECONDS = 0.0005
+LINGER_STEP_SECONDS = 0.0002
 
 
 class Refused(Exception):
