@@ -244,14 +244,16 @@ class GroupCommit(Generic[I, R]):
             if not self._queue:
                 return
             batch, self._queue = self._queue[:self.max_batch], self._queue[self.max_batch:]
-            last = len(batch)
+            # The most items seen lately, forgotten one by one: a batch cut short by a straggler
+            # (the linger ran out) does not lower what the next ones wait for.
+            last = max(len(batch), last - 1)
             await self._run(batch)
 
     async def _gather(self, last: int) -> None:
         """Under load the answers to the last batch went out together and their senders' next
-        items are arriving now: wait until as many are here as the last batch had (the loop reads
-        them meanwhile) or the linger is over, so that they share one commit instead of alternating
-        between a batch of a few and a batch of the rest."""
+        items are arriving now: wait until as many are here as the last batches had (the loop
+        reads them meanwhile) or the linger is over, so that they share one commit instead of
+        alternating between a batch of a few and a batch of the rest."""
         loop = asyncio.get_running_loop()
         until = loop.time() + self.linger
         while len(self._queue) < last and loop.time() < until:
