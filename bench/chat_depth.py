@@ -38,7 +38,7 @@ from bench.harness import Databases  # noqa: E402
 from bench.scratch import scratch_dir  # noqa: E402
 from kit.chat import Ctx, Incoming  # noqa: E402
 from domain.config import Config  # noqa: E402
-from domain.distributor_totals import month_of  # noqa: E402
+from domain.formats import month_of  # noqa: E402
 from domain.team_pages import Paging, entry_count, team_figures, team_order_count  # noqa: E402
 from handlers.details import on_details  # noqa: E402
 from handlers.team import on_team  # noqa: E402
@@ -103,7 +103,7 @@ def money(members: int, entries: int, now: datetime, rng: random.Random) -> dict
         ledger.append({"distributor_id": ME, "kind": kind, "amount_fen": sign * rng.randrange(100, 5000),
                        "ref": f"other-{k}", "order_no": None, "created_at": now - timedelta(seconds=k * 37)})
     return {"orders": orders, "commissions": commissions, "ledger": ledger,
-            "totals": [{"distributor_id": d, "month": month_of(now), "sales_fen": fen, "orders": 1,
+            "totals": [{"distributor_id": d, "month": month_of(now).key, "sales_fen": fen, "orders": 1,
                         "commission_fen": 0} for d, fen in totals.items()]}
 
 

@@ -37,7 +37,8 @@ from bench.harness import peak_rss_mb, rss_mb  # noqa: E402
 from bench.scratch import scratch_dir  # noqa: E402
 from domain.clock import Clock  # noqa: E402
 from domain.config import Config  # noqa: E402
-from domain.plans import Month, month_of  # noqa: E402
+from domain.formats import Month, month_of  # noqa: E402
+from domain.plans import reward_ref  # noqa: E402
 from handlers.team_bonus import pay_month  # noqa: E402
 from kit.app_keys import CLOCK, WRITER  # noqa: E402
 from kit.live_settings import SETTINGS  # noqa: E402
@@ -105,7 +106,7 @@ async def run(path: Path, distributors: int, orders: int) -> None:
     async def rewards() -> tuple[int, int]:
         return tuple(await writer.run(lambda s: s.execute(  # type: ignore[return-value]
             select(func.count(), func.coalesce(func.sum(ENTRIES.c.amount_fen), 0))
-            .where(ENTRIES.c.ref == month.ref)).one()))
+            .where(ENTRIES.c.ref == reward_ref(month))).one()))
     try:
         pid, before = os.getpid(), rss_mb(os.getpid())
         reset = reset_peak()

@@ -24,9 +24,10 @@ from typing import Any
 from sqlalchemy import ColumnElement, Select, exists, func, select
 from sqlalchemy.orm import Session
 
-from domain.distributor_totals import ALL_TIME, Totals, month_of, totals_of
+from domain.distributor_totals import ALL_TIME, Totals, totals_of
 from domain.distributors import PER_PAGE, search_where
 from domain.export_rows import day_bounds
+from domain.formats import month_of
 from domain.figures import teams
 from domain.ledger import balances
 from storage.models import DistributorStatus
@@ -196,7 +197,7 @@ def _page(session: Session, filters: Filters, now: datetime, offset: int, limit:
     """The rows from `offset` on and how many the filters select. The filters are read once for up
     to `few` + 1 distributors: when they select no more than `few`, those ids are the selection
     (a search by name scans the names once, not once to count and again for the page)."""
-    where, month = filters.where(session), month_of(now)
+    where, month = filters.where(session), month_of(now).key
     some = list(session.scalars(select(_D.id).where(*where).limit(few + 1)))
     if len(some) <= few:
         where, total = [_D.id.in_(some)], len(some)

@@ -10,14 +10,13 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from domain.contests import SaleChange
-from domain.formats import china_day
+from domain.formats import month_of
 from storage.db import adding_upsert
 from storage.models_ledger import EntryKind
 from storage.tables import DISTRIBUTOR_TOTALS
@@ -25,12 +24,6 @@ from storage.tables import DISTRIBUTOR_TOTALS
 ALL_TIME = 0  # the month of the all-time row
 COUNTERS = ("sales_fen", "orders", "commission_fen")
 COMMISSION_KINDS = (EntryKind.COMMISSION, EntryKind.REVERSAL)
-
-
-def month_of(at: datetime) -> int:
-    """The China-time month of an instant as YYYYMM."""
-    day = china_day(at)
-    return day.year * 100 + day.month
 
 
 @dataclass(frozen=True)
@@ -47,12 +40,12 @@ def add_to_totals(session: Session, sales: Sequence[SaleChange], entries: Iterab
     one order)."""
     rows: dict[tuple[int, int], dict[str, int]] = defaultdict(lambda: dict.fromkeys(COUNTERS, 0))
     for ch in sales:
-        for key in ((ch.distributor_id, ALL_TIME), (ch.distributor_id, month_of(ch.paid_at))):
+        for key in ((ch.distributor_id, ALL_TIME), (ch.distributor_id, month_of(ch.paid_at).key)):
             rows[key]["sales_fen"] += ch.fen
             rows[key]["orders"] += ch.orders
     for e in entries:
         if e["kind"] in COMMISSION_KINDS:
-            for key in ((e["distributor_id"], ALL_TIME), (e["distributor_id"], month_of(e["counted_at"]))):
+            for key in ((e["distributor_id"], ALL_TIME), (e["distributor_id"], month_of(e["counted_at"]).key)):
                 rows[key]["commission_fen"] += e["amount_fen"]
     out = [{"distributor_id": did, "month": month, **v} for (did, month), v in sorted(rows.items()) if any(v.values())]
     if out:

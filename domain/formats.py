@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
@@ -65,7 +66,57 @@ def week_start(now: datetime) -> datetime:
 
 
 def month_start(now: datetime) -> datetime:
-    return day_start(now).replace(day=1)
+    return month_of(now).start
+
+
+# ---- months ------------------------------------------------------------------------------------
+MONTH_RE = re.compile(r"^(\d{4})-(\d{2})$")
+
+
+@dataclass(frozen=True)
+class Month:
+    """A calendar month in China time: [start, end) as aware datetimes."""
+
+    year: int
+    month: int
+
+    @property
+    def label(self) -> str:
+        return f"{self.year:04d}-{self.month:02d}"
+
+    @property
+    def key(self) -> int:
+        """YYYYMM, as domain.distributor_totals counts months (ALL_TIME is 0)."""
+        return self.year * 100 + self.month
+
+    @property
+    def start(self) -> datetime:
+        return datetime(self.year, self.month, 1, tzinfo=CHINA)
+
+    @property
+    def end(self) -> datetime:
+        return self.following.start
+
+    @property
+    def following(self) -> Month:
+        return Month(self.year + self.month // 12, self.month % 12 + 1)
+
+    @property
+    def previous(self) -> Month:
+        return Month(self.year - (self.month == 1), (self.month - 2) % 12 + 1)
+
+
+def month_of(at: datetime) -> Month:
+    local = at.astimezone(CHINA)
+    return Month(local.year, local.month)
+
+
+def parse_month(text: str) -> Month | None:
+    """'2026-11' as a Month; None for anything else (a month 13, a day, spaces)."""
+    m = MONTH_RE.match(text)
+    if m is None or not 1 <= int(m.group(2)) <= 12 or int(m.group(1)) < 2000:
+        return None
+    return Month(int(m.group(1)), int(m.group(2)))
 
 
 # ---- money typed by people ---------------------------------------------------------------------

@@ -18,17 +18,14 @@ Commission once booked keeps its amount: a refund reverses a share of the booked
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 
 from domain.commission import commission_fen
 from domain.config_sections import RewardsConfig, TeamTier
-from domain.formats import CHINA, yuan
+from domain.formats import Month, yuan
 
-MONTH_RE = re.compile(r"^(\d{4})-(\d{2})$")
 REWARD_REF = "team-bonus:{month}"  # the ledger's unique (distributor, kind, ref): once per month
 
 
@@ -85,52 +82,6 @@ def bonus_lines(team_sales_fen: int, rewards: RewardsConfig) -> list[str]:
     return lines
 
 
-# ---- months ------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Month:
-    """A calendar month in China time: [start, end) as aware datetimes."""
-
-    year: int
-    month: int
-
-    @property
-    def label(self) -> str:
-        return f"{self.year:04d}-{self.month:02d}"
-
-    @property
-    def key(self) -> int:
-        """YYYYMM, as domain.distributor_totals counts months."""
-        return self.year * 100 + self.month
-
-    @property
-    def start(self) -> datetime:
-        return datetime(self.year, self.month, 1, tzinfo=CHINA)
-
-    @property
-    def end(self) -> datetime:
-        return self.following.start
-
-    @property
-    def following(self) -> Month:
-        return Month(self.year + self.month // 12, self.month % 12 + 1)
-
-    @property
-    def previous(self) -> Month:
-        return Month(self.year - (self.month == 1), (self.month - 2) % 12 + 1)
-
-    @property
-    def ref(self) -> str:
-        return REWARD_REF.format(month=self.label)
-
-
-def month_of(at: datetime) -> Month:
-    local = at.astimezone(CHINA)
-    return Month(local.year, local.month)
-
-
-def parse_month(text: str) -> Month | None:
-    """'2026-11' as a Month; None for anything else (a month 13, a day, spaces)."""
-    m = MONTH_RE.match(text)
-    if m is None or not 1 <= int(m.group(2)) <= 12 or int(m.group(1)) < 2000:
-        return None
-    return Month(int(m.group(1)), int(m.group(2)))
+def reward_ref(month: Month) -> str:
+    """The team bonus's ledger ref for a month: the unique (distributor, kind, ref) pays it once."""
+    return REWARD_REF.format(month=month.label)

@@ -23,9 +23,8 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from domain.distributor_totals import month_of
 from domain.figures import COUNTED, ENTRY_COUNTED_AT, SALE_FEN
-from domain.formats import CHINA, month_start
+from domain.formats import CHINA, month_of, month_start
 from domain.ledger import EARNING_KINDS
 from domain.records import read_days
 from storage.models import DistributorStatus
@@ -99,7 +98,7 @@ def top_sales(session: Session, period: Period, limit: int = TOP) -> list[Ranked
     if period.key != "range":  # a whole month: its sums are kept (domain.distributor_totals), read on their index
         t = TOTALS.c
         return _named(session, select(t.distributor_id, t.sales_fen.label("value"))
-                      .where(t.month == month_of(period.start), t.sales_fen > 0, t.distributor_id.not_in(_UNRANKED))
+                      .where(t.month == month_of(period.start).key, t.sales_fen > 0, t.distributor_id.not_in(_UNRANKED))
                       .order_by(t.sales_fen.desc(), t.distributor_id).limit(limit).subquery())
     o = ORDERS.c
     return _top(session, o.distributor_id, func.sum(SALE_FEN),

@@ -27,8 +27,8 @@ from domain.figures import COUNTED, SALE_FEN
 from domain.ledger import Delta, add_to_balances, append_entries
 from domain.messages import Text
 from domain.outbox_rows import Queued, enqueue_many, template_data
-from domain.plans import Month, bonus_lines, month_of, team_bonus_fen
-from domain.formats import yuan
+from domain.plans import bonus_lines, reward_ref, team_bonus_fen
+from domain.formats import Month, month_of, yuan
 from storage.db import dialect_insert, is_postgres
 from storage.models import DistributorStatus
 from storage.models_ledger import EntryKind
@@ -96,7 +96,7 @@ def pay_some(session: Session, config: Config, month: Month, after: int, now: da
     paid = [(did, openid, team_bonus_fen(sales, rewards.team_tiers, rewards.team_cap_fen))
             for did, sales, openid in rows]
     won = [(did, openid, fen) for did, openid, fen in paid if fen > 0]
-    append_entries(session, [{"distributor_id": did, "kind": EntryKind.REWARD, "amount_fen": fen, "ref": month.ref,
+    append_entries(session, [{"distributor_id": did, "kind": EntryKind.REWARD, "amount_fen": fen, "ref": reward_ref(month),
                               "created_at": now} for did, _, fen in won])
     add_to_balances(session, {did: Delta(available_fen=fen) for did, _, fen in won})
     session.execute(_MARK, [{"m": month.key, "did": did, "fen": fen, "at": now} for did, _, fen in paid])
@@ -104,6 +104,6 @@ def pay_some(session: Session, config: Config, month: Month, after: int, now: da
     for did, openid, fen in won:
         text = Text(f"团队奖励到账：{month.year}年{month.month}月直属团队业绩奖励 {yuan(fen)} 已计入您的可提现余额，"
                     "回复“收益”查看。")
-        notices.append(Queued(f"{month.ref}:{did}", openid, text, template_data(text, "团队奖励到账")))
+        notices.append(Queued(f"{reward_ref(month)}:{did}", openid, text, template_data(text, "团队奖励到账")))
     enqueue_many(session, notices, now=now)
     return int(rows[-1].distributor_id)

@@ -30,7 +30,7 @@ from sqlalchemy import ColumnElement, Integer, Select, and_, any_, bindparam, ca
 from sqlalchemy import union_all
 from sqlalchemy.orm import Session
 
-from domain.distributor_totals import month_of
+from domain.formats import month_of
 from domain.records import share_state
 from storage.db import is_postgres
 from storage.models import BoundBy, DistributorStatus
@@ -215,7 +215,7 @@ def team_figures(session: Session, me_id: int, depth: int, now: datetime, since:
     and credited sales in `now`'s China-time month (as domain.figures counts them; 0 without
     `sales`, which saves a key lookup per member), one statement."""
     rows = {n: (int(size), int(new), int(fen)) for n, size, new, fen in session.connection().execute(
-        _FIGURES[is_postgres(session), depth, sales], {"me": me_id, "since": since, "month": month_of(now)})}
+        _FIGURES[is_postgres(session), depth, sales], {"me": me_id, "since": since, "month": month_of(now).key})}
     return TeamFigures([rows[n][:2] for n in range(1, depth + 1)], sum(rows[n][2] for n in range(1, depth + 1)),
                        rows[0][2])
 

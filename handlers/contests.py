@@ -37,7 +37,6 @@ from domain.formats import mask_name, yuan
 from domain.messages import Text
 from domain.refusals import Refusal
 from storage.models import Distributor
-from storage.models_engage import ContestStatus
 from storage.tables import CONTESTS
 
 log = logging.getLogger(__name__)

@@ -34,10 +34,9 @@ from domain import inviters, risk
 from domain import suspension
 from domain.commission import STATUS_NAMES
 from domain.distributor_list import SORTS, Filters, Listed, export_page, list_page, listed
-from domain.distributor_totals import month_of
 from domain.distributors import MAX_PAGE, PER_PAGE, DistributorAnswer, distributor_json, known_distributor
 from domain.export_rows import local_time
-from domain.formats import CHINA, parse_signed_yuan, plain_yuan
+from domain.formats import CHINA, month_of, parse_signed_yuan, plain_yuan
 from domain.records import read_days
 from domain.refusals import Refusal
 from domain.ledger import BUCKETS, KIND_NAMES, MAX_ADJUSTMENT_FEN, balance
@@ -231,7 +230,7 @@ def _profile(session: Session, code: str, now: datetime, ledger_no: int, orders_
     if d is None:
         return None
     e, o, r = ENTRIES.c, ORDERS.c, RANK_CHANGES.c
-    month = month_of(now)
+    month = month_of(now).key
     size, team = _team(session, d.id, month)
     inviter = session.execute(select(DISTRIBUTORS.c.code, DISTRIBUTORS.c.name)
                               .where(DISTRIBUTORS.c.id == d.inviter_id)).first() if d.inviter_id else None

@@ -18,7 +18,7 @@ from kit.app_keys import CLOCK, WRITER
 from kit.feature import Feature
 from kit.live_settings import live_config
 from kit.scheduler import JOBS
-from domain.plans import MONTH_RE, Month, month_of, parse_month
+from domain.formats import MONTH_RE, Month, month_of, parse_month
 from domain.refusals import Refusal
 from domain.team_bonus import pay_some, stage
 

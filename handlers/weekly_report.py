@@ -42,9 +42,10 @@ from content.store import PackLibrary
 from domain.config import Config
 from domain.figures import Sales, credited_sales, daily_totals, earnings, personal_sales, sales_by_time, team_sales
 from domain.figures import teams
+from domain.formats import month_of
 from domain.messages import Text
 from domain.outbox_rows import Queued, enqueue_many, template_data
-from domain.plans import bonus_lines, month_of
+from domain.plans import bonus_lines
 from domain.team_bonus import team_sales as team_month_sales
 from domain.signing import link_key, sign, verify
 from domain.weekly import SCRIPT_TITLES, ReportWeek, WeekContent, WeekFigures, report_text, report_week, team_week

@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 from sandbox.platform import Platform, SimUser
 from kit.app_keys import SESSIONMAKER
 from domain.ledger import balances, ledger_sums
-from domain.distributor_totals import month_of
+from domain.formats import month_of
 from domain.formats import CHINA
 from storage.tables import DAILY_TOTALS, DISTRIBUTOR_TOTALS, DISTRIBUTORS, ENTRIES, ORDERS
 from storage.models import Distributor, Follower
@@ -184,7 +184,7 @@ def recount_totals(session: Any) -> dict[tuple[int, int], tuple[int, int, int]]:
     rows: dict[tuple[int, int], list[int]] = {}
 
     def add(did: int, at: datetime, i: int, value: int) -> None:
-        for month in (0, month_of(at)):
+        for month in (0, month_of(at).key):
             rows.setdefault((did, month), [0, 0, 0])[i] += value
     o, e = ORDERS.c, ENTRIES.c
     for did, paid_at, amount, refunded, status in session.execute(

@@ -24,7 +24,8 @@ from domain.commission import Receiver, commission_fen, reversal_due, split_comm
 from domain.config import Config
 from domain.config_sections import RewardsConfig, TeamTier
 from domain.formats import CHINA
-from domain.plans import Month, is_repeat, next_tier, parse_month, team_bonus_fen, tier_reached
+from domain.formats import Month, parse_month
+from domain.plans import is_repeat, next_tier, reward_ref, team_bonus_fen, tier_reached
 from domain.team_bonus import pay_some, stage
 from kit.app_keys import WRITER
 from sandbox.platform import Platform
@@ -86,7 +87,7 @@ def test_months() -> None:
     assert [parse_month(t) for t in ("2026-13", "2026-00", "26-11", " 2026-11", "2026-11-01")] == [None] * 5
     m = parse_month("2026-12")
     assert m == Month(2026, 12) and m.following == Month(2027, 1) and Month(2027, 1).previous == m
-    assert m.start == datetime(2026, 12, 1, tzinfo=CHINA) and m.ref == "team-bonus:2026-12"
+    assert m.start == datetime(2026, 12, 1, tzinfo=CHINA) and reward_ref(m) == "team-bonus:2026-12"
 
 
 @given(st.datetimes(min_value=datetime(2026, 1, 1), max_value=datetime(2027, 1, 1)),
@@ -151,7 +152,7 @@ async def test_the_team_bonus_is_paid_once_by_the_rules_on_both_databases(
                     while after is not None:
                         after = pay_some(session, config, month, after, now)
                 return list(session.scalars(select(ENTRIES.c.amount_fen).where(
-                    ENTRIES.c.distributor_id == boss.id, ENTRIES.c.ref == month.ref)))
+                    ENTRIES.c.distributor_id == boss.id, ENTRIES.c.ref == reward_ref(month))))
             paid = asyncio.run_coroutine_threadsafe(writer.run(pay_all), loop).result(60)
             bonus = team_bonus_fen(expected, tiers, cap)
             assert paid == ([bonus] if bonus else [])
