@@ -17,7 +17,7 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 from sandbox.mass_send import finish_event, month_of
-from sandbox.platform import Platform
+from sandbox.platform import Platform, PlatformError
 from storage.db import create_engine
 from storage.migrate import upgrade
 from storage.tables import DISTRIBUTORS
@@ -72,6 +72,14 @@ def deliveries(platform: Platform) -> Counter[str]:
                    if name == "message/custom/send" and body["text"]["content"] == TEXT)
 
 
+def busy_until_killed(platform: Platform) -> None:
+    """Every customer-service send answers -1 (system busy) and changes nothing, until the test
+    deletes this instance attribute again."""
+    def busy(body: dict[str, Any]) -> None:
+        raise PlatformError(-1)
+    platform.custom_send = busy  # type: ignore[method-assign]
+
+
 async def wait_done(served: Served, cid: int, timeout: float = 60) -> dict[str, Any]:
     async def done() -> dict[str, Any] | None:
         status, body = await served.api("GET", f"/campaigns/{cid}")
@@ -89,19 +97,22 @@ async def test_kill_9_between_sends_and_a_restart_send_each_recipient_once(
         assert status == 201 and created["total"] == RECIPIENTS
         while sum(deliveries(platform).values()) < RECIPIENTS // 3:
             await asyncio.sleep(0.01)
-        # Sends leave every 100 ms: kill just after one has landed and its mark is committed, before
-        # the next (a kill between a send and its mark may repeat that one: WeChat's customer-service
-        # call has no idempotency key; test_outbox covers the lease). The mark is read back, not
-        # assumed to take less than some time: on a loaded machine a commit can take 30 ms.
+        # Kill between two sends, after one has landed and its mark is committed (a kill between a
+        # send and its mark may repeat that one: WeChat's customer-service call has no idempotency
+        # key; test_outbox covers the lease). The mark is read back, not assumed to take less than
+        # some time, and WeChat answers "system busy" from then until the kill, so that no send can
+        # land between the check and the kill however loaded the machine is.
         for _ in range(2000):
             seen = sum(deliveries(platform).values())
             status, progress = await first.api("GET", f"/campaigns/{created['id']}")
             if status == 200 and progress["sent"] == seen == sum(deliveries(platform).values()):
+                busy_until_killed(platform)
                 break
             await asyncio.sleep(0.002)
         await first.kill()
     finally:
         await first.kill()
+        vars(platform).pop("custom_send", None)
     at_kill = deliveries(platform)
     assert 0 < sum(at_kill.values()) < RECIPIENTS
     second = await Served(cfg, tmp_path).start()
