@@ -18,6 +18,7 @@ from content.images import BadImage, open_image
 from content.safezip import SafeZip, normalise
 from domain.catalogue import KIND_NAMES, PACK, say
 from domain.config_sections import LEGAL_MAX_LEVELS
+from domain.formats import storable
 
 MANIFEST = "manifest.toml"
 MAX_UPLOAD_BYTES = 50 * 1024 * 1024
@@ -174,11 +175,17 @@ class Checker:
                 values[key] = data[key]
         return values, ok
 
+    def storable(self, at: datetime, where: str) -> datetime | None:
+        if storable(at):
+            return at
+        self.problem(where, say(PACK, "not_a_time", value=at.isoformat()))
+        return None
+
     def moment(self, value: str | date | time, where: str) -> datetime | None:
         """An aware datetime from a TOML offset date-time or an RFC 3339 string. Local (zone-less)
         times are refused: the server's zone must not decide when a festival starts."""
         if isinstance(value, datetime) and value.tzinfo is not None:
-            return value
+            return self.storable(value, where)
         zoned = value
         if isinstance(value, str):
             m = RFC3339_RE.match(value.strip())
@@ -192,7 +199,7 @@ class Checker:
                 self.problem(where, say(PACK, "not_a_time", value=value))
                 return None
             if zone is not None:
-                return zoned
+                return self.storable(zoned, where)
         what = ("zoneless_datetime" if isinstance(zoned, datetime) else "zoneless_date" if isinstance(zoned, date)
                 else "zoneless_time")
         self.problem(where, say(PACK, "no_zone", what=say(PACK, what), example=MOMENT_EXAMPLE))

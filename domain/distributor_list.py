@@ -26,10 +26,10 @@ from sqlalchemy.orm import Session
 
 from domain.distributor_totals import ALL_TIME, Totals, totals_of
 from domain.distributors import PER_PAGE, search_where
-from domain.export_rows import day_bounds
 from domain.formats import month_of
 from domain.figures import teams
 from domain.ledger import balances
+from domain.records import on_days
 from storage.models import DistributorStatus
 from storage.models_risk import FlagStatus
 from storage.tables import BALANCES, DISTRIBUTOR_TOTALS, DISTRIBUTORS, RISK_FLAGS
@@ -66,11 +66,7 @@ class Filters:
             out.append(_D.rank == self.rank)
         if self.status:
             out.append(_D.status == self.status)
-        start, end = day_bounds(self.since, self.until)
-        if start is not None:
-            out.append(_D.registered_at >= start)
-        if end is not None:
-            out.append(_D.registered_at < end)
+        out += on_days(_D.registered_at, self.since, self.until)
         if self.flagged:
             out.append(_D.id.in_(select(RISK_FLAGS.c.distributor_id).where(RISK_FLAGS.c.status == FlagStatus.OPEN)))
         return out

@@ -5,13 +5,13 @@ decimals, times in China time. Streaming them is kit.csv_stream.stream_csv's job
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import date, datetime, time, timedelta
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Select, select, tuple_
 from sqlalchemy.orm import Session
 
-from domain.formats import CHINA, CHINA_OFFSET, plain_yuan
+from domain.formats import CHINA_OFFSET, plain_yuan
 from domain.ledger import KIND_NAMES
 from storage.tables import DISTRIBUTORS, ENTRIES, WITHDRAWALS
 
@@ -26,12 +26,6 @@ Row = tuple[Any, ...]
 def local_time(value: datetime | None) -> str:
     """2026-12-01 08:00:00, China time (a fixed +08:00 since 1991: the fast conversion)."""
     return value.astimezone(CHINA_OFFSET).isoformat(" ", "seconds")[:19] if value else ""
-
-
-def day_bounds(since: date | None, until: date | None) -> tuple[datetime | None, datetime | None]:
-    """China-time days, `until` included, as the UTC instants [start, end) they span."""
-    return (datetime.combine(since, time(), CHINA) if since else None,
-            datetime.combine(until + timedelta(days=1), time(), CHINA) if until else None)
 
 
 def _withdrawals() -> Select[Any]:

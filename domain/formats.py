@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime, time, timedelta, timezone
 from zoneinfo import ZoneInfo
 
 from domain.refusals import Refusal
@@ -51,6 +51,37 @@ def china_time(dt: datetime) -> str:
 def china_day(at: datetime) -> date:
     """The China-time day of an instant: the day every daily figure counts it on."""
     return at.astimezone(CHINA).date()
+
+
+# The calendar's first and last days have no instant on the other side of UTC: a China-time day
+# is read within these two (nothing happened before the first or will after the last anyway).
+FIRST_DAY, LAST_DAY = date.min + timedelta(days=1), date.max - timedelta(days=1)
+
+
+def storable(at: datetime) -> bool:
+    """Whether an aware instant has a UTC time (what is stored): 0001-01-01T00:00+08:00 has none."""
+    try:
+        at.astimezone(timezone.utc)
+    except OverflowError:
+        return False
+    return True
+
+
+def day_from(day: date) -> datetime:
+    """The instant a China-time day begins (aware)."""
+    return datetime.combine(min(max(day, FIRST_DAY), LAST_DAY), time(), CHINA)
+
+
+def day_after(day: date) -> datetime:
+    """The instant a China-time day ends: the next day's midnight, so that [day_from(a), day_after(b))
+    spans days a–b, both included."""
+    return datetime.combine(min(max(day, FIRST_DAY), LAST_DAY) + timedelta(days=1), time(), CHINA)
+
+
+def day_bounds(since: date | None, until: date | None) -> tuple[datetime | None, datetime | None]:
+    """China-time days `since`–`until`, both included, as the instants [start, end) they span; an
+    open side is None."""
+    return day_from(since) if since else None, day_after(until) if until else None
 
 
 def day_start(now: datetime) -> datetime:

@@ -17,14 +17,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from domain.figures import COUNTED, ENTRY_COUNTED_AT, SALE_FEN
-from domain.formats import CHINA, month_of, month_start
+from domain.formats import CHINA, day_after, day_from, month_of, month_start
 from domain.ledger import EARNING_KINDS
 from domain.records import read_days
 from storage.models import DistributorStatus
@@ -58,8 +58,7 @@ def period_of(query: Mapping[str, str], now: datetime) -> tuple[Period, list[str
     if key == "range":
         since, until = read_days(query, problems)
         if since and until:
-            return (Period(key, datetime.combine(since, time(), CHINA),
-                           datetime.combine(until + timedelta(days=1), time(), CHINA), since, until), problems)
+            return Period(key, day_from(since), day_after(until), since, until), problems
         problems.append("请同时填写开始和结束日期；下面是本月的排名。")
     end = (this + timedelta(days=32)).replace(day=1)
     return Period("month", this, end, this.date(), now.astimezone(CHINA).date()), problems

@@ -24,8 +24,7 @@ from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import Session
 
 from domain.commission import CANCELLED, REFUNDED, STATUS_NAMES
-from domain.export_rows import day_bounds
-from domain.formats import month_start
+from domain.formats import day_bounds, month_start
 from domain.ledger import KIND_NAMES
 from storage.models_ledger import EntryKind
 from storage.tables import COMMISSIONS, DISTRIBUTORS, ENTRIES, EVENTS, ORDERS
@@ -34,6 +33,12 @@ PAGE_SIZE = 50
 EVENT_NAMES = {"paid": "付款", "shipped": "发货", "completed": "完成", "refunded": "退款", "cancelled": "取消"}
 SHARE_NAMES = {"pending": "待结算", "available": "可提现", "reversed": "已冲回"}  # a commission's state
 _D = DISTRIBUTORS.c
+
+
+def on_days(column: Any, since: date | None, until: date | None) -> list[ColumnElement[bool]]:
+    """`column` (an instant) on the China-time days `since`–`until`, both included; none is open."""
+    start, end = day_bounds(since, until)
+    return [*((column >= start,) if start else ()), *((column < end,) if end else ())]
 
 
 def read_days(query: Mapping[str, str], problems: list[str]) -> tuple[date | None, date | None]:
@@ -98,9 +103,7 @@ class LedgerFilter:
                              (e.distributor_id == _distributor(self.code)) if self.code else None) if c is not None]
 
     def where(self) -> list[ColumnElement[bool]]:
-        start, end = self.bounds()
-        e = ENTRIES.c
-        return [*self.narrowing(), *((e.created_at >= start,) if start else ()), *((e.created_at < end,) if end else ())]
+        return [*self.narrowing(), *on_days(ENTRIES.c.created_at, self.since, self.until)]
 
     def query(self) -> str:
         """The filter as a query string; `since` is always there (empty: from the beginning)."""
@@ -146,18 +149,13 @@ class OrderFilter:
 
     def where(self) -> list[ColumnElement[bool]]:
         o = ORDERS.c
-        start, end = day_bounds(self.since, self.until)
-        out: list[ColumnElement[bool]] = []
+        out = on_days(o.paid_at, self.since, self.until)
         if self.number:
             out += _prefix(o.order_no, self.number)
         if self.code:
             out.append(o.distributor_id == _distributor(self.code))
         if self.status:
             out.append(o.status == self.status)
-        if start:
-            out.append(o.paid_at >= start)
-        if end:
-            out.append(o.paid_at < end)
         return out
 
     def query(self) -> str:

@@ -17,11 +17,11 @@ from typing import Any, ClassVar, Literal
 
 from aiohttp import web
 from aiohttp.web_request import FileField
-from pydantic import AwareDatetime, BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from kit.api import ApiModel, IdParam, PageQuery, RankAudience, checked_audience, ok
+from kit.api import ApiModel, IdParam, Instant, PageQuery, RankAudience, checked_audience, ok
 from kit.api import text as text_field
 from kit.chat import Ctx, Incoming
 from kit.auditing import note
@@ -111,7 +111,7 @@ class CampaignIn(ApiModel):
     kind: Literal["contest", "training", "notice"]
     text: text_field(campaigns.MAX_TEXT) = Field(description=f"at most {campaigns.MAX_TEXT} characters")
     audience: Literal["all"] | RankAudience = "all"
-    send_at: AwareDatetime | None = Field(None, description="RFC 3339 with a zone; omitted: now")
+    send_at: Instant | None = Field(None, description="RFC 3339 with a zone; omitted: now")
     channel: Literal["service", "mass"] = Field(
         "service", description="service: customer-service message, template outside 48 h; mass: 群发")
     format: Literal["text", "image", "news"] = Field(

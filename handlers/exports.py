@@ -17,7 +17,7 @@ from kit.csv_stream import stream_csv
 from kit.feature import Feature
 from kit.app_keys import CLOCK, READER
 from domain import export_rows as exports
-from domain.formats import CHINA
+from domain.formats import CHINA, day_bounds
 from domain.refusals import Refusal
 
 feature = Feature("exports", scope="finance")
@@ -46,7 +46,7 @@ class ExportQuery(ApiModel):
         """The UTC instants the days span; 'to' before 'from' is a 422 (each is a day, the pair is not)."""
         if self.since and self.until and self.until < self.since:
             raise Refusal("invalid_query", f"'to' ({self.until}) is before 'from' ({self.since}).")
-        return exports.day_bounds(self.since, self.until)
+        return day_bounds(self.since, self.until)
 
     def filename(self, what: str, now: datetime) -> str:
         today = now.astimezone(CHINA).date()

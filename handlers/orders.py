@@ -16,10 +16,10 @@ from datetime import datetime
 from typing import Annotated, Any, ClassVar, Literal
 
 from aiohttp import web
-from pydantic import AwareDatetime, BaseModel, Field, RootModel
+from pydantic import BaseModel, Field, RootModel
 from sqlalchemy import and_, func, select
 
-from kit.api import ApiModel, ok, text
+from kit.api import ApiModel, Instant, ok, text
 from kit.auditing import note
 from kit.chat import Ctx, Incoming, active_only
 from kit.console import may_open, page, page_number
@@ -55,7 +55,7 @@ class _Event(ApiModel):
     order_no: text(64)
     sku: text(64) | None = None
     buyer_openid: text(64) | None = None
-    occurred_at: AwareDatetime | None = Field(None, description="ISO 8601 with a UTC offset")
+    occurred_at: Instant | None = Field(None, description="ISO 8601 with a UTC offset")
 
 
 class PaidEvent(_Event):

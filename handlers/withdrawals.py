@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from datetime import date, datetime, time, timedelta
+from datetime import date, datetime, timedelta
 from urllib.parse import urlencode
 from typing import Annotated, Any, ClassVar, Literal
 
@@ -40,7 +40,7 @@ from domain.ledger import balance
 from domain.payouts import STATE_NAMES, claim_words, reason_words, transfers
 from domain.risk import RULE_NAMES, open_flags_of
 from domain.messages import Text
-from domain.records import code_of, read_days
+from domain.records import code_of, on_days, read_days
 from domain.refusals import Refusal
 from domain.withdrawal_rules import (CONFIRM_ABOVE_FEN, MAX_BATCH, Approval, approve_each, check_request,
                                      decide_and_tell, request_withdrawal, withdrawal_select)
@@ -285,11 +285,7 @@ class History:
             out.append(w.status == self.status)
         if self.code:
             out.append(d.code == self.code)
-        if self.since:
-            out.append(w.requested_at >= datetime.combine(self.since, time(), CHINA))
-        if self.until:
-            out.append(w.requested_at < datetime.combine(self.until + timedelta(days=1), time(), CHINA))
-        return out
+        return out + on_days(w.requested_at, self.since, self.until)
 
     def query(self) -> str:
         return urlencode({k: v for k, v in (("status", self.status), ("code", self.code),

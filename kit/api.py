@@ -17,13 +17,14 @@ from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar
 
 from aiohttp import web
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, RootModel, ValidationError
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, RootModel, ValidationError
 
 from kit.auditing import audited, route_name
 from kit.scopes import PRINCIPAL, ScopeSpec, bearer, scopes_of
 from domain.catalogue import API, CONSOLE, audit_summary, say
 from domain.config import Config
 from domain.config_sections import ADMIN
+from domain.formats import storable
 from domain.refusals import Refusal
 from domain.staff import role_names
 from storage.db import json_text
@@ -63,6 +64,15 @@ class ApiModel(BaseModel):
 
     model_config = ConfigDict(regex_engine="python-re")
     noun: ClassVar[str] = "body"
+
+
+def _storable(at: Any) -> Any:
+    if not storable(at):
+        raise ValueError("the time is outside the calendar once in UTC")
+    return at
+
+
+Instant = Annotated[AwareDatetime, AfterValidator(_storable)]  # RFC 3339 with a zone, and a UTC time
 
 
 def text(max_length: int) -> Any:

@@ -145,7 +145,8 @@ async def test_soon_due_campaigns_start_by_the_job(harness: Harness) -> None:
 async def test_bad_campaigns_are_refused_and_nothing_is_stored(harness: Harness) -> None:
     h = harness
     for fields, status in (({"text": "长" * 601}, 422), ({"kind": "sale"}, 422), ({"channel": "sms"}, 422),
-                           ({"send_at": "2026-12-01T20:00:00"}, 422), ({"text": "  "}, 422), ({"title": 5}, 400),
+                           ({"send_at": "2026-12-01T20:00:00"}, 422), ({"send_at": "9999-12-31T23:00:00-02:00"}, 422),
+                           ({"text": "  "}, 422), ({"title": 5}, 400),
                            ({"audience": {"ranks": []}}, 422)):
         got, body = await post(h, **fields)
         assert got == status, (fields, body)

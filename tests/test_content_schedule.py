@@ -177,6 +177,8 @@ BAD_WINDOWS: list[tuple[str, str, str]] = [
     ("not a date", 'live_from = "christmas"\n', "RFC 3339"),
     ("impossible date", 'live_from = "2026-02-30T00:00:00+08:00"\n', "不是真实存在的日期"),
     ("a number", "live_until = 20261224\n", "RFC 3339"),
+    ("no UTC time", 'live_from = "0001-01-01T00:00:00+08:00"\n', "不是真实存在的日期"),
+    ("no UTC time, TOML", "live_until = 9999-12-31T23:00:00-02:00\n", "不是真实存在的日期"),
     ("until before from", 'live_from = 2026-12-24T00:00:00+08:00\nlive_until = "2026-12-23T23:00:00+08:00"\n',
      "须晚于 live_from"),
     ("empty announce", 'announce = " "\n', "不能为空"),

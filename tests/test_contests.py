@@ -123,6 +123,7 @@ async def test_bad_contests_are_refused_with_422(h: Harness) -> None:
     assert status == 422 and "skus" in body["message"]
     assert (await create(h, metric="points"))[0] == 422
     assert (await create(h, prizes_fen=[0]))[0] == 422
+    assert (await create(h, starts_at="0001-01-01T00:00:00+08:00"))[0] == 422  # no UTC time: nothing to store
     assert (await h.api("GET", "/contests/987654"))[0] == 404
     status, listed = await h.api("GET", "/contests")
     assert status == 200 and all(c["source"] for c in listed["contests"])  # only the monthly star

@@ -60,6 +60,8 @@ async def test_the_ledger_as_csv_with_its_days(h: Any) -> None:
     tomorrow, yesterday = today + timedelta(days=1), today - timedelta(days=1)
     assert rows((await download(h, f"ledger.csv?from={tomorrow}"))[2]) == [header]
     assert rows((await download(h, f"ledger.csv?to={yesterday}"))[2]) == [header]
+    # The calendar's edges have no UTC instant on the far side: read as the first and last days.
+    assert rows((await download(h, "ledger.csv?from=0001-01-01&to=9999-12-31"))[2])[1:] == lines
 
 
 async def test_withdrawals_as_csv(h: Any) -> None:
@@ -75,6 +77,7 @@ async def test_withdrawals_as_csv(h: Any) -> None:
     assert [line[:5] for line in lines] == [[str(wid), a.code, "钱多多", "12.50", "待审核"]]
     tomorrow = (now.astimezone(CHINA) + timedelta(days=1)).date()
     assert rows((await download(h, f"withdrawals.csv?from={tomorrow}"))[2]) == [header]
+    assert rows((await download(h, "withdrawals.csv?from=0001-01-01&to=9999-12-31"))[2])[1:] == lines
 
 
 FORMULA = '=HYPERLINK("http://x","y")'

@@ -103,6 +103,8 @@ async def test_lifecycle_and_history(h: Any) -> None:
     ({"event_id": "", "order_no": "X", "type": "shipped"}, 422),
     ({"event_id": "e", "order_no": "X", "type": "shipped", "occurred_at": "yesterday"}, 422),
     ({"event_id": "e", "order_no": "X", "type": "shipped", "occurred_at": "2026-11-25T10:00:00"}, 422),
+    ({"event_id": "e", "order_no": "X", "type": "shipped", "occurred_at": "0001-01-01T00:00:00+08:00"}, 422),  # no UTC
+    ({"event_id": "e", "order_no": "X", "type": "shipped", "occurred_at": "9999-12-31T23:00:00-02:00"}, 422),
 ])
 @ON_SQLITE
 async def test_bad_event_bodies(h: Any, body: dict[str, Any], code: int) -> None:

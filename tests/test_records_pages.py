@@ -77,6 +77,8 @@ async def commissions_checked(h: Harness, finance: aiohttp.ClientSession, boss: 
     tomorrow = (datetime.now(CHINA) + timedelta(days=1)).date()
     _, html = await get(finance, h.url + f"/admin/commissions?since={tomorrow}&until=bad")
     assert "没有符合条件的记录" in html and "日期“bad”看不懂" in html
+    status, html = await get(finance, h.url + "/admin/commissions?since=0001-01-01&until=9999-12-31")  # the edges
+    assert status == 200 and len(cells(html, "流水号")) == 10
 
 
 async def orders_checked(h: Harness, finance: aiohttp.ClientSession, other: Any) -> None:
@@ -102,6 +104,8 @@ async def stats_checked(h: Harness, finance: aiohttp.ClientSession, ids: list[in
     status, html = await get(finance, h.url + f"/admin/stats?period=range&since={today - timedelta(days=1)}"
                                                f"&until={today + timedelta(days=1)}")
     assert status == 200 and html.count('role="img"') == 3
+    status, edges = await get(finance, h.url + "/admin/stats?period=range&since=0001-01-01&until=9999-12-31")
+    assert status == 200 and edges.count('role="img"') == 3
     window = (datetime.now(UTC) - timedelta(days=1), None)
     sales, earned, teams = await h.app[READER].run(lambda s: (
         figures.credited_sales(s, ids, [window]), figures.earnings(s, ids, [window]), figures.teams(s, ids, [window])))
