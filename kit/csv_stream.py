@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 import re
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 from urllib.parse import quote
 
 from aiohttp import web
+
+log = logging.getLogger(__name__)
 
 # Rows after a key, at most a page of them: (the last row's key, the rows as CSV cells) or an
 # empty page at the end. Keyset paging: each page is an indexed range read, however deep.
@@ -41,16 +44,23 @@ def _lines(rows: Sequence[Sequence[Any]]) -> bytes:
 
 async def stream_csv(request: web.Request, filename: str, header: Sequence[str], pages: Pages,
                      first_key: Any = 0) -> web.StreamResponse:
+    """The first page is read before anything is sent, so that a failure there is a whole JSON
+    error; one later cuts the connection, so that the client sees a broken download, never a
+    second answer inside the first."""
+    key, rows = await pages(first_key)
     response = web.StreamResponse(headers={
         "Content-Type": "text/csv; charset=utf-8", "Cache-Control": "no-store",
         "Content-Disposition": f"attachment; filename*=UTF-8''{quote(filename)}"})
     await response.prepare(request)
     await response.write("\ufeff".encode() + _lines([header]))
-    key = first_key
-    while True:
-        key, rows = await pages(key)
-        if not rows:
-            break
-        await response.write(_lines(rows))
+    try:
+        while rows:
+            await response.write(_lines(rows))
+            key, rows = await pages(key)
+    except Exception:
+        log.exception("CSV download cut short", extra={"path": request.path})
+        if request.transport is not None:
+            request.transport.abort()
+        return response
     await response.write_eof()
     return response

@@ -10,10 +10,13 @@ import tracemalloc
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import aiohttp
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from kit.csv_stream import cell as as_cell
+from kit.csv_stream import stream_csv
 from sandbox.platform import Platform
 from kit.app_keys import WRITER
 from domain.formats import CHINA
@@ -160,3 +163,31 @@ async def test_a_large_ledger_streams_in_little_memory(h: Any) -> None:
     assert lines == count + 1
     assert size > 5_000_000
     assert peak < size / 2, (peak, size)  # never the whole file, let alone its rows, at once
+
+
+async def test_a_download_that_fails_is_an_error_before_its_first_row_and_cut_after(aiohttp_client: Any) -> None:
+    """Never a second answer written inside the first (the fuzz test once read "HTTP/1.1 500" as a chunk)."""
+    async def pages(key: int) -> tuple[int, list[list[str]]]:
+        if key == 0:
+            return 1, [["第一行"]]
+        raise RuntimeError("the database went away")
+
+    async def failing_at_once(key: int) -> tuple[int, list[list[str]]]:
+        raise RuntimeError("the database went away")
+
+    async def late(request: web.Request) -> web.StreamResponse:
+        return await stream_csv(request, "x.csv", ["列"], pages)
+
+    async def early(request: web.Request) -> web.StreamResponse:
+        return await stream_csv(request, "x.csv", ["列"], failing_at_once)
+
+    app = web.Application()
+    app.router.add_get("/late", late)
+    app.router.add_get("/early", early)
+    client = await aiohttp_client(app)
+    async with client.get("/early") as resp:
+        assert resp.status == 500 and not resp.headers.get("Content-Disposition")
+    async with client.get("/late") as resp:
+        assert resp.status == 200
+        with pytest.raises(aiohttp.ClientPayloadError):
+            await resp.read()
