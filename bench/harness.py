@@ -1,7 +1,8 @@
 """Process and measurement helpers shared by the bench scripts (not a benchmark itself).
 
 - measuring processes through /proc: `cpu_seconds` (one process), `tree_cpu` (a process and its
-  direct children), `machine_cpu`, `peak_rss_mb` (VmHWM), `rss_mb` (VmRSS); `free_port` on 127.0.0.1;
+  direct children), `machine_cpu`, `peak_rss_mb` (VmHWM), `rss_mb` (VmRSS); `free_port` on 127.0.0.1
+  and `listens` (whether a process holds a port);
 - `Server`: `distbot serve` as a subprocess (sandbox mode, a free port, the given database), the
   way bench/orders.py, broadcast.py and exports.py run it;
 - `spawn` / `stop` / `stop_all` / `wait_healthy`: bench/webhook.py's children, each in its own
@@ -47,6 +48,25 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def listens(pid: int, port: int) -> bool:
+    """Whether process `pid` or a child of it (a server under py-spy) holds the socket listening on
+    `port` (Linux /proc). Between free_port() and a server's bind, another test's or bench's server
+    may take the port, and it answers /healthz as well as ours would."""
+    inodes: set[str] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                f = line.split()
+                if f[3] == "0A" and int(f[1].rpartition(":")[2], 16) == port:  # 0A: LISTEN
+                    inodes.add(f"socket:[{f[9]}]")
+    with contextlib.suppress(OSError):
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        for p in (pid, *children):
+            if any(os.readlink(fd) in inodes for fd in Path(f"/proc/{p}/fd").iterdir()):
+                return True
+    return False
 
 
 def _stat_fields(pid: int | str) -> list[str]:
@@ -138,7 +158,7 @@ class Server:
                     raise SystemExit(f"distbot exited:\n{self.log.read_text()[-3000:]}")
                 with contextlib.suppress(aiohttp.ClientError):
                     async with http.get(self.url("/healthz")) as r:
-                        if r.status == 200:
+                        if r.status == 200 and listens(self.proc.pid, self.port):
                             return
                 await asyncio.sleep(0.1)
         raise SystemExit("distbot did not become healthy")
@@ -266,7 +286,7 @@ async def wait_healthy(port: int, proc: subprocess.Popen[bytes], log: Path | Non
             with contextlib.suppress(aiohttp.ClientError, OSError):
                 async with http.get(f"http://127.0.0.1:{port}/healthz",
                                     timeout=aiohttp.ClientTimeout(total=2)) as r:
-                    if r.status == 200:
+                    if r.status == 200 and listens(proc.pid, port):
                         return
             await asyncio.sleep(0.1)
     raise RuntimeError(f"no healthy /healthz on port {port} within {STARTUP_TIMEOUT:.0f} s\n"

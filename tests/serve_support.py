@@ -6,23 +6,17 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import sys
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 
+from bench.harness import free_port, listens
 from tests.conftest import ADMIN_TOKEN
 from tests.eventually import eventually
 
 DISTBOT = str(Path(sys.executable).parent / "distbot")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class PortTaken(Exception):
@@ -68,7 +62,7 @@ class Served:
                     raise AssertionError(told)
                 try:
                     async with http.get(self.url + "/healthz") as resp:
-                        return resp.status == 200
+                        return resp.status == 200 and listens(self.proc.pid, self.port)
                 except aiohttp.ClientConnectionError:
                     return False
             try:
