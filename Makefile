@@ -5,6 +5,10 @@ VENV := .venv
 # a worker that runs out takes tests queued for another, so the long crash tests do not end alone.
 PYTEST_ARGS ?= -n 4 --dist worksteal
 BIN := $(VENV)/bin
+# Some shells set PYTHONDONTWRITEBYTECODE: then every `distbot` the tests start compiles the whole
+# project again, and every test worker rewrites every test module's asserts again (collection
+# 13 s instead of 6 s a worker). The caches are ignored by git.
+unexport PYTHONDONTWRITEBYTECODE
 
 .PHONY: run test bench clean
 

@@ -1,8 +1,8 @@
 """Process and measurement helpers shared by the bench scripts (not a benchmark itself).
 
 - measuring processes through /proc: `cpu_seconds` (one process), `tree_cpu` (a process and its
-  direct children), `machine_cpu`, `peak_rss_mb` (VmHWM), `rss_mb` (VmRSS); `free_port` on 127.0.0.1
-  and `listens` (whether a process holds a port);
+  direct children), `machine_cpu`, `peak_rss_mb` (VmHWM), `rss_mb` (VmRSS); `free_port` and `listens`
+  (devtools.ports, here for the scripts);
 - `Server`: `distbot serve` as a subprocess (sandbox mode, a free port, the given database), the
   way bench/orders.py, broadcast.py and exports.py run it;
 - `spawn` / `stop` / `stop_all` / `wait_healthy`: bench/webhook.py's children, each in its own
@@ -25,12 +25,13 @@ import contextlib
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from devtools.ports import free_port, listens
 
 TOKEN = "bench-token"
 ADMIN = "bench-admin-token"
@@ -44,31 +45,6 @@ def interrupt(*_: Any) -> None:
 
 
 # ---- measuring ----------------------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def listens(pid: int, port: int) -> bool:
-    """Whether process `pid` or a child of it (a server under py-spy) holds the socket listening on
-    `port` (Linux /proc). Between free_port() and a server's bind, another test's or bench's server
-    may take the port, and it answers /healthz as well as ours would."""
-    inodes: set[str] = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        with contextlib.suppress(OSError):
-            for line in Path(table).read_text().splitlines()[1:]:
-                f = line.split()
-                if f[3] == "0A" and int(f[1].rpartition(":")[2], 16) == port:  # 0A: LISTEN
-                    inodes.add(f"socket:[{f[9]}]")
-    with contextlib.suppress(OSError):
-        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-        for p in (pid, *children):
-            if any(os.readlink(fd) in inodes for fd in Path(f"/proc/{p}/fd").iterdir()):
-                return True
-    return False
-
-
 def _stat_fields(pid: int | str) -> list[str]:
     """The fields of /proc/<pid>/stat after the command name (fields[1] is the parent's pid)."""
     return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()

@@ -6,10 +6,11 @@ from __future__ import annotations
 import glob
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 from pathlib import Path
+
+from devtools.ports import free_port
 
 
 def find_pg_bin() -> Path | None:
@@ -19,19 +20,13 @@ def find_pg_bin() -> Path | None:
     return Path(found).parent if found else None
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class PgCluster:
     def __init__(self) -> None:
         bindir = find_pg_bin()
         assert bindir is not None
         self.bindir = bindir
         self.dir = Path(tempfile.mkdtemp(prefix="distbot-pg-"))
-        self.port = _free_port()
+        self.port = free_port()
         # PostgreSQL refuses to run as root; run it as the postgres user when we are root.
         self.as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
         self.url = f"postgresql+asyncpg://postgres@127.0.0.1:{self.port}/postgres"

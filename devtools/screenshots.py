@@ -16,7 +16,6 @@ import os
 import random
 import secrets
 from collections import defaultdict
-import socket
 import sys
 import tempfile
 from datetime import UTC, datetime, timedelta
@@ -39,6 +38,7 @@ from domain.tickets import open_ticket
 from storage.models import Distributor, Follower
 from storage.models_ledger import EntryKind
 from storage.tables import DAILY_TOTALS, ENTRIES, ORDERS
+from devtools.ports import free_port
 
 ROOT = Path(__file__).parent.parent
 OUT = ROOT / "docs" / "img"
@@ -51,12 +51,6 @@ PAGES = (("概览", "console-overview.png"), ("分销员", "console-distributors
          ("分销设置", "console-settings.png"), ("员工", "console-staff.png"))
 STAFF = (("zhou.finance", "finance"), ("lin.ops", "ops admin"))
 NAMES = ("王晓梅", "李建国", "张丽娟", "刘洋", "陈静", "杨帆", "赵雪", "黄志强", "周婷", "吴磊", "徐芳", "孙浩")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 async def seed_distributors(app: web.Application, now: datetime) -> list[tuple[int, str]]:
@@ -187,7 +181,7 @@ def shrink(path: Path) -> None:
 
 
 async def main() -> None:
-    port = _free_port()
+    port = free_port()
     with tempfile.TemporaryDirectory(prefix="distbot-shots-") as tmp:
         config = load_config(ROOT / "config.toml", database={"url": f"sqlite+aiosqlite:///{tmp}/distbot.db"},
                              server={"host": "127.0.0.1", "port": port, "public_url": f"http://127.0.0.1:{port}"},

@@ -12,7 +12,7 @@ from typing import Any
 
 import aiohttp
 
-from bench.harness import free_port, listens
+from devtools.ports import free_port, listens
 from tests.conftest import ADMIN_TOKEN
 from tests.eventually import eventually
 

@@ -90,7 +90,7 @@ async def wait_done(served: Served, cid: int, timeout: float = 60) -> dict[str, 
 async def test_kill_9_between_sends_and_a_restart_send_each_recipient_once(
         db_url: str, tmp_path: Path, platform: Platform, wechat_server: TestServer) -> None:
     openids = await seed(db_url, platform, RECIPIENTS)
-    cfg = config(tmp_path, db_url, wechat_server, rate=10)
+    cfg = config(tmp_path, db_url, wechat_server, rate=25)
     first = await Served(cfg, tmp_path).start()
     try:
         status, created = await first.api("POST", "/campaigns", json={"title": "年终大促", "kind": "notice", "text": TEXT})
