@@ -211,21 +211,26 @@ async def test_two_workers_never_send_a_row_twice(idle: Harness) -> None:
     users = [await follower(h) for _ in range(3)]
     for i in range(24):
         await enqueue(h, f"fanout:{i}", users[i % 3].openid, f"消息{i}")
+    # On a loaded machine a follow's welcome can miss WeChat's 5 s and be queued too: count the rows.
+    async with h.app[SESSIONMAKER]() as session:
+        queued = len((await session.execute(select(OutboxMessage.id))).all())
+    assert queued >= 24
     app = h.app
     workers = [Outbox(h.config, app[READER], app[WRITER], app[WECHAT], app[METRICS]) for _ in range(3)]
     results = await asyncio.gather(*(w.drain_once() for w in workers for _ in range(2)))
     # A worker that finds a follower's quota held by another gives that user's rows back for a moment.
     deadline = asyncio.get_running_loop().time() + 5
-    while sum(results) < 24 and asyncio.get_running_loop().time() < deadline:
+    while sum(results) < queued and asyncio.get_running_loop().time() < deadline:
         results.append(await workers[0].drain_once())
         await asyncio.sleep(0.05)
-    assert sum(results) == 24
+    assert sum(results) == queued
     # Each follow allows three customer-service messages, however many workers spend them; the
     # other notices go as template messages (CONTRACT §7).
     custom = [b["text"]["content"] for b in sends(h)]
     for user in users:
         assert len(sends(h, openid=user.openid)) == 3
-    texts = sorted(custom + [b["data"]["first"]["value"] for b in sends(h, "message/template/send")])
+    texts = sorted(t for t in custom + [b["data"]["first"]["value"] for b in sends(h, "message/template/send")]
+                   if t.startswith("消息"))
     assert texts == sorted(f"消息{i}" for i in range(24))
 
 
