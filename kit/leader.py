@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 log = logging.getLogger(__name__)
 LOCK_KEY = 0x64697375
-POLL_SECONDS = 10.0
+POLL_SECONDS = 3.0  # one advisory-lock try per process: jobs resume within 3 s of a leader's death
 HEARTBEAT_SECONDS = 30.0
 # The server ends the leader's session after this long without a word from it (a host that
 # vanished without closing its sockets), which frees the lock. The heartbeat keeps it alive.
