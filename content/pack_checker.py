@@ -175,7 +175,8 @@ class Checker:
                 values[key] = data[key]
         return values, ok
 
-    def storable(self, at: datetime, where: str) -> datetime | None:
+    def _in_utc(self, at: datetime, where: str) -> datetime | None:
+        """`at`, or None and a problem when it has no UTC time (0001-01-01T00:00+08:00)."""
         if storable(at):
             return at
         self.problem(where, say(PACK, "not_a_time", value=at.isoformat()))
@@ -185,7 +186,7 @@ class Checker:
         """An aware datetime from a TOML offset date-time or an RFC 3339 string. Local (zone-less)
         times are refused: the server's zone must not decide when a festival starts."""
         if isinstance(value, datetime) and value.tzinfo is not None:
-            return self.storable(value, where)
+            return self._in_utc(value, where)
         zoned = value
         if isinstance(value, str):
             m = RFC3339_RE.match(value.strip())
@@ -199,7 +200,7 @@ class Checker:
                 self.problem(where, say(PACK, "not_a_time", value=value))
                 return None
             if zone is not None:
-                return self.storable(zoned, where)
+                return self._in_utc(zoned, where)
         what = ("zoneless_datetime" if isinstance(zoned, datetime) else "zoneless_date" if isinstance(zoned, date)
                 else "zoneless_time")
         self.problem(where, say(PACK, "no_zone", what=say(PACK, what), example=MOMENT_EXAMPLE))

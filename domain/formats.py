@@ -67,15 +67,19 @@ def storable(at: datetime) -> bool:
     return True
 
 
+def _midnight(day: date, days_on: int = 0) -> datetime:
+    return datetime.combine(min(max(day, FIRST_DAY), LAST_DAY) + timedelta(days=days_on), time(), CHINA)
+
+
 def day_from(day: date) -> datetime:
     """The instant a China-time day begins (aware)."""
-    return datetime.combine(min(max(day, FIRST_DAY), LAST_DAY), time(), CHINA)
+    return _midnight(day)
 
 
 def day_after(day: date) -> datetime:
     """The instant a China-time day ends: the next day's midnight, so that [day_from(a), day_after(b))
     spans days a–b, both included."""
-    return datetime.combine(min(max(day, FIRST_DAY), LAST_DAY) + timedelta(days=1), time(), CHINA)
+    return _midnight(day, 1)
 
 
 def day_bounds(since: date | None, until: date | None) -> tuple[datetime | None, datetime | None]:

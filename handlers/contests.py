@@ -13,11 +13,11 @@ from datetime import datetime
 from typing import Annotated, Any, ClassVar, Literal
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from kit.api import ApiModel, IdParam, Instant, PageQuery, RankAudience, checked_audience, ok
+from kit.api import ApiModel, IdParam, PageQuery, RankAudience, checked_audience, ok
 from kit.api import text as text_field
 from kit.chat import Ctx, Incoming, active_only
 from kit.auditing import note
@@ -105,8 +105,8 @@ class ContestIn(ApiModel):
         description="sales: credited sales paid in the window less refunds; sku_sales: the same for `skus`; "
                     "new_members: active invitees registered in the window (no prizes)")
     skus: list[Sku] = Field(default_factory=list, max_length=100, description="required for sku_sales")
-    starts_at: Instant = Field(description="RFC 3339 with a zone")
-    ends_at: Instant = Field(description="RFC 3339 with a zone, after starts_at")
+    starts_at: AwareDatetime = Field(description="RFC 3339 with a zone")
+    ends_at: AwareDatetime = Field(description="RFC 3339 with a zone, after starts_at")
     prizes_fen: list[Prize] = Field(default_factory=list, max_length=100,
                                     description="prize by place, fen; must be empty for new_members")
     audience: Literal["all"] | RankAudience = "all"
@@ -205,8 +205,8 @@ class ContestEdit(ApiModel):
     noun: ClassVar[str] = "contest"
     model_config = ConfigDict(extra="forbid")
     title: text_field(64) | None = None
-    starts_at: Instant | None = Field(None, description="RFC 3339 with a zone")
-    ends_at: Instant | None = Field(None, description="RFC 3339 with a zone, after starts_at")
+    starts_at: AwareDatetime | None = Field(None, description="RFC 3339 with a zone")
+    ends_at: AwareDatetime | None = Field(None, description="RFC 3339 with a zone, after starts_at")
     prizes_fen: list[Prize] = Field(default_factory=list, max_length=100,
                                     description="prize by place, fen (omitted: unchanged)")
 
