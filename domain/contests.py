@@ -59,6 +59,8 @@ class SaleChange:
 _OPEN_SALES_CONTESTS = select(CONTESTS.c.id, CONTESTS.c.metric, CONTESTS.c.skus, CONTESTS.c.starts_at,
                               CONTESTS.c.ends_at).where(CONTESTS.c.status != ContestStatus.SETTLED,
                                                         CONTESTS.c.metric.in_(SALES_METRICS))
+_GONE = select(DISTRIBUTORS.c.id).where(DISTRIBUTORS.c.id.in_(bindparam("ids", expanding=True)),
+                                        DISTRIBUTORS.c.status != DistributorStatus.ACTIVE)
 
 
 def _refused(field: str, problem: str, message: str, chinese: str) -> Refusal:
@@ -119,9 +121,7 @@ def record_sales(session: Session, changes: Sequence[SaleChange]) -> None:
     if not contests:
         return
     # An exited distributor has left the contests (withdraw) and is not put back by a late event.
-    gone = set(session.connection().execute(select(DISTRIBUTORS.c.id).where(
-        DISTRIBUTORS.c.id.in_({ch.distributor_id for ch in changes}),
-        DISTRIBUTORS.c.status != DistributorStatus.ACTIVE)).scalars())
+    gone = set(session.connection().execute(_GONE, {"ids": list({ch.distributor_id for ch in changes})}).scalars())
     totals: dict[tuple[int, int], list[Any]] = {}
     for c in contests:
         for ch in changes:

@@ -26,8 +26,8 @@ I = TypeVar("I")  # noqa: E741
 R = TypeVar("R")
 
 MAX_BATCH = 200
-# Under load a batch waits, at most this long, for as many items as the last one had: the senders
-# whose answers just went out are sending their next ones, and the loop is reading them.
+# Under load a batch waits, at most this long, for the last one's items and those queued meanwhile:
+# the senders whose answers just went out are sending their next ones, and the loop is reading them.
 LINGER_SECONDS = 0.006
 LINGER_STEP_SECONDS = 0.0002
 
@@ -244,16 +244,18 @@ class GroupCommit(Generic[I, R]):
             if not self._queue:
                 return
             batch, self._queue = self._queue[:self.max_batch], self._queue[self.max_batch:]
-            # The most items seen lately, forgotten one by one: a batch cut short by a straggler
-            # (the linger ran out) does not lower what the next ones wait for.
-            last = max(len(batch), last - 1)
             await self._run(batch)
+            # Under load each answered sender sends again at once: the next batch waits for them
+            # and for those that queued meanwhile, so that senders split in two groups (one queued
+            # while the other's batch ran) share one commit again. The most seen lately is forgotten
+            # one by one: a batch cut short by a straggler does not lower what the next ones wait for.
+            last = max(min(self.max_batch, len(batch) + len(self._queue)), last - 1)
 
     async def _gather(self, last: int) -> None:
         """Under load the answers to the last batch went out together and their senders' next
-        items are arriving now: wait until as many are here as the last batches had (the loop
-        reads them meanwhile) or the linger is over, so that they share one commit instead of
-        alternating between a batch of a few and a batch of the rest."""
+        items are arriving now: wait until `last` are here (the loop reads them meanwhile) or the
+        linger is over, so that they share one commit instead of alternating between a batch of
+        a few and a batch of the rest."""
         loop = asyncio.get_running_loop()
         until = loop.time() + self.linger
         while len(self._queue) < last and loop.time() < until:

@@ -26,6 +26,7 @@ from storage.models_content import LivePack
 from tests.conftest import make_config
 from tests.console_support import AT_BOTH_WIDTHS, no_sideways_scroll, sign_in
 from tests.db_support import migrated_sqlite
+from tests.eventually import eventually
 from tests.serve_support import free_port
 from tests.test_packs_support import MANIFEST, small_pack, zip_of
 
@@ -178,6 +179,7 @@ async def test_a_campaign_for_now_is_sent(served_with_workers: tuple[str, web.Ap
     from playwright.async_api import expect
     base, app, platform = served_with_workers
     active = await seed_distributors(app, platform)
+    await page.clock.install()  # live.js's refresh is waited for by moving the page's clock
     await open_campaigns(page, base)
     audience = page.get_by_label("受众")
     await expect(audience.locator("option", has_text="全部分销员")).to_have_text("全部分销员（3 人）")
@@ -193,7 +195,12 @@ async def test_a_campaign_for_now_is_sent(served_with_workers: tuple[str, web.Ap
     # The outbox sends in the background; the list refreshes itself in place (live.js) until the
     # campaign is done: the page is not loaded again (the marker set here stays).
     await page.evaluate("window.notReloaded = true")
-    await expect(row.locator(".status")).to_have_text("已完成", timeout=20_000)
+
+    async def sent() -> bool:
+        return [status for i, _, status in await campaigns_in(app) if i == cid] == ["done"]
+    await eventually(sent, timeout=20, what="the campaign sent")
+    await page.clock.run_for(3_000)  # live.js's next refresh
+    await expect(row.locator(".status")).to_have_text("已完成")
     await expect(row.locator(".progress")).to_have_text("共 3 · 已发 3 · 失败 0 · 待发 0")
     await expect(row.get_by_role("button", name="取消")).to_have_count(0)
     assert await page.evaluate("window.notReloaded === true")
