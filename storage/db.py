@@ -130,9 +130,9 @@ def sqlite_file(engine: AsyncEngine) -> str | None:
     return url.database if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:") else None
 
 
-def sqlite_file_engine(path: str, *, begin: str, pragma: str, **pool: Any) -> Engine:
+def sqlite_file_engine(path: str, *, begin: str, pragmas: tuple[str, ...], **pool: Any) -> Engine:
     """A synchronous engine on a SQLite file (the standard sqlite3 driver), the Writer's and the
-    Reader's: our pragmas and `pragma` on each connection, `begin` starting each transaction that
+    Reader's: our pragmas and `pragmas` on each connection, `begin` starting each transaction that
     was not begun already (the Writer begins on the loop itself)."""
     engine = create_sync_engine(f"sqlite:///{path}", hide_parameters=True, **pool, **_JSON,
                                 connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
@@ -141,7 +141,8 @@ def sqlite_file_engine(path: str, *, begin: str, pragma: str, **pool: Any) -> En
     def _on_connect(dbapi_conn, _record):  # noqa: ANN001
         dbapi_conn.isolation_level = None  # we send BEGIN ourselves
         sqlite_pragmas(dbapi_conn)
-        dbapi_conn.execute(pragma)
+        for pragma in pragmas:
+            dbapi_conn.execute(pragma)
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn):  # noqa: ANN001

@@ -64,7 +64,7 @@ class _SqliteReads:
     def __init__(self, path: str):
         # A deferred BEGIN: a snapshot to read, never the write lock; query_only: a write fails
         # instead of taking the lock.
-        self.engine = sqlite_file_engine(path, begin="BEGIN", pragma="PRAGMA query_only=ON",
+        self.engine = sqlite_file_engine(path, begin="BEGIN", pragmas=("PRAGMA query_only=ON",),
                                          pool_size=SQLITE_READERS + 1, max_overflow=0)
         self.threads = ThreadPoolExecutor(max_workers=SQLITE_READERS, thread_name_prefix="sqlite-reader")
 

@@ -159,9 +159,11 @@ class Writer:
 
 class _SqliteFile:
     def __init__(self, path: str):
-        # The thread checkpoints the WAL, never the loop (wal_autocheckpoint=0).
-        self.engine = sqlite_file_engine(path, begin="BEGIN IMMEDIATE", pragma="PRAGMA wal_autocheckpoint=0",
-                                         poolclass=StaticPool)
+        # The thread checkpoints the WAL, never the loop (wal_autocheckpoint=0). A unit's SAVEPOINTs
+        # keep their statement journal in memory: in a temporary file (SQLite's default) each one
+        # costs file system calls, a sixth of a batch of order events' time.
+        self.engine = sqlite_file_engine(path, begin="BEGIN IMMEDIATE", poolclass=StaticPool,
+                                         pragmas=("PRAGMA wal_autocheckpoint=0", "PRAGMA temp_store=MEMORY"))
         self.thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-writer")
         self._path = path
         self._checkpointer: sqlite3.Connection | None = None  # its own connection, used in the thread only
