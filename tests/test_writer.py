@@ -104,3 +104,31 @@ async def test_a_batch_waits_for_another_writer_without_holding_up_the_loop(sqli
         assert "分销员助手" in await asyncio.wait_for(reply, 5)
     finally:
         other.close()
+
+
+async def test_under_steady_writes_the_wal_starts_over(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Units written back to back, never idle: each checkpoint copies its last frames with units
+    held back, so the WAL starts over instead of growing by every unit's pages."""
+    monkeypatch.setattr("storage.writer.CHECKPOINT_EVERY", 20)
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path}/writer.db")
+    writer = Writer(engine)
+    blob = b"x" * 16_384  # four pages a unit
+
+    def unit(session: Any) -> None:
+        session.execute(text("INSERT INTO t (b) VALUES (:b)"), {"b": blob})
+        time.sleep(0.002)  # the unit's own work, on the loop as ever
+    try:
+        await writer.run(lambda s: s.execute(text("CREATE TABLE t (id INTEGER PRIMARY KEY, b BLOB)")))
+
+        async def lane() -> None:  # a writer that sends its next unit as soon as the last is done
+            for _ in range(100):
+                await writer.run(unit)
+                await asyncio.sleep(0)  # as a group commit's next batch does
+        await asyncio.gather(*(lane() for _ in range(4)))
+        wal = (tmp_path / "writer.db-wal").stat().st_size
+        written = 400 * len(blob)
+        assert wal < written / 4, (wal, written)  # a few checkpoints' worth, not everything written
+        assert await writer.run(lambda s: s.execute(text("SELECT count(*) FROM t")).scalar_one()) == 400
+    finally:
+        await writer.close()
+        await engine.dispose()
