@@ -129,3 +129,31 @@ async def test_an_item_takes_its_submitters_unit_hook_into_the_batch(writer: Wri
     assert [r[1] for r in results] == [True, False, True, False]  # committed() before the outcome arrived
     assert (hooks["p"].seen, hooks["q"].seen, hooks["boom"].seen) == ("P", "Q", None)
     assert await writer.run(keys) == ["hook-p", "hook-q", "p", "q", "r"]
+
+
+class _SlowWriter:
+    """A writer whose unit waits on the database for a while (PostgreSQL's round trips), so that
+    items keep arriving while a batch runs."""
+
+    async def run(self, work: Any) -> Any:
+        await asyncio.sleep(0.01)
+        return work(None)
+
+
+async def test_senders_split_in_two_groups_come_back_to_one_batch() -> None:
+    sizes: list[int] = []
+
+    def process(_session: Any, items: list[int]) -> list[int]:
+        sizes.append(len(items))
+        return items
+    commit: GroupCommit[int, int] = GroupCommit(_SlowWriter(), process)  # type: ignore[arg-type]
+
+    async def sender(k: int) -> None:  # a closed loop: the next item as soon as the last is answered
+        for _ in range(12):
+            assert await commit(k) == k
+    first = [asyncio.create_task(sender(k)) for k in range(5)]
+    await asyncio.sleep(0.003)  # the second group arrives while the first group's batch runs
+    await asyncio.gather(*first, *(sender(k) for k in range(5, 10)))
+    assert sizes[0] == 5  # the first batch had the first group only
+    # Then one commit for all ten (not 5, 5, 5, ...), but for the second group's last item.
+    assert sizes[1:-1] == [10] * (len(sizes) - 2), sizes
