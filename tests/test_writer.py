@@ -94,7 +94,8 @@ async def test_a_batch_waits_for_another_writer_without_holding_up_the_loop(sqli
         reply = asyncio.create_task(h.say(user, "帮助"))
         started = time.monotonic()
         await asyncio.sleep(0.3)
-        assert time.monotonic() - started < 2  # the loop was not held up (the busy timeout is 10 s)
+        # The loop was not held up for the busy timeout (10 s); a loaded machine may pause it a second or two.
+        assert time.monotonic() - started < 5
         assert not reply.done()  # the batch waits for the write lock...
         assert h.http is not None
         for _ in range(3):  # ...and the loop goes on serving meanwhile
@@ -127,7 +128,8 @@ async def test_under_steady_writes_the_wal_starts_over(tmp_path: Path, monkeypat
         await asyncio.gather(*(lane() for _ in range(4)))
         wal = (tmp_path / "writer.db-wal").stat().st_size
         written = 400 * len(blob)
-        assert wal < written / 4, (wal, written)  # a few checkpoints' worth, not everything written
+        # A few checkpoints' worth, not everything written (it was 10 MB, more than the 6.5 MB written).
+        assert wal < written / 2, (wal, written)
         assert await writer.run(lambda s: s.execute(text("SELECT count(*) FROM t")).scalar_one()) == 400
     finally:
         await writer.close()
