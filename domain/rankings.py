@@ -24,7 +24,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from domain.figures import COUNTED, ENTRY_COUNTED_AT, SALE_FEN
-from domain.formats import CHINA, day_after, day_from, month_of, month_start
+from domain.formats import CHINA, day_after, day_from, month_of
 from domain.ledger import EARNING_KINDS
 from domain.records import read_days
 from storage.models import DistributorStatus
@@ -50,18 +50,17 @@ class Period:
 def period_of(query: Mapping[str, str], now: datetime) -> tuple[Period, list[str]]:
     """The period a query chooses: this month (the default, until today), last month, or the days
     `since`–`until` (both included); what cannot be read falls back to this month."""
-    this = month_start(now)
+    this = month_of(now)
     key, problems = query.get("period", "month"), []
     if key == "last":
-        start = (this - timedelta(days=1)).replace(day=1)
-        return Period(key, start, this, start.date(), this.date() - timedelta(days=1)), problems
+        last = this.previous
+        return Period(key, last.start, last.end, last.start.date(), last.end.date() - timedelta(days=1)), problems
     if key == "range":
         since, until = read_days(query, problems)
         if since and until:
             return Period(key, day_from(since), day_after(until), since, until), problems
         problems.append("请同时填写开始和结束日期；下面是本月的排名。")
-    end = (this + timedelta(days=32)).replace(day=1)
-    return Period("month", this, end, this.date(), now.astimezone(CHINA).date()), problems
+    return Period("month", this.start, this.end, this.start.date(), now.astimezone(CHINA).date()), problems
 
 
 @dataclass(frozen=True)

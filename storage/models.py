@@ -42,14 +42,12 @@ class UtcDateTime(TypeDecorator[datetime]):
         if dialect.name != "sqlite":
             return super().bind_processor(dialect)
 
-        # The text SQLite's DATETIME type writes ("2026-11-26 01:40:00.000000") in one step, instead
-        # of process_bind_param and then the driver type's formatting (order events bind a dozen).
+        # The text SQLite's DATETIME type writes ("2026-11-26 01:40:00.000000"), formatted here
+        # instead of by the driver type's processor, a dict and a format a value (order events bind
+        # a dozen).
         def process(value: datetime | None) -> str | None:
-            if value is None:
-                return None
-            if value.tzinfo is None:
-                raise ValueError("naive datetime given to the database")
-            return value.astimezone(UTC).isoformat(" ", "microseconds")[:26]
+            utc = self.process_bind_param(value, dialect)
+            return None if utc is None else utc.isoformat(" ", "microseconds")[:26]
         return process
 
     def result_processor(self, dialect: Any, coltype: Any) -> Any:

@@ -15,8 +15,7 @@ from sqlalchemy import func, select
 from sandbox.platform import Platform, SimUser
 from kit.app_keys import SESSIONMAKER
 from domain.ledger import balances, ledger_sums
-from domain.formats import month_of
-from domain.formats import CHINA
+from domain.formats import CHINA, month_of
 from storage.tables import DAILY_TOTALS, DISTRIBUTOR_TOTALS, DISTRIBUTORS, ENTRIES, ORDERS
 from storage.models import Distributor, Follower
 from storage.models_ledger import Commission, EntryKind, LedgerEntry, Order, OrderEvent, Withdrawal
